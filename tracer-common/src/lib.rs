@@ -1,0 +1,197 @@
+//! The binary contract between pkttrace's eBPF programs and its user space:
+//! the event each probe emits, the configuration user space hands to the
+//! programs, and the names of the maps that carry them.
+#![no_std]
+
+/// Which kernel probe produced an event.
+#[repr(u8)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Probe {
+    /// tp_btf `net_dev_queue`: the packet is handed to a device for transmit.
+    DevQueue = 1,
+    /// tp_btf `netif_receive_skb`: a device's receive path takes the packet.
+    Receive = 2,
+    /// BPF netfilter program just before the NAT priority of its hook.
+    NetfilterBeforeNat = 3,
+    /// BPF netfilter program just after the NAT priority of its hook.
+    NetfilterAfterNat = 4,
+    /// tp_btf `kfree_skb`: the kernel dropped the packet (with a reason).
+    Drop = 5,
+    /// tp_btf `consume_skb`: the packet was freed normally, its journey is over.
+    Consume = 6,
+    /// tp_btf `skb_copy_datagram_iovec`: a process read the packet from a socket.
+    SocketRead = 7,
+    /// tp_btf `fib_table_lookup`: a routing decision (no packet pointer).
+    FibLookup = 8,
+}
+
+impl Probe {
+    pub fn from_u8(value: u8) -> Option<Self> {
+        Some(match value {
+            1 => Self::DevQueue,
+            2 => Self::Receive,
+            3 => Self::NetfilterBeforeNat,
+            4 => Self::NetfilterAfterNat,
+            5 => Self::Drop,
+            6 => Self::Consume,
+            7 => Self::SocketRead,
+            8 => Self::FibLookup,
+            _ => return None,
+        })
+    }
+}
+
+pub const IFNAMSIZ: usize = 16;
+pub const TASK_COMM_LEN: usize = 16;
+
+/// One observation of one packet at one point in the kernel.
+///
+/// Addresses are kept in network byte order as the packet carries them;
+/// ports, IP id and length are converted to host order by the program.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct PacketEvent {
+    pub timestamp_ns: u64,
+    /// Address of the `struct sk_buff`: the same packet keeps it across devices
+    /// and namespaces until it is freed or cloned.
+    pub skb: u64,
+    /// Address of the conntrack entry (`struct nf_conn`), 0 if untracked.
+    pub conntrack: u64,
+    /// `kfree_skb`/`consume_skb`: kernel address of the function that freed it.
+    pub location: u64,
+    /// Inode number of the network namespace the event happened in.
+    pub netns: u32,
+    /// Device the packet is on (receive: arrived on; transmit: leaving by;
+    /// netfilter: input device, or output device on output hooks).
+    pub ifindex: u32,
+    /// Netfilter: output device (0 on input hooks). Routing: result device.
+    pub out_ifindex: u32,
+    /// Process (tgid) current when the event fired; only meaningful in
+    /// process context (a socket send or read).
+    pub pid: u32,
+    /// `kfree_skb`: `enum skb_drop_reason` value. Routing: table id.
+    pub reason_or_table: u32,
+    /// Routing: the error the lookup returned (0 = found a route).
+    pub fib_error: i32,
+    pub saddr: [u8; 4],
+    pub daddr: [u8; 4],
+    /// Routing: the gateway chosen (0.0.0.0 when the destination is on-link).
+    pub gateway: [u8; 4],
+    /// TCP/UDP source port; ICMP echo identifier.
+    pub sport: u16,
+    /// TCP/UDP destination port; ICMP echo sequence number.
+    pub dport: u16,
+    pub ip_id: u16,
+    pub ip_len: u16,
+    pub probe: u8,
+    pub protocol: u8,
+    pub icmp_type: u8,
+    pub tcp_flags: u8,
+    /// `enum ip_conntrack_info` (the low bits of `skb->_nfct`).
+    pub ctinfo: u8,
+    /// Netfilter hook number (`enum nf_inet_hooks`).
+    pub nf_hook: u8,
+    pub ttl: u8,
+    /// 1 when `mac_src`/`mac_dst` were read from the frame.
+    pub has_mac: u8,
+    pub mac_src: [u8; 6],
+    pub mac_dst: [u8; 6],
+    pub comm: [u8; TASK_COMM_LEN],
+    /// Name of the device `ifindex` names, read in the kernel so an event stays
+    /// readable even when the device is gone by the time user space looks.
+    pub ifname: [u8; IFNAMSIZ],
+}
+
+impl PacketEvent {
+    pub const ZERO: Self = Self {
+        timestamp_ns: 0,
+        skb: 0,
+        conntrack: 0,
+        location: 0,
+        netns: 0,
+        ifindex: 0,
+        out_ifindex: 0,
+        pid: 0,
+        reason_or_table: 0,
+        fib_error: 0,
+        saddr: [0; 4],
+        daddr: [0; 4],
+        gateway: [0; 4],
+        sport: 0,
+        dport: 0,
+        ip_id: 0,
+        ip_len: 0,
+        probe: 0,
+        protocol: 0,
+        icmp_type: 0,
+        tcp_flags: 0,
+        ctinfo: 0,
+        nf_hook: 0,
+        ttl: 0,
+        has_mac: 0,
+        mac_src: [0; 6],
+        mac_dst: [0; 6],
+        comm: [0; TASK_COMM_LEN],
+        ifname: [0; IFNAMSIZ],
+    };
+}
+
+/// How many addresses the in-kernel filter can watch.
+pub const MAX_WATCHED: usize = 4;
+
+/// Byte offsets of the kernel struct members the programs read, computed in
+/// user space from `/sys/kernel/btf/vmlinux` (aya has no CO-RE for Rust).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct KernelOffsets {
+    pub skb_dev: u32,
+    pub skb_head: u32,
+    pub skb_data: u32,
+    pub skb_network_header: u32,
+    pub skb_mac_header: u32,
+    pub skb_nfct: u32,
+    pub dev_ifindex: u32,
+    pub dev_name: u32,
+    pub dev_nd_net: u32,
+    pub net_ns_inum: u32,
+    pub nf_state_hook: u32,
+    pub nf_state_in: u32,
+    pub nf_state_out: u32,
+    pub nf_state_net: u32,
+    pub flowi4_oif: u32,
+    pub flowi4_iif: u32,
+    pub flowi4_saddr: u32,
+    pub flowi4_daddr: u32,
+    pub flowi4_proto: u32,
+    pub nhc_dev: u32,
+    pub nhc_gw: u32,
+    pub task_nsproxy: u32,
+    pub nsproxy_net_ns: u32,
+}
+
+/// What the programs capture: a packet is interesting when its source or
+/// destination is one of `watched` and it matches protocol and port.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Config {
+    pub offsets: KernelOffsets,
+    pub watched: [[u8; 4]; MAX_WATCHED],
+    pub watched_count: u32,
+    /// IP protocol number, 0 = any.
+    pub protocol: u8,
+    pub _pad: u8,
+    /// TCP/UDP port that must be the source or destination, 0 = any.
+    pub port: u16,
+}
+
+/// Map names, shared so the netfilter loader can find aya's maps by name.
+pub const EVENTS_MAP: &str = "EVENTS";
+pub const CONFIG_MAP: &str = "CONFIG";
+pub const LOST_MAP: &str = "LOST";
+
+#[cfg(feature = "user")]
+mod user {
+    // SAFETY: both are plain-old-data `repr(C)` structs of integers and byte arrays.
+    unsafe impl aya::Pod for super::Config {}
+    unsafe impl aya::Pod for super::PacketEvent {}
+}

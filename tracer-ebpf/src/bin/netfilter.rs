@@ -1,0 +1,66 @@
+//! BPF netfilter programs (BPF_PROG_TYPE_NETFILTER). aya 0.14 cannot load this
+//! program type, so these live in their own object, loaded by pkttrace's
+//! netfilter loader. Each is attached at every IPv4 hook, one priority before
+//! and one after the NAT priority, so the difference between the two is the
+//! NAT the kernel applied. Both always accept: pkttrace never changes a verdict.
+#![no_std]
+#![no_main]
+
+use tracer_common::{PacketEvent, Probe};
+use tracer_ebpf::{HeaderAt, capture_skb, config, emit, fill_device, read};
+
+const NF_ACCEPT: i32 = 1;
+const NF_INET_LOCAL_OUT: u8 = 3;
+const NF_INET_POST_ROUTING: u8 = 4;
+
+/// `struct bpf_nf_ctx`, the program's context.
+#[repr(C)]
+pub struct NfContext {
+    state: u64,
+    skb: u64,
+}
+
+#[unsafe(no_mangle)]
+#[unsafe(link_section = "netfilter/before_nat")]
+pub extern "C" fn before_nat(ctx: *const NfContext) -> i32 {
+    observe(ctx, Probe::NetfilterBeforeNat);
+    NF_ACCEPT
+}
+
+#[unsafe(no_mangle)]
+#[unsafe(link_section = "netfilter/after_nat")]
+pub extern "C" fn after_nat(ctx: *const NfContext) -> i32 {
+    observe(ctx, Probe::NetfilterAfterNat);
+    NF_ACCEPT
+}
+
+#[inline(always)]
+fn observe(ctx: *const NfContext, probe: Probe) {
+    let Some(cfg) = config() else { return };
+    // SAFETY: the verifier allows reading the context's two pointers.
+    let (state, skb) = unsafe { ((*ctx).state, (*ctx).skb) };
+    let mut event = PacketEvent::ZERO;
+    // At netfilter hooks skb->data is the IP header on input and output alike.
+    if !capture_skb(cfg, probe, skb, HeaderAt::Data, &mut event) {
+        return;
+    }
+    let o = &cfg.offsets;
+    event.nf_hook = read::<u8>(state, o.nf_state_hook).unwrap_or(0xff);
+    let input = read::<u64>(state, o.nf_state_in).unwrap_or(0);
+    let output = read::<u64>(state, o.nf_state_out).unwrap_or(0);
+    let mut out_event = PacketEvent::ZERO;
+    if output != 0 {
+        fill_device(cfg, output, &mut out_event);
+        event.out_ifindex = out_event.ifindex;
+    }
+    // Name the device the hook is about: the output one on output hooks.
+    let is_output_hook = event.nf_hook == NF_INET_LOCAL_OUT || event.nf_hook == NF_INET_POST_ROUTING;
+    if is_output_hook && output != 0 {
+        event.ifindex = out_event.ifindex;
+        event.ifname = out_event.ifname;
+        event.netns = out_event.netns;
+    } else if input != 0 {
+        fill_device(cfg, input, &mut event);
+    }
+    emit(&mut event);
+}

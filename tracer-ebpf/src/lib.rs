@@ -1,0 +1,235 @@
+//! Shared by both program objects: the maps, the in-kernel filter, and the
+//! code that reads a packet's headers out of a `struct sk_buff`.
+//!
+//! Both objects declare the same maps; aya creates them for the tracepoint
+//! object and the netfilter loader points the netfilter object at those same
+//! maps (by name), so every event lands in one ring buffer.
+#![no_std]
+
+use aya_ebpf::{
+    helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_kernel},
+    macros::map,
+    maps::{Array, PerCpuArray, RingBuf},
+};
+use tracer_common::{Config, PacketEvent, MAX_WATCHED};
+
+#[map(name = "EVENTS")]
+pub static EVENTS: RingBuf = RingBuf::with_byte_size(1 << 22, 0);
+
+#[map(name = "CONFIG")]
+pub static CONFIG: Array<Config> = Array::with_max_entries(1, 0);
+
+/// Events the ring buffer had no room for; user space reports them.
+#[map(name = "LOST")]
+pub static LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+
+const IPPROTO_ICMP: u8 = 1;
+const IPPROTO_TCP: u8 = 6;
+const IPPROTO_UDP: u8 = 17;
+
+#[inline(always)]
+pub fn config() -> Option<&'static Config> {
+    CONFIG.get(0)
+}
+
+/// Reads a value of type `T` at `base + offset` in kernel memory.
+#[inline(always)]
+pub fn read<T>(base: u64, offset: u32) -> Option<T> {
+    if base == 0 {
+        return None;
+    }
+    // SAFETY: bpf_probe_read_kernel checks the address; a bad one is an error, not a fault.
+    unsafe { bpf_probe_read_kernel((base + offset as u64) as *const T).ok() }
+}
+
+/// The inode number of the network namespace a `struct net *` is.
+#[inline(always)]
+pub fn netns_inode(cfg: &Config, net: u64) -> u32 {
+    read::<u32>(net, cfg.offsets.net_ns_inum).unwrap_or(0)
+}
+
+/// Fills the device fields (ifindex, name, netns) from a `struct net_device *`.
+#[inline(always)]
+pub fn fill_device(cfg: &Config, dev: u64, event: &mut PacketEvent) {
+    let o = &cfg.offsets;
+    event.ifindex = read::<u32>(dev, o.dev_ifindex).unwrap_or(0);
+    event.ifname = read::<[u8; 16]>(dev, o.dev_name).unwrap_or([0; 16]);
+    if let Some(net) = read::<u64>(dev, o.dev_nd_net) {
+        event.netns = netns_inode(cfg, net);
+    }
+}
+
+/// Where the IP header starts in the packet's buffer.
+#[derive(Clone, Copy)]
+pub enum HeaderAt {
+    /// `skb->data` points at the IP header (after the L2 header was pulled).
+    Data,
+    /// `skb->head + skb->network_header`.
+    NetworkHeader,
+}
+
+/// The IPv4 header fields we use, as read from memory.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct Ipv4Header {
+    version_ihl: u8,
+    tos: u8,
+    tot_len: u16,
+    id: u16,
+    frag_off: u16,
+    ttl: u8,
+    protocol: u8,
+    check: u16,
+    saddr: [u8; 4],
+    daddr: [u8; 4],
+}
+
+#[inline(always)]
+fn watched(cfg: &Config, addr: [u8; 4]) -> bool {
+    let count = cfg.watched_count as usize;
+    let mut i = 0;
+    while i < MAX_WATCHED {
+        if i < count && cfg.watched[i] == addr {
+            return true;
+        }
+        i += 1;
+    }
+    false
+}
+
+/// True when the address pair is one the user asked about.
+#[inline(always)]
+pub fn addresses_match(cfg: &Config, saddr: [u8; 4], daddr: [u8; 4]) -> bool {
+    cfg.watched_count == 0 || watched(cfg, saddr) || watched(cfg, daddr)
+}
+
+/// Reads the packet's IPv4 and L4 headers into `event`. Returns false when the
+/// packet is not IPv4 or does not pass the filter: nothing should be emitted.
+#[inline(always)]
+pub fn read_packet(cfg: &Config, skb: u64, at: HeaderAt, event: &mut PacketEvent) -> bool {
+    let o = &cfg.offsets;
+    let ip_addr = match at {
+        HeaderAt::Data => match read::<u64>(skb, o.skb_data) {
+            Some(data) => data,
+            None => return false,
+        },
+        HeaderAt::NetworkHeader => {
+            let head = match read::<u64>(skb, o.skb_head) {
+                Some(head) => head,
+                None => return false,
+            };
+            let network = read::<u16>(skb, o.skb_network_header).unwrap_or(0xffff);
+            if network == 0xffff {
+                return false;
+            }
+            head + network as u64
+        }
+    };
+    let ip = match read::<Ipv4Header>(ip_addr, 0) {
+        Some(ip) => ip,
+        None => return false,
+    };
+    if ip.version_ihl >> 4 != 4 {
+        return false;
+    }
+    if !addresses_match(cfg, ip.saddr, ip.daddr) {
+        return false;
+    }
+    if cfg.protocol != 0 && cfg.protocol != ip.protocol {
+        return false;
+    }
+    event.saddr = ip.saddr;
+    event.daddr = ip.daddr;
+    event.protocol = ip.protocol;
+    event.ttl = ip.ttl;
+    event.ip_id = u16::from_be(ip.id);
+    event.ip_len = u16::from_be(ip.tot_len);
+
+    let l4 = ip_addr + ((ip.version_ihl & 0x0f) as u64) * 4;
+    match ip.protocol {
+        IPPROTO_TCP | IPPROTO_UDP => {
+            if let Some(ports) = read::<[u16; 2]>(l4, 0) {
+                event.sport = u16::from_be(ports[0]);
+                event.dport = u16::from_be(ports[1]);
+            }
+            if ip.protocol == IPPROTO_TCP {
+                event.tcp_flags = read::<u8>(l4, 13).unwrap_or(0);
+            }
+            if cfg.port != 0 && event.sport != cfg.port && event.dport != cfg.port {
+                return false;
+            }
+        }
+        IPPROTO_ICMP => {
+            // type, code, checksum, then identifier and sequence of echo messages.
+            if let Some(icmp) = read::<[u16; 4]>(l4, 0) {
+                event.icmp_type = (u16::from_be(icmp[0]) >> 8) as u8;
+                event.sport = u16::from_be(icmp[2]);
+                event.dport = u16::from_be(icmp[3]);
+            }
+        }
+        _ => {}
+    }
+    true
+}
+
+/// Reads the Ethernet addresses of a received frame (`skb->head + mac_header`).
+#[inline(always)]
+pub fn read_macs(cfg: &Config, skb: u64, event: &mut PacketEvent) {
+    let o = &cfg.offsets;
+    let (Some(head), Some(mac)) = (read::<u64>(skb, o.skb_head), read::<u16>(skb, o.skb_mac_header)) else {
+        return;
+    };
+    if mac == 0xffff {
+        return;
+    }
+    if let Some(eth) = read::<[u8; 12]>(head + mac as u64, 0) {
+        event.mac_dst.copy_from_slice(&eth[0..6]);
+        event.mac_src.copy_from_slice(&eth[6..12]);
+        event.has_mac = 1;
+    }
+}
+
+/// Copies the conntrack entry and its ctinfo from `skb->_nfct`.
+#[inline(always)]
+pub fn read_conntrack(cfg: &Config, skb: u64, event: &mut PacketEvent) {
+    let nfct = read::<u64>(skb, cfg.offsets.skb_nfct).unwrap_or(0);
+    // The low 3 bits carry enum ip_conntrack_info; the rest is the nf_conn pointer.
+    event.conntrack = nfct & !7;
+    event.ctinfo = (nfct & 7) as u8;
+}
+
+/// Stamps time and the current task, then sends the event to user space.
+#[inline(always)]
+pub fn emit(event: &mut PacketEvent) {
+    event.timestamp_ns = unsafe { bpf_ktime_get_ns() };
+    event.pid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    event.comm = bpf_get_current_comm().unwrap_or([0; 16]);
+    if EVENTS.output::<PacketEvent>(&*event, 0).is_err() {
+        if let Some(lost) = LOST.get_ptr_mut(0) {
+            // SAFETY: a per-CPU slot, only this CPU writes it.
+            unsafe { *lost += 1 };
+        }
+    }
+}
+
+/// The skb fields common to all packet probes; false = filtered out.
+#[inline(always)]
+pub fn capture_skb(cfg: &Config, probe: tracer_common::Probe, skb: u64, at: HeaderAt, event: &mut PacketEvent) -> bool {
+    event.probe = probe as u8;
+    event.skb = skb;
+    if !read_packet(cfg, skb, at, event) {
+        return false;
+    }
+    if let Some(dev) = read::<u64>(skb, cfg.offsets.skb_dev) {
+        fill_device(cfg, dev, event);
+    }
+    read_conntrack(cfg, skb, event);
+    true
+}
+
+/// Shared by both objects: the verifier requires a panic handler, never reached.
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}

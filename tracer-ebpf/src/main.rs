@@ -1,0 +1,119 @@
+//! Tracepoint programs (tp_btf), loaded and attached by aya: the packet at
+//! each device, its drop or its end, routing decisions and socket reads.
+#![no_std]
+#![no_main]
+
+use aya_ebpf::{helpers::bpf_get_current_task, macros::btf_tracepoint, programs::BtfTracePointContext};
+use tracer_common::{PacketEvent, Probe};
+use tracer_ebpf::{HeaderAt, capture_skb, config, emit, netns_inode, read, read_macs, addresses_match, fill_device};
+
+#[btf_tracepoint(function = "net_dev_queue")]
+pub fn net_dev_queue(ctx: BtfTracePointContext) -> i32 {
+    let skb: u64 = ctx.arg(0);
+    on_skb(Probe::DevQueue, skb, HeaderAt::NetworkHeader, false);
+    0
+}
+
+#[btf_tracepoint(function = "netif_receive_skb")]
+pub fn netif_receive_skb(ctx: BtfTracePointContext) -> i32 {
+    let skb: u64 = ctx.arg(0);
+    // The Ethernet header is already pulled: skb->data is the IP header.
+    on_skb(Probe::Receive, skb, HeaderAt::Data, true);
+    0
+}
+
+#[btf_tracepoint(function = "kfree_skb")]
+pub fn kfree_skb(ctx: BtfTracePointContext) -> i32 {
+    let skb: u64 = ctx.arg(0);
+    let location: u64 = ctx.arg(1);
+    let reason: u32 = ctx.arg(2);
+    on_free(Probe::Drop, skb, location, reason);
+    0
+}
+
+#[btf_tracepoint(function = "consume_skb")]
+pub fn consume_skb(ctx: BtfTracePointContext) -> i32 {
+    let skb: u64 = ctx.arg(0);
+    let location: u64 = ctx.arg(1);
+    on_free(Probe::Consume, skb, location, 0);
+    0
+}
+
+#[btf_tracepoint(function = "skb_copy_datagram_iovec")]
+pub fn skb_copy_datagram_iovec(ctx: BtfTracePointContext) -> i32 {
+    let skb: u64 = ctx.arg(0);
+    let Some(cfg) = config() else { return 0 };
+    let mut event = PacketEvent::ZERO;
+    if !capture_skb(cfg, Probe::SocketRead, skb, HeaderAt::NetworkHeader, &mut event) {
+        return 0;
+    }
+    // A queued skb has lost its device: the reader's own namespace is where it landed.
+    let o = &cfg.offsets;
+    let task = unsafe { bpf_get_current_task() };
+    if let Some(nsproxy) = read::<u64>(task, o.task_nsproxy) {
+        if let Some(net) = read::<u64>(nsproxy, o.nsproxy_net_ns) {
+            event.netns = netns_inode(cfg, net);
+        }
+    }
+    emit(&mut event);
+    0
+}
+
+#[btf_tracepoint(function = "fib_table_lookup")]
+pub fn fib_table_lookup(ctx: BtfTracePointContext) -> i32 {
+    let table: u32 = ctx.arg(0);
+    let flow: u64 = ctx.arg(1);
+    let nexthop: u64 = ctx.arg(2);
+    let error: i32 = ctx.arg(3);
+    let Some(cfg) = config() else { return 0 };
+    let o = &cfg.offsets;
+    let (Some(saddr), Some(daddr)) = (read::<[u8; 4]>(flow, o.flowi4_saddr), read::<[u8; 4]>(flow, o.flowi4_daddr)) else {
+        return 0;
+    };
+    if !addresses_match(cfg, saddr, daddr) {
+        return 0;
+    }
+    let mut event = PacketEvent::ZERO;
+    event.probe = Probe::FibLookup as u8;
+    event.saddr = saddr;
+    event.daddr = daddr;
+    event.protocol = read::<u8>(flow, o.flowi4_proto).unwrap_or(0);
+    event.ifindex = read::<u32>(flow, o.flowi4_iif).unwrap_or(0);
+    event.reason_or_table = table;
+    event.fib_error = error;
+    if let Some(dev) = read::<u64>(nexthop, o.nhc_dev) {
+        let requested_oif = read::<u32>(flow, o.flowi4_oif).unwrap_or(0);
+        fill_device(cfg, dev, &mut event);
+        // fill_device wrote the result device into ifindex; keep the input side apart.
+        event.out_ifindex = event.ifindex;
+        event.ifindex = requested_oif;
+        event.gateway = read::<[u8; 4]>(nexthop, o.nhc_gw).unwrap_or([0; 4]);
+    }
+    emit(&mut event);
+    0
+}
+
+#[inline(always)]
+fn on_skb(probe: Probe, skb: u64, at: HeaderAt, with_macs: bool) {
+    let Some(cfg) = config() else { return };
+    let mut event = PacketEvent::ZERO;
+    if !capture_skb(cfg, probe, skb, at, &mut event) {
+        return;
+    }
+    if with_macs {
+        read_macs(cfg, skb, &mut event);
+    }
+    emit(&mut event);
+}
+
+#[inline(always)]
+fn on_free(probe: Probe, skb: u64, location: u64, reason: u32) {
+    let Some(cfg) = config() else { return };
+    let mut event = PacketEvent::ZERO;
+    if !capture_skb(cfg, probe, skb, HeaderAt::NetworkHeader, &mut event) {
+        return;
+    }
+    event.location = location;
+    event.reason_or_table = reason;
+    emit(&mut event);
+}
