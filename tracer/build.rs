@@ -1,0 +1,7 @@
+//! Builds the eBPF objects (crate tracer-ebpf, for the bpf target, with the
+//! nightly toolchain and bpf-linker) so `cargo build` embeds them in pkttrace.
+fn main() -> anyhow::Result<()> {
+    let ebpf_dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../tracer-ebpf");
+    let package = aya_build::Package { name: "tracer-ebpf", root_dir: ebpf_dir, ..Default::default() };
+    aya_build::build_ebpf([package], aya_build::Toolchain::default())
+}

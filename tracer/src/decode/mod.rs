@@ -1,0 +1,270 @@
+//! Event decoding: raw `PacketEvent`s from the kernel become typed events with
+//! names for drop reasons and code locations. Pure data in, data out; the
+//! kernel-specific tables are read once by `KernelNames`.
+
+mod kernel_names;
+
+use std::net::Ipv4Addr;
+
+use serde::{Deserialize, Serialize};
+use tracer_common::{PacketEvent, Probe};
+
+pub use kernel_names::KernelNames;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Hook {
+    Prerouting,
+    Input,
+    Forward,
+    Output,
+    Postrouting,
+}
+
+impl Hook {
+    fn from_kernel(number: u8) -> Option<Self> {
+        Some(match number {
+            0 => Self::Prerouting,
+            1 => Self::Input,
+            2 => Self::Forward,
+            3 => Self::Output,
+            4 => Self::Postrouting,
+            _ => return None,
+        })
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Prerouting => "PREROUTING",
+            Self::Input => "INPUT",
+            Self::Forward => "FORWARD",
+            Self::Output => "OUTPUT",
+            Self::Postrouting => "POSTROUTING",
+        }
+    }
+}
+
+/// Which side of the hook's NAT priority the observation was made on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NatSide {
+    Before,
+    After,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "probe", rename_all = "snake_case")]
+pub enum EventKind {
+    /// Handed to a device for transmit.
+    Transmit,
+    /// Taken in by a device's receive path.
+    Receive { mac_src: Option<String>, mac_dst: Option<String> },
+    Netfilter { hook: Hook, side: NatSide, out_ifindex: u32 },
+    Drop { reason: String, location: String },
+    /// Freed normally.
+    Consume { location: String },
+    /// Read from a socket by a process.
+    SocketRead,
+    /// A routing table lookup (not tied to one packet pointer).
+    Route { table: u32, error: i32, out_ifindex: u32, gateway: Option<Ipv4Addr> },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "protocol", rename_all = "lowercase")]
+pub enum Transport {
+    Icmp { icmp_type: u8, id: u16, seq: u16 },
+    Tcp { sport: u16, dport: u16, flags: u8 },
+    Udp { sport: u16, dport: u16 },
+    Other { number: u8 },
+}
+
+impl Transport {
+    pub fn protocol_number(self) -> u8 {
+        match self {
+            Self::Icmp { .. } => 1,
+            Self::Tcp { .. } => 6,
+            Self::Udp { .. } => 17,
+            Self::Other { number } => number,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Packet {
+    pub src: Ipv4Addr,
+    pub dst: Ipv4Addr,
+    pub transport: Transport,
+    pub ip_id: u16,
+    pub length: u16,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Conntrack {
+    /// The kernel address of the conntrack entry: one connection, both directions.
+    pub id: u64,
+    /// `enum ip_conntrack_info`: 0 established, 1 related, 2 new, 3+ reply direction.
+    pub info: u8,
+}
+
+impl Conntrack {
+    pub fn state(self) -> &'static str {
+        match self.info {
+            0 => "ESTABLISHED",
+            1 => "RELATED",
+            2 => "NEW",
+            3 => "ESTABLISHED (reply direction)",
+            4 => "RELATED (reply direction)",
+            _ => "UNKNOWN",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    pub time_ns: u64,
+    pub skb: u64,
+    pub kind: EventKind,
+    pub netns: u32,
+    pub ifindex: u32,
+    /// The device name as the kernel had it (routing: the result device).
+    pub ifname: String,
+    pub packet: Packet,
+    pub conntrack: Option<Conntrack>,
+    /// The current task; meaningful for sends and socket reads only.
+    pub pid: u32,
+    pub comm: String,
+}
+
+fn c_string(bytes: &[u8]) -> String {
+    let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
+    String::from_utf8_lossy(&bytes[..end]).into_owned()
+}
+
+fn mac(bytes: [u8; 6]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
+}
+
+/// Turns one raw event into a typed one; `None` for an event this version
+/// does not know (a newer object, say).
+pub fn decode(raw: &PacketEvent, names: &KernelNames) -> Option<Event> {
+    let probe = Probe::from_u8(raw.probe)?;
+    let kind = match probe {
+        Probe::DevQueue => EventKind::Transmit,
+        Probe::Receive => {
+            let (mac_src, mac_dst) =
+                if raw.has_mac == 1 { (Some(mac(raw.mac_src)), Some(mac(raw.mac_dst))) } else { (None, None) };
+            EventKind::Receive { mac_src, mac_dst }
+        }
+        Probe::NetfilterBeforeNat | Probe::NetfilterAfterNat => EventKind::Netfilter {
+            hook: Hook::from_kernel(raw.nf_hook)?,
+            side: if probe == Probe::NetfilterBeforeNat { NatSide::Before } else { NatSide::After },
+            out_ifindex: raw.out_ifindex,
+        },
+        Probe::Drop => EventKind::Drop {
+            reason: names.drop_reason(raw.reason_or_table),
+            location: names.symbol(raw.location),
+        },
+        Probe::Consume => EventKind::Consume { location: names.symbol(raw.location) },
+        Probe::SocketRead => EventKind::SocketRead,
+        Probe::FibLookup => EventKind::Route {
+            table: raw.reason_or_table,
+            error: raw.fib_error,
+            out_ifindex: raw.out_ifindex,
+            gateway: Some(Ipv4Addr::from(raw.gateway)).filter(|g| !g.is_unspecified()),
+        },
+    };
+    let transport = match raw.protocol {
+        1 => Transport::Icmp { icmp_type: raw.icmp_type, id: raw.sport, seq: raw.dport },
+        6 => Transport::Tcp { sport: raw.sport, dport: raw.dport, flags: raw.tcp_flags },
+        17 => Transport::Udp { sport: raw.sport, dport: raw.dport },
+        number => Transport::Other { number },
+    };
+    Some(Event {
+        time_ns: raw.timestamp_ns,
+        skb: raw.skb,
+        kind,
+        netns: raw.netns,
+        ifindex: raw.ifindex,
+        ifname: c_string(&raw.ifname),
+        packet: Packet {
+            src: Ipv4Addr::from(raw.saddr),
+            dst: Ipv4Addr::from(raw.daddr),
+            transport,
+            ip_id: raw.ip_id,
+            length: raw.ip_len,
+        },
+        conntrack: (raw.conntrack != 0).then_some(Conntrack { id: raw.conntrack, info: raw.ctinfo }),
+        pid: raw.pid,
+        comm: c_string(&raw.comm),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names() -> KernelNames {
+        KernelNames::from_parts(vec![(2, "NOT_SPECIFIED".into()), (12, "NETFILTER_DROP".into())], vec![
+            (0xffff_ffff_8100_0000, "nf_hook_slow".into()),
+            (0xffff_ffff_8100_0400, "ip_forward".into()),
+        ])
+    }
+
+    /// A netfilter observation as the kernel sent it (values from a real run).
+    fn raw_netfilter_event() -> PacketEvent {
+        let mut raw = PacketEvent::ZERO;
+        raw.probe = Probe::NetfilterAfterNat as u8;
+        raw.skb = 0xffff888109e34d00;
+        raw.netns = 4026531833;
+        raw.ifindex = 6;
+        raw.ifname[..11].copy_from_slice(b"dev-up-host");
+        raw.ifname[11..14].copy_from_slice(b"\0xy"); // bytes after the NUL are stale kernel memory
+        raw.saddr = [198, 51, 100, 130];
+        raw.daddr = [198, 51, 100, 129];
+        raw.protocol = 1;
+        raw.icmp_type = 8;
+        raw.sport = 18;
+        raw.dport = 3;
+        raw.ip_id = 6501;
+        raw.ip_len = 84;
+        raw.nf_hook = 4;
+        raw.conntrack = 0xffff88812981cd00;
+        raw.ctinfo = 2;
+        raw
+    }
+
+    #[test]
+    fn decodes_a_netfilter_observation() {
+        let event = decode(&raw_netfilter_event(), &names()).unwrap();
+        assert_eq!(event.ifname, "dev-up-host");
+        assert_eq!(event.kind, EventKind::Netfilter { hook: Hook::Postrouting, side: NatSide::After, out_ifindex: 0 });
+        assert_eq!(event.packet.src, Ipv4Addr::new(198, 51, 100, 130));
+        assert_eq!(event.packet.transport, Transport::Icmp { icmp_type: 8, id: 18, seq: 3 });
+        assert_eq!(event.conntrack.unwrap().state(), "NEW");
+    }
+
+    #[test]
+    fn names_drop_reasons_and_locations() {
+        let mut raw = raw_netfilter_event();
+        raw.probe = Probe::Drop as u8;
+        raw.reason_or_table = 12;
+        raw.location = 0xffff_ffff_8100_0012;
+        let event = decode(&raw, &names()).unwrap();
+        assert_eq!(
+            event.kind,
+            EventKind::Drop { reason: "NETFILTER_DROP".into(), location: "nf_hook_slow+0x12".into() }
+        );
+        raw.reason_or_table = 999;
+        let EventKind::Drop { reason, .. } = decode(&raw, &names()).unwrap().kind else { panic!() };
+        assert_eq!(reason, "reason 999");
+    }
+
+    #[test]
+    fn unknown_probe_or_hook_is_skipped() {
+        let mut raw = raw_netfilter_event();
+        raw.nf_hook = 9;
+        assert!(decode(&raw, &names()).is_none());
+        raw.probe = 42;
+        assert!(decode(&raw, &names()).is_none());
+    }
+}

@@ -1,0 +1,88 @@
+use std::net::Ipv4Addr;
+
+use super::*;
+
+/// Decoded events recorded from real runs on the lab (container 172.17.0.2 on
+/// docker0, upstream 198.51.100.129 behind the host's 198.51.100.130).
+pub fn recorded(fixture: &str) -> Vec<Event> {
+    fixture.lines().map(|line| serde_json::from_str(line).expect("fixture line is an Event")).collect()
+}
+
+pub const ICMP_MASQUERADE: &str = include_str!("fixtures/icmp_masquerade.jsonl");
+pub const FORWARDING_DISABLED: &str = include_str!("fixtures/forwarding_disabled.jsonl");
+pub const DOCKER_USER_DROP: &str = include_str!("fixtures/docker_user_drop.jsonl");
+pub const TCP_REFUSED: &str = include_str!("fixtures/tcp_refused.jsonl");
+
+pub fn assemble(fixture: &str) -> Vec<Journey> {
+    let mut assembler = Assembler::new(100_000_000);
+    for event in recorded(fixture) {
+        assembler.push(event);
+    }
+    let mut journeys = assembler.take_all();
+    journeys.sort_by_key(|j| j.events[0].time_ns);
+    journeys
+}
+
+const CONTAINER: Ipv4Addr = Ipv4Addr::new(172, 17, 0, 2);
+const HOST: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 130);
+const UPSTREAM: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 129);
+
+#[test]
+fn one_skb_across_namespaces_and_nat_is_one_journey() {
+    let journeys = assemble(ICMP_MASQUERADE);
+    assert_eq!(journeys.len(), 2, "an echo request and its reply");
+    let (request, reply) = (&journeys[0], &journeys[1]);
+    assert_eq!((request.first_packet().src, request.first_packet().dst), (CONTAINER, UPSTREAM));
+    assert_eq!((request.last_packet().src, request.last_packet().dst), (HOST, UPSTREAM), "after MASQUERADE");
+    assert_eq!((reply.first_packet().src, reply.first_packet().dst), (UPSTREAM, HOST));
+    assert_eq!(reply.last_packet().dst, CONTAINER, "after de-NAT");
+    assert!(reply.answers(request));
+}
+
+#[test]
+fn the_senders_route_lookup_joins_the_packet_it_routed() {
+    let journeys = assemble(ICMP_MASQUERADE);
+    let first = &journeys[0].events[0];
+    let EventKind::Route { gateway, table, .. } = first.kind else { panic!("starts with the route lookup") };
+    assert_eq!((gateway, table), (Some(Ipv4Addr::new(172, 17, 0, 1)), 254));
+    assert_eq!(first.comm, "ping");
+}
+
+#[test]
+fn the_raw_socket_copy_joins_the_reply() {
+    let journeys = assemble(ICMP_MASQUERADE);
+    let reply = &journeys[1];
+    let read = reply.events.iter().find(|e| e.kind == EventKind::SocketRead).expect("ping read the reply");
+    assert_eq!(read.comm, "ping");
+}
+
+#[test]
+fn a_drop_ends_the_journey() {
+    for (fixture, reason) in [(FORWARDING_DISABLED, "IP_INADDRERRORS"), (DOCKER_USER_DROP, "NETFILTER_DROP")] {
+        let journeys = assemble(fixture);
+        assert_eq!(journeys.len(), 1, "no reply to a dropped request");
+        let last = journeys[0].events.iter().rev().find(|e| !matches!(e.kind, EventKind::Route { .. })).unwrap();
+        assert!(matches!(&last.kind, EventKind::Drop { reason: r, .. } if r == reason), "{:?}", last.kind);
+    }
+}
+
+#[test]
+fn a_reset_answers_the_syn() {
+    let journeys = assemble(TCP_REFUSED);
+    assert_eq!(journeys.len(), 2);
+    assert!(journeys[1].answers(&journeys[0]));
+}
+
+#[test]
+fn quiet_journeys_finish_and_busy_ones_stay_open() {
+    let events = recorded(ICMP_MASQUERADE);
+    let last_time = events.iter().map(|e| e.time_ns).max().unwrap();
+    let mut assembler = Assembler::new(100_000_000);
+    events.into_iter().for_each(|e| assembler.push(e));
+    let finished = assembler.take_finished(last_time + 1_000);
+    assert_eq!(finished.len(), 1, "the request has been quiet since the reply left");
+    assert_eq!(finished[0].first_packet().src, CONTAINER);
+    let finished = assembler.take_finished(last_time + 200_000_000);
+    assert_eq!(finished.len(), 1, "then the reply");
+    assert_eq!(finished[0].first_packet().src, UPSTREAM);
+}

@@ -1,0 +1,152 @@
+//! Kernel probes: loads pkttrace's eBPF programs, attaches them, and streams
+//! the raw events they emit. Knows nothing of containers or journeys.
+
+mod netfilter;
+pub mod offsets;
+
+use std::{collections::HashMap, net::Ipv4Addr, os::fd::AsFd};
+
+use anyhow::{Context, Result, bail};
+use aya::{
+    Ebpf,
+    maps::{Array, Map, MapData, PerCpuArray, RingBuf},
+    programs::BtfTracePoint,
+};
+use tokio::io::unix::AsyncFd;
+use tracer_common::{CONFIG_MAP, Config, EVENTS_MAP, LOST_MAP, MAX_WATCHED, PacketEvent};
+
+static TRACEPOINT_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tracer"));
+static NETFILTER_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/netfilter"));
+
+/// tp_btf programs: the program name in the object is the tracepoint's name.
+const TRACEPOINTS: [&str; 6] =
+    ["net_dev_queue", "netif_receive_skb", "kfree_skb", "consume_skb", "skb_copy_datagram_iovec", "fib_table_lookup"];
+
+/// Netfilter hooks (enum nf_inet_hooks) and the NAT priority each one has:
+/// the programs sit one priority before and one after it. FORWARD has no NAT;
+/// its neighbours of the filter table (0) show what passed the filter.
+const NF_HOOKS: [(u32, i32); 5] = [
+    (0, -100), // PRE_ROUTING: destination NAT
+    (1, 100),  // LOCAL_IN: source NAT
+    (2, 0),    // FORWARD: filter
+    (3, -100), // LOCAL_OUT: destination NAT
+    (4, 100),  // POST_ROUTING: source NAT (MASQUERADE)
+];
+
+/// What to capture; everything else is dropped in the kernel before it costs a copy.
+#[derive(Clone, Debug, Default)]
+pub struct Filter {
+    /// A packet is kept when its source or destination is one of these.
+    pub addresses: Vec<Ipv4Addr>,
+    pub protocol: Option<u8>,
+    pub port: Option<u16>,
+}
+
+pub struct Probes {
+    // Kept alive: dropping them detaches everything.
+    _ebpf: Ebpf,
+    _netfilter_links: Vec<netfilter::NetfilterLink>,
+    events: AsyncFd<RingBuf<MapData>>,
+    lost: PerCpuArray<MapData, u64>,
+}
+
+impl Probes {
+    /// Loads and attaches every program. On error, whatever was attached is
+    /// detached again as the partial state is dropped.
+    pub fn attach(filter: &Filter) -> Result<Self> {
+        let btf_for_offsets = offsets::load_kernel_btf()?;
+        let config = Config {
+            offsets: offsets::kernel_offsets(&btf_for_offsets)?,
+            ..config_for(filter)?
+        };
+        let btf = aya::Btf::from_sys_fs().context("cannot read the kernel's BTF")?;
+        let mut ebpf = Ebpf::load(TRACEPOINT_OBJECT).context("cannot load pkttrace's eBPF programs")?;
+
+        let mut config_map: Array<_, Config> = Array::try_from(ebpf.map_mut(CONFIG_MAP).context("CONFIG map")?)?;
+        config_map.set(0, config, 0)?;
+
+        for name in TRACEPOINTS {
+            let program: &mut BtfTracePoint = ebpf
+                .program_mut(name)
+                .with_context(|| format!("program {name} missing from the object"))?
+                .try_into()?;
+            program.load(name, &btf).with_context(|| format!("the kernel refused the tp_btf program for {name}"))?;
+            program.attach().with_context(|| format!("cannot attach to tracepoint {name}"))?;
+        }
+
+        let netfilter_links = attach_netfilter(&ebpf)?;
+        let events = RingBuf::try_from(ebpf.take_map(EVENTS_MAP).context("EVENTS map")?)?;
+        let lost = PerCpuArray::try_from(ebpf.take_map(LOST_MAP).context("LOST map")?)?;
+        // SAFETY: the AsyncFd owns the ring buffer, so its fd outlives the registration.
+        let events = unsafe { AsyncFd::register(events) }.map_err(|e| e.into_parts().1)?;
+        Ok(Self { _ebpf: ebpf, _netfilter_links: netfilter_links, events, lost })
+    }
+
+    /// Waits until events are ready, then returns all of them.
+    pub async fn next_events(&mut self) -> Result<Vec<PacketEvent>> {
+        let mut guard = self.events.readable_mut().await?;
+        let ring = guard.get_inner_mut();
+        let mut events = Vec::new();
+        while let Some(item) = ring.next() {
+            if item.len() >= size_of::<PacketEvent>() {
+                // SAFETY: the programs write exactly one PacketEvent per record.
+                events.push(unsafe { std::ptr::read_unaligned(item.as_ptr().cast::<PacketEvent>()) });
+            }
+        }
+        guard.clear_ready();
+        Ok(events)
+    }
+
+    /// Events the kernel could not hand over because the ring buffer was full.
+    pub fn lost_events(&self) -> u64 {
+        self.lost.get(&0, 0).map(|per_cpu| per_cpu.iter().sum()).unwrap_or(0)
+    }
+}
+
+fn config_for(filter: &Filter) -> Result<Config> {
+    if filter.addresses.len() > MAX_WATCHED {
+        bail!("pkttrace can watch at most {MAX_WATCHED} addresses at once");
+    }
+    let mut config = Config {
+        watched_count: filter.addresses.len() as u32,
+        protocol: filter.protocol.unwrap_or(0),
+        port: filter.port.unwrap_or(0),
+        ..Config::default()
+    };
+    for (slot, address) in config.watched.iter_mut().zip(&filter.addresses) {
+        *slot = address.octets();
+    }
+    Ok(config)
+}
+
+fn attach_netfilter(ebpf: &Ebpf) -> Result<Vec<netfilter::NetfilterLink>> {
+    let mut maps = HashMap::new();
+    for name in [EVENTS_MAP, CONFIG_MAP, LOST_MAP] {
+        let fd = match ebpf.map(name).with_context(|| format!("{name} map"))? {
+            Map::RingBuf(data) | Map::Array(data) | Map::PerCpuArray(data) => data.fd().as_fd(),
+            _ => bail!("map {name} has an unexpected type"),
+        };
+        maps.insert(name.to_string(), fd);
+    }
+    let before = netfilter::load(NETFILTER_OBJECT, "before_nat", &maps)?;
+    let after = netfilter::load(NETFILTER_OBJECT, "after_nat", &maps)?;
+    let mut links = Vec::new();
+    for (hook, nat_priority) in NF_HOOKS {
+        links.push(attach_near(&before, hook, nat_priority - 1, -1)?);
+        links.push(attach_near(&after, hook, nat_priority + 1, 1)?);
+    }
+    Ok(links)
+}
+
+/// Attaches at `priority`, or the next free one further from the NAT priority:
+/// the kernel refuses a priority another BPF hook already holds.
+fn attach_near(program: &netfilter::NetfilterProgram, hook: u32, priority: i32, step: i32) -> Result<netfilter::NetfilterLink> {
+    let mut last_error = None;
+    for attempt in 0..8 {
+        match program.attach(hook, priority + attempt * step) {
+            Ok(link) => return Ok(link),
+            Err(error) => last_error = Some(error),
+        }
+    }
+    Err(last_error.expect("at least one attempt"))
+}

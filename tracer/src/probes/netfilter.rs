@@ -1,0 +1,165 @@
+//! A small loader for BPF netfilter programs, which aya 0.14 cannot load.
+//!
+//! The programs come in their own ELF object. Their references to maps are
+//! resolved to the file descriptors of the maps aya already created for the
+//! tracepoint object (same names), calls into `.text` (compiler builtins such
+//! as `memset`) are linked by appending the called functions, and the program is loaded with
+//! BPF_PROG_LOAD and attached with BPF_LINK_CREATE. The link is a file
+//! descriptor: when pkttrace exits for any reason, even SIGKILL, the kernel
+//! closes it and unhooks the program.
+
+use std::{
+    collections::HashMap,
+    ffi::CString,
+    os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd},
+};
+
+use anyhow::{Context, Result, anyhow, bail};
+use aya_obj::generated::{BPF_PSEUDO_CALL, BPF_PSEUDO_MAP_FD, bpf_attach_type, bpf_attr, bpf_cmd, bpf_insn, bpf_prog_type};
+use object::{Object, ObjectSection, ObjectSymbol, RelocationTarget};
+
+const NFPROTO_IPV4: u32 = 2;
+const INSN_SIZE: usize = size_of::<bpf_insn>();
+const BPF_JMP_CALL: u8 = 0x85;
+const BPF_LD_IMM64: u8 = 0x18;
+
+/// A loaded netfilter program, ready to be attached at hooks.
+pub struct NetfilterProgram {
+    name: String,
+    fd: OwnedFd,
+}
+
+/// An attached program; dropping it detaches.
+pub struct NetfilterLink {
+    _fd: OwnedFd,
+}
+
+/// Loads the program in section `netfilter/<name>` of `elf`, pointing its map
+/// references at `maps` (name -> fd of a map aya created).
+pub fn load(elf: &[u8], name: &str, maps: &HashMap<String, BorrowedFd<'_>>) -> Result<NetfilterProgram> {
+    let object = object::File::parse(elf).context("netfilter object: not an ELF file")?;
+    let section_name = format!("netfilter/{name}");
+    let section = object
+        .section_by_name(&section_name)
+        .with_context(|| format!("netfilter object has no section {section_name}"))?;
+    let mut insns = to_insns(section.data()?)?;
+    let text = object.section_by_name(".text");
+
+    // (instruction index, relocation) still to apply; functions of .text are
+    // appended only when called, since the verifier rejects unreachable code.
+    let mut pending: Vec<(usize, object::Relocation)> =
+        section.relocations().map(|(offset, r)| (offset as usize / INSN_SIZE, r)).collect();
+    let mut appended: HashMap<u64, usize> = HashMap::new();
+    while let Some((index, relocation)) = pending.pop() {
+        let RelocationTarget::Symbol(symbol_index) = relocation.target() else {
+            bail!("netfilter object: unsupported relocation in {section_name}");
+        };
+        let symbol = object.symbol_by_index(symbol_index)?;
+        let symbol_name = symbol.name()?;
+        let code = insns.get(index).context("netfilter object: relocation outside the program")?.code;
+        match code {
+            BPF_LD_IMM64 => {
+                let fd = maps
+                    .get(symbol_name)
+                    .with_context(|| format!("netfilter program refers to unknown map {symbol_name}"))?;
+                insns[index].set_src_reg(BPF_PSEUDO_MAP_FD as u8);
+                insns[index].imm = fd.as_raw_fd();
+            }
+            BPF_JMP_CALL => {
+                let text = text
+                    .as_ref()
+                    .filter(|t| symbol.section_index() == Some(t.index()))
+                    .with_context(|| format!("netfilter program calls {symbol_name}, which is not in .text"))?;
+                let (address, size) = (symbol.address(), symbol.size());
+                let target = match appended.get(&address) {
+                    Some(&start) => start,
+                    None => {
+                        let start = insns.len();
+                        let bytes = text.data()?;
+                        let body = bytes
+                            .get(address as usize..(address + size) as usize)
+                            .context("netfilter object: function outside .text")?;
+                        insns.extend(to_insns(body)?);
+                        appended.insert(address, start);
+                        pending.extend(text.relocations().filter(|(offset, _)| (address..address + size).contains(offset)).map(
+                            |(offset, r)| (start + (offset - address) as usize / INSN_SIZE, r),
+                        ));
+                        start
+                    }
+                };
+                insns[index].set_src_reg(BPF_PSEUDO_CALL as u8);
+                insns[index].imm = (target as i64 - index as i64 - 1) as i32;
+            }
+            code => bail!("netfilter object: relocation on unexpected instruction {code:#x}"),
+        }
+    }
+
+    let license = CString::new("GPL")?;
+    let mut log = vec![0u8; 1 << 20];
+    // SAFETY: bpf_attr is a plain C union; all-zero is its documented default.
+    let mut attr: bpf_attr = unsafe { std::mem::zeroed() };
+    // SAFETY: writing the BPF_PROG_LOAD member of the union.
+    let load = unsafe { &mut attr.__bindgen_anon_3 };
+    load.prog_type = bpf_prog_type::BPF_PROG_TYPE_NETFILTER as u32;
+    load.expected_attach_type = bpf_attach_type::BPF_NETFILTER as u32;
+    load.insns = insns.as_ptr() as u64;
+    load.insn_cnt = insns.len() as u32;
+    load.license = license.as_ptr() as u64;
+    for (dst, src) in load.prog_name.iter_mut().zip(format!("pkttrace_{name}").bytes().take(15)) {
+        *dst = src as _;
+    }
+    load.log_level = 1;
+    load.log_buf = log.as_mut_ptr() as u64;
+    load.log_size = log.len() as u32;
+    let fd = bpf(bpf_cmd::BPF_PROG_LOAD, &mut attr).map_err(|error| {
+        let verifier = String::from_utf8_lossy(&log);
+        let tail: Vec<&str> = verifier.trim_end_matches('\0').lines().rev().take(8).collect();
+        anyhow!(
+            "the kernel refused pkttrace's netfilter program ({error}); BPF netfilter programs need Linux 6.4 or later. Verifier: {}",
+            tail.into_iter().rev().collect::<Vec<_>>().join(" | ")
+        )
+    })?;
+    Ok(NetfilterProgram { name: name.to_string(), fd })
+}
+
+impl NetfilterProgram {
+    /// Hooks the program into IPv4 `hook` at `priority` in the calling
+    /// thread's network namespace.
+    pub fn attach(&self, hook: u32, priority: i32) -> Result<NetfilterLink> {
+        // SAFETY: as above, zeroed then the BPF_LINK_CREATE member is filled.
+        let mut attr: bpf_attr = unsafe { std::mem::zeroed() };
+        let link = unsafe { &mut attr.link_create };
+        link.__bindgen_anon_1.prog_fd = self.fd.as_raw_fd() as u32;
+        link.attach_type = bpf_attach_type::BPF_NETFILTER as u32;
+        // SAFETY: the netfilter member of the attach-specific union.
+        let netfilter = unsafe { &mut link.__bindgen_anon_3.netfilter };
+        netfilter.pf = NFPROTO_IPV4;
+        netfilter.hooknum = hook;
+        netfilter.priority = priority;
+        let fd = bpf(bpf_cmd::BPF_LINK_CREATE, &mut attr).with_context(|| {
+            format!("cannot attach netfilter program {} at hook {hook} priority {priority}", self.name)
+        })?;
+        Ok(NetfilterLink { _fd: fd })
+    }
+}
+
+fn to_insns(bytes: &[u8]) -> Result<Vec<bpf_insn>> {
+    if bytes.len() % INSN_SIZE != 0 {
+        bail!("netfilter object: section size is not a whole number of instructions");
+    }
+    Ok(bytes
+        .chunks_exact(INSN_SIZE)
+        // SAFETY: bpf_insn is 8 bytes of plain integers; read_unaligned copes with any alignment.
+        .map(|chunk| unsafe { std::ptr::read_unaligned(chunk.as_ptr().cast::<bpf_insn>()) })
+        .collect())
+}
+
+fn bpf(cmd: bpf_cmd, attr: &mut bpf_attr) -> std::io::Result<OwnedFd> {
+    // SAFETY: attr is a valid, fully initialised bpf_attr of the size we pass.
+    let ret = unsafe { libc::syscall(libc::SYS_bpf, cmd as libc::c_long, attr as *mut bpf_attr, size_of::<bpf_attr>()) };
+    if ret < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: on success these commands return a new file descriptor we own.
+    Ok(unsafe { OwnedFd::from_raw_fd(ret as RawFd) })
+}

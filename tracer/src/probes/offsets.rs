@@ -1,0 +1,140 @@
+//! Kernel struct member offsets, read from the running kernel's BTF: the
+//! programs cannot be compiled against one kernel's layout.
+
+use anyhow::{Context, Result, anyhow, bail};
+use btf_rs::{Btf, Type};
+use tracer_common::KernelOffsets;
+
+pub const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
+
+pub fn load_kernel_btf() -> Result<Btf> {
+    Btf::from_file(VMLINUX_BTF).map_err(|error| {
+        anyhow!("this kernel exposes no BTF at {VMLINUX_BTF} ({error}): pkttrace needs a kernel built with CONFIG_DEBUG_INFO_BTF=y")
+    })
+}
+
+pub fn kernel_offsets(btf: &Btf) -> Result<KernelOffsets> {
+    let at = |structure: &str, path: &str| member_offset(btf, structure, path);
+    Ok(KernelOffsets {
+        skb_dev: at("sk_buff", "dev")?,
+        skb_head: at("sk_buff", "head")?,
+        skb_data: at("sk_buff", "data")?,
+        skb_network_header: at("sk_buff", "network_header")?,
+        skb_mac_header: at("sk_buff", "mac_header")?,
+        skb_nfct: at("sk_buff", "_nfct")?,
+        dev_ifindex: at("net_device", "ifindex")?,
+        dev_name: at("net_device", "name")?,
+        dev_nd_net: at("net_device", "nd_net.net")?,
+        net_ns_inum: at("net", "ns.inum")?,
+        nf_state_hook: at("nf_hook_state", "hook")?,
+        nf_state_in: at("nf_hook_state", "in")?,
+        nf_state_out: at("nf_hook_state", "out")?,
+        nf_state_net: at("nf_hook_state", "net")?,
+        flowi4_oif: at("flowi4", "__fl_common.flowic_oif")?,
+        flowi4_iif: at("flowi4", "__fl_common.flowic_iif")?,
+        flowi4_proto: at("flowi4", "__fl_common.flowic_proto")?,
+        flowi4_saddr: at("flowi4", "saddr")?,
+        flowi4_daddr: at("flowi4", "daddr")?,
+        nhc_dev: at("fib_nh_common", "nhc_dev")?,
+        nhc_gw: at("fib_nh_common", "nhc_gw")?,
+        task_nsproxy: at("task_struct", "nsproxy")?,
+        nsproxy_net_ns: at("nsproxy", "net_ns")?,
+    })
+}
+
+/// Byte offset of `path` (dot-separated members) inside `struct structure`,
+/// looking through anonymous unions and structs the way C does.
+pub fn member_offset(btf: &Btf, structure: &str, path: &str) -> Result<u32> {
+    let mut current = named_struct(btf, structure)?;
+    let mut offset_bits = 0;
+    let mut parts = path.split('.').peekable();
+    while let Some(part) = parts.next() {
+        let (bits, member_type) = find_member(btf, &current, part)?
+            .with_context(|| format!("kernel BTF: struct {structure} has no member {path}"))?;
+        offset_bits += bits;
+        if parts.peek().is_some() {
+            current = match strip_modifiers(btf, member_type)? {
+                Type::Struct(s) | Type::Union(s) => s,
+                _ => bail!("kernel BTF: {structure}.{part} is not a struct"),
+            };
+        }
+    }
+    if offset_bits % 8 != 0 {
+        bail!("kernel BTF: {structure}.{path} is a bitfield");
+    }
+    Ok(offset_bits / 8)
+}
+
+fn named_struct(btf: &Btf, name: &str) -> Result<btf_rs::Struct> {
+    let types = btf.resolve_types_by_name(name).with_context(|| format!("kernel BTF has no type {name}"))?;
+    types
+        .into_iter()
+        .find_map(|t| match t {
+            Type::Struct(s) if !s.members.is_empty() => Some(s),
+            _ => None,
+        })
+        .with_context(|| format!("kernel BTF has no struct {name}"))
+}
+
+fn find_member(btf: &Btf, structure: &btf_rs::Struct, name: &str) -> Result<Option<(u32, Type)>> {
+    for member in &structure.members {
+        let member_name = btf.resolve_name(member).unwrap_or_default();
+        let member_type = btf.resolve_chained_type(member)?;
+        if member_name == name {
+            return Ok(Some((member.bit_offset(), member_type)));
+        }
+        if member_name.is_empty()
+            && let Type::Struct(inner) | Type::Union(inner) = strip_modifiers(btf, member_type)?
+            && let Some((bits, found)) = find_member(btf, &inner, name)?
+        {
+            return Ok(Some((member.bit_offset() + bits, found)));
+        }
+    }
+    Ok(None)
+}
+
+fn strip_modifiers(btf: &Btf, mut t: Type) -> Result<Type> {
+    loop {
+        t = match &t {
+            Type::Typedef(x) => btf.resolve_chained_type(x)?,
+            Type::Const(x) => btf.resolve_chained_type(x)?,
+            Type::Volatile(x) => btf.resolve_chained_type(x)?,
+            Type::Restrict(x) => btf.resolve_chained_type(x)?,
+            Type::TypeTag(x) => btf.resolve_chained_type(x)?,
+            _ => return Ok(t),
+        };
+    }
+}
+
+/// Names of `enum skb_drop_reason`, indexed by value, without the common prefix.
+pub fn drop_reason_names(btf: &Btf) -> Result<Vec<(u32, String)>> {
+    let types = btf.resolve_types_by_name("skb_drop_reason").context("kernel BTF has no enum skb_drop_reason")?;
+    let Some(Type::Enum(reasons)) = types.into_iter().find(|t| matches!(t, Type::Enum(_))) else {
+        bail!("kernel BTF: skb_drop_reason is not an enum");
+    };
+    reasons
+        .members
+        .iter()
+        .map(|m| {
+            let name = btf.resolve_name(m)?;
+            Ok((m.val(), name.trim_start_matches("SKB_DROP_REASON_").to_string()))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Reads the running kernel's BTF: these offsets are what the programs use.
+    #[test]
+    fn offsets_resolve_on_this_kernel() {
+        let btf = load_kernel_btf().expect("this machine's kernel has BTF");
+        let offsets = kernel_offsets(&btf).expect("every member pkttrace reads exists");
+        // Members that C reaches through anonymous unions are found too.
+        assert_eq!(offsets.skb_dev, member_offset(&btf, "sk_buff", "dev").unwrap());
+        assert!(offsets.skb_head > offsets.skb_dev && offsets.skb_nfct > offsets.skb_dev);
+        let reasons = drop_reason_names(&btf).unwrap();
+        assert!(reasons.iter().any(|(_, n)| n == "NETFILTER_DROP"));
+    }
+}
