@@ -76,7 +76,7 @@ fn a_reset_answers_the_syn() {
 #[test]
 fn quiet_journeys_finish_and_busy_ones_stay_open() {
     let events = recorded(ICMP_MASQUERADE);
-    let last_time = events.iter().map(|e| e.time_ns).max().unwrap();
+    let last_time = assemble(ICMP_MASQUERADE)[1].events.last().unwrap().time_ns;
     let mut assembler = Assembler::new(100_000_000);
     events.into_iter().for_each(|e| assembler.push(e));
     let finished = assembler.take_finished(last_time + 1_000);
