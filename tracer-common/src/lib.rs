@@ -61,6 +61,10 @@ pub struct PacketEvent {
     pub location: u64,
     /// Inode number of the network namespace the event happened in.
     pub netns: u32,
+    /// Inode of the current task's network namespace: a process is only the
+    /// sender or reader when it lives where the packet is.
+    pub task_netns: u32,
+    pub _pad: u32,
     /// Device the packet is on (receive: arrived on; transmit: leaving by;
     /// netfilter: input device, or output device on output hooks).
     pub ifindex: u32,
@@ -109,6 +113,8 @@ impl PacketEvent {
         conntrack: 0,
         location: 0,
         netns: 0,
+        task_netns: 0,
+        _pad: 0,
         ifindex: 0,
         out_ifindex: 0,
         pid: 0,

@@ -7,7 +7,7 @@
 #![no_std]
 
 use aya_ebpf::{
-    helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_kernel},
+    helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_task, bpf_ktime_get_ns, bpf_probe_read_kernel},
     macros::map,
     maps::{Array, PerCpuArray, RingBuf},
 };
@@ -198,10 +198,23 @@ pub fn read_conntrack(cfg: &Config, skb: u64, event: &mut PacketEvent) {
     event.ctinfo = (nfct & 7) as u8;
 }
 
+/// The network namespace of the task the program runs on behalf of.
+#[inline(always)]
+pub fn current_netns(cfg: &Config) -> u32 {
+    let o = &cfg.offsets;
+    // SAFETY: a plain helper call; the task pointer is only used through probe reads.
+    let task = unsafe { bpf_get_current_task() };
+    read::<u64>(task, o.task_nsproxy)
+        .and_then(|nsproxy| read::<u64>(nsproxy, o.nsproxy_net_ns))
+        .map(|net| netns_inode(cfg, net))
+        .unwrap_or(0)
+}
+
 /// Stamps time and the current task, then sends the event to user space.
 #[inline(always)]
-pub fn emit(event: &mut PacketEvent) {
+pub fn emit(cfg: &Config, event: &mut PacketEvent) {
     event.timestamp_ns = unsafe { bpf_ktime_get_ns() };
+    event.task_netns = current_netns(cfg);
     event.pid = (bpf_get_current_pid_tgid() >> 32) as u32;
     event.comm = bpf_get_current_comm().unwrap_or([0; 16]);
     if EVENTS.output::<PacketEvent>(&*event, 0).is_err() {

@@ -3,9 +3,9 @@
 #![no_std]
 #![no_main]
 
-use aya_ebpf::{helpers::bpf_get_current_task, macros::btf_tracepoint, programs::BtfTracePointContext};
+use aya_ebpf::{macros::btf_tracepoint, programs::BtfTracePointContext};
 use tracer_common::{PacketEvent, Probe};
-use tracer_ebpf::{HeaderAt, capture_skb, config, emit, netns_inode, read, read_macs, addresses_match, fill_device};
+use tracer_ebpf::{HeaderAt, addresses_match, capture_skb, config, current_netns, emit, fill_device, read, read_macs};
 
 #[btf_tracepoint(function = "net_dev_queue")]
 pub fn net_dev_queue(ctx: BtfTracePointContext) -> i32 {
@@ -48,14 +48,8 @@ pub fn skb_copy_datagram_iovec(ctx: BtfTracePointContext) -> i32 {
         return 0;
     }
     // A queued skb has lost its device: the reader's own namespace is where it landed.
-    let o = &cfg.offsets;
-    let task = unsafe { bpf_get_current_task() };
-    if let Some(nsproxy) = read::<u64>(task, o.task_nsproxy) {
-        if let Some(net) = read::<u64>(nsproxy, o.nsproxy_net_ns) {
-            event.netns = netns_inode(cfg, net);
-        }
-    }
-    emit(&mut event);
+    event.netns = current_netns(cfg);
+    emit(cfg, &mut event);
     0
 }
 
@@ -89,7 +83,7 @@ pub fn fib_table_lookup(ctx: BtfTracePointContext) -> i32 {
         event.ifindex = requested_oif;
         event.gateway = read::<[u8; 4]>(nexthop, o.nhc_gw).unwrap_or([0; 4]);
     }
-    emit(&mut event);
+    emit(cfg, &mut event);
     0
 }
 
@@ -103,7 +97,7 @@ fn on_skb(probe: Probe, skb: u64, at: HeaderAt, with_macs: bool) {
     if with_macs {
         read_macs(cfg, skb, &mut event);
     }
-    emit(&mut event);
+    emit(cfg, &mut event);
 }
 
 #[inline(always)]
@@ -115,5 +109,5 @@ fn on_free(probe: Probe, skb: u64, location: u64, reason: u32) {
     }
     event.location = location;
     event.reason_or_table = reason;
-    emit(&mut event);
+    emit(cfg, &mut event);
 }

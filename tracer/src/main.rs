@@ -1,6 +1,9 @@
 mod decode;
+mod enrich;
+mod explain;
 mod journey;
 mod probes;
+mod render;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {

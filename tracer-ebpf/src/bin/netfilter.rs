@@ -62,5 +62,5 @@ fn observe(ctx: *const NfContext, probe: Probe) {
     } else if input != 0 {
         fill_device(cfg, input, &mut event);
     }
-    emit(&mut event);
+    emit(cfg, &mut event);
 }

@@ -125,6 +125,8 @@ pub struct Event {
     pub skb: u64,
     pub kind: EventKind,
     pub netns: u32,
+    /// The current task's namespace (see `process`).
+    pub task_netns: u32,
     pub ifindex: u32,
     /// The device name as the kernel had it (routing: the result device).
     pub ifname: String,
@@ -133,6 +135,15 @@ pub struct Event {
     /// The current task; meaningful for sends and socket reads only.
     pub pid: u32,
     pub comm: String,
+}
+
+impl Event {
+    /// The process behind the event, when there is one: the current task only
+    /// counts when it lives in the packet's namespace (in softirq context the
+    /// current task is whatever ran, often in another namespace).
+    pub fn process(&self) -> Option<(&str, u32)> {
+        (self.task_netns == self.netns && self.pid != 0 && !self.comm.is_empty()).then_some((self.comm.as_str(), self.pid))
+    }
 }
 
 fn c_string(bytes: &[u8]) -> String {
@@ -184,6 +195,7 @@ pub fn decode(raw: &PacketEvent, names: &KernelNames) -> Option<Event> {
         skb: raw.skb,
         kind,
         netns: raw.netns,
+        task_netns: raw.task_netns,
         ifindex: raw.ifindex,
         ifname: c_string(&raw.ifname),
         packet: Packet {

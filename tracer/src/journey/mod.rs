@@ -200,4 +200,4 @@ impl Assembler {
 }
 
 #[cfg(test)]
-mod tests;
+pub mod tests;

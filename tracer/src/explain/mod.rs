@@ -1,0 +1,521 @@
+//! Explanation: turns a journey (kernel evidence) and the topology (names)
+//! into the hop-by-hop story. Pure: it never reads the kernel or Docker.
+
+mod hints;
+#[cfg(test)]
+mod tests;
+
+use std::net::Ipv4Addr;
+
+use serde::Serialize;
+
+use crate::{
+    decode::{Event, EventKind, Hook, NatSide, Packet, Transport},
+    enrich::{Interface, Topology},
+    journey::Journey,
+};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Direction {
+    Request,
+    Reply,
+}
+
+/// A packet's addresses and ports as one value, for NAT before/after.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct Tuple {
+    pub protocol: &'static str,
+    pub src: Ipv4Addr,
+    pub dst: Ipv4Addr,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sport: Option<u16>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dport: Option<u16>,
+    /// ICMP echo identifier.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub icmp_id: Option<u16>,
+}
+
+impl Tuple {
+    pub fn of(packet: &Packet) -> Self {
+        let (protocol, sport, dport, icmp_id) = match packet.transport {
+            Transport::Icmp { id, .. } => ("icmp", None, None, Some(id)),
+            Transport::Tcp { sport, dport, .. } => ("tcp", Some(sport), Some(dport), None),
+            Transport::Udp { sport, dport } => ("udp", Some(sport), Some(dport), None),
+            Transport::Other { .. } => ("ip", None, None, None),
+        };
+        Self { protocol, src: packet.src, dst: packet.dst, sport, dport, icmp_id }
+    }
+}
+
+impl std::fmt::Display for Tuple {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match (self.sport, self.dport) {
+            (Some(s), Some(d)) => write!(f, "{}:{s} → {}:{d}", self.src, self.dst),
+            _ => write!(f, "{} → {}", self.src, self.dst),
+        }
+    }
+}
+
+/// Kind-specific facts of a hop; `kind` in JSON.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum Details {
+    Send {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        process: Option<String>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        pid: Option<u32>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        route: Option<RouteChoice>,
+    },
+    /// The hop is where the packet came out; `peer_*` is the end it went in.
+    Veth { peer_device: String, peer_namespace: String, peer_netns: u32 },
+    Bridge {
+        bridge: String,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        docker_network: Option<String>,
+        port: String,
+        decision: String,
+    },
+    Route(RouteChoice),
+    Forward { from_device: String, to_device: String, ip_forward: Option<bool> },
+    Netfilter { hook: &'static str, #[serde(skip_serializing_if = "Option::is_none")] conntrack: Option<&'static str> },
+    Nat { hook: &'static str, nat: &'static str, before: Tuple, after: Tuple },
+    Xmit,
+    Receive,
+    Deliver { process: String, pid: u32 },
+    Drop { reason: String, location: String, hint: String },
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct RouteChoice {
+    pub table: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub device: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gateway: Option<Ipv4Addr>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<i32>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Hop {
+    /// Microseconds since the journey's first event.
+    pub at_us: u64,
+    pub netns: u32,
+    /// Who owns the namespace: a container name, "netns NAME", "host".
+    pub namespace: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub device: Option<String>,
+    /// The hop in one sentence, the evidence after it.
+    pub text: String,
+    #[serde(flatten)]
+    pub details: Details,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Story {
+    pub journey: u64,
+    pub direction: Direction,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reply_to: Option<u64>,
+    /// "ICMP echo request", "TCP SYN", ...
+    pub what: String,
+    pub tuple: Tuple,
+    pub hops: Vec<Hop>,
+    /// How the journey ended, in one sentence.
+    pub outcome: String,
+}
+
+/// Facts read elsewhere that the explanation needs.
+#[derive(Clone, Debug, Default)]
+pub struct Facts {
+    /// `net.ipv4.conf.all.forwarding` of the host when the journey ended.
+    pub host_ip_forward: Option<bool>,
+}
+
+pub fn describe(packet: &Packet) -> String {
+    match packet.transport {
+        Transport::Icmp { icmp_type: 8, id, seq } => format!("ICMP echo request (id {id}, seq {seq})"),
+        Transport::Icmp { icmp_type: 0, id, seq } => format!("ICMP echo reply (id {id}, seq {seq})"),
+        Transport::Icmp { icmp_type: 3, .. } => "ICMP destination unreachable".into(),
+        Transport::Icmp { icmp_type, .. } => format!("ICMP type {icmp_type}"),
+        Transport::Tcp { flags, .. } => format!("TCP {}", tcp_flags(flags)),
+        Transport::Udp { .. } => "UDP datagram".into(),
+        Transport::Other { number } => format!("IP protocol {number}"),
+    }
+}
+
+fn tcp_flags(flags: u8) -> String {
+    const NAMES: [(u8, &str); 6] = [(0x02, "SYN"), (0x10, "ACK"), (0x01, "FIN"), (0x04, "RST"), (0x08, "PSH"), (0x20, "URG")];
+    let names: Vec<&str> = NAMES.iter().filter(|(bit, _)| flags & bit != 0).map(|(_, n)| *n).collect();
+    if names.is_empty() { "segment".into() } else { names.join("+") }
+}
+
+fn table_name(table: u32) -> String {
+    match table {
+        253 => "default".into(),
+        254 => "main".into(),
+        255 => "local".into(),
+        other => other.to_string(),
+    }
+}
+
+struct Explainer<'a> {
+    topology: &'a Topology,
+    facts: &'a Facts,
+    start_ns: u64,
+    hops: Vec<Hop>,
+}
+
+impl Explainer<'_> {
+    fn namespace(&self, netns: u32) -> String {
+        self.topology.owner_label(netns)
+    }
+
+    fn interface(&self, netns: u32, ifindex: u32) -> Option<&Interface> {
+        self.topology.interface(netns, ifindex)
+    }
+
+    fn bridge_of(&self, event: &Event) -> Option<&Interface> {
+        let master = self.interface(event.netns, event.ifindex)?.master?;
+        self.interface(event.netns, master)
+    }
+
+    fn is_bridge(&self, event: &Event) -> bool {
+        self.interface(event.netns, event.ifindex).and_then(|i| i.kind.as_deref()) == Some("bridge")
+    }
+
+    fn push(&mut self, event: &Event, device: Option<String>, text: String, details: Details) {
+        self.hops.push(Hop {
+            at_us: event.time_ns.saturating_sub(self.start_ns) / 1_000,
+            netns: event.netns,
+            namespace: self.namespace(event.netns),
+            device,
+            text,
+            details,
+        });
+    }
+
+    fn route_choice(&self, event: &Event) -> Option<RouteChoice> {
+        let EventKind::Route { table, error, gateway, .. } = event.kind else { return None };
+        Some(RouteChoice {
+            table: table_name(table),
+            device: (!event.ifname.is_empty() && error == 0).then(|| event.ifname.clone()),
+            gateway,
+            error: (error != 0).then_some(error),
+        })
+    }
+}
+
+fn describe_route(route: &RouteChoice) -> String {
+    match (route.error, route.gateway, &route.device) {
+        (Some(error), _, _) => format!("no route (table {}, error {error})", route.table),
+        (None, Some(gateway), Some(device)) => format!("via {gateway} dev {device} (table {})", route.table),
+        (None, None, Some(device)) if route.table == "local" => format!("an address of this namespace (table local, {device})"),
+        (None, None, Some(device)) => format!("directly connected on {device} (table {})", route.table),
+        _ => format!("table {}", route.table),
+    }
+}
+
+/// Tells one journey's story.
+pub fn explain(journey: &Journey, direction: Direction, reply_to: Option<u64>, topology: &Topology, facts: &Facts) -> Story {
+    let events = &journey.events;
+    let start_ns = events.first().map(|e| e.time_ns).unwrap_or(0);
+    let mut x = Explainer { topology, facts, start_ns, hops: Vec::new() };
+    let delivered_to_socket = events.iter().any(|e| e.kind == EventKind::SocketRead);
+    // Indices already told as part of an earlier hop.
+    let mut told = vec![false; events.len()];
+    let mut pending_route: Option<&Event> = None;
+    let mut sent = false;
+    let mut outcome = None;
+
+    for (i, event) in events.iter().enumerate() {
+        if told[i] {
+            continue;
+        }
+        let device = (!event.ifname.is_empty()).then(|| event.ifname.clone());
+        let ns = x.namespace(event.netns);
+        match &event.kind {
+            EventKind::Route { .. } => {
+                // Lookups come in runs (local table, then main); the last one decided.
+                let next_is_route = events
+                    .get(i + 1)
+                    .is_some_and(|e| matches!(e.kind, EventKind::Route { .. }) && e.netns == event.netns);
+                if !sent {
+                    pending_route = Some(event);
+                } else if !next_is_route {
+                    x.route_hop(event);
+                }
+            }
+            EventKind::Transmit if !sent => {
+                sent = true;
+                let route = pending_route.and_then(|r| x.route_choice(r));
+                let process = event.process();
+                let who = match process {
+                    Some((comm, pid)) => format!("{comm} (pid {pid})"),
+                    None => format!("the kernel of {ns}"),
+                };
+                let mut text = format!("{who} sends it from {ns} out of {}", event.ifname);
+                if let Some(route) = &route {
+                    text += &format!("; route: {}", describe_route(route));
+                }
+                let details = Details::Send {
+                    process: process.map(|(comm, _)| comm.to_string()),
+                    pid: process.map(|(_, pid)| pid),
+                    route,
+                };
+                x.push(event, device, text, details);
+                x.veth_or_xmit(events, i, &mut told, true);
+            }
+            EventKind::Transmit => x.veth_or_xmit(events, i, &mut told, false),
+            EventKind::Receive { mac_dst, .. } => {
+                sent = true;
+                if let Some(bridge) = x.bridge_of(event).cloned() {
+                    x.bridge_hop(events, i, &bridge, mac_dst.as_deref(), &mut told);
+                } else if !x.is_bridge(event) {
+                    let text = format!("arrives in {ns} on {}", event.ifname);
+                    x.push(event, device, text, Details::Receive);
+                }
+            }
+            EventKind::Netfilter { hook, side, out_ifindex } => {
+                sent = true;
+                x.netfilter_hop(events, i, *hook, *side, *out_ifindex, &mut told);
+            }
+            EventKind::Drop { reason, location } => {
+                if delivered_to_socket && reason == "NO_SOCKET" {
+                    // The kernel's own handler had no socket; a raw socket got a copy.
+                    continue;
+                }
+                let hint = hints::for_drop(reason, location, x.last_netfilter_hook(), x.facts);
+                let text = format!("dropped in {ns} by the kernel: {reason} at {location}");
+                outcome = Some(format!("dropped in {ns}: {reason}"));
+                x.push(event, device, text, Details::Drop { reason: reason.clone(), location: location.clone(), hint });
+            }
+            EventKind::Consume { location } => {
+                if outcome.is_none() && !delivered_to_socket {
+                    let text = format!("taken in by the kernel of {ns} ({location})");
+                    outcome = Some(format!("reached {ns}, whose kernel took it in"));
+                    x.push(event, device, text, Details::Receive);
+                }
+            }
+            EventKind::SocketRead => {
+                let (comm, pid) = event.process().unwrap_or((event.comm.as_str(), event.pid));
+                let text = format!("delivered: {comm} (pid {pid}) in {ns} read it from its socket");
+                outcome = Some(format!("delivered to {comm} (pid {pid}) in {ns}"));
+                x.push(event, None, text, Details::Deliver { process: comm.to_string(), pid });
+            }
+        }
+    }
+
+    let first = journey.first_packet();
+    let outcome = outcome.unwrap_or_else(|| match x.hops.last() {
+        Some(hop) if matches!(hop.details, Details::Xmit) => {
+            format!("left {} through {} (no further trace beyond this host)", hop.namespace, hop.device.clone().unwrap_or_default())
+        }
+        Some(hop) => format!("last seen in {}", hop.namespace),
+        None => "no hops".into(),
+    });
+    Story {
+        journey: journey.id,
+        direction,
+        reply_to,
+        what: describe(&first),
+        tuple: Tuple::of(&first),
+        hops: x.hops,
+        outcome,
+    }
+}
+
+impl Explainer<'_> {
+    /// The routing decision; a namespace looks up more than once per packet
+    /// (address checks, then the route), and the last lookup is the decision.
+    fn route_hop(&mut self, event: &Event) {
+        let mut route = self.route_choice(event).expect("a route event");
+        let ns = self.namespace(event.netns);
+        let dst = event.packet.dst;
+        let own = self
+            .topology
+            .namespace(event.netns)
+            .and_then(|n| n.interfaces.iter().find(|i| i.addresses.iter().any(|(a, _)| *a == dst)));
+        let text = match own {
+            Some(iface) => {
+                route.table = "local".into();
+                format!("routing decision in {ns}: local delivery, {dst} is this namespace's own address (on {})", iface.name)
+            }
+            None => format!("routing decision in {ns}: {dst} → {}", describe_route(&route)),
+        };
+        if self.hops.last().is_some_and(|h| matches!(h.details, Details::Route(_)) && h.netns == event.netns) {
+            self.hops.pop();
+        }
+        self.push(event, route.device.clone(), text, Details::Route(route));
+    }
+
+    fn last_netfilter_hook(&self) -> Option<&'static str> {
+        self.hops.iter().rev().find_map(|h| match h.details {
+            Details::Netfilter { hook, .. } => Some(hook),
+            _ => None,
+        })
+    }
+
+    /// A transmit on a veth whose other end receives next is a veth crossing;
+    /// a transmit into a bridge is the bridge at work; otherwise the packet
+    /// leaves through that device.
+    fn veth_or_xmit(&mut self, events: &[Event], i: usize, told: &mut [bool], after_send: bool) {
+        let event = &events[i];
+        let ns = self.namespace(event.netns);
+        let device = Some(event.ifname.clone());
+        let next = events.iter().enumerate().skip(i + 1).find(|(_, e)| !matches!(e.kind, EventKind::Route { .. }));
+        let peer = self.interface(event.netns, event.ifindex).and_then(|iface| iface.peer);
+        if let (Some((j, received)), Some(peer)) = (next, peer)
+            && matches!(received.kind, EventKind::Receive { .. })
+            && received.netns == peer.netns
+            && received.ifindex == peer.ifindex
+        {
+            told[j] = true;
+            let peer_ns = self.namespace(received.netns);
+            let text = format!(
+                "crosses the veth pair: {} in {ns} → its peer {} in {peer_ns}",
+                event.ifname, received.ifname
+            );
+            let details = Details::Veth { peer_device: event.ifname.clone(), peer_namespace: ns, peer_netns: event.netns };
+            self.push(received, Some(received.ifname.clone()), text, details);
+            if let Some(bridge) = self.bridge_of(received).cloned() {
+                let mac_dst = match &received.kind {
+                    EventKind::Receive { mac_dst, .. } => mac_dst.clone(),
+                    _ => None,
+                };
+                self.bridge_hop(events, j, &bridge, mac_dst.as_deref(), told);
+            }
+            return;
+        }
+        if self.is_bridge(event) {
+            // The host's IP stack hands the packet to the bridge; the bridge
+            // picks the port from its forwarding database.
+            let port = events.iter().enumerate().skip(i + 1).find(|(_, e)| {
+                matches!(e.kind, EventKind::Transmit)
+                    && self.interface(e.netns, e.ifindex).and_then(|p| p.master) == Some(event.ifindex)
+            });
+            if let Some((j, out)) = port {
+                told[j] = true;
+                let network = self.topology.bridge_network(&event.ifname).map(|n| n.name.clone());
+                let text = format!(
+                    "bridge {}{}: the host hands the frame to the bridge, which switches it to port {}",
+                    event.ifname,
+                    network.as_ref().map(|n| format!(" (Docker network \"{n}\")")).unwrap_or_default(),
+                    out.ifname
+                );
+                let details = Details::Bridge {
+                    bridge: event.ifname.clone(),
+                    docker_network: network,
+                    port: out.ifname.clone(),
+                    decision: format!("switched to port {}", out.ifname),
+                };
+                self.push(event, device, text, details);
+                self.veth_or_xmit(events, j, told, false);
+                return;
+            }
+        }
+        if !after_send {
+            let text = format!("leaves {ns} through {}", event.ifname);
+            self.push(event, device, text, Details::Xmit);
+        }
+    }
+
+    /// A frame entered a bridge port: was it for the bridge itself (handed up
+    /// to the host's IP stack) or switched to another port?
+    fn bridge_hop(&mut self, events: &[Event], i: usize, bridge: &Interface, mac_dst: Option<&str>, told: &mut [bool]) {
+        let port_event = &events[i];
+        let network = self.topology.bridge_network(&bridge.name).map(|n| n.name.clone());
+        let bridge_mac = bridge.mac.map(|m| m.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":"));
+        let later = events.iter().enumerate().skip(i + 1);
+        let mut decision = None;
+        for (j, e) in later {
+            let same_ns = e.netns == port_event.netns;
+            if same_ns && matches!(e.kind, EventKind::Receive { .. }) && e.ifindex == bridge.ifindex {
+                told[j] = true;
+                let why = match (mac_dst, &bridge_mac) {
+                    (Some(dst), Some(own)) if dst == own => format!("destination MAC {dst} is {}'s own", bridge.name),
+                    (Some(dst), _) => format!("destination MAC {dst}"),
+                    _ => "addressed to the bridge".into(),
+                };
+                decision = Some((format!("passed up to the host's IP stack ({why})"), None));
+                break;
+            }
+            if same_ns
+                && matches!(e.kind, EventKind::Transmit)
+                && self.interface(e.netns, e.ifindex).and_then(|p| p.master) == Some(bridge.ifindex)
+            {
+                told[j] = true;
+                decision = Some((format!("switched to port {}", e.ifname), Some(j)));
+                break;
+            }
+        }
+        let (decision, switched_to) = decision.unwrap_or_else(|| ("no further bridge action seen".into(), None));
+        let text = format!(
+            "bridge {}{}: the frame entered port {}; {decision}",
+            bridge.name,
+            network.as_ref().map(|n| format!(" (Docker network \"{n}\")")).unwrap_or_default(),
+            port_event.ifname
+        );
+        let details =
+            Details::Bridge { bridge: bridge.name.clone(), docker_network: network, port: port_event.ifname.clone(), decision };
+        self.push(port_event, Some(bridge.name.clone()), text, details);
+        if let Some(j) = switched_to {
+            self.veth_or_xmit(events, j, told, false);
+        }
+    }
+
+    fn netfilter_hop(&mut self, events: &[Event], i: usize, hook: Hook, side: NatSide, out_ifindex: u32, told: &mut [bool]) {
+        let event = &events[i];
+        let ns = self.namespace(event.netns);
+        // The observation on the other side of the NAT priority, same hook.
+        let after = (side == NatSide::Before)
+            .then(|| {
+                events.iter().enumerate().skip(i + 1).find(|(_, e)| {
+                    matches!(e.kind, EventKind::Netfilter { hook: h, side: NatSide::After, .. } if h == hook)
+                })
+            })
+            .flatten();
+        if let Some((j, _)) = after {
+            told[j] = true;
+        }
+        if hook == Hook::Forward {
+            let to = self.interface(event.netns, out_ifindex).map(|d| d.name.clone()).unwrap_or_else(|| format!("if{out_ifindex}"));
+            let setting = match self.facts.host_ip_forward {
+                Some(true) => "allowed by net.ipv4.conf.all.forwarding = 1",
+                Some(false) => "net.ipv4.conf.all.forwarding = 0 now",
+                None => "forwarding setting unknown",
+            };
+            let text = format!("forwarded by {ns} from {} to {to} ({setting})", event.ifname);
+            let details = Details::Forward { from_device: event.ifname.clone(), to_device: to, ip_forward: self.facts.host_ip_forward };
+            self.push(event, Some(event.ifname.clone()), text, details);
+        }
+        let conntrack = event.conntrack.map(|c| c.state());
+        let passed = if after.is_some() || side == NatSide::After { "passed" } else { "entered" };
+        let text = format!(
+            "netfilter {} in {ns} on {}: {passed}{}",
+            hook.name(),
+            event.ifname,
+            conntrack.map(|c| format!("; conntrack: {c}")).unwrap_or_default()
+        );
+        self.push(event, Some(event.ifname.clone()), text, Details::Netfilter { hook: hook.name(), conntrack });
+        if let Some((_, after)) = after {
+            let (before, after_tuple) = (Tuple::of(&event.packet), Tuple::of(&after.packet));
+            if before != after_tuple {
+                let reply = event.conntrack.is_some_and(|c| c.info >= 3);
+                let nat = match (hook, reply) {
+                    (Hook::Postrouting | Hook::Input, false) => "source NAT (SNAT/MASQUERADE)",
+                    (Hook::Prerouting | Hook::Output, false) => "destination NAT (DNAT)",
+                    (_, true) => "reverse NAT of the reply (conntrack undoes the connection's NAT)",
+                    _ => "NAT",
+                };
+                let text = format!("{nat} in {}: {before}  ⇒  {after_tuple}", hook.name());
+                let details = Details::Nat { hook: hook.name(), nat, before, after: after_tuple };
+                self.push(after, Some(event.ifname.clone()), text, details);
+            }
+        }
+    }
+}

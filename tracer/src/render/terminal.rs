@@ -1,0 +1,73 @@
+//! The story as text for a terminal or a projector: a header line per
+//! journey, two lines per hop (where, then what happened), the outcome.
+
+use std::fmt::Write;
+
+use anstyle::{AnsiColor, Style};
+
+use crate::explain::{Details, Direction, Hop, Story};
+
+const HEADER: Style = Style::new().bold();
+const DIM: Style = Style::new().dimmed();
+const DROP: Style = AnsiColor::Red.on_default().bold();
+const NAT: Style = AnsiColor::Yellow.on_default().bold();
+const GOOD: Style = AnsiColor::Green.on_default().bold();
+const KIND: Style = AnsiColor::Cyan.on_default().bold();
+
+/// Renders with ANSI styles; callers print through `anstream`, which strips
+/// them when the output is not a terminal or NO_COLOR is set.
+pub fn render(story: &Story) -> String {
+    let mut out = String::new();
+    let direction = match (story.direction, story.reply_to) {
+        (Direction::Request, _) => "request".to_string(),
+        (Direction::Reply, Some(id)) => format!("reply to #{id}"),
+        (Direction::Reply, None) => "reply".to_string(),
+    };
+    let _ = writeln!(out, "{HEADER}#{} {direction} · {} · {}{HEADER:#}", story.journey, story.what, story.tuple);
+    for (number, hop) in story.hops.iter().enumerate() {
+        render_hop(&mut out, number + 1, hop);
+    }
+    let dropped = story.hops.iter().any(|h| matches!(h.details, Details::Drop { .. }));
+    let style = if dropped { DROP } else { GOOD };
+    let _ = writeln!(out, "   {style}⇒ {}{style:#}", story.outcome);
+    out
+}
+
+fn kind_name(details: &Details) -> &'static str {
+    match details {
+        Details::Send { .. } => "send",
+        Details::Veth { .. } => "veth",
+        Details::Bridge { .. } => "bridge",
+        Details::Route(_) => "route",
+        Details::Forward { .. } => "forward",
+        Details::Netfilter { .. } => "netfilter",
+        Details::Nat { .. } => "nat",
+        Details::Xmit => "xmit",
+        Details::Receive => "receive",
+        Details::Deliver { .. } => "deliver",
+        Details::Drop { .. } => "drop",
+    }
+}
+
+fn render_hop(out: &mut String, number: usize, hop: &Hop) {
+    let kind = kind_name(&hop.details);
+    let style = match hop.details {
+        Details::Drop { .. } => DROP,
+        Details::Nat { .. } => NAT,
+        _ => KIND,
+    };
+    let place = match &hop.device {
+        Some(device) => format!("{} · {device}", hop.namespace),
+        None => hop.namespace.clone(),
+    };
+    let _ = writeln!(
+        out,
+        "{number:>4}  {style}{kind:<9}{style:#} {DIM}{:>7} µs{DIM:#}  {place} {DIM}(netns {}){DIM:#}",
+        format!("+{}", hop.at_us),
+        hop.netns
+    );
+    let _ = writeln!(out, "{:>17}{}", "", hop.text);
+    if let Details::Drop { hint, .. } = &hop.details {
+        let _ = writeln!(out, "{:>17}{DROP}hint:{DROP:#} {hint}", "");
+    }
+}
