@@ -1,22 +1,48 @@
+//! pkttrace: how did my packet get there? Follows packets through network
+//! namespaces, veth pairs, bridges, routing, netfilter and NAT with eBPF,
+//! and explains each hop with the kernel's own evidence.
+
 mod decode;
 mod enrich;
 mod explain;
+mod follow;
 mod journey;
 mod probes;
 mod render;
+mod sender;
+mod target;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "pkttrace", version, about = "How did my packet get there? eBPF-powered, hop-by-hop packet explanations for containers and namespaces")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Follow packets from SOURCE to DEST and explain every hop, and the reply
+    Follow(follow::FollowArgs),
+}
+
+/// Setup errors (bad input, missing privileges or kernel features) exit with 2.
+const SETUP_ERROR: u8 = 2;
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    let dest: std::net::Ipv4Addr = std::env::args().nth(1).unwrap().parse()?;
-    let filter = probes::Filter { addresses: vec![dest], ..Default::default() };
-    let btf = probes::offsets::load_kernel_btf()?;
-    let names = decode::KernelNames::from_kernel(&btf)?;
-    let mut p = probes::Probes::attach(&filter)?;
-    eprintln!("attached");
-    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(6);
-    while let Ok(Ok(events)) = tokio::time::timeout_at(deadline, p.next_events()).await {
-        for e in events { if let Some(e) = decode::decode(&e, &names) { println!("{}", serde_json::to_string(&e)?); } }
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Follow(args) => follow::run(args).await,
+    };
+    match result {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("pkttrace: error: {error:#}");
+            ExitCode::from(SETUP_ERROR)
+        }
     }
-    eprintln!("lost {}", p.lost_events());
-    Ok(())
 }

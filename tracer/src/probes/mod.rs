@@ -42,6 +42,15 @@ pub struct Filter {
     pub port: Option<u16>,
 }
 
+/// Loading eBPF programs and netfilter hooks needs root (CAP_BPF, CAP_NET_ADMIN, CAP_SYS_ADMIN for setns).
+pub fn require_privileges() -> Result<()> {
+    // SAFETY: geteuid has no failure mode.
+    if unsafe { libc::geteuid() } != 0 {
+        bail!("pkttrace must run as root (it loads eBPF programs and enters network namespaces): run it with sudo");
+    }
+    Ok(())
+}
+
 pub struct Probes {
     // Kept alive: dropping them detaches everything.
     _ebpf: Ebpf,

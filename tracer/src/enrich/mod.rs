@@ -1,0 +1,266 @@
+//! The host's network model: every network namespace with its links,
+//! IPv4 addresses and routes, plus what Docker knows about containers and
+//! networks. The tracer uses it to name what the kernel reports (a netns
+//! inode and an ifindex); the `topology` subcommand prints it.
+
+mod docker;
+#[cfg(test)]
+mod lab_test;
+mod netlink;
+mod netns;
+mod peers;
+#[cfg(test)]
+mod tests;
+
+use std::net::Ipv4Addr;
+
+/// Everything discovered in one pass.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Topology {
+    /// Host first, then containers, `ip netns` names and other processes.
+    pub namespaces: Vec<Namespace>,
+    /// Running containers; empty when Docker is unreachable.
+    pub containers: Vec<Container>,
+    /// One-line reason Docker was not reachable.
+    pub docker_error: Option<String>,
+    pub docker_networks: Vec<DockerNetwork>,
+    /// Inode of pid 1's network namespace (pkttrace's own where pid 1
+    /// cannot be inspected).
+    pub host_netns: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Namespace {
+    pub inode: u32,
+    pub owner: Owner,
+    /// `ip netns` names bound to this namespace, whatever its owner (a
+    /// container's namespace can be given a name with `ip netns attach`).
+    pub netns_names: Vec<String>,
+    /// Sorted by ifindex.
+    pub interfaces: Vec<Interface>,
+    /// IPv4 routes of all tables (main, local and any other).
+    pub routes: Vec<Route>,
+    /// `net.ipv4.conf.all.forwarding` inside this namespace.
+    pub ip_forward: Option<bool>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Owner {
+    Host,
+    Container {
+        name: String,
+        id: String,
+    },
+    NetnsName(String),
+    /// Lowest pid found in the namespace, with its command name.
+    Process {
+        pid: u32,
+        comm: String,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Interface {
+    pub ifindex: u32,
+    pub name: String,
+    /// Link kind from IFLA_INFO_KIND: "veth", "bridge", "dummy", ...;
+    /// None for physical devices and loopback.
+    pub kind: Option<String>,
+    pub mac: Option<[u8; 6]>,
+    pub addresses: Vec<(Ipv4Addr, u8)>,
+    /// Administratively up (IFF_UP).
+    pub up: bool,
+    /// Has carrier (IFF_LOWER_UP): a veth whose peer is down is up but not
+    /// lower_up, and drops what it is given.
+    pub lower_up: bool,
+    /// Ifindex of the bridge (or other master) this port belongs to.
+    pub master: Option<u32>,
+    /// The other end of a veth, resolved across namespaces.
+    pub peer: Option<InterfaceRef>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct InterfaceRef {
+    pub netns: u32,
+    pub ifindex: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Route {
+    pub table: u32,
+    pub kind: RouteKind,
+    /// None is the default route.
+    pub destination: Option<(Ipv4Addr, u8)>,
+    pub gateway: Option<Ipv4Addr>,
+    pub device: Option<u32>,
+    /// Preferred source address (RTA_PREFSRC).
+    pub source: Option<Ipv4Addr>,
+}
+
+/// Route type: the local table is mostly `Local` and `Broadcast`, and
+/// `Blackhole`/`Unreachable`/`Prohibit` routes explain drops.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RouteKind {
+    Unicast,
+    Local,
+    Broadcast,
+    Multicast,
+    Blackhole,
+    Unreachable,
+    Prohibit,
+    Other,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Container {
+    pub id: String,
+    /// Without Docker's leading '/'.
+    pub name: String,
+    pub pid: u32,
+    pub netns: u32,
+    pub sandbox_key: String,
+    pub networks: Vec<ContainerNetwork>,
+    /// `--dns` servers given to the container (empty: Docker's default).
+    pub dns: Vec<Ipv4Addr>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContainerNetwork {
+    pub network: String,
+    pub ip: Option<Ipv4Addr>,
+    pub gateway: Option<Ipv4Addr>,
+    pub mac: Option<[u8; 6]>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DockerNetwork {
+    pub name: String,
+    pub id: String,
+    pub driver: String,
+    /// Linux bridge of a bridge-driver network: "docker0" for the default
+    /// network, else option `com.docker.network.bridge.name` or "br-" +
+    /// the first 12 characters of the id.
+    pub bridge: Option<String>,
+    pub subnets: Vec<(Ipv4Addr, u8)>,
+}
+
+/// The host's forwarding setting now (pkttrace runs in the host namespace);
+/// read per journey because it is what demos switch off and on.
+pub fn host_ip_forward() -> Option<bool> {
+    netns::read_ip_forward()
+}
+
+impl Topology {
+    /// Reads the whole model. Docker failures end up in `docker_error`;
+    /// only failing to read the namespaces themselves is an error.
+    pub async fn discover() -> anyhow::Result<Topology> {
+        let (namespaces, docker) = tokio::join!(netns::discover(), docker::discover());
+        let (host_netns, mut namespaces) = namespaces?;
+        let (containers, docker_networks, docker_error) = match docker {
+            Ok((c, n)) => (c, n, None),
+            Err(e) => (Vec::new(), Vec::new(), Some(e)),
+        };
+        for ns in &mut namespaces {
+            if ns.inode == host_netns {
+                ns.owner = Owner::Host;
+            } else if let Some(c) = containers.iter().find(|c| c.netns == ns.inode) {
+                ns.owner = Owner::Container {
+                    name: c.name.clone(),
+                    id: c.id.clone(),
+                };
+            }
+        }
+        namespaces.sort_by_cached_key(|ns| {
+            let rank = match ns.owner {
+                Owner::Host => 0,
+                Owner::Container { .. } => 1,
+                Owner::NetnsName(_) => 2,
+                Owner::Process { .. } => 3,
+            };
+            (rank, owner_text(&ns.owner), ns.inode)
+        });
+        Ok(Topology {
+            namespaces,
+            containers,
+            docker_error,
+            docker_networks,
+            host_netns,
+        })
+    }
+
+    pub fn namespace(&self, inode: u32) -> Option<&Namespace> {
+        self.namespaces.iter().find(|ns| ns.inode == inode)
+    }
+
+    pub fn interface(&self, netns: u32, ifindex: u32) -> Option<&Interface> {
+        self.namespace(netns)?.interface(ifindex)
+    }
+
+    /// "server-1", "netns my-net", "host", "pid 123 (sshd)", or
+    /// "netns:[4026532000]" for a namespace discovery did not see.
+    pub fn owner_label(&self, inode: u32) -> String {
+        match self.namespace(inode) {
+            Some(ns) => owner_text(&ns.owner),
+            None => format!("netns:[{inode}]"),
+        }
+    }
+
+    /// Exact name or id first, then a unique id prefix (as `docker` does).
+    pub fn container(&self, name_or_id_prefix: &str) -> Option<&Container> {
+        let key = name_or_id_prefix.trim_start_matches('/');
+        if key.is_empty() {
+            return None;
+        }
+        if let Some(c) = self
+            .containers
+            .iter()
+            .find(|c| c.name == key || c.id == key)
+        {
+            return Some(c);
+        }
+        let mut matches = self.containers.iter().filter(|c| c.id.starts_with(key));
+        let first = matches.next()?;
+        matches.next().is_none().then_some(first)
+    }
+
+    /// A namespace by its `ip netns` name.
+    pub fn netns_by_name(&self, name: &str) -> Option<&Namespace> {
+        self.namespaces
+            .iter()
+            .find(|ns| ns.netns_names.iter().any(|n| n == name))
+    }
+
+    /// The Docker network whose Linux bridge is `bridge_name` ("docker0" ->
+    /// network "bridge").
+    pub fn bridge_network(&self, bridge_name: &str) -> Option<&DockerNetwork> {
+        self.docker_networks
+            .iter()
+            .find(|n| n.bridge.as_deref() == Some(bridge_name))
+    }
+}
+
+impl Namespace {
+    pub fn interface(&self, ifindex: u32) -> Option<&Interface> {
+        self.interfaces.iter().find(|i| i.ifindex == ifindex)
+    }
+
+    pub fn interface_by_name(&self, name: &str) -> Option<&Interface> {
+        self.interfaces.iter().find(|i| i.name == name)
+    }
+
+    /// Interfaces enslaved to `bridge` (its ports).
+    pub fn bridge_ports(&self, bridge: u32) -> impl Iterator<Item = &Interface> {
+        self.interfaces
+            .iter()
+            .filter(move |i| i.master == Some(bridge))
+    }
+}
+
+fn owner_text(owner: &Owner) -> String {
+    match owner {
+        Owner::Host => "host".to_string(),
+        Owner::Container { name, .. } => name.clone(),
+        Owner::NetnsName(name) => format!("netns {name}"),
+        Owner::Process { pid, comm } => format!("pid {pid} ({comm})"),
+    }
+}

@@ -1,0 +1,219 @@
+//! Reading one namespace's links, IPv4 addresses and routes over a netlink
+//! socket that was opened inside it.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr};
+use std::os::fd::RawFd;
+
+use futures::{StreamExt, TryStreamExt};
+use netlink_packet_core::{NLM_F_REQUEST, NetlinkMessage, NetlinkPayload};
+use netlink_packet_route::address::{AddressAttribute, AddressMessage};
+use netlink_packet_route::link::{
+    InfoKind, LinkAttribute, LinkExtentMask, LinkFlag, LinkInfo, LinkMessage,
+};
+use netlink_packet_route::nsid::{NsidAttribute, NsidMessage};
+use netlink_packet_route::route::{RouteAddress, RouteAttribute, RouteMessage, RouteType};
+use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
+use rtnetlink::{Handle, IpVersion};
+
+use super::{Interface, Route, RouteKind};
+
+/// A link as the kernel reports it, before its veth peer is resolved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct LinkDump {
+    pub iface: Interface,
+    /// IFLA_LINK: for a veth, the peer's ifindex in the peer's namespace.
+    pub link: Option<u32>,
+    /// IFLA_LINK_NETNSID: the peer's namespace as an id local to this
+    /// namespace; absent when the peer is in this namespace.
+    pub link_netnsid: Option<i32>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(super) struct NsDump {
+    pub links: Vec<LinkDump>,
+    pub routes: Vec<Route>,
+    /// This namespace's ids for the other namespaces (netnsid -> inode),
+    /// for the ids its links mention.
+    pub nsids: HashMap<i32, u32>,
+}
+
+/// Dumps everything through `handle`, a connection inside namespace `me`;
+/// `all` lists every known namespace with an open fd, to resolve netnsids.
+pub(super) async fn dump(handle: Handle, me: u32, all: &[(u32, RawFd)]) -> anyhow::Result<NsDump> {
+    // One dump at a time: a netlink socket refuses a second dump (EBUSY)
+    // while the first is still being read.
+    // Per-link statistics are most of a link dump and never looked at.
+    let mut links: Vec<LinkDump> = (handle.link().get())
+        .set_filter_mask(AddressFamily::Unspec, vec![LinkExtentMask::SkipStats])
+        .execute()
+        .map_ok(link_dump)
+        .try_collect()
+        .await?;
+    let mut addr_req = handle.address().get();
+    addr_req.message_mut().header.family = AddressFamily::Inet;
+    let addrs: Vec<AddressMessage> = addr_req.execute().try_collect().await?;
+    // Table "unspec" in a dump means every table.
+    let routes: Vec<Route> = handle
+        .route()
+        .get(IpVersion::V4)
+        .execute()
+        .try_filter_map(|m| async { Ok(route(m)) })
+        .try_collect()
+        .await?;
+
+    links.sort_by_key(|l| l.iface.ifindex);
+    for msg in addrs {
+        if let (Some(addr), Some(link)) = (
+            address(&msg),
+            links
+                .iter_mut()
+                .find(|l| l.iface.ifindex == msg.header.index),
+        ) {
+            link.iface.addresses.push(addr);
+        }
+    }
+
+    let mut wanted: Vec<i32> = links.iter().filter_map(|l| l.link_netnsid).collect();
+    wanted.sort_unstable();
+    wanted.dedup();
+    let mut nsids = HashMap::new();
+    for &(inode, fd) in all.iter().filter(|(inode, _)| *inode != me) {
+        if nsids.len() == wanted.len() {
+            break;
+        }
+        // A failed query only costs the precise answer: peers::resolve
+        // falls back to matching veth ends that point at each other.
+        if let Ok(Some(id)) = nsid_of(&handle, fd).await
+            && wanted.contains(&id)
+        {
+            nsids.insert(id, inode);
+        }
+    }
+    Ok(NsDump {
+        links,
+        routes,
+        nsids,
+    })
+}
+
+/// Asks which id this namespace gives to the namespace open at `fd`
+/// (RTM_GETNSID with NETNSA_FD). The kernel resolves the fd in our own fd
+/// table and never assigns a new id for this query.
+async fn nsid_of(handle: &Handle, fd: RawFd) -> anyhow::Result<Option<i32>> {
+    let mut msg = NsidMessage::default();
+    msg.attributes.push(NsidAttribute::Fd(u32::try_from(fd)?));
+    let mut req = NetlinkMessage::from(RouteNetlinkMessage::GetNsId(msg));
+    req.header.flags = NLM_F_REQUEST;
+    let mut responses = handle.clone().request(req)?;
+    let mut id = None;
+    while let Some(resp) = responses.next().await {
+        match resp.payload {
+            NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewNsId(m)) => {
+                id = m.attributes.iter().find_map(|a| match a {
+                    NsidAttribute::Id(id) if *id >= 0 => Some(*id),
+                    _ => None,
+                });
+            }
+            NetlinkPayload::Error(e) => return Err(rtnetlink::Error::NetlinkError(e).into()),
+            _ => {}
+        }
+    }
+    Ok(id)
+}
+
+fn link_dump(msg: LinkMessage) -> LinkDump {
+    let flags = &msg.header.flags;
+    let mut dump = LinkDump {
+        iface: Interface {
+            ifindex: msg.header.index,
+            name: String::new(),
+            kind: None,
+            mac: None,
+            addresses: Vec::new(),
+            up: flags.contains(&LinkFlag::Up),
+            lower_up: flags.contains(&LinkFlag::LowerUp),
+            master: None,
+            peer: None,
+        },
+        link: None,
+        link_netnsid: None,
+    };
+    for attr in msg.attributes {
+        match attr {
+            LinkAttribute::IfName(name) => dump.iface.name = name,
+            LinkAttribute::Address(mac) => dump.iface.mac = mac.try_into().ok(),
+            LinkAttribute::Controller(master) => dump.iface.master = Some(master),
+            LinkAttribute::Link(peer) => dump.link = Some(peer),
+            LinkAttribute::NetnsId(id) => dump.link_netnsid = Some(id),
+            LinkAttribute::LinkInfo(infos) => {
+                dump.iface.kind = infos.into_iter().find_map(|i| match i {
+                    LinkInfo::Kind(InfoKind::Other(kind)) => Some(kind),
+                    LinkInfo::Kind(kind) => Some(kind.to_string()),
+                    _ => None,
+                });
+            }
+            _ => {}
+        }
+    }
+    dump
+}
+
+fn address(msg: &AddressMessage) -> Option<(Ipv4Addr, u8)> {
+    // IFA_LOCAL is the interface's own address; IFA_ADDRESS is the peer's
+    // on point-to-point links, so it only counts when there is no LOCAL.
+    let local = msg.attributes.iter().find_map(|a| match a {
+        AddressAttribute::Local(IpAddr::V4(ip)) => Some(*ip),
+        _ => None,
+    });
+    let ip = local.or_else(|| {
+        msg.attributes.iter().find_map(|a| match a {
+            AddressAttribute::Address(IpAddr::V4(ip)) => Some(*ip),
+            _ => None,
+        })
+    })?;
+    Some((ip, msg.header.prefix_len))
+}
+
+fn route(msg: RouteMessage) -> Option<Route> {
+    if msg.header.address_family != AddressFamily::Inet {
+        return None;
+    }
+    let kind = match msg.header.kind {
+        RouteType::Unicast => RouteKind::Unicast,
+        RouteType::Local => RouteKind::Local,
+        RouteType::Broadcast => RouteKind::Broadcast,
+        RouteType::Multicast => RouteKind::Multicast,
+        RouteType::BlackHole => RouteKind::Blackhole,
+        RouteType::Unreachable => RouteKind::Unreachable,
+        RouteType::Prohibit => RouteKind::Prohibit,
+        _ => RouteKind::Other,
+    };
+    let v4 = |a: &RouteAddress| match a {
+        RouteAddress::Inet(ip) => Some(*ip),
+        _ => None,
+    };
+    // RTA_TABLE holds ids above 255 that the header's u8 cannot.
+    let mut route = Route {
+        table: u32::from(msg.header.table),
+        kind,
+        destination: None,
+        gateway: None,
+        device: None,
+        source: None,
+    };
+    let prefix = msg.header.destination_prefix_length;
+    for attr in &msg.attributes {
+        match attr {
+            RouteAttribute::Table(t) => route.table = *t,
+            RouteAttribute::Destination(a) if prefix > 0 => {
+                route.destination = v4(a).map(|ip| (ip, prefix))
+            }
+            RouteAttribute::Gateway(a) => route.gateway = v4(a),
+            RouteAttribute::Oif(dev) => route.device = Some(*dev),
+            RouteAttribute::PrefSource(a) => route.source = v4(a),
+            _ => {}
+        }
+    }
+    Some(route)
+}

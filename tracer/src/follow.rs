@@ -1,0 +1,204 @@
+//! `pkttrace follow SOURCE DEST`: wires the stages together. Probes stream
+//! raw events, decoding types them, the assembler builds journeys, the
+//! topology names what they touched, the explanation tells them, and a
+//! renderer prints them.
+
+use std::{io::Write, process::ExitCode, time::Duration};
+
+use anyhow::{Context, Result};
+use tokio::{
+    signal::unix::{SignalKind, signal},
+    time::{Instant, sleep},
+};
+
+use crate::{
+    decode::{self, EventKind, KernelNames},
+    enrich::{self, Topology},
+    explain::{self, Direction, Facts},
+    journey::{Assembler, Journey},
+    probes::{self, Filter, Probes},
+    render, sender,
+    target::{self, Destination, Source},
+};
+
+/// A journey is complete once no event joined it for this long.
+const QUIET: Duration = Duration::from_millis(150);
+/// How long a request waits for its reply before the exchange counts as done.
+const REPLY_WAIT: Duration = Duration::from_secs(2);
+
+#[derive(clap::Args, Debug)]
+pub struct FollowArgs {
+    /// Where packets start: a container (name or id prefix), an `ip netns` name, or `host`
+    pub source: String,
+    /// Where they go: an IPv4 address, ADDRESS:PORT, or a container name
+    pub dest: String,
+    /// Send the packet yourself from inside SOURCE: icmp, udp:PORT or tcp:PORT
+    #[arg(long, value_name = "KIND")]
+    pub probe: Option<String>,
+    /// Stop after N request/reply exchanges (default: 1 with --probe, otherwise until Ctrl-C)
+    #[arg(long, value_name = "N")]
+    pub count: Option<u64>,
+    /// Stop after SECS seconds (default: 10 with --probe, otherwise none)
+    #[arg(long, value_name = "SECS")]
+    pub timeout: Option<u64>,
+    /// Print one JSON object per journey (JSON Lines) instead of text
+    #[arg(long)]
+    pub json: bool,
+}
+
+struct PrintedRequest {
+    journey: Journey,
+    printed_at: Instant,
+    settled: bool,
+}
+
+struct Run {
+    source: Source,
+    destination: Destination,
+    topology: Topology,
+    names: KernelNames,
+    json: bool,
+    requests: Vec<PrintedRequest>,
+    last_refresh: Instant,
+}
+
+pub async fn run(args: FollowArgs) -> Result<ExitCode> {
+    probes::require_privileges()?;
+    let btf = probes::offsets::load_kernel_btf()?;
+    let names = KernelNames::from_kernel(&btf)?;
+    let topology = Topology::discover().await.context("cannot read this host's network namespaces")?;
+    let source = target::resolve_source(&args.source, &topology)?;
+    let destination = target::resolve_destination(&args.dest, &topology)?;
+    let probe = args.probe.as_deref().map(|p| target::parse_probe(p, &destination)).transpose()?;
+    let count = args.count.or(probe.map(|_| 1));
+    let timeout = args.timeout.or(probe.map(|_| 10)).map(Duration::from_secs);
+    let filter = Filter {
+        addresses: vec![destination.address],
+        protocol: probe.map(target::Probe::protocol),
+        port: probe.and_then(target::Probe::port).or(destination.port),
+    };
+    let mut probes = Probes::attach(&filter)?;
+    if let Some(docker) = &topology.docker_error {
+        eprintln!("pkttrace: note: {docker}; containers are shown by namespace only");
+    }
+    let port = destination.port.map(|p| format!(":{p}")).unwrap_or_default();
+    eprintln!(
+        "pkttrace: following {} → {}{port}{}",
+        source.label,
+        destination.address,
+        if probe.is_some() { " (sending the probe now)" } else { "; waiting for traffic (Ctrl-C to stop)" }
+    );
+    let sender = probe.map(|p| sender::spawn(p, destination, source.netns_path.as_deref(), count.unwrap_or(1))).transpose()?;
+
+    let mut run = Run { source, destination, topology, names, json: args.json, requests: Vec::new(), last_refresh: Instant::now() };
+    let mut assembler = Assembler::new(QUIET.as_nanos() as u64);
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    let mut terminate = signal(SignalKind::terminate())?;
+    let deadline = timeout.map(|t| Instant::now() + t);
+    let mut lost_reported = 0;
+    loop {
+        tokio::select! {
+            events = probes.next_events() => {
+                for raw in events? {
+                    if let Some(event) = decode::decode(&raw, &run.names) {
+                        assembler.push(event);
+                    }
+                }
+            }
+            _ = sleep(Duration::from_millis(50)) => {}
+            _ = interrupt.recv() => break,
+            _ = terminate.recv() => break,
+        }
+        for journey in assembler.take_finished(monotonic_now_ns()) {
+            run.tell(journey).await?;
+        }
+        let lost = probes.lost_events();
+        if lost > lost_reported {
+            eprintln!(
+                "pkttrace: warning: the kernel dropped {} events because pkttrace's ring buffer was full; journeys seen around now may be missing hops",
+                lost - lost_reported
+            );
+            lost_reported = lost;
+        }
+        if count.is_some_and(|n| run.exchanges_done() >= n) || deadline.is_some_and(|d| Instant::now() >= d) {
+            break;
+        }
+    }
+    for journey in assembler.take_all() {
+        run.tell(journey).await?;
+    }
+    drop(probes);
+    if let Some(sender) = sender {
+        match sender.join() {
+            Ok(Err(error)) => eprintln!("pkttrace: warning: the probe could not be sent: {error:#}"),
+            Err(_) => eprintln!("pkttrace: warning: the probe sender failed"),
+            Ok(Ok(())) => {}
+        }
+    }
+    if run.requests.is_empty() {
+        eprintln!("pkttrace: saw no packet from {} to {}", run.source.label, run.destination.address);
+        return Ok(ExitCode::from(1));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+impl Run {
+    /// Exchanges that are over: answered, dropped, or no longer waiting.
+    fn exchanges_done(&self) -> u64 {
+        self.requests.iter().filter(|r| r.settled || r.printed_at.elapsed() >= REPLY_WAIT).count() as u64
+    }
+
+    async fn tell(&mut self, journey: Journey) -> Result<()> {
+        let first = journey.first_packet();
+        let starts_in_source = journey
+            .events
+            .iter()
+            .find(|e| !matches!(e.kind, EventKind::Route { .. }))
+            .is_some_and(|e| e.netns == self.source.netns);
+        let (direction, reply_to) = if first.dst == self.destination.address && starts_in_source {
+            (Direction::Request, None)
+        } else if first.src == self.destination.address {
+            match self.requests.iter_mut().rev().find(|r| journey.answers(&r.journey)) {
+                Some(request) => {
+                    request.settled = true;
+                    (Direction::Reply, Some(request.journey.id))
+                }
+                // An answer to somebody else's packet.
+                None => return Ok(()),
+            }
+        } else {
+            return Ok(());
+        };
+        self.refresh_topology_if_unknown(&journey).await;
+        let facts = Facts { host_ip_forward: enrich::host_ip_forward() };
+        let story = explain::explain(&journey, direction, reply_to, &self.topology, &facts);
+        if direction == Direction::Request {
+            let dropped = journey.events.iter().any(|e| matches!(e.kind, EventKind::Drop { .. }));
+            self.requests.push(PrintedRequest { journey, printed_at: Instant::now(), settled: dropped });
+        }
+        let text = if self.json { render::json::render(&story) + "\n" } else { render::terminal::render(&story) + "\n" };
+        let mut out = anstream::stdout();
+        out.write_all(text.as_bytes())?;
+        out.flush()?;
+        Ok(())
+    }
+
+    /// A container started after pkttrace did is not in the model yet.
+    async fn refresh_topology_if_unknown(&mut self, journey: &Journey) {
+        let unknown = journey.events.iter().any(|e| e.netns != 0 && self.topology.namespace(e.netns).is_none());
+        if unknown && self.last_refresh.elapsed() > Duration::from_secs(1) {
+            self.last_refresh = Instant::now();
+            if let Ok(topology) = Topology::discover().await {
+                self.topology = topology;
+            }
+        }
+    }
+}
+
+/// CLOCK_MONOTONIC, the clock of bpf_ktime_get_ns.
+fn monotonic_now_ns() -> u64 {
+    let mut now = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: clock_gettime writes the timespec we pass.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now) };
+    now.tv_sec as u64 * 1_000_000_000 + now.tv_nsec as u64
+}

@@ -1,0 +1,183 @@
+//! What the user names on the command line: where packets come from (a
+//! container, an `ip netns`, the host) and where they go.
+
+use std::{fmt, net::Ipv4Addr, path::PathBuf};
+
+use crate::enrich::Topology;
+
+/// A user mistake, reported as one line with exit code 2.
+#[derive(Debug)]
+pub struct InputError(pub String);
+
+impl fmt::Display for InputError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for InputError {}
+
+fn input_error(message: impl Into<String>) -> anyhow::Error {
+    InputError(message.into()).into()
+}
+
+#[derive(Clone, Debug)]
+pub struct Source {
+    /// How to name it: "server-1", "netns my-net", "host".
+    pub label: String,
+    pub netns: u32,
+    /// Where to enter the namespace to send a probe; None for the host.
+    pub netns_path: Option<PathBuf>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Destination {
+    pub address: Ipv4Addr,
+    pub port: Option<u16>,
+}
+
+pub fn resolve_source(name: &str, topology: &Topology) -> anyhow::Result<Source> {
+    if name == "host" {
+        return Ok(Source { label: "host".into(), netns: topology.host_netns, netns_path: None });
+    }
+    if let Some(container) = topology.container(name) {
+        return Ok(Source {
+            label: container.name.clone(),
+            netns: container.netns,
+            netns_path: Some(PathBuf::from(format!("/proc/{}/ns/net", container.pid))),
+        });
+    }
+    if let Some(namespace) = topology.netns_by_name(name) {
+        return Ok(Source {
+            label: format!("netns {name}"),
+            netns: namespace.inode,
+            netns_path: Some(PathBuf::from(format!("/run/netns/{name}"))),
+        });
+    }
+    let running: Vec<&str> = topology.containers.iter().map(|c| c.name.as_str()).collect();
+    let netns: Vec<&str> = topology.namespaces.iter().flat_map(|n| n.netns_names.iter().map(String::as_str)).collect();
+    let mut message = format!("no container or network namespace named '{name}'");
+    match &topology.docker_error {
+        Some(docker) => message += &format!(" ({docker}; `ip netns` names and `host` still work)"),
+        None if running.is_empty() => message += "; no container is running",
+        None => message += &format!("; running containers: {}", running.join(", ")),
+    }
+    if !netns.is_empty() {
+        message += &format!("; ip netns: {}", netns.join(", "));
+    }
+    Err(input_error(message))
+}
+
+/// DEST is `ADDRESS`, `ADDRESS:PORT`, or a container name (its first address).
+pub fn resolve_destination(text: &str, topology: &Topology) -> anyhow::Result<Destination> {
+    let (host, port) = match text.rsplit_once(':') {
+        Some((host, port)) => {
+            let port = port
+                .parse::<u16>()
+                .ok()
+                .filter(|p| *p != 0)
+                .ok_or_else(|| input_error(format!("'{port}' in '{text}' is not a port number (1-65535)")))?;
+            (host, Some(port))
+        }
+        None => (text, None),
+    };
+    if let Ok(address) = host.parse::<Ipv4Addr>() {
+        return Ok(Destination { address, port });
+    }
+    if let Some(container) = topology.container(host) {
+        let address = container.networks.iter().find_map(|n| n.ip).ok_or_else(|| {
+            input_error(format!("container '{host}' has no IPv4 address (is it on a network with IPv4?)"))
+        })?;
+        return Ok(Destination { address, port });
+    }
+    Err(input_error(format!(
+        "cannot use '{text}' as a destination: give an IPv4 address (10.0.0.5), an address and port (10.0.0.5:80), or a running container's name"
+    )))
+}
+
+/// `--probe`: the packet pkttrace sends itself.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Probe {
+    Icmp,
+    Udp(u16),
+    Tcp(u16),
+}
+
+impl Probe {
+    pub fn protocol(self) -> u8 {
+        match self {
+            Self::Icmp => 1,
+            Self::Tcp(_) => 6,
+            Self::Udp(_) => 17,
+        }
+    }
+
+    pub fn port(self) -> Option<u16> {
+        match self {
+            Self::Icmp => None,
+            Self::Udp(port) | Self::Tcp(port) => Some(port),
+        }
+    }
+}
+
+/// `icmp`, `udp:PORT`, `tcp:PORT`; a port given in DEST may stand for PORT.
+pub fn parse_probe(text: &str, destination: &Destination) -> anyhow::Result<Probe> {
+    let (kind, port) = match text.split_once(':') {
+        Some((kind, port)) => (kind, Some(port)),
+        None => (text, None),
+    };
+    let port = match port {
+        Some(port) => Some(port.parse::<u16>().ok().filter(|p| *p != 0).ok_or_else(|| {
+            input_error(format!("'{port}' in --probe {text} is not a port number (1-65535)"))
+        })?),
+        None => destination.port,
+    };
+    let need_port = || input_error(format!("--probe {kind} needs a port: --probe {kind}:PORT or DEST as ADDRESS:PORT"));
+    match kind {
+        "icmp" => Ok(Probe::Icmp),
+        "udp" => Ok(Probe::Udp(port.ok_or_else(need_port)?)),
+        "tcp" => Ok(Probe::Tcp(port.ok_or_else(need_port)?)),
+        _ => Err(input_error(format!("unknown --probe '{text}': use icmp, udp:PORT or tcp:PORT"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn empty() -> Topology {
+        Topology { namespaces: Vec::new(), containers: Vec::new(), docker_error: None, docker_networks: Vec::new(), host_netns: 1 }
+    }
+
+    #[test]
+    fn destinations_parse_with_and_without_port() {
+        let d = resolve_destination("198.51.100.1:80", &empty()).unwrap();
+        assert_eq!((d.address, d.port), (Ipv4Addr::new(198, 51, 100, 1), Some(80)));
+        assert_eq!(resolve_destination("198.51.100.1", &empty()).unwrap().port, None);
+        let error = resolve_destination("nowhere", &empty()).unwrap_err().to_string();
+        assert!(error.starts_with("cannot use 'nowhere' as a destination"), "{error}");
+        assert!(resolve_destination("198.51.100.1:99999", &empty()).is_err());
+    }
+
+    #[test]
+    fn probes_take_their_port_from_the_flag_or_the_destination() {
+        let with_port = Destination { address: Ipv4Addr::LOCALHOST, port: Some(4000) };
+        let without = Destination { address: Ipv4Addr::LOCALHOST, port: None };
+        assert_eq!(parse_probe("tcp", &with_port).unwrap(), Probe::Tcp(4000));
+        assert_eq!(parse_probe("udp:53", &without).unwrap(), Probe::Udp(53));
+        assert_eq!(parse_probe("icmp", &without).unwrap(), Probe::Icmp);
+        assert!(parse_probe("tcp", &without).unwrap_err().to_string().contains("needs a port"));
+        assert!(parse_probe("sctp:1", &without).is_err());
+    }
+
+    #[test]
+    fn an_unknown_source_lists_what_exists() {
+        let error = resolve_source("server-9", &empty()).unwrap_err().to_string();
+        assert_eq!(error, "no container or network namespace named 'server-9'; no container is running");
+        let mut docker_down = empty();
+        docker_down.docker_error = Some("Docker is not reachable at /var/run/docker.sock (is dockerd running?)".into());
+        let error = resolve_source("server-9", &docker_down).unwrap_err().to_string();
+        assert!(error.contains("is dockerd running?") && error.contains("`host` still work"), "{error}");
+        assert_eq!(resolve_source("host", &empty()).unwrap().netns, 1);
+    }
+}
