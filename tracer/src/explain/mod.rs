@@ -312,6 +312,9 @@ pub fn explain(journey: &Journey, direction: Direction, reply_to: Option<u64>, t
 
     let first = journey.first_packet();
     let outcome = outcome.unwrap_or_else(|| match x.hops.last() {
+        Some(hop) if matches!(&hop.details, Details::Route(r) if r.table == "local") => {
+            format!("arrived in {}, the namespace it was addressed to", hop.namespace)
+        }
         Some(hop) if matches!(hop.details, Details::Xmit) => {
             format!("left {} through {} (no further trace beyond this host)", hop.namespace, hop.device.clone().unwrap_or_default())
         }
