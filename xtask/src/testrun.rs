@@ -16,9 +16,11 @@ pub fn test() -> Result<ExitCode> {
     let mut failed = Vec::new();
 
     // tracer-ebpf builds only for the bpf target, and integration tests come later.
+    // --no-fail-fast: one failing test binary must not hide the others' results.
     let mut unit = cargo([
         "test",
         "--workspace",
+        "--no-fail-fast",
         "--exclude",
         "integration-tests",
         "--exclude",
@@ -28,14 +30,23 @@ pub fn test() -> Result<ExitCode> {
         failed.push("unit tests");
     }
 
-    let built = crate::cmd::run(&mut cargo(["build", "-p", "tracer"]));
+    let mut build = cargo(["build", "-p", "tracer"]);
+    println!("xtask test: {}", describe(&build));
+    let built = crate::cmd::run(&mut build);
     if let Err(err) = &built {
         eprintln!("xtask test: {err:#}");
         // Testing an older binary left in target/ would prove nothing.
         failed.push("tracer build (integration tests skipped)");
     } else {
         let bin = target_dir()?.join("debug/pkttrace");
-        let mut integration = cargo(["test", "-p", "integration-tests", "--", "--test-threads=1"]);
+        let mut integration = cargo([
+            "test",
+            "-p",
+            "integration-tests",
+            "--no-fail-fast",
+            "--",
+            "--test-threads=1",
+        ]);
         integration.env("PKTTRACE_BIN", &bin);
         if !run_counting(&mut integration, &mut totals)? {
             failed.push("integration tests");
