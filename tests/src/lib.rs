@@ -1,1 +1,29 @@
+//! Lab harness for pkttrace's integration tests.
+//!
+//! Every type here is a guard for something a test creates on this machine:
+//! network namespaces ([`Upstream`], [`NetnsPair`]), Docker containers and
+//! networks ([`Container`], [`DockerNetwork`]) and host settings
+//! ([`Sysctl`], [`IptablesRule`]). Drop undoes it, also while a failing test
+//! unwinds. Names are unique per process and thread (`pt-<pid>-<n>`), and the
+//! first guard of a process sweeps what killed runs left behind.
+//!
+//! Traffic stays on this machine: upstreams live in 198.51.100.0/24 inside
+//! namespaces, and containers should use a lab DNS server
+//! ([`Upstream::serve_dns`] with [`ContainerBuilder::dns`]).
+//!
+//! Needs root, iproute2, iptables, busybox, dnsmasq, a running dockerd and
+//! the `pkttrace-lab` image: `cargo xtask setup` provides all of them.
 
+mod cmd;
+mod docker;
+mod host;
+mod names;
+mod netns;
+mod pkttrace;
+
+pub use docker::{
+    Container, ContainerBuilder, DockerNetwork, LAB_IMAGE, container_exists, docker_network_exists,
+};
+pub use host::{IptablesRule, Sysctl};
+pub use netns::{Netns, NetnsPair, Upstream, link_exists, netns_exists};
+pub use pkttrace::{DEFAULT_TIMEOUT, Pkttrace, RunOutput, pkttrace, pkttrace_bin};

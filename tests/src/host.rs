@@ -1,0 +1,202 @@
+//! Guards for host-wide settings: sysctls and iptables rules.
+
+use std::ffi::OsStr;
+use std::fs;
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+
+use crate::cmd::{cleanup, cmd, run};
+use crate::names::{is_stale, unique};
+
+/// A sysctl set for the guard's lifetime; Drop writes the old value back.
+/// The old value is also kept in a file, so the sweep can restore it after
+/// a run that was killed before its Drop ran.
+#[derive(Debug)]
+pub struct Sysctl {
+    path: PathBuf,
+    old: String,
+    backup: PathBuf,
+}
+
+impl Sysctl {
+    /// `key` as sysctl(8) takes it: `net.ipv4.conf.all.forwarding`, or with
+    /// slashes when a part holds a dot (`net/ipv4/conf/eth0.5/forwarding`).
+    pub fn set(key: &str, value: &str) -> Result<Self> {
+        let path = sysctl_path(key);
+        let old = fs::read_to_string(&path)
+            .with_context(|| format!("cannot read sysctl {key}"))?
+            .trim_end()
+            .to_owned();
+        let backup = std::env::temp_dir().join(format!("{}.sysctl", unique()));
+        fs::write(&backup, format!("{}\n{old}\n", path.display()))?;
+        let guard = Self { path, old, backup };
+        fs::write(&guard.path, value)
+            .with_context(|| format!("cannot set sysctl {key}={value}"))?;
+        Ok(guard)
+    }
+
+    /// The value it had before and gets back on Drop.
+    pub fn old_value(&self) -> &str {
+        &self.old
+    }
+}
+
+fn sysctl_path(key: &str) -> PathBuf {
+    let relative = if key.contains('/') {
+        key.to_owned()
+    } else {
+        key.replace('.', "/")
+    };
+    PathBuf::from("/proc/sys").join(relative)
+}
+
+impl Drop for Sysctl {
+    fn drop(&mut self) {
+        match fs::write(&self.path, &self.old) {
+            Ok(()) => {
+                let _ = fs::remove_file(&self.backup);
+            }
+            Err(err) => eprintln!("lab cleanup: cannot restore {}: {err}", self.path.display()),
+        }
+    }
+}
+
+/// An iptables rule, inserted at the top of its chain for the guard's
+/// lifetime; Drop deletes it. Each rule carries a comment with a harness
+/// name, so the sweep can find rules of killed runs.
+#[derive(Debug)]
+pub struct IptablesRule {
+    table: String,
+    chain: String,
+    spec: Vec<String>,
+}
+
+impl IptablesRule {
+    /// `iptables -I <chain> <args>` in the filter table.
+    pub fn insert<I, S>(chain: &str, args: I) -> Result<Self>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        Self::insert_in("filter", chain, args)
+    }
+
+    /// `iptables -t <table> -I <chain> <args>`.
+    pub fn insert_in<I, S>(table: &str, chain: &str, args: I) -> Result<Self>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        let mut spec: Vec<String> = args
+            .into_iter()
+            .map(|a| a.as_ref().to_string_lossy().into_owned())
+            .collect();
+        spec.extend(["-m".into(), "comment".into(), "--comment".into(), unique()]);
+        run(cmd("iptables", ["-t", table, "-I", chain]).args(&spec))?;
+        Ok(Self {
+            table: table.to_owned(),
+            chain: chain.to_owned(),
+            spec,
+        })
+    }
+}
+
+impl Drop for IptablesRule {
+    fn drop(&mut self) {
+        cleanup(cmd("iptables", ["-t", &self.table, "-D", &self.chain]).args(&self.spec));
+    }
+}
+
+/// Deletes tagged iptables rules and restores sysctls of runs that are gone.
+pub(crate) fn sweep() {
+    for table in ["filter", "nat", "mangle", "raw"] {
+        let Ok(rules) = run(&mut cmd("iptables", ["-t", table, "-S"])) else {
+            continue;
+        };
+        for rule in rules.lines().map(split_rule) {
+            let tag = rule.iter().skip_while(|w| *w != "--comment").nth(1);
+            if rule.first().map(String::as_str) == Some("-A") && tag.is_some_and(|t| is_stale(t)) {
+                cleanup(cmd("iptables", ["-t", table, "-D"]).args(&rule[1..]));
+            }
+        }
+    }
+    let Ok(entries) = fs::read_dir(std::env::temp_dir()) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if !name.ends_with(".sysctl") || !is_stale(&name) {
+            continue;
+        }
+        let Ok(backup) = fs::read_to_string(entry.path()) else {
+            continue;
+        };
+        if let Some((path, old)) = backup.split_once('\n')
+            && let Err(err) = fs::write(path, old.trim_end())
+        {
+            eprintln!("lab cleanup: cannot restore {path}: {err}");
+        }
+        let _ = fs::remove_file(entry.path());
+    }
+}
+
+/// Splits an `iptables -S` line into arguments; it double-quotes those with spaces.
+fn split_rule(line: &str) -> Vec<String> {
+    let mut args = Vec::new();
+    let mut current = String::new();
+    let mut quoted = false;
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '"' => quoted = !quoted,
+            '\\' if quoted => current.extend(chars.next()),
+            ' ' if !quoted => {
+                if !current.is_empty() {
+                    args.push(std::mem::take(&mut current));
+                }
+            }
+            _ => current.push(c),
+        }
+    }
+    if !current.is_empty() {
+        args.push(current);
+    }
+    args
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{split_rule, sysctl_path};
+
+    #[test]
+    fn splits_iptables_save_lines() {
+        assert_eq!(
+            split_rule(r#"-A FORWARD -i pt-1-2h -m comment --comment "two \"words\"" -j DROP"#),
+            [
+                "-A",
+                "FORWARD",
+                "-i",
+                "pt-1-2h",
+                "-m",
+                "comment",
+                "--comment",
+                "two \"words\"",
+                "-j",
+                "DROP"
+            ]
+        );
+    }
+
+    #[test]
+    fn maps_sysctl_keys_to_proc_paths() {
+        assert_eq!(
+            sysctl_path("net.ipv4.conf.all.forwarding").to_str(),
+            Some("/proc/sys/net/ipv4/conf/all/forwarding")
+        );
+        assert_eq!(
+            sysctl_path("net/ipv4/conf/eth0.5/forwarding").to_str(),
+            Some("/proc/sys/net/ipv4/conf/eth0.5/forwarding")
+        );
+    }
+}

@@ -1,0 +1,234 @@
+//! Running the pkttrace binary under test, always with a time limit.
+
+use std::ffi::OsStr;
+use std::fmt;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Child, ExitStatus, Stdio};
+use std::thread::{self, JoinHandle, sleep};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+
+use crate::cmd::{cmd, describe, succeeds};
+
+/// What [`pkttrace`] allows before it interrupts the tracer.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
+/// After SIGINT the tracer gets this long to detach and print before SIGKILL.
+const STOP_GRACE: Duration = Duration::from_secs(5);
+
+/// The binary under test: `$PKTTRACE_BIN`, else `pkttrace` in the profile
+/// folder this test binary was built into (`<target>/debug/deps/..` →
+/// `<target>/debug/pkttrace`, which honours CARGO_TARGET_DIR).
+pub fn pkttrace_bin() -> PathBuf {
+    if let Some(bin) = std::env::var_os("PKTTRACE_BIN") {
+        return bin.into();
+    }
+    std::env::current_exe()
+        .ok()
+        .and_then(|exe| Some(exe.parent()?.parent()?.join("pkttrace")))
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/debug/pkttrace"))
+}
+
+/// Runs pkttrace with `args` to its end, interrupting it after [`DEFAULT_TIMEOUT`].
+pub fn pkttrace<I, S>(args: I) -> Result<RunOutput>
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<OsStr>,
+{
+    Pkttrace::spawn(args)?.wait(DEFAULT_TIMEOUT)
+}
+
+/// How a run ended, with everything it printed.
+#[derive(Debug)]
+pub struct RunOutput {
+    pub status: ExitStatus,
+    pub stdout: String,
+    pub stderr: String,
+    /// It was still running at the time limit and had to be interrupted.
+    pub timed_out: bool,
+}
+
+impl RunOutput {
+    /// Exited 0 on its own, within the time limit.
+    pub fn success(&self) -> bool {
+        !self.timed_out && self.status.success()
+    }
+}
+
+/// Readable in assertion messages.
+impl fmt::Display for RunOutput {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let timed_out = if self.timed_out { ", timed out" } else { "" };
+        write!(
+            f,
+            "{}{timed_out}\n--- stdout ---\n{}--- stderr ---\n{}",
+            self.status, self.stdout, self.stderr
+        )
+    }
+}
+
+/// A pkttrace process running in the background, e.g. while a test makes
+/// traffic. End it with [`wait`](Self::wait) or [`stop`](Self::stop);
+/// dropping it kills it.
+#[derive(Debug)]
+pub struct Pkttrace {
+    child: Child,
+    reaped: bool,
+    stdout: Option<JoinHandle<Vec<u8>>>,
+    stderr: Option<JoinHandle<Vec<u8>>>,
+}
+
+impl Pkttrace {
+    pub fn spawn<I, S>(args: I) -> Result<Self>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        Self::spawn_program(pkttrace_bin(), args)
+    }
+
+    fn spawn_program<P, I, S>(program: P, args: I) -> Result<Self>
+    where
+        P: AsRef<OsStr>,
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        let mut command = cmd(program, args);
+        let mut child = command
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .with_context(|| {
+                format!(
+                    "cannot start `{}` (built? see PKTTRACE_BIN)",
+                    describe(&command)
+                )
+            })?;
+        // Both pipes drain on their own threads, so a chatty tracer never blocks on a full pipe.
+        let stdout = child.stdout.take().map(drain);
+        let stderr = child.stderr.take().map(drain);
+        Ok(Self {
+            child,
+            reaped: false,
+            stdout,
+            stderr,
+        })
+    }
+
+    /// Waits for the end; at `timeout` it interrupts as [`stop`](Self::stop) does
+    /// and marks the output `timed_out`.
+    pub fn wait(mut self, timeout: Duration) -> Result<RunOutput> {
+        let exited = self.wait_until(Instant::now() + timeout)?;
+        let timed_out = exited.is_none();
+        let status = match exited {
+            Some(status) => status,
+            None => self.interrupt()?,
+        };
+        self.collect(status, timed_out)
+    }
+
+    /// Ends it as Ctrl-C would (SIGINT, SIGKILL if it lingers) and returns what it printed.
+    pub fn stop(mut self) -> Result<RunOutput> {
+        let status = match self.child.try_wait()? {
+            Some(status) => status,
+            None => self.interrupt()?,
+        };
+        self.collect(status, false)
+    }
+
+    fn wait_until(&mut self, deadline: Instant) -> Result<Option<ExitStatus>> {
+        loop {
+            if let Some(status) = self.child.try_wait()? {
+                self.reaped = true;
+                return Ok(Some(status));
+            }
+            if Instant::now() >= deadline {
+                return Ok(None);
+            }
+            sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn interrupt(&mut self) -> Result<ExitStatus> {
+        // It may exit by itself meanwhile; wait_until tells either way.
+        succeeds(&mut cmd("kill", ["-INT", &self.child.id().to_string()]));
+        if let Some(status) = self.wait_until(Instant::now() + STOP_GRACE)? {
+            return Ok(status);
+        }
+        self.child.kill()?;
+        let status = self.child.wait()?;
+        self.reaped = true;
+        Ok(status)
+    }
+
+    fn collect(&mut self, status: ExitStatus, timed_out: bool) -> Result<RunOutput> {
+        let text = |reader: Option<JoinHandle<Vec<u8>>>| -> String {
+            let bytes = reader.and_then(|r| r.join().ok()).unwrap_or_default();
+            String::from_utf8_lossy(&bytes).into_owned()
+        };
+        Ok(RunOutput {
+            status,
+            stdout: text(self.stdout.take()),
+            stderr: text(self.stderr.take()),
+            timed_out,
+        })
+    }
+}
+
+fn drain(mut pipe: impl Read + Send + 'static) -> JoinHandle<Vec<u8>> {
+    thread::spawn(move || {
+        let mut bytes = Vec::new();
+        let _ = pipe.read_to_end(&mut bytes);
+        bytes
+    })
+}
+
+impl Drop for Pkttrace {
+    fn drop(&mut self) {
+        if !self.reaped {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::Pkttrace;
+
+    #[test]
+    fn captures_output_and_exit_code() {
+        let run = Pkttrace::spawn_program("sh", ["-c", "echo out; echo err >&2; exit 3"])
+            .unwrap()
+            .wait(Duration::from_secs(10))
+            .unwrap();
+        assert_eq!(
+            (run.stdout.as_str(), run.stderr.as_str()),
+            ("out\n", "err\n")
+        );
+        assert_eq!(run.status.code(), Some(3));
+        assert!(!run.timed_out);
+    }
+
+    #[test]
+    fn interrupts_at_the_time_limit() {
+        let run = Pkttrace::spawn_program("sleep", ["30"])
+            .unwrap()
+            .wait(Duration::from_millis(200))
+            .unwrap();
+        assert!(run.timed_out && !run.success(), "{run}");
+    }
+
+    #[test]
+    fn stop_lets_a_sigint_handler_finish() {
+        let script = r#"trap 'echo stopped; exit 0' INT; echo ready; while :; do sleep 0.05; done"#;
+        let tracer = Pkttrace::spawn_program("sh", ["-c", script]).unwrap();
+        std::thread::sleep(Duration::from_millis(300));
+        let run = tracer.stop().unwrap();
+        assert!(run.success(), "{run}");
+        assert_eq!(run.stdout, "ready\nstopped\n");
+    }
+}

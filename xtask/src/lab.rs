@@ -1,0 +1,223 @@
+//! `cargo xtask lab up|down`: the demo lab. A network namespace `pt-upstream`
+//! plays an internet host (web server and DNS) behind a veth from the host,
+//! and a container `server-1` on Docker's default bridge reaches it through
+//! Docker's NAT. Both directions are idempotent: each piece is checked first.
+
+use std::fs;
+use std::path::Path;
+use std::process::Command;
+use std::thread::sleep;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+
+use crate::cmd::{cmd, describe, read, run, succeeds};
+use crate::setup::LAB_IMAGE;
+
+const NETNS: &str = "pt-upstream";
+const HOST_VETH: &str = "pt-up-host";
+const HOST_CIDR: &str = "198.51.100.254/24";
+const HOST_IP: &str = "198.51.100.254";
+const UPSTREAM_CIDR: &str = "198.51.100.1/24";
+const UPSTREAM_IP: &str = "198.51.100.1";
+const CONTAINER: &str = "server-1";
+/// Web root and server logs; /run is tmpfs, so a reboot cannot leave stale state.
+const STATE_DIR: &str = "/run/pkttrace-lab";
+
+pub fn up() -> Result<()> {
+    if !netns_exists()? {
+        run(&mut cmd("ip", ["netns", "add", NETNS]))?;
+    }
+    if !link_exists(HOST_VETH) {
+        // The peer is created inside the netns, so its name cannot clash with the host's eth0.
+        run(&mut cmd(
+            "ip",
+            [
+                "link", "add", HOST_VETH, "type", "veth", "peer", "name", "eth0", "netns", NETNS,
+            ],
+        ))?;
+    }
+    run(&mut cmd(
+        "ip",
+        ["addr", "replace", HOST_CIDR, "dev", HOST_VETH],
+    ))?;
+    run(&mut cmd("ip", ["link", "set", HOST_VETH, "up"]))?;
+    run(&mut in_netns([
+        "ip",
+        "addr",
+        "replace",
+        UPSTREAM_CIDR,
+        "dev",
+        "eth0",
+    ]))?;
+    run(&mut in_netns(["ip", "link", "set", "eth0", "up"]))?;
+    run(&mut in_netns(["ip", "link", "set", "lo", "up"]))?;
+    run(&mut in_netns([
+        "ip", "route", "replace", "default", "via", HOST_IP,
+    ]))?;
+
+    let www = Path::new(STATE_DIR).join("www");
+    fs::create_dir_all(&www).with_context(|| format!("cannot create {}", www.display()))?;
+    fs::write(www.join("index.html"), "pkttrace lab upstream\n")?;
+    let running = netns_processes()?;
+    if !running.iter().any(|(_, cmdline)| cmdline.contains("httpd")) {
+        let www = www.to_string_lossy();
+        start_daemon("httpd", &["busybox", "httpd", "-p", "80", "-h", &www])?;
+    }
+    // The container's resolver: DNS queries must never leave for the machine's own resolver.
+    if !running
+        .iter()
+        .any(|(_, cmdline)| cmdline.contains("dnsmasq"))
+    {
+        start_daemon(
+            "dnsmasq",
+            &[
+                "dnsmasq",
+                "--conf-file=/dev/null",
+                "--no-resolv",
+                "--no-hosts",
+                "--bind-interfaces",
+                &format!("--listen-address={UPSTREAM_IP}"),
+                // A host record answers AAAA with "no data" instead of REFUSED.
+                &format!("--host-record=upstream.lab,{UPSTREAM_IP}"),
+                "--local=/lab/",
+                &format!("--pid-file={STATE_DIR}/dnsmasq.pid"),
+                &format!("--log-facility={STATE_DIR}/dnsmasq.log"),
+            ],
+        )?;
+    }
+
+    match container_running()? {
+        Some(true) => {}
+        Some(false) => run(&mut cmd("docker", ["start", CONTAINER]))?,
+        None => {
+            read(&mut cmd(
+                "docker",
+                [
+                    "run",
+                    "-d",
+                    "--name",
+                    CONTAINER,
+                    "--hostname",
+                    CONTAINER,
+                    "--dns",
+                    UPSTREAM_IP,
+                    LAB_IMAGE,
+                ],
+            ))
+            .context("cannot start the lab container (has `cargo xtask setup` run?)")?;
+        }
+    }
+    let ip = read(&mut cmd(
+        "docker",
+        ["inspect", "-f", "{{.NetworkSettings.IPAddress}}", CONTAINER],
+    ))?;
+    println!(
+        "lab up: {CONTAINER} ({}) -> docker0 -> NAT -> {HOST_VETH} -> {NETNS} {UPSTREAM_IP} (httpd :80, DNS upstream.lab)",
+        ip.trim()
+    );
+    Ok(())
+}
+
+pub fn down() -> Result<()> {
+    if container_running()?.is_some() {
+        read(&mut cmd("docker", ["rm", "-f", CONTAINER]))?;
+    }
+    if netns_exists()? {
+        stop_netns_processes()?;
+        run(&mut cmd("ip", ["netns", "del", NETNS]))?;
+    }
+    // The namespace is freed asynchronously; deleting the veth now avoids a lingering host end.
+    if link_exists(HOST_VETH) {
+        run(&mut cmd("ip", ["link", "del", HOST_VETH]))?;
+    }
+    if Path::new(STATE_DIR).exists() {
+        fs::remove_dir_all(STATE_DIR).with_context(|| format!("cannot remove {STATE_DIR}"))?;
+    }
+    println!("lab down: nothing of the lab is left");
+    Ok(())
+}
+
+fn in_netns<const N: usize>(args: [&str; N]) -> Command {
+    let mut command = cmd("ip", ["netns", "exec", NETNS]);
+    command.args(args);
+    command
+}
+
+fn netns_exists() -> Result<bool> {
+    let list = read(&mut cmd("ip", ["netns", "list"]))?;
+    Ok(list
+        .lines()
+        .any(|l| l.split_whitespace().next() == Some(NETNS)))
+}
+
+fn link_exists(name: &str) -> bool {
+    succeeds(&mut cmd("ip", ["link", "show", "dev", name]))
+}
+
+/// `Some(running?)` for an existing container, `None` when there is none.
+fn container_running() -> Result<Option<bool>> {
+    let mut inspect = cmd("docker", ["inspect", "-f", "{{.State.Running}}", CONTAINER]);
+    let out = inspect
+        .output()
+        .with_context(|| format!("cannot run `{}`", describe(&inspect)))?;
+    if out.status.success() {
+        return Ok(Some(String::from_utf8_lossy(&out.stdout).trim() == "true"));
+    }
+    let err = String::from_utf8_lossy(&out.stderr);
+    if err.contains("No such") {
+        return Ok(None);
+    }
+    bail!("`{}` failed: {}", describe(&inspect), err.trim())
+}
+
+/// Starts a self-daemonizing server in the netns. Its stdio goes to a log
+/// file: a daemon holding our pipes open would hang the caller.
+fn start_daemon(name: &str, args: &[&str]) -> Result<()> {
+    let log_path = Path::new(STATE_DIR).join(format!("{name}.log"));
+    let log = fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log_path)?;
+    let mut command = cmd("ip", ["netns", "exec", NETNS]);
+    command.args(args).stdout(log.try_clone()?).stderr(log);
+    run(&mut command).with_context(|| format!("{name} did not start (see {})", log_path.display()))
+}
+
+/// Pid and command line of every process inside the netns.
+fn netns_processes() -> Result<Vec<(String, String)>> {
+    let pids = read(&mut cmd("ip", ["netns", "pids", NETNS]))?;
+    Ok(pids
+        .split_whitespace()
+        .map(|pid| {
+            let cmdline = fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            (
+                pid.to_owned(),
+                String::from_utf8_lossy(&cmdline).replace('\0', " "),
+            )
+        })
+        .collect())
+}
+
+/// TERM first so the servers exit cleanly, KILL what is still there after 3 s.
+fn stop_netns_processes() -> Result<()> {
+    let started = Instant::now();
+    loop {
+        let pids: Vec<String> = netns_processes()?.into_iter().map(|(pid, _)| pid).collect();
+        if pids.is_empty() {
+            return Ok(());
+        }
+        let waited = started.elapsed();
+        if waited > Duration::from_secs(6) {
+            bail!("processes {} in {NETNS} do not exit", pids.join(" "));
+        }
+        let signal = if waited < Duration::from_secs(3) {
+            "-TERM"
+        } else {
+            "-KILL"
+        };
+        // A process may exit between listing and signalling: ignore kill's verdict.
+        succeeds(cmd("kill", [signal]).args(&pids));
+        sleep(Duration::from_millis(100));
+    }
+}
