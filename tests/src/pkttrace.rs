@@ -116,6 +116,10 @@ impl Pkttrace {
         })
     }
 
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Waits for the end; at `timeout` it interrupts as [`stop`](Self::stop) does
     /// and marks the output `timed_out`.
     pub fn wait(mut self, timeout: Duration) -> Result<RunOutput> {

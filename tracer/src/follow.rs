@@ -58,6 +58,8 @@ struct Run {
     topology: Topology,
     names: KernelNames,
     json: bool,
+    /// `--count`: how many requests to tell at most.
+    limit: Option<u64>,
     requests: Vec<PrintedRequest>,
     last_refresh: Instant,
 }
@@ -90,7 +92,7 @@ pub async fn run(args: FollowArgs) -> Result<ExitCode> {
     );
     let sender = probe.map(|p| sender::spawn(p, destination, source.netns_path.as_deref(), count.unwrap_or(1))).transpose()?;
 
-    let mut run = Run { source, destination, topology, names, json: args.json, requests: Vec::new(), last_refresh: Instant::now() };
+    let mut run = Run { source, destination, topology, names, json: args.json, limit: count, requests: Vec::new(), last_refresh: Instant::now() };
     let mut assembler = Assembler::new(QUIET.as_nanos() as u64);
     let mut interrupt = signal(SignalKind::interrupt())?;
     let mut terminate = signal(SignalKind::terminate())?;
@@ -156,9 +158,13 @@ impl Run {
             .find(|e| !matches!(e.kind, EventKind::Route { .. }))
             .is_some_and(|e| e.netns == self.source.netns);
         let (direction, reply_to) = if first.dst == self.destination.address && starts_in_source {
+            if self.limit.is_some_and(|n| self.requests.len() as u64 >= n) {
+                return Ok(());
+            }
             (Direction::Request, None)
         } else if first.src == self.destination.address {
-            match self.requests.iter_mut().rev().find(|r| journey.answers(&r.journey)) {
+            // An exchange is a request and its first answer.
+            match self.requests.iter_mut().rev().find(|r| !r.settled && journey.answers(&r.journey)) {
                 Some(request) => {
                     request.settled = true;
                     (Direction::Reply, Some(request.journey.id))

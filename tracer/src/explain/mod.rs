@@ -69,6 +69,8 @@ pub enum Details {
         pid: Option<u32>,
         #[serde(skip_serializing_if = "Option::is_none")]
         route: Option<RouteChoice>,
+        /// The packet waited in the neighbour queue while ARP resolved the next hop.
+        waited_for_arp: bool,
     },
     /// The hop is where the packet came out; `peer_*` is the end it went in.
     Veth { peer_device: String, peer_namespace: String, peer_netns: u32 },
@@ -210,6 +212,10 @@ impl Explainer<'_> {
     }
 }
 
+fn is_neighbour_queue(location: &str) -> bool {
+    location.starts_with("__neigh_event_send") || location.starts_with("neigh_probe")
+}
+
 fn describe_route(route: &RouteChoice) -> String {
     match (route.error, route.gateway, &route.device) {
         (Some(error), _, _) => format!("no route (table {}, error {error})", route.table),
@@ -229,6 +235,7 @@ pub fn explain(journey: &Journey, direction: Direction, reply_to: Option<u64>, t
     // Indices already told as part of an earlier hop.
     let mut told = vec![false; events.len()];
     let mut pending_route: Option<&Event> = None;
+    let mut waited_for_arp = false;
     let mut sent = false;
     let mut outcome = None;
 
@@ -262,10 +269,15 @@ pub fn explain(journey: &Journey, direction: Direction, reply_to: Option<u64>, t
                 if let Some(route) = &route {
                     text += &format!("; route: {}", describe_route(route));
                 }
+                if waited_for_arp {
+                    let next_hop = route.as_ref().and_then(|r| r.gateway).unwrap_or(event.packet.dst);
+                    text += &format!("; it first waited for ARP to resolve {next_hop}'s MAC address");
+                }
                 let details = Details::Send {
                     process: process.map(|(comm, _)| comm.to_string()),
                     pid: process.map(|(_, pid)| pid),
                     route,
+                    waited_for_arp,
                 };
                 x.push(event, device, text, details);
                 x.veth_or_xmit(events, i, &mut told, true);
@@ -293,6 +305,10 @@ pub fn explain(journey: &Journey, direction: Direction, reply_to: Option<u64>, t
                 let text = format!("dropped in {ns} by the kernel: {reason} at {location}");
                 outcome = Some(format!("dropped in {ns}: {reason}"));
                 x.push(event, device, text, Details::Drop { reason: reason.clone(), location: location.clone(), hint });
+            }
+            EventKind::Consume { location } if is_neighbour_queue(location) => {
+                // The copy ARP used for its request; the packet itself waits in the queue.
+                waited_for_arp = true;
             }
             EventKind::Consume { location } => {
                 if outcome.is_none() && !delivered_to_socket {

@@ -1,0 +1,247 @@
+//! `pkttrace follow` on a real lab: real containers on Docker's bridge, a
+//! simulated upstream host in its own namespace, Docker's own NAT rules, the
+//! kernel's eBPF. Each test asserts what pkttrace printed against the real
+//! addresses, names and settings of the lab it built.
+
+use std::{net::Ipv4Addr, process::Command, thread, time::Duration};
+
+use anyhow::{Context, Result, ensure};
+use integration_tests::{Container, IptablesRule, NetnsPair, Pkttrace, Sysctl, Upstream, pkttrace};
+use serde_json::Value;
+
+/// Runs `pkttrace follow ... --json` and returns its journeys.
+fn follow(args: &[&str]) -> Result<Vec<Value>> {
+    let mut all = vec!["follow"];
+    all.extend_from_slice(args);
+    all.push("--json");
+    let run = pkttrace(&all)?;
+    ensure!(run.success(), "pkttrace failed: {run}");
+    run.stdout.lines().map(|line| serde_json::from_str(line).with_context(|| format!("not JSON: {line}"))).collect()
+}
+
+fn hops(journey: &Value) -> &Vec<Value> {
+    journey["hops"].as_array().expect("hops is an array")
+}
+
+fn kinds(journey: &Value) -> Vec<&str> {
+    hops(journey).iter().map(|h| h["kind"].as_str().unwrap()).collect()
+}
+
+fn hop<'a>(journey: &'a Value, kind: &str) -> &'a Value {
+    hops(journey).iter().find(|h| h["kind"] == kind).unwrap_or_else(|| panic!("no {kind} hop in {journey:#}"))
+}
+
+fn netfilter_hooks(journey: &Value) -> Vec<&str> {
+    hops(journey).iter().filter(|h| h["kind"] == "netfilter").map(|h| h["hook"].as_str().unwrap()).collect()
+}
+
+/// The host-side end of a container's eth0: what `ip link` names its peer.
+fn host_peer_of(container: &Container) -> Result<String> {
+    let iflink = container.exec_ok(["cat", "/sys/class/net/eth0/iflink"])?.trim().to_string();
+    let links = String::from_utf8(Command::new("ip").args(["-o", "link", "show"]).output()?.stdout)?;
+    links
+        .lines()
+        .find(|l| l.starts_with(&format!("{iflink}: ")))
+        .and_then(|l| l.split(": ").nth(1))
+        .map(|name| name.split('@').next().unwrap().to_string())
+        .context("no host interface with the container's iflink")
+}
+
+fn ip(text: &Value) -> Ipv4Addr {
+    text.as_str().expect("an address").parse().expect("an IPv4 address")
+}
+
+struct Lab {
+    upstream: Upstream,
+    container: Container,
+}
+
+fn lab() -> Result<Lab> {
+    let upstream = Upstream::new()?;
+    let container = Container::builder().dns(upstream.ip()).start()?;
+    Ok(Lab { upstream, container })
+}
+
+#[test]
+fn icmp_from_a_container_through_masquerade_and_back() -> Result<()> {
+    let Lab { upstream, container } = lab()?;
+    let journeys = follow(&[container.name(), &upstream.ip().to_string(), "--probe", "icmp"])?;
+    ensure!(journeys.len() == 2, "a request and its reply: {journeys:#?}");
+    let (request, reply) = (&journeys[0], &journeys[1]);
+
+    assert_eq!(request["direction"], "request");
+    assert_eq!(ip(&request["tuple"]["src"]), container.ip());
+    assert_eq!(kinds(request)[..3], ["send", "veth", "bridge"]);
+    let send = hop(request, "send");
+    assert_eq!(send["namespace"], container.name());
+    assert_eq!(send["device"], "eth0");
+    assert_eq!(ip(&send["route"]["gateway"]), Ipv4Addr::new(172, 17, 0, 1), "docker0 is the container's gateway");
+    let veth = hop(request, "veth");
+    assert_eq!((veth["namespace"].as_str(), veth["peer_namespace"].as_str()), (Some("host"), Some(container.name())));
+    assert_eq!(veth["device"], host_peer_of(&container)?.as_str());
+    let bridge = hop(request, "bridge");
+    assert_eq!((bridge["bridge"].as_str(), bridge["docker_network"].as_str()), (Some("docker0"), Some("bridge")));
+    assert_eq!(bridge["port"], host_peer_of(&container)?.as_str());
+    assert!(bridge["decision"].as_str().unwrap().starts_with("passed up to the host's IP stack"), "{bridge}");
+    assert_eq!(hop(request, "route")["device"], upstream.host_veth());
+    assert_eq!(hop(request, "forward")["ip_forward"], true);
+    assert_eq!(netfilter_hooks(request), ["PREROUTING", "FORWARD", "POSTROUTING"]);
+    let nat = hop(request, "nat");
+    assert_eq!(nat["hook"], "POSTROUTING");
+    assert_eq!(ip(&nat["before"]["src"]), container.ip());
+    assert_eq!(ip(&nat["after"]["src"]), upstream.host_ip(), "MASQUERADE uses the host's address on the way out");
+    assert_eq!(ip(&nat["after"]["dst"]), upstream.ip());
+
+    assert_eq!(reply["direction"], "reply");
+    assert_eq!(reply["reply_to"], request["journey"]);
+    assert_eq!(ip(&reply["tuple"]["dst"]), upstream.host_ip());
+    let de_nat = hop(reply, "nat");
+    assert_eq!(de_nat["hook"], "PREROUTING");
+    assert_eq!(ip(&de_nat["after"]["dst"]), container.ip(), "conntrack undoes the NAT for the reply");
+    assert_eq!(hop(reply, "bridge")["decision"], format!("switched to port {}", host_peer_of(&container)?));
+    let deliver = hops(reply).last().unwrap();
+    assert_eq!(deliver["kind"], "deliver");
+    assert_eq!(deliver["namespace"], container.name());
+    assert_eq!(deliver["process"], "pkttrace", "the probe's own socket read the reply");
+    Ok(())
+}
+
+#[test]
+fn tcp_from_a_container_to_an_upstream_web_server() -> Result<()> {
+    let Lab { upstream, container } = lab()?;
+    upstream.serve_http(80)?;
+    let dest = format!("{}:80", upstream.ip());
+    let journeys = follow(&[container.name(), &dest, "--probe", "tcp"])?;
+    ensure!(journeys.len() == 2, "SYN and SYN+ACK: {journeys:#?}");
+    let (syn, syn_ack) = (&journeys[0], &journeys[1]);
+    assert_eq!(syn["what"], "TCP SYN");
+    assert_eq!(syn["tuple"]["dport"], 80);
+    let nat = hop(syn, "nat");
+    assert_eq!(ip(&nat["before"]["src"]), container.ip());
+    assert_eq!(ip(&nat["after"]["src"]), upstream.host_ip());
+    assert_eq!(nat["after"]["dport"], 80);
+    assert_eq!(syn_ack["what"], "TCP SYN+ACK");
+    assert_eq!(syn_ack["reply_to"], syn["journey"]);
+    assert_eq!(ip(&hop(syn_ack, "nat")["after"]["dst"]), container.ip());
+    assert_eq!(hops(syn_ack).last().unwrap()["namespace"], container.name(), "the SYN+ACK reaches the container");
+    Ok(())
+}
+
+#[test]
+fn forwarding_disabled_drops_with_the_kernels_reason_and_names_the_sysctl() -> Result<()> {
+    let Lab { upstream, container } = lab()?;
+    let _forwarding = Sysctl::set("net.ipv4.conf.all.forwarding", "0")?;
+    let journeys = follow(&[container.name(), &upstream.ip().to_string(), "--probe", "icmp"])?;
+    ensure!(journeys.len() == 1, "the request only: {journeys:#?}");
+    let drop = hops(&journeys[0]).last().unwrap();
+    assert_eq!(drop["kind"], "drop");
+    assert_eq!(drop["namespace"], "host");
+    assert_eq!(drop["reason"], "IP_INADDRERRORS", "the name of enum skb_drop_reason in this kernel's BTF");
+    assert!(drop["location"].as_str().unwrap().starts_with("ip_error"), "{drop}");
+    let hint = drop["hint"].as_str().unwrap();
+    assert!(hint.contains("net.ipv4.conf.all.forwarding = 0"), "{hint}");
+    assert!(!kinds(&journeys[0]).contains(&"forward"));
+    Ok(())
+}
+
+#[test]
+fn a_drop_rule_in_docker_user_is_a_netfilter_drop_in_forward() -> Result<()> {
+    let Lab { upstream, container } = lab()?;
+    let (from, to) = (container.ip().to_string(), upstream.ip().to_string());
+    let _rule = IptablesRule::insert("DOCKER-USER", ["-s", &from, "-d", &to, "-j", "DROP"])?;
+    let journeys = follow(&[container.name(), &to, "--probe", "icmp"])?;
+    ensure!(journeys.len() == 1, "the request only: {journeys:#?}");
+    let request = &journeys[0];
+    assert_eq!(netfilter_hooks(request), ["PREROUTING", "FORWARD"], "never reached POSTROUTING");
+    let drop = hops(request).last().unwrap();
+    assert_eq!((drop["kind"].as_str(), drop["reason"].as_str()), (Some("drop"), Some("NETFILTER_DROP")));
+    assert!(drop["hint"].as_str().unwrap().contains("in FORWARD"), "{drop}");
+    assert!(!kinds(request).contains(&"nat"), "dropped before MASQUERADE");
+    Ok(())
+}
+
+#[test]
+fn a_plain_network_namespace_joined_to_the_host_by_a_veth() -> Result<()> {
+    let pair = NetnsPair::new()?;
+    let journeys = follow(&[pair.name(), &pair.host_ip().to_string(), "--probe", "icmp"])?;
+    ensure!(journeys.len() == 2, "{journeys:#?}");
+    let (request, reply) = (&journeys[0], &journeys[1]);
+    let label = format!("netns {}", pair.name());
+    assert_eq!(hop(request, "send")["namespace"], label.as_str());
+    let veth = hop(request, "veth");
+    assert_eq!((veth["device"].as_str(), veth["peer_device"].as_str()), (Some(pair.host_veth()), Some(pair.veth())));
+    let route = hop(request, "route");
+    assert_eq!((route["namespace"].as_str(), route["table"].as_str()), (Some("host"), Some("local")));
+    assert!(!kinds(request).contains(&"nat") && !kinds(request).contains(&"bridge"), "no bridge, no NAT: {request}");
+    assert_eq!(hop(reply, "veth")["namespace"], label.as_str());
+    let deliver = hops(reply).last().unwrap();
+    assert_eq!((deliver["kind"].as_str(), deliver["namespace"].as_str()), (Some("deliver"), Some(label.as_str())));
+    Ok(())
+}
+
+/// Names of the programs pkttrace loads, as `bpftool prog show` lists them.
+fn pkttrace_programs_loaded() -> Result<usize> {
+    let out = String::from_utf8(Command::new("bpftool").args(["prog", "show"]).output()?.stdout)?;
+    Ok(out.lines().filter(|l| l.contains("name pkttrace_") || l.contains("name net_dev_queue")).count())
+}
+
+#[test]
+fn bad_input_gets_one_clear_line_and_exit_code_2() -> Result<()> {
+    let cases: [(&[&str], &str); 4] = [
+        (&["follow", "no-such-container-xyz", "198.51.100.1"], "no container or network namespace named 'no-such-container-xyz'"),
+        (&["follow", "host", "not-an-address"], "cannot use 'not-an-address' as a destination"),
+        (&["follow", "host", "198.51.100.1:http"], "is not a port number"),
+        (&["follow", "host", "198.51.100.1", "--probe", "tcp"], "--probe tcp needs a port"),
+    ];
+    for (args, message) in cases {
+        let run = pkttrace(args)?;
+        assert_eq!(run.status.code(), Some(2), "{run}");
+        assert_eq!(run.stderr.lines().count(), 1, "one line: {run}");
+        assert!(run.stderr.contains(message), "{run}");
+    }
+    let as_nobody = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(integration_tests::pkttrace_bin())
+        .args(["follow", "host", "198.51.100.1"])
+        .output()?;
+    assert_eq!(as_nobody.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&as_nobody.stderr).contains("must run as root"));
+    assert_eq!(pkttrace_programs_loaded()?, 0, "nothing left attached");
+    Ok(())
+}
+
+#[test]
+fn even_sigkill_leaves_nothing_attached() -> Result<()> {
+    let tracer = Pkttrace::spawn(["follow", "host", "198.51.100.1"])?;
+    let mut attached = false;
+    for _ in 0..100 {
+        if pkttrace_programs_loaded()? > 0 {
+            attached = true;
+            break;
+        }
+        thread::sleep(Duration::from_millis(100));
+    }
+    ensure!(attached, "pkttrace never attached its programs");
+    let pid = tracer.pid();
+    Command::new("kill").args(["-KILL", &pid.to_string()]).status()?;
+    drop(tracer);
+    // The kernel releases programs when their last file descriptor closes.
+    for _ in 0..50 {
+        if pkttrace_programs_loaded()? == 0 {
+            return Ok(());
+        }
+        thread::sleep(Duration::from_millis(100));
+    }
+    anyhow::bail!("programs still loaded after SIGKILL")
+}
+
+#[test]
+fn ctrl_c_ends_a_trace_cleanly() -> Result<()> {
+    let tracer = Pkttrace::spawn(["follow", "host", "198.51.100.1"])?;
+    thread::sleep(Duration::from_secs(2));
+    let run = tracer.stop()?;
+    assert!(run.stderr.contains("saw no packet from host to 198.51.100.1"), "{run}");
+    assert_eq!(run.status.code(), Some(1), "nothing seen is not success: {run}");
+    assert_eq!(pkttrace_programs_loaded()?, 0, "nothing left attached");
+    Ok(())
+}
