@@ -217,11 +217,11 @@ pub fn emit(cfg: &Config, event: &mut PacketEvent) {
     event.task_netns = current_netns(cfg);
     event.pid = (bpf_get_current_pid_tgid() >> 32) as u32;
     event.comm = bpf_get_current_comm().unwrap_or([0; 16]);
-    if EVENTS.output::<PacketEvent>(&*event, 0).is_err() {
-        if let Some(lost) = LOST.get_ptr_mut(0) {
-            // SAFETY: a per-CPU slot, only this CPU writes it.
-            unsafe { *lost += 1 };
-        }
+    if EVENTS.output::<PacketEvent>(&*event, 0).is_err()
+        && let Some(lost) = LOST.get_ptr_mut(0)
+    {
+        // SAFETY: a per-CPU slot, only this CPU writes it.
+        unsafe { *lost += 1 };
     }
 }
 

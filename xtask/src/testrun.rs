@@ -30,6 +30,37 @@ pub fn test() -> Result<ExitCode> {
         failed.push("unit tests");
     }
 
+    // Clippy is part of the gate: the host crates, then the eBPF crate for its target.
+    let lints = [
+        cargo(["clippy", "--workspace", "--exclude", "tracer-ebpf", "--all-targets", "--", "-D", "warnings"]),
+        cargo([
+            "+nightly",
+            "clippy",
+            "-p",
+            "tracer-ebpf",
+            "--target",
+            "bpfel-unknown-none",
+            "-Z",
+            "build-std=core",
+            "--",
+            "-D",
+            "warnings",
+        ]),
+    ];
+    for mut lint in lints {
+        println!("xtask test: {}", describe(&lint));
+        if let Err(err) = crate::cmd::run(&mut lint) {
+            eprintln!("xtask test: {err:#}");
+            failed.push("clippy");
+        }
+    }
+
+    // The tracer's own tests that need root and a real lab are marked #[ignore].
+    let mut privileged = cargo(["test", "-p", "tracer", "--no-fail-fast", "--", "--ignored", "--test-threads=1"]);
+    if !run_counting(&mut privileged, &mut totals)? {
+        failed.push("privileged tracer tests");
+    }
+
     let mut build = cargo(["build", "-p", "tracer"]);
     println!("xtask test: {}", describe(&build));
     let built = crate::cmd::run(&mut build);

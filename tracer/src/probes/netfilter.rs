@@ -144,7 +144,7 @@ impl NetfilterProgram {
 }
 
 fn to_insns(bytes: &[u8]) -> Result<Vec<bpf_insn>> {
-    if bytes.len() % INSN_SIZE != 0 {
+    if !bytes.len().is_multiple_of(INSN_SIZE) {
         bail!("netfilter object: section size is not a whole number of instructions");
     }
     Ok(bytes

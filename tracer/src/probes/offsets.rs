@@ -59,7 +59,7 @@ pub fn member_offset(btf: &Btf, structure: &str, path: &str) -> Result<u32> {
             };
         }
     }
-    if offset_bits % 8 != 0 {
+    if !offset_bits.is_multiple_of(8) {
         bail!("kernel BTF: {structure}.{path} is a bitfield");
     }
     Ok(offset_bits / 8)
