@@ -44,6 +44,9 @@ pub struct FollowArgs {
     /// Print one JSON object per journey (JSON Lines) instead of text
     #[arg(long)]
     pub json: bool,
+    /// Also write every decoded kernel event to FILE (JSON Lines), e.g. for a bug report
+    #[arg(long, value_name = "FILE")]
+    pub save_events: Option<std::path::PathBuf>,
 }
 
 struct PrintedRequest {
@@ -79,6 +82,11 @@ pub async fn run(args: FollowArgs) -> Result<ExitCode> {
         protocol: probe.map(target::Probe::protocol),
         port: probe.and_then(target::Probe::port).or(destination.port),
     };
+    let mut saved_events = args
+        .save_events
+        .as_ref()
+        .map(|path| std::fs::File::create(path).map(std::io::BufWriter::new).with_context(|| format!("cannot write {}", path.display())))
+        .transpose()?;
     let mut probes = Probes::attach(&filter)?;
     if let Some(docker) = &topology.docker_error {
         eprintln!("pkttrace: note: {docker}; containers are shown by namespace only");
@@ -103,6 +111,10 @@ pub async fn run(args: FollowArgs) -> Result<ExitCode> {
             events = probes.next_events() => {
                 for raw in events? {
                     if let Some(event) = decode::decode(&raw, &run.names) {
+                        if let Some(file) = saved_events.as_mut() {
+                            serde_json::to_writer(&mut *file, &event)?;
+                            file.write_all(b"\n")?;
+                        }
                         assembler.push(event);
                     }
                 }
@@ -130,6 +142,9 @@ pub async fn run(args: FollowArgs) -> Result<ExitCode> {
         run.tell(journey).await?;
     }
     drop(probes);
+    if let Some(mut file) = saved_events {
+        file.flush()?;
+    }
     if let Some(sender) = sender {
         match sender.join() {
             Ok(Err(error)) => eprintln!("pkttrace: warning: the probe could not be sent: {error:#}"),

@@ -170,6 +170,9 @@ struct Explainer<'a> {
     facts: &'a Facts,
     start_ns: u64,
     hops: Vec<Hop>,
+    /// The packet sat in a neighbour queue while ARP resolved its next hop;
+    /// said on the hop that follows.
+    waited_for_arp: bool,
 }
 
 impl Explainer<'_> {
@@ -190,7 +193,10 @@ impl Explainer<'_> {
         self.interface(event.netns, event.ifindex).and_then(|i| i.kind.as_deref()) == Some("bridge")
     }
 
-    fn push(&mut self, event: &Event, device: Option<String>, text: String, details: Details) {
+    fn push(&mut self, event: &Event, device: Option<String>, mut text: String, details: Details) {
+        if matches!(details, Details::Veth { .. } | Details::Xmit) && std::mem::take(&mut self.waited_for_arp) {
+            text += " (after waiting for ARP to resolve the next hop's MAC address)";
+        }
         self.hops.push(Hop {
             at_us: event.time_ns.saturating_sub(self.start_ns) / 1_000,
             netns: event.netns,
@@ -230,12 +236,11 @@ fn describe_route(route: &RouteChoice) -> String {
 pub fn explain(journey: &Journey, direction: Direction, reply_to: Option<u64>, topology: &Topology, facts: &Facts) -> Story {
     let events = &journey.events;
     let start_ns = events.first().map(|e| e.time_ns).unwrap_or(0);
-    let mut x = Explainer { topology, facts, start_ns, hops: Vec::new() };
+    let mut x = Explainer { topology, facts, start_ns, hops: Vec::new(), waited_for_arp: false };
     let delivered_to_socket = events.iter().any(|e| e.kind == EventKind::SocketRead);
     // Indices already told as part of an earlier hop.
     let mut told = vec![false; events.len()];
     let mut pending_route: Option<&Event> = None;
-    let mut waited_for_arp = false;
     let mut sent = false;
     let mut outcome = None;
 
@@ -251,9 +256,11 @@ pub fn explain(journey: &Journey, direction: Direction, reply_to: Option<u64>, t
                 let next_is_route = events
                     .get(i + 1)
                     .is_some_and(|e| matches!(e.kind, EventKind::Route { .. }) && e.netns == event.netns);
+                // Lookups elsewhere (ARP processing ahead of the packet) are not its route.
+                let here = x.hops.last().is_some_and(|h| h.netns == event.netns);
                 if !sent {
                     pending_route = Some(event);
-                } else if !next_is_route {
+                } else if !next_is_route && here {
                     x.route_hop(event);
                 }
             }
@@ -269,6 +276,7 @@ pub fn explain(journey: &Journey, direction: Direction, reply_to: Option<u64>, t
                 if let Some(route) = &route {
                     text += &format!("; route: {}", describe_route(route));
                 }
+                let waited_for_arp = std::mem::take(&mut x.waited_for_arp);
                 if waited_for_arp {
                     let next_hop = route.as_ref().and_then(|r| r.gateway).unwrap_or(event.packet.dst);
                     text += &format!("; it first waited for ARP to resolve {next_hop}'s MAC address");
@@ -308,7 +316,7 @@ pub fn explain(journey: &Journey, direction: Direction, reply_to: Option<u64>, t
             }
             EventKind::Consume { location } if is_neighbour_queue(location) => {
                 // The copy ARP used for its request; the packet itself waits in the queue.
-                waited_for_arp = true;
+                x.waited_for_arp = true;
             }
             EventKind::Consume { location } => {
                 if outcome.is_none() && !delivered_to_socket {
@@ -364,6 +372,8 @@ impl Explainer<'_> {
                 route.table = "local".into();
                 format!("routing decision in {ns}: local delivery, {dst} is this namespace's own address (on {})", iface.name)
             }
+            // A local-table hit for a foreign address is an address-type check, not the route.
+            None if route.table == "local" => return,
             None => format!("routing decision in {ns}: {dst} → {}", describe_route(&route)),
         };
         if self.hops.last().is_some_and(|h| matches!(h.details, Details::Route(_)) && h.netns == event.netns) {

@@ -5,65 +5,94 @@ use std::net::Ipv4Addr;
 
 use super::*;
 use crate::enrich::{Container, DockerNetwork, InterfaceRef, Namespace, Owner};
-use crate::journey::tests::{DOCKER_USER_DROP, FORWARDING_DISABLED, ICMP_MASQUERADE, TCP_REFUSED, assemble};
+use crate::journey::tests::{COLD_ARP, DOCKER_USER_DROP, FORWARDING_DISABLED, ICMP_MASQUERADE, TCP_REFUSED, assemble};
 
 const HOST: u32 = 4026531833;
-const CONTAINER: u32 = 4026532255;
-const UPSTREAM: u32 = 4026532178;
 
-fn interface(ifindex: u32, name: &str, kind: &str, peer: Option<(u32, u32)>, master: Option<u32>) -> Interface {
-    let address = match name {
-        "docker0" => vec![(Ipv4Addr::new(172, 17, 0, 1), 16)],
-        "dev-up-host" => vec![(Ipv4Addr::new(198, 51, 100, 130), 25)],
-        "eth0" if peer == Some((HOST, 8)) => vec![(Ipv4Addr::new(172, 17, 0, 2), 16)],
-        "eth0" => vec![(Ipv4Addr::new(198, 51, 100, 129), 25)],
-        _ => Vec::new(),
-    };
+/// The lab a recording was made on: a container on docker0 and an upstream
+/// netns reached from the host through a veth.
+struct Shape {
+    container: (&'static str, u32, Ipv4Addr),
+    /// The container's eth0 and its host-side peer.
+    eth0: u32,
+    host_veth: (u32, &'static str),
+    upstream: (&'static str, u32, Ipv4Addr, u8),
+    uplink: (u32, &'static str, Ipv4Addr),
+}
+
+/// `cargo xtask lab` (ICMP with cold ARP caches).
+const XTASK_LAB: Shape = Shape {
+    container: ("server-1", 4026532403, Ipv4Addr::new(172, 17, 0, 3)),
+    eth0: 275,
+    host_veth: (276, "vethb38e3fe"),
+    upstream: ("pt-upstream", 4026532324, Ipv4Addr::new(198, 51, 100, 1), 24),
+    uplink: (274, "pt-up-host", Ipv4Addr::new(198, 51, 100, 254)),
+};
+
+/// A hand-made lab (the other recordings).
+const DEV_LAB: Shape = Shape {
+    container: ("dev-c1", 4026532255, Ipv4Addr::new(172, 17, 0, 2)),
+    eth0: 7,
+    host_veth: (8, "veth020989f"),
+    upstream: ("dev-up", 4026532178, Ipv4Addr::new(198, 51, 100, 129), 25),
+    uplink: (6, "dev-up-host", Ipv4Addr::new(198, 51, 100, 130)),
+};
+
+fn interface(ifindex: u32, name: &str, kind: &str, address: Option<(Ipv4Addr, u8)>) -> Interface {
     Interface {
         ifindex,
         name: name.into(),
-        kind: Some(kind.into()).filter(|k: &String| !k.is_empty()),
+        kind: Some(kind.into()),
         mac: None,
-        addresses: address,
+        addresses: address.into_iter().collect(),
         up: true,
         lower_up: true,
-        master,
-        peer: peer.map(|(netns, ifindex)| InterfaceRef { netns, ifindex }),
+        master: None,
+        peer: None,
     }
+}
+
+fn veth(ifindex: u32, name: &str, address: Option<(Ipv4Addr, u8)>, peer: (u32, u32)) -> Interface {
+    let mut veth = interface(ifindex, name, "veth", address);
+    veth.peer = Some(InterfaceRef { netns: peer.0, ifindex: peer.1 });
+    veth
 }
 
 fn namespace(inode: u32, owner: Owner, interfaces: Vec<Interface>) -> Namespace {
     Namespace { inode, owner, netns_names: Vec::new(), interfaces, routes: Vec::new(), ip_forward: Some(true) }
 }
 
-/// The lab of the recordings: container dev-c1 on docker0, an upstream netns
-/// reached through dev-up-host.
-fn lab() -> Topology {
-    let mut docker0 = interface(5, "docker0", "bridge", None, None);
+fn lab(shape: &Shape) -> Topology {
+    let (container_name, container_ns, container_ip) = shape.container;
+    let (upstream_name, upstream_ns, upstream_ip, prefix) = shape.upstream;
+    let (uplink_index, uplink_name, uplink_ip) = shape.uplink;
+    let (veth_index, veth_name) = shape.host_veth;
+    let mut docker0 = interface(5, "docker0", "bridge", Some((Ipv4Addr::new(172, 17, 0, 1), 16)));
     docker0.mac = Some([0x02, 0x42, 0xb1, 0x84, 0x69, 0x35]);
+    let mut port = veth(veth_index, veth_name, None, (container_ns, shape.eth0));
+    port.master = Some(5);
     let host = namespace(HOST, Owner::Host, vec![
         docker0,
-        interface(6, "dev-up-host", "veth", Some((UPSTREAM, 2)), None),
-        interface(8, "veth020989f", "veth", Some((CONTAINER, 7)), Some(5)),
+        veth(uplink_index, uplink_name, Some((uplink_ip, prefix)), (upstream_ns, 2)),
+        port,
     ]);
-    let container = namespace(CONTAINER, Owner::Container { name: "dev-c1".into(), id: "c14e2a8ea686".into() }, vec![
-        interface(7, "eth0", "veth", Some((HOST, 8)), None),
+    let container = namespace(container_ns, Owner::Container { name: container_name.into(), id: "c14e2a8ea686".into() }, vec![
+        veth(shape.eth0, "eth0", Some((container_ip, 16)), (HOST, veth_index)),
     ]);
-    let mut upstream = namespace(UPSTREAM, Owner::NetnsName("dev-up".into()), vec![interface(
+    let mut upstream = namespace(upstream_ns, Owner::NetnsName(upstream_name.into()), vec![veth(
         2,
         "eth0",
-        "veth",
-        Some((HOST, 6)),
-        None,
+        Some((upstream_ip, prefix)),
+        (HOST, uplink_index),
     )]);
-    upstream.netns_names = vec!["dev-up".into()];
+    upstream.netns_names = vec![upstream_name.into()];
     Topology {
         namespaces: vec![host, container, upstream],
         containers: vec![Container {
             id: "c14e2a8ea686".into(),
-            name: "dev-c1".into(),
+            name: container_name.into(),
             pid: 4242,
-            netns: CONTAINER,
+            netns: container_ns,
             sandbox_key: String::new(),
             networks: Vec::new(),
             dns: Vec::new(),
@@ -81,8 +110,12 @@ fn lab() -> Topology {
 }
 
 fn stories(fixture: &str, facts: &Facts) -> Vec<Story> {
+    stories_on(&DEV_LAB, fixture, facts)
+}
+
+fn stories_on(shape: &Shape, fixture: &str, facts: &Facts) -> Vec<Story> {
     let journeys = assemble(fixture);
-    let topology = lab();
+    let topology = lab(shape);
     let mut told: Vec<Story> = Vec::new();
     for journey in &journeys {
         let request = told.iter().find(|s| s.direction == Direction::Request).map(|s| s.journey);
@@ -102,6 +135,17 @@ const FORWARDING_ON: Facts = Facts { host_ip_forward: Some(true) };
 #[test]
 fn icmp_through_masquerade_and_back() {
     insta::assert_snapshot!(plain(&stories(ICMP_MASQUERADE, &FORWARDING_ON)));
+}
+
+/// Fresh lab: both the container and the host must ARP before sending; the
+/// lookups ARP makes are not the packet's route.
+#[test]
+fn cold_arp_caches_are_waited_for_not_mistaken_for_routes() {
+    let told = stories_on(&XTASK_LAB, COLD_ARP, &FORWARDING_ON);
+    let route_namespaces: Vec<&str> =
+        told[0].hops.iter().filter(|h| matches!(h.details, Details::Route(_))).map(|h| h.namespace.as_str()).collect();
+    assert_eq!(route_namespaces, ["host", "netns pt-upstream"], "one decision per namespace, made where the packet is");
+    insta::assert_snapshot!(plain(&told));
 }
 
 #[test]

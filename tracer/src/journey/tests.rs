@@ -12,6 +12,8 @@ pub const ICMP_MASQUERADE: &str = include_str!("fixtures/icmp_masquerade.jsonl")
 pub const FORWARDING_DISABLED: &str = include_str!("fixtures/forwarding_disabled.jsonl");
 pub const DOCKER_USER_DROP: &str = include_str!("fixtures/docker_user_drop.jsonl");
 pub const TCP_REFUSED: &str = include_str!("fixtures/tcp_refused.jsonl");
+/// Recorded with `pkttrace follow --save-events` on `cargo xtask lab`, right after it came up.
+pub const COLD_ARP: &str = include_str!("fixtures/cold_arp.jsonl");
 
 pub fn assemble(fixture: &str) -> Vec<Journey> {
     let mut assembler = Assembler::new(100_000_000);
