@@ -83,7 +83,7 @@ fn icmp_from_a_container_through_masquerade_and_back() -> Result<()> {
     assert_eq!((bridge["bridge"].as_str(), bridge["docker_network"].as_str()), (Some("docker0"), Some("bridge")));
     assert_eq!(bridge["port"], host_peer_of(&container)?.as_str());
     assert!(bridge["decision"].as_str().unwrap().starts_with("passed up to the host's IP stack"), "{bridge}");
-    assert_eq!(hop(request, "route")["device"], upstream.host_veth());
+    assert_eq!(hop(request, "route")["out_device"], upstream.host_veth());
     assert_eq!(hop(request, "forward")["ip_forward"], true);
     assert_eq!(netfilter_hooks(request), ["PREROUTING", "FORWARD", "POSTROUTING"]);
     let nat = hop(request, "nat");

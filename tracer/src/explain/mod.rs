@@ -94,8 +94,9 @@ pub enum Details {
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct RouteChoice {
     pub table: String,
+    /// The device the route sends through.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub device: Option<String>,
+    pub out_device: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub gateway: Option<Ipv4Addr>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -211,7 +212,7 @@ impl Explainer<'_> {
         let EventKind::Route { table, error, gateway, .. } = event.kind else { return None };
         Some(RouteChoice {
             table: table_name(table),
-            device: (!event.ifname.is_empty() && error == 0).then(|| event.ifname.clone()),
+            out_device: (!event.ifname.is_empty() && error == 0).then(|| event.ifname.clone()),
             gateway,
             error: (error != 0).then_some(error),
         })
@@ -223,7 +224,7 @@ fn is_neighbour_queue(location: &str) -> bool {
 }
 
 fn describe_route(route: &RouteChoice) -> String {
-    match (route.error, route.gateway, &route.device) {
+    match (route.error, route.gateway, &route.out_device) {
         (Some(error), _, _) => format!("no route (table {}, error {error})", route.table),
         (None, Some(gateway), Some(device)) => format!("via {gateway} dev {device} (table {})", route.table),
         (None, None, Some(device)) if route.table == "local" => format!("an address of this namespace (table local, {device})"),
@@ -379,7 +380,7 @@ impl Explainer<'_> {
         if self.hops.last().is_some_and(|h| matches!(h.details, Details::Route(_)) && h.netns == event.netns) {
             self.hops.pop();
         }
-        self.push(event, route.device.clone(), text, Details::Route(route));
+        self.push(event, route.out_device.clone(), text, Details::Route(route));
     }
 
     fn last_netfilter_hook(&self) -> Option<&'static str> {
