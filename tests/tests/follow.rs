@@ -245,3 +245,24 @@ fn ctrl_c_ends_a_trace_cleanly() -> Result<()> {
     assert_eq!(pkttrace_programs_loaded()?, 0, "nothing left attached");
     Ok(())
 }
+
+#[test]
+fn without_docker_netns_sources_still_work_and_containers_get_a_clear_error() -> Result<()> {
+    let pair = NetnsPair::new()?;
+    let without_docker = |args: &[&str]| {
+        Command::new(integration_tests::pkttrace_bin()).env("DOCKER_HOST", "unix:///nonexistent/docker.sock").args(args).output()
+    };
+    let host_ip = pair.host_ip().to_string();
+    let traced = without_docker(&["follow", pair.name(), &host_ip, "--probe", "icmp", "--json"])?;
+    let stderr = String::from_utf8_lossy(&traced.stderr);
+    assert!(traced.status.success(), "{stderr}");
+    assert!(stderr.contains("Docker is not reachable"), "{stderr}");
+    assert_eq!(String::from_utf8_lossy(&traced.stdout).lines().count(), 2, "request and reply");
+
+    let refused = without_docker(&["follow", "server-1", "198.51.100.1"])?;
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(2), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("Docker is not reachable") && stderr.contains("`host` still work"), "{stderr}");
+    Ok(())
+}

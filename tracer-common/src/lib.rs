@@ -49,7 +49,7 @@ pub const TASK_COMM_LEN: usize = 16;
 /// Addresses are kept in network byte order as the packet carries them;
 /// ports, IP id and length are converted to host order by the program.
 #[repr(C)]
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, Default)]
 pub struct PacketEvent {
     pub timestamp_ns: u64,
     /// Address of the `struct sk_buff`: the same packet keeps it across devices
@@ -104,42 +104,6 @@ pub struct PacketEvent {
     /// Name of the device `ifindex` names, read in the kernel so an event stays
     /// readable even when the device is gone by the time user space looks.
     pub ifname: [u8; IFNAMSIZ],
-}
-
-impl PacketEvent {
-    pub const ZERO: Self = Self {
-        timestamp_ns: 0,
-        skb: 0,
-        conntrack: 0,
-        location: 0,
-        netns: 0,
-        task_netns: 0,
-        _pad: 0,
-        ifindex: 0,
-        out_ifindex: 0,
-        pid: 0,
-        reason_or_table: 0,
-        fib_error: 0,
-        saddr: [0; 4],
-        daddr: [0; 4],
-        gateway: [0; 4],
-        sport: 0,
-        dport: 0,
-        ip_id: 0,
-        ip_len: 0,
-        probe: 0,
-        protocol: 0,
-        icmp_type: 0,
-        tcp_flags: 0,
-        ctinfo: 0,
-        nf_hook: 0,
-        ttl: 0,
-        has_mac: 0,
-        mac_src: [0; 6],
-        mac_dst: [0; 6],
-        comm: [0; TASK_COMM_LEN],
-        ifname: [0; IFNAMSIZ],
-    };
 }
 
 /// How many addresses the in-kernel filter can watch.

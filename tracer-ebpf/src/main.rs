@@ -43,7 +43,7 @@ pub fn consume_skb(ctx: BtfTracePointContext) -> i32 {
 pub fn skb_copy_datagram_iovec(ctx: BtfTracePointContext) -> i32 {
     let skb: u64 = ctx.arg(0);
     let Some(cfg) = config() else { return 0 };
-    let mut event = PacketEvent::ZERO;
+    let mut event = PacketEvent::default();
     if !capture_skb(cfg, Probe::SocketRead, skb, HeaderAt::NetworkHeader, &mut event) {
         return 0;
     }
@@ -67,14 +67,16 @@ pub fn fib_table_lookup(ctx: BtfTracePointContext) -> i32 {
     if !addresses_match(cfg, saddr, daddr) {
         return 0;
     }
-    let mut event = PacketEvent::ZERO;
-    event.probe = Probe::FibLookup as u8;
-    event.saddr = saddr;
-    event.daddr = daddr;
-    event.protocol = read::<u8>(flow, o.flowi4_proto).unwrap_or(0);
-    event.ifindex = read::<u32>(flow, o.flowi4_iif).unwrap_or(0);
-    event.reason_or_table = table;
-    event.fib_error = error;
+    let mut event = PacketEvent {
+        probe: Probe::FibLookup as u8,
+        saddr,
+        daddr,
+        protocol: read::<u8>(flow, o.flowi4_proto).unwrap_or(0),
+        ifindex: read::<u32>(flow, o.flowi4_iif).unwrap_or(0),
+        reason_or_table: table,
+        fib_error: error,
+        ..PacketEvent::default()
+    };
     if let Some(dev) = read::<u64>(nexthop, o.nhc_dev) {
         let requested_oif = read::<u32>(flow, o.flowi4_oif).unwrap_or(0);
         fill_device(cfg, dev, &mut event);
@@ -90,7 +92,7 @@ pub fn fib_table_lookup(ctx: BtfTracePointContext) -> i32 {
 #[inline(always)]
 fn on_skb(probe: Probe, skb: u64, at: HeaderAt, with_macs: bool) {
     let Some(cfg) = config() else { return };
-    let mut event = PacketEvent::ZERO;
+    let mut event = PacketEvent::default();
     if !capture_skb(cfg, probe, skb, at, &mut event) {
         return;
     }
@@ -103,7 +105,7 @@ fn on_skb(probe: Probe, skb: u64, at: HeaderAt, with_macs: bool) {
 #[inline(always)]
 fn on_free(probe: Probe, skb: u64, location: u64, reason: u32) {
     let Some(cfg) = config() else { return };
-    let mut event = PacketEvent::ZERO;
+    let mut event = PacketEvent::default();
     if !capture_skb(cfg, probe, skb, HeaderAt::NetworkHeader, &mut event) {
         return;
     }

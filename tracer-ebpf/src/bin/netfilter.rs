@@ -39,7 +39,7 @@ fn observe(ctx: *const NfContext, probe: Probe) {
     let Some(cfg) = config() else { return };
     // SAFETY: the verifier allows reading the context's two pointers.
     let (state, skb) = unsafe { ((*ctx).state, (*ctx).skb) };
-    let mut event = PacketEvent::ZERO;
+    let mut event = PacketEvent::default();
     // At netfilter hooks skb->data is the IP header on input and output alike.
     if !capture_skb(cfg, probe, skb, HeaderAt::Data, &mut event) {
         return;
@@ -48,7 +48,7 @@ fn observe(ctx: *const NfContext, probe: Probe) {
     event.nf_hook = read::<u8>(state, o.nf_state_hook).unwrap_or(0xff);
     let input = read::<u64>(state, o.nf_state_in).unwrap_or(0);
     let output = read::<u64>(state, o.nf_state_out).unwrap_or(0);
-    let mut out_event = PacketEvent::ZERO;
+    let mut out_event = PacketEvent::default();
     if output != 0 {
         fill_device(cfg, output, &mut out_event);
         event.out_ifindex = out_event.ifindex;

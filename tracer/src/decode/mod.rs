@@ -224,24 +224,26 @@ mod tests {
 
     /// A netfilter observation as the kernel sent it (values from a real run).
     fn raw_netfilter_event() -> PacketEvent {
-        let mut raw = PacketEvent::ZERO;
-        raw.probe = Probe::NetfilterAfterNat as u8;
-        raw.skb = 0xffff888109e34d00;
-        raw.netns = 4026531833;
-        raw.ifindex = 6;
+        let mut raw = PacketEvent {
+            probe: Probe::NetfilterAfterNat as u8,
+            skb: 0xffff888109e34d00,
+            netns: 4026531833,
+            ifindex: 6,
+            saddr: [198, 51, 100, 130],
+            daddr: [198, 51, 100, 129],
+            protocol: 1,
+            icmp_type: 8,
+            sport: 18,
+            dport: 3,
+            ip_id: 6501,
+            ip_len: 84,
+            nf_hook: 4,
+            conntrack: 0xffff88812981cd00,
+            ctinfo: 2,
+            ..PacketEvent::default()
+        };
         raw.ifname[..11].copy_from_slice(b"dev-up-host");
         raw.ifname[11..14].copy_from_slice(b"\0xy"); // bytes after the NUL are stale kernel memory
-        raw.saddr = [198, 51, 100, 130];
-        raw.daddr = [198, 51, 100, 129];
-        raw.protocol = 1;
-        raw.icmp_type = 8;
-        raw.sport = 18;
-        raw.dport = 3;
-        raw.ip_id = 6501;
-        raw.ip_len = 84;
-        raw.nf_hook = 4;
-        raw.conntrack = 0xffff88812981cd00;
-        raw.ctinfo = 2;
         raw
     }
 
