@@ -48,14 +48,30 @@ pub fn netns_inode(cfg: &Config, net: u64) -> u32 {
     read::<u32>(net, cfg.offsets.net_ns_inum).unwrap_or(0)
 }
 
-/// Fills the device fields (ifindex, name, netns) from a `struct net_device *`.
+/// What an event says about a device.
+pub struct Device {
+    pub ifindex: u32,
+    pub name: [u8; 16],
+    pub netns: u32,
+}
+
+/// Reads ifindex, name and namespace of a `struct net_device *`.
 #[inline(always)]
-pub fn fill_device(cfg: &Config, dev: u64, event: &mut PacketEvent) {
+pub fn device(cfg: &Config, dev: u64) -> Device {
     let o = &cfg.offsets;
-    event.ifindex = read::<u32>(dev, o.dev_ifindex).unwrap_or(0);
-    event.ifname = read::<[u8; 16]>(dev, o.dev_name).unwrap_or([0; 16]);
-    if let Some(net) = read::<u64>(dev, o.dev_nd_net) {
-        event.netns = netns_inode(cfg, net);
+    Device {
+        ifindex: read::<u32>(dev, o.dev_ifindex).unwrap_or(0),
+        name: read::<[u8; 16]>(dev, o.dev_name).unwrap_or([0; 16]),
+        netns: read::<u64>(dev, o.dev_nd_net).map(|net| netns_inode(cfg, net)).unwrap_or(0),
+    }
+}
+
+impl Device {
+    #[inline(always)]
+    pub fn describe(&self, event: &mut PacketEvent) {
+        event.ifindex = self.ifindex;
+        event.ifname = self.name;
+        event.netns = self.netns;
     }
 }
 
@@ -103,48 +119,37 @@ pub fn addresses_match(cfg: &Config, saddr: [u8; 4], daddr: [u8; 4]) -> bool {
     cfg.watched_count == 0 || watched(cfg, saddr) || watched(cfg, daddr)
 }
 
-/// Reads the packet's IPv4 and L4 headers into `event`. Returns false when the
-/// packet is not IPv4 or does not pass the filter: nothing should be emitted.
+/// Finds the packet's IPv4 header and applies the address and protocol
+/// filter. This runs for every packet the kernel handles, so it reads as
+/// little as it can and builds nothing: `None` for all packets but ours.
 #[inline(always)]
-pub fn read_packet(cfg: &Config, skb: u64, at: HeaderAt, event: &mut PacketEvent) -> bool {
+fn matching_header(cfg: &Config, skb: u64, at: HeaderAt) -> Option<(u64, Ipv4Header)> {
     let o = &cfg.offsets;
     let ip_addr = match at {
-        HeaderAt::Data => match read::<u64>(skb, o.skb_data) {
-            Some(data) => data,
-            None => return false,
-        },
+        HeaderAt::Data => read::<u64>(skb, o.skb_data)?,
         HeaderAt::NetworkHeader => {
-            let head = match read::<u64>(skb, o.skb_head) {
-                Some(head) => head,
-                None => return false,
-            };
-            let network = read::<u16>(skb, o.skb_network_header).unwrap_or(0xffff);
+            let head = read::<u64>(skb, o.skb_head)?;
+            let network = read::<u16>(skb, o.skb_network_header)?;
             if network == 0xffff {
-                return false;
+                return None;
             }
             head + network as u64
         }
     };
-    let ip = match read::<Ipv4Header>(ip_addr, 0) {
-        Some(ip) => ip,
-        None => return false,
-    };
-    if ip.version_ihl >> 4 != 4 {
-        return false;
-    }
-    if !addresses_match(cfg, ip.saddr, ip.daddr) {
-        return false;
+    let ip = read::<Ipv4Header>(ip_addr, 0)?;
+    if ip.version_ihl >> 4 != 4 || !addresses_match(cfg, ip.saddr, ip.daddr) {
+        return None;
     }
     if cfg.protocol != 0 && cfg.protocol != ip.protocol {
-        return false;
+        return None;
     }
-    event.saddr = ip.saddr;
-    event.daddr = ip.daddr;
-    event.protocol = ip.protocol;
-    event.ttl = ip.ttl;
-    event.ip_id = u16::from_be(ip.id);
-    event.ip_len = u16::from_be(ip.tot_len);
+    Some((ip_addr, ip))
+}
 
+/// Reads the L4 header of a matching packet into `event`; false when the
+/// port filter rejects it.
+#[inline(always)]
+fn read_transport(cfg: &Config, ip_addr: u64, ip: &Ipv4Header, event: &mut PacketEvent) -> bool {
     let l4 = ip_addr + ((ip.version_ihl & 0x0f) as u64) * 4;
     match ip.protocol {
         IPPROTO_TCP | IPPROTO_UDP => {
@@ -225,19 +230,30 @@ pub fn emit(cfg: &Config, event: &mut PacketEvent) {
     }
 }
 
-/// The skb fields common to all packet probes; false = filtered out.
+/// The event for a packet the user asked about, with the fields common to
+/// all packet probes; `None` (cheaply) for every other packet.
 #[inline(always)]
-pub fn capture_skb(cfg: &Config, probe: tracer_common::Probe, skb: u64, at: HeaderAt, event: &mut PacketEvent) -> bool {
-    event.probe = probe as u8;
-    event.skb = skb;
-    if !read_packet(cfg, skb, at, event) {
-        return false;
+pub fn capture_skb(cfg: &Config, probe: tracer_common::Probe, skb: u64, at: HeaderAt) -> Option<PacketEvent> {
+    let (ip_addr, ip) = matching_header(cfg, skb, at)?;
+    let mut event = PacketEvent {
+        probe: probe as u8,
+        skb,
+        saddr: ip.saddr,
+        daddr: ip.daddr,
+        protocol: ip.protocol,
+        ttl: ip.ttl,
+        ip_id: u16::from_be(ip.id),
+        ip_len: u16::from_be(ip.tot_len),
+        ..PacketEvent::default()
+    };
+    if !read_transport(cfg, ip_addr, &ip, &mut event) {
+        return None;
     }
     if let Some(dev) = read::<u64>(skb, cfg.offsets.skb_dev) {
-        fill_device(cfg, dev, event);
+        device(cfg, dev).describe(&mut event);
     }
-    read_conntrack(cfg, skb, event);
-    true
+    read_conntrack(cfg, skb, &mut event);
+    Some(event)
 }
 
 /// Shared by both objects: the verifier requires a panic handler, never reached.

@@ -5,7 +5,7 @@
 
 use aya_ebpf::{macros::btf_tracepoint, programs::BtfTracePointContext};
 use tracer_common::{PacketEvent, Probe};
-use tracer_ebpf::{HeaderAt, addresses_match, capture_skb, config, current_netns, emit, fill_device, read, read_macs};
+use tracer_ebpf::{HeaderAt, addresses_match, capture_skb, config, current_netns, device, emit, read, read_macs};
 
 #[btf_tracepoint(function = "net_dev_queue")]
 pub fn net_dev_queue(ctx: BtfTracePointContext) -> i32 {
@@ -43,10 +43,9 @@ pub fn consume_skb(ctx: BtfTracePointContext) -> i32 {
 pub fn skb_copy_datagram_iovec(ctx: BtfTracePointContext) -> i32 {
     let skb: u64 = ctx.arg(0);
     let Some(cfg) = config() else { return 0 };
-    let mut event = PacketEvent::default();
-    if !capture_skb(cfg, Probe::SocketRead, skb, HeaderAt::NetworkHeader, &mut event) {
+    let Some(mut event) = capture_skb(cfg, Probe::SocketRead, skb, HeaderAt::NetworkHeader) else {
         return 0;
-    }
+    };
     // A queued skb has lost its device: the reader's own namespace is where it landed.
     event.netns = current_netns(cfg);
     emit(cfg, &mut event);
@@ -78,11 +77,11 @@ pub fn fib_table_lookup(ctx: BtfTracePointContext) -> i32 {
         ..PacketEvent::default()
     };
     if let Some(dev) = read::<u64>(nexthop, o.nhc_dev) {
-        let requested_oif = read::<u32>(flow, o.flowi4_oif).unwrap_or(0);
-        fill_device(cfg, dev, &mut event);
-        // fill_device wrote the result device into ifindex; keep the input side apart.
-        event.out_ifindex = event.ifindex;
-        event.ifindex = requested_oif;
+        let result = device(cfg, dev);
+        event.out_ifindex = result.ifindex;
+        event.ifname = result.name;
+        event.netns = result.netns;
+        event.ifindex = read::<u32>(flow, o.flowi4_oif).unwrap_or(0);
         event.gateway = read::<[u8; 4]>(nexthop, o.nhc_gw).unwrap_or([0; 4]);
     }
     emit(cfg, &mut event);
@@ -92,10 +91,7 @@ pub fn fib_table_lookup(ctx: BtfTracePointContext) -> i32 {
 #[inline(always)]
 fn on_skb(probe: Probe, skb: u64, at: HeaderAt, with_macs: bool) {
     let Some(cfg) = config() else { return };
-    let mut event = PacketEvent::default();
-    if !capture_skb(cfg, probe, skb, at, &mut event) {
-        return;
-    }
+    let Some(mut event) = capture_skb(cfg, probe, skb, at) else { return };
     if with_macs {
         read_macs(cfg, skb, &mut event);
     }
@@ -105,10 +101,7 @@ fn on_skb(probe: Probe, skb: u64, at: HeaderAt, with_macs: bool) {
 #[inline(always)]
 fn on_free(probe: Probe, skb: u64, location: u64, reason: u32) {
     let Some(cfg) = config() else { return };
-    let mut event = PacketEvent::default();
-    if !capture_skb(cfg, probe, skb, HeaderAt::NetworkHeader, &mut event) {
-        return;
-    }
+    let Some(mut event) = capture_skb(cfg, probe, skb, HeaderAt::NetworkHeader) else { return };
     event.location = location;
     event.reason_or_table = reason;
     emit(cfg, &mut event);

@@ -3,7 +3,7 @@
 //! topology names what they touched, the explanation tells them, and a
 //! renderer prints them.
 
-use std::{io::Write, process::ExitCode, time::Duration};
+use std::{collections::VecDeque, io::Write, process::ExitCode, time::Duration};
 
 use anyhow::{Context, Result};
 use tokio::{
@@ -49,11 +49,14 @@ pub struct FollowArgs {
     pub save_events: Option<std::path::PathBuf>,
 }
 
-struct PrintedRequest {
+/// A request told and still waiting for its reply.
+struct WaitingRequest {
     journey: Journey,
     printed_at: Instant,
-    settled: bool,
 }
+
+/// Most requests waiting for a reply at once; under a flood the oldest stop waiting.
+const MAX_WAITING: usize = 1024;
 
 struct Run {
     source: Source,
@@ -63,14 +66,17 @@ struct Run {
     json: bool,
     /// `--count`: how many requests to tell at most.
     limit: Option<u64>,
-    requests: Vec<PrintedRequest>,
+    requests_told: u64,
+    /// Exchanges over: answered, dropped, or done waiting.
+    exchanges_done: u64,
+    waiting: VecDeque<WaitingRequest>,
     last_refresh: Instant,
 }
 
 pub async fn run(args: FollowArgs) -> Result<ExitCode> {
     probes::require_privileges()?;
-    let btf = probes::offsets::load_kernel_btf()?;
-    let names = KernelNames::from_kernel(&btf)?;
+    let probes::offsets::KernelFacts { offsets, drop_reasons } = probes::offsets::KernelFacts::read()?;
+    let names = KernelNames::from_kernel(drop_reasons);
     let topology = Topology::discover().await.context("cannot read this host's network namespaces")?;
     let source = target::resolve_source(&args.source, &topology)?;
     let destination = target::resolve_destination(&args.dest, &topology)?;
@@ -87,7 +93,7 @@ pub async fn run(args: FollowArgs) -> Result<ExitCode> {
         .as_ref()
         .map(|path| std::fs::File::create(path).map(std::io::BufWriter::new).with_context(|| format!("cannot write {}", path.display())))
         .transpose()?;
-    let mut probes = Probes::attach(&filter)?;
+    let mut probes = Probes::attach(&filter, offsets)?;
     if let Some(docker) = &topology.docker_error {
         eprintln!("pkttrace: note: {docker}; containers are shown by namespace only");
     }
@@ -100,7 +106,7 @@ pub async fn run(args: FollowArgs) -> Result<ExitCode> {
     );
     let sender = probe.map(|p| sender::spawn(p, destination, source.netns_path.as_deref(), count.unwrap_or(1))).transpose()?;
 
-    let mut run = Run { source, destination, topology, names, json: args.json, limit: count, requests: Vec::new(), last_refresh: Instant::now() };
+    let mut run = Run { source, destination, topology, names, json: args.json, limit: count, requests_told: 0, exchanges_done: 0, waiting: VecDeque::new(), last_refresh: Instant::now() };
     let mut assembler = Assembler::new(QUIET.as_nanos() as u64);
     let mut interrupt = signal(SignalKind::interrupt())?;
     let mut terminate = signal(SignalKind::terminate())?;
@@ -134,7 +140,8 @@ pub async fn run(args: FollowArgs) -> Result<ExitCode> {
             );
             lost_reported = lost;
         }
-        if count.is_some_and(|n| run.exchanges_done() >= n) || deadline.is_some_and(|d| Instant::now() >= d) {
+        run.stop_waiting_for_old_requests();
+        if count.is_some_and(|n| run.exchanges_done >= n) || deadline.is_some_and(|d| Instant::now() >= d) {
             break;
         }
     }
@@ -152,7 +159,7 @@ pub async fn run(args: FollowArgs) -> Result<ExitCode> {
             Ok(Ok(())) => {}
         }
     }
-    if run.requests.is_empty() {
+    if run.requests_told == 0 {
         eprintln!("pkttrace: saw no packet from {} to {}", run.source.label, run.destination.address);
         return Ok(ExitCode::from(1));
     }
@@ -160,9 +167,11 @@ pub async fn run(args: FollowArgs) -> Result<ExitCode> {
 }
 
 impl Run {
-    /// Exchanges that are over: answered, dropped, or no longer waiting.
-    fn exchanges_done(&self) -> u64 {
-        self.requests.iter().filter(|r| r.settled || r.printed_at.elapsed() >= REPLY_WAIT).count() as u64
+    fn stop_waiting_for_old_requests(&mut self) {
+        while self.waiting.front().is_some_and(|r| r.printed_at.elapsed() >= REPLY_WAIT) {
+            self.waiting.pop_front();
+            self.exchanges_done += 1;
+        }
     }
 
     async fn tell(&mut self, journey: Journey) -> Result<()> {
@@ -173,15 +182,16 @@ impl Run {
             .find(|e| !matches!(e.kind, EventKind::Route { .. }))
             .is_some_and(|e| e.netns == self.source.netns);
         let (direction, reply_to) = if first.dst == self.destination.address && starts_in_source {
-            if self.limit.is_some_and(|n| self.requests.len() as u64 >= n) {
+            if self.limit.is_some_and(|n| self.requests_told >= n) {
                 return Ok(());
             }
             (Direction::Request, None)
         } else if first.src == self.destination.address {
             // An exchange is a request and its first answer.
-            match self.requests.iter_mut().rev().find(|r| !r.settled && journey.answers(&r.journey)) {
-                Some(request) => {
-                    request.settled = true;
+            match self.waiting.iter().rposition(|r| journey.answers(&r.journey)) {
+                Some(index) => {
+                    let request = self.waiting.remove(index).expect("found above");
+                    self.exchanges_done += 1;
                     (Direction::Reply, Some(request.journey.id))
                 }
                 // An answer to somebody else's packet.
@@ -194,8 +204,17 @@ impl Run {
         let facts = Facts { host_ip_forward: enrich::host_ip_forward() };
         let story = explain::explain(&journey, direction, reply_to, &self.topology, &facts);
         if direction == Direction::Request {
+            self.requests_told += 1;
             let dropped = journey.events.iter().any(|e| matches!(e.kind, EventKind::Drop { .. }));
-            self.requests.push(PrintedRequest { journey, printed_at: Instant::now(), settled: dropped });
+            if dropped {
+                self.exchanges_done += 1;
+            } else {
+                if self.waiting.len() == MAX_WAITING {
+                    self.waiting.pop_front();
+                    self.exchanges_done += 1;
+                }
+                self.waiting.push_back(WaitingRequest { journey, printed_at: Instant::now() });
+            }
         }
         let text = if self.json { render::json::render(&story) + "\n" } else { render::terminal::render(&story) + "\n" };
         let mut out = anstream::stdout();

@@ -1,6 +1,7 @@
 //! Project tasks, run as `cargo xtask <task>`: machine setup, the demo lab,
 //! the demo itself and the full test run used by CI.
 
+mod bench;
 mod cmd;
 mod lab;
 mod setup;
@@ -34,6 +35,8 @@ enum Task {
     Demo,
     /// Unit tests, tracer build, integration tests (what CI runs)
     Test,
+    /// Measure what tracing costs traffic (iperf3) and the host (CPU, memory)
+    Bench,
 }
 
 #[derive(Subcommand)]
@@ -53,6 +56,7 @@ fn main() -> Result<ExitCode> {
         } => lab::down().map(|()| ExitCode::SUCCESS),
         Task::Demo => demo(),
         Task::Test => testrun::test(),
+        Task::Bench => bench::bench(),
     }
 }
 

@@ -28,6 +28,8 @@ const PACKAGES: &[&str] = &[
     "iproute2",
     "bridge-utils",
     "graphviz",
+    // cargo xtask bench: the traffic generator whose throughput pkttrace must not dent.
+    "iperf3",
 ];
 
 /// Built locally: no image registry is reachable from these machines.

@@ -6,8 +6,8 @@
 #![no_std]
 #![no_main]
 
-use tracer_common::{PacketEvent, Probe};
-use tracer_ebpf::{HeaderAt, capture_skb, config, emit, fill_device, read};
+use tracer_common::Probe;
+use tracer_ebpf::{HeaderAt, capture_skb, config, device, emit, read};
 
 const NF_ACCEPT: i32 = 1;
 const NF_INET_LOCAL_OUT: u8 = 3;
@@ -39,28 +39,23 @@ fn observe(ctx: *const NfContext, probe: Probe) {
     let Some(cfg) = config() else { return };
     // SAFETY: the verifier allows reading the context's two pointers.
     let (state, skb) = unsafe { ((*ctx).state, (*ctx).skb) };
-    let mut event = PacketEvent::default();
     // At netfilter hooks skb->data is the IP header on input and output alike.
-    if !capture_skb(cfg, probe, skb, HeaderAt::Data, &mut event) {
-        return;
-    }
+    let Some(mut event) = capture_skb(cfg, probe, skb, HeaderAt::Data) else { return };
     let o = &cfg.offsets;
     event.nf_hook = read::<u8>(state, o.nf_state_hook).unwrap_or(0xff);
     let input = read::<u64>(state, o.nf_state_in).unwrap_or(0);
     let output = read::<u64>(state, o.nf_state_out).unwrap_or(0);
-    let mut out_event = PacketEvent::default();
-    if output != 0 {
-        fill_device(cfg, output, &mut out_event);
-        event.out_ifindex = out_event.ifindex;
-    }
     // Name the device the hook is about: the output one on output hooks.
     let is_output_hook = event.nf_hook == NF_INET_LOCAL_OUT || event.nf_hook == NF_INET_POST_ROUTING;
-    if is_output_hook && output != 0 {
-        event.ifindex = out_event.ifindex;
-        event.ifname = out_event.ifname;
-        event.netns = out_event.netns;
-    } else if input != 0 {
-        fill_device(cfg, input, &mut event);
+    if output != 0 {
+        let out = device(cfg, output);
+        event.out_ifindex = out.ifindex;
+        if is_output_hook {
+            out.describe(&mut event);
+        }
+    }
+    if !is_output_hook && input != 0 {
+        device(cfg, input).describe(&mut event);
     }
     emit(cfg, &mut event);
 }

@@ -3,8 +3,6 @@
 
 use std::collections::HashMap;
 
-use anyhow::Result;
-
 pub struct KernelNames {
     drop_reasons: HashMap<u32, String>,
     /// Text symbols sorted by address.
@@ -12,8 +10,8 @@ pub struct KernelNames {
 }
 
 impl KernelNames {
-    pub fn from_kernel(btf: &btf_rs::Btf) -> Result<Self> {
-        let reasons = crate::probes::offsets::drop_reason_names(btf)?;
+    /// `drop_reasons` come from BTF; code addresses from /proc/kallsyms.
+    pub fn from_kernel(drop_reasons: Vec<(u32, String)>) -> Self {
         let kallsyms = std::fs::read_to_string("/proc/kallsyms").unwrap_or_default();
         let symbols = kallsyms
             .lines()
@@ -25,7 +23,7 @@ impl KernelNames {
                 (address != 0 && matches!(kind, "t" | "T")).then(|| (address, name.to_string()))
             })
             .collect();
-        Ok(Self::from_parts(reasons, symbols))
+        Self::from_parts(drop_reasons, symbols)
     }
 
     pub fn from_parts(drop_reasons: Vec<(u32, String)>, mut symbols: Vec<(u64, String)>) -> Self {

@@ -524,7 +524,9 @@ impl Explainer<'_> {
             self.push(event, Some(event.ifname.clone()), text, details);
         }
         let conntrack = event.conntrack.map(|c| c.state());
-        let passed = if after.is_some() || side == NatSide::After { "passed" } else { "entered" };
+        // Some hooks have no program after them: the packet passed if it was seen again.
+        let seen_again = events[i + 1..].iter().any(|e| !matches!(e.kind, EventKind::Route { .. } | EventKind::Drop { .. }));
+        let passed = if after.is_some() || side == NatSide::After || seen_again { "passed" } else { "entered" };
         let text = format!(
             "netfilter {} in {ns} on {}: {passed}{}",
             hook.name(),

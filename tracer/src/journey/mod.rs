@@ -9,6 +9,11 @@
 //! TCP flags / ICMP type, none of which NAT changes. A clone (the copy a raw
 //! socket receives) has a new address but the same identity and addresses.
 
+use std::{
+    collections::{BTreeMap, HashMap, VecDeque},
+    net::Ipv4Addr,
+};
+
 use serde::Serialize;
 
 use crate::decode::{Event, EventKind, Packet, Transport};
@@ -40,10 +45,6 @@ impl Journey {
         self.events.iter().filter(|e| !matches!(e.kind, EventKind::Route { .. }))
     }
 
-    fn last_time(&self) -> u64 {
-        self.events.iter().map(|e| e.time_ns).max().unwrap_or(0)
-    }
-
     fn conntrack_ids(&self) -> impl Iterator<Item = u64> + '_ {
         self.events.iter().filter_map(|e| e.conntrack.map(|c| c.id))
     }
@@ -71,7 +72,7 @@ impl Journey {
 }
 
 /// What NAT and forwarding cannot change about a packet.
-#[derive(Clone, Copy, PartialEq, Eq)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
 struct Identity {
     ip_id: u16,
     length: u16,
@@ -91,10 +92,27 @@ impl Identity {
     }
 }
 
+/// Most journeys open at once: past it the oldest is finished early, so a
+/// flood of matching packets cannot grow pkttrace's memory without bound.
+const MAX_OPEN: usize = 4096;
+/// Most route lookups waiting for their packet.
+const MAX_UNCLAIMED_ROUTES: usize = 256;
+
+/// How a later event finds its journey: by skb, by the packet's identity and
+/// current addresses (a clone), by addresses alone (a route lookup).
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+enum Key {
+    Skb(u64, Identity),
+    Packet(Identity, Ipv4Addr, Ipv4Addr),
+    Flow(Ipv4Addr, Ipv4Addr),
+    Destination(Ipv4Addr),
+}
+
 struct OpenJourney {
     journey: Journey,
-    identity: Identity,
-    skbs: Vec<u64>,
+    last_time: u64,
+    /// Index entries that point here, removed when the journey finishes.
+    keys: Vec<Key>,
 }
 
 impl OpenJourney {
@@ -105,11 +123,16 @@ impl OpenJourney {
     }
 }
 
-/// Builds journeys from events in arrival order.
+/// Builds journeys from events in arrival order; every event finds its
+/// journey through an index, so the cost per event does not grow with load.
 pub struct Assembler {
-    open: Vec<OpenJourney>,
-    /// Route lookups no journey has claimed yet.
-    unclaimed_routes: Vec<Event>,
+    /// By journey id, so the oldest comes first.
+    open: BTreeMap<u64, OpenJourney>,
+    index: HashMap<Key, u64>,
+    /// Route lookups no journey has claimed yet, oldest first.
+    unclaimed_routes: VecDeque<Event>,
+    /// Journeys finished early because too many were open.
+    evicted: Vec<Journey>,
     next_id: u64,
     quiet_ns: u64,
 }
@@ -117,7 +140,45 @@ pub struct Assembler {
 impl Assembler {
     /// A journey is complete once no event joined it for `quiet_ns`.
     pub fn new(quiet_ns: u64) -> Self {
-        Self { open: Vec::new(), unclaimed_routes: Vec::new(), next_id: 1, quiet_ns }
+        Self {
+            open: BTreeMap::new(),
+            index: HashMap::new(),
+            unclaimed_routes: VecDeque::new(),
+            evicted: Vec::new(),
+            next_id: 1,
+            quiet_ns,
+        }
+    }
+
+    /// The open journey `key` points to, if it was active recently enough.
+    fn find(&self, key: Key, time: u64) -> Option<u64> {
+        let id = *self.index.get(&key)?;
+        let open = self.open.get(&id)?;
+        (time.abs_diff(open.last_time) < MAX_GAP_NS).then_some(id)
+    }
+
+    fn add_to(&mut self, id: u64, event: Event) {
+        let mut keys = Vec::new();
+        if !matches!(event.kind, EventKind::Route { .. }) {
+            let (identity, packet) = (Identity::of(&event.packet), event.packet);
+            keys = vec![
+                Key::Skb(event.skb, identity),
+                Key::Packet(identity, packet.src, packet.dst),
+                Key::Flow(packet.src, packet.dst),
+                Key::Destination(packet.dst),
+            ];
+        }
+        for key in &keys {
+            self.index.insert(*key, id);
+        }
+        let open = self.open.get_mut(&id).expect("journey is open");
+        open.last_time = open.last_time.max(event.time_ns);
+        open.journey.events.push(event);
+        for key in keys {
+            if !open.keys.contains(&key) {
+                open.keys.push(key);
+            }
+        }
     }
 
     pub fn push(&mut self, event: Event) {
@@ -127,50 +188,47 @@ impl Assembler {
         }
         let identity = Identity::of(&event.packet);
         let time = event.time_ns;
-        let same_skb = self.open.iter().rposition(|j| {
-            j.skbs.contains(&event.skb) && j.identity == identity && time.abs_diff(j.journey.last_time()) < MAX_GAP_NS
-        });
-        let clone = || {
-            self.open.iter().rposition(|j| {
-                let last = j.journey.last_packet();
-                j.identity == identity
-                    && last.src == event.packet.src
-                    && last.dst == event.packet.dst
-                    && time.abs_diff(j.journey.last_time()) < MAX_GAP_NS
-            })
-        };
-        if let Some(index) = same_skb.or_else(clone) {
-            let open = &mut self.open[index];
-            if !open.skbs.contains(&event.skb) {
-                open.skbs.push(event.skb);
-            }
-            open.journey.events.push(event);
+        let existing = self
+            .find(Key::Skb(event.skb, identity), time)
+            .or_else(|| self.find(Key::Packet(identity, event.packet.src, event.packet.dst), time));
+        if let Some(id) = existing {
+            self.add_to(id, event);
             return;
         }
-        let mut events = self.claim_routes_for(&event);
-        let skb = event.skb;
-        events.push(event);
-        self.open.push(OpenJourney { journey: Journey { id: self.next_id, events }, identity, skbs: vec![skb] });
+        let id = self.next_id;
         self.next_id += 1;
+        let routes = self.claim_routes_for(&event);
+        let journey = Journey { id, events: Vec::new() };
+        self.open.insert(id, OpenJourney { journey, last_time: time, keys: Vec::new() });
+        for route in routes {
+            self.add_to(id, route);
+        }
+        self.add_to(id, event);
+        if self.open.len() > MAX_OPEN
+            && let Some((_, oldest)) = self.open.pop_first()
+        {
+            self.forget(&oldest);
+            self.evicted.push(oldest.into_sorted());
+        }
     }
 
     /// A lookup for a packet in flight joins it; one made before a packet
     /// exists (the sender choosing a route) waits for that packet.
     fn push_route(&mut self, route: Event) {
         let flow = route.packet;
-        let in_flight = self.open.iter_mut().rev().find(|j| {
-            let last = j.journey.last_packet();
-            last.dst == flow.dst
-                && (flow.src.is_unspecified() || last.src == flow.src)
-                && route.time_ns.abs_diff(j.journey.last_time()) < MAX_GAP_NS
-        });
-        match in_flight {
-            Some(open) => open.journey.events.push(route),
-            None => self.unclaimed_routes.push(route),
+        let key = if flow.src.is_unspecified() { Key::Destination(flow.dst) } else { Key::Flow(flow.src, flow.dst) };
+        match self.find(key, route.time_ns) {
+            Some(id) => self.add_to(id, route),
+            None => {
+                if self.unclaimed_routes.len() == MAX_UNCLAIMED_ROUTES {
+                    self.unclaimed_routes.pop_front();
+                }
+                self.unclaimed_routes.push_back(route);
+            }
         }
     }
 
-    fn claim_routes_for(&mut self, first: &Event) -> Vec<Event> {
+    fn claim_routes_for(&mut self, first: &Event) -> VecDeque<Event> {
         let (claimed, rest) = std::mem::take(&mut self.unclaimed_routes).into_iter().partition(|route| {
             route.packet.dst == first.packet.dst
                 && (route.packet.src.is_unspecified() || route.packet.src == first.packet.src)
@@ -182,20 +240,40 @@ impl Assembler {
         claimed
     }
 
-    /// Journeys that have been quiet for the configured time, oldest first.
+    /// Removes the index entries that still point at a finished journey.
+    fn forget(&mut self, open: &OpenJourney) {
+        for key in &open.keys {
+            if self.index.get(key) == Some(&open.journey.id) {
+                self.index.remove(key);
+            }
+        }
+    }
+
+    /// Journeys that have been quiet for the configured time (or were evicted
+    /// under load), oldest first.
     pub fn take_finished(&mut self, now_ns: u64) -> Vec<Journey> {
-        let quiet = self.quiet_ns;
         self.unclaimed_routes.retain(|r| now_ns.saturating_sub(r.time_ns) < MAX_GAP_NS);
-        let (done, open) = std::mem::take(&mut self.open)
-            .into_iter()
-            .partition(|j: &OpenJourney| now_ns.saturating_sub(j.journey.last_time()) >= quiet);
-        self.open = open;
-        done.into_iter().map(|j| j.into_sorted()).collect()
+        let quiet: Vec<u64> = self
+            .open
+            .iter()
+            .filter(|(_, j)| now_ns.saturating_sub(j.last_time) >= self.quiet_ns)
+            .map(|(id, _)| *id)
+            .collect();
+        let mut done = std::mem::take(&mut self.evicted);
+        for id in quiet {
+            let open = self.open.remove(&id).expect("listed as open");
+            self.forget(&open);
+            done.push(open.into_sorted());
+        }
+        done
     }
 
     /// Every journey still open, when tracing stops.
     pub fn take_all(&mut self) -> Vec<Journey> {
-        self.open.drain(..).map(|j| j.into_sorted()).collect()
+        self.index.clear();
+        let mut done = std::mem::take(&mut self.evicted);
+        done.extend(std::mem::take(&mut self.open).into_values().map(OpenJourney::into_sorted));
+        done
     }
 }
 

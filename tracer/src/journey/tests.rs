@@ -86,3 +86,20 @@ fn quiet_journeys_finish_and_busy_ones_stay_open() {
     assert_eq!(finished.len(), 2);
     assert_eq!(finished[0].first_packet().src, CONTAINER, "oldest first");
 }
+
+#[test]
+fn a_flood_cannot_grow_the_open_set_without_bound() {
+    let template = recorded(ICMP_MASQUERADE).into_iter().find(|e| e.kind == EventKind::Transmit).unwrap();
+    let mut assembler = Assembler::new(u64::MAX);
+    for n in 0..(MAX_OPEN as u64 + 10) {
+        let mut event = template.clone();
+        event.skb += n * 256;
+        event.packet.ip_id = n as u16;
+        event.time_ns += n;
+        assembler.push(event);
+    }
+    let evicted = assembler.take_finished(0);
+    assert_eq!(evicted.len(), 10, "the oldest are finished early");
+    assert_eq!(evicted[0].id, 1);
+    assert_eq!(assembler.take_all().len(), MAX_OPEN);
+}

@@ -13,7 +13,7 @@ use aya::{
     programs::BtfTracePoint,
 };
 use tokio::io::unix::AsyncFd;
-use tracer_common::{CONFIG_MAP, Config, EVENTS_MAP, LOST_MAP, MAX_WATCHED, PacketEvent};
+use tracer_common::{CONFIG_MAP, Config, EVENTS_MAP, KernelOffsets, LOST_MAP, MAX_WATCHED, PacketEvent};
 
 static TRACEPOINT_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tracer"));
 static NETFILTER_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/netfilter"));
@@ -22,15 +22,17 @@ static NETFILTER_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_D
 const TRACEPOINTS: [&str; 6] =
     ["net_dev_queue", "netif_receive_skb", "kfree_skb", "consume_skb", "skb_copy_datagram_iovec", "fib_table_lookup"];
 
-/// Netfilter hooks (enum nf_inet_hooks) and the NAT priority each one has:
-/// the programs sit one priority before and one after it. FORWARD has no NAT;
-/// its neighbours of the filter table (0) show what passed the filter.
-const NF_HOOKS: [(u32, i32); 5] = [
-    (0, -100), // PRE_ROUTING: destination NAT
-    (1, 100),  // LOCAL_IN: source NAT
-    (2, 0),    // FORWARD: filter
-    (3, -100), // LOCAL_OUT: destination NAT
-    (4, 100),  // POST_ROUTING: source NAT (MASQUERADE)
+/// Netfilter hooks (enum nf_inet_hooks), the priority of the NAT there, and
+/// whether a program also sits after it. Every program runs for every IPv4
+/// packet of the host, so only hooks where NAT is worth seeing get the second
+/// one: FORWARD has no NAT (the program sits before its filter, priority 0),
+/// and source NAT in INPUT is too rare to pay for on every packet.
+const NF_HOOKS: [(u32, i32, bool); 5] = [
+    (0, -100, true), // PRE_ROUTING: destination NAT, and conntrack undoing SNAT for replies
+    (1, 100, false), // LOCAL_IN
+    (2, 0, false),   // FORWARD: the filter table
+    (3, -100, true), // LOCAL_OUT: destination NAT of locally sent packets
+    (4, 100, true),  // POST_ROUTING: source NAT (MASQUERADE)
 ];
 
 /// What to capture; everything else is dropped in the kernel before it costs a copy.
@@ -62,12 +64,8 @@ pub struct Probes {
 impl Probes {
     /// Loads and attaches every program. On error, whatever was attached is
     /// detached again as the partial state is dropped.
-    pub fn attach(filter: &Filter) -> Result<Self> {
-        let btf_for_offsets = offsets::load_kernel_btf()?;
-        let config = Config {
-            offsets: offsets::kernel_offsets(&btf_for_offsets)?,
-            ..config_for(filter)?
-        };
+    pub fn attach(filter: &Filter, offsets: KernelOffsets) -> Result<Self> {
+        let config = Config { offsets, ..config_for(filter)? };
         let btf = aya::Btf::from_sys_fs().context("cannot read the kernel's BTF")?;
         let mut ebpf = Ebpf::load(TRACEPOINT_OBJECT).context("cannot load pkttrace's eBPF programs")?;
 
@@ -86,6 +84,8 @@ impl Probes {
         let netfilter_links = attach_netfilter(&ebpf)?;
         let events = RingBuf::try_from(ebpf.take_map(EVENTS_MAP).context("EVENTS map")?)?;
         let lost = PerCpuArray::try_from(ebpf.take_map(LOST_MAP).context("LOST map")?)?;
+        drop(btf);
+        offsets::release_freed_memory();
         // SAFETY: the AsyncFd owns the ring buffer, so its fd outlives the registration.
         let events = unsafe { AsyncFd::register(events) }.map_err(|e| e.into_parts().1)?;
         Ok(Self { _ebpf: ebpf, _netfilter_links: netfilter_links, events, lost })
@@ -140,9 +140,11 @@ fn attach_netfilter(ebpf: &Ebpf) -> Result<Vec<netfilter::NetfilterLink>> {
     let before = netfilter::load(NETFILTER_OBJECT, "before_nat", &maps)?;
     let after = netfilter::load(NETFILTER_OBJECT, "after_nat", &maps)?;
     let mut links = Vec::new();
-    for (hook, nat_priority) in NF_HOOKS {
+    for (hook, nat_priority, watch_after) in NF_HOOKS {
         links.push(attach_near(&before, hook, nat_priority - 1, -1)?);
-        links.push(attach_near(&after, hook, nat_priority + 1, 1)?);
+        if watch_after {
+            links.push(attach_near(&after, hook, nat_priority + 1, 1)?);
+        }
     }
     Ok(links)
 }

@@ -7,13 +7,37 @@ use tracer_common::KernelOffsets;
 
 pub const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
 
-pub fn load_kernel_btf() -> Result<Btf> {
+/// What pkttrace needs from the kernel's BTF, read in one pass: parsed BTF
+/// takes tens of megabytes, so it is not kept.
+pub struct KernelFacts {
+    pub offsets: KernelOffsets,
+    pub drop_reasons: Vec<(u32, String)>,
+}
+
+impl KernelFacts {
+    pub fn read() -> Result<Self> {
+        let btf = load_kernel_btf()?;
+        let facts = Self { offsets: kernel_offsets(&btf)?, drop_reasons: drop_reason_names(&btf)? };
+        drop(btf);
+        release_freed_memory();
+        Ok(facts)
+    }
+}
+
+/// Returns memory freed after start-up (parsed BTF) to the system, so a
+/// long trace does not keep it resident.
+pub fn release_freed_memory() {
+    // SAFETY: malloc_trim only releases free heap pages.
+    unsafe { libc::malloc_trim(0) };
+}
+
+fn load_kernel_btf() -> Result<Btf> {
     Btf::from_file(VMLINUX_BTF).map_err(|error| {
         anyhow!("this kernel exposes no BTF at {VMLINUX_BTF} ({error}): pkttrace needs a kernel built with CONFIG_DEBUG_INFO_BTF=y")
     })
 }
 
-pub fn kernel_offsets(btf: &Btf) -> Result<KernelOffsets> {
+fn kernel_offsets(btf: &Btf) -> Result<KernelOffsets> {
     let at = |structure: &str, path: &str| member_offset(btf, structure, path);
     Ok(KernelOffsets {
         skb_dev: at("sk_buff", "dev")?,
@@ -107,7 +131,7 @@ fn strip_modifiers(btf: &Btf, mut t: Type) -> Result<Type> {
 }
 
 /// Names of `enum skb_drop_reason`, indexed by value, without the common prefix.
-pub fn drop_reason_names(btf: &Btf) -> Result<Vec<(u32, String)>> {
+fn drop_reason_names(btf: &Btf) -> Result<Vec<(u32, String)>> {
     let types = btf.resolve_types_by_name("skb_drop_reason").context("kernel BTF has no enum skb_drop_reason")?;
     let Some(Type::Enum(reasons)) = types.into_iter().find(|t| matches!(t, Type::Enum(_))) else {
         bail!("kernel BTF: skb_drop_reason is not an enum");

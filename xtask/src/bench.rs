@@ -1,0 +1,239 @@
+//! `cargo xtask bench`: what tracing costs the traffic and the host.
+//!
+//! iperf3 runs between a namespace of ours and the host through a veth, in
+//! three settings: without pkttrace; with pkttrace attached but watching an
+//! address this traffic never uses (a busy host where the lecture's packets
+//! are a trickle: every packet only meets the in-kernel filter); and with
+//! pkttrace following this very traffic. It reports throughput, pkttrace's
+//! CPU time and peak memory and the events the kernel could not hand over,
+//! and fails when a goal is missed.
+
+use std::{
+    fs,
+    process::{Child, Command, ExitCode, Stdio},
+    thread,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, Result, bail};
+use serde_json::Value;
+
+use crate::{
+    cargo,
+    cmd::{cmd, read, run},
+    setup, target_dir,
+};
+
+const NETNS: &str = "pt-bench";
+const HOST_VETH: &str = "pt-bench-h";
+/// A private /30 used only between our namespace and the host.
+const HOST_ADDR: &str = "10.201.0.1";
+const NETNS_ADDR: &str = "10.201.0.2";
+/// In 198.51.100.0/24, never used by this traffic: the "busy host" setting.
+const OTHER_ADDR: &str = "198.51.100.77";
+const SECONDS: u32 = 5;
+/// Baseline and unrelated runs alternate this many times and the best of each
+/// counts, so a burst of other load on the machine does not decide the verdict.
+const ROUNDS: usize = 3;
+
+/// Goals for traffic pkttrace is not following (it only meets the in-kernel
+/// filter): bulk TCP keeps this share of its rate, and a flood of 64-byte
+/// datagrams (the worst case: every packet pays the filter) this one.
+const UNRELATED_TCP_MIN_SHARE: f64 = 0.90;
+const UNRELATED_SMALL_PACKETS_MIN_SHARE: f64 = 0.75;
+/// pkttrace's peak resident memory, also while following a flood.
+const MAX_RSS_MIB: f64 = 128.0;
+
+struct Lab;
+
+impl Lab {
+    fn up() -> Result<Self> {
+        Self::remove();
+        let lab = Lab;
+        run(&mut cmd("ip", ["netns", "add", NETNS]))?;
+        run(&mut cmd("ip", ["link", "add", HOST_VETH, "type", "veth", "peer", "name", "eth0", "netns", NETNS]))?;
+        run(&mut cmd("ip", ["addr", "add", &format!("{HOST_ADDR}/30"), "dev", HOST_VETH]))?;
+        run(&mut cmd("ip", ["link", "set", HOST_VETH, "up"]))?;
+        let address = format!("{NETNS_ADDR}/30");
+        for args in [["addr", "add", address.as_str(), "dev", "eth0"], ["link", "set", "eth0", "up", ""], ["link", "set", "lo", "up", ""]] {
+            let inside = ["-n", NETNS].into_iter().chain(args.into_iter().filter(|a| !a.is_empty()));
+            run(&mut cmd("ip", inside))?;
+        }
+        Ok(lab)
+    }
+
+    fn remove() {
+        let _ = Command::new("ip").args(["netns", "del", NETNS]).stderr(Stdio::null()).status();
+        let _ = Command::new("ip").args(["link", "del", HOST_VETH]).stderr(Stdio::null()).status();
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        Self::remove();
+    }
+}
+
+/// Kills the child when the bench ends, however it ends.
+struct Background(Child);
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[derive(Clone, Copy)]
+struct Traffic {
+    tcp_gbits: f64,
+    udp_kpps: f64,
+}
+
+/// One TCP stream and one flood of small UDP datagrams, from the namespace to the host.
+fn measure() -> Result<Traffic> {
+    let _server = Background(
+        Command::new("iperf3")
+            .args(["-s", "-B", HOST_ADDR])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("cannot start iperf3 (run `cargo xtask setup`)")?,
+    );
+    thread::sleep(Duration::from_millis(500));
+    let seconds = SECONDS.to_string();
+    let client = |extra: &[&str]| -> Result<Value> {
+        let mut args = vec!["netns", "exec", NETNS, "iperf3", "-c", HOST_ADDR, "-t", &seconds, "-J"];
+        args.extend_from_slice(extra);
+        Ok(serde_json::from_str(&read(&mut cmd("ip", args))?)?)
+    };
+    let number = |report: &Value, path: &str| {
+        report.pointer(path).and_then(Value::as_f64).with_context(|| format!("iperf3 report has no {path}"))
+    };
+    let tcp = client(&[])?;
+    let udp = client(&["-u", "-b", "0", "-l", "64"])?;
+    Ok(Traffic {
+        tcp_gbits: number(&tcp, "/end/sum_received/bits_per_second")? / 1e9,
+        udp_kpps: number(&udp, "/end/sum/packets")? / f64::from(SECONDS) / 1e3,
+    })
+}
+
+/// The best rate of several runs, per measure.
+fn best(runs: impl Iterator<Item = Traffic>) -> Traffic {
+    runs.fold(Traffic { tcp_gbits: 0.0, udp_kpps: 0.0 }, |a, b| Traffic {
+        tcp_gbits: a.tcp_gbits.max(b.tcp_gbits),
+        udp_kpps: a.udp_kpps.max(b.udp_kpps),
+    })
+}
+
+struct TracerUsage {
+    cpu_seconds: f64,
+    peak_rss_mib: f64,
+    lost_warning: bool,
+}
+
+/// Runs `measure` while pkttrace follows `dest` from the host.
+fn measure_traced(pkttrace: &std::path::Path, dest: &str) -> Result<(Traffic, TracerUsage)> {
+    let tracer = Command::new(pkttrace)
+        .args(["follow", NETNS, dest, "--json", "--timeout", &(SECONDS * 2 + 10).to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("cannot start pkttrace")?;
+    let pid = tracer.id();
+    thread::sleep(Duration::from_secs(2));
+    let started = Instant::now();
+    let sampler = thread::spawn(move || {
+        let mut peak_kib = 0u64;
+        while started.elapsed() < Duration::from_secs(u64::from(SECONDS) * 2 + 2) {
+            peak_kib = peak_kib.max(status_kib(pid, "VmRSS:").unwrap_or(0));
+            thread::sleep(Duration::from_millis(100));
+        }
+        peak_kib
+    });
+    let traffic = measure();
+    let peak_kib = sampler.join().expect("sampler");
+    let cpu_seconds = cpu_seconds(pid).unwrap_or(0.0);
+    interrupt(pid);
+    let output = tracer.wait_with_output()?;
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    Ok((traffic?, TracerUsage { cpu_seconds, peak_rss_mib: peak_kib as f64 / 1024.0, lost_warning: stderr.contains("ring buffer was full") }))
+}
+
+/// SIGINT, as Ctrl-C would.
+fn interrupt(pid: u32) {
+    let _ = Command::new("kill").args(["-INT", &pid.to_string()]).status();
+}
+
+fn status_kib(pid: u32, field: &str) -> Option<u64> {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status.lines().find(|l| l.starts_with(field))?.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// utime + stime of a process, in seconds.
+fn cpu_seconds(pid: u32) -> Option<f64> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after_comm = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = after_comm.split_whitespace().collect();
+    let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+    Some(ticks / 100.0)
+}
+
+pub fn bench() -> Result<ExitCode> {
+    setup::setup()?;
+    run(&mut cargo(["build", "--release", "-p", "tracer"]))?;
+    let pkttrace = target_dir()?.join("release/pkttrace");
+    let _lab = Lab::up()?;
+
+    let mut baselines = Vec::new();
+    let mut unrelated_runs = Vec::new();
+    for _ in 0..ROUNDS {
+        baselines.push(measure()?);
+        unrelated_runs.push(measure_traced(&pkttrace, OTHER_ADDR)?);
+    }
+    let baseline = best(baselines.iter().copied());
+    let unrelated = best(unrelated_runs.iter().map(|(traffic, _)| *traffic));
+    let unrelated_usage = unrelated_runs
+        .into_iter()
+        .map(|(_, usage)| usage)
+        .max_by(|a, b| a.peak_rss_mib.total_cmp(&b.peak_rss_mib))
+        .expect("at least one round");
+    let (followed, followed_usage) = measure_traced(&pkttrace, HOST_ADDR)?;
+
+    println!("\ncargo xtask bench: {SECONDS} s of iperf3 per run (best of {ROUNDS} alternating rounds), namespace {NETNS} -> host over a veth");
+    println!("{:<38} {:>10} {:>12} {:>12} {:>10} {:>6}", "setting", "TCP Gbit/s", "UDP-64 kpps", "tracer CPU s", "peak MiB", "lost");
+    let row = |name: &str, t: Traffic, usage: Option<&TracerUsage>| {
+        let (cpu, rss, lost) = usage.map_or(("-".into(), "-".into(), "-"), |u| {
+            (format!("{:.2}", u.cpu_seconds), format!("{:.1}", u.peak_rss_mib), if u.lost_warning { "yes" } else { "no" })
+        });
+        println!("{name:<38} {:>10.2} {:>12.1} {cpu:>12} {rss:>10} {lost:>6}", t.tcp_gbits, t.udp_kpps);
+    };
+    row("no pkttrace", baseline, None);
+    row("pkttrace watching another address", unrelated, Some(&unrelated_usage));
+    row("pkttrace following this traffic", followed, Some(&followed_usage));
+
+    let mut missed = Vec::new();
+    for (what, share, goal) in [
+        ("TCP", unrelated.tcp_gbits / baseline.tcp_gbits, UNRELATED_TCP_MIN_SHARE),
+        ("64-byte UDP", unrelated.udp_kpps / baseline.udp_kpps, UNRELATED_SMALL_PACKETS_MIN_SHARE),
+    ] {
+        println!("bench: unrelated {what} traffic kept {:.0}% of its rate (goal: {:.0}%)", share * 100.0, goal * 100.0);
+        if share < goal {
+            missed.push(format!("unrelated {what} traffic kept only {:.0}% of its rate", share * 100.0));
+        }
+    }
+    for usage in [&unrelated_usage, &followed_usage] {
+        if usage.peak_rss_mib > MAX_RSS_MIB {
+            missed.push(format!("pkttrace peaked at {:.0} MiB (goal: {MAX_RSS_MIB:.0} MiB)", usage.peak_rss_mib));
+        }
+    }
+    if missed.is_empty() {
+        println!("bench: all goals met (pkttrace stayed under {MAX_RSS_MIB:.0} MiB)");
+        Ok(ExitCode::SUCCESS)
+    } else {
+        for line in &missed {
+            println!("bench: goal missed: {line}");
+        }
+        bail!("{} benchmark goal(s) missed", missed.len())
+    }
+}
