@@ -266,3 +266,22 @@ fn without_docker_netns_sources_still_work_and_containers_get_a_clear_error() ->
     assert!(stderr.contains("Docker is not reachable") && stderr.contains("`host` still work"), "{stderr}");
     Ok(())
 }
+
+#[test]
+fn waits_for_traffic_and_names_the_real_sender() -> Result<()> {
+    let Lab { upstream, container } = lab()?;
+    let dest = upstream.ip().to_string();
+    let tracer = Pkttrace::spawn(["follow", container.name(), &dest, "--count", "1", "--json"])?;
+    thread::sleep(Duration::from_secs(3));
+    container.exec_ok(["ping", "-c", "1", "-W", "3", &dest])?;
+    let run = tracer.wait(Duration::from_secs(20))?;
+    ensure!(run.success() && !run.timed_out, "{run}");
+    let journeys: Vec<Value> = run.stdout.lines().map(serde_json::from_str).collect::<Result<_, _>>()?;
+    ensure!(journeys.len() == 2, "{run}");
+    let send = hop(&journeys[0], "send");
+    assert_eq!(send["process"], "ping", "the lecturer's ping sent it: {send}");
+    let ping_pid = send["pid"].as_u64().unwrap();
+    let deliver = hops(&journeys[1]).last().unwrap();
+    assert_eq!((deliver["process"].as_str(), deliver["pid"].as_u64()), (Some("ping"), Some(ping_pid)));
+    Ok(())
+}
