@@ -23,6 +23,9 @@ use crate::{
 
 /// A journey is complete once no event joined it for this long.
 const QUIET: Duration = Duration::from_millis(150);
+/// Journeys finishing this soon after the kernel reported lost events are
+/// flagged: their missing hops may be among the lost.
+const LOSS_SHADOW: Duration = Duration::from_secs(2);
 /// How long a request waits for its reply before the exchange counts as done.
 const REPLY_WAIT: Duration = Duration::from_secs(2);
 
@@ -71,6 +74,7 @@ struct Run {
     exchanges_done: u64,
     waiting: VecDeque<WaitingRequest>,
     last_refresh: Instant,
+    last_loss: Option<Instant>,
 }
 
 pub async fn run(args: FollowArgs) -> Result<ExitCode> {
@@ -106,7 +110,7 @@ pub async fn run(args: FollowArgs) -> Result<ExitCode> {
     );
     let sender = probe.map(|p| sender::spawn(p, destination, source.netns_path.as_deref(), count.unwrap_or(1))).transpose()?;
 
-    let mut run = Run { source, destination, topology, names, json: args.json, limit: count, requests_told: 0, exchanges_done: 0, waiting: VecDeque::new(), last_refresh: Instant::now() };
+    let mut run = Run { source, destination, topology, names, json: args.json, limit: count, requests_told: 0, exchanges_done: 0, waiting: VecDeque::new(), last_refresh: Instant::now(), last_loss: None };
     let mut assembler = Assembler::new(QUIET.as_nanos() as u64);
     let mut interrupt = signal(SignalKind::interrupt())?;
     let mut terminate = signal(SignalKind::terminate())?;
@@ -129,9 +133,7 @@ pub async fn run(args: FollowArgs) -> Result<ExitCode> {
             _ = interrupt.recv() => break,
             _ = terminate.recv() => break,
         }
-        for journey in assembler.take_finished(monotonic_now_ns()) {
-            run.tell(journey).await?;
-        }
+        // Losses are checked before telling, so the journeys they touch are flagged.
         let lost = probes.lost_events();
         if lost > lost_reported {
             eprintln!(
@@ -139,6 +141,10 @@ pub async fn run(args: FollowArgs) -> Result<ExitCode> {
                 lost - lost_reported
             );
             lost_reported = lost;
+            run.last_loss = Some(Instant::now());
+        }
+        for journey in assembler.take_finished(monotonic_now_ns()) {
+            run.tell(journey).await?;
         }
         run.stop_waiting_for_old_requests();
         if count.is_some_and(|n| run.exchanges_done >= n) || deadline.is_some_and(|d| Instant::now() >= d) {
@@ -201,7 +207,10 @@ impl Run {
             return Ok(());
         };
         self.refresh_topology_if_unknown(&journey).await;
-        let facts = Facts { host_ip_forward: enrich::host_ip_forward() };
+        let facts = Facts {
+            host_ip_forward: enrich::host_ip_forward(),
+            events_lost: self.last_loss.is_some_and(|at| at.elapsed() < LOSS_SHADOW),
+        };
         let story = explain::explain(&journey, direction, reply_to, &self.topology, &facts);
         if direction == Direction::Request {
             self.requests_told += 1;

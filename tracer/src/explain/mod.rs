@@ -130,6 +130,9 @@ pub struct Story {
     pub hops: Vec<Hop>,
     /// How the journey ended, in one sentence.
     pub outcome: String,
+    /// The kernel dropped events while this journey was traced: hops may be missing.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub events_lost: bool,
 }
 
 /// Facts read elsewhere that the explanation needs.
@@ -137,6 +140,8 @@ pub struct Story {
 pub struct Facts {
     /// `net.ipv4.conf.all.forwarding` of the host when the journey ended.
     pub host_ip_forward: Option<bool>,
+    /// The kernel reported lost events while this journey could have been traced.
+    pub events_lost: bool,
 }
 
 pub fn describe(packet: &Packet) -> String {
@@ -354,6 +359,7 @@ pub fn explain(journey: &Journey, direction: Direction, reply_to: Option<u64>, t
         tuple: Tuple::of(&first),
         hops: x.hops,
         outcome,
+        events_lost: facts.events_lost,
     }
 }
 

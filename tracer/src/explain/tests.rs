@@ -130,7 +130,7 @@ fn plain(stories: &[Story]) -> String {
     anstream::adapter::strip_str(&text).to_string()
 }
 
-const FORWARDING_ON: Facts = Facts { host_ip_forward: Some(true) };
+const FORWARDING_ON: Facts = Facts { host_ip_forward: Some(true), events_lost: false };
 
 #[test]
 fn icmp_through_masquerade_and_back() {
@@ -150,7 +150,7 @@ fn cold_arp_caches_are_waited_for_not_mistaken_for_routes() {
 
 #[test]
 fn forwarding_disabled_is_named_with_its_sysctl() {
-    let facts = Facts { host_ip_forward: Some(false) };
+    let facts = Facts { host_ip_forward: Some(false), events_lost: false };
     insta::assert_snapshot!(plain(&stories(FORWARDING_DISABLED, &facts)));
 }
 
@@ -183,4 +183,16 @@ fn json_has_the_documented_hop_kinds_and_nat_tuples() {
     assert_eq!(reply["reply_to"], told[0].journey);
     let deliver = reply["hops"].as_array().unwrap().last().unwrap();
     assert_eq!((deliver["kind"].as_str(), deliver["process"].as_str()), (Some("deliver"), Some("ping")));
+}
+
+#[test]
+fn a_story_told_around_lost_events_says_so() {
+    let facts = Facts { host_ip_forward: Some(true), events_lost: true };
+    let told = stories(ICMP_MASQUERADE, &facts);
+    assert!(plain(&told[..1]).contains("the kernel dropped events while this packet was traced"));
+    let json: serde_json::Value = serde_json::from_str(&crate::render::json::render(&told[0])).unwrap();
+    assert_eq!(json["events_lost"], true);
+    let complete: serde_json::Value =
+        serde_json::from_str(&crate::render::json::render(&stories(ICMP_MASQUERADE, &FORWARDING_ON)[0])).unwrap();
+    assert!(complete.get("events_lost").is_none(), "only said when it happened");
 }

@@ -30,6 +30,9 @@ pub fn render(story: &Story) -> String {
     let dropped = story.hops.iter().any(|h| matches!(h.details, Details::Drop { .. }));
     let style = if dropped { DROP } else { GOOD };
     let _ = writeln!(out, "   {style}⇒ {}{style:#}", story.outcome);
+    if story.events_lost {
+        let _ = writeln!(out, "   {DROP}! the kernel dropped events while this packet was traced: hops may be missing{DROP:#}");
+    }
     out
 }
 
