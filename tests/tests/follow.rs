@@ -285,3 +285,35 @@ fn waits_for_traffic_and_names_the_real_sender() -> Result<()> {
     assert_eq!((deliver["process"].as_str(), deliver["pid"].as_u64()), (Some("ping"), Some(ping_pid)));
     Ok(())
 }
+
+#[test]
+fn container_to_container_on_one_network_is_switched_not_routed() -> Result<()> {
+    let network = integration_tests::DockerNetwork::new()?;
+    let server = Container::builder().network(network.name()).start()?;
+    let client = Container::builder().network(network.name()).start()?;
+    let journeys = follow(&[client.name(), server.name(), "--probe", "icmp"])?;
+    ensure!(journeys.len() == 2, "{journeys:#?}");
+    let (request, reply) = (&journeys[0], &journeys[1]);
+    assert_eq!(ip(&request["tuple"]["dst"]), server.ip(), "DEST named by container");
+    for journey in [request, reply] {
+        let kinds = kinds(journey);
+        for absent in ["nat", "forward", "route"] {
+            assert!(!kinds.contains(&absent), "no {absent} between two containers on one bridge: {kinds:?}");
+        }
+        for hook in hops(journey).iter().filter(|h| h["kind"] == "netfilter") {
+            assert!(hook["text"].as_str().unwrap().contains("run by the bridge"), "{hook}");
+        }
+    }
+    let server_mac = server.exec_ok(["cat", "/sys/class/net/eth0/address"])?.trim().to_string();
+    let bridge = hop(request, "bridge");
+    assert_eq!((bridge["bridge"].as_str(), bridge["docker_network"].as_str()), (Some(network.bridge()), Some(network.name())));
+    assert_eq!(bridge["port"], host_peer_of(&client)?.as_str());
+    let decision = bridge["decision"].as_str().unwrap();
+    let expected = format!("switched to port {} (its forwarding database has {server_mac} on that port)", host_peer_of(&server)?);
+    assert_eq!(decision, expected);
+    assert!(bridge["text"].as_str().unwrap().contains("no routing and no NAT"));
+    assert_eq!(hops(request).last().unwrap()["namespace"], server.name());
+    assert_eq!(hops(reply).last().unwrap()["kind"], "deliver");
+    assert_eq!(hops(reply).last().unwrap()["namespace"], client.name());
+    Ok(())
+}

@@ -210,6 +210,8 @@ impl Run {
         let facts = Facts {
             host_ip_forward: enrich::host_ip_forward(),
             events_lost: self.last_loss.is_some_and(|at| at.elapsed() < LOSS_SHADOW),
+            bridge_calls_iptables: enrich::bridge_calls_iptables(),
+            fdb: if self.crosses_a_bridge(&journey) { enrich::host_fdb().await.unwrap_or_default() } else { Vec::new() },
         };
         let story = explain::explain(&journey, direction, reply_to, &self.topology, &facts);
         if direction == Direction::Request {
@@ -230,6 +232,10 @@ impl Run {
         out.write_all(text.as_bytes())?;
         out.flush()?;
         Ok(())
+    }
+
+    fn crosses_a_bridge(&self, journey: &Journey) -> bool {
+        journey.events.iter().any(|e| self.topology.interface(e.netns, e.ifindex).is_some_and(|i| i.master.is_some()))
     }
 
     /// A container started after pkttrace did is not in the model yet.

@@ -112,8 +112,8 @@ impl Conntrack {
             0 => "ESTABLISHED",
             1 => "RELATED",
             2 => "NEW",
-            3 => "ESTABLISHED (reply direction)",
-            4 => "RELATED (reply direction)",
+            3 => "ESTABLISHED, reply direction",
+            4 => "RELATED, reply direction",
             _ => "UNKNOWN",
         }
     }

@@ -4,6 +4,7 @@
 //! inode and an ifindex); the `topology` subcommand prints it.
 
 mod docker;
+mod fdb;
 #[cfg(test)]
 mod lab_test;
 mod netlink;
@@ -13,6 +14,8 @@ mod peers;
 mod tests;
 
 use std::net::Ipv4Addr;
+
+pub use fdb::{FdbEntry, host_fdb};
 
 /// Everything discovered in one pass.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -148,6 +151,11 @@ pub struct DockerNetwork {
 /// read per journey because it is what demos switch off and on.
 pub fn host_ip_forward() -> Option<bool> {
     netns::read_ip_forward()
+}
+
+/// `net.bridge.bridge-nf-call-iptables` (None when br_netfilter is not loaded).
+pub fn bridge_calls_iptables() -> Option<bool> {
+    std::fs::read_to_string("/proc/sys/net/bridge/bridge-nf-call-iptables").ok().map(|v| v.trim() != "0")
 }
 
 impl Topology {

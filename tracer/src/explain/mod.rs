@@ -11,7 +11,7 @@ use serde::Serialize;
 
 use crate::{
     decode::{Event, EventKind, Hook, NatSide, Packet, Transport},
-    enrich::{Interface, Topology},
+    enrich::{FdbEntry, Interface, Topology},
     journey::Journey,
 };
 
@@ -142,6 +142,10 @@ pub struct Facts {
     pub host_ip_forward: Option<bool>,
     /// The kernel reported lost events while this journey could have been traced.
     pub events_lost: bool,
+    /// `net.bridge.bridge-nf-call-iptables`: bridged frames also cross the IPv4 hooks.
+    pub bridge_calls_iptables: Option<bool>,
+    /// The bridges' forwarding databases when the journey was told.
+    pub fdb: Vec<FdbEntry>,
 }
 
 pub fn describe(packet: &Packet) -> String {
@@ -179,6 +183,9 @@ struct Explainer<'a> {
     /// The packet sat in a neighbour queue while ARP resolved its next hop;
     /// said on the hop that follows.
     waited_for_arp: bool,
+    /// While a bridge switches a frame (namespace, until when), netfilter hooks
+    /// are the bridge's doing, not the host routing it.
+    bridging: Option<(u32, u64)>,
 }
 
 impl Explainer<'_> {
@@ -224,6 +231,10 @@ impl Explainer<'_> {
     }
 }
 
+fn format_mac(mac: [u8; 6]) -> String {
+    mac.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
+}
+
 fn is_neighbour_queue(location: &str) -> bool {
     location.starts_with("__neigh_event_send") || location.starts_with("neigh_probe")
 }
@@ -242,7 +253,7 @@ fn describe_route(route: &RouteChoice) -> String {
 pub fn explain(journey: &Journey, direction: Direction, reply_to: Option<u64>, topology: &Topology, facts: &Facts) -> Story {
     let events = &journey.events;
     let start_ns = events.first().map(|e| e.time_ns).unwrap_or(0);
-    let mut x = Explainer { topology, facts, start_ns, hops: Vec::new(), waited_for_arp: false };
+    let mut x = Explainer { topology, facts, start_ns, hops: Vec::new(), waited_for_arp: false, bridging: None };
     let delivered_to_socket = events.iter().any(|e| e.kind == EventKind::SocketRead);
     // Indices already told as part of an earlier hop.
     let mut told = vec![false; events.len()];
@@ -340,6 +351,8 @@ pub fn explain(journey: &Journey, direction: Direction, reply_to: Option<u64>, t
         }
     }
 
+    // Hops are told as their evidence is found; the story reads in kernel time.
+    x.hops.sort_by_key(|h| h.at_us);
     let first = journey.first_packet();
     let outcome = outcome.unwrap_or_else(|| match x.hops.last() {
         Some(hop) if matches!(&hop.details, Details::Route(r) if r.table == "local") => {
@@ -460,15 +473,31 @@ impl Explainer<'_> {
         }
     }
 
+    /// Why the bridge chose `out`: the forwarding database entry for the destination MAC.
+    fn fdb_evidence(&self, bridge: &Interface, mac_dst: Option<&str>, out: &Event) -> String {
+        let Some(mac_dst) = mac_dst else { return String::new() };
+        let entry = self.facts.fdb.iter().find(|f| f.bridge == bridge.ifindex && format_mac(f.mac) == mac_dst);
+        match entry {
+            Some(entry) if entry.port == out.ifindex => {
+                format!(" (its forwarding database has {mac_dst} on that port)")
+            }
+            Some(entry) => {
+                let port = self.interface(out.netns, entry.port).map_or(entry.port.to_string(), |p| p.name.clone());
+                format!(" (its forwarding database now has {mac_dst} on port {port})")
+            }
+            None => format!(" ({mac_dst} is no longer in its forwarding database: learned entries age out)"),
+        }
+    }
+
     /// A frame entered a bridge port: was it for the bridge itself (handed up
     /// to the host's IP stack) or switched to another port?
     fn bridge_hop(&mut self, events: &[Event], i: usize, bridge: &Interface, mac_dst: Option<&str>, told: &mut [bool]) {
         let port_event = &events[i];
         let network = self.topology.bridge_network(&bridge.name).map(|n| n.name.clone());
-        let bridge_mac = bridge.mac.map(|m| m.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":"));
-        let later = events.iter().enumerate().skip(i + 1);
+        let bridge_mac = bridge.mac.map(format_mac);
+        let is_port = |e: &Event| self.interface(e.netns, e.ifindex).and_then(|p| p.master) == Some(bridge.ifindex);
         let mut decision = None;
-        for (j, e) in later {
+        for (j, e) in events.iter().enumerate().skip(i + 1) {
             let same_ns = e.netns == port_event.netns;
             if same_ns && matches!(e.kind, EventKind::Receive { .. }) && e.ifindex == bridge.ifindex {
                 told[j] = true;
@@ -480,22 +509,38 @@ impl Explainer<'_> {
                 decision = Some((format!("passed up to the host's IP stack ({why})"), None));
                 break;
             }
-            if same_ns
-                && matches!(e.kind, EventKind::Transmit)
-                && self.interface(e.netns, e.ifindex).and_then(|p| p.master) == Some(bridge.ifindex)
-            {
-                told[j] = true;
-                decision = Some((format!("switched to port {}", e.ifname), Some(j)));
+            if same_ns && matches!(e.kind, EventKind::Transmit) && is_port(e) {
+                // A frame for an unknown address leaves by every other port (each a copy).
+                let copies: Vec<(usize, &Event)> = events
+                    .iter()
+                    .enumerate()
+                    .skip(j)
+                    .filter(|(_, c)| c.netns == e.netns && matches!(c.kind, EventKind::Transmit) && is_port(c))
+                    .collect();
+                for (k, _) in &copies {
+                    told[*k] = true;
+                }
+                self.bridging = Some((e.netns, copies.last().map_or(e.time_ns, |(_, c)| c.time_ns)));
+                let text = if copies.len() > 1 {
+                    let ports: Vec<&str> = copies.iter().map(|(_, c)| c.ifname.as_str()).collect();
+                    format!("flooded to ports {} (destination MAC not in its forwarding database)", ports.join(", "))
+                } else {
+                    format!("switched to port {}{}", e.ifname, self.fdb_evidence(bridge, mac_dst, e))
+                };
+                decision = Some((text, Some(j)));
                 break;
             }
         }
         let (decision, switched_to) = decision.unwrap_or_else(|| ("no further bridge action seen".into(), None));
-        let text = format!(
+        let mut text = format!(
             "bridge {}{}: the frame entered port {}; {decision}",
             bridge.name,
             network.as_ref().map(|n| format!(" (Docker network \"{n}\")")).unwrap_or_default(),
             port_event.ifname
         );
+        if switched_to.is_some() {
+            text += ". Like a hardware switch: the host does no routing and no NAT for this packet";
+        }
         let details =
             Details::Bridge { bridge: bridge.name.clone(), docker_network: network, port: port_event.ifname.clone(), decision };
         self.push(port_event, Some(bridge.name.clone()), text, details);
@@ -518,7 +563,8 @@ impl Explainer<'_> {
         if let Some((j, _)) = after {
             told[j] = true;
         }
-        if hook == Hook::Forward {
+        let bridged = self.bridging.is_some_and(|(netns, until)| netns == event.netns && event.time_ns <= until);
+        if hook == Hook::Forward && !bridged {
             let to = self.interface(event.netns, out_ifindex).map(|d| d.name.clone()).unwrap_or_else(|| format!("if{out_ifindex}"));
             let setting = match self.facts.host_ip_forward {
                 Some(true) => "allowed by net.ipv4.conf.all.forwarding = 1",
@@ -533,12 +579,18 @@ impl Explainer<'_> {
         // Some hooks have no program after them: the packet passed if it was seen again.
         let seen_again = events[i + 1..].iter().any(|e| !matches!(e.kind, EventKind::Route { .. } | EventKind::Drop { .. }));
         let passed = if after.is_some() || side == NatSide::After || seen_again { "passed" } else { "entered" };
-        let text = format!(
+        let mut text = format!(
             "netfilter {} in {ns} on {}: {passed}{}",
             hook.name(),
             event.ifname,
             conntrack.map(|c| format!("; conntrack: {c}")).unwrap_or_default()
         );
+        if bridged {
+            text += match self.facts.bridge_calls_iptables {
+                Some(true) => " (run by the bridge for a switched frame: net.bridge.bridge-nf-call-iptables = 1)",
+                _ => " (run by the bridge for a switched frame, through br_netfilter)",
+            };
+        }
         self.push(event, Some(event.ifname.clone()), text, Details::Netfilter { hook: hook.name(), conntrack });
         if let Some((_, after)) = after {
             let (before, after_tuple) = (Tuple::of(&event.packet), Tuple::of(&after.packet));

@@ -4,8 +4,8 @@
 use std::net::Ipv4Addr;
 
 use super::*;
-use crate::enrich::{Container, DockerNetwork, InterfaceRef, Namespace, Owner};
-use crate::journey::tests::{COLD_ARP, DOCKER_USER_DROP, FORWARDING_DISABLED, ICMP_MASQUERADE, TCP_REFUSED, assemble};
+use crate::enrich::{Container, DockerNetwork, FdbEntry, InterfaceRef, Namespace, Owner};
+use crate::journey::tests::{COLD_ARP, SAME_BRIDGE, DOCKER_USER_DROP, FORWARDING_DISABLED, ICMP_MASQUERADE, TCP_REFUSED, assemble};
 
 const HOST: u32 = 4026531833;
 
@@ -130,18 +130,20 @@ fn plain(stories: &[Story]) -> String {
     anstream::adapter::strip_str(&text).to_string()
 }
 
-const FORWARDING_ON: Facts = Facts { host_ip_forward: Some(true), events_lost: false };
+fn forwarding_on() -> Facts {
+    Facts { host_ip_forward: Some(true), events_lost: false, bridge_calls_iptables: Some(true), fdb: Vec::new() }
+}
 
 #[test]
 fn icmp_through_masquerade_and_back() {
-    insta::assert_snapshot!(plain(&stories(ICMP_MASQUERADE, &FORWARDING_ON)));
+    insta::assert_snapshot!(plain(&stories(ICMP_MASQUERADE, &forwarding_on())));
 }
 
 /// Fresh lab: both the container and the host must ARP before sending; the
 /// lookups ARP makes are not the packet's route.
 #[test]
 fn cold_arp_caches_are_waited_for_not_mistaken_for_routes() {
-    let told = stories_on(&XTASK_LAB, COLD_ARP, &FORWARDING_ON);
+    let told = stories_on(&XTASK_LAB, COLD_ARP, &forwarding_on());
     let route_namespaces: Vec<&str> =
         told[0].hops.iter().filter(|h| matches!(h.details, Details::Route(_))).map(|h| h.namespace.as_str()).collect();
     assert_eq!(route_namespaces, ["host", "netns pt-upstream"], "one decision per namespace, made where the packet is");
@@ -150,23 +152,23 @@ fn cold_arp_caches_are_waited_for_not_mistaken_for_routes() {
 
 #[test]
 fn forwarding_disabled_is_named_with_its_sysctl() {
-    let facts = Facts { host_ip_forward: Some(false), events_lost: false };
+    let facts = Facts { host_ip_forward: Some(false), events_lost: false, bridge_calls_iptables: Some(true), fdb: Vec::new() };
     insta::assert_snapshot!(plain(&stories(FORWARDING_DISABLED, &facts)));
 }
 
 #[test]
 fn a_drop_rule_in_docker_user_is_a_netfilter_drop_in_forward() {
-    insta::assert_snapshot!(plain(&stories(DOCKER_USER_DROP, &FORWARDING_ON)));
+    insta::assert_snapshot!(plain(&stories(DOCKER_USER_DROP, &forwarding_on())));
 }
 
 #[test]
 fn a_refused_tcp_connection() {
-    insta::assert_snapshot!(plain(&stories(TCP_REFUSED, &FORWARDING_ON)));
+    insta::assert_snapshot!(plain(&stories(TCP_REFUSED, &forwarding_on())));
 }
 
 #[test]
 fn json_has_the_documented_hop_kinds_and_nat_tuples() {
-    let told = stories(ICMP_MASQUERADE, &FORWARDING_ON);
+    let told = stories(ICMP_MASQUERADE, &forwarding_on());
     let request: serde_json::Value = serde_json::from_str(&crate::render::json::render(&told[0])).unwrap();
     assert_eq!(request["direction"], "request");
     let kinds: Vec<&str> = request["hops"].as_array().unwrap().iter().map(|h| h["kind"].as_str().unwrap()).collect();
@@ -187,12 +189,68 @@ fn json_has_the_documented_hop_kinds_and_nat_tuples() {
 
 #[test]
 fn a_story_told_around_lost_events_says_so() {
-    let facts = Facts { host_ip_forward: Some(true), events_lost: true };
+    let facts = Facts { host_ip_forward: Some(true), events_lost: true, bridge_calls_iptables: Some(true), fdb: Vec::new() };
     let told = stories(ICMP_MASQUERADE, &facts);
     assert!(plain(&told[..1]).contains("the kernel dropped events while this packet was traced"));
     let json: serde_json::Value = serde_json::from_str(&crate::render::json::render(&told[0])).unwrap();
     assert_eq!(json["events_lost"], true);
     let complete: serde_json::Value =
-        serde_json::from_str(&crate::render::json::render(&stories(ICMP_MASQUERADE, &FORWARDING_ON)[0])).unwrap();
+        serde_json::from_str(&crate::render::json::render(&stories(ICMP_MASQUERADE, &forwarding_on())[0])).unwrap();
     assert!(complete.get("events_lost").is_none(), "only said when it happened");
+}
+
+/// pt-c1 (172.18.0.3) and pt-s1 (172.18.0.2) on network "ptnet", bridge pt-demo-br.
+fn same_bridge_lab() -> (Topology, Vec<FdbEntry>) {
+    const CLIENT_NS: u32 = 4026532338;
+    const SERVER_NS: u32 = 4026532185;
+    let mut bridge = interface(483, "pt-demo-br", "bridge", Some((Ipv4Addr::new(172, 18, 0, 1), 16)));
+    bridge.mac = Some([0x02, 0x42, 0xa7, 0x88, 0x71, 0x87]);
+    let mut client_port = veth(487, "veth86188c1", None, (CLIENT_NS, 486));
+    let mut server_port = veth(485, "veth991b44f", None, (SERVER_NS, 484));
+    client_port.master = Some(483);
+    server_port.master = Some(483);
+    let container = |name: &str, inode: u32, ifindex: u32, ip: Ipv4Addr, port: u32| {
+        namespace(inode, Owner::Container { name: name.into(), id: name.into() }, vec![veth(
+            ifindex,
+            "eth0",
+            Some((ip, 16)),
+            (HOST, port),
+        )])
+    };
+    let topology = Topology {
+        namespaces: vec![
+            namespace(HOST, Owner::Host, vec![bridge, server_port, client_port]),
+            container("pt-c1", CLIENT_NS, 486, Ipv4Addr::new(172, 18, 0, 3), 487),
+            container("pt-s1", SERVER_NS, 484, Ipv4Addr::new(172, 18, 0, 2), 485),
+        ],
+        containers: Vec::new(),
+        docker_error: None,
+        docker_networks: vec![DockerNetwork {
+            name: "ptnet".into(),
+            id: "4d2f".into(),
+            driver: "bridge".into(),
+            bridge: Some("pt-demo-br".into()),
+            subnets: vec![(Ipv4Addr::new(172, 18, 0, 0), 16)],
+        }],
+        host_netns: HOST,
+    };
+    let learned = |mac: [u8; 6], port: u32| FdbEntry { mac, port, bridge: 483, permanent: false };
+    let fdb = vec![learned([0x02, 0x42, 0xac, 0x12, 0x00, 0x02], 485), learned([0x02, 0x42, 0xac, 0x12, 0x00, 0x03], 487)];
+    (topology, fdb)
+}
+
+#[test]
+fn two_containers_on_one_bridge_are_switched_with_fdb_evidence() {
+    let (topology, fdb) = same_bridge_lab();
+    let facts = Facts { fdb, ..forwarding_on() };
+    let journeys = assemble(SAME_BRIDGE);
+    let told: Vec<Story> = journeys
+        .iter()
+        .enumerate()
+        .map(|(n, j)| {
+            let direction = if n == 0 { Direction::Request } else { Direction::Reply };
+            explain(j, direction, (n > 0).then_some(journeys[0].id), &topology, &facts)
+        })
+        .collect();
+    insta::assert_snapshot!(plain(&told));
 }

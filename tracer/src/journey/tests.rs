@@ -13,6 +13,8 @@ pub const FORWARDING_DISABLED: &str = include_str!("fixtures/forwarding_disabled
 pub const DOCKER_USER_DROP: &str = include_str!("fixtures/docker_user_drop.jsonl");
 pub const TCP_REFUSED: &str = include_str!("fixtures/tcp_refused.jsonl");
 /// Recorded with `pkttrace follow --save-events` on `cargo xtask lab`, right after it came up.
+/// Two containers on a user-defined network (bridge pt-demo-br), recorded with --save-events.
+pub const SAME_BRIDGE: &str = include_str!("fixtures/same_bridge.jsonl");
 pub const COLD_ARP: &str = include_str!("fixtures/cold_arp.jsonl");
 
 pub fn assemble(fixture: &str) -> Vec<Journey> {
