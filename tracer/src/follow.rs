@@ -187,23 +187,24 @@ impl Run {
             .iter()
             .find(|e| !matches!(e.kind, EventKind::Route { .. }))
             .is_some_and(|e| e.netns == self.source.netns);
-        let (direction, reply_to) = if first.dst == self.destination.address && starts_in_source {
+        // A reply is whatever answers a request we told (same conntrack entry, or
+        // the swapped tuple); after DNAT it comes from another address than DEST.
+        let outgoing = first.dst == self.destination.address && starts_in_source;
+        let answered = self.waiting.iter().rposition(|r| journey.answers(&r.journey));
+        let (direction, reply_to) = if let Some(index) = answered
+            && !outgoing
+        {
+            // An exchange is a request and its first answer.
+            let request = self.waiting.remove(index).expect("found above");
+            self.exchanges_done += 1;
+            (Direction::Reply, Some(request.journey.id))
+        } else if outgoing {
             if self.limit.is_some_and(|n| self.requests_told >= n) {
                 return Ok(());
             }
             (Direction::Request, None)
-        } else if first.src == self.destination.address {
-            // An exchange is a request and its first answer.
-            match self.waiting.iter().rposition(|r| journey.answers(&r.journey)) {
-                Some(index) => {
-                    let request = self.waiting.remove(index).expect("found above");
-                    self.exchanges_done += 1;
-                    (Direction::Reply, Some(request.journey.id))
-                }
-                // An answer to somebody else's packet.
-                None => return Ok(()),
-            }
         } else {
+            // Somebody else's packet, or an answer to a request not told.
             return Ok(());
         };
         self.refresh_topology_if_unknown(&journey).await;
