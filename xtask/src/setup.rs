@@ -104,13 +104,15 @@ fn bpf_linker() -> Result<()> {
         return Ok(());
     }
     println!("setup: building bpf-linker against LLVM 22 (about a minute)");
-    // Without LLVM_PREFIX the link fails with `-lLLVM` not found.
+    // Without LLVM_PREFIX the link fails with `-lLLVM` not found. The version
+    // is pinned (with its lock file) so a new release cannot break a fresh machine.
     run(cmd(
         "cargo",
         [
             "+nightly",
             "install",
-            "bpf-linker",
+            "bpf-linker@0.13.0",
+            "--locked",
             "--no-default-features",
             "--features",
             "llvm-22",
