@@ -18,7 +18,8 @@ mod wiring;
 use std::net::Ipv4Addr;
 
 pub use wiring::{
-    Chain, ChainHook, Listener, NamespaceIds, PortBinding, Rule, RuleMatch, Ruleset, Wiring,
+    Chain, ChainHook, ContainerInside, Listener, NamespaceIds, PortBinding, Rule, RuleMatch,
+    Ruleset, Wiring,
 };
 
 /// Everything discovered in one pass.

@@ -11,3 +11,6 @@ pub use report::Report;
 pub fn json(report: &Report) -> String {
     serde_json::to_string_pretty(report).expect("a report always serializes")
 }
+
+#[cfg(test)]
+mod tests;
