@@ -10,8 +10,8 @@ use std::net::{IpAddr, Ipv4Addr};
 use serde::Serialize;
 
 use crate::enrich::{
-    Chain, Container, Interface, InterfaceRef, Listener, Namespace, NamespaceIds, Owner, Route,
-    RouteKind, Rule, Topology, Wiring,
+    Chain, Container, ContainerInside, Interface, InterfaceRef, Listener, Namespace, NamespaceIds,
+    Owner, Route, RouteKind, Rule, Topology, Wiring,
 };
 
 /// Everything `pkttrace topology` shows; `--json` prints it as is.
@@ -208,7 +208,10 @@ impl Report {
         let mut containers: Vec<ContainerView> = topology
             .containers
             .iter()
-            .map(|c| container_view(wiring, c, &all_bridges))
+            .map(|c| {
+                let inside = wiring.containers.iter().find(|i| i.id == c.id);
+                container_view(topology, c, inside, &all_bridges)
+            })
             .collect();
         let mut namespaces: Vec<NamespaceView> = topology
             .namespaces
@@ -562,9 +565,12 @@ fn owner_of_address(topology: &Topology, ip: IpAddr) -> Option<String> {
         .map(|ns| topology.owner_label(ns.inode))
 }
 
-fn container_view(wiring: &Wiring, c: &Container, bridges: &[BridgeView]) -> ContainerView {
-    let topology = &wiring.topology;
-    let inside = wiring.containers.iter().find(|i| i.id == c.id);
+fn container_view(
+    topology: &Topology,
+    c: &Container,
+    inside: Option<&ContainerInside>,
+    bridges: &[BridgeView],
+) -> ContainerView {
     let (nameservers, resolv_conf_error) = match inside.map(|i| &i.nameservers) {
         Some(Ok(servers)) => (servers.iter().map(|s| s.to_string()).collect(), None),
         Some(Err(e)) => (Vec::new(), Some(e.clone())),
