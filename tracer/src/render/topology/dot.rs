@@ -136,9 +136,10 @@ fn cluster(out: &mut String, report: &Report, ns: &NamespaceView) {
     if ns.kind == "host" {
         for (n, port) in report.published_ports.iter().enumerate() {
             let mut label = format!(
-                "<B>published {}/{}</B>",
+                "<B>published {} port {} on {}</B>",
                 html(&port.protocol),
-                port.host_port
+                port.host_port,
+                html(&port.host_ip)
             );
             for server in &port.served_by {
                 let _ = write!(
