@@ -476,7 +476,7 @@ fn without_docker_namespaces_still_show_and_one_line_says_why() -> Result<()> {
 }
 
 #[test]
-fn an_unknown_container_gets_one_clear_line_and_exit_code_2() -> Result<()> {
+fn bad_input_gets_one_clear_line_and_exit_code_2() -> Result<()> {
     let run = pkttrace(["topology", "no-such-container-xyz"])?;
     assert_eq!(run.status.code(), Some(2), "{run}");
     assert_eq!(run.stderr.lines().count(), 1, "{run}");
@@ -485,5 +485,14 @@ fn an_unknown_container_gets_one_clear_line_and_exit_code_2() -> Result<()> {
             .contains("no running container named 'no-such-container-xyz'"),
         "{run}"
     );
+    let as_nobody = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(pkttrace_bin())
+        .arg("topology")
+        .output()?;
+    let stderr = String::from_utf8_lossy(&as_nobody.stderr);
+    assert_eq!(as_nobody.status.code(), Some(2), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("must run as root"), "{stderr}");
     Ok(())
 }

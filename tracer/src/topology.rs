@@ -28,6 +28,12 @@ pub struct TopologyArgs {
 }
 
 pub async fn run(args: TopologyArgs) -> Result<ExitCode> {
+    // SAFETY: geteuid has no failure mode.
+    if unsafe { libc::geteuid() } != 0 {
+        bail!(
+            "pkttrace topology must run as root (it enters every network namespace and reads other processes' sockets): run it with sudo"
+        );
+    }
     let wiring = Wiring::discover()
         .await
         .context("cannot read this host's network namespaces")?;
