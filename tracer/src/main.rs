@@ -11,6 +11,7 @@ mod probes;
 mod render;
 mod sender;
 mod target;
+mod topology;
 
 use std::process::ExitCode;
 
@@ -27,6 +28,8 @@ struct Cli {
 enum Command {
     /// Follow packets from SOURCE to DEST and explain every hop, and the reply
     Follow(follow::FollowArgs),
+    /// Show the host's wiring: namespaces, veth pairs, bridges, routes, NAT and filter rules, published ports
+    Topology(topology::TopologyArgs),
 }
 
 /// Setup errors (bad input, missing privileges or kernel features) exit with 2.
@@ -37,6 +40,7 @@ async fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Follow(args) => follow::run(args).await,
+        Command::Topology(args) => topology::run(args).await,
     };
     match result {
         Ok(code) => code,

@@ -10,14 +10,21 @@ use bollard::models::{ContainerInspectResponse, EndpointSettings, Network};
 use bollard::{API_DEFAULT_VERSION, Docker};
 use futures::future::join_all;
 
-use super::{Container, ContainerNetwork, DockerNetwork, netns};
+use super::{Container, ContainerNetwork, DockerNetwork, PortBinding, netns};
 
 const DEFAULT_SOCKET: &str = "/var/run/docker.sock";
 /// Discovery runs at startup: a hung dockerd must not hang pkttrace.
 const TIMEOUT: Duration = Duration::from_secs(3);
 const BRIDGE_NAME_OPTION: &str = "com.docker.network.bridge.name";
 
-type Found = (Vec<Container>, Vec<DockerNetwork>);
+/// What Docker reported.
+#[derive(Debug)]
+pub(super) struct Found {
+    pub containers: Vec<Container>,
+    pub networks: Vec<DockerNetwork>,
+    /// Ports published with `-p`, all containers together.
+    pub port_bindings: Vec<PortBinding>,
+}
 
 /// Containers and networks, or a one-line reason Docker could not be asked.
 pub(super) async fn discover() -> Result<Found, String> {
@@ -59,16 +66,56 @@ async fn query(path: &str) -> Result<Found, DockerError> {
         .iter()
         .filter_map(|c| c.id.as_deref())
         .map(|id| docker.inspect_container(id, None));
+    let mut containers = Vec::new();
+    let mut port_bindings = Vec::new();
     // A container that stopped since the listing is simply left out.
-    let mut containers: Vec<Container> = join_all(inspections)
-        .await
-        .into_iter()
-        .filter_map(|r| container(r.ok()?))
-        .collect();
+    for inspected in join_all(inspections).await.into_iter().flatten() {
+        let bindings = published(&inspected);
+        if let Some(c) = container(inspected) {
+            port_bindings.extend(bindings);
+            containers.push(c);
+        }
+    }
     containers.sort_by(|a, b| a.name.cmp(&b.name));
+    port_bindings.sort_by(|a, b| {
+        (a.host_port, &a.protocol, &a.host_ip).cmp(&(b.host_port, &b.protocol, &b.host_ip))
+    });
     let mut networks: Vec<DockerNetwork> = networks.into_iter().filter_map(network).collect();
     networks.sort_by(|a, b| a.name.cmp(&b.name));
-    Ok((containers, networks))
+    Ok(Found {
+        containers,
+        networks,
+        port_bindings,
+    })
+}
+
+/// `NetworkSettings.Ports`: "80/tcp" -> host address and port, one entry
+/// per host address family Docker bound (0.0.0.0 and ::).
+fn published(c: &ContainerInspectResponse) -> Vec<PortBinding> {
+    let Some(id) = c.id.as_deref() else {
+        return Vec::new();
+    };
+    let ports = c.network_settings.as_ref().and_then(|s| s.ports.as_ref());
+    let mut bindings = Vec::new();
+    for (port, hosts) in ports.into_iter().flatten() {
+        let (port, protocol) = port.split_once('/').unwrap_or((port, "tcp"));
+        let Ok(container_port) = port.parse() else {
+            continue;
+        };
+        for host in hosts.iter().flatten() {
+            let Some(host_port) = host.host_port.as_deref().and_then(|p| p.parse().ok()) else {
+                continue;
+            };
+            bindings.push(PortBinding {
+                container_id: id.to_string(),
+                protocol: protocol.to_string(),
+                container_port,
+                host_ip: host.host_ip.clone().unwrap_or_default(),
+                host_port,
+            });
+        }
+    }
+    bindings
 }
 
 fn container(c: ContainerInspectResponse) -> Option<Container> {

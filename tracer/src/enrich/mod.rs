@@ -5,17 +5,24 @@
 
 mod docker;
 mod fdb;
+mod firewall;
 #[cfg(test)]
 mod lab_test;
 mod netlink;
 mod netns;
 mod peers;
+mod processes;
 #[cfg(test)]
 mod tests;
+mod wiring;
 
 use std::net::Ipv4Addr;
 
 pub use fdb::{FdbEntry, host_fdb};
+pub use wiring::{
+    Chain, ChainHook, ContainerInside, Listener, NamespaceIds, PortBinding, Rule, RuleMatch,
+    Ruleset, Wiring,
+};
 
 /// Everything discovered in one pass.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -162,11 +169,17 @@ impl Topology {
     /// Reads the whole model. Docker failures end up in `docker_error`;
     /// only failing to read the namespaces themselves is an error.
     pub async fn discover() -> anyhow::Result<Topology> {
+        Ok(Self::discover_with_port_bindings().await?.0)
+    }
+
+    /// The one discovery pass, also keeping what only `topology` shows:
+    /// the ports Docker published.
+    async fn discover_with_port_bindings() -> anyhow::Result<(Topology, Vec<PortBinding>)> {
         let (namespaces, docker) = tokio::join!(netns::discover(), docker::discover());
         let (host_netns, mut namespaces) = namespaces?;
-        let (containers, docker_networks, docker_error) = match docker {
-            Ok((c, n)) => (c, n, None),
-            Err(e) => (Vec::new(), Vec::new(), Some(e)),
+        let (containers, docker_networks, port_bindings, docker_error) = match docker {
+            Ok(found) => (found.containers, found.networks, found.port_bindings, None),
+            Err(e) => (Vec::new(), Vec::new(), Vec::new(), Some(e)),
         };
         for ns in &mut namespaces {
             if ns.inode == host_netns {
@@ -187,13 +200,14 @@ impl Topology {
             };
             (rank, owner_text(&ns.owner), ns.inode)
         });
-        Ok(Topology {
+        let topology = Topology {
             namespaces,
             containers,
             docker_error,
             docker_networks,
             host_netns,
-        })
+        };
+        Ok((topology, port_bindings))
     }
 
     pub fn namespace(&self, inode: u32) -> Option<&Namespace> {
@@ -252,14 +266,13 @@ impl Namespace {
         self.interfaces.iter().find(|i| i.ifindex == ifindex)
     }
 
-    // Used by the topology view (issue 3); the privileged test checks names with it now.
+    // The privileged test checks names with it.
     #[cfg(test)]
     pub fn interface_by_name(&self, name: &str) -> Option<&Interface> {
         self.interfaces.iter().find(|i| i.name == name)
     }
 
     /// Interfaces enslaved to `bridge` (its ports).
-    #[cfg(test)]
     pub fn bridge_ports(&self, bridge: u32) -> impl Iterator<Item = &Interface> {
         self.interfaces
             .iter()

@@ -1,4 +1,6 @@
-//! Renderers: the same stories as terminal text or JSON Lines.
+//! Renderers: the same stories as terminal text or JSON Lines, and the
+//! topology as tables, JSON or a picture.
 
 pub mod json;
 pub mod terminal;
+pub mod topology;

@@ -1,0 +1,119 @@
+//! What /proc tells beyond netlink: which process holds each listening
+//! socket of the host namespace, and a container's namespaces and resolver.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+
+use procfs::net::TcpState;
+use procfs::process::{FDTarget, Process};
+
+use super::{Listener, NamespaceIds};
+
+/// Every TCP socket in LISTEN state and every bound UDP socket of the
+/// namespace pkttrace runs in (the host's), with the processes holding it:
+/// the kernel only knows a socket's inode, each process's fd table maps it
+/// to that process.
+pub(super) fn host_listeners() -> Vec<Listener> {
+    let mut sockets: HashMap<u64, (&'static str, SocketAddr)> = HashMap::new();
+    let tcp = procfs::net::tcp()
+        .into_iter()
+        .chain(procfs::net::tcp6())
+        .flatten();
+    for entry in tcp.filter(|e| e.state == TcpState::Listen) {
+        sockets.insert(entry.inode, ("tcp", entry.local_address));
+    }
+    for entry in procfs::net::udp()
+        .into_iter()
+        .chain(procfs::net::udp6())
+        .flatten()
+    {
+        sockets.insert(entry.inode, ("udp", entry.local_address));
+    }
+    let mut listeners = Vec::new();
+    // Processes come and go while we look: whatever fails is skipped.
+    for process in procfs::process::all_processes()
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let Ok(fds) = process.fd() else { continue };
+        let held: Vec<u64> = fds
+            .flatten()
+            .filter_map(|fd| match fd.target {
+                FDTarget::Socket(inode) if sockets.contains_key(&inode) => Some(inode),
+                _ => None,
+            })
+            .collect();
+        if held.is_empty() {
+            continue;
+        }
+        let Ok(pid) = u32::try_from(process.pid) else {
+            continue;
+        };
+        let args = process.cmdline().unwrap_or_default();
+        let name = process.stat().map(|s| s.comm).unwrap_or_default();
+        for inode in held {
+            let (protocol, address) = sockets[&inode];
+            listeners.push(Listener {
+                protocol: protocol.to_string(),
+                address,
+                socket_inode: inode,
+                pid,
+                process: name.clone(),
+                args: args.clone(),
+            });
+        }
+    }
+    listeners.sort_by_key(|l| (l.address.port(), l.protocol.clone(), l.pid, l.socket_inode));
+    listeners.dedup();
+    listeners
+}
+
+/// The namespaces a process is in, as `lsns` shows them; the host's are
+/// those of pid 1, or pkttrace's own where pid 1 cannot be inspected.
+pub(super) fn namespace_ids(pid: Option<u32>) -> NamespaceIds {
+    let process = match pid {
+        Some(pid) => i32::try_from(pid)
+            .ok()
+            .and_then(|pid| Process::new(pid).ok()),
+        None => Process::new(1)
+            .ok()
+            .filter(|p| p.namespaces().is_ok())
+            .or_else(|| Process::myself().ok()),
+    };
+    let found = process.and_then(|p| p.namespaces().ok());
+    let id = |kind: &str| {
+        let namespaces = &found.as_ref()?.0;
+        namespaces
+            .get(std::ffi::OsStr::new(kind))
+            .map(|ns| ns.identifier)
+    };
+    NamespaceIds {
+        net: id("net"),
+        pid: id("pid"),
+        mnt: id("mnt"),
+        uts: id("uts"),
+        ipc: id("ipc"),
+        user: id("user"),
+        cgroup: id("cgroup"),
+    }
+}
+
+/// The nameservers in the container's own /etc/resolv.conf, read through
+/// its root as the kernel shows it to the container.
+pub(super) fn nameservers(pid: u32) -> Result<Vec<IpAddr>, String> {
+    let path = format!("/proc/{pid}/root/etc/resolv.conf");
+    std::fs::read_to_string(&path)
+        .map(|text| parse_nameservers(&text))
+        .map_err(|e| format!("cannot read {path}: {e}"))
+}
+
+pub(super) fn parse_nameservers(resolv_conf: &str) -> Vec<IpAddr> {
+    resolv_conf
+        .lines()
+        .filter_map(|line| {
+            let mut words = line.split_whitespace();
+            (words.next() == Some("nameserver")).then(|| words.next()?.parse().ok())?
+        })
+        .collect()
+}

@@ -1,0 +1,125 @@
+//! `pkttrace topology [CONTAINER]`: reads the host's wiring once, narrows
+//! it to one container if asked, and prints it as tables, JSON or a
+//! Graphviz picture.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode, Stdio};
+
+use anyhow::{Context, Result, bail};
+
+use crate::enrich::{Container, Topology, Wiring};
+use crate::render::topology::{self, Report};
+use crate::target::InputError;
+
+#[derive(clap::Args, Debug)]
+pub struct TopologyArgs {
+    /// Show only this container (name or id prefix): its namespaces, wiring, resolver and published ports
+    pub container: Option<String>,
+    /// Print the model as one JSON document instead of tables (schema in the README)
+    #[arg(long, conflicts_with = "dot")]
+    pub json: bool,
+    /// Print the picture as Graphviz DOT instead of tables
+    #[arg(long)]
+    pub dot: bool,
+    /// Draw the picture into FILE as SVG (with Graphviz's `dot`); prints no tables
+    #[arg(long, value_name = "FILE")]
+    pub svg: Option<PathBuf>,
+}
+
+pub async fn run(args: TopologyArgs) -> Result<ExitCode> {
+    // SAFETY: geteuid has no failure mode.
+    if unsafe { libc::geteuid() } != 0 {
+        bail!(
+            "pkttrace topology must run as root (it enters every network namespace and reads other processes' sockets): run it with sudo"
+        );
+    }
+    let wiring = Wiring::discover()
+        .await
+        .context("cannot read this host's network namespaces")?;
+    let focus = args
+        .container
+        .as_deref()
+        .map(|name| resolve(name, &wiring.topology))
+        .transpose()?;
+    let report = Report::build(&wiring, focus);
+    if let Some(docker) = &report.docker_error {
+        eprintln!("pkttrace: note: {docker}; containers are shown as namespaces only");
+    }
+    if let Some(firewall) = &report.firewall_error {
+        eprintln!("pkttrace: note: {firewall}; netfilter rules are not shown");
+    }
+    if let Some(path) = &args.svg {
+        write_svg(&topology::dot::render(&report), path)?;
+        eprintln!("pkttrace: wrote the picture to {}", path.display());
+    }
+    let text = if args.json {
+        topology::json(&report) + "\n"
+    } else if args.dot {
+        topology::dot::render(&report)
+    } else if args.svg.is_some() {
+        return Ok(ExitCode::SUCCESS);
+    } else {
+        topology::table::render(&report)
+    };
+    let mut out = anstream::stdout();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        // `pkttrace topology | head` is fine.
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(ExitCode::SUCCESS),
+        written => {
+            written?;
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn resolve<'t>(name: &str, topology: &'t Topology) -> Result<&'t Container> {
+    if let Some(container) = topology.container(name) {
+        return Ok(container);
+    }
+    let message = match &topology.docker_error {
+        Some(docker) => format!("cannot show container '{name}': {docker}"),
+        None if topology.containers.is_empty() => {
+            format!("no running container named '{name}'; no container is running")
+        }
+        None => {
+            let running: Vec<&str> = topology
+                .containers
+                .iter()
+                .map(|c| c.name.as_str())
+                .collect();
+            format!(
+                "no running container named '{name}'; running containers: {}",
+                running.join(", ")
+            )
+        }
+    };
+    Err(InputError(message).into())
+}
+
+/// Lets Graphviz lay the picture out and write it.
+fn write_svg(dot: &str, path: &Path) -> Result<()> {
+    let mut child = Command::new("dot")
+        .arg("-Tsvg")
+        .arg("-o")
+        .arg(path)
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("cannot run Graphviz's `dot` for --svg (apt-get install graphviz)")?;
+    child
+        .stdin
+        .take()
+        .context("dot has no stdin")?
+        .write_all(dot.as_bytes())?;
+    let out = child.wait_with_output()?;
+    if !out.status.success() {
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        bail!(
+            "Graphviz's dot could not write {}: {}",
+            path.display(),
+            stderr.split_whitespace().collect::<Vec<_>>().join(" ")
+        );
+    }
+    Ok(())
+}
