@@ -156,6 +156,10 @@ fn a_drop_rule_in_docker_user_is_a_netfilter_drop_in_forward() -> Result<()> {
     let drop = hops(request).last().unwrap();
     assert_eq!((drop["kind"].as_str(), drop["reason"].as_str()), (Some("drop"), Some("NETFILTER_DROP")));
     assert!(drop["hint"].as_str().unwrap().contains("in FORWARD"), "{drop}");
+    let rules = drop["rules"].as_array().expect("the rule that dropped it");
+    assert_eq!(rules.len(), 1, "{drop}");
+    let rule = rules[0].as_str().unwrap();
+    assert!(rule.starts_with("ip filter DOCKER-USER: ") && rule.contains(&from) && rule.ends_with("drop"), "our own rule: {rule}");
     assert!(!kinds(request).contains(&"nat"), "dropped before MASQUERADE");
     Ok(())
 }
@@ -315,5 +319,38 @@ fn container_to_container_on_one_network_is_switched_not_routed() -> Result<()> 
     assert_eq!(hops(request).last().unwrap()["namespace"], server.name());
     assert_eq!(hops(reply).last().unwrap()["kind"], "deliver");
     assert_eq!(hops(reply).last().unwrap()["namespace"], client.name());
+    Ok(())
+}
+
+#[test]
+fn containers_on_two_networks_are_kept_apart_by_a_rule_read_from_the_kernel() -> Result<()> {
+    let (network_a, network_b) = (integration_tests::DockerNetwork::new()?, integration_tests::DockerNetwork::new()?);
+    let target = Container::builder().network(network_b.name()).start()?;
+    let source = Container::builder().network(network_a.name()).start()?;
+    let journeys = follow(&[source.name(), target.name(), "--probe", "icmp"])?;
+    ensure!(journeys.len() == 1, "no reply: {journeys:#?}");
+    let request = &journeys[0];
+    assert_eq!(hop(request, "bridge")["decision"].as_str().map(|d| d.starts_with("passed up")), Some(true), "routed, not switched");
+    assert_eq!(hop(request, "route")["out_device"], network_b.bridge());
+    let drop = hops(request).last().unwrap();
+    assert_eq!((drop["kind"].as_str(), drop["reason"].as_str()), (Some("drop"), Some("NETFILTER_DROP")));
+    let rules: Vec<&str> = drop["rules"].as_array().expect("the rule that dropped it").iter().map(|r| r.as_str().unwrap()).collect();
+    ensure!(rules.len() == 1, "{rules:?}");
+    // The rule as the kernel lists it right now: chain and wording come from the ruleset, not from pkttrace.
+    let (chain, rule) = rules[0].split_once(": ").unwrap();
+    let ruleset = String::from_utf8(Command::new("nft").args(["list", "ruleset"]).output()?.stdout)?;
+    let chain_name = chain.rsplit(' ').next().unwrap();
+    let chain_text = ruleset.split(&format!("chain {chain_name} {{")).nth(1).context("chain in the ruleset")?;
+    // nft prints each rule's counter in the middle; pkttrace quotes the rule without it.
+    let without_counter = |line: &str| {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        match words.iter().position(|w| *w == "counter") {
+            Some(at) => [&words[..at], &words[(at + 5).min(words.len())..]].concat().join(" "),
+            None => words.join(" "),
+        }
+    };
+    let chain_rules = chain_text.split('}').next().unwrap();
+    assert!(chain_rules.lines().any(|l| without_counter(l) == rule), "{rule} in chain {chain_name}:\n{chain_rules}");
+    assert!(rule.contains(network_b.bridge()) && rule.ends_with("drop"), "{rule}");
     Ok(())
 }

@@ -13,7 +13,7 @@ use tokio::{
 
 use crate::{
     decode::{self, EventKind, KernelNames},
-    enrich::{self, Topology},
+    enrich::{self, Ruleset, Topology},
     explain::{self, Direction, Facts},
     journey::{Assembler, Journey},
     probes::{self, Filter, Probes},
@@ -75,6 +75,8 @@ struct Run {
     waiting: VecDeque<WaitingRequest>,
     last_refresh: Instant,
     last_loss: Option<Instant>,
+    /// The ruleset's counters as last read, to tell which rule dropped a packet.
+    ruleset: Option<Ruleset>,
 }
 
 pub async fn run(args: FollowArgs) -> Result<ExitCode> {
@@ -108,9 +110,11 @@ pub async fn run(args: FollowArgs) -> Result<ExitCode> {
         destination.address,
         if probe.is_some() { " (sending the probe now)" } else { "; waiting for traffic (Ctrl-C to stop)" }
     );
+    // Counters before any traced packet, to tell later which rule dropped one.
+    let ruleset = enrich::read_ruleset().ok();
     let sender = probe.map(|p| sender::spawn(p, destination, source.netns_path.as_deref(), count.unwrap_or(1))).transpose()?;
 
-    let mut run = Run { source, destination, topology, names, json: args.json, limit: count, requests_told: 0, exchanges_done: 0, waiting: VecDeque::new(), last_refresh: Instant::now(), last_loss: None };
+    let mut run = Run { source, destination, topology, names, json: args.json, limit: count, requests_told: 0, exchanges_done: 0, waiting: VecDeque::new(), last_refresh: Instant::now(), last_loss: None, ruleset };
     let mut assembler = Assembler::new(QUIET.as_nanos() as u64);
     let mut interrupt = signal(SignalKind::interrupt())?;
     let mut terminate = signal(SignalKind::terminate())?;
@@ -213,6 +217,7 @@ impl Run {
             events_lost: self.last_loss.is_some_and(|at| at.elapsed() < LOSS_SHADOW),
             bridge_calls_iptables: enrich::bridge_calls_iptables(),
             fdb: if self.crosses_a_bridge(&journey) { enrich::host_fdb().await.unwrap_or_default() } else { Vec::new() },
+            dropping_rules: self.dropping_rules(&journey),
         };
         let story = explain::explain(&journey, direction, reply_to, &self.topology, &facts);
         if direction == Direction::Request {
@@ -233,6 +238,21 @@ impl Run {
         out.write_all(text.as_bytes())?;
         out.flush()?;
         Ok(())
+    }
+
+    /// For a netfilter drop: the rules whose counters went up since the
+    /// ruleset was last read (kept as the new baseline).
+    fn dropping_rules(&mut self, journey: &Journey) -> Vec<String> {
+        let netfilter_drop = journey.events.iter().any(|e| matches!(&e.kind, EventKind::Drop { reason, .. } if reason == "NETFILTER_DROP"));
+        let hook = journey.events.iter().rev().find_map(|e| match e.kind {
+            EventKind::Netfilter { hook, .. } => Some(hook),
+            _ => None,
+        });
+        let (true, Some(hook)) = (netfilter_drop, hook) else { return Vec::new() };
+        let Ok(now) = enrich::read_ruleset() else { return Vec::new() };
+        let rules = self.ruleset.as_ref().map(|before| now.drops_since(before, hook.nft_name())).unwrap_or_default();
+        self.ruleset = Some(now);
+        rules
     }
 
     fn crosses_a_bridge(&self, journey: &Journey) -> bool {

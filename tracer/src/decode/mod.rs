@@ -33,6 +33,17 @@ impl Hook {
         })
     }
 
+    /// The hook as nftables names it in a base chain.
+    pub fn nft_name(self) -> &'static str {
+        match self {
+            Self::Prerouting => "prerouting",
+            Self::Input => "input",
+            Self::Forward => "forward",
+            Self::Output => "output",
+            Self::Postrouting => "postrouting",
+        }
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             Self::Prerouting => "PREROUTING",

@@ -273,6 +273,35 @@ fn without_counter(rule: &str) -> String {
 }
 
 impl Ruleset {
+    /// What dropped packets at `hook` since `before` was read: the drop rules
+    /// whose counter went up, or else the base chain's drop policy.
+    pub fn drops_since(&self, before: &Ruleset, hook: &str) -> Vec<String> {
+        let packets_before = |chain: &Chain, rule: &Rule| {
+            before
+                .chains
+                .iter()
+                .find(|c| c.family == chain.family && c.table == chain.table && c.name == chain.name)
+                .and_then(|c| c.rules.iter().find(|r| r.handle == rule.handle))
+                .and_then(|r| r.packets)
+                .unwrap_or(0)
+        };
+        let rules: Vec<String> = self
+            .chains
+            .iter()
+            .flat_map(|c| c.rules.iter().map(move |r| (c, r)))
+            .filter(|(c, r)| r.action.as_deref() == Some("drop") && r.packets.unwrap_or(0) > packets_before(c, r))
+            .map(|(c, r)| format!("{} {} {}: {}", c.family, c.table, c.name, r.text))
+            .collect();
+        if !rules.is_empty() {
+            return rules;
+        }
+        self.chains
+            .iter()
+            .filter(|c| c.hook.as_ref().is_some_and(|h| h.hook == hook && h.policy.as_deref() == Some("drop")))
+            .map(|c| format!("{} {} {}: the chain's policy is drop", c.family, c.table, c.name))
+            .collect()
+    }
+
     /// The rules that name `interface` (as iifname/oifname, also through a
     /// `br-*` style wildcard) or an IPv4 address inside one of `subnets`,
     /// with the chain each is in.

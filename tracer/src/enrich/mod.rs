@@ -160,6 +160,11 @@ pub fn host_ip_forward() -> Option<bool> {
     netns::read_ip_forward()
 }
 
+/// The host's netfilter ruleset with its counters (via `nft`), or why not.
+pub fn read_ruleset() -> Result<Ruleset, String> {
+    firewall::read()
+}
+
 /// `net.bridge.bridge-nf-call-iptables` (None when br_netfilter is not loaded).
 pub fn bridge_calls_iptables() -> Option<bool> {
     std::fs::read_to_string("/proc/sys/net/bridge/bridge-nf-call-iptables").ok().map(|v| v.trim() != "0")

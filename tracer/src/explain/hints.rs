@@ -16,6 +16,14 @@ pub fn for_drop(reason: &str, location: &str, last_hook: Option<&str>, facts: &F
              Check: ip route get <destination>; sysctl net.ipv4.conf.all.forwarding"
                 .into()
         }
+        "NETFILTER_DROP" if !facts.dropping_rules.is_empty() => {
+            let hook = last_hook.unwrap_or("a netfilter hook");
+            format!(
+                "netfilter dropped it in {hook}: {} (its packet counter went up while the packet was traced). \
+                 Check: nft -a list ruleset, or iptables -L -v -n --line-numbers",
+                facts.dropping_rules.join("; ")
+            )
+        }
         "NETFILTER_DROP" => {
             let hook = last_hook.unwrap_or("a netfilter hook");
             let chains = match hook {

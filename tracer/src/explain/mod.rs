@@ -88,7 +88,14 @@ pub enum Details {
     Xmit,
     Receive,
     Deliver { process: String, pid: u32 },
-    Drop { reason: String, location: String, hint: String },
+    Drop {
+        reason: String,
+        location: String,
+        hint: String,
+        /// For a netfilter drop: the rule (or chain policy) whose counter says it dropped it.
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        rules: Vec<String>,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -146,6 +153,9 @@ pub struct Facts {
     pub bridge_calls_iptables: Option<bool>,
     /// The bridges' forwarding databases when the journey was told.
     pub fdb: Vec<FdbEntry>,
+    /// For a netfilter drop: the drop rules whose counters went up while it
+    /// was traced (or the chain policy), as `family table chain: rule`.
+    pub dropping_rules: Vec<String>,
 }
 
 pub fn describe(packet: &Packet) -> String {
@@ -329,7 +339,8 @@ pub fn explain(journey: &Journey, direction: Direction, reply_to: Option<u64>, t
                 let hint = hints::for_drop(reason, location, x.last_netfilter_hook(), x.facts);
                 let text = format!("dropped in {ns} by the kernel: {reason} at {location}");
                 outcome = Some(format!("dropped in {ns}: {reason}"));
-                x.push(event, device, text, Details::Drop { reason: reason.clone(), location: location.clone(), hint });
+                let rules = if reason == "NETFILTER_DROP" { x.facts.dropping_rules.clone() } else { Vec::new() };
+                x.push(event, device, text, Details::Drop { reason: reason.clone(), location: location.clone(), hint, rules });
             }
             EventKind::Consume { location } if is_neighbour_queue(location) => {
                 // The copy ARP used for its request; the packet itself waits in the queue.
@@ -571,7 +582,7 @@ impl Explainer<'_> {
                 Some(false) => "net.ipv4.conf.all.forwarding = 0 now",
                 None => "forwarding setting unknown",
             };
-            let text = format!("forwarded by {ns} from {} to {to} ({setting})", event.ifname);
+            let text = format!("{ns} routes it onward from {} to {to}: forwarding ({setting})", event.ifname);
             let details = Details::Forward { from_device: event.ifname.clone(), to_device: to, ip_forward: self.facts.host_ip_forward };
             self.push(event, Some(event.ifname.clone()), text, details);
         }

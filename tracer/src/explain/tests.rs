@@ -131,7 +131,7 @@ fn plain(stories: &[Story]) -> String {
 }
 
 fn forwarding_on() -> Facts {
-    Facts { host_ip_forward: Some(true), events_lost: false, bridge_calls_iptables: Some(true), fdb: Vec::new() }
+    Facts { host_ip_forward: Some(true), bridge_calls_iptables: Some(true), ..Facts::default() }
 }
 
 #[test]
@@ -152,7 +152,7 @@ fn cold_arp_caches_are_waited_for_not_mistaken_for_routes() {
 
 #[test]
 fn forwarding_disabled_is_named_with_its_sysctl() {
-    let facts = Facts { host_ip_forward: Some(false), events_lost: false, bridge_calls_iptables: Some(true), fdb: Vec::new() };
+    let facts = Facts { host_ip_forward: Some(false), bridge_calls_iptables: Some(true), ..Facts::default() };
     insta::assert_snapshot!(plain(&stories(FORWARDING_DISABLED, &facts)));
 }
 
@@ -189,7 +189,7 @@ fn json_has_the_documented_hop_kinds_and_nat_tuples() {
 
 #[test]
 fn a_story_told_around_lost_events_says_so() {
-    let facts = Facts { host_ip_forward: Some(true), events_lost: true, bridge_calls_iptables: Some(true), fdb: Vec::new() };
+    let facts = Facts { events_lost: true, ..forwarding_on() };
     let told = stories(ICMP_MASQUERADE, &facts);
     assert!(plain(&told[..1]).contains("the kernel dropped events while this packet was traced"));
     let json: serde_json::Value = serde_json::from_str(&crate::render::json::render(&told[0])).unwrap();
