@@ -354,3 +354,28 @@ fn containers_on_two_networks_are_kept_apart_by_a_rule_read_from_the_kernel() ->
     assert!(rule.contains(network_b.bridge()) && rule.ends_with("drop"), "{rule}");
     Ok(())
 }
+
+#[test]
+fn a_published_port_reached_from_another_namespace_is_dnat_to_the_container() -> Result<()> {
+    let upstream = Upstream::new()?;
+    let port = std::net::TcpListener::bind("0.0.0.0:0")?.local_addr()?.port();
+    let web = Container::builder().arg("-p").arg(&format!("{port}:80")).start()?;
+    web.exec_ok(["httpd", "-p", "80", "-h", "/"])?;
+    let dest = format!("{}:{port}", upstream.host_ip());
+    let journeys = follow(&[upstream.name(), &dest, "--probe", "tcp"])?;
+    ensure!(journeys.len() == 2, "SYN and SYN+ACK: {journeys:#?}");
+    let (syn, syn_ack) = (&journeys[0], &journeys[1]);
+    assert_eq!(hop(syn, "send")["namespace"], format!("netns {}", upstream.name()));
+    let dnat = hop(syn, "nat");
+    assert_eq!(dnat["hook"], "PREROUTING");
+    assert_eq!((ip(&dnat["before"]["dst"]), dnat["before"]["dport"].as_u64()), (upstream.host_ip(), Some(u64::from(port))));
+    assert_eq!((ip(&dnat["after"]["dst"]), dnat["after"]["dport"].as_u64()), (web.ip(), Some(80)), "DNAT to the container");
+    assert_eq!(hop(syn, "forward")["to_device"], "docker0");
+    assert_eq!(hops(syn).last().unwrap()["namespace"], web.name(), "the SYN reaches the container");
+    assert_eq!(syn_ack["reply_to"], syn["journey"]);
+    assert_eq!(ip(&syn_ack["tuple"]["src"]), web.ip(), "the container answers from its own address");
+    let un_dnat = hop(syn_ack, "nat");
+    assert_eq!(un_dnat["hook"], "POSTROUTING");
+    assert_eq!((ip(&un_dnat["after"]["src"]), un_dnat["after"]["sport"].as_u64()), (upstream.host_ip(), Some(u64::from(port))));
+    Ok(())
+}

@@ -140,7 +140,7 @@ pub struct KernelOffsets {
 }
 
 /// What the programs capture: a packet is interesting when its source or
-/// destination is one of `watched` and it matches protocol and port.
+/// destination is one of `watched` and it matches protocol and ports.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Config {
@@ -150,8 +150,11 @@ pub struct Config {
     /// IP protocol number, 0 = any.
     pub protocol: u8,
     pub _pad: u8,
-    /// TCP/UDP port that must be the source or destination, 0 = any.
-    pub port: u16,
+    /// TCP/UDP ports of which one must be the source or destination; unused
+    /// slots are 0, all 0 = any port. Two, for a published port and the
+    /// container port it is DNATed to.
+    pub ports: [u16; 2],
+    pub _tail: u16,
 }
 
 /// Map names, shared so the netfilter loader can find aya's maps by name.

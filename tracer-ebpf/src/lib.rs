@@ -160,7 +160,9 @@ fn read_transport(cfg: &Config, ip_addr: u64, ip: &Ipv4Header, event: &mut Packe
             if ip.protocol == IPPROTO_TCP {
                 event.tcp_flags = read::<u8>(l4, 13).unwrap_or(0);
             }
-            if cfg.port != 0 && event.sport != cfg.port && event.dport != cfg.port {
+            let [first, second] = cfg.ports;
+            let uses = |port: u16| port != 0 && (event.sport == port || event.dport == port);
+            if (first != 0 || second != 0) && !uses(first) && !uses(second) {
                 return false;
             }
         }

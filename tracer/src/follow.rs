@@ -83,17 +83,28 @@ pub async fn run(args: FollowArgs) -> Result<ExitCode> {
     probes::require_privileges()?;
     let probes::offsets::KernelFacts { offsets, drop_reasons } = probes::offsets::KernelFacts::read()?;
     let names = KernelNames::from_kernel(drop_reasons);
-    let topology = Topology::discover().await.context("cannot read this host's network namespaces")?;
+    let (topology, port_bindings) =
+        Topology::discover_with_port_bindings().await.context("cannot read this host's network namespaces")?;
     let source = target::resolve_source(&args.source, &topology)?;
     let destination = target::resolve_destination(&args.dest, &topology)?;
     let probe = args.probe.as_deref().map(|p| target::parse_probe(p, &destination)).transpose()?;
     let count = args.count.or(probe.map(|_| 1));
     let timeout = args.timeout.or(probe.map(|_| 10)).map(Duration::from_secs);
-    let filter = Filter {
+    let transport = match probe {
+        Some(target::Probe::Udp(_)) => "udp",
+        _ => "tcp",
+    };
+    // A published port is DNATed (or proxied) to a container: watch that end too.
+    let published = target::published_target(&destination, transport, &port_bindings, &topology);
+    let mut filter = Filter {
         addresses: vec![destination.address],
         protocol: probe.map(target::Probe::protocol),
-        port: probe.and_then(target::Probe::port).or(destination.port),
+        ports: probe.and_then(target::Probe::port).or(destination.port).into_iter().collect(),
     };
+    if let Some(published) = &published {
+        filter.addresses.push(published.address);
+        filter.ports.push(published.port);
+    }
     let mut saved_events = args
         .save_events
         .as_ref()
@@ -104,8 +115,12 @@ pub async fn run(args: FollowArgs) -> Result<ExitCode> {
         eprintln!("pkttrace: note: {docker}; containers are shown by namespace only");
     }
     let port = destination.port.map(|p| format!(":{p}")).unwrap_or_default();
+    let behind = published
+        .as_ref()
+        .map(|p| format!(" (published port of {}: {}:{})", p.container, p.address, p.port))
+        .unwrap_or_default();
     eprintln!(
-        "pkttrace: following {} → {}{port}{}",
+        "pkttrace: following {} → {}{port}{behind}{}",
         source.label,
         destination.address,
         if probe.is_some() { " (sending the probe now)" } else { "; waiting for traffic (Ctrl-C to stop)" }

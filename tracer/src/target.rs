@@ -3,7 +3,7 @@
 
 use std::{fmt, net::Ipv4Addr, path::PathBuf};
 
-use crate::enrich::Topology;
+use crate::enrich::{PortBinding, Topology};
 
 /// A user mistake, reported as one line with exit code 2.
 #[derive(Debug)]
@@ -95,6 +95,32 @@ pub fn resolve_destination(text: &str, topology: &Topology) -> anyhow::Result<De
     )))
 }
 
+/// Where Docker sends a published port: DNAT (or docker-proxy) to a container.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Published {
+    pub container: String,
+    pub address: Ipv4Addr,
+    pub port: u16,
+}
+
+/// The container behind `destination` when it is a port Docker published on
+/// one of the host's addresses (or on all of them).
+pub fn published_target(destination: &Destination, protocol: &str, bindings: &[PortBinding], topology: &Topology) -> Option<Published> {
+    let port = destination.port?;
+    let host_addresses: Vec<Ipv4Addr> = topology
+        .namespace(topology.host_netns)
+        .map(|host| host.interfaces.iter().flat_map(|i| i.addresses.iter().map(|(a, _)| *a)).collect())
+        .unwrap_or_default();
+    let on_host = destination.address.is_loopback() || host_addresses.contains(&destination.address);
+    let binding = bindings.iter().find(|b| {
+        let any_address = matches!(b.host_ip.as_str(), "" | "0.0.0.0");
+        b.host_port == port && b.protocol == protocol && on_host && (any_address || b.host_ip == destination.address.to_string())
+    })?;
+    let container = topology.containers.iter().find(|c| c.id == binding.container_id)?;
+    let address = container.networks.iter().find_map(|n| n.ip)?;
+    Some(Published { container: container.name.clone(), address, port: binding.container_port })
+}
+
 /// `--probe`: the packet pkttrace sends itself.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Probe {
@@ -168,6 +194,53 @@ mod tests {
         assert_eq!(parse_probe("icmp", &without).unwrap(), Probe::Icmp);
         assert!(parse_probe("tcp", &without).unwrap_err().to_string().contains("needs a port"));
         assert!(parse_probe("sctp:1", &without).is_err());
+    }
+
+    #[test]
+    fn a_published_port_on_a_host_address_leads_to_its_container() {
+        use crate::enrich::{Container, ContainerNetwork, Interface, Namespace, Owner};
+        let mut topology = empty();
+        topology.namespaces.push(Namespace {
+            inode: 1,
+            owner: Owner::Host,
+            netns_names: Vec::new(),
+            interfaces: vec![Interface {
+                ifindex: 9,
+                name: "pt-up-host".into(),
+                kind: Some("veth".into()),
+                mac: None,
+                addresses: vec![(Ipv4Addr::new(198, 51, 100, 254), 24)],
+                up: true,
+                lower_up: true,
+                master: None,
+                peer: None,
+            }],
+            routes: Vec::new(),
+            ip_forward: Some(true),
+        });
+        topology.containers.push(Container {
+            id: "abc123".into(),
+            name: "server-1".into(),
+            pid: 7,
+            netns: 2,
+            sandbox_key: String::new(),
+            networks: vec![ContainerNetwork { network: "bridge".into(), ip: Some(Ipv4Addr::new(172, 17, 0, 2)), gateway: None, mac: None }],
+            dns: Vec::new(),
+        });
+        let bindings = [PortBinding {
+            container_id: "abc123".into(),
+            protocol: "tcp".into(),
+            container_port: 80,
+            host_ip: "0.0.0.0".into(),
+            host_port: 4000,
+        }];
+        let at = |address: [u8; 4], port| Destination { address: Ipv4Addr::from(address), port: Some(port) };
+        let expected = Published { container: "server-1".into(), address: Ipv4Addr::new(172, 17, 0, 2), port: 80 };
+        assert_eq!(published_target(&at([198, 51, 100, 254], 4000), "tcp", &bindings, &topology), Some(expected.clone()));
+        assert_eq!(published_target(&at([127, 0, 0, 1], 4000), "tcp", &bindings, &topology), Some(expected));
+        assert_eq!(published_target(&at([198, 51, 100, 1], 4000), "tcp", &bindings, &topology), None, "not the host");
+        assert_eq!(published_target(&at([198, 51, 100, 254], 4001), "tcp", &bindings, &topology), None);
+        assert_eq!(published_target(&at([198, 51, 100, 254], 4000), "udp", &bindings, &topology), None);
     }
 
     #[test]

@@ -179,7 +179,7 @@ impl Topology {
 
     /// The one discovery pass, also keeping what only `topology` shows:
     /// the ports Docker published.
-    async fn discover_with_port_bindings() -> anyhow::Result<(Topology, Vec<PortBinding>)> {
+    pub async fn discover_with_port_bindings() -> anyhow::Result<(Topology, Vec<PortBinding>)> {
         let (namespaces, docker) = tokio::join!(netns::discover(), docker::discover());
         let (host_netns, mut namespaces) = namespaces?;
         let (containers, docker_networks, port_bindings, docker_error) = match docker {

@@ -261,7 +261,22 @@ fn describe_route(route: &RouteChoice) -> String {
 
 /// Tells one journey's story.
 pub fn explain(journey: &Journey, direction: Direction, reply_to: Option<u64>, topology: &Topology, facts: &Facts) -> Story {
-    let events = &journey.events;
+    // A packet freed or read after it left its device has no namespace of its
+    // own: it is where it was last seen.
+    let events: Vec<Event> = journey
+        .events
+        .iter()
+        .scan(0, |last_netns, event| {
+            let mut event = event.clone();
+            match event.netns {
+                0 => event.netns = *last_netns,
+                netns => *last_netns = netns,
+            }
+            Some(event)
+        })
+        .collect();
+    let events = &events;
+    let sender_netns = events.iter().find(|e| !matches!(e.kind, EventKind::Route { .. })).map(|e| e.netns);
     let start_ns = events.first().map(|e| e.time_ns).unwrap_or(0);
     let mut x = Explainer { topology, facts, start_ns, hops: Vec::new(), waited_for_arp: false, bridging: None };
     let delivered_to_socket = events.iter().any(|e| e.kind == EventKind::SocketRead);
@@ -286,7 +301,10 @@ pub fn explain(journey: &Journey, direction: Direction, reply_to: Option<u64>, t
                 // Lookups elsewhere (ARP processing ahead of the packet) are not its route.
                 let here = x.hops.last().is_some_and(|h| h.netns == event.netns);
                 if !sent {
-                    pending_route = Some(event);
+                    // Only the sender's own lookup is the route it sent by.
+                    if Some(event.netns) == sender_netns {
+                        pending_route = Some(event);
+                    }
                 } else if !next_is_route && here {
                     x.route_hop(event);
                 }

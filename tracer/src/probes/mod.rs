@@ -41,7 +41,8 @@ pub struct Filter {
     /// A packet is kept when its source or destination is one of these.
     pub addresses: Vec<Ipv4Addr>,
     pub protocol: Option<u8>,
-    pub port: Option<u16>,
+    /// At most two TCP/UDP ports, one of which the packet must use.
+    pub ports: Vec<u16>,
 }
 
 /// Loading eBPF programs and netfilter hooks needs root (CAP_BPF, CAP_NET_ADMIN, CAP_SYS_ADMIN for setns).
@@ -116,12 +117,17 @@ fn config_for(filter: &Filter) -> Result<Config> {
     if filter.addresses.len() > MAX_WATCHED {
         bail!("pkttrace can watch at most {MAX_WATCHED} addresses at once");
     }
+    if filter.ports.len() > 2 {
+        bail!("pkttrace can filter on at most 2 ports at once");
+    }
     let mut config = Config {
         watched_count: filter.addresses.len() as u32,
         protocol: filter.protocol.unwrap_or(0),
-        port: filter.port.unwrap_or(0),
         ..Config::default()
     };
+    for (slot, port) in config.ports.iter_mut().zip(&filter.ports) {
+        *slot = *port;
+    }
     for (slot, address) in config.watched.iter_mut().zip(&filter.addresses) {
         *slot = address.octets();
     }
