@@ -123,7 +123,7 @@ fn tcp_from_a_container_to_an_upstream_web_server() -> Result<()> {
     assert_eq!(syn_ack["what"], "TCP SYN+ACK");
     assert_eq!(syn_ack["reply_to"], syn["journey"]);
     assert_eq!(ip(&hop(syn_ack, "nat")["after"]["dst"]), container.ip());
-    assert_eq!(hops(syn_ack).last().unwrap()["namespace"], container.name(), "the SYN+ACK reaches the container");
+    assert!(syn_ack["outcome"].as_str().unwrap().contains(container.name()), "the SYN+ACK reaches the container: {}", syn_ack["outcome"]);
     Ok(())
 }
 
@@ -316,7 +316,7 @@ fn container_to_container_on_one_network_is_switched_not_routed() -> Result<()> 
     let expected = format!("switched to port {} (its forwarding database has {server_mac} on that port)", host_peer_of(&server)?);
     assert_eq!(decision, expected);
     assert!(bridge["text"].as_str().unwrap().contains("no routing and no NAT"));
-    assert_eq!(hops(request).last().unwrap()["namespace"], server.name());
+    assert!(request["outcome"].as_str().unwrap().contains(server.name()), "{}", request["outcome"]);
     assert_eq!(hops(reply).last().unwrap()["kind"], "deliver");
     assert_eq!(hops(reply).last().unwrap()["namespace"], client.name());
     Ok(())
@@ -371,11 +371,34 @@ fn a_published_port_reached_from_another_namespace_is_dnat_to_the_container() ->
     assert_eq!((ip(&dnat["before"]["dst"]), dnat["before"]["dport"].as_u64()), (upstream.host_ip(), Some(u64::from(port))));
     assert_eq!((ip(&dnat["after"]["dst"]), dnat["after"]["dport"].as_u64()), (web.ip(), Some(80)), "DNAT to the container");
     assert_eq!(hop(syn, "forward")["to_device"], "docker0");
-    assert_eq!(hops(syn).last().unwrap()["namespace"], web.name(), "the SYN reaches the container");
+    assert!(syn["outcome"].as_str().unwrap().contains(web.name()), "the SYN reaches the container: {}", syn["outcome"]);
     assert_eq!(syn_ack["reply_to"], syn["journey"]);
     assert_eq!(ip(&syn_ack["tuple"]["src"]), web.ip(), "the container answers from its own address");
     let un_dnat = hop(syn_ack, "nat");
     assert_eq!(un_dnat["hook"], "POSTROUTING");
     assert_eq!((ip(&un_dnat["after"]["src"]), un_dnat["after"]["sport"].as_u64()), (upstream.host_ip(), Some(u64::from(port))));
+    Ok(())
+}
+
+#[test]
+fn a_published_port_on_localhost_is_carried_on_by_docker_proxy_in_a_second_leg() -> Result<()> {
+    let port = std::net::TcpListener::bind("0.0.0.0:0")?.local_addr()?.port();
+    let web = Container::builder().arg("-p").arg(&format!("{port}:80")).start()?;
+    web.exec_ok(["httpd", "-p", "80", "-h", "/"])?;
+    let proxy_pids = String::from_utf8(Command::new("pgrep").args(["-f", &format!("docker-proxy.*-host-port {port} ")]).output()?.stdout)?;
+    let proxy_pid: u64 = proxy_pids.lines().next().context("docker-proxy runs for the port (userland proxy on)")?.parse()?;
+    let journeys = follow(&["host", &format!("127.0.0.1:{port}"), "--probe", "tcp"])?;
+    let first = journeys.iter().find(|j| j["direction"] == "request" && j.get("second_leg_of").is_none()).context("first leg")?;
+    let note = first["note"].as_str().context("how the port is served")?;
+    assert!(note.contains(&format!("docker-proxy (pid {proxy_pid})")) && note.contains("userland proxy on"), "{note}");
+    let second = journeys.iter().find(|j| j.get("second_leg_of").is_some()).context("the proxy's connection")?;
+    assert_eq!(second["second_leg_of"], first["journey"]);
+    let send = hop(second, "send");
+    assert_eq!((send["process"].as_str(), send["pid"].as_u64()), (Some("docker-proxy"), Some(proxy_pid)));
+    assert_eq!((ip(&second["tuple"]["dst"]), second["tuple"]["dport"].as_u64()), (web.ip(), Some(80)));
+    assert!(second["note"].as_str().unwrap().contains(&format!("{}:80", web.ip())), "its -container-ip/-container-port");
+    let answer = journeys.iter().find(|j| j["reply_to"] == second["journey"]).context("the container answers the proxy")?;
+    assert_eq!(answer["what"], "TCP SYN+ACK");
+    assert!(!kinds(first).contains(&"nat"), "the proxy, not DNAT, serves localhost");
     Ok(())
 }

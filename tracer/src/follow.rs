@@ -12,13 +12,13 @@ use tokio::{
 };
 
 use crate::{
-    decode::{self, EventKind, KernelNames},
-    enrich::{self, Ruleset, Topology},
+    decode::{self, EventKind, KernelNames, Packet, Transport},
+    enrich::{self, Listener, Ruleset, Topology},
     explain::{self, Direction, Facts},
     journey::{Assembler, Journey},
     probes::{self, Filter, Probes},
     render, sender,
-    target::{self, Destination, Source},
+    target::{self, Destination, Published, Source},
 };
 
 /// A journey is complete once no event joined it for this long.
@@ -56,6 +56,8 @@ pub struct FollowArgs {
 struct WaitingRequest {
     journey: Journey,
     printed_at: Instant,
+    /// For docker-proxy's connection: the request it carries on.
+    leg_of: Option<u64>,
 }
 
 /// Most requests waiting for a reply at once; under a flood the oldest stop waiting.
@@ -77,6 +79,20 @@ struct Run {
     last_loss: Option<Instant>,
     /// The ruleset's counters as last read, to tell which rule dropped a packet.
     ruleset: Option<Ruleset>,
+    /// DEST is a published port: where Docker sends it.
+    published: Option<Published>,
+    /// DEST is a published port on loopback: docker-proxy carries it on in a
+    /// second connection, and the exchange is over when that one is answered.
+    expect_second_leg: bool,
+    last_request: Option<u64>,
+    /// The process listening on the published port (docker-proxy), if any.
+    proxy: Option<Listener>,
+    /// Requests whose second leg has been told: one each.
+    legs_told: Vec<u64>,
+    /// Journeys that may answer a request not told yet (a request can finish
+    /// after its reply when later lookups keep it open); tried again after
+    /// each request.
+    unplaced: VecDeque<(Journey, Instant)>,
 }
 
 pub async fn run(args: FollowArgs) -> Result<ExitCode> {
@@ -125,11 +141,14 @@ pub async fn run(args: FollowArgs) -> Result<ExitCode> {
         destination.address,
         if probe.is_some() { " (sending the probe now)" } else { "; waiting for traffic (Ctrl-C to stop)" }
     );
+    let proxy = published.as_ref().and_then(|_| {
+        enrich::host_listeners().into_iter().find(|l| l.protocol == transport && Some(l.address.port()) == destination.port)
+    });
     // Counters before any traced packet, to tell later which rule dropped one.
     let ruleset = enrich::read_ruleset().ok();
     let sender = probe.map(|p| sender::spawn(p, destination, source.netns_path.as_deref(), count.unwrap_or(1))).transpose()?;
 
-    let mut run = Run { source, destination, topology, names, json: args.json, limit: count, requests_told: 0, exchanges_done: 0, waiting: VecDeque::new(), last_refresh: Instant::now(), last_loss: None, ruleset };
+    let mut run = Run { source, destination, topology, names, json: args.json, limit: count, requests_told: 0, exchanges_done: 0, waiting: VecDeque::new(), last_refresh: Instant::now(), last_loss: None, ruleset, expect_second_leg: published.is_some() && destination.address.is_loopback(), proxy, published, last_request: None, legs_told: Vec::new(), unplaced: VecDeque::new() };
     let mut assembler = Assembler::new(QUIET.as_nanos() as u64);
     let mut interrupt = signal(SignalKind::interrupt())?;
     let mut terminate = signal(SignalKind::terminate())?;
@@ -199,7 +218,20 @@ impl Run {
         }
     }
 
+    /// Tells a journey, then any parked one that now answers a told request.
     async fn tell(&mut self, journey: Journey) -> Result<()> {
+        let was_told = self.requests_told + self.legs_told.len() as u64;
+        self.tell_one(journey).await?;
+        if self.requests_told + self.legs_told.len() as u64 > was_told {
+            self.unplaced.retain(|(_, at)| at.elapsed() < REPLY_WAIT);
+            for (journey, _) in std::mem::take(&mut self.unplaced) {
+                Box::pin(self.tell(journey)).await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn tell_one(&mut self, journey: Journey) -> Result<()> {
         let first = journey.first_packet();
         let starts_in_source = journey
             .events
@@ -208,22 +240,44 @@ impl Run {
             .is_some_and(|e| e.netns == self.source.netns);
         // A reply is whatever answers a request we told (same conntrack entry, or
         // the swapped tuple); after DNAT it comes from another address than DEST.
-        let outgoing = first.dst == self.destination.address && starts_in_source;
+        // Conntrack knows the direction (on loopback both ways look alike);
+        // without it, a request goes to DEST's port.
+        let reply_direction = journey.events.iter().any(|e| e.conntrack.is_some_and(|c| c.info >= IP_CT_IS_REPLY));
+        let to_port = |port: Option<u16>| port.is_none_or(|port| destination_port(&first) == Some(port));
+        let outgoing = first.dst == self.destination.address && starts_in_source && !reply_direction && to_port(self.destination.port);
+        // docker-proxy serving a published port opens its own connection to the container.
+        let second_leg = self.published.as_ref().is_some_and(|p| {
+            first.dst == p.address && destination_port(&first) == Some(p.port) && !reply_direction
+        }) && starts_in_source
+            && !outgoing;
         let answered = self.waiting.iter().rposition(|r| journey.answers(&r.journey));
-        let (direction, reply_to) = if let Some(index) = answered
+        let (direction, reply_to, leg_of) = if let Some(index) = answered
             && !outgoing
+            && !second_leg
         {
-            // An exchange is a request and its first answer.
+            // An exchange is a request and its first answer; behind a proxy, the
+            // answer on the second leg.
             let request = self.waiting.remove(index).expect("found above");
-            self.exchanges_done += 1;
-            (Direction::Reply, Some(request.journey.id))
-        } else if outgoing {
-            if self.limit.is_some_and(|n| self.requests_told >= n) {
+            if !self.expect_second_leg || request.leg_of.is_some() {
+                self.exchanges_done += 1;
+            }
+            (Direction::Reply, Some(request.journey.id), None)
+        } else if outgoing || second_leg {
+            if outgoing && self.limit.is_some_and(|n| self.requests_told >= n) {
                 return Ok(());
             }
-            (Direction::Request, None)
+            let leg_of = second_leg.then_some(self.last_request).flatten();
+            if second_leg && leg_of.is_none_or(|first| self.legs_told.contains(&first)) {
+                // The proxy's later segments, or a connection of somebody else's.
+                return Ok(());
+            }
+            (Direction::Request, None, leg_of)
         } else {
-            // Somebody else's packet, or an answer to a request not told.
+            // Somebody else's packet, or an answer to a request not told yet.
+            if self.unplaced.len() == MAX_WAITING {
+                self.unplaced.pop_front();
+            }
+            self.unplaced.push_back((journey, Instant::now()));
             return Ok(());
         };
         self.refresh_topology_if_unknown(&journey).await;
@@ -234,18 +288,30 @@ impl Run {
             fdb: if self.crosses_a_bridge(&journey) { enrich::host_fdb().await.unwrap_or_default() } else { Vec::new() },
             dropping_rules: self.dropping_rules(&journey),
         };
-        let story = explain::explain(&journey, direction, reply_to, &self.topology, &facts);
+        let mut story = explain::explain(&journey, direction, reply_to, &self.topology, &facts);
+        story.second_leg_of = leg_of;
+        if let Some(first_leg) = leg_of {
+            self.legs_told.push(first_leg);
+            let sender = journey.events.iter().find_map(|e| e.process().map(|(_, pid)| pid));
+            story.note = Some(explain::second_leg_note(first_leg, self.proxy.as_ref(), sender));
+        } else if direction == Direction::Request
+            && let (Some(published), Some(port)) = (&self.published, self.destination.port)
+        {
+            story.note = Some(explain::published_port_note(published, port, self.proxy.as_ref()));
+        }
         if direction == Direction::Request {
-            self.requests_told += 1;
-            let dropped = journey.events.iter().any(|e| matches!(e.kind, EventKind::Drop { .. }));
-            if dropped {
+            if leg_of.is_none() {
+                self.requests_told += 1;
+                self.last_request = Some(journey.id);
+            }
+            if journey.ended_in_drop() {
                 self.exchanges_done += 1;
             } else {
                 if self.waiting.len() == MAX_WAITING {
                     self.waiting.pop_front();
                     self.exchanges_done += 1;
                 }
-                self.waiting.push_back(WaitingRequest { journey, printed_at: Instant::now() });
+                self.waiting.push_back(WaitingRequest { journey, printed_at: Instant::now(), leg_of });
             }
         }
         let text = if self.json { render::json::render(&story) + "\n" } else { render::terminal::render(&story) + "\n" };
@@ -283,6 +349,16 @@ impl Run {
                 self.topology = topology;
             }
         }
+    }
+}
+
+/// `enum ip_conntrack_info` values from here on are the reply direction.
+const IP_CT_IS_REPLY: u8 = 3;
+
+fn destination_port(packet: &Packet) -> Option<u16> {
+    match packet.transport {
+        Transport::Tcp { dport, .. } | Transport::Udp { dport, .. } => Some(dport),
+        _ => None,
     }
 }
 

@@ -160,6 +160,11 @@ pub fn host_ip_forward() -> Option<bool> {
     netns::read_ip_forward()
 }
 
+/// Listening sockets of the host namespace with the processes holding them.
+pub fn host_listeners() -> Vec<Listener> {
+    processes::host_listeners()
+}
+
 /// The host's netfilter ruleset with its counters (via `nft`), or why not.
 pub fn read_ruleset() -> Result<Ruleset, String> {
     firewall::read()

@@ -11,8 +11,9 @@ use serde::Serialize;
 
 use crate::{
     decode::{Event, EventKind, Hook, NatSide, Packet, Transport},
-    enrich::{FdbEntry, Interface, Topology},
-    journey::Journey,
+    enrich::{FdbEntry, Interface, Listener, Topology},
+    target::Published,
+    journey::{Journey, is_a_copys_fate},
 };
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -131,6 +132,12 @@ pub struct Story {
     pub direction: Direction,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reply_to: Option<u64>,
+    /// A request a proxy (docker-proxy) made to carry on the request `second_leg_of`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub second_leg_of: Option<u64>,
+    /// What the hops alone do not say (how a published port is served).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
     /// "ICMP echo request", "TCP SYN", ...
     pub what: String,
     pub tuple: Tuple,
@@ -196,6 +203,8 @@ struct Explainer<'a> {
     /// While a bridge switches a frame (namespace, until when), netfilter hooks
     /// are the bridge's doing, not the host routing it.
     bridging: Option<(u32, u64)>,
+    /// Namespaces that discarded a flooded copy: nothing there is this packet's.
+    discarded_in: Vec<u32>,
 }
 
 impl Explainer<'_> {
@@ -241,6 +250,29 @@ impl Explainer<'_> {
     }
 }
 
+/// Packets only the kernel sends: handshake answers, resets, ICMP replies and errors.
+fn kernel_generated(packet: &Packet) -> bool {
+    const SYN: u8 = 0x02;
+    const RST: u8 = 0x04;
+    const ACK: u8 = 0x10;
+    match packet.transport {
+        Transport::Tcp { flags, .. } => flags & RST != 0 || flags & (SYN | ACK) == SYN | ACK,
+        Transport::Icmp { icmp_type, .. } => icmp_type != 8,
+        _ => false,
+    }
+}
+
+/// "switched to port X", or "flooded to ports X, Y (...)" for several copies.
+fn switch_or_flood(events: &[Event], copies: &[usize]) -> String {
+    match copies {
+        [one] => format!("switched to port {}", events[*one].ifname),
+        _ => {
+            let ports: Vec<&str> = copies.iter().map(|&c| events[c].ifname.as_str()).collect();
+            format!("flooded to ports {} (destination MAC not in its forwarding database)", ports.join(", "))
+        }
+    }
+}
+
 fn format_mac(mac: [u8; 6]) -> String {
     mac.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
 }
@@ -256,6 +288,36 @@ fn describe_route(route: &RouteChoice) -> String {
         (None, None, Some(device)) if route.table == "local" => format!("an address of this namespace (table local, {device})"),
         (None, None, Some(device)) => format!("directly connected on {device} (table {})", route.table),
         _ => format!("table {}", route.table),
+    }
+}
+
+/// How Docker serves a published port, for the first request to it.
+pub fn published_port_note(published: &Published, port: u16, proxy: Option<&Listener>) -> String {
+    let dnat = format!(
+        "published port {port} of {} goes to {}:{}: Docker's DNAT rule takes traffic from other hosts and namespaces",
+        published.container, published.address, published.port
+    );
+    match proxy {
+        Some(proxy) => format!(
+            "{dnat}; {} (pid {}) listens on {} for traffic from this host itself (userland proxy on)",
+            proxy.process, proxy.pid, proxy.address
+        ),
+        None => format!("{dnat}; no process listens on port {port} (userland proxy off: the DNAT rule serves everything)"),
+    }
+}
+
+/// How the proxy's own connection carries on a request.
+pub fn second_leg_note(first_leg: u64, proxy: Option<&Listener>, sender_pid: Option<u32>) -> String {
+    match proxy {
+        Some(proxy) => {
+            let target = proxy.proxy_target().map(|t| format!(" (its -container-ip and -container-port: {t})")).unwrap_or_default();
+            let same = if sender_pid == Some(proxy.pid) { ", the process that sent this," } else { "" };
+            format!(
+                "{} (pid {}){same} accepted #{first_leg}'s connection on {} and opened this one to the container{target}",
+                proxy.process, proxy.pid, proxy.address
+            )
+        }
+        None => format!("a proxy carries #{first_leg} on in this connection of its own"),
     }
 }
 
@@ -278,7 +340,7 @@ pub fn explain(journey: &Journey, direction: Direction, reply_to: Option<u64>, t
     let events = &events;
     let sender_netns = events.iter().find(|e| !matches!(e.kind, EventKind::Route { .. })).map(|e| e.netns);
     let start_ns = events.first().map(|e| e.time_ns).unwrap_or(0);
-    let mut x = Explainer { topology, facts, start_ns, hops: Vec::new(), waited_for_arp: false, bridging: None };
+    let mut x = Explainer { topology, facts, start_ns, hops: Vec::new(), waited_for_arp: false, bridging: None, discarded_in: Vec::new() };
     let delivered_to_socket = events.iter().any(|e| e.kind == EventKind::SocketRead);
     // Indices already told as part of an earlier hop.
     let mut told = vec![false; events.len()];
@@ -299,7 +361,7 @@ pub fn explain(journey: &Journey, direction: Direction, reply_to: Option<u64>, t
                     .get(i + 1)
                     .is_some_and(|e| matches!(e.kind, EventKind::Route { .. }) && e.netns == event.netns);
                 // Lookups elsewhere (ARP processing ahead of the packet) are not its route.
-                let here = x.hops.last().is_some_and(|h| h.netns == event.netns);
+                let here = x.hops.last().is_some_and(|h| h.netns == event.netns) && !x.discarded_in.contains(&event.netns);
                 if !sent {
                     // Only the sender's own lookup is the route it sent by.
                     if Some(event.netns) == sender_netns {
@@ -311,28 +373,7 @@ pub fn explain(journey: &Journey, direction: Direction, reply_to: Option<u64>, t
             }
             EventKind::Transmit if !sent => {
                 sent = true;
-                let route = pending_route.and_then(|r| x.route_choice(r));
-                let process = event.process();
-                let who = match process {
-                    Some((comm, pid)) => format!("{comm} (pid {pid})"),
-                    None => format!("the kernel of {ns}"),
-                };
-                let mut text = format!("{who} sends it from {ns} out of {}", event.ifname);
-                if let Some(route) = &route {
-                    text += &format!("; route: {}", describe_route(route));
-                }
-                let waited_for_arp = std::mem::take(&mut x.waited_for_arp);
-                if waited_for_arp {
-                    let next_hop = route.as_ref().and_then(|r| r.gateway).unwrap_or(event.packet.dst);
-                    text += &format!("; it first waited for ARP to resolve {next_hop}'s MAC address");
-                }
-                let details = Details::Send {
-                    process: process.map(|(comm, _)| comm.to_string()),
-                    pid: process.map(|(_, pid)| pid),
-                    route,
-                    waited_for_arp,
-                };
-                x.push(event, device, text, details);
+                x.send_hop(event, pending_route);
                 x.veth_or_xmit(events, i, &mut told, true);
             }
             EventKind::Transmit => x.veth_or_xmit(events, i, &mut told, false),
@@ -346,14 +387,21 @@ pub fn explain(journey: &Journey, direction: Direction, reply_to: Option<u64>, t
                 }
             }
             EventKind::Netfilter { hook, side, out_ifindex } => {
+                // A packet the host itself sends meets OUTPUT before any device.
+                if !sent && *hook == Hook::Output {
+                    x.send_hop(event, pending_route);
+                }
                 sent = true;
                 x.netfilter_hop(events, i, *hook, *side, *out_ifindex, &mut told);
             }
-            EventKind::Drop { reason, location } => {
-                if delivered_to_socket && reason == "NO_SOCKET" {
-                    // The kernel's own handler had no socket; a raw socket got a copy.
-                    continue;
+            EventKind::Drop { reason, location } if is_a_copys_fate(reason, delivered_to_socket) => {
+                if reason == "OTHERHOST" {
+                    x.discarded_in.push(event.netns);
+                    let text = format!("a flooded copy reached {ns}, whose kernel discarded it: not addressed to it ({reason})");
+                    x.push(event, device, text, Details::Receive);
                 }
+            }
+            EventKind::Drop { reason, location } => {
                 let hint = hints::for_drop(reason, location, x.last_netfilter_hook(), x.facts);
                 let text = format!("dropped in {ns} by the kernel: {reason} at {location}");
                 outcome = Some(format!("dropped in {ns}: {reason}"));
@@ -397,6 +445,8 @@ pub fn explain(journey: &Journey, direction: Direction, reply_to: Option<u64>, t
         journey: journey.id,
         direction,
         reply_to,
+        second_leg_of: None,
+        note: None,
         what: describe(&first),
         tuple: Tuple::of(&first),
         hops: x.hops,
@@ -406,6 +456,35 @@ pub fn explain(journey: &Journey, direction: Direction, reply_to: Option<u64>, t
 }
 
 impl Explainer<'_> {
+    /// Where the journey starts: who sent it, by which route.
+    fn send_hop(&mut self, event: &Event, pending_route: Option<&Event>) {
+        let ns = self.namespace(event.netns);
+        let route = pending_route.and_then(|r| self.route_choice(r));
+        // The kernel answers these itself, often while some process is current.
+        let process = event.process().filter(|_| !kernel_generated(&event.packet));
+        let who = match process {
+            Some((comm, pid)) => format!("{comm} (pid {pid})"),
+            None => format!("the kernel of {ns}"),
+        };
+        let mut text = format!("{who} sends it from {ns} out of {}", event.ifname);
+        if let Some(route) = &route {
+            text += &format!("; route: {}", describe_route(route));
+        }
+        let waited_for_arp = std::mem::take(&mut self.waited_for_arp);
+        if waited_for_arp {
+            let next_hop = route.as_ref().and_then(|r| r.gateway).unwrap_or(event.packet.dst);
+            text += &format!("; it first waited for ARP to resolve {next_hop}'s MAC address");
+        }
+        let details = Details::Send {
+            process: process.map(|(comm, _)| comm.to_string()),
+            pid: process.map(|(_, pid)| pid),
+            route,
+            waited_for_arp,
+        };
+        let device = (!event.ifname.is_empty()).then(|| event.ifname.clone());
+        self.push(event, device, text, details);
+    }
+
     /// The routing decision; a namespace looks up more than once per packet
     /// (address checks, then the route), and the last lookup is the decision.
     fn route_hop(&mut self, event: &Event) {
@@ -445,14 +524,18 @@ impl Explainer<'_> {
         let event = &events[i];
         let ns = self.namespace(event.netns);
         let device = Some(event.ifname.clone());
-        let next = events.iter().enumerate().skip(i + 1).find(|(_, e)| !matches!(e.kind, EventKind::Route { .. }));
+        // The other end of a veth receives what this end sends (other copies'
+        // events may come in between).
         let peer = self.interface(event.netns, event.ifindex).and_then(|iface| iface.peer);
-        if let (Some((j, received)), Some(peer)) = (next, peer)
-            && matches!(received.kind, EventKind::Receive { .. })
-            && received.netns == peer.netns
-            && received.ifindex == peer.ifindex
-        {
+        let received = peer.and_then(|peer| {
+            (i + 1..events.len()).find(|&j| {
+                let e = &events[j];
+                !told[j] && matches!(e.kind, EventKind::Receive { .. }) && e.netns == peer.netns && e.ifindex == peer.ifindex
+            })
+        });
+        if let Some(j) = received {
             told[j] = true;
+            let received = &events[j];
             let peer_ns = self.namespace(received.netns);
             let text = format!(
                 "crosses the veth pair: {} in {ns} → its peer {} in {peer_ns}",
@@ -471,28 +554,27 @@ impl Explainer<'_> {
         }
         if self.is_bridge(event) {
             // The host's IP stack hands the packet to the bridge; the bridge
-            // picks the port from its forwarding database.
-            let port = events.iter().enumerate().skip(i + 1).find(|(_, e)| {
-                matches!(e.kind, EventKind::Transmit)
-                    && self.interface(e.netns, e.ifindex).and_then(|p| p.master) == Some(event.ifindex)
-            });
-            if let Some((j, out)) = port {
-                told[j] = true;
+            // picks the port from its forwarding database, or floods.
+            let copies = self.port_copies(events, i + 1, event.ifindex, told);
+            if let Some(&first) = copies.first() {
                 let network = self.topology.bridge_network(&event.ifname).map(|n| n.name.clone());
+                let decision = switch_or_flood(events, &copies);
                 let text = format!(
-                    "bridge {}{}: the host hands the frame to the bridge, which switches it to port {}",
+                    "bridge {}{}: the host hands the frame to the bridge, which {}",
                     event.ifname,
                     network.as_ref().map(|n| format!(" (Docker network \"{n}\")")).unwrap_or_default(),
-                    out.ifname
+                    decision.replacen("switched", "switches it", 1).replacen("flooded", "floods it", 1)
                 );
                 let details = Details::Bridge {
                     bridge: event.ifname.clone(),
                     docker_network: network,
-                    port: out.ifname.clone(),
-                    decision: format!("switched to port {}", out.ifname),
+                    port: events[first].ifname.clone(),
+                    decision,
                 };
                 self.push(event, device, text, details);
-                self.veth_or_xmit(events, j, told, false);
+                for copy in copies {
+                    self.veth_or_xmit(events, copy, told, false);
+                }
                 return;
             }
         }
@@ -500,6 +582,31 @@ impl Explainer<'_> {
             let text = format!("leaves {ns} through {}", event.ifname);
             self.push(event, device, text, Details::Xmit);
         }
+    }
+
+    /// The copies a bridge sent out of its ports from `start` on (one when it
+    /// switched, several when it flooded); marked as told.
+    fn port_copies(&self, events: &[Event], start: usize, bridge: u32, told: &mut [bool]) -> Vec<usize> {
+        let Some(first) = events.get(start..).and_then(|rest| {
+            rest.iter().position(|e| matches!(e.kind, EventKind::Transmit) && self.is_port_of(e, bridge))
+        }) else {
+            return Vec::new();
+        };
+        let first = start + first;
+        let copies: Vec<usize> = (first..events.len())
+            .filter(|&j| {
+                let e = &events[j];
+                !told[j] && e.netns == events[first].netns && matches!(e.kind, EventKind::Transmit) && self.is_port_of(e, bridge)
+            })
+            .collect();
+        for &j in &copies {
+            told[j] = true;
+        }
+        copies
+    }
+
+    fn is_port_of(&self, event: &Event, bridge: u32) -> bool {
+        self.interface(event.netns, event.ifindex).and_then(|p| p.master) == Some(bridge)
     }
 
     /// Why the bridge chose `out`: the forwarding database entry for the destination MAC.
@@ -524,7 +631,6 @@ impl Explainer<'_> {
         let port_event = &events[i];
         let network = self.topology.bridge_network(&bridge.name).map(|n| n.name.clone());
         let bridge_mac = bridge.mac.map(format_mac);
-        let is_port = |e: &Event| self.interface(e.netns, e.ifindex).and_then(|p| p.master) == Some(bridge.ifindex);
         let mut decision = None;
         for (j, e) in events.iter().enumerate().skip(i + 1) {
             let same_ns = e.netns == port_event.netns;
@@ -535,46 +641,36 @@ impl Explainer<'_> {
                     (Some(dst), _) => format!("destination MAC {dst}"),
                     _ => "addressed to the bridge".into(),
                 };
-                decision = Some((format!("passed up to the host's IP stack ({why})"), None));
+                decision = Some((format!("passed up to the host's IP stack ({why})"), Vec::new()));
                 break;
             }
-            if same_ns && matches!(e.kind, EventKind::Transmit) && is_port(e) {
-                // A frame for an unknown address leaves by every other port (each a copy).
-                let copies: Vec<(usize, &Event)> = events
-                    .iter()
-                    .enumerate()
-                    .skip(j)
-                    .filter(|(_, c)| c.netns == e.netns && matches!(c.kind, EventKind::Transmit) && is_port(c))
-                    .collect();
-                for (k, _) in &copies {
-                    told[*k] = true;
+            if same_ns && matches!(e.kind, EventKind::Transmit) && self.is_port_of(e, bridge.ifindex) {
+                let copies = self.port_copies(events, j, bridge.ifindex, told);
+                let last = copies.last().map_or(e.time_ns, |&c| events[c].time_ns);
+                self.bridging = Some((e.netns, last));
+                let mut text = switch_or_flood(events, &copies);
+                if copies.len() == 1 {
+                    text += &self.fdb_evidence(bridge, mac_dst, e);
                 }
-                self.bridging = Some((e.netns, copies.last().map_or(e.time_ns, |(_, c)| c.time_ns)));
-                let text = if copies.len() > 1 {
-                    let ports: Vec<&str> = copies.iter().map(|(_, c)| c.ifname.as_str()).collect();
-                    format!("flooded to ports {} (destination MAC not in its forwarding database)", ports.join(", "))
-                } else {
-                    format!("switched to port {}{}", e.ifname, self.fdb_evidence(bridge, mac_dst, e))
-                };
-                decision = Some((text, Some(j)));
+                decision = Some((text, copies));
                 break;
             }
         }
-        let (decision, switched_to) = decision.unwrap_or_else(|| ("no further bridge action seen".into(), None));
+        let (decision, copies) = decision.unwrap_or_else(|| ("no further bridge action seen".into(), Vec::new()));
         let mut text = format!(
             "bridge {}{}: the frame entered port {}; {decision}",
             bridge.name,
             network.as_ref().map(|n| format!(" (Docker network \"{n}\")")).unwrap_or_default(),
             port_event.ifname
         );
-        if switched_to.is_some() {
+        if !copies.is_empty() {
             text += ". Like a hardware switch: the host does no routing and no NAT for this packet";
         }
         let details =
             Details::Bridge { bridge: bridge.name.clone(), docker_network: network, port: port_event.ifname.clone(), decision };
         self.push(port_event, Some(bridge.name.clone()), text, details);
-        if let Some(j) = switched_to {
-            self.veth_or_xmit(events, j, told, false);
+        for copy in copies {
+            self.veth_or_xmit(events, copy, told, false);
         }
     }
 
@@ -605,9 +701,13 @@ impl Explainer<'_> {
             self.push(event, Some(event.ifname.clone()), text, details);
         }
         let conntrack = event.conntrack.map(|c| c.state());
-        // Some hooks have no program after them: the packet passed if it was seen again.
-        let seen_again = events[i + 1..].iter().any(|e| !matches!(e.kind, EventKind::Route { .. } | EventKind::Drop { .. }));
-        let passed = if after.is_some() || side == NatSide::After || seen_again { "passed" } else { "entered" };
+        // Some hooks have no program after them: a packet netfilter drops is
+        // freed with a drop reason, so without one it passed.
+        let dropped_here = events[i + 1..]
+            .iter()
+            .find(|e| !matches!(e.kind, EventKind::Route { .. }))
+            .is_some_and(|e| matches!(e.kind, EventKind::Drop { .. }));
+        let passed = if after.is_some() || side == NatSide::After || !dropped_here { "passed" } else { "entered" };
         let mut text = format!(
             "netfilter {} in {ns} on {}: {passed}{}",
             hook.name(),

@@ -49,6 +49,17 @@ impl Journey {
         self.events.iter().filter_map(|e| e.conntrack.map(|c| c.id))
     }
 
+    /// True when the packet itself was dropped: not a flooded copy discarded
+    /// by a host it was not addressed to, nor the original of an ICMP message
+    /// a raw socket got a copy of.
+    pub fn ended_in_drop(&self) -> bool {
+        let read_by_a_socket = self.events.iter().any(|e| e.kind == EventKind::SocketRead);
+        self.events.iter().any(|e| match &e.kind {
+            EventKind::Drop { reason, .. } => !is_a_copys_fate(reason, read_by_a_socket),
+            _ => false,
+        })
+    }
+
     /// True when `self` answers `request` (the caller knows which way each
     /// went): both were tracked by the same conntrack entry, or (without
     /// conntrack) the reply's addresses and ports are the request's, as it
@@ -69,6 +80,13 @@ impl Journey {
             (a, b) => a.protocol_number() == b.protocol_number(),
         }
     }
+}
+
+/// Drops that end a copy, not the packet: a frame a bridge flooded reaches
+/// hosts it is not for (OTHERHOST), and an ICMP message a raw socket received
+/// has no socket of the kernel's own (NO_SOCKET).
+pub fn is_a_copys_fate(reason: &str, read_by_a_socket: bool) -> bool {
+    reason == "OTHERHOST" || (reason == "NO_SOCKET" && read_by_a_socket)
 }
 
 /// What NAT and forwarding cannot change about a packet.

@@ -105,3 +105,4 @@ fn a_flood_cannot_grow_the_open_set_without_bound() {
     assert_eq!(evicted[0].id, 1);
     assert_eq!(assembler.take_all().len(), MAX_OPEN);
 }
+

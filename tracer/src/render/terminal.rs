@@ -18,12 +18,16 @@ const KIND: Style = AnsiColor::Cyan.on_default().bold();
 /// them when the output is not a terminal or NO_COLOR is set.
 pub fn render(story: &Story) -> String {
     let mut out = String::new();
-    let direction = match (story.direction, story.reply_to) {
-        (Direction::Request, _) => "request".to_string(),
-        (Direction::Reply, Some(id)) => format!("reply to #{id}"),
-        (Direction::Reply, None) => "reply".to_string(),
+    let direction = match (story.direction, story.reply_to, story.second_leg_of) {
+        (Direction::Request, _, Some(first_leg)) => format!("second leg of #{first_leg} (the proxy's own connection)"),
+        (Direction::Request, _, None) => "request".to_string(),
+        (Direction::Reply, Some(id), _) => format!("reply to #{id}"),
+        (Direction::Reply, None, _) => "reply".to_string(),
     };
     let _ = writeln!(out, "{HEADER}#{} {direction} · {} · {}{HEADER:#}", story.journey, story.what, story.tuple);
+    if let Some(note) = &story.note {
+        let _ = writeln!(out, "   {DIM}note:{DIM:#} {note}");
+    }
     for (number, hop) in story.hops.iter().enumerate() {
         render_hop(&mut out, number + 1, hop);
     }
