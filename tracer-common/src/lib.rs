@@ -42,6 +42,8 @@ impl Probe {
 }
 
 pub const IFNAMSIZ: usize = 16;
+pub const ETH_P_IP: u16 = 0x0800;
+pub const ETH_P_ARP: u16 = 0x0806;
 pub const TASK_COMM_LEN: usize = 16;
 
 /// One observation of one packet at one point in the kernel.
@@ -64,7 +66,10 @@ pub struct PacketEvent {
     /// Inode of the current task's network namespace: a process is only the
     /// sender or reader when it lives where the packet is.
     pub task_netns: u32,
-    pub _pad: u32,
+    /// 0x0800 for IPv4; 0x0806 for ARP, whose operation is in `sport`, sender
+    /// and target addresses in `saddr`/`daddr` and `mac_src`/`mac_dst`.
+    pub ether_type: u16,
+    pub _pad: u16,
     /// Device the packet is on (receive: arrived on; transmit: leaving by;
     /// netfilter: input device, or output device on output hooks).
     pub ifindex: u32,
@@ -120,6 +125,7 @@ pub struct KernelOffsets {
     pub skb_network_header: u32,
     pub skb_mac_header: u32,
     pub skb_nfct: u32,
+    pub skb_protocol: u32,
     pub dev_ifindex: u32,
     pub dev_name: u32,
     pub dev_nd_net: u32,

@@ -11,7 +11,7 @@ use aya_ebpf::{
     macros::map,
     maps::{Array, PerCpuArray, RingBuf},
 };
-use tracer_common::{Config, PacketEvent, MAX_WATCHED};
+use tracer_common::{Config, ETH_P_ARP, ETH_P_IP, MAX_WATCHED, PacketEvent};
 
 #[map(name = "EVENTS")]
 pub static EVENTS: RingBuf = RingBuf::with_byte_size(1 << 22, 0);
@@ -119,31 +119,86 @@ pub fn addresses_match(cfg: &Config, saddr: [u8; 4], daddr: [u8; 4]) -> bool {
     cfg.watched_count == 0 || watched(cfg, saddr) || watched(cfg, daddr)
 }
 
-/// Finds the packet's IPv4 header and applies the address and protocol
-/// filter. This runs for every packet the kernel handles, so it reads as
-/// little as it can and builds nothing: `None` for all packets but ours.
+/// Where the network header (IPv4 or ARP) starts.
 #[inline(always)]
-fn matching_header(cfg: &Config, skb: u64, at: HeaderAt) -> Option<(u64, Ipv4Header)> {
+fn network_header(cfg: &Config, skb: u64, at: HeaderAt) -> Option<u64> {
     let o = &cfg.offsets;
-    let ip_addr = match at {
-        HeaderAt::Data => read::<u64>(skb, o.skb_data)?,
+    match at {
+        HeaderAt::Data => read::<u64>(skb, o.skb_data),
         HeaderAt::NetworkHeader => {
             let head = read::<u64>(skb, o.skb_head)?;
             let network = read::<u16>(skb, o.skb_network_header)?;
-            if network == 0xffff {
-                return None;
-            }
-            head + network as u64
+            (network != 0xffff).then_some(head + network as u64)
         }
-    };
+    }
+}
+
+/// What the first look at a packet found.
+enum Header {
+    /// IPv4 and wanted.
+    Ours(u64, Ipv4Header),
+    /// IPv4, somebody else's: nothing more is read.
+    Theirs,
+    /// Not IPv4 (maybe ARP).
+    NotIpv4(u64),
+}
+
+/// Finds the packet's IPv4 header and applies the address and protocol
+/// filter. This runs for every packet the kernel handles, so it reads as
+/// little as it can and builds nothing.
+#[inline(always)]
+fn first_look(cfg: &Config, skb: u64, at: HeaderAt) -> Option<Header> {
+    let ip_addr = network_header(cfg, skb, at)?;
     let ip = read::<Ipv4Header>(ip_addr, 0)?;
-    if ip.version_ihl >> 4 != 4 || !addresses_match(cfg, ip.saddr, ip.daddr) {
+    if ip.version_ihl >> 4 != 4 {
+        return Some(Header::NotIpv4(ip_addr));
+    }
+    if !addresses_match(cfg, ip.saddr, ip.daddr) || (cfg.protocol != 0 && cfg.protocol != ip.protocol) {
+        return Some(Header::Theirs);
+    }
+    Some(Header::Ours(ip_addr, ip))
+}
+
+/// An ARP message as it is on the wire for IPv4 over Ethernet.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct ArpHeader {
+    hardware: u16,
+    protocol: u16,
+    hardware_len: u8,
+    protocol_len: u8,
+    operation: u16,
+    sender_mac: [u8; 6],
+    sender_ip: [u8; 4],
+    target_mac: [u8; 6],
+    target_ip: [u8; 4],
+}
+
+/// The event for an ARP message about a watched address (the neighbour
+/// resolution a packet of ours waits for).
+#[inline(always)]
+fn capture_arp(cfg: &Config, probe: tracer_common::Probe, skb: u64, header: u64) -> Option<PacketEvent> {
+    if u16::from_be(read::<u16>(skb, cfg.offsets.skb_protocol)?) != ETH_P_ARP {
         return None;
     }
-    if cfg.protocol != 0 && cfg.protocol != ip.protocol {
+    let arp = read::<ArpHeader>(header, 0)?;
+    let ipv4_over_ethernet = u16::from_be(arp.protocol) == ETH_P_IP && arp.hardware_len == 6 && arp.protocol_len == 4;
+    if !ipv4_over_ethernet || !addresses_match(cfg, arp.sender_ip, arp.target_ip) {
         return None;
     }
-    Some((ip_addr, ip))
+    Some(PacketEvent {
+        probe: probe as u8,
+        skb,
+        ether_type: ETH_P_ARP,
+        saddr: arp.sender_ip,
+        daddr: arp.target_ip,
+        sport: u16::from_be(arp.operation),
+        mac_src: arp.sender_mac,
+        mac_dst: arp.target_mac,
+        has_mac: 1,
+        ip_len: size_of::<ArpHeader>() as u16,
+        ..PacketEvent::default()
+    })
 }
 
 /// Reads the L4 header of a matching packet into `event`; false when the
@@ -232,29 +287,38 @@ pub fn emit(cfg: &Config, event: &mut PacketEvent) {
     }
 }
 
-/// The event for a packet the user asked about, with the fields common to
-/// all packet probes; `None` (cheaply) for every other packet.
+/// The event for a packet the user asked about (IPv4, or ARP about its
+/// addresses when `with_arp`), with the fields common to all packet probes;
+/// `None` (cheaply) for every other packet.
 #[inline(always)]
-pub fn capture_skb(cfg: &Config, probe: tracer_common::Probe, skb: u64, at: HeaderAt) -> Option<PacketEvent> {
-    let (ip_addr, ip) = matching_header(cfg, skb, at)?;
-    let mut event = PacketEvent {
-        probe: probe as u8,
-        skb,
-        saddr: ip.saddr,
-        daddr: ip.daddr,
-        protocol: ip.protocol,
-        ttl: ip.ttl,
-        ip_id: u16::from_be(ip.id),
-        ip_len: u16::from_be(ip.tot_len),
-        ..PacketEvent::default()
+pub fn capture_skb(cfg: &Config, probe: tracer_common::Probe, skb: u64, at: HeaderAt, with_arp: bool) -> Option<PacketEvent> {
+    let mut event = match first_look(cfg, skb, at)? {
+        Header::Theirs => return None,
+        Header::NotIpv4(header) if with_arp => capture_arp(cfg, probe, skb, header)?,
+        Header::NotIpv4(_) => return None,
+        Header::Ours(ip_addr, ip) => {
+            let mut event = PacketEvent {
+                probe: probe as u8,
+                skb,
+                ether_type: ETH_P_IP,
+                saddr: ip.saddr,
+                daddr: ip.daddr,
+                protocol: ip.protocol,
+                ttl: ip.ttl,
+                ip_id: u16::from_be(ip.id),
+                ip_len: u16::from_be(ip.tot_len),
+                ..PacketEvent::default()
+            };
+            if !read_transport(cfg, ip_addr, &ip, &mut event) {
+                return None;
+            }
+            read_conntrack(cfg, skb, &mut event);
+            event
+        }
     };
-    if !read_transport(cfg, ip_addr, &ip, &mut event) {
-        return None;
-    }
     if let Some(dev) = read::<u64>(skb, cfg.offsets.skb_dev) {
         device(cfg, dev).describe(&mut event);
     }
-    read_conntrack(cfg, skb, &mut event);
     Some(event)
 }
 

@@ -93,6 +93,9 @@ struct Run {
     /// after its reply when later lookups keep it open); tried again after
     /// each request.
     unplaced: VecDeque<(Journey, Instant)>,
+    /// ARP requests told, for their replies.
+    arp_requests: VecDeque<Journey>,
+    arp_requests_told: u64,
 }
 
 pub async fn run(args: FollowArgs) -> Result<ExitCode> {
@@ -121,6 +124,13 @@ pub async fn run(args: FollowArgs) -> Result<ExitCode> {
         filter.addresses.push(published.address);
         filter.ports.push(published.port);
     }
+    // The source's gateway too, so the ARP for it is seen (not for the host:
+    // its gateway is this machine's real uplink).
+    if let Some(gateway) = source_gateway(&source, &topology)
+        && !filter.addresses.contains(&gateway)
+    {
+        filter.addresses.push(gateway);
+    }
     let mut saved_events = args
         .save_events
         .as_ref()
@@ -148,7 +158,7 @@ pub async fn run(args: FollowArgs) -> Result<ExitCode> {
     let ruleset = enrich::read_ruleset().ok();
     let sender = probe.map(|p| sender::spawn(p, destination, source.netns_path.as_deref(), count.unwrap_or(1))).transpose()?;
 
-    let mut run = Run { source, destination, topology, names, json: args.json, limit: count, requests_told: 0, exchanges_done: 0, waiting: VecDeque::new(), last_refresh: Instant::now(), last_loss: None, ruleset, expect_second_leg: published.is_some() && destination.address.is_loopback(), proxy, published, last_request: None, legs_told: Vec::new(), unplaced: VecDeque::new() };
+    let mut run = Run { source, destination, topology, names, json: args.json, limit: count, requests_told: 0, exchanges_done: 0, waiting: VecDeque::new(), last_refresh: Instant::now(), last_loss: None, ruleset, expect_second_leg: published.is_some() && destination.address.is_loopback(), proxy, published, last_request: None, legs_told: Vec::new(), unplaced: VecDeque::new(), arp_requests: VecDeque::new(), arp_requests_told: 0 };
     let mut assembler = Assembler::new(QUIET.as_nanos() as u64);
     let mut interrupt = signal(SignalKind::interrupt())?;
     let mut terminate = signal(SignalKind::terminate())?;
@@ -218,11 +228,23 @@ impl Run {
         }
     }
 
+    fn park(&mut self, journey: Journey) {
+        if self.unplaced.len() == MAX_WAITING {
+            self.unplaced.pop_front();
+        }
+        self.unplaced.push_back((journey, Instant::now()));
+    }
+
+    /// Every request told so far, of any kind.
+    fn requests_so_far(&self) -> u64 {
+        self.requests_told + self.legs_told.len() as u64 + self.arp_requests_told
+    }
+
     /// Tells a journey, then any parked one that now answers a told request.
     async fn tell(&mut self, journey: Journey) -> Result<()> {
-        let was_told = self.requests_told + self.legs_told.len() as u64;
+        let was_told = self.requests_so_far();
         self.tell_one(journey).await?;
-        if self.requests_told + self.legs_told.len() as u64 > was_told {
+        if self.requests_so_far() > was_told {
             self.unplaced.retain(|(_, at)| at.elapsed() < REPLY_WAIT);
             for (journey, _) in std::mem::take(&mut self.unplaced) {
                 Box::pin(self.tell(journey)).await?;
@@ -233,6 +255,9 @@ impl Run {
 
     async fn tell_one(&mut self, journey: Journey) -> Result<()> {
         let first = journey.first_packet();
+        if let Transport::Arp { operation, .. } = first.transport {
+            return self.tell_arp(journey, operation).await;
+        }
         let starts_in_source = journey
             .events
             .iter()
@@ -274,10 +299,7 @@ impl Run {
             (Direction::Request, None, leg_of)
         } else {
             // Somebody else's packet, or an answer to a request not told yet.
-            if self.unplaced.len() == MAX_WAITING {
-                self.unplaced.pop_front();
-            }
-            self.unplaced.push_back((journey, Instant::now()));
+            self.park(journey);
             return Ok(());
         };
         self.refresh_topology_if_unknown(&journey).await;
@@ -314,7 +336,37 @@ impl Run {
                 self.waiting.push_back(WaitingRequest { journey, printed_at: Instant::now(), leg_of });
             }
         }
-        let text = if self.json { render::json::render(&story) + "\n" } else { render::terminal::render(&story) + "\n" };
+        self.print(&story)
+    }
+
+    /// Neighbour resolution on the path is its own short exchange, outside
+    /// the request/reply count: a who-has request, and the is-at reply to it.
+    async fn tell_arp(&mut self, journey: Journey, operation: u16) -> Result<()> {
+        let (direction, reply_to) = if operation == 1 {
+            (Direction::Request, None)
+        } else {
+            match self.arp_requests.iter().rposition(|r| journey.answers(r)) {
+                Some(index) => (Direction::Reply, self.arp_requests.remove(index).map(|r| r.id)),
+                None => {
+                    self.park(journey);
+                    return Ok(());
+                }
+            }
+        };
+        let facts = Facts { fdb: enrich::host_fdb().await.unwrap_or_default(), ..Facts::default() };
+        let story = explain::explain(&journey, direction, reply_to, &self.topology, &facts);
+        if direction == Direction::Request {
+            self.arp_requests_told += 1;
+            if self.arp_requests.len() == MAX_WAITING {
+                self.arp_requests.pop_front();
+            }
+            self.arp_requests.push_back(journey);
+        }
+        self.print(&story)
+    }
+
+    fn print(&self, story: &explain::Story) -> Result<()> {
+        let text = if self.json { render::json::render(story) + "\n" } else { render::terminal::render(story) + "\n" };
         let mut out = anstream::stdout();
         out.write_all(text.as_bytes())?;
         out.flush()?;
@@ -350,6 +402,18 @@ impl Run {
             }
         }
     }
+}
+
+/// The default gateway of a container's or netns's main table.
+fn source_gateway(source: &Source, topology: &Topology) -> Option<std::net::Ipv4Addr> {
+    source.netns_path.as_ref()?;
+    const MAIN_TABLE: u32 = 254;
+    topology
+        .namespace(source.netns)?
+        .routes
+        .iter()
+        .find(|r| r.table == MAIN_TABLE && r.destination.is_none())?
+        .gateway
 }
 
 /// `enum ip_conntrack_info` values from here on are the reply direction.

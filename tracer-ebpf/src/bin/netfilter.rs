@@ -40,7 +40,7 @@ fn observe(ctx: *const NfContext, probe: Probe) {
     // SAFETY: the verifier allows reading the context's two pointers.
     let (state, skb) = unsafe { ((*ctx).state, (*ctx).skb) };
     // At netfilter hooks skb->data is the IP header on input and output alike.
-    let Some(mut event) = capture_skb(cfg, probe, skb, HeaderAt::Data) else { return };
+    let Some(mut event) = capture_skb(cfg, probe, skb, HeaderAt::Data, false) else { return };
     let o = &cfg.offsets;
     event.nf_hook = read::<u8>(state, o.nf_state_hook).unwrap_or(0xff);
     let input = read::<u64>(state, o.nf_state_in).unwrap_or(0);

@@ -7,7 +7,7 @@ mod kernel_names;
 use std::net::Ipv4Addr;
 
 use serde::{Deserialize, Serialize};
-use tracer_common::{PacketEvent, Probe};
+use tracer_common::{ETH_P_ARP, PacketEvent, Probe};
 
 pub use kernel_names::KernelNames;
 
@@ -86,6 +86,8 @@ pub enum Transport {
     Icmp { icmp_type: u8, id: u16, seq: u16 },
     Tcp { sport: u16, dport: u16, flags: u8 },
     Udp { sport: u16, dport: u16 },
+    /// Not IP: neighbour resolution (1 = who-has request, 2 = is-at reply).
+    Arp { operation: u16, sender_mac: [u8; 6], target_mac: [u8; 6] },
     Other { number: u8 },
 }
 
@@ -95,6 +97,8 @@ impl Transport {
             Self::Icmp { .. } => 1,
             Self::Tcp { .. } => 6,
             Self::Udp { .. } => 17,
+            // Not an IP protocol; 0 keeps it apart from the others.
+            Self::Arp { .. } => 0,
             Self::Other { number } => number,
         }
     }
@@ -173,8 +177,9 @@ pub fn decode(raw: &PacketEvent, names: &KernelNames) -> Option<Event> {
     let kind = match probe {
         Probe::DevQueue => EventKind::Transmit,
         Probe::Receive => {
-            let (mac_src, mac_dst) =
-                if raw.has_mac == 1 { (Some(mac(raw.mac_src)), Some(mac(raw.mac_dst))) } else { (None, None) };
+            // An ARP event's addresses are the message's, not the frame's.
+            let frame_macs = raw.has_mac == 1 && raw.ether_type != ETH_P_ARP;
+            let (mac_src, mac_dst) = if frame_macs { (Some(mac(raw.mac_src)), Some(mac(raw.mac_dst))) } else { (None, None) };
             EventKind::Receive { mac_src, mac_dst }
         }
         Probe::NetfilterBeforeNat | Probe::NetfilterAfterNat => EventKind::Netfilter {
@@ -196,6 +201,9 @@ pub fn decode(raw: &PacketEvent, names: &KernelNames) -> Option<Event> {
         },
     };
     let transport = match raw.protocol {
+        _ if raw.ether_type == ETH_P_ARP => {
+            Transport::Arp { operation: raw.sport, sender_mac: raw.mac_src, target_mac: raw.mac_dst }
+        }
         1 => Transport::Icmp { icmp_type: raw.icmp_type, id: raw.sport, seq: raw.dport },
         6 => Transport::Tcp { sport: raw.sport, dport: raw.dport, flags: raw.tcp_flags },
         17 => Transport::Udp { sport: raw.sport, dport: raw.dport },
@@ -282,6 +290,27 @@ mod tests {
         raw.reason_or_table = 999;
         let EventKind::Drop { reason, .. } = decode(&raw, &names()).unwrap().kind else { panic!() };
         assert_eq!(reason, "reason 999");
+    }
+
+    #[test]
+    fn arp_messages_keep_their_own_addresses() {
+        let raw = PacketEvent {
+            probe: Probe::Receive as u8,
+            ether_type: ETH_P_ARP,
+            saddr: [172, 17, 0, 3],
+            daddr: [172, 17, 0, 1],
+            sport: 1,
+            mac_src: [0x02, 0x42, 0xac, 0x11, 0x00, 0x03],
+            has_mac: 1,
+            ..PacketEvent::default()
+        };
+        let event = decode(&raw, &names()).unwrap();
+        assert_eq!(event.kind, EventKind::Receive { mac_src: None, mac_dst: None }, "not the frame's addresses");
+        assert_eq!(
+            event.packet.transport,
+            Transport::Arp { operation: 1, sender_mac: [0x02, 0x42, 0xac, 0x11, 0x00, 0x03], target_mac: [0; 6] }
+        );
+        assert_eq!(event.packet.dst, Ipv4Addr::new(172, 17, 0, 1), "who has");
     }
 
     #[test]

@@ -44,6 +44,7 @@ impl Tuple {
             Transport::Icmp { id, .. } => ("icmp", None, None, Some(id)),
             Transport::Tcp { sport, dport, .. } => ("tcp", Some(sport), Some(dport), None),
             Transport::Udp { sport, dport } => ("udp", Some(sport), Some(dport), None),
+            Transport::Arp { .. } => ("arp", None, None, None),
             Transport::Other { .. } => ("ip", None, None, None),
         };
         Self { protocol, src: packet.src, dst: packet.dst, sport, dport, icmp_id }
@@ -173,6 +174,8 @@ pub fn describe(packet: &Packet) -> String {
         Transport::Icmp { icmp_type, .. } => format!("ICMP type {icmp_type}"),
         Transport::Tcp { flags, .. } => format!("TCP {}", tcp_flags(flags)),
         Transport::Udp { .. } => "UDP datagram".into(),
+        Transport::Arp { operation: 1, .. } => format!("ARP request: who has {}? tell {}", packet.dst, packet.src),
+        Transport::Arp { sender_mac, .. } => format!("ARP reply: {} is at {}", packet.src, format_mac(sender_mac)),
         Transport::Other { number } => format!("IP protocol {number}"),
     }
 }
@@ -258,6 +261,7 @@ fn kernel_generated(packet: &Packet) -> bool {
     match packet.transport {
         Transport::Tcp { flags, .. } => flags & RST != 0 || flags & (SYN | ACK) == SYN | ACK,
         Transport::Icmp { icmp_type, .. } => icmp_type != 8,
+        Transport::Arp { .. } => true,
         _ => false,
     }
 }
@@ -431,6 +435,9 @@ pub fn explain(journey: &Journey, direction: Direction, reply_to: Option<u64>, t
     // Hops are told as their evidence is found; the story reads in kernel time.
     x.hops.sort_by_key(|h| h.at_us);
     let first = journey.first_packet();
+    if let Transport::Arp { operation: 1, .. } = first.transport {
+        outcome = Some(format!("asked on the whole segment; the owner of {} answers with an ARP reply", first.dst));
+    }
     let outcome = outcome.unwrap_or_else(|| match x.hops.last() {
         Some(hop) if matches!(&hop.details, Details::Route(r) if r.table == "local") => {
             format!("arrived in {}, the namespace it was addressed to", hop.namespace)
@@ -459,7 +466,9 @@ impl Explainer<'_> {
     /// Where the journey starts: who sent it, by which route.
     fn send_hop(&mut self, event: &Event, pending_route: Option<&Event>) {
         let ns = self.namespace(event.netns);
-        let route = pending_route.and_then(|r| self.route_choice(r));
+        // ARP is below routing: a lookup before it is the kernel checking addresses.
+        let is_arp = matches!(event.packet.transport, Transport::Arp { .. });
+        let route = pending_route.filter(|_| !is_arp).and_then(|r| self.route_choice(r));
         // The kernel answers these itself, often while some process is current.
         let process = event.process().filter(|_| !kernel_generated(&event.packet));
         let who = match process {
@@ -609,6 +618,36 @@ impl Explainer<'_> {
         self.interface(event.netns, event.ifindex).and_then(|p| p.master) == Some(bridge)
     }
 
+    /// An ARP request is a broadcast: the bridge sends it out of every other
+    /// port and hands a copy up to the host too.
+    fn broadcast_hop(&mut self, events: &[Event], i: usize, bridge: &Interface, network: Option<String>, told: &mut [bool]) {
+        let port_event = &events[i];
+        let copies = self.port_copies(events, i + 1, bridge.ifindex, told);
+        let handed_up = (i + 1..events.len()).find(|&j| {
+            let e = &events[j];
+            !told[j] && e.netns == port_event.netns && e.ifindex == bridge.ifindex && matches!(e.kind, EventKind::Receive { .. })
+        });
+        if let Some(j) = handed_up {
+            told[j] = true;
+        }
+        let ports: Vec<&str> = copies.iter().map(|&c| events[c].ifname.as_str()).collect();
+        let mut decision = format!("broadcast: flooded to {}", if ports.is_empty() { "no other port".into() } else { format!("ports {}", ports.join(", ")) });
+        if handed_up.is_some() {
+            decision += " and handed up to the host";
+        }
+        let text = format!(
+            "bridge {}{}: the frame entered port {}; {decision}",
+            bridge.name,
+            network.as_ref().map(|n| format!(" (Docker network \"{n}\")")).unwrap_or_default(),
+            port_event.ifname
+        );
+        let details = Details::Bridge { bridge: bridge.name.clone(), docker_network: network, port: port_event.ifname.clone(), decision };
+        self.push(port_event, Some(bridge.name.clone()), text, details);
+        for copy in copies {
+            self.veth_or_xmit(events, copy, told, false);
+        }
+    }
+
     /// Why the bridge chose `out`: the forwarding database entry for the destination MAC.
     fn fdb_evidence(&self, bridge: &Interface, mac_dst: Option<&str>, out: &Event) -> String {
         let Some(mac_dst) = mac_dst else { return String::new() };
@@ -630,6 +669,10 @@ impl Explainer<'_> {
     fn bridge_hop(&mut self, events: &[Event], i: usize, bridge: &Interface, mac_dst: Option<&str>, told: &mut [bool]) {
         let port_event = &events[i];
         let network = self.topology.bridge_network(&bridge.name).map(|n| n.name.clone());
+        if matches!(port_event.packet.transport, Transport::Arp { operation: 1, .. }) {
+            self.broadcast_hop(events, i, bridge, network, told);
+            return;
+        }
         let bridge_mac = bridge.mac.map(format_mac);
         let mut decision = None;
         for (j, e) in events.iter().enumerate().skip(i + 1) {

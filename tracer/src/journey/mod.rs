@@ -69,12 +69,16 @@ impl Journey {
         if self.conntrack_ids().any(|id| request_ids.contains(&id)) {
             return true;
         }
-        let (sent, reply) = (request.last_packet(), self.first_packet());
+        let (mut sent, reply) = (request.last_packet(), self.first_packet());
+        if matches!(sent.transport, Transport::Arp { .. }) {
+            sent = request.first_packet();
+        }
         if sent.src != reply.dst || sent.dst != reply.src {
             return false;
         }
         match (sent.transport, reply.transport) {
             (Transport::Icmp { id: a, seq: s, .. }, Transport::Icmp { id: b, seq: t, .. }) => a == b && s == t,
+            (Transport::Arp { operation: 1, .. }, Transport::Arp { operation: 2, .. }) => true,
             (Transport::Tcp { sport: a, dport: b, .. }, Transport::Tcp { sport: c, dport: d, .. })
             | (Transport::Udp { sport: a, dport: b }, Transport::Udp { sport: c, dport: d }) => a == d && b == c,
             (a, b) => a.protocol_number() == b.protocol_number(),
@@ -97,6 +101,8 @@ struct Identity {
     protocol: u8,
     /// TCP flags or ICMP type.
     detail: u8,
+    /// ARP messages all look alike but for their addresses, which no NAT changes.
+    arp_between: Option<(Ipv4Addr, Ipv4Addr)>,
 }
 
 impl Identity {
@@ -104,9 +110,11 @@ impl Identity {
         let detail = match packet.transport {
             Transport::Tcp { flags, .. } => flags,
             Transport::Icmp { icmp_type, .. } => icmp_type,
+            Transport::Arp { operation, .. } => operation as u8,
             _ => 0,
         };
-        Self { ip_id: packet.ip_id, length: packet.length, protocol: packet.transport.protocol_number(), detail }
+        let arp_between = matches!(packet.transport, Transport::Arp { .. }).then_some((packet.src, packet.dst));
+        Self { ip_id: packet.ip_id, length: packet.length, protocol: packet.transport.protocol_number(), detail, arp_between }
     }
 }
 
