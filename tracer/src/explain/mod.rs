@@ -631,7 +631,10 @@ impl Explainer<'_> {
             told[j] = true;
         }
         let ports: Vec<&str> = copies.iter().map(|&c| events[c].ifname.as_str()).collect();
-        let mut decision = format!("broadcast: flooded to {}", if ports.is_empty() { "no other port".into() } else { format!("ports {}", ports.join(", ")) });
+        let mut decision = match ports.as_slice() {
+            [] => "broadcast: no other port to flood it to".to_string(),
+            _ => format!("broadcast: flooded to ports {}", ports.join(", ")),
+        };
         if handed_up.is_some() {
             decision += " and handed up to the host";
         }
