@@ -430,3 +430,21 @@ fn a_cold_arp_cache_shows_the_arp_exchange_as_its_own_journey() -> Result<()> {
     assert_eq!(hop(ping, "send")["waited_for_arp"], true);
     Ok(())
 }
+
+#[test]
+fn a_container_reaching_a_published_port_through_the_host_goes_through_docker_proxy() -> Result<()> {
+    let Lab { upstream, container } = lab()?;
+    let port = std::net::TcpListener::bind("0.0.0.0:0")?.local_addr()?.port();
+    let web = Container::builder().arg("-p").arg(&format!("{port}:80")).start()?;
+    web.exec_ok(["httpd", "-p", "80", "-h", "/"])?;
+    let dest = format!("{}:{port}", upstream.host_ip());
+    let journeys = follow(&[container.name(), &dest, "--probe", "tcp"])?;
+    let first = journeys.iter().find(|j| j["direction"] == "request" && j.get("second_leg_of").is_none()).context("first leg")?;
+    assert_eq!(ip(&first["tuple"]["src"]), container.ip());
+    assert!(!kinds(first).contains(&"nat"), "Docker's DNAT rule skips its own bridges: {first:#}");
+    assert!(first["note"].as_str().unwrap().contains("userland proxy on"));
+    let second = journeys.iter().find(|j| j["second_leg_of"] == first["journey"]).context("docker-proxy's own connection")?;
+    assert_eq!(hop(second, "send")["process"], "docker-proxy");
+    assert_eq!((ip(&second["tuple"]["dst"]), second["tuple"]["dport"].as_u64()), (web.ip(), Some(80)));
+    Ok(())
+}

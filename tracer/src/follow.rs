@@ -81,8 +81,9 @@ struct Run {
     ruleset: Option<Ruleset>,
     /// DEST is a published port: where Docker sends it.
     published: Option<Published>,
-    /// DEST is a published port on loopback: docker-proxy carries it on in a
-    /// second connection, and the exchange is over when that one is answered.
+    /// DEST is a published port docker-proxy serves for this source (from the
+    /// host to loopback, or from a container, which Docker's DNAT rule skips):
+    /// the exchange is over when the proxy's own connection is answered.
     expect_second_leg: bool,
     last_request: Option<u64>,
     /// The process listening on the published port (docker-proxy), if any.
@@ -158,7 +159,8 @@ pub async fn run(args: FollowArgs) -> Result<ExitCode> {
     let ruleset = enrich::read_ruleset().ok();
     let sender = probe.map(|p| sender::spawn(p, destination, source.netns_path.as_deref(), count.unwrap_or(1))).transpose()?;
 
-    let mut run = Run { source, destination, topology, names, json: args.json, limit: count, requests_told: 0, exchanges_done: 0, waiting: VecDeque::new(), last_refresh: Instant::now(), last_loss: None, ruleset, expect_second_leg: published.is_some() && destination.address.is_loopback(), proxy, published, last_request: None, legs_told: Vec::new(), unplaced: VecDeque::new(), arp_requests: VecDeque::new(), arp_requests_told: 0 };
+    let expect_second_leg = proxy.is_some() && (destination.address.is_loopback() || source.netns != topology.host_netns);
+    let mut run = Run { source, destination, topology, names, json: args.json, limit: count, requests_told: 0, exchanges_done: 0, waiting: VecDeque::new(), last_refresh: Instant::now(), last_loss: None, ruleset, expect_second_leg, proxy, published, last_request: None, legs_told: Vec::new(), unplaced: VecDeque::new(), arp_requests: VecDeque::new(), arp_requests_told: 0 };
     let mut assembler = Assembler::new(QUIET.as_nanos() as u64);
     let mut interrupt = signal(SignalKind::interrupt())?;
     let mut terminate = signal(SignalKind::terminate())?;
@@ -270,10 +272,16 @@ impl Run {
         let reply_direction = journey.events.iter().any(|e| e.conntrack.is_some_and(|c| c.info >= IP_CT_IS_REPLY));
         let to_port = |port: Option<u16>| port.is_none_or(|port| destination_port(&first) == Some(port));
         let outgoing = first.dst == self.destination.address && starts_in_source && !reply_direction && to_port(self.destination.port);
-        // docker-proxy serving a published port opens its own connection to the container.
+        // docker-proxy serving a published port opens its own connection to the
+        // container, from the host's namespace whoever the source is.
+        let starts_in_host = journey
+            .events
+            .iter()
+            .find(|e| !matches!(e.kind, EventKind::Route { .. }))
+            .is_some_and(|e| e.netns == self.topology.host_netns);
         let second_leg = self.published.as_ref().is_some_and(|p| {
             first.dst == p.address && destination_port(&first) == Some(p.port) && !reply_direction
-        }) && starts_in_source
+        }) && starts_in_host
             && !outgoing;
         let answered = self.waiting.iter().rposition(|r| journey.answers(&r.journey));
         let (direction, reply_to, leg_of) = if let Some(index) = answered

@@ -303,7 +303,7 @@ pub fn published_port_note(published: &Published, port: u16, proxy: Option<&List
     );
     match proxy {
         Some(proxy) => format!(
-            "{dnat}; {} (pid {}) listens on {} for traffic from this host itself (userland proxy on)",
+            "{dnat}; {} (pid {}) listens on {} for the rest: from this host itself and from containers, whose bridges the DNAT rule skips (userland proxy on)",
             proxy.process, proxy.pid, proxy.address
         ),
         None => format!("{dnat}; no process listens on port {port} (userland proxy off: the DNAT rule serves everything)"),
