@@ -178,11 +178,24 @@ impl DockerNetwork {
         Self::create(Some(bridge))
     }
 
+    /// A network on `subnet` (e.g. `10.78.3.0/24`), so containers can be given
+    /// addresses with `--ip` before they exist.
+    pub fn with_subnet(subnet: &str) -> Result<Self> {
+        Self::create_with(None, Some(subnet))
+    }
+
     fn create(bridge: Option<&str>) -> Result<Self> {
+        Self::create_with(bridge, None)
+    }
+
+    fn create_with(bridge: Option<&str>, subnet: Option<&str>) -> Result<Self> {
         let name = unique();
         let mut docker = cmd("docker", ["network", "create", "--driver", "bridge"]);
         if let Some(bridge) = bridge {
             docker.args(["--opt", &format!("com.docker.network.bridge.name={bridge}")]);
+        }
+        if let Some(subnet) = subnet {
+            docker.args(["--subnet", subnet]);
         }
         docker.arg(&name);
         let id = run(&mut docker)?.trim().to_owned();

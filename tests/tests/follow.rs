@@ -448,3 +448,29 @@ fn a_container_reaching_a_published_port_through_the_host_goes_through_docker_pr
     assert_eq!((ip(&second["tuple"]["dst"]), second["tuple"]["dport"].as_u64()), (web.ip(), Some(80)));
     Ok(())
 }
+
+#[test]
+fn a_container_started_after_pkttrace_is_named_from_the_change_notifications() -> Result<()> {
+    let block = std::process::id() % 200;
+    let network = integration_tests::DockerNetwork::with_subnet(&format!("10.78.{block}.0/24"))?;
+    let client = Container::builder().network(network.name()).start()?;
+    let late_ip = format!("10.78.{block}.50");
+    let tracer = Pkttrace::spawn(["follow", client.name(), &late_ip, "--count", "1", "--json"])?;
+    thread::sleep(Duration::from_secs(3));
+    // Created while pkttrace runs: only rtnetlink and Docker events can tell it about this one.
+    let late = Container::builder().network(network.name()).arg("--ip").arg(&late_ip).start()?;
+    client.exec_ok(["ping", "-c", "1", "-W", "3", &late_ip])?;
+    let run = tracer.wait(Duration::from_secs(20))?;
+    ensure!(run.success(), "{run}");
+    let request: Value = run
+        .stdout
+        .lines()
+        .map(serde_json::from_str::<Value>)
+        .collect::<Result<Vec<_>, _>>()?
+        .into_iter()
+        .find(|j| j["direction"] == "request" && j["tuple"]["protocol"] == "icmp")
+        .context("the ping")?;
+    assert!(request["outcome"].as_str().unwrap().contains(late.name()), "named, not netns:[…]: {}", request["outcome"]);
+    assert!(hops(&request).iter().any(|h| h["kind"] == "veth" && h["namespace"] == late.name()), "its veth is known");
+    Ok(())
+}

@@ -76,6 +76,8 @@ struct Run {
     exchanges_done: u64,
     waiting: VecDeque<WaitingRequest>,
     last_refresh: Instant,
+    /// Marked when rtnetlink or Docker report a change to the wiring.
+    changes: Option<tokio::sync::watch::Receiver<()>>,
     last_loss: Option<Instant>,
     /// The ruleset's counters as last read, to tell which rule dropped a packet.
     ruleset: Option<Ruleset>,
@@ -160,7 +162,7 @@ pub async fn run(args: FollowArgs) -> Result<ExitCode> {
     let sender = probe.map(|p| sender::spawn(p, destination, source.netns_path.as_deref(), count.unwrap_or(1))).transpose()?;
 
     let expect_second_leg = proxy.is_some() && (destination.address.is_loopback() || source.netns != topology.host_netns);
-    let mut run = Run { source, destination, topology, names, json: args.json, limit: count, requests_told: 0, exchanges_done: 0, waiting: VecDeque::new(), last_refresh: Instant::now(), last_loss: None, ruleset, expect_second_leg, proxy, published, last_request: None, legs_told: Vec::new(), unplaced: VecDeque::new(), arp_requests: VecDeque::new(), arp_requests_told: 0 };
+    let mut run = Run { source, destination, topology, names, json: args.json, limit: count, requests_told: 0, exchanges_done: 0, waiting: VecDeque::new(), last_refresh: Instant::now(), changes: enrich::changes().ok(), last_loss: None, ruleset, expect_second_leg, proxy, published, last_request: None, legs_told: Vec::new(), unplaced: VecDeque::new(), arp_requests: VecDeque::new(), arp_requests_told: 0 };
     let mut assembler = Assembler::new(QUIET.as_nanos() as u64);
     let mut interrupt = signal(SignalKind::interrupt())?;
     let mut terminate = signal(SignalKind::terminate())?;
@@ -310,7 +312,7 @@ impl Run {
             self.park(journey);
             return Ok(());
         };
-        self.refresh_topology_if_unknown(&journey).await;
+        self.refresh_topology(&journey).await;
         let facts = Facts {
             host_ip_forward: enrich::host_ip_forward(),
             events_lost: self.last_loss.is_some_and(|at| at.elapsed() < LOSS_SHADOW),
@@ -400,10 +402,21 @@ impl Run {
         journey.events.iter().any(|e| self.topology.interface(e.netns, e.ifindex).is_some_and(|i| i.master.is_some()))
     }
 
-    /// A container started after pkttrace did is not in the model yet.
-    async fn refresh_topology_if_unknown(&mut self, journey: &Journey) {
-        let unknown = journey.events.iter().any(|e| e.netns != 0 && self.topology.namespace(e.netns).is_none());
-        if unknown && self.last_refresh.elapsed() > Duration::from_secs(1) {
+    /// Re-reads the model when rtnetlink or Docker said the wiring changed (a
+    /// container started after pkttrace did). Without those notifications, a
+    /// journey through a namespace the model does not know triggers it.
+    async fn refresh_topology(&mut self, journey: &Journey) {
+        let changed = match self.changes.as_mut() {
+            Some(changes) => changes.has_changed().unwrap_or(false),
+            None => {
+                let unknown = journey.events.iter().any(|e| e.netns != 0 && self.topology.namespace(e.netns).is_none());
+                unknown && self.last_refresh.elapsed() > Duration::from_secs(1)
+            }
+        };
+        if changed {
+            if let Some(changes) = self.changes.as_mut() {
+                changes.mark_unchanged();
+            }
             self.last_refresh = Instant::now();
             if let Ok(topology) = Topology::discover().await {
                 self.topology = topology;

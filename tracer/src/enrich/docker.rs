@@ -8,6 +8,8 @@ use std::time::Duration;
 use bollard::errors::Error as DockerError;
 use bollard::models::{ContainerInspectResponse, EndpointSettings, Network};
 use bollard::{API_DEFAULT_VERSION, Docker};
+use bollard::system::EventsOptions;
+use futures::StreamExt;
 use futures::future::join_all;
 
 use super::{Container, ContainerNetwork, DockerNetwork, PortBinding, netns};
@@ -51,13 +53,27 @@ fn socket_path() -> String {
         .unwrap_or_else(|| DEFAULT_SOCKET.to_string())
 }
 
-async fn query(path: &str) -> Result<Found, DockerError> {
+/// A client for the daemon at `path`, at the API version both speak.
+async fn connect(path: &str) -> Result<Docker, DockerError> {
     // Negotiate: bollard's default API version is newer than what older
     // daemons (Debian's 20.10 speaks 1.41) accept, and newer daemons drop
     // old versions.
-    let docker = Docker::connect_with_socket(path, TIMEOUT.as_secs(), API_DEFAULT_VERSION)?
-        .negotiate_version()
-        .await?;
+    Docker::connect_with_socket(path, TIMEOUT.as_secs(), API_DEFAULT_VERSION)?.negotiate_version().await
+}
+
+/// The daemon's container and network events, as they happen; ends when
+/// Docker is not reachable.
+pub(super) async fn watch_events(mut changed: impl FnMut()) {
+    let Ok(docker) = connect(&socket_path()).await else { return };
+    let filters = HashMap::from([("type".to_string(), vec!["container".to_string(), "network".to_string()])]);
+    let mut events = docker.events(Some(EventsOptions { filters, ..Default::default() }));
+    while let Some(Ok(_)) = events.next().await {
+        changed();
+    }
+}
+
+async fn query(path: &str) -> Result<Found, DockerError> {
+    let docker = connect(path).await?;
     let (listed, networks) = tokio::try_join!(
         docker.list_containers::<String>(None),
         docker.list_networks::<String>(None)

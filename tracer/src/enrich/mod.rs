@@ -14,11 +14,13 @@ mod peers;
 mod processes;
 #[cfg(test)]
 mod tests;
+mod watch;
 mod wiring;
 
 use std::net::Ipv4Addr;
 
 pub use fdb::{FdbEntry, host_fdb};
+pub use watch::changes;
 pub use wiring::{
     Chain, ChainHook, ContainerInside, Listener, NamespaceIds, PortBinding, Rule, RuleMatch,
     Ruleset, Wiring,
