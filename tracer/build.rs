@@ -2,6 +2,10 @@
 //! nightly toolchain and bpf-linker) so `cargo build` embeds them in pkttrace.
 fn main() -> anyhow::Result<()> {
     let ebpf_dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../tracer-ebpf");
-    let package = aya_build::Package { name: "tracer-ebpf", root_dir: ebpf_dir, ..Default::default() };
+    let package = aya_build::Package {
+        name: "tracer-ebpf",
+        root_dir: ebpf_dir,
+        ..Default::default()
+    };
     aya_build::build_ebpf([package], aya_build::Toolchain::default())
 }

@@ -217,6 +217,43 @@ impl DockerNetwork {
     }
 }
 
+impl Container {
+    /// The host-side end of the veth behind `interface` (e.g. `eth0`): the
+    /// host interface whose ifindex is the container interface's iflink.
+    pub fn host_peer(&self, interface: &str) -> Result<String> {
+        let iflink = self
+            .exec_ok(["cat", &format!("/sys/class/net/{interface}/iflink")])?
+            .trim()
+            .to_string();
+        let links = run(&mut cmd("ip", ["-o", "link", "show"]))?;
+        links
+            .lines()
+            .find(|l| l.starts_with(&format!("{iflink}: ")))
+            .and_then(|l| l.split(": ").nth(1))
+            .map(|name| name.split('@').next().unwrap_or(name).to_string())
+            .with_context(|| {
+                format!(
+                    "no host interface has {}'s {interface} iflink {iflink}",
+                    self.name
+                )
+            })
+    }
+
+    /// A container publishing its port 80 on a free host port (`-p PORT:80`),
+    /// with busybox httpd serving there; returns it and the host port.
+    pub fn published_web_server() -> Result<(Self, u16)> {
+        let port = std::net::TcpListener::bind("0.0.0.0:0")?
+            .local_addr()?
+            .port();
+        let web = Self::builder()
+            .arg("-p")
+            .arg(&format!("{port}:80"))
+            .start()?;
+        web.exec_ok(["httpd", "-p", "80", "-h", "/"])?;
+        Ok((web, port))
+    }
+}
+
 impl Drop for DockerNetwork {
     fn drop(&mut self) {
         cleanup(&mut cmd("docker", ["network", "rm", &self.name]));

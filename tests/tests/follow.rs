@@ -12,7 +12,10 @@ use serde_json::Value;
 /// Runs `pkttrace follow ... --json` and returns its IP journeys (ARP
 /// exchanges, when a cache was cold, are left out: see `follow_all`).
 fn follow(args: &[&str]) -> Result<Vec<Value>> {
-    Ok(follow_all(args)?.into_iter().filter(|j| j["tuple"]["protocol"] != "arp").collect())
+    Ok(follow_all(args)?
+        .into_iter()
+        .filter(|j| j["tuple"]["protocol"] != "arp")
+        .collect())
 }
 
 fn follow_all(args: &[&str]) -> Result<Vec<Value>> {
@@ -21,7 +24,10 @@ fn follow_all(args: &[&str]) -> Result<Vec<Value>> {
     all.push("--json");
     let run = pkttrace(&all)?;
     ensure!(run.success(), "pkttrace failed: {run}");
-    run.stdout.lines().map(|line| serde_json::from_str(line).with_context(|| format!("not JSON: {line}"))).collect()
+    run.stdout
+        .lines()
+        .map(|line| serde_json::from_str(line).with_context(|| format!("not JSON: {line}")))
+        .collect()
 }
 
 fn hops(journey: &Value) -> &Vec<Value> {
@@ -29,31 +35,32 @@ fn hops(journey: &Value) -> &Vec<Value> {
 }
 
 fn kinds(journey: &Value) -> Vec<&str> {
-    hops(journey).iter().map(|h| h["kind"].as_str().unwrap()).collect()
+    hops(journey)
+        .iter()
+        .map(|h| h["kind"].as_str().unwrap())
+        .collect()
 }
 
 fn hop<'a>(journey: &'a Value, kind: &str) -> &'a Value {
-    hops(journey).iter().find(|h| h["kind"] == kind).unwrap_or_else(|| panic!("no {kind} hop in {journey:#}"))
+    hops(journey)
+        .iter()
+        .find(|h| h["kind"] == kind)
+        .unwrap_or_else(|| panic!("no {kind} hop in {journey:#}"))
 }
 
 fn netfilter_hooks(journey: &Value) -> Vec<&str> {
-    hops(journey).iter().filter(|h| h["kind"] == "netfilter").map(|h| h["hook"].as_str().unwrap()).collect()
-}
-
-/// The host-side end of a container's eth0: what `ip link` names its peer.
-fn host_peer_of(container: &Container) -> Result<String> {
-    let iflink = container.exec_ok(["cat", "/sys/class/net/eth0/iflink"])?.trim().to_string();
-    let links = String::from_utf8(Command::new("ip").args(["-o", "link", "show"]).output()?.stdout)?;
-    links
-        .lines()
-        .find(|l| l.starts_with(&format!("{iflink}: ")))
-        .and_then(|l| l.split(": ").nth(1))
-        .map(|name| name.split('@').next().unwrap().to_string())
-        .context("no host interface with the container's iflink")
+    hops(journey)
+        .iter()
+        .filter(|h| h["kind"] == "netfilter")
+        .map(|h| h["hook"].as_str().unwrap())
+        .collect()
 }
 
 fn ip(text: &Value) -> Ipv4Addr {
-    text.as_str().expect("an address").parse().expect("an IPv4 address")
+    text.as_str()
+        .expect("an address")
+        .parse()
+        .expect("an IPv4 address")
 }
 
 struct Lab {
@@ -64,14 +71,28 @@ struct Lab {
 fn lab() -> Result<Lab> {
     let upstream = Upstream::new()?;
     let container = Container::builder().dns(upstream.ip()).start()?;
-    Ok(Lab { upstream, container })
+    Ok(Lab {
+        upstream,
+        container,
+    })
 }
 
 #[test]
 fn icmp_from_a_container_through_masquerade_and_back() -> Result<()> {
-    let Lab { upstream, container } = lab()?;
-    let journeys = follow(&[container.name(), &upstream.ip().to_string(), "--probe", "icmp"])?;
-    ensure!(journeys.len() == 2, "a request and its reply: {journeys:#?}");
+    let Lab {
+        upstream,
+        container,
+    } = lab()?;
+    let journeys = follow(&[
+        container.name(),
+        &upstream.ip().to_string(),
+        "--probe",
+        "icmp",
+    ])?;
+    ensure!(
+        journeys.len() == 2,
+        "a request and its reply: {journeys:#?}"
+    );
     let (request, reply) = (&journeys[0], &journeys[1]);
 
     assert_eq!(request["direction"], "request");
@@ -80,21 +101,44 @@ fn icmp_from_a_container_through_masquerade_and_back() -> Result<()> {
     let send = hop(request, "send");
     assert_eq!(send["namespace"], container.name());
     assert_eq!(send["device"], "eth0");
-    assert_eq!(ip(&send["route"]["gateway"]), Ipv4Addr::new(172, 17, 0, 1), "docker0 is the container's gateway");
+    assert_eq!(
+        ip(&send["route"]["gateway"]),
+        Ipv4Addr::new(172, 17, 0, 1),
+        "docker0 is the container's gateway"
+    );
     let veth = hop(request, "veth");
-    assert_eq!((veth["namespace"].as_str(), veth["peer_namespace"].as_str()), (Some("host"), Some(container.name())));
-    assert_eq!(veth["device"], host_peer_of(&container)?.as_str());
+    assert_eq!(
+        (veth["namespace"].as_str(), veth["peer_namespace"].as_str()),
+        (Some("host"), Some(container.name()))
+    );
+    assert_eq!(veth["device"], container.host_peer("eth0")?.as_str());
     let bridge = hop(request, "bridge");
-    assert_eq!((bridge["bridge"].as_str(), bridge["docker_network"].as_str()), (Some("docker0"), Some("bridge")));
-    assert_eq!(bridge["port"], host_peer_of(&container)?.as_str());
-    assert!(bridge["decision"].as_str().unwrap().starts_with("passed up to the host's IP stack"), "{bridge}");
+    assert_eq!(
+        (bridge["bridge"].as_str(), bridge["docker_network"].as_str()),
+        (Some("docker0"), Some("bridge"))
+    );
+    assert_eq!(bridge["port"], container.host_peer("eth0")?.as_str());
+    assert!(
+        bridge["decision"]
+            .as_str()
+            .unwrap()
+            .starts_with("passed up to the host's IP stack"),
+        "{bridge}"
+    );
     assert_eq!(hop(request, "route")["out_device"], upstream.host_veth());
     assert_eq!(hop(request, "forward")["ip_forward"], true);
-    assert_eq!(netfilter_hooks(request), ["PREROUTING", "FORWARD", "POSTROUTING"]);
+    assert_eq!(
+        netfilter_hooks(request),
+        ["PREROUTING", "FORWARD", "POSTROUTING"]
+    );
     let nat = hop(request, "nat");
     assert_eq!(nat["hook"], "POSTROUTING");
     assert_eq!(ip(&nat["before"]["src"]), container.ip());
-    assert_eq!(ip(&nat["after"]["src"]), upstream.host_ip(), "MASQUERADE uses the host's address on the way out");
+    assert_eq!(
+        ip(&nat["after"]["src"]),
+        upstream.host_ip(),
+        "MASQUERADE uses the host's address on the way out"
+    );
     assert_eq!(ip(&nat["after"]["dst"]), upstream.ip());
 
     assert_eq!(reply["direction"], "reply");
@@ -102,18 +146,31 @@ fn icmp_from_a_container_through_masquerade_and_back() -> Result<()> {
     assert_eq!(ip(&reply["tuple"]["dst"]), upstream.host_ip());
     let de_nat = hop(reply, "nat");
     assert_eq!(de_nat["hook"], "PREROUTING");
-    assert_eq!(ip(&de_nat["after"]["dst"]), container.ip(), "conntrack undoes the NAT for the reply");
-    assert_eq!(hop(reply, "bridge")["decision"], format!("switched to port {}", host_peer_of(&container)?));
+    assert_eq!(
+        ip(&de_nat["after"]["dst"]),
+        container.ip(),
+        "conntrack undoes the NAT for the reply"
+    );
+    assert_eq!(
+        hop(reply, "bridge")["decision"],
+        format!("switched to port {}", container.host_peer("eth0")?)
+    );
     let deliver = hops(reply).last().unwrap();
     assert_eq!(deliver["kind"], "deliver");
     assert_eq!(deliver["namespace"], container.name());
-    assert_eq!(deliver["process"], "pkttrace", "the probe's own socket read the reply");
+    assert_eq!(
+        deliver["process"], "pkttrace",
+        "the probe's own socket read the reply"
+    );
     Ok(())
 }
 
 #[test]
 fn tcp_from_a_container_to_an_upstream_web_server() -> Result<()> {
-    let Lab { upstream, container } = lab()?;
+    let Lab {
+        upstream,
+        container,
+    } = lab()?;
     upstream.serve_http(80)?;
     let dest = format!("{}:80", upstream.ip());
     let journeys = follow(&[container.name(), &dest, "--probe", "tcp"])?;
@@ -128,21 +185,42 @@ fn tcp_from_a_container_to_an_upstream_web_server() -> Result<()> {
     assert_eq!(syn_ack["what"], "TCP SYN+ACK");
     assert_eq!(syn_ack["reply_to"], syn["journey"]);
     assert_eq!(ip(&hop(syn_ack, "nat")["after"]["dst"]), container.ip());
-    assert!(syn_ack["outcome"].as_str().unwrap().contains(container.name()), "the SYN+ACK reaches the container: {}", syn_ack["outcome"]);
+    assert!(
+        syn_ack["outcome"]
+            .as_str()
+            .unwrap()
+            .contains(container.name()),
+        "the SYN+ACK reaches the container: {}",
+        syn_ack["outcome"]
+    );
     Ok(())
 }
 
 #[test]
 fn forwarding_disabled_drops_with_the_kernels_reason_and_names_the_sysctl() -> Result<()> {
-    let Lab { upstream, container } = lab()?;
+    let Lab {
+        upstream,
+        container,
+    } = lab()?;
     let _forwarding = Sysctl::set("net.ipv4.conf.all.forwarding", "0")?;
-    let journeys = follow(&[container.name(), &upstream.ip().to_string(), "--probe", "icmp"])?;
+    let journeys = follow(&[
+        container.name(),
+        &upstream.ip().to_string(),
+        "--probe",
+        "icmp",
+    ])?;
     ensure!(journeys.len() == 1, "the request only: {journeys:#?}");
     let drop = hops(&journeys[0]).last().unwrap();
     assert_eq!(drop["kind"], "drop");
     assert_eq!(drop["namespace"], "host");
-    assert_eq!(drop["reason"], "IP_INADDRERRORS", "the name of enum skb_drop_reason in this kernel's BTF");
-    assert!(drop["location"].as_str().unwrap().starts_with("ip_error"), "{drop}");
+    assert_eq!(
+        drop["reason"], "IP_INADDRERRORS",
+        "the name of enum skb_drop_reason in this kernel's BTF"
+    );
+    assert!(
+        drop["location"].as_str().unwrap().starts_with("ip_error"),
+        "{drop}"
+    );
     let hint = drop["hint"].as_str().unwrap();
     assert!(hint.contains("net.ipv4.conf.all.forwarding = 0"), "{hint}");
     assert!(!kinds(&journeys[0]).contains(&"forward"));
@@ -151,21 +229,42 @@ fn forwarding_disabled_drops_with_the_kernels_reason_and_names_the_sysctl() -> R
 
 #[test]
 fn a_drop_rule_in_docker_user_is_a_netfilter_drop_in_forward() -> Result<()> {
-    let Lab { upstream, container } = lab()?;
+    let Lab {
+        upstream,
+        container,
+    } = lab()?;
     let (from, to) = (container.ip().to_string(), upstream.ip().to_string());
     let _rule = IptablesRule::insert("DOCKER-USER", ["-s", &from, "-d", &to, "-j", "DROP"])?;
     let journeys = follow(&[container.name(), &to, "--probe", "icmp"])?;
     ensure!(journeys.len() == 1, "the request only: {journeys:#?}");
     let request = &journeys[0];
-    assert_eq!(netfilter_hooks(request), ["PREROUTING", "FORWARD"], "never reached POSTROUTING");
+    assert_eq!(
+        netfilter_hooks(request),
+        ["PREROUTING", "FORWARD"],
+        "never reached POSTROUTING"
+    );
     let drop = hops(request).last().unwrap();
-    assert_eq!((drop["kind"].as_str(), drop["reason"].as_str()), (Some("drop"), Some("NETFILTER_DROP")));
-    assert!(drop["hint"].as_str().unwrap().contains("in FORWARD"), "{drop}");
+    assert_eq!(
+        (drop["kind"].as_str(), drop["reason"].as_str()),
+        (Some("drop"), Some("NETFILTER_DROP"))
+    );
+    assert!(
+        drop["hint"].as_str().unwrap().contains("in FORWARD"),
+        "{drop}"
+    );
     let rules = drop["rules"].as_array().expect("the rule that dropped it");
     assert_eq!(rules.len(), 1, "{drop}");
     let rule = rules[0].as_str().unwrap();
-    assert!(rule.starts_with("ip filter DOCKER-USER: ") && rule.contains(&from) && rule.ends_with("drop"), "our own rule: {rule}");
-    assert!(!kinds(request).contains(&"nat"), "dropped before MASQUERADE");
+    assert!(
+        rule.starts_with("ip filter DOCKER-USER: ")
+            && rule.contains(&from)
+            && rule.ends_with("drop"),
+        "our own rule: {rule}"
+    );
+    assert!(
+        !kinds(request).contains(&"nat"),
+        "dropped before MASQUERADE"
+    );
     Ok(())
 }
 
@@ -178,29 +277,61 @@ fn a_plain_network_namespace_joined_to_the_host_by_a_veth() -> Result<()> {
     let label = format!("netns {}", pair.name());
     assert_eq!(hop(request, "send")["namespace"], label.as_str());
     let veth = hop(request, "veth");
-    assert_eq!((veth["device"].as_str(), veth["peer_device"].as_str()), (Some(pair.host_veth()), Some(pair.veth())));
+    assert_eq!(
+        (veth["device"].as_str(), veth["peer_device"].as_str()),
+        (Some(pair.host_veth()), Some(pair.veth()))
+    );
     let route = hop(request, "route");
-    assert_eq!((route["namespace"].as_str(), route["table"].as_str()), (Some("host"), Some("local")));
-    assert!(!kinds(request).contains(&"nat") && !kinds(request).contains(&"bridge"), "no bridge, no NAT: {request}");
+    assert_eq!(
+        (route["namespace"].as_str(), route["table"].as_str()),
+        (Some("host"), Some("local"))
+    );
+    assert!(
+        !kinds(request).contains(&"nat") && !kinds(request).contains(&"bridge"),
+        "no bridge, no NAT: {request}"
+    );
     assert_eq!(hop(reply, "veth")["namespace"], label.as_str());
     let deliver = hops(reply).last().unwrap();
-    assert_eq!((deliver["kind"].as_str(), deliver["namespace"].as_str()), (Some("deliver"), Some(label.as_str())));
+    assert_eq!(
+        (deliver["kind"].as_str(), deliver["namespace"].as_str()),
+        (Some("deliver"), Some(label.as_str()))
+    );
     Ok(())
 }
 
 /// Names of the programs pkttrace loads, as `bpftool prog show` lists them.
 fn pkttrace_programs_loaded() -> Result<usize> {
-    let out = String::from_utf8(Command::new("bpftool").args(["prog", "show"]).output()?.stdout)?;
-    Ok(out.lines().filter(|l| l.contains("name pkttrace_") || l.contains("name net_dev_queue")).count())
+    let out = String::from_utf8(
+        Command::new("bpftool")
+            .args(["prog", "show"])
+            .output()?
+            .stdout,
+    )?;
+    Ok(out
+        .lines()
+        .filter(|l| l.contains("name pkttrace_") || l.contains("name net_dev_queue"))
+        .count())
 }
 
 #[test]
 fn bad_input_gets_one_clear_line_and_exit_code_2() -> Result<()> {
     let cases: [(&[&str], &str); 4] = [
-        (&["follow", "no-such-container-xyz", "198.51.100.1"], "no container or network namespace named 'no-such-container-xyz'"),
-        (&["follow", "host", "not-an-address"], "cannot use 'not-an-address' as a destination"),
-        (&["follow", "host", "198.51.100.1:http"], "is not a port number"),
-        (&["follow", "host", "198.51.100.1", "--probe", "tcp"], "--probe tcp needs a port"),
+        (
+            &["follow", "no-such-container-xyz", "198.51.100.1"],
+            "no container or network namespace named 'no-such-container-xyz'",
+        ),
+        (
+            &["follow", "host", "not-an-address"],
+            "cannot use 'not-an-address' as a destination",
+        ),
+        (
+            &["follow", "host", "198.51.100.1:http"],
+            "is not a port number",
+        ),
+        (
+            &["follow", "host", "198.51.100.1", "--probe", "tcp"],
+            "--probe tcp needs a port",
+        ),
     ];
     for (args, message) in cases {
         let run = pkttrace(args)?;
@@ -232,7 +363,9 @@ fn even_sigkill_leaves_nothing_attached() -> Result<()> {
     }
     ensure!(attached, "pkttrace never attached its programs");
     let pid = tracer.pid();
-    Command::new("kill").args(["-KILL", &pid.to_string()]).status()?;
+    Command::new("kill")
+        .args(["-KILL", &pid.to_string()])
+        .status()?;
     drop(tracer);
     // The kernel releases programs when their last file descriptor closes.
     for _ in 0..50 {
@@ -249,8 +382,16 @@ fn ctrl_c_ends_a_trace_cleanly() -> Result<()> {
     let tracer = Pkttrace::spawn(["follow", "host", "198.51.100.1"])?;
     thread::sleep(Duration::from_secs(2));
     let run = tracer.stop()?;
-    assert!(run.stderr.contains("saw no packet from host to 198.51.100.1"), "{run}");
-    assert_eq!(run.status.code(), Some(1), "nothing seen is not success: {run}");
+    assert!(
+        run.stderr
+            .contains("saw no packet from host to 198.51.100.1"),
+        "{run}"
+    );
+    assert_eq!(
+        run.status.code(),
+        Some(1),
+        "nothing seen is not success: {run}"
+    );
     assert_eq!(pkttrace_programs_loaded()?, 0, "nothing left attached");
     Ok(())
 }
@@ -259,41 +400,66 @@ fn ctrl_c_ends_a_trace_cleanly() -> Result<()> {
 fn without_docker_netns_sources_still_work_and_containers_get_a_clear_error() -> Result<()> {
     let pair = NetnsPair::new()?;
     let without_docker = |args: &[&str]| {
-        Command::new(integration_tests::pkttrace_bin()).env("DOCKER_HOST", "unix:///nonexistent/docker.sock").args(args).output()
+        Command::new(integration_tests::pkttrace_bin())
+            .env("DOCKER_HOST", "unix:///nonexistent/docker.sock")
+            .args(args)
+            .output()
     };
     let host_ip = pair.host_ip().to_string();
     let traced = without_docker(&["follow", pair.name(), &host_ip, "--probe", "icmp", "--json"])?;
     let stderr = String::from_utf8_lossy(&traced.stderr);
     assert!(traced.status.success(), "{stderr}");
     assert!(stderr.contains("Docker is not reachable"), "{stderr}");
-    let ip_journeys = String::from_utf8_lossy(&traced.stdout).lines().filter(|l| !l.contains(r#""protocol":"arp""#)).count();
+    let ip_journeys = String::from_utf8_lossy(&traced.stdout)
+        .lines()
+        .filter(|l| !l.contains(r#""protocol":"arp""#))
+        .count();
     assert_eq!(ip_journeys, 2, "request and reply");
 
     let refused = without_docker(&["follow", "server-1", "198.51.100.1"])?;
     let stderr = String::from_utf8_lossy(&refused.stderr);
     assert_eq!(refused.status.code(), Some(2), "{stderr}");
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
-    assert!(stderr.contains("Docker is not reachable") && stderr.contains("`host` still work"), "{stderr}");
+    assert!(
+        stderr.contains("Docker is not reachable") && stderr.contains("`host` still work"),
+        "{stderr}"
+    );
     Ok(())
 }
 
 #[test]
 fn waits_for_traffic_and_names_the_real_sender() -> Result<()> {
-    let Lab { upstream, container } = lab()?;
+    let Lab {
+        upstream,
+        container,
+    } = lab()?;
     let dest = upstream.ip().to_string();
     let tracer = Pkttrace::spawn(["follow", container.name(), &dest, "--count", "1", "--json"])?;
     thread::sleep(Duration::from_secs(3));
     container.exec_ok(["ping", "-c", "1", "-W", "3", &dest])?;
     let run = tracer.wait(Duration::from_secs(20))?;
     ensure!(run.success() && !run.timed_out, "{run}");
-    let journeys: Vec<Value> = run.stdout.lines().map(serde_json::from_str).collect::<Result<_, _>>()?;
-    let journeys: Vec<Value> = journeys.into_iter().filter(|j| j["tuple"]["protocol"] != "arp").collect();
+    let journeys: Vec<Value> = run
+        .stdout
+        .lines()
+        .map(serde_json::from_str)
+        .collect::<Result<_, _>>()?;
+    let journeys: Vec<Value> = journeys
+        .into_iter()
+        .filter(|j| j["tuple"]["protocol"] != "arp")
+        .collect();
     ensure!(journeys.len() == 2, "{run}");
     let send = hop(&journeys[0], "send");
-    assert_eq!(send["process"], "ping", "the lecturer's ping sent it: {send}");
+    assert_eq!(
+        send["process"], "ping",
+        "the lecturer's ping sent it: {send}"
+    );
     let ping_pid = send["pid"].as_u64().unwrap();
     let deliver = hops(&journeys[1]).last().unwrap();
-    assert_eq!((deliver["process"].as_str(), deliver["pid"].as_u64()), (Some("ping"), Some(ping_pid)));
+    assert_eq!(
+        (deliver["process"].as_str(), deliver["pid"].as_u64()),
+        (Some("ping"), Some(ping_pid))
+    );
     Ok(())
 }
 
@@ -305,25 +471,53 @@ fn container_to_container_on_one_network_is_switched_not_routed() -> Result<()> 
     let journeys = follow(&[client.name(), server.name(), "--probe", "icmp"])?;
     ensure!(journeys.len() == 2, "{journeys:#?}");
     let (request, reply) = (&journeys[0], &journeys[1]);
-    assert_eq!(ip(&request["tuple"]["dst"]), server.ip(), "DEST named by container");
+    assert_eq!(
+        ip(&request["tuple"]["dst"]),
+        server.ip(),
+        "DEST named by container"
+    );
     for journey in [request, reply] {
         let kinds = kinds(journey);
         for absent in ["nat", "forward", "route"] {
-            assert!(!kinds.contains(&absent), "no {absent} between two containers on one bridge: {kinds:?}");
+            assert!(
+                !kinds.contains(&absent),
+                "no {absent} between two containers on one bridge: {kinds:?}"
+            );
         }
         for hook in hops(journey).iter().filter(|h| h["kind"] == "netfilter") {
-            assert!(hook["text"].as_str().unwrap().contains("run by the bridge"), "{hook}");
+            assert!(
+                hook["text"].as_str().unwrap().contains("run by the bridge"),
+                "{hook}"
+            );
         }
     }
-    let server_mac = server.exec_ok(["cat", "/sys/class/net/eth0/address"])?.trim().to_string();
+    let server_mac = server
+        .exec_ok(["cat", "/sys/class/net/eth0/address"])?
+        .trim()
+        .to_string();
     let bridge = hop(request, "bridge");
-    assert_eq!((bridge["bridge"].as_str(), bridge["docker_network"].as_str()), (Some(network.bridge()), Some(network.name())));
-    assert_eq!(bridge["port"], host_peer_of(&client)?.as_str());
+    assert_eq!(
+        (bridge["bridge"].as_str(), bridge["docker_network"].as_str()),
+        (Some(network.bridge()), Some(network.name()))
+    );
+    assert_eq!(bridge["port"], client.host_peer("eth0")?.as_str());
     let decision = bridge["decision"].as_str().unwrap();
-    let expected = format!("switched to port {} (its forwarding database has {server_mac} on that port)", host_peer_of(&server)?);
+    let expected = format!(
+        "switched to port {} (its forwarding database has {server_mac} on that port)",
+        server.host_peer("eth0")?
+    );
     assert_eq!(decision, expected);
-    assert!(bridge["text"].as_str().unwrap().contains("no routing and no NAT"));
-    assert!(request["outcome"].as_str().unwrap().contains(server.name()), "{}", request["outcome"]);
+    assert!(
+        bridge["text"]
+            .as_str()
+            .unwrap()
+            .contains("no routing and no NAT")
+    );
+    assert!(
+        request["outcome"].as_str().unwrap().contains(server.name()),
+        "{}",
+        request["outcome"]
+    );
     assert_eq!(hops(reply).last().unwrap()["kind"], "deliver");
     assert_eq!(hops(reply).last().unwrap()["namespace"], client.name());
     Ok(())
@@ -331,89 +525,204 @@ fn container_to_container_on_one_network_is_switched_not_routed() -> Result<()> 
 
 #[test]
 fn containers_on_two_networks_are_kept_apart_by_a_rule_read_from_the_kernel() -> Result<()> {
-    let (network_a, network_b) = (integration_tests::DockerNetwork::new()?, integration_tests::DockerNetwork::new()?);
+    let (network_a, network_b) = (
+        integration_tests::DockerNetwork::new()?,
+        integration_tests::DockerNetwork::new()?,
+    );
     let target = Container::builder().network(network_b.name()).start()?;
     let source = Container::builder().network(network_a.name()).start()?;
     let journeys = follow(&[source.name(), target.name(), "--probe", "icmp"])?;
     ensure!(journeys.len() == 1, "no reply: {journeys:#?}");
     let request = &journeys[0];
-    assert_eq!(hop(request, "bridge")["decision"].as_str().map(|d| d.starts_with("passed up")), Some(true), "routed, not switched");
+    assert_eq!(
+        hop(request, "bridge")["decision"]
+            .as_str()
+            .map(|d| d.starts_with("passed up")),
+        Some(true),
+        "routed, not switched"
+    );
     assert_eq!(hop(request, "route")["out_device"], network_b.bridge());
     let drop = hops(request).last().unwrap();
-    assert_eq!((drop["kind"].as_str(), drop["reason"].as_str()), (Some("drop"), Some("NETFILTER_DROP")));
-    let rules: Vec<&str> = drop["rules"].as_array().expect("the rule that dropped it").iter().map(|r| r.as_str().unwrap()).collect();
+    assert_eq!(
+        (drop["kind"].as_str(), drop["reason"].as_str()),
+        (Some("drop"), Some("NETFILTER_DROP"))
+    );
+    let rules: Vec<&str> = drop["rules"]
+        .as_array()
+        .expect("the rule that dropped it")
+        .iter()
+        .map(|r| r.as_str().unwrap())
+        .collect();
     ensure!(rules.len() == 1, "{rules:?}");
     // The rule as the kernel lists it right now: chain and wording come from the ruleset, not from pkttrace.
     let (chain, rule) = rules[0].split_once(": ").unwrap();
-    let ruleset = String::from_utf8(Command::new("nft").args(["list", "ruleset"]).output()?.stdout)?;
+    let ruleset = String::from_utf8(
+        Command::new("nft")
+            .args(["list", "ruleset"])
+            .output()?
+            .stdout,
+    )?;
     let chain_name = chain.rsplit(' ').next().unwrap();
-    let chain_text = ruleset.split(&format!("chain {chain_name} {{")).nth(1).context("chain in the ruleset")?;
+    let chain_text = ruleset
+        .split(&format!("chain {chain_name} {{"))
+        .nth(1)
+        .context("chain in the ruleset")?;
     // nft prints each rule's counter in the middle; pkttrace quotes the rule without it.
     let without_counter = |line: &str| {
         let words: Vec<&str> = line.split_whitespace().collect();
         match words.iter().position(|w| *w == "counter") {
-            Some(at) => [&words[..at], &words[(at + 5).min(words.len())..]].concat().join(" "),
+            Some(at) => [&words[..at], &words[(at + 5).min(words.len())..]]
+                .concat()
+                .join(" "),
             None => words.join(" "),
         }
     };
     let chain_rules = chain_text.split('}').next().unwrap();
-    assert!(chain_rules.lines().any(|l| without_counter(l) == rule), "{rule} in chain {chain_name}:\n{chain_rules}");
-    assert!(rule.contains(network_b.bridge()) && rule.ends_with("drop"), "{rule}");
+    assert!(
+        chain_rules.lines().any(|l| without_counter(l) == rule),
+        "{rule} in chain {chain_name}:\n{chain_rules}"
+    );
+    assert!(
+        rule.contains(network_b.bridge()) && rule.ends_with("drop"),
+        "{rule}"
+    );
     Ok(())
 }
 
 #[test]
 fn a_published_port_reached_from_another_namespace_is_dnat_to_the_container() -> Result<()> {
     let upstream = Upstream::new()?;
-    let port = std::net::TcpListener::bind("0.0.0.0:0")?.local_addr()?.port();
-    let web = Container::builder().arg("-p").arg(&format!("{port}:80")).start()?;
-    web.exec_ok(["httpd", "-p", "80", "-h", "/"])?;
+    let (web, port) = Container::published_web_server()?;
     let dest = format!("{}:{port}", upstream.host_ip());
     let journeys = follow(&[upstream.name(), &dest, "--probe", "tcp"])?;
     ensure!(journeys.len() == 2, "SYN and SYN+ACK: {journeys:#?}");
     let (syn, syn_ack) = (&journeys[0], &journeys[1]);
-    assert_eq!(hop(syn, "send")["namespace"], format!("netns {}", upstream.name()));
+    assert_eq!(
+        hop(syn, "send")["namespace"],
+        format!("netns {}", upstream.name())
+    );
     let dnat = hop(syn, "nat");
     assert_eq!(dnat["hook"], "PREROUTING");
-    assert_eq!((ip(&dnat["before"]["dst"]), dnat["before"]["dport"].as_u64()), (upstream.host_ip(), Some(u64::from(port))));
-    assert_eq!((ip(&dnat["after"]["dst"]), dnat["after"]["dport"].as_u64()), (web.ip(), Some(80)), "DNAT to the container");
+    assert_eq!(
+        (ip(&dnat["before"]["dst"]), dnat["before"]["dport"].as_u64()),
+        (upstream.host_ip(), Some(u64::from(port)))
+    );
+    assert_eq!(
+        (ip(&dnat["after"]["dst"]), dnat["after"]["dport"].as_u64()),
+        (web.ip(), Some(80)),
+        "DNAT to the container"
+    );
     assert_eq!(hop(syn, "forward")["to_device"], "docker0");
-    assert!(syn["outcome"].as_str().unwrap().contains(web.name()), "the SYN reaches the container: {}", syn["outcome"]);
+    assert!(
+        syn["outcome"].as_str().unwrap().contains(web.name()),
+        "the SYN reaches the container: {}",
+        syn["outcome"]
+    );
     assert_eq!(syn_ack["reply_to"], syn["journey"]);
-    assert_eq!(ip(&syn_ack["tuple"]["src"]), web.ip(), "the container answers from its own address");
+    assert_eq!(
+        ip(&syn_ack["tuple"]["src"]),
+        web.ip(),
+        "the container answers from its own address"
+    );
     let un_dnat = hop(syn_ack, "nat");
     assert_eq!(un_dnat["hook"], "POSTROUTING");
-    assert_eq!((ip(&un_dnat["after"]["src"]), un_dnat["after"]["sport"].as_u64()), (upstream.host_ip(), Some(u64::from(port))));
+    assert_eq!(
+        (
+            ip(&un_dnat["after"]["src"]),
+            un_dnat["after"]["sport"].as_u64()
+        ),
+        (upstream.host_ip(), Some(u64::from(port)))
+    );
     Ok(())
 }
 
 #[test]
 fn a_published_port_on_localhost_is_carried_on_by_docker_proxy_in_a_second_leg() -> Result<()> {
-    let port = std::net::TcpListener::bind("0.0.0.0:0")?.local_addr()?.port();
-    let web = Container::builder().arg("-p").arg(&format!("{port}:80")).start()?;
-    web.exec_ok(["httpd", "-p", "80", "-h", "/"])?;
-    let proxy_pids = String::from_utf8(Command::new("pgrep").args(["-f", &format!("docker-proxy.*-host-port {port} ")]).output()?.stdout)?;
-    let proxy_pid: u64 = proxy_pids.lines().next().context("docker-proxy runs for the port (userland proxy on)")?.parse()?;
+    let (web, port) = Container::published_web_server()?;
+    let proxy_pids = String::from_utf8(
+        Command::new("pgrep")
+            .args(["-f", &format!("docker-proxy.*-host-port {port} ")])
+            .output()?
+            .stdout,
+    )?;
+    let proxy_pid: u64 = proxy_pids
+        .lines()
+        .next()
+        .context("docker-proxy runs for the port (userland proxy on)")?
+        .parse()?;
     let journeys = follow(&["host", &format!("127.0.0.1:{port}"), "--probe", "tcp"])?;
-    let first = journeys.iter().find(|j| j["direction"] == "request" && j.get("second_leg_of").is_none()).context("first leg")?;
+    let first = journeys
+        .iter()
+        .find(|j| j["direction"] == "request" && j.get("second_leg_of").is_none())
+        .context("first leg")?;
     let note = first["note"].as_str().context("how the port is served")?;
-    assert!(note.contains(&format!("docker-proxy (pid {proxy_pid})")) && note.contains("userland proxy on"), "{note}");
-    let second = journeys.iter().find(|j| j.get("second_leg_of").is_some()).context("the proxy's connection")?;
+    assert!(
+        note.contains(&format!("docker-proxy (pid {proxy_pid})"))
+            && note.contains("userland proxy on"),
+        "{note}"
+    );
+    let second = journeys
+        .iter()
+        .find(|j| j.get("second_leg_of").is_some())
+        .context("the proxy's connection")?;
     assert_eq!(second["second_leg_of"], first["journey"]);
     let send = hop(second, "send");
-    assert_eq!((send["process"].as_str(), send["pid"].as_u64()), (Some("docker-proxy"), Some(proxy_pid)));
-    assert_eq!((ip(&second["tuple"]["dst"]), second["tuple"]["dport"].as_u64()), (web.ip(), Some(80)));
-    assert!(second["note"].as_str().unwrap().contains(&format!("{}:80", web.ip())), "its -container-ip/-container-port");
-    let answer = journeys.iter().find(|j| j["reply_to"] == second["journey"]).context("the container answers the proxy")?;
-    assert_eq!(answer["what"], "TCP SYN+ACK");
-    assert!(!kinds(first).contains(&"nat"), "the proxy, not DNAT, serves localhost");
+    assert_eq!(
+        (send["process"].as_str(), send["pid"].as_u64()),
+        (Some("docker-proxy"), Some(proxy_pid))
+    );
+    assert_eq!(
+        (
+            ip(&second["tuple"]["dst"]),
+            second["tuple"]["dport"].as_u64()
+        ),
+        (web.ip(), Some(80))
+    );
+    assert!(
+        second["note"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("{}:80", web.ip())),
+        "its -container-ip/-container-port"
+    );
+    let answer = journeys
+        .iter()
+        .find(|j| j["reply_to"] == second["journey"])
+        .context("the container answers the proxy")?;
+    let summary: Vec<String> = journeys
+        .iter()
+        .map(|j| {
+            format!(
+                "#{} {} reply_to={} leg_of={} {} {}",
+                j["journey"],
+                j["direction"],
+                j["reply_to"],
+                j["second_leg_of"],
+                j["what"],
+                j["tuple"]
+            )
+        })
+        .collect();
+    assert_eq!(answer["what"], "TCP SYN+ACK", "{summary:#?}");
+    assert!(
+        !kinds(first).contains(&"nat"),
+        "the proxy, not DNAT, serves localhost"
+    );
     Ok(())
 }
 
 #[test]
 fn a_cold_arp_cache_shows_the_arp_exchange_as_its_own_journey() -> Result<()> {
-    let Lab { upstream, container } = lab()?;
-    let journeys = follow_all(&[container.name(), &upstream.ip().to_string(), "--probe", "icmp"])?;
+    let Lab {
+        upstream,
+        container,
+    } = lab()?;
+    let journeys = follow_all(&[
+        container.name(),
+        &upstream.ip().to_string(),
+        "--probe",
+        "icmp",
+    ])?;
     let gateway = "172.17.0.1";
     let request = journeys
         .iter()
@@ -421,31 +730,76 @@ fn a_cold_arp_cache_shows_the_arp_exchange_as_its_own_journey() -> Result<()> {
         .with_context(|| format!("the container asks for its gateway: {journeys:#?}"))?;
     assert_eq!(hop(request, "send")["namespace"], container.name());
     let bridge = hop(request, "bridge");
-    assert!(bridge["decision"].as_str().unwrap().starts_with("broadcast: "), "{bridge}");
-    assert!(bridge["decision"].as_str().unwrap().ends_with("and handed up to the host"), "{bridge}");
-    let docker0_mac = std::fs::read_to_string("/sys/class/net/docker0/address")?.trim().to_string();
-    let reply = journeys.iter().find(|j| j["reply_to"] == request["journey"]).context("the host answers")?;
-    assert_eq!(reply["what"], format!("ARP reply: {gateway} is at {docker0_mac}"));
-    let ping = journeys.iter().find(|j| j["tuple"]["protocol"] == "icmp").context("the ping itself")?;
+    assert!(
+        bridge["decision"]
+            .as_str()
+            .unwrap()
+            .starts_with("broadcast: "),
+        "{bridge}"
+    );
+    assert!(
+        bridge["decision"]
+            .as_str()
+            .unwrap()
+            .ends_with("and handed up to the host"),
+        "{bridge}"
+    );
+    let docker0_mac = std::fs::read_to_string("/sys/class/net/docker0/address")?
+        .trim()
+        .to_string();
+    let reply = journeys
+        .iter()
+        .find(|j| j["reply_to"] == request["journey"])
+        .context("the host answers")?;
+    assert_eq!(
+        reply["what"],
+        format!("ARP reply: {gateway} is at {docker0_mac}")
+    );
+    let ping = journeys
+        .iter()
+        .find(|j| j["tuple"]["protocol"] == "icmp")
+        .context("the ping itself")?;
     assert_eq!(hop(ping, "send")["waited_for_arp"], true);
     Ok(())
 }
 
 #[test]
-fn a_container_reaching_a_published_port_through_the_host_goes_through_docker_proxy() -> Result<()> {
-    let Lab { upstream, container } = lab()?;
-    let port = std::net::TcpListener::bind("0.0.0.0:0")?.local_addr()?.port();
-    let web = Container::builder().arg("-p").arg(&format!("{port}:80")).start()?;
-    web.exec_ok(["httpd", "-p", "80", "-h", "/"])?;
+fn a_container_reaching_a_published_port_through_the_host_goes_through_docker_proxy() -> Result<()>
+{
+    let Lab {
+        upstream,
+        container,
+    } = lab()?;
+    let (web, port) = Container::published_web_server()?;
     let dest = format!("{}:{port}", upstream.host_ip());
     let journeys = follow(&[container.name(), &dest, "--probe", "tcp"])?;
-    let first = journeys.iter().find(|j| j["direction"] == "request" && j.get("second_leg_of").is_none()).context("first leg")?;
+    let first = journeys
+        .iter()
+        .find(|j| j["direction"] == "request" && j.get("second_leg_of").is_none())
+        .context("first leg")?;
     assert_eq!(ip(&first["tuple"]["src"]), container.ip());
-    assert!(!kinds(first).contains(&"nat"), "Docker's DNAT rule skips its own bridges: {first:#}");
-    assert!(first["note"].as_str().unwrap().contains("userland proxy on"));
-    let second = journeys.iter().find(|j| j["second_leg_of"] == first["journey"]).context("docker-proxy's own connection")?;
+    assert!(
+        !kinds(first).contains(&"nat"),
+        "Docker's DNAT rule skips its own bridges: {first:#}"
+    );
+    assert!(
+        first["note"]
+            .as_str()
+            .unwrap()
+            .contains("userland proxy on")
+    );
+    let second = journeys
+        .iter()
+        .find(|j| j["second_leg_of"] == first["journey"])
+        .context("docker-proxy's own connection")?;
     assert_eq!(hop(second, "send")["process"], "docker-proxy");
-    assert_eq!((ip(&second["tuple"]["dst"]), second["tuple"]["dport"].as_u64()), (web.ip(), Some(80)));
+    assert_eq!(
+        (
+            ip(&second["tuple"]["dst"]),
+            second["tuple"]["dport"].as_u64()
+        ),
+        (web.ip(), Some(80))
+    );
     Ok(())
 }
 
@@ -458,7 +812,11 @@ fn a_container_started_after_pkttrace_is_named_from_the_change_notifications() -
     let tracer = Pkttrace::spawn(["follow", client.name(), &late_ip, "--count", "1", "--json"])?;
     thread::sleep(Duration::from_secs(3));
     // Created while pkttrace runs: only rtnetlink and Docker events can tell it about this one.
-    let late = Container::builder().network(network.name()).arg("--ip").arg(&late_ip).start()?;
+    let late = Container::builder()
+        .network(network.name())
+        .arg("--ip")
+        .arg(&late_ip)
+        .start()?;
     client.exec_ok(["ping", "-c", "1", "-W", "3", &late_ip])?;
     let run = tracer.wait(Duration::from_secs(20))?;
     ensure!(run.success(), "{run}");
@@ -470,7 +828,16 @@ fn a_container_started_after_pkttrace_is_named_from_the_change_notifications() -
         .into_iter()
         .find(|j| j["direction"] == "request" && j["tuple"]["protocol"] == "icmp")
         .context("the ping")?;
-    assert!(request["outcome"].as_str().unwrap().contains(late.name()), "named, not netns:[…]: {}", request["outcome"]);
-    assert!(hops(&request).iter().any(|h| h["kind"] == "veth" && h["namespace"] == late.name()), "its veth is known");
+    assert!(
+        request["outcome"].as_str().unwrap().contains(late.name()),
+        "named, not netns:[…]: {}",
+        request["outcome"]
+    );
+    assert!(
+        hops(&request)
+            .iter()
+            .any(|h| h["kind"] == "veth" && h["namespace"] == late.name()),
+        "its veth is known"
+    );
     Ok(())
 }

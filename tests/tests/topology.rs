@@ -7,7 +7,6 @@
 //! namespaces on the machine are ignored.
 
 use std::collections::BTreeSet;
-use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Command, Output};
 
@@ -76,21 +75,6 @@ fn run(program: &str, args: &[&str]) -> Result<String> {
     Ok(String::from_utf8(out.stdout)?)
 }
 
-/// The host-side end of a container's interface: what `ip link` names its peer.
-fn host_peer_of(container: &Container, interface: &str) -> Result<String> {
-    let iflink = container
-        .exec_ok(["cat", &format!("/sys/class/net/{interface}/iflink")])?
-        .trim()
-        .to_string();
-    let links = run("ip", &["-o", "link", "show"])?;
-    links
-        .lines()
-        .find(|l| l.starts_with(&format!("{iflink}: ")))
-        .and_then(|l| l.split(": ").nth(1))
-        .map(|name| name.split('@').next().unwrap().to_string())
-        .context("no host interface with the container's iflink")
-}
-
 /// The host's: pid 1's, or where a sandbox hides pid 1 even from root,
 /// this test's own (it runs in the host's namespaces, as pkttrace does).
 fn host_ns_inode(kind: &str) -> Result<u64> {
@@ -106,11 +90,6 @@ fn ns_inode(pid: u32, kind: &str) -> Result<u64> {
         .and_then(|(_, rest)| rest.strip_suffix(']'))
         .context("odd ns link")?;
     Ok(inode.parse()?)
-}
-
-/// A port nothing listens on right now.
-fn free_port() -> Result<u16> {
-    Ok(TcpListener::bind("0.0.0.0:0")?.local_addr()?.port())
 }
 
 /// Demo #1's pair, on a /30 of its own so concurrent labs never share a route.
@@ -136,16 +115,11 @@ fn a_lab_shows_every_namespace_pair_bridge_rule_route_and_published_port() -> Re
     // Declared in creation order, so the guards undo it in reverse.
     let network = DockerNetwork::with_bridge(&format!("ptb{:x}", std::process::id()))?;
     let pair = netns_pair()?;
-    let port = free_port()?;
-    let web = Container::builder()
-        .arg("-p")
-        .arg(&format!("{port}:80"))
-        .start()?;
+    let (web, port) = Container::published_web_server()?;
     run(
         "docker",
         &["network", "connect", network.name(), web.name()],
     )?;
-    web.exec_ok(["httpd", "-p", "80", "-h", "/"])?;
 
     let report = topology_json(&[])?;
     ensure!(
@@ -164,7 +138,7 @@ fn a_lab_shows_every_namespace_pair_bridge_rule_route_and_published_port() -> Re
     assert_eq!(demo["netns_names"][0], pair.name());
 
     // veth pairs across namespaces.
-    let (eth0_peer, eth1_peer) = (host_peer_of(&web, "eth0")?, host_peer_of(&web, "eth1")?);
+    let (eth0_peer, eth1_peer) = (web.host_peer("eth0")?, web.host_peer("eth1")?);
     assert!(
         has_pair(&report, ("host", &eth0_peer), (web.name(), "eth0")),
         "{eth0_peer} <-> eth0"
@@ -333,11 +307,7 @@ fn without_counter(rule: &str) -> String {
 #[test]
 fn one_container_with_its_namespaces_resolver_and_port_and_the_picture() -> Result<()> {
     let network = DockerNetwork::with_bridge(&format!("ptc{:x}", std::process::id()))?;
-    let port = free_port()?;
-    let web = Container::builder()
-        .arg("-p")
-        .arg(&format!("{port}:80"))
-        .start()?;
+    let (web, port) = Container::published_web_server()?;
     run(
         "docker",
         &["network", "connect", network.name(), web.name()],

@@ -7,7 +7,10 @@
 #![no_std]
 
 use aya_ebpf::{
-    helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_task, bpf_ktime_get_ns, bpf_probe_read_kernel},
+    helpers::{
+        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_task, bpf_ktime_get_ns,
+        bpf_probe_read_kernel,
+    },
     macros::map,
     maps::{Array, PerCpuArray, RingBuf},
 };
@@ -62,7 +65,9 @@ pub fn device(cfg: &Config, dev: u64) -> Device {
     Device {
         ifindex: read::<u32>(dev, o.dev_ifindex).unwrap_or(0),
         name: read::<[u8; 16]>(dev, o.dev_name).unwrap_or([0; 16]),
-        netns: read::<u64>(dev, o.dev_nd_net).map(|net| netns_inode(cfg, net)).unwrap_or(0),
+        netns: read::<u64>(dev, o.dev_nd_net)
+            .map(|net| netns_inode(cfg, net))
+            .unwrap_or(0),
     }
 }
 
@@ -153,7 +158,9 @@ fn first_look(cfg: &Config, skb: u64, at: HeaderAt) -> Option<Header> {
     if ip.version_ihl >> 4 != 4 {
         return Some(Header::NotIpv4(ip_addr));
     }
-    if !addresses_match(cfg, ip.saddr, ip.daddr) || (cfg.protocol != 0 && cfg.protocol != ip.protocol) {
+    if !addresses_match(cfg, ip.saddr, ip.daddr)
+        || (cfg.protocol != 0 && cfg.protocol != ip.protocol)
+    {
         return Some(Header::Theirs);
     }
     Some(Header::Ours(ip_addr, ip))
@@ -177,12 +184,18 @@ struct ArpHeader {
 /// The event for an ARP message about a watched address (the neighbour
 /// resolution a packet of ours waits for).
 #[inline(always)]
-fn capture_arp(cfg: &Config, probe: tracer_common::Probe, skb: u64, header: u64) -> Option<PacketEvent> {
+fn capture_arp(
+    cfg: &Config,
+    probe: tracer_common::Probe,
+    skb: u64,
+    header: u64,
+) -> Option<PacketEvent> {
     if u16::from_be(read::<u16>(skb, cfg.offsets.skb_protocol)?) != ETH_P_ARP {
         return None;
     }
     let arp = read::<ArpHeader>(header, 0)?;
-    let ipv4_over_ethernet = u16::from_be(arp.protocol) == ETH_P_IP && arp.hardware_len == 6 && arp.protocol_len == 4;
+    let ipv4_over_ethernet =
+        u16::from_be(arp.protocol) == ETH_P_IP && arp.hardware_len == 6 && arp.protocol_len == 4;
     if !ipv4_over_ethernet || !addresses_match(cfg, arp.sender_ip, arp.target_ip) {
         return None;
     }
@@ -238,7 +251,10 @@ fn read_transport(cfg: &Config, ip_addr: u64, ip: &Ipv4Header, event: &mut Packe
 #[inline(always)]
 pub fn read_macs(cfg: &Config, skb: u64, event: &mut PacketEvent) {
     let o = &cfg.offsets;
-    let (Some(head), Some(mac)) = (read::<u64>(skb, o.skb_head), read::<u16>(skb, o.skb_mac_header)) else {
+    let (Some(head), Some(mac)) = (
+        read::<u64>(skb, o.skb_head),
+        read::<u16>(skb, o.skb_mac_header),
+    ) else {
         return;
     };
     if mac == 0xffff {
@@ -291,7 +307,13 @@ pub fn emit(cfg: &Config, event: &mut PacketEvent) {
 /// addresses when `with_arp`), with the fields common to all packet probes;
 /// `None` (cheaply) for every other packet.
 #[inline(always)]
-pub fn capture_skb(cfg: &Config, probe: tracer_common::Probe, skb: u64, at: HeaderAt, with_arp: bool) -> Option<PacketEvent> {
+pub fn capture_skb(
+    cfg: &Config,
+    probe: tracer_common::Probe,
+    skb: u64,
+    at: HeaderAt,
+    with_arp: bool,
+) -> Option<PacketEvent> {
     let mut event = match first_look(cfg, skb, at)? {
         Header::Theirs => return None,
         Header::NotIpv4(header) if with_arp => capture_arp(cfg, probe, skb, header)?,

@@ -5,7 +5,9 @@
 
 use aya_ebpf::{macros::btf_tracepoint, programs::BtfTracePointContext};
 use tracer_common::{ETH_P_ARP, PacketEvent, Probe};
-use tracer_ebpf::{HeaderAt, addresses_match, capture_skb, config, current_netns, device, emit, read, read_macs};
+use tracer_ebpf::{
+    HeaderAt, addresses_match, capture_skb, config, current_netns, device, emit, read, read_macs,
+};
 
 #[btf_tracepoint(function = "net_dev_queue")]
 pub fn net_dev_queue(ctx: BtfTracePointContext) -> i32 {
@@ -43,7 +45,8 @@ pub fn consume_skb(ctx: BtfTracePointContext) -> i32 {
 pub fn skb_copy_datagram_iovec(ctx: BtfTracePointContext) -> i32 {
     let skb: u64 = ctx.arg(0);
     let Some(cfg) = config() else { return 0 };
-    let Some(mut event) = capture_skb(cfg, Probe::SocketRead, skb, HeaderAt::NetworkHeader, false) else {
+    let Some(mut event) = capture_skb(cfg, Probe::SocketRead, skb, HeaderAt::NetworkHeader, false)
+    else {
         return 0;
     };
     // A queued skb has lost its device: the reader's own namespace is where it landed.
@@ -60,7 +63,10 @@ pub fn fib_table_lookup(ctx: BtfTracePointContext) -> i32 {
     let error: i32 = ctx.arg(3);
     let Some(cfg) = config() else { return 0 };
     let o = &cfg.offsets;
-    let (Some(saddr), Some(daddr)) = (read::<[u8; 4]>(flow, o.flowi4_saddr), read::<[u8; 4]>(flow, o.flowi4_daddr)) else {
+    let (Some(saddr), Some(daddr)) = (
+        read::<[u8; 4]>(flow, o.flowi4_saddr),
+        read::<[u8; 4]>(flow, o.flowi4_daddr),
+    ) else {
         return 0;
     };
     if !addresses_match(cfg, saddr, daddr) {
@@ -91,7 +97,9 @@ pub fn fib_table_lookup(ctx: BtfTracePointContext) -> i32 {
 #[inline(always)]
 fn on_skb(probe: Probe, skb: u64, at: HeaderAt, with_macs: bool) {
     let Some(cfg) = config() else { return };
-    let Some(mut event) = capture_skb(cfg, probe, skb, at, true) else { return };
+    let Some(mut event) = capture_skb(cfg, probe, skb, at, true) else {
+        return;
+    };
     // An ARP event carries the message's own addresses instead of the frame's.
     if with_macs && event.ether_type != ETH_P_ARP {
         read_macs(cfg, skb, &mut event);
@@ -102,7 +110,9 @@ fn on_skb(probe: Probe, skb: u64, at: HeaderAt, with_macs: bool) {
 #[inline(always)]
 fn on_free(probe: Probe, skb: u64, location: u64, reason: u32) {
     let Some(cfg) = config() else { return };
-    let Some(mut event) = capture_skb(cfg, probe, skb, HeaderAt::NetworkHeader, true) else { return };
+    let Some(mut event) = capture_skb(cfg, probe, skb, HeaderAt::NetworkHeader, true) else {
+        return;
+    };
     event.location = location;
     event.reason_or_table = reason;
     emit(cfg, &mut event);

@@ -103,13 +103,21 @@ struct Run {
 
 pub async fn run(args: FollowArgs) -> Result<ExitCode> {
     probes::require_privileges()?;
-    let probes::offsets::KernelFacts { offsets, drop_reasons } = probes::offsets::KernelFacts::read()?;
+    let probes::offsets::KernelFacts {
+        offsets,
+        drop_reasons,
+    } = probes::offsets::KernelFacts::read()?;
     let names = KernelNames::from_kernel(drop_reasons);
-    let (topology, port_bindings) =
-        Topology::discover_with_port_bindings().await.context("cannot read this host's network namespaces")?;
+    let (topology, port_bindings) = Topology::discover_with_port_bindings()
+        .await
+        .context("cannot read this host's network namespaces")?;
     let source = target::resolve_source(&args.source, &topology)?;
     let destination = target::resolve_destination(&args.dest, &topology)?;
-    let probe = args.probe.as_deref().map(|p| target::parse_probe(p, &destination)).transpose()?;
+    let probe = args
+        .probe
+        .as_deref()
+        .map(|p| target::parse_probe(p, &destination))
+        .transpose()?;
     let count = args.count.or(probe.map(|_| 1));
     let timeout = args.timeout.or(probe.map(|_| 10)).map(Duration::from_secs);
     let transport = match probe {
@@ -121,7 +129,11 @@ pub async fn run(args: FollowArgs) -> Result<ExitCode> {
     let mut filter = Filter {
         addresses: vec![destination.address],
         protocol: probe.map(target::Probe::protocol),
-        ports: probe.and_then(target::Probe::port).or(destination.port).into_iter().collect(),
+        ports: probe
+            .and_then(target::Probe::port)
+            .or(destination.port)
+            .into_iter()
+            .collect(),
     };
     if let Some(published) = &published {
         filter.addresses.push(published.address);
@@ -137,32 +149,82 @@ pub async fn run(args: FollowArgs) -> Result<ExitCode> {
     let mut saved_events = args
         .save_events
         .as_ref()
-        .map(|path| std::fs::File::create(path).map(std::io::BufWriter::new).with_context(|| format!("cannot write {}", path.display())))
+        .map(|path| {
+            std::fs::File::create(path)
+                .map(std::io::BufWriter::new)
+                .with_context(|| format!("cannot write {}", path.display()))
+        })
         .transpose()?;
     let mut probes = Probes::attach(&filter, offsets)?;
     if let Some(docker) = &topology.docker_error {
         eprintln!("pkttrace: note: {docker}; containers are shown by namespace only");
     }
-    let port = destination.port.map(|p| format!(":{p}")).unwrap_or_default();
+    let port = destination
+        .port
+        .map(|p| format!(":{p}"))
+        .unwrap_or_default();
     let behind = published
         .as_ref()
-        .map(|p| format!(" (published port of {}: {}:{})", p.container, p.address, p.port))
+        .map(|p| {
+            format!(
+                " (published port of {}: {}:{})",
+                p.container, p.address, p.port
+            )
+        })
         .unwrap_or_default();
     eprintln!(
         "pkttrace: following {} → {}{port}{behind}{}",
         source.label,
         destination.address,
-        if probe.is_some() { " (sending the probe now)" } else { "; waiting for traffic (Ctrl-C to stop)" }
+        if probe.is_some() {
+            " (sending the probe now)"
+        } else {
+            "; waiting for traffic (Ctrl-C to stop)"
+        }
     );
     let proxy = published.as_ref().and_then(|_| {
-        enrich::host_listeners().into_iter().find(|l| l.protocol == transport && Some(l.address.port()) == destination.port)
+        enrich::host_listeners()
+            .into_iter()
+            .find(|l| l.protocol == transport && Some(l.address.port()) == destination.port)
     });
     // Counters before any traced packet, to tell later which rule dropped one.
     let ruleset = enrich::read_ruleset().ok();
-    let sender = probe.map(|p| sender::spawn(p, destination, source.netns_path.as_deref(), count.unwrap_or(1))).transpose()?;
+    let sender = probe
+        .map(|p| {
+            sender::spawn(
+                p,
+                destination,
+                source.netns_path.as_deref(),
+                count.unwrap_or(1),
+            )
+        })
+        .transpose()?;
 
-    let expect_second_leg = proxy.is_some() && (destination.address.is_loopback() || source.netns != topology.host_netns);
-    let mut run = Run { source, destination, topology, names, json: args.json, limit: count, requests_told: 0, exchanges_done: 0, waiting: VecDeque::new(), last_refresh: Instant::now(), changes: enrich::changes().ok(), last_loss: None, ruleset, expect_second_leg, proxy, published, last_request: None, legs_told: Vec::new(), unplaced: VecDeque::new(), arp_requests: VecDeque::new(), arp_requests_told: 0 };
+    let expect_second_leg = proxy.is_some()
+        && (destination.address.is_loopback() || source.netns != topology.host_netns);
+    let mut run = Run {
+        source,
+        destination,
+        topology,
+        names,
+        json: args.json,
+        limit: count,
+        requests_told: 0,
+        exchanges_done: 0,
+        waiting: VecDeque::new(),
+        last_refresh: Instant::now(),
+        changes: enrich::changes().ok(),
+        last_loss: None,
+        ruleset,
+        expect_second_leg,
+        proxy,
+        published,
+        last_request: None,
+        legs_told: Vec::new(),
+        unplaced: VecDeque::new(),
+        arp_requests: VecDeque::new(),
+        arp_requests_told: 0,
+    };
     let mut assembler = Assembler::new(QUIET.as_nanos() as u64);
     let mut interrupt = signal(SignalKind::interrupt())?;
     let mut terminate = signal(SignalKind::terminate())?;
@@ -199,7 +261,9 @@ pub async fn run(args: FollowArgs) -> Result<ExitCode> {
             run.tell(journey).await?;
         }
         run.stop_waiting_for_old_requests();
-        if count.is_some_and(|n| run.exchanges_done >= n) || deadline.is_some_and(|d| Instant::now() >= d) {
+        if count.is_some_and(|n| run.exchanges_done >= n)
+            || deadline.is_some_and(|d| Instant::now() >= d)
+        {
             break;
         }
     }
@@ -212,13 +276,18 @@ pub async fn run(args: FollowArgs) -> Result<ExitCode> {
     }
     if let Some(sender) = sender {
         match sender.join() {
-            Ok(Err(error)) => eprintln!("pkttrace: warning: the probe could not be sent: {error:#}"),
+            Ok(Err(error)) => {
+                eprintln!("pkttrace: warning: the probe could not be sent: {error:#}")
+            }
             Err(_) => eprintln!("pkttrace: warning: the probe sender failed"),
             Ok(Ok(())) => {}
         }
     }
     if run.requests_told == 0 {
-        eprintln!("pkttrace: saw no packet from {} to {}", run.source.label, run.destination.address);
+        eprintln!(
+            "pkttrace: saw no packet from {} to {}",
+            run.source.label, run.destination.address
+        );
         return Ok(ExitCode::from(1));
     }
     Ok(ExitCode::SUCCESS)
@@ -226,7 +295,11 @@ pub async fn run(args: FollowArgs) -> Result<ExitCode> {
 
 impl Run {
     fn stop_waiting_for_old_requests(&mut self) {
-        while self.waiting.front().is_some_and(|r| r.printed_at.elapsed() >= REPLY_WAIT) {
+        while self
+            .waiting
+            .front()
+            .is_some_and(|r| r.printed_at.elapsed() >= REPLY_WAIT)
+        {
             self.waiting.pop_front();
             self.exchanges_done += 1;
         }
@@ -250,6 +323,10 @@ impl Run {
         self.tell_one(journey).await?;
         if self.requests_so_far() > was_told {
             self.unplaced.retain(|(_, at)| at.elapsed() < REPLY_WAIT);
+            // The first answer is the one that came first.
+            self.unplaced
+                .make_contiguous()
+                .sort_by_key(|(journey, _)| journey.id);
             for (journey, _) in std::mem::take(&mut self.unplaced) {
                 Box::pin(self.tell(journey)).await?;
             }
@@ -271,9 +348,16 @@ impl Run {
         // the swapped tuple); after DNAT it comes from another address than DEST.
         // Conntrack knows the direction (on loopback both ways look alike);
         // without it, a request goes to DEST's port.
-        let reply_direction = journey.events.iter().any(|e| e.conntrack.is_some_and(|c| c.info >= IP_CT_IS_REPLY));
-        let to_port = |port: Option<u16>| port.is_none_or(|port| destination_port(&first) == Some(port));
-        let outgoing = first.dst == self.destination.address && starts_in_source && !reply_direction && to_port(self.destination.port);
+        let reply_direction = journey
+            .events
+            .iter()
+            .any(|e| e.conntrack.is_some_and(|c| c.info >= IP_CT_IS_REPLY));
+        let to_port =
+            |port: Option<u16>| port.is_none_or(|port| destination_port(&first) == Some(port));
+        let outgoing = first.dst == self.destination.address
+            && starts_in_source
+            && !reply_direction
+            && to_port(self.destination.port);
         // docker-proxy serving a published port opens its own connection to the
         // container, from the host's namespace whoever the source is.
         let starts_in_host = journey
@@ -285,7 +369,10 @@ impl Run {
             first.dst == p.address && destination_port(&first) == Some(p.port) && !reply_direction
         }) && starts_in_host
             && !outgoing;
-        let answered = self.waiting.iter().rposition(|r| journey.answers(&r.journey));
+        let answered = self
+            .waiting
+            .iter()
+            .rposition(|r| journey.answers(&r.journey));
         let (direction, reply_to, leg_of) = if let Some(index) = answered
             && !outgoing
             && !second_leg
@@ -317,19 +404,34 @@ impl Run {
             host_ip_forward: enrich::host_ip_forward(),
             events_lost: self.last_loss.is_some_and(|at| at.elapsed() < LOSS_SHADOW),
             bridge_calls_iptables: enrich::bridge_calls_iptables(),
-            fdb: if self.crosses_a_bridge(&journey) { enrich::host_fdb().await.unwrap_or_default() } else { Vec::new() },
+            fdb: if self.crosses_a_bridge(&journey) {
+                enrich::host_fdb().await.unwrap_or_default()
+            } else {
+                Vec::new()
+            },
             dropping_rules: self.dropping_rules(&journey),
         };
         let mut story = explain::explain(&journey, direction, reply_to, &self.topology, &facts);
         story.second_leg_of = leg_of;
         if let Some(first_leg) = leg_of {
             self.legs_told.push(first_leg);
-            let sender = journey.events.iter().find_map(|e| e.process().map(|(_, pid)| pid));
-            story.note = Some(explain::second_leg_note(first_leg, self.proxy.as_ref(), sender));
+            let sender = journey
+                .events
+                .iter()
+                .find_map(|e| e.process().map(|(_, pid)| pid));
+            story.note = Some(explain::second_leg_note(
+                first_leg,
+                self.proxy.as_ref(),
+                sender,
+            ));
         } else if direction == Direction::Request
             && let (Some(published), Some(port)) = (&self.published, self.destination.port)
         {
-            story.note = Some(explain::published_port_note(published, port, self.proxy.as_ref()));
+            story.note = Some(explain::published_port_note(
+                published,
+                port,
+                self.proxy.as_ref(),
+            ));
         }
         if direction == Direction::Request {
             if leg_of.is_none() {
@@ -343,7 +445,11 @@ impl Run {
                     self.waiting.pop_front();
                     self.exchanges_done += 1;
                 }
-                self.waiting.push_back(WaitingRequest { journey, printed_at: Instant::now(), leg_of });
+                self.waiting.push_back(WaitingRequest {
+                    journey,
+                    printed_at: Instant::now(),
+                    leg_of,
+                });
             }
         }
         self.print(&story)
@@ -356,14 +462,20 @@ impl Run {
             (Direction::Request, None)
         } else {
             match self.arp_requests.iter().rposition(|r| journey.answers(r)) {
-                Some(index) => (Direction::Reply, self.arp_requests.remove(index).map(|r| r.id)),
+                Some(index) => (
+                    Direction::Reply,
+                    self.arp_requests.remove(index).map(|r| r.id),
+                ),
                 None => {
                     self.park(journey);
                     return Ok(());
                 }
             }
         };
-        let facts = Facts { fdb: enrich::host_fdb().await.unwrap_or_default(), ..Facts::default() };
+        let facts = Facts {
+            fdb: enrich::host_fdb().await.unwrap_or_default(),
+            ..Facts::default()
+        };
         let story = explain::explain(&journey, direction, reply_to, &self.topology, &facts);
         if direction == Direction::Request {
             self.arp_requests_told += 1;
@@ -376,7 +488,11 @@ impl Run {
     }
 
     fn print(&self, story: &explain::Story) -> Result<()> {
-        let text = if self.json { render::json::render(story) + "\n" } else { render::terminal::render(story) + "\n" };
+        let text = if self.json {
+            render::json::render(story) + "\n"
+        } else {
+            render::terminal::render(story) + "\n"
+        };
         let mut out = anstream::stdout();
         out.write_all(text.as_bytes())?;
         out.flush()?;
@@ -386,20 +502,34 @@ impl Run {
     /// For a netfilter drop: the rules whose counters went up since the
     /// ruleset was last read (kept as the new baseline).
     fn dropping_rules(&mut self, journey: &Journey) -> Vec<String> {
-        let netfilter_drop = journey.events.iter().any(|e| matches!(&e.kind, EventKind::Drop { reason, .. } if reason == "NETFILTER_DROP"));
+        let netfilter_drop = journey.events.iter().any(
+            |e| matches!(&e.kind, EventKind::Drop { reason, .. } if reason == "NETFILTER_DROP"),
+        );
         let hook = journey.events.iter().rev().find_map(|e| match e.kind {
             EventKind::Netfilter { hook, .. } => Some(hook),
             _ => None,
         });
-        let (true, Some(hook)) = (netfilter_drop, hook) else { return Vec::new() };
-        let Ok(now) = enrich::read_ruleset() else { return Vec::new() };
-        let rules = self.ruleset.as_ref().map(|before| now.drops_since(before, hook.nft_name())).unwrap_or_default();
+        let (true, Some(hook)) = (netfilter_drop, hook) else {
+            return Vec::new();
+        };
+        let Ok(now) = enrich::read_ruleset() else {
+            return Vec::new();
+        };
+        let rules = self
+            .ruleset
+            .as_ref()
+            .map(|before| now.drops_since(before, hook.nft_name()))
+            .unwrap_or_default();
         self.ruleset = Some(now);
         rules
     }
 
     fn crosses_a_bridge(&self, journey: &Journey) -> bool {
-        journey.events.iter().any(|e| self.topology.interface(e.netns, e.ifindex).is_some_and(|i| i.master.is_some()))
+        journey.events.iter().any(|e| {
+            self.topology
+                .interface(e.netns, e.ifindex)
+                .is_some_and(|i| i.master.is_some())
+        })
     }
 
     /// Re-reads the model when rtnetlink or Docker said the wiring changed (a
@@ -409,7 +539,10 @@ impl Run {
         let changed = match self.changes.as_mut() {
             Some(changes) => changes.has_changed().unwrap_or(false),
             None => {
-                let unknown = journey.events.iter().any(|e| e.netns != 0 && self.topology.namespace(e.netns).is_none());
+                let unknown = journey
+                    .events
+                    .iter()
+                    .any(|e| e.netns != 0 && self.topology.namespace(e.netns).is_none());
                 unknown && self.last_refresh.elapsed() > Duration::from_secs(1)
             }
         };
@@ -449,7 +582,10 @@ fn destination_port(packet: &Packet) -> Option<u16> {
 
 /// CLOCK_MONOTONIC, the clock of bpf_ktime_get_ns.
 fn monotonic_now_ns() -> u64 {
-    let mut now = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    let mut now = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
     // SAFETY: clock_gettime writes the timespec we pass.
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now) };
     now.tv_sec as u64 * 1_000_000_000 + now.tv_nsec as u64

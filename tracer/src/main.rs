@@ -18,7 +18,11 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "pkttrace", version, about = "How did my packet get there? eBPF-powered, hop-by-hop packet explanations for containers and namespaces")]
+#[command(
+    name = "pkttrace",
+    version,
+    about = "How did my packet get there? eBPF-powered, hop-by-hop packet explanations for containers and namespaces"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

@@ -23,13 +23,24 @@ const INTERVAL: Duration = Duration::from_secs(1);
 
 /// Sends `count` probes, one a second, on a thread that has entered the
 /// namespace at `netns_path` (setns only moves the calling thread).
-pub fn spawn(probe: Probe, destination: Destination, netns_path: Option<&Path>, count: u64) -> Result<thread::JoinHandle<Result<()>>> {
-    let netns = netns_path.map(File::open).transpose().context("cannot open the source's network namespace")?;
+pub fn spawn(
+    probe: Probe,
+    destination: Destination,
+    netns_path: Option<&Path>,
+    count: u64,
+) -> Result<thread::JoinHandle<Result<()>>> {
+    let netns = netns_path
+        .map(File::open)
+        .transpose()
+        .context("cannot open the source's network namespace")?;
     Ok(thread::spawn(move || {
         if let Some(netns) = netns {
             // SAFETY: setns on a valid nsfs file descriptor, for this thread only.
             if unsafe { libc::setns(netns.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-                bail!("cannot enter the source's network namespace: {}", std::io::Error::last_os_error());
+                bail!(
+                    "cannot enter the source's network namespace: {}",
+                    std::io::Error::last_os_error()
+                );
             }
         }
         for sequence in 0..count {
@@ -64,7 +75,17 @@ fn send_one(probe: Probe, address: Ipv4Addr, sequence: u16) -> Result<()> {
                     let _ = stream.read(&mut [0u8; 512]);
                     Ok(())
                 }
-                Err(e) if matches!(e.kind(), ErrorKind::ConnectionRefused | ErrorKind::TimedOut | ErrorKind::HostUnreachable | ErrorKind::NetworkUnreachable) => Ok(()),
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        ErrorKind::ConnectionRefused
+                            | ErrorKind::TimedOut
+                            | ErrorKind::HostUnreachable
+                            | ErrorKind::NetworkUnreachable
+                    ) =>
+                {
+                    Ok(())
+                }
                 Err(e) => Err(e).context("TCP probe"),
             }
         }
@@ -73,22 +94,34 @@ fn send_one(probe: Probe, address: Ipv4Addr, sequence: u16) -> Result<()> {
 
 /// One ICMP echo request on a raw socket, then waits for the reply.
 fn ping(address: Ipv4Addr, sequence: u16) -> Result<()> {
-    let socket = Socket::new(Domain::IPV4, Type::RAW, Some(Protocol::ICMPV4)).context("cannot open a raw ICMP socket")?;
+    let socket = Socket::new(Domain::IPV4, Type::RAW, Some(Protocol::ICMPV4))
+        .context("cannot open a raw ICMP socket")?;
     socket.set_read_timeout(Some(ANSWER_TIMEOUT))?;
     let id = std::process::id() as u16;
     let payload = b"pkttrace";
-    let header = Icmpv4Header::with_checksum(Icmpv4Type::EchoRequest(IcmpEchoHeader { id, seq: sequence }), payload);
+    let header = Icmpv4Header::with_checksum(
+        Icmpv4Type::EchoRequest(IcmpEchoHeader { id, seq: sequence }),
+        payload,
+    );
     let mut message = header.to_bytes().to_vec();
     message.extend_from_slice(payload);
-    socket.send_to(&message, &SocketAddrV4::new(address, 0).into()).context("cannot send the ICMP probe")?;
+    socket
+        .send_to(&message, &SocketAddrV4::new(address, 0).into())
+        .context("cannot send the ICMP probe")?;
     let mut buffer = [MaybeUninit::<u8>::uninit(); 1500];
     let deadline = std::time::Instant::now() + ANSWER_TIMEOUT;
     // A raw socket sees every ICMP message of the namespace: wait for ours.
     while std::time::Instant::now() < deadline {
-        let Ok(length) = socket.recv(&mut buffer) else { break };
+        let Ok(length) = socket.recv(&mut buffer) else {
+            break;
+        };
         // SAFETY: recv initialised the first `length` bytes.
-        let bytes: Vec<u8> = buffer[..length].iter().map(|b| unsafe { b.assume_init() }).collect();
-        if let Ok((ip, rest)) = etherparse::Ipv4HeaderSlice::from_slice(&bytes).map(|h| (h.to_header(), &bytes[h.slice().len()..]))
+        let bytes: Vec<u8> = buffer[..length]
+            .iter()
+            .map(|b| unsafe { b.assume_init() })
+            .collect();
+        if let Ok((ip, rest)) = etherparse::Ipv4HeaderSlice::from_slice(&bytes)
+            .map(|h| (h.to_header(), &bytes[h.slice().len()..]))
             && ip.source == address.octets()
             && let Ok((icmp, _)) = Icmpv4Header::from_slice(rest)
             && icmp.icmp_type == Icmpv4Type::EchoReply(IcmpEchoHeader { id, seq: sequence })

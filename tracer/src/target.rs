@@ -38,7 +38,11 @@ pub struct Destination {
 
 pub fn resolve_source(name: &str, topology: &Topology) -> anyhow::Result<Source> {
     if name == "host" {
-        return Ok(Source { label: "host".into(), netns: topology.host_netns, netns_path: None });
+        return Ok(Source {
+            label: "host".into(),
+            netns: topology.host_netns,
+            netns_path: None,
+        });
     }
     if let Some(container) = topology.container(name) {
         return Ok(Source {
@@ -54,8 +58,16 @@ pub fn resolve_source(name: &str, topology: &Topology) -> anyhow::Result<Source>
             netns_path: Some(PathBuf::from(format!("/run/netns/{name}"))),
         });
     }
-    let running: Vec<&str> = topology.containers.iter().map(|c| c.name.as_str()).collect();
-    let netns: Vec<&str> = topology.namespaces.iter().flat_map(|n| n.netns_names.iter().map(String::as_str)).collect();
+    let running: Vec<&str> = topology
+        .containers
+        .iter()
+        .map(|c| c.name.as_str())
+        .collect();
+    let netns: Vec<&str> = topology
+        .namespaces
+        .iter()
+        .flat_map(|n| n.netns_names.iter().map(String::as_str))
+        .collect();
     let mut message = format!("no container or network namespace named '{name}'");
     match &topology.docker_error {
         Some(docker) => message += &format!(" ({docker}; `ip netns` names and `host` still work)"),
@@ -76,7 +88,11 @@ pub fn resolve_destination(text: &str, topology: &Topology) -> anyhow::Result<De
                 .parse::<u16>()
                 .ok()
                 .filter(|p| *p != 0)
-                .ok_or_else(|| input_error(format!("'{port}' in '{text}' is not a port number (1-65535)")))?;
+                .ok_or_else(|| {
+                    input_error(format!(
+                        "'{port}' in '{text}' is not a port number (1-65535)"
+                    ))
+                })?;
             (host, Some(port))
         }
         None => (text, None),
@@ -85,9 +101,15 @@ pub fn resolve_destination(text: &str, topology: &Topology) -> anyhow::Result<De
         return Ok(Destination { address, port });
     }
     if let Some(container) = topology.container(host) {
-        let address = container.networks.iter().find_map(|n| n.ip).ok_or_else(|| {
-            input_error(format!("container '{host}' has no IPv4 address (is it on a network with IPv4?)"))
-        })?;
+        let address = container
+            .networks
+            .iter()
+            .find_map(|n| n.ip)
+            .ok_or_else(|| {
+                input_error(format!(
+                    "container '{host}' has no IPv4 address (is it on a network with IPv4?)"
+                ))
+            })?;
         return Ok(Destination { address, port });
     }
     Err(input_error(format!(
@@ -105,20 +127,41 @@ pub struct Published {
 
 /// The container behind `destination` when it is a port Docker published on
 /// one of the host's addresses (or on all of them).
-pub fn published_target(destination: &Destination, protocol: &str, bindings: &[PortBinding], topology: &Topology) -> Option<Published> {
+pub fn published_target(
+    destination: &Destination,
+    protocol: &str,
+    bindings: &[PortBinding],
+    topology: &Topology,
+) -> Option<Published> {
     let port = destination.port?;
     let host_addresses: Vec<Ipv4Addr> = topology
         .namespace(topology.host_netns)
-        .map(|host| host.interfaces.iter().flat_map(|i| i.addresses.iter().map(|(a, _)| *a)).collect())
+        .map(|host| {
+            host.interfaces
+                .iter()
+                .flat_map(|i| i.addresses.iter().map(|(a, _)| *a))
+                .collect()
+        })
         .unwrap_or_default();
-    let on_host = destination.address.is_loopback() || host_addresses.contains(&destination.address);
+    let on_host =
+        destination.address.is_loopback() || host_addresses.contains(&destination.address);
     let binding = bindings.iter().find(|b| {
         let any_address = matches!(b.host_ip.as_str(), "" | "0.0.0.0");
-        b.host_port == port && b.protocol == protocol && on_host && (any_address || b.host_ip == destination.address.to_string())
+        b.host_port == port
+            && b.protocol == protocol
+            && on_host
+            && (any_address || b.host_ip == destination.address.to_string())
     })?;
-    let container = topology.containers.iter().find(|c| c.id == binding.container_id)?;
+    let container = topology
+        .containers
+        .iter()
+        .find(|c| c.id == binding.container_id)?;
     let address = container.networks.iter().find_map(|n| n.ip)?;
-    Some(Published { container: container.name.clone(), address, port: binding.container_port })
+    Some(Published {
+        container: container.name.clone(),
+        address,
+        port: binding.container_port,
+    })
 }
 
 /// `--probe`: the packet pkttrace sends itself.
@@ -153,17 +196,30 @@ pub fn parse_probe(text: &str, destination: &Destination) -> anyhow::Result<Prob
         None => (text, None),
     };
     let port = match port {
-        Some(port) => Some(port.parse::<u16>().ok().filter(|p| *p != 0).ok_or_else(|| {
-            input_error(format!("'{port}' in --probe {text} is not a port number (1-65535)"))
-        })?),
+        Some(port) => Some(
+            port.parse::<u16>()
+                .ok()
+                .filter(|p| *p != 0)
+                .ok_or_else(|| {
+                    input_error(format!(
+                        "'{port}' in --probe {text} is not a port number (1-65535)"
+                    ))
+                })?,
+        ),
         None => destination.port,
     };
-    let need_port = || input_error(format!("--probe {kind} needs a port: --probe {kind}:PORT or DEST as ADDRESS:PORT"));
+    let need_port = || {
+        input_error(format!(
+            "--probe {kind} needs a port: --probe {kind}:PORT or DEST as ADDRESS:PORT"
+        ))
+    };
     match kind {
         "icmp" => Ok(Probe::Icmp),
         "udp" => Ok(Probe::Udp(port.ok_or_else(need_port)?)),
         "tcp" => Ok(Probe::Tcp(port.ok_or_else(need_port)?)),
-        _ => Err(input_error(format!("unknown --probe '{text}': use icmp, udp:PORT or tcp:PORT"))),
+        _ => Err(input_error(format!(
+            "unknown --probe '{text}': use icmp, udp:PORT or tcp:PORT"
+        ))),
     }
 }
 
@@ -172,27 +228,55 @@ mod tests {
     use super::*;
 
     fn empty() -> Topology {
-        Topology { namespaces: Vec::new(), containers: Vec::new(), docker_error: None, docker_networks: Vec::new(), host_netns: 1 }
+        Topology {
+            namespaces: Vec::new(),
+            containers: Vec::new(),
+            docker_error: None,
+            docker_networks: Vec::new(),
+            host_netns: 1,
+        }
     }
 
     #[test]
     fn destinations_parse_with_and_without_port() {
         let d = resolve_destination("198.51.100.1:80", &empty()).unwrap();
-        assert_eq!((d.address, d.port), (Ipv4Addr::new(198, 51, 100, 1), Some(80)));
-        assert_eq!(resolve_destination("198.51.100.1", &empty()).unwrap().port, None);
-        let error = resolve_destination("nowhere", &empty()).unwrap_err().to_string();
-        assert!(error.starts_with("cannot use 'nowhere' as a destination"), "{error}");
+        assert_eq!(
+            (d.address, d.port),
+            (Ipv4Addr::new(198, 51, 100, 1), Some(80))
+        );
+        assert_eq!(
+            resolve_destination("198.51.100.1", &empty()).unwrap().port,
+            None
+        );
+        let error = resolve_destination("nowhere", &empty())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.starts_with("cannot use 'nowhere' as a destination"),
+            "{error}"
+        );
         assert!(resolve_destination("198.51.100.1:99999", &empty()).is_err());
     }
 
     #[test]
     fn probes_take_their_port_from_the_flag_or_the_destination() {
-        let with_port = Destination { address: Ipv4Addr::LOCALHOST, port: Some(4000) };
-        let without = Destination { address: Ipv4Addr::LOCALHOST, port: None };
+        let with_port = Destination {
+            address: Ipv4Addr::LOCALHOST,
+            port: Some(4000),
+        };
+        let without = Destination {
+            address: Ipv4Addr::LOCALHOST,
+            port: None,
+        };
         assert_eq!(parse_probe("tcp", &with_port).unwrap(), Probe::Tcp(4000));
         assert_eq!(parse_probe("udp:53", &without).unwrap(), Probe::Udp(53));
         assert_eq!(parse_probe("icmp", &without).unwrap(), Probe::Icmp);
-        assert!(parse_probe("tcp", &without).unwrap_err().to_string().contains("needs a port"));
+        assert!(
+            parse_probe("tcp", &without)
+                .unwrap_err()
+                .to_string()
+                .contains("needs a port")
+        );
         assert!(parse_probe("sctp:1", &without).is_err());
     }
 
@@ -224,7 +308,12 @@ mod tests {
             pid: 7,
             netns: 2,
             sandbox_key: String::new(),
-            networks: vec![ContainerNetwork { network: "bridge".into(), ip: Some(Ipv4Addr::new(172, 17, 0, 2)), gateway: None, mac: None }],
+            networks: vec![ContainerNetwork {
+                network: "bridge".into(),
+                ip: Some(Ipv4Addr::new(172, 17, 0, 2)),
+                gateway: None,
+                mac: None,
+            }],
             dns: Vec::new(),
         });
         let bindings = [PortBinding {
@@ -234,23 +323,57 @@ mod tests {
             host_ip: "0.0.0.0".into(),
             host_port: 4000,
         }];
-        let at = |address: [u8; 4], port| Destination { address: Ipv4Addr::from(address), port: Some(port) };
-        let expected = Published { container: "server-1".into(), address: Ipv4Addr::new(172, 17, 0, 2), port: 80 };
-        assert_eq!(published_target(&at([198, 51, 100, 254], 4000), "tcp", &bindings, &topology), Some(expected.clone()));
-        assert_eq!(published_target(&at([127, 0, 0, 1], 4000), "tcp", &bindings, &topology), Some(expected));
-        assert_eq!(published_target(&at([198, 51, 100, 1], 4000), "tcp", &bindings, &topology), None, "not the host");
-        assert_eq!(published_target(&at([198, 51, 100, 254], 4001), "tcp", &bindings, &topology), None);
-        assert_eq!(published_target(&at([198, 51, 100, 254], 4000), "udp", &bindings, &topology), None);
+        let at = |address: [u8; 4], port| Destination {
+            address: Ipv4Addr::from(address),
+            port: Some(port),
+        };
+        let expected = Published {
+            container: "server-1".into(),
+            address: Ipv4Addr::new(172, 17, 0, 2),
+            port: 80,
+        };
+        assert_eq!(
+            published_target(&at([198, 51, 100, 254], 4000), "tcp", &bindings, &topology),
+            Some(expected.clone())
+        );
+        assert_eq!(
+            published_target(&at([127, 0, 0, 1], 4000), "tcp", &bindings, &topology),
+            Some(expected)
+        );
+        assert_eq!(
+            published_target(&at([198, 51, 100, 1], 4000), "tcp", &bindings, &topology),
+            None,
+            "not the host"
+        );
+        assert_eq!(
+            published_target(&at([198, 51, 100, 254], 4001), "tcp", &bindings, &topology),
+            None
+        );
+        assert_eq!(
+            published_target(&at([198, 51, 100, 254], 4000), "udp", &bindings, &topology),
+            None
+        );
     }
 
     #[test]
     fn an_unknown_source_lists_what_exists() {
-        let error = resolve_source("server-9", &empty()).unwrap_err().to_string();
-        assert_eq!(error, "no container or network namespace named 'server-9'; no container is running");
+        let error = resolve_source("server-9", &empty())
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            error,
+            "no container or network namespace named 'server-9'; no container is running"
+        );
         let mut docker_down = empty();
-        docker_down.docker_error = Some("Docker is not reachable at /var/run/docker.sock (is dockerd running?)".into());
-        let error = resolve_source("server-9", &docker_down).unwrap_err().to_string();
-        assert!(error.contains("is dockerd running?") && error.contains("`host` still work"), "{error}");
+        docker_down.docker_error =
+            Some("Docker is not reachable at /var/run/docker.sock (is dockerd running?)".into());
+        let error = resolve_source("server-9", &docker_down)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("is dockerd running?") && error.contains("`host` still work"),
+            "{error}"
+        );
         assert_eq!(resolve_source("host", &empty()).unwrap().netns, 1);
     }
 }

@@ -51,20 +51,40 @@ impl Lab {
         Self::remove();
         let lab = Lab;
         run(&mut cmd("ip", ["netns", "add", NETNS]))?;
-        run(&mut cmd("ip", ["link", "add", HOST_VETH, "type", "veth", "peer", "name", "eth0", "netns", NETNS]))?;
-        run(&mut cmd("ip", ["addr", "add", &format!("{HOST_ADDR}/30"), "dev", HOST_VETH]))?;
+        run(&mut cmd(
+            "ip",
+            [
+                "link", "add", HOST_VETH, "type", "veth", "peer", "name", "eth0", "netns", NETNS,
+            ],
+        ))?;
+        run(&mut cmd(
+            "ip",
+            ["addr", "add", &format!("{HOST_ADDR}/30"), "dev", HOST_VETH],
+        ))?;
         run(&mut cmd("ip", ["link", "set", HOST_VETH, "up"]))?;
         let address = format!("{NETNS_ADDR}/30");
-        for args in [["addr", "add", address.as_str(), "dev", "eth0"], ["link", "set", "eth0", "up", ""], ["link", "set", "lo", "up", ""]] {
-            let inside = ["-n", NETNS].into_iter().chain(args.into_iter().filter(|a| !a.is_empty()));
+        for args in [
+            ["addr", "add", address.as_str(), "dev", "eth0"],
+            ["link", "set", "eth0", "up", ""],
+            ["link", "set", "lo", "up", ""],
+        ] {
+            let inside = ["-n", NETNS]
+                .into_iter()
+                .chain(args.into_iter().filter(|a| !a.is_empty()));
             run(&mut cmd("ip", inside))?;
         }
         Ok(lab)
     }
 
     fn remove() {
-        let _ = Command::new("ip").args(["netns", "del", NETNS]).stderr(Stdio::null()).status();
-        let _ = Command::new("ip").args(["link", "del", HOST_VETH]).stderr(Stdio::null()).status();
+        let _ = Command::new("ip")
+            .args(["netns", "del", NETNS])
+            .stderr(Stdio::null())
+            .status();
+        let _ = Command::new("ip")
+            .args(["link", "del", HOST_VETH])
+            .stderr(Stdio::null())
+            .status();
     }
 }
 
@@ -103,12 +123,17 @@ fn measure() -> Result<Traffic> {
     thread::sleep(Duration::from_millis(500));
     let seconds = SECONDS.to_string();
     let client = |extra: &[&str]| -> Result<Value> {
-        let mut args = vec!["netns", "exec", NETNS, "iperf3", "-c", HOST_ADDR, "-t", &seconds, "-J"];
+        let mut args = vec![
+            "netns", "exec", NETNS, "iperf3", "-c", HOST_ADDR, "-t", &seconds, "-J",
+        ];
         args.extend_from_slice(extra);
         Ok(serde_json::from_str(&read(&mut cmd("ip", args))?)?)
     };
     let number = |report: &Value, path: &str| {
-        report.pointer(path).and_then(Value::as_f64).with_context(|| format!("iperf3 report has no {path}"))
+        report
+            .pointer(path)
+            .and_then(Value::as_f64)
+            .with_context(|| format!("iperf3 report has no {path}"))
     };
     let tcp = client(&[])?;
     let udp = client(&["-u", "-b", "0", "-l", "64"])?;
@@ -120,10 +145,16 @@ fn measure() -> Result<Traffic> {
 
 /// The best rate of several runs, per measure.
 fn best(runs: impl Iterator<Item = Traffic>) -> Traffic {
-    runs.fold(Traffic { tcp_gbits: 0.0, udp_kpps: 0.0 }, |a, b| Traffic {
-        tcp_gbits: a.tcp_gbits.max(b.tcp_gbits),
-        udp_kpps: a.udp_kpps.max(b.udp_kpps),
-    })
+    runs.fold(
+        Traffic {
+            tcp_gbits: 0.0,
+            udp_kpps: 0.0,
+        },
+        |a, b| Traffic {
+            tcp_gbits: a.tcp_gbits.max(b.tcp_gbits),
+            udp_kpps: a.udp_kpps.max(b.udp_kpps),
+        },
+    )
 }
 
 struct TracerUsage {
@@ -135,7 +166,14 @@ struct TracerUsage {
 /// Runs `measure` while pkttrace follows `dest` from the host.
 fn measure_traced(pkttrace: &std::path::Path, dest: &str) -> Result<(Traffic, TracerUsage)> {
     let tracer = Command::new(pkttrace)
-        .args(["follow", NETNS, dest, "--json", "--timeout", &(SECONDS * 2 + 10).to_string()])
+        .args([
+            "follow",
+            NETNS,
+            dest,
+            "--json",
+            "--timeout",
+            &(SECONDS * 2 + 10).to_string(),
+        ])
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -157,17 +195,32 @@ fn measure_traced(pkttrace: &std::path::Path, dest: &str) -> Result<(Traffic, Tr
     interrupt(pid);
     let output = tracer.wait_with_output()?;
     let stderr = String::from_utf8_lossy(&output.stderr);
-    Ok((traffic?, TracerUsage { cpu_seconds, peak_rss_mib: peak_kib as f64 / 1024.0, lost_warning: stderr.contains("ring buffer was full") }))
+    Ok((
+        traffic?,
+        TracerUsage {
+            cpu_seconds,
+            peak_rss_mib: peak_kib as f64 / 1024.0,
+            lost_warning: stderr.contains("ring buffer was full"),
+        },
+    ))
 }
 
 /// SIGINT, as Ctrl-C would.
 fn interrupt(pid: u32) {
-    let _ = Command::new("kill").args(["-INT", &pid.to_string()]).status();
+    let _ = Command::new("kill")
+        .args(["-INT", &pid.to_string()])
+        .status();
 }
 
 fn status_kib(pid: u32, field: &str) -> Option<u64> {
     let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status.lines().find(|l| l.starts_with(field))?.split_whitespace().nth(1)?.parse().ok()
+    status
+        .lines()
+        .find(|l| l.starts_with(field))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
 }
 
 /// utime + stime of a process, in seconds.
@@ -200,31 +253,69 @@ pub fn bench() -> Result<ExitCode> {
         .expect("at least one round");
     let (followed, followed_usage) = measure_traced(&pkttrace, HOST_ADDR)?;
 
-    println!("\ncargo xtask bench: {SECONDS} s of iperf3 per run (best of {ROUNDS} alternating rounds), namespace {NETNS} -> host over a veth");
-    println!("{:<38} {:>10} {:>12} {:>12} {:>10} {:>6}", "setting", "TCP Gbit/s", "UDP-64 kpps", "tracer CPU s", "peak MiB", "lost");
+    println!(
+        "\ncargo xtask bench: {SECONDS} s of iperf3 per run (best of {ROUNDS} alternating rounds), namespace {NETNS} -> host over a veth"
+    );
+    println!(
+        "{:<38} {:>10} {:>12} {:>12} {:>10} {:>6}",
+        "setting", "TCP Gbit/s", "UDP-64 kpps", "tracer CPU s", "peak MiB", "lost"
+    );
     let row = |name: &str, t: Traffic, usage: Option<&TracerUsage>| {
         let (cpu, rss, lost) = usage.map_or(("-".into(), "-".into(), "-"), |u| {
-            (format!("{:.2}", u.cpu_seconds), format!("{:.1}", u.peak_rss_mib), if u.lost_warning { "yes" } else { "no" })
+            (
+                format!("{:.2}", u.cpu_seconds),
+                format!("{:.1}", u.peak_rss_mib),
+                if u.lost_warning { "yes" } else { "no" },
+            )
         });
-        println!("{name:<38} {:>10.2} {:>12.1} {cpu:>12} {rss:>10} {lost:>6}", t.tcp_gbits, t.udp_kpps);
+        println!(
+            "{name:<38} {:>10.2} {:>12.1} {cpu:>12} {rss:>10} {lost:>6}",
+            t.tcp_gbits, t.udp_kpps
+        );
     };
     row("no pkttrace", baseline, None);
-    row("pkttrace watching another address", unrelated, Some(&unrelated_usage));
-    row("pkttrace following this traffic", followed, Some(&followed_usage));
+    row(
+        "pkttrace watching another address",
+        unrelated,
+        Some(&unrelated_usage),
+    );
+    row(
+        "pkttrace following this traffic",
+        followed,
+        Some(&followed_usage),
+    );
 
     let mut missed = Vec::new();
     for (what, share, goal) in [
-        ("TCP", unrelated.tcp_gbits / baseline.tcp_gbits, UNRELATED_TCP_MIN_SHARE),
-        ("64-byte UDP", unrelated.udp_kpps / baseline.udp_kpps, UNRELATED_SMALL_PACKETS_MIN_SHARE),
+        (
+            "TCP",
+            unrelated.tcp_gbits / baseline.tcp_gbits,
+            UNRELATED_TCP_MIN_SHARE,
+        ),
+        (
+            "64-byte UDP",
+            unrelated.udp_kpps / baseline.udp_kpps,
+            UNRELATED_SMALL_PACKETS_MIN_SHARE,
+        ),
     ] {
-        println!("bench: unrelated {what} traffic kept {:.0}% of its rate (goal: {:.0}%)", share * 100.0, goal * 100.0);
+        println!(
+            "bench: unrelated {what} traffic kept {:.0}% of its rate (goal: {:.0}%)",
+            share * 100.0,
+            goal * 100.0
+        );
         if share < goal {
-            missed.push(format!("unrelated {what} traffic kept only {:.0}% of its rate", share * 100.0));
+            missed.push(format!(
+                "unrelated {what} traffic kept only {:.0}% of its rate",
+                share * 100.0
+            ));
         }
     }
     for usage in [&unrelated_usage, &followed_usage] {
         if usage.peak_rss_mib > MAX_RSS_MIB {
-            missed.push(format!("pkttrace peaked at {:.0} MiB (goal: {MAX_RSS_MIB:.0} MiB)", usage.peak_rss_mib));
+            missed.push(format!(
+                "pkttrace peaked at {:.0} MiB (goal: {MAX_RSS_MIB:.0} MiB)",
+                usage.peak_rss_mib
+            ));
         }
     }
     if missed.is_empty() {

@@ -32,7 +32,16 @@ pub fn test() -> Result<ExitCode> {
 
     // Clippy is part of the gate: the host crates, then the eBPF crate for its target.
     let lints = [
-        cargo(["clippy", "--workspace", "--exclude", "tracer-ebpf", "--all-targets", "--", "-D", "warnings"]),
+        cargo([
+            "clippy",
+            "--workspace",
+            "--exclude",
+            "tracer-ebpf",
+            "--all-targets",
+            "--",
+            "-D",
+            "warnings",
+        ]),
         cargo([
             "+nightly",
             "clippy",
@@ -56,7 +65,15 @@ pub fn test() -> Result<ExitCode> {
     }
 
     // The tracer's own tests that need root and a real lab are marked #[ignore].
-    let mut privileged = cargo(["test", "-p", "tracer", "--no-fail-fast", "--", "--ignored", "--test-threads=1"]);
+    let mut privileged = cargo([
+        "test",
+        "-p",
+        "tracer",
+        "--no-fail-fast",
+        "--",
+        "--ignored",
+        "--test-threads=1",
+    ]);
     if !run_counting(&mut privileged, &mut totals)? {
         failed.push("privileged tracer tests");
     }

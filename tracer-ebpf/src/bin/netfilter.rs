@@ -40,13 +40,16 @@ fn observe(ctx: *const NfContext, probe: Probe) {
     // SAFETY: the verifier allows reading the context's two pointers.
     let (state, skb) = unsafe { ((*ctx).state, (*ctx).skb) };
     // At netfilter hooks skb->data is the IP header on input and output alike.
-    let Some(mut event) = capture_skb(cfg, probe, skb, HeaderAt::Data, false) else { return };
+    let Some(mut event) = capture_skb(cfg, probe, skb, HeaderAt::Data, false) else {
+        return;
+    };
     let o = &cfg.offsets;
     event.nf_hook = read::<u8>(state, o.nf_state_hook).unwrap_or(0xff);
     let input = read::<u64>(state, o.nf_state_in).unwrap_or(0);
     let output = read::<u64>(state, o.nf_state_out).unwrap_or(0);
     // Name the device the hook is about: the output one on output hooks.
-    let is_output_hook = event.nf_hook == NF_INET_LOCAL_OUT || event.nf_hook == NF_INET_POST_ROUTING;
+    let is_output_hook =
+        event.nf_hook == NF_INET_LOCAL_OUT || event.nf_hook == NF_INET_POST_ROUTING;
     if output != 0 {
         let out = device(cfg, output);
         event.out_ifindex = out.ifindex;

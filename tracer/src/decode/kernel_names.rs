@@ -28,11 +28,17 @@ impl KernelNames {
 
     pub fn from_parts(drop_reasons: Vec<(u32, String)>, mut symbols: Vec<(u64, String)>) -> Self {
         symbols.sort_unstable();
-        Self { drop_reasons: drop_reasons.into_iter().collect(), symbols }
+        Self {
+            drop_reasons: drop_reasons.into_iter().collect(),
+            symbols,
+        }
     }
 
     pub fn drop_reason(&self, value: u32) -> String {
-        self.drop_reasons.get(&value).cloned().unwrap_or_else(|| format!("reason {value}"))
+        self.drop_reasons
+            .get(&value)
+            .cloned()
+            .unwrap_or_else(|| format!("reason {value}"))
     }
 
     /// `function+0xoffset` for a kernel code address, or the bare address when

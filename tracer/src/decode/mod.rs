@@ -69,26 +69,60 @@ pub enum EventKind {
     /// Handed to a device for transmit.
     Transmit,
     /// Taken in by a device's receive path.
-    Receive { mac_src: Option<String>, mac_dst: Option<String> },
-    Netfilter { hook: Hook, side: NatSide, out_ifindex: u32 },
-    Drop { reason: String, location: String },
+    Receive {
+        mac_src: Option<String>,
+        mac_dst: Option<String>,
+    },
+    Netfilter {
+        hook: Hook,
+        side: NatSide,
+        out_ifindex: u32,
+    },
+    Drop {
+        reason: String,
+        location: String,
+    },
     /// Freed normally.
-    Consume { location: String },
+    Consume {
+        location: String,
+    },
     /// Read from a socket by a process.
     SocketRead,
     /// A routing table lookup (not tied to one packet pointer).
-    Route { table: u32, error: i32, out_ifindex: u32, gateway: Option<Ipv4Addr> },
+    Route {
+        table: u32,
+        error: i32,
+        out_ifindex: u32,
+        gateway: Option<Ipv4Addr>,
+    },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "protocol", rename_all = "lowercase")]
 pub enum Transport {
-    Icmp { icmp_type: u8, id: u16, seq: u16 },
-    Tcp { sport: u16, dport: u16, flags: u8 },
-    Udp { sport: u16, dport: u16 },
+    Icmp {
+        icmp_type: u8,
+        id: u16,
+        seq: u16,
+    },
+    Tcp {
+        sport: u16,
+        dport: u16,
+        flags: u8,
+    },
+    Udp {
+        sport: u16,
+        dport: u16,
+    },
     /// Not IP: neighbour resolution (1 = who-has request, 2 = is-at reply).
-    Arp { operation: u16, sender_mac: [u8; 6], target_mac: [u8; 6] },
-    Other { number: u8 },
+    Arp {
+        operation: u16,
+        sender_mac: [u8; 6],
+        target_mac: [u8; 6],
+    },
+    Other {
+        number: u8,
+    },
 }
 
 impl Transport {
@@ -157,7 +191,8 @@ impl Event {
     /// counts when it lives in the packet's namespace (in softirq context the
     /// current task is whatever ran, often in another namespace).
     pub fn process(&self) -> Option<(&str, u32)> {
-        (self.task_netns == self.netns && self.pid != 0 && !self.comm.is_empty()).then_some((self.comm.as_str(), self.pid))
+        (self.task_netns == self.netns && self.pid != 0 && !self.comm.is_empty())
+            .then_some((self.comm.as_str(), self.pid))
     }
 }
 
@@ -167,7 +202,11 @@ fn c_string(bytes: &[u8]) -> String {
 }
 
 fn mac(bytes: [u8; 6]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
+    bytes
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
 }
 
 /// Turns one raw event into a typed one; `None` for an event this version
@@ -179,19 +218,29 @@ pub fn decode(raw: &PacketEvent, names: &KernelNames) -> Option<Event> {
         Probe::Receive => {
             // An ARP event's addresses are the message's, not the frame's.
             let frame_macs = raw.has_mac == 1 && raw.ether_type != ETH_P_ARP;
-            let (mac_src, mac_dst) = if frame_macs { (Some(mac(raw.mac_src)), Some(mac(raw.mac_dst))) } else { (None, None) };
+            let (mac_src, mac_dst) = if frame_macs {
+                (Some(mac(raw.mac_src)), Some(mac(raw.mac_dst)))
+            } else {
+                (None, None)
+            };
             EventKind::Receive { mac_src, mac_dst }
         }
         Probe::NetfilterBeforeNat | Probe::NetfilterAfterNat => EventKind::Netfilter {
             hook: Hook::from_kernel(raw.nf_hook)?,
-            side: if probe == Probe::NetfilterBeforeNat { NatSide::Before } else { NatSide::After },
+            side: if probe == Probe::NetfilterBeforeNat {
+                NatSide::Before
+            } else {
+                NatSide::After
+            },
             out_ifindex: raw.out_ifindex,
         },
         Probe::Drop => EventKind::Drop {
             reason: names.drop_reason(raw.reason_or_table),
             location: names.symbol(raw.location),
         },
-        Probe::Consume => EventKind::Consume { location: names.symbol(raw.location) },
+        Probe::Consume => EventKind::Consume {
+            location: names.symbol(raw.location),
+        },
         Probe::SocketRead => EventKind::SocketRead,
         Probe::FibLookup => EventKind::Route {
             table: raw.reason_or_table,
@@ -201,12 +250,25 @@ pub fn decode(raw: &PacketEvent, names: &KernelNames) -> Option<Event> {
         },
     };
     let transport = match raw.protocol {
-        _ if raw.ether_type == ETH_P_ARP => {
-            Transport::Arp { operation: raw.sport, sender_mac: raw.mac_src, target_mac: raw.mac_dst }
-        }
-        1 => Transport::Icmp { icmp_type: raw.icmp_type, id: raw.sport, seq: raw.dport },
-        6 => Transport::Tcp { sport: raw.sport, dport: raw.dport, flags: raw.tcp_flags },
-        17 => Transport::Udp { sport: raw.sport, dport: raw.dport },
+        _ if raw.ether_type == ETH_P_ARP => Transport::Arp {
+            operation: raw.sport,
+            sender_mac: raw.mac_src,
+            target_mac: raw.mac_dst,
+        },
+        1 => Transport::Icmp {
+            icmp_type: raw.icmp_type,
+            id: raw.sport,
+            seq: raw.dport,
+        },
+        6 => Transport::Tcp {
+            sport: raw.sport,
+            dport: raw.dport,
+            flags: raw.tcp_flags,
+        },
+        17 => Transport::Udp {
+            sport: raw.sport,
+            dport: raw.dport,
+        },
         number => Transport::Other { number },
     };
     Some(Event {
@@ -224,7 +286,10 @@ pub fn decode(raw: &PacketEvent, names: &KernelNames) -> Option<Event> {
             ip_id: raw.ip_id,
             length: raw.ip_len,
         },
-        conntrack: (raw.conntrack != 0).then_some(Conntrack { id: raw.conntrack, info: raw.ctinfo }),
+        conntrack: (raw.conntrack != 0).then_some(Conntrack {
+            id: raw.conntrack,
+            info: raw.ctinfo,
+        }),
         pid: raw.pid,
         comm: c_string(&raw.comm),
     })
@@ -235,10 +300,13 @@ mod tests {
     use super::*;
 
     fn names() -> KernelNames {
-        KernelNames::from_parts(vec![(2, "NOT_SPECIFIED".into()), (12, "NETFILTER_DROP".into())], vec![
-            (0xffff_ffff_8100_0000, "nf_hook_slow".into()),
-            (0xffff_ffff_8100_0400, "ip_forward".into()),
-        ])
+        KernelNames::from_parts(
+            vec![(2, "NOT_SPECIFIED".into()), (12, "NETFILTER_DROP".into())],
+            vec![
+                (0xffff_ffff_8100_0000, "nf_hook_slow".into()),
+                (0xffff_ffff_8100_0400, "ip_forward".into()),
+            ],
+        )
     }
 
     /// A netfilter observation as the kernel sent it (values from a real run).
@@ -270,9 +338,23 @@ mod tests {
     fn decodes_a_netfilter_observation() {
         let event = decode(&raw_netfilter_event(), &names()).unwrap();
         assert_eq!(event.ifname, "dev-up-host");
-        assert_eq!(event.kind, EventKind::Netfilter { hook: Hook::Postrouting, side: NatSide::After, out_ifindex: 0 });
+        assert_eq!(
+            event.kind,
+            EventKind::Netfilter {
+                hook: Hook::Postrouting,
+                side: NatSide::After,
+                out_ifindex: 0
+            }
+        );
         assert_eq!(event.packet.src, Ipv4Addr::new(198, 51, 100, 130));
-        assert_eq!(event.packet.transport, Transport::Icmp { icmp_type: 8, id: 18, seq: 3 });
+        assert_eq!(
+            event.packet.transport,
+            Transport::Icmp {
+                icmp_type: 8,
+                id: 18,
+                seq: 3
+            }
+        );
         assert_eq!(event.conntrack.unwrap().state(), "NEW");
     }
 
@@ -285,10 +367,15 @@ mod tests {
         let event = decode(&raw, &names()).unwrap();
         assert_eq!(
             event.kind,
-            EventKind::Drop { reason: "NETFILTER_DROP".into(), location: "nf_hook_slow+0x12".into() }
+            EventKind::Drop {
+                reason: "NETFILTER_DROP".into(),
+                location: "nf_hook_slow+0x12".into()
+            }
         );
         raw.reason_or_table = 999;
-        let EventKind::Drop { reason, .. } = decode(&raw, &names()).unwrap().kind else { panic!() };
+        let EventKind::Drop { reason, .. } = decode(&raw, &names()).unwrap().kind else {
+            panic!()
+        };
         assert_eq!(reason, "reason 999");
     }
 
@@ -305,10 +392,21 @@ mod tests {
             ..PacketEvent::default()
         };
         let event = decode(&raw, &names()).unwrap();
-        assert_eq!(event.kind, EventKind::Receive { mac_src: None, mac_dst: None }, "not the frame's addresses");
+        assert_eq!(
+            event.kind,
+            EventKind::Receive {
+                mac_src: None,
+                mac_dst: None
+            },
+            "not the frame's addresses"
+        );
         assert_eq!(
             event.packet.transport,
-            Transport::Arp { operation: 1, sender_mac: [0x02, 0x42, 0xac, 0x11, 0x00, 0x03], target_mac: [0; 6] }
+            Transport::Arp {
+                operation: 1,
+                sender_mac: [0x02, 0x42, 0xac, 0x11, 0x00, 0x03],
+                target_mac: [0; 6]
+            }
         );
         assert_eq!(event.packet.dst, Ipv4Addr::new(172, 17, 0, 1), "who has");
     }

@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use bollard::errors::Error as DockerError;
 use bollard::models::{ContainerInspectResponse, EndpointSettings, Network};
-use bollard::{API_DEFAULT_VERSION, Docker};
 use bollard::system::EventsOptions;
+use bollard::{API_DEFAULT_VERSION, Docker};
 use futures::StreamExt;
 use futures::future::join_all;
 
@@ -58,15 +58,25 @@ async fn connect(path: &str) -> Result<Docker, DockerError> {
     // Negotiate: bollard's default API version is newer than what older
     // daemons (Debian's 20.10 speaks 1.41) accept, and newer daemons drop
     // old versions.
-    Docker::connect_with_socket(path, TIMEOUT.as_secs(), API_DEFAULT_VERSION)?.negotiate_version().await
+    Docker::connect_with_socket(path, TIMEOUT.as_secs(), API_DEFAULT_VERSION)?
+        .negotiate_version()
+        .await
 }
 
 /// The daemon's container and network events, as they happen; ends when
 /// Docker is not reachable.
 pub(super) async fn watch_events(mut changed: impl FnMut()) {
-    let Ok(docker) = connect(&socket_path()).await else { return };
-    let filters = HashMap::from([("type".to_string(), vec!["container".to_string(), "network".to_string()])]);
-    let mut events = docker.events(Some(EventsOptions { filters, ..Default::default() }));
+    let Ok(docker) = connect(&socket_path()).await else {
+        return;
+    };
+    let filters = HashMap::from([(
+        "type".to_string(),
+        vec!["container".to_string(), "network".to_string()],
+    )]);
+    let mut events = docker.events(Some(EventsOptions {
+        filters,
+        ..Default::default()
+    }));
     while let Some(Ok(_)) = events.next().await {
         changed();
     }

@@ -23,11 +23,16 @@ pub struct FdbEntry {
 
 /// The forwarding databases of the bridges in pkttrace's own (the host's) namespace.
 pub async fn host_fdb() -> Result<Vec<FdbEntry>> {
-    let (connection, handle, _) = rtnetlink::new_connection().context("cannot open a netlink socket")?;
+    let (connection, handle, _) =
+        rtnetlink::new_connection().context("cannot open a netlink socket")?;
     let connection = tokio::spawn(connection);
     let mut request = handle.neighbours().get();
     request.message_mut().header.family = AddressFamily::Bridge;
-    let messages: Vec<_> = request.execute().try_collect().await.context("cannot read the bridge forwarding database")?;
+    let messages: Vec<_> = request
+        .execute()
+        .try_collect()
+        .await
+        .context("cannot read the bridge forwarding database")?;
     connection.abort();
     Ok(messages
         .into_iter()
@@ -36,7 +41,9 @@ pub async fn host_fdb() -> Result<Vec<FdbEntry>> {
             let mut bridge = None;
             for attribute in &message.attributes {
                 match attribute {
-                    NeighbourAttribute::LinkLocalAddress(bytes) => mac = <[u8; 6]>::try_from(bytes.as_slice()).ok(),
+                    NeighbourAttribute::LinkLocalAddress(bytes) => {
+                        mac = <[u8; 6]>::try_from(bytes.as_slice()).ok()
+                    }
                     NeighbourAttribute::Controller(master) => bridge = Some(*master),
                     _ => {}
                 }

@@ -280,7 +280,9 @@ impl Ruleset {
             before
                 .chains
                 .iter()
-                .find(|c| c.family == chain.family && c.table == chain.table && c.name == chain.name)
+                .find(|c| {
+                    c.family == chain.family && c.table == chain.table && c.name == chain.name
+                })
                 .and_then(|c| c.rules.iter().find(|r| r.handle == rule.handle))
                 .and_then(|r| r.packets)
                 .unwrap_or(0)
@@ -289,7 +291,9 @@ impl Ruleset {
             .chains
             .iter()
             .flat_map(|c| c.rules.iter().map(move |r| (c, r)))
-            .filter(|(c, r)| r.action.as_deref() == Some("drop") && r.packets.unwrap_or(0) > packets_before(c, r))
+            .filter(|(c, r)| {
+                r.action.as_deref() == Some("drop") && r.packets.unwrap_or(0) > packets_before(c, r)
+            })
             .map(|(c, r)| format!("{} {} {}: {}", c.family, c.table, c.name, r.text))
             .collect();
         if !rules.is_empty() {
@@ -297,8 +301,17 @@ impl Ruleset {
         }
         self.chains
             .iter()
-            .filter(|c| c.hook.as_ref().is_some_and(|h| h.hook == hook && h.policy.as_deref() == Some("drop")))
-            .map(|c| format!("{} {} {}: the chain's policy is drop", c.family, c.table, c.name))
+            .filter(|c| {
+                c.hook
+                    .as_ref()
+                    .is_some_and(|h| h.hook == hook && h.policy.as_deref() == Some("drop"))
+            })
+            .map(|c| {
+                format!(
+                    "{} {} {}: the chain's policy is drop",
+                    c.family, c.table, c.name
+                )
+            })
             .collect()
     }
 

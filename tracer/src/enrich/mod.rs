@@ -174,7 +174,9 @@ pub fn read_ruleset() -> Result<Ruleset, String> {
 
 /// `net.bridge.bridge-nf-call-iptables` (None when br_netfilter is not loaded).
 pub fn bridge_calls_iptables() -> Option<bool> {
-    std::fs::read_to_string("/proc/sys/net/bridge/bridge-nf-call-iptables").ok().map(|v| v.trim() != "0")
+    std::fs::read_to_string("/proc/sys/net/bridge/bridge-nf-call-iptables")
+        .ok()
+        .map(|v| v.trim() != "0")
 }
 
 impl Topology {

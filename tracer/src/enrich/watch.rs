@@ -18,11 +18,15 @@ const RTMGRP_IPV4_ROUTE: u32 = 0x40;
 /// A receiver that is marked changed whenever the wiring may have changed.
 pub fn changes() -> Result<watch::Receiver<()>> {
     let (sender, receiver) = watch::channel(());
-    let (mut connection, _handle, mut messages) = rtnetlink::new_connection().context("cannot open a netlink socket")?;
+    let (mut connection, _handle, mut messages) =
+        rtnetlink::new_connection().context("cannot open a netlink socket")?;
     connection
         .socket_mut()
         .socket_mut()
-        .bind(&SocketAddr::new(0, RTMGRP_LINK | RTMGRP_IPV4_IFADDR | RTMGRP_IPV4_ROUTE))
+        .bind(&SocketAddr::new(
+            0,
+            RTMGRP_LINK | RTMGRP_IPV4_IFADDR | RTMGRP_IPV4_ROUTE,
+        ))
         .context("cannot subscribe to rtnetlink notifications")?;
     tokio::spawn(connection);
     let kernel = sender.clone();

@@ -12,8 +12,8 @@ use serde::Serialize;
 use crate::{
     decode::{Event, EventKind, Hook, NatSide, Packet, Transport},
     enrich::{FdbEntry, Interface, Listener, Topology},
-    target::Published,
     journey::{Journey, is_a_copys_fate},
+    target::Published,
 };
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -47,7 +47,14 @@ impl Tuple {
             Transport::Arp { .. } => ("arp", None, None, None),
             Transport::Other { .. } => ("ip", None, None, None),
         };
-        Self { protocol, src: packet.src, dst: packet.dst, sport, dport, icmp_id }
+        Self {
+            protocol,
+            src: packet.src,
+            dst: packet.dst,
+            sport,
+            dport,
+            icmp_id,
+        }
     }
 }
 
@@ -75,7 +82,11 @@ pub enum Details {
         waited_for_arp: bool,
     },
     /// The hop is where the packet came out; `peer_*` is the end it went in.
-    Veth { peer_device: String, peer_namespace: String, peer_netns: u32 },
+    Veth {
+        peer_device: String,
+        peer_namespace: String,
+        peer_netns: u32,
+    },
     Bridge {
         bridge: String,
         #[serde(skip_serializing_if = "Option::is_none")]
@@ -84,12 +95,28 @@ pub enum Details {
         decision: String,
     },
     Route(RouteChoice),
-    Forward { from_device: String, to_device: String, ip_forward: Option<bool> },
-    Netfilter { hook: &'static str, #[serde(skip_serializing_if = "Option::is_none")] conntrack: Option<&'static str> },
-    Nat { hook: &'static str, nat: &'static str, before: Tuple, after: Tuple },
+    Forward {
+        from_device: String,
+        to_device: String,
+        ip_forward: Option<bool>,
+    },
+    Netfilter {
+        hook: &'static str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        conntrack: Option<&'static str>,
+    },
+    Nat {
+        hook: &'static str,
+        nat: &'static str,
+        before: Tuple,
+        after: Tuple,
+    },
     Xmit,
     Receive,
-    Deliver { process: String, pid: u32 },
+    Deliver {
+        process: String,
+        pid: u32,
+    },
     Drop {
         reason: String,
         location: String,
@@ -168,22 +195,49 @@ pub struct Facts {
 
 pub fn describe(packet: &Packet) -> String {
     match packet.transport {
-        Transport::Icmp { icmp_type: 8, id, seq } => format!("ICMP echo request (id {id}, seq {seq})"),
-        Transport::Icmp { icmp_type: 0, id, seq } => format!("ICMP echo reply (id {id}, seq {seq})"),
+        Transport::Icmp {
+            icmp_type: 8,
+            id,
+            seq,
+        } => format!("ICMP echo request (id {id}, seq {seq})"),
+        Transport::Icmp {
+            icmp_type: 0,
+            id,
+            seq,
+        } => format!("ICMP echo reply (id {id}, seq {seq})"),
         Transport::Icmp { icmp_type: 3, .. } => "ICMP destination unreachable".into(),
         Transport::Icmp { icmp_type, .. } => format!("ICMP type {icmp_type}"),
         Transport::Tcp { flags, .. } => format!("TCP {}", tcp_flags(flags)),
         Transport::Udp { .. } => "UDP datagram".into(),
-        Transport::Arp { operation: 1, .. } => format!("ARP request: who has {}? tell {}", packet.dst, packet.src),
-        Transport::Arp { sender_mac, .. } => format!("ARP reply: {} is at {}", packet.src, format_mac(sender_mac)),
+        Transport::Arp { operation: 1, .. } => {
+            format!("ARP request: who has {}? tell {}", packet.dst, packet.src)
+        }
+        Transport::Arp { sender_mac, .. } => {
+            format!("ARP reply: {} is at {}", packet.src, format_mac(sender_mac))
+        }
         Transport::Other { number } => format!("IP protocol {number}"),
     }
 }
 
 fn tcp_flags(flags: u8) -> String {
-    const NAMES: [(u8, &str); 6] = [(0x02, "SYN"), (0x10, "ACK"), (0x01, "FIN"), (0x04, "RST"), (0x08, "PSH"), (0x20, "URG")];
-    let names: Vec<&str> = NAMES.iter().filter(|(bit, _)| flags & bit != 0).map(|(_, n)| *n).collect();
-    if names.is_empty() { "segment".into() } else { names.join("+") }
+    const NAMES: [(u8, &str); 6] = [
+        (0x02, "SYN"),
+        (0x10, "ACK"),
+        (0x01, "FIN"),
+        (0x04, "RST"),
+        (0x08, "PSH"),
+        (0x20, "URG"),
+    ];
+    let names: Vec<&str> = NAMES
+        .iter()
+        .filter(|(bit, _)| flags & bit != 0)
+        .map(|(_, n)| *n)
+        .collect();
+    if names.is_empty() {
+        "segment".into()
+    } else {
+        names.join("+")
+    }
 }
 
 fn table_name(table: u32) -> String {
@@ -225,11 +279,15 @@ impl Explainer<'_> {
     }
 
     fn is_bridge(&self, event: &Event) -> bool {
-        self.interface(event.netns, event.ifindex).and_then(|i| i.kind.as_deref()) == Some("bridge")
+        self.interface(event.netns, event.ifindex)
+            .and_then(|i| i.kind.as_deref())
+            == Some("bridge")
     }
 
     fn push(&mut self, event: &Event, device: Option<String>, mut text: String, details: Details) {
-        if matches!(details, Details::Veth { .. } | Details::Xmit) && std::mem::take(&mut self.waited_for_arp) {
+        if matches!(details, Details::Veth { .. } | Details::Xmit)
+            && std::mem::take(&mut self.waited_for_arp)
+        {
             text += " (after waiting for ARP to resolve the next hop's MAC address)";
         }
         self.hops.push(Hop {
@@ -243,7 +301,15 @@ impl Explainer<'_> {
     }
 
     fn route_choice(&self, event: &Event) -> Option<RouteChoice> {
-        let EventKind::Route { table, error, gateway, .. } = event.kind else { return None };
+        let EventKind::Route {
+            table,
+            error,
+            gateway,
+            ..
+        } = event.kind
+        else {
+            return None;
+        };
         Some(RouteChoice {
             table: table_name(table),
             out_device: (!event.ifname.is_empty() && error == 0).then(|| event.ifname.clone()),
@@ -272,13 +338,19 @@ fn switch_or_flood(events: &[Event], copies: &[usize]) -> String {
         [one] => format!("switched to port {}", events[*one].ifname),
         _ => {
             let ports: Vec<&str> = copies.iter().map(|&c| events[c].ifname.as_str()).collect();
-            format!("flooded to ports {} (destination MAC not in its forwarding database)", ports.join(", "))
+            format!(
+                "flooded to ports {} (destination MAC not in its forwarding database)",
+                ports.join(", ")
+            )
         }
     }
 }
 
 fn format_mac(mac: [u8; 6]) -> String {
-    mac.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
+    mac.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
 }
 
 fn is_neighbour_queue(location: &str) -> bool {
@@ -288,9 +360,15 @@ fn is_neighbour_queue(location: &str) -> bool {
 fn describe_route(route: &RouteChoice) -> String {
     match (route.error, route.gateway, &route.out_device) {
         (Some(error), _, _) => format!("no route (table {}, error {error})", route.table),
-        (None, Some(gateway), Some(device)) => format!("via {gateway} dev {device} (table {})", route.table),
-        (None, None, Some(device)) if route.table == "local" => format!("an address of this namespace (table local, {device})"),
-        (None, None, Some(device)) => format!("directly connected on {device} (table {})", route.table),
+        (None, Some(gateway), Some(device)) => {
+            format!("via {gateway} dev {device} (table {})", route.table)
+        }
+        (None, None, Some(device)) if route.table == "local" => {
+            format!("an address of this namespace (table local, {device})")
+        }
+        (None, None, Some(device)) => {
+            format!("directly connected on {device} (table {})", route.table)
+        }
         _ => format!("table {}", route.table),
     }
 }
@@ -306,16 +384,29 @@ pub fn published_port_note(published: &Published, port: u16, proxy: Option<&List
             "{dnat}; {} (pid {}) listens on {} for the rest: from this host itself and from containers, whose bridges the DNAT rule skips (userland proxy on)",
             proxy.process, proxy.pid, proxy.address
         ),
-        None => format!("{dnat}; no process listens on port {port} (userland proxy off: the DNAT rule serves everything)"),
+        None => format!(
+            "{dnat}; no process listens on port {port} (userland proxy off: the DNAT rule serves everything)"
+        ),
     }
 }
 
 /// How the proxy's own connection carries on a request.
-pub fn second_leg_note(first_leg: u64, proxy: Option<&Listener>, sender_pid: Option<u32>) -> String {
+pub fn second_leg_note(
+    first_leg: u64,
+    proxy: Option<&Listener>,
+    sender_pid: Option<u32>,
+) -> String {
     match proxy {
         Some(proxy) => {
-            let target = proxy.proxy_target().map(|t| format!(" (its -container-ip and -container-port: {t})")).unwrap_or_default();
-            let same = if sender_pid == Some(proxy.pid) { ", the process that sent this," } else { "" };
+            let target = proxy
+                .proxy_target()
+                .map(|t| format!(" (its -container-ip and -container-port: {t})"))
+                .unwrap_or_default();
+            let same = if sender_pid == Some(proxy.pid) {
+                ", the process that sent this,"
+            } else {
+                ""
+            };
             format!(
                 "{} (pid {}){same} accepted #{first_leg}'s connection on {} and opened this one to the container{target}",
                 proxy.process, proxy.pid, proxy.address
@@ -326,7 +417,13 @@ pub fn second_leg_note(first_leg: u64, proxy: Option<&Listener>, sender_pid: Opt
 }
 
 /// Tells one journey's story.
-pub fn explain(journey: &Journey, direction: Direction, reply_to: Option<u64>, topology: &Topology, facts: &Facts) -> Story {
+pub fn explain(
+    journey: &Journey,
+    direction: Direction,
+    reply_to: Option<u64>,
+    topology: &Topology,
+    facts: &Facts,
+) -> Story {
     // A packet freed or read after it left its device has no namespace of its
     // own: it is where it was last seen.
     let events: Vec<Event> = journey
@@ -342,9 +439,20 @@ pub fn explain(journey: &Journey, direction: Direction, reply_to: Option<u64>, t
         })
         .collect();
     let events = &events;
-    let sender_netns = events.iter().find(|e| !matches!(e.kind, EventKind::Route { .. })).map(|e| e.netns);
+    let sender_netns = events
+        .iter()
+        .find(|e| !matches!(e.kind, EventKind::Route { .. }))
+        .map(|e| e.netns);
     let start_ns = events.first().map(|e| e.time_ns).unwrap_or(0);
-    let mut x = Explainer { topology, facts, start_ns, hops: Vec::new(), waited_for_arp: false, bridging: None, discarded_in: Vec::new() };
+    let mut x = Explainer {
+        topology,
+        facts,
+        start_ns,
+        hops: Vec::new(),
+        waited_for_arp: false,
+        bridging: None,
+        discarded_in: Vec::new(),
+    };
     let delivered_to_socket = events.iter().any(|e| e.kind == EventKind::SocketRead);
     // Indices already told as part of an earlier hop.
     let mut told = vec![false; events.len()];
@@ -361,11 +469,12 @@ pub fn explain(journey: &Journey, direction: Direction, reply_to: Option<u64>, t
         match &event.kind {
             EventKind::Route { .. } => {
                 // Lookups come in runs (local table, then main); the last one decided.
-                let next_is_route = events
-                    .get(i + 1)
-                    .is_some_and(|e| matches!(e.kind, EventKind::Route { .. }) && e.netns == event.netns);
+                let next_is_route = events.get(i + 1).is_some_and(|e| {
+                    matches!(e.kind, EventKind::Route { .. }) && e.netns == event.netns
+                });
                 // Lookups elsewhere (ARP processing ahead of the packet) are not its route.
-                let here = x.hops.last().is_some_and(|h| h.netns == event.netns) && !x.discarded_in.contains(&event.netns);
+                let here = x.hops.last().is_some_and(|h| h.netns == event.netns)
+                    && !x.discarded_in.contains(&event.netns);
                 if !sent {
                     // Only the sender's own lookup is the route it sent by.
                     if Some(event.netns) == sender_netns {
@@ -390,7 +499,11 @@ pub fn explain(journey: &Journey, direction: Direction, reply_to: Option<u64>, t
                     x.push(event, device, text, Details::Receive);
                 }
             }
-            EventKind::Netfilter { hook, side, out_ifindex } => {
+            EventKind::Netfilter {
+                hook,
+                side,
+                out_ifindex,
+            } => {
                 // A packet the host itself sends meets OUTPUT before any device.
                 if !sent && *hook == Hook::Output {
                     x.send_hop(event, pending_route);
@@ -398,10 +511,14 @@ pub fn explain(journey: &Journey, direction: Direction, reply_to: Option<u64>, t
                 sent = true;
                 x.netfilter_hop(events, i, *hook, *side, *out_ifindex, &mut told);
             }
-            EventKind::Drop { reason, location } if is_a_copys_fate(reason, delivered_to_socket) => {
+            EventKind::Drop { reason, location }
+                if is_a_copys_fate(reason, delivered_to_socket) =>
+            {
                 if reason == "OTHERHOST" {
                     x.discarded_in.push(event.netns);
-                    let text = format!("a flooded copy reached {ns}, whose kernel discarded it: not addressed to it ({reason})");
+                    let text = format!(
+                        "a flooded copy reached {ns}, whose kernel discarded it: not addressed to it ({reason})"
+                    );
                     x.push(event, device, text, Details::Receive);
                 }
             }
@@ -409,8 +526,22 @@ pub fn explain(journey: &Journey, direction: Direction, reply_to: Option<u64>, t
                 let hint = hints::for_drop(reason, location, x.last_netfilter_hook(), x.facts);
                 let text = format!("dropped in {ns} by the kernel: {reason} at {location}");
                 outcome = Some(format!("dropped in {ns}: {reason}"));
-                let rules = if reason == "NETFILTER_DROP" { x.facts.dropping_rules.clone() } else { Vec::new() };
-                x.push(event, device, text, Details::Drop { reason: reason.clone(), location: location.clone(), hint, rules });
+                let rules = if reason == "NETFILTER_DROP" {
+                    x.facts.dropping_rules.clone()
+                } else {
+                    Vec::new()
+                };
+                x.push(
+                    event,
+                    device,
+                    text,
+                    Details::Drop {
+                        reason: reason.clone(),
+                        location: location.clone(),
+                        hint,
+                        rules,
+                    },
+                );
             }
             EventKind::Consume { location } if is_neighbour_queue(location) => {
                 // The copy ARP used for its request; the packet itself waits in the queue.
@@ -427,7 +558,15 @@ pub fn explain(journey: &Journey, direction: Direction, reply_to: Option<u64>, t
                 let (comm, pid) = event.process().unwrap_or((event.comm.as_str(), event.pid));
                 let text = format!("delivered: {comm} (pid {pid}) in {ns} read it from its socket");
                 outcome = Some(format!("delivered to {comm} (pid {pid}) in {ns}"));
-                x.push(event, None, text, Details::Deliver { process: comm.to_string(), pid });
+                x.push(
+                    event,
+                    None,
+                    text,
+                    Details::Deliver {
+                        process: comm.to_string(),
+                        pid,
+                    },
+                );
             }
         }
     }
@@ -436,14 +575,24 @@ pub fn explain(journey: &Journey, direction: Direction, reply_to: Option<u64>, t
     x.hops.sort_by_key(|h| h.at_us);
     let first = journey.first_packet();
     if let Transport::Arp { operation: 1, .. } = first.transport {
-        outcome = Some(format!("asked on the whole segment; the owner of {} answers with an ARP reply", first.dst));
+        outcome = Some(format!(
+            "asked on the whole segment; the owner of {} answers with an ARP reply",
+            first.dst
+        ));
     }
     let outcome = outcome.unwrap_or_else(|| match x.hops.last() {
         Some(hop) if matches!(&hop.details, Details::Route(r) if r.table == "local") => {
-            format!("arrived in {}, the namespace it was addressed to", hop.namespace)
+            format!(
+                "arrived in {}, the namespace it was addressed to",
+                hop.namespace
+            )
         }
         Some(hop) if matches!(hop.details, Details::Xmit) => {
-            format!("left {} through {} (no further trace beyond this host)", hop.namespace, hop.device.clone().unwrap_or_default())
+            format!(
+                "left {} through {} (no further trace beyond this host)",
+                hop.namespace,
+                hop.device.clone().unwrap_or_default()
+            )
         }
         Some(hop) => format!("last seen in {}", hop.namespace),
         None => "no hops".into(),
@@ -468,7 +617,9 @@ impl Explainer<'_> {
         let ns = self.namespace(event.netns);
         // ARP is below routing: a lookup before it is the kernel checking addresses.
         let is_arp = matches!(event.packet.transport, Transport::Arp { .. });
-        let route = pending_route.filter(|_| !is_arp).and_then(|r| self.route_choice(r));
+        let route = pending_route
+            .filter(|_| !is_arp)
+            .and_then(|r| self.route_choice(r));
         // The kernel answers these itself, often while some process is current.
         let process = event.process().filter(|_| !kernel_generated(&event.packet));
         let who = match process {
@@ -481,7 +632,10 @@ impl Explainer<'_> {
         }
         let waited_for_arp = std::mem::take(&mut self.waited_for_arp);
         if waited_for_arp {
-            let next_hop = route.as_ref().and_then(|r| r.gateway).unwrap_or(event.packet.dst);
+            let next_hop = route
+                .as_ref()
+                .and_then(|r| r.gateway)
+                .unwrap_or(event.packet.dst);
             text += &format!("; it first waited for ARP to resolve {next_hop}'s MAC address");
         }
         let details = Details::Send {
@@ -500,20 +654,31 @@ impl Explainer<'_> {
         let mut route = self.route_choice(event).expect("a route event");
         let ns = self.namespace(event.netns);
         let dst = event.packet.dst;
-        let own = self
-            .topology
-            .namespace(event.netns)
-            .and_then(|n| n.interfaces.iter().find(|i| i.addresses.iter().any(|(a, _)| *a == dst)));
+        let own = self.topology.namespace(event.netns).and_then(|n| {
+            n.interfaces
+                .iter()
+                .find(|i| i.addresses.iter().any(|(a, _)| *a == dst))
+        });
         let text = match own {
             Some(iface) => {
                 route.table = "local".into();
-                format!("routing decision in {ns}: local delivery, {dst} is this namespace's own address (on {})", iface.name)
+                format!(
+                    "routing decision in {ns}: local delivery, {dst} is this namespace's own address (on {})",
+                    iface.name
+                )
             }
             // A local-table hit for a foreign address is an address-type check, not the route.
             None if route.table == "local" => return,
-            None => format!("routing decision in {ns}: {dst} → {}", describe_route(&route)),
+            None => format!(
+                "routing decision in {ns}: {dst} → {}",
+                describe_route(&route)
+            ),
         };
-        if self.hops.last().is_some_and(|h| matches!(h.details, Details::Route(_)) && h.netns == event.netns) {
+        if self
+            .hops
+            .last()
+            .is_some_and(|h| matches!(h.details, Details::Route(_)) && h.netns == event.netns)
+        {
             self.hops.pop();
         }
         self.push(event, route.out_device.clone(), text, Details::Route(route));
@@ -535,11 +700,16 @@ impl Explainer<'_> {
         let device = Some(event.ifname.clone());
         // The other end of a veth receives what this end sends (other copies'
         // events may come in between).
-        let peer = self.interface(event.netns, event.ifindex).and_then(|iface| iface.peer);
+        let peer = self
+            .interface(event.netns, event.ifindex)
+            .and_then(|iface| iface.peer);
         let received = peer.and_then(|peer| {
             (i + 1..events.len()).find(|&j| {
                 let e = &events[j];
-                !told[j] && matches!(e.kind, EventKind::Receive { .. }) && e.netns == peer.netns && e.ifindex == peer.ifindex
+                !told[j]
+                    && matches!(e.kind, EventKind::Receive { .. })
+                    && e.netns == peer.netns
+                    && e.ifindex == peer.ifindex
             })
         });
         if let Some(j) = received {
@@ -550,7 +720,11 @@ impl Explainer<'_> {
                 "crosses the veth pair: {} in {ns} → its peer {} in {peer_ns}",
                 event.ifname, received.ifname
             );
-            let details = Details::Veth { peer_device: event.ifname.clone(), peer_namespace: ns, peer_netns: event.netns };
+            let details = Details::Veth {
+                peer_device: event.ifname.clone(),
+                peer_namespace: ns,
+                peer_netns: event.netns,
+            };
             self.push(received, Some(received.ifname.clone()), text, details);
             if let Some(bridge) = self.bridge_of(received).cloned() {
                 let mac_dst = match &received.kind {
@@ -566,13 +740,23 @@ impl Explainer<'_> {
             // picks the port from its forwarding database, or floods.
             let copies = self.port_copies(events, i + 1, event.ifindex, told);
             if let Some(&first) = copies.first() {
-                let network = self.topology.bridge_network(&event.ifname).map(|n| n.name.clone());
+                let network = self
+                    .topology
+                    .bridge_network(&event.ifname)
+                    .map(|n| n.name.clone());
                 let decision = switch_or_flood(events, &copies);
                 let text = format!(
                     "bridge {}{}: the host hands the frame to the bridge, which {}",
                     event.ifname,
-                    network.as_ref().map(|n| format!(" (Docker network \"{n}\")")).unwrap_or_default(),
-                    decision.replacen("switched", "switches it", 1).replacen("flooded", "floods it", 1)
+                    network
+                        .as_ref()
+                        .map(|n| format!(" (Docker network \"{n}\")"))
+                        .unwrap_or_default(),
+                    decision.replacen("switched", "switches it", 1).replacen(
+                        "flooded",
+                        "floods it",
+                        1
+                    )
                 );
                 let details = Details::Bridge {
                     bridge: event.ifname.clone(),
@@ -595,9 +779,16 @@ impl Explainer<'_> {
 
     /// The copies a bridge sent out of its ports from `start` on (one when it
     /// switched, several when it flooded); marked as told.
-    fn port_copies(&self, events: &[Event], start: usize, bridge: u32, told: &mut [bool]) -> Vec<usize> {
+    fn port_copies(
+        &self,
+        events: &[Event],
+        start: usize,
+        bridge: u32,
+        told: &mut [bool],
+    ) -> Vec<usize> {
         let Some(first) = events.get(start..).and_then(|rest| {
-            rest.iter().position(|e| matches!(e.kind, EventKind::Transmit) && self.is_port_of(e, bridge))
+            rest.iter()
+                .position(|e| matches!(e.kind, EventKind::Transmit) && self.is_port_of(e, bridge))
         }) else {
             return Vec::new();
         };
@@ -605,7 +796,10 @@ impl Explainer<'_> {
         let copies: Vec<usize> = (first..events.len())
             .filter(|&j| {
                 let e = &events[j];
-                !told[j] && e.netns == events[first].netns && matches!(e.kind, EventKind::Transmit) && self.is_port_of(e, bridge)
+                !told[j]
+                    && e.netns == events[first].netns
+                    && matches!(e.kind, EventKind::Transmit)
+                    && self.is_port_of(e, bridge)
             })
             .collect();
         for &j in &copies {
@@ -615,17 +809,29 @@ impl Explainer<'_> {
     }
 
     fn is_port_of(&self, event: &Event, bridge: u32) -> bool {
-        self.interface(event.netns, event.ifindex).and_then(|p| p.master) == Some(bridge)
+        self.interface(event.netns, event.ifindex)
+            .and_then(|p| p.master)
+            == Some(bridge)
     }
 
     /// An ARP request is a broadcast: the bridge sends it out of every other
     /// port and hands a copy up to the host too.
-    fn broadcast_hop(&mut self, events: &[Event], i: usize, bridge: &Interface, network: Option<String>, told: &mut [bool]) {
+    fn broadcast_hop(
+        &mut self,
+        events: &[Event],
+        i: usize,
+        bridge: &Interface,
+        network: Option<String>,
+        told: &mut [bool],
+    ) {
         let port_event = &events[i];
         let copies = self.port_copies(events, i + 1, bridge.ifindex, told);
         let handed_up = (i + 1..events.len()).find(|&j| {
             let e = &events[j];
-            !told[j] && e.netns == port_event.netns && e.ifindex == bridge.ifindex && matches!(e.kind, EventKind::Receive { .. })
+            !told[j]
+                && e.netns == port_event.netns
+                && e.ifindex == bridge.ifindex
+                && matches!(e.kind, EventKind::Receive { .. })
         });
         if let Some(j) = handed_up {
             told[j] = true;
@@ -641,10 +847,18 @@ impl Explainer<'_> {
         let text = format!(
             "bridge {}{}: the frame entered port {}; {decision}",
             bridge.name,
-            network.as_ref().map(|n| format!(" (Docker network \"{n}\")")).unwrap_or_default(),
+            network
+                .as_ref()
+                .map(|n| format!(" (Docker network \"{n}\")"))
+                .unwrap_or_default(),
             port_event.ifname
         );
-        let details = Details::Bridge { bridge: bridge.name.clone(), docker_network: network, port: port_event.ifname.clone(), decision };
+        let details = Details::Bridge {
+            bridge: bridge.name.clone(),
+            docker_network: network,
+            port: port_event.ifname.clone(),
+            decision,
+        };
         self.push(port_event, Some(bridge.name.clone()), text, details);
         for copy in copies {
             self.veth_or_xmit(events, copy, told, false);
@@ -653,26 +867,49 @@ impl Explainer<'_> {
 
     /// Why the bridge chose `out`: the forwarding database entry for the destination MAC.
     fn fdb_evidence(&self, bridge: &Interface, mac_dst: Option<&str>, out: &Event) -> String {
-        let Some(mac_dst) = mac_dst else { return String::new() };
-        let entry = self.facts.fdb.iter().find(|f| f.bridge == bridge.ifindex && format_mac(f.mac) == mac_dst);
+        let Some(mac_dst) = mac_dst else {
+            return String::new();
+        };
+        let entry = self
+            .facts
+            .fdb
+            .iter()
+            .find(|f| f.bridge == bridge.ifindex && format_mac(f.mac) == mac_dst);
         match entry {
             Some(entry) if entry.port == out.ifindex => {
                 format!(" (its forwarding database has {mac_dst} on that port)")
             }
             Some(entry) => {
-                let port = self.interface(out.netns, entry.port).map_or(entry.port.to_string(), |p| p.name.clone());
+                let port = self
+                    .interface(out.netns, entry.port)
+                    .map_or(entry.port.to_string(), |p| p.name.clone());
                 format!(" (its forwarding database now has {mac_dst} on port {port})")
             }
-            None => format!(" ({mac_dst} is no longer in its forwarding database: learned entries age out)"),
+            None => format!(
+                " ({mac_dst} is no longer in its forwarding database: learned entries age out)"
+            ),
         }
     }
 
     /// A frame entered a bridge port: was it for the bridge itself (handed up
     /// to the host's IP stack) or switched to another port?
-    fn bridge_hop(&mut self, events: &[Event], i: usize, bridge: &Interface, mac_dst: Option<&str>, told: &mut [bool]) {
+    fn bridge_hop(
+        &mut self,
+        events: &[Event],
+        i: usize,
+        bridge: &Interface,
+        mac_dst: Option<&str>,
+        told: &mut [bool],
+    ) {
         let port_event = &events[i];
-        let network = self.topology.bridge_network(&bridge.name).map(|n| n.name.clone());
-        if matches!(port_event.packet.transport, Transport::Arp { operation: 1, .. }) {
+        let network = self
+            .topology
+            .bridge_network(&bridge.name)
+            .map(|n| n.name.clone());
+        if matches!(
+            port_event.packet.transport,
+            Transport::Arp { operation: 1, .. }
+        ) {
             self.broadcast_hop(events, i, bridge, network, told);
             return;
         }
@@ -680,17 +917,26 @@ impl Explainer<'_> {
         let mut decision = None;
         for (j, e) in events.iter().enumerate().skip(i + 1) {
             let same_ns = e.netns == port_event.netns;
-            if same_ns && matches!(e.kind, EventKind::Receive { .. }) && e.ifindex == bridge.ifindex {
+            if same_ns && matches!(e.kind, EventKind::Receive { .. }) && e.ifindex == bridge.ifindex
+            {
                 told[j] = true;
                 let why = match (mac_dst, &bridge_mac) {
-                    (Some(dst), Some(own)) if dst == own => format!("destination MAC {dst} is {}'s own", bridge.name),
+                    (Some(dst), Some(own)) if dst == own => {
+                        format!("destination MAC {dst} is {}'s own", bridge.name)
+                    }
                     (Some(dst), _) => format!("destination MAC {dst}"),
                     _ => "addressed to the bridge".into(),
                 };
-                decision = Some((format!("passed up to the host's IP stack ({why})"), Vec::new()));
+                decision = Some((
+                    format!("passed up to the host's IP stack ({why})"),
+                    Vec::new(),
+                ));
                 break;
             }
-            if same_ns && matches!(e.kind, EventKind::Transmit) && self.is_port_of(e, bridge.ifindex) {
+            if same_ns
+                && matches!(e.kind, EventKind::Transmit)
+                && self.is_port_of(e, bridge.ifindex)
+            {
                 let copies = self.port_copies(events, j, bridge.ifindex, told);
                 let last = copies.last().map_or(e.time_ns, |&c| events[c].time_ns);
                 self.bridging = Some((e.netns, last));
@@ -702,25 +948,41 @@ impl Explainer<'_> {
                 break;
             }
         }
-        let (decision, copies) = decision.unwrap_or_else(|| ("no further bridge action seen".into(), Vec::new()));
+        let (decision, copies) =
+            decision.unwrap_or_else(|| ("no further bridge action seen".into(), Vec::new()));
         let mut text = format!(
             "bridge {}{}: the frame entered port {}; {decision}",
             bridge.name,
-            network.as_ref().map(|n| format!(" (Docker network \"{n}\")")).unwrap_or_default(),
+            network
+                .as_ref()
+                .map(|n| format!(" (Docker network \"{n}\")"))
+                .unwrap_or_default(),
             port_event.ifname
         );
         if !copies.is_empty() {
             text += ". Like a hardware switch: the host does no routing and no NAT for this packet";
         }
-        let details =
-            Details::Bridge { bridge: bridge.name.clone(), docker_network: network, port: port_event.ifname.clone(), decision };
+        let details = Details::Bridge {
+            bridge: bridge.name.clone(),
+            docker_network: network,
+            port: port_event.ifname.clone(),
+            decision,
+        };
         self.push(port_event, Some(bridge.name.clone()), text, details);
         for copy in copies {
             self.veth_or_xmit(events, copy, told, false);
         }
     }
 
-    fn netfilter_hop(&mut self, events: &[Event], i: usize, hook: Hook, side: NatSide, out_ifindex: u32, told: &mut [bool]) {
+    fn netfilter_hop(
+        &mut self,
+        events: &[Event],
+        i: usize,
+        hook: Hook,
+        side: NatSide,
+        out_ifindex: u32,
+        told: &mut [bool],
+    ) {
         let event = &events[i];
         let ns = self.namespace(event.netns);
         // The observation on the other side of the NAT priority, same hook.
@@ -734,16 +996,28 @@ impl Explainer<'_> {
         if let Some((j, _)) = after {
             told[j] = true;
         }
-        let bridged = self.bridging.is_some_and(|(netns, until)| netns == event.netns && event.time_ns <= until);
+        let bridged = self
+            .bridging
+            .is_some_and(|(netns, until)| netns == event.netns && event.time_ns <= until);
         if hook == Hook::Forward && !bridged {
-            let to = self.interface(event.netns, out_ifindex).map(|d| d.name.clone()).unwrap_or_else(|| format!("if{out_ifindex}"));
+            let to = self
+                .interface(event.netns, out_ifindex)
+                .map(|d| d.name.clone())
+                .unwrap_or_else(|| format!("if{out_ifindex}"));
             let setting = match self.facts.host_ip_forward {
                 Some(true) => "allowed by net.ipv4.conf.all.forwarding = 1",
                 Some(false) => "net.ipv4.conf.all.forwarding = 0 now",
                 None => "forwarding setting unknown",
             };
-            let text = format!("{ns} routes it onward from {} to {to}: forwarding ({setting})", event.ifname);
-            let details = Details::Forward { from_device: event.ifname.clone(), to_device: to, ip_forward: self.facts.host_ip_forward };
+            let text = format!(
+                "{ns} routes it onward from {} to {to}: forwarding ({setting})",
+                event.ifname
+            );
+            let details = Details::Forward {
+                from_device: event.ifname.clone(),
+                to_device: to,
+                ip_forward: self.facts.host_ip_forward,
+            };
             self.push(event, Some(event.ifname.clone()), text, details);
         }
         let conntrack = event.conntrack.map(|c| c.state());
@@ -753,20 +1027,36 @@ impl Explainer<'_> {
             .iter()
             .find(|e| !matches!(e.kind, EventKind::Route { .. }))
             .is_some_and(|e| matches!(e.kind, EventKind::Drop { .. }));
-        let passed = if after.is_some() || side == NatSide::After || !dropped_here { "passed" } else { "entered" };
+        let passed = if after.is_some() || side == NatSide::After || !dropped_here {
+            "passed"
+        } else {
+            "entered"
+        };
         let mut text = format!(
             "netfilter {} in {ns} on {}: {passed}{}",
             hook.name(),
             event.ifname,
-            conntrack.map(|c| format!("; conntrack: {c}")).unwrap_or_default()
+            conntrack
+                .map(|c| format!("; conntrack: {c}"))
+                .unwrap_or_default()
         );
         if bridged {
             text += match self.facts.bridge_calls_iptables {
-                Some(true) => " (run by the bridge for a switched frame: net.bridge.bridge-nf-call-iptables = 1)",
+                Some(true) => {
+                    " (run by the bridge for a switched frame: net.bridge.bridge-nf-call-iptables = 1)"
+                }
                 _ => " (run by the bridge for a switched frame, through br_netfilter)",
             };
         }
-        self.push(event, Some(event.ifname.clone()), text, Details::Netfilter { hook: hook.name(), conntrack });
+        self.push(
+            event,
+            Some(event.ifname.clone()),
+            text,
+            Details::Netfilter {
+                hook: hook.name(),
+                conntrack,
+            },
+        );
         if let Some((_, after)) = after {
             let (before, after_tuple) = (Tuple::of(&event.packet), Tuple::of(&after.packet));
             if before != after_tuple {
@@ -778,7 +1068,12 @@ impl Explainer<'_> {
                     _ => "NAT",
                 };
                 let text = format!("{nat} in {}: {before}  ⇒  {after_tuple}", hook.name());
-                let details = Details::Nat { hook: hook.name(), nat, before, after: after_tuple };
+                let details = Details::Nat {
+                    hook: hook.name(),
+                    nat,
+                    before,
+                    after: after_tuple,
+                };
                 self.push(after, Some(event.ifname.clone()), text, details);
             }
         }

@@ -5,7 +5,10 @@ use std::net::Ipv4Addr;
 
 use super::*;
 use crate::enrich::{Container, DockerNetwork, FdbEntry, InterfaceRef, Namespace, Owner};
-use crate::journey::tests::{COLD_ARP, SAME_BRIDGE, DOCKER_USER_DROP, FORWARDING_DISABLED, ICMP_MASQUERADE, TCP_REFUSED, assemble};
+use crate::journey::tests::{
+    COLD_ARP, DOCKER_USER_DROP, FORWARDING_DISABLED, ICMP_MASQUERADE, SAME_BRIDGE, TCP_REFUSED,
+    assemble,
+};
 
 const HOST: u32 = 4026531833;
 
@@ -25,7 +28,12 @@ const XTASK_LAB: Shape = Shape {
     container: ("server-1", 4026532403, Ipv4Addr::new(172, 17, 0, 3)),
     eth0: 275,
     host_veth: (276, "vethb38e3fe"),
-    upstream: ("pt-upstream", 4026532324, Ipv4Addr::new(198, 51, 100, 1), 24),
+    upstream: (
+        "pt-upstream",
+        4026532324,
+        Ipv4Addr::new(198, 51, 100, 1),
+        24,
+    ),
     uplink: (274, "pt-up-host", Ipv4Addr::new(198, 51, 100, 254)),
 };
 
@@ -54,12 +62,22 @@ fn interface(ifindex: u32, name: &str, kind: &str, address: Option<(Ipv4Addr, u8
 
 fn veth(ifindex: u32, name: &str, address: Option<(Ipv4Addr, u8)>, peer: (u32, u32)) -> Interface {
     let mut veth = interface(ifindex, name, "veth", address);
-    veth.peer = Some(InterfaceRef { netns: peer.0, ifindex: peer.1 });
+    veth.peer = Some(InterfaceRef {
+        netns: peer.0,
+        ifindex: peer.1,
+    });
     veth
 }
 
 fn namespace(inode: u32, owner: Owner, interfaces: Vec<Interface>) -> Namespace {
-    Namespace { inode, owner, netns_names: Vec::new(), interfaces, routes: Vec::new(), ip_forward: Some(true) }
+    Namespace {
+        inode,
+        owner,
+        netns_names: Vec::new(),
+        interfaces,
+        routes: Vec::new(),
+        ip_forward: Some(true),
+    }
 }
 
 fn lab(shape: &Shape) -> Topology {
@@ -67,24 +85,52 @@ fn lab(shape: &Shape) -> Topology {
     let (upstream_name, upstream_ns, upstream_ip, prefix) = shape.upstream;
     let (uplink_index, uplink_name, uplink_ip) = shape.uplink;
     let (veth_index, veth_name) = shape.host_veth;
-    let mut docker0 = interface(5, "docker0", "bridge", Some((Ipv4Addr::new(172, 17, 0, 1), 16)));
+    let mut docker0 = interface(
+        5,
+        "docker0",
+        "bridge",
+        Some((Ipv4Addr::new(172, 17, 0, 1), 16)),
+    );
     docker0.mac = Some([0x02, 0x42, 0xb1, 0x84, 0x69, 0x35]);
     let mut port = veth(veth_index, veth_name, None, (container_ns, shape.eth0));
     port.master = Some(5);
-    let host = namespace(HOST, Owner::Host, vec![
-        docker0,
-        veth(uplink_index, uplink_name, Some((uplink_ip, prefix)), (upstream_ns, 2)),
-        port,
-    ]);
-    let container = namespace(container_ns, Owner::Container { name: container_name.into(), id: "c14e2a8ea686".into() }, vec![
-        veth(shape.eth0, "eth0", Some((container_ip, 16)), (HOST, veth_index)),
-    ]);
-    let mut upstream = namespace(upstream_ns, Owner::NetnsName(upstream_name.into()), vec![veth(
-        2,
-        "eth0",
-        Some((upstream_ip, prefix)),
-        (HOST, uplink_index),
-    )]);
+    let host = namespace(
+        HOST,
+        Owner::Host,
+        vec![
+            docker0,
+            veth(
+                uplink_index,
+                uplink_name,
+                Some((uplink_ip, prefix)),
+                (upstream_ns, 2),
+            ),
+            port,
+        ],
+    );
+    let container = namespace(
+        container_ns,
+        Owner::Container {
+            name: container_name.into(),
+            id: "c14e2a8ea686".into(),
+        },
+        vec![veth(
+            shape.eth0,
+            "eth0",
+            Some((container_ip, 16)),
+            (HOST, veth_index),
+        )],
+    );
+    let mut upstream = namespace(
+        upstream_ns,
+        Owner::NetnsName(upstream_name.into()),
+        vec![veth(
+            2,
+            "eth0",
+            Some((upstream_ip, prefix)),
+            (HOST, uplink_index),
+        )],
+    );
     upstream.netns_names = vec![upstream_name.into()];
     Topology {
         namespaces: vec![host, container, upstream],
@@ -118,20 +164,40 @@ fn stories_on(shape: &Shape, fixture: &str, facts: &Facts) -> Vec<Story> {
     let topology = lab(shape);
     let mut told: Vec<Story> = Vec::new();
     for journey in &journeys {
-        let request = told.iter().find(|s| s.direction == Direction::Request).map(|s| s.journey);
-        let direction = if told.is_empty() { Direction::Request } else { Direction::Reply };
-        told.push(explain(journey, direction, request.filter(|_| direction == Direction::Reply), &topology, facts));
+        let request = told
+            .iter()
+            .find(|s| s.direction == Direction::Request)
+            .map(|s| s.journey);
+        let direction = if told.is_empty() {
+            Direction::Request
+        } else {
+            Direction::Reply
+        };
+        told.push(explain(
+            journey,
+            direction,
+            request.filter(|_| direction == Direction::Reply),
+            &topology,
+            facts,
+        ));
     }
     told
 }
 
 fn plain(stories: &[Story]) -> String {
-    let text: String = stories.iter().map(crate::render::terminal::render).collect();
+    let text: String = stories
+        .iter()
+        .map(crate::render::terminal::render)
+        .collect();
     anstream::adapter::strip_str(&text).to_string()
 }
 
 fn forwarding_on() -> Facts {
-    Facts { host_ip_forward: Some(true), bridge_calls_iptables: Some(true), ..Facts::default() }
+    Facts {
+        host_ip_forward: Some(true),
+        bridge_calls_iptables: Some(true),
+        ..Facts::default()
+    }
 }
 
 #[test]
@@ -144,15 +210,27 @@ fn icmp_through_masquerade_and_back() {
 #[test]
 fn cold_arp_caches_are_waited_for_not_mistaken_for_routes() {
     let told = stories_on(&XTASK_LAB, COLD_ARP, &forwarding_on());
-    let route_namespaces: Vec<&str> =
-        told[0].hops.iter().filter(|h| matches!(h.details, Details::Route(_))).map(|h| h.namespace.as_str()).collect();
-    assert_eq!(route_namespaces, ["host", "netns pt-upstream"], "one decision per namespace, made where the packet is");
+    let route_namespaces: Vec<&str> = told[0]
+        .hops
+        .iter()
+        .filter(|h| matches!(h.details, Details::Route(_)))
+        .map(|h| h.namespace.as_str())
+        .collect();
+    assert_eq!(
+        route_namespaces,
+        ["host", "netns pt-upstream"],
+        "one decision per namespace, made where the packet is"
+    );
     insta::assert_snapshot!(plain(&told));
 }
 
 #[test]
 fn forwarding_disabled_is_named_with_its_sysctl() {
-    let facts = Facts { host_ip_forward: Some(false), bridge_calls_iptables: Some(true), ..Facts::default() };
+    let facts = Facts {
+        host_ip_forward: Some(false),
+        bridge_calls_iptables: Some(true),
+        ..Facts::default()
+    };
     insta::assert_snapshot!(plain(&stories(FORWARDING_DISABLED, &facts)));
 }
 
@@ -169,53 +247,84 @@ fn a_refused_tcp_connection() {
 #[test]
 fn json_has_the_documented_hop_kinds_and_nat_tuples() {
     let told = stories(ICMP_MASQUERADE, &forwarding_on());
-    let request: serde_json::Value = serde_json::from_str(&crate::render::json::render(&told[0])).unwrap();
+    let request: serde_json::Value =
+        serde_json::from_str(&crate::render::json::render(&told[0])).unwrap();
     assert_eq!(request["direction"], "request");
-    let kinds: Vec<&str> = request["hops"].as_array().unwrap().iter().map(|h| h["kind"].as_str().unwrap()).collect();
+    let kinds: Vec<&str> = request["hops"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["kind"].as_str().unwrap())
+        .collect();
     assert_eq!(kinds[..3], ["send", "veth", "bridge"]);
     for kind in ["route", "forward", "netfilter", "nat", "receive"] {
         assert!(kinds.contains(&kind), "{kind} in {kinds:?}");
     }
-    let nat = request["hops"].as_array().unwrap().iter().find(|h| h["kind"] == "nat").unwrap();
+    let nat = request["hops"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|h| h["kind"] == "nat")
+        .unwrap();
     assert_eq!(nat["hook"], "POSTROUTING");
     assert_eq!(nat["before"]["src"], "172.17.0.2");
     assert_eq!(nat["after"]["src"], "198.51.100.130");
-    let reply: serde_json::Value = serde_json::from_str(&crate::render::json::render(&told[1])).unwrap();
+    let reply: serde_json::Value =
+        serde_json::from_str(&crate::render::json::render(&told[1])).unwrap();
     assert_eq!(reply["direction"], "reply");
     assert_eq!(reply["reply_to"], told[0].journey);
     let deliver = reply["hops"].as_array().unwrap().last().unwrap();
-    assert_eq!((deliver["kind"].as_str(), deliver["process"].as_str()), (Some("deliver"), Some("ping")));
+    assert_eq!(
+        (deliver["kind"].as_str(), deliver["process"].as_str()),
+        (Some("deliver"), Some("ping"))
+    );
 }
 
 #[test]
 fn a_story_told_around_lost_events_says_so() {
-    let facts = Facts { events_lost: true, ..forwarding_on() };
+    let facts = Facts {
+        events_lost: true,
+        ..forwarding_on()
+    };
     let told = stories(ICMP_MASQUERADE, &facts);
     assert!(plain(&told[..1]).contains("the kernel dropped events while this packet was traced"));
-    let json: serde_json::Value = serde_json::from_str(&crate::render::json::render(&told[0])).unwrap();
+    let json: serde_json::Value =
+        serde_json::from_str(&crate::render::json::render(&told[0])).unwrap();
     assert_eq!(json["events_lost"], true);
-    let complete: serde_json::Value =
-        serde_json::from_str(&crate::render::json::render(&stories(ICMP_MASQUERADE, &forwarding_on())[0])).unwrap();
-    assert!(complete.get("events_lost").is_none(), "only said when it happened");
+    let complete: serde_json::Value = serde_json::from_str(&crate::render::json::render(
+        &stories(ICMP_MASQUERADE, &forwarding_on())[0],
+    ))
+    .unwrap();
+    assert!(
+        complete.get("events_lost").is_none(),
+        "only said when it happened"
+    );
 }
 
 /// pt-c1 (172.18.0.3) and pt-s1 (172.18.0.2) on network "ptnet", bridge pt-demo-br.
 fn same_bridge_lab() -> (Topology, Vec<FdbEntry>) {
     const CLIENT_NS: u32 = 4026532338;
     const SERVER_NS: u32 = 4026532185;
-    let mut bridge = interface(483, "pt-demo-br", "bridge", Some((Ipv4Addr::new(172, 18, 0, 1), 16)));
+    let mut bridge = interface(
+        483,
+        "pt-demo-br",
+        "bridge",
+        Some((Ipv4Addr::new(172, 18, 0, 1), 16)),
+    );
     bridge.mac = Some([0x02, 0x42, 0xa7, 0x88, 0x71, 0x87]);
     let mut client_port = veth(487, "veth86188c1", None, (CLIENT_NS, 486));
     let mut server_port = veth(485, "veth991b44f", None, (SERVER_NS, 484));
     client_port.master = Some(483);
     server_port.master = Some(483);
     let container = |name: &str, inode: u32, ifindex: u32, ip: Ipv4Addr, port: u32| {
-        namespace(inode, Owner::Container { name: name.into(), id: name.into() }, vec![veth(
-            ifindex,
-            "eth0",
-            Some((ip, 16)),
-            (HOST, port),
-        )])
+        namespace(
+            inode,
+            Owner::Container {
+                name: name.into(),
+                id: name.into(),
+            },
+            vec![veth(ifindex, "eth0", Some((ip, 16)), (HOST, port))],
+        )
     };
     let topology = Topology {
         namespaces: vec![
@@ -234,22 +343,43 @@ fn same_bridge_lab() -> (Topology, Vec<FdbEntry>) {
         }],
         host_netns: HOST,
     };
-    let learned = |mac: [u8; 6], port: u32| FdbEntry { mac, port, bridge: 483, permanent: false };
-    let fdb = vec![learned([0x02, 0x42, 0xac, 0x12, 0x00, 0x02], 485), learned([0x02, 0x42, 0xac, 0x12, 0x00, 0x03], 487)];
+    let learned = |mac: [u8; 6], port: u32| FdbEntry {
+        mac,
+        port,
+        bridge: 483,
+        permanent: false,
+    };
+    let fdb = vec![
+        learned([0x02, 0x42, 0xac, 0x12, 0x00, 0x02], 485),
+        learned([0x02, 0x42, 0xac, 0x12, 0x00, 0x03], 487),
+    ];
     (topology, fdb)
 }
 
 #[test]
 fn two_containers_on_one_bridge_are_switched_with_fdb_evidence() {
     let (topology, fdb) = same_bridge_lab();
-    let facts = Facts { fdb, ..forwarding_on() };
+    let facts = Facts {
+        fdb,
+        ..forwarding_on()
+    };
     let journeys = assemble(SAME_BRIDGE);
     let told: Vec<Story> = journeys
         .iter()
         .enumerate()
         .map(|(n, j)| {
-            let direction = if n == 0 { Direction::Request } else { Direction::Reply };
-            explain(j, direction, (n > 0).then_some(journeys[0].id), &topology, &facts)
+            let direction = if n == 0 {
+                Direction::Request
+            } else {
+                Direction::Reply
+            };
+            explain(
+                j,
+                direction,
+                (n > 0).then_some(journeys[0].id),
+                &topology,
+                &facts,
+            )
         })
         .collect();
     insta::assert_snapshot!(plain(&told));

@@ -33,16 +33,24 @@ pub struct Journey {
 impl Journey {
     /// The packet as it was when first seen.
     pub fn first_packet(&self) -> Packet {
-        self.packet_events().next().expect("a journey starts with a packet event").packet
+        self.packet_events()
+            .next()
+            .expect("a journey starts with a packet event")
+            .packet
     }
 
     /// The packet as it was when last seen (after any NAT).
     pub fn last_packet(&self) -> Packet {
-        self.packet_events().last().expect("a journey starts with a packet event").packet
+        self.packet_events()
+            .last()
+            .expect("a journey starts with a packet event")
+            .packet
     }
 
     fn packet_events(&self) -> impl DoubleEndedIterator<Item = &Event> {
-        self.events.iter().filter(|e| !matches!(e.kind, EventKind::Route { .. }))
+        self.events
+            .iter()
+            .filter(|e| !matches!(e.kind, EventKind::Route { .. }))
     }
 
     fn conntrack_ids(&self) -> impl Iterator<Item = u64> + '_ {
@@ -77,10 +85,21 @@ impl Journey {
             return false;
         }
         match (sent.transport, reply.transport) {
-            (Transport::Icmp { id: a, seq: s, .. }, Transport::Icmp { id: b, seq: t, .. }) => a == b && s == t,
+            (Transport::Icmp { id: a, seq: s, .. }, Transport::Icmp { id: b, seq: t, .. }) => {
+                a == b && s == t
+            }
             (Transport::Arp { operation: 1, .. }, Transport::Arp { operation: 2, .. }) => true,
-            (Transport::Tcp { sport: a, dport: b, .. }, Transport::Tcp { sport: c, dport: d, .. })
-            | (Transport::Udp { sport: a, dport: b }, Transport::Udp { sport: c, dport: d }) => a == d && b == c,
+            (
+                Transport::Tcp {
+                    sport: a, dport: b, ..
+                },
+                Transport::Tcp {
+                    sport: c, dport: d, ..
+                },
+            )
+            | (Transport::Udp { sport: a, dport: b }, Transport::Udp { sport: c, dport: d }) => {
+                a == d && b == c
+            }
             (a, b) => a.protocol_number() == b.protocol_number(),
         }
     }
@@ -113,8 +132,15 @@ impl Identity {
             Transport::Arp { operation, .. } => operation as u8,
             _ => 0,
         };
-        let arp_between = matches!(packet.transport, Transport::Arp { .. }).then_some((packet.src, packet.dst));
-        Self { ip_id: packet.ip_id, length: packet.length, protocol: packet.transport.protocol_number(), detail, arp_between }
+        let arp_between =
+            matches!(packet.transport, Transport::Arp { .. }).then_some((packet.src, packet.dst));
+        Self {
+            ip_id: packet.ip_id,
+            length: packet.length,
+            protocol: packet.transport.protocol_number(),
+            detail,
+            arp_between,
+        }
     }
 }
 
@@ -137,6 +163,8 @@ enum Key {
 struct OpenJourney {
     journey: Journey,
     last_time: u64,
+    /// The packet as last seen, to check a match by skb address against.
+    last_packet: Option<Packet>,
     /// Index entries that point here, removed when the journey finishes.
     keys: Vec<Key>,
 }
@@ -198,6 +226,9 @@ impl Assembler {
             self.index.insert(*key, id);
         }
         let open = self.open.get_mut(&id).expect("journey is open");
+        if !matches!(event.kind, EventKind::Route { .. }) && event.time_ns >= open.last_time {
+            open.last_packet = Some(event.packet);
+        }
         open.last_time = open.last_time.max(event.time_ns);
         open.journey.events.push(event);
         for key in keys {
@@ -214,9 +245,23 @@ impl Assembler {
         }
         let identity = Identity::of(&event.packet);
         let time = event.time_ns;
+        // A freed skb's address is soon reused, and packets the kernel makes
+        // (SYN+ACK, RST) share their identity; but a NAT rewrites only one
+        // side at a time, so the same packet keeps its source or destination.
+        let same_packet = |id: &u64| {
+            self.open[id]
+                .last_packet
+                .is_none_or(|last| last.src == event.packet.src || last.dst == event.packet.dst)
+        };
         let existing = self
             .find(Key::Skb(event.skb, identity), time)
-            .or_else(|| self.find(Key::Packet(identity, event.packet.src, event.packet.dst), time));
+            .filter(same_packet)
+            .or_else(|| {
+                self.find(
+                    Key::Packet(identity, event.packet.src, event.packet.dst),
+                    time,
+                )
+            });
         if let Some(id) = existing {
             self.add_to(id, event);
             return;
@@ -224,8 +269,19 @@ impl Assembler {
         let id = self.next_id;
         self.next_id += 1;
         let routes = self.claim_routes_for(&event);
-        let journey = Journey { id, events: Vec::new() };
-        self.open.insert(id, OpenJourney { journey, last_time: time, keys: Vec::new() });
+        let journey = Journey {
+            id,
+            events: Vec::new(),
+        };
+        self.open.insert(
+            id,
+            OpenJourney {
+                journey,
+                last_time: time,
+                last_packet: None,
+                keys: Vec::new(),
+            },
+        );
         for route in routes {
             self.add_to(id, route);
         }
@@ -242,7 +298,11 @@ impl Assembler {
     /// exists (the sender choosing a route) waits for that packet.
     fn push_route(&mut self, route: Event) {
         let flow = route.packet;
-        let key = if flow.src.is_unspecified() { Key::Destination(flow.dst) } else { Key::Flow(flow.src, flow.dst) };
+        let key = if flow.src.is_unspecified() {
+            Key::Destination(flow.dst)
+        } else {
+            Key::Flow(flow.src, flow.dst)
+        };
         match self.find(key, route.time_ns) {
             Some(id) => self.add_to(id, route),
             None => {
@@ -255,13 +315,15 @@ impl Assembler {
     }
 
     fn claim_routes_for(&mut self, first: &Event) -> VecDeque<Event> {
-        let (claimed, rest) = std::mem::take(&mut self.unclaimed_routes).into_iter().partition(|route| {
-            route.packet.dst == first.packet.dst
-                && (route.packet.src.is_unspecified() || route.packet.src == first.packet.src)
-                && route.netns == first.netns
-                && route.time_ns <= first.time_ns
-                && first.time_ns - route.time_ns < ROUTE_LEAD_NS
-        });
+        let (claimed, rest) = std::mem::take(&mut self.unclaimed_routes)
+            .into_iter()
+            .partition(|route| {
+                route.packet.dst == first.packet.dst
+                    && (route.packet.src.is_unspecified() || route.packet.src == first.packet.src)
+                    && route.netns == first.netns
+                    && route.time_ns <= first.time_ns
+                    && first.time_ns - route.time_ns < ROUTE_LEAD_NS
+            });
         self.unclaimed_routes = rest;
         claimed
     }
@@ -278,7 +340,8 @@ impl Assembler {
     /// Journeys that have been quiet for the configured time (or were evicted
     /// under load), oldest first.
     pub fn take_finished(&mut self, now_ns: u64) -> Vec<Journey> {
-        self.unclaimed_routes.retain(|r| now_ns.saturating_sub(r.time_ns) < MAX_GAP_NS);
+        self.unclaimed_routes
+            .retain(|r| now_ns.saturating_sub(r.time_ns) < MAX_GAP_NS);
         let quiet: Vec<u64> = self
             .open
             .iter()
@@ -298,7 +361,11 @@ impl Assembler {
     pub fn take_all(&mut self) -> Vec<Journey> {
         self.index.clear();
         let mut done = std::mem::take(&mut self.evicted);
-        done.extend(std::mem::take(&mut self.open).into_values().map(OpenJourney::into_sorted));
+        done.extend(
+            std::mem::take(&mut self.open)
+                .into_values()
+                .map(OpenJourney::into_sorted),
+        );
         done
     }
 }

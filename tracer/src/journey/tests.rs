@@ -5,7 +5,10 @@ use super::*;
 /// Decoded events recorded from real runs on the lab (container 172.17.0.2 on
 /// docker0, upstream 198.51.100.129 behind the host's 198.51.100.130).
 pub fn recorded(fixture: &str) -> Vec<Event> {
-    fixture.lines().map(|line| serde_json::from_str(line).expect("fixture line is an Event")).collect()
+    fixture
+        .lines()
+        .map(|line| serde_json::from_str(line).expect("fixture line is an Event"))
+        .collect()
 }
 
 pub const ICMP_MASQUERADE: &str = include_str!("fixtures/icmp_masquerade.jsonl");
@@ -36,9 +39,19 @@ fn one_skb_across_namespaces_and_nat_is_one_journey() {
     let journeys = assemble(ICMP_MASQUERADE);
     assert_eq!(journeys.len(), 2, "an echo request and its reply");
     let (request, reply) = (&journeys[0], &journeys[1]);
-    assert_eq!((request.first_packet().src, request.first_packet().dst), (CONTAINER, UPSTREAM));
-    assert_eq!((request.last_packet().src, request.last_packet().dst), (HOST, UPSTREAM), "after MASQUERADE");
-    assert_eq!((reply.first_packet().src, reply.first_packet().dst), (UPSTREAM, HOST));
+    assert_eq!(
+        (request.first_packet().src, request.first_packet().dst),
+        (CONTAINER, UPSTREAM)
+    );
+    assert_eq!(
+        (request.last_packet().src, request.last_packet().dst),
+        (HOST, UPSTREAM),
+        "after MASQUERADE"
+    );
+    assert_eq!(
+        (reply.first_packet().src, reply.first_packet().dst),
+        (UPSTREAM, HOST)
+    );
     assert_eq!(reply.last_packet().dst, CONTAINER, "after de-NAT");
     assert!(reply.answers(request));
 }
@@ -47,7 +60,9 @@ fn one_skb_across_namespaces_and_nat_is_one_journey() {
 fn the_senders_route_lookup_joins_the_packet_it_routed() {
     let journeys = assemble(ICMP_MASQUERADE);
     let first = &journeys[0].events[0];
-    let EventKind::Route { gateway, table, .. } = first.kind else { panic!("starts with the route lookup") };
+    let EventKind::Route { gateway, table, .. } = first.kind else {
+        panic!("starts with the route lookup")
+    };
     assert_eq!((gateway, table), (Some(Ipv4Addr::new(172, 17, 0, 1)), 254));
     assert_eq!(first.comm, "ping");
 }
@@ -56,17 +71,33 @@ fn the_senders_route_lookup_joins_the_packet_it_routed() {
 fn the_raw_socket_copy_joins_the_reply() {
     let journeys = assemble(ICMP_MASQUERADE);
     let reply = &journeys[1];
-    let read = reply.events.iter().find(|e| e.kind == EventKind::SocketRead).expect("ping read the reply");
+    let read = reply
+        .events
+        .iter()
+        .find(|e| e.kind == EventKind::SocketRead)
+        .expect("ping read the reply");
     assert_eq!(read.comm, "ping");
 }
 
 #[test]
 fn a_drop_ends_the_journey() {
-    for (fixture, reason) in [(FORWARDING_DISABLED, "IP_INADDRERRORS"), (DOCKER_USER_DROP, "NETFILTER_DROP")] {
+    for (fixture, reason) in [
+        (FORWARDING_DISABLED, "IP_INADDRERRORS"),
+        (DOCKER_USER_DROP, "NETFILTER_DROP"),
+    ] {
         let journeys = assemble(fixture);
         assert_eq!(journeys.len(), 1, "no reply to a dropped request");
-        let last = journeys[0].events.iter().rev().find(|e| !matches!(e.kind, EventKind::Route { .. })).unwrap();
-        assert!(matches!(&last.kind, EventKind::Drop { reason: r, .. } if r == reason), "{:?}", last.kind);
+        let last = journeys[0]
+            .events
+            .iter()
+            .rev()
+            .find(|e| !matches!(e.kind, EventKind::Route { .. }))
+            .unwrap();
+        assert!(
+            matches!(&last.kind, EventKind::Drop { reason: r, .. } if r == reason),
+            "{:?}",
+            last.kind
+        );
     }
 }
 
@@ -83,7 +114,10 @@ fn quiet_journeys_finish_and_busy_ones_stay_open() {
     let last_time = assemble(ICMP_MASQUERADE)[1].events.last().unwrap().time_ns;
     let mut assembler = Assembler::new(100_000_000);
     events.into_iter().for_each(|e| assembler.push(e));
-    assert!(assembler.take_finished(last_time + 1_000).is_empty(), "both were busy a moment ago");
+    assert!(
+        assembler.take_finished(last_time + 1_000).is_empty(),
+        "both were busy a moment ago"
+    );
     let finished = assembler.take_finished(last_time + 100_000_000);
     assert_eq!(finished.len(), 2);
     assert_eq!(finished[0].first_packet().src, CONTAINER, "oldest first");
@@ -91,7 +125,10 @@ fn quiet_journeys_finish_and_busy_ones_stay_open() {
 
 #[test]
 fn a_flood_cannot_grow_the_open_set_without_bound() {
-    let template = recorded(ICMP_MASQUERADE).into_iter().find(|e| e.kind == EventKind::Transmit).unwrap();
+    let template = recorded(ICMP_MASQUERADE)
+        .into_iter()
+        .find(|e| e.kind == EventKind::Transmit)
+        .unwrap();
     let mut assembler = Assembler::new(u64::MAX);
     for n in 0..(MAX_OPEN as u64 + 10) {
         let mut event = template.clone();
@@ -106,3 +143,28 @@ fn a_flood_cannot_grow_the_open_set_without_bound() {
     assert_eq!(assembler.take_all().len(), MAX_OPEN);
 }
 
+#[test]
+fn a_reused_skb_address_does_not_join_two_lookalike_packets() {
+    // Two SYN+ACKs (IP id 0, same length) of different connections, one skb slot.
+    let template = recorded(ICMP_MASQUERADE)
+        .into_iter()
+        .find(|e| e.kind == EventKind::Transmit)
+        .unwrap();
+    let syn_ack = |src: [u8; 4], dst: [u8; 4], time: u64| {
+        let mut event = template.clone();
+        event.packet.src = Ipv4Addr::from(src);
+        event.packet.dst = Ipv4Addr::from(dst);
+        event.packet.ip_id = 0;
+        event.packet.transport = Transport::Tcp {
+            sport: 80,
+            dport: 40000,
+            flags: 0x12,
+        };
+        event.time_ns = time;
+        event
+    };
+    let mut assembler = Assembler::new(100_000_000);
+    assembler.push(syn_ack([127, 0, 0, 1], [127, 0, 0, 1], 1_000));
+    assembler.push(syn_ack([172, 17, 0, 2], [172, 17, 0, 1], 2_000));
+    assert_eq!(assembler.take_all().len(), 2);
+}

@@ -13,14 +13,23 @@ use aya::{
     programs::BtfTracePoint,
 };
 use tokio::io::unix::AsyncFd;
-use tracer_common::{CONFIG_MAP, Config, EVENTS_MAP, KernelOffsets, LOST_MAP, MAX_WATCHED, PacketEvent};
+use tracer_common::{
+    CONFIG_MAP, Config, EVENTS_MAP, KernelOffsets, LOST_MAP, MAX_WATCHED, PacketEvent,
+};
 
 static TRACEPOINT_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tracer"));
-static NETFILTER_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/netfilter"));
+static NETFILTER_OBJECT: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/netfilter"));
 
 /// tp_btf programs: the program name in the object is the tracepoint's name.
-const TRACEPOINTS: [&str; 6] =
-    ["net_dev_queue", "netif_receive_skb", "kfree_skb", "consume_skb", "skb_copy_datagram_iovec", "fib_table_lookup"];
+const TRACEPOINTS: [&str; 6] = [
+    "net_dev_queue",
+    "netif_receive_skb",
+    "kfree_skb",
+    "consume_skb",
+    "skb_copy_datagram_iovec",
+    "fib_table_lookup",
+];
 
 /// Netfilter hooks (enum nf_inet_hooks), the priority of the NAT there, and
 /// whether a program also sits after it. Every program runs for every IPv4
@@ -49,7 +58,9 @@ pub struct Filter {
 pub fn require_privileges() -> Result<()> {
     // SAFETY: geteuid has no failure mode.
     if unsafe { libc::geteuid() } != 0 {
-        bail!("pkttrace must run as root (it loads eBPF programs and enters network namespaces): run it with sudo");
+        bail!(
+            "pkttrace must run as root (it loads eBPF programs and enters network namespaces): run it with sudo"
+        );
     }
     Ok(())
 }
@@ -66,11 +77,16 @@ impl Probes {
     /// Loads and attaches every program. On error, whatever was attached is
     /// detached again as the partial state is dropped.
     pub fn attach(filter: &Filter, offsets: KernelOffsets) -> Result<Self> {
-        let config = Config { offsets, ..config_for(filter)? };
+        let config = Config {
+            offsets,
+            ..config_for(filter)?
+        };
         let btf = aya::Btf::from_sys_fs().context("cannot read the kernel's BTF")?;
-        let mut ebpf = Ebpf::load(TRACEPOINT_OBJECT).context("cannot load pkttrace's eBPF programs")?;
+        let mut ebpf =
+            Ebpf::load(TRACEPOINT_OBJECT).context("cannot load pkttrace's eBPF programs")?;
 
-        let mut config_map: Array<_, Config> = Array::try_from(ebpf.map_mut(CONFIG_MAP).context("CONFIG map")?)?;
+        let mut config_map: Array<_, Config> =
+            Array::try_from(ebpf.map_mut(CONFIG_MAP).context("CONFIG map")?)?;
         config_map.set(0, config, 0)?;
 
         for name in TRACEPOINTS {
@@ -78,8 +94,12 @@ impl Probes {
                 .program_mut(name)
                 .with_context(|| format!("program {name} missing from the object"))?
                 .try_into()?;
-            program.load(name, &btf).with_context(|| format!("the kernel refused the tp_btf program for {name}"))?;
-            program.attach().with_context(|| format!("cannot attach to tracepoint {name}"))?;
+            program
+                .load(name, &btf)
+                .with_context(|| format!("the kernel refused the tp_btf program for {name}"))?;
+            program
+                .attach()
+                .with_context(|| format!("cannot attach to tracepoint {name}"))?;
         }
 
         let netfilter_links = attach_netfilter(&ebpf)?;
@@ -89,7 +109,12 @@ impl Probes {
         offsets::release_freed_memory();
         // SAFETY: the AsyncFd owns the ring buffer, so its fd outlives the registration.
         let events = unsafe { AsyncFd::register(events) }.map_err(|e| e.into_parts().1)?;
-        Ok(Self { _ebpf: ebpf, _netfilter_links: netfilter_links, events, lost })
+        Ok(Self {
+            _ebpf: ebpf,
+            _netfilter_links: netfilter_links,
+            events,
+            lost,
+        })
     }
 
     /// Waits until events are ready, then returns all of them.
@@ -100,7 +125,8 @@ impl Probes {
         while let Some(item) = ring.next() {
             if item.len() >= size_of::<PacketEvent>() {
                 // SAFETY: the programs write exactly one PacketEvent per record.
-                events.push(unsafe { std::ptr::read_unaligned(item.as_ptr().cast::<PacketEvent>()) });
+                events
+                    .push(unsafe { std::ptr::read_unaligned(item.as_ptr().cast::<PacketEvent>()) });
             }
         }
         guard.clear_ready();
@@ -109,7 +135,10 @@ impl Probes {
 
     /// Events the kernel could not hand over because the ring buffer was full.
     pub fn lost_events(&self) -> u64 {
-        self.lost.get(&0, 0).map(|per_cpu| per_cpu.iter().sum()).unwrap_or(0)
+        self.lost
+            .get(&0, 0)
+            .map(|per_cpu| per_cpu.iter().sum())
+            .unwrap_or(0)
     }
 }
 
@@ -157,7 +186,12 @@ fn attach_netfilter(ebpf: &Ebpf) -> Result<Vec<netfilter::NetfilterLink>> {
 
 /// Attaches at `priority`, or the next free one further from the NAT priority:
 /// the kernel refuses a priority another BPF hook already holds.
-fn attach_near(program: &netfilter::NetfilterProgram, hook: u32, priority: i32, step: i32) -> Result<netfilter::NetfilterLink> {
+fn attach_near(
+    program: &netfilter::NetfilterProgram,
+    hook: u32,
+    priority: i32,
+    step: i32,
+) -> Result<netfilter::NetfilterLink> {
     let mut last_error = None;
     for attempt in 0..8 {
         match program.attach(hook, priority + attempt * step) {

@@ -15,7 +15,9 @@ use std::{
 };
 
 use anyhow::{Context, Result, anyhow, bail};
-use aya_obj::generated::{BPF_PSEUDO_CALL, BPF_PSEUDO_MAP_FD, bpf_attach_type, bpf_attr, bpf_cmd, bpf_insn, bpf_prog_type};
+use aya_obj::generated::{
+    BPF_PSEUDO_CALL, BPF_PSEUDO_MAP_FD, bpf_attach_type, bpf_attr, bpf_cmd, bpf_insn, bpf_prog_type,
+};
 use object::{Object, ObjectSection, ObjectSymbol, RelocationTarget};
 
 const NFPROTO_IPV4: u32 = 2;
@@ -36,7 +38,11 @@ pub struct NetfilterLink {
 
 /// Loads the program in section `netfilter/<name>` of `elf`, pointing its map
 /// references at `maps` (name -> fd of a map aya created).
-pub fn load(elf: &[u8], name: &str, maps: &HashMap<String, BorrowedFd<'_>>) -> Result<NetfilterProgram> {
+pub fn load(
+    elf: &[u8],
+    name: &str,
+    maps: &HashMap<String, BorrowedFd<'_>>,
+) -> Result<NetfilterProgram> {
     let object = object::File::parse(elf).context("netfilter object: not an ELF file")?;
     let section_name = format!("netfilter/{name}");
     let section = object
@@ -47,8 +53,10 @@ pub fn load(elf: &[u8], name: &str, maps: &HashMap<String, BorrowedFd<'_>>) -> R
 
     // (instruction index, relocation) still to apply; functions of .text are
     // appended only when called, since the verifier rejects unreachable code.
-    let mut pending: Vec<(usize, object::Relocation)> =
-        section.relocations().map(|(offset, r)| (offset as usize / INSN_SIZE, r)).collect();
+    let mut pending: Vec<(usize, object::Relocation)> = section
+        .relocations()
+        .map(|(offset, r)| (offset as usize / INSN_SIZE, r))
+        .collect();
     let mut appended: HashMap<u64, usize> = HashMap::new();
     while let Some((index, relocation)) = pending.pop() {
         let RelocationTarget::Symbol(symbol_index) = relocation.target() else {
@@ -56,12 +64,15 @@ pub fn load(elf: &[u8], name: &str, maps: &HashMap<String, BorrowedFd<'_>>) -> R
         };
         let symbol = object.symbol_by_index(symbol_index)?;
         let symbol_name = symbol.name()?;
-        let code = insns.get(index).context("netfilter object: relocation outside the program")?.code;
+        let code = insns
+            .get(index)
+            .context("netfilter object: relocation outside the program")?
+            .code;
         match code {
             BPF_LD_IMM64 => {
-                let fd = maps
-                    .get(symbol_name)
-                    .with_context(|| format!("netfilter program refers to unknown map {symbol_name}"))?;
+                let fd = maps.get(symbol_name).with_context(|| {
+                    format!("netfilter program refers to unknown map {symbol_name}")
+                })?;
                 insns[index].set_src_reg(BPF_PSEUDO_MAP_FD as u8);
                 insns[index].imm = fd.as_raw_fd();
             }
@@ -69,7 +80,9 @@ pub fn load(elf: &[u8], name: &str, maps: &HashMap<String, BorrowedFd<'_>>) -> R
                 let text = text
                     .as_ref()
                     .filter(|t| symbol.section_index() == Some(t.index()))
-                    .with_context(|| format!("netfilter program calls {symbol_name}, which is not in .text"))?;
+                    .with_context(|| {
+                        format!("netfilter program calls {symbol_name}, which is not in .text")
+                    })?;
                 let (address, size) = (symbol.address(), symbol.size());
                 let target = match appended.get(&address) {
                     Some(&start) => start,
@@ -81,9 +94,13 @@ pub fn load(elf: &[u8], name: &str, maps: &HashMap<String, BorrowedFd<'_>>) -> R
                             .context("netfilter object: function outside .text")?;
                         insns.extend(to_insns(body)?);
                         appended.insert(address, start);
-                        pending.extend(text.relocations().filter(|(offset, _)| (address..address + size).contains(offset)).map(
-                            |(offset, r)| (start + (offset - address) as usize / INSN_SIZE, r),
-                        ));
+                        pending.extend(
+                            text.relocations()
+                                .filter(|(offset, _)| (address..address + size).contains(offset))
+                                .map(|(offset, r)| {
+                                    (start + (offset - address) as usize / INSN_SIZE, r)
+                                }),
+                        );
                         start
                     }
                 };
@@ -105,7 +122,11 @@ pub fn load(elf: &[u8], name: &str, maps: &HashMap<String, BorrowedFd<'_>>) -> R
     load.insns = insns.as_ptr() as u64;
     load.insn_cnt = insns.len() as u32;
     load.license = license.as_ptr() as u64;
-    for (dst, src) in load.prog_name.iter_mut().zip(format!("pkttrace_{name}").bytes().take(15)) {
+    for (dst, src) in load
+        .prog_name
+        .iter_mut()
+        .zip(format!("pkttrace_{name}").bytes().take(15))
+    {
         *dst = src as _;
     }
     load.log_level = 1;
@@ -119,7 +140,10 @@ pub fn load(elf: &[u8], name: &str, maps: &HashMap<String, BorrowedFd<'_>>) -> R
             tail.into_iter().rev().collect::<Vec<_>>().join(" | ")
         )
     })?;
-    Ok(NetfilterProgram { name: name.to_string(), fd })
+    Ok(NetfilterProgram {
+        name: name.to_string(),
+        fd,
+    })
 }
 
 impl NetfilterProgram {
@@ -137,7 +161,10 @@ impl NetfilterProgram {
         netfilter.hooknum = hook;
         netfilter.priority = priority;
         let fd = bpf(bpf_cmd::BPF_LINK_CREATE, &mut attr).with_context(|| {
-            format!("cannot attach netfilter program {} at hook {hook} priority {priority}", self.name)
+            format!(
+                "cannot attach netfilter program {} at hook {hook} priority {priority}",
+                self.name
+            )
         })?;
         Ok(NetfilterLink { _fd: fd })
     }
@@ -156,7 +183,14 @@ fn to_insns(bytes: &[u8]) -> Result<Vec<bpf_insn>> {
 
 fn bpf(cmd: bpf_cmd, attr: &mut bpf_attr) -> std::io::Result<OwnedFd> {
     // SAFETY: attr is a valid, fully initialised bpf_attr of the size we pass.
-    let ret = unsafe { libc::syscall(libc::SYS_bpf, cmd as libc::c_long, attr as *mut bpf_attr, size_of::<bpf_attr>()) };
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            cmd as libc::c_long,
+            attr as *mut bpf_attr,
+            size_of::<bpf_attr>(),
+        )
+    };
     if ret < 0 {
         return Err(std::io::Error::last_os_error());
     }

@@ -17,7 +17,10 @@ pub struct KernelFacts {
 impl KernelFacts {
     pub fn read() -> Result<Self> {
         let btf = load_kernel_btf()?;
-        let facts = Self { offsets: kernel_offsets(&btf)?, drop_reasons: drop_reason_names(&btf)? };
+        let facts = Self {
+            offsets: kernel_offsets(&btf)?,
+            drop_reasons: drop_reason_names(&btf)?,
+        };
         drop(btf);
         release_freed_memory();
         Ok(facts)
@@ -91,7 +94,9 @@ pub fn member_offset(btf: &Btf, structure: &str, path: &str) -> Result<u32> {
 }
 
 fn named_struct(btf: &Btf, name: &str) -> Result<btf_rs::Struct> {
-    let types = btf.resolve_types_by_name(name).with_context(|| format!("kernel BTF has no type {name}"))?;
+    let types = btf
+        .resolve_types_by_name(name)
+        .with_context(|| format!("kernel BTF has no type {name}"))?;
     types
         .into_iter()
         .find_map(|t| match t {
@@ -133,7 +138,9 @@ fn strip_modifiers(btf: &Btf, mut t: Type) -> Result<Type> {
 
 /// Names of `enum skb_drop_reason`, indexed by value, without the common prefix.
 fn drop_reason_names(btf: &Btf) -> Result<Vec<(u32, String)>> {
-    let types = btf.resolve_types_by_name("skb_drop_reason").context("kernel BTF has no enum skb_drop_reason")?;
+    let types = btf
+        .resolve_types_by_name("skb_drop_reason")
+        .context("kernel BTF has no enum skb_drop_reason")?;
     let Some(Type::Enum(reasons)) = types.into_iter().find(|t| matches!(t, Type::Enum(_))) else {
         bail!("kernel BTF: skb_drop_reason is not an enum");
     };
@@ -142,7 +149,10 @@ fn drop_reason_names(btf: &Btf) -> Result<Vec<(u32, String)>> {
         .iter()
         .map(|m| {
             let name = btf.resolve_name(m)?;
-            Ok((m.val(), name.trim_start_matches("SKB_DROP_REASON_").to_string()))
+            Ok((
+                m.val(),
+                name.trim_start_matches("SKB_DROP_REASON_").to_string(),
+            ))
         })
         .collect()
 }
@@ -157,7 +167,10 @@ mod tests {
         let btf = load_kernel_btf().expect("this machine's kernel has BTF");
         let offsets = kernel_offsets(&btf).expect("every member pkttrace reads exists");
         // Members that C reaches through anonymous unions are found too.
-        assert_eq!(offsets.skb_dev, member_offset(&btf, "sk_buff", "dev").unwrap());
+        assert_eq!(
+            offsets.skb_dev,
+            member_offset(&btf, "sk_buff", "dev").unwrap()
+        );
         assert!(offsets.skb_head > offsets.skb_dev && offsets.skb_nfct > offsets.skb_dev);
         let reasons = drop_reason_names(&btf).unwrap();
         assert!(reasons.iter().any(|(_, n)| n == "NETFILTER_DROP"));

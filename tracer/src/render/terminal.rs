@@ -19,23 +19,35 @@ const KIND: Style = AnsiColor::Cyan.on_default().bold();
 pub fn render(story: &Story) -> String {
     let mut out = String::new();
     let direction = match (story.direction, story.reply_to, story.second_leg_of) {
-        (Direction::Request, _, Some(first_leg)) => format!("second leg of #{first_leg} (the proxy's own connection)"),
+        (Direction::Request, _, Some(first_leg)) => {
+            format!("second leg of #{first_leg} (the proxy's own connection)")
+        }
         (Direction::Request, _, None) => "request".to_string(),
         (Direction::Reply, Some(id), _) => format!("reply to #{id}"),
         (Direction::Reply, None, _) => "reply".to_string(),
     };
-    let _ = writeln!(out, "{HEADER}#{} {direction} · {} · {}{HEADER:#}", story.journey, story.what, story.tuple);
+    let _ = writeln!(
+        out,
+        "{HEADER}#{} {direction} · {} · {}{HEADER:#}",
+        story.journey, story.what, story.tuple
+    );
     if let Some(note) = &story.note {
         let _ = writeln!(out, "   {DIM}note:{DIM:#} {note}");
     }
     for (number, hop) in story.hops.iter().enumerate() {
         render_hop(&mut out, number + 1, hop);
     }
-    let dropped = story.hops.iter().any(|h| matches!(h.details, Details::Drop { .. }));
+    let dropped = story
+        .hops
+        .iter()
+        .any(|h| matches!(h.details, Details::Drop { .. }));
     let style = if dropped { DROP } else { GOOD };
     let _ = writeln!(out, "   {style}⇒ {}{style:#}", story.outcome);
     if story.events_lost {
-        let _ = writeln!(out, "   {DROP}! the kernel dropped events while this packet was traced: hops may be missing{DROP:#}");
+        let _ = writeln!(
+            out,
+            "   {DROP}! the kernel dropped events while this packet was traced: hops may be missing{DROP:#}"
+        );
     }
     out
 }
