@@ -3,7 +3,7 @@
 //! topology names what they touched, the explanation tells them, and a
 //! renderer prints them.
 
-use std::{collections::VecDeque, io::Write, process::ExitCode, time::Duration};
+use std::{io::Write, process::ExitCode, time::Duration};
 
 use anyhow::{Context, Result};
 use tokio::{
@@ -12,10 +12,13 @@ use tokio::{
 };
 
 use crate::{
-    decode::{self, EventKind, KernelNames, Packet, Transport},
+    decode::{self, EventKind, KernelNames},
     enrich::{self, Listener, Ruleset, Topology},
     explain::{self, Direction, Facts},
-    journey::{Assembler, Journey},
+    journey::{
+        Assembler, Journey,
+        exchanges::{Exchanges, Role, Target},
+    },
     probes::{self, Filter, Probes},
     render, sender,
     target::{self, Destination, Published, Source},
@@ -26,8 +29,6 @@ const QUIET: Duration = Duration::from_millis(150);
 /// Journeys finishing this soon after the kernel reported lost events are
 /// flagged: their missing hops may be among the lost.
 const LOSS_SHADOW: Duration = Duration::from_secs(2);
-/// How long a request waits for its reply before the exchange counts as done.
-const REPLY_WAIT: Duration = Duration::from_secs(2);
 
 #[derive(clap::Args, Debug)]
 pub struct FollowArgs {
@@ -52,29 +53,13 @@ pub struct FollowArgs {
     pub save_events: Option<std::path::PathBuf>,
 }
 
-/// A request told and still waiting for its reply.
-struct WaitingRequest {
-    journey: Journey,
-    printed_at: Instant,
-    /// For docker-proxy's connection: the request it carries on.
-    leg_of: Option<u64>,
-}
-
-/// Most requests waiting for a reply at once; under a flood the oldest stop waiting.
-const MAX_WAITING: usize = 1024;
-
 struct Run {
     source: Source,
     destination: Destination,
     topology: Topology,
     names: KernelNames,
     json: bool,
-    /// `--count`: how many requests to tell at most.
-    limit: Option<u64>,
-    requests_told: u64,
-    /// Exchanges over: answered, dropped, or done waiting.
-    exchanges_done: u64,
-    waiting: VecDeque<WaitingRequest>,
+    exchanges: Exchanges,
     last_refresh: Instant,
     /// Marked when rtnetlink or Docker report a change to the wiring.
     changes: Option<tokio::sync::watch::Receiver<()>>,
@@ -83,22 +68,8 @@ struct Run {
     ruleset: Option<Ruleset>,
     /// DEST is a published port: where Docker sends it.
     published: Option<Published>,
-    /// DEST is a published port docker-proxy serves for this source (from the
-    /// host to loopback, or from a container, which Docker's DNAT rule skips):
-    /// the exchange is over when the proxy's own connection is answered.
-    expect_second_leg: bool,
-    last_request: Option<u64>,
     /// The process listening on the published port (docker-proxy), if any.
     proxy: Option<Listener>,
-    /// Requests whose second leg has been told: one each.
-    legs_told: Vec<u64>,
-    /// Journeys that may answer a request not told yet (a request can finish
-    /// after its reply when later lookups keep it open); tried again after
-    /// each request.
-    unplaced: VecDeque<(Journey, Instant)>,
-    /// ARP requests told, for their replies.
-    arp_requests: VecDeque<Journey>,
-    arp_requests_told: u64,
 }
 
 pub async fn run(args: FollowArgs) -> Result<ExitCode> {
@@ -200,30 +171,32 @@ pub async fn run(args: FollowArgs) -> Result<ExitCode> {
         })
         .transpose()?;
 
+    // docker-proxy serves a published port for the host itself (on loopback)
+    // and for containers, whose bridges Docker's DNAT rule skips.
     let expect_second_leg = proxy.is_some()
         && (destination.address.is_loopback() || source.netns != topology.host_netns);
+    let exchanges = Exchanges::new(Target {
+        destination: destination.address,
+        port: destination.port,
+        source_netns: source.netns,
+        host_netns: topology.host_netns,
+        published: published.as_ref().map(|p| (p.address, p.port)),
+        expect_second_leg,
+        limit: count,
+    });
     let mut run = Run {
         source,
         destination,
         topology,
         names,
         json: args.json,
-        limit: count,
-        requests_told: 0,
-        exchanges_done: 0,
-        waiting: VecDeque::new(),
+        exchanges,
         last_refresh: Instant::now(),
         changes: enrich::changes().ok(),
         last_loss: None,
         ruleset,
-        expect_second_leg,
-        proxy,
         published,
-        last_request: None,
-        legs_told: Vec::new(),
-        unplaced: VecDeque::new(),
-        arp_requests: VecDeque::new(),
-        arp_requests_told: 0,
+        proxy,
     };
     let mut assembler = Assembler::new(QUIET.as_nanos() as u64);
     let mut interrupt = signal(SignalKind::interrupt())?;
@@ -258,17 +231,17 @@ pub async fn run(args: FollowArgs) -> Result<ExitCode> {
             run.last_loss = Some(Instant::now());
         }
         for journey in assembler.take_finished(monotonic_now_ns()) {
-            run.tell(journey).await?;
+            run.place(journey).await?;
         }
-        run.stop_waiting_for_old_requests();
-        if count.is_some_and(|n| run.exchanges_done >= n)
+        run.exchanges.stop_waiting_for_old_requests();
+        if count.is_some_and(|n| run.exchanges.done() >= n)
             || deadline.is_some_and(|d| Instant::now() >= d)
         {
             break;
         }
     }
     for journey in assembler.take_all() {
-        run.tell(journey).await?;
+        run.place(journey).await?;
     }
     drop(probes);
     if let Some(mut file) = saved_events {
@@ -283,7 +256,7 @@ pub async fn run(args: FollowArgs) -> Result<ExitCode> {
             Ok(Ok(())) => {}
         }
     }
-    if run.requests_told == 0 {
+    if run.exchanges.requests_told() == 0 {
         eprintln!(
             "pkttrace: saw no packet from {} to {}",
             run.source.label, run.destination.address
@@ -294,117 +267,26 @@ pub async fn run(args: FollowArgs) -> Result<ExitCode> {
 }
 
 impl Run {
-    fn stop_waiting_for_old_requests(&mut self) {
-        while self
-            .waiting
-            .front()
-            .is_some_and(|r| r.printed_at.elapsed() >= REPLY_WAIT)
-        {
-            self.waiting.pop_front();
-            self.exchanges_done += 1;
-        }
-    }
-
-    fn park(&mut self, journey: Journey) {
-        if self.unplaced.len() == MAX_WAITING {
-            self.unplaced.pop_front();
-        }
-        self.unplaced.push_back((journey, Instant::now()));
-    }
-
-    /// Every request told so far, of any kind.
-    fn requests_so_far(&self) -> u64 {
-        self.requests_told + self.legs_told.len() as u64 + self.arp_requests_told
-    }
-
-    /// Tells a journey, then any parked one that now answers a told request.
-    async fn tell(&mut self, journey: Journey) -> Result<()> {
-        let was_told = self.requests_so_far();
-        self.tell_one(journey).await?;
-        if self.requests_so_far() > was_told {
-            self.unplaced.retain(|(_, at)| at.elapsed() < REPLY_WAIT);
-            // The first answer is the one that came first.
-            self.unplaced
-                .make_contiguous()
-                .sort_by_key(|(journey, _)| journey.id);
-            for (journey, _) in std::mem::take(&mut self.unplaced) {
-                Box::pin(self.tell(journey)).await?;
-            }
+    /// Tells the journeys the exchanges take, in the order they come.
+    async fn place(&mut self, journey: Journey) -> Result<()> {
+        for (journey, role) in self.exchanges.place(journey) {
+            self.tell(journey, role).await?;
         }
         Ok(())
     }
 
-    async fn tell_one(&mut self, journey: Journey) -> Result<()> {
-        let first = journey.first_packet();
-        if let Transport::Arp { operation, .. } = first.transport {
-            return self.tell_arp(journey, operation).await;
-        }
-        let starts_in_source = journey
-            .events
-            .iter()
-            .find(|e| !matches!(e.kind, EventKind::Route { .. }))
-            .is_some_and(|e| e.netns == self.source.netns);
-        // A reply is whatever answers a request we told (same conntrack entry, or
-        // the swapped tuple); after DNAT it comes from another address than DEST.
-        // Conntrack knows the direction (on loopback both ways look alike);
-        // without it, a request goes to DEST's port.
-        let reply_direction = journey
-            .events
-            .iter()
-            .any(|e| e.conntrack.is_some_and(|c| c.info >= IP_CT_IS_REPLY));
-        let to_port =
-            |port: Option<u16>| port.is_none_or(|port| destination_port(&first) == Some(port));
-        let outgoing = first.dst == self.destination.address
-            && starts_in_source
-            && !reply_direction
-            && to_port(self.destination.port);
-        // docker-proxy serving a published port opens its own connection to the
-        // container, from the host's namespace whoever the source is.
-        let starts_in_host = journey
-            .events
-            .iter()
-            .find(|e| !matches!(e.kind, EventKind::Route { .. }))
-            .is_some_and(|e| e.netns == self.topology.host_netns);
-        let second_leg = self.published.as_ref().is_some_and(|p| {
-            first.dst == p.address && destination_port(&first) == Some(p.port) && !reply_direction
-        }) && starts_in_host
-            && !outgoing;
-        let answered = self
-            .waiting
-            .iter()
-            .rposition(|r| journey.answers(&r.journey));
-        let (direction, reply_to, leg_of) = if let Some(index) = answered
-            && !outgoing
-            && !second_leg
-        {
-            // An exchange is a request and its first answer; behind a proxy, the
-            // answer on the second leg.
-            let request = self.waiting.remove(index).expect("found above");
-            if !self.expect_second_leg || request.leg_of.is_some() {
-                self.exchanges_done += 1;
-            }
-            (Direction::Reply, Some(request.journey.id), None)
-        } else if outgoing || second_leg {
-            if outgoing && self.limit.is_some_and(|n| self.requests_told >= n) {
-                return Ok(());
-            }
-            let leg_of = second_leg.then_some(self.last_request).flatten();
-            if second_leg && leg_of.is_none_or(|first| self.legs_told.contains(&first)) {
-                // The proxy's later segments, or a connection of somebody else's.
-                return Ok(());
-            }
-            (Direction::Request, None, leg_of)
-        } else {
-            // Somebody else's packet, or an answer to a request not told yet.
-            self.park(journey);
-            return Ok(());
-        };
+    async fn tell(&mut self, journey: Journey, role: Role) -> Result<()> {
         self.refresh_topology(&journey).await;
+        let (direction, reply_to) = match role {
+            Role::Request | Role::SecondLeg { .. } | Role::ArpRequest => (Direction::Request, None),
+            Role::Reply { to } | Role::ArpReply { to } => (Direction::Reply, Some(to)),
+        };
+        let arp = matches!(role, Role::ArpRequest | Role::ArpReply { .. });
         let facts = Facts {
             host_ip_forward: enrich::host_ip_forward(),
             events_lost: self.last_loss.is_some_and(|at| at.elapsed() < LOSS_SHADOW),
             bridge_calls_iptables: enrich::bridge_calls_iptables(),
-            fdb: if self.crosses_a_bridge(&journey) {
+            fdb: if arp || self.crosses_a_bridge(&journey) {
                 enrich::host_fdb().await.unwrap_or_default()
             } else {
                 Vec::new()
@@ -412,77 +294,25 @@ impl Run {
             dropping_rules: self.dropping_rules(&journey),
         };
         let mut story = explain::explain(&journey, direction, reply_to, &self.topology, &facts);
-        story.second_leg_of = leg_of;
-        if let Some(first_leg) = leg_of {
-            self.legs_told.push(first_leg);
-            let sender = journey
-                .events
-                .iter()
-                .find_map(|e| e.process().map(|(_, pid)| pid));
-            story.note = Some(explain::second_leg_note(
-                first_leg,
-                self.proxy.as_ref(),
-                sender,
-            ));
-        } else if direction == Direction::Request
-            && let (Some(published), Some(port)) = (&self.published, self.destination.port)
-        {
-            story.note = Some(explain::published_port_note(
-                published,
-                port,
-                self.proxy.as_ref(),
-            ));
-        }
-        if direction == Direction::Request {
-            if leg_of.is_none() {
-                self.requests_told += 1;
-                self.last_request = Some(journey.id);
+        match role {
+            Role::SecondLeg { of } => {
+                let sender = journey
+                    .events
+                    .iter()
+                    .find_map(|e| e.process().map(|(_, pid)| pid));
+                story.second_leg_of = Some(of);
+                story.note = Some(explain::second_leg_note(of, self.proxy.as_ref(), sender));
             }
-            if journey.ended_in_drop() {
-                self.exchanges_done += 1;
-            } else {
-                if self.waiting.len() == MAX_WAITING {
-                    self.waiting.pop_front();
-                    self.exchanges_done += 1;
-                }
-                self.waiting.push_back(WaitingRequest {
-                    journey,
-                    printed_at: Instant::now(),
-                    leg_of,
-                });
-            }
-        }
-        self.print(&story)
-    }
-
-    /// Neighbour resolution on the path is its own short exchange, outside
-    /// the request/reply count: a who-has request, and the is-at reply to it.
-    async fn tell_arp(&mut self, journey: Journey, operation: u16) -> Result<()> {
-        let (direction, reply_to) = if operation == 1 {
-            (Direction::Request, None)
-        } else {
-            match self.arp_requests.iter().rposition(|r| journey.answers(r)) {
-                Some(index) => (
-                    Direction::Reply,
-                    self.arp_requests.remove(index).map(|r| r.id),
-                ),
-                None => {
-                    self.park(journey);
-                    return Ok(());
+            Role::Request => {
+                if let (Some(published), Some(port)) = (&self.published, self.destination.port) {
+                    story.note = Some(explain::published_port_note(
+                        published,
+                        port,
+                        self.proxy.as_ref(),
+                    ));
                 }
             }
-        };
-        let facts = Facts {
-            fdb: enrich::host_fdb().await.unwrap_or_default(),
-            ..Facts::default()
-        };
-        let story = explain::explain(&journey, direction, reply_to, &self.topology, &facts);
-        if direction == Direction::Request {
-            self.arp_requests_told += 1;
-            if self.arp_requests.len() == MAX_WAITING {
-                self.arp_requests.pop_front();
-            }
-            self.arp_requests.push_back(journey);
+            _ => {}
         }
         self.print(&story)
     }
@@ -568,16 +398,6 @@ fn source_gateway(source: &Source, topology: &Topology) -> Option<std::net::Ipv4
         .iter()
         .find(|r| r.table == MAIN_TABLE && r.destination.is_none())?
         .gateway
-}
-
-/// `enum ip_conntrack_info` values from here on are the reply direction.
-const IP_CT_IS_REPLY: u8 = 3;
-
-fn destination_port(packet: &Packet) -> Option<u16> {
-    match packet.transport {
-        Transport::Tcp { dport, .. } | Transport::Udp { dport, .. } => Some(dport),
-        _ => None,
-    }
 }
 
 /// CLOCK_MONOTONIC, the clock of bpf_ktime_get_ns.

@@ -370,5 +370,6 @@ impl Assembler {
     }
 }
 
+pub mod exchanges;
 #[cfg(test)]
 pub mod tests;
