@@ -21,7 +21,7 @@ use serde_json::Value;
 use crate::{
     cargo,
     cmd::{cmd, read, run},
-    setup, target_dir,
+    lab, setup, target_dir,
 };
 
 const NETNS: &str = "pt-bench";
@@ -50,29 +50,12 @@ impl Lab {
     fn up() -> Result<Self> {
         Self::remove();
         let lab = Lab;
-        run(&mut cmd("ip", ["netns", "add", NETNS]))?;
-        run(&mut cmd(
-            "ip",
-            [
-                "link", "add", HOST_VETH, "type", "veth", "peer", "name", "eth0", "netns", NETNS,
-            ],
-        ))?;
-        run(&mut cmd(
-            "ip",
-            ["addr", "add", &format!("{HOST_ADDR}/30"), "dev", HOST_VETH],
-        ))?;
-        run(&mut cmd("ip", ["link", "set", HOST_VETH, "up"]))?;
-        let address = format!("{NETNS_ADDR}/30");
-        for args in [
-            ["addr", "add", address.as_str(), "dev", "eth0"],
-            ["link", "set", "eth0", "up", ""],
-            ["link", "set", "lo", "up", ""],
-        ] {
-            let inside = ["-n", NETNS]
-                .into_iter()
-                .chain(args.into_iter().filter(|a| !a.is_empty()));
-            run(&mut cmd("ip", inside))?;
-        }
+        lab::veth_namespace(
+            NETNS,
+            HOST_VETH,
+            &format!("{HOST_ADDR}/30"),
+            &format!("{NETNS_ADDR}/30"),
+        )?;
         Ok(lab)
     }
 

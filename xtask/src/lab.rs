@@ -25,33 +25,7 @@ const CONTAINER: &str = "server-1";
 const STATE_DIR: &str = "/run/pkttrace-lab";
 
 pub fn up() -> Result<()> {
-    if !netns_exists()? {
-        run(&mut cmd("ip", ["netns", "add", NETNS]))?;
-    }
-    if !link_exists(HOST_VETH) {
-        // The peer is created inside the netns, so its name cannot clash with the host's eth0.
-        run(&mut cmd(
-            "ip",
-            [
-                "link", "add", HOST_VETH, "type", "veth", "peer", "name", "eth0", "netns", NETNS,
-            ],
-        ))?;
-    }
-    run(&mut cmd(
-        "ip",
-        ["addr", "replace", HOST_CIDR, "dev", HOST_VETH],
-    ))?;
-    run(&mut cmd("ip", ["link", "set", HOST_VETH, "up"]))?;
-    run(&mut in_netns([
-        "ip",
-        "addr",
-        "replace",
-        UPSTREAM_CIDR,
-        "dev",
-        "eth0",
-    ]))?;
-    run(&mut in_netns(["ip", "link", "set", "eth0", "up"]))?;
-    run(&mut in_netns(["ip", "link", "set", "lo", "up"]))?;
+    veth_namespace(NETNS, HOST_VETH, HOST_CIDR, UPSTREAM_CIDR)?;
     run(&mut in_netns([
         "ip", "route", "replace", "default", "via", HOST_IP,
     ]))?;
@@ -136,6 +110,44 @@ pub fn down() -> Result<()> {
     }
     println!("lab down: nothing of the lab is left");
     Ok(())
+}
+
+/// A network namespace `netns` joined to the host by a veth: `host_veth`
+/// (`host_cidr`) on the host, `eth0` (`inside_cidr`) inside, both up.
+/// Idempotent: each piece is made only if missing.
+pub fn veth_namespace(
+    netns: &str,
+    host_veth: &str,
+    host_cidr: &str,
+    inside_cidr: &str,
+) -> Result<()> {
+    let list = read(&mut cmd("ip", ["netns", "list"]))?;
+    if !list
+        .lines()
+        .any(|l| l.split_whitespace().next() == Some(netns))
+    {
+        run(&mut cmd("ip", ["netns", "add", netns]))?;
+    }
+    if !link_exists(host_veth) {
+        // The peer is created inside the netns, so its name cannot clash with the host's eth0.
+        run(&mut cmd(
+            "ip",
+            [
+                "link", "add", host_veth, "type", "veth", "peer", "name", "eth0", "netns", netns,
+            ],
+        ))?;
+    }
+    run(&mut cmd(
+        "ip",
+        ["addr", "replace", host_cidr, "dev", host_veth],
+    ))?;
+    run(&mut cmd("ip", ["link", "set", host_veth, "up"]))?;
+    run(&mut cmd(
+        "ip",
+        ["-n", netns, "addr", "replace", inside_cidr, "dev", "eth0"],
+    ))?;
+    run(&mut cmd("ip", ["-n", netns, "link", "set", "eth0", "up"]))?;
+    run(&mut cmd("ip", ["-n", netns, "link", "set", "lo", "up"]))
 }
 
 fn in_netns<const N: usize>(args: [&str; N]) -> Command {
