@@ -262,6 +262,8 @@ struct Explainer<'a> {
     bridging: Option<(u32, u64)>,
     /// Namespaces that discarded a flooded copy: nothing there is this packet's.
     discarded_in: Vec<u32>,
+    /// The journey is an ARP message: its lookups are address checks, not routes.
+    arp: bool,
 }
 
 impl Explainer<'_> {
@@ -452,6 +454,7 @@ pub fn explain(
         waited_for_arp: false,
         bridging: None,
         discarded_in: Vec::new(),
+        arp: matches!(journey.first_packet().transport, Transport::Arp { .. }),
     };
     let delivered_to_socket = events.iter().any(|e| e.kind == EventKind::SocketRead);
     // Indices already told as part of an earlier hop.
@@ -659,7 +662,16 @@ impl Explainer<'_> {
                 .iter()
                 .find(|i| i.addresses.iter().any(|(a, _)| *a == dst))
         });
+        let is_arp = self.arp;
         let text = match own {
+            // ARP looks up the address it is asked about: an answer follows if it is ours.
+            Some(iface) if is_arp => {
+                route.table = "local".into();
+                format!(
+                    "{ns} checks the address asked for: {dst} is its own (on {}), so its kernel answers",
+                    iface.name
+                )
+            }
             Some(iface) => {
                 route.table = "local".into();
                 format!(
@@ -667,8 +679,9 @@ impl Explainer<'_> {
                     iface.name
                 )
             }
-            // A local-table hit for a foreign address is an address-type check, not the route.
-            None if route.table == "local" => return,
+            // A local-table hit for a foreign address is an address-type check,
+            // and ARP only ever asks about neighbours: neither is a route.
+            None if route.table == "local" || is_arp => return,
             None => format!(
                 "routing decision in {ns}: {dst} → {}",
                 describe_route(&route)
@@ -1005,12 +1018,12 @@ impl Explainer<'_> {
                 .map(|d| d.name.clone())
                 .unwrap_or_else(|| format!("if{out_ifindex}"));
             let setting = match self.facts.host_ip_forward {
-                Some(true) => "allowed by net.ipv4.conf.all.forwarding = 1",
-                Some(false) => "net.ipv4.conf.all.forwarding = 0 now",
+                Some(true) => "as net.ipv4.conf.all.forwarding = 1 allows",
+                Some(false) => "although net.ipv4.conf.all.forwarding is 0 now",
                 None => "forwarding setting unknown",
             };
             let text = format!(
-                "{ns} routes it onward from {} to {to}: forwarding ({setting})",
+                "{ns} routes it onward from {} to {to}, {setting}",
                 event.ifname
             );
             let details = Details::Forward {
