@@ -228,7 +228,10 @@ mod tests {
 
     #[test]
     fn stop_lets_a_sigint_handler_finish() {
-        let script = r#"trap 'echo stopped; exit 0' INT; echo ready; while :; do sleep 0.05; done"#;
+        // `wait` returns as soon as a trapped signal arrives; a foreground
+        // `sleep` would make the shell's reaction depend on timing.
+        let script =
+            r#"trap 'echo stopped; exit 0' INT; echo ready; while :; do sleep 0.2 & wait $!; done"#;
         let tracer = Pkttrace::spawn_program("sh", ["-c", script]).unwrap();
         std::thread::sleep(Duration::from_millis(300));
         let run = tracer.stop().unwrap();
