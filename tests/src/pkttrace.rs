@@ -3,6 +3,7 @@
 use std::ffi::OsStr;
 use std::fmt;
 use std::io::Read;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ExitStatus, Stdio};
 use std::thread::{self, JoinHandle, sleep};
@@ -95,6 +96,16 @@ impl Pkttrace {
         S: AsRef<OsStr>,
     {
         let mut command = cmd(program, args);
+        // A test run started in the background inherits SIGINT ignored, and a
+        // shell cannot trap a signal ignored on entry: give the child the
+        // default, as Ctrl-C in a terminal would find it.
+        // SAFETY: between fork and exec only the async-signal-safe signal() is called.
+        unsafe {
+            command.pre_exec(|| {
+                libc::signal(libc::SIGINT, libc::SIG_DFL);
+                Ok(())
+            });
+        }
         let mut child = command
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
