@@ -126,6 +126,7 @@ pub struct KernelOffsets {
     pub skb_mac_header: u32,
     pub skb_nfct: u32,
     pub skb_protocol: u32,
+    pub skb_tail: u32,
     pub dev_ifindex: u32,
     pub dev_name: u32,
     pub dev_nd_net: u32,
@@ -145,22 +146,47 @@ pub struct KernelOffsets {
     pub nsproxy_net_ns: u32,
 }
 
+/// How many TCP/UDP ports the in-kernel filter can watch.
+pub const MAX_PORTS: usize = 4;
+
 /// What the programs capture: a packet is interesting when its source or
-/// destination is one of `watched` and it matches protocol and ports.
+/// destination is one of `watched` (or, with `netns` set, when it is in that
+/// namespace) and it matches protocol and ports.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Config {
     pub offsets: KernelOffsets,
     pub watched: [[u8; 4]; MAX_WATCHED],
     pub watched_count: u32,
+    /// Inode of a network namespace whose packets are all in scope, 0 = none:
+    /// then only the watched addresses are (all of them when none is watched).
+    pub netns: u32,
+    /// TCP/UDP ports of which one must be the source or destination; unused
+    /// slots are 0, all 0 = any port. A published port and the container port
+    /// it is DNATed to; DNS port 53 and the ports Docker's DNAT moves it to.
+    pub ports: [u16; MAX_PORTS],
     /// IP protocol number, 0 = any.
     pub protocol: u8,
-    pub _pad: u8,
-    /// TCP/UDP ports of which one must be the source or destination; unused
-    /// slots are 0, all 0 = any port. Two, for a published port and the
-    /// container port it is DNATed to.
-    pub ports: [u16; 2],
-    pub _tail: u16,
+    /// 1: devices' transmit and receive events of TCP/UDP packets also carry
+    /// the payload (a `PayloadEvent`), for DNS.
+    pub capture_payload: u8,
+    pub _pad: [u8; 2],
+}
+
+/// How much of a packet's payload a `PayloadEvent` carries: a classic DNS message.
+pub const PAYLOAD_MAX: usize = 512;
+
+/// A `PacketEvent` followed by the start of the TCP/UDP payload, read from
+/// the packet's linear data. The ring buffer record's size tells it apart.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct PayloadEvent {
+    pub packet: PacketEvent,
+    /// Bytes of `payload` that are the packet's; 0 when the payload was not
+    /// in the linear data (e.g. in page fragments).
+    pub payload_len: u16,
+    pub _pad: [u8; 6],
+    pub payload: [u8; PAYLOAD_MAX],
 }
 
 /// Map names, shared so the netfilter loader can find aya's maps by name.
@@ -173,4 +199,5 @@ mod user {
     // SAFETY: both are plain-old-data `repr(C)` structs of integers and byte arrays.
     unsafe impl aya::Pod for super::Config {}
     unsafe impl aya::Pod for super::PacketEvent {}
+    unsafe impl aya::Pod for super::PayloadEvent {}
 }

@@ -9,12 +9,14 @@
 use aya_ebpf::{
     helpers::{
         bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_task, bpf_ktime_get_ns,
-        bpf_probe_read_kernel,
+        bpf_probe_read_kernel, generated::bpf_probe_read_kernel as bpf_probe_read_kernel_raw,
     },
     macros::map,
     maps::{Array, PerCpuArray, RingBuf},
 };
-use tracer_common::{Config, ETH_P_ARP, ETH_P_IP, MAX_WATCHED, PacketEvent};
+use tracer_common::{
+    Config, ETH_P_ARP, ETH_P_IP, MAX_PORTS, MAX_WATCHED, PAYLOAD_MAX, PacketEvent, PayloadEvent,
+};
 
 #[map(name = "EVENTS")]
 pub static EVENTS: RingBuf = RingBuf::with_byte_size(1 << 22, 0);
@@ -118,10 +120,27 @@ fn watched(cfg: &Config, addr: [u8; 4]) -> bool {
     false
 }
 
-/// True when the address pair is one the user asked about.
+/// True when the address pair is one the user asked about. With a namespace
+/// in scope, the pair only counts when an address is watched; otherwise the
+/// packet must be in that namespace (`netns` is only asked then).
 #[inline(always)]
-pub fn addresses_match(cfg: &Config, saddr: [u8; 4], daddr: [u8; 4]) -> bool {
-    cfg.watched_count == 0 || watched(cfg, saddr) || watched(cfg, daddr)
+pub fn in_scope(cfg: &Config, saddr: [u8; 4], daddr: [u8; 4], netns: impl FnOnce() -> u32) -> bool {
+    let watched_pair = watched(cfg, saddr) || watched(cfg, daddr);
+    if cfg.netns == 0 {
+        cfg.watched_count == 0 || watched_pair
+    } else {
+        watched_pair || netns() == cfg.netns
+    }
+}
+
+/// The namespace of the packet's device, or of the current task when the
+/// packet has none (yet, or any more).
+#[inline(always)]
+pub fn skb_netns(cfg: &Config, skb: u64) -> u32 {
+    match read::<u64>(skb, cfg.offsets.skb_dev) {
+        Some(dev) if dev != 0 => device(cfg, dev).netns,
+        _ => current_netns(cfg),
+    }
 }
 
 /// Where the network header (IPv4 or ARP) starts.
@@ -152,14 +171,25 @@ enum Header {
 /// filter. This runs for every packet the kernel handles, so it reads as
 /// little as it can and builds nothing.
 #[inline(always)]
-fn first_look(cfg: &Config, skb: u64, at: HeaderAt) -> Option<Header> {
+fn first_look(
+    cfg: &Config,
+    skb: u64,
+    at: HeaderAt,
+    netns: impl FnOnce() -> u32,
+) -> Option<Header> {
     let ip_addr = network_header(cfg, skb, at)?;
+    // The skb's own protocol first: a unix or netlink buffer has no IP header
+    // to read, whatever its bytes look like.
+    let protocol = read::<u16>(skb, cfg.offsets.skb_protocol).map(u16::from_be);
+    if protocol != Some(ETH_P_IP) {
+        return Some(Header::NotIpv4(ip_addr));
+    }
     let ip = read::<Ipv4Header>(ip_addr, 0)?;
     if ip.version_ihl >> 4 != 4 {
         return Some(Header::NotIpv4(ip_addr));
     }
-    if !addresses_match(cfg, ip.saddr, ip.daddr)
-        || (cfg.protocol != 0 && cfg.protocol != ip.protocol)
+    if (cfg.protocol != 0 && cfg.protocol != ip.protocol)
+        || !in_scope(cfg, ip.saddr, ip.daddr, netns)
     {
         return Some(Header::Theirs);
     }
@@ -189,6 +219,7 @@ fn capture_arp(
     probe: tracer_common::Probe,
     skb: u64,
     header: u64,
+    netns: impl FnOnce() -> u32,
 ) -> Option<PacketEvent> {
     if u16::from_be(read::<u16>(skb, cfg.offsets.skb_protocol)?) != ETH_P_ARP {
         return None;
@@ -196,7 +227,7 @@ fn capture_arp(
     let arp = read::<ArpHeader>(header, 0)?;
     let ipv4_over_ethernet =
         u16::from_be(arp.protocol) == ETH_P_IP && arp.hardware_len == 6 && arp.protocol_len == 4;
-    if !ipv4_over_ethernet || !addresses_match(cfg, arp.sender_ip, arp.target_ip) {
+    if !ipv4_over_ethernet || !in_scope(cfg, arp.sender_ip, arp.target_ip, netns) {
         return None;
     }
     Some(PacketEvent {
@@ -228,11 +259,19 @@ fn read_transport(cfg: &Config, ip_addr: u64, ip: &Ipv4Header, event: &mut Packe
             if ip.protocol == IPPROTO_TCP {
                 event.tcp_flags = read::<u8>(l4, 13).unwrap_or(0);
             }
-            let [first, second] = cfg.ports;
-            let uses = |port: u16| port != 0 && (event.sport == port || event.dport == port);
-            if (first != 0 || second != 0) && !uses(first) && !uses(second) {
-                return false;
+            let mut any_port = true;
+            let mut i = 0;
+            while i < MAX_PORTS {
+                let port = cfg.ports[i];
+                if port != 0 {
+                    if event.sport == port || event.dport == port {
+                        return true;
+                    }
+                    any_port = false;
+                }
+                i += 1;
             }
+            return any_port;
         }
         IPPROTO_ICMP => {
             // type, code, checksum, then identifier and sequence of echo messages.
@@ -288,19 +327,96 @@ pub fn current_netns(cfg: &Config) -> u32 {
         .unwrap_or(0)
 }
 
-/// Stamps time and the current task, then sends the event to user space.
+/// Stamps time and the current task.
 #[inline(always)]
-pub fn emit(cfg: &Config, event: &mut PacketEvent) {
+fn stamp(cfg: &Config, event: &mut PacketEvent) {
     event.timestamp_ns = unsafe { bpf_ktime_get_ns() };
     event.task_netns = current_netns(cfg);
     event.pid = (bpf_get_current_pid_tgid() >> 32) as u32;
     event.comm = bpf_get_current_comm().unwrap_or([0; 16]);
-    if EVENTS.output::<PacketEvent>(&*event, 0).is_err()
-        && let Some(lost) = LOST.get_ptr_mut(0)
-    {
+}
+
+#[inline(always)]
+fn count_lost() {
+    if let Some(lost) = LOST.get_ptr_mut(0) {
         // SAFETY: a per-CPU slot, only this CPU writes it.
         unsafe { *lost += 1 };
     }
+}
+
+/// Stamps time and the current task, then sends the event to user space.
+#[inline(always)]
+pub fn emit(cfg: &Config, event: &mut PacketEvent) {
+    stamp(cfg, event);
+    if EVENTS.output::<PacketEvent>(&*event, 0).is_err() {
+        count_lost();
+    }
+}
+
+/// Where a TCP/UDP packet's payload starts and how many of its bytes are in
+/// the linear data (beyond it they are in page fragments, not readable here).
+#[inline(always)]
+fn payload_location(cfg: &Config, skb: u64, at: HeaderAt) -> Option<(u64, u64)> {
+    let ip_addr = network_header(cfg, skb, at)?;
+    let ip = read::<Ipv4Header>(ip_addr, 0)?;
+    let ip_header_len = ((ip.version_ihl & 0x0f) as u64) * 4;
+    let l4 = ip_addr + ip_header_len;
+    let l4_header_len = match ip.protocol {
+        IPPROTO_UDP => 8,
+        IPPROTO_TCP => ((read::<u8>(l4, 12)? >> 4) as u64) * 4,
+        _ => return None,
+    };
+    let payload = l4 + l4_header_len;
+    let total = u16::from_be(ip.tot_len) as u64;
+    let length = total.checked_sub(ip_header_len + l4_header_len)?;
+    let head = read::<u64>(skb, cfg.offsets.skb_head)?;
+    let linear_end = head + read::<u32>(skb, cfg.offsets.skb_tail)? as u64;
+    let linear = linear_end.checked_sub(payload)?;
+    Some((payload, if length < linear { length } else { linear }))
+}
+
+/// Like `emit`, with the start of the packet's TCP/UDP payload appended.
+#[inline(always)]
+pub fn emit_with_payload(cfg: &Config, event: &mut PacketEvent, skb: u64, at: HeaderAt) {
+    stamp(cfg, event);
+    let Some(mut entry) = EVENTS.reserve::<PayloadEvent>(0) else {
+        count_lost();
+        return;
+    };
+    let out = entry.as_mut_ptr();
+    let mut copied = 0u32;
+    if let Some((payload, length)) = payload_location(cfg, skb, at) {
+        let length = if length > PAYLOAD_MAX as u64 {
+            PAYLOAD_MAX as u32
+        } else {
+            length as u32
+        };
+        // SAFETY: `out` points at a reserved record of PAYLOAD_MAX payload
+        // bytes and `length` is at most that; the helper checks the source.
+        if length > 0
+            && unsafe {
+                bpf_probe_read_kernel_raw(
+                    (*out).payload.as_mut_ptr().cast(),
+                    length,
+                    payload as *const core::ffi::c_void,
+                )
+            } == 0
+        {
+            copied = length;
+        }
+    }
+    // SAFETY: both pointers are valid for one PacketEvent. A helper copies it:
+    // a plain assignment compiles to byte loads the verifier rejects on a
+    // stack holding wider values.
+    unsafe {
+        bpf_probe_read_kernel_raw(
+            core::ptr::addr_of_mut!((*out).packet).cast(),
+            size_of::<PacketEvent>() as u32,
+            (event as *const PacketEvent).cast(),
+        );
+        (*out).payload_len = copied as u16;
+    }
+    entry.submit(0);
 }
 
 /// The event for a packet the user asked about (IPv4, or ARP about its
@@ -313,10 +429,11 @@ pub fn capture_skb(
     skb: u64,
     at: HeaderAt,
     with_arp: bool,
+    netns: impl Fn() -> u32,
 ) -> Option<PacketEvent> {
-    let mut event = match first_look(cfg, skb, at)? {
+    let mut event = match first_look(cfg, skb, at, &netns)? {
         Header::Theirs => return None,
-        Header::NotIpv4(header) if with_arp => capture_arp(cfg, probe, skb, header)?,
+        Header::NotIpv4(header) if with_arp => capture_arp(cfg, probe, skb, header, &netns)?,
         Header::NotIpv4(_) => return None,
         Header::Ours(ip_addr, ip) => {
             let mut event = PacketEvent {

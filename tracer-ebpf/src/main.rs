@@ -4,9 +4,13 @@
 #![no_main]
 
 use aya_ebpf::{macros::btf_tracepoint, programs::BtfTracePointContext};
-use tracer_common::{ETH_P_ARP, PacketEvent, Probe};
+use tracer_common::{ETH_P_ARP, ETH_P_IP, PacketEvent, Probe};
+
+const IPPROTO_TCP: u8 = 6;
+const IPPROTO_UDP: u8 = 17;
 use tracer_ebpf::{
-    HeaderAt, addresses_match, capture_skb, config, current_netns, device, emit, read, read_macs,
+    HeaderAt, capture_skb, config, current_netns, device, emit, emit_with_payload, in_scope, read,
+    read_macs, skb_netns,
 };
 
 #[btf_tracepoint(function = "net_dev_queue")]
@@ -45,11 +49,17 @@ pub fn consume_skb(ctx: BtfTracePointContext) -> i32 {
 pub fn skb_copy_datagram_iovec(ctx: BtfTracePointContext) -> i32 {
     let skb: u64 = ctx.arg(0);
     let Some(cfg) = config() else { return 0 };
-    let Some(mut event) = capture_skb(cfg, Probe::SocketRead, skb, HeaderAt::NetworkHeader, false)
-    else {
+    // A queued skb has lost its device: the reader's own namespace is where it landed.
+    let Some(mut event) = capture_skb(
+        cfg,
+        Probe::SocketRead,
+        skb,
+        HeaderAt::NetworkHeader,
+        false,
+        || current_netns(cfg),
+    ) else {
         return 0;
     };
-    // A queued skb has lost its device: the reader's own namespace is where it landed.
     event.netns = current_netns(cfg);
     emit(cfg, &mut event);
     0
@@ -69,7 +79,9 @@ pub fn fib_table_lookup(ctx: BtfTracePointContext) -> i32 {
     ) else {
         return 0;
     };
-    if !addresses_match(cfg, saddr, daddr) {
+    let result_dev = read::<u64>(nexthop, o.nhc_dev).filter(|dev| *dev != 0);
+    let result_netns = || result_dev.map(|dev| device(cfg, dev).netns).unwrap_or(0);
+    if !in_scope(cfg, saddr, daddr, result_netns) {
         return 0;
     }
     let mut event = PacketEvent {
@@ -82,7 +94,7 @@ pub fn fib_table_lookup(ctx: BtfTracePointContext) -> i32 {
         fib_error: error,
         ..PacketEvent::default()
     };
-    if let Some(dev) = read::<u64>(nexthop, o.nhc_dev) {
+    if let Some(dev) = result_dev {
         let result = device(cfg, dev);
         event.out_ifindex = result.ifindex;
         event.ifname = result.name;
@@ -97,20 +109,27 @@ pub fn fib_table_lookup(ctx: BtfTracePointContext) -> i32 {
 #[inline(always)]
 fn on_skb(probe: Probe, skb: u64, at: HeaderAt, with_macs: bool) {
     let Some(cfg) = config() else { return };
-    let Some(mut event) = capture_skb(cfg, probe, skb, at, true) else {
+    let Some(mut event) = capture_skb(cfg, probe, skb, at, true, || skb_netns(cfg, skb)) else {
         return;
     };
     // An ARP event carries the message's own addresses instead of the frame's.
     if with_macs && event.ether_type != ETH_P_ARP {
         read_macs(cfg, skb, &mut event);
     }
-    emit(cfg, &mut event);
+    let transport_payload = event.protocol == IPPROTO_TCP || event.protocol == IPPROTO_UDP;
+    if cfg.capture_payload != 0 && event.ether_type == ETH_P_IP && transport_payload {
+        emit_with_payload(cfg, &mut event, skb, at);
+    } else {
+        emit(cfg, &mut event);
+    }
 }
 
 #[inline(always)]
 fn on_free(probe: Probe, skb: u64, location: u64, reason: u32) {
     let Some(cfg) = config() else { return };
-    let Some(mut event) = capture_skb(cfg, probe, skb, HeaderAt::NetworkHeader, true) else {
+    let Some(mut event) = capture_skb(cfg, probe, skb, HeaderAt::NetworkHeader, true, || {
+        skb_netns(cfg, skb)
+    }) else {
         return;
     };
     event.location = location;

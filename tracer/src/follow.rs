@@ -105,6 +105,7 @@ pub async fn run(args: FollowArgs) -> Result<ExitCode> {
             .or(destination.port)
             .into_iter()
             .collect(),
+        ..Filter::default()
     };
     if let Some(published) = &published {
         filter.addresses.push(published.address);
@@ -126,7 +127,7 @@ pub async fn run(args: FollowArgs) -> Result<ExitCode> {
                 .with_context(|| format!("cannot write {}", path.display()))
         })
         .transpose()?;
-    let mut probes = Probes::attach(&filter, offsets)?;
+    let mut probes = Probes::attach(&filter, offsets, &[])?;
     if let Some(docker) = &topology.docker_error {
         eprintln!("pkttrace: note: {docker}; containers are shown by namespace only");
     }
@@ -207,7 +208,7 @@ pub async fn run(args: FollowArgs) -> Result<ExitCode> {
         tokio::select! {
             events = probes.next_events() => {
                 for raw in events? {
-                    if let Some(event) = decode::decode(&raw, &run.names) {
+                    if let Some(event) = decode::decode(&raw.packet, raw.payload.as_deref(), &run.names) {
                         if let Some(file) = saved_events.as_mut() {
                             serde_json::to_writer(&mut *file, &event)?;
                             file.write_all(b"\n")?;
@@ -401,7 +402,7 @@ fn source_gateway(source: &Source, topology: &Topology) -> Option<std::net::Ipv4
 }
 
 /// CLOCK_MONOTONIC, the clock of bpf_ktime_get_ns.
-fn monotonic_now_ns() -> u64 {
+pub fn monotonic_now_ns() -> u64 {
     let mut now = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,

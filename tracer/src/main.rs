@@ -3,6 +3,7 @@
 //! and explains each hop with the kernel's own evidence.
 
 mod decode;
+mod dns;
 mod enrich;
 mod explain;
 mod follow;
@@ -32,6 +33,8 @@ struct Cli {
 enum Command {
     /// Follow packets from SOURCE to DEST and explain every hop, and the reply
     Follow(follow::FollowArgs),
+    /// Show a container's DNS queries: Docker's embedded DNS at 127.0.0.11, what it forwards upstream, the answers
+    Dns(dns::DnsArgs),
     /// Show the host's wiring: namespaces, veth pairs, bridges, routes, NAT and filter rules, published ports
     Topology(topology::TopologyArgs),
 }
@@ -45,6 +48,7 @@ async fn main() -> ExitCode {
     let result = match cli.command {
         Command::Follow(args) => follow::run(args).await,
         Command::Topology(args) => topology::run(args).await,
+        Command::Dns(args) => dns::run(args).await,
     };
     match result {
         Ok(code) => code,

@@ -80,6 +80,30 @@ pub fn resolve_source(name: &str, topology: &Topology) -> anyhow::Result<Source>
     Err(input_error(message))
 }
 
+/// A running container by name or id prefix, or a one-line error naming
+/// the running ones (or why Docker could not be asked).
+pub fn resolve_container<'a>(
+    name: &str,
+    topology: &'a Topology,
+) -> anyhow::Result<&'a crate::enrich::Container> {
+    if let Some(container) = topology.container(name) {
+        return Ok(container);
+    }
+    let running: Vec<&str> = topology
+        .containers
+        .iter()
+        .map(|c| c.name.as_str())
+        .collect();
+    Err(input_error(match &topology.docker_error {
+        Some(docker) => format!("cannot look up container '{name}': {docker}"),
+        None if running.is_empty() => format!("no container named '{name}'; no container is running"),
+        None => format!(
+            "no container named '{name}'; running containers: {}",
+            running.join(", ")
+        ),
+    }))
+}
+
 /// DEST is `ADDRESS`, `ADDRESS:PORT`, or a container name (its first address).
 pub fn resolve_destination(text: &str, topology: &Topology) -> anyhow::Result<Destination> {
     let (host, port) = match text.rsplit_once(':') {

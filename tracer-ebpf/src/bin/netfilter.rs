@@ -7,7 +7,7 @@
 #![no_main]
 
 use tracer_common::Probe;
-use tracer_ebpf::{HeaderAt, capture_skb, config, device, emit, read};
+use tracer_ebpf::{HeaderAt, capture_skb, config, device, emit, netns_inode, read};
 
 const NF_ACCEPT: i32 = 1;
 const NF_INET_LOCAL_OUT: u8 = 3;
@@ -40,10 +40,12 @@ fn observe(ctx: *const NfContext, probe: Probe) {
     // SAFETY: the verifier allows reading the context's two pointers.
     let (state, skb) = unsafe { ((*ctx).state, (*ctx).skb) };
     // At netfilter hooks skb->data is the IP header on input and output alike.
-    let Some(mut event) = capture_skb(cfg, probe, skb, HeaderAt::Data, false) else {
+    let o = &cfg.offsets;
+    // Locally sent packets have no device yet at OUTPUT: the hook's own namespace.
+    let hook_netns = || read::<u64>(state, o.nf_state_net).map_or(0, |net| netns_inode(cfg, net));
+    let Some(mut event) = capture_skb(cfg, probe, skb, HeaderAt::Data, false, hook_netns) else {
         return;
     };
-    let o = &cfg.offsets;
     event.nf_hook = read::<u8>(state, o.nf_state_hook).unwrap_or(0xff);
     let input = read::<u64>(state, o.nf_state_in).unwrap_or(0);
     let output = read::<u64>(state, o.nf_state_out).unwrap_or(0);

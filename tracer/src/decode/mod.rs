@@ -2,6 +2,7 @@
 //! names for drop reasons and code locations. Pure data in, data out; the
 //! kernel-specific tables are read once by `KernelNames`.
 
+pub mod dns;
 mod kernel_names;
 
 use std::net::Ipv4Addr;
@@ -9,6 +10,7 @@ use std::net::Ipv4Addr;
 use serde::{Deserialize, Serialize};
 use tracer_common::{ETH_P_ARP, PacketEvent, Probe};
 
+pub use dns::DnsMessage;
 pub use kernel_names::KernelNames;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -184,6 +186,9 @@ pub struct Event {
     /// The current task; meaningful for sends and socket reads only.
     pub pid: u32,
     pub comm: String,
+    /// The DNS message the packet carries, when its payload was captured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dns: Option<DnsMessage>,
 }
 
 impl Event {
@@ -209,9 +214,9 @@ fn mac(bytes: [u8; 6]) -> String {
         .join(":")
 }
 
-/// Turns one raw event into a typed one; `None` for an event this version
-/// does not know (a newer object, say).
-pub fn decode(raw: &PacketEvent, names: &KernelNames) -> Option<Event> {
+/// Turns one raw event (and the payload it carried, if any) into a typed
+/// one; `None` for an event this version does not know (a newer object, say).
+pub fn decode(raw: &PacketEvent, payload: Option<&[u8]>, names: &KernelNames) -> Option<Event> {
     let probe = Probe::from_u8(raw.probe)?;
     let kind = match probe {
         Probe::DevQueue => EventKind::Transmit,
@@ -292,6 +297,9 @@ pub fn decode(raw: &PacketEvent, names: &KernelNames) -> Option<Event> {
         }),
         pid: raw.pid,
         comm: c_string(&raw.comm),
+        dns: payload.and_then(|bytes| {
+            DnsMessage::decode(bytes, matches!(transport, Transport::Tcp { .. }))
+        }),
     })
 }
 
@@ -336,7 +344,7 @@ mod tests {
 
     #[test]
     fn decodes_a_netfilter_observation() {
-        let event = decode(&raw_netfilter_event(), &names()).unwrap();
+        let event = decode(&raw_netfilter_event(), None, &names()).unwrap();
         assert_eq!(event.ifname, "dev-up-host");
         assert_eq!(
             event.kind,
@@ -364,7 +372,7 @@ mod tests {
         raw.probe = Probe::Drop as u8;
         raw.reason_or_table = 12;
         raw.location = 0xffff_ffff_8100_0012;
-        let event = decode(&raw, &names()).unwrap();
+        let event = decode(&raw, None, &names()).unwrap();
         assert_eq!(
             event.kind,
             EventKind::Drop {
@@ -373,7 +381,7 @@ mod tests {
             }
         );
         raw.reason_or_table = 999;
-        let EventKind::Drop { reason, .. } = decode(&raw, &names()).unwrap().kind else {
+        let EventKind::Drop { reason, .. } = decode(&raw, None, &names()).unwrap().kind else {
             panic!()
         };
         assert_eq!(reason, "reason 999");
@@ -391,7 +399,7 @@ mod tests {
             has_mac: 1,
             ..PacketEvent::default()
         };
-        let event = decode(&raw, &names()).unwrap();
+        let event = decode(&raw, None, &names()).unwrap();
         assert_eq!(
             event.kind,
             EventKind::Receive {
@@ -415,8 +423,8 @@ mod tests {
     fn unknown_probe_or_hook_is_skipped() {
         let mut raw = raw_netfilter_event();
         raw.nf_hook = 9;
-        assert!(decode(&raw, &names()).is_none());
+        assert!(decode(&raw, None, &names()).is_none());
         raw.probe = 42;
-        assert!(decode(&raw, &names()).is_none());
+        assert!(decode(&raw, None, &names()).is_none());
     }
 }

@@ -9,6 +9,7 @@
 
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
+use std::path::Path;
 use std::process::Command;
 
 use anyhow::Context;
@@ -19,14 +20,33 @@ use super::{Chain, ChainHook, Rule, RuleMatch, Ruleset};
 
 /// Reads the ruleset, or says in one line why it could not.
 pub(super) fn read() -> Result<Ruleset, String> {
-    let json = nft(&["-j", "list", "ruleset"])?;
+    read_with(&[])
+}
+
+/// Reads the ruleset of the network namespace at `netns` (an nsfs path):
+/// nft runs under `nsenter`, as rulesets belong to namespaces.
+pub(super) fn read_in(netns: &Path) -> Result<Ruleset, String> {
+    read_with(&["nsenter", &format!("--net={}", netns.display())])
+}
+
+fn read_with(prefix: &[&str]) -> Result<Ruleset, String> {
+    let json = nft(prefix, &["-j", "list", "ruleset"])?;
     // Only wording: a failure here still leaves the structure.
-    let text = nft(&["-a", "list", "ruleset"]).unwrap_or_default();
+    let text = nft(prefix, &["-a", "list", "ruleset"]).unwrap_or_default();
     parse(&json, &text).map_err(|e| format!("cannot read nft's ruleset listing: {e:#}"))
 }
 
-fn nft(args: &[&str]) -> Result<String, String> {
-    let out = Command::new("nft").args(args).output().map_err(|e| {
+/// Runs nft with `args`, after the `prefix` command (nsenter) when given.
+fn nft(prefix: &[&str], args: &[&str]) -> Result<String, String> {
+    let mut command = match prefix.split_first() {
+        Some((program, rest)) => {
+            let mut command = Command::new(program);
+            command.args(rest).arg("nft");
+            command
+        }
+        None => Command::new("nft"),
+    };
+    let out = command.args(args).output().map_err(|e| {
         format!("cannot run nft ({e}); the nftables package has it: apt-get install nftables")
     })?;
     if !out.status.success() {

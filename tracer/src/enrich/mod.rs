@@ -3,6 +3,7 @@
 //! networks. The tracer uses it to name what the kernel reports (a netns
 //! inode and an ifindex); the `topology` subcommand prints it.
 
+pub mod dns;
 mod docker;
 mod fdb;
 mod firewall;

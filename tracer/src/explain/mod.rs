@@ -1,6 +1,7 @@
 //! Explanation: turns a journey (kernel evidence) and the topology (names)
 //! into the hop-by-hop story. Pure: it never reads the kernel or Docker.
 
+pub mod dns;
 mod hints;
 #[cfg(test)]
 mod tests;

@@ -370,6 +370,7 @@ impl Assembler {
     }
 }
 
+pub mod dns;
 pub mod exchanges;
 #[cfg(test)]
 pub mod tests;

@@ -4,7 +4,12 @@
 mod netfilter;
 pub mod offsets;
 
-use std::{collections::HashMap, net::Ipv4Addr, os::fd::AsFd};
+use std::{
+    collections::HashMap,
+    net::Ipv4Addr,
+    os::fd::{AsFd, AsRawFd},
+    path::{Path, PathBuf},
+};
 
 use anyhow::{Context, Result, bail};
 use aya::{
@@ -14,7 +19,8 @@ use aya::{
 };
 use tokio::io::unix::AsyncFd;
 use tracer_common::{
-    CONFIG_MAP, Config, EVENTS_MAP, KernelOffsets, LOST_MAP, MAX_WATCHED, PacketEvent,
+    CONFIG_MAP, Config, EVENTS_MAP, KernelOffsets, LOST_MAP, MAX_PORTS, MAX_WATCHED, PacketEvent,
+    PayloadEvent,
 };
 
 static TRACEPOINT_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tracer"));
@@ -50,8 +56,19 @@ pub struct Filter {
     /// A packet is kept when its source or destination is one of these.
     pub addresses: Vec<Ipv4Addr>,
     pub protocol: Option<u8>,
-    /// At most two TCP/UDP ports, one of which the packet must use.
+    /// At most four TCP/UDP ports, one of which the packet must use.
     pub ports: Vec<u16>,
+    /// Every packet of this namespace (inode) is in scope too; the watched
+    /// addresses then only add packets outside it.
+    pub netns: Option<u32>,
+    /// Device events of TCP/UDP packets carry the payload's start (DNS).
+    pub capture_payload: bool,
+}
+
+/// One record from the kernel: the event, and the payload when it has one.
+pub struct RawEvent {
+    pub packet: PacketEvent,
+    pub payload: Option<Vec<u8>>,
 }
 
 /// Loading eBPF programs and netfilter hooks needs root (CAP_BPF, CAP_NET_ADMIN, CAP_SYS_ADMIN for setns).
@@ -74,9 +91,14 @@ pub struct Probes {
 }
 
 impl Probes {
-    /// Loads and attaches every program. On error, whatever was attached is
-    /// detached again as the partial state is dropped.
-    pub fn attach(filter: &Filter, offsets: KernelOffsets) -> Result<Self> {
+    /// Loads and attaches every program: netfilter ones in the host's
+    /// namespace and in each of `netfilter_namespaces` (nsfs paths). On error,
+    /// whatever was attached is detached again as the partial state is dropped.
+    pub fn attach(
+        filter: &Filter,
+        offsets: KernelOffsets,
+        netfilter_namespaces: &[PathBuf],
+    ) -> Result<Self> {
         let config = Config {
             offsets,
             ..config_for(filter)?
@@ -102,7 +124,10 @@ impl Probes {
                 .with_context(|| format!("cannot attach to tracepoint {name}"))?;
         }
 
-        let netfilter_links = attach_netfilter(&ebpf)?;
+        let mut netfilter_links = attach_netfilter(&ebpf, None)?;
+        for namespace in netfilter_namespaces {
+            netfilter_links.extend(attach_netfilter(&ebpf, Some(namespace))?);
+        }
         let events = RingBuf::try_from(ebpf.take_map(EVENTS_MAP).context("EVENTS map")?)?;
         let lost = PerCpuArray::try_from(ebpf.take_map(LOST_MAP).context("LOST map")?)?;
         drop(btf);
@@ -118,15 +143,26 @@ impl Probes {
     }
 
     /// Waits until events are ready, then returns all of them.
-    pub async fn next_events(&mut self) -> Result<Vec<PacketEvent>> {
+    pub async fn next_events(&mut self) -> Result<Vec<RawEvent>> {
         let mut guard = self.events.readable_mut().await?;
         let ring = guard.get_inner_mut();
         let mut events = Vec::new();
         while let Some(item) = ring.next() {
-            if item.len() >= size_of::<PacketEvent>() {
-                // SAFETY: the programs write exactly one PacketEvent per record.
-                events
-                    .push(unsafe { std::ptr::read_unaligned(item.as_ptr().cast::<PacketEvent>()) });
+            if item.len() >= size_of::<PayloadEvent>() {
+                // SAFETY: a record this long is one PayloadEvent.
+                let record = unsafe { std::ptr::read_unaligned(item.as_ptr().cast::<PayloadEvent>()) };
+                let length = usize::from(record.payload_len).min(record.payload.len());
+                events.push(RawEvent {
+                    packet: record.packet,
+                    payload: Some(record.payload[..length].to_vec()),
+                });
+            } else if item.len() >= size_of::<PacketEvent>() {
+                // SAFETY: every other record is one PacketEvent.
+                let packet = unsafe { std::ptr::read_unaligned(item.as_ptr().cast::<PacketEvent>()) };
+                events.push(RawEvent {
+                    packet,
+                    payload: None,
+                });
             }
         }
         guard.clear_ready();
@@ -146,12 +182,14 @@ fn config_for(filter: &Filter) -> Result<Config> {
     if filter.addresses.len() > MAX_WATCHED {
         bail!("pkttrace can watch at most {MAX_WATCHED} addresses at once");
     }
-    if filter.ports.len() > 2 {
-        bail!("pkttrace can filter on at most 2 ports at once");
+    if filter.ports.len() > MAX_PORTS {
+        bail!("pkttrace can filter on at most {MAX_PORTS} ports at once");
     }
     let mut config = Config {
         watched_count: filter.addresses.len() as u32,
         protocol: filter.protocol.unwrap_or(0),
+        netns: filter.netns.unwrap_or(0),
+        capture_payload: u8::from(filter.capture_payload),
         ..Config::default()
     };
     for (slot, port) in config.ports.iter_mut().zip(&filter.ports) {
@@ -163,7 +201,13 @@ fn config_for(filter: &Filter) -> Result<Config> {
     Ok(config)
 }
 
-fn attach_netfilter(ebpf: &Ebpf) -> Result<Vec<netfilter::NetfilterLink>> {
+/// Attaches the netfilter programs in the host's namespace, or in the one at
+/// `namespace` (from a thread that enters it: a link belongs to the
+/// namespace of the thread that creates it).
+fn attach_netfilter(
+    ebpf: &Ebpf,
+    namespace: Option<&Path>,
+) -> Result<Vec<netfilter::NetfilterLink>> {
     let mut maps = HashMap::new();
     for name in [EVENTS_MAP, CONFIG_MAP, LOST_MAP] {
         let fd = match ebpf.map(name).with_context(|| format!("{name} map"))? {
@@ -174,11 +218,39 @@ fn attach_netfilter(ebpf: &Ebpf) -> Result<Vec<netfilter::NetfilterLink>> {
     }
     let before = netfilter::load(NETFILTER_OBJECT, "before_nat", &maps)?;
     let after = netfilter::load(NETFILTER_OBJECT, "after_nat", &maps)?;
+    let Some(namespace) = namespace else {
+        return attach_at_hooks(&before, &after);
+    };
+    let netns = std::fs::File::open(namespace)
+        .with_context(|| format!("cannot open network namespace {}", namespace.display()))?;
+    std::thread::scope(|scope| {
+        scope
+            .spawn(|| {
+                // SAFETY: setns on a valid nsfs file descriptor moves only this thread,
+                // which ends right after attaching.
+                if unsafe { libc::setns(netns.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+                    bail!(
+                        "cannot enter network namespace {}: {}",
+                        namespace.display(),
+                        std::io::Error::last_os_error()
+                    );
+                }
+                attach_at_hooks(&before, &after)
+            })
+            .join()
+            .map_err(|_| anyhow::anyhow!("the netfilter attach thread panicked"))?
+    })
+}
+
+fn attach_at_hooks(
+    before: &netfilter::NetfilterProgram,
+    after: &netfilter::NetfilterProgram,
+) -> Result<Vec<netfilter::NetfilterLink>> {
     let mut links = Vec::new();
     for (hook, nat_priority, watch_after) in NF_HOOKS {
-        links.push(attach_near(&before, hook, nat_priority - 1, -1)?);
+        links.push(attach_near(before, hook, nat_priority - 1, -1)?);
         if watch_after {
-            links.push(attach_near(&after, hook, nat_priority + 1, 1)?);
+            links.push(attach_near(after, hook, nat_priority + 1, 1)?);
         }
     }
     Ok(links)

@@ -50,6 +50,7 @@ fn kernel_offsets(btf: &Btf) -> Result<KernelOffsets> {
         skb_mac_header: at("sk_buff", "mac_header")?,
         skb_nfct: at("sk_buff", "_nfct")?,
         skb_protocol: at("sk_buff", "protocol")?,
+        skb_tail: at("sk_buff", "tail")?,
         dev_ifindex: at("net_device", "ifindex")?,
         dev_name: at("net_device", "name")?,
         dev_nd_net: at("net_device", "nd_net.net")?,

@@ -1,0 +1,269 @@
+//! `pkttrace dns CONTAINER`: every DNS query the container makes, with the
+//! answer (or its absence), Docker's embedded DNS at work in the container's
+//! namespace, and what dockerd asked upstream. Probes capture DNS packets of
+//! that namespace (and to/from its servers) with their payload; journeys are
+//! paired into exchanges, explained and printed one entry per query.
+
+use std::{io::Write, net::IpAddr, process::ExitCode, time::Duration};
+
+use anyhow::{Context, Result};
+use tokio::{
+    signal::unix::{SignalKind, signal},
+    time::{Instant, sleep},
+};
+
+use crate::{
+    decode::{self, KernelNames},
+    enrich::{Topology, dns::DnsSetup},
+    explain::{
+        Facts,
+        dns::{DnsContext, explain_dns},
+    },
+    follow::monotonic_now_ns,
+    journey::{
+        Assembler,
+        dns::{Correlator, DnsExchange, Scope},
+    },
+    probes::{self, Filter, Probes},
+    render, target,
+};
+
+/// A journey is complete once no event joined it for this long.
+const QUIET: Duration = Duration::from_millis(150);
+const LOSS_SHADOW: Duration = Duration::from_secs(2);
+const DNS_PORT: u16 = 53;
+
+#[derive(clap::Args, Debug)]
+pub struct DnsArgs {
+    /// The container whose queries to show (name or id prefix)
+    pub container: String,
+    /// Print one JSON object per query (JSON Lines) instead of text
+    #[arg(long)]
+    pub json: bool,
+    /// Stop after N queries were told
+    #[arg(long, value_name = "N")]
+    pub count: Option<u64>,
+    /// Stop after SECS seconds
+    #[arg(long, value_name = "SECS")]
+    pub timeout: Option<u64>,
+    /// Report a query as timed out when no answer came within SECS seconds
+    #[arg(long, value_name = "SECS", default_value_t = 5)]
+    pub answer_timeout: u64,
+    /// Also write every decoded kernel event to FILE (JSON Lines)
+    #[arg(long, value_name = "FILE")]
+    pub save_events: Option<std::path::PathBuf>,
+}
+
+pub async fn run(args: DnsArgs) -> Result<ExitCode> {
+    probes::require_privileges()?;
+    let topology = Topology::discover()
+        .await
+        .context("cannot read this host's network namespaces")?;
+    let container = target::resolve_container(&args.container, &topology)?.clone();
+    let setup = DnsSetup::read(container.pid).map_err(|e| {
+        target::InputError(format!(
+            "cannot read the DNS set-up of {}: {e}",
+            container.name
+        ))
+    })?;
+    let probes::offsets::KernelFacts {
+        offsets,
+        drop_reasons,
+    } = probes::offsets::KernelFacts::read()?;
+    let names = KernelNames::from_kernel(drop_reasons);
+
+    // The container's own servers and the ones dockerd forwards to, so their
+    // path through the host is seen too; everything in the namespace anyway.
+    let mut servers: Vec<std::net::Ipv4Addr> = setup
+        .nameservers
+        .iter()
+        .filter_map(|s| match s {
+            IpAddr::V4(v4) if !v4.is_loopback() => Some(*v4),
+            _ => None,
+        })
+        .chain(container.dns.iter().copied())
+        .collect();
+    servers.dedup();
+    servers.truncate(tracer_common::MAX_WATCHED);
+    let mut ports = vec![DNS_PORT];
+    ports.extend(setup.embedded.iter().map(|l| l.port));
+    ports.dedup();
+    ports.truncate(tracer_common::MAX_PORTS);
+    let filter = Filter {
+        addresses: servers,
+        protocol: None,
+        ports,
+        netns: Some(container.netns),
+        capture_payload: true,
+    };
+    let mut saved_events = args
+        .save_events
+        .as_ref()
+        .map(|path| {
+            std::fs::File::create(path)
+                .map(std::io::BufWriter::new)
+                .with_context(|| format!("cannot write {}", path.display()))
+        })
+        .transpose()?;
+    let container_netns = std::path::PathBuf::from(format!("/proc/{}/ns/net", container.pid));
+    let mut probes = Probes::attach(&filter, offsets, &[container_netns])?;
+    eprintln!(
+        "pkttrace: watching DNS of {} ({}); Ctrl-C to stop",
+        container.name,
+        describe_setup(&setup)
+    );
+    if let Some(error) = &setup.ruleset_error {
+        eprintln!("pkttrace: note: the container's NAT rules are not shown: {error}");
+    }
+
+    let mut correlator = Correlator::new(Scope {
+        netns: container.netns,
+        embedded: setup
+            .uses_embedded_dns()
+            .then_some(crate::enrich::dns::EMBEDDED_DNS),
+        timeout_ns: Duration::from_secs(args.answer_timeout).as_nanos() as u64,
+    });
+    let mut teller = Teller {
+        container: container.name.clone(),
+        setup,
+        topology,
+        json: args.json,
+        last_loss: None,
+        told: 0,
+    };
+    let mut assembler = Assembler::new(QUIET.as_nanos() as u64);
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    let mut terminate = signal(SignalKind::terminate())?;
+    let deadline = args.timeout.map(|t| Instant::now() + Duration::from_secs(t));
+    let mut lost_reported = 0;
+    let done = |teller: &Teller| args.count.is_some_and(|n| teller.told >= n);
+    while !done(&teller) {
+        tokio::select! {
+            events = probes.next_events() => {
+                for raw in events? {
+                    let Some(event) = decode::decode(&raw.packet, raw.payload.as_deref(), &names) else {
+                        continue;
+                    };
+                    if let Some(file) = saved_events.as_mut() {
+                        serde_json::to_writer(&mut *file, &event)?;
+                        file.write_all(b"\n")?;
+                    }
+                    assembler.push(event);
+                }
+            }
+            _ = sleep(Duration::from_millis(50)) => {}
+            _ = interrupt.recv() => break,
+            _ = terminate.recv() => break,
+        }
+        let lost = probes.lost_events();
+        if lost > lost_reported {
+            eprintln!(
+                "pkttrace: warning: the kernel dropped {} events because pkttrace's ring buffer was full; queries seen around now may be missing steps",
+                lost - lost_reported
+            );
+            lost_reported = lost;
+            teller.last_loss = Some(Instant::now());
+        }
+        let now = monotonic_now_ns();
+        for journey in assembler.take_finished(now) {
+            correlator.push(journey);
+        }
+        for exchange in correlator.advance(now) {
+            if !done(&teller) {
+                teller.tell(&exchange)?;
+            }
+        }
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            break;
+        }
+    }
+    drop(probes);
+    for journey in assembler.take_all() {
+        correlator.push(journey);
+    }
+    for exchange in correlator.finish(monotonic_now_ns()) {
+        if !done(&teller) {
+            teller.tell(&exchange)?;
+        }
+    }
+    if let Some(mut file) = saved_events {
+        file.flush()?;
+    }
+    if teller.told == 0 {
+        eprintln!("pkttrace: saw no DNS query from {}", container.name);
+        return Ok(ExitCode::from(1));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The set-up in a few words for the start line.
+fn describe_setup(setup: &DnsSetup) -> String {
+    let servers: Vec<String> = setup.nameservers.iter().map(ToString::to_string).collect();
+    let mut text = format!("resolv.conf: nameserver {}", servers.join(", "));
+    if setup.uses_embedded_dns() {
+        let sockets: Vec<String> = setup
+            .embedded
+            .iter()
+            .map(|l| format!("{}/{}", l.port, l.protocol))
+            .collect();
+        let owner = setup
+            .embedded
+            .iter()
+            .find_map(|l| l.owner.as_ref())
+            .map(|o| format!("{} pid {}", o.process, o.pid))
+            .unwrap_or_else(|| "owner unknown".into());
+        text += &format!(
+            "; Docker's embedded DNS on 127.0.0.11 port {} ({owner})",
+            sockets.join(", ")
+        );
+    }
+    text
+}
+
+struct Teller {
+    container: String,
+    setup: DnsSetup,
+    topology: Topology,
+    json: bool,
+    last_loss: Option<Instant>,
+    told: u64,
+}
+
+impl Teller {
+    fn tell(&mut self, exchange: &DnsExchange) -> Result<()> {
+        let asker_pid = exchange
+            .query
+            .journey
+            .events
+            .iter()
+            .find_map(|e| e.process().map(|(_, pid)| pid));
+        let facts = Facts {
+            events_lost: self
+                .last_loss
+                .is_some_and(|at| at.elapsed() < LOSS_SHADOW),
+            host_ip_forward: crate::enrich::host_ip_forward(),
+            bridge_calls_iptables: crate::enrich::bridge_calls_iptables(),
+            ..Facts::default()
+        };
+        let story = explain_dns(
+            exchange,
+            &DnsContext {
+                container: &self.container,
+                setup: &self.setup,
+                topology: &self.topology,
+                facts: &facts,
+                pid_in_container: asker_pid.and_then(crate::enrich::dns::pid_in_container),
+            },
+        );
+        let text = if self.json {
+            serde_json::to_string(&story)? + "\n"
+        } else {
+            render::dns::render(&story) + "\n"
+        };
+        let mut out = anstream::stdout();
+        out.write_all(text.as_bytes())?;
+        out.flush()?;
+        self.told += 1;
+        Ok(())
+    }
+}

@@ -1,0 +1,277 @@
+//! The story of one DNS query: who asked what, which server the container
+//! believes it talks to, how the packet really got there (Docker's DNAT to
+//! its embedded DNS, or the path through bridge and NAT), what dockerd asked
+//! upstream on its behalf, and the answer.
+
+use serde::Serialize;
+
+use crate::{
+    decode::dns::{Answer, Question},
+    enrich::{
+        Topology,
+        dns::{DnsSetup, SocketOwner},
+    },
+    journey::dns::{DnsExchange, DnsPacket, ForwardedLeg},
+};
+
+use super::{Details, Direction, Facts, Hop, Tuple, explain};
+
+#[derive(Clone, Debug, Serialize)]
+pub struct DnsStory {
+    /// The container (or namespace) that asked.
+    pub container: String,
+    pub question: Question,
+    /// `udp` or `tcp`.
+    pub transport: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub asked_by: Option<Asker>,
+    /// Where the query was sent, as the container sees it: `127.0.0.11:53`.
+    pub server: String,
+    /// `nameserver` lines of the container's resolv.conf.
+    pub resolv_conf: Vec<String>,
+    /// How Docker's embedded DNS took the query (when the server is 127.0.0.11).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub embedded: Option<EmbeddedDns>,
+    /// The queries dockerd sent upstream for this one.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub forwarded: Vec<Forwarded>,
+    /// `answered`; `timeout` when no answer came in time; `stopped` when
+    /// pkttrace stopped before an answer or the timeout.
+    pub outcome: &'static str,
+    /// What the steps alone do not say (no embedded DNS here, say).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+    /// NOERROR, NXDOMAIN, SERVFAIL ...
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rcode: Option<String>,
+    pub answers: Vec<Answer>,
+    /// From the query leaving the asker to the answer coming back.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub latency_ms: Option<f64>,
+    /// How long pkttrace waited for an answer that did not come.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub waited_ms: Option<f64>,
+    /// Copies of the query the resolver sent again.
+    pub retries: u32,
+    /// The query's hops, as `pkttrace follow` tells them.
+    pub query_hops: Vec<Hop>,
+    /// The answer's hops.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub answer_hops: Vec<Hop>,
+    /// The kernel dropped events while this query was traced.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub events_lost: bool,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Asker {
+    pub process: String,
+    /// Host pid.
+    pub pid: u32,
+    /// The pid inside the container's pid namespace.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pid_in_container: Option<u32>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct EmbeddedDns {
+    /// The rewrite of 127.0.0.11:53 to dockerd's port, as the kernel did it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dnat: Option<NatSeen>,
+    /// The port dockerd's socket listens on inside the container.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+    /// Who holds that socket.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub socket_owner: Option<SocketOwner>,
+    /// The answer's source port put back to 53.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reply_nat: Option<NatSeen>,
+}
+
+/// One NAT rewrite the netfilter probes saw, and the rule that asked for it.
+#[derive(Clone, Debug, Serialize)]
+pub struct NatSeen {
+    pub hook: &'static str,
+    pub namespace: String,
+    pub before: Tuple,
+    pub after: Tuple,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rule: Option<String>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Forwarded {
+    /// The namespace the forwarded query left from.
+    pub namespace: String,
+    /// Source as it left: the container's own address and a port of dockerd's.
+    pub source: String,
+    pub server: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub device: Option<String>,
+    /// Who sent it, when the kernel saw a process of that namespace do so.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sent_by: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rcode: Option<String>,
+    pub answers: Vec<Answer>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub latency_ms: Option<f64>,
+    pub hops: Vec<Hop>,
+}
+
+/// What the explanation is told besides the exchange.
+pub struct DnsContext<'a> {
+    pub container: &'a str,
+    pub setup: &'a DnsSetup,
+    pub topology: &'a Topology,
+    pub facts: &'a Facts,
+    /// Pid of the asker inside its container, read by the caller.
+    pub pid_in_container: Option<u32>,
+}
+
+pub fn explain_dns(exchange: &DnsExchange, context: &DnsContext) -> DnsStory {
+    let query = &exchange.query;
+    let tell = |packet: &DnsPacket, direction| {
+        explain(
+            &packet.journey,
+            direction,
+            None,
+            context.topology,
+            context.facts,
+        )
+    };
+    let query_story = tell(query, Direction::Request);
+    let answer_story = exchange
+        .answer
+        .as_ref()
+        .map(|a| tell(a, Direction::Reply));
+    let (_, _, server, server_port) = query.sent();
+    let transport = query_story.tuple.protocol;
+    let asked_by = query.journey.events.iter().find_map(|e| {
+        let (process, pid) = e.process()?;
+        Some(Asker {
+            process: process.to_string(),
+            pid,
+            pid_in_container: context.pid_in_container,
+        })
+    });
+    let embedded = context.setup.uses_embedded_dns() && server == crate::enrich::dns::EMBEDDED_DNS;
+    let embedded = embedded.then(|| {
+        let listener = context.setup.embedded_listener(transport);
+        EmbeddedDns {
+            dnat: nat_seen(&query_story.hops, listener.and_then(|l| l.dnat_rule.clone())),
+            port: listener.map(|l| l.port),
+            socket_owner: listener.and_then(|l| l.owner.clone()),
+            reply_nat: answer_story
+                .as_ref()
+                .and_then(|a| nat_seen(&a.hops, listener.and_then(|l| l.snat_rule.clone()))),
+        }
+    });
+    let latency = |from: &DnsPacket, to: &DnsPacket| {
+        to.arrival_ns().saturating_sub(from.time_ns()) as f64 / 1e6
+    };
+    let answer = exchange.answer.as_ref();
+    DnsStory {
+        container: context.container.to_string(),
+        question: query.message.question.clone().unwrap_or(Question {
+            name: "?".into(),
+            record_type: "?".into(),
+        }),
+        transport,
+        asked_by,
+        server: format!("{server}:{server_port}"),
+        resolv_conf: context
+            .setup
+            .nameservers
+            .iter()
+            .map(ToString::to_string)
+            .collect(),
+        embedded,
+        forwarded: exchange
+            .forwarded
+            .iter()
+            .map(|leg| forwarded(leg, context, &latency))
+            .collect(),
+        outcome: match (answer, exchange.timed_out) {
+            (Some(_), _) => "answered",
+            (None, true) => "timeout",
+            (None, false) => "stopped",
+        },
+        note: (!context.setup.uses_embedded_dns()).then(|| {
+            format!(
+                "no embedded DNS in {}: its resolv.conf names the server itself (as on Docker's default bridge), so the query leaves through its own interface",
+                context.container
+            )
+        }),
+        rcode: answer.map(|a| a.message.rcode.clone()),
+        answers: answer.map(|a| a.message.answers.clone()).unwrap_or_default(),
+        latency_ms: answer.map(|a| latency(query, a)),
+        waited_ms: exchange.waited_ns.map(|ns| ns as f64 / 1e6),
+        retries: exchange.retries,
+        query_hops: query_story.hops,
+        answer_hops: answer_story.map(|a| a.hops).unwrap_or_default(),
+        events_lost: context.facts.events_lost,
+    }
+}
+
+fn forwarded(
+    leg: &ForwardedLeg,
+    context: &DnsContext,
+    latency: &dyn Fn(&DnsPacket, &DnsPacket) -> f64,
+) -> Forwarded {
+    let (source, sport, server, dport) = leg.query.sent();
+    let first = leg.query.journey.events.first();
+    let story = explain(
+        &leg.query.journey,
+        Direction::Request,
+        None,
+        context.topology,
+        context.facts,
+    );
+    Forwarded {
+        namespace: first.map_or_else(String::new, |e| context.topology.owner_label(e.netns)),
+        source: format!("{source}:{sport}"),
+        server: format!("{server}:{dport}"),
+        device: leg
+            .query
+            .journey
+            .events
+            .iter()
+            .find(|e| !e.ifname.is_empty() && e.ifname != "lo")
+            .map(|e| e.ifname.clone()),
+        sent_by: leg
+            .query
+            .journey
+            .events
+            .iter()
+            .find_map(|e| e.process().map(|(name, pid)| format!("{name} (pid {pid})"))),
+        rcode: leg.answer.as_ref().map(|a| a.message.rcode.clone()),
+        answers: leg
+            .answer
+            .as_ref()
+            .map(|a| a.message.answers.clone())
+            .unwrap_or_default(),
+        latency_ms: leg.answer.as_ref().map(|a| latency(&leg.query, a)),
+        hops: story.hops,
+    }
+}
+
+/// The first NAT rewrite among `hops`, with the rule the caller found for it.
+fn nat_seen(hops: &[Hop], rule: Option<String>) -> Option<NatSeen> {
+    hops.iter().find_map(|hop| match &hop.details {
+        Details::Nat {
+            hook,
+            before,
+            after,
+            ..
+        } => Some(NatSeen {
+            hook,
+            namespace: hop.namespace.clone(),
+            before: *before,
+            after: *after,
+            rule: rule.clone(),
+        }),
+        _ => None,
+    })
+}
