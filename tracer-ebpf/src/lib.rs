@@ -171,12 +171,7 @@ enum Header {
 /// filter. This runs for every packet the kernel handles, so it reads as
 /// little as it can and builds nothing.
 #[inline(always)]
-fn first_look(
-    cfg: &Config,
-    skb: u64,
-    at: HeaderAt,
-    netns: impl FnOnce() -> u32,
-) -> Option<Header> {
+fn first_look(cfg: &Config, skb: u64, at: HeaderAt, netns: impl FnOnce() -> u32) -> Option<Header> {
     let ip_addr = network_header(cfg, skb, at)?;
     // The skb's own protocol first: a unix or netlink buffer has no IP header
     // to read, whatever its bytes look like.

@@ -134,7 +134,9 @@ pub async fn run(args: DnsArgs) -> Result<ExitCode> {
     let mut assembler = Assembler::new(QUIET.as_nanos() as u64);
     let mut interrupt = signal(SignalKind::interrupt())?;
     let mut terminate = signal(SignalKind::terminate())?;
-    let deadline = args.timeout.map(|t| Instant::now() + Duration::from_secs(t));
+    let deadline = args
+        .timeout
+        .map(|t| Instant::now() + Duration::from_secs(t));
     let mut lost_reported = 0;
     let done = |teller: &Teller| args.count.is_some_and(|n| teller.told >= n);
     while !done(&teller) {
@@ -238,9 +240,7 @@ impl Teller {
             .iter()
             .find_map(|e| e.process().map(|(_, pid)| pid));
         let facts = Facts {
-            events_lost: self
-                .last_loss
-                .is_some_and(|at| at.elapsed() < LOSS_SHADOW),
+            events_lost: self.last_loss.is_some_and(|at| at.elapsed() < LOSS_SHADOW),
             host_ip_forward: crate::enrich::host_ip_forward(),
             bridge_calls_iptables: crate::enrich::bridge_calls_iptables(),
             ..Facts::default()

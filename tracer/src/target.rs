@@ -96,7 +96,9 @@ pub fn resolve_container<'a>(
         .collect();
     Err(input_error(match &topology.docker_error {
         Some(docker) => format!("cannot look up container '{name}': {docker}"),
-        None if running.is_empty() => format!("no container named '{name}'; no container is running"),
+        None if running.is_empty() => {
+            format!("no container named '{name}'; no container is running")
+        }
         None => format!(
             "no container named '{name}'; running containers: {}",
             running.join(", ")

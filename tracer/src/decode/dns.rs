@@ -140,7 +140,10 @@ mod tests {
         let mut nxdomain = ANSWER[..26].to_vec();
         nxdomain[3] = 0x83; // RCODE 3
         nxdomain[7] = 0; // no answer records
-        assert_eq!(DnsMessage::decode(&nxdomain, false).unwrap().rcode, "NXDOMAIN");
+        assert_eq!(
+            DnsMessage::decode(&nxdomain, false).unwrap().rcode,
+            "NXDOMAIN"
+        );
     }
 
     #[test]

@@ -142,10 +142,7 @@ pub fn explain_dns(exchange: &DnsExchange, context: &DnsContext) -> DnsStory {
         )
     };
     let query_story = tell(query, Direction::Request);
-    let answer_story = exchange
-        .answer
-        .as_ref()
-        .map(|a| tell(a, Direction::Reply));
+    let answer_story = exchange.answer.as_ref().map(|a| tell(a, Direction::Reply));
     let (_, _, server, server_port) = query.sent();
     let transport = query_story.tuple.protocol;
     let asked_by = query.journey.events.iter().find_map(|e| {
@@ -160,7 +157,10 @@ pub fn explain_dns(exchange: &DnsExchange, context: &DnsContext) -> DnsStory {
     let embedded = embedded.then(|| {
         let listener = context.setup.embedded_listener(transport);
         EmbeddedDns {
-            dnat: nat_seen(&query_story.hops, listener.and_then(|l| l.dnat_rule.clone())),
+            dnat: nat_seen(
+                &query_story.hops,
+                listener.and_then(|l| l.dnat_rule.clone()),
+            ),
             port: listener.map(|l| l.port),
             socket_owner: listener.and_then(|l| l.owner.clone()),
             reply_nat: answer_story

@@ -45,10 +45,9 @@ impl DnsPacket {
             .iter()
             .find(|e| e.kind == EventKind::SocketRead)
             .or_else(|| {
-                events
-                    .iter()
-                    .rev()
-                    .find(|e| !matches!(e.kind, EventKind::Consume { .. } | EventKind::Route { .. }))
+                events.iter().rev().find(|e| {
+                    !matches!(e.kind, EventKind::Consume { .. } | EventKind::Route { .. })
+                })
             })
             .map_or_else(|| self.time_ns(), |e| e.time_ns)
     }
@@ -339,7 +338,12 @@ mod tests {
         let answer = leg.answer.as_ref().expect("upstream answered");
         assert_eq!(answer.message.answers[0].data, "198.51.100.1");
         assert_eq!(
-            forwarded("A nosuch.lab")[0].answer.as_ref().unwrap().message.rcode,
+            forwarded("A nosuch.lab")[0]
+                .answer
+                .as_ref()
+                .unwrap()
+                .message
+                .rcode,
             "NXDOMAIN"
         );
     }

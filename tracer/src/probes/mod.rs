@@ -150,7 +150,8 @@ impl Probes {
         while let Some(item) = ring.next() {
             if item.len() >= size_of::<PayloadEvent>() {
                 // SAFETY: a record this long is one PayloadEvent.
-                let record = unsafe { std::ptr::read_unaligned(item.as_ptr().cast::<PayloadEvent>()) };
+                let record =
+                    unsafe { std::ptr::read_unaligned(item.as_ptr().cast::<PayloadEvent>()) };
                 let length = usize::from(record.payload_len).min(record.payload.len());
                 events.push(RawEvent {
                     packet: record.packet,
@@ -158,7 +159,8 @@ impl Probes {
                 });
             } else if item.len() >= size_of::<PacketEvent>() {
                 // SAFETY: every other record is one PacketEvent.
-                let packet = unsafe { std::ptr::read_unaligned(item.as_ptr().cast::<PacketEvent>()) };
+                let packet =
+                    unsafe { std::ptr::read_unaligned(item.as_ptr().cast::<PacketEvent>()) };
                 events.push(RawEvent {
                     packet,
                     payload: None,

@@ -25,10 +25,9 @@ pub fn render(story: &DnsStory) -> String {
             let style = if rcode == "NOERROR" { GOOD } else { BAD };
             format!("{style}{rcode}{style:#} in {}", millis(ms))
         }
-        (_, _, Some(waited)) if story.outcome == "timeout" => format!(
-            "{BAD}no answer{BAD:#} (timed out after {})",
-            millis(waited)
-        ),
+        (_, _, Some(waited)) if story.outcome == "timeout" => {
+            format!("{BAD}no answer{BAD:#} (timed out after {})", millis(waited))
+        }
         (_, _, Some(waited)) => format!(
             "{BAD}no answer yet{BAD:#} when pkttrace stopped ({} after the query)",
             millis(waited)
@@ -165,10 +164,7 @@ fn nat_line(out: &mut String, label: &str, nat: &NatSeen, why: &str) {
         label,
         &format!(
             "{NAT}{}{NAT:#} in {}'s namespace: {}  ⇒  {}{why}",
-            nat.hook,
-            nat.namespace,
-            nat.before,
-            nat.after
+            nat.hook, nat.namespace, nat.before, nat.after
         ),
     );
     if let Some(rule) = &nat.rule {

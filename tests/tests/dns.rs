@@ -1,0 +1,238 @@
+//! `pkttrace dns` on a real lab: containers on a user-defined network (so
+//! Docker's embedded DNS answers at 127.0.0.11) and on the default bridge,
+//! a lab DNS server (dnsmasq) in a simulated upstream namespace given to
+//! them with --dns, the real dockerd and the NAT rules it put inside the
+//! containers' namespaces. No query ever goes to the machine's resolver.
+
+use std::{process::Command, thread, time::Duration};
+
+use anyhow::{Context, Result, ensure};
+use integration_tests::{Container, DockerNetwork, Pkttrace, Upstream, pkttrace};
+use serde_json::Value;
+
+/// The one name the lab server knows (besides its own).
+const LAB_NAME: &str = "only-upstream.lab";
+
+/// Starts `pkttrace dns CONTAINER --json` with `options`, runs `queries`
+/// once it is attached, and returns one JSON object per query it told.
+fn watch_dns(
+    container: &Container,
+    options: &[&str],
+    queries: impl FnOnce(),
+) -> Result<Vec<Value>> {
+    let mut args = vec!["dns", container.name(), "--json"];
+    args.extend_from_slice(options);
+    let tracer = Pkttrace::spawn(args)?;
+    thread::sleep(Duration::from_secs(3));
+    queries();
+    let run = tracer.wait(Duration::from_secs(40))?;
+    ensure!(run.success(), "pkttrace dns failed: {run}");
+    run.stdout
+        .lines()
+        .map(|line| serde_json::from_str(line).with_context(|| format!("not JSON: {line}")))
+        .collect()
+}
+
+fn entry<'a>(entries: &'a [Value], record_type: &str, name: &str) -> Result<&'a Value> {
+    entries
+        .iter()
+        .find(|e| e["question"]["type"] == record_type && e["question"]["name"] == name)
+        .with_context(|| format!("no entry for {record_type} {name} in {entries:#?}"))
+}
+
+fn text(value: &Value) -> &str {
+    value.as_str().unwrap_or_default()
+}
+
+/// The port Docker's DNAT rule inside the container's namespace sends
+/// UDP port 53 of 127.0.0.11 to, read with nft independently of pkttrace.
+fn embedded_dns_port(container: &Container) -> Result<u16> {
+    let out = Command::new("nsenter")
+        .args([
+            &format!("--net=/proc/{}/ns/net", container.pid()),
+            "nft",
+            "list",
+            "ruleset",
+        ])
+        .output()?;
+    let ruleset = String::from_utf8(out.stdout)?;
+    let rule = ruleset
+        .lines()
+        .find(|l| l.contains("udp dport 53") && l.contains("dnat to 127.0.0.11:"))
+        .with_context(|| format!("no DNAT rule for 127.0.0.11 in\n{ruleset}"))?;
+    Ok(rule.rsplit(':').next().unwrap_or_default().trim().parse()?)
+}
+
+fn dockerd_pid() -> Result<u64> {
+    let out = Command::new("pidof").arg("dockerd").output()?;
+    Ok(String::from_utf8(out.stdout)?.trim().parse()?)
+}
+
+#[test]
+fn embedded_dns_answers_names_forwards_the_rest_and_says_nxdomain() -> Result<()> {
+    let upstream = Upstream::new()?;
+    upstream.serve_dns(&[(LAB_NAME, upstream.ip())])?;
+    let network = DockerNetwork::new()?;
+    let server = Container::builder()
+        .network(network.name())
+        .dns(upstream.ip())
+        .start()?;
+    let client = Container::builder()
+        .network(network.name())
+        .dns(upstream.ip())
+        .start()?;
+    let entries = watch_dns(&client, &["--count", "6", "--timeout", "30"], || {
+        // nslookup asks A and AAAA for each; NXDOMAIN makes it exit 1.
+        let _ = client.exec(["nslookup", server.name()]);
+        let _ = client.exec(["nslookup", LAB_NAME]);
+        let _ = client.exec(["nslookup", "nosuch.lab"]);
+    })?;
+    let port = embedded_dns_port(&client)?;
+
+    // A container's name: dockerd answers it from inside the container's namespace.
+    let by_name = entry(&entries, "A", server.name())?;
+    assert_eq!(by_name["outcome"], "answered", "{by_name:#}");
+    assert_eq!(by_name["rcode"], "NOERROR");
+    assert_eq!(
+        text(&by_name["answers"][0]["data"]),
+        server.ip().to_string()
+    );
+    assert_eq!(by_name["server"], "127.0.0.11:53");
+    assert_eq!(by_name["resolv_conf"][0], "127.0.0.11");
+    assert_eq!(by_name["asked_by"]["process"], "nslookup");
+    let embedded = &by_name["embedded"];
+    let dnat = &embedded["dnat"];
+    assert_eq!(dnat["hook"], "OUTPUT");
+    assert_eq!(dnat["namespace"], client.name());
+    assert_eq!(dnat["before"]["dport"], 53);
+    assert_eq!(dnat["after"]["dport"], port, "the real rule's port");
+    assert!(
+        text(&dnat["rule"]).ends_with(&format!("dnat to 127.0.0.11:{port}")),
+        "{dnat:#}"
+    );
+    assert_eq!(embedded["port"], port);
+    assert_eq!(embedded["socket_owner"]["process"], "dockerd");
+    assert_eq!(embedded["socket_owner"]["pid"], dockerd_pid()?);
+    let reply_nat = &embedded["reply_nat"];
+    assert_eq!(reply_nat["before"]["sport"], port);
+    assert_eq!(
+        reply_nat["after"]["sport"], 53,
+        "the answer comes from port 53"
+    );
+    assert!(
+        by_name["forwarded"].as_array().is_none_or(Vec::is_empty),
+        "dockerd knows its containers without asking upstream: {by_name:#}"
+    );
+
+    // A name only the lab server knows: dockerd asks it from the container's namespace.
+    let lab_name = entry(&entries, "A", LAB_NAME)?;
+    assert_eq!(lab_name["rcode"], "NOERROR", "{lab_name:#}");
+    assert_eq!(
+        text(&lab_name["answers"][0]["data"]),
+        upstream.ip().to_string()
+    );
+    let leg = &lab_name["forwarded"][0];
+    assert_eq!(
+        text(&leg["server"]),
+        format!("{}:53", upstream.ip()),
+        "{lab_name:#}"
+    );
+    assert!(
+        text(&leg["source"]).starts_with(&format!("{}:", client.ip())),
+        "it leaves with the container's own address: {leg:#}"
+    );
+    assert_eq!(leg["namespace"], client.name());
+    assert_eq!(leg["rcode"], "NOERROR");
+    assert_eq!(text(&leg["answers"][0]["data"]), upstream.ip().to_string());
+
+    // An unknown name: the lab server says NXDOMAIN and dockerd passes it on.
+    let unknown = entry(&entries, "A", "nosuch.lab")?;
+    assert_eq!(unknown["rcode"], "NXDOMAIN", "{unknown:#}");
+    assert_eq!(unknown["forwarded"][0]["rcode"], "NXDOMAIN");
+    assert!(unknown["answers"].as_array().is_some_and(Vec::is_empty));
+    Ok(())
+}
+
+#[test]
+fn on_the_default_bridge_the_container_asks_its_server_directly_and_silence_times_out() -> Result<()>
+{
+    let upstream = Upstream::new()?;
+    upstream.serve_dns(&[(LAB_NAME, upstream.ip())])?;
+    // A second upstream whose firewall swallows DNS: a server that never answers.
+    let silent = Upstream::new()?;
+    silent.exec_ok([
+        "nft",
+        "add table ip quiet; add chain ip quiet input { type filter hook input priority 0; }; add rule ip quiet input udp dport 53 drop",
+    ])?;
+    let container = Container::builder().dns(upstream.ip()).start()?;
+    let silent_server = silent.ip().to_string();
+    let entries = watch_dns(
+        &container,
+        &["--timeout", "12", "--answer-timeout", "2"],
+        || {
+            let _ = container.exec(["nslookup", LAB_NAME]);
+            let _ = container.exec([
+                "nslookup",
+                "-timeout=1",
+                "-retry=1",
+                LAB_NAME,
+                &silent_server,
+            ]);
+        },
+    )?;
+
+    let direct = entries
+        .iter()
+        .find(|e| e["question"]["type"] == "A" && e["outcome"] == "answered")
+        .with_context(|| format!("no answered A query in {entries:#?}"))?;
+    assert_eq!(text(&direct["server"]), format!("{}:53", upstream.ip()));
+    assert!(direct["embedded"].is_null(), "{direct:#}");
+    assert!(
+        text(&direct["note"]).contains("no embedded DNS"),
+        "{direct:#}"
+    );
+    assert_eq!(
+        text(&direct["answers"][0]["data"]),
+        upstream.ip().to_string()
+    );
+    let hops = direct["query_hops"].as_array().context("query hops")?;
+    assert!(
+        hops.iter()
+            .any(|h| h["kind"] == "bridge" && h["bridge"] == "docker0"),
+        "through Docker's default bridge: {direct:#}"
+    );
+    let masquerade = hops
+        .iter()
+        .find(|h| h["kind"] == "nat" && h["hook"] == "POSTROUTING")
+        .with_context(|| format!("no source NAT in {direct:#}"))?;
+    assert_eq!(
+        text(&masquerade["before"]["src"]),
+        container.ip().to_string()
+    );
+    assert_eq!(
+        text(&masquerade["after"]["src"]),
+        upstream.host_ip().to_string()
+    );
+
+    let unanswered = entries
+        .iter()
+        .find(|e| text(&e["server"]) == format!("{silent_server}:53"))
+        .with_context(|| format!("no query to the silent server in {entries:#?}"))?;
+    assert_eq!(unanswered["outcome"], "timeout", "{unanswered:#}");
+    assert!(unanswered["rcode"].is_null());
+    assert!(unanswered["waited_ms"].as_f64().unwrap_or_default() >= 2000.0);
+    Ok(())
+}
+
+#[test]
+fn an_unknown_container_is_one_clear_line() -> Result<()> {
+    let run = pkttrace(["dns", "no-such-container-here"])?;
+    assert_eq!(run.status.code(), Some(2), "{run}");
+    assert_eq!(run.stderr.lines().count(), 1, "{run}");
+    assert!(
+        run.stderr
+            .contains("no container named 'no-such-container-here'"),
+        "{run}"
+    );
+    Ok(())
+}
