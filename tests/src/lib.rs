@@ -26,4 +26,7 @@ pub use docker::{
 };
 pub use host::{IptablesRule, Sysctl};
 pub use netns::{Netns, NetnsPair, Upstream, link_exists, netns_exists};
-pub use pkttrace::{DEFAULT_TIMEOUT, Pkttrace, RunOutput, pkttrace, pkttrace_bin};
+pub use pkttrace::{
+    DEFAULT_TIMEOUT, Pkttrace, RunOutput, nothing_left_attached, pkttrace, pkttrace_bin,
+    pkttrace_programs_loaded,
+};

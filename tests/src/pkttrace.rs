@@ -18,6 +18,32 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
 /// After SIGINT the tracer gets this long to detach and print before SIGKILL.
 const STOP_GRACE: Duration = Duration::from_secs(5);
 
+/// Names of the programs pkttrace loads, as `bpftool prog show` lists them.
+pub fn pkttrace_programs_loaded() -> Result<usize> {
+    let out = String::from_utf8(
+        cmd("bpftool", ["prog", "show"])
+            .output()
+            .context("cannot run bpftool")?
+            .stdout,
+    )?;
+    Ok(out
+        .lines()
+        .filter(|l| l.contains("name pkttrace_") || l.contains("name net_dev_queue"))
+        .count())
+}
+
+/// True once no pkttrace program is loaded. The kernel frees a program after
+/// its last file descriptor closes, a moment after the process is gone.
+pub fn nothing_left_attached() -> Result<bool> {
+    for _ in 0..50 {
+        if pkttrace_programs_loaded()? == 0 {
+            return Ok(true);
+        }
+        sleep(Duration::from_millis(100));
+    }
+    Ok(false)
+}
+
 /// The binary under test: `$PKTTRACE_BIN`, else `pkttrace` in the profile
 /// folder this test binary was built into (`<target>/debug/deps/..` →
 /// `<target>/debug/pkttrace`, which honours CARGO_TARGET_DIR).

@@ -7,7 +7,10 @@
 use std::{process::Command, thread, time::Duration};
 
 use anyhow::{Context, Result, ensure};
-use integration_tests::{Container, DockerNetwork, Pkttrace, Upstream, pkttrace};
+use integration_tests::{
+    Container, DockerNetwork, Pkttrace, Upstream, nothing_left_attached, pkttrace,
+    pkttrace_programs_loaded,
+};
 use serde_json::Value;
 
 /// The one name the lab server knows (besides its own).
@@ -99,7 +102,14 @@ fn embedded_dns_answers_names_forwards_the_rest_and_says_nxdomain() -> Result<()
     );
     assert_eq!(by_name["server"], "127.0.0.11:53");
     assert_eq!(by_name["resolv_conf"][0], "127.0.0.11");
-    assert_eq!(by_name["asked_by"]["process"], "nslookup");
+    let asker = &by_name["asked_by"];
+    assert_eq!(asker["process"], "nslookup");
+    assert!(
+        asker["pid_in_container"]
+            .as_u64()
+            .is_some_and(|inner| Some(inner) != asker["pid"].as_u64()),
+        "the container's own pid namespace numbers it differently: {asker:#}"
+    );
     let embedded = &by_name["embedded"];
     let dnat = &embedded["dnat"];
     assert_eq!(dnat["hook"], "OUTPUT");
@@ -233,6 +243,36 @@ fn an_unknown_container_is_one_clear_line() -> Result<()> {
         run.stderr
             .contains("no container named 'no-such-container-here'"),
         "{run}"
+    );
+    Ok(())
+}
+
+#[test]
+fn sigkill_leaves_nothing_attached_in_the_container_namespace_either() -> Result<()> {
+    let network = DockerNetwork::new()?;
+    let container = Container::builder().network(network.name()).start()?;
+    let tracer = Pkttrace::spawn(["dns", container.name()])?;
+    // net_dev_queue, and the two netfilter programs loaded once for the
+    // host's namespace and once more for the container's.
+    let mut attached = false;
+    for _ in 0..100 {
+        if pkttrace_programs_loaded()? >= 5 {
+            attached = true;
+            break;
+        }
+        thread::sleep(Duration::from_millis(100));
+    }
+    ensure!(
+        attached,
+        "pkttrace dns never attached its programs in both namespaces"
+    );
+    Command::new("kill")
+        .args(["-KILL", &tracer.pid().to_string()])
+        .status()?;
+    drop(tracer);
+    ensure!(
+        nothing_left_attached()?,
+        "programs still loaded after SIGKILL"
     );
     Ok(())
 }

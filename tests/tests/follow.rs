@@ -6,7 +6,10 @@
 use std::{net::Ipv4Addr, process::Command, thread, time::Duration};
 
 use anyhow::{Context, Result, ensure};
-use integration_tests::{Container, IptablesRule, NetnsPair, Pkttrace, Sysctl, Upstream, pkttrace};
+use integration_tests::{
+    Container, IptablesRule, NetnsPair, Pkttrace, Sysctl, Upstream, nothing_left_attached,
+    pkttrace, pkttrace_programs_loaded,
+};
 use serde_json::Value;
 
 /// Runs `pkttrace follow ... --json` and returns its IP journeys (ARP
@@ -297,32 +300,6 @@ fn a_plain_network_namespace_joined_to_the_host_by_a_veth() -> Result<()> {
         (Some("deliver"), Some(label.as_str()))
     );
     Ok(())
-}
-
-/// Names of the programs pkttrace loads, as `bpftool prog show` lists them.
-fn pkttrace_programs_loaded() -> Result<usize> {
-    let out = String::from_utf8(
-        Command::new("bpftool")
-            .args(["prog", "show"])
-            .output()?
-            .stdout,
-    )?;
-    Ok(out
-        .lines()
-        .filter(|l| l.contains("name pkttrace_") || l.contains("name net_dev_queue"))
-        .count())
-}
-
-/// True once no pkttrace program is loaded. The kernel frees a program after
-/// its last file descriptor closes, a moment after the process is gone.
-fn nothing_left_attached() -> Result<bool> {
-    for _ in 0..50 {
-        if pkttrace_programs_loaded()? == 0 {
-            return Ok(true);
-        }
-        thread::sleep(Duration::from_millis(100));
-    }
-    Ok(false)
 }
 
 #[test]

@@ -78,6 +78,10 @@ pub struct PacketEvent {
     /// Process (tgid) current when the event fired; only meaningful in
     /// process context (a socket send or read).
     pub pid: u32,
+    /// The current process's id in its own pid namespace (what `ps` shows
+    /// inside a container); equal to `pid` for the host's own processes.
+    pub ns_pid: u32,
+    pub _pad2: u32,
     /// `kfree_skb`: `enum skb_drop_reason` value. Routing: table id.
     pub reason_or_table: u32,
     /// Routing: the error the lookup returned (0 = found a route).
@@ -144,6 +148,12 @@ pub struct KernelOffsets {
     pub nhc_gw: u32,
     pub task_nsproxy: u32,
     pub nsproxy_net_ns: u32,
+    pub task_group_leader: u32,
+    pub task_thread_pid: u32,
+    pub pid_level: u32,
+    pub pid_numbers: u32,
+    /// `sizeof(struct upid)`, the stride of `pid->numbers[]`.
+    pub upid_size: u32,
 }
 
 /// How many TCP/UDP ports the in-kernel filter can watch.

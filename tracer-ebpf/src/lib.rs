@@ -322,11 +322,30 @@ pub fn current_netns(cfg: &Config) -> u32 {
         .unwrap_or(0)
 }
 
+/// The current process's id as its own pid namespace numbers it:
+/// `task->group_leader->thread_pid->numbers[level].nr`.
+#[inline(always)]
+fn current_ns_pid(cfg: &Config) -> u32 {
+    let o = &cfg.offsets;
+    // SAFETY: a plain helper call; the task pointer is only used through probe reads.
+    let task = unsafe { bpf_get_current_task() };
+    let Some(leader) = read::<u64>(task, o.task_group_leader) else {
+        return 0;
+    };
+    let Some(pid) = read::<u64>(leader, o.task_thread_pid) else {
+        return 0;
+    };
+    let level = read::<u32>(pid, o.pid_level).unwrap_or(0);
+    let upid = pid + o.pid_numbers as u64 + level as u64 * o.upid_size as u64;
+    read::<u32>(upid, 0).unwrap_or(0)
+}
+
 /// Stamps time and the current task.
 #[inline(always)]
 fn stamp(cfg: &Config, event: &mut PacketEvent) {
     event.timestamp_ns = unsafe { bpf_ktime_get_ns() };
     event.task_netns = current_netns(cfg);
+    event.ns_pid = current_ns_pid(cfg);
     event.pid = (bpf_get_current_pid_tgid() >> 32) as u32;
     event.comm = bpf_get_current_comm().unwrap_or([0; 16]);
 }

@@ -233,12 +233,6 @@ struct Teller {
 
 impl Teller {
     fn tell(&mut self, exchange: &DnsExchange) -> Result<()> {
-        let asker_pid = exchange
-            .query
-            .journey
-            .events
-            .iter()
-            .find_map(|e| e.process().map(|(_, pid)| pid));
         let facts = Facts {
             events_lost: self.last_loss.is_some_and(|at| at.elapsed() < LOSS_SHADOW),
             host_ip_forward: crate::enrich::host_ip_forward(),
@@ -252,7 +246,6 @@ impl Teller {
                 setup: &self.setup,
                 topology: &self.topology,
                 facts: &facts,
-                pid_in_container: asker_pid.and_then(crate::enrich::dns::pid_in_container),
             },
         );
         let text = if self.json {

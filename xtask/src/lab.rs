@@ -1,7 +1,9 @@
 //! `cargo xtask lab up|down`: the demo lab. A network namespace `pt-upstream`
 //! plays an internet host (web server and DNS) behind a veth from the host,
 //! and a container `server-1` on Docker's default bridge reaches it through
-//! Docker's NAT. Both directions are idempotent: each piece is checked first.
+//! Docker's NAT; `client-1` and `web-1` share a user-defined network, where
+//! Docker's embedded DNS answers. Both directions are idempotent: each piece
+//! is checked first.
 
 use std::fs;
 use std::path::Path;
@@ -21,6 +23,10 @@ const HOST_IP: &str = "198.51.100.254";
 const UPSTREAM_CIDR: &str = "198.51.100.1/24";
 const UPSTREAM_IP: &str = "198.51.100.1";
 const CONTAINER: &str = "server-1";
+/// Demo #3: a user-defined network, so Docker's embedded DNS serves its containers.
+const DEMO_NETWORK: &str = "pt-demo-net";
+pub const DNS_CLIENT: &str = "client-1";
+pub const DNS_SERVER: &str = "web-1";
 /// Web root and server logs; /run is tmpfs, so a reboot cannot leave stale state.
 const STATE_DIR: &str = "/run/pkttrace-lab";
 
@@ -61,27 +67,7 @@ pub fn up() -> Result<()> {
         )?;
     }
 
-    match container_running()? {
-        Some(true) => {}
-        Some(false) => run(&mut cmd("docker", ["start", CONTAINER]))?,
-        None => {
-            read(&mut cmd(
-                "docker",
-                [
-                    "run",
-                    "-d",
-                    "--name",
-                    CONTAINER,
-                    "--hostname",
-                    CONTAINER,
-                    "--dns",
-                    UPSTREAM_IP,
-                    LAB_IMAGE,
-                ],
-            ))
-            .context("cannot start the lab container (has `cargo xtask setup` run?)")?;
-        }
-    }
+    start_container(CONTAINER, None)?;
     let ip = read(&mut cmd(
         "docker",
         ["inspect", "-f", "{{.NetworkSettings.IPAddress}}", CONTAINER],
@@ -90,12 +76,55 @@ pub fn up() -> Result<()> {
         "lab up: {CONTAINER} ({}) -> docker0 -> NAT -> {HOST_VETH} -> {NETNS} {UPSTREAM_IP} (httpd :80, DNS upstream.lab)",
         ip.trim()
     );
+    if !succeeds(&mut cmd("docker", ["network", "inspect", DEMO_NETWORK])) {
+        read(&mut cmd("docker", ["network", "create", DEMO_NETWORK]))?;
+    }
+    start_container(DNS_SERVER, Some(DEMO_NETWORK))?;
+    start_container(DNS_CLIENT, Some(DEMO_NETWORK))?;
+    println!(
+        "lab up: {DNS_CLIENT} and {DNS_SERVER} on network {DEMO_NETWORK} (Docker's embedded DNS, forwarding to {UPSTREAM_IP})"
+    );
     Ok(())
 }
 
+/// Starts (or restarts) a lab container resolving through the upstream's
+/// dnsmasq, on Docker's default bridge or on `network`.
+fn start_container(name: &str, network: Option<&str>) -> Result<()> {
+    match container_running(name)? {
+        Some(true) => Ok(()),
+        Some(false) => run(&mut cmd("docker", ["start", name])),
+        None => {
+            let mut docker = cmd(
+                "docker",
+                [
+                    "run",
+                    "-d",
+                    "--name",
+                    name,
+                    "--hostname",
+                    name,
+                    "--dns",
+                    UPSTREAM_IP,
+                ],
+            );
+            if let Some(network) = network {
+                docker.args(["--network", network]);
+            }
+            read(docker.arg(LAB_IMAGE)).map(drop).with_context(|| {
+                format!("cannot start lab container {name} (has `cargo xtask setup` run?)")
+            })
+        }
+    }
+}
+
 pub fn down() -> Result<()> {
-    if container_running()?.is_some() {
-        read(&mut cmd("docker", ["rm", "-f", CONTAINER]))?;
+    for name in [CONTAINER, DNS_CLIENT, DNS_SERVER] {
+        if container_running(name)?.is_some() {
+            read(&mut cmd("docker", ["rm", "-f", name]))?;
+        }
+    }
+    if succeeds(&mut cmd("docker", ["network", "inspect", DEMO_NETWORK])) {
+        read(&mut cmd("docker", ["network", "rm", DEMO_NETWORK]))?;
     }
     if netns_exists()? {
         stop_netns_processes()?;
@@ -168,8 +197,8 @@ fn link_exists(name: &str) -> bool {
 }
 
 /// `Some(running?)` for an existing container, `None` when there is none.
-fn container_running() -> Result<Option<bool>> {
-    let mut inspect = cmd("docker", ["inspect", "-f", "{{.State.Running}}", CONTAINER]);
+fn container_running(name: &str) -> Result<Option<bool>> {
+    let mut inspect = cmd("docker", ["inspect", "-f", "{{.State.Running}}", name]);
     let out = inspect
         .output()
         .with_context(|| format!("cannot run `{}`", describe(&inspect)))?;

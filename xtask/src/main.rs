@@ -26,17 +26,27 @@ struct Cli {
 enum Task {
     /// Install and start everything a fresh machine needs (idempotent)
     Setup,
-    /// Create or remove the demo lab (upstream netns + container server-1)
+    /// Create or remove the demo lab (upstream netns, server-1, client-1 and web-1)
     Lab {
         #[command(subcommand)]
         action: LabAction,
     },
-    /// Build the tracer, bring the lab up, follow server-1 -> upstream, tear down
-    Demo,
+    /// Build the tracer, bring the lab up, run a demo, tear down
+    Demo {
+        /// follow: server-1 pings the upstream; dns: client-1 looks up web-1 and upstream.lab
+        #[arg(value_enum, default_value = "follow")]
+        demo: DemoKind,
+    },
     /// Unit tests, tracer build, integration tests (what CI runs)
     Test,
     /// Measure what tracing costs traffic (iperf3) and the host (CPU, memory)
     Bench,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum DemoKind {
+    Follow,
+    Dns,
 }
 
 #[derive(Subcommand)]
@@ -54,24 +64,30 @@ fn main() -> Result<ExitCode> {
         Task::Lab {
             action: LabAction::Down,
         } => lab::down().map(|()| ExitCode::SUCCESS),
-        Task::Demo => demo(),
+        Task::Demo { demo: kind } => demo(kind),
         Task::Test => testrun::test(),
         Task::Bench => bench::bench(),
     }
 }
 
-fn demo() -> Result<ExitCode> {
+fn demo(kind: DemoKind) -> Result<ExitCode> {
     setup::setup()?;
     run(&mut cargo(["build", "--release", "-p", "tracer"]))?;
     let traced = lab::up().and_then(|()| {
-        let mut follow = cmd(
-            target_dir()?.join("release/pkttrace"),
-            ["follow", "server-1", "198.51.100.1", "--probe", "icmp"],
-        );
-        println!("demo: {}", describe(&follow));
-        follow
-            .status()
-            .with_context(|| format!("cannot start `{}`", describe(&follow)))
+        let pkttrace = target_dir()?.join("release/pkttrace");
+        match kind {
+            DemoKind::Follow => {
+                let mut follow = cmd(
+                    pkttrace,
+                    ["follow", "server-1", "198.51.100.1", "--probe", "icmp"],
+                );
+                println!("demo: {}", describe(&follow));
+                follow
+                    .status()
+                    .with_context(|| format!("cannot start `{}`", describe(&follow)))
+            }
+            DemoKind::Dns => dns_demo(pkttrace),
+        }
     });
     // Tear down also when the lab or the tracer failed, then report the first error.
     let down = lab::down();
@@ -81,6 +97,30 @@ fn demo() -> Result<ExitCode> {
     Ok(status
         .code()
         .map_or(ExitCode::FAILURE, |code| ExitCode::from(code as u8)))
+}
+
+/// `pkttrace dns client-1` while client-1 looks up a container's name (the
+/// embedded DNS answers) and a name only the upstream knows (forwarded).
+fn dns_demo(pkttrace: PathBuf) -> Result<std::process::ExitStatus> {
+    let mut dns = cmd(
+        pkttrace,
+        ["dns", lab::DNS_CLIENT, "--count", "2", "--timeout", "20"],
+    );
+    println!("demo: {}", describe(&dns));
+    let mut tracer = dns
+        .spawn()
+        .with_context(|| format!("cannot start `{}`", describe(&dns)))?;
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    for name in [lab::DNS_SERVER, "upstream.lab"] {
+        let mut lookup = cmd(
+            "docker",
+            ["exec", lab::DNS_CLIENT, "nslookup", "-type=a", name],
+        );
+        println!("demo: {}", describe(&lookup));
+        // The answer is pkttrace's to show; nslookup's own output would interleave.
+        let _ = lookup.output();
+    }
+    Ok(tracer.wait()?)
 }
 
 /// A `cargo` command run from the workspace root, whatever the caller's folder.

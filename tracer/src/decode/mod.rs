@@ -185,6 +185,9 @@ pub struct Event {
     pub conntrack: Option<Conntrack>,
     /// The current task; meaningful for sends and socket reads only.
     pub pid: u32,
+    /// The current thread's id inside its own pid namespace (0 when unknown).
+    #[serde(default)]
+    pub ns_pid: u32,
     pub comm: String,
     /// The DNS message the packet carries, when its payload was captured.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -296,6 +299,7 @@ pub fn decode(raw: &PacketEvent, payload: Option<&[u8]>, names: &KernelNames) ->
             info: raw.ctinfo,
         }),
         pid: raw.pid,
+        ns_pid: raw.ns_pid,
         comm: c_string(&raw.comm),
         dns: payload.and_then(|bytes| {
             DnsMessage::decode(bytes, matches!(transport, Transport::Tcp { .. }))

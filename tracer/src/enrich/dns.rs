@@ -168,9 +168,3 @@ fn rule_moving(
         })
         .map(|(c, r)| format!("{} {} {}: {}", c.family, c.table, c.name, r.text))
 }
-
-/// The process's pid as the container sees it (its innermost pid namespace).
-pub fn pid_in_container(pid: u32) -> Option<u32> {
-    let status = Process::new(pid as i32).ok()?.status().ok()?;
-    status.nspid?.last().map(|&p| p as u32)
-}

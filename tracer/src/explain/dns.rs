@@ -68,7 +68,7 @@ pub struct Asker {
     pub process: String,
     /// Host pid.
     pub pid: u32,
-    /// The pid inside the container's pid namespace.
+    /// The pid inside the container's pid namespace (as the kernel numbered it).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pid_in_container: Option<u32>,
 }
@@ -126,8 +126,6 @@ pub struct DnsContext<'a> {
     pub setup: &'a DnsSetup,
     pub topology: &'a Topology,
     pub facts: &'a Facts,
-    /// Pid of the asker inside its container, read by the caller.
-    pub pid_in_container: Option<u32>,
 }
 
 pub fn explain_dns(exchange: &DnsExchange, context: &DnsContext) -> DnsStory {
@@ -150,7 +148,7 @@ pub fn explain_dns(exchange: &DnsExchange, context: &DnsContext) -> DnsStory {
         Some(Asker {
             process: process.to_string(),
             pid,
-            pid_in_container: context.pid_in_container,
+            pid_in_container: (e.ns_pid != 0 && e.ns_pid != pid).then_some(e.ns_pid),
         })
     });
     let embedded = context.setup.uses_embedded_dns() && server == crate::enrich::dns::EMBEDDED_DNS;

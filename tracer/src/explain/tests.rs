@@ -21,6 +21,8 @@ struct Shape {
     host_veth: (u32, &'static str),
     upstream: (&'static str, u32, Ipv4Addr, u8),
     uplink: (u32, &'static str, Ipv4Addr),
+    /// The container's bridge: ifindex, name, its address, Docker network name.
+    bridge: (u32, &'static str, Ipv4Addr, &'static str),
 }
 
 /// `cargo xtask lab` (ICMP with cold ARP caches).
@@ -35,6 +37,7 @@ const XTASK_LAB: Shape = Shape {
         24,
     ),
     uplink: (274, "pt-up-host", Ipv4Addr::new(198, 51, 100, 254)),
+    bridge: (5, "docker0", Ipv4Addr::new(172, 17, 0, 1), "bridge"),
 };
 
 /// A hand-made lab (the other recordings).
@@ -44,6 +47,27 @@ const DEV_LAB: Shape = Shape {
     host_veth: (8, "veth020989f"),
     upstream: ("dev-up", 4026532178, Ipv4Addr::new(198, 51, 100, 129), 25),
     uplink: (6, "dev-up-host", Ipv4Addr::new(198, 51, 100, 130)),
+    bridge: (5, "docker0", Ipv4Addr::new(172, 17, 0, 1), "bridge"),
+};
+
+/// `cargo xtask lab` with dns-client-1 on a user-defined network (the DNS recording).
+const DNS_LAB: Shape = Shape {
+    container: ("dns-client-1", 4026532408, Ipv4Addr::new(172, 18, 0, 3)),
+    eth0: 2497,
+    host_veth: (2498, "veth03a3a6c"),
+    upstream: (
+        "pt-upstream",
+        4026532178,
+        Ipv4Addr::new(198, 51, 100, 1),
+        24,
+    ),
+    uplink: (2491, "pt-up-host", Ipv4Addr::new(198, 51, 100, 254)),
+    bridge: (
+        2494,
+        "br-e91aaeeb4e86",
+        Ipv4Addr::new(172, 18, 0, 1),
+        "ptdns",
+    ),
 };
 
 fn interface(ifindex: u32, name: &str, kind: &str, address: Option<(Ipv4Addr, u8)>) -> Interface {
@@ -85,20 +109,16 @@ fn lab(shape: &Shape) -> Topology {
     let (upstream_name, upstream_ns, upstream_ip, prefix) = shape.upstream;
     let (uplink_index, uplink_name, uplink_ip) = shape.uplink;
     let (veth_index, veth_name) = shape.host_veth;
-    let mut docker0 = interface(
-        5,
-        "docker0",
-        "bridge",
-        Some((Ipv4Addr::new(172, 17, 0, 1), 16)),
-    );
-    docker0.mac = Some([0x02, 0x42, 0xb1, 0x84, 0x69, 0x35]);
+    let (bridge_index, bridge_name, bridge_ip, network_name) = shape.bridge;
+    let mut bridge = interface(bridge_index, bridge_name, "bridge", Some((bridge_ip, 16)));
+    bridge.mac = Some([0x02, 0x42, 0xb1, 0x84, 0x69, 0x35]);
     let mut port = veth(veth_index, veth_name, None, (container_ns, shape.eth0));
-    port.master = Some(5);
+    port.master = Some(bridge_index);
     let host = namespace(
         HOST,
         Owner::Host,
         vec![
-            docker0,
+            bridge,
             veth(
                 uplink_index,
                 uplink_name,
@@ -145,11 +165,14 @@ fn lab(shape: &Shape) -> Topology {
         }],
         docker_error: None,
         docker_networks: vec![DockerNetwork {
-            name: "bridge".into(),
+            name: network_name.into(),
             id: "9f0c".into(),
             driver: "bridge".into(),
-            bridge: Some("docker0".into()),
-            subnets: vec![(Ipv4Addr::new(172, 17, 0, 0), 16)],
+            bridge: Some(bridge_name.into()),
+            subnets: vec![(
+                Ipv4Addr::new(bridge_ip.octets()[0], bridge_ip.octets()[1], 0, 0),
+                16,
+            )],
         }],
         host_netns: HOST,
     }
@@ -383,4 +406,54 @@ fn two_containers_on_one_bridge_are_switched_with_fdb_evidence() {
         })
         .collect();
     insta::assert_snapshot!(plain(&told));
+}
+
+/// `pkttrace dns dns-client-1` on the recording of three nslookups: each
+/// query's entry as the terminal shows it.
+#[test]
+fn dns_entries_tell_the_embedded_dns_and_the_forwarded_leg() {
+    use crate::enrich::dns::{DnsSetup, EmbeddedListener, SocketOwner};
+    use crate::journey::dns::{Correlator, Scope};
+
+    let mut correlator = Correlator::new(Scope {
+        netns: 4026532408,
+        embedded: Some(Ipv4Addr::new(127, 0, 0, 11)),
+        timeout_ns: 5_000_000_000,
+    });
+    for journey in assemble(crate::journey::tests::EMBEDDED_DNS) {
+        correlator.push(journey);
+    }
+    let setup = DnsSetup {
+        nameservers: vec![Ipv4Addr::new(127, 0, 0, 11).into()],
+        embedded: vec![EmbeddedListener {
+            protocol: "udp".into(),
+            port: 45513,
+            owner: Some(SocketOwner {
+                process: "dockerd".into(),
+                pid: 8682,
+            }),
+            dnat_rule: Some(
+                "ip nat DOCKER_OUTPUT: ip daddr 127.0.0.11 udp dport 53 dnat to 127.0.0.11:45513"
+                    .into(),
+            ),
+            snat_rule: Some(
+                "ip nat DOCKER_POSTROUTING: ip saddr 127.0.0.11 udp sport 45513 snat to :53".into(),
+            ),
+        }],
+        ruleset_error: None,
+    };
+    let topology = lab(&DNS_LAB);
+    let facts = forwarding_on();
+    let context = dns::DnsContext {
+        container: "dns-client-1",
+        setup: &setup,
+        topology: &topology,
+        facts: &facts,
+    };
+    let told: String = correlator
+        .finish(u64::MAX)
+        .iter()
+        .map(|exchange| crate::render::dns::render(&dns::explain_dns(exchange, &context)))
+        .collect();
+    insta::assert_snapshot!(anstream::adapter::strip_str(&told).to_string());
 }

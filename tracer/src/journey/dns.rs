@@ -265,12 +265,7 @@ impl DnsExchange {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::journey::tests::assemble;
-
-    /// `nslookup` of dns-server-1, upstream.lab and nosuch.lab from
-    /// dns-client-1 on a user-defined network (embedded DNS, upstream the
-    /// lab's dnsmasq at 198.51.100.1), recorded with `pkttrace dns --save-events`.
-    const EMBEDDED: &str = include_str!("fixtures/embedded_dns.jsonl");
+    use crate::journey::tests::{EMBEDDED_DNS as EMBEDDED, assemble};
     const CLIENT_NETNS: u32 = 4026532408;
     const SECOND: u64 = 1_000_000_000;
 

@@ -68,6 +68,11 @@ fn kernel_offsets(btf: &Btf) -> Result<KernelOffsets> {
         nhc_gw: at("fib_nh_common", "nhc_gw")?,
         task_nsproxy: at("task_struct", "nsproxy")?,
         nsproxy_net_ns: at("nsproxy", "net_ns")?,
+        task_group_leader: at("task_struct", "group_leader")?,
+        task_thread_pid: at("task_struct", "thread_pid")?,
+        pid_level: at("pid", "level")?,
+        pid_numbers: at("pid", "numbers")?,
+        upid_size: named_struct(btf, "upid")?.size() as u32,
     })
 }
 
