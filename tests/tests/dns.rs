@@ -66,6 +66,21 @@ fn embedded_dns_port(container: &Container) -> Result<u16> {
     Ok(rule.rsplit(':').next().unwrap_or_default().trim().parse()?)
 }
 
+/// A DNS query for the A record of `name` with `id`, framed for TCP (two-byte
+/// length first), as a `printf` format of octal escapes.
+fn tcp_query_printf(name: &str, id: u16) -> String {
+    let mut message = id.to_be_bytes().to_vec();
+    message.extend([0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0]); // RD; one question
+    for label in name.split('.') {
+        message.push(label.len() as u8);
+        message.extend(label.bytes());
+    }
+    message.extend([0, 0, 1, 0, 1]); // root, type A, class IN
+    let mut framed = (message.len() as u16).to_be_bytes().to_vec();
+    framed.extend(message);
+    framed.iter().map(|b| format!("\\{b:03o}")).collect()
+}
+
 fn dockerd_pid() -> Result<u64> {
     let out = Command::new("pidof").arg("dockerd").output()?;
     Ok(String::from_utf8(out.stdout)?.trim().parse()?)
@@ -274,5 +289,46 @@ fn sigkill_leaves_nothing_attached_in_the_container_namespace_either() -> Result
         nothing_left_attached()?,
         "programs still loaded after SIGKILL"
     );
+    Ok(())
+}
+
+#[test]
+fn a_query_over_tcp_is_told_too() -> Result<()> {
+    let network = DockerNetwork::new()?;
+    let server = Container::builder().network(network.name()).start()?;
+    let client = Container::builder().network(network.name()).start()?;
+    let query = tcp_query_printf(server.name(), 0x7c01);
+    let entries = watch_dns(&client, &["--count", "1", "--timeout", "20"], || {
+        // busybox has no DNS client over TCP: nc carries a hand-framed query.
+        let _ = client.exec([
+            "sh",
+            "-c",
+            &format!("printf '{query}' | nc -w 2 127.0.0.11 53 > /dev/null"),
+        ]);
+    })?;
+    let over_tcp = entry(&entries, "A", server.name())?;
+    assert_eq!(over_tcp["transport"], "tcp", "{over_tcp:#}");
+    assert_eq!(over_tcp["rcode"], "NOERROR");
+    assert_eq!(
+        text(&over_tcp["answers"][0]["data"]),
+        server.ip().to_string()
+    );
+    let embedded = &over_tcp["embedded"];
+    let out = Command::new("nsenter")
+        .args([
+            &format!("--net=/proc/{}/ns/net", client.pid()),
+            "nft",
+            "list",
+            "ruleset",
+        ])
+        .output()?;
+    let ruleset = String::from_utf8(out.stdout)?;
+    let rule = ruleset
+        .lines()
+        .find(|l| l.contains("tcp dport 53") && l.contains("dnat to 127.0.0.11:"))
+        .context("no TCP DNAT rule for 127.0.0.11")?;
+    let port: u64 = rule.rsplit(':').next().unwrap_or_default().trim().parse()?;
+    assert_eq!(embedded["dnat"]["after"]["dport"], port, "{over_tcp:#}");
+    assert_eq!(embedded["socket_owner"]["process"], "dockerd");
     Ok(())
 }

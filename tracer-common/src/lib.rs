@@ -23,6 +23,9 @@ pub enum Probe {
     SocketRead = 7,
     /// tp_btf `fib_table_lookup`: a routing decision (no packet pointer).
     FibLookup = 8,
+    /// TCX program on a traced namespace's device: a TCP payload the
+    /// tracepoints could not read (it sits in page fragments).
+    TcpPayload = 9,
 }
 
 impl Probe {
@@ -36,6 +39,7 @@ impl Probe {
             6 => Self::Consume,
             7 => Self::SocketRead,
             8 => Self::FibLookup,
+            9 => Self::TcpPayload,
             _ => return None,
         })
     }

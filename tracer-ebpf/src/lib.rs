@@ -389,36 +389,45 @@ fn payload_location(cfg: &Config, skb: u64, at: HeaderAt) -> Option<(u64, u64)> 
     Some((payload, if length < linear { length } else { linear }))
 }
 
-/// Like `emit`, with the start of the packet's TCP/UDP payload appended.
+/// Like `emit`, with the start of the packet's TCP/UDP payload appended,
+/// read from its linear data.
 #[inline(always)]
 pub fn emit_with_payload(cfg: &Config, event: &mut PacketEvent, skb: u64, at: HeaderAt) {
+    let location = payload_location(cfg, skb, at);
+    emit_payload_record(cfg, event, |payload| {
+        let Some((source, length)) = location else {
+            return 0;
+        };
+        let length = if length > PAYLOAD_MAX as u64 {
+            PAYLOAD_MAX as u32
+        } else {
+            length as u32
+        };
+        // SAFETY: `payload` has room for PAYLOAD_MAX bytes and `length` is at
+        // most that; the helper checks the source.
+        let read = unsafe {
+            bpf_probe_read_kernel_raw(payload.cast(), length, source as *const core::ffi::c_void)
+        };
+        if length > 0 && read == 0 { length } else { 0 }
+    });
+}
+
+/// Sends `event` followed by a payload that `copy` writes into the record
+/// (PAYLOAD_MAX bytes of room) and whose length it returns.
+#[inline(always)]
+pub fn emit_payload_record(
+    cfg: &Config,
+    event: &mut PacketEvent,
+    copy: impl FnOnce(*mut u8) -> u32,
+) {
     stamp(cfg, event);
     let Some(mut entry) = EVENTS.reserve::<PayloadEvent>(0) else {
         count_lost();
         return;
     };
     let out = entry.as_mut_ptr();
-    let mut copied = 0u32;
-    if let Some((payload, length)) = payload_location(cfg, skb, at) {
-        let length = if length > PAYLOAD_MAX as u64 {
-            PAYLOAD_MAX as u32
-        } else {
-            length as u32
-        };
-        // SAFETY: `out` points at a reserved record of PAYLOAD_MAX payload
-        // bytes and `length` is at most that; the helper checks the source.
-        if length > 0
-            && unsafe {
-                bpf_probe_read_kernel_raw(
-                    (*out).payload.as_mut_ptr().cast(),
-                    length,
-                    payload as *const core::ffi::c_void,
-                )
-            } == 0
-        {
-            copied = length;
-        }
-    }
+    // SAFETY: `out` is a reserved PayloadEvent; its payload array is in it.
+    let copied = copy(unsafe { (*out).payload.as_mut_ptr() });
     // SAFETY: both pointers are valid for one PacketEvent. A helper copies it:
     // a plain assignment compiles to byte loads the verifier rejects on a
     // stack holding wider values.

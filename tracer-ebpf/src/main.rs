@@ -3,14 +3,18 @@
 #![no_std]
 #![no_main]
 
-use aya_ebpf::{macros::btf_tracepoint, programs::BtfTracePointContext};
-use tracer_common::{ETH_P_ARP, ETH_P_IP, PacketEvent, Probe};
+use aya_ebpf::{
+    helpers::generated::bpf_skb_load_bytes,
+    macros::{btf_tracepoint, classifier},
+    programs::{BtfTracePointContext, TcContext},
+};
+use tracer_common::{ETH_P_ARP, ETH_P_IP, MAX_PORTS, PAYLOAD_MAX, PacketEvent, Probe};
 
 const IPPROTO_TCP: u8 = 6;
 const IPPROTO_UDP: u8 = 17;
 use tracer_ebpf::{
-    HeaderAt, capture_skb, config, current_netns, device, emit, emit_with_payload, in_scope, read,
-    read_macs, skb_netns,
+    HeaderAt, capture_skb, config, current_netns, device, emit, emit_payload_record,
+    emit_with_payload, in_scope, read, read_macs, skb_netns,
 };
 
 #[btf_tracepoint(function = "net_dev_queue")]
@@ -135,4 +139,110 @@ fn on_free(probe: Probe, skb: u64, location: u64, reason: u32) {
     event.location = location;
     event.reason_or_table = reason;
     emit(cfg, &mut event);
+}
+
+/// TCX `TC_NEXT`: the packet goes on as if no program were there.
+const TC_NEXT: i32 = -1;
+/// Ethernet header in front of the IP header on the traced devices (veth and
+/// loopback both use it), on egress and, once pushed back, on ingress.
+const ETH_HLEN: usize = 14;
+
+/// TCX program on the devices of a traced namespace (`pkttrace dns`): a TCP
+/// segment's payload lives in page fragments the tracepoints cannot read;
+/// `bpf_skb_load_bytes` reads through them. Never changes the packet.
+#[classifier]
+pub fn tcp_payload(ctx: TcContext) -> i32 {
+    capture_tcp_payload(&ctx);
+    TC_NEXT
+}
+
+/// The IPv4 and TCP header fields the payload event needs.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct Headers {
+    version_ihl: u8,
+    tos: u8,
+    tot_len: u16,
+    id: u16,
+    frag_off: u16,
+    ttl: u8,
+    protocol: u8,
+    check: u16,
+    saddr: [u8; 4],
+    daddr: [u8; 4],
+}
+
+#[inline(always)]
+fn capture_tcp_payload(ctx: &TcContext) {
+    let Some(cfg) = config() else { return };
+    if cfg.capture_payload == 0 || u16::from_be(ctx.skb.protocol() as u16) != ETH_P_IP {
+        return;
+    }
+    let Ok(ip) = ctx.load::<Headers>(ETH_HLEN) else {
+        return;
+    };
+    if ip.version_ihl >> 4 != 4 || ip.protocol != IPPROTO_TCP {
+        return;
+    }
+    let ip_header_len = ((ip.version_ihl & 0x0f) as usize) * 4;
+    let l4 = ETH_HLEN + ip_header_len;
+    let (Ok(ports), Ok(offset_and_flags)) =
+        (ctx.load::<[u16; 2]>(l4), ctx.load::<[u8; 2]>(l4 + 12))
+    else {
+        return;
+    };
+    let (sport, dport) = (u16::from_be(ports[0]), u16::from_be(ports[1]));
+    let mut watched = false;
+    let mut i = 0;
+    while i < MAX_PORTS {
+        let port = cfg.ports[i];
+        watched |= port != 0 && (port == sport || port == dport);
+        i += 1;
+    }
+    let tcp_header_len = ((offset_and_flags[0] >> 4) as usize) * 4;
+    let total = u16::from_be(ip.tot_len) as usize;
+    let Some(length) = total.checked_sub(ip_header_len + tcp_header_len) else {
+        return;
+    };
+    // Handshake and bare ACK segments carry nothing to decode.
+    if !watched || length == 0 {
+        return;
+    }
+    let mut event = PacketEvent {
+        probe: Probe::TcpPayload as u8,
+        skb: ctx.skb.skb as u64,
+        ether_type: ETH_P_IP,
+        saddr: ip.saddr,
+        daddr: ip.daddr,
+        protocol: ip.protocol,
+        ttl: ip.ttl,
+        ip_id: u16::from_be(ip.id),
+        ip_len: u16::from_be(ip.tot_len),
+        sport,
+        dport,
+        tcp_flags: offset_and_flags[1],
+        // Only attached inside the traced namespace.
+        netns: cfg.netns,
+        // SAFETY: reading a context field the verifier allows.
+        ifindex: unsafe { (*ctx.skb.skb).ifindex },
+        ..PacketEvent::default()
+    };
+    let payload_at = (l4 + tcp_header_len) as u32;
+    emit_payload_record(cfg, &mut event, |payload| {
+        // `length` is at least 1 here. The verifier must see 1..=PAYLOAD_MAX in
+        // the very register passed to the helper, and the compiler would drop a
+        // repeated check it can prove: the mask after an opaque read keeps it.
+        let clamped = if length > PAYLOAD_MAX {
+            PAYLOAD_MAX
+        } else {
+            length
+        } as u32;
+        // SAFETY: reading a local.
+        let opaque = unsafe { core::ptr::read_volatile(&clamped) };
+        let size = (opaque.wrapping_sub(1) & (PAYLOAD_MAX as u32 - 1)) + 1;
+        // SAFETY: `payload` has room for PAYLOAD_MAX bytes, `size` is 1..=PAYLOAD_MAX.
+        let read =
+            unsafe { bpf_skb_load_bytes(ctx.skb.skb.cast(), payload_at, payload.cast(), size) };
+        if read == 0 { size } else { 0 }
+    });
 }

@@ -83,10 +83,18 @@ pub async fn run(args: DnsArgs) -> Result<ExitCode> {
         })
         .chain(container.dns.iter().copied())
         .collect();
+    servers.sort_unstable();
     servers.dedup();
-    servers.truncate(tracer_common::MAX_WATCHED);
+    if servers.len() > tracer_common::MAX_WATCHED {
+        eprintln!(
+            "pkttrace: note: only the first {} DNS servers' paths through the host are traced",
+            tracer_common::MAX_WATCHED
+        );
+        servers.truncate(tracer_common::MAX_WATCHED);
+    }
     let mut ports = vec![DNS_PORT];
     ports.extend(setup.embedded.iter().map(|l| l.port));
+    ports.sort_unstable();
     ports.dedup();
     ports.truncate(tracer_common::MAX_PORTS);
     let filter = Filter {

@@ -90,6 +90,9 @@ pub enum EventKind {
     },
     /// Read from a socket by a process.
     SocketRead,
+    /// A TCP segment's payload, copied by the TC program of a traced
+    /// namespace's device (it only carries the DNS message).
+    TcpPayload,
     /// A routing table lookup (not tied to one packet pointer).
     Route {
         table: u32,
@@ -250,6 +253,7 @@ pub fn decode(raw: &PacketEvent, payload: Option<&[u8]>, names: &KernelNames) ->
             location: names.symbol(raw.location),
         },
         Probe::SocketRead => EventKind::SocketRead,
+        Probe::TcpPayload => EventKind::TcpPayload,
         Probe::FibLookup => EventKind::Route {
             table: raw.reason_or_table,
             error: raw.fib_error,

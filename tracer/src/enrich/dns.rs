@@ -16,19 +16,18 @@ use super::{Ruleset, firewall, processes};
 /// The address Docker's embedded DNS answers on inside containers.
 pub const EMBEDDED_DNS: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 11);
 
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct DnsSetup {
     /// `nameserver` lines of the container's /etc/resolv.conf.
     pub nameservers: Vec<IpAddr>,
     /// Sockets on 127.0.0.11 inside the container: Docker's embedded DNS.
     pub embedded: Vec<EmbeddedListener>,
     /// Why the rules of the container's namespace could not be read.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub ruleset_error: Option<String>,
 }
 
 /// One of the embedded DNS's sockets (one for UDP, one for TCP).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct EmbeddedListener {
     /// `udp` or `tcp`.
     pub protocol: String,

@@ -471,6 +471,8 @@ pub fn explain(
         let device = (!event.ifname.is_empty()).then(|| event.ifname.clone());
         let ns = x.namespace(event.netns);
         match &event.kind {
+            // A copy of the payload for DNS decoding: no step of the journey.
+            EventKind::TcpPayload => {}
             EventKind::Route { .. } => {
                 // Lookups come in runs (local table, then main); the last one decided.
                 let next_is_route = events.get(i + 1).is_some_and(|e| {

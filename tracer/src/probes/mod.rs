@@ -15,7 +15,7 @@ use anyhow::{Context, Result, bail};
 use aya::{
     Ebpf,
     maps::{Array, Map, MapData, PerCpuArray, RingBuf},
-    programs::BtfTracePoint,
+    programs::{BtfTracePoint, SchedClassifier, TcAttachType},
 };
 use tokio::io::unix::AsyncFd;
 use tracer_common::{
@@ -92,12 +92,13 @@ pub struct Probes {
 
 impl Probes {
     /// Loads and attaches every program: netfilter ones in the host's
-    /// namespace and in each of `netfilter_namespaces` (nsfs paths). On error,
+    /// namespace and in each of `traced_namespaces` (nsfs paths), where the
+    /// TCP payload program also goes when the filter captures payloads. On error,
     /// whatever was attached is detached again as the partial state is dropped.
     pub fn attach(
         filter: &Filter,
         offsets: KernelOffsets,
-        netfilter_namespaces: &[PathBuf],
+        traced_namespaces: &[PathBuf],
     ) -> Result<Self> {
         let config = Config {
             offsets,
@@ -125,8 +126,20 @@ impl Probes {
         }
 
         let mut netfilter_links = attach_netfilter(&ebpf, None)?;
-        for namespace in netfilter_namespaces {
+        for namespace in traced_namespaces {
             netfilter_links.extend(attach_netfilter(&ebpf, Some(namespace))?);
+        }
+        if filter.capture_payload {
+            let program: &mut SchedClassifier = ebpf
+                .program_mut(TCP_PAYLOAD)
+                .context("program tcp_payload missing from the object")?
+                .try_into()?;
+            program
+                .load()
+                .context("the kernel refused the TC program for TCP payloads")?;
+            for namespace in traced_namespaces {
+                in_namespace(namespace, || attach_to_every_device(program))?;
+            }
         }
         let events = RingBuf::try_from(ebpf.take_map(EVENTS_MAP).context("EVENTS map")?)?;
         let lost = PerCpuArray::try_from(ebpf.take_map(LOST_MAP).context("LOST map")?)?;
@@ -203,6 +216,76 @@ fn config_for(filter: &Filter) -> Result<Config> {
     Ok(config)
 }
 
+/// The TCX program copying TCP payloads (DNS over TCP) in traced namespaces.
+const TCP_PAYLOAD: &str = "tcp_payload";
+
+/// Runs `work` on a thread that entered the network namespace at `namespace`
+/// (setns moves only the calling thread; that one ends right after).
+fn in_namespace<T: Send>(namespace: &Path, work: impl FnOnce() -> Result<T> + Send) -> Result<T> {
+    let netns = std::fs::File::open(namespace)
+        .with_context(|| format!("cannot open network namespace {}", namespace.display()))?;
+    std::thread::scope(|scope| {
+        scope
+            .spawn(|| {
+                // SAFETY: setns on a valid nsfs file descriptor, for this thread only.
+                if unsafe { libc::setns(netns.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+                    bail!(
+                        "cannot enter network namespace {}: {}",
+                        namespace.display(),
+                        std::io::Error::last_os_error()
+                    );
+                }
+                work()
+            })
+            .join()
+            .map_err(|_| anyhow::anyhow!("a thread working in {} panicked", namespace.display()))?
+    })
+}
+
+/// Attaches `program` (TCX links: gone when pkttrace is) to the transmit side
+/// of every device of the calling thread's namespace and the receive side of
+/// all but loopback, whose receive is its own transmit.
+fn attach_to_every_device(program: &mut SchedClassifier) -> Result<()> {
+    for device in device_names()? {
+        program
+            .attach(&device, TcAttachType::Egress)
+            .with_context(|| format!("cannot attach the TC program to {device}"))?;
+        if device != "lo" {
+            program
+                .attach(&device, TcAttachType::Ingress)
+                .with_context(|| format!("cannot attach the TC program to {device}"))?;
+        }
+    }
+    Ok(())
+}
+
+/// Names of the devices in the calling thread's network namespace.
+fn device_names() -> Result<Vec<String>> {
+    // SAFETY: if_nameindex returns a list ended by a zero entry, freed below.
+    let list = unsafe { libc::if_nameindex() };
+    if list.is_null() {
+        bail!(
+            "cannot list network devices: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+    let mut names = Vec::new();
+    let mut entry = list;
+    // SAFETY: walking the list up to its terminating entry.
+    unsafe {
+        while (*entry).if_index != 0 {
+            names.push(
+                std::ffi::CStr::from_ptr((*entry).if_name)
+                    .to_string_lossy()
+                    .into_owned(),
+            );
+            entry = entry.add(1);
+        }
+        libc::if_freenameindex(list);
+    }
+    Ok(names)
+}
+
 /// Attaches the netfilter programs in the host's namespace, or in the one at
 /// `namespace` (from a thread that enters it: a link belongs to the
 /// namespace of the thread that creates it).
@@ -220,28 +303,10 @@ fn attach_netfilter(
     }
     let before = netfilter::load(NETFILTER_OBJECT, "before_nat", &maps)?;
     let after = netfilter::load(NETFILTER_OBJECT, "after_nat", &maps)?;
-    let Some(namespace) = namespace else {
-        return attach_at_hooks(&before, &after);
-    };
-    let netns = std::fs::File::open(namespace)
-        .with_context(|| format!("cannot open network namespace {}", namespace.display()))?;
-    std::thread::scope(|scope| {
-        scope
-            .spawn(|| {
-                // SAFETY: setns on a valid nsfs file descriptor moves only this thread,
-                // which ends right after attaching.
-                if unsafe { libc::setns(netns.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-                    bail!(
-                        "cannot enter network namespace {}: {}",
-                        namespace.display(),
-                        std::io::Error::last_os_error()
-                    );
-                }
-                attach_at_hooks(&before, &after)
-            })
-            .join()
-            .map_err(|_| anyhow::anyhow!("the netfilter attach thread panicked"))?
-    })
+    match namespace {
+        None => attach_at_hooks(&before, &after),
+        Some(namespace) => in_namespace(namespace, || attach_at_hooks(&before, &after)),
+    }
 }
 
 fn attach_at_hooks(
