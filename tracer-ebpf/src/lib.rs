@@ -173,12 +173,6 @@ enum Header {
 #[inline(always)]
 fn first_look(cfg: &Config, skb: u64, at: HeaderAt, netns: impl FnOnce() -> u32) -> Option<Header> {
     let ip_addr = network_header(cfg, skb, at)?;
-    // The skb's own protocol first: a unix or netlink buffer has no IP header
-    // to read, whatever its bytes look like.
-    let protocol = read::<u16>(skb, cfg.offsets.skb_protocol).map(u16::from_be);
-    if protocol != Some(ETH_P_IP) {
-        return Some(Header::NotIpv4(ip_addr));
-    }
     let ip = read::<Ipv4Header>(ip_addr, 0)?;
     if ip.version_ihl >> 4 != 4 {
         return Some(Header::NotIpv4(ip_addr));
@@ -186,6 +180,11 @@ fn first_look(cfg: &Config, skb: u64, at: HeaderAt, netns: impl FnOnce() -> u32)
     if (cfg.protocol != 0 && cfg.protocol != ip.protocol)
         || !in_scope(cfg, ip.saddr, ip.daddr, netns)
     {
+        return Some(Header::Theirs);
+    }
+    // Only for a packet about to be kept: a unix or netlink buffer read by a
+    // process has no IP header, whatever its bytes look like.
+    if read::<u16>(skb, cfg.offsets.skb_protocol).map(u16::from_be) != Some(ETH_P_IP) {
         return Some(Header::Theirs);
     }
     Some(Header::Ours(ip_addr, ip))
