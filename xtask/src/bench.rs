@@ -10,7 +10,9 @@
 
 use std::{
     fs,
+    io::{BufRead, BufReader},
     process::{Child, Command, ExitCode, Stdio},
+    sync::mpsc,
     thread,
     time::{Duration, Instant},
 };
@@ -146,23 +148,42 @@ struct TracerUsage {
     lost_warning: bool,
 }
 
-/// Runs `measure` while pkttrace follows `dest` from the host.
+/// Runs `measure` while pkttrace follows `dest` from the host, once it has
+/// attached (start-up, with the verifier's work, is not what is measured).
 fn measure_traced(pkttrace: &std::path::Path, dest: &str) -> Result<(Traffic, TracerUsage)> {
-    let tracer = Command::new(pkttrace)
+    let mut tracer = Command::new(pkttrace)
         .args([
             "follow",
             NETNS,
             dest,
             "--json",
             "--timeout",
-            &(SECONDS * 2 + 10).to_string(),
+            &(SECONDS * 2 + 70).to_string(),
         ])
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
         .context("cannot start pkttrace")?;
     let pid = tracer.id();
-    thread::sleep(Duration::from_secs(2));
+    let stderr = tracer.stderr.take().context("pkttrace's stderr")?;
+    let (attached, attached_seen) = mpsc::channel();
+    let reader = thread::spawn(move || {
+        let mut lost_warning = false;
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if line.starts_with("pkttrace: following") {
+                let _ = attached.send(());
+            }
+            lost_warning |= line.contains("ring buffer was full");
+        }
+        lost_warning
+    });
+    if attached_seen.recv_timeout(Duration::from_secs(60)).is_err() {
+        interrupt(pid);
+        let _ = tracer.wait();
+        bail!("pkttrace did not start following within 60 s");
+    }
+    thread::sleep(Duration::from_secs(1));
+    let cpu_before = cpu_seconds(pid).unwrap_or(0.0);
     let started = Instant::now();
     let sampler = thread::spawn(move || {
         let mut peak_kib = 0u64;
@@ -174,16 +195,16 @@ fn measure_traced(pkttrace: &std::path::Path, dest: &str) -> Result<(Traffic, Tr
     });
     let traffic = measure();
     let peak_kib = sampler.join().expect("sampler");
-    let cpu_seconds = cpu_seconds(pid).unwrap_or(0.0);
+    let cpu_seconds = cpu_seconds(pid).unwrap_or(0.0) - cpu_before;
     interrupt(pid);
-    let output = tracer.wait_with_output()?;
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    tracer.wait()?;
+    let lost_warning = reader.join().expect("stderr reader");
     Ok((
         traffic?,
         TracerUsage {
             cpu_seconds,
             peak_rss_mib: peak_kib as f64 / 1024.0,
-            lost_warning: stderr.contains("ring buffer was full"),
+            lost_warning,
         },
     ))
 }
