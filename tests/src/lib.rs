@@ -28,5 +28,5 @@ pub use host::{IptablesRule, Sysctl};
 pub use netns::{Netns, NetnsPair, Upstream, link_exists, netns_exists};
 pub use pkttrace::{
     DEFAULT_TIMEOUT, Pkttrace, RunOutput, nothing_left_attached, pkttrace, pkttrace_bin,
-    pkttrace_programs_loaded,
+    programs_loaded_at_least,
 };

@@ -19,7 +19,7 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
 const STOP_GRACE: Duration = Duration::from_secs(5);
 
 /// Names of the programs pkttrace loads, as `bpftool prog show` lists them.
-pub fn pkttrace_programs_loaded() -> Result<usize> {
+fn pkttrace_programs_loaded() -> Result<usize> {
     let out = String::from_utf8(
         cmd("bpftool", ["prog", "show"])
             .output()
@@ -30,6 +30,17 @@ pub fn pkttrace_programs_loaded() -> Result<usize> {
         .lines()
         .filter(|l| l.contains("name pkttrace_") || l.contains("name net_dev_queue"))
         .count())
+}
+
+/// True once at least `count` pkttrace programs are loaded (within 10 s).
+pub fn programs_loaded_at_least(count: usize) -> Result<bool> {
+    for _ in 0..100 {
+        if pkttrace_programs_loaded()? >= count {
+            return Ok(true);
+        }
+        sleep(Duration::from_millis(100));
+    }
+    Ok(false)
 }
 
 /// True once no pkttrace program is loaded. The kernel frees a program after
@@ -167,6 +178,14 @@ impl Pkttrace {
             None => self.interrupt()?,
         };
         self.collect(status, timed_out)
+    }
+
+    /// Kills it with SIGKILL, the signal no program can handle, and reaps it.
+    pub fn kill(mut self) -> Result<()> {
+        self.child.kill()?;
+        self.child.wait()?;
+        self.reaped = true;
+        Ok(())
     }
 
     /// Ends it as Ctrl-C would (SIGINT, SIGKILL if it lingers) and returns what it printed.

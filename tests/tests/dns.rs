@@ -9,7 +9,7 @@ use std::{process::Command, thread, time::Duration};
 use anyhow::{Context, Result, ensure};
 use integration_tests::{
     Container, DockerNetwork, Pkttrace, Upstream, nothing_left_attached, pkttrace,
-    pkttrace_programs_loaded,
+    programs_loaded_at_least,
 };
 use serde_json::Value;
 
@@ -48,8 +48,9 @@ fn text(value: &Value) -> &str {
 }
 
 /// The port Docker's DNAT rule inside the container's namespace sends
-/// UDP port 53 of 127.0.0.11 to, read with nft independently of pkttrace.
-fn embedded_dns_port(container: &Container) -> Result<u16> {
+/// `protocol` ("udp", "tcp") port 53 of 127.0.0.11 to, read with nft
+/// independently of pkttrace.
+fn embedded_dns_port(container: &Container, protocol: &str) -> Result<u64> {
     let out = Command::new("nsenter")
         .args([
             &format!("--net=/proc/{}/ns/net", container.pid()),
@@ -61,8 +62,8 @@ fn embedded_dns_port(container: &Container) -> Result<u16> {
     let ruleset = String::from_utf8(out.stdout)?;
     let rule = ruleset
         .lines()
-        .find(|l| l.contains("udp dport 53") && l.contains("dnat to 127.0.0.11:"))
-        .with_context(|| format!("no DNAT rule for 127.0.0.11 in\n{ruleset}"))?;
+        .find(|l| l.contains(&format!("{protocol} dport 53")) && l.contains("dnat to 127.0.0.11:"))
+        .with_context(|| format!("no {protocol} DNAT rule for 127.0.0.11 in\n{ruleset}"))?;
     Ok(rule.rsplit(':').next().unwrap_or_default().trim().parse()?)
 }
 
@@ -105,7 +106,7 @@ fn embedded_dns_answers_names_forwards_the_rest_and_says_nxdomain() -> Result<()
         let _ = client.exec(["nslookup", LAB_NAME]);
         let _ = client.exec(["nslookup", "nosuch.lab"]);
     })?;
-    let port = embedded_dns_port(&client)?;
+    let port = embedded_dns_port(&client, "udp")?;
 
     // A container's name: dockerd answers it from inside the container's namespace.
     let by_name = entry(&entries, "A", server.name())?;
@@ -269,22 +270,12 @@ fn sigkill_leaves_nothing_attached_in_the_container_namespace_either() -> Result
     let tracer = Pkttrace::spawn(["dns", container.name()])?;
     // net_dev_queue, and the two netfilter programs loaded once for the
     // host's namespace and once more for the container's.
-    let mut attached = false;
-    for _ in 0..100 {
-        if pkttrace_programs_loaded()? >= 5 {
-            attached = true;
-            break;
-        }
-        thread::sleep(Duration::from_millis(100));
-    }
+    let attached = programs_loaded_at_least(5)?;
     ensure!(
         attached,
         "pkttrace dns never attached its programs in both namespaces"
     );
-    Command::new("kill")
-        .args(["-KILL", &tracer.pid().to_string()])
-        .status()?;
-    drop(tracer);
+    tracer.kill()?;
     ensure!(
         nothing_left_attached()?,
         "programs still loaded after SIGKILL"
@@ -314,20 +305,7 @@ fn a_query_over_tcp_is_told_too() -> Result<()> {
         server.ip().to_string()
     );
     let embedded = &over_tcp["embedded"];
-    let out = Command::new("nsenter")
-        .args([
-            &format!("--net=/proc/{}/ns/net", client.pid()),
-            "nft",
-            "list",
-            "ruleset",
-        ])
-        .output()?;
-    let ruleset = String::from_utf8(out.stdout)?;
-    let rule = ruleset
-        .lines()
-        .find(|l| l.contains("tcp dport 53") && l.contains("dnat to 127.0.0.11:"))
-        .context("no TCP DNAT rule for 127.0.0.11")?;
-    let port: u64 = rule.rsplit(':').next().unwrap_or_default().trim().parse()?;
+    let port = embedded_dns_port(&client, "tcp")?;
     assert_eq!(embedded["dnat"]["after"]["dport"], port, "{over_tcp:#}");
     assert_eq!(embedded["socket_owner"]["process"], "dockerd");
     Ok(())

@@ -8,7 +8,7 @@ use std::{net::Ipv4Addr, process::Command, thread, time::Duration};
 use anyhow::{Context, Result, ensure};
 use integration_tests::{
     Container, IptablesRule, NetnsPair, Pkttrace, Sysctl, Upstream, nothing_left_attached,
-    pkttrace, pkttrace_programs_loaded,
+    pkttrace, programs_loaded_at_least,
 };
 use serde_json::Value;
 
@@ -342,20 +342,9 @@ fn bad_input_gets_one_clear_line_and_exit_code_2() -> Result<()> {
 #[test]
 fn even_sigkill_leaves_nothing_attached() -> Result<()> {
     let tracer = Pkttrace::spawn(["follow", "host", "198.51.100.1"])?;
-    let mut attached = false;
-    for _ in 0..100 {
-        if pkttrace_programs_loaded()? > 0 {
-            attached = true;
-            break;
-        }
-        thread::sleep(Duration::from_millis(100));
-    }
+    let attached = programs_loaded_at_least(1)?;
     ensure!(attached, "pkttrace never attached its programs");
-    let pid = tracer.pid();
-    Command::new("kill")
-        .args(["-KILL", &pid.to_string()])
-        .status()?;
-    drop(tracer);
+    tracer.kill()?;
     ensure!(
         nothing_left_attached()?,
         "programs still loaded after SIGKILL"

@@ -91,20 +91,39 @@ pub enum HeaderAt {
     NetworkHeader,
 }
 
-/// The IPv4 header fields we use, as read from memory.
+impl Ipv4Header {
+    /// An event of `probe` about this packet at `skb`, with the header's fields.
+    #[inline(always)]
+    pub fn event(&self, probe: tracer_common::Probe, skb: u64) -> PacketEvent {
+        PacketEvent {
+            probe: probe as u8,
+            skb,
+            ether_type: ETH_P_IP,
+            saddr: self.saddr,
+            daddr: self.daddr,
+            protocol: self.protocol,
+            ttl: self.ttl,
+            ip_id: u16::from_be(self.id),
+            ip_len: u16::from_be(self.tot_len),
+            ..PacketEvent::default()
+        }
+    }
+}
+
+/// The IPv4 header as it is in memory.
 #[repr(C)]
 #[derive(Clone, Copy)]
-struct Ipv4Header {
-    version_ihl: u8,
-    tos: u8,
-    tot_len: u16,
-    id: u16,
-    frag_off: u16,
-    ttl: u8,
-    protocol: u8,
-    check: u16,
-    saddr: [u8; 4],
-    daddr: [u8; 4],
+pub struct Ipv4Header {
+    pub version_ihl: u8,
+    pub tos: u8,
+    pub tot_len: u16,
+    pub id: u16,
+    pub frag_off: u16,
+    pub ttl: u8,
+    pub protocol: u8,
+    pub check: u16,
+    pub saddr: [u8; 4],
+    pub daddr: [u8; 4],
 }
 
 #[inline(always)]
@@ -458,18 +477,7 @@ pub fn capture_skb(
         Header::NotIpv4(header) if with_arp => capture_arp(cfg, probe, skb, header, &netns)?,
         Header::NotIpv4(_) => return None,
         Header::Ours(ip_addr, ip) => {
-            let mut event = PacketEvent {
-                probe: probe as u8,
-                skb,
-                ether_type: ETH_P_IP,
-                saddr: ip.saddr,
-                daddr: ip.daddr,
-                protocol: ip.protocol,
-                ttl: ip.ttl,
-                ip_id: u16::from_be(ip.id),
-                ip_len: u16::from_be(ip.tot_len),
-                ..PacketEvent::default()
-            };
+            let mut event = ip.event(probe, skb);
             if !read_transport(cfg, ip_addr, &ip, &mut event) {
                 return None;
             }

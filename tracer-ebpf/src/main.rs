@@ -13,7 +13,7 @@ use tracer_common::{ETH_P_ARP, ETH_P_IP, MAX_PORTS, PAYLOAD_MAX, PacketEvent, Pr
 const IPPROTO_TCP: u8 = 6;
 const IPPROTO_UDP: u8 = 17;
 use tracer_ebpf::{
-    HeaderAt, capture_skb, config, current_netns, device, emit, emit_payload_record,
+    HeaderAt, Ipv4Header, capture_skb, config, current_netns, device, emit, emit_payload_record,
     emit_with_payload, in_scope, read, read_macs, skb_netns,
 };
 
@@ -156,29 +156,13 @@ pub fn tcp_payload(ctx: TcContext) -> i32 {
     TC_NEXT
 }
 
-/// The IPv4 and TCP header fields the payload event needs.
-#[repr(C)]
-#[derive(Clone, Copy)]
-struct Headers {
-    version_ihl: u8,
-    tos: u8,
-    tot_len: u16,
-    id: u16,
-    frag_off: u16,
-    ttl: u8,
-    protocol: u8,
-    check: u16,
-    saddr: [u8; 4],
-    daddr: [u8; 4],
-}
-
 #[inline(always)]
 fn capture_tcp_payload(ctx: &TcContext) {
     let Some(cfg) = config() else { return };
     if cfg.capture_payload == 0 || u16::from_be(ctx.skb.protocol() as u16) != ETH_P_IP {
         return;
     }
-    let Ok(ip) = ctx.load::<Headers>(ETH_HLEN) else {
+    let Ok(ip) = ctx.load::<Ipv4Header>(ETH_HLEN) else {
         return;
     };
     if ip.version_ihl >> 4 != 4 || ip.protocol != IPPROTO_TCP {
@@ -209,15 +193,6 @@ fn capture_tcp_payload(ctx: &TcContext) {
         return;
     }
     let mut event = PacketEvent {
-        probe: Probe::TcpPayload as u8,
-        skb: ctx.skb.skb as u64,
-        ether_type: ETH_P_IP,
-        saddr: ip.saddr,
-        daddr: ip.daddr,
-        protocol: ip.protocol,
-        ttl: ip.ttl,
-        ip_id: u16::from_be(ip.id),
-        ip_len: u16::from_be(ip.tot_len),
         sport,
         dport,
         tcp_flags: offset_and_flags[1],
@@ -225,7 +200,7 @@ fn capture_tcp_payload(ctx: &TcContext) {
         netns: cfg.netns,
         // SAFETY: reading a context field the verifier allows.
         ifindex: unsafe { (*ctx.skb.skb).ifindex },
-        ..PacketEvent::default()
+        ..ip.event(Probe::TcpPayload, ctx.skb.skb as u64)
     };
     let payload_at = (l4 + tcp_header_len) as u32;
     emit_payload_record(cfg, &mut event, |payload| {

@@ -13,13 +13,14 @@ use tokio::{
 };
 
 use crate::{
-    decode::{self, KernelNames},
+    decode::KernelNames,
     enrich::{Topology, dns::DnsSetup},
     explain::{
         Facts,
         dns::{DnsContext, explain_dns},
     },
     follow::monotonic_now_ns,
+    intake::Intake,
     journey::{
         Assembler,
         dns::{Correlator, DnsExchange, Scope},
@@ -30,7 +31,6 @@ use crate::{
 
 /// A journey is complete once no event joined it for this long.
 const QUIET: Duration = Duration::from_millis(150);
-const LOSS_SHADOW: Duration = Duration::from_secs(2);
 const DNS_PORT: u16 = 53;
 
 #[derive(clap::Args, Debug)]
@@ -104,15 +104,7 @@ pub async fn run(args: DnsArgs) -> Result<ExitCode> {
         netns: Some(container.netns),
         capture_payload: true,
     };
-    let mut saved_events = args
-        .save_events
-        .as_ref()
-        .map(|path| {
-            std::fs::File::create(path)
-                .map(std::io::BufWriter::new)
-                .with_context(|| format!("cannot write {}", path.display()))
-        })
-        .transpose()?;
+    let mut intake = Intake::new(names, args.save_events.as_deref())?;
     let container_netns = std::path::PathBuf::from(format!("/proc/{}/ns/net", container.pid));
     let mut probes = Probes::attach(&filter, offsets, &[container_netns])?;
     eprintln!(
@@ -136,7 +128,6 @@ pub async fn run(args: DnsArgs) -> Result<ExitCode> {
         setup,
         topology,
         json: args.json,
-        last_loss: None,
         told: 0,
     };
     let mut assembler = Assembler::new(QUIET.as_nanos() as u64);
@@ -145,19 +136,11 @@ pub async fn run(args: DnsArgs) -> Result<ExitCode> {
     let deadline = args
         .timeout
         .map(|t| Instant::now() + Duration::from_secs(t));
-    let mut lost_reported = 0;
     let done = |teller: &Teller| args.count.is_some_and(|n| teller.told >= n);
     while !done(&teller) {
         tokio::select! {
             events = probes.next_events() => {
-                for raw in events? {
-                    let Some(event) = decode::decode(&raw.packet, raw.payload.as_deref(), &names) else {
-                        continue;
-                    };
-                    if let Some(file) = saved_events.as_mut() {
-                        serde_json::to_writer(&mut *file, &event)?;
-                        file.write_all(b"\n")?;
-                    }
+                for event in intake.decode(events?)? {
                     assembler.push(event);
                 }
             }
@@ -165,22 +148,14 @@ pub async fn run(args: DnsArgs) -> Result<ExitCode> {
             _ = interrupt.recv() => break,
             _ = terminate.recv() => break,
         }
-        let lost = probes.lost_events();
-        if lost > lost_reported {
-            eprintln!(
-                "pkttrace: warning: the kernel dropped {} events because pkttrace's ring buffer was full; queries seen around now may be missing steps",
-                lost - lost_reported
-            );
-            lost_reported = lost;
-            teller.last_loss = Some(Instant::now());
-        }
+        intake.note_losses(probes.lost_events(), "queries");
         let now = monotonic_now_ns();
         for journey in assembler.take_finished(now) {
             correlator.push(journey);
         }
         for exchange in correlator.advance(now) {
             if !done(&teller) {
-                teller.tell(&exchange)?;
+                teller.tell(&exchange, intake.lost_recently())?;
             }
         }
         if deadline.is_some_and(|d| Instant::now() >= d) {
@@ -193,12 +168,10 @@ pub async fn run(args: DnsArgs) -> Result<ExitCode> {
     }
     for exchange in correlator.finish(monotonic_now_ns()) {
         if !done(&teller) {
-            teller.tell(&exchange)?;
+            teller.tell(&exchange, intake.lost_recently())?;
         }
     }
-    if let Some(mut file) = saved_events {
-        file.flush()?;
-    }
+    intake.finish()?;
     if teller.told == 0 {
         eprintln!("pkttrace: saw no DNS query from {}", container.name);
         return Ok(ExitCode::from(1));
@@ -235,14 +208,13 @@ struct Teller {
     setup: DnsSetup,
     topology: Topology,
     json: bool,
-    last_loss: Option<Instant>,
     told: u64,
 }
 
 impl Teller {
-    fn tell(&mut self, exchange: &DnsExchange) -> Result<()> {
+    fn tell(&mut self, exchange: &DnsExchange, events_lost: bool) -> Result<()> {
         let facts = Facts {
-            events_lost: self.last_loss.is_some_and(|at| at.elapsed() < LOSS_SHADOW),
+            events_lost,
             host_ip_forward: crate::enrich::host_ip_forward(),
             bridge_calls_iptables: crate::enrich::bridge_calls_iptables(),
             ..Facts::default()

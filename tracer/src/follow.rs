@@ -12,9 +12,10 @@ use tokio::{
 };
 
 use crate::{
-    decode::{self, EventKind, KernelNames},
+    decode::{EventKind, KernelNames},
     enrich::{self, Listener, Ruleset, Topology},
     explain::{self, Direction, Facts},
+    intake::Intake,
     journey::{
         Assembler, Journey,
         exchanges::{Exchanges, Role, Target},
@@ -26,9 +27,6 @@ use crate::{
 
 /// A journey is complete once no event joined it for this long.
 const QUIET: Duration = Duration::from_millis(150);
-/// Journeys finishing this soon after the kernel reported lost events are
-/// flagged: their missing hops may be among the lost.
-const LOSS_SHADOW: Duration = Duration::from_secs(2);
 
 #[derive(clap::Args, Debug)]
 pub struct FollowArgs {
@@ -57,13 +55,11 @@ struct Run {
     source: Source,
     destination: Destination,
     topology: Topology,
-    names: KernelNames,
     json: bool,
     exchanges: Exchanges,
     last_refresh: Instant,
     /// Marked when rtnetlink or Docker report a change to the wiring.
     changes: Option<tokio::sync::watch::Receiver<()>>,
-    last_loss: Option<Instant>,
     /// The ruleset's counters as last read, to tell which rule dropped a packet.
     ruleset: Option<Ruleset>,
     /// DEST is a published port: where Docker sends it.
@@ -118,15 +114,7 @@ pub async fn run(args: FollowArgs) -> Result<ExitCode> {
     {
         filter.addresses.push(gateway);
     }
-    let mut saved_events = args
-        .save_events
-        .as_ref()
-        .map(|path| {
-            std::fs::File::create(path)
-                .map(std::io::BufWriter::new)
-                .with_context(|| format!("cannot write {}", path.display()))
-        })
-        .transpose()?;
+    let mut intake = Intake::new(names, args.save_events.as_deref())?;
     let mut probes = Probes::attach(&filter, offsets, &[])?;
     if let Some(docker) = &topology.docker_error {
         eprintln!("pkttrace: note: {docker}; containers are shown by namespace only");
@@ -189,12 +177,10 @@ pub async fn run(args: FollowArgs) -> Result<ExitCode> {
         source,
         destination,
         topology,
-        names,
         json: args.json,
         exchanges,
         last_refresh: Instant::now(),
         changes: enrich::changes().ok(),
-        last_loss: None,
         ruleset,
         published,
         proxy,
@@ -203,18 +189,11 @@ pub async fn run(args: FollowArgs) -> Result<ExitCode> {
     let mut interrupt = signal(SignalKind::interrupt())?;
     let mut terminate = signal(SignalKind::terminate())?;
     let deadline = timeout.map(|t| Instant::now() + t);
-    let mut lost_reported = 0;
     loop {
         tokio::select! {
             events = probes.next_events() => {
-                for raw in events? {
-                    if let Some(event) = decode::decode(&raw.packet, raw.payload.as_deref(), &run.names) {
-                        if let Some(file) = saved_events.as_mut() {
-                            serde_json::to_writer(&mut *file, &event)?;
-                            file.write_all(b"\n")?;
-                        }
-                        assembler.push(event);
-                    }
+                for event in intake.decode(events?)? {
+                    assembler.push(event);
                 }
             }
             _ = sleep(Duration::from_millis(50)) => {}
@@ -222,17 +201,9 @@ pub async fn run(args: FollowArgs) -> Result<ExitCode> {
             _ = terminate.recv() => break,
         }
         // Losses are checked before telling, so the journeys they touch are flagged.
-        let lost = probes.lost_events();
-        if lost > lost_reported {
-            eprintln!(
-                "pkttrace: warning: the kernel dropped {} events because pkttrace's ring buffer was full; journeys seen around now may be missing hops",
-                lost - lost_reported
-            );
-            lost_reported = lost;
-            run.last_loss = Some(Instant::now());
-        }
+        intake.note_losses(probes.lost_events(), "journeys");
         for journey in assembler.take_finished(monotonic_now_ns()) {
-            run.place(journey).await?;
+            run.place(journey, intake.lost_recently()).await?;
         }
         run.exchanges.stop_waiting_for_old_requests();
         if count.is_some_and(|n| run.exchanges.done() >= n)
@@ -242,12 +213,10 @@ pub async fn run(args: FollowArgs) -> Result<ExitCode> {
         }
     }
     for journey in assembler.take_all() {
-        run.place(journey).await?;
+        run.place(journey, intake.lost_recently()).await?;
     }
     drop(probes);
-    if let Some(mut file) = saved_events {
-        file.flush()?;
-    }
+    intake.finish()?;
     if let Some(sender) = sender {
         match sender.join() {
             Ok(Err(error)) => {
@@ -269,14 +238,14 @@ pub async fn run(args: FollowArgs) -> Result<ExitCode> {
 
 impl Run {
     /// Tells the journeys the exchanges take, in the order they come.
-    async fn place(&mut self, journey: Journey) -> Result<()> {
+    async fn place(&mut self, journey: Journey, events_lost: bool) -> Result<()> {
         for (journey, role) in self.exchanges.place(journey) {
-            self.tell(journey, role).await?;
+            self.tell(journey, role, events_lost).await?;
         }
         Ok(())
     }
 
-    async fn tell(&mut self, journey: Journey, role: Role) -> Result<()> {
+    async fn tell(&mut self, journey: Journey, role: Role, events_lost: bool) -> Result<()> {
         self.refresh_topology(&journey).await;
         let (direction, reply_to) = match role {
             Role::Request | Role::SecondLeg { .. } | Role::ArpRequest => (Direction::Request, None),
@@ -285,7 +254,7 @@ impl Run {
         let arp = matches!(role, Role::ArpRequest | Role::ArpReply { .. });
         let facts = Facts {
             host_ip_forward: enrich::host_ip_forward(),
-            events_lost: self.last_loss.is_some_and(|at| at.elapsed() < LOSS_SHADOW),
+            events_lost,
             bridge_calls_iptables: enrich::bridge_calls_iptables(),
             fdb: if arp || self.crosses_a_bridge(&journey) {
                 enrich::host_fdb().await.unwrap_or_default()

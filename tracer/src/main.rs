@@ -7,6 +7,7 @@ mod dns;
 mod enrich;
 mod explain;
 mod follow;
+mod intake;
 mod journey;
 mod probes;
 mod render;

@@ -1,0 +1,89 @@
+//! Where both tracing commands take the kernel's events in: decoded, saved
+//! for a bug report when the user asked, and losses noticed and said.
+
+use std::{
+    fs::File,
+    io::{BufWriter, Write},
+    path::Path,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, Result};
+
+use crate::{
+    decode::{self, Event, KernelNames},
+    probes::RawEvent,
+};
+
+/// What finishes this soon after the kernel reported lost events is flagged:
+/// its missing steps may be among the lost.
+const LOSS_SHADOW: Duration = Duration::from_secs(2);
+
+pub struct Intake {
+    names: KernelNames,
+    /// `--save-events FILE`: every decoded event, one JSON object a line.
+    saved: Option<BufWriter<File>>,
+    lost_reported: u64,
+    last_loss: Option<Instant>,
+}
+
+impl Intake {
+    pub fn new(names: KernelNames, save_events: Option<&Path>) -> Result<Self> {
+        let saved = save_events
+            .map(|path| {
+                File::create(path)
+                    .map(BufWriter::new)
+                    .with_context(|| format!("cannot write {}", path.display()))
+            })
+            .transpose()?;
+        Ok(Self {
+            names,
+            saved,
+            lost_reported: 0,
+            last_loss: None,
+        })
+    }
+
+    /// The events this version knows, decoded (and saved when asked).
+    pub fn decode(&mut self, raw: Vec<RawEvent>) -> Result<Vec<Event>> {
+        let mut events = Vec::with_capacity(raw.len());
+        for raw in raw {
+            let Some(event) = decode::decode(&raw.packet, raw.payload.as_deref(), &self.names)
+            else {
+                continue;
+            };
+            if let Some(file) = self.saved.as_mut() {
+                serde_json::to_writer(&mut *file, &event)?;
+                file.write_all(b"\n")?;
+            }
+            events.push(event);
+        }
+        Ok(events)
+    }
+
+    /// Says when the kernel's count of lost events went up (`told` names
+    /// what may now be incomplete).
+    pub fn note_losses(&mut self, lost_so_far: u64, told: &str) {
+        if lost_so_far <= self.lost_reported {
+            return;
+        }
+        eprintln!(
+            "pkttrace: warning: the kernel dropped {} events because pkttrace's ring buffer was full; {told} seen around now may be missing steps",
+            lost_so_far - self.lost_reported
+        );
+        self.lost_reported = lost_so_far;
+        self.last_loss = Some(Instant::now());
+    }
+
+    /// Events were lost a moment ago: what is told now may miss steps.
+    pub fn lost_recently(&self) -> bool {
+        self.last_loss.is_some_and(|at| at.elapsed() < LOSS_SHADOW)
+    }
+
+    pub fn finish(self) -> Result<()> {
+        if let Some(mut file) = self.saved {
+            file.flush()?;
+        }
+        Ok(())
+    }
+}
