@@ -109,7 +109,7 @@ pub async fn run(args: FollowArgs) -> Result<ExitCode> {
     }
     // The source's gateway too, so the ARP for it is seen (not for the host:
     // its gateway is this machine's real uplink).
-    if let Some(gateway) = source_gateway(&source, &topology)
+    if let Some(gateway) = source.gateway(&topology)
         && !filter.addresses.contains(&gateway)
     {
         filter.addresses.push(gateway);
@@ -358,17 +358,6 @@ impl Run {
     }
 }
 
-/// The default gateway of a container's or netns's main table.
-fn source_gateway(source: &Source, topology: &Topology) -> Option<std::net::Ipv4Addr> {
-    source.netns_path.as_ref()?;
-    const MAIN_TABLE: u32 = 254;
-    topology
-        .namespace(source.netns)?
-        .routes
-        .iter()
-        .find(|r| r.table == MAIN_TABLE && r.destination.is_none())?
-        .gateway
-}
 
 /// CLOCK_MONOTONIC, the clock of bpf_ktime_get_ns.
 pub fn monotonic_now_ns() -> u64 {

@@ -30,6 +30,21 @@ pub struct Source {
     pub netns_path: Option<PathBuf>,
 }
 
+impl Source {
+    /// The default gateway of a container's or netns's main table (none for
+    /// the host: its gateway is this machine's real uplink).
+    pub fn gateway(&self, topology: &Topology) -> Option<Ipv4Addr> {
+        self.netns_path.as_ref()?;
+        const MAIN_TABLE: u32 = 254;
+        topology
+            .namespace(self.netns)?
+            .routes
+            .iter()
+            .find(|r| r.table == MAIN_TABLE && r.destination.is_none())?
+            .gateway
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Destination {
     pub address: Ipv4Addr,
