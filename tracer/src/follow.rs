@@ -358,7 +358,6 @@ impl Run {
     }
 }
 
-
 /// CLOCK_MONOTONIC, the clock of bpf_ktime_get_ns.
 pub fn monotonic_now_ns() -> u64 {
     let mut now = libc::timespec {

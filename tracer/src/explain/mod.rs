@@ -1056,7 +1056,20 @@ impl Explainer<'_> {
                 .map(|c| format!("; conntrack: {c}"))
                 .unwrap_or_default()
         );
-        if bridged {
+        // A flooded frame meets the bridge's hooks once per copy it sends out.
+        let again_for_a_copy = bridged
+            && self
+                .hops
+                .iter()
+                .rev()
+                .take_while(|h| !matches!(h.details, Details::Bridge { .. }))
+                .any(|h| {
+                    h.netns == event.netns
+                        && matches!(h.details, Details::Netfilter { hook: told, .. } if told == hook.name())
+                });
+        if again_for_a_copy {
+            text += " (again, for the next flooded copy)";
+        } else if bridged {
             text += match self.facts.bridge_calls_iptables {
                 Some(true) => {
                     " (run by the bridge for a switched frame: net.bridge.bridge-nf-call-iptables = 1)"

@@ -7,7 +7,7 @@ use super::*;
 use crate::enrich::{Container, DockerNetwork, FdbEntry, InterfaceRef, Namespace, Owner};
 use crate::journey::tests::{
     COLD_ARP, DOCKER_USER_DROP, FORWARDING_DISABLED, ICMP_MASQUERADE, SAME_BRIDGE, TCP_REFUSED,
-    assemble,
+    UNICAST_FLOOD, assemble,
 };
 
 const HOST: u32 = 4026531833;
@@ -324,70 +324,113 @@ fn a_story_told_around_lost_events_says_so() {
     );
 }
 
-/// pt-c1 (172.18.0.3) and pt-s1 (172.18.0.2) on network "ptnet", bridge pt-demo-br.
-fn same_bridge_lab() -> (Topology, Vec<FdbEntry>) {
-    const CLIENT_NS: u32 = 4026532338;
-    const SERVER_NS: u32 = 4026532185;
-    let mut bridge = interface(
-        483,
-        "pt-demo-br",
+/// A container on a bridge: name, netns inode, eth0's ifindex, address,
+/// MAC, and its host-side veth (ifindex, name).
+struct Member {
+    name: &'static str,
+    inode: u32,
+    eth0: u32,
+    ip: Ipv4Addr,
+    mac: [u8; 6],
+    port: (u32, &'static str),
+}
+
+/// Containers on one Docker network's bridge (ifindex, name, gateway
+/// address, network name), the bridge having learned every member's MAC.
+fn bridge_lab(
+    bridge: (u32, &'static str, Ipv4Addr, &'static str),
+    members: &[Member],
+) -> (Topology, Vec<FdbEntry>) {
+    let (bridge_index, bridge_name, gateway, network) = bridge;
+    let mut host_interfaces = vec![interface(
+        bridge_index,
+        bridge_name,
         "bridge",
-        Some((Ipv4Addr::new(172, 18, 0, 1), 16)),
-    );
-    bridge.mac = Some([0x02, 0x42, 0xa7, 0x88, 0x71, 0x87]);
-    let mut client_port = veth(487, "veth86188c1", None, (CLIENT_NS, 486));
-    let mut server_port = veth(485, "veth991b44f", None, (SERVER_NS, 484));
-    client_port.master = Some(483);
-    server_port.master = Some(483);
-    let container = |name: &str, inode: u32, ifindex: u32, ip: Ipv4Addr, port: u32| {
-        namespace(
-            inode,
+        Some((gateway, 16)),
+    )];
+    host_interfaces[0].mac = Some([0x02, 0x42, 0xa7, 0x88, 0x71, 0x87]);
+    let mut namespaces = Vec::new();
+    let mut fdb = Vec::new();
+    for member in members {
+        let mut port = veth(
+            member.port.0,
+            member.port.1,
+            None,
+            (member.inode, member.eth0),
+        );
+        port.master = Some(bridge_index);
+        host_interfaces.push(port);
+        namespaces.push(namespace(
+            member.inode,
             Owner::Container {
-                name: name.into(),
-                id: name.into(),
+                name: member.name.into(),
+                id: member.name.into(),
             },
-            vec![veth(ifindex, "eth0", Some((ip, 16)), (HOST, port))],
-        )
-    };
+            vec![veth(
+                member.eth0,
+                "eth0",
+                Some((member.ip, 16)),
+                (HOST, member.port.0),
+            )],
+        ));
+        fdb.push(FdbEntry {
+            mac: member.mac,
+            port: member.port.0,
+            bridge: bridge_index,
+            permanent: false,
+        });
+    }
+    namespaces.insert(0, namespace(HOST, Owner::Host, host_interfaces));
+    let octets = gateway.octets();
     let topology = Topology {
-        namespaces: vec![
-            namespace(HOST, Owner::Host, vec![bridge, server_port, client_port]),
-            container("pt-c1", CLIENT_NS, 486, Ipv4Addr::new(172, 18, 0, 3), 487),
-            container("pt-s1", SERVER_NS, 484, Ipv4Addr::new(172, 18, 0, 2), 485),
-        ],
+        namespaces,
         containers: Vec::new(),
         docker_error: None,
         docker_networks: vec![DockerNetwork {
-            name: "ptnet".into(),
+            name: network.into(),
             id: "4d2f".into(),
             driver: "bridge".into(),
-            bridge: Some("pt-demo-br".into()),
-            subnets: vec![(Ipv4Addr::new(172, 18, 0, 0), 16)],
+            bridge: Some(bridge_name.into()),
+            subnets: vec![(Ipv4Addr::new(octets[0], octets[1], 0, 0), 16)],
         }],
         host_netns: HOST,
     };
-    let learned = |mac: [u8; 6], port: u32| FdbEntry {
-        mac,
-        port,
-        bridge: 483,
-        permanent: false,
-    };
-    let fdb = vec![
-        learned([0x02, 0x42, 0xac, 0x12, 0x00, 0x02], 485),
-        learned([0x02, 0x42, 0xac, 0x12, 0x00, 0x03], 487),
-    ];
     (topology, fdb)
 }
 
-#[test]
-fn two_containers_on_one_bridge_are_switched_with_fdb_evidence() {
-    let (topology, fdb) = same_bridge_lab();
+/// pt-c1 (172.18.0.3) and pt-s1 (172.18.0.2) on network "ptnet", bridge pt-demo-br.
+fn same_bridge_lab() -> (Topology, Vec<FdbEntry>) {
+    bridge_lab(
+        (483, "pt-demo-br", Ipv4Addr::new(172, 18, 0, 1), "ptnet"),
+        &[
+            Member {
+                name: "pt-s1",
+                inode: 4026532185,
+                eth0: 484,
+                ip: Ipv4Addr::new(172, 18, 0, 2),
+                mac: [0x02, 0x42, 0xac, 0x12, 0x00, 0x02],
+                port: (485, "veth991b44f"),
+            },
+            Member {
+                name: "pt-c1",
+                inode: 4026532338,
+                eth0: 486,
+                ip: Ipv4Addr::new(172, 18, 0, 3),
+                mac: [0x02, 0x42, 0xac, 0x12, 0x00, 0x03],
+                port: (487, "veth86188c1"),
+            },
+        ],
+    )
+}
+
+/// Tells a request and its reply with the bridges' `fdb` as the facts.
+fn request_and_reply(fixture: &str, topology: &Topology, fdb: Vec<FdbEntry>) -> Vec<Story> {
     let facts = Facts {
         fdb,
         ..forwarding_on()
     };
-    let journeys = assemble(SAME_BRIDGE);
-    let told: Vec<Story> = journeys
+    let journeys = assemble(fixture);
+    journeys
         .iter()
         .enumerate()
         .map(|(n, j)| {
@@ -400,11 +443,57 @@ fn two_containers_on_one_bridge_are_switched_with_fdb_evidence() {
                 j,
                 direction,
                 (n > 0).then_some(journeys[0].id),
-                &topology,
+                topology,
                 &facts,
             )
         })
-        .collect();
+        .collect()
+}
+
+#[test]
+fn two_containers_on_one_bridge_are_switched_with_fdb_evidence() {
+    let (topology, fdb) = same_bridge_lab();
+    insta::assert_snapshot!(plain(&request_and_reply(SAME_BRIDGE, &topology, fdb)));
+}
+
+/// fl-c1 pings fl-c2 (network "ptflood", bridge pt-flood-br, fl-c3 a third
+/// member) right after fl-c2's MAC was deleted from the bridge's forwarding
+/// database: the request is flooded to fl-c2 and fl-c3, fl-c3 discards its
+/// copy (OTHERHOST), the reply is switched (the bridge learned fl-c1 before).
+#[test]
+fn a_frame_for_an_unknown_mac_is_flooded_and_the_other_copies_discarded() {
+    let member = |name, inode, eth0, last: u8, port| Member {
+        name,
+        inode,
+        eth0,
+        ip: Ipv4Addr::new(172, 22, 0, last),
+        mac: [0x02, 0x42, 0xac, 0x16, 0x00, last],
+        port,
+    };
+    let (topology, mut fdb) = bridge_lab(
+        (3112, "pt-flood-br", Ipv4Addr::new(172, 22, 0, 1), "ptflood"),
+        &[
+            member("fl-c1", 4026532185, 3113, 2, (3114, "veth78f6705")),
+            member("fl-c2", 4026532260, 3115, 3, (3116, "veth36d1df7")),
+            member("fl-c3", 4026532335, 3117, 4, (3118, "veth2735212")),
+        ],
+    );
+    // When it was told, the bridge knew fl-c1 only.
+    fdb.truncate(1);
+    let told = request_and_reply(UNICAST_FLOOD, &topology, fdb);
+    let request = plain(&told[..1]);
+    assert!(
+        request.contains("flooded to ports veth2735212, veth36d1df7"),
+        "{request}"
+    );
+    assert!(
+        request.contains("discarded it: not addressed to it (OTHERHOST)"),
+        "{request}"
+    );
+    assert!(
+        request.contains("reached fl-c2"),
+        "the flood is not the packet's fate: {request}"
+    );
     insta::assert_snapshot!(plain(&told));
 }
 

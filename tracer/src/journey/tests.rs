@@ -19,6 +19,9 @@ pub const TCP_REFUSED: &str = include_str!("fixtures/tcp_refused.jsonl");
 /// Two containers on a user-defined network (bridge pt-demo-br), recorded with --save-events.
 pub const SAME_BRIDGE: &str = include_str!("fixtures/same_bridge.jsonl");
 pub const COLD_ARP: &str = include_str!("fixtures/cold_arp.jsonl");
+/// fl-c1 pings fl-c2 on bridge pt-flood-br just after fl-c2's MAC left the
+/// bridge's forwarding database (recorded with --save-events).
+pub const UNICAST_FLOOD: &str = include_str!("fixtures/unicast_flood.jsonl");
 /// `nslookup` of dns-server-1, upstream.lab and nosuch.lab from dns-client-1 on a
 /// user-defined network (embedded DNS forwarding to the lab's dnsmasq at
 /// 198.51.100.1), recorded with `pkttrace dns --save-events`.
