@@ -151,8 +151,9 @@ pub fn explain_dns(exchange: &DnsExchange, context: &DnsContext) -> DnsStory {
             pid_in_container: (e.ns_pid != 0 && e.ns_pid != pid).then_some(e.ns_pid),
         })
     });
-    let embedded = context.setup.uses_embedded_dns() && server == crate::enrich::dns::EMBEDDED_DNS;
-    let embedded = embedded.then(|| {
+    let to_embedded_dns =
+        context.setup.uses_embedded_dns() && server == crate::enrich::dns::EMBEDDED_DNS;
+    let embedded = to_embedded_dns.then(|| {
         let listener = context.setup.embedded_listener(transport);
         EmbeddedDns {
             dnat: nat_seen(
@@ -166,9 +167,6 @@ pub fn explain_dns(exchange: &DnsExchange, context: &DnsContext) -> DnsStory {
                 .and_then(|a| nat_seen(&a.hops, listener.and_then(|l| l.snat_rule.clone()))),
         }
     });
-    let latency = |from: &DnsPacket, to: &DnsPacket| {
-        to.arrival_ns().saturating_sub(from.time_ns()) as f64 / 1e6
-    };
     let answer = exchange.answer.as_ref();
     DnsStory {
         container: context.container.to_string(),
@@ -189,7 +187,7 @@ pub fn explain_dns(exchange: &DnsExchange, context: &DnsContext) -> DnsStory {
         forwarded: exchange
             .forwarded
             .iter()
-            .map(|leg| forwarded(leg, context, &latency))
+            .map(|leg| forwarded(leg, context))
             .collect(),
         outcome: match (answer, exchange.timed_out) {
             (Some(_), _) => "answered",
@@ -204,7 +202,7 @@ pub fn explain_dns(exchange: &DnsExchange, context: &DnsContext) -> DnsStory {
         }),
         rcode: answer.map(|a| a.message.rcode.clone()),
         answers: answer.map(|a| a.message.answers.clone()).unwrap_or_default(),
-        latency_ms: answer.map(|a| latency(query, a)),
+        latency_ms: answer.map(|a| latency_ms(query, a)),
         waited_ms: exchange.waited_ns.map(|ns| ns as f64 / 1e6),
         retries: exchange.retries,
         query_hops: query_story.hops,
@@ -213,11 +211,12 @@ pub fn explain_dns(exchange: &DnsExchange, context: &DnsContext) -> DnsStory {
     }
 }
 
-fn forwarded(
-    leg: &ForwardedLeg,
-    context: &DnsContext,
-    latency: &dyn Fn(&DnsPacket, &DnsPacket) -> f64,
-) -> Forwarded {
+/// From the query leaving its sender to the answer reaching it.
+fn latency_ms(query: &DnsPacket, answer: &DnsPacket) -> f64 {
+    answer.arrival_ns().saturating_sub(query.time_ns()) as f64 / 1e6
+}
+
+fn forwarded(leg: &ForwardedLeg, context: &DnsContext) -> Forwarded {
     let (source, sport, server, dport) = leg.query.sent();
     let first = leg.query.journey.events.first();
     let story = explain(
@@ -250,7 +249,7 @@ fn forwarded(
             .as_ref()
             .map(|a| a.message.answers.clone())
             .unwrap_or_default(),
-        latency_ms: leg.answer.as_ref().map(|a| latency(&leg.query, a)),
+        latency_ms: leg.answer.as_ref().map(|a| latency_ms(&leg.query, a)),
         hops: story.hops,
     }
 }
