@@ -853,13 +853,15 @@ impl Explainer<'_> {
             told[j] = true;
         }
         let ports: Vec<&str> = copies.iter().map(|&c| events[c].ifname.as_str()).collect();
-        let mut decision = match ports.as_slice() {
-            [] => "broadcast: no other port to flood it to".to_string(),
-            _ => format!("broadcast: flooded to ports {}", ports.join(", ")),
+        let decision = match (ports.as_slice(), handed_up.is_some()) {
+            ([], true) => "broadcast: not flooded (no other port) and handed up to the host".into(),
+            ([], false) => "broadcast: no other port to flood it to".to_string(),
+            (_, true) => format!(
+                "broadcast: flooded to ports {} and handed up to the host",
+                ports.join(", ")
+            ),
+            (_, false) => format!("broadcast: flooded to ports {}", ports.join(", ")),
         };
-        if handed_up.is_some() {
-            decision += " and handed up to the host";
-        }
         let text = format!(
             "bridge {}{}: the frame entered port {}; {decision}",
             bridge.name,
