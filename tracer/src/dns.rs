@@ -7,10 +7,7 @@
 use std::{io::Write, net::IpAddr, process::ExitCode, time::Duration};
 
 use anyhow::{Context, Result};
-use tokio::{
-    signal::unix::{SignalKind, signal},
-    time::{Instant, sleep},
-};
+use tokio::time::Instant;
 
 use crate::{
     decode::KernelNames,
@@ -104,7 +101,7 @@ pub async fn run(args: DnsArgs) -> Result<ExitCode> {
         netns: Some(container.netns),
         capture_payload: true,
     };
-    let mut intake = Intake::new(names, args.save_events.as_deref())?;
+    let mut intake = Intake::new(names, args.save_events.as_deref(), "queries")?;
     let container_netns = std::path::PathBuf::from(format!("/proc/{}/ns/net", container.pid));
     let mut probes = Probes::attach(&filter, offsets, &[container_netns])?;
     eprintln!(
@@ -131,24 +128,11 @@ pub async fn run(args: DnsArgs) -> Result<ExitCode> {
         told: 0,
     };
     let mut assembler = Assembler::new(QUIET.as_nanos() as u64);
-    let mut interrupt = signal(SignalKind::interrupt())?;
-    let mut terminate = signal(SignalKind::terminate())?;
     let deadline = args
         .timeout
         .map(|t| Instant::now() + Duration::from_secs(t));
     let done = |teller: &Teller| args.count.is_some_and(|n| teller.told >= n);
-    while !done(&teller) {
-        tokio::select! {
-            events = probes.next_events() => {
-                for event in intake.decode(events?)? {
-                    assembler.push(event);
-                }
-            }
-            _ = sleep(Duration::from_millis(50)) => {}
-            _ = interrupt.recv() => break,
-            _ = terminate.recv() => break,
-        }
-        intake.note_losses(probes.lost_events(), "queries");
+    while !done(&teller) && intake.take_in(&mut probes, &mut assembler).await? {
         let now = monotonic_now_ns();
         for journey in assembler.take_finished(now) {
             correlator.push(journey);
@@ -192,8 +176,8 @@ fn describe_setup(setup: &DnsSetup) -> String {
         let owner = setup
             .embedded
             .iter()
-            .find_map(|l| l.owner.as_ref())
-            .map(|o| format!("{} pid {}", o.process, o.pid))
+            .map(|l| format!("{} pid {}", l.owner.process, l.owner.pid))
+            .next()
             .unwrap_or_else(|| "owner unknown".into());
         text += &format!(
             "; Docker's embedded DNS on 127.0.0.11 port {} ({owner})",

@@ -6,10 +6,7 @@
 use std::{io::Write, process::ExitCode, time::Duration};
 
 use anyhow::{Context, Result};
-use tokio::{
-    signal::unix::{SignalKind, signal},
-    time::{Instant, sleep},
-};
+use tokio::time::Instant;
 
 use crate::{
     decode::{EventKind, KernelNames},
@@ -114,7 +111,7 @@ pub async fn run(args: FollowArgs) -> Result<ExitCode> {
     {
         filter.addresses.push(gateway);
     }
-    let mut intake = Intake::new(names, args.save_events.as_deref())?;
+    let mut intake = Intake::new(names, args.save_events.as_deref(), "journeys")?;
     let mut probes = Probes::attach(&filter, offsets, &[])?;
     if let Some(docker) = &topology.docker_error {
         eprintln!("pkttrace: note: {docker}; containers are shown by namespace only");
@@ -186,22 +183,8 @@ pub async fn run(args: FollowArgs) -> Result<ExitCode> {
         proxy,
     };
     let mut assembler = Assembler::new(QUIET.as_nanos() as u64);
-    let mut interrupt = signal(SignalKind::interrupt())?;
-    let mut terminate = signal(SignalKind::terminate())?;
     let deadline = timeout.map(|t| Instant::now() + t);
-    loop {
-        tokio::select! {
-            events = probes.next_events() => {
-                for event in intake.decode(events?)? {
-                    assembler.push(event);
-                }
-            }
-            _ = sleep(Duration::from_millis(50)) => {}
-            _ = interrupt.recv() => break,
-            _ = terminate.recv() => break,
-        }
-        // Losses are checked before telling, so the journeys they touch are flagged.
-        intake.note_losses(probes.lost_events(), "journeys");
+    while intake.take_in(&mut probes, &mut assembler).await? {
         for journey in assembler.take_finished(monotonic_now_ns()) {
             run.place(journey, intake.lost_recently()).await?;
         }

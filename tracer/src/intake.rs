@@ -1,5 +1,6 @@
 //! Where both tracing commands take the kernel's events in: decoded, saved
-//! for a bug report when the user asked, and losses noticed and said.
+//! for a bug report when the user asked, handed to the journey assembler,
+//! losses noticed and said, and Ctrl-C or SIGTERM heard.
 
 use std::{
     fs::File,
@@ -9,11 +10,19 @@ use std::{
 };
 
 use anyhow::{Context, Result};
+use tokio::{
+    signal::unix::{Signal, SignalKind, signal},
+    time::sleep,
+};
 
 use crate::{
     decode::{self, Event, KernelNames},
-    probes::RawEvent,
+    journey::Assembler,
+    probes::{Probes, RawEvent},
 };
+
+/// How often the caller gets control back when no event comes.
+const TICK: Duration = Duration::from_millis(50);
 
 /// What finishes this soon after the kernel reported lost events is flagged:
 /// its missing steps may be among the lost.
@@ -25,10 +34,14 @@ pub struct Intake {
     saved: Option<BufWriter<File>>,
     lost_reported: u64,
     last_loss: Option<Instant>,
+    /// What the loss warning says may be incomplete: "journeys", "queries".
+    told: &'static str,
+    interrupt: Signal,
+    terminate: Signal,
 }
 
 impl Intake {
-    pub fn new(names: KernelNames, save_events: Option<&Path>) -> Result<Self> {
+    pub fn new(names: KernelNames, save_events: Option<&Path>, told: &'static str) -> Result<Self> {
         let saved = save_events
             .map(|path| {
                 File::create(path)
@@ -41,11 +54,36 @@ impl Intake {
             saved,
             lost_reported: 0,
             last_loss: None,
+            told,
+            interrupt: signal(SignalKind::interrupt())?,
+            terminate: signal(SignalKind::terminate())?,
         })
     }
 
+    /// Waits for events (at most a tick), hands them to `assembler` and
+    /// checks for losses; false once the user asked pkttrace to stop.
+    pub async fn take_in(
+        &mut self,
+        probes: &mut Probes,
+        assembler: &mut Assembler,
+    ) -> Result<bool> {
+        tokio::select! {
+            events = probes.next_events() => {
+                for event in self.decode(events?)? {
+                    assembler.push(event);
+                }
+            }
+            _ = sleep(TICK) => {}
+            _ = self.interrupt.recv() => return Ok(false),
+            _ = self.terminate.recv() => return Ok(false),
+        }
+        // Checked before the caller tells anything, so what the losses touch is flagged.
+        self.note_losses(probes.lost_events());
+        Ok(true)
+    }
+
     /// The events this version knows, decoded (and saved when asked).
-    pub fn decode(&mut self, raw: Vec<RawEvent>) -> Result<Vec<Event>> {
+    fn decode(&mut self, raw: Vec<RawEvent>) -> Result<Vec<Event>> {
         let mut events = Vec::with_capacity(raw.len());
         for raw in raw {
             let Some(event) = decode::decode(&raw.packet, raw.payload.as_deref(), &self.names)
@@ -61,15 +99,15 @@ impl Intake {
         Ok(events)
     }
 
-    /// Says when the kernel's count of lost events went up (`told` names
-    /// what may now be incomplete).
-    pub fn note_losses(&mut self, lost_so_far: u64, told: &str) {
+    /// Says when the kernel's count of lost events went up.
+    fn note_losses(&mut self, lost_so_far: u64) {
         if lost_so_far <= self.lost_reported {
             return;
         }
         eprintln!(
-            "pkttrace: warning: the kernel dropped {} events because pkttrace's ring buffer was full; {told} seen around now may be missing steps",
-            lost_so_far - self.lost_reported
+            "pkttrace: warning: the kernel dropped {} events because pkttrace's ring buffer was full; {} seen around now may be missing steps",
+            lost_so_far - self.lost_reported,
+            self.told
         );
         self.lost_reported = lost_so_far;
         self.last_loss = Some(Instant::now());

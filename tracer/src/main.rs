@@ -12,6 +12,7 @@ mod journey;
 mod probes;
 mod render;
 mod sender;
+mod setns;
 mod target;
 mod topology;
 

@@ -6,17 +6,19 @@ use std::{
     io::{ErrorKind, Read, Write},
     mem::MaybeUninit,
     net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpStream, UdpSocket},
-    os::fd::AsRawFd,
     path::Path,
     thread,
     time::Duration,
 };
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use etherparse::{IcmpEchoHeader, Icmpv4Header, Icmpv4Type};
 use socket2::{Domain, Protocol, Socket, Type};
 
-use crate::target::{Destination, Probe};
+use crate::{
+    setns::enter_network_namespace,
+    target::{Destination, Probe},
+};
 
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(2);
 const INTERVAL: Duration = Duration::from_secs(1);
@@ -35,13 +37,8 @@ pub fn spawn(
         .context("cannot open the source's network namespace")?;
     Ok(thread::spawn(move || {
         if let Some(netns) = netns {
-            // SAFETY: setns on a valid nsfs file descriptor, for this thread only.
-            if unsafe { libc::setns(netns.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-                bail!(
-                    "cannot enter the source's network namespace: {}",
-                    std::io::Error::last_os_error()
-                );
-            }
+            enter_network_namespace(&netns)
+                .context("cannot enter the source's network namespace")?;
         }
         for sequence in 0..count {
             if sequence > 0 {

@@ -3,15 +3,12 @@
 //! NAT rules in the container's own namespace and the process whose sockets
 //! answer there (dockerd, although the sockets live in the container).
 
-use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::Path;
 
-use procfs::net::TcpState;
-use procfs::process::{FDTarget, Process};
 use serde::Serialize;
 
-use super::{Ruleset, firewall, processes};
+use super::{firewall, processes};
 
 /// The address Docker's embedded DNS answers on inside containers.
 pub const EMBEDDED_DNS: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 11);
@@ -34,7 +31,7 @@ pub struct EmbeddedListener {
     /// The real port; the container's NAT rules move port 53 here.
     pub port: u16,
     /// The process holding the socket (found through socket inodes).
-    pub owner: Option<SocketOwner>,
+    pub owner: SocketOwner,
     /// The rule rewriting 127.0.0.11:53 to this port (`family table chain: rule`).
     pub dnat_rule: Option<String>,
     /// The rule giving answers from this port source port 53.
@@ -56,22 +53,30 @@ impl DnsSetup {
             Ok(ruleset) => (Some(ruleset), None),
             Err(error) => (None, Some(error)),
         };
-        let mut embedded = embedded_sockets(pid);
-        let owners = socket_owners(embedded.iter().map(|(inode, _)| *inode).collect());
-        let embedded = embedded
-            .drain(..)
-            .map(|(inode, (protocol, port))| EmbeddedListener {
-                dnat_rule: ruleset
-                    .as_ref()
-                    .and_then(|r| rule_moving(r, "dnat", protocol, "dport", 53, port)),
-                snat_rule: ruleset
-                    .as_ref()
-                    .and_then(|r| rule_moving(r, "snat", protocol, "sport", port, 53)),
-                protocol: protocol.to_string(),
-                port,
-                owner: owners.get(&inode).cloned(),
+        let mut embedded: Vec<EmbeddedListener> = processes::listeners_in_namespace_of(pid)
+            .into_iter()
+            .filter(|l| l.address.ip() == IpAddr::V4(EMBEDDED_DNS))
+            .map(|listener| {
+                let protocol = listener.protocol.as_str();
+                let port = listener.address.port();
+                EmbeddedListener {
+                    dnat_rule: ruleset
+                        .as_ref()
+                        .and_then(|r| r.nat_rule_moving(protocol, "dport", 53, port)),
+                    snat_rule: ruleset
+                        .as_ref()
+                        .and_then(|r| r.nat_rule_moving(protocol, "sport", port, 53)),
+                    owner: SocketOwner {
+                        process: listener.process.clone(),
+                        pid: listener.pid,
+                    },
+                    protocol: listener.protocol,
+                    port,
+                }
             })
             .collect();
+        // A socket held by several processes (a fork shares its fds) is one listener.
+        embedded.dedup_by(|a, b| a.protocol == b.protocol && a.port == b.port);
         Ok(Self {
             nameservers,
             embedded,
@@ -86,84 +91,4 @@ impl DnsSetup {
     pub fn embedded_listener(&self, protocol: &str) -> Option<&EmbeddedListener> {
         self.embedded.iter().find(|l| l.protocol == protocol)
     }
-}
-
-/// Sockets bound to 127.0.0.11 in the namespace of `pid` (UDP, and TCP in
-/// LISTEN), by inode, with protocol and port.
-fn embedded_sockets(pid: u32) -> Vec<(u64, (&'static str, u16))> {
-    let Ok(process) = Process::new(pid as i32) else {
-        return Vec::new();
-    };
-    let on_embedded = |address: std::net::SocketAddr| address.ip() == IpAddr::V4(EMBEDDED_DNS);
-    let mut found = Vec::new();
-    for entry in process.udp().into_iter().flatten() {
-        if on_embedded(entry.local_address) {
-            found.push((entry.inode, ("udp", entry.local_address.port())));
-        }
-    }
-    for entry in process.tcp().into_iter().flatten() {
-        if entry.state == TcpState::Listen && on_embedded(entry.local_address) {
-            found.push((entry.inode, ("tcp", entry.local_address.port())));
-        }
-    }
-    found.sort_by_key(|(_, (protocol, _))| *protocol == "tcp");
-    found
-}
-
-/// Which process holds each socket inode: a socket belongs to no namespace's
-/// process list, only the fd tables of all processes tell.
-fn socket_owners(inodes: Vec<u64>) -> HashMap<u64, SocketOwner> {
-    let mut owners = HashMap::new();
-    if inodes.is_empty() {
-        return owners;
-    }
-    for process in procfs::process::all_processes()
-        .into_iter()
-        .flatten()
-        .flatten()
-    {
-        let Ok(fds) = process.fd() else { continue };
-        for fd in fds.flatten() {
-            if let FDTarget::Socket(inode) = fd.target
-                && inodes.contains(&inode)
-            {
-                owners.insert(
-                    inode,
-                    SocketOwner {
-                        process: process.stat().map(|s| s.comm).unwrap_or_default(),
-                        pid: process.pid as u32,
-                    },
-                );
-            }
-        }
-        if owners.len() == inodes.len() {
-            break;
-        }
-    }
-    owners
-}
-
-/// The NAT rule (`action` dnat or snat) for `protocol` matching `field`
-/// (dport/sport) == `from` whose target names port `to`.
-fn rule_moving(
-    ruleset: &Ruleset,
-    action: &str,
-    protocol: &str,
-    field: &str,
-    from: u16,
-    to: u16,
-) -> Option<String> {
-    let field = format!("{protocol} {field}");
-    ruleset
-        .chains
-        .iter()
-        .flat_map(|c| c.rules.iter().map(move |r| (c, r)))
-        .find(|(_, r)| {
-            r.action.as_deref() == Some(action)
-                && r.matches
-                    .iter()
-                    .any(|m| m.field == field && m.op == "==" && m.value == from.to_string())
-                && r.text.ends_with(&format!(":{to}"))
-        })
-        .map(|(c, r)| format!("{} {} {}: {}", c.family, c.table, c.name, r.text))
 }

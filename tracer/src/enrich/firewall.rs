@@ -314,7 +314,7 @@ impl Ruleset {
             .filter(|(c, r)| {
                 r.action.as_deref() == Some("drop") && r.packets.unwrap_or(0) > packets_before(c, r)
             })
-            .map(|(c, r)| format!("{} {} {}: {}", c.family, c.table, c.name, r.text))
+            .map(|(c, r)| c.describe(r))
             .collect();
         if !rules.is_empty() {
             return rules;
@@ -352,17 +352,54 @@ impl Ruleset {
 
     /// DNAT rules for traffic to `port` of `protocol` ("tcp", "udp").
     pub fn dnat_rules_for(&self, protocol: &str, port: u16) -> Vec<(&Chain, &Rule)> {
-        let field = format!("{protocol} dport");
+        self.nat_rules("dnat", protocol, "dport", port).collect()
+    }
+
+    /// The rule that rewrites `protocol`'s `field` ("dport" or "sport")
+    /// `from` to port `to` (DNAT for a destination, SNAT for a source), as
+    /// `family table chain: rule`.
+    pub fn nat_rule_moving(
+        &self,
+        protocol: &str,
+        field: &str,
+        from: u16,
+        to: u16,
+    ) -> Option<String> {
+        let action = if field == "dport" { "dnat" } else { "snat" };
+        self.nat_rules(action, protocol, field, from)
+            .find(|(_, r)| r.text.ends_with(&format!(":{to}")))
+            .map(|(c, r)| c.describe(r))
+    }
+
+    /// The `action` rules matching `protocol`'s `field` == `port`.
+    fn nat_rules<'a>(
+        &'a self,
+        action: &'a str,
+        protocol: &str,
+        field: &str,
+        port: u16,
+    ) -> impl Iterator<Item = (&'a Chain, &'a Rule)> {
+        let field = format!("{protocol} {field}");
+        let port = port.to_string();
         self.chains
             .iter()
             .flat_map(|c| c.rules.iter().map(move |r| (c, r)))
-            .filter(|(_, r)| {
-                r.action.as_deref() == Some("dnat")
+            .filter(move |(_, r)| {
+                r.action.as_deref() == Some(action)
                     && r.matches
                         .iter()
-                        .any(|m| m.field == field && m.op == "==" && m.value == port.to_string())
+                        .any(|m| m.field == field && m.op == "==" && m.value == port)
             })
-            .collect()
+    }
+}
+
+impl Chain {
+    /// `rule` named with where it is: `ip filter DOCKER-USER: ... drop`.
+    pub fn describe(&self, rule: &Rule) -> String {
+        format!(
+            "{} {} {}: {}",
+            self.family, self.table, self.name, rule.text
+        )
     }
 }
 

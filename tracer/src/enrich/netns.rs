@@ -1,5 +1,6 @@
 //! Finding network namespaces and opening a netlink socket inside each.
 
+use crate::setns::enter_network_namespace;
 use std::collections::BTreeMap;
 use std::fs::{self, File};
 use std::io;
@@ -189,11 +190,8 @@ async fn enter(fd: Arc<OwnedFd>, runtime: tokio::runtime::Handle) -> io::Result<
         .name("pkttrace-netns".into())
         .spawn(move || {
             let result = (|| {
-                // SAFETY: plain syscall on a valid fd; it only affects this
-                // thread, which is never reused.
-                if unsafe { libc::setns(fd.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-                    return Err(io::Error::last_os_error());
-                }
+                // This thread is never reused.
+                enter_network_namespace(&*fd)?;
                 // /proc/sys/net resolves against the reading thread's network
                 // namespace, so this is the entered namespace's value.
                 let ip_forward = read_ip_forward();

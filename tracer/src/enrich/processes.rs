@@ -4,32 +4,48 @@
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 
-use procfs::net::TcpState;
+use procfs::net::{TcpNetEntry, TcpState, UdpNetEntry};
 use procfs::process::{FDTarget, Process};
 
 use super::{Listener, NamespaceIds};
 
 /// Every TCP socket in LISTEN state and every bound UDP socket of the
-/// namespace pkttrace runs in (the host's), with the processes holding it:
-/// the kernel only knows a socket's inode, each process's fd table maps it
-/// to that process.
+/// namespace pkttrace runs in (the host's), with the processes holding it.
 pub(super) fn host_listeners() -> Vec<Listener> {
+    let tcp = procfs::net::tcp().into_iter().chain(procfs::net::tcp6());
+    let udp = procfs::net::udp().into_iter().chain(procfs::net::udp6());
+    listeners(tcp.flatten(), udp.flatten())
+}
+
+/// The same for the network namespace process `pid` lives in (a
+/// container's), as its /proc/PID/net tables show it.
+pub(super) fn listeners_in_namespace_of(pid: u32) -> Vec<Listener> {
+    let Ok(process) = Process::new(pid as i32) else {
+        return Vec::new();
+    };
+    let tcp = process.tcp().into_iter().chain(process.tcp6());
+    let udp = process.udp().into_iter().chain(process.udp6());
+    listeners(tcp.flatten(), udp.flatten())
+}
+
+/// The listening sockets among `tcp` and `udp` entries, each with the
+/// processes holding it: the kernel only knows a socket's inode (whatever
+/// namespace it is in), each process's fd table maps it to that process.
+fn listeners(
+    tcp: impl Iterator<Item = TcpNetEntry>,
+    udp: impl Iterator<Item = UdpNetEntry>,
+) -> Vec<Listener> {
     let mut sockets: HashMap<u64, (&'static str, SocketAddr)> = HashMap::new();
-    let tcp = procfs::net::tcp()
-        .into_iter()
-        .chain(procfs::net::tcp6())
-        .flatten();
     for entry in tcp.filter(|e| e.state == TcpState::Listen) {
         sockets.insert(entry.inode, ("tcp", entry.local_address));
     }
-    for entry in procfs::net::udp()
-        .into_iter()
-        .chain(procfs::net::udp6())
-        .flatten()
-    {
+    for entry in udp {
         sockets.insert(entry.inode, ("udp", entry.local_address));
     }
     let mut listeners = Vec::new();
+    if sockets.is_empty() {
+        return listeners;
+    }
     // Processes come and go while we look: whatever fails is skipped.
     for process in procfs::process::all_processes()
         .into_iter()

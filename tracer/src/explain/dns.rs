@@ -141,7 +141,7 @@ pub fn explain_dns(exchange: &DnsExchange, context: &DnsContext) -> DnsStory {
     };
     let query_story = tell(query, Direction::Request);
     let answer_story = exchange.answer.as_ref().map(|a| tell(a, Direction::Reply));
-    let (_, _, server, server_port) = query.sent();
+    let (server, server_port) = (query.sent.dst, query.sent.dport);
     let transport = query_story.tuple.protocol;
     let asked_by = query.journey.events.iter().find_map(|e| {
         let (process, pid) = e.process()?;
@@ -161,7 +161,7 @@ pub fn explain_dns(exchange: &DnsExchange, context: &DnsContext) -> DnsStory {
                 listener.and_then(|l| l.dnat_rule.clone()),
             ),
             port: listener.map(|l| l.port),
-            socket_owner: listener.and_then(|l| l.owner.clone()),
+            socket_owner: listener.map(|l| l.owner.clone()),
             reply_nat: answer_story
                 .as_ref()
                 .and_then(|a| nat_seen(&a.hops, listener.and_then(|l| l.snat_rule.clone()))),
@@ -217,7 +217,7 @@ fn latency_ms(query: &DnsPacket, answer: &DnsPacket) -> f64 {
 }
 
 fn forwarded(leg: &ForwardedLeg, context: &DnsContext) -> Forwarded {
-    let (source, sport, server, dport) = leg.query.sent();
+    let sent = leg.query.sent;
     let first = leg.query.journey.events.first();
     let story = explain(
         &leg.query.journey,
@@ -228,8 +228,8 @@ fn forwarded(leg: &ForwardedLeg, context: &DnsContext) -> Forwarded {
     );
     Forwarded {
         namespace: first.map_or_else(String::new, |e| context.topology.owner_label(e.netns)),
-        source: format!("{source}:{sport}"),
-        server: format!("{server}:{dport}"),
+        source: format!("{}:{}", sent.src, sent.sport),
+        server: format!("{}:{}", sent.dst, sent.dport),
         device: leg
             .query
             .journey

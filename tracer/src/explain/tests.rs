@@ -517,10 +517,10 @@ fn dns_entries_tell_the_embedded_dns_and_the_forwarded_leg() {
         embedded: vec![EmbeddedListener {
             protocol: "udp".into(),
             port: 45513,
-            owner: Some(SocketOwner {
+            owner: SocketOwner {
                 process: "dockerd".into(),
                 pid: 8682,
-            }),
+            },
             dnat_rule: Some(
                 "ip nat DOCKER_OUTPUT: ip daddr 127.0.0.11 udp dport 53 dnat to 127.0.0.11:45513"
                     .into(),

@@ -4,51 +4,77 @@
 
 use std::net::Ipv4Addr;
 
-use crate::decode::{DnsMessage, EventKind, Transport};
+use crate::decode::{DnsMessage, EventKind, Packet, Transport};
 
 use super::Journey;
+
+/// A DNS packet's addresses and ports at one end of its journey.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Endpoints {
+    pub src: Ipv4Addr,
+    pub sport: u16,
+    pub dst: Ipv4Addr,
+    pub dport: u16,
+}
+
+impl Endpoints {
+    fn of(packet: Packet) -> Self {
+        let (sport, dport) = match packet.transport {
+            Transport::Udp { sport, dport } | Transport::Tcp { sport, dport, .. } => (sport, dport),
+            _ => (0, 0),
+        };
+        Self {
+            src: packet.src,
+            sport,
+            dst: packet.dst,
+            dport,
+        }
+    }
+}
 
 /// One DNS packet's journey and the message it carried.
 #[derive(Clone, Debug)]
 pub struct DnsPacket {
     pub journey: Journey,
     pub message: DnsMessage,
+    /// As the packet left (before any NAT).
+    pub sent: Endpoints,
+    /// As the packet arrived (after all NAT).
+    pub delivered: Endpoints,
 }
 
 impl DnsPacket {
     /// The journey's DNS message, taken from the first event that carried one.
     fn of(journey: Journey) -> Option<Self> {
         let message = journey.events.iter().find_map(|e| e.dns.clone())?;
-        Some(Self { journey, message })
+        Some(Self {
+            sent: Endpoints::of(journey.first_packet()),
+            delivered: Endpoints::of(journey.last_packet()),
+            journey,
+            message,
+        })
     }
 
+    /// When the packet was first seen (its route lookup, made before, aside).
     pub fn time_ns(&self) -> u64 {
-        self.journey.events.first().map_or(0, |e| e.time_ns)
-    }
-
-    /// Source and destination as the packet left (before any NAT).
-    pub fn sent(&self) -> (Ipv4Addr, u16, Ipv4Addr, u16) {
-        endpoints(&self.journey, false)
-    }
-
-    /// Source and destination as the packet arrived (after all NAT).
-    pub fn delivered(&self) -> (Ipv4Addr, u16, Ipv4Addr, u16) {
-        endpoints(&self.journey, true)
+        self.journey.packet_events().next().map_or(0, |e| e.time_ns)
     }
 
     /// When the packet reached its last stop: read by a socket, else its
-    /// last step (a freed skb can linger, and a later route lookup of the
-    /// same flow can join an open journey).
+    /// last step before being freed (a freed skb can linger).
     pub fn arrival_ns(&self) -> u64 {
-        let events = &self.journey.events;
-        events
+        let read = self
+            .journey
+            .events
             .iter()
-            .find(|e| e.kind == EventKind::SocketRead)
-            .or_else(|| {
-                events.iter().rev().find(|e| {
-                    !matches!(e.kind, EventKind::Consume { .. } | EventKind::Route { .. })
-                })
-            })
+            .find(|e| e.kind == EventKind::SocketRead);
+        let last_step = || {
+            self.journey
+                .packet_events()
+                .rev()
+                .find(|e| !matches!(e.kind, EventKind::Consume { .. }))
+        };
+        read.or_else(last_step)
             .map_or_else(|| self.time_ns(), |e| e.time_ns)
     }
 
@@ -59,25 +85,10 @@ impl DnsPacket {
     /// True when `answer` answers this query: same id and question, sent
     /// back to the port the query came from.
     fn answered_by(&self, answer: &DnsPacket) -> bool {
-        let (_, query_port, _, _) = self.sent();
-        let (_, _, _, answer_port) = answer.delivered();
         answer.message.id == self.message.id
-            && query_port == answer_port
+            && self.sent.sport == answer.delivered.dport
             && self.same_question(answer)
     }
-}
-
-fn endpoints(journey: &Journey, last: bool) -> (Ipv4Addr, u16, Ipv4Addr, u16) {
-    let packet = if last {
-        journey.last_packet()
-    } else {
-        journey.first_packet()
-    };
-    let (sport, dport) = match packet.transport {
-        Transport::Udp { sport, dport } | Transport::Tcp { sport, dport, .. } => (sport, dport),
-        _ => (0, 0),
-    };
-    (packet.src, sport, packet.dst, dport)
 }
 
 /// A query Docker's embedded DNS sent upstream for the container's query.
@@ -195,14 +206,18 @@ impl Correlator {
     }
 
     fn query(&mut self, packet: DnsPacket) -> Option<DnsExchange> {
-        let (_, port, server, _) = packet.sent();
+        let Endpoints {
+            sport: port,
+            dst: server,
+            ..
+        } = packet.sent;
         if let Some(embedded) = self.scope.embedded
             && server != embedded
             && let Some(exchange) = self
                 .pending
                 .iter_mut()
                 .rev()
-                .find(|x| x.query.sent().2 == embedded && x.query.same_question(&packet))
+                .find(|x| x.query.sent.dst == embedded && x.query.same_question(&packet))
         {
             exchange.forwarded.push(ForwardedLeg {
                 query: packet,
@@ -212,7 +227,7 @@ impl Correlator {
         }
         if let Some(exchange) = self.pending.iter_mut().find(|x| {
             x.query.message.id == packet.message.id
-                && x.query.sent().1 == port
+                && x.query.sent.sport == port
                 && x.query.same_question(&packet)
         }) {
             exchange.retries += 1;
@@ -329,7 +344,7 @@ mod tests {
             "dockerd knows its containers"
         );
         let leg = &forwarded("A upstream.lab")[0];
-        assert_eq!(leg.query.sent().2, Ipv4Addr::new(198, 51, 100, 1));
+        assert_eq!(leg.query.sent.dst, Ipv4Addr::new(198, 51, 100, 1));
         let answer = leg.answer.as_ref().expect("upstream answered");
         assert_eq!(answer.message.answers[0].data, "198.51.100.1");
         assert_eq!(
@@ -361,7 +376,7 @@ mod tests {
             let dns = j.events.iter().find_map(|e| e.dns.as_ref());
             dns.is_some_and(|d| !d.response)
         });
-        let sent = journeys[0].events[0].time_ns;
+        let sent = journeys[0].packet_events().next().unwrap().time_ns;
         let mut correlator = correlator();
         correlator.push(journeys.remove(0));
         assert!(correlator.advance(sent + 4 * SECOND).is_empty());

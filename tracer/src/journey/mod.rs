@@ -20,8 +20,10 @@ use crate::decode::{Event, EventKind, Packet, Transport};
 
 /// Events more than this apart are not the same packet's journey.
 const MAX_GAP_NS: u64 = 1_000_000_000;
-/// How long before a packet's first event a route lookup may have happened
-/// (the sender routes before it builds the packet).
+/// How far from its packet's events a route lookup may be: before the first
+/// (the sender routes before it builds the packet), or after the last seen
+/// (a packet in flight is routed as it arrives). One further off is another
+/// packet's of the same flow.
 const ROUTE_LEAD_NS: u64 = 20_000_000;
 
 #[derive(Clone, Debug, Serialize)]
@@ -47,7 +49,8 @@ impl Journey {
             .packet
     }
 
-    fn packet_events(&self) -> impl DoubleEndedIterator<Item = &Event> {
+    /// Its events without the route lookups (which carry no packet).
+    pub fn packet_events(&self) -> impl DoubleEndedIterator<Item = &Event> {
         self.events
             .iter()
             .filter(|e| !matches!(e.kind, EventKind::Route { .. }))
@@ -303,7 +306,10 @@ impl Assembler {
         } else {
             Key::Flow(flow.src, flow.dst)
         };
-        match self.find(key, route.time_ns) {
+        let in_flight = self
+            .find(key, route.time_ns)
+            .filter(|id| route.time_ns.saturating_sub(self.open[id].last_time) < ROUTE_LEAD_NS);
+        match in_flight {
             Some(id) => self.add_to(id, route),
             None => {
                 if self.unclaimed_routes.len() == MAX_UNCLAIMED_ROUTES {

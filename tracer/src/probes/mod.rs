@@ -7,10 +7,11 @@ pub mod offsets;
 use std::{
     collections::HashMap,
     net::Ipv4Addr,
-    os::fd::{AsFd, AsRawFd},
+    os::fd::AsFd,
     path::{Path, PathBuf},
 };
 
+use crate::setns::enter_network_namespace;
 use anyhow::{Context, Result, bail};
 use aya::{
     Ebpf,
@@ -227,14 +228,9 @@ fn in_namespace<T: Send>(namespace: &Path, work: impl FnOnce() -> Result<T> + Se
     std::thread::scope(|scope| {
         scope
             .spawn(|| {
-                // SAFETY: setns on a valid nsfs file descriptor, for this thread only.
-                if unsafe { libc::setns(netns.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-                    bail!(
-                        "cannot enter network namespace {}: {}",
-                        namespace.display(),
-                        std::io::Error::last_os_error()
-                    );
-                }
+                enter_network_namespace(&netns).with_context(|| {
+                    format!("cannot enter network namespace {}", namespace.display())
+                })?;
                 work()
             })
             .join()
