@@ -1,8 +1,9 @@
 //! Guards for host-wide settings: sysctls and iptables rules.
 
-use std::ffi::OsStr;
+use std::ffi::{OsStr, OsString};
 use std::fs;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::process::Command;
 
 use anyhow::{Context, Result};
 
@@ -64,9 +65,12 @@ impl Drop for Sysctl {
 
 /// An iptables rule, inserted at the top of its chain for the guard's
 /// lifetime; Drop deletes it. Each rule carries a comment with a harness
-/// name, so the sweep can find rules of killed runs.
+/// name, so the sweep can find rules of killed runs in the host namespace
+/// (a killed run's rules in other namespaces go with its namespaces).
 #[derive(Debug)]
 pub struct IptablesRule {
+    /// The network namespace's nsfs file; `None` for the host's.
+    netns: Option<PathBuf>,
     table: String,
     chain: String,
     spec: Vec<String>,
@@ -88,13 +92,36 @@ impl IptablesRule {
         I: IntoIterator<Item = S>,
         S: AsRef<OsStr>,
     {
+        Self::tagged(None, table, chain, args)
+    }
+
+    /// `nsenter --net=<netns> iptables -t <table> -I <chain> <args>`, for a
+    /// rule inside a container (`/proc/<pid>/ns/net`) or an `ip netns`
+    /// ([`Netns::ns_path`](crate::Netns::ns_path)). Drop leaves it alone when
+    /// the namespace is already gone, as its rules went with it.
+    pub fn insert_in_netns<I, S>(netns: &Path, table: &str, chain: &str, args: I) -> Result<Self>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        Self::tagged(Some(netns.to_owned()), table, chain, args)
+    }
+
+    fn tagged<I, S>(netns: Option<PathBuf>, table: &str, chain: &str, args: I) -> Result<Self>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
         let mut spec: Vec<String> = args
             .into_iter()
             .map(|a| a.as_ref().to_string_lossy().into_owned())
             .collect();
         spec.extend(["-m".into(), "comment".into(), "--comment".into(), unique()]);
-        run(cmd("iptables", ["-t", table, "-I", chain]).args(&spec))?;
+        run(iptables_in(netns.as_deref())
+            .args(["-t", table, "-I", chain])
+            .args(&spec))?;
         Ok(Self {
+            netns,
             table: table.to_owned(),
             chain: chain.to_owned(),
             spec,
@@ -102,9 +129,31 @@ impl IptablesRule {
     }
 }
 
+/// `iptables`, run inside the network namespace of the nsfs file `netns`
+/// when there is one.
+fn iptables_in(netns: Option<&Path>) -> Command {
+    match netns {
+        Some(netns) => {
+            let mut flag = OsString::from("--net=");
+            flag.push(netns);
+            let mut nsenter = cmd("nsenter", [flag]);
+            nsenter.arg("iptables");
+            nsenter
+        }
+        None => cmd("iptables", [] as [&str; 0]),
+    }
+}
+
 impl Drop for IptablesRule {
     fn drop(&mut self) {
-        cleanup(cmd("iptables", ["-t", &self.table, "-D", &self.chain]).args(&self.spec));
+        if self.netns.as_ref().is_some_and(|netns| !netns.exists()) {
+            return;
+        }
+        cleanup(
+            iptables_in(self.netns.as_deref())
+                .args(["-t", &self.table, "-D", &self.chain])
+                .args(&self.spec),
+        );
     }
 }
 
@@ -167,7 +216,21 @@ fn split_rule(line: &str) -> Vec<String> {
 
 #[cfg(test)]
 mod tests {
-    use super::{split_rule, sysctl_path};
+    use std::path::Path;
+
+    use super::{iptables_in, split_rule, sysctl_path};
+    use crate::cmd::describe;
+
+    #[test]
+    fn runs_iptables_inside_the_given_namespace() {
+        let mut host = iptables_in(None);
+        assert_eq!(describe(host.args(["-S"])), "iptables -S");
+        let mut inside = iptables_in(Some(Path::new("/proc/42/ns/net")));
+        assert_eq!(
+            describe(inside.args(["-S"])),
+            "nsenter --net=/proc/42/ns/net iptables -S"
+        );
+    }
 
     #[test]
     fn splits_iptables_save_lines() {

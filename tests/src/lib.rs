@@ -2,23 +2,27 @@
 //!
 //! Every type here is a guard for something a test creates on this machine:
 //! network namespaces ([`Upstream`], [`NetnsPair`]), Docker containers and
-//! networks ([`Container`], [`DockerNetwork`]) and host settings
-//! ([`Sysctl`], [`IptablesRule`]). Drop undoes it, also while a failing test
-//! unwinds. Names are unique per process and thread (`pt-<pid>-<n>`), and the
-//! first guard of a process sweeps what killed runs left behind.
+//! networks ([`Container`], [`DockerNetwork`]), stand-ins for a real NIC
+//! ([`StandInNic`], [`TapNic`]) and settings ([`Sysctl`], [`IptablesRule`],
+//! the latter also inside another namespace). Drop undoes it, also while a
+//! failing test unwinds. Names are unique per process and thread
+//! (`pt-<pid>-<n>`), and the first guard of a process sweeps what killed runs
+//! left behind.
 //!
 //! Traffic stays on this machine: upstreams live in 198.51.100.0/24 inside
-//! namespaces, and containers should use a lab DNS server
-//! ([`Upstream::serve_dns`] with [`ContainerBuilder::dns`]).
+//! namespaces, stand-in NICs free what they are sent, and containers should
+//! use a lab DNS server ([`Upstream::serve_dns`] with [`ContainerBuilder::dns`]).
 //!
 //! Needs root, iproute2, iptables, busybox, dnsmasq, a running dockerd and
 //! the `pkttrace-lab` image: `cargo xtask setup` provides all of them.
 
+mod addrs;
 mod cmd;
 mod docker;
 mod host;
 mod names;
 mod netns;
+mod nic;
 mod pkttrace;
 
 pub use docker::{
@@ -26,6 +30,7 @@ pub use docker::{
 };
 pub use host::{IptablesRule, Sysctl};
 pub use netns::{Netns, NetnsPair, Upstream, link_exists, netns_exists};
+pub use nic::{StandInNic, TapNic};
 pub use pkttrace::{
     DEFAULT_TIMEOUT, Pkttrace, RunOutput, nothing_left_attached, pkttrace, pkttrace_bin,
     programs_loaded_at_least,

@@ -79,16 +79,23 @@ fn sweep() {
     }
 }
 
-/// Names of host interfaces that belong to stale runs.
+/// Names of host interfaces, of any kind, that belong to stale runs.
 pub(crate) fn stale_links() -> Vec<String> {
     let Ok(list) = run(&mut cmd("ip", ["-o", "link", "show"])) else {
         return Vec::new();
     };
+    link_names(&list)
+        .into_iter()
+        .filter(|name| is_stale(name))
+        .collect()
+}
+
+/// The interface names in `ip -o link show` output.
+fn link_names(list: &str) -> Vec<String> {
     list.lines()
         .filter_map(|line| line.split(": ").nth(1))
         // `ip -o link` prints a veth as `name@peer`.
         .map(|name| name.split('@').next().unwrap_or(name).to_owned())
-        .filter(|name| is_stale(name))
         .collect()
 }
 
@@ -98,7 +105,22 @@ pub(crate) fn delete_link(name: &str) {
 
 #[cfg(test)]
 mod tests {
-    use super::owner;
+    use super::{link_names, owner};
+
+    #[test]
+    fn lists_links_of_every_kind() {
+        let list = "\
+1: lo: <LOOPBACK,UP,LOWER_UP> mtu 65536 qdisc noqueue state UNKNOWN mode DEFAULT group default qlen 1000\\    link/loopback 00:00:00:00:00:00 brd 00:00:00:00:00:00
+112: pt-1f3a-0: <BROADCAST,NOARP,UP,LOWER_UP> mtu 1500 qdisc pfifo_fast state UNKNOWN mode DEFAULT group default qlen 32\\    link/ether f6:c0:f3:5d:5c:5a brd ff:ff:ff:ff:ff:ff
+113: pt-1f3a-1: <BROADCAST,MULTICAST,UP,LOWER_UP> mtu 1500 qdisc pfifo_fast state UNKNOWN mode DEFAULT group default qlen 1000\\    link/ether f2:61:7d:ab:7c:66 brd ff:ff:ff:ff:ff:ff
+114: pt-1f3a-2h@if2: <BROADCAST,MULTICAST,UP,LOWER_UP> mtu 1500 qdisc noqueue state UP mode DEFAULT group default qlen 1000\\    link/ether 1a:2b:3c:4d:5e:6f brd ff:ff:ff:ff:ff:ff link-netns pt-1f3a-2
+";
+        // The loopback, an ifb, a tap and a veth.
+        assert_eq!(
+            link_names(list),
+            ["lo", "pt-1f3a-0", "pt-1f3a-1", "pt-1f3a-2h"]
+        );
+    }
 
     #[test]
     fn owner_reads_harness_names_only() {

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
+use crate::addrs::with_free_block;
 use crate::cmd::{cleanup, cmd, output, run, succeeds};
 use crate::names::{delete_link, is_stale, stale_links, unique};
 
@@ -92,6 +93,12 @@ impl Netns {
     /// The `ip netns` name, for `ip netns exec`.
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// The namespace's nsfs file, for `nsenter --net=` and
+    /// [`IptablesRule::insert_in_netns`](crate::IptablesRule::insert_in_netns).
+    pub fn ns_path(&self) -> PathBuf {
+        PathBuf::from("/run/netns").join(&self.name)
     }
 
     /// The veth end in the host namespace.
@@ -266,7 +273,7 @@ pub(crate) fn sweep() {
     }
 }
 
-fn parse_cidr(cidr: &str) -> Result<(Ipv4Addr, u8)> {
+pub(crate) fn parse_cidr(cidr: &str) -> Result<(Ipv4Addr, u8)> {
     let (addr, len) = cidr
         .split_once('/')
         .with_context(|| format!("`{cidr}` is not address/prefix"))?;
@@ -296,15 +303,7 @@ impl Upstream {
     /// tests, the `cargo xtask lab` upstream (198.51.100.1 and .254) and
     /// other labs using more specific prefixes never collide.
     pub fn new() -> Result<Self> {
-        // Held until the addresses are on the host, where the next allocator sees them.
-        let lock = File::create(std::env::temp_dir().join("pkttrace-upstream.lock"))?;
-        lock.lock()
-            .context("cannot lock the upstream address allocator")?;
-        let block = free_block()?;
-        let base = u32::from(Ipv4Addr::new(198, 51, 100, 0)) + 4 * block;
-        let host = Ipv4Addr::from(base + 1);
-        let upstream = Ipv4Addr::from(base + 2);
-        Self::with_addrs(&format!("{host}/30"), &format!("{upstream}/30"))
+        with_free_block(|block| Self::with_addrs(&block.host_cidr(), &block.peer_cidr()))
     }
 
     /// An upstream with the given addresses, e.g. `("198.51.100.254/24",
@@ -373,51 +372,6 @@ impl Deref for Upstream {
 
     fn deref(&self) -> &Netns {
         &self.netns
-    }
-}
-
-/// The first /30 in 198.51.100.0/24 that touches no address or route more
-/// specific than /24 on the host. Blocks 0 and 63 stay free for the xtask
-/// lab's 198.51.100.1 and .254.
-fn free_block() -> Result<u32> {
-    let addrs = run(&mut cmd("ip", ["-4", "-o", "addr", "show"]))?;
-    let routes = run(&mut cmd("ip", ["-4", "route", "show"]))?;
-    let mut used = [false; 64];
-    used[0] = true;
-    used[63] = true;
-    let prefixes = addrs
-        .lines()
-        .filter_map(|l| l.split_whitespace().skip_while(|w| *w != "inet").nth(1))
-        .map(|cidr| cidr.split('/').next().unwrap_or(cidr).to_owned() + "/32")
-        .chain(
-            routes
-                .lines()
-                .filter_map(|l| l.split_whitespace().next())
-                .map(|dst| {
-                    if dst.contains('/') {
-                        dst.to_owned()
-                    } else {
-                        format!("{dst}/32")
-                    }
-                }),
-        );
-    for prefix in prefixes {
-        let Ok((addr, len)) = parse_cidr(&prefix) else {
-            continue; // `default`
-        };
-        let octets = addr.octets();
-        if octets[..3] != [198, 51, 100] || len <= 24 {
-            continue;
-        }
-        let first = u32::from(octets[3]) / 4;
-        let count = (1u32 << (32 - len)).div_ceil(4);
-        for block in first..(first + count).min(64) {
-            used[block as usize] = true;
-        }
-    }
-    match used.iter().position(|u| !u) {
-        Some(block) => Ok(block as u32),
-        None => bail!("no free /30 left in 198.51.100.0/24 for another upstream"),
     }
 }
 
