@@ -11,8 +11,9 @@ pub enum Probe {
     DevQueue = 1,
     /// tp_btf `netif_receive_skb`: a device's receive path takes the packet.
     Receive = 2,
-    /// BPF netfilter program just before the NAT priority of its hook.
-    NetfilterBeforeNat = 3,
+    /// BPF netfilter program at the very first priority of its hook (before
+    /// raw, conntrack, mangle and NAT): a drop after it happened in this hook.
+    NetfilterEntry = 3,
     /// BPF netfilter program just after the NAT priority of its hook.
     NetfilterAfterNat = 4,
     /// tp_btf `kfree_skb`: the kernel dropped the packet (with a reason).
@@ -33,7 +34,7 @@ impl Probe {
         Some(match value {
             1 => Self::DevQueue,
             2 => Self::Receive,
-            3 => Self::NetfilterBeforeNat,
+            3 => Self::NetfilterEntry,
             4 => Self::NetfilterAfterNat,
             5 => Self::Drop,
             6 => Self::Consume,
@@ -111,6 +112,14 @@ pub struct PacketEvent {
     pub ttl: u8,
     /// 1 when `mac_src`/`mac_dst` were read from the frame.
     pub has_mac: u8,
+    pub icmp_code: u8,
+    /// `IN_TASK` when the event fired in the context of the current task (a
+    /// system call), `NOT_IN_TASK` while the CPU served a softirq or an
+    /// interrupt (the current task is then whatever ran), `IN_TASK_UNKNOWN`.
+    pub in_task: u8,
+    /// An ICMP error's quoted packet (`quoted.protocol` 0 when none): how
+    /// an error names the packet it is about.
+    pub quoted: QuotedHeader,
     pub mac_src: [u8; 6],
     pub mac_dst: [u8; 6],
     pub comm: [u8; TASK_COMM_LEN],
@@ -118,6 +127,25 @@ pub struct PacketEvent {
     /// readable even when the device is gone by the time user space looks.
     pub ifname: [u8; IFNAMSIZ],
 }
+
+/// The start of the packet an ICMP error quotes: its IP header and the first
+/// eight bytes of its transport header.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct QuotedHeader {
+    pub saddr: [u8; 4],
+    pub daddr: [u8; 4],
+    /// TCP/UDP ports; ICMP echo identifier and sequence number.
+    pub sport: u16,
+    pub dport: u16,
+    pub ip_id: u16,
+    pub protocol: u8,
+    pub _pad: u8,
+}
+
+pub const IN_TASK_UNKNOWN: u8 = 0;
+pub const IN_TASK: u8 = 1;
+pub const NOT_IN_TASK: u8 = 2;
 
 /// How many addresses the in-kernel filter can watch.
 pub const MAX_WATCHED: usize = 4;
@@ -158,6 +186,7 @@ pub struct KernelOffsets {
     pub pid_numbers: u32,
     /// `sizeof(struct upid)`, the stride of `pid->numbers[]`.
     pub upid_size: u32,
+    pub task_flags: u32,
 }
 
 /// How many TCP/UDP ports the in-kernel filter can watch.
@@ -185,6 +214,10 @@ pub struct Config {
     /// the payload (a `PayloadEvent`), for DNS.
     pub capture_payload: u8,
     pub _pad: [u8; 2],
+    /// Kernel code address range [start, end) of the softirq loop
+    /// (`handle_softirqs`); a transmit whose stack runs through it happens
+    /// in a softirq, not in the current task's own context. [0, 0]: unknown.
+    pub softirq_code: [u64; 2],
 }
 
 /// How much of a packet's payload a `PayloadEvent` carries: a classic DNS message.

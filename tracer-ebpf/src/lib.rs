@@ -16,6 +16,7 @@ use aya_ebpf::{
 };
 use tracer_common::{
     Config, ETH_P_ARP, ETH_P_IP, MAX_PORTS, MAX_WATCHED, PAYLOAD_MAX, PacketEvent, PayloadEvent,
+    QuotedHeader,
 };
 
 #[map(name = "EVENTS")]
@@ -92,21 +93,20 @@ pub enum HeaderAt {
 }
 
 impl Ipv4Header {
-    /// An event of `probe` about this packet at `skb`, with the header's fields.
+    /// Fills `event` (zeroed) as an event of `probe` about this packet at
+    /// `skb`, with the header's fields. Events are built in place: the BPF
+    /// stack has room for only one.
     #[inline(always)]
-    pub fn event(&self, probe: tracer_common::Probe, skb: u64) -> PacketEvent {
-        PacketEvent {
-            probe: probe as u8,
-            skb,
-            ether_type: ETH_P_IP,
-            saddr: self.saddr,
-            daddr: self.daddr,
-            protocol: self.protocol,
-            ttl: self.ttl,
-            ip_id: u16::from_be(self.id),
-            ip_len: u16::from_be(self.tot_len),
-            ..PacketEvent::default()
-        }
+    pub fn describe(&self, event: &mut PacketEvent, probe: tracer_common::Probe, skb: u64) {
+        event.probe = probe as u8;
+        event.skb = skb;
+        event.ether_type = ETH_P_IP;
+        event.saddr = self.saddr;
+        event.daddr = self.daddr;
+        event.protocol = self.protocol;
+        event.ttl = self.ttl;
+        event.ip_id = u16::from_be(self.id);
+        event.ip_len = u16::from_be(self.tot_len);
     }
 }
 
@@ -143,7 +143,7 @@ fn watched(cfg: &Config, addr: [u8; 4]) -> bool {
 /// in scope, the pair only counts when an address is watched; otherwise the
 /// packet must be in that namespace (`netns` is only asked then).
 #[inline(always)]
-pub fn in_scope(cfg: &Config, saddr: [u8; 4], daddr: [u8; 4], netns: impl FnOnce() -> u32) -> bool {
+pub fn in_scope(cfg: &Config, saddr: [u8; 4], daddr: [u8; 4], netns: impl Fn() -> u32) -> bool {
     let watched_pair = watched(cfg, saddr) || watched(cfg, daddr);
     if cfg.netns == 0 {
         cfg.watched_count == 0 || watched_pair
@@ -178,35 +178,51 @@ fn network_header(cfg: &Config, skb: u64, at: HeaderAt) -> Option<u64> {
 
 /// What the first look at a packet found.
 enum Header {
-    /// IPv4 and wanted.
-    Ours(u64, Ipv4Header),
+    /// IPv4 and wanted; `quoting` when only as an ICMP error that may be
+    /// about a wanted packet (its quoted header decides).
+    Ours(u64, Ipv4Header, Scope),
     /// IPv4, somebody else's: nothing more is read.
     Theirs,
     /// Not IPv4 (maybe ARP).
     NotIpv4(u64),
 }
 
+/// Why an IPv4 packet passed the first look.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Scope {
+    /// Its own addresses and protocol are wanted.
+    Itself,
+    /// An ICMP message that is wanted only if it is an error quoting a
+    /// wanted packet (the answer REJECT, a closed port or a failed
+    /// neighbour sends back).
+    Quoting,
+}
+
 /// Finds the packet's IPv4 header and applies the address and protocol
 /// filter. This runs for every packet the kernel handles, so it reads as
 /// little as it can and builds nothing.
 #[inline(always)]
-fn first_look(cfg: &Config, skb: u64, at: HeaderAt, netns: impl FnOnce() -> u32) -> Option<Header> {
+fn first_look(cfg: &Config, skb: u64, at: HeaderAt, netns: impl Fn() -> u32) -> Option<Header> {
     let ip_addr = network_header(cfg, skb, at)?;
     let ip = read::<Ipv4Header>(ip_addr, 0)?;
     if ip.version_ihl >> 4 != 4 {
         return Some(Header::NotIpv4(ip_addr));
     }
-    if (cfg.protocol != 0 && cfg.protocol != ip.protocol)
-        || !in_scope(cfg, ip.saddr, ip.daddr, netns)
+    let scope = if (cfg.protocol == 0 || cfg.protocol == ip.protocol)
+        && in_scope(cfg, ip.saddr, ip.daddr, &netns)
     {
+        Scope::Itself
+    } else if ip.protocol == IPPROTO_ICMP {
+        Scope::Quoting
+    } else {
         return Some(Header::Theirs);
-    }
+    };
     // Only for a packet about to be kept: a unix or netlink buffer read by a
     // process has no IP header, whatever its bytes look like.
     if read::<u16>(skb, cfg.offsets.skb_protocol).map(u16::from_be) != Some(ETH_P_IP) {
         return Some(Header::Theirs);
     }
-    Some(Header::Ours(ip_addr, ip))
+    Some(Header::Ours(ip_addr, ip, scope))
 }
 
 /// An ARP message as it is on the wire for IPv4 over Ethernet.
@@ -232,36 +248,70 @@ fn capture_arp(
     probe: tracer_common::Probe,
     skb: u64,
     header: u64,
-    netns: impl FnOnce() -> u32,
-) -> Option<PacketEvent> {
-    if u16::from_be(read::<u16>(skb, cfg.offsets.skb_protocol)?) != ETH_P_ARP {
-        return None;
+    netns: impl Fn() -> u32,
+    event: &mut PacketEvent,
+) -> bool {
+    if read::<u16>(skb, cfg.offsets.skb_protocol).map(u16::from_be) != Some(ETH_P_ARP) {
+        return false;
     }
-    let arp = read::<ArpHeader>(header, 0)?;
+    let Some(arp) = read::<ArpHeader>(header, 0) else {
+        return false;
+    };
     let ipv4_over_ethernet =
         u16::from_be(arp.protocol) == ETH_P_IP && arp.hardware_len == 6 && arp.protocol_len == 4;
     if !ipv4_over_ethernet || !in_scope(cfg, arp.sender_ip, arp.target_ip, netns) {
-        return None;
+        return false;
     }
-    Some(PacketEvent {
-        probe: probe as u8,
-        skb,
-        ether_type: ETH_P_ARP,
-        saddr: arp.sender_ip,
-        daddr: arp.target_ip,
-        sport: u16::from_be(arp.operation),
-        mac_src: arp.sender_mac,
-        mac_dst: arp.target_mac,
-        has_mac: 1,
-        ip_len: size_of::<ArpHeader>() as u16,
-        ..PacketEvent::default()
-    })
+    event.probe = probe as u8;
+    event.skb = skb;
+    event.ether_type = ETH_P_ARP;
+    event.saddr = arp.sender_ip;
+    event.daddr = arp.target_ip;
+    event.sport = u16::from_be(arp.operation);
+    event.mac_src = arp.sender_mac;
+    event.mac_dst = arp.target_mac;
+    event.has_mac = 1;
+    event.ip_len = size_of::<ArpHeader>() as u16;
+    true
 }
 
-/// Reads the L4 header of a matching packet into `event`; false when the
-/// port filter rejects it.
+/// True when one of the watched ports (if any are set) is `sport` or `dport`.
 #[inline(always)]
-fn read_transport(cfg: &Config, ip_addr: u64, ip: &Ipv4Header, event: &mut PacketEvent) -> bool {
+fn ports_match(cfg: &Config, sport: u16, dport: u16) -> bool {
+    let mut any_port = true;
+    let mut i = 0;
+    while i < MAX_PORTS {
+        let port = cfg.ports[i];
+        if port != 0 {
+            if sport == port || dport == port {
+                return true;
+            }
+            any_port = false;
+        }
+        i += 1;
+    }
+    any_port
+}
+
+/// ICMP types that quote the packet they are about: destination
+/// unreachable, source quench, redirect, time exceeded, parameter problem.
+#[inline(always)]
+fn is_icmp_error(icmp_type: u8) -> bool {
+    matches!(icmp_type, 3 | 4 | 5 | 11 | 12)
+}
+
+/// Reads the L4 header of a packet into `event`; false when the port filter
+/// rejects it, or when it is an ICMP message wanted only for what it quotes
+/// and that is not a wanted packet.
+#[inline(always)]
+fn read_transport(
+    cfg: &Config,
+    ip_addr: u64,
+    ip: &Ipv4Header,
+    scope: Scope,
+    event: &mut PacketEvent,
+    netns: impl Fn() -> u32,
+) -> bool {
     let l4 = ip_addr + ((ip.version_ihl & 0x0f) as u64) * 4;
     match ip.protocol {
         IPPROTO_TCP | IPPROTO_UDP => {
@@ -272,31 +322,51 @@ fn read_transport(cfg: &Config, ip_addr: u64, ip: &Ipv4Header, event: &mut Packe
             if ip.protocol == IPPROTO_TCP {
                 event.tcp_flags = read::<u8>(l4, 13).unwrap_or(0);
             }
-            let mut any_port = true;
-            let mut i = 0;
-            while i < MAX_PORTS {
-                let port = cfg.ports[i];
-                if port != 0 {
-                    if event.sport == port || event.dport == port {
-                        return true;
-                    }
-                    any_port = false;
-                }
-                i += 1;
-            }
-            return any_port;
+            ports_match(cfg, event.sport, event.dport)
         }
         IPPROTO_ICMP => {
             // type, code, checksum, then identifier and sequence of echo messages.
-            if let Some(icmp) = read::<[u16; 4]>(l4, 0) {
-                event.icmp_type = (u16::from_be(icmp[0]) >> 8) as u8;
-                event.sport = u16::from_be(icmp[2]);
-                event.dport = u16::from_be(icmp[3]);
+            let Some(icmp) = read::<[u8; 8]>(l4, 0) else {
+                return scope == Scope::Itself;
+            };
+            event.icmp_type = icmp[0];
+            event.icmp_code = icmp[1];
+            event.sport = u16::from_be_bytes([icmp[4], icmp[5]]);
+            event.dport = u16::from_be_bytes([icmp[6], icmp[7]]);
+            if !is_icmp_error(icmp[0]) {
+                return scope == Scope::Itself;
             }
+            let wanted = read_quoted(cfg, l4 + 8, &mut event.quoted, netns);
+            scope == Scope::Itself || wanted
         }
-        _ => {}
+        _ => true,
     }
-    true
+}
+
+/// Reads the packet an ICMP error quotes into `quoted`; true when that
+/// packet is one the filter wants (protocol, addresses, ports).
+#[inline(always)]
+fn read_quoted(cfg: &Config, at: u64, quoted: &mut QuotedHeader, netns: impl Fn() -> u32) -> bool {
+    let Some(inner) = read::<Ipv4Header>(at, 0) else {
+        return false;
+    };
+    if inner.version_ihl >> 4 != 4 {
+        return false;
+    }
+    let ports = read::<[u16; 2]>(at + ((inner.version_ihl & 0x0f) as u64) * 4, 0).unwrap_or([0; 2]);
+    *quoted = QuotedHeader {
+        saddr: inner.saddr,
+        daddr: inner.daddr,
+        sport: u16::from_be(ports[0]),
+        dport: u16::from_be(ports[1]),
+        ip_id: u16::from_be(inner.id),
+        protocol: inner.protocol,
+        _pad: 0,
+    };
+    let transport_ports = inner.protocol == IPPROTO_TCP || inner.protocol == IPPROTO_UDP;
+    (cfg.protocol == 0 || cfg.protocol == inner.protocol)
+        && in_scope(cfg, inner.saddr, inner.daddr, netns)
+        && (!transport_ports || ports_match(cfg, quoted.sport, quoted.dport))
 }
 
 /// Reads the Ethernet addresses of a received frame (`skb->head + mac_header`).
@@ -362,7 +432,9 @@ fn current_ns_pid(cfg: &Config) -> u32 {
 #[inline(always)]
 fn stamp(cfg: &Config, event: &mut PacketEvent) {
     event.timestamp_ns = unsafe { bpf_ktime_get_ns() };
-    event.task_netns = current_netns(cfg);
+    if event.task_netns == 0 {
+        event.task_netns = current_netns(cfg);
+    }
     event.ns_pid = current_ns_pid(cfg);
     event.pid = (bpf_get_current_pid_tgid() >> 32) as u32;
     event.comm = bpf_get_current_comm().unwrap_or([0; 16]);
@@ -460,9 +532,9 @@ pub fn emit_payload_record(
     entry.submit(0);
 }
 
-/// The event for a packet the user asked about (IPv4, or ARP about its
-/// addresses when `with_arp`), with the fields common to all packet probes;
-/// `None` (cheaply) for every other packet.
+/// Fills `event` (zeroed) for a packet the user asked about (IPv4, or ARP
+/// about its addresses when `with_arp`), with the fields common to all packet
+/// probes; false (cheaply) for every other packet.
 #[inline(always)]
 pub fn capture_skb(
     cfg: &Config,
@@ -471,24 +543,26 @@ pub fn capture_skb(
     at: HeaderAt,
     with_arp: bool,
     netns: impl Fn() -> u32,
-) -> Option<PacketEvent> {
-    let mut event = match first_look(cfg, skb, at, &netns)? {
-        Header::Theirs => return None,
-        Header::NotIpv4(header) if with_arp => capture_arp(cfg, probe, skb, header, &netns)?,
-        Header::NotIpv4(_) => return None,
-        Header::Ours(ip_addr, ip) => {
-            let mut event = ip.event(probe, skb);
-            if !read_transport(cfg, ip_addr, &ip, &mut event) {
-                return None;
+    event: &mut PacketEvent,
+) -> bool {
+    let wanted = match first_look(cfg, skb, at, &netns) {
+        None | Some(Header::Theirs) => false,
+        Some(Header::NotIpv4(header)) => {
+            with_arp && capture_arp(cfg, probe, skb, header, &netns, event)
+        }
+        Some(Header::Ours(ip_addr, ip, scope)) => {
+            ip.describe(event, probe, skb);
+            let wanted = read_transport(cfg, ip_addr, &ip, scope, event, &netns);
+            if wanted {
+                read_conntrack(cfg, skb, event);
             }
-            read_conntrack(cfg, skb, &mut event);
-            event
+            wanted
         }
     };
-    if let Some(dev) = read::<u64>(skb, cfg.offsets.skb_dev) {
-        device(cfg, dev).describe(&mut event);
+    if wanted && let Some(dev) = read::<u64>(skb, cfg.offsets.skb_dev) {
+        device(cfg, dev).describe(event);
     }
-    Some(event)
+    wanted
 }
 
 /// Shared by both objects: the verifier requires a panic handler, never reached.

@@ -4,11 +4,19 @@
 #![no_main]
 
 use aya_ebpf::{
-    helpers::generated::bpf_skb_load_bytes,
-    macros::{btf_tracepoint, classifier},
+    EbpfContext,
+    helpers::{
+        bpf_get_current_task,
+        generated::{bpf_get_stack, bpf_skb_load_bytes},
+    },
+    macros::{btf_tracepoint, classifier, map},
+    maps::PerCpuArray,
     programs::{BtfTracePointContext, TcContext},
 };
-use tracer_common::{ETH_P_ARP, ETH_P_IP, MAX_PORTS, PAYLOAD_MAX, PacketEvent, Probe};
+use tracer_common::{
+    Config, ETH_P_ARP, ETH_P_IP, IN_TASK, IN_TASK_UNKNOWN, MAX_PORTS, NOT_IN_TASK, PAYLOAD_MAX,
+    PacketEvent, Probe,
+};
 
 const IPPROTO_TCP: u8 = 6;
 const IPPROTO_UDP: u8 = 17;
@@ -20,7 +28,16 @@ use tracer_ebpf::{
 #[btf_tracepoint(function = "net_dev_queue")]
 pub fn net_dev_queue(ctx: BtfTracePointContext) -> i32 {
     let skb: u64 = ctx.arg(0);
-    on_skb(Probe::DevQueue, skb, HeaderAt::NetworkHeader, false);
+    // The frame is built: its MAC addresses say where it goes next.
+    on_skb(
+        Probe::DevQueue,
+        skb,
+        HeaderAt::NetworkHeader,
+        true,
+        |cfg, event| {
+            event.in_task = sending_context(&ctx, cfg, event);
+        },
+    );
     0
 }
 
@@ -28,8 +45,63 @@ pub fn net_dev_queue(ctx: BtfTracePointContext) -> i32 {
 pub fn netif_receive_skb(ctx: BtfTracePointContext) -> i32 {
     let skb: u64 = ctx.arg(0);
     // The Ethernet header is already pulled: skb->data is the IP header.
-    on_skb(Probe::Receive, skb, HeaderAt::Data, true);
+    on_skb(Probe::Receive, skb, HeaderAt::Data, true, |_, _| {});
     0
+}
+
+/// Kernel stack frames looked at to tell a softirq's transmit from a task's.
+const STACK_FRAMES: usize = 48;
+
+/// Room for a stack trace: too big for the BPF stack. Only `net_dev_queue`
+/// uses it, which runs with softirqs off, so nothing on this CPU can
+/// interrupt it and reuse the slot.
+#[map]
+static STACK_TRACE: PerCpuArray<[u64; STACK_FRAMES]> = PerCpuArray::with_max_entries(1, 0);
+
+/// `task_struct.flags` bit of kernel threads (ksoftirqd, kworkers): their
+/// own context is still the kernel's work, never a process's.
+const PF_KTHREAD: u32 = 0x0020_0000;
+
+/// Whether a transmit happens in the current task's own context (its system
+/// call), so the task is the sender, or in a softirq the CPU serves while
+/// some task is current: the kernel stack then runs through the softirq
+/// loop. Only asked where a process could be the sender: the current task
+/// lives in the packet's namespace and is not a kernel thread.
+#[inline(always)]
+fn sending_context(ctx: &BtfTracePointContext, cfg: &Config, event: &PacketEvent) -> u8 {
+    let [softirq_start, softirq_end] = cfg.softirq_code;
+    if softirq_end == 0 || event.task_netns != event.netns {
+        return IN_TASK_UNKNOWN;
+    }
+    // SAFETY: a plain helper call; the task pointer is only used through probe reads.
+    let task = unsafe { bpf_get_current_task() };
+    if read::<u32>(task, cfg.offsets.task_flags).is_none_or(|flags| flags & PF_KTHREAD != 0) {
+        return NOT_IN_TASK;
+    }
+    let Some(frames) = STACK_TRACE.get_ptr_mut(0) else {
+        return IN_TASK_UNKNOWN;
+    };
+    // SAFETY: `frames` is this CPU's slot, STACK_FRAMES * 8 bytes long.
+    let size = unsafe { bpf_get_stack(ctx.as_ptr(), frames.cast(), (STACK_FRAMES * 8) as u32, 0) };
+    if size <= 0 {
+        return IN_TASK_UNKNOWN;
+    }
+    let frames_read = size as usize / 8;
+    let softirq_length = softirq_end - softirq_start;
+    let mut i = 0;
+    // A loop that leaves at the trace's end keeps the verifier's work linear.
+    while i < STACK_FRAMES {
+        if i >= frames_read {
+            break;
+        }
+        // SAFETY: i < STACK_FRAMES.
+        let frame = unsafe { (*frames)[i] };
+        if frame.wrapping_sub(softirq_start) < softirq_length {
+            return NOT_IN_TASK;
+        }
+        i += 1;
+    }
+    IN_TASK
 }
 
 #[btf_tracepoint(function = "kfree_skb")]
@@ -54,16 +126,22 @@ pub fn skb_copy_datagram_iovec(ctx: BtfTracePointContext) -> i32 {
     let skb: u64 = ctx.arg(0);
     let Some(cfg) = config() else { return 0 };
     // A queued skb has lost its device: the reader's own namespace is where it landed.
-    let Some(mut event) = capture_skb(
+    let mut event = PacketEvent {
+        // A socket read is a process's system call.
+        in_task: IN_TASK,
+        ..PacketEvent::default()
+    };
+    if !capture_skb(
         cfg,
         Probe::SocketRead,
         skb,
         HeaderAt::NetworkHeader,
         false,
         || current_netns(cfg),
-    ) else {
+        &mut event,
+    ) {
         return 0;
-    };
+    }
     event.netns = current_netns(cfg);
     emit(cfg, &mut event);
     0
@@ -110,16 +188,35 @@ pub fn fib_table_lookup(ctx: BtfTracePointContext) -> i32 {
     0
 }
 
+/// A device's event about `skb`; `finish` adds what only this probe knows
+/// (after the current task is stamped).
 #[inline(always)]
-fn on_skb(probe: Probe, skb: u64, at: HeaderAt, with_macs: bool) {
+fn on_skb(
+    probe: Probe,
+    skb: u64,
+    at: HeaderAt,
+    with_macs: bool,
+    finish: impl FnOnce(&Config, &mut PacketEvent),
+) {
     let Some(cfg) = config() else { return };
-    let Some(mut event) = capture_skb(cfg, probe, skb, at, true, || skb_netns(cfg, skb)) else {
+    let mut event = PacketEvent::default();
+    if !capture_skb(
+        cfg,
+        probe,
+        skb,
+        at,
+        true,
+        || skb_netns(cfg, skb),
+        &mut event,
+    ) {
         return;
-    };
+    }
     // An ARP event carries the message's own addresses instead of the frame's.
     if with_macs && event.ether_type != ETH_P_ARP {
         read_macs(cfg, skb, &mut event);
     }
+    event.task_netns = current_netns(cfg);
+    finish(cfg, &mut event);
     let transport_payload = event.protocol == IPPROTO_TCP || event.protocol == IPPROTO_UDP;
     if cfg.capture_payload != 0 && event.ether_type == ETH_P_IP && transport_payload {
         emit_with_payload(cfg, &mut event, skb, at);
@@ -131,11 +228,19 @@ fn on_skb(probe: Probe, skb: u64, at: HeaderAt, with_macs: bool) {
 #[inline(always)]
 fn on_free(probe: Probe, skb: u64, location: u64, reason: u32) {
     let Some(cfg) = config() else { return };
-    let Some(mut event) = capture_skb(cfg, probe, skb, HeaderAt::NetworkHeader, true, || {
-        skb_netns(cfg, skb)
-    }) else {
+    let mut event = PacketEvent::default();
+    let netns = || skb_netns(cfg, skb);
+    if !capture_skb(
+        cfg,
+        probe,
+        skb,
+        HeaderAt::NetworkHeader,
+        true,
+        netns,
+        &mut event,
+    ) {
         return;
-    };
+    }
     event.location = location;
     event.reason_or_table = reason;
     emit(cfg, &mut event);
@@ -192,16 +297,15 @@ fn capture_tcp_payload(ctx: &TcContext) {
     if !watched || length == 0 {
         return;
     }
-    let mut event = PacketEvent {
-        sport,
-        dport,
-        tcp_flags: offset_and_flags[1],
-        // Only attached inside the traced namespace.
-        netns: cfg.netns,
-        // SAFETY: reading a context field the verifier allows.
-        ifindex: unsafe { (*ctx.skb.skb).ifindex },
-        ..ip.event(Probe::TcpPayload, ctx.skb.skb as u64)
-    };
+    let mut event = PacketEvent::default();
+    ip.describe(&mut event, Probe::TcpPayload, ctx.skb.skb as u64);
+    event.sport = sport;
+    event.dport = dport;
+    event.tcp_flags = offset_and_flags[1];
+    // Only attached inside the traced namespace.
+    event.netns = cfg.netns;
+    // SAFETY: reading a context field the verifier allows.
+    event.ifindex = unsafe { (*ctx.skb.skb).ifindex };
     let payload_at = (l4 + tcp_header_len) as u32;
     emit_payload_record(cfg, &mut event, |payload| {
         // `length` is at least 1 here. The verifier must see 1..=PAYLOAD_MAX in

@@ -68,6 +68,7 @@ pub async fn run(args: DnsArgs) -> Result<ExitCode> {
         drop_reasons,
     } = probes::offsets::KernelFacts::read()?;
     let names = KernelNames::from_kernel(drop_reasons);
+    let softirq_code = names.softirq_loop();
 
     // The container's own servers and the ones dockerd forwards to, so their
     // path through the host is seen too; everything in the namespace anyway.
@@ -103,7 +104,7 @@ pub async fn run(args: DnsArgs) -> Result<ExitCode> {
     };
     let mut intake = Intake::new(names, args.save_events.as_deref(), "queries")?;
     let container_netns = std::path::PathBuf::from(format!("/proc/{}/ns/net", container.pid));
-    let mut probes = Probes::attach(&filter, offsets, &[container_netns])?;
+    let mut probes = Probes::attach(&filter, offsets, softirq_code, &[container_netns])?;
     eprintln!(
         "pkttrace: watching DNS of {} ({}); Ctrl-C to stop",
         container.name,

@@ -72,6 +72,7 @@ pub async fn run(args: FollowArgs) -> Result<ExitCode> {
         drop_reasons,
     } = probes::offsets::KernelFacts::read()?;
     let names = KernelNames::from_kernel(drop_reasons);
+    let softirq_code = names.softirq_loop();
     let (topology, port_bindings) = Topology::discover_with_port_bindings()
         .await
         .context("cannot read this host's network namespaces")?;
@@ -112,7 +113,7 @@ pub async fn run(args: FollowArgs) -> Result<ExitCode> {
         filter.addresses.push(gateway);
     }
     let mut intake = Intake::new(names, args.save_events.as_deref(), "journeys")?;
-    let mut probes = Probes::attach(&filter, offsets, &[])?;
+    let mut probes = Probes::attach(&filter, offsets, softirq_code, &[])?;
     if let Some(docker) = &topology.docker_error {
         eprintln!("pkttrace: note: {docker}; containers are shown by namespace only");
     }

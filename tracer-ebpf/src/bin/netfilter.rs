@@ -1,12 +1,15 @@
 //! BPF netfilter programs (BPF_PROG_TYPE_NETFILTER). aya 0.14 cannot load this
 //! program type, so these live in their own object, loaded by pkttrace's
-//! netfilter loader. Each is attached at every IPv4 hook, one priority before
-//! and one after the NAT priority, so the difference between the two is the
-//! NAT the kernel applied. Both always accept: pkttrace never changes a verdict.
+//! netfilter loader. `hook_entry` sits at the very first priority of every
+//! IPv4 hook, so a packet dropped anywhere in a hook (raw, mangle, nat,
+//! filter) was last seen entering that hook; `after_nat` sits just after the
+//! NAT priority of the hooks that rewrite addresses, so the difference
+//! between the two is the NAT the kernel applied. Both always accept:
+//! pkttrace never changes a verdict.
 #![no_std]
 #![no_main]
 
-use tracer_common::Probe;
+use tracer_common::{PacketEvent, Probe};
 use tracer_ebpf::{HeaderAt, capture_skb, config, device, emit, netns_inode, read};
 
 const NF_ACCEPT: i32 = 1;
@@ -21,9 +24,9 @@ pub struct NfContext {
 }
 
 #[unsafe(no_mangle)]
-#[unsafe(link_section = "netfilter/before_nat")]
-pub extern "C" fn before_nat(ctx: *const NfContext) -> i32 {
-    observe(ctx, Probe::NetfilterBeforeNat);
+#[unsafe(link_section = "netfilter/hook_entry")]
+pub extern "C" fn hook_entry(ctx: *const NfContext) -> i32 {
+    observe(ctx, Probe::NetfilterEntry);
     NF_ACCEPT
 }
 
@@ -43,9 +46,18 @@ fn observe(ctx: *const NfContext, probe: Probe) {
     let o = &cfg.offsets;
     // Locally sent packets have no device yet at OUTPUT: the hook's own namespace.
     let hook_netns = || read::<u64>(state, o.nf_state_net).map_or(0, |net| netns_inode(cfg, net));
-    let Some(mut event) = capture_skb(cfg, probe, skb, HeaderAt::Data, false, hook_netns) else {
+    let mut event = PacketEvent::default();
+    if !capture_skb(
+        cfg,
+        probe,
+        skb,
+        HeaderAt::Data,
+        false,
+        hook_netns,
+        &mut event,
+    ) {
         return;
-    };
+    }
     event.nf_hook = read::<u8>(state, o.nf_state_hook).unwrap_or(0xff);
     let input = read::<u64>(state, o.nf_state_in).unwrap_or(0);
     let output = read::<u64>(state, o.nf_state_out).unwrap_or(0);

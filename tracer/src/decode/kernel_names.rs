@@ -41,6 +41,25 @@ impl KernelNames {
             .unwrap_or_else(|| format!("reason {value}"))
     }
 
+    /// Where the kernel's softirq loop lies: `handle_softirqs` since Linux
+    /// 6.10, `__do_softirq` before.
+    pub fn softirq_loop(&self) -> Option<(u64, u64)> {
+        self.function_range("handle_softirqs")
+            .or_else(|| self.function_range("__do_softirq"))
+    }
+
+    /// Where the code of kernel function `name` lies: [start, end), the end
+    /// being the next symbol's start.
+    fn function_range(&self, name: &str) -> Option<(u64, u64)> {
+        let index = self.symbols.iter().position(|(_, n)| n == name)?;
+        let start = self.symbols[index].0;
+        let end = self.symbols[index + 1..]
+            .iter()
+            .map(|(address, _)| *address)
+            .find(|address| *address > start)?;
+        Some((start, end))
+    }
+
     /// `function+0xoffset` for a kernel code address, or the bare address when
     /// kallsyms hides addresses (kptr_restrict) or does not know it.
     pub fn symbol(&self, address: u64) -> String {

@@ -8,7 +8,7 @@ mod kernel_names;
 use std::net::Ipv4Addr;
 
 use serde::{Deserialize, Serialize};
-use tracer_common::{ETH_P_ARP, PacketEvent, Probe};
+use tracer_common::{ETH_P_ARP, IN_TASK, NOT_IN_TASK, PacketEvent, Probe};
 
 pub use dns::DnsMessage;
 pub use kernel_names::KernelNames;
@@ -57,7 +57,9 @@ impl Hook {
     }
 }
 
-/// Which side of the hook's NAT priority the observation was made on.
+/// Which side of the hook's NAT priority the observation was made on:
+/// `Before` is at the hook's very entry (before raw, conntrack, mangle and
+/// NAT), `After` just after its NAT.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum NatSide {
@@ -102,13 +104,29 @@ pub enum EventKind {
     },
 }
 
+impl EventKind {
+    /// The skb is gone after this: freed (dropped or consumed), or handed to
+    /// a process, whose read frees it without a trace of its own.
+    pub fn ends_skb(&self) -> bool {
+        matches!(
+            self,
+            Self::Drop { .. } | Self::Consume { .. } | Self::SocketRead
+        )
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "protocol", rename_all = "lowercase")]
 pub enum Transport {
     Icmp {
         icmp_type: u8,
+        #[serde(default)]
+        code: u8,
         id: u16,
         seq: u16,
+        /// An error's quoted packet: which packet it is about.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        quoted: Option<Quoted>,
     },
     Tcp {
         sport: u16,
@@ -141,6 +159,19 @@ impl Transport {
             Self::Other { number } => number,
         }
     }
+}
+
+/// The packet an ICMP error quotes, as the error carries it (after any NAT
+/// the kernel applied to the error on its way).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Quoted {
+    pub src: Ipv4Addr,
+    pub dst: Ipv4Addr,
+    pub protocol: u8,
+    /// TCP/UDP ports; ICMP echo identifier and sequence number.
+    pub sport: u16,
+    pub dport: u16,
+    pub ip_id: u16,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -191,6 +222,11 @@ pub struct Event {
     /// The current thread's id inside its own pid namespace (0 when unknown).
     #[serde(default)]
     pub ns_pid: u32,
+    /// The event fired in the current task's own context (its system call),
+    /// not while the CPU served a softirq or interrupt; None in recordings
+    /// made before pkttrace knew.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub in_task: Option<bool>,
     pub comm: String,
     /// The DNS message the packet carries, when its payload was captured.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -199,11 +235,14 @@ pub struct Event {
 
 impl Event {
     /// The process behind the event, when there is one: the current task only
-    /// counts when it lives in the packet's namespace (in softirq context the
-    /// current task is whatever ran, often in another namespace).
+    /// counts when the event happened in its own context (a softirq runs on
+    /// whatever task the CPU was on) and it lives in the packet's namespace.
     pub fn process(&self) -> Option<(&str, u32)> {
-        (self.task_netns == self.netns && self.pid != 0 && !self.comm.is_empty())
-            .then_some((self.comm.as_str(), self.pid))
+        (self.in_task != Some(false)
+            && self.task_netns == self.netns
+            && self.pid != 0
+            && !self.comm.is_empty())
+        .then_some((self.comm.as_str(), self.pid))
     }
 }
 
@@ -236,9 +275,9 @@ pub fn decode(raw: &PacketEvent, payload: Option<&[u8]>, names: &KernelNames) ->
             };
             EventKind::Receive { mac_src, mac_dst }
         }
-        Probe::NetfilterBeforeNat | Probe::NetfilterAfterNat => EventKind::Netfilter {
+        Probe::NetfilterEntry | Probe::NetfilterAfterNat => EventKind::Netfilter {
             hook: Hook::from_kernel(raw.nf_hook)?,
-            side: if probe == Probe::NetfilterBeforeNat {
+            side: if probe == Probe::NetfilterEntry {
                 NatSide::Before
             } else {
                 NatSide::After
@@ -269,8 +308,17 @@ pub fn decode(raw: &PacketEvent, payload: Option<&[u8]>, names: &KernelNames) ->
         },
         1 => Transport::Icmp {
             icmp_type: raw.icmp_type,
+            code: raw.icmp_code,
             id: raw.sport,
             seq: raw.dport,
+            quoted: (raw.quoted.protocol != 0).then(|| Quoted {
+                src: Ipv4Addr::from(raw.quoted.saddr),
+                dst: Ipv4Addr::from(raw.quoted.daddr),
+                protocol: raw.quoted.protocol,
+                sport: raw.quoted.sport,
+                dport: raw.quoted.dport,
+                ip_id: raw.quoted.ip_id,
+            }),
         },
         6 => Transport::Tcp {
             sport: raw.sport,
@@ -304,6 +352,11 @@ pub fn decode(raw: &PacketEvent, payload: Option<&[u8]>, names: &KernelNames) ->
         }),
         pid: raw.pid,
         ns_pid: raw.ns_pid,
+        in_task: match raw.in_task {
+            IN_TASK => Some(true),
+            NOT_IN_TASK => Some(false),
+            _ => None,
+        },
         comm: c_string(&raw.comm),
         dns: payload.and_then(|bytes| {
             DnsMessage::decode(bytes, matches!(transport, Transport::Tcp { .. }))
@@ -367,8 +420,10 @@ mod tests {
             event.packet.transport,
             Transport::Icmp {
                 icmp_type: 8,
+                code: 0,
                 id: 18,
-                seq: 3
+                seq: 3,
+                quoted: None
             }
         );
         assert_eq!(event.conntrack.unwrap().state(), "NEW");

@@ -200,11 +200,13 @@ pub fn describe(packet: &Packet) -> String {
             icmp_type: 8,
             id,
             seq,
+            ..
         } => format!("ICMP echo request (id {id}, seq {seq})"),
         Transport::Icmp {
             icmp_type: 0,
             id,
             seq,
+            ..
         } => format!("ICMP echo reply (id {id}, seq {seq})"),
         Transport::Icmp { icmp_type: 3, .. } => "ICMP destination unreachable".into(),
         Transport::Icmp { icmp_type, .. } => format!("ICMP type {icmp_type}"),

@@ -6,8 +6,17 @@
 //! address ties events together. Addresses alone cannot (NAT rewrites them)
 //! and an skb address is reused once freed, so an event only continues a
 //! journey when its packet identity also matches: IP id, protocol, length and
-//! TCP flags / ICMP type, none of which NAT changes. A clone (the copy a raw
-//! socket receives) has a new address but the same identity and addresses.
+//! TCP flags / ICMP type, none of which NAT changes, and one side of the
+//! addresses and ports (a NAT rewrites one side at a time). A clone (the copy
+//! a raw socket receives) has a new address but the same identity, addresses
+//! and ports.
+//!
+//! A journey stays open while one of its skbs is alive in the kernel (waiting
+//! for a neighbour, in a queue): what the kernel decides seconds later (a
+//! failed ARP drops the packet after three seconds) still lands in it. Once
+//! every skb it saw was freed or read by a process, it ends after a short
+//! quiet time; an skb whose end is never seen keeps it open for at most
+//! `ALIVE_LIMIT_NS`.
 
 use std::{
     collections::{BTreeMap, HashMap, VecDeque},
@@ -18,8 +27,12 @@ use serde::Serialize;
 
 use crate::decode::{Event, EventKind, Packet, Transport};
 
-/// Events more than this apart are not the same packet's journey.
+/// A journey whose packets are all gone takes events this far apart no
+/// more (a clone's last steps come within it).
 const MAX_GAP_NS: u64 = 1_000_000_000;
+/// A journey with a packet still alive in the kernel is finished after this
+/// long without news (its end was never seen, or it is stuck in a queue).
+const ALIVE_LIMIT_NS: u64 = 5_000_000_000;
 /// How far from its packet's events a route lookup may be: before the first
 /// (the sender routes before it builds the packet), or after the last seen
 /// (a packet in flight is routed as it arrives). One further off is another
@@ -147,6 +160,29 @@ impl Identity {
     }
 }
 
+/// A packet's two ends as a NAT sees them: address and TCP/UDP port. An
+/// ICMP echo's identifier is rewritten along with either side, so it
+/// belongs to neither.
+fn sides(packet: &Packet) -> ((Ipv4Addr, u16), (Ipv4Addr, u16)) {
+    match packet.transport {
+        Transport::Tcp { sport, dport, .. } | Transport::Udp { sport, dport } => {
+            ((packet.src, sport), (packet.dst, dport))
+        }
+        _ => ((packet.src, 0), (packet.dst, 0)),
+    }
+}
+
+/// What tells apart packets of one identity (IP id 0 is common: SYN+ACKs,
+/// resets, DF datagrams): TCP/UDP ports, an ICMP message's identifier and
+/// sequence number.
+fn ports(packet: &Packet) -> (u16, u16) {
+    match packet.transport {
+        Transport::Tcp { sport, dport, .. } | Transport::Udp { sport, dport } => (sport, dport),
+        Transport::Icmp { id, seq, .. } => (id, seq),
+        _ => (0, 0),
+    }
+}
+
 /// Most journeys open at once: past it the oldest is finished early, so a
 /// flood of matching packets cannot grow pkttrace's memory without bound.
 const MAX_OPEN: usize = 4096;
@@ -154,11 +190,11 @@ const MAX_OPEN: usize = 4096;
 const MAX_UNCLAIMED_ROUTES: usize = 256;
 
 /// How a later event finds its journey: by skb, by the packet's identity and
-/// current addresses (a clone), by addresses alone (a route lookup).
+/// current addresses and ports (a clone), by addresses alone (a route lookup).
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 enum Key {
     Skb(u64, Identity),
-    Packet(Identity, Ipv4Addr, Ipv4Addr),
+    Packet(Identity, Ipv4Addr, Ipv4Addr, (u16, u16)),
     Flow(Ipv4Addr, Ipv4Addr),
     Destination(Ipv4Addr),
 }
@@ -170,6 +206,9 @@ struct OpenJourney {
     last_packet: Option<Packet>,
     /// Index entries that point here, removed when the journey finishes.
     keys: Vec<Key>,
+    /// Addresses of its skbs not yet freed or read by a process: while one
+    /// is alive, the kernel may still act on the packet.
+    alive: Vec<u64>,
 }
 
 impl OpenJourney {
@@ -177,6 +216,13 @@ impl OpenJourney {
     fn into_sorted(mut self) -> Journey {
         self.journey.events.sort_by_key(|e| e.time_ns);
         self.journey
+    }
+
+    /// Finished: all its packets are gone and it has been quiet for
+    /// `quiet_ns`, or nothing came for so long that its end is not coming.
+    fn finished(&self, now_ns: u64, quiet_ns: u64) -> bool {
+        let silent = now_ns.saturating_sub(self.last_time);
+        (self.alive.is_empty() && silent >= quiet_ns) || silent >= ALIVE_LIMIT_NS
     }
 }
 
@@ -195,7 +241,8 @@ pub struct Assembler {
 }
 
 impl Assembler {
-    /// A journey is complete once no event joined it for `quiet_ns`.
+    /// A journey whose packets are all gone is complete once no event joined
+    /// it for `quiet_ns`.
     pub fn new(quiet_ns: u64) -> Self {
         Self {
             open: BTreeMap::new(),
@@ -207,11 +254,17 @@ impl Assembler {
         }
     }
 
-    /// The open journey `key` points to, if it was active recently enough.
+    /// The open journey `key` points to, if it can still take an event at
+    /// `time`: by its skb while that skb is alive; as a clone while one of
+    /// its packets is alive or within `MAX_GAP_NS` of its last event.
     fn find(&self, key: Key, time: u64) -> Option<u64> {
         let id = *self.index.get(&key)?;
         let open = self.open.get(&id)?;
-        (time.abs_diff(open.last_time) < MAX_GAP_NS).then_some(id)
+        let takes = match key {
+            Key::Skb(skb, _) => open.alive.contains(&skb),
+            _ => !open.alive.is_empty() || time.abs_diff(open.last_time) < MAX_GAP_NS,
+        };
+        takes.then_some(id)
     }
 
     fn add_to(&mut self, id: u64, event: Event) {
@@ -219,16 +272,38 @@ impl Assembler {
         if !matches!(event.kind, EventKind::Route { .. }) {
             let (identity, packet) = (Identity::of(&event.packet), event.packet);
             keys = vec![
-                Key::Skb(event.skb, identity),
-                Key::Packet(identity, packet.src, packet.dst),
+                Key::Packet(identity, packet.src, packet.dst, ports(&packet)),
                 Key::Flow(packet.src, packet.dst),
                 Key::Destination(packet.dst),
             ];
+            // A freed skb's address is another packet's next: only a live one is a key.
+            if !event.kind.ends_skb() {
+                keys.push(Key::Skb(event.skb, identity));
+            }
         }
         for key in &keys {
             self.index.insert(*key, id);
         }
         let open = self.open.get_mut(&id).expect("journey is open");
+        match &event.kind {
+            EventKind::Route { .. } => {}
+            kind if kind.ends_skb() => {
+                open.alive.retain(|skb| *skb != event.skb);
+                let freed = event.skb;
+                open.keys.retain(|key| {
+                    let gone = matches!(key, Key::Skb(skb, _) if *skb == freed);
+                    if gone && self.index.get(key) == Some(&id) {
+                        self.index.remove(key);
+                    }
+                    !gone
+                });
+            }
+            _ => {
+                if !open.alive.contains(&event.skb) {
+                    open.alive.push(event.skb);
+                }
+            }
+        }
         if !matches!(event.kind, EventKind::Route { .. }) && event.time_ns >= open.last_time {
             open.last_packet = Some(event.packet);
         }
@@ -251,17 +326,24 @@ impl Assembler {
         // A freed skb's address is soon reused, and packets the kernel makes
         // (SYN+ACK, RST) share their identity; but a NAT rewrites only one
         // side at a time, so the same packet keeps its source or destination.
+        let (source, destination) = sides(&event.packet);
         let same_packet = |id: &u64| {
-            self.open[id]
-                .last_packet
-                .is_none_or(|last| last.src == event.packet.src || last.dst == event.packet.dst)
+            self.open[id].last_packet.is_none_or(|last| {
+                let (last_source, last_destination) = sides(&last);
+                last_source == source || last_destination == destination
+            })
         };
         let existing = self
             .find(Key::Skb(event.skb, identity), time)
             .filter(same_packet)
             .or_else(|| {
                 self.find(
-                    Key::Packet(identity, event.packet.src, event.packet.dst),
+                    Key::Packet(
+                        identity,
+                        event.packet.src,
+                        event.packet.dst,
+                        ports(&event.packet),
+                    ),
                     time,
                 )
             });
@@ -283,6 +365,7 @@ impl Assembler {
                 last_time: time,
                 last_packet: None,
                 keys: Vec::new(),
+                alive: Vec::new(),
             },
         );
         for route in routes {
@@ -343,19 +426,19 @@ impl Assembler {
         }
     }
 
-    /// Journeys that have been quiet for the configured time (or were evicted
-    /// under load), oldest first.
+    /// Journeys that are over (or were evicted under load), oldest first.
     pub fn take_finished(&mut self, now_ns: u64) -> Vec<Journey> {
         self.unclaimed_routes
             .retain(|r| now_ns.saturating_sub(r.time_ns) < MAX_GAP_NS);
-        let quiet: Vec<u64> = self
+        let quiet_ns = self.quiet_ns;
+        let finished: Vec<u64> = self
             .open
             .iter()
-            .filter(|(_, j)| now_ns.saturating_sub(j.last_time) >= self.quiet_ns)
+            .filter(|(_, j)| j.finished(now_ns, quiet_ns))
             .map(|(id, _)| *id)
             .collect();
         let mut done = std::mem::take(&mut self.evicted);
-        for id in quiet {
+        for id in finished {
             let open = self.open.remove(&id).expect("listed as open");
             self.forget(&open);
             done.push(open.into_sorted());

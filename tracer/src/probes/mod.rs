@@ -24,6 +24,8 @@ use tracer_common::{
     PayloadEvent,
 };
 
+use netfilter::{NetfilterLink, NetfilterProgram};
+
 static TRACEPOINT_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tracer"));
 static NETFILTER_OBJECT: &[u8] =
     aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/netfilter"));
@@ -38,18 +40,17 @@ const TRACEPOINTS: [&str; 6] = [
     "fib_table_lookup",
 ];
 
-/// Netfilter hooks (enum nf_inet_hooks), the priority of the NAT there, and
-/// whether a program also sits after it. Every program runs for every IPv4
-/// packet of the host, so only hooks where NAT is worth seeing get the second
-/// one: FORWARD has no NAT (the program sits before its filter, priority 0),
-/// and source NAT in INPUT is too rare to pay for on every packet.
-const NF_HOOKS: [(u32, i32, bool); 5] = [
-    (0, -100, true), // PRE_ROUTING: destination NAT, and conntrack undoing SNAT for replies
-    (1, 100, false), // LOCAL_IN
-    (2, 0, false),   // FORWARD: the filter table
-    (3, -100, true), // LOCAL_OUT: destination NAT of locally sent packets
-    (4, 100, true),  // POST_ROUTING: source NAT (MASQUERADE)
-];
+/// Where the netfilter programs sit. `hook_entry` runs first in every IPv4
+/// hook (enum nf_inet_hooks 0..=4), before raw, conntrack, mangle, NAT and
+/// filter, so a drop anywhere in a hook is seen after its entry. `after_nat`
+/// runs just after the NAT priority where addresses are rewritten: DNAT and
+/// the reply's reverse NAT in PREROUTING and OUTPUT (-100), SNAT and
+/// MASQUERADE in POSTROUTING (100); compared with the entry it shows the NAT.
+/// Every program runs for every IPv4 packet of the namespace, so there are
+/// no more of them than that.
+const FIRST_PRIORITY: i32 = i32::MIN + 1;
+const HOOKS: [u32; 5] = [0, 1, 2, 3, 4];
+const AFTER_NAT: [(u32, i32); 3] = [(0, -99), (3, -99), (4, 101)];
 
 /// What to capture; everything else is dropped in the kernel before it costs a copy.
 #[derive(Clone, Debug, Default)]
@@ -86,7 +87,7 @@ pub fn require_privileges() -> Result<()> {
 pub struct Probes {
     // Kept alive: dropping them detaches everything.
     _ebpf: Ebpf,
-    _netfilter_links: Vec<netfilter::NetfilterLink>,
+    _netfilter_links: Vec<NetfilterLink>,
     events: AsyncFd<RingBuf<MapData>>,
     lost: PerCpuArray<MapData, u64>,
 }
@@ -96,13 +97,17 @@ impl Probes {
     /// namespace and in each of `traced_namespaces` (nsfs paths), where the
     /// TCP payload program also goes when the filter captures payloads. On error,
     /// whatever was attached is detached again as the partial state is dropped.
+    /// `softirq_code` is where the kernel's softirq loop lies (from kallsyms),
+    /// to tell a process's own sends from the kernel's.
     pub fn attach(
         filter: &Filter,
         offsets: KernelOffsets,
+        softirq_code: Option<(u64, u64)>,
         traced_namespaces: &[PathBuf],
     ) -> Result<Self> {
         let config = Config {
             offsets,
+            softirq_code: softirq_code.map_or([0; 2], |(start, end)| [start, end]),
             ..config_for(filter)?
         };
         let btf = aya::Btf::from_sys_fs().context("cannot read the kernel's BTF")?;
@@ -126,9 +131,10 @@ impl Probes {
                 .with_context(|| format!("cannot attach to tracepoint {name}"))?;
         }
 
-        let mut netfilter_links = attach_netfilter(&ebpf, None)?;
+        let netfilter = NetfilterPrograms::load(&ebpf)?;
+        let mut netfilter_links = netfilter.attach_here()?;
         for namespace in traced_namespaces {
-            netfilter_links.extend(attach_netfilter(&ebpf, Some(namespace))?);
+            netfilter_links.extend(in_namespace(namespace, || netfilter.attach_here())?);
         }
         if filter.capture_payload {
             let program: &mut SchedClassifier = ebpf
@@ -282,51 +288,52 @@ fn device_names() -> Result<Vec<String>> {
     Ok(names)
 }
 
-/// Attaches the netfilter programs in the host's namespace, or in the one at
-/// `namespace` (from a thread that enters it: a link belongs to the
-/// namespace of the thread that creates it).
-fn attach_netfilter(
-    ebpf: &Ebpf,
-    namespace: Option<&Path>,
-) -> Result<Vec<netfilter::NetfilterLink>> {
-    let mut maps = HashMap::new();
-    for name in [EVENTS_MAP, CONFIG_MAP, LOST_MAP] {
-        let fd = match ebpf.map(name).with_context(|| format!("{name} map"))? {
-            Map::RingBuf(data) | Map::Array(data) | Map::PerCpuArray(data) => data.fd().as_fd(),
-            _ => bail!("map {name} has an unexpected type"),
-        };
-        maps.insert(name.to_string(), fd);
-    }
-    let before = netfilter::load(NETFILTER_OBJECT, "before_nat", &maps)?;
-    let after = netfilter::load(NETFILTER_OBJECT, "after_nat", &maps)?;
-    match namespace {
-        None => attach_at_hooks(&before, &after),
-        Some(namespace) => in_namespace(namespace, || attach_at_hooks(&before, &after)),
-    }
+/// The two netfilter programs, loaded once and attached in every namespace
+/// that needs them (a link belongs to the namespace of the thread that
+/// creates it).
+struct NetfilterPrograms {
+    hook_entry: NetfilterProgram,
+    after_nat: NetfilterProgram,
 }
 
-fn attach_at_hooks(
-    before: &netfilter::NetfilterProgram,
-    after: &netfilter::NetfilterProgram,
-) -> Result<Vec<netfilter::NetfilterLink>> {
-    let mut links = Vec::new();
-    for (hook, nat_priority, watch_after) in NF_HOOKS {
-        links.push(attach_near(before, hook, nat_priority - 1, -1)?);
-        if watch_after {
-            links.push(attach_near(after, hook, nat_priority + 1, 1)?);
+impl NetfilterPrograms {
+    /// Loads both, their map references pointing at the maps aya created.
+    fn load(ebpf: &Ebpf) -> Result<Self> {
+        let mut maps = HashMap::new();
+        for name in [EVENTS_MAP, CONFIG_MAP, LOST_MAP] {
+            let fd = match ebpf.map(name).with_context(|| format!("{name} map"))? {
+                Map::RingBuf(data) | Map::Array(data) | Map::PerCpuArray(data) => data.fd().as_fd(),
+                _ => bail!("map {name} has an unexpected type"),
+            };
+            maps.insert(name.to_string(), fd);
         }
+        Ok(Self {
+            hook_entry: netfilter::load(NETFILTER_OBJECT, "hook_entry", &maps)?,
+            after_nat: netfilter::load(NETFILTER_OBJECT, "after_nat", &maps)?,
+        })
     }
-    Ok(links)
+
+    /// Attaches both at their hooks in the calling thread's namespace.
+    fn attach_here(&self) -> Result<Vec<NetfilterLink>> {
+        let mut links = Vec::new();
+        for hook in HOOKS {
+            links.push(attach_near(&self.hook_entry, hook, FIRST_PRIORITY, 1)?);
+        }
+        for (hook, priority) in AFTER_NAT {
+            links.push(attach_near(&self.after_nat, hook, priority, 1)?);
+        }
+        Ok(links)
+    }
 }
 
 /// Attaches at `priority`, or the next free one further from the NAT priority:
 /// the kernel refuses a priority another BPF hook already holds.
 fn attach_near(
-    program: &netfilter::NetfilterProgram,
+    program: &NetfilterProgram,
     hook: u32,
     priority: i32,
     step: i32,
-) -> Result<netfilter::NetfilterLink> {
+) -> Result<NetfilterLink> {
     let mut last_error = None;
     for attempt in 0..8 {
         match program.attach(hook, priority + attempt * step) {

@@ -111,8 +111,35 @@ pub fn load(
         }
     }
 
-    let license = CString::new("GPL")?;
-    let mut log = vec![0u8; 1 << 20];
+    // Without a log the verifier is much faster; the log is only asked for
+    // to explain a refusal.
+    let fd = prog_load(name, &insns, None).or_else(|error| {
+        let mut log = vec![0u8; 1 << 20];
+        match prog_load(name, &insns, Some(&mut log)) {
+            Ok(fd) => Ok(fd),
+            Err(_) => {
+                let verifier = String::from_utf8_lossy(&log);
+                let tail: Vec<&str> = verifier.trim_end_matches('\0').lines().rev().take(8).collect();
+                Err(anyhow!(
+                    "the kernel refused pkttrace's netfilter program ({error}); BPF netfilter programs need Linux 6.4 or later. Verifier: {}",
+                    tail.into_iter().rev().collect::<Vec<_>>().join(" | ")
+                ))
+            }
+        }
+    })?;
+    Ok(NetfilterProgram {
+        name: name.to_string(),
+        fd,
+    })
+}
+
+/// BPF_PROG_LOAD of a netfilter program, with the verifier's log in `log` when given.
+fn prog_load(
+    name: &str,
+    insns: &[bpf_insn],
+    log: Option<&mut Vec<u8>>,
+) -> std::io::Result<OwnedFd> {
+    let license = CString::new("GPL").expect("no NUL in a literal");
     // SAFETY: bpf_attr is a plain C union; all-zero is its documented default.
     let mut attr: bpf_attr = unsafe { std::mem::zeroed() };
     // SAFETY: writing the BPF_PROG_LOAD member of the union.
@@ -129,21 +156,12 @@ pub fn load(
     {
         *dst = src as _;
     }
-    load.log_level = 1;
-    load.log_buf = log.as_mut_ptr() as u64;
-    load.log_size = log.len() as u32;
-    let fd = bpf(bpf_cmd::BPF_PROG_LOAD, &mut attr).map_err(|error| {
-        let verifier = String::from_utf8_lossy(&log);
-        let tail: Vec<&str> = verifier.trim_end_matches('\0').lines().rev().take(8).collect();
-        anyhow!(
-            "the kernel refused pkttrace's netfilter program ({error}); BPF netfilter programs need Linux 6.4 or later. Verifier: {}",
-            tail.into_iter().rev().collect::<Vec<_>>().join(" | ")
-        )
-    })?;
-    Ok(NetfilterProgram {
-        name: name.to_string(),
-        fd,
-    })
+    if let Some(log) = log {
+        load.log_level = 1;
+        load.log_buf = log.as_mut_ptr() as u64;
+        load.log_size = log.len() as u32;
+    }
+    bpf(bpf_cmd::BPF_PROG_LOAD, &mut attr)
 }
 
 impl NetfilterProgram {

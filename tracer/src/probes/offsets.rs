@@ -73,6 +73,7 @@ fn kernel_offsets(btf: &Btf) -> Result<KernelOffsets> {
         pid_level: at("pid", "level")?,
         pid_numbers: at("pid", "numbers")?,
         upid_size: named_struct(btf, "upid")?.size() as u32,
+        task_flags: at("task_struct", "flags")?,
     })
 }
 
