@@ -4,6 +4,7 @@
 
 pub mod dns;
 mod kernel_names;
+pub mod nftrace;
 
 use std::net::Ipv4Addr;
 

@@ -2,6 +2,7 @@
 //! the raw events they emit. Knows nothing of containers or journeys.
 
 mod netfilter;
+pub mod nftrace;
 pub mod offsets;
 
 use std::{

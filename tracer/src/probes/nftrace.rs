@@ -1,0 +1,759 @@
+//! Exact nf_tables verdicts through the kernel's own rule tracing, the
+//! mechanism behind `nft monitor trace`: a table of pkttrace's own marks the
+//! matching packets (`meta nftrace set 1`) before anything else in PREROUTING
+//! and OUTPUT, and the kernel then reports over netlink every nf_tables chain
+//! such a packet passes, with the rule that decided. It never changes a verdict.
+//!
+//! The table belongs to the netlink socket that created it (NFT_TABLE_F_OWNER):
+//! the kernel deletes it when the socket closes, also when pkttrace is killed.
+#![cfg_attr(
+    not(test),
+    expect(dead_code, reason = "the follow command does not use rule tracing yet")
+)]
+
+use std::{
+    collections::HashMap,
+    io,
+    net::Ipv4Addr,
+    os::{fd::AsRawFd, unix::fs::MetadataExt},
+    path::{Path, PathBuf},
+    sync::atomic::{AtomicU32, Ordering},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, Result, bail};
+use futures::future::select_all;
+use netlink_packet_core_09::{
+    NLM_F_ACK, NLM_F_APPEND, NLM_F_CREATE, NLM_F_EXCL, NLM_F_REQUEST, NetlinkBuffer,
+    NetlinkMessage, NetlinkPayload,
+};
+use netlink_packet_netfilter::{
+    NetfilterHeader, NetfilterMessage, NetfilterProtoFamily,
+    nftables::{
+        ChainAttribute, ChainMessage, Cmp, DataAttribute, ExpressionAttribute, Expressions, Hook,
+        Immediate, InetHookNumber, ListAttribute, Meta, MetaKey, NfTablesMessage, Operator,
+        Payload, Register, RuleAttribute, RuleMessage, TableAttribute, TableFlags, TableMessage,
+    },
+    none::ControlMessage,
+};
+use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_NETFILTER};
+use tokio::io::unix::AsyncFd;
+
+use super::in_namespace;
+use crate::follow::monotonic_now_ns;
+
+/// Before raw (-300), conntrack (-200) and NAT: the mark is set before any
+/// other chain sees the packet.
+const CHAIN_PRIORITY: i32 = -301;
+const NFNL_SUBSYS_NFTABLES: u16 = 10;
+const NFT_MSG_TRACE: u16 = 17;
+const NFNLGRP_NFTRACE: u32 = 9;
+const NFT_PAYLOAD_NETWORK_HEADER: u32 = 1;
+const NF_ACCEPT: u32 = 1;
+const IPPROTO_ICMP: u8 = 1;
+/// Offsets in the IPv4 header.
+const IP_PROTOCOL: u32 = 9;
+const IP_SADDR: u32 = 12;
+const IP_DADDR: u32 = 16;
+/// The kernel doubles it; 16 MiB held 13,107 trace messages here.
+const RECEIVE_BUFFER: libc::c_int = 8 << 20;
+const ACK_TIMEOUT: Duration = Duration::from_secs(5);
+/// Far more than a trace message or an acknowledgement takes.
+const DATAGRAM_BUFFER: usize = 64 << 10;
+/// Keeps the transaction (8 rules an address) within the socket's send buffer.
+const MAX_ADDRESSES: usize = 64;
+
+/// Which packets the kernel is asked to trace.
+#[derive(Clone, Debug, Default)]
+pub struct TraceMatch {
+    /// A packet is traced when its source or destination is one of these.
+    pub addresses: Vec<Ipv4Addr>,
+    /// Only this IP protocol (ICMP errors about the flow are traced too).
+    pub protocol: Option<u8>,
+}
+
+/// One NFT_MSG_TRACE message, undecoded (see `decode::nftrace`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RawRuleTrace {
+    /// Inode of the network namespace the trace comes from.
+    pub netns: u32,
+    /// CLOCK_MONOTONIC when pkttrace read it (the kernel sends no timestamp).
+    pub received_ns: u64,
+    /// The traced chain's family (NFPROTO_*: 2 ip, 1 inet, 10 ip6, ...).
+    pub family: u8,
+    /// The message's attributes (enum nft_trace_attributes), as sent.
+    pub attributes: Vec<u8>,
+}
+
+/// One namespace's netlink socket: it owns the trace table there and
+/// receives that namespace's trace messages.
+struct Session {
+    socket: AsyncFd<Socket>,
+    netns: u32,
+}
+
+/// Rule tracing in a set of network namespaces; dropping it closes the
+/// sockets, and with them the kernel deletes the trace tables.
+pub struct RuleTracer {
+    table: String,
+    sessions: Vec<Session>,
+}
+
+/// Tracers of one process need tables of their own: a table belongs to one socket.
+static TRACERS_STARTED: AtomicU32 = AtomicU32::new(0);
+
+impl RuleTracer {
+    /// Installs the trace table in each of `namespaces` (None: the calling
+    /// thread's; Some: an nsfs path such as /proc/PID/ns/net) and starts
+    /// listening for traces. Call it inside a tokio runtime.
+    pub fn start(matching: &TraceMatch, namespaces: &[Option<PathBuf>]) -> Result<RuleTracer> {
+        if matching.addresses.is_empty() {
+            bail!("rule tracing needs at least one address to match");
+        }
+        if matching.addresses.len() > MAX_ADDRESSES {
+            bail!("rule tracing can match at most {MAX_ADDRESSES} addresses");
+        }
+        if namespaces.is_empty() {
+            bail!("rule tracing needs at least one network namespace");
+        }
+        let table = format!(
+            "pkttrace_{}_{}",
+            std::process::id(),
+            TRACERS_STARTED.fetch_add(1, Ordering::Relaxed)
+        );
+        let mut sessions = Vec::new();
+        for namespace in namespaces {
+            // A netlink socket stays in the namespace it was created in.
+            let (socket, netns) = match namespace {
+                None => open_session(&table, matching, None),
+                Some(path) => in_namespace(path, || open_session(&table, matching, Some(path))),
+            }?;
+            // SAFETY: the AsyncFd owns the socket, so its fd outlives the registration.
+            let socket = unsafe { AsyncFd::register(socket) }
+                .map_err(|e| e.into_parts().1)
+                .context("cannot watch the nf_tables trace socket")?;
+            sessions.push(Session { socket, netns });
+        }
+        Ok(RuleTracer { table, sessions })
+    }
+
+    /// The name of pkttrace's own table: its traces show where the marking
+    /// happened, not a decision of the ruleset.
+    pub fn table(&self) -> &str {
+        &self.table
+    }
+
+    /// Waits until trace messages arrive in any namespace, then returns all
+    /// that can be read without waiting.
+    pub async fn next_traces(&mut self) -> Result<Vec<RawRuleTrace>> {
+        loop {
+            let waits = self
+                .sessions
+                .iter()
+                .map(|session| Box::pin(session.socket.readable()));
+            let (ready, ..) = select_all(waits).await;
+            // Cleared before reading: a message arriving after the clear
+            // wakes the next wait. Other sockets' stale readiness only costs
+            // an empty round.
+            ready
+                .context("cannot wait for nf_tables trace messages")?
+                .clear_ready();
+            let traces = self.drain()?;
+            if !traces.is_empty() {
+                return Ok(traces);
+            }
+        }
+    }
+
+    /// The trace messages that can be read now, without waiting.
+    pub fn drain(&mut self) -> Result<Vec<RawRuleTrace>> {
+        let mut traces = Vec::new();
+        let mut datagram = Vec::with_capacity(DATAGRAM_BUFFER);
+        for session in &self.sessions {
+            loop {
+                datagram.clear();
+                match session.socket.get_ref().recv(&mut datagram, 0) {
+                    Ok(_) => traces.extend(trace_messages(&datagram, session.netns)),
+                    Err(error) if error.kind() == io::ErrorKind::WouldBlock => break,
+                    // Messages were lost; lost() counts them.
+                    Err(error) if error.raw_os_error() == Some(libc::ENOBUFS) => {}
+                    Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
+                    Err(error) => {
+                        return Err(error).context("cannot read nf_tables trace messages");
+                    }
+                }
+            }
+        }
+        Ok(traces)
+    }
+
+    /// Trace messages the kernel dropped because a socket's buffer was full.
+    pub fn lost(&self) -> u64 {
+        self.sessions
+            .iter()
+            .map(|session| u64::from(dropped_messages(session.socket.get_ref())))
+            .sum()
+    }
+}
+
+/// Opens the calling thread's namespace's socket, installs the trace table
+/// through it and subscribes it to trace messages.
+fn open_session(
+    table: &str,
+    matching: &TraceMatch,
+    namespace: Option<&Path>,
+) -> Result<(Socket, u32)> {
+    let place = namespace.map_or("pkttrace's own network namespace".to_string(), |path| {
+        format!("network namespace {}", path.display())
+    });
+    let mut socket = Socket::new(NETLINK_NETFILTER).with_context(|| {
+        format!("cannot open a netfilter netlink socket in {place}: the kernel needs nfnetlink for rule tracing")
+    })?;
+    socket
+        .bind_auto()
+        .and_then(|_| socket.set_non_blocking(true))
+        .context("cannot set up the netfilter netlink socket")?;
+    enlarge_receive_buffer(&socket);
+    let requests = batch(table, matching);
+    send_batch(&socket, &requests)
+        .with_context(|| format!("nf_tables refused pkttrace's trace table in {place}"))?;
+    socket
+        .add_membership(NFNLGRP_NFTRACE)
+        .with_context(|| format!("cannot subscribe to nf_tables traces in {place}"))?;
+    let netns = std::fs::metadata("/proc/thread-self/ns/net")
+        .with_context(|| format!("cannot read the inode of {place}"))?
+        .ino();
+    Ok((socket, u32::try_from(netns)?))
+}
+
+/// SO_RCVBUFFORCE ignores net.core.rmem_max (root only); SO_RCVBUF is
+/// silently capped by it. Lost messages are counted, not fatal.
+fn enlarge_receive_buffer(socket: &Socket) {
+    let size = RECEIVE_BUFFER;
+    for option in [libc::SO_RCVBUFFORCE, libc::SO_RCVBUF] {
+        // SAFETY: setsockopt reads one c_int from the pointer we pass.
+        let result = unsafe {
+            libc::setsockopt(
+                socket.as_raw_fd(),
+                libc::SOL_SOCKET,
+                option,
+                (&raw const size).cast(),
+                size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        if result == 0 {
+            return;
+        }
+    }
+}
+
+/// Messages the kernel could not queue on the socket (sk_drops).
+fn dropped_messages(socket: &Socket) -> u32 {
+    let mut info = [0u32; libc::SK_MEMINFO_DROPS as usize + 1];
+    let mut length = size_of_val(&info) as libc::socklen_t;
+    // SAFETY: getsockopt writes at most `length` bytes into `info`.
+    let result = unsafe {
+        libc::getsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_MEMINFO,
+            info.as_mut_ptr().cast(),
+            &mut length,
+        )
+    };
+    if result == 0 {
+        info[libc::SK_MEMINFO_DROPS as usize]
+    } else {
+        0
+    }
+}
+
+/// A request and what it creates, for error messages.
+struct Request {
+    message: NetlinkMessage<NetfilterMessage>,
+    what: String,
+}
+
+/// One transaction: the table, its two chains, and the marking rules.
+fn batch(table: &str, matching: &TraceMatch) -> Vec<Request> {
+    let mut requests = vec![Request {
+        message: nf_tables(
+            NfTablesMessage::NewTable(TableMessage {
+                attributes: vec![
+                    TableAttribute::Name(table.to_string()),
+                    TableAttribute::Flags(TableFlags::Owner),
+                ],
+            }),
+            NLM_F_CREATE | NLM_F_EXCL,
+        ),
+        what: format!("table ip {table}"),
+    }];
+    for (chain, hook) in [
+        ("prerouting", InetHookNumber::PreRouting),
+        ("output", InetHookNumber::LocalOut),
+    ] {
+        requests.push(Request {
+            message: nf_tables(
+                NfTablesMessage::NewChain(ChainMessage {
+                    attributes: vec![
+                        ChainAttribute::Table(table.to_string()),
+                        ChainAttribute::Name(chain.to_string()),
+                        ChainAttribute::Hook(vec![
+                            Hook::Number(hook.into()),
+                            Hook::Priority(CHAIN_PRIORITY as u32),
+                        ]),
+                        ChainAttribute::Policy(NF_ACCEPT),
+                        ChainAttribute::Type("filter".to_string()),
+                    ],
+                }),
+                NLM_F_CREATE,
+            ),
+            what: format!("chain {chain} (hook priority {CHAIN_PRIORITY})"),
+        });
+        for expressions in marking_rules(matching) {
+            requests.push(Request {
+                message: nf_tables(
+                    NfTablesMessage::NewRule(RuleMessage {
+                        attributes: vec![
+                            RuleAttribute::Table(table.to_string()),
+                            RuleAttribute::Chain(chain.to_string()),
+                            RuleAttribute::Expressions(expressions),
+                        ],
+                    }),
+                    NLM_F_CREATE | NLM_F_APPEND,
+                ),
+                what: format!("a rule in chain {chain}"),
+            });
+        }
+    }
+    requests
+}
+
+/// `ip saddr A [ip protocol P] meta nftrace set 1`, the same with daddr, for
+/// every address; with a protocol other than ICMP, ICMP too, so the errors
+/// a router or host sends about the flow are traced.
+fn marking_rules(matching: &TraceMatch) -> Vec<Vec<ListAttribute<ExpressionAttribute>>> {
+    let mut protocols = vec![matching.protocol];
+    if matching.protocol.is_some_and(|p| p != IPPROTO_ICMP) {
+        protocols.push(Some(IPPROTO_ICMP));
+    }
+    let mut rules = Vec::new();
+    for address in &matching.addresses {
+        for offset in [IP_SADDR, IP_DADDR] {
+            for protocol in &protocols {
+                let mut rule = load_and_compare(offset, &address.octets());
+                if let Some(protocol) = protocol {
+                    rule.extend(load_and_compare(IP_PROTOCOL, &[*protocol]));
+                }
+                rule.extend(set_nftrace());
+                rules.push(rule);
+            }
+        }
+    }
+    rules
+}
+
+/// Loads `value.len()` bytes of the IPv4 header at `offset` and stops the
+/// rule unless they equal `value`.
+fn load_and_compare(offset: u32, value: &[u8]) -> Vec<ListAttribute<ExpressionAttribute>> {
+    vec![
+        Expressions::Payload(vec![
+            Payload::DestinationRegister(Register::Reg1),
+            Payload::Base(NFT_PAYLOAD_NETWORK_HEADER),
+            Payload::Offset(offset),
+            Payload::Len(value.len() as u32),
+        ])
+        .into(),
+        Expressions::Cmp(vec![
+            Cmp::SourceRegister(Register::Reg1),
+            Cmp::Op(Operator::Equal),
+            Cmp::Data(DataAttribute::Value(value.to_vec())),
+        ])
+        .into(),
+    ]
+}
+
+/// `meta nftrace set 1`: 1 into a register, then the meta statement reads it.
+fn set_nftrace() -> [ListAttribute<ExpressionAttribute>; 2] {
+    [
+        Expressions::Immediate(vec![
+            Immediate::DestinationRegister(Register::Reg1),
+            Immediate::Data(DataAttribute::Value(vec![1])),
+        ])
+        .into(),
+        Expressions::Meta(vec![
+            Meta::Key(MetaKey::NftraceBit),
+            Meta::SourceRegister(Register::Reg1),
+        ])
+        .into(),
+    ]
+}
+
+fn nf_tables(inner: NfTablesMessage, flags: u16) -> NetlinkMessage<NetfilterMessage> {
+    let mut message = NetlinkMessage::from(NetfilterMessage::new(
+        NetfilterHeader::new(NetfilterProtoFamily::IPv4, 0, 0),
+        inner,
+    ));
+    // NLM_F_ACK: the kernel acknowledges each request, so success is known too.
+    message.header.flags = NLM_F_REQUEST | NLM_F_ACK | flags;
+    message
+}
+
+fn batch_control(control: ControlMessage) -> NetlinkMessage<NetfilterMessage> {
+    let mut message = NetlinkMessage::from(NetfilterMessage::new(
+        NetfilterHeader::new(NetfilterProtoFamily::Unspec, 0, NFNL_SUBSYS_NFTABLES),
+        control,
+    ));
+    message.header.flags = NLM_F_REQUEST;
+    message
+}
+
+/// Sends the requests as one nf_tables transaction (all or nothing) and
+/// waits for the kernel's answer to each.
+fn send_batch(socket: &Socket, requests: &[Request]) -> Result<()> {
+    // Sequence numbers count from the batch's begin message (0).
+    let mut messages = vec![batch_control(ControlMessage::BatchBegin)];
+    messages.extend(requests.iter().map(|request| request.message.clone()));
+    messages.push(batch_control(ControlMessage::BatchEnd));
+    let mut bytes = Vec::new();
+    for (sequence, mut message) in messages.into_iter().enumerate() {
+        message.header.sequence_number = sequence as u32;
+        message.finalize();
+        let start = bytes.len();
+        bytes.resize(start + message.buffer_len(), 0);
+        message.serialize(&mut bytes[start..]);
+    }
+    socket
+        .send_to(&bytes, &SocketAddr::new(0, 0), 0)
+        .context("cannot send the request to the kernel")?;
+
+    // An error names the request it is about; the batch's begin message
+    // stands for the whole transaction (nf_tables missing, commit failed).
+    let mut pending: HashMap<u32, &str> = requests
+        .iter()
+        .enumerate()
+        .map(|(index, request)| (index as u32 + 1, request.what.as_str()))
+        .collect();
+    let deadline = Instant::now() + ACK_TIMEOUT;
+    let mut datagram = Vec::with_capacity(DATAGRAM_BUFFER);
+    while !pending.is_empty() {
+        wait_readable(socket, deadline)?;
+        datagram.clear();
+        match socket.recv(&mut datagram, 0) {
+            Ok(_) => {}
+            Err(error) if error.kind() == io::ErrorKind::WouldBlock => continue,
+            Err(error) => return Err(error).context("cannot read the kernel's answer"),
+        }
+        for message in netlink_messages(&datagram) {
+            let Ok(message) = NetlinkMessage::<NetfilterMessage>::deserialize(message) else {
+                continue;
+            };
+            let NetlinkPayload::Error(answer) = message.payload else {
+                continue;
+            };
+            let sequence = message.header.sequence_number;
+            let Some(code) = answer.code else {
+                pending.remove(&sequence);
+                continue;
+            };
+            let error = io::Error::from_raw_os_error(-code.get());
+            let unsupported = error.raw_os_error() == Some(libc::EOPNOTSUPP);
+            return Err(match pending.get(&sequence) {
+                // The only flag pkttrace sets; older kernels refuse it.
+                Some(what) if sequence == 1 && unsupported => {
+                    anyhow::anyhow!("{what}: {error}: owner tables need Linux 5.12 or later")
+                }
+                Some(what) => anyhow::anyhow!("{what}: {error}"),
+                None if unsupported => anyhow::anyhow!(
+                    "{error}: the kernel has no nf_tables (CONFIG_NF_TABLES), so exact rule verdicts cannot be traced"
+                ),
+                None => anyhow::anyhow!("{error}"),
+            });
+        }
+    }
+    Ok(())
+}
+
+fn wait_readable(socket: &Socket, deadline: Instant) -> Result<()> {
+    let mut poll = libc::pollfd {
+        fd: socket.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    let remaining = deadline.saturating_duration_since(Instant::now());
+    // SAFETY: poll reads and writes the one pollfd we pass.
+    let ready = unsafe { libc::poll(&mut poll, 1, remaining.as_millis() as libc::c_int) };
+    if ready == 0 {
+        bail!(
+            "the kernel did not answer within {} s",
+            ACK_TIMEOUT.as_secs()
+        );
+    }
+    let error = io::Error::last_os_error();
+    if ready < 0 && error.kind() != io::ErrorKind::Interrupted {
+        return Err(error).context("cannot wait for the kernel's answer");
+    }
+    Ok(())
+}
+
+/// The netlink messages packed in one datagram.
+fn netlink_messages(datagram: &[u8]) -> impl Iterator<Item = &[u8]> {
+    let mut rest = datagram;
+    std::iter::from_fn(move || {
+        let buffer = NetlinkBuffer::new_checked(rest).ok()?;
+        let length = buffer.length() as usize;
+        let message = &rest[..length];
+        rest = rest.get(length.next_multiple_of(4)..).unwrap_or_default();
+        Some(message)
+    })
+}
+
+/// The NFT_MSG_TRACE messages of one datagram.
+fn trace_messages(datagram: &[u8], netns: u32) -> Vec<RawRuleTrace> {
+    let received_ns = monotonic_now_ns();
+    netlink_messages(datagram)
+        .filter_map(|message| {
+            let buffer = NetlinkBuffer::new(message);
+            if buffer.message_type() != (NFNL_SUBSYS_NFTABLES << 8 | NFT_MSG_TRACE) {
+                return None;
+            }
+            // struct nfgenmsg: family, version, resource id; then the attributes.
+            let payload = buffer.payload();
+            Some(RawRuleTrace {
+                netns,
+                received_ns,
+                family: *payload.first()?,
+                attributes: payload.get(4..)?.to_vec(),
+            })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::process::Command;
+
+    use super::*;
+    use crate::{
+        decode::nftrace::{RuleTrace, TraceKind, Verdict, decode},
+        sender,
+        target::{Destination, Probe},
+    };
+
+    const NEAR: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 201);
+    const FAR: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 202);
+
+    /// Runs a command, panicking with its stderr when it fails.
+    fn run(args: &[&str]) -> String {
+        let out = Command::new(args[0])
+            .args(&args[1..])
+            .output()
+            .unwrap_or_else(|e| panic!("{args:?}: {e}"));
+        assert!(
+            out.status.success(),
+            "{args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Runs a command when dropped, whether the test passed or panicked.
+    struct Undo(Vec<String>);
+
+    impl Drop for Undo {
+        fn drop(&mut self) {
+            let _ = Command::new(&self.0[0]).args(&self.0[1..]).output();
+        }
+    }
+
+    fn undo(args: &[&str]) -> Undo {
+        Undo(args.iter().map(|a| a.to_string()).collect())
+    }
+
+    /// The handle nft gives the only rule of `chain` that ends in `verdict`.
+    fn rule_handle(netns: &str, chain: &str, verdict: &str) -> u64 {
+        let listing = run(&["ip", "netns", "exec", netns, "nft", "-a", "list", "ruleset"]);
+        let mut in_chain = false;
+        for line in listing.lines().map(str::trim) {
+            if line.starts_with("chain ") {
+                in_chain = line.starts_with(&format!("chain {chain} "));
+            } else if in_chain && line.contains(&format!(" {verdict} # handle ")) {
+                return line.rsplit(' ').next().unwrap().parse().unwrap();
+            }
+        }
+        panic!("no {verdict} rule in chain {chain}: {listing}")
+    }
+
+    #[test]
+    fn marks_icmp_errors_too_when_tracing_another_protocol() {
+        let count = |protocol| {
+            let matching = TraceMatch {
+                addresses: vec![NEAR, FAR],
+                protocol,
+            };
+            marking_rules(&matching).len()
+        };
+        // Two addresses, as source and as destination.
+        assert_eq!(count(None), 4);
+        assert_eq!(count(Some(IPPROTO_ICMP)), 4);
+        assert_eq!(count(Some(6)), 8, "TCP and ICMP");
+        let tcp = marking_rules(&TraceMatch {
+            addresses: vec![FAR],
+            protocol: Some(6),
+        });
+        // Address match, protocol match, then immediate and meta.
+        assert_eq!(tcp[0].len(), 6);
+        assert_eq!(
+            tcp.iter()
+                .filter(|rule| rule[3] == load_and_compare(IP_PROTOCOL, &[1])[1])
+                .count(),
+            2
+        );
+    }
+
+    #[test]
+    fn keeps_only_trace_messages_of_a_datagram() {
+        let message = |kind: u16, payload: &[u8]| {
+            let mut bytes = (16 + payload.len() as u32).to_ne_bytes().to_vec();
+            bytes.extend(kind.to_ne_bytes());
+            bytes.extend([0; 10]);
+            bytes.extend(payload);
+            bytes.resize(bytes.len().next_multiple_of(4), 0);
+            bytes
+        };
+        let trace = [2, 0, 0, 0, 8, 0, 6, 0, 1, 2, 3, 4, 9];
+        let datagram = [
+            message(NFNL_SUBSYS_NFTABLES << 8 | 16, &[2, 0, 0, 0]),
+            message(NFNL_SUBSYS_NFTABLES << 8 | NFT_MSG_TRACE, &trace),
+        ]
+        .concat();
+        let traces = trace_messages(&datagram, 7);
+        assert_eq!(traces.len(), 1);
+        assert_eq!((traces[0].netns, traces[0].family), (7, 2));
+        assert_eq!(traces[0].attributes, trace[4..]);
+    }
+
+    /// Needs root and nft: `cargo test -p tracer nftrace -- --ignored`.
+    /// Builds two namespaces joined by a veth pair; guards remove them, also
+    /// when the test fails.
+    #[tokio::test]
+    #[ignore = "needs root and nft; creates two network namespaces"]
+    async fn reports_the_rule_that_dropped_a_ping_and_leaves_nothing_behind() {
+        let tag = std::process::id() % 100_000;
+        let (near, far) = (format!("pt-nft-{tag}-near"), format!("pt-nft-{tag}-far"));
+        let (near_end, far_end) = (format!("ptn{tag}n"), format!("ptn{tag}f"));
+        let _near = undo(&["ip", "netns", "del", &near]);
+        let _far = undo(&["ip", "netns", "del", &far]);
+        run(&["ip", "netns", "add", &near]);
+        run(&["ip", "netns", "add", &far]);
+        let _veth = undo(&["ip", "-n", &near, "link", "del", &near_end]);
+        run(&[
+            "ip", "link", "add", &near_end, "netns", &near, "type", "veth", "peer", "name",
+            &far_end, "netns", &far,
+        ]);
+        for (netns, device, address) in [(&near, &near_end, NEAR), (&far, &far_end, FAR)] {
+            run(&[
+                "ip",
+                "-n",
+                netns,
+                "addr",
+                "add",
+                &format!("{address}/30"),
+                "dev",
+                device,
+            ]);
+            run(&["ip", "-n", netns, "link", "set", device, "up"]);
+        }
+        // The ping goes through a jump into an empty chain before it is dropped.
+        let ruleset = format!(
+            "add table ip lab; add chain ip lab checks; \
+             add chain ip lab input {{ type filter hook input priority 0; policy accept; }}; \
+             add rule ip lab input jump checks; \
+             add rule ip lab input ip saddr {NEAR} icmp type echo-request drop"
+        );
+        run(&["ip", "netns", "exec", &far, "nft", &ruleset]);
+        let handle = rule_handle(&far, "input", "drop");
+
+        let paths = [near.as_str(), far.as_str()].map(|n| PathBuf::from(format!("/run/netns/{n}")));
+        let [near_inode, far_inode] = paths
+            .each_ref()
+            .map(|path| std::fs::metadata(path).unwrap().ino() as u32);
+        let matching = TraceMatch {
+            addresses: vec![FAR],
+            protocol: Some(IPPROTO_ICMP),
+        };
+        let mut tracer = RuleTracer::start(&matching, &paths.clone().map(Some)).unwrap();
+        let table = tracer.table().to_string();
+        let tables = run(&["ip", "netns", "exec", &far, "nft", "list", "tables"]);
+        assert!(tables.contains(&table), "trace table installed: {tables}");
+
+        let destination = Destination {
+            address: FAR,
+            port: None,
+        };
+        let ping = sender::spawn(Probe::Icmp, destination, Some(&paths[0]), 1).unwrap();
+        let mut traces: Vec<RuleTrace> = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !traces.iter().any(|t| t.verdict == Some(Verdict::Drop)) {
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            let Ok(raw) = tokio::time::timeout(remaining, tracer.next_traces()).await else {
+                break;
+            };
+            traces.extend(raw.unwrap().iter().map(|raw| decode(raw).unwrap()));
+        }
+        ping.join().unwrap().unwrap();
+        traces.extend(
+            tracer
+                .drain()
+                .unwrap()
+                .iter()
+                .map(|raw| decode(raw).unwrap()),
+        );
+        for trace in &traces {
+            eprintln!("{trace:?}");
+        }
+
+        // In the far namespace, in the kernel's order: the jump, the end of
+        // the empty chain, the drop by the rule nft lists.
+        let far_steps: Vec<_> = traces
+            .iter()
+            .filter(|t| t.netns == far_inode && t.table == "lab")
+            .map(|t| (t.chain.as_str(), t.kind, t.handle, t.verdict.clone()))
+            .collect();
+        assert_eq!(
+            far_steps[1..],
+            [
+                ("checks", TraceKind::Return, None, Some(Verdict::Continue)),
+                ("input", TraceKind::Rule, Some(handle), Some(Verdict::Drop)),
+            ]
+        );
+        assert_eq!(far_steps[0].3, Some(Verdict::Jump("checks".into())));
+        let dropped = traces
+            .iter()
+            .find(|t| t.verdict == Some(Verdict::Drop))
+            .unwrap();
+        assert_eq!(dropped.family, "ip");
+        let packet = traces
+            .iter()
+            .filter(|t| t.netns == far_inode && t.id == dropped.id && t.table == "lab")
+            .find_map(|t| t.packet)
+            .expect("the packet's headers with the chain's first message");
+        assert_eq!((packet.src, packet.dst), (NEAR, FAR));
+
+        // The near namespace saw the same packet leave (output hook).
+        let sent = traces
+            .iter()
+            .filter(|t| t.netns == near_inode && t.table == table && t.chain == "output")
+            .find_map(|t| t.packet)
+            .expect("the ping leaving the near namespace");
+        assert_eq!(sent.ip_id, packet.ip_id);
+        assert_eq!(tracer.lost(), 0);
+
+        drop(tracer);
+        let tables = run(&["ip", "netns", "exec", &far, "nft", "list", "tables"]);
+        assert!(
+            !tables.contains(&table),
+            "trace table left behind: {tables}"
+        );
+    }
+}
