@@ -16,12 +16,12 @@ use crate::{
         Facts,
         dns::{DnsContext, explain_dns},
     },
-    follow::monotonic_now_ns,
     intake::Intake,
     journey::{
         Assembler,
         dns::{Correlator, DnsExchange, Scope},
     },
+    probes::monotonic_now_ns,
     probes::{self, Filter, Probes},
     render, target,
 };
@@ -133,7 +133,7 @@ pub async fn run(args: DnsArgs) -> Result<ExitCode> {
         .timeout
         .map(|t| Instant::now() + Duration::from_secs(t));
     let done = |teller: &Teller| args.count.is_some_and(|n| teller.told >= n);
-    while !done(&teller) && intake.take_in(&mut probes, &mut assembler).await? {
+    while !done(&teller) && intake.take_in(&mut probes, &mut assembler, None).await? {
         let now = monotonic_now_ns();
         for journey in assembler.take_finished(now) {
             correlator.push(journey);
@@ -200,7 +200,6 @@ impl Teller {
     fn tell(&mut self, exchange: &DnsExchange, events_lost: bool) -> Result<()> {
         let facts = Facts {
             events_lost,
-            host_ip_forward: crate::enrich::host_ip_forward(),
             bridge_calls_iptables: crate::enrich::bridge_calls_iptables(),
             ..Facts::default()
         };

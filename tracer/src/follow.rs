@@ -1,29 +1,58 @@
 //! `pkttrace follow SOURCE DEST`: wires the stages together. Probes stream
-//! raw events, decoding types them, the assembler builds journeys, the
-//! topology names what they touched, the explanation tells them, and a
-//! renderer prints them.
+//! raw events (and nf_tables rule traces), decoding types them, the
+//! assembler builds journeys and the exchanges pair them, the topology and
+//! the settings read where they happened name what they touched, the
+//! explanation tells them, and a renderer prints them.
 
-use std::{io::Write, process::ExitCode, time::Duration};
+use std::{
+    collections::{HashMap, VecDeque},
+    io::Write,
+    path::PathBuf,
+    process::ExitCode,
+    thread::JoinHandle,
+    time::Duration,
+};
 
 use anyhow::{Context, Result};
 use tokio::time::Instant;
 
 use crate::{
-    decode::{EventKind, KernelNames},
-    enrich::{self, Listener, Ruleset, Topology},
-    explain::{self, Direction, Facts},
+    decode::{EventKind, Hook, KernelNames},
+    enrich::{self, Listener, Topology},
+    explain::{
+        self, Answer, Direction, Ending, Facts, NoReply, Outcome, RequestSummary, RuleVerdict,
+        Story, Telling,
+    },
     intake::Intake,
     journey::{
         Assembler, Journey,
-        exchanges::{Exchanges, Role, Target},
+        exchanges::{ArpResult, Exchanges, Role, Target, Told},
+        rules::{RuleTraces, TracedDrop},
     },
-    probes::{self, Filter, Probes},
-    render, sender,
+    probes::{
+        self, Filter, Probes, monotonic_now_ns,
+        nftrace::{RuleTracer, TraceMatch},
+    },
+    render,
+    sender::{self, ProbeOutcome},
     target::{self, Destination, Published, Source},
 };
 
-/// A journey is complete once no event joined it for this long.
+/// A journey whose packets are all gone is complete once no event joined it for this long.
 const QUIET: Duration = Duration::from_millis(150);
+/// With `--probe`: how long the trace goes on once the sender is done, for
+/// the last journeys (its answer's) to complete.
+const AFTER_SENDER: Duration = Duration::from_millis(500);
+/// Without `--probe`: how long a request waits for its reply before it is
+/// told unanswered (a failed ARP takes three seconds to answer).
+const PASSIVE_REPLY_WAIT: Duration = Duration::from_secs(5);
+/// Most requests remembered for the replies and "no reply" lines still to come.
+const MAX_REMEMBERED: usize = 1024;
+/// How long a namespace's list of netfilter hooks with chains is trusted
+/// before it is read again (rules come and go during a demo).
+const HOOKS_FRESH: Duration = Duration::from_secs(2);
+/// pkttrace's own trace tables, which are no chains of the ruleset.
+const OWN_TABLES: &str = "pkttrace_";
 
 #[derive(clap::Args, Debug)]
 pub struct FollowArgs {
@@ -37,7 +66,7 @@ pub struct FollowArgs {
     /// Stop after N request/reply exchanges (default: 1 with --probe, otherwise until Ctrl-C)
     #[arg(long, value_name = "N")]
     pub count: Option<u64>,
-    /// Stop after SECS seconds (default: 10 with --probe, otherwise none)
+    /// Stop after SECS seconds; with --probe also how long a probe waits for its answer (default: 5 with --probe, otherwise none)
     #[arg(long, value_name = "SECS")]
     pub timeout: Option<u64>,
     /// Print one JSON object per journey (JSON Lines) instead of text
@@ -57,12 +86,20 @@ struct Run {
     last_refresh: Instant,
     /// Marked when rtnetlink or Docker report a change to the wiring.
     changes: Option<tokio::sync::watch::Receiver<()>>,
-    /// The ruleset's counters as last read, to tell which rule dropped a packet.
-    ruleset: Option<Ruleset>,
+    /// nf_tables' traces of the followed packets, to name the rule that dropped one.
+    rule_traces: Option<RuleTraces>,
+    /// Why rules cannot be traced, when they cannot.
+    rule_tracing_unavailable: Option<String>,
     /// DEST is a published port: where Docker sends it.
     published: Option<Published>,
     /// The process listening on the published port (docker-proxy), if any.
     proxy: Option<Listener>,
+    /// Requests told, for their replies' stories and "no reply" lines.
+    requests: VecDeque<RequestSummary>,
+    /// Per namespace: the netfilter hooks with chains, and when they were read.
+    netfilter_hooks: HashMap<u32, (Instant, Vec<Hook>)>,
+    /// A reply that was the answer asked for (an echo reply, a SYN+ACK) came.
+    answered: bool,
 }
 
 pub async fn run(args: FollowArgs) -> Result<ExitCode> {
@@ -84,7 +121,7 @@ pub async fn run(args: FollowArgs) -> Result<ExitCode> {
         .map(|p| target::parse_probe(p, &destination))
         .transpose()?;
     let count = args.count.or(probe.map(|_| 1));
-    let timeout = args.timeout.or(probe.map(|_| 10)).map(Duration::from_secs);
+    let timeout = args.timeout.or(probe.map(|_| 5)).map(Duration::from_secs);
     let transport = match probe {
         Some(target::Probe::Udp(_)) => "udp",
         _ => "tcp",
@@ -112,10 +149,19 @@ pub async fn run(args: FollowArgs) -> Result<ExitCode> {
     {
         filter.addresses.push(gateway);
     }
+    // Netfilter is observed (and its rules traced) where the packets can
+    // meet it: the host, the source, and the namespaces of the addresses
+    // followed when they are this machine's own.
+    let traced_namespaces = traced_namespaces(&source, &filter, &topology);
     let mut intake = Intake::new(names, args.save_events.as_deref(), "journeys")?;
-    let mut probes = Probes::attach(&filter, offsets, softirq_code, &[])?;
+    let mut probes = Probes::attach(&filter, offsets, softirq_code, &traced_namespaces)?;
+    let mut rule_tracer = start_rule_tracer(&filter, &traced_namespaces);
     if let Some(docker) = &topology.docker_error {
         eprintln!("pkttrace: note: {docker}; containers are shown by namespace only");
+    }
+    let rule_tracing_unavailable = rule_tracer.as_ref().err().cloned();
+    if let Some(why) = &rule_tracing_unavailable {
+        eprintln!("pkttrace: note: {why}; netfilter drops are told without their rule");
     }
     let port = destination
         .port
@@ -145,15 +191,15 @@ pub async fn run(args: FollowArgs) -> Result<ExitCode> {
             .into_iter()
             .find(|l| l.protocol == transport && Some(l.address.port()) == destination.port)
     });
-    // Counters before any traced packet, to tell later which rule dropped one.
-    let ruleset = enrich::read_ruleset().ok();
-    let sender = probe
+    let answer_timeout = timeout.unwrap_or(PASSIVE_REPLY_WAIT);
+    let mut sender = probe
         .map(|p| {
             sender::spawn(
                 p,
                 destination,
                 source.netns_path.as_deref(),
                 count.unwrap_or(1),
+                answer_timeout,
             )
         })
         .transpose()?;
@@ -170,6 +216,7 @@ pub async fn run(args: FollowArgs) -> Result<ExitCode> {
         published: published.as_ref().map(|p| (p.address, p.port)),
         expect_second_leg,
         limit: count,
+        reply_wait: answer_timeout,
     });
     let mut run = Run {
         source,
@@ -179,37 +226,71 @@ pub async fn run(args: FollowArgs) -> Result<ExitCode> {
         exchanges,
         last_refresh: Instant::now(),
         changes: enrich::changes().ok(),
-        ruleset,
+        rule_traces: rule_tracer
+            .as_ref()
+            .ok()
+            .map(|tracer| RuleTraces::new(tracer.table())),
+        rule_tracing_unavailable,
         published,
         proxy,
+        requests: VecDeque::new(),
+        netfilter_hooks: HashMap::new(),
+        answered: false,
     };
     let mut assembler = Assembler::new(QUIET.as_nanos() as u64);
-    let deadline = timeout.map(|t| Instant::now() + t);
-    while intake.take_in(&mut probes, &mut assembler).await? {
+    let started = Instant::now();
+    let deadline = timeout.map(|t| started + t + AFTER_SENDER);
+    let mut sender_done: Option<(Instant, Vec<ProbeOutcome>)> = None;
+    loop {
+        let rules = match (rule_tracer.as_mut(), run.rule_traces.as_mut()) {
+            (Ok(tracer), Some(store)) => Some((tracer, store)),
+            _ => None,
+        };
+        if !intake.take_in(&mut probes, &mut assembler, rules).await? {
+            break;
+        }
         for journey in assembler.take_finished(monotonic_now_ns()) {
             run.place(journey, intake.lost_recently()).await?;
         }
-        run.exchanges.stop_waiting_for_old_requests();
-        if count.is_some_and(|n| run.exchanges.done() >= n)
-            || deadline.is_some_and(|d| Instant::now() >= d)
+        for told in run.exchanges.tick() {
+            run.tell(told, intake.lost_recently()).await?;
+        }
+        if sender_done.is_none()
+            && let Some(finished) = sender.take_if(|s| s.is_finished())
         {
+            sender_done = Some((Instant::now(), join_sender(finished)));
+        }
+        let probe_over = sender_done
+            .as_ref()
+            .is_some_and(|(at, _)| at.elapsed() >= AFTER_SENDER);
+        let passive_over = probe.is_none() && count.is_some_and(|n| run.exchanges.done() >= n);
+        if probe_over || passive_over || deadline.is_some_and(|d| Instant::now() >= d) {
             break;
         }
     }
     for journey in assembler.take_all() {
         run.place(journey, intake.lost_recently()).await?;
     }
-    drop(probes);
-    intake.finish()?;
-    if let Some(sender) = sender {
-        match sender.join() {
-            Ok(Err(error)) => {
-                eprintln!("pkttrace: warning: the probe could not be sent: {error:#}")
-            }
-            Err(_) => eprintln!("pkttrace: warning: the probe sender failed"),
-            Ok(Ok(())) => {}
-        }
+    for told in run.exchanges.finish() {
+        run.tell(told, intake.lost_recently()).await?;
     }
+    drop(probes);
+    if let Ok(tracer) = &rule_tracer
+        && tracer.lost() > 0
+    {
+        eprintln!(
+            "pkttrace: warning: the kernel dropped {} nf_tables trace messages; a netfilter drop may be told without its rule",
+            tracer.lost()
+        );
+    }
+    drop(rule_tracer);
+    intake.finish()?;
+    let probe_outcomes = match (sender_done, sender) {
+        (Some((_, outcomes)), _) => Some(outcomes),
+        // Still waiting for its answer when tracing stopped (Ctrl-C).
+        (None, Some(_)) => Some(Vec::new()),
+        (None, None) => None,
+    };
     if run.exchanges.requests_told() == 0 {
         eprintln!(
             "pkttrace: saw no packet from {} to {}",
@@ -217,27 +298,130 @@ pub async fn run(args: FollowArgs) -> Result<ExitCode> {
         );
         return Ok(ExitCode::from(1));
     }
-    Ok(ExitCode::SUCCESS)
+    // A probe's own socket is the ground truth of whether it got its answer.
+    let worked = match probe_outcomes {
+        Some(outcomes) => outcomes.contains(&ProbeOutcome::Answered),
+        None => run.answered,
+    };
+    Ok(if worked {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+/// The sender's report on its probes; a failure to send is said, and counts
+/// as no answer.
+fn join_sender(sender: JoinHandle<Result<Vec<ProbeOutcome>>>) -> Vec<ProbeOutcome> {
+    match sender.join() {
+        Ok(Ok(outcomes)) => outcomes,
+        Ok(Err(error)) => {
+            eprintln!("pkttrace: warning: the probe could not be sent: {error:#}");
+            Vec::new()
+        }
+        Err(_) => {
+            eprintln!("pkttrace: warning: the probe sender failed");
+            Vec::new()
+        }
+    }
+}
+
+/// The namespaces besides the host's where netfilter is observed: the
+/// source's, and those owning a followed address (a container, an `ip netns`
+/// host on this machine), as nsfs paths.
+fn traced_namespaces(source: &Source, filter: &Filter, topology: &Topology) -> Vec<PathBuf> {
+    let mut paths: Vec<PathBuf> = source.netns_path.iter().cloned().collect();
+    for address in &filter.addresses {
+        let owner = topology.namespaces.iter().find(|ns| {
+            ns.inode != topology.host_netns
+                && ns
+                    .interfaces
+                    .iter()
+                    .any(|i| i.addresses.iter().any(|(a, _)| a == address))
+        });
+        if let Some(path) = owner.and_then(|ns| ns.nsfs_path.clone())
+            && !paths.contains(&path)
+            && owner.map(|ns| ns.inode) != Some(source.netns)
+        {
+            paths.push(path);
+        }
+    }
+    paths
+}
+
+/// Starts nf_tables rule tracing in the host and `namespaces`, or says why
+/// it cannot (then drops are told without their rule).
+fn start_rule_tracer(filter: &Filter, namespaces: &[PathBuf]) -> Result<RuleTracer, String> {
+    let all: Vec<Option<PathBuf>> = std::iter::once(None)
+        .chain(namespaces.iter().cloned().map(Some))
+        .collect();
+    RuleTracer::start(
+        &TraceMatch {
+            addresses: filter.addresses.clone(),
+            protocol: filter.protocol,
+        },
+        &all,
+    )
+    .map_err(|error| format!("{error:#}"))
 }
 
 impl Run {
     /// Tells the journeys the exchanges take, in the order they come.
     async fn place(&mut self, journey: Journey, events_lost: bool) -> Result<()> {
-        for (journey, role) in self.exchanges.place(journey) {
-            self.tell(journey, role, events_lost).await?;
+        for told in self.exchanges.place(journey) {
+            self.tell(told, events_lost).await?;
         }
         Ok(())
     }
 
-    async fn tell(&mut self, journey: Journey, role: Role, events_lost: bool) -> Result<()> {
+    async fn tell(&mut self, told: Told, events_lost: bool) -> Result<()> {
+        match told {
+            Told::Journey(journey, role) => self.tell_journey(journey, role, events_lost).await,
+            Told::NoReply { request, waited } => {
+                let last_seen = self
+                    .requests
+                    .iter()
+                    .find(|r| r.id == request)
+                    .map(|r| Outcome::new(r.ending.clone()));
+                let Some(last_seen) = last_seen else {
+                    return Ok(());
+                };
+                let no_reply = NoReply::new(request, waited.as_millis() as u64, last_seen);
+                let text = if self.json {
+                    render::json::no_reply(&no_reply) + "\n"
+                } else {
+                    render::terminal::no_reply(&no_reply) + "\n"
+                };
+                self.print(&text)
+            }
+        }
+    }
+
+    async fn tell_journey(
+        &mut self,
+        journey: Journey,
+        role: Role,
+        events_lost: bool,
+    ) -> Result<()> {
         self.refresh_topology(&journey).await;
-        let (direction, reply_to) = match role {
-            Role::Request | Role::SecondLeg { .. } | Role::ArpRequest => (Direction::Request, None),
-            Role::Reply { to } | Role::ArpReply { to } => (Direction::Reply, Some(to)),
+        let netfilter_hooks = self.netfilter_hooks_for(&journey).await;
+        let request = match role {
+            Role::Reply { to } | Role::ArpReply { to } => self.requests.iter().find(|r| r.id == to),
+            _ => None,
         };
-        let arp = matches!(role, Role::ArpRequest | Role::ArpReply { .. });
+        let telling = Telling {
+            direction: match role {
+                Role::Reply { .. } | Role::ArpReply { .. } => Direction::Reply,
+                _ => Direction::Request,
+            },
+            request,
+            arp_result: match role {
+                Role::ArpRequest { result } => Some(arp_ending(&journey, result)),
+                _ => None,
+            },
+        };
+        let arp = matches!(role, Role::ArpRequest { .. } | Role::ArpReply { .. });
         let facts = Facts {
-            host_ip_forward: enrich::host_ip_forward(),
             events_lost,
             bridge_calls_iptables: enrich::bridge_calls_iptables(),
             fdb: if arp || self.crosses_a_bridge(&journey) {
@@ -245,9 +429,15 @@ impl Run {
             } else {
                 Vec::new()
             },
-            dropping_rules: self.dropping_rules(&journey),
+            ipv4: enrich::journey_ipv4_settings(&journey, &self.topology),
+            rule_verdict: self.rule_verdict(&journey).await,
+            rule_tracing_unavailable: self.rule_tracing_unavailable.clone(),
+            netfilter_hooks,
         };
-        let mut story = explain::explain(&journey, direction, reply_to, &self.topology, &facts);
+        let mut story = explain::explain(&journey, &telling, &self.topology, &facts);
+        if story.answer.as_ref().is_some_and(Answer::succeeded) && !arp {
+            self.answered = true;
+        }
         match role {
             Role::SecondLeg { of } => {
                 let sender = journey
@@ -256,6 +446,7 @@ impl Run {
                     .find_map(|e| e.process().map(|(_, pid)| pid));
                 story.second_leg_of = Some(of);
                 story.note = Some(explain::second_leg_note(of, self.proxy.as_ref(), sender));
+                self.remember(&journey, &story);
             }
             Role::Request => {
                 if let (Some(published), Some(port)) = (&self.published, self.destination.port) {
@@ -265,47 +456,94 @@ impl Run {
                         self.proxy.as_ref(),
                     ));
                 }
+                self.remember(&journey, &story);
             }
-            _ => {}
+            Role::Retransmission { of } => story.retransmission_of = Some(of),
+            Role::ArpRequest { .. } => self.remember(&journey, &story),
+            Role::Reply { .. } | Role::ArpReply { .. } => {}
         }
-        self.print(&story)
+        let text = if self.json {
+            render::json::render(&story) + "\n"
+        } else {
+            render::terminal::render(&story) + "\n"
+        };
+        self.print(&text)
     }
 
-    fn print(&self, story: &explain::Story) -> Result<()> {
-        let text = if self.json {
-            render::json::render(story) + "\n"
-        } else {
-            render::terminal::render(story) + "\n"
-        };
+    fn remember(&mut self, journey: &Journey, story: &Story) {
+        if self.requests.len() == MAX_REMEMBERED {
+            self.requests.pop_front();
+        }
+        self.requests
+            .push_back(explain::request_summary(journey, story));
+    }
+
+    fn print(&self, text: &str) -> Result<()> {
         let mut out = anstream::stdout();
         out.write_all(text.as_bytes())?;
         out.flush()?;
         Ok(())
     }
 
-    /// For a netfilter drop: the rules whose counters went up since the
-    /// ruleset was last read (kept as the new baseline).
-    fn dropping_rules(&mut self, journey: &Journey) -> Vec<String> {
-        let netfilter_drop = journey.events.iter().any(
-            |e| matches!(&e.kind, EventKind::Drop { reason, .. } if reason == "NETFILTER_DROP"),
-        );
-        let hook = journey.events.iter().rev().find_map(|e| match e.kind {
-            EventKind::Netfilter { hook, .. } => Some(hook),
-            _ => None,
-        });
-        let (true, Some(hook)) = (netfilter_drop, hook) else {
-            return Vec::new();
-        };
-        let Ok(now) = enrich::read_ruleset() else {
-            return Vec::new();
-        };
-        let rules = self
-            .ruleset
-            .as_ref()
-            .map(|before| now.drops_since(before, hook.nft_name()))
-            .unwrap_or_default();
-        self.ruleset = Some(now);
-        rules
+    /// For a netfilter drop: the rule (or policy) nf_tables' trace says
+    /// decided, worded as the ruleset of the namespace it is in has it.
+    async fn rule_verdict(&self, journey: &Journey) -> Option<RuleVerdict> {
+        let traces = self.rule_traces.as_ref()?;
+        let (drop, traced) = journey
+            .events
+            .iter()
+            .find_map(|e| traces.drop_of(e).map(|traced| (e, traced)))?;
+        let namespace = self.topology.namespace(drop.netns)?.clone();
+        let host = self.topology.host_netns;
+        // nft runs as a subprocess: not on the event loop's thread.
+        let ruleset =
+            tokio::task::spawn_blocking(move || enrich::read_ruleset_of(&namespace, host))
+                .await
+                .ok()?
+                .ok();
+        Some(rule_verdict(traced, ruleset.as_ref()))
+    }
+
+    /// The hooks with chains of every namespace the journey met netfilter
+    /// in, read again when older than HOOKS_FRESH.
+    async fn netfilter_hooks_for(&mut self, journey: &Journey) -> Vec<(u32, Vec<Hook>)> {
+        let mut namespaces: Vec<u32> = journey
+            .events
+            .iter()
+            .filter(|e| matches!(e.kind, EventKind::Netfilter { .. }))
+            .map(|e| e.netns)
+            .collect();
+        namespaces.sort_unstable();
+        namespaces.dedup();
+        let mut known = Vec::new();
+        for netns in namespaces {
+            let fresh = self
+                .netfilter_hooks
+                .get(&netns)
+                .filter(|(at, _)| at.elapsed() < HOOKS_FRESH);
+            let hooks = match fresh {
+                Some((_, hooks)) => Some(hooks.clone()),
+                None => {
+                    let Some(namespace) = self.topology.namespace(netns).cloned() else {
+                        continue;
+                    };
+                    let host = self.topology.host_netns;
+                    // nft runs as a subprocess: not on the event loop's thread.
+                    let read = tokio::task::spawn_blocking(move || {
+                        enrich::netfilter_hooks_of(&namespace, host, OWN_TABLES)
+                    })
+                    .await;
+                    let hooks = read.ok().and_then(Result::ok);
+                    if let Some(hooks) = &hooks {
+                        self.netfilter_hooks
+                            .insert(netns, (Instant::now(), hooks.clone()));
+                    }
+                    hooks
+                }
+            };
+            known.extend(hooks.map(|hooks| (netns, hooks)));
+        }
+        known
     }
 
     fn crosses_a_bridge(&self, journey: &Journey) -> bool {
@@ -342,13 +580,48 @@ impl Run {
     }
 }
 
-/// CLOCK_MONOTONIC, the clock of bpf_ktime_get_ns.
-pub fn monotonic_now_ns() -> u64 {
-    let mut now = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
+/// A traced drop worded with its rule as the ruleset lists it; a rule the
+/// listing no longer has is named by its handle.
+fn rule_verdict(traced: TracedDrop, ruleset: Option<&enrich::Ruleset>) -> RuleVerdict {
+    let rule = traced
+        .handle
+        .and_then(|handle| ruleset?.rule(&traced.family, &traced.table, &traced.chain, handle));
+    let (text, action) = match (traced.handle, rule) {
+        (None, _) => ("policy drop".to_string(), "policy drop".to_string()),
+        (Some(_), Some(rule)) => {
+            let reject = rule.action.as_deref() == Some("reject");
+            (
+                rule.text.clone(),
+                if reject { "reject" } else { "drop" }.to_string(),
+            )
+        }
+        (Some(handle), None) => (format!("rule handle {handle}"), "drop".to_string()),
     };
-    // SAFETY: clock_gettime writes the timespec we pass.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now) };
-    now.tv_sec as u64 * 1_000_000_000 + now.tv_nsec as u64
+    RuleVerdict {
+        table: format!("{} {}", traced.family, traced.table),
+        chain: traced.chain,
+        through: traced.through,
+        handle: traced.handle,
+        text,
+        action,
+    }
+}
+
+/// An ARP request's result as an ending of its story.
+fn arp_ending(journey: &Journey, result: ArpResult) -> Ending {
+    match result {
+        ArpResult::Answered { asked, reply, mac } => Ending::ArpAnswered {
+            asked,
+            reply,
+            mac: mac
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect::<Vec<_>>()
+                .join(":"),
+        },
+        ArpResult::Unanswered { asked } => Ending::ArpUnanswered {
+            asked,
+            target: journey.first_packet().dst,
+        },
+    }
 }

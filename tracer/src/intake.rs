@@ -1,6 +1,7 @@
 //! Where both tracing commands take the kernel's events in: decoded, saved
-//! for a bug report when the user asked, handed to the journey assembler,
-//! losses noticed and said, and Ctrl-C or SIGTERM heard.
+//! for a bug report when the user asked, handed to the journey assembler
+//! (and nf_tables' rule traces to their store), losses noticed and said, and
+//! Ctrl-C or SIGTERM heard.
 
 use std::{
     fs::File,
@@ -17,8 +18,8 @@ use tokio::{
 
 use crate::{
     decode::{self, Event, KernelNames},
-    journey::Assembler,
-    probes::{Probes, RawEvent},
+    journey::{Assembler, rules::RuleTraces},
+    probes::{Probes, RawEvent, nftrace::RuleTracer},
 };
 
 /// How often the caller gets control back when no event comes.
@@ -60,17 +61,36 @@ impl Intake {
         })
     }
 
-    /// Waits for events (at most a tick), hands them to `assembler` and
-    /// checks for losses; false once the user asked pkttrace to stop.
+    /// Waits for events (at most a tick), hands them to `assembler` (rule
+    /// traces to `rules`, when a tracer runs) and checks for losses; false
+    /// once the user asked pkttrace to stop.
     pub async fn take_in(
         &mut self,
         probes: &mut Probes,
         assembler: &mut Assembler,
+        rules: Option<(&mut RuleTracer, &mut RuleTraces)>,
     ) -> Result<bool> {
+        let (tracer, store) = rules.unzip();
+        let traces = async {
+            match tracer {
+                Some(tracer) => tracer.next_traces().await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             events = probes.next_events() => {
                 for event in self.decode(events?)? {
                     assembler.push(event);
+                }
+            }
+            traces = traces => {
+                if let Some(store) = store {
+                    for raw in &traces? {
+                        // A message this version cannot read is only a missing detail.
+                        if let Ok(trace) = decode::nftrace::decode(raw) {
+                            store.push(trace);
+                        }
+                    }
                 }
             }
             _ = sleep(TICK) => {}

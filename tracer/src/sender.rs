@@ -20,17 +20,30 @@ use crate::{
     target::{Destination, Probe},
 };
 
-const ANSWER_TIMEOUT: Duration = Duration::from_secs(2);
 const INTERVAL: Duration = Duration::from_secs(1);
 
+/// What became of one probe, as its socket saw it: the ground truth for
+/// the exit code.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ProbeOutcome {
+    /// The answer asked for: an echo reply, an accepted connection, a datagram.
+    Answered,
+    /// An answer that says no: a reset, an ICMP error.
+    Refused(String),
+    /// Nothing came back in time.
+    NoAnswer,
+}
+
 /// Sends `count` probes, one a second, on a thread that has entered the
-/// namespace at `netns_path` (setns only moves the calling thread).
+/// namespace at `netns_path` (setns only moves the calling thread); each
+/// waits up to `answer_timeout` for its answer.
 pub fn spawn(
     probe: Probe,
     destination: Destination,
     netns_path: Option<&Path>,
     count: u64,
-) -> Result<thread::JoinHandle<Result<()>>> {
+    answer_timeout: Duration,
+) -> Result<thread::JoinHandle<Result<Vec<ProbeOutcome>>>> {
     let netns = netns_path
         .map(File::open)
         .transpose()
@@ -40,48 +53,65 @@ pub fn spawn(
             enter_network_namespace(&netns)
                 .context("cannot enter the source's network namespace")?;
         }
+        let mut outcomes = Vec::new();
         for sequence in 0..count {
             if sequence > 0 {
                 thread::sleep(INTERVAL);
             }
-            send_one(probe, destination.address, sequence as u16)?;
+            outcomes.push(send_one(
+                probe,
+                destination.address,
+                sequence as u16,
+                answer_timeout,
+            )?);
         }
-        Ok(())
+        Ok(outcomes)
     }))
 }
 
-fn send_one(probe: Probe, address: Ipv4Addr, sequence: u16) -> Result<()> {
+fn send_one(
+    probe: Probe,
+    address: Ipv4Addr,
+    sequence: u16,
+    timeout: Duration,
+) -> Result<ProbeOutcome> {
     match probe {
-        Probe::Icmp => ping(address, sequence),
+        Probe::Icmp => ping(address, sequence, timeout),
         Probe::Udp(port) => {
+            // Connected, so an ICMP error about it comes back as an error.
             let socket = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0))?;
-            socket.set_read_timeout(Some(ANSWER_TIMEOUT))?;
-            socket.send_to(b"pkttrace probe", (address, port))?;
+            socket.connect((address, port))?;
+            socket.set_read_timeout(Some(timeout))?;
+            socket.send(b"pkttrace probe")?;
             let mut answer = [0u8; 1500];
-            // No answer (or a port unreachable) is part of what the trace shows.
-            let _ = socket.recv_from(&mut answer);
-            Ok(())
+            Ok(match socket.recv(&mut answer) {
+                Ok(_) => ProbeOutcome::Answered,
+                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                    ProbeOutcome::NoAnswer
+                }
+                Err(e) => ProbeOutcome::Refused(e.to_string()),
+            })
         }
         Probe::Tcp(port) => {
             let target = SocketAddr::V4(SocketAddrV4::new(address, port));
-            match TcpStream::connect_timeout(&target, ANSWER_TIMEOUT) {
+            match TcpStream::connect_timeout(&target, timeout) {
                 Ok(mut stream) => {
                     // Speak a little HTTP so a web server answers; the trace shows the handshake.
                     let _ = stream.write_all(b"HEAD / HTTP/1.0\r\n\r\n");
-                    stream.set_read_timeout(Some(ANSWER_TIMEOUT))?;
+                    stream.set_read_timeout(Some(timeout))?;
                     let _ = stream.read(&mut [0u8; 512]);
-                    Ok(())
+                    Ok(ProbeOutcome::Answered)
                 }
+                Err(e) if e.kind() == ErrorKind::TimedOut => Ok(ProbeOutcome::NoAnswer),
                 Err(e)
                     if matches!(
                         e.kind(),
                         ErrorKind::ConnectionRefused
-                            | ErrorKind::TimedOut
                             | ErrorKind::HostUnreachable
                             | ErrorKind::NetworkUnreachable
                     ) =>
                 {
-                    Ok(())
+                    Ok(ProbeOutcome::Refused(e.to_string()))
                 }
                 Err(e) => Err(e).context("TCP probe"),
             }
@@ -89,11 +119,11 @@ fn send_one(probe: Probe, address: Ipv4Addr, sequence: u16) -> Result<()> {
     }
 }
 
-/// One ICMP echo request on a raw socket, then waits for the reply.
-fn ping(address: Ipv4Addr, sequence: u16) -> Result<()> {
+/// One ICMP echo request on a raw socket, then waits for the reply or an
+/// ICMP error about it.
+fn ping(address: Ipv4Addr, sequence: u16, timeout: Duration) -> Result<ProbeOutcome> {
     let socket = Socket::new(Domain::IPV4, Type::RAW, Some(Protocol::ICMPV4))
         .context("cannot open a raw ICMP socket")?;
-    socket.set_read_timeout(Some(ANSWER_TIMEOUT))?;
     let id = std::process::id() as u16;
     let payload = b"pkttrace";
     let header = Icmpv4Header::with_checksum(
@@ -106,25 +136,48 @@ fn ping(address: Ipv4Addr, sequence: u16) -> Result<()> {
         .send_to(&message, &SocketAddrV4::new(address, 0).into())
         .context("cannot send the ICMP probe")?;
     let mut buffer = [MaybeUninit::<u8>::uninit(); 1500];
-    let deadline = std::time::Instant::now() + ANSWER_TIMEOUT;
+    let deadline = std::time::Instant::now() + timeout;
     // A raw socket sees every ICMP message of the namespace: wait for ours.
-    while std::time::Instant::now() < deadline {
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            return Ok(ProbeOutcome::NoAnswer);
+        }
+        socket.set_read_timeout(Some(left))?;
         let Ok(length) = socket.recv(&mut buffer) else {
-            break;
+            return Ok(ProbeOutcome::NoAnswer);
         };
         // SAFETY: recv initialised the first `length` bytes.
         let bytes: Vec<u8> = buffer[..length]
             .iter()
             .map(|b| unsafe { b.assume_init() })
             .collect();
-        if let Ok((ip, rest)) = etherparse::Ipv4HeaderSlice::from_slice(&bytes)
-            .map(|h| (h.to_header(), &bytes[h.slice().len()..]))
-            && ip.source == address.octets()
-            && let Ok((icmp, _)) = Icmpv4Header::from_slice(rest)
-            && icmp.icmp_type == Icmpv4Type::EchoReply(IcmpEchoHeader { id, seq: sequence })
-        {
-            break;
+        let Ok(packet) = etherparse::SlicedPacket::from_ip(&bytes) else {
+            continue;
+        };
+        let Some(etherparse::TransportSlice::Icmpv4(icmp)) = packet.transport else {
+            continue;
+        };
+        let echo = IcmpEchoHeader { id, seq: sequence };
+        match icmp.icmp_type() {
+            Icmpv4Type::EchoReply(reply) if reply == echo => return Ok(ProbeOutcome::Answered),
+            Icmpv4Type::DestinationUnreachable(_) | Icmpv4Type::TimeExceeded(_)
+                if quotes_echo(icmp.payload(), address, echo) =>
+            {
+                return Ok(ProbeOutcome::Refused(format!("{:?}", icmp.icmp_type())));
+            }
+            _ => {}
         }
     }
-    Ok(())
+}
+
+/// True when an ICMP error's payload quotes our echo request to `address`.
+fn quotes_echo(quoted: &[u8], address: Ipv4Addr, echo: IcmpEchoHeader) -> bool {
+    let Ok(inner) = etherparse::Ipv4HeaderSlice::from_slice(quoted) else {
+        return false;
+    };
+    let Ok((icmp, _)) = Icmpv4Header::from_slice(&quoted[inner.slice().len()..]) else {
+        return false;
+    };
+    inner.destination() == address.octets() && icmp.icmp_type == Icmpv4Type::EchoRequest(echo)
 }

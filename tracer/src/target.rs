@@ -339,9 +339,11 @@ mod tests {
                 lower_up: true,
                 master: None,
                 peer: None,
+                driver: None,
             }],
             routes: Vec::new(),
             ip_forward: Some(true),
+            nsfs_path: None,
         });
         topology.containers.push(Container {
             id: "abc123".into(),

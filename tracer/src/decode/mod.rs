@@ -36,15 +36,16 @@ impl Hook {
         })
     }
 
-    /// The hook as nftables names it in a base chain.
-    pub fn nft_name(self) -> &'static str {
-        match self {
-            Self::Prerouting => "prerouting",
-            Self::Input => "input",
-            Self::Forward => "forward",
-            Self::Output => "output",
-            Self::Postrouting => "postrouting",
-        }
+    /// The hook nftables names in a base chain (`prerouting`, ...).
+    pub fn from_nft_name(name: &str) -> Option<Self> {
+        Some(match name {
+            "prerouting" => Self::Prerouting,
+            "input" => Self::Input,
+            "forward" => Self::Forward,
+            "output" => Self::Output,
+            "postrouting" => Self::Postrouting,
+            _ => return None,
+        })
     }
 
     pub fn name(self) -> &'static str {
@@ -71,8 +72,12 @@ pub enum NatSide {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "probe", rename_all = "snake_case")]
 pub enum EventKind {
-    /// Handed to a device for transmit.
-    Transmit,
+    /// Handed to a device for transmit; the frame's destination MAC says
+    /// which neighbour it goes to.
+    Transmit {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        mac_dst: Option<String>,
+    },
     /// Taken in by a device's receive path.
     Receive {
         mac_src: Option<String>,
@@ -106,6 +111,18 @@ pub enum EventKind {
 }
 
 impl EventKind {
+    /// The packet enters the local stack of its namespace (INPUT's entry).
+    pub fn enters_local_stack(&self) -> bool {
+        matches!(
+            self,
+            Self::Netfilter {
+                hook: Hook::Input,
+                side: NatSide::Before,
+                ..
+            }
+        )
+    }
+
     /// The skb is gone after this: freed (dropped or consumed), or handed to
     /// a process, whose read frees it without a trace of its own.
     pub fn ends_skb(&self) -> bool {
@@ -265,7 +282,9 @@ fn mac(bytes: [u8; 6]) -> String {
 pub fn decode(raw: &PacketEvent, payload: Option<&[u8]>, names: &KernelNames) -> Option<Event> {
     let probe = Probe::from_u8(raw.probe)?;
     let kind = match probe {
-        Probe::DevQueue => EventKind::Transmit,
+        Probe::DevQueue => EventKind::Transmit {
+            mac_dst: (raw.has_mac == 1 && raw.ether_type != ETH_P_ARP).then(|| mac(raw.mac_dst)),
+        },
         Probe::Receive => {
             // An ARP event's addresses are the message's, not the frame's.
             let frame_macs = raw.has_mac == 1 && raw.ether_type != ETH_P_ARP;

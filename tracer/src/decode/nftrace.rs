@@ -1,10 +1,6 @@
 //! nf_tables trace messages (NFT_MSG_TRACE, what `nft monitor trace` prints)
 //! as typed values: which table, chain and rule met a traced packet, and with
 //! what verdict. Pure bytes in, data out.
-#![cfg_attr(
-    not(test),
-    expect(dead_code, reason = "the follow command does not use rule tracing yet")
-)]
 
 use std::{fmt, net::Ipv4Addr};
 

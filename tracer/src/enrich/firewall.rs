@@ -29,6 +29,33 @@ pub(super) fn read_in(netns: &Path) -> Result<Ruleset, String> {
     read_with(&["nsenter", &format!("--net={}", netns.display())])
 }
 
+/// The IPv4 hooks (`prerouting`, `input`, ...) at which the namespace at
+/// `netns` (None: the host) has base chains, leaving out tables named
+/// `skip_tables*` (pkttrace's own trace tables).
+pub(super) fn hooks_with_chains(
+    netns: Option<&Path>,
+    skip_tables: &str,
+) -> Result<Vec<String>, String> {
+    let prefix_arg = netns.map(|p| format!("--net={}", p.display()));
+    let prefix: Vec<&str> = match &prefix_arg {
+        Some(arg) => vec!["nsenter", arg.as_str()],
+        None => Vec::new(),
+    };
+    let json = nft(&prefix, &["-j", "list", "chains"])?;
+    let listing: Listing =
+        serde_json::from_str(&json).map_err(|e| format!("cannot read nft's chain listing: {e}"))?;
+    let mut hooks: Vec<String> = listing
+        .nftables
+        .into_iter()
+        .filter_map(|item| item.chain)
+        .filter(|c| matches!(c.family.as_str(), "ip" | "inet") && !c.table.starts_with(skip_tables))
+        .filter_map(|c| c.hook)
+        .collect();
+    hooks.sort();
+    hooks.dedup();
+    Ok(hooks)
+}
+
 fn read_with(prefix: &[&str]) -> Result<Ruleset, String> {
     let json = nft(prefix, &["-j", "list", "ruleset"])?;
     // Only wording: a failure here still leaves the structure.
@@ -293,46 +320,14 @@ fn without_counter(rule: &str) -> String {
 }
 
 impl Ruleset {
-    /// What dropped packets at `hook` since `before` was read: the drop rules
-    /// whose counter went up, or else the base chain's drop policy.
-    pub fn drops_since(&self, before: &Ruleset, hook: &str) -> Vec<String> {
-        let packets_before = |chain: &Chain, rule: &Rule| {
-            before
-                .chains
-                .iter()
-                .find(|c| {
-                    c.family == chain.family && c.table == chain.table && c.name == chain.name
-                })
-                .and_then(|c| c.rules.iter().find(|r| r.handle == rule.handle))
-                .and_then(|r| r.packets)
-                .unwrap_or(0)
-        };
-        let rules: Vec<String> = self
-            .chains
-            .iter()
-            .flat_map(|c| c.rules.iter().map(move |r| (c, r)))
-            .filter(|(c, r)| {
-                r.action.as_deref() == Some("drop") && r.packets.unwrap_or(0) > packets_before(c, r)
-            })
-            .map(|(c, r)| c.describe(r))
-            .collect();
-        if !rules.is_empty() {
-            return rules;
-        }
+    /// The rule with `handle` in chain `chain` of table `family table`.
+    pub fn rule(&self, family: &str, table: &str, chain: &str, handle: u64) -> Option<&Rule> {
         self.chains
             .iter()
-            .filter(|c| {
-                c.hook
-                    .as_ref()
-                    .is_some_and(|h| h.hook == hook && h.policy.as_deref() == Some("drop"))
-            })
-            .map(|c| {
-                format!(
-                    "{} {} {}: the chain's policy is drop",
-                    c.family, c.table, c.name
-                )
-            })
-            .collect()
+            .find(|c| c.family == family && c.table == table && c.name == chain)?
+            .rules
+            .iter()
+            .find(|r| r.handle == handle)
     }
 
     /// The rules that name `interface` (as iifname/oifname, also through a

@@ -13,6 +13,7 @@ mod netlink;
 mod netns;
 mod peers;
 mod processes;
+mod sysctl;
 #[cfg(test)]
 mod tests;
 mod watch;
@@ -20,7 +21,13 @@ mod wiring;
 
 use std::net::Ipv4Addr;
 
+use crate::{
+    decode::{EventKind, Hook},
+    journey::Journey,
+};
+
 pub use fdb::{FdbEntry, host_fdb};
+pub use sysctl::{Ipv4Settings, ipv4_settings};
 pub use watch::changes;
 pub use wiring::{
     Chain, ChainHook, ContainerInside, Listener, NamespaceIds, PortBinding, Rule, RuleMatch,
@@ -55,6 +62,9 @@ pub struct Namespace {
     pub routes: Vec<Route>,
     /// `net.ipv4.conf.all.forwarding` inside this namespace.
     pub ip_forward: Option<bool>,
+    /// Where to enter it (`/run/netns/NAME`, `/proc/PID/ns/net`); None when
+    /// not known (a model built by hand).
+    pub nsfs_path: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -90,6 +100,8 @@ pub struct Interface {
     pub master: Option<u32>,
     /// The other end of a veth, resolved across namespaces.
     pub peer: Option<InterfaceRef>,
+    /// Kernel driver of a host device with hardware behind it (`virtio_net`).
+    pub driver: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -157,20 +169,77 @@ pub struct DockerNetwork {
     pub subnets: Vec<(Ipv4Addr, u8)>,
 }
 
-/// The host's forwarding setting now (pkttrace runs in the host namespace);
-/// read per journey because it is what demos switch off and on.
-pub fn host_ip_forward() -> Option<bool> {
-    netns::read_ip_forward()
-}
-
 /// Listening sockets of the host namespace with the processes holding them.
 pub fn host_listeners() -> Vec<Listener> {
     processes::host_listeners()
 }
 
-/// The host's netfilter ruleset with its counters (via `nft`), or why not.
-pub fn read_ruleset() -> Result<Ruleset, String> {
-    firewall::read()
+/// The IPv4 netfilter hooks where `namespace` has base chains of its own
+/// (tables named `skip_tables*` left out): at the others netfilter does
+/// nothing there.
+pub fn netfilter_hooks_of(
+    namespace: &Namespace,
+    host_netns: u32,
+    skip_tables: &str,
+) -> Result<Vec<Hook>, String> {
+    let path = (namespace.inode != host_netns)
+        .then_some(namespace.nsfs_path.as_deref())
+        .map(|p| p.ok_or_else(|| format!("cannot enter netns:[{}]", namespace.inode)))
+        .transpose()?;
+    Ok(firewall::hooks_with_chains(path, skip_tables)?
+        .iter()
+        .filter_map(|name| Hook::from_nft_name(name))
+        .collect())
+}
+
+/// The netfilter ruleset of `namespace`: the host's, or read inside it.
+pub fn read_ruleset_of(namespace: &Namespace, host_netns: u32) -> Result<Ruleset, String> {
+    if namespace.inode == host_netns {
+        return firewall::read();
+    }
+    let path = namespace
+        .nsfs_path
+        .as_deref()
+        .ok_or_else(|| format!("cannot enter netns:[{}]", namespace.inode))?;
+    firewall::read_in(path)
+}
+
+/// The IPv4 settings a journey's story needs, read now in the namespaces
+/// where it happened: of each device a namespace forwarded it from, and of
+/// the device a routing or reverse-path drop happened on.
+pub fn journey_ipv4_settings(journey: &Journey, topology: &Topology) -> Vec<(u32, Ipv4Settings)> {
+    let mut wanted: Vec<(u32, &str)> = Vec::new();
+    let mut arrived_on: Option<(u32, &str)> = None;
+    for event in &journey.events {
+        match &event.kind {
+            EventKind::Receive { .. } => arrived_on = Some((event.netns, event.ifname.as_str())),
+            EventKind::Netfilter {
+                hook: Hook::Forward,
+                ..
+            } => wanted.push((event.netns, event.ifname.as_str())),
+            EventKind::Drop { reason, .. }
+                if matches!(
+                    reason.as_str(),
+                    "IP_INADDRERRORS" | "IP_INNOROUTES" | "IP_RPFILTER"
+                ) =>
+            {
+                wanted.extend(arrived_on.filter(|(netns, _)| *netns == event.netns));
+            }
+            _ => {}
+        }
+    }
+    wanted.sort_unstable();
+    wanted.dedup();
+    wanted
+        .into_iter()
+        .filter_map(|(netns, device)| {
+            let namespace = topology.namespace(netns)?;
+            Some((
+                netns,
+                ipv4_settings(namespace, device, topology.host_netns)?,
+            ))
+        })
+        .collect()
 }
 
 /// `net.bridge.bridge-nf-call-iptables` (None when br_netfilter is not loaded).

@@ -135,6 +135,7 @@ fn link_dump(msg: LinkMessage) -> LinkDump {
             lower_up: flags.contains(&LinkFlag::LowerUp),
             master: None,
             peer: None,
+            driver: None,
         },
         link: None,
         link_netnsid: None,

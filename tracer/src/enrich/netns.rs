@@ -6,6 +6,7 @@ use std::fs::{self, File};
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::MetadataExt;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::{Context, bail};
@@ -14,7 +15,7 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 use super::netlink::{self, NsDump};
-use super::{Namespace, Owner, peers};
+use super::{Interface, Namespace, Owner, peers};
 
 /// Where `ip netns` keeps its named namespaces (bind mounts of nsfs files).
 const NETNS_RUN_DIR: &str = "/run/netns";
@@ -23,6 +24,8 @@ const FORWARDING: &str = "/proc/sys/net/ipv4/conf/all/forwarding";
 /// A namespace we hold open: the fd keeps it alive and lets us enter it.
 struct Found {
     fd: Arc<OwnedFd>,
+    /// Where it was opened, to enter it again later.
+    path: PathBuf,
     owner: Owner,
     names: Vec<String>,
 }
@@ -62,11 +65,19 @@ pub(super) async fn discover() -> anyhow::Result<(u32, Vec<Namespace>)> {
         .zip(forwarding)
         .filter_map(|((inode, dump), ip_forward)| {
             let f = found.remove(&inode)?;
+            let mut interfaces: Vec<Interface> = dump.links.into_iter().map(|l| l.iface).collect();
+            if inode == host {
+                // sysfs shows pkttrace's own namespace: the host's devices.
+                for iface in interfaces.iter_mut().filter(|i| i.kind.is_none()) {
+                    iface.driver = device_driver(&iface.name);
+                }
+            }
             Some(Namespace {
                 inode,
                 owner: f.owner,
                 netns_names: f.names,
-                interfaces: dump.links.into_iter().map(|l| l.iface).collect(),
+                nsfs_path: Some(f.path),
+                interfaces,
                 routes: dump.routes,
                 ip_forward,
             })
@@ -94,6 +105,7 @@ fn find_namespaces() -> BTreeMap<u32, Found> {
             .entry(inode)
             .or_insert_with(|| Found {
                 fd: Arc::new(fd),
+                path: PathBuf::from(format!("{NETNS_RUN_DIR}/{name}")),
                 owner: Owner::NetnsName(name.clone()),
                 names: Vec::new(),
             })
@@ -129,6 +141,7 @@ fn find_namespaces() -> BTreeMap<u32, Found> {
             inode,
             Found {
                 fd: Arc::new(fd),
+                path: PathBuf::from(format!("/proc/{pid}/ns/net")),
                 owner,
                 names: Vec::new(),
             },
@@ -206,7 +219,14 @@ async fn enter(fd: Arc<OwnedFd>, runtime: tokio::runtime::Handle) -> io::Result<
         .map_err(|_| io::Error::other("namespace thread died"))?
 }
 
+/// The kernel driver of a host device with hardware behind it (a NIC's
+/// `virtio_net`, `e1000e`, ...), from sysfs; None for virtual devices.
+fn device_driver(name: &str) -> Option<String> {
+    let link = fs::read_link(format!("/sys/class/net/{name}/device/driver")).ok()?;
+    Some(link.file_name()?.to_string_lossy().into_owned())
+}
+
 /// `net.ipv4.conf.all.forwarding` of the calling thread's namespace.
-pub(super) fn read_ip_forward() -> Option<bool> {
+fn read_ip_forward() -> Option<bool> {
     fs::read_to_string(FORWARDING).ok().map(|v| v.trim() != "0")
 }

@@ -18,6 +18,7 @@ fn iface(ifindex: u32, name: &str, kind: Option<&str>) -> Interface {
         lower_up: true,
         master: None,
         peer: None,
+        driver: None,
     }
 }
 
@@ -191,6 +192,7 @@ fn namespace(inode: u32, owner: Owner, names: &[&str]) -> Namespace {
         interfaces: vec![iface(1, "lo", None)],
         routes: Vec::new(),
         ip_forward: Some(false),
+        nsfs_path: None,
     }
 }
 

@@ -14,7 +14,7 @@ use crate::{
     journey::dns::{DnsExchange, DnsPacket, ForwardedLeg},
 };
 
-use super::{Details, Direction, Facts, Hop, Tuple, explain};
+use super::{Details, Direction, Facts, Hop, Telling, Tuple, explain};
 
 #[derive(Clone, Debug, Serialize)]
 pub struct DnsStory {
@@ -131,13 +131,12 @@ pub struct DnsContext<'a> {
 pub fn explain_dns(exchange: &DnsExchange, context: &DnsContext) -> DnsStory {
     let query = &exchange.query;
     let tell = |packet: &DnsPacket, direction| {
-        explain(
-            &packet.journey,
+        let telling = Telling {
             direction,
-            None,
-            context.topology,
-            context.facts,
-        )
+            request: None,
+            arp_result: None,
+        };
+        explain(&packet.journey, &telling, context.topology, context.facts)
     };
     let query_story = tell(query, Direction::Request);
     let answer_story = exchange.answer.as_ref().map(|a| tell(a, Direction::Reply));
@@ -221,8 +220,7 @@ fn forwarded(leg: &ForwardedLeg, context: &DnsContext) -> Forwarded {
     let first = leg.query.journey.events.first();
     let story = explain(
         &leg.query.journey,
-        Direction::Request,
-        None,
+        &Telling::request(),
         context.topology,
         context.facts,
     );

@@ -3,6 +3,7 @@
 
 pub mod dns;
 mod hints;
+pub mod outcome;
 #[cfg(test)]
 mod tests;
 
@@ -12,10 +13,12 @@ use serde::Serialize;
 
 use crate::{
     decode::{Event, EventKind, Hook, NatSide, Packet, Transport},
-    enrich::{FdbEntry, Interface, Listener, Topology},
+    enrich::{FdbEntry, Interface, Ipv4Settings, Listener, Topology},
     journey::{Journey, is_a_copys_fate},
     target::Published,
 };
+
+pub use outcome::{Answer, Ending, NoReply, Outcome, RequestSummary, RuleVerdict};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -99,6 +102,8 @@ pub enum Details {
     Forward {
         from_device: String,
         to_device: String,
+        /// `net.ipv4.conf.<from_device>.forwarding` in that namespace: the
+        /// setting the kernel checked.
         ip_forward: Option<bool>,
     },
     Netfilter {
@@ -122,9 +127,12 @@ pub enum Details {
         reason: String,
         location: String,
         hint: String,
-        /// For a netfilter drop: the rule (or chain policy) whose counter says it dropped it.
-        #[serde(skip_serializing_if = "Vec::is_empty")]
-        rules: Vec<String>,
+        /// For a netfilter drop: the hook it happened in.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        hook: Option<&'static str>,
+        /// For a netfilter drop: the rule (or chain policy) that decided.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        rule: Option<RuleVerdict>,
     },
 }
 
@@ -164,6 +172,9 @@ pub struct Story {
     /// A request a proxy (docker-proxy) made to carry on the request `second_leg_of`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub second_leg_of: Option<u64>,
+    /// The sender sent request `retransmission_of` again: it got no answer in time.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retransmission_of: Option<u64>,
     /// What the hops alone do not say (how a published port is served).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
@@ -171,8 +182,12 @@ pub struct Story {
     pub what: String,
     pub tuple: Tuple,
     pub hops: Vec<Hop>,
-    /// How the journey ended, in one sentence.
-    pub outcome: String,
+    /// How the journey ended: a typed value and its sentence (`text`).
+    pub outcome: Outcome,
+    /// For a reply: what it means for the request (an answer, a reset, an
+    /// ICMP error, who sent it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub answer: Option<Answer>,
     /// The kernel dropped events while this journey was traced: hops may be missing.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub events_lost: bool,
@@ -181,17 +196,62 @@ pub struct Story {
 /// Facts read elsewhere that the explanation needs.
 #[derive(Clone, Debug, Default)]
 pub struct Facts {
-    /// `net.ipv4.conf.all.forwarding` of the host when the journey ended.
-    pub host_ip_forward: Option<bool>,
     /// The kernel reported lost events while this journey could have been traced.
     pub events_lost: bool,
     /// `net.bridge.bridge-nf-call-iptables`: bridged frames also cross the IPv4 hooks.
     pub bridge_calls_iptables: Option<bool>,
     /// The bridges' forwarding databases when the journey was told.
     pub fdb: Vec<FdbEntry>,
-    /// For a netfilter drop: the drop rules whose counters went up while it
-    /// was traced (or the chain policy), as `family table chain: rule`.
-    pub dropping_rules: Vec<String>,
+    /// IPv4 settings (`net.ipv4.conf.<dev>.*`) of the devices the journey
+    /// came in on where a namespace forwarded it or filtered its source,
+    /// by namespace inode.
+    pub ipv4: Vec<(u32, Ipv4Settings)>,
+    /// For a netfilter drop: the rule or policy that decided, from
+    /// nf_tables tracing.
+    pub rule_verdict: Option<RuleVerdict>,
+    /// Why rules could not be traced, when they could not.
+    pub rule_tracing_unavailable: Option<String>,
+    /// The IPv4 hooks where a namespace has base chains of its own, for the
+    /// namespaces whose ruleset was read.
+    pub netfilter_hooks: Vec<(u32, Vec<Hook>)>,
+}
+
+impl Facts {
+    /// The hooks where `netns` has chains, when known.
+    pub fn netfilter_hooks_of(&self, netns: u32) -> Option<&[Hook]> {
+        self.netfilter_hooks
+            .iter()
+            .find(|(ns, _)| *ns == netns)
+            .map(|(_, hooks)| hooks.as_slice())
+    }
+
+    /// The settings of `device` in namespace `netns`, when they were read.
+    pub fn ipv4_of(&self, netns: u32, device: &str) -> Option<&Ipv4Settings> {
+        self.ipv4
+            .iter()
+            .find(|(ns, settings)| *ns == netns && settings.device == device)
+            .map(|(_, settings)| settings)
+    }
+}
+
+/// The part a journey plays, as far as its story needs to know.
+#[derive(Clone, Debug)]
+pub struct Telling<'a> {
+    pub direction: Direction,
+    /// The request a reply answers.
+    pub request: Option<&'a RequestSummary>,
+    /// An ARP request's result: known once its reply came or it went unanswered.
+    pub arp_result: Option<Ending>,
+}
+
+impl Telling<'_> {
+    pub fn request() -> Self {
+        Self {
+            direction: Direction::Request,
+            request: None,
+            arp_result: None,
+        }
+    }
 }
 
 pub fn describe(packet: &Packet) -> String {
@@ -208,7 +268,11 @@ pub fn describe(packet: &Packet) -> String {
             seq,
             ..
         } => format!("ICMP echo reply (id {id}, seq {seq})"),
-        Transport::Icmp { icmp_type: 3, .. } => "ICMP destination unreachable".into(),
+        Transport::Icmp {
+            icmp_type, code, ..
+        } if matches!(icmp_type, 3 | 4 | 5 | 11 | 12) => {
+            format!("ICMP {}", outcome::icmp_error_meaning(icmp_type, code))
+        }
         Transport::Icmp { icmp_type, .. } => format!("ICMP type {icmp_type}"),
         Transport::Tcp { flags, .. } => format!("TCP {}", tcp_flags(flags)),
         Transport::Udp { .. } => "UDP datagram".into(),
@@ -358,8 +422,12 @@ fn format_mac(mac: [u8; 6]) -> String {
         .join(":")
 }
 
+/// Where ARP frees the copy of a waiting packet it made for one who-has:
+/// the first request, and each retry from the neighbour's timer.
 fn is_neighbour_queue(location: &str) -> bool {
-    location.starts_with("__neigh_event_send") || location.starts_with("neigh_probe")
+    ["__neigh_event_send", "neigh_probe", "neigh_timer_handler"]
+        .iter()
+        .any(|f| function_name(location) == *f)
 }
 
 fn describe_route(route: &RouteChoice) -> String {
@@ -424,8 +492,7 @@ pub fn second_leg_note(
 /// Tells one journey's story.
 pub fn explain(
     journey: &Journey,
-    direction: Direction,
-    reply_to: Option<u64>,
+    telling: &Telling<'_>,
     topology: &Topology,
     facts: &Facts,
 ) -> Story {
@@ -464,9 +531,20 @@ pub fn explain(
     let mut told = vec![false; events.len()];
     let mut pending_route: Option<&Event> = None;
     let mut sent = false;
-    let mut outcome = None;
+    let mut ending = None;
+    // Each skb's last transmit not yet followed by its receive elsewhere: a
+    // free after it is the device done sending, not a receive.
+    let mut transmitted: Vec<(u64, usize)> = Vec::new();
 
     for (i, event) in events.iter().enumerate() {
+        match &event.kind {
+            EventKind::Transmit { .. } => {
+                transmitted.retain(|(skb, _)| *skb != event.skb);
+                transmitted.push((event.skb, i));
+            }
+            EventKind::Receive { .. } => transmitted.retain(|(skb, _)| *skb != event.skb),
+            _ => {}
+        }
         if told[i] {
             continue;
         }
@@ -492,12 +570,12 @@ pub fn explain(
                     x.route_hop(event);
                 }
             }
-            EventKind::Transmit if !sent => {
+            EventKind::Transmit { .. } if !sent => {
                 sent = true;
                 x.send_hop(event, pending_route);
                 x.veth_or_xmit(events, i, &mut told, true);
             }
-            EventKind::Transmit => x.veth_or_xmit(events, i, &mut told, false),
+            EventKind::Transmit { .. } => x.veth_or_xmit(events, i, &mut told, false),
             EventKind::Receive { mac_dst, .. } => {
                 sent = true;
                 if let Some(bridge) = x.bridge_of(event).cloned() {
@@ -531,14 +609,43 @@ pub fn explain(
                 }
             }
             EventKind::Drop { reason, location } => {
-                let hint = hints::for_drop(reason, location, x.last_netfilter_hook(), x.facts);
-                let text = format!("dropped in {ns} by the kernel: {reason} at {location}");
-                outcome = Some(format!("dropped in {ns}: {reason}"));
-                let rules = if reason == "NETFILTER_DROP" {
-                    x.facts.dropping_rules.clone()
-                } else {
-                    Vec::new()
-                };
+                let netfilter = reason == "NETFILTER_DROP";
+                let hook = netfilter.then(|| x.last_netfilter_hook()).flatten();
+                let rule = netfilter.then(|| x.facts.rule_verdict.clone()).flatten();
+                let input = x.input_device(events, i);
+                let hint = hints::for_drop(&hints::DropContext {
+                    reason,
+                    location,
+                    hook,
+                    rule: rule.as_ref(),
+                    input: input.and_then(|dev| x.facts.ipv4_of(event.netns, dev)),
+                    source: event.packet.src,
+                    rule_tracing_unavailable: x.facts.rule_tracing_unavailable.as_deref(),
+                    next_hop: x.next_hop(event),
+                    arp_attempts: x.arp_attempts(events),
+                });
+                let mut text = format!("dropped in {ns} by the kernel: {reason} at {location}");
+                if reason.starts_with("NEIGH_") {
+                    let waited = events
+                        .iter()
+                        .find(|e| matches!(&e.kind, EventKind::Consume { location } if is_neighbour_queue(location)))
+                        .map(|queued| event.time_ns.saturating_sub(queued.time_ns));
+                    if let Some(waited) = waited {
+                        text += &format!(
+                            ", after it waited {:.1} s on {} for its next hop's MAC address",
+                            waited as f64 / 1e9,
+                            event.ifname
+                        );
+                    }
+                }
+                ending = Some(Ending::Dropped {
+                    namespace: ns,
+                    netns: event.netns,
+                    reason: reason.clone(),
+                    location: location.clone(),
+                    hook,
+                    rule: rule.clone(),
+                });
                 x.push(
                     event,
                     device,
@@ -547,7 +654,8 @@ pub fn explain(
                         reason: reason.clone(),
                         location: location.clone(),
                         hint,
-                        rules,
+                        hook,
+                        rule,
                     },
                 );
             }
@@ -556,16 +664,34 @@ pub fn explain(
                 x.waited_for_arp = true;
             }
             EventKind::Consume { location } => {
-                if outcome.is_none() && !delivered_to_socket {
+                let after_transmit = transmitted
+                    .iter()
+                    .find(|(skb, _)| *skb == event.skb)
+                    .map(|(_, at)| &events[*at]);
+                if let Some(sent_out) = after_transmit {
+                    // Sent and freed by the device: nothing received it.
+                    if ending.is_none() {
+                        ending = Some(x.left(events, sent_out, Some(location)));
+                    }
+                } else if ending.is_none() && !delivered_to_socket {
                     let text = format!("taken in by the kernel of {ns} ({location})");
-                    outcome = Some(format!("reached {ns}, whose kernel took it in"));
+                    ending = Some(Ending::TakenIn {
+                        namespace: ns,
+                        netns: event.netns,
+                        handler: Some(function_name(location).to_string()),
+                    });
                     x.push(event, device, text, Details::Receive);
                 }
             }
             EventKind::SocketRead => {
                 let (comm, pid) = event.process().unwrap_or((event.comm.as_str(), event.pid));
                 let text = format!("delivered: {comm} (pid {pid}) in {ns} read it from its socket");
-                outcome = Some(format!("delivered to {comm} (pid {pid}) in {ns}"));
+                ending = Some(Ending::Delivered {
+                    namespace: ns,
+                    netns: event.netns,
+                    process: comm.to_string(),
+                    pid,
+                });
                 x.push(
                     event,
                     None,
@@ -582,41 +708,64 @@ pub fn explain(
     // Hops are told as their evidence is found; the story reads in kernel time.
     x.hops.sort_by_key(|h| h.at_us);
     let first = journey.first_packet();
-    if let Transport::Arp { operation: 1, .. } = first.transport {
-        outcome = Some(format!(
-            "asked on the whole segment; the owner of {} answers with an ARP reply",
-            first.dst
-        ));
-    }
-    let outcome = outcome.unwrap_or_else(|| match x.hops.last() {
-        Some(hop) if matches!(&hop.details, Details::Route(r) if r.table == "local") => {
-            format!(
-                "arrived in {}, the namespace it was addressed to",
-                hop.namespace
-            )
-        }
-        Some(hop) if matches!(hop.details, Details::Xmit) => {
-            format!(
-                "left {} through {} (no further trace beyond this host)",
-                hop.namespace,
-                hop.device.clone().unwrap_or_default()
-            )
-        }
-        Some(hop) => format!("last seen in {}", hop.namespace),
-        None => "no hops".into(),
+    let ending = telling
+        .arp_result
+        .clone()
+        .or(ending)
+        .unwrap_or_else(|| x.unfinished(events));
+    // An ARP request's story already says how it was answered.
+    let answer = telling.request.filter(|_| !x.arp).map(|request| {
+        let firewall_sent = matches!(
+            &request.ending,
+            Ending::Dropped { rule: Some(rule), netns, .. }
+                if rule.action == "reject" && Some(*netns) == sender_netns
+        );
+        let sender = events
+            .iter()
+            .find(|e| !matches!(e.kind, EventKind::Route { .. }))
+            .map(|e| topology.owner_label(e.netns));
+        outcome::answer(&first, request, firewall_sent, sender.as_deref())
     });
     Story {
         journey: journey.id,
-        direction,
-        reply_to,
+        direction: telling.direction,
+        reply_to: telling.request.map(|r| r.id),
         second_leg_of: None,
+        retransmission_of: None,
         note: None,
         what: describe(&first),
         tuple: Tuple::of(&first),
         hops: x.hops,
-        outcome,
+        outcome: Outcome::new(ending),
+        answer,
         events_lost: facts.events_lost,
     }
+}
+
+/// What a reply's story (and a "no reply") needs to know of its request.
+pub fn request_summary(journey: &Journey, story: &Story) -> RequestSummary {
+    RequestSummary {
+        id: journey.id,
+        sent: journey.first_packet(),
+        ending: story.outcome.ending.clone(),
+        arp_attempts: arp_attempts(&journey.events),
+    }
+}
+
+/// Who-has the kernel sent while a packet waited for a neighbour: ARP
+/// takes a copy of the waiting packet for each and frees it.
+fn arp_attempts(events: &[Event]) -> u32 {
+    events
+        .iter()
+        .filter(
+            |e| matches!(&e.kind, EventKind::Consume { location } if is_neighbour_queue(location)),
+        )
+        .count() as u32
+}
+
+/// `icmp_rcv+0x259` -> `icmp_rcv`.
+fn function_name(location: &str) -> &str {
+    location.split('+').next().unwrap_or(location)
 }
 
 impl Explainer<'_> {
@@ -707,6 +856,137 @@ impl Explainer<'_> {
             Details::Netfilter { hook, .. } => Some(hook),
             _ => None,
         })
+    }
+
+    /// The device the packet came in on, in the namespace of `events[i]`:
+    /// the last receive there before it (None for a packet sent there).
+    fn input_device<'e>(&self, events: &'e [Event], i: usize) -> Option<&'e str> {
+        let netns = events[i].netns;
+        events[..i]
+            .iter()
+            .rev()
+            .take_while(|e| e.netns == netns)
+            .find(|e| matches!(e.kind, EventKind::Receive { .. }))
+            .map(|e| e.ifname.as_str())
+    }
+
+    /// Where the namespace of `event` sends the packet next: the gateway its
+    /// routing decision chose, or the destination itself when on-link.
+    fn next_hop(&self, event: &Event) -> Option<Ipv4Addr> {
+        let route = self.hops.iter().rev().find_map(|h| match &h.details {
+            Details::Route(route) if h.netns == event.netns => Some(route),
+            Details::Send { route, .. } if h.netns == event.netns => route.as_ref(),
+            _ => None,
+        })?;
+        Some(route.gateway.unwrap_or(event.packet.dst)).filter(|_| route.error.is_none())
+    }
+
+    /// Who-has the kernel sent while the packet waited for a neighbour: one
+    /// copy of it is consumed per ARP request.
+    fn arp_attempts(&self, events: &[Event]) -> u32 {
+        arp_attempts(events)
+    }
+
+    /// What kind of device `event`'s is, in words, for a packet leaving by it.
+    fn device_kind(&self, event: &Event) -> String {
+        let iface = self.interface(event.netns, event.ifindex);
+        match (
+            iface.and_then(|i| i.kind.as_deref()),
+            iface.and_then(|i| i.driver.as_deref()),
+        ) {
+            (Some("tun"), _) => "tun/tap device: a program reads what it sends".into(),
+            (Some("ifb"), _) => "IFB device: it frees what it is given, like a dummy".into(),
+            (Some("dummy"), _) => "dummy device: it frees what it is given".into(),
+            (Some("vxlan"), _) => "VXLAN tunnel".into(),
+            (Some("wireguard"), _) => "WireGuard tunnel".into(),
+            (Some(kind @ ("gre" | "ipip" | "sit" | "geneve" | "gretap")), _) => {
+                format!("{kind} tunnel")
+            }
+            (Some(kind), _) => format!("{kind} device"),
+            (None, Some(driver)) => format!("network card ({driver})"),
+            (None, None) => "device".into(),
+        }
+    }
+
+    /// The packet left through `sent_out`'s device; `freed_by` is where the
+    /// device freed it after sending, when that was seen.
+    fn left(&self, events: &[Event], sent_out: &Event, freed_by: Option<&str>) -> Ending {
+        let _ = events;
+        // Devices without ARP (ifb, dummy) address frames to themselves or to
+        // everyone: that is no neighbour's address.
+        let own_mac = self
+            .interface(sent_out.netns, sent_out.ifindex)
+            .and_then(|i| i.mac)
+            .map(format_mac);
+        let next_hop_mac = match &sent_out.kind {
+            EventKind::Transmit { mac_dst: Some(mac) }
+                if Some(mac) != own_mac.as_ref() && mac != "ff:ff:ff:ff:ff:ff" =>
+            {
+                Some(mac.clone())
+            }
+            _ => None,
+        };
+        Ending::Left {
+            namespace: self.namespace(sent_out.netns),
+            netns: sent_out.netns,
+            device: sent_out.ifname.clone(),
+            device_kind: self.device_kind(sent_out),
+            next_hop: self.next_hop(sent_out),
+            next_hop_mac,
+            freed_by: freed_by.map(|f| function_name(f).to_string()),
+        }
+    }
+
+    /// How a journey with no end of its own (no drop, receive or delivery)
+    /// stands: it left through a device nothing is traced beyond, or it was
+    /// still in the kernel, e.g. waiting for a neighbour.
+    fn unfinished(&self, events: &[Event]) -> Ending {
+        let last = events
+            .iter()
+            .rev()
+            .find(|e| !matches!(e.kind, EventKind::Route { .. }));
+        let Some(last) = last else {
+            return Ending::InFlight {
+                namespace: "nowhere".into(),
+                netns: 0,
+                device: None,
+                waiting_for: None,
+            };
+        };
+        // Routed to an address of its own, a namespace's kernel takes it in.
+        let arrived = self.hops.last().is_some_and(|h| {
+            h.netns == last.netns && matches!(&h.details, Details::Route(r) if r.table == "local")
+        });
+        if arrived {
+            return Ending::TakenIn {
+                namespace: self.namespace(last.netns),
+                netns: last.netns,
+                handler: None,
+            };
+        }
+        let continues = self.interface(last.netns, last.ifindex).is_some_and(|i| {
+            matches!(i.kind.as_deref(), Some("veth" | "bridge")) || i.name == "lo"
+        });
+        match &last.kind {
+            EventKind::Transmit { .. } if !continues => self.left(events, last, None),
+            kind if kind.enters_local_stack() => Ending::TakenIn {
+                namespace: self.namespace(last.netns),
+                netns: last.netns,
+                handler: None,
+            },
+            EventKind::Consume { location } if is_neighbour_queue(location) => Ending::InFlight {
+                namespace: self.namespace(last.netns),
+                netns: last.netns,
+                device: Some(last.ifname.clone()),
+                waiting_for: self.next_hop(last),
+            },
+            _ => Ending::InFlight {
+                namespace: self.namespace(last.netns),
+                netns: last.netns,
+                device: (!last.ifname.is_empty()).then(|| last.ifname.clone()),
+                waiting_for: None,
+            },
+        }
     }
 
     /// A transmit on a veth whose other end receives next is a veth crossing;
@@ -805,8 +1085,9 @@ impl Explainer<'_> {
         told: &mut [bool],
     ) -> Vec<usize> {
         let Some(first) = events.get(start..).and_then(|rest| {
-            rest.iter()
-                .position(|e| matches!(e.kind, EventKind::Transmit) && self.is_port_of(e, bridge))
+            rest.iter().position(|e| {
+                matches!(e.kind, EventKind::Transmit { .. }) && self.is_port_of(e, bridge)
+            })
         }) else {
             return Vec::new();
         };
@@ -816,7 +1097,7 @@ impl Explainer<'_> {
                 let e = &events[j];
                 !told[j]
                     && e.netns == events[first].netns
-                    && matches!(e.kind, EventKind::Transmit)
+                    && matches!(e.kind, EventKind::Transmit { .. })
                     && self.is_port_of(e, bridge)
             })
             .collect();
@@ -954,7 +1235,7 @@ impl Explainer<'_> {
                 break;
             }
             if same_ns
-                && matches!(e.kind, EventKind::Transmit)
+                && matches!(e.kind, EventKind::Transmit { .. })
                 && self.is_port_of(e, bridge.ifindex)
             {
                 let copies = self.port_copies(events, j, bridge.ifindex, told);
@@ -1024,10 +1305,18 @@ impl Explainer<'_> {
                 .interface(event.netns, out_ifindex)
                 .map(|d| d.name.clone())
                 .unwrap_or_else(|| format!("if{out_ifindex}"));
-            let setting = match self.facts.host_ip_forward {
-                Some(true) => "as net.ipv4.conf.all.forwarding = 1 allows",
-                Some(false) => "although net.ipv4.conf.all.forwarding is 0 now",
-                None => "forwarding setting unknown",
+            // The kernel checks the input device's own setting, in this namespace.
+            let forwarding = self
+                .facts
+                .ipv4_of(event.netns, &event.ifname)
+                .and_then(|s| s.forwarding);
+            let setting = match forwarding {
+                Some(true) => format!("as net.ipv4.conf.{}.forwarding = 1 allows", event.ifname),
+                Some(false) => format!(
+                    "although net.ipv4.conf.{}.forwarding is 0 now",
+                    event.ifname
+                ),
+                None => "forwarding setting unknown".to_string(),
             };
             let text = format!(
                 "{ns} routes it onward from {} to {to}, {setting}",
@@ -1036,17 +1325,25 @@ impl Explainer<'_> {
             let details = Details::Forward {
                 from_device: event.ifname.clone(),
                 to_device: to,
-                ip_forward: self.facts.host_ip_forward,
+                ip_forward: forwarding,
             };
             self.push(event, Some(event.ifname.clone()), text, details);
         }
-        let conntrack = event.conntrack.map(|c| c.state());
+        // At a hook's entry conntrack may not have looked yet (PREROUTING,
+        // OUTPUT): what it decided shows after the NAT.
+        let conntrack = event
+            .conntrack
+            .or_else(|| after.and_then(|(_, a)| a.conntrack))
+            .map(|c| c.state());
         // Some hooks have no program after them: a packet netfilter drops is
         // freed with a drop reason, so without one it passed.
+        let read_by_a_socket = events.iter().any(|e| e.kind == EventKind::SocketRead);
         let dropped_here = events[i + 1..]
             .iter()
             .find(|e| !matches!(e.kind, EventKind::Route { .. }))
-            .is_some_and(|e| matches!(e.kind, EventKind::Drop { .. }));
+            .is_some_and(|e| {
+                matches!(&e.kind, EventKind::Drop { reason, .. } if !is_a_copys_fate(reason, read_by_a_socket))
+            });
         let passed = if after.is_some() || side == NatSide::After || !dropped_here {
             "passed"
         } else {
@@ -1081,19 +1378,30 @@ impl Explainer<'_> {
                 _ => " (run by the bridge for a switched frame, through br_netfilter)",
             };
         }
-        self.push(
-            event,
-            Some(event.ifname.clone()),
-            text,
-            Details::Netfilter {
-                hook: hook.name(),
-                conntrack,
-            },
-        );
+        // pkttrace's own observer is the only thing at a hook where the
+        // namespace has no chain: netfilter does nothing there of its own.
+        let nothing_there = self
+            .facts
+            .netfilter_hooks_of(event.netns)
+            .is_some_and(|hooks| !hooks.contains(&hook));
+        if !nothing_there || dropped_here {
+            self.push(
+                event,
+                Some(event.ifname.clone()),
+                text,
+                Details::Netfilter {
+                    hook: hook.name(),
+                    conntrack,
+                },
+            );
+        }
         if let Some((_, after)) = after {
             let (before, after_tuple) = (Tuple::of(&event.packet), Tuple::of(&after.packet));
             if before != after_tuple {
-                let reply = event.conntrack.is_some_and(|c| c.info >= 3);
+                let reply = event
+                    .conntrack
+                    .or(after.conntrack)
+                    .is_some_and(|c| c.info >= 3);
                 let nat = match (hook, reply) {
                     (Hook::Postrouting | Hook::Input, false) => "source NAT (SNAT/MASQUERADE)",
                     (Hook::Prerouting | Hook::Output, false) => "destination NAT (DNAT)",

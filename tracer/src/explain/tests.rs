@@ -4,7 +4,10 @@
 use std::net::Ipv4Addr;
 
 use super::*;
-use crate::enrich::{Container, DockerNetwork, FdbEntry, InterfaceRef, Namespace, Owner};
+use crate::enrich::{
+    Container, DockerNetwork, FdbEntry, InterfaceRef, Ipv4Settings, Namespace, Owner,
+};
+use crate::journey::Journey;
 use crate::journey::tests::{
     COLD_ARP, DOCKER_USER_DROP, FORWARDING_DISABLED, ICMP_MASQUERADE, SAME_BRIDGE, TCP_REFUSED,
     UNICAST_FLOOD, assemble,
@@ -81,6 +84,7 @@ fn interface(ifindex: u32, name: &str, kind: &str, address: Option<(Ipv4Addr, u8
         lower_up: true,
         master: None,
         peer: None,
+        driver: None,
     }
 }
 
@@ -101,6 +105,7 @@ fn namespace(inode: u32, owner: Owner, interfaces: Vec<Interface>) -> Namespace 
         interfaces,
         routes: Vec::new(),
         ip_forward: Some(true),
+        nsfs_path: None,
     }
 }
 
@@ -185,24 +190,28 @@ fn stories(fixture: &str, facts: &Facts) -> Vec<Story> {
 fn stories_on(shape: &Shape, fixture: &str, facts: &Facts) -> Vec<Story> {
     let journeys = assemble(fixture);
     let topology = lab(shape);
+    tell_all(&journeys, &topology, facts)
+}
+
+/// The first journey as the request, the others as its replies.
+fn tell_all(journeys: &[Journey], topology: &Topology, facts: &Facts) -> Vec<Story> {
     let mut told: Vec<Story> = Vec::new();
-    for journey in &journeys {
-        let request = told
-            .iter()
-            .find(|s| s.direction == Direction::Request)
-            .map(|s| s.journey);
-        let direction = if told.is_empty() {
-            Direction::Request
-        } else {
-            Direction::Reply
+    let mut request: Option<RequestSummary> = None;
+    for journey in journeys {
+        let telling = Telling {
+            direction: if request.is_some() {
+                Direction::Reply
+            } else {
+                Direction::Request
+            },
+            request: request.as_ref(),
+            arp_result: None,
         };
-        told.push(explain(
-            journey,
-            direction,
-            request.filter(|_| direction == Direction::Reply),
-            &topology,
-            facts,
-        ));
+        let story = explain(journey, &telling, topology, facts);
+        if request.is_none() {
+            request = Some(request_summary(journey, &story));
+        }
+        told.push(story);
     }
     told
 }
@@ -215,12 +224,32 @@ fn plain(stories: &[Story]) -> String {
     anstream::adapter::strip_str(&text).to_string()
 }
 
-fn forwarding_on() -> Facts {
+/// The host's devices' forwarding settings, as read where it forwards.
+fn forwarding(on: bool) -> Facts {
+    let settings = |device: &str| {
+        (
+            HOST,
+            Ipv4Settings {
+                device: device.into(),
+                forwarding: Some(on),
+                all_forwarding: Some(on),
+                rp_filter: Some(0),
+                all_rp_filter: Some(0),
+            },
+        )
+    };
     Facts {
-        host_ip_forward: Some(true),
         bridge_calls_iptables: Some(true),
+        ipv4: ["docker0", "dev-up-host", "pt-up-host"]
+            .into_iter()
+            .map(settings)
+            .collect(),
         ..Facts::default()
     }
+}
+
+fn forwarding_on() -> Facts {
+    forwarding(true)
 }
 
 #[test]
@@ -249,12 +278,7 @@ fn cold_arp_caches_are_waited_for_not_mistaken_for_routes() {
 
 #[test]
 fn forwarding_disabled_is_named_with_its_sysctl() {
-    let facts = Facts {
-        host_ip_forward: Some(false),
-        bridge_calls_iptables: Some(true),
-        ..Facts::default()
-    };
-    insta::assert_snapshot!(plain(&stories(FORWARDING_DISABLED, &facts)));
+    insta::assert_snapshot!(plain(&stories(FORWARDING_DISABLED, &forwarding(false))));
 }
 
 #[test]
@@ -429,25 +453,7 @@ fn request_and_reply(fixture: &str, topology: &Topology, fdb: Vec<FdbEntry>) -> 
         fdb,
         ..forwarding_on()
     };
-    let journeys = assemble(fixture);
-    journeys
-        .iter()
-        .enumerate()
-        .map(|(n, j)| {
-            let direction = if n == 0 {
-                Direction::Request
-            } else {
-                Direction::Reply
-            };
-            explain(
-                j,
-                direction,
-                (n > 0).then_some(journeys[0].id),
-                topology,
-                &facts,
-            )
-        })
-        .collect()
+    tell_all(&assemble(fixture), topology, &facts)
 }
 
 #[test]

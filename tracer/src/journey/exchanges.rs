@@ -1,10 +1,14 @@
 //! Exchanges: which finished journeys the user asked about, and how they
 //! relate. A request goes from SOURCE to DEST; its reply is the first journey
-//! that answers it (same conntrack entry, or the swapped tuple: after a DNAT
-//! it comes from another address than DEST); behind docker-proxy, the proxy's
-//! own connection is a second leg of the request; ARP on the path is its own
-//! short exchange. Journeys can finish out of order (a reply before its
-//! request), so one that may answer a request not placed yet waits a moment.
+//! that answers it (same conntrack entry, the swapped tuple, or an ICMP error
+//! quoting it: after a DNAT it comes from another address than DEST, and an
+//! error may come from a router or the host's firewall); behind
+//! docker-proxy, the proxy's own connection is a second leg of the request;
+//! a request sent again is a retransmission of the first; ARP on the path
+//! is its own short exchange, told once it was answered or given up on. A
+//! request nobody answers in time gets a "no reply". Journeys can finish out
+//! of order (a reply before its request), so one that may answer a request
+//! not placed yet waits a moment.
 
 use std::{collections::VecDeque, net::Ipv4Addr, time::Duration};
 
@@ -13,13 +17,16 @@ use tokio::time::Instant;
 use super::Journey;
 use crate::decode::{EventKind, Packet, Transport};
 
-/// How long a request waits for its reply before the exchange counts as done,
-/// and a journey waits for the request it may answer.
-pub const REPLY_WAIT: Duration = Duration::from_secs(2);
+/// How long a journey waits for the request it may answer.
+const PARK_WAIT: Duration = Duration::from_secs(5);
+/// The kernel asks a neighbour again every second (net.ipv4.neigh.*.retrans_time_ms):
+/// a who-has with no follow-up for this long was the last one.
+const ARP_RETRY_GAP: Duration = Duration::from_millis(1500);
 /// Most requests (or parked journeys) kept at once; under a flood the oldest go.
 const MAX_WAITING: usize = 1024;
 /// `enum ip_conntrack_info` values from here on are the reply direction.
 const IP_CT_IS_REPLY: u8 = 3;
+const ARP_REQUEST: u16 = 1;
 
 /// What the user follows.
 #[derive(Clone, Debug)]
@@ -35,12 +42,18 @@ pub struct Target {
     pub expect_second_leg: bool,
     /// `--count`: how many requests to tell at most.
     pub limit: Option<u64>,
+    /// How long a request waits for its reply before it is told unanswered.
+    pub reply_wait: Duration,
 }
 
 /// The part a journey plays.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Role {
     Request,
+    /// The sender sent request `of` again (a TCP SYN retransmitted).
+    Retransmission {
+        of: u64,
+    },
     /// docker-proxy's own connection, carrying on request `of`.
     SecondLeg {
         of: u64,
@@ -48,9 +61,37 @@ pub enum Role {
     Reply {
         to: u64,
     },
-    ArpRequest,
+    /// A who-has, told once it was answered or given up on.
+    ArpRequest {
+        result: ArpResult,
+    },
     ArpReply {
         to: u64,
+    },
+}
+
+/// How an ARP request ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ArpResult {
+    Answered {
+        /// Who-has sent (this one and its retries) before the answer.
+        asked: u32,
+        reply: u64,
+        mac: [u8; 6],
+    },
+    Unanswered {
+        asked: u32,
+    },
+}
+
+/// What is to be told, in order.
+#[derive(Debug)]
+pub enum Told {
+    Journey(Journey, Role),
+    /// Request `request` got no reply within `waited`.
+    NoReply {
+        request: u64,
+        waited: Duration,
     },
 }
 
@@ -58,18 +99,24 @@ struct Waiting {
     journey: Journey,
     since: Instant,
     second_leg: bool,
-    /// Already counted as done (it was dropped): an answer, such as the RST
-    /// of a refused connection, is still told but not counted again.
-    counted: bool,
+}
+
+/// A who-has waiting for its is-at, with the retries that followed it.
+struct PendingArp {
+    first: Journey,
+    asked: u32,
+    last_asked: Instant,
 }
 
 pub struct Exchanges {
     target: Target,
     waiting: VecDeque<Waiting>,
     parked: VecDeque<(Journey, Instant)>,
-    arp_requests: VecDeque<Journey>,
+    arp_pending: VecDeque<PendingArp>,
+    /// Told ARP requests whose reply may still be on its way to be told.
+    arp_answered: VecDeque<(u64, Journey)>,
     requests_told: u64,
-    arp_requests_told: u64,
+    arp_requests_seen: u64,
     legs_told: Vec<u64>,
     last_request: Option<u64>,
     done: u64,
@@ -81,45 +128,80 @@ impl Exchanges {
             target,
             waiting: VecDeque::new(),
             parked: VecDeque::new(),
-            arp_requests: VecDeque::new(),
+            arp_pending: VecDeque::new(),
+            arp_answered: VecDeque::new(),
             requests_told: 0,
-            arp_requests_told: 0,
+            arp_requests_seen: 0,
             legs_told: Vec::new(),
             last_request: None,
             done: 0,
         }
     }
 
-    /// Requests told (not counting second legs and ARP).
+    /// Requests told (not counting retransmissions, second legs and ARP).
     pub fn requests_told(&self) -> u64 {
         self.requests_told
     }
 
-    /// Exchanges that are over: answered, dropped, or done waiting.
+    /// Exchanges that are over: answered, or told unanswered.
     pub fn done(&self) -> u64 {
         self.done
     }
 
-    /// Requests that waited for a reply long enough count as done.
-    pub fn stop_waiting_for_old_requests(&mut self) {
+    /// What time alone decides: requests that waited for their reply long
+    /// enough, ARP requests whose retries stopped.
+    pub fn tick(&mut self) -> Vec<Told> {
+        let mut told = Vec::new();
         while self
             .waiting
             .front()
-            .is_some_and(|r| r.since.elapsed() >= REPLY_WAIT)
+            .is_some_and(|r| r.since.elapsed() >= self.target.reply_wait)
         {
             let request = self.waiting.pop_front().expect("checked above");
-            self.done += u64::from(!request.counted);
+            told.push(self.no_reply(request));
+        }
+        while self
+            .arp_pending
+            .front()
+            .is_some_and(|a| a.last_asked.elapsed() >= ARP_RETRY_GAP)
+        {
+            let arp = self.arp_pending.pop_front().expect("checked above");
+            told.push(unanswered(arp));
+        }
+        self.parked.retain(|(_, at)| at.elapsed() < PARK_WAIT);
+        told
+    }
+
+    /// When tracing stops: every request still waiting is unanswered so far.
+    pub fn finish(&mut self) -> Vec<Told> {
+        let mut told: Vec<Told> = std::mem::take(&mut self.arp_pending)
+            .into_iter()
+            .map(unanswered)
+            .collect();
+        for request in std::mem::take(&mut self.waiting) {
+            told.push(self.no_reply(request));
+        }
+        told
+    }
+
+    fn no_reply(&mut self, request: Waiting) -> Told {
+        // Behind a proxy the exchange ends with the second leg's.
+        if !self.target.expect_second_leg || request.second_leg {
+            self.done += 1;
+        }
+        Told::NoReply {
+            request: request.journey.id,
+            waited: request.since.elapsed(),
         }
     }
 
-    /// The journeys to tell now, in order, each with its role: `journey`
-    /// itself when it belongs to an exchange, then parked journeys it made
+    /// What to tell now, in order: `journey` itself when it belongs to an
+    /// exchange, the ARP request it answers, then parked journeys it made
     /// placeable. Others are dropped.
-    pub fn place(&mut self, journey: Journey) -> Vec<(Journey, Role)> {
+    pub fn place(&mut self, journey: Journey) -> Vec<Told> {
         let requests_before = self.requests_so_far();
-        let mut told: Vec<(Journey, Role)> = self.place_one(journey).into_iter().collect();
+        let mut told = self.place_one(journey);
         if self.requests_so_far() > requests_before {
-            self.parked.retain(|(_, at)| at.elapsed() < REPLY_WAIT);
             // The first answer is the one that came first.
             let mut parked: Vec<Journey> = std::mem::take(&mut self.parked)
                 .into_iter()
@@ -134,7 +216,7 @@ impl Exchanges {
     }
 
     fn requests_so_far(&self) -> u64 {
-        self.requests_told + self.legs_told.len() as u64 + self.arp_requests_told
+        self.requests_told + self.legs_told.len() as u64 + self.arp_requests_seen
     }
 
     fn park(&mut self, journey: Journey) {
@@ -144,7 +226,7 @@ impl Exchanges {
         self.parked.push_back((journey, Instant::now()));
     }
 
-    fn place_one(&mut self, journey: Journey) -> Option<(Journey, Role)> {
+    fn place_one(&mut self, journey: Journey) -> Vec<Told> {
         let first = journey.first_packet();
         if let Transport::Arp { operation, .. } = first.transport {
             return self.place_arp(journey, operation);
@@ -166,6 +248,7 @@ impl Exchanges {
         let outgoing = first.dst == target.destination
             && starts_in(target.source_netns)
             && !reply_direction
+            && !is_icmp_error(&first)
             && target
                 .port
                 .is_none_or(|port| destination_port(&first) == Some(port));
@@ -177,22 +260,28 @@ impl Exchanges {
                 first.dst == address && destination_port(&first) == Some(port)
             });
         if outgoing {
+            if let Some(of) = self.retransmission_of(&first) {
+                return vec![Told::Journey(journey, Role::Retransmission { of })];
+            }
             if self.target.limit.is_some_and(|n| self.requests_told >= n) {
-                return None;
+                return Vec::new();
             }
             self.requests_told += 1;
             self.last_request = Some(journey.id);
             self.wait_for_reply(&journey, false);
-            return Some((journey, Role::Request));
+            return vec![Told::Journey(journey, Role::Request)];
         }
         if second_leg {
             // Only the proxy's first connection per request; later ones are its other segments.
-            let of = self
+            let Some(of) = self
                 .last_request
-                .filter(|first| !self.legs_told.contains(first))?;
+                .filter(|first| !self.legs_told.contains(first))
+            else {
+                return Vec::new();
+            };
             self.legs_told.push(of);
             self.wait_for_reply(&journey, true);
-            return Some((journey, Role::SecondLeg { of }));
+            return vec![Told::Journey(journey, Role::SecondLeg { of })];
         }
         match self
             .waiting
@@ -202,62 +291,127 @@ impl Exchanges {
             Some(index) => {
                 let request = self.waiting.remove(index).expect("found above");
                 // Behind a proxy, the exchange ends with the second leg's answer.
-                if !request.counted && (!self.target.expect_second_leg || request.second_leg) {
+                if !self.target.expect_second_leg || request.second_leg {
                     self.done += 1;
                 }
-                Some((
+                vec![Told::Journey(
                     journey,
                     Role::Reply {
                         to: request.journey.id,
                     },
-                ))
+                )]
             }
             // Somebody else's packet, or an answer to a request not placed yet.
             None => {
                 self.park(journey);
-                None
+                Vec::new()
             }
         }
     }
 
+    /// The request still waiting whose first packet `packet` repeats.
+    fn retransmission_of(&self, packet: &Packet) -> Option<u64> {
+        self.waiting
+            .iter()
+            .find(|r| {
+                let sent = r.journey.first_packet();
+                sent.src == packet.src
+                    && sent.dst == packet.dst
+                    && sent.transport == packet.transport
+            })
+            .map(|r| r.journey.id)
+    }
+
     fn wait_for_reply(&mut self, request: &Journey, second_leg: bool) {
-        let counted = request.ended_in_drop();
-        self.done += u64::from(counted);
         if self.waiting.len() == MAX_WAITING {
             let oldest = self.waiting.pop_front().expect("full");
-            self.done += u64::from(!oldest.counted);
+            self.done += u64::from(!self.target.expect_second_leg || oldest.second_leg);
         }
         self.waiting.push_back(Waiting {
             journey: request.clone(),
             since: Instant::now(),
             second_leg,
-            counted,
         });
     }
 
-    /// Neighbour resolution on the path: a who-has request and its is-at
-    /// reply, outside the request/reply count.
-    fn place_arp(&mut self, journey: Journey, operation: u16) -> Option<(Journey, Role)> {
-        const ARP_REQUEST: u16 = 1;
+    /// Neighbour resolution on the path, outside the request/reply count: a
+    /// who-has waits (with its retries) for the is-at that answers it.
+    fn place_arp(&mut self, journey: Journey, operation: u16) -> Vec<Told> {
         if operation == ARP_REQUEST {
-            self.arp_requests_told += 1;
-            if self.arp_requests.len() == MAX_WAITING {
-                self.arp_requests.pop_front();
+            let first = journey.first_packet();
+            let netns = journey.events.first().map(|e| e.netns);
+            let retry = self.arp_pending.iter_mut().find(|a| {
+                let asked = a.first.first_packet();
+                asked.src == first.src
+                    && asked.dst == first.dst
+                    && a.first.events.first().map(|e| e.netns) == netns
+            });
+            match retry {
+                Some(arp) => {
+                    arp.asked += 1;
+                    arp.last_asked = Instant::now();
+                }
+                None => {
+                    self.arp_requests_seen += 1;
+                    if self.arp_pending.len() == MAX_WAITING {
+                        let oldest = self.arp_pending.pop_front().expect("full");
+                        return vec![unanswered(oldest)];
+                    }
+                    self.arp_pending.push_back(PendingArp {
+                        first: journey,
+                        asked: 1,
+                        last_asked: Instant::now(),
+                    });
+                }
             }
-            self.arp_requests.push_back(journey.clone());
-            return Some((journey, Role::ArpRequest));
+            return Vec::new();
         }
-        match self.arp_requests.iter().rposition(|r| journey.answers(r)) {
-            Some(index) => {
-                let request = self.arp_requests.remove(index).expect("found above");
-                Some((journey, Role::ArpReply { to: request.id }))
+        let Transport::Arp { sender_mac, .. } = journey.first_packet().transport else {
+            return Vec::new();
+        };
+        if let Some(index) = self
+            .arp_pending
+            .iter()
+            .position(|a| journey.answers(&a.first))
+        {
+            let arp = self.arp_pending.remove(index).expect("found above");
+            let to = arp.first.id;
+            let result = ArpResult::Answered {
+                asked: arp.asked,
+                reply: journey.id,
+                mac: sender_mac,
+            };
+            if self.arp_answered.len() == MAX_WAITING {
+                self.arp_answered.pop_front();
             }
-            None => {
-                self.park(journey);
-                None
-            }
+            self.arp_answered.push_back((to, arp.first.clone()));
+            return vec![
+                Told::Journey(arp.first, Role::ArpRequest { result }),
+                Told::Journey(journey, Role::ArpReply { to }),
+            ];
         }
+        self.park(journey);
+        Vec::new()
     }
+}
+
+fn unanswered(arp: PendingArp) -> Told {
+    Told::Journey(
+        arp.first,
+        Role::ArpRequest {
+            result: ArpResult::Unanswered { asked: arp.asked },
+        },
+    )
+}
+
+fn is_icmp_error(packet: &Packet) -> bool {
+    matches!(
+        packet.transport,
+        Transport::Icmp {
+            quoted: Some(_),
+            ..
+        }
+    )
 }
 
 fn destination_port(packet: &Packet) -> Option<u16> {
@@ -282,11 +436,26 @@ mod tests {
             published: None,
             expect_second_leg: false,
             limit,
+            reply_wait: Duration::from_secs(5),
         })
     }
 
-    fn roles(told: &[(Journey, Role)]) -> Vec<Role> {
-        told.iter().map(|(_, role)| *role).collect()
+    fn roles(told: &[Told]) -> Vec<Role> {
+        told.iter()
+            .filter_map(|t| match t {
+                Told::Journey(_, role) => Some(*role),
+                Told::NoReply { .. } => None,
+            })
+            .collect()
+    }
+
+    fn journey_ids(told: &[Told]) -> Vec<u64> {
+        told.iter()
+            .filter_map(|t| match t {
+                Told::Journey(journey, _) => Some(journey.id),
+                Told::NoReply { .. } => None,
+            })
+            .collect()
     }
 
     #[test]
@@ -302,6 +471,7 @@ mod tests {
             [Role::Reply { to: journeys[0].id }]
         );
         assert_eq!((exchanges.requests_told(), exchanges.done()), (1, 1));
+        assert!(exchanges.finish().is_empty(), "nothing left unanswered");
     }
 
     #[test]
@@ -317,35 +487,130 @@ mod tests {
             roles(&told),
             [Role::Request, Role::Reply { to: journeys[0].id }]
         );
-        assert_eq!(told[1].0.id, journeys[1].id);
+        assert_eq!(journey_ids(&told)[1], journeys[1].id);
     }
 
     #[test]
-    fn a_refused_connection_is_dropped_and_still_answered() {
+    fn a_refused_connection_is_answered_by_its_reset() {
         let journeys = assemble(TCP_REFUSED);
         let mut exchanges = follow_upstream(None);
         assert_eq!(
             roles(&exchanges.place(journeys[0].clone())),
             [Role::Request]
         );
-        assert_eq!(exchanges.done(), 1, "the SYN was dropped: nothing listens");
+        assert_eq!(exchanges.done(), 0, "a reset may still come");
         assert_eq!(
             roles(&exchanges.place(journeys[1].clone())),
             [Role::Reply { to: journeys[0].id }],
             "the RST"
         );
-        assert_eq!(exchanges.done(), 1, "not counted twice");
+        assert_eq!(exchanges.done(), 1);
     }
 
     #[test]
-    fn a_dropped_request_ends_its_exchange() {
+    fn a_dropped_request_without_an_answer_is_told_unanswered() {
         let journeys = assemble(FORWARDING_DISABLED);
         let mut exchanges = follow_upstream(None);
+        exchanges.target.reply_wait = Duration::ZERO;
         assert_eq!(
             roles(&exchanges.place(journeys[0].clone())),
             [Role::Request]
         );
+        let told = exchanges.tick();
+        assert!(
+            matches!(told[..], [Told::NoReply { request, .. }] if request == journeys[0].id),
+            "{told:?}"
+        );
         assert_eq!(exchanges.done(), 1);
+        assert!(exchanges.finish().is_empty(), "told once");
+    }
+
+    #[test]
+    fn a_request_still_waiting_when_tracing_stops_is_unanswered() {
+        let journeys = assemble(FORWARDING_DISABLED);
+        let mut exchanges = follow_upstream(None);
+        exchanges.place(journeys[0].clone());
+        assert!(exchanges.tick().is_empty(), "still within the wait");
+        assert!(matches!(exchanges.finish()[..], [Told::NoReply { .. }]));
+    }
+
+    #[test]
+    fn the_same_packet_sent_again_is_a_retransmission() {
+        let journeys = assemble(TCP_REFUSED);
+        let mut exchanges = follow_upstream(Some(1));
+        exchanges.place(journeys[0].clone());
+        let mut again = journeys[0].clone();
+        again.id = 99;
+        assert_eq!(
+            roles(&exchanges.place(again)),
+            [Role::Retransmission { of: journeys[0].id }],
+            "not a new request, and not left out by --count"
+        );
+    }
+
+    /// An ARP message's journey, made from a recorded event: `operation` 1
+    /// asks who has `dst`, 2 says `src` is at `mac`.
+    fn arp(id: u64, operation: u16, src: [u8; 4], dst: [u8; 4], mac: [u8; 6]) -> Journey {
+        let mut journey = assemble(ICMP_MASQUERADE)[0].clone();
+        journey.id = id;
+        journey
+            .events
+            .retain(|e| !matches!(e.kind, EventKind::Route { .. }));
+        for event in &mut journey.events {
+            event.packet.src = Ipv4Addr::from(src);
+            event.packet.dst = Ipv4Addr::from(dst);
+            event.packet.transport = Transport::Arp {
+                operation,
+                sender_mac: mac,
+                target_mac: [0; 6],
+            };
+            event.conntrack = None;
+        }
+        journey
+    }
+
+    const HOST_SIDE: [u8; 4] = [198, 51, 100, 130];
+    const UPSTREAM: [u8; 4] = [198, 51, 100, 129];
+
+    #[test]
+    fn an_arp_request_is_told_once_answered_with_its_reply() {
+        let who_has = arp(1, 1, HOST_SIDE, UPSTREAM, [2, 0, 0, 0, 0, 1]);
+        let is_at = arp(2, 2, UPSTREAM, HOST_SIDE, [2, 0, 0, 0, 0, 2]);
+        let mut exchanges = follow_upstream(None);
+        assert!(exchanges.place(who_has).is_empty(), "waits for its answer");
+        let told = exchanges.place(is_at);
+        assert_eq!(journey_ids(&told), [1, 2]);
+        assert_eq!(
+            roles(&told),
+            [
+                Role::ArpRequest {
+                    result: ArpResult::Answered {
+                        asked: 1,
+                        reply: 2,
+                        mac: [2, 0, 0, 0, 0, 2]
+                    }
+                },
+                Role::ArpReply { to: 1 }
+            ]
+        );
+    }
+
+    #[test]
+    fn retries_of_an_unanswered_arp_request_are_one_story() {
+        let mut exchanges = follow_upstream(None);
+        for id in 1..=3 {
+            let who_has = arp(id, 1, HOST_SIDE, [198, 51, 100, 99], [2, 0, 0, 0, 0, 1]);
+            assert!(exchanges.place(who_has).is_empty());
+        }
+        let told = exchanges.finish();
+        assert_eq!(journey_ids(&told), [1], "told as the first who-has");
+        assert_eq!(
+            roles(&told),
+            [Role::ArpRequest {
+                result: ArpResult::Unanswered { asked: 3 }
+            }]
+        );
+        assert_eq!(exchanges.done(), 0, "ARP is no exchange of the user's");
     }
 
     #[test]

@@ -73,17 +73,6 @@ impl Journey {
         self.events.iter().filter_map(|e| e.conntrack.map(|c| c.id))
     }
 
-    /// True when the packet itself was dropped: not a flooded copy discarded
-    /// by a host it was not addressed to, nor the original of an ICMP message
-    /// a raw socket got a copy of.
-    pub fn ended_in_drop(&self) -> bool {
-        let read_by_a_socket = self.events.iter().any(|e| e.kind == EventKind::SocketRead);
-        self.events.iter().any(|e| match &e.kind {
-            EventKind::Drop { reason, .. } => !is_a_copys_fate(reason, read_by_a_socket),
-            _ => false,
-        })
-    }
-
     /// True when `self` answers `request` (the caller knows which way each
     /// went): both were tracked by the same conntrack entry, or (without
     /// conntrack) the reply's addresses and ports are the request's, as it
@@ -158,6 +147,12 @@ impl Identity {
             arp_between,
         }
     }
+}
+
+/// After this event the journey no longer waits for the skb: it is gone, or
+/// in the local stack, where it ends at once or untraced.
+fn releases_skb(kind: &EventKind) -> bool {
+    kind.ends_skb() || kind.enters_local_stack()
 }
 
 /// A packet's two ends as a NAT sees them: address and TCP/UDP port. An
@@ -277,7 +272,7 @@ impl Assembler {
                 Key::Destination(packet.dst),
             ];
             // A freed skb's address is another packet's next: only a live one is a key.
-            if !event.kind.ends_skb() {
+            if !releases_skb(&event.kind) {
                 keys.push(Key::Skb(event.skb, identity));
             }
         }
@@ -287,7 +282,10 @@ impl Assembler {
         let open = self.open.get_mut(&id).expect("journey is open");
         match &event.kind {
             EventKind::Route { .. } => {}
-            kind if kind.ends_skb() => {
+            // Past INPUT's entry the local stack takes it: a drop follows at
+            // once or not at all, and some protocols free it untraced (TCP
+            // frees the reset that refuses a connection with __kfree_skb).
+            kind if releases_skb(kind) => {
                 open.alive.retain(|skb| *skb != event.skb);
                 let freed = event.skb;
                 open.keys.retain(|key| {
@@ -461,5 +459,6 @@ impl Assembler {
 
 pub mod dns;
 pub mod exchanges;
+pub mod rules;
 #[cfg(test)]
 pub mod tests;

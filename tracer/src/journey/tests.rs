@@ -134,7 +134,7 @@ fn quiet_journeys_finish_and_busy_ones_stay_open() {
 fn a_flood_cannot_grow_the_open_set_without_bound() {
     let template = recorded(ICMP_MASQUERADE)
         .into_iter()
-        .find(|e| e.kind == EventKind::Transmit)
+        .find(|e| matches!(e.kind, EventKind::Transmit { .. }))
         .unwrap();
     let mut assembler = Assembler::new(u64::MAX);
     for n in 0..(MAX_OPEN as u64 + 10) {
@@ -155,7 +155,7 @@ fn a_reused_skb_address_does_not_join_two_lookalike_packets() {
     // Two SYN+ACKs (IP id 0, same length) of different connections, one skb slot.
     let template = recorded(ICMP_MASQUERADE)
         .into_iter()
-        .find(|e| e.kind == EventKind::Transmit)
+        .find(|e| matches!(e.kind, EventKind::Transmit { .. }))
         .unwrap();
     let syn_ack = |src: [u8; 4], dst: [u8; 4], time: u64| {
         let mut event = template.clone();

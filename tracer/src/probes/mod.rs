@@ -344,3 +344,14 @@ fn attach_near(
     }
     Err(last_error.expect("at least one attempt"))
 }
+
+/// CLOCK_MONOTONIC, the clock of bpf_ktime_get_ns.
+pub fn monotonic_now_ns() -> u64 {
+    let mut now = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes the timespec we pass.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now) };
+    now.tv_sec as u64 * 1_000_000_000 + now.tv_nsec as u64
+}

@@ -6,10 +6,6 @@
 //!
 //! The table belongs to the netlink socket that created it (NFT_TABLE_F_OWNER):
 //! the kernel deletes it when the socket closes, also when pkttrace is killed.
-#![cfg_attr(
-    not(test),
-    expect(dead_code, reason = "the follow command does not use rule tracing yet")
-)]
 
 use std::{
     collections::HashMap,
@@ -40,7 +36,7 @@ use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_NETFILTER};
 use tokio::io::unix::AsyncFd;
 
 use super::in_namespace;
-use crate::follow::monotonic_now_ns;
+use super::monotonic_now_ns;
 
 /// Before raw (-300), conntrack (-200) and NAT: the mark is set before any
 /// other chain sees the packet.
@@ -691,7 +687,14 @@ mod tests {
             address: FAR,
             port: None,
         };
-        let ping = sender::spawn(Probe::Icmp, destination, Some(&paths[0]), 1).unwrap();
+        let ping = sender::spawn(
+            Probe::Icmp,
+            destination,
+            Some(&paths[0]),
+            1,
+            Duration::from_secs(2),
+        )
+        .unwrap();
         let mut traces: Vec<RuleTrace> = Vec::new();
         let deadline = Instant::now() + Duration::from_secs(5);
         while !traces.iter().any(|t| t.verdict == Some(Verdict::Drop)) {

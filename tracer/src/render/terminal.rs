@@ -5,7 +5,7 @@ use std::fmt::Write;
 
 use anstyle::{AnsiColor, Style};
 
-use crate::explain::{Details, Direction, Hop, Story};
+use crate::explain::{Details, Direction, Hop, NoReply, Story};
 
 const HEADER: Style = Style::new().bold();
 const DIM: Style = Style::new().dimmed();
@@ -18,13 +18,21 @@ const KIND: Style = AnsiColor::Cyan.on_default().bold();
 /// them when the output is not a terminal or NO_COLOR is set.
 pub fn render(story: &Story) -> String {
     let mut out = String::new();
-    let direction = match (story.direction, story.reply_to, story.second_leg_of) {
-        (Direction::Request, _, Some(first_leg)) => {
+    let direction = match (
+        story.direction,
+        story.reply_to,
+        story.second_leg_of,
+        story.retransmission_of,
+    ) {
+        (Direction::Request, _, Some(first_leg), _) => {
             format!("second leg of #{first_leg} (the proxy's own connection)")
         }
-        (Direction::Request, _, None) => "request".to_string(),
-        (Direction::Reply, Some(id), _) => format!("reply to #{id}"),
-        (Direction::Reply, None, _) => "reply".to_string(),
+        (Direction::Request, _, None, Some(first)) => {
+            format!("request, sent again (#{first} got no answer in time)")
+        }
+        (Direction::Request, _, None, None) => "request".to_string(),
+        (Direction::Reply, Some(id), _, _) => format!("reply to #{id}"),
+        (Direction::Reply, None, _, _) => "reply".to_string(),
     };
     let _ = writeln!(
         out,
@@ -37,12 +45,12 @@ pub fn render(story: &Story) -> String {
     for (number, hop) in story.hops.iter().enumerate() {
         render_hop(&mut out, number + 1, hop);
     }
-    let dropped = story
-        .hops
-        .iter()
-        .any(|h| matches!(h.details, Details::Drop { .. }));
-    let style = if dropped { DROP } else { GOOD };
-    let _ = writeln!(out, "   {style}⇒ {}{style:#}", story.outcome);
+    let style = if story.outcome.is_drop() { DROP } else { GOOD };
+    let _ = writeln!(out, "   {style}⇒ {}{style:#}", story.outcome.text);
+    if let Some(answer) = &story.answer {
+        let style = if answer.succeeded() { GOOD } else { DROP };
+        let _ = writeln!(out, "   {style}↩ {}{style:#}", answer.text);
+    }
     if story.events_lost {
         let _ = writeln!(
             out,
@@ -50,6 +58,14 @@ pub fn render(story: &Story) -> String {
         );
     }
     out
+}
+
+/// A request that got no reply: one line under the stories.
+pub fn no_reply(no_reply: &NoReply) -> String {
+    format!(
+        "{HEADER}#{} no reply{HEADER:#}\n   {DROP}✗ {}{DROP:#}\n",
+        no_reply.request, no_reply.text
+    )
 }
 
 fn kind_name(details: &Details) -> &'static str {

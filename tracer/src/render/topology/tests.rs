@@ -33,6 +33,7 @@ fn iface(
         lower_up: true,
         master: None,
         peer: None,
+        driver: None,
     }
 }
 
@@ -225,6 +226,7 @@ fn lab() -> Wiring {
             route(Some((Ipv4Addr::new(172, 17, 0, 1), 32)), None, 5, 255),
         ],
         ip_forward: Some(true),
+        nsfs_path: None,
     };
     host.routes[1].source = Some(Ipv4Addr::new(172, 17, 0, 1));
     let server = Namespace {
@@ -253,6 +255,7 @@ fn lab() -> Wiring {
         ],
         routes: vec![route(None, Some(Ipv4Addr::new(172, 17, 0, 1)), 6, 254)],
         ip_forward: Some(false),
+        nsfs_path: None,
     };
     let demo = Namespace {
         inode: DEMO,
@@ -275,6 +278,7 @@ fn lab() -> Wiring {
             254,
         )],
         ip_forward: Some(false),
+        nsfs_path: None,
     };
     let network = |name: &str, ip: [u8; 4], gateway: [u8; 4]| ContainerNetwork {
         network: name.into(),
