@@ -5,7 +5,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, ensure};
 
 use crate::cmd::{cleanup, cmd, run};
 use crate::names::{is_stale, unique};
@@ -127,20 +127,60 @@ impl IptablesRule {
             spec,
         })
     }
+
+    /// The handle nf_tables gave the rule (iptables rules are nft rules here).
+    /// nft lists no iptables comments, so the rule is found by its place:
+    /// inserted first, it is the first of its chain while `iptables -S`
+    /// says the first rule there carries this rule's comment.
+    pub fn handle(&self) -> Result<u64> {
+        let tag = self.spec.last().expect("tagged with a comment");
+        let listed =
+            run(iptables_in(self.netns.as_deref()).args(["-t", &self.table, "-S", &self.chain]))?;
+        let first = listed
+            .lines()
+            .find(|l| l.starts_with("-A "))
+            .with_context(|| format!("chain {} is empty", self.chain))?;
+        ensure!(
+            first.contains(tag.as_str()),
+            "the first rule of {} is not ours: {first}",
+            self.chain
+        );
+        let listing = run(in_netns(self.netns.as_deref(), "nft").args([
+            "-a",
+            "list",
+            "chain",
+            "ip",
+            &self.table,
+            &self.chain,
+        ]))?;
+        listing
+            .lines()
+            .map(str::trim)
+            .filter(|line| !line.starts_with("type ") && !line.starts_with("chain "))
+            .find_map(|line| line.rsplit_once("# handle "))
+            .and_then(|(_, handle)| handle.trim().parse().ok())
+            .with_context(|| format!("no rule in {}:\n{listing}", self.chain))
+    }
 }
 
 /// `iptables`, run inside the network namespace of the nsfs file `netns`
 /// when there is one.
 fn iptables_in(netns: Option<&Path>) -> Command {
+    in_netns(netns, "iptables")
+}
+
+/// `program`, run inside the network namespace of the nsfs file `netns`
+/// when there is one.
+fn in_netns(netns: Option<&Path>, program: &str) -> Command {
     match netns {
         Some(netns) => {
             let mut flag = OsString::from("--net=");
             flag.push(netns);
             let mut nsenter = cmd("nsenter", [flag]);
-            nsenter.arg("iptables");
+            nsenter.arg(program);
             nsenter
         }
-        None => cmd("iptables", [] as [&str; 0]),
+        None => cmd(program, [] as [&str; 0]),
     }
 }
 

@@ -19,6 +19,7 @@
 mod addrs;
 mod cmd;
 mod docker;
+mod follow;
 mod host;
 mod names;
 mod netns;
@@ -28,10 +29,11 @@ mod pkttrace;
 pub use docker::{
     Container, ContainerBuilder, DockerNetwork, LAB_IMAGE, container_exists, docker_network_exists,
 };
+pub use follow::{Followed, SCHEMA_VERSION, follow_json, hop, hops, ip, kinds, netfilter_hooks};
 pub use host::{IptablesRule, Sysctl};
 pub use netns::{Netns, NetnsPair, Upstream, link_exists, netns_exists};
 pub use nic::{StandInNic, TapNic};
 pub use pkttrace::{
-    DEFAULT_TIMEOUT, Pkttrace, RunOutput, nothing_left_attached, pkttrace, pkttrace_bin,
-    programs_loaded_at_least,
+    DEFAULT_TIMEOUT, Pkttrace, RunOutput, netfilter_links, netfilter_links_at_least,
+    nothing_left_attached, pkttrace, pkttrace_bin, programs_loaded_at_least,
 };

@@ -32,6 +32,33 @@ fn pkttrace_programs_loaded() -> Result<usize> {
         .count())
 }
 
+/// Netfilter links attached now, in every namespace (pkttrace's are the
+/// only ones on these machines). Older bpftool names the type by number.
+pub fn netfilter_links() -> Result<usize> {
+    let out = cmd("bpftool", ["-j", "link", "show"])
+        .output()
+        .context("cannot run bpftool")?;
+    let links: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .with_context(|| format!("bpftool: {}", String::from_utf8_lossy(&out.stderr)))?;
+    Ok(links
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|link| link["type"] == "netfilter" || link["type"] == 10)
+        .count())
+}
+
+/// True once at least `count` netfilter links are attached (within 10 s).
+pub fn netfilter_links_at_least(count: usize) -> Result<bool> {
+    for _ in 0..100 {
+        if netfilter_links()? >= count {
+            return Ok(true);
+        }
+        sleep(Duration::from_millis(100));
+    }
+    Ok(false)
+}
+
 /// True once at least `count` pkttrace programs are loaded (within 10 s).
 pub fn programs_loaded_at_least(count: usize) -> Result<bool> {
     for _ in 0..100 {

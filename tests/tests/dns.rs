@@ -8,8 +8,8 @@ use std::{process::Command, thread, time::Duration};
 
 use anyhow::{Context, Result, ensure};
 use integration_tests::{
-    Container, DockerNetwork, Pkttrace, Upstream, nothing_left_attached, pkttrace,
-    programs_loaded_at_least,
+    Container, DockerNetwork, Pkttrace, Upstream, netfilter_links, netfilter_links_at_least,
+    nothing_left_attached, pkttrace,
 };
 use serde_json::Value;
 
@@ -268,18 +268,20 @@ fn sigkill_leaves_nothing_attached_in_the_container_namespace_either() -> Result
     let network = DockerNetwork::new()?;
     let container = Container::builder().network(network.name()).start()?;
     let tracer = Pkttrace::spawn(["dns", container.name()])?;
-    // net_dev_queue, and the two netfilter programs loaded once for the
-    // host's namespace and once more for the container's.
-    let attached = programs_loaded_at_least(5)?;
+    // The two netfilter programs are loaded once and linked at the five
+    // hooks (and three after NAT) of the host's namespace and the container's.
+    let attached = netfilter_links_at_least(16)?;
     ensure!(
         attached,
-        "pkttrace dns never attached its programs in both namespaces"
+        "pkttrace dns never attached its programs in both namespaces: {} links",
+        netfilter_links()?
     );
     tracer.kill()?;
     ensure!(
         nothing_left_attached()?,
         "programs still loaded after SIGKILL"
     );
+    ensure!(netfilter_links()? == 0, "links left after SIGKILL");
     Ok(())
 }
 

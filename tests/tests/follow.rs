@@ -7,63 +7,35 @@ use std::{net::Ipv4Addr, process::Command, thread, time::Duration};
 
 use anyhow::{Context, Result, ensure};
 use integration_tests::{
-    Container, IptablesRule, NetnsPair, Pkttrace, Sysctl, Upstream, nothing_left_attached,
-    pkttrace, programs_loaded_at_least,
+    Container, Followed, IptablesRule, NetnsPair, Pkttrace, Sysctl, Upstream, follow_json, hop,
+    hops, ip, kinds, netfilter_hooks, nothing_left_attached, pkttrace, programs_loaded_at_least,
 };
 use serde_json::Value;
 
-/// Runs `pkttrace follow ... --json` and returns its IP journeys (ARP
-/// exchanges, when a cache was cold, are left out: see `follow_all`).
+/// Runs `pkttrace follow ... --json` where the probe gets its answer (exit
+/// 0) and returns its IP journeys (ARP exchanges, when a cache was cold,
+/// are left out: see `follow_all`).
 fn follow(args: &[&str]) -> Result<Vec<Value>> {
-    Ok(follow_all(args)?
-        .into_iter()
-        .filter(|j| j["tuple"]["protocol"] != "arp")
-        .collect())
+    let followed = follow_json(args)?;
+    ensure!(followed.run.success(), "pkttrace failed: {}", followed.run);
+    Ok(followed.journeys().into_iter().cloned().collect())
 }
 
 fn follow_all(args: &[&str]) -> Result<Vec<Value>> {
-    let mut all = vec!["follow"];
-    all.extend_from_slice(args);
-    all.push("--json");
-    let run = pkttrace(&all)?;
-    ensure!(run.success(), "pkttrace failed: {run}");
-    run.stdout
-        .lines()
-        .map(|line| serde_json::from_str(line).with_context(|| format!("not JSON: {line}")))
-        .collect()
+    let followed = follow_json(args)?;
+    ensure!(followed.run.success(), "pkttrace failed: {}", followed.run);
+    Ok(followed.all_journeys().into_iter().cloned().collect())
 }
 
-fn hops(journey: &Value) -> &Vec<Value> {
-    journey["hops"].as_array().expect("hops is an array")
-}
-
-fn kinds(journey: &Value) -> Vec<&str> {
-    hops(journey)
-        .iter()
-        .map(|h| h["kind"].as_str().unwrap())
-        .collect()
-}
-
-fn hop<'a>(journey: &'a Value, kind: &str) -> &'a Value {
-    hops(journey)
-        .iter()
-        .find(|h| h["kind"] == kind)
-        .unwrap_or_else(|| panic!("no {kind} hop in {journey:#}"))
-}
-
-fn netfilter_hooks(journey: &Value) -> Vec<&str> {
-    hops(journey)
-        .iter()
-        .filter(|h| h["kind"] == "netfilter")
-        .map(|h| h["hook"].as_str().unwrap())
-        .collect()
-}
-
-fn ip(text: &Value) -> Ipv4Addr {
-    text.as_str()
-        .expect("an address")
-        .parse()
-        .expect("an IPv4 address")
+/// A run whose request gets no answer: exit code 1, and the no-reply line.
+fn follow_unanswered(args: &[&str]) -> Result<Followed> {
+    let followed = follow_json(args)?;
+    ensure!(
+        followed.code() == Some(1),
+        "no answer is exit code 1: {}",
+        followed.run
+    );
+    Ok(followed)
 }
 
 struct Lab {
@@ -188,13 +160,15 @@ fn tcp_from_a_container_to_an_upstream_web_server() -> Result<()> {
     assert_eq!(syn_ack["what"], "TCP SYN+ACK");
     assert_eq!(syn_ack["reply_to"], syn["journey"]);
     assert_eq!(ip(&hop(syn_ack, "nat")["after"]["dst"]), container.ip());
-    assert!(
-        syn_ack["outcome"]
-            .as_str()
-            .unwrap()
-            .contains(container.name()),
+    assert_eq!(
+        syn_ack["outcome"]["namespace"],
+        container.name(),
         "the SYN+ACK reaches the container: {}",
         syn_ack["outcome"]
+    );
+    assert_eq!(
+        syn_ack["answer"]["kind"], "reply",
+        "the answer a SYN asks for"
     );
     Ok(())
 }
@@ -206,14 +180,15 @@ fn forwarding_disabled_drops_with_the_kernels_reason_and_names_the_sysctl() -> R
         container,
     } = lab()?;
     let _forwarding = Sysctl::set("net.ipv4.conf.all.forwarding", "0")?;
-    let journeys = follow(&[
+    let followed = follow_unanswered(&[
         container.name(),
         &upstream.ip().to_string(),
         "--probe",
         "icmp",
     ])?;
+    let journeys = followed.journeys();
     ensure!(journeys.len() == 1, "the request only: {journeys:#?}");
-    let drop = hops(&journeys[0]).last().unwrap();
+    let drop = hops(journeys[0]).last().unwrap();
     assert_eq!(drop["kind"], "drop");
     assert_eq!(drop["namespace"], "host");
     assert_eq!(
@@ -224,9 +199,19 @@ fn forwarding_disabled_drops_with_the_kernels_reason_and_names_the_sysctl() -> R
         drop["location"].as_str().unwrap().starts_with("ip_error"),
         "{drop}"
     );
+    // Setting all.forwarding sets every device's; the kernel checks the one
+    // the packet came in on: the bridge.
     let hint = drop["hint"].as_str().unwrap();
-    assert!(hint.contains("net.ipv4.conf.all.forwarding = 0"), "{hint}");
-    assert!(!kinds(&journeys[0]).contains(&"forward"));
+    assert!(
+        hint.contains("net.ipv4.conf.docker0.forwarding = 0"),
+        "{hint}"
+    );
+    assert!(!kinds(journeys[0]).contains(&"forward"));
+    assert_eq!(journeys[0]["outcome"]["kind"], "dropped");
+    let no_reply = followed.no_replies();
+    ensure!(no_reply.len() == 1, "{:#?}", followed.records);
+    assert_eq!(no_reply[0]["request"], journeys[0]["journey"]);
+    assert_eq!(no_reply[0]["last_seen"]["reason"], "IP_INADDRERRORS");
     Ok(())
 }
 
@@ -238,9 +223,10 @@ fn a_drop_rule_in_docker_user_is_a_netfilter_drop_in_forward() -> Result<()> {
     } = lab()?;
     let (from, to) = (container.ip().to_string(), upstream.ip().to_string());
     let _rule = IptablesRule::insert("DOCKER-USER", ["-s", &from, "-d", &to, "-j", "DROP"])?;
-    let journeys = follow(&[container.name(), &to, "--probe", "icmp"])?;
+    let followed = follow_unanswered(&[container.name(), &to, "--probe", "icmp"])?;
+    let journeys = followed.journeys();
     ensure!(journeys.len() == 1, "the request only: {journeys:#?}");
-    let request = &journeys[0];
+    let request = journeys[0];
     assert_eq!(
         netfilter_hooks(request),
         ["PREROUTING", "FORWARD"],
@@ -251,24 +237,45 @@ fn a_drop_rule_in_docker_user_is_a_netfilter_drop_in_forward() -> Result<()> {
         (drop["kind"].as_str(), drop["reason"].as_str()),
         (Some("drop"), Some("NETFILTER_DROP"))
     );
-    assert!(
-        drop["hint"].as_str().unwrap().contains("in FORWARD"),
-        "{drop}"
+    assert_eq!(drop["hook"], "FORWARD");
+    // The kernel's own trace names the rule; its handle is the one nft lists.
+    let rule = &drop["rule"];
+    assert_eq!(
+        (rule["table"].as_str(), rule["chain"].as_str()),
+        (Some("ip filter"), Some("DOCKER-USER"))
     );
-    let rules = drop["rules"].as_array().expect("the rule that dropped it");
-    assert_eq!(rules.len(), 1, "{drop}");
-    let rule = rules[0].as_str().unwrap();
+    assert_eq!(
+        rule["handle"].as_u64(),
+        Some(handle_of_rule_with(&from, "DOCKER-USER")?),
+        "{rule}"
+    );
     assert!(
-        rule.starts_with("ip filter DOCKER-USER: ")
-            && rule.contains(&from)
-            && rule.ends_with("drop"),
+        rule["text"].as_str().unwrap().contains(&from) && rule["action"] == "drop",
         "our own rule: {rule}"
     );
+    assert_eq!(rule["through"][0], "FORWARD");
     assert!(
         !kinds(request).contains(&"nat"),
         "dropped before MASQUERADE"
     );
     Ok(())
+}
+
+/// The handle `nft -a` lists for the rule of `ip filter <chain>` whose text
+/// holds `needle`.
+fn handle_of_rule_with(needle: &str, chain: &str) -> Result<u64> {
+    let listing = String::from_utf8(
+        Command::new("nft")
+            .args(["-a", "list", "chain", "ip", "filter", chain])
+            .output()?
+            .stdout,
+    )?;
+    listing
+        .lines()
+        .find(|l| l.contains(needle))
+        .and_then(|l| l.rsplit_once("# handle "))
+        .and_then(|(_, handle)| handle.trim().parse().ok())
+        .with_context(|| format!("no rule with {needle} in chain {chain}:\n{listing}"))
 }
 
 #[test]
@@ -339,15 +346,47 @@ fn bad_input_gets_one_clear_line_and_exit_code_2() -> Result<()> {
     Ok(())
 }
 
+/// The names of pkttrace's nf_tables trace tables in the namespace at
+/// `netns` (None: the host's).
+fn trace_tables(netns: Option<&str>) -> Result<Vec<String>> {
+    let mut nft = match netns {
+        Some(path) => {
+            let mut nsenter = Command::new("nsenter");
+            nsenter.arg(format!("--net={path}")).arg("nft");
+            nsenter
+        }
+        None => Command::new("nft"),
+    };
+    let listing = String::from_utf8(nft.args(["list", "tables"]).output()?.stdout)?;
+    Ok(listing
+        .lines()
+        .filter(|l| l.contains("pkttrace_"))
+        .map(str::to_string)
+        .collect())
+}
+
 #[test]
 fn even_sigkill_leaves_nothing_attached() -> Result<()> {
-    let tracer = Pkttrace::spawn(["follow", "host", "198.51.100.1"])?;
+    let container = Container::new()?;
+    let container_netns = format!("/proc/{}/ns/net", container.pid());
+    let tracer = Pkttrace::spawn(["follow", container.name(), "198.51.100.1"])?;
     let attached = programs_loaded_at_least(1)?;
     ensure!(attached, "pkttrace never attached its programs");
+    // Its rule tracing tables, in the host and in the container.
+    thread::sleep(Duration::from_secs(2));
+    ensure!(
+        !trace_tables(None)?.is_empty() && !trace_tables(Some(&container_netns))?.is_empty(),
+        "pkttrace never set up rule tracing in both namespaces"
+    );
     tracer.kill()?;
     ensure!(
         nothing_left_attached()?,
         "programs still loaded after SIGKILL"
+    );
+    // The kernel deletes a table owned by a socket when the socket closes.
+    ensure!(
+        trace_tables(None)?.is_empty() && trace_tables(Some(&container_netns))?.is_empty(),
+        "trace tables left after SIGKILL"
     );
     Ok(())
 }
@@ -459,7 +498,12 @@ fn container_to_container_on_one_network_is_switched_not_routed() -> Result<()> 
                 "no {absent} between two containers on one bridge: {kinds:?}"
             );
         }
-        for hook in hops(journey).iter().filter(|h| h["kind"] == "netfilter") {
+        // The containers' own chains (Docker's embedded DNS) are theirs; the
+        // host's hooks run only because the bridge calls them.
+        for hook in hops(journey)
+            .iter()
+            .filter(|h| h["kind"] == "netfilter" && h["namespace"] == "host")
+        {
             assert!(
                 hook["text"].as_str().unwrap().contains("run by the bridge"),
                 "{hook}"
@@ -488,11 +532,7 @@ fn container_to_container_on_one_network_is_switched_not_routed() -> Result<()> 
             .unwrap()
             .contains("no routing and no NAT")
     );
-    assert!(
-        request["outcome"].as_str().unwrap().contains(server.name()),
-        "{}",
-        request["outcome"]
-    );
+    assert_eq!(request["outcome"]["namespace"], server.name());
     assert_eq!(hops(reply).last().unwrap()["kind"], "deliver");
     assert_eq!(hops(reply).last().unwrap()["namespace"], client.name());
     Ok(())
@@ -506,9 +546,10 @@ fn containers_on_two_networks_are_kept_apart_by_a_rule_read_from_the_kernel() ->
     );
     let target = Container::builder().network(network_b.name()).start()?;
     let source = Container::builder().network(network_a.name()).start()?;
-    let journeys = follow(&[source.name(), target.name(), "--probe", "icmp"])?;
+    let followed = follow_unanswered(&[source.name(), target.name(), "--probe", "icmp"])?;
+    let journeys = followed.journeys();
     ensure!(journeys.len() == 1, "no reply: {journeys:#?}");
-    let request = &journeys[0];
+    let request = journeys[0];
     assert_eq!(
         hop(request, "bridge")["decision"]
             .as_str()
@@ -522,44 +563,40 @@ fn containers_on_two_networks_are_kept_apart_by_a_rule_read_from_the_kernel() ->
         (drop["kind"].as_str(), drop["reason"].as_str()),
         (Some("drop"), Some("NETFILTER_DROP"))
     );
-    let rules: Vec<&str> = drop["rules"]
-        .as_array()
-        .expect("the rule that dropped it")
-        .iter()
-        .map(|r| r.as_str().unwrap())
-        .collect();
-    ensure!(rules.len() == 1, "{rules:?}");
-    // The rule as the kernel lists it right now: chain and wording come from the ruleset, not from pkttrace.
-    let (chain, rule) = rules[0].split_once(": ").unwrap();
-    let ruleset = String::from_utf8(
+    let rule = &drop["rule"];
+    let (table, chain) = (
+        rule["table"].as_str().context("the rule's table")?,
+        rule["chain"].as_str().context("the rule's chain")?,
+    );
+    let handle = rule["handle"].as_u64().context("a rule, not a policy")?;
+    // The rule as the kernel lists it right now: chain and wording come
+    // from the ruleset, not from pkttrace.
+    let (family, table) = table.split_once(' ').context("family and table")?;
+    let listing = String::from_utf8(
         Command::new("nft")
-            .args(["list", "ruleset"])
+            .args(["-a", "list", "chain", family, table, chain])
             .output()?
             .stdout,
     )?;
-    let chain_name = chain.rsplit(' ').next().unwrap();
-    let chain_text = ruleset
-        .split(&format!("chain {chain_name} {{"))
-        .nth(1)
-        .context("chain in the ruleset")?;
-    // nft prints each rule's counter in the middle; pkttrace quotes the rule without it.
-    let without_counter = |line: &str| {
-        let words: Vec<&str> = line.split_whitespace().collect();
-        match words.iter().position(|w| *w == "counter") {
-            Some(at) => [&words[..at], &words[(at + 5).min(words.len())..]]
-                .concat()
-                .join(" "),
-            None => words.join(" "),
-        }
-    };
-    let chain_rules = chain_text.split('}').next().unwrap();
+    let line = listing
+        .lines()
+        .find(|l| l.ends_with(&format!("# handle {handle}")))
+        .with_context(|| format!("handle {handle} in {chain}:\n{listing}"))?;
     assert!(
-        chain_rules.lines().any(|l| without_counter(l) == rule),
-        "{rule} in chain {chain_name}:\n{chain_rules}"
+        line.contains(network_b.bridge()) && line.contains("drop"),
+        "Docker's isolation rule for the target's bridge: {line}"
     );
-    assert!(
-        rule.contains(network_b.bridge()) && rule.ends_with("drop"),
-        "{rule}"
+    // nft prints the counter in the middle; pkttrace quotes the rule without it.
+    let words: Vec<&str> = line.split_whitespace().collect();
+    let without_counter = match words.iter().position(|w| *w == "counter") {
+        Some(at) => [&words[..at], &words[at + 5..]].concat().join(" "),
+        None => words.join(" "),
+    };
+    let text = rule["text"].as_str().unwrap();
+    assert_eq!(
+        without_counter,
+        format!("{text} # handle {handle}"),
+        "the rule nft lists"
     );
     Ok(())
 }
@@ -588,8 +625,9 @@ fn a_published_port_reached_from_another_namespace_is_dnat_to_the_container() ->
         "DNAT to the container"
     );
     assert_eq!(hop(syn, "forward")["to_device"], "docker0");
-    assert!(
-        syn["outcome"].as_str().unwrap().contains(web.name()),
+    assert_eq!(
+        syn["outcome"]["namespace"],
+        web.name(),
         "the SYN reaches the container: {}",
         syn["outcome"]
     );
@@ -692,6 +730,15 @@ fn a_cold_arp_cache_shows_the_arp_exchange_as_its_own_journey() -> Result<()> {
         upstream,
         container,
     } = lab()?;
+    // Cold on both sides: an address Docker gave out before may still be in
+    // the host's cache, and a who-has from the host would teach the
+    // container the gateway's address first.
+    container.exec_ok(["ip", "neigh", "flush", "dev", "eth0"])?;
+    let ip = container.ip().to_string();
+    let flushed = Command::new("ip")
+        .args(["neigh", "flush", "to", &ip])
+        .status()?;
+    ensure!(flushed.success(), "ip neigh flush to {ip}");
     let journeys = follow_all(&[
         container.name(),
         &upstream.ip().to_string(),
@@ -803,8 +850,9 @@ fn a_container_started_after_pkttrace_is_named_from_the_change_notifications() -
         .into_iter()
         .find(|j| j["direction"] == "request" && j["tuple"]["protocol"] == "icmp")
         .context("the ping")?;
-    assert!(
-        request["outcome"].as_str().unwrap().contains(late.name()),
+    assert_eq!(
+        request["outcome"]["namespace"],
+        late.name(),
         "named, not netns:[…]: {}",
         request["outcome"]
     );

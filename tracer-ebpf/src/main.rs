@@ -184,6 +184,9 @@ pub fn fib_table_lookup(ctx: BtfTracePointContext) -> i32 {
         event.ifindex = read::<u32>(flow, o.flowi4_oif).unwrap_or(0);
         event.gateway = read::<[u8; 4]>(nexthop, o.nhc_gw).unwrap_or([0; 4]);
     }
+    // A sender's own lookup happens in its system call, before any queue.
+    event.task_netns = current_netns(cfg);
+    event.in_task = sending_context(&ctx, cfg, &event);
     emit(cfg, &mut event);
     0
 }

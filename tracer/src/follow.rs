@@ -490,9 +490,9 @@ impl Run {
     async fn rule_verdict(&self, journey: &Journey) -> Option<RuleVerdict> {
         let traces = self.rule_traces.as_ref()?;
         let (drop, traced) = journey
-            .events
-            .iter()
-            .find_map(|e| traces.drop_of(e).map(|traced| (e, traced)))?;
+            .located_events()
+            .into_iter()
+            .find_map(|e| traces.drop_of(&e).map(|traced| (e, traced)))?;
         let namespace = self.topology.namespace(drop.netns)?.clone();
         let host = self.topology.host_netns;
         // nft runs as a subprocess: not on the event loop's thread.

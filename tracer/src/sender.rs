@@ -82,7 +82,9 @@ fn send_one(
             let socket = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0))?;
             socket.connect((address, port))?;
             socket.set_read_timeout(Some(timeout))?;
-            socket.send(b"pkttrace probe")?;
+            if let Err(error) = socket.send(b"pkttrace probe") {
+                return refused_at_send(error).context("cannot send the UDP probe");
+            }
             let mut answer = [0u8; 1500];
             Ok(match socket.recv(&mut answer) {
                 Ok(_) => ProbeOutcome::Answered,
@@ -103,6 +105,7 @@ fn send_one(
                     Ok(ProbeOutcome::Answered)
                 }
                 Err(e) if e.kind() == ErrorKind::TimedOut => Ok(ProbeOutcome::NoAnswer),
+                Err(e) if e.kind() == ErrorKind::PermissionDenied => refused_at_send(e),
                 Err(e)
                     if matches!(
                         e.kind(),
@@ -119,6 +122,16 @@ fn send_one(
     }
 }
 
+/// A send the kernel refused: EPERM is the sender's own netfilter OUTPUT
+/// dropping it (the trace says which rule); anything else is an error.
+fn refused_at_send(error: std::io::Error) -> Result<ProbeOutcome> {
+    if error.kind() == ErrorKind::PermissionDenied {
+        Ok(ProbeOutcome::Refused(error.to_string()))
+    } else {
+        Err(error.into())
+    }
+}
+
 /// One ICMP echo request on a raw socket, then waits for the reply or an
 /// ICMP error about it.
 fn ping(address: Ipv4Addr, sequence: u16, timeout: Duration) -> Result<ProbeOutcome> {
@@ -132,9 +145,9 @@ fn ping(address: Ipv4Addr, sequence: u16, timeout: Duration) -> Result<ProbeOutc
     );
     let mut message = header.to_bytes().to_vec();
     message.extend_from_slice(payload);
-    socket
-        .send_to(&message, &SocketAddrV4::new(address, 0).into())
-        .context("cannot send the ICMP probe")?;
+    if let Err(error) = socket.send_to(&message, &SocketAddrV4::new(address, 0).into()) {
+        return refused_at_send(error).context("cannot send the ICMP probe");
+    }
     let mut buffer = [MaybeUninit::<u8>::uninit(); 1500];
     let deadline = std::time::Instant::now() + timeout;
     // A raw socket sees every ICMP message of the namespace: wait for ours.

@@ -111,6 +111,11 @@ pub enum EventKind {
 }
 
 impl EventKind {
+    /// ARP freeing the copy of a waiting packet it made for one who-has.
+    pub fn is_neighbour_solicit(&self) -> bool {
+        matches!(self, Self::Consume { location } if frees_a_neighbour_solicit(location))
+    }
+
     /// The packet enters the local stack of its namespace (INPUT's entry).
     pub fn enters_local_stack(&self) -> bool {
         matches!(
@@ -262,6 +267,13 @@ impl Event {
             && !self.comm.is_empty())
         .then_some((self.comm.as_str(), self.pid))
     }
+}
+
+/// Where ARP frees the copy of a waiting packet it made for one who-has: the
+/// first request, and each retry from the neighbour's timer.
+pub fn frees_a_neighbour_solicit(location: &str) -> bool {
+    let function = location.split('+').next().unwrap_or(location);
+    ["__neigh_event_send", "neigh_probe", "neigh_timer_handler"].contains(&function)
 }
 
 fn c_string(bytes: &[u8]) -> String {

@@ -324,6 +324,9 @@ struct Explainer<'a> {
     /// The packet sat in a neighbour queue while ARP resolved its next hop;
     /// said on the hop that follows.
     waited_for_arp: bool,
+    /// The sender's own wait for ARP, said on the send hop (which can come
+    /// before the wait: at OUTPUT).
+    sender_waits_for_arp: bool,
     /// While a bridge switches a frame (namespace, until when), netfilter hooks
     /// are the bridge's doing, not the host routing it.
     bridging: Option<(u32, u64)>,
@@ -422,13 +425,7 @@ fn format_mac(mac: [u8; 6]) -> String {
         .join(":")
 }
 
-/// Where ARP frees the copy of a waiting packet it made for one who-has:
-/// the first request, and each retry from the neighbour's timer.
-fn is_neighbour_queue(location: &str) -> bool {
-    ["__neigh_event_send", "neigh_probe", "neigh_timer_handler"]
-        .iter()
-        .any(|f| function_name(location) == *f)
-}
+use crate::decode::frees_a_neighbour_solicit as is_neighbour_queue;
 
 fn describe_route(route: &RouteChoice) -> String {
     match (route.error, route.gateway, &route.out_device) {
@@ -496,21 +493,7 @@ pub fn explain(
     topology: &Topology,
     facts: &Facts,
 ) -> Story {
-    // A packet freed or read after it left its device has no namespace of its
-    // own: it is where it was last seen.
-    let events: Vec<Event> = journey
-        .events
-        .iter()
-        .scan(0, |last_netns, event| {
-            let mut event = event.clone();
-            match event.netns {
-                0 => event.netns = *last_netns,
-                netns => *last_netns = netns,
-            }
-            Some(event)
-        })
-        .collect();
-    let events = &events;
+    let events = &journey.located_events();
     let sender_netns = events
         .iter()
         .find(|e| !matches!(e.kind, EventKind::Route { .. }))
@@ -522,6 +505,15 @@ pub fn explain(
         start_ns,
         hops: Vec::new(),
         waited_for_arp: false,
+        sender_waits_for_arp: events
+            .iter()
+            .take_while(|e| {
+                !(matches!(e.kind, EventKind::Transmit { .. }) && Some(e.netns) == sender_netns)
+            })
+            .any(|e| {
+                Some(e.netns) == sender_netns
+                    && matches!(&e.kind, EventKind::Consume { location } if is_neighbour_queue(location))
+            }),
         bridging: None,
         discarded_in: Vec::new(),
         arp: matches!(journey.first_packet().transport, Transport::Arp { .. }),
@@ -660,8 +652,11 @@ pub fn explain(
                 );
             }
             EventKind::Consume { location } if is_neighbour_queue(location) => {
-                // The copy ARP used for its request; the packet itself waits in the queue.
-                x.waited_for_arp = true;
+                // The copy ARP used for its request; the packet itself waits in
+                // the queue. The sender's wait is told on its send hop.
+                if !(x.sender_waits_for_arp && Some(event.netns) == sender_netns) {
+                    x.waited_for_arp = true;
+                }
             }
             EventKind::Consume { location } => {
                 let after_transmit = transmitted
@@ -685,13 +680,39 @@ pub fn explain(
             }
             EventKind::SocketRead => {
                 let (comm, pid) = event.process().unwrap_or((event.comm.as_str(), event.pid));
-                let text = format!("delivered: {comm} (pid {pid}) in {ns} read it from its socket");
-                ending = Some(Ending::Delivered {
-                    namespace: ns,
-                    netns: event.netns,
-                    process: comm.to_string(),
-                    pid,
-                });
+                // A tun/tap device hands what it sends to the program reading
+                // it: that program is the wire (a VM, a VPN), not the receiver.
+                let through_tap = transmitted
+                    .iter()
+                    .find(|(skb, _)| *skb == event.skb)
+                    .map(|(_, at)| &events[*at])
+                    .filter(|sent| x.device_kind_name(sent) == Some("tun"));
+                let text = match through_tap {
+                    Some(sent) => {
+                        let reader = format!("{comm} (pid {pid})");
+                        let text = format!(
+                            "{reader} read it from {}, the device's other end",
+                            sent.ifname
+                        );
+                        if ending.is_none() {
+                            let mut left = x.left(events, sent, None);
+                            if let Ending::Left { read_by, .. } = &mut left {
+                                *read_by = Some(reader);
+                            }
+                            ending = Some(left);
+                        }
+                        text
+                    }
+                    None => {
+                        ending = Some(Ending::Delivered {
+                            namespace: ns.clone(),
+                            netns: event.netns,
+                            process: comm.to_string(),
+                            pid,
+                        });
+                        format!("delivered: {comm} (pid {pid}) in {ns} read it from its socket")
+                    }
+                };
                 x.push(
                     event,
                     None,
@@ -777,8 +798,20 @@ impl Explainer<'_> {
         let route = pending_route
             .filter(|_| !is_arp)
             .and_then(|r| self.route_choice(r));
-        // The kernel answers these itself, often while some process is current.
-        let process = event.process().filter(|_| !kernel_generated(&event.packet));
+        // The sender is the task whose own system call made the packet: its
+        // route lookup, or the transmit when nothing waited in between (a
+        // packet queued for ARP goes out later, from a softirq). The kernel
+        // answers some packets itself, often while some process is current.
+        let in_its_context = [pending_route, Some(event)]
+            .into_iter()
+            .flatten()
+            .find(|e| e.in_task == Some(true));
+        let process = match in_its_context {
+            Some(e) => e.process(),
+            None if event.in_task.is_none() => event.process(),
+            None => None,
+        }
+        .filter(|_| !kernel_generated(&event.packet));
         let who = match process {
             Some((comm, pid)) => format!("{comm} (pid {pid})"),
             None => format!("the kernel of {ns}"),
@@ -787,7 +820,7 @@ impl Explainer<'_> {
         if let Some(route) = &route {
             text += &format!("; route: {}", describe_route(route));
         }
-        let waited_for_arp = std::mem::take(&mut self.waited_for_arp);
+        let waited_for_arp = self.sender_waits_for_arp | std::mem::take(&mut self.waited_for_arp);
         if waited_for_arp {
             let next_hop = route
                 .as_ref()
@@ -887,6 +920,11 @@ impl Explainer<'_> {
         arp_attempts(events)
     }
 
+    /// The link kind of `event`'s device (IFLA_INFO_KIND: "veth", "tun", ...).
+    fn device_kind_name(&self, event: &Event) -> Option<&str> {
+        self.interface(event.netns, event.ifindex)?.kind.as_deref()
+    }
+
     /// What kind of device `event`'s is, in words, for a packet leaving by it.
     fn device_kind(&self, event: &Event) -> String {
         let iface = self.interface(event.netns, event.ifindex);
@@ -934,6 +972,7 @@ impl Explainer<'_> {
             next_hop: self.next_hop(sent_out),
             next_hop_mac,
             freed_by: freed_by.map(|f| function_name(f).to_string()),
+            read_by: None,
         }
     }
 
@@ -1338,17 +1377,16 @@ impl Explainer<'_> {
         // Some hooks have no program after them: a packet netfilter drops is
         // freed with a drop reason, so without one it passed.
         let read_by_a_socket = events.iter().any(|e| e.kind == EventKind::SocketRead);
-        let dropped_here = events[i + 1..]
+        // Chains after the NAT (filter) may still drop it: look past the
+        // hook's last observation.
+        let last_seen_here = after.map_or(i, |(j, _)| j);
+        let dropped_here = events[last_seen_here + 1..]
             .iter()
             .find(|e| !matches!(e.kind, EventKind::Route { .. }))
             .is_some_and(|e| {
                 matches!(&e.kind, EventKind::Drop { reason, .. } if !is_a_copys_fate(reason, read_by_a_socket))
             });
-        let passed = if after.is_some() || side == NatSide::After || !dropped_here {
-            "passed"
-        } else {
-            "entered"
-        };
+        let passed = if dropped_here { "entered" } else { "passed" };
         let mut text = format!(
             "netfilter {} in {ns} on {}: {passed}{}",
             hook.name(),

@@ -43,6 +43,9 @@ pub enum Ending {
         /// Where the device freed it once sent (`__free_old_xmit`), when seen.
         #[serde(skip_serializing_if = "Option::is_none")]
         freed_by: Option<String>,
+        /// The program that read it from a tun/tap device ("qemu (pid 4)").
+        #[serde(skip_serializing_if = "Option::is_none")]
+        read_by: Option<String>,
     },
     /// The kernel dropped it.
     Dropped {
@@ -159,6 +162,7 @@ fn ending_text(ending: &Ending) -> String {
             next_hop,
             next_hop_mac,
             freed_by,
+            read_by,
             ..
         } => {
             let towards = match (next_hop, next_hop_mac) {
@@ -166,10 +170,11 @@ fn ending_text(ending: &Ending) -> String {
                 (Some(hop), None) => format!(" towards {hop}"),
                 (None, _) => String::new(),
             };
-            let freed = freed_by
-                .as_ref()
-                .map(|f| format!("; the driver freed it once sent ({f})"))
-                .unwrap_or_default();
+            let freed = match (read_by, freed_by) {
+                (Some(reader), _) => format!("; {reader} read it from the device"),
+                (None, Some(f)) => format!("; the driver freed it once sent ({f})"),
+                (None, None) => String::new(),
+            };
             format!(
                 "left {namespace} through {device} ({device_kind}){towards}; nothing beyond it is traced{freed}"
             )

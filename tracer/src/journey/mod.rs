@@ -11,12 +11,11 @@
 //! a raw socket receives) has a new address but the same identity, addresses
 //! and ports.
 //!
-//! A journey stays open while one of its skbs is alive in the kernel (waiting
-//! for a neighbour, in a queue): what the kernel decides seconds later (a
-//! failed ARP drops the packet after three seconds) still lands in it. Once
-//! every skb it saw was freed or read by a process, it ends after a short
-//! quiet time; an skb whose end is never seen keeps it open for at most
-//! `ALIVE_LIMIT_NS`.
+//! A journey ends after a short quiet time, but while its packet waits in a
+//! neighbour's queue for ARP (the kernel frees a copy of it for every
+//! who-has) it stays open: what the kernel decides seconds later (a failed
+//! ARP drops the packet after three seconds) still lands in it. A wait whose
+//! end is never seen keeps it open for at most `WAIT_LIMIT_NS`.
 
 use std::{
     collections::{BTreeMap, HashMap, VecDeque},
@@ -30,9 +29,9 @@ use crate::decode::{Event, EventKind, Packet, Transport};
 /// A journey whose packets are all gone takes events this far apart no
 /// more (a clone's last steps come within it).
 const MAX_GAP_NS: u64 = 1_000_000_000;
-/// A journey with a packet still alive in the kernel is finished after this
-/// long without news (its end was never seen, or it is stuck in a queue).
-const ALIVE_LIMIT_NS: u64 = 5_000_000_000;
+/// A journey whose packet waits for a neighbour is finished after this long
+/// without news (the kernel gives up after 3 s by default).
+const WAIT_LIMIT_NS: u64 = 5_000_000_000;
 /// How far from its packet's events a route lookup may be: before the first
 /// (the sender routes before it builds the packet), or after the last seen
 /// (a packet in flight is routed as it arrives). One further off is another
@@ -60,6 +59,23 @@ impl Journey {
             .last()
             .expect("a journey starts with a packet event")
             .packet
+    }
+
+    /// Its events, each with a namespace: a packet freed or read after it
+    /// left its device has none of its own, and is where it was last seen.
+    pub fn located_events(&self) -> Vec<Event> {
+        let mut last_netns = 0;
+        self.events
+            .iter()
+            .map(|event| {
+                let mut event = event.clone();
+                match event.netns {
+                    0 => event.netns = last_netns,
+                    netns => last_netns = netns,
+                }
+                event
+            })
+            .collect()
     }
 
     /// Its events without the route lookups (which carry no packet).
@@ -149,12 +165,6 @@ impl Identity {
     }
 }
 
-/// After this event the journey no longer waits for the skb: it is gone, or
-/// in the local stack, where it ends at once or untraced.
-fn releases_skb(kind: &EventKind) -> bool {
-    kind.ends_skb() || kind.enters_local_stack()
-}
-
 /// A packet's two ends as a NAT sees them: address and TCP/UDP port. An
 /// ICMP echo's identifier is rewritten along with either side, so it
 /// belongs to neither.
@@ -201,9 +211,11 @@ struct OpenJourney {
     last_packet: Option<Packet>,
     /// Index entries that point here, removed when the journey finishes.
     keys: Vec<Key>,
-    /// Addresses of its skbs not yet freed or read by a process: while one
-    /// is alive, the kernel may still act on the packet.
+    /// Addresses of its skbs not yet freed or read by a process: only these
+    /// can be met again under their address.
     alive: Vec<u64>,
+    /// Its packet sits in a neighbour's queue, waiting for ARP.
+    waiting_for_neighbour: bool,
 }
 
 impl OpenJourney {
@@ -213,11 +225,16 @@ impl OpenJourney {
         self.journey
     }
 
-    /// Finished: all its packets are gone and it has been quiet for
-    /// `quiet_ns`, or nothing came for so long that its end is not coming.
+    /// Finished: quiet for `quiet_ns`, or while its packet waits for a
+    /// neighbour, quiet for so long that the wait's end is not coming.
     fn finished(&self, now_ns: u64, quiet_ns: u64) -> bool {
         let silent = now_ns.saturating_sub(self.last_time);
-        (self.alive.is_empty() && silent >= quiet_ns) || silent >= ALIVE_LIMIT_NS
+        let limit = if self.waiting_for_neighbour {
+            WAIT_LIMIT_NS
+        } else {
+            quiet_ns
+        };
+        silent >= limit
     }
 }
 
@@ -250,14 +267,14 @@ impl Assembler {
     }
 
     /// The open journey `key` points to, if it can still take an event at
-    /// `time`: by its skb while that skb is alive; as a clone while one of
-    /// its packets is alive or within `MAX_GAP_NS` of its last event.
+    /// `time`: by its skb while that skb is alive; as a clone while its
+    /// packet waits for a neighbour or within `MAX_GAP_NS` of its last event.
     fn find(&self, key: Key, time: u64) -> Option<u64> {
         let id = *self.index.get(&key)?;
         let open = self.open.get(&id)?;
         let takes = match key {
             Key::Skb(skb, _) => open.alive.contains(&skb),
-            _ => !open.alive.is_empty() || time.abs_diff(open.last_time) < MAX_GAP_NS,
+            _ => open.waiting_for_neighbour || time.abs_diff(open.last_time) < MAX_GAP_NS,
         };
         takes.then_some(id)
     }
@@ -272,7 +289,7 @@ impl Assembler {
                 Key::Destination(packet.dst),
             ];
             // A freed skb's address is another packet's next: only a live one is a key.
-            if !releases_skb(&event.kind) {
+            if !event.kind.ends_skb() {
                 keys.push(Key::Skb(event.skb, identity));
             }
         }
@@ -280,12 +297,13 @@ impl Assembler {
             self.index.insert(*key, id);
         }
         let open = self.open.get_mut(&id).expect("journey is open");
+        // ARP frees a copy of a waiting packet for each who-has; anything
+        // else happening to the packet means it is on its way again, or gone.
+        open.waiting_for_neighbour = event.kind.is_neighbour_solicit()
+            || (open.waiting_for_neighbour && matches!(event.kind, EventKind::Route { .. }));
         match &event.kind {
             EventKind::Route { .. } => {}
-            // Past INPUT's entry the local stack takes it: a drop follows at
-            // once or not at all, and some protocols free it untraced (TCP
-            // frees the reset that refuses a connection with __kfree_skb).
-            kind if releases_skb(kind) => {
+            kind if kind.ends_skb() => {
                 open.alive.retain(|skb| *skb != event.skb);
                 let freed = event.skb;
                 open.keys.retain(|key| {
@@ -364,6 +382,7 @@ impl Assembler {
                 last_packet: None,
                 keys: Vec::new(),
                 alive: Vec::new(),
+                waiting_for_neighbour: false,
             },
         );
         for route in routes {

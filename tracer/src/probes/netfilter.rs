@@ -112,8 +112,17 @@ pub fn load(
     }
 
     // Without a log the verifier is much faster; the log is only asked for
-    // to explain a refusal.
-    let fd = prog_load(name, &insns, None).or_else(|error| {
+    // to explain a refusal. A signal arriving while it works (Ctrl-C during
+    // start-up) makes it give up with EAGAIN: the load is tried again, and
+    // the signal is heard once pkttrace is running.
+    let mut first_try = prog_load(name, &insns, None);
+    for _ in 0..2 {
+        if !matches!(&first_try, Err(e) if e.raw_os_error() == Some(libc::EAGAIN)) {
+            break;
+        }
+        first_try = prog_load(name, &insns, None);
+    }
+    let fd = first_try.or_else(|error| {
         let mut log = vec![0u8; 1 << 20];
         match prog_load(name, &insns, Some(&mut log)) {
             Ok(fd) => Ok(fd),

@@ -1,0 +1,626 @@
+//! `pkttrace follow` when something goes wrong, on a real lab: packets that
+//! leave through a device nothing is traced beyond (an ifb and a tap stand
+//! in for a NIC), a next hop that never answers ARP, REJECT rules, a closed
+//! UDP port, drops in INPUT, raw, mangle and inside a container, the
+//! reverse path filter, forwarding off on one device, and lookalike resets.
+//! Each story is checked against the ground truth read independently (`ip`,
+//! nft handles, the tap's own reader), and so is the exit code.
+
+use std::{net::Ipv4Addr, path::Path, process::Command, thread, time::Duration};
+
+use anyhow::{Context, Result, ensure};
+use integration_tests::{
+    Container, Followed, IptablesRule, Pkttrace, StandInNic, Sysctl, TapNic, Upstream, follow_json,
+    hop, hops, ip, kinds,
+};
+use serde_json::Value;
+
+/// The device `ip route get` picks for `dst` (in the host namespace).
+fn route_device(dst: Ipv4Addr) -> Result<String> {
+    let out = Command::new("ip")
+        .args(["-j", "route", "get", &dst.to_string()])
+        .output()?;
+    let route: Value = serde_json::from_slice(&out.stdout)?;
+    Ok(route[0]["dev"].as_str().unwrap_or_default().to_owned())
+}
+
+/// A run whose probe got no answer it asked for: exit code 1.
+fn unanswered(args: &[&str]) -> Result<Followed> {
+    let followed = follow_json(args)?;
+    ensure!(
+        followed.code() == Some(1),
+        "exit code 1 when the probe gets no answer: {}",
+        followed.run
+    );
+    Ok(followed)
+}
+
+/// The only request of a run, and its story's last hop.
+fn only_request(followed: &Followed) -> Result<(Value, Value)> {
+    let requests: Vec<&Value> = followed
+        .journeys()
+        .into_iter()
+        .filter(|j| j["direction"] == "request" && j.get("retransmission_of").is_none())
+        .collect();
+    ensure!(requests.len() == 1, "one request: {:#?}", followed.records);
+    let last = hops(requests[0]).last().context("a hop")?.clone();
+    Ok((requests[0].clone(), last))
+}
+
+/// The reply to `request`.
+fn reply_to<'a>(followed: &'a Followed, request: &Value) -> Result<&'a Value> {
+    followed
+        .journeys()
+        .into_iter()
+        .find(|j| j["reply_to"] == request["journey"])
+        .with_context(|| {
+            format!(
+                "a reply to #{}: {:#?}",
+                request["journey"], followed.records
+            )
+        })
+}
+
+/// The no-reply line for `request`.
+fn no_reply_to<'a>(followed: &'a Followed, request: &Value) -> Result<&'a Value> {
+    followed
+        .no_replies()
+        .into_iter()
+        .find(|n| n["request"] == request["journey"])
+        .with_context(|| {
+            format!(
+                "no reply said for #{}: {:#?}",
+                request["journey"], followed.records
+            )
+        })
+}
+
+/// A container with a lab DNS server, so nothing it does asks the machine's resolver.
+fn container() -> Result<(Upstream, Container)> {
+    let upstream = Upstream::new()?;
+    let container = Container::builder().dns(upstream.ip()).start()?;
+    Ok((upstream, container))
+}
+
+#[test]
+fn a_packet_leaving_through_a_nic_stand_in_left_it_and_got_no_reply() -> Result<()> {
+    let (_upstream, container) = container()?;
+    let nic = StandInNic::new()?;
+    assert_eq!(route_device(nic.next_hop())?, nic.name(), "ground truth");
+    let followed = unanswered(&[
+        container.name(),
+        &nic.next_hop().to_string(),
+        "--probe",
+        "icmp",
+        "--timeout",
+        "2",
+    ])?;
+    let (request, last) = only_request(&followed)?;
+    assert_eq!(last["kind"], "xmit");
+    let outcome = &request["outcome"];
+    assert_eq!(
+        outcome["kind"], "left",
+        "a free after transmit is no receive: {outcome}"
+    );
+    assert_eq!(
+        (outcome["namespace"].as_str(), outcome["device"].as_str()),
+        (Some("host"), Some(nic.name()))
+    );
+    assert_eq!(ip(&outcome["next_hop"]), nic.next_hop());
+    assert_eq!(outcome["freed_by"], "ifb_xmit", "the driver's free");
+    assert!(
+        !kinds(&request).contains(&"receive"),
+        "nothing received it: {request:#}"
+    );
+    let no_reply = no_reply_to(&followed, &request)?;
+    assert_eq!(no_reply["last_seen"]["kind"], "left");
+    assert!(
+        no_reply["waited_ms"].as_u64().unwrap() >= 1500,
+        "{no_reply}"
+    );
+    Ok(())
+}
+
+#[test]
+fn a_packet_leaving_through_a_tap_is_read_by_the_program_behind_it() -> Result<()> {
+    let (_upstream, container) = container()?;
+    let tap = TapNic::with_static_neighbour()?;
+    assert_eq!(route_device(tap.next_hop())?, tap.name(), "ground truth");
+    let followed = unanswered(&[
+        container.name(),
+        &tap.next_hop().to_string(),
+        "--probe",
+        "icmp",
+        "--timeout",
+        "2",
+    ])?;
+    let (request, _) = only_request(&followed)?;
+    let outcome = &request["outcome"];
+    assert_eq!(outcome["kind"], "left", "{outcome}");
+    assert_eq!(outcome["device"], tap.name());
+    let mac = TapNic::NEIGHBOUR_MAC.map(|b| format!("{b:02x}")).join(":");
+    assert_eq!(
+        outcome["next_hop_mac"],
+        mac.as_str(),
+        "the static neighbour"
+    );
+    // The harness's own reader thread is the program behind the tap.
+    let reader = outcome["read_by"].as_str().context("read by a program")?;
+    assert!(
+        reader.contains(&format!("(pid {})", std::process::id())),
+        "this test process read it: {reader}"
+    );
+    let echo_request = tap.wait_for_frame(Duration::ZERO, |frame| {
+        frame.len() > 34 && frame[12..14] == [0x08, 0x00] && frame[23] == 1 && frame[34] == 8
+    });
+    ensure!(echo_request.is_some(), "the reader got the echo request");
+    no_reply_to(&followed, &request)?;
+    Ok(())
+}
+
+#[test]
+fn a_next_hop_that_never_answers_arp_fails_the_neighbour_and_the_host_says_unreachable()
+-> Result<()> {
+    let (_upstream, container) = container()?;
+    let tap = TapNic::new()?;
+    let followed = unanswered(&[
+        container.name(),
+        &tap.next_hop().to_string(),
+        "--probe",
+        "icmp",
+        "--timeout",
+        "6",
+    ])?;
+    let (request, drop) = only_request(&followed)?;
+    assert_eq!(
+        (drop["kind"].as_str(), drop["reason"].as_str()),
+        (Some("drop"), Some("NEIGH_FAILED"))
+    );
+    assert_eq!(drop["device"], tap.name());
+    assert!(
+        drop["hint"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("next hop {} never answered ARP", tap.next_hop())),
+        "{drop}"
+    );
+    // Ground truth: the who-has frames the tap's reader got.
+    let who_has = tap
+        .frames()
+        .iter()
+        .filter(|f| f.len() >= 42 && f[12..14] == [0x08, 0x06] && f[21] == 1)
+        .count();
+    let arp = followed
+        .arp()
+        .into_iter()
+        .find(|j| {
+            j["what"]
+                .as_str()
+                .unwrap()
+                .contains(&format!("who has {}?", tap.next_hop()))
+        })
+        .context("the ARP request is told")?;
+    assert_eq!(arp["outcome"]["kind"], "arp_unanswered", "{arp:#}");
+    assert_eq!(arp["outcome"]["asked"].as_u64(), Some(who_has as u64));
+    assert!(who_has >= 3, "the kernel asks three times: {who_has}");
+    let reply = reply_to(&followed, &request)?;
+    assert_eq!(reply["what"], "ICMP host unreachable");
+    let answer = &reply["answer"];
+    assert_eq!(
+        (answer["kind"].as_str(), answer["code"].as_u64()),
+        (Some("error"), Some(1))
+    );
+    assert_eq!(
+        ip(&answer["from"]),
+        tap.host_ip(),
+        "the host that gave up answers, from its address on that link"
+    );
+    assert_eq!(hops(reply).last().unwrap()["kind"], "deliver");
+    Ok(())
+}
+
+/// REJECT in DOCKER-USER: the exact rule named, and what it sends back
+/// told as the reply, made by the host's firewall.
+fn rejected(reject_with: &[&str]) -> Result<(Followed, IptablesRule, Container, Upstream)> {
+    let (upstream, container) = container()?;
+    let from = container.ip().to_string();
+    let mut spec = vec!["-s", &from, "-p", "tcp", "--dport", "81", "-j", "REJECT"];
+    spec.extend_from_slice(reject_with);
+    let rule = IptablesRule::insert("DOCKER-USER", spec)?;
+    let dest = format!("{}:81", upstream.ip());
+    let followed = unanswered(&[container.name(), &dest, "--probe", "tcp"])?;
+    Ok((followed, rule, container, upstream))
+}
+
+fn assert_rejected_by(request: &Value, drop: &Value, rule: &IptablesRule) -> Result<()> {
+    assert_eq!(
+        (drop["reason"].as_str(), drop["hook"].as_str()),
+        (Some("NETFILTER_DROP"), Some("FORWARD"))
+    );
+    let traced = &drop["rule"];
+    assert_eq!(traced["chain"], "DOCKER-USER");
+    assert_eq!(traced["handle"].as_u64(), Some(rule.handle()?), "{traced}");
+    assert_eq!(traced["action"], "reject");
+    assert_eq!(request["outcome"]["rule"], *traced);
+    Ok(())
+}
+
+#[test]
+fn a_reject_rule_is_named_and_its_port_unreachable_is_the_reply() -> Result<()> {
+    let (followed, rule, container, upstream) = rejected(&[])?;
+    let (request, drop) = only_request(&followed)?;
+    assert_rejected_by(&request, &drop, &rule)?;
+    let reply = reply_to(&followed, &request)?;
+    assert_eq!(reply["what"], "ICMP port unreachable");
+    let answer = &reply["answer"];
+    assert_eq!(answer["by_firewall"], true, "{answer}");
+    assert_eq!(
+        ip(&answer["from"]),
+        Ipv4Addr::new(172, 17, 0, 1),
+        "the host, on docker0, not {}",
+        upstream.ip()
+    );
+    assert_eq!(hop(reply, "send")["namespace"], "host");
+    assert_eq!(hops(reply).last().unwrap()["namespace"], container.name());
+    Ok(())
+}
+
+#[test]
+fn a_reject_with_tcp_reset_answers_in_the_destinations_name() -> Result<()> {
+    let (followed, rule, container, upstream) = rejected(&["--reject-with", "tcp-reset"])?;
+    let (request, drop) = only_request(&followed)?;
+    assert_rejected_by(&request, &drop, &rule)?;
+    let reply = reply_to(&followed, &request)?;
+    assert_eq!(
+        ip(&reply["tuple"]["src"]),
+        upstream.ip(),
+        "the RST claims to come from there"
+    );
+    assert_eq!(reply["answer"]["kind"], "reset", "{}", reply["answer"]);
+    assert_eq!(reply["answer"]["by_firewall"], true);
+    assert_eq!(
+        hops(reply)[0]["namespace"],
+        "host",
+        "but the host made it: {reply:#}"
+    );
+    assert!(
+        !hops(reply)
+            .iter()
+            .any(|h| h["namespace"] == format!("netns {}", upstream.name())),
+        "the destination never saw the SYN"
+    );
+    assert_eq!(hops(reply).last().unwrap()["namespace"], container.name());
+    Ok(())
+}
+
+#[test]
+fn udp_to_a_closed_port_is_answered_port_unreachable() -> Result<()> {
+    let (upstream, container) = container()?;
+    let dest = format!("{}:5353", upstream.ip());
+    let followed = unanswered(&[container.name(), &dest, "--probe", "udp"])?;
+    let (request, drop) = only_request(&followed)?;
+    assert_eq!(drop["reason"], "NO_SOCKET");
+    assert_eq!(drop["namespace"], format!("netns {}", upstream.name()));
+    let reply = reply_to(&followed, &request)?;
+    let answer = &reply["answer"];
+    assert_eq!(
+        (answer["kind"].as_str(), answer["meaning"].as_str()),
+        (Some("error"), Some("port unreachable"))
+    );
+    assert_eq!(ip(&answer["from"]), upstream.ip(), "the destination itself");
+    assert_eq!(answer["by_firewall"], false);
+    assert!(
+        answer["text"]
+            .as_str()
+            .unwrap()
+            .contains("port 5353 (udp) unreachable")
+            && answer["text"]
+                .as_str()
+                .unwrap()
+                .contains("no process listens"),
+        "{answer}"
+    );
+    assert!(followed.no_replies().is_empty(), "an answer came");
+    Ok(())
+}
+
+/// A TCP probe from the upstream to the host's own address, dropped by
+/// `rule_in(upstream)` at `hook` in `table`: the story names the hook and
+/// the rule.
+fn dropped_on_the_way_in(
+    port: u16,
+    rule_in: impl FnOnce(&Upstream) -> Result<IptablesRule>,
+    hook: &str,
+    table: &str,
+) -> Result<()> {
+    let upstream = Upstream::new()?;
+    let rule = rule_in(&upstream)?;
+    let dest = format!("{}:{port}", upstream.host_ip());
+    let followed = unanswered(&[upstream.name(), &dest, "--probe", "tcp", "--timeout", "2"])?;
+    let (request, drop) = only_request(&followed)?;
+    assert_eq!(
+        (
+            drop["reason"].as_str(),
+            drop["namespace"].as_str(),
+            drop["hook"].as_str()
+        ),
+        (Some("NETFILTER_DROP"), Some("host"), Some(hook)),
+        "{drop}"
+    );
+    let traced = &drop["rule"];
+    assert_eq!(traced["table"], table);
+    assert_eq!(traced["handle"].as_u64(), Some(rule.handle()?), "{traced}");
+    let hooks: Vec<&str> = hops(&request)
+        .iter()
+        .filter(|h| h["kind"] == "netfilter" && h["namespace"] == "host")
+        .map(|h| h["hook"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        hooks.last(),
+        Some(&hook),
+        "the last hook entered: {hooks:?}"
+    );
+    assert_eq!(no_reply_to(&followed, &request)?["last_seen"]["hook"], hook);
+    Ok(())
+}
+
+#[test]
+fn a_drop_in_the_hosts_input_chain_is_told_at_input() -> Result<()> {
+    dropped_on_the_way_in(
+        8081,
+        |u| {
+            IptablesRule::insert(
+                "INPUT",
+                [
+                    "-i",
+                    u.host_veth(),
+                    "-p",
+                    "tcp",
+                    "--dport",
+                    "8081",
+                    "-j",
+                    "DROP",
+                ],
+            )
+        },
+        "INPUT",
+        "ip filter",
+    )
+}
+
+#[test]
+fn a_drop_in_raw_prerouting_is_told_at_prerouting() -> Result<()> {
+    dropped_on_the_way_in(
+        8082,
+        |u| {
+            IptablesRule::insert_in(
+                "raw",
+                "PREROUTING",
+                [
+                    "-i",
+                    u.host_veth(),
+                    "-p",
+                    "tcp",
+                    "--dport",
+                    "8082",
+                    "-j",
+                    "DROP",
+                ],
+            )
+        },
+        "PREROUTING",
+        "ip raw",
+    )
+}
+
+#[test]
+fn a_drop_in_mangle_prerouting_is_told_at_prerouting() -> Result<()> {
+    dropped_on_the_way_in(
+        8083,
+        |u| {
+            IptablesRule::insert_in(
+                "mangle",
+                "PREROUTING",
+                [
+                    "-i",
+                    u.host_veth(),
+                    "-p",
+                    "tcp",
+                    "--dport",
+                    "8083",
+                    "-j",
+                    "DROP",
+                ],
+            )
+        },
+        "PREROUTING",
+        "ip mangle",
+    )
+}
+
+#[test]
+fn a_drop_by_a_rule_inside_the_containers_own_namespace() -> Result<()> {
+    let (upstream, container) = container()?;
+    let netns = format!("/proc/{}/ns/net", container.pid());
+    let to = upstream.ip().to_string();
+    let rule = IptablesRule::insert_in_netns(
+        Path::new(&netns),
+        "filter",
+        "OUTPUT",
+        ["-p", "icmp", "-d", &to, "-j", "DROP"],
+    )?;
+    let followed = unanswered(&[container.name(), &to, "--probe", "icmp", "--timeout", "2"])?;
+    let (request, drop) = only_request(&followed)?;
+    assert_eq!(
+        (drop["namespace"].as_str(), drop["hook"].as_str()),
+        (Some(container.name()), Some("OUTPUT"))
+    );
+    let traced = &drop["rule"];
+    assert_eq!(
+        (traced["table"].as_str(), traced["chain"].as_str()),
+        (Some("ip filter"), Some("OUTPUT"))
+    );
+    assert_eq!(
+        traced["handle"].as_u64(),
+        Some(rule.handle()?),
+        "the container's own ruleset: {traced}"
+    );
+    assert!(
+        hops(&request)
+            .iter()
+            .all(|h| h["namespace"] == container.name()),
+        "it never left the container: {request:#}"
+    );
+    Ok(())
+}
+
+#[test]
+fn the_reverse_path_filter_drop_names_its_sysctl() -> Result<()> {
+    let upstream = Upstream::new()?;
+    let nic = StandInNic::new()?;
+    // A source the host routes back out of the ifb, not the upstream's veth.
+    let spoofed = nic.next_hop();
+    assert_eq!(route_device(spoofed)?, nic.name(), "ground truth");
+    upstream.exec_ok(["ip", "addr", "add", &format!("{spoofed}/32"), "dev", "lo"])?;
+    // The host answers no ARP from a source the filter refuses either: the
+    // upstream knows its MAC address beforehand.
+    let host_mac =
+        std::fs::read_to_string(format!("/sys/class/net/{}/address", upstream.host_veth()))?;
+    upstream.exec_ok([
+        "ip",
+        "neigh",
+        "replace",
+        &upstream.host_ip().to_string(),
+        "lladdr",
+        host_mac.trim(),
+        "dev",
+        "eth0",
+        "nud",
+        "permanent",
+    ])?;
+    let strict = format!("net/ipv4/conf/{}/rp_filter", upstream.host_veth());
+    let _strict = Sysctl::set(&strict, "1")?;
+    let host = upstream.host_ip().to_string();
+    let tracer = Pkttrace::spawn([
+        "follow",
+        upstream.name(),
+        &host,
+        "--count",
+        "1",
+        "--timeout",
+        "10",
+        "--json",
+    ])?;
+    thread::sleep(Duration::from_secs(3));
+    let _ = upstream.exec([
+        "busybox",
+        "ping",
+        "-c",
+        "1",
+        "-W",
+        "1",
+        "-I",
+        &spoofed.to_string(),
+        &host,
+    ]);
+    let run = tracer.wait(Duration::from_secs(20))?;
+    ensure!(run.status.code() == Some(1), "no reply: {run}");
+    let request: Value = run
+        .stdout
+        .lines()
+        .map(serde_json::from_str::<Value>)
+        .collect::<Result<Vec<_>, _>>()?
+        .into_iter()
+        .find(|j| j["record"] == "journey" && j["direction"] == "request")
+        .context("the ping")?;
+    assert_eq!(ip(&request["tuple"]["src"]), spoofed);
+    let drop = hops(&request).last().unwrap();
+    assert_eq!(drop["reason"], "IP_RPFILTER");
+    let hint = drop["hint"].as_str().unwrap();
+    assert!(
+        hint.contains(&format!(
+            "net.ipv4.conf.{}.rp_filter = 1",
+            upstream.host_veth()
+        )),
+        "{hint}"
+    );
+    Ok(())
+}
+
+#[test]
+fn forwarding_off_on_one_device_is_the_one_named() -> Result<()> {
+    let (upstream, container) = container()?;
+    let _off = Sysctl::set("net.ipv4.conf.docker0.forwarding", "0")?;
+    let all = std::fs::read_to_string("/proc/sys/net/ipv4/conf/all/forwarding")?;
+    assert_eq!(all.trim(), "1", "ground truth: only docker0 is off");
+    let followed = unanswered(&[
+        container.name(),
+        &upstream.ip().to_string(),
+        "--probe",
+        "icmp",
+        "--timeout",
+        "2",
+    ])?;
+    let (_, drop) = only_request(&followed)?;
+    assert_eq!(drop["reason"], "IP_INADDRERRORS");
+    let hint = drop["hint"].as_str().unwrap();
+    assert!(
+        hint.contains("net.ipv4.conf.docker0.forwarding = 0")
+            && hint.contains("net.ipv4.conf.all.forwarding is 1"),
+        "{hint}"
+    );
+    Ok(())
+}
+
+#[test]
+fn two_connections_refused_at_once_are_two_exchanges() -> Result<()> {
+    let (upstream, container) = container()?;
+    let dest = format!("{}:7777", upstream.ip());
+    let tracer = Pkttrace::spawn([
+        "follow",
+        container.name(),
+        &dest,
+        "--count",
+        "2",
+        "--timeout",
+        "15",
+        "--json",
+    ])?;
+    thread::sleep(Duration::from_secs(3));
+    let target = upstream.ip().to_string();
+    let _ = container.exec([
+        "sh",
+        "-c",
+        &format!("nc -w 1 {target} 7777 </dev/null & nc -w 1 {target} 7777 </dev/null & wait"),
+    ]);
+    let run = tracer.wait(Duration::from_secs(30))?;
+    ensure!(run.status.code() == Some(1), "refused is no success: {run}");
+    let journeys: Vec<Value> = run
+        .stdout
+        .lines()
+        .map(serde_json::from_str::<Value>)
+        .collect::<Result<Vec<_>, _>>()?
+        .into_iter()
+        .filter(|j| j["record"] == "journey" && j["tuple"]["protocol"] == "tcp")
+        .collect();
+    let requests: Vec<&Value> = journeys
+        .iter()
+        .filter(|j| j["direction"] == "request")
+        .collect();
+    ensure!(requests.len() == 2, "two SYNs: {journeys:#?}");
+    assert_ne!(requests[0]["tuple"]["sport"], requests[1]["tuple"]["sport"]);
+    for request in requests {
+        let reply = journeys
+            .iter()
+            .find(|j| j["reply_to"] == request["journey"])
+            .with_context(|| format!("its own reset: {journeys:#?}"))?;
+        assert_eq!(reply["what"], "TCP ACK+RST");
+        assert_eq!(
+            reply["tuple"]["dport"], request["tuple"]["sport"],
+            "each reset answers its own connection"
+        );
+        assert_eq!(reply["answer"]["kind"], "reset");
+        assert_eq!(reply["answer"]["by_firewall"], false);
+    }
+    Ok(())
+}
