@@ -30,10 +30,18 @@ fn watch_dns(
     queries();
     let run = tracer.wait(Duration::from_secs(40))?;
     ensure!(run.success(), "pkttrace dns failed: {run}");
-    run.stdout
+    let entries: Vec<Value> = run
+        .stdout
         .lines()
         .map(|line| serde_json::from_str(line).with_context(|| format!("not JSON: {line}")))
-        .collect()
+        .collect::<Result<_>>()?;
+    for entry in &entries {
+        ensure!(
+            entry["schema_version"] == 1 && entry["record"] == "query",
+            "every line says its schema version and record: {entry}"
+        );
+    }
+    Ok(entries)
 }
 
 fn entry<'a>(entries: &'a [Value], record_type: &str, name: &str) -> Result<&'a Value> {

@@ -213,7 +213,7 @@ impl Teller {
             },
         );
         let text = if self.json {
-            serde_json::to_string(&story)? + "\n"
+            render::json::dns_query(&story) + "\n"
         } else {
             render::dns::render(&story) + "\n"
         };
