@@ -177,7 +177,7 @@ fn network_header(cfg: &Config, skb: u64, at: HeaderAt) -> Option<u64> {
 }
 
 /// What the first look at a packet found.
-enum Header {
+pub enum Header {
     /// IPv4 and wanted; `quoting` when only as an ICMP error that may be
     /// about a wanted packet (its quoted header decides).
     Ours(u64, Ipv4Header, Scope),
@@ -189,7 +189,7 @@ enum Header {
 
 /// Why an IPv4 packet passed the first look.
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum Scope {
+pub enum Scope {
     /// Its own addresses and protocol are wanted.
     Itself,
     /// An ICMP message that is wanted only if it is an error quoting a
@@ -532,25 +532,41 @@ pub fn emit_payload_record(
     entry.submit(0);
 }
 
-/// Fills `event` (zeroed) for a packet the user asked about (IPv4, or ARP
-/// about its addresses when `with_arp`), with the fields common to all packet
-/// probes; false (cheaply) for every other packet.
+/// The first look at a packet the user may have asked about (IPv4, or ARP
+/// about its addresses when `with_arp`); None, cheaply, for every other
+/// packet. Only then is an event zeroed and filled (`capture_skb`): that is
+/// all the cost unrelated traffic pays.
+#[inline(always)]
+pub fn look(
+    cfg: &Config,
+    skb: u64,
+    at: HeaderAt,
+    with_arp: bool,
+    netns: impl Fn() -> u32,
+) -> Option<Header> {
+    match first_look(cfg, skb, at, netns)? {
+        Header::Theirs => None,
+        Header::NotIpv4(_) if !with_arp => None,
+        header => Some(header),
+    }
+}
+
+/// Fills `event` (zeroed) from what the first look found; false when the
+/// rest of the filter (ports, an ICMP error's quoted packet, ARP's
+/// addresses) turns it away.
 #[inline(always)]
 pub fn capture_skb(
     cfg: &Config,
     probe: tracer_common::Probe,
     skb: u64,
-    at: HeaderAt,
-    with_arp: bool,
+    header: Header,
     netns: impl Fn() -> u32,
     event: &mut PacketEvent,
 ) -> bool {
-    let wanted = match first_look(cfg, skb, at, &netns) {
-        None | Some(Header::Theirs) => false,
-        Some(Header::NotIpv4(header)) => {
-            with_arp && capture_arp(cfg, probe, skb, header, &netns, event)
-        }
-        Some(Header::Ours(ip_addr, ip, scope)) => {
+    let wanted = match header {
+        Header::Theirs => false,
+        Header::NotIpv4(header) => capture_arp(cfg, probe, skb, header, &netns, event),
+        Header::Ours(ip_addr, ip, scope) => {
             ip.describe(event, probe, skb);
             let wanted = read_transport(cfg, ip_addr, &ip, scope, event, &netns);
             if wanted {

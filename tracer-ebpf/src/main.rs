@@ -22,7 +22,7 @@ const IPPROTO_TCP: u8 = 6;
 const IPPROTO_UDP: u8 = 17;
 use tracer_ebpf::{
     HeaderAt, Ipv4Header, capture_skb, config, current_netns, device, emit, emit_payload_record,
-    emit_with_payload, in_scope, read, read_macs, skb_netns,
+    emit_with_payload, in_scope, look, read, read_macs, skb_netns,
 };
 
 #[btf_tracepoint(function = "net_dev_queue")]
@@ -126,22 +126,16 @@ pub fn skb_copy_datagram_iovec(ctx: BtfTracePointContext) -> i32 {
     let skb: u64 = ctx.arg(0);
     let Some(cfg) = config() else { return 0 };
     // A queued skb has lost its device: the reader's own namespace is where it landed.
-    let mut event = PacketEvent {
-        // A socket read is a process's system call.
-        in_task: IN_TASK,
-        ..PacketEvent::default()
+    let netns = || current_netns(cfg);
+    let Some(header) = look(cfg, skb, HeaderAt::NetworkHeader, false, netns) else {
+        return 0;
     };
-    if !capture_skb(
-        cfg,
-        Probe::SocketRead,
-        skb,
-        HeaderAt::NetworkHeader,
-        false,
-        || current_netns(cfg),
-        &mut event,
-    ) {
+    let mut event = PacketEvent::default();
+    if !capture_skb(cfg, Probe::SocketRead, skb, header, netns, &mut event) {
         return 0;
     }
+    // A socket read is a process's system call.
+    event.in_task = IN_TASK;
     event.netns = current_netns(cfg);
     emit(cfg, &mut event);
     0
@@ -202,16 +196,12 @@ fn on_skb(
     finish: impl FnOnce(&Config, &mut PacketEvent),
 ) {
     let Some(cfg) = config() else { return };
+    let netns = || skb_netns(cfg, skb);
+    let Some(header) = look(cfg, skb, at, true, netns) else {
+        return;
+    };
     let mut event = PacketEvent::default();
-    if !capture_skb(
-        cfg,
-        probe,
-        skb,
-        at,
-        true,
-        || skb_netns(cfg, skb),
-        &mut event,
-    ) {
+    if !capture_skb(cfg, probe, skb, header, netns, &mut event) {
         return;
     }
     // An ARP event carries the message's own addresses instead of the frame's.
@@ -231,17 +221,12 @@ fn on_skb(
 #[inline(always)]
 fn on_free(probe: Probe, skb: u64, location: u64, reason: u32) {
     let Some(cfg) = config() else { return };
-    let mut event = PacketEvent::default();
     let netns = || skb_netns(cfg, skb);
-    if !capture_skb(
-        cfg,
-        probe,
-        skb,
-        HeaderAt::NetworkHeader,
-        true,
-        netns,
-        &mut event,
-    ) {
+    let Some(header) = look(cfg, skb, HeaderAt::NetworkHeader, true, netns) else {
+        return;
+    };
+    let mut event = PacketEvent::default();
+    if !capture_skb(cfg, probe, skb, header, netns, &mut event) {
         return;
     }
     event.location = location;

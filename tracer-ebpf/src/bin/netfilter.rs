@@ -9,8 +9,8 @@
 #![no_std]
 #![no_main]
 
-use tracer_common::{PacketEvent, Probe};
-use tracer_ebpf::{HeaderAt, capture_skb, config, device, emit, netns_inode, read};
+use tracer_common::{Config, PacketEvent, Probe};
+use tracer_ebpf::{HeaderAt, capture_skb, config, device, emit, look, netns_inode, read};
 
 const NF_ACCEPT: i32 = 1;
 const NF_INET_LOCAL_OUT: u8 = 3;
@@ -46,18 +46,20 @@ fn observe(ctx: *const NfContext, probe: Probe) {
     let o = &cfg.offsets;
     // Locally sent packets have no device yet at OUTPUT: the hook's own namespace.
     let hook_netns = || read::<u64>(state, o.nf_state_net).map_or(0, |net| netns_inode(cfg, net));
-    let mut event = PacketEvent::default();
-    if !capture_skb(
-        cfg,
-        probe,
-        skb,
-        HeaderAt::Data,
-        false,
-        hook_netns,
-        &mut event,
-    ) {
+    let Some(header) = look(cfg, skb, HeaderAt::Data, false, hook_netns) else {
         return;
+    };
+    let mut event = PacketEvent::default();
+    if capture_skb(cfg, probe, skb, header, hook_netns, &mut event) {
+        describe_hook(cfg, state, &mut event);
+        emit(cfg, &mut event);
     }
+}
+
+/// The hook and the device it is about: the output one on output hooks.
+#[inline(always)]
+fn describe_hook(cfg: &Config, state: u64, event: &mut PacketEvent) {
+    let o = &cfg.offsets;
     event.nf_hook = read::<u8>(state, o.nf_state_hook).unwrap_or(0xff);
     let input = read::<u64>(state, o.nf_state_in).unwrap_or(0);
     let output = read::<u64>(state, o.nf_state_out).unwrap_or(0);
@@ -68,11 +70,10 @@ fn observe(ctx: *const NfContext, probe: Probe) {
         let out = device(cfg, output);
         event.out_ifindex = out.ifindex;
         if is_output_hook {
-            out.describe(&mut event);
+            out.describe(event);
         }
     }
     if !is_output_hook && input != 0 {
-        device(cfg, input).describe(&mut event);
+        device(cfg, input).describe(event);
     }
-    emit(cfg, &mut event);
 }

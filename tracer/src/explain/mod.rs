@@ -524,6 +524,8 @@ pub fn explain(
     let mut pending_route: Option<&Event> = None;
     let mut sent = false;
     let mut ending = None;
+    // The skb the packet arrived as (taken in or read by a process).
+    let mut arrived_skb: Option<u64> = None;
     // Each skb's last transmit not yet followed by its receive elsewhere: a
     // free after it is the device done sending, not a receive.
     let mut transmitted: Vec<(u64, usize)> = Vec::new();
@@ -564,7 +566,7 @@ pub fn explain(
             }
             EventKind::Transmit { .. } if !sent => {
                 sent = true;
-                x.send_hop(event, pending_route);
+                x.send_hop(event, pending_route, None);
                 x.veth_or_xmit(events, i, &mut told, true);
             }
             EventKind::Transmit { .. } => x.veth_or_xmit(events, i, &mut told, false),
@@ -584,7 +586,24 @@ pub fn explain(
             } => {
                 // A packet the host itself sends meets OUTPUT before any device.
                 if !sent && *hook == Hook::Output {
-                    x.send_hop(event, pending_route);
+                    // OUTPUT's NAT can send it elsewhere: where it leaves is
+                    // the device it meets next.
+                    let leaves_by = events[i + 1..]
+                        .iter()
+                        .filter(|e| e.netns == event.netns)
+                        .find(|e| {
+                            matches!(
+                                e.kind,
+                                EventKind::Transmit { .. }
+                                    | EventKind::Netfilter {
+                                        hook: Hook::Postrouting,
+                                        ..
+                                    }
+                            )
+                        })
+                        .map(|e| e.ifname.as_str())
+                        .filter(|device| !device.is_empty() && *device != event.ifname);
+                    x.send_hop(event, pending_route, leaves_by);
                 }
                 sent = true;
                 x.netfilter_hop(events, i, *hook, *side, *out_ifindex, &mut told);
@@ -599,6 +618,36 @@ pub fn explain(
                     );
                     x.push(event, device, text, Details::Receive);
                 }
+            }
+            // The packet itself already arrived: this is a copy's end (one a
+            // socket's error queue held, say), not the packet's.
+            EventKind::Drop { reason, location }
+                if arrived_skb.is_some_and(|skb| skb != event.skb) =>
+            {
+                let hint = hints::for_drop(&hints::DropContext {
+                    reason,
+                    location,
+                    hook: None,
+                    rule: None,
+                    input: None,
+                    source: event.packet.src,
+                    rule_tracing_unavailable: None,
+                    next_hop: None,
+                    arp_attempts: 0,
+                });
+                let text = format!("a copy of it was dropped in {ns}: {reason} at {location}");
+                x.push(
+                    event,
+                    device,
+                    text,
+                    Details::Drop {
+                        reason: reason.clone(),
+                        location: location.clone(),
+                        hint,
+                        hook: None,
+                        rule: None,
+                    },
+                );
             }
             EventKind::Drop { reason, location } => {
                 let netfilter = reason == "NETFILTER_DROP";
@@ -669,6 +718,7 @@ pub fn explain(
                         ending = Some(x.left(events, sent_out, Some(location)));
                     }
                 } else if ending.is_none() && !delivered_to_socket {
+                    arrived_skb = Some(event.skb);
                     let text = format!("taken in by the kernel of {ns} ({location})");
                     ending = Some(Ending::TakenIn {
                         namespace: ns,
@@ -704,6 +754,7 @@ pub fn explain(
                         text
                     }
                     None => {
+                        arrived_skb = Some(event.skb);
                         ending = Some(Ending::Delivered {
                             namespace: ns.clone(),
                             netns: event.netns,
@@ -791,7 +842,9 @@ fn function_name(location: &str) -> &str {
 
 impl Explainer<'_> {
     /// Where the journey starts: who sent it, by which route.
-    fn send_hop(&mut self, event: &Event, pending_route: Option<&Event>) {
+    /// `rerouted_to`: the device it left by when OUTPUT's NAT changed its
+    /// destination after the first route sent it to `event`'s device.
+    fn send_hop(&mut self, event: &Event, pending_route: Option<&Event>, rerouted_to: Option<&str>) {
         let ns = self.namespace(event.netns);
         // ARP is below routing: a lookup before it is the kernel checking addresses.
         let is_arp = matches!(event.packet.transport, Transport::Arp { .. });
@@ -816,7 +869,11 @@ impl Explainer<'_> {
             Some((comm, pid)) => format!("{comm} (pid {pid})"),
             None => format!("the kernel of {ns}"),
         };
-        let mut text = format!("{who} sends it from {ns} out of {}", event.ifname);
+        let out = rerouted_to.unwrap_or(&event.ifname);
+        let mut text = format!("{who} sends it from {ns} out of {out}");
+        if let Some(first) = rerouted_to.map(|_| &event.ifname) {
+            text += &format!(" (first routed to {first}; NAT in OUTPUT changed its destination)");
+        }
         if let Some(route) = &route {
             text += &format!("; route: {}", describe_route(route));
         }
@@ -834,7 +891,7 @@ impl Explainer<'_> {
             route,
             waited_for_arp,
         };
-        let device = (!event.ifname.is_empty()).then(|| event.ifname.clone());
+        let device = (!out.is_empty()).then(|| out.to_string());
         self.push(event, device, text, details);
     }
 
@@ -874,6 +931,14 @@ impl Explainer<'_> {
                 describe_route(&route)
             ),
         };
+        // The same decision again (a REJECT looking up where to answer) adds nothing.
+        let told = self
+            .hops
+            .iter()
+            .any(|h| h.netns == event.netns && h.details == Details::Route(route.clone()));
+        if told {
+            return;
+        }
         if self
             .hops
             .last()

@@ -186,10 +186,20 @@ fn ending_text(ending: &Ending) -> String {
             rule,
             ..
         } => match (hook, rule) {
+            (Some(hook), Some(rule)) if rule.handle.is_none() => format!(
+                "dropped in {namespace}, {hook}, by the policy of {} {}: no rule accepted it",
+                rule.table, rule.chain
+            ),
             (Some(hook), Some(rule)) => format!(
-                "dropped in {namespace}, {hook}: {} ({})",
-                rule.describe(),
-                rule.action
+                "{} in {namespace}, {hook}, by {} {}: {}",
+                if rule.action == "reject" {
+                    "rejected"
+                } else {
+                    "dropped"
+                },
+                rule.table,
+                rule.chain,
+                rule.text
             ),
             (Some(hook), None) => {
                 format!("dropped in {namespace} by netfilter in {hook} ({reason})")
