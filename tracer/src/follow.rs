@@ -5,11 +5,7 @@
 //! explanation tells them, and a renderer prints them.
 
 use std::{
-    collections::{HashMap, VecDeque},
-    io::Write,
-    path::PathBuf,
-    process::ExitCode,
-    thread::JoinHandle,
+    collections::HashMap, io::Write, path::PathBuf, process::ExitCode, thread::JoinHandle,
     time::Duration,
 };
 
@@ -19,14 +15,11 @@ use tokio::time::Instant;
 use crate::{
     decode::{EventKind, Hook, KernelNames},
     enrich::{self, Listener, Topology},
-    explain::{
-        self, Answer, Direction, Ending, Facts, NoReply, Outcome, RequestSummary, RuleVerdict,
-        Story, Telling,
-    },
+    explain::{self, Answer, Facts, NoReply, Outcome, RequestSummary, RuleVerdict, Story, Telling},
     intake::Intake,
     journey::{
         Assembler, Journey,
-        exchanges::{ArpResult, Exchanges, Role, Target, Told},
+        exchanges::{Exchanges, Role, Target, Told},
         rules::{RuleTraces, TracedDrop},
     },
     probes::{
@@ -95,7 +88,7 @@ struct Run {
     /// The process listening on the published port (docker-proxy), if any.
     proxy: Option<Listener>,
     /// Requests told, for their replies' stories and "no reply" lines.
-    requests: VecDeque<RequestSummary>,
+    requests: Vec<RequestSummary>,
     /// Per namespace: the netfilter hooks with chains, and when they were read.
     netfilter_hooks: HashMap<u32, (Instant, Vec<Hook>)>,
     /// A reply that was the answer asked for (an echo reply, a SYN+ACK) came.
@@ -233,7 +226,7 @@ pub async fn run(args: FollowArgs) -> Result<ExitCode> {
         rule_tracing_unavailable,
         published,
         proxy,
-        requests: VecDeque::new(),
+        requests: Vec::new(),
         netfilter_hooks: HashMap::new(),
         answered: false,
     };
@@ -405,21 +398,7 @@ impl Run {
     ) -> Result<()> {
         self.refresh_topology(&journey).await;
         let netfilter_hooks = self.netfilter_hooks_for(&journey).await;
-        let request = match role {
-            Role::Reply { to } | Role::ArpReply { to } => self.requests.iter().find(|r| r.id == to),
-            _ => None,
-        };
-        let telling = Telling {
-            direction: match role {
-                Role::Reply { .. } | Role::ArpReply { .. } => Direction::Reply,
-                _ => Direction::Request,
-            },
-            request,
-            arp_result: match role {
-                Role::ArpRequest { result } => Some(arp_ending(&journey, result)),
-                _ => None,
-            },
-        };
+        let telling = Telling::of(&journey, role, &self.requests);
         let arp = matches!(role, Role::ArpRequest { .. } | Role::ArpReply { .. });
         let facts = Facts {
             events_lost,
@@ -472,10 +451,9 @@ impl Run {
 
     fn remember(&mut self, journey: &Journey, story: &Story) {
         if self.requests.len() == MAX_REMEMBERED {
-            self.requests.pop_front();
+            self.requests.remove(0);
         }
-        self.requests
-            .push_back(explain::request_summary(journey, story));
+        self.requests.push(explain::request_summary(journey, story));
     }
 
     fn print(&self, text: &str) -> Result<()> {
@@ -604,24 +582,5 @@ fn rule_verdict(traced: TracedDrop, ruleset: Option<&enrich::Ruleset>) -> RuleVe
         handle: traced.handle,
         text,
         action,
-    }
-}
-
-/// An ARP request's result as an ending of its story.
-fn arp_ending(journey: &Journey, result: ArpResult) -> Ending {
-    match result {
-        ArpResult::Answered { asked, reply, mac } => Ending::ArpAnswered {
-            asked,
-            reply,
-            mac: mac
-                .iter()
-                .map(|b| format!("{b:02x}"))
-                .collect::<Vec<_>>()
-                .join(":"),
-        },
-        ArpResult::Unanswered { asked } => Ending::ArpUnanswered {
-            asked,
-            target: journey.first_packet().dst,
-        },
     }
 }

@@ -14,7 +14,11 @@ use serde::Serialize;
 use crate::{
     decode::{Event, EventKind, Hook, NatSide, Packet, Transport},
     enrich::{FdbEntry, Interface, Ipv4Settings, Listener, Topology},
-    journey::{Journey, is_a_copys_fate},
+    journey::{
+        Journey,
+        exchanges::{ArpResult, Role},
+        is_a_copys_fate,
+    },
     target::Published,
 };
 
@@ -244,13 +248,44 @@ pub struct Telling<'a> {
     pub arp_result: Option<Ending>,
 }
 
-impl Telling<'_> {
+impl<'a> Telling<'a> {
     pub fn request() -> Self {
         Self {
             direction: Direction::Request,
             request: None,
             arp_result: None,
         }
+    }
+
+    /// How to tell `journey` in `role`, the requests told so far at hand.
+    pub fn of(journey: &Journey, role: Role, requests: &'a [RequestSummary]) -> Self {
+        match role {
+            Role::Reply { to } | Role::ArpReply { to } => Self {
+                direction: Direction::Reply,
+                request: requests.iter().find(|r| r.id == to),
+                arp_result: None,
+            },
+            Role::ArpRequest { result } => Self {
+                arp_result: Some(arp_ending(journey, result)),
+                ..Self::request()
+            },
+            Role::Request | Role::Retransmission { .. } | Role::SecondLeg { .. } => Self::request(),
+        }
+    }
+}
+
+/// An ARP request's result as the ending of its story.
+fn arp_ending(journey: &Journey, result: ArpResult) -> Ending {
+    match result {
+        ArpResult::Answered { asked, reply, mac } => Ending::ArpAnswered {
+            asked,
+            reply,
+            mac: format_mac(mac),
+        },
+        ArpResult::Unanswered { asked } => Ending::ArpUnanswered {
+            asked,
+            target: journey.first_packet().dst,
+        },
     }
 }
 
@@ -663,7 +698,7 @@ pub fn explain(
                     source: event.packet.src,
                     rule_tracing_unavailable: x.facts.rule_tracing_unavailable.as_deref(),
                     next_hop: x.next_hop(event),
-                    arp_attempts: x.arp_attempts(events),
+                    arp_attempts: arp_attempts(events, event),
                 });
                 let mut text = format!("dropped in {ns} by the kernel: {reason} at {location}");
                 if reason.starts_with("NEIGH_") {
@@ -820,18 +855,23 @@ pub fn request_summary(journey: &Journey, story: &Story) -> RequestSummary {
         id: journey.id,
         sent: journey.first_packet(),
         ending: story.outcome.ending.clone(),
-        arp_attempts: arp_attempts(&journey.events),
+        arp_attempts: journey
+            .events
+            .iter()
+            .rev()
+            .find(|e| e.kind.is_neighbour_solicit())
+            .map_or(0, |last_wait| arp_attempts(&journey.events, last_wait)),
     }
 }
 
-/// Who-has the kernel sent while a packet waited for a neighbour: ARP
-/// takes a copy of the waiting packet for each and frees it.
-fn arp_attempts(events: &[Event]) -> u32 {
+/// Who-has the kernel sent while a packet waited on `at`'s device for a
+/// neighbour (a packet can wait more than once: in the container for its
+/// gateway, on the host for the next hop): ARP takes a copy of the waiting
+/// packet for each and frees it.
+fn arp_attempts(events: &[Event], at: &Event) -> u32 {
     events
         .iter()
-        .filter(
-            |e| matches!(&e.kind, EventKind::Consume { location } if is_neighbour_queue(location)),
-        )
+        .filter(|e| e.kind.is_neighbour_solicit() && e.netns == at.netns && e.ifindex == at.ifindex)
         .count() as u32
 }
 
@@ -844,7 +884,12 @@ impl Explainer<'_> {
     /// Where the journey starts: who sent it, by which route.
     /// `rerouted_to`: the device it left by when OUTPUT's NAT changed its
     /// destination after the first route sent it to `event`'s device.
-    fn send_hop(&mut self, event: &Event, pending_route: Option<&Event>, rerouted_to: Option<&str>) {
+    fn send_hop(
+        &mut self,
+        event: &Event,
+        pending_route: Option<&Event>,
+        rerouted_to: Option<&str>,
+    ) {
         let ns = self.namespace(event.netns);
         // ARP is below routing: a lookup before it is the kernel checking addresses.
         let is_arp = matches!(event.packet.transport, Transport::Arp { .. });
@@ -977,12 +1022,6 @@ impl Explainer<'_> {
             _ => None,
         })?;
         Some(route.gateway.unwrap_or(event.packet.dst)).filter(|_| route.error.is_none())
-    }
-
-    /// Who-has the kernel sent while the packet waited for a neighbour: one
-    /// copy of it is consumed per ARP request.
-    fn arp_attempts(&self, events: &[Event]) -> u32 {
-        arp_attempts(events)
     }
 
     /// The link kind of `event`'s device (IFLA_INFO_KIND: "veth", "tun", ...).
@@ -1449,7 +1488,8 @@ impl Explainer<'_> {
             .iter()
             .find(|e| !matches!(e.kind, EventKind::Route { .. }))
             .is_some_and(|e| {
-                matches!(&e.kind, EventKind::Drop { reason, .. } if !is_a_copys_fate(reason, read_by_a_socket))
+                matches!(&e.kind, EventKind::Drop { reason, .. }
+                    if reason == "NETFILTER_DROP" && !is_a_copys_fate(reason, read_by_a_socket))
             });
         let passed = if dropped_here { "entered" } else { "passed" };
         let mut text = format!(

@@ -9,8 +9,8 @@ use crate::enrich::{
 };
 use crate::journey::Journey;
 use crate::journey::tests::{
-    COLD_ARP, DOCKER_USER_DROP, FORWARDING_DISABLED, ICMP_MASQUERADE, SAME_BRIDGE, TCP_REFUSED,
-    UNICAST_FLOOD, assemble,
+    COLD_ARP, DOCKER_USER_DROP, FORWARDING_DISABLED, ICMP_MASQUERADE, LEFT_THROUGH_IFB,
+    NEIGH_FAILED, REJECT, SAME_BRIDGE, TCP_REFUSED, UDP_CLOSED_PORT, UNICAST_FLOOD, assemble,
 };
 
 const HOST: u32 = 4026531833;
@@ -50,6 +50,21 @@ const DEV_LAB: Shape = Shape {
     host_veth: (8, "veth020989f"),
     upstream: ("dev-up", 4026532178, Ipv4Addr::new(198, 51, 100, 129), 25),
     uplink: (6, "dev-up-host", Ipv4Addr::new(198, 51, 100, 130)),
+    bridge: (5, "docker0", Ipv4Addr::new(172, 17, 0, 1), "bridge"),
+};
+
+/// `cargo xtask lab`, for the failure recordings (server-1 on docker0).
+const FAILURES_LAB: Shape = Shape {
+    container: ("server-1", 4026532257, Ipv4Addr::new(172, 17, 0, 2)),
+    eth0: 614,
+    host_veth: (615, "vethd47484d"),
+    upstream: (
+        "pt-upstream",
+        4026532178,
+        Ipv4Addr::new(198, 51, 100, 1),
+        24,
+    ),
+    uplink: (613, "pt-up-host", Ipv4Addr::new(198, 51, 100, 254)),
     bridge: (5, "docker0", Ipv4Addr::new(172, 17, 0, 1), "bridge"),
 };
 
@@ -116,7 +131,13 @@ fn lab(shape: &Shape) -> Topology {
     let (veth_index, veth_name) = shape.host_veth;
     let (bridge_index, bridge_name, bridge_ip, network_name) = shape.bridge;
     let mut bridge = interface(bridge_index, bridge_name, "bridge", Some((bridge_ip, 16)));
-    bridge.mac = Some([0x02, 0x42, 0xb1, 0x84, 0x69, 0x35]);
+    bridge.mac = Some(
+        if bridge_index == FAILURES_LAB.bridge.0 && container_ns == FAILURES_LAB.container.1 {
+            [0x02, 0x42, 0x0a, 0xb6, 0x23, 0x7f]
+        } else {
+            [0x02, 0x42, 0xb1, 0x84, 0x69, 0x35]
+        },
+    );
     let mut port = veth(veth_index, veth_name, None, (container_ns, shape.eth0));
     port.master = Some(bridge_index);
     let host = namespace(
@@ -551,4 +572,166 @@ fn dns_entries_tell_the_embedded_dns_and_the_forwarded_leg() {
         .map(|exchange| crate::render::dns::render(&dns::explain_dns(exchange, &context)))
         .collect();
     insta::assert_snapshot!(anstream::adapter::strip_str(&told).to_string());
+}
+
+/// The recorded journeys told the way `follow` tells them: the exchanges
+/// decide each one's part (ARP held until answered or given up on, replies
+/// paired, requests without one told unanswered at the end).
+fn followed(fixture: &str, topology: &Topology, facts: &Facts, destination: Ipv4Addr) -> String {
+    use crate::journey::exchanges::{Exchanges, Role, Target, Told};
+    // As on the lab: Docker's chains in the host, none in the container and the upstream.
+    let facts = &Facts {
+        netfilter_hooks: vec![
+            (
+                HOST,
+                vec![
+                    Hook::Prerouting,
+                    Hook::Input,
+                    Hook::Forward,
+                    Hook::Output,
+                    Hook::Postrouting,
+                ],
+            ),
+            (FAILURES_LAB.container.1, Vec::new()),
+            (FAILURES_LAB.upstream.1, Vec::new()),
+        ],
+        ..facts.clone()
+    };
+    let mut exchanges = Exchanges::new(Target {
+        destination,
+        port: None,
+        source_netns: FAILURES_LAB.container.1,
+        host_netns: HOST,
+        published: None,
+        expect_second_leg: false,
+        limit: Some(1),
+        reply_wait: std::time::Duration::from_secs(5),
+    });
+    let mut requests: Vec<RequestSummary> = Vec::new();
+    let mut told = String::new();
+    let mut tell = |item: Told, requests: &mut Vec<RequestSummary>, told: &mut String| match item {
+        Told::Journey(journey, role) => {
+            let story = explain(
+                &journey,
+                &Telling::of(&journey, role, requests),
+                topology,
+                facts,
+            );
+            if matches!(role, Role::Request | Role::ArpRequest { .. }) {
+                requests.push(request_summary(&journey, &story));
+            }
+            told.push_str(&plain(std::slice::from_ref(&story)));
+        }
+        Told::NoReply { request, .. } => {
+            let last_seen = requests
+                .iter()
+                .find(|r| r.id == request)
+                .map(|r| Outcome::new(r.ending.clone()))
+                .expect("a told request");
+            // The wait depends on the clock of the test run.
+            let no_reply = NoReply::new(request, 5000, last_seen);
+            told.push_str(
+                &anstream::adapter::strip_str(&crate::render::terminal::no_reply(&no_reply))
+                    .to_string(),
+            );
+        }
+    };
+    for journey in assemble(fixture) {
+        for item in exchanges.place(journey) {
+            tell(item, &mut requests, &mut told);
+        }
+    }
+    for item in exchanges.finish() {
+        tell(item, &mut requests, &mut told);
+    }
+    told
+}
+
+#[test]
+fn a_next_hop_that_never_answers_arp_is_told_from_the_failed_neighbour() {
+    let told = followed(
+        NEIGH_FAILED,
+        &lab(&FAILURES_LAB),
+        &forwarding_on(),
+        Ipv4Addr::new(198, 51, 100, 99),
+    );
+    assert!(
+        told.contains("asked 3 times on the whole segment; no ARP reply came"),
+        "{told}"
+    );
+    assert!(told.contains("host 198.51.100.99 unreachable"), "{told}");
+    insta::assert_snapshot!(told);
+}
+
+#[test]
+fn a_reject_rule_is_named_and_its_icmp_error_is_the_reply() {
+    let facts = Facts {
+        rule_verdict: Some(RuleVerdict {
+            table: "ip filter".into(),
+            chain: "DOCKER-USER".into(),
+            through: vec!["FORWARD".into()],
+            handle: Some(21),
+            text: "tcp dport 81 reject".into(),
+            action: "reject".into(),
+        }),
+        ..forwarding_on()
+    };
+    let told = followed(
+        REJECT,
+        &lab(&FAILURES_LAB),
+        &facts,
+        Ipv4Addr::new(198, 51, 100, 1),
+    );
+    assert!(
+        told.contains("rejected in host, FORWARD, by ip filter DOCKER-USER"),
+        "{told}"
+    );
+    assert!(
+        told.contains("the host's own REJECT rule sent this"),
+        "{told}"
+    );
+    insta::assert_snapshot!(told);
+}
+
+#[test]
+fn a_closed_udp_port_answers_port_unreachable() {
+    let told = followed(
+        UDP_CLOSED_PORT,
+        &lab(&FAILURES_LAB),
+        &forwarding_on(),
+        Ipv4Addr::new(198, 51, 100, 1),
+    );
+    assert!(
+        told.contains("port 5353 (udp) unreachable — no process listens there"),
+        "{told}"
+    );
+    insta::assert_snapshot!(told);
+}
+
+#[test]
+fn a_packet_freed_by_the_device_it_left_by_is_no_receive() {
+    let mut topology = lab(&FAILURES_LAB);
+    let mut nic = interface(
+        621,
+        "ptnic0",
+        "ifb",
+        Some((Ipv4Addr::new(198, 51, 100, 241), 30)),
+    );
+    nic.mac = Some([0x7e, 0x49, 0x75, 0x95, 0xc9, 0x29]);
+    topology.namespaces[0].interfaces.push(nic);
+    let told = followed(
+        LEFT_THROUGH_IFB,
+        &topology,
+        &forwarding_on(),
+        Ipv4Addr::new(198, 51, 100, 242),
+    );
+    assert!(
+        told.contains("left host through ptnic0 (IFB device"),
+        "{told}"
+    );
+    assert!(
+        !told.contains("taken in by the kernel of host (ifb_xmit"),
+        "{told}"
+    );
+    insta::assert_snapshot!(told);
 }

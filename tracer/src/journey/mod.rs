@@ -24,7 +24,7 @@ use std::{
 
 use serde::Serialize;
 
-use crate::decode::{Event, EventKind, Packet, Transport};
+use crate::decode::{Event, EventKind, Packet, Quoted, Transport};
 
 /// A journey whose packets are all gone takes events this far apart no
 /// more (a clone's last steps come within it).
@@ -98,6 +98,15 @@ impl Journey {
         if self.conntrack_ids().any(|id| request_ids.contains(&id)) {
             return true;
         }
+        // An ICMP error quotes the packet it is about, as it was where the
+        // error was made (after the NATs on its way there).
+        if let Transport::Icmp {
+            quoted: Some(quoted),
+            ..
+        } = self.first_packet().transport
+        {
+            return request.packet_events().any(|e| quotes(&quoted, &e.packet));
+        }
         let (mut sent, reply) = (request.last_packet(), self.first_packet());
         if matches!(sent.transport, Transport::Arp { .. }) {
             sent = request.first_packet();
@@ -124,6 +133,23 @@ impl Journey {
             (a, b) => a.protocol_number() == b.protocol_number(),
         }
     }
+}
+
+/// True when `quoted` (from an ICMP error) is `packet`: addresses,
+/// protocol, IP id and TCP/UDP ports or ICMP identifier and sequence.
+fn quotes(quoted: &Quoted, packet: &Packet) -> bool {
+    let same_ends = match packet.transport {
+        Transport::Tcp { sport, dport, .. } | Transport::Udp { sport, dport } => {
+            quoted.sport == sport && quoted.dport == dport
+        }
+        Transport::Icmp { id, seq, .. } => quoted.sport == id && quoted.dport == seq,
+        _ => true,
+    };
+    quoted.src == packet.src
+        && quoted.dst == packet.dst
+        && quoted.protocol == packet.transport.protocol_number()
+        && quoted.ip_id == packet.ip_id
+        && same_ends
 }
 
 /// Drops that end a copy, not the packet: a frame a bridge flooded reaches

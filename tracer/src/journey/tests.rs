@@ -26,6 +26,16 @@ pub const UNICAST_FLOOD: &str = include_str!("fixtures/unicast_flood.jsonl");
 /// user-defined network (embedded DNS forwarding to the lab's dnsmasq at
 /// 198.51.100.1), recorded with `pkttrace dns --save-events`.
 pub const EMBEDDED_DNS: &str = include_str!("fixtures/embedded_dns.jsonl");
+/// The failure stories, recorded with `pkttrace follow server-1 ... --probe ...
+/// --save-events` on `cargo xtask lab`: 198.51.100.99, on the upstream's
+/// segment but nobody's (ARP unanswered, NEIGH_FAILED, ICMP host unreachable).
+pub const NEIGH_FAILED: &str = include_str!("fixtures/neigh_failed.jsonl");
+/// TCP to 198.51.100.1:81 with `iptables -I DOCKER-USER -p tcp --dport 81 -j REJECT`.
+pub const REJECT: &str = include_str!("fixtures/reject.jsonl");
+/// UDP to 198.51.100.1:5353, where nothing listens.
+pub const UDP_CLOSED_PORT: &str = include_str!("fixtures/udp_closed_port.jsonl");
+/// ICMP to 198.51.100.242, routed out of an ifb device (ptnic0, 198.51.100.241/30).
+pub const LEFT_THROUGH_IFB: &str = include_str!("fixtures/left_through_ifb.jsonl");
 
 pub fn assemble(fixture: &str) -> Vec<Journey> {
     let mut assembler = Assembler::new(100_000_000);
@@ -174,4 +184,81 @@ fn a_reused_skb_address_does_not_join_two_lookalike_packets() {
     assembler.push(syn_ack([127, 0, 0, 1], [127, 0, 0, 1], 1_000));
     assembler.push(syn_ack([172, 17, 0, 2], [172, 17, 0, 1], 2_000));
     assert_eq!(assembler.take_all().len(), 2);
+}
+
+#[test]
+fn an_icmp_error_answers_the_packet_it_quotes_even_without_conntrack() {
+    let mut journeys = assemble(UDP_CLOSED_PORT);
+    for journey in &mut journeys {
+        for event in &mut journey.events {
+            event.conntrack = None;
+        }
+    }
+    let request = journeys
+        .iter()
+        .find(|j| {
+            matches!(
+                j.first_packet().transport,
+                Transport::Udp { dport: 5353, .. }
+            )
+        })
+        .expect("the datagram");
+    let error = journeys
+        .iter()
+        .find(|j| {
+            matches!(
+                j.first_packet().transport,
+                Transport::Icmp { icmp_type: 3, .. }
+            )
+        })
+        .expect("the port unreachable");
+    assert!(
+        error.answers(request),
+        "it quotes the datagram as it arrived"
+    );
+    let other = journeys
+        .iter()
+        .find(|j| matches!(j.first_packet().transport, Transport::Arp { .. }))
+        .expect("an ARP exchange of the run");
+    assert!(!error.answers(other), "nor anything else");
+}
+
+#[test]
+fn a_packet_waiting_for_arp_keeps_its_journey_open_until_the_neighbour_fails() {
+    let events = recorded(NEIGH_FAILED);
+    let drop = events
+        .iter()
+        .find(|e| matches!(&e.kind, EventKind::Drop { reason, .. } if reason == "NEIGH_FAILED"))
+        .expect("the drop three seconds later")
+        .clone();
+    let mut assembler = Assembler::new(100_000_000);
+    for event in events.into_iter().filter(|e| e.time_ns < drop.time_ns) {
+        assembler.push(event);
+    }
+    let before = drop.time_ns - 1_000;
+    assert!(
+        assembler.take_finished(before).iter().all(|j| !matches!(
+            j.first_packet().transport,
+            Transport::Icmp { icmp_type: 8, .. }
+        )),
+        "the echo request still waits in the neighbour's queue"
+    );
+    assembler.push(drop);
+    let finished = assembler.take_finished(before + 1_000_000_000);
+    let request = finished
+        .iter()
+        .find(|j| {
+            matches!(
+                j.first_packet().transport,
+                Transport::Icmp { icmp_type: 8, .. }
+            )
+        })
+        .expect("finished once dropped");
+    assert!(
+        request
+            .events
+            .iter()
+            .any(|e| matches!(&e.kind, EventKind::Drop { reason, .. } if reason == "NEIGH_FAILED")),
+        "the drop joined the journey of the packet it ended"
+    );
 }
