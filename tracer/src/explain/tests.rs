@@ -609,7 +609,7 @@ fn followed(fixture: &str, topology: &Topology, facts: &Facts, destination: Ipv4
     });
     let mut requests: Vec<RequestSummary> = Vec::new();
     let mut told = String::new();
-    let mut tell = |item: Told, requests: &mut Vec<RequestSummary>, told: &mut String| match item {
+    let tell = |item: Told, requests: &mut Vec<RequestSummary>, told: &mut String| match item {
         Told::Journey(journey, role) => {
             let story = explain(
                 &journey,
