@@ -101,6 +101,10 @@ pub struct PacketEvent {
     pub dport: u16,
     pub ip_id: u16,
     pub ip_len: u16,
+    /// TCP sequence and acknowledgement numbers: what no NAT changes and
+    /// tells apart lookalike segments (resets of one port, IP id 0).
+    pub tcp_seq: u32,
+    pub tcp_ack: u32,
     pub probe: u8,
     pub protocol: u8,
     pub icmp_type: u8,

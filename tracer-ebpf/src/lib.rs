@@ -321,6 +321,10 @@ fn read_transport(
             }
             if ip.protocol == IPPROTO_TCP {
                 event.tcp_flags = read::<u8>(l4, 13).unwrap_or(0);
+                if let Some([seq, ack]) = read::<[u32; 2]>(l4, 4) {
+                    event.tcp_seq = u32::from_be(seq);
+                    event.tcp_ack = u32::from_be(ack);
+                }
             }
             ports_match(cfg, event.sport, event.dport)
         }

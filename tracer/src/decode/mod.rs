@@ -155,6 +155,12 @@ pub enum Transport {
         sport: u16,
         dport: u16,
         flags: u8,
+        /// Sequence and acknowledgement numbers (0 in recordings made
+        /// before pkttrace read them).
+        #[serde(default)]
+        seq: u32,
+        #[serde(default)]
+        ack: u32,
     },
     Udp {
         sport: u16,
@@ -356,6 +362,8 @@ pub fn decode(raw: &PacketEvent, payload: Option<&[u8]>, names: &KernelNames) ->
             sport: raw.sport,
             dport: raw.dport,
             flags: raw.tcp_flags,
+            seq: raw.tcp_seq,
+            ack: raw.tcp_ack,
         },
         17 => Transport::Udp {
             sport: raw.sport,

@@ -167,6 +167,9 @@ struct Identity {
     protocol: u8,
     /// TCP flags or ICMP type.
     detail: u8,
+    /// TCP sequence and acknowledgement numbers: IP id 0 and the same
+    /// ports do not make two resets one.
+    sequence: (u32, u32),
     /// ARP messages all look alike but for their addresses, which no NAT changes.
     arp_between: Option<(Ipv4Addr, Ipv4Addr)>,
 }
@@ -181,11 +184,16 @@ impl Identity {
         };
         let arp_between =
             matches!(packet.transport, Transport::Arp { .. }).then_some((packet.src, packet.dst));
+        let sequence = match packet.transport {
+            Transport::Tcp { seq, ack, .. } => (seq, ack),
+            _ => (0, 0),
+        };
         Self {
             ip_id: packet.ip_id,
             length: packet.length,
             protocol: packet.transport.protocol_number(),
             detail,
+            sequence,
             arp_between,
         }
     }

@@ -176,6 +176,8 @@ fn a_reused_skb_address_does_not_join_two_lookalike_packets() {
             sport: 80,
             dport: 40000,
             flags: 0x12,
+            seq: 1,
+            ack: 2,
         };
         event.time_ns = time;
         event
@@ -260,5 +262,36 @@ fn a_packet_waiting_for_arp_keeps_its_journey_open_until_the_neighbour_fails() {
             .iter()
             .any(|e| matches!(&e.kind, EventKind::Drop { reason, .. } if reason == "NEIGH_FAILED")),
         "the drop joined the journey of the packet it ended"
+    );
+}
+
+#[test]
+fn two_resets_of_one_port_and_ip_id_0_are_two_packets() {
+    // A port reused by the next connection: the resets differ only in their
+    // acknowledgement numbers (each answers its own SYN's random sequence).
+    let journeys = assemble(TCP_REFUSED);
+    let reset = journeys
+        .iter()
+        .flat_map(|j| j.events.iter())
+        .find(|e| matches!(e.packet.transport, Transport::Tcp { flags, .. } if flags & 0x04 != 0))
+        .expect("the recording's reset")
+        .clone();
+    let with_ack = |ack: u32, skb: u64, time: u64| {
+        let mut event = reset.clone();
+        event.skb = skb;
+        event.time_ns = time;
+        event.packet.ip_id = 0;
+        if let Transport::Tcp { ack: a, .. } = &mut event.packet.transport {
+            *a = ack;
+        }
+        event
+    };
+    let mut assembler = Assembler::new(100_000_000);
+    assembler.push(with_ack(1_000, 0xa00, 1_000));
+    assembler.push(with_ack(2_000, 0xb00, 3_000_000));
+    assert_eq!(
+        assembler.take_all().len(),
+        2,
+        "not one journey and its clone"
     );
 }
