@@ -6,10 +6,11 @@ use std::io::Read;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle, sleep};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 
 use crate::cmd::{cmd, describe, succeeds};
 
@@ -17,6 +18,11 @@ use crate::cmd::{cmd, describe, succeeds};
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
 /// After SIGINT the tracer gets this long to detach and print before SIGKILL.
 const STOP_GRACE: Duration = Duration::from_secs(5);
+/// How long loading and attaching may take (a debug build on a busy machine).
+const ATTACH_LIMIT: Duration = Duration::from_secs(60);
+/// The lines pkttrace prints once every program is attached: traffic sent
+/// after one of them is seen whole.
+const ATTACHED_LINES: [&str; 2] = ["pkttrace: following ", "pkttrace: watching "];
 
 /// Names of the programs pkttrace loads, as `bpftool prog show` lists them.
 fn pkttrace_programs_loaded() -> Result<usize> {
@@ -141,7 +147,9 @@ pub struct Pkttrace {
     child: Child,
     reaped: bool,
     stdout: Option<JoinHandle<Vec<u8>>>,
-    stderr: Option<JoinHandle<Vec<u8>>>,
+    /// Filled as the tracer writes, so a test can wait for a line.
+    stderr: Arc<Mutex<Vec<u8>>>,
+    stderr_reader: Option<JoinHandle<()>>,
 }
 
 impl Pkttrace {
@@ -151,6 +159,44 @@ impl Pkttrace {
         S: AsRef<OsStr>,
     {
         Self::spawn_program(pkttrace_bin(), args)
+    }
+
+    /// Starts it and returns once it says it is attached, so that traffic
+    /// made next is traced from its first packet on (a fixed sleep races
+    /// with a slow load).
+    pub fn spawn_attached<I, S>(args: I) -> Result<Self>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        Self::spawn(args)?.attached(ATTACH_LIMIT)
+    }
+
+    /// Returns once stderr has one of the [`ATTACHED_LINES`].
+    fn attached(mut self, limit: Duration) -> Result<Self> {
+        let deadline = Instant::now() + limit;
+        loop {
+            let stderr = self.stderr_so_far();
+            if stderr
+                .lines()
+                .any(|line| ATTACHED_LINES.iter().any(|start| line.starts_with(start)))
+            {
+                return Ok(self);
+            }
+            if let Some(status) = self.child.try_wait()? {
+                self.reaped = true;
+                bail!("pkttrace ended before it attached ({status}): {stderr}");
+            }
+            if Instant::now() >= deadline {
+                bail!("pkttrace did not attach within {limit:?}: {stderr}");
+            }
+            sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn stderr_so_far(&self) -> String {
+        let bytes = self.stderr.lock().map(|b| b.clone()).unwrap_or_default();
+        String::from_utf8_lossy(&bytes).into_owned()
     }
 
     fn spawn_program<P, I, S>(program: P, args: I) -> Result<Self>
@@ -182,12 +228,17 @@ impl Pkttrace {
             })?;
         // Both pipes drain on their own threads, so a chatty tracer never blocks on a full pipe.
         let stdout = child.stdout.take().map(drain);
-        let stderr = child.stderr.take().map(drain);
+        let stderr = Arc::new(Mutex::new(Vec::new()));
+        let stderr_reader = child
+            .stderr
+            .take()
+            .map(|pipe| drain_into(pipe, Arc::clone(&stderr)));
         Ok(Self {
             child,
             reaped: false,
             stdout,
             stderr,
+            stderr_reader,
         })
     }
 
@@ -257,7 +308,12 @@ impl Pkttrace {
         Ok(RunOutput {
             status,
             stdout: text(self.stdout.take()),
-            stderr: text(self.stderr.take()),
+            stderr: {
+                if let Some(reader) = self.stderr_reader.take() {
+                    let _ = reader.join();
+                }
+                self.stderr_so_far()
+            },
             timed_out,
         })
     }
@@ -268,6 +324,18 @@ fn drain(mut pipe: impl Read + Send + 'static) -> JoinHandle<Vec<u8>> {
         let mut bytes = Vec::new();
         let _ = pipe.read_to_end(&mut bytes);
         bytes
+    })
+}
+
+/// Reads `pipe` to its end, appending to `sink` as bytes arrive.
+fn drain_into(mut pipe: impl Read + Send + 'static, sink: Arc<Mutex<Vec<u8>>>) -> JoinHandle<()> {
+    thread::spawn(move || {
+        let mut chunk = [0u8; 4096];
+        while let Ok(read @ 1..) = pipe.read(&mut chunk) {
+            if let Ok(mut bytes) = sink.lock() {
+                bytes.extend_from_slice(&chunk[..read]);
+            }
+        }
     })
 }
 
@@ -298,6 +366,33 @@ mod tests {
         );
         assert_eq!(run.status.code(), Some(3));
         assert!(!run.timed_out);
+    }
+
+    #[test]
+    fn attached_waits_for_the_line_said_after_attaching() {
+        let script = "echo 'pkttrace: loading' >&2; sleep 0.3; echo 'pkttrace: following a → b' >&2; sleep 30";
+        let started = std::time::Instant::now();
+        let tracer = Pkttrace::spawn_program("sh", ["-c", script])
+            .unwrap()
+            .attached(Duration::from_secs(10))
+            .unwrap();
+        assert!(started.elapsed() >= Duration::from_millis(300));
+        tracer.kill().unwrap();
+    }
+
+    #[test]
+    fn attached_fails_when_the_tracer_ends_first_or_never_says_it() {
+        let ended =
+            Pkttrace::spawn_program("sh", ["-c", "echo 'pkttrace: error: no root' >&2; exit 2"])
+                .unwrap()
+                .attached(Duration::from_secs(10))
+                .unwrap_err();
+        assert!(format!("{ended}").contains("no root"), "{ended}");
+        let silent = Pkttrace::spawn_program("sleep", ["30"])
+            .unwrap()
+            .attached(Duration::from_millis(200))
+            .unwrap_err();
+        assert!(format!("{silent}").contains("did not attach"), "{silent}");
     }
 
     #[test]

@@ -4,7 +4,7 @@
 //! them with --dns, the real dockerd and the NAT rules it put inside the
 //! containers' namespaces. No query ever goes to the machine's resolver.
 
-use std::{process::Command, thread, time::Duration};
+use std::{process::Command, time::Duration};
 
 use anyhow::{Context, Result, ensure};
 use integration_tests::{
@@ -25,8 +25,7 @@ fn watch_dns(
 ) -> Result<Vec<Value>> {
     let mut args = vec!["dns", container.name(), "--json"];
     args.extend_from_slice(options);
-    let tracer = Pkttrace::spawn(args)?;
-    thread::sleep(Duration::from_secs(3));
+    let tracer = Pkttrace::spawn_attached(args)?;
     queries();
     let run = tracer.wait(Duration::from_secs(40))?;
     ensure!(run.success(), "pkttrace dns failed: {run}");

@@ -6,7 +6,7 @@
 //! Each story is checked against the ground truth read independently (`ip`,
 //! nft handles, the tap's own reader), and so is the exit code.
 
-use std::{net::Ipv4Addr, path::Path, process::Command, thread, time::Duration};
+use std::{net::Ipv4Addr, path::Path, process::Command, time::Duration};
 
 use anyhow::{Context, Result, ensure};
 use integration_tests::{
@@ -501,7 +501,7 @@ fn the_reverse_path_filter_drop_names_its_sysctl() -> Result<()> {
     let strict = format!("net/ipv4/conf/{}/rp_filter", upstream.host_veth());
     let _strict = Sysctl::set(&strict, "1")?;
     let host = upstream.host_ip().to_string();
-    let tracer = Pkttrace::spawn([
+    let tracer = Pkttrace::spawn_attached([
         "follow",
         upstream.name(),
         &host,
@@ -511,7 +511,6 @@ fn the_reverse_path_filter_drop_names_its_sysctl() -> Result<()> {
         "10",
         "--json",
     ])?;
-    thread::sleep(Duration::from_secs(3));
     let _ = upstream.exec([
         "busybox",
         "ping",
@@ -576,7 +575,7 @@ fn forwarding_off_on_one_device_is_the_one_named() -> Result<()> {
 fn two_connections_refused_at_once_are_two_exchanges() -> Result<()> {
     let (upstream, container) = container()?;
     let dest = format!("{}:7777", upstream.ip());
-    let tracer = Pkttrace::spawn([
+    let tracer = Pkttrace::spawn_attached([
         "follow",
         container.name(),
         &dest,
@@ -586,7 +585,6 @@ fn two_connections_refused_at_once_are_two_exchanges() -> Result<()> {
         "15",
         "--json",
     ])?;
-    thread::sleep(Duration::from_secs(3));
     let target = upstream.ip().to_string();
     let _ = container.exec([
         "sh",
@@ -615,6 +613,13 @@ fn two_connections_refused_at_once_are_two_exchanges() -> Result<()> {
         .collect();
     ensure!(replies.len() == 2, "two resets, not one: {journeys:#?}");
     for request in requests {
+        // Whole stories: traced from attach on, each SYN meets the MASQUERADE.
+        ensure!(
+            request["hops"]
+                .as_array()
+                .is_some_and(|hops| hops.iter().any(|h| h["kind"] == "nat")),
+            "the SYN's source NAT: {request:#}"
+        );
         let reply = journeys
             .iter()
             .find(|j| j["reply_to"] == request["journey"])

@@ -3,7 +3,7 @@
 //! kernel's eBPF. Each test asserts what pkttrace printed against the real
 //! addresses, names and settings of the lab it built.
 
-use std::{net::Ipv4Addr, process::Command, thread, time::Duration};
+use std::{net::Ipv4Addr, process::Command, time::Duration};
 
 use anyhow::{Context, Result, ensure};
 use integration_tests::{
@@ -369,11 +369,10 @@ fn trace_tables(netns: Option<&str>) -> Result<Vec<String>> {
 fn even_sigkill_leaves_nothing_attached() -> Result<()> {
     let container = Container::new()?;
     let container_netns = format!("/proc/{}/ns/net", container.pid());
-    let tracer = Pkttrace::spawn(["follow", container.name(), "198.51.100.1"])?;
+    let tracer = Pkttrace::spawn_attached(["follow", container.name(), "198.51.100.1"])?;
     let attached = programs_loaded_at_least(1)?;
     ensure!(attached, "pkttrace never attached its programs");
     // Its rule tracing tables, in the host and in the container.
-    thread::sleep(Duration::from_secs(2));
     ensure!(
         !trace_tables(None)?.is_empty() && !trace_tables(Some(&container_netns))?.is_empty(),
         "pkttrace never set up rule tracing in both namespaces"
@@ -393,8 +392,7 @@ fn even_sigkill_leaves_nothing_attached() -> Result<()> {
 
 #[test]
 fn ctrl_c_ends_a_trace_cleanly() -> Result<()> {
-    let tracer = Pkttrace::spawn(["follow", "host", "198.51.100.1"])?;
-    thread::sleep(Duration::from_secs(2));
+    let tracer = Pkttrace::spawn_attached(["follow", "host", "198.51.100.1"])?;
     let run = tracer.stop()?;
     assert!(
         run.stderr
@@ -448,8 +446,8 @@ fn waits_for_traffic_and_names_the_real_sender() -> Result<()> {
         container,
     } = lab()?;
     let dest = upstream.ip().to_string();
-    let tracer = Pkttrace::spawn(["follow", container.name(), &dest, "--count", "1", "--json"])?;
-    thread::sleep(Duration::from_secs(3));
+    let tracer =
+        Pkttrace::spawn_attached(["follow", container.name(), &dest, "--count", "1", "--json"])?;
     container.exec_ok(["ping", "-c", "1", "-W", "3", &dest])?;
     let run = tracer.wait(Duration::from_secs(20))?;
     ensure!(run.success() && !run.timed_out, "{run}");
@@ -831,8 +829,8 @@ fn a_container_started_after_pkttrace_is_named_from_the_change_notifications() -
     let network = integration_tests::DockerNetwork::with_subnet(&format!("10.78.{block}.0/24"))?;
     let client = Container::builder().network(network.name()).start()?;
     let late_ip = format!("10.78.{block}.50");
-    let tracer = Pkttrace::spawn(["follow", client.name(), &late_ip, "--count", "1", "--json"])?;
-    thread::sleep(Duration::from_secs(3));
+    let tracer =
+        Pkttrace::spawn_attached(["follow", client.name(), &late_ip, "--count", "1", "--json"])?;
     // Created while pkttrace runs: only rtnetlink and Docker events can tell it about this one.
     let late = Container::builder()
         .network(network.name())

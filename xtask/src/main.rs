@@ -107,10 +107,34 @@ fn dns_demo(pkttrace: PathBuf) -> Result<std::process::ExitStatus> {
         ["dns", lab::DNS_CLIENT, "--count", "2", "--timeout", "20"],
     );
     println!("demo: {}", describe(&dns));
+    dns.stderr(std::process::Stdio::piped());
     let mut tracer = dns
         .spawn()
         .with_context(|| format!("cannot start `{}`", describe(&dns)))?;
-    std::thread::sleep(std::time::Duration::from_secs(3));
+    // The lookups start once pkttrace says it watches: a query sent while it
+    // still attaches would be told in part. Its stderr is passed on as it comes.
+    let stderr = tracer.stderr.take().context("pkttrace's stderr")?;
+    let (attached, attached_seen) = std::sync::mpsc::channel();
+    let forwarder = std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            eprintln!("{line}");
+            if line.starts_with("pkttrace: watching") {
+                let _ = attached.send(());
+            }
+        }
+    });
+    if attached_seen
+        .recv_timeout(std::time::Duration::from_secs(60))
+        .is_err()
+    {
+        let _ = tracer.kill();
+        let _ = tracer.wait();
+        anyhow::bail!("pkttrace dns did not start watching within 60 s");
+    }
     for name in [lab::DNS_SERVER, "upstream.lab"] {
         let mut lookup = cmd(
             "docker",
@@ -120,7 +144,9 @@ fn dns_demo(pkttrace: PathBuf) -> Result<std::process::ExitStatus> {
         // The answer is pkttrace's to show; nslookup's own output would interleave.
         let _ = lookup.output();
     }
-    Ok(tracer.wait()?)
+    let status = tracer.wait()?;
+    let _ = forwarder.join();
+    Ok(status)
 }
 
 /// A `cargo` command run from the workspace root, whatever the caller's folder.
