@@ -2,7 +2,9 @@
 //! leave through a device nothing is traced beyond (an ifb and a tap stand
 //! in for a NIC), a next hop that never answers ARP, REJECT rules, a closed
 //! UDP port, drops in INPUT, raw, mangle and inside a container, the
-//! reverse path filter, forwarding off on one device, and lookalike resets.
+//! reverse path filter, forwarding off on one device, lookalike resets, and
+//! packets already on their way while pkttrace attached (left out, never
+//! told in part).
 //! Each story is checked against the ground truth read independently (`ip`,
 //! nft handles, the tap's own reader), and so is the exit code.
 
@@ -631,6 +633,54 @@ fn two_connections_refused_at_once_are_two_exchanges() -> Result<()> {
         );
         assert_eq!(reply["answer"]["kind"], "reset");
         assert_eq!(reply["answer"]["by_firewall"], false);
+    }
+    Ok(())
+}
+
+#[test]
+fn packets_already_on_the_way_while_it_attaches_are_left_out_not_told_in_part() -> Result<()> {
+    let (upstream, container) = container()?;
+    let target = upstream.ip().to_string();
+    // Connection attempts every 0.1 s from before pkttrace starts until after it is attached.
+    let attempts =
+        format!("for i in $(seq 1 50); do nc -w 1 {target} 7777 </dev/null; sleep 0.1; done");
+    let run = std::thread::scope(|scope| -> Result<_> {
+        let traffic = scope.spawn(|| container.exec(["sh", "-c", &attempts]));
+        std::thread::sleep(Duration::from_millis(300));
+        let dest = format!("{target}:7777");
+        let run = Pkttrace::spawn([
+            "follow",
+            container.name(),
+            &dest,
+            "--timeout",
+            "3",
+            "--json",
+        ])?
+        .wait(Duration::from_secs(60))?;
+        let _ = traffic.join();
+        Ok(run)
+    })?;
+    let syns: Vec<Value> = run
+        .stdout
+        .lines()
+        .map(serde_json::from_str::<Value>)
+        .collect::<Result<Vec<_>, _>>()?
+        .into_iter()
+        .filter(|j| j["record"] == "journey" && j["what"] == "TCP SYN")
+        .collect();
+    ensure!(
+        !syns.is_empty(),
+        "SYNs sent after attaching are told: {run}"
+    );
+    for syn in &syns {
+        let kinds = kinds(syn);
+        ensure!(
+            kinds.first() == Some(&"send")
+                && kinds.iter().filter(|k| **k == "netfilter").count() >= 3
+                && kinds.contains(&"nat"),
+            "every SYN told is told whole, from its send through the host's hooks and the MASQUERADE: {kinds:?} in {syn:#}\n{}",
+            run.stderr
+        );
     }
     Ok(())
 }

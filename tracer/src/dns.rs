@@ -105,6 +105,7 @@ pub async fn run(args: DnsArgs) -> Result<ExitCode> {
     let mut intake = Intake::new(names, args.save_events.as_deref(), "queries")?;
     let container_netns = std::path::PathBuf::from(format!("/proc/{}/ns/net", container.pid));
     let mut probes = Probes::attach(&filter, offsets, softirq_code, &[container_netns])?;
+    intake.all_attached();
     eprintln!(
         "pkttrace: watching DNS of {} ({}); Ctrl-C to stop",
         container.name,
@@ -135,7 +136,7 @@ pub async fn run(args: DnsArgs) -> Result<ExitCode> {
     let done = |teller: &Teller| args.count.is_some_and(|n| teller.told >= n);
     while !done(&teller) && intake.take_in(&mut probes, &mut assembler, None).await? {
         let now = monotonic_now_ns();
-        for journey in assembler.take_finished(now) {
+        for journey in intake.seen_whole(assembler.take_finished(now)) {
             correlator.push(journey);
         }
         for exchange in correlator.advance(now) {
@@ -148,7 +149,7 @@ pub async fn run(args: DnsArgs) -> Result<ExitCode> {
         }
     }
     drop(probes);
-    for journey in assembler.take_all() {
+    for journey in intake.seen_whole(assembler.take_all()) {
         correlator.push(journey);
     }
     for exchange in correlator.finish(monotonic_now_ns()) {

@@ -149,6 +149,7 @@ pub async fn run(args: FollowArgs) -> Result<ExitCode> {
     let mut intake = Intake::new(names, args.save_events.as_deref(), "journeys")?;
     let mut probes = Probes::attach(&filter, offsets, softirq_code, &traced_namespaces)?;
     let mut rule_tracer = start_rule_tracer(&filter, &traced_namespaces);
+    intake.all_attached();
     if let Some(docker) = &topology.docker_error {
         eprintln!("pkttrace: note: {docker}; containers are shown by namespace only");
     }
@@ -242,7 +243,7 @@ pub async fn run(args: FollowArgs) -> Result<ExitCode> {
         if !intake.take_in(&mut probes, &mut assembler, rules).await? {
             break;
         }
-        for journey in assembler.take_finished(monotonic_now_ns()) {
+        for journey in intake.seen_whole(assembler.take_finished(monotonic_now_ns())) {
             run.place(journey, intake.lost_recently()).await?;
         }
         for told in run.exchanges.tick() {
@@ -261,7 +262,7 @@ pub async fn run(args: FollowArgs) -> Result<ExitCode> {
             break;
         }
     }
-    for journey in assembler.take_all() {
+    for journey in intake.seen_whole(assembler.take_all()) {
         run.place(journey, intake.lost_recently()).await?;
     }
     for told in run.exchanges.finish() {

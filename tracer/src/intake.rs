@@ -18,8 +18,8 @@ use tokio::{
 
 use crate::{
     decode::{self, Event, KernelNames},
-    journey::{Assembler, rules::RuleTraces},
-    probes::{Probes, RawEvent, nftrace::RuleTracer},
+    journey::{Assembler, Journey, rules::RuleTraces},
+    probes::{Probes, RawEvent, monotonic_now_ns, nftrace::RuleTracer},
 };
 
 /// How often the caller gets control back when no event comes.
@@ -37,6 +37,9 @@ pub struct Intake {
     last_loss: Option<Instant>,
     /// What the loss warning says may be incomplete: "journeys", "queries".
     told: &'static str,
+    /// When every program was attached (kernel clock); a packet seen
+    /// earlier met some of the hooks before they were there.
+    attached_ns: u64,
     interrupt: Signal,
     terminate: Signal,
 }
@@ -56,6 +59,7 @@ impl Intake {
             lost_reported: 0,
             last_loss: None,
             told,
+            attached_ns: u64::MAX,
             interrupt: signal(SignalKind::interrupt())?,
             terminate: signal(SignalKind::terminate())?,
         })
@@ -133,6 +137,28 @@ impl Intake {
         self.last_loss = Some(Instant::now());
     }
 
+    /// Every program is attached now: packets seen from here on are seen whole.
+    pub fn all_attached(&mut self) {
+        self.attached_ns = monotonic_now_ns();
+    }
+
+    /// The journeys whose packets were seen whole. One already on its way
+    /// while the programs attached is left out, and said so with its number
+    /// (the numbers told skip it): its story would lack hops, with nothing
+    /// to show where.
+    pub fn seen_whole(&mut self, journeys: Vec<Journey>) -> Vec<Journey> {
+        let (whole, partial): (Vec<Journey>, Vec<Journey>) = journeys
+            .into_iter()
+            .partition(|journey| journey.first_seen_ns() >= self.attached_ns);
+        if !partial.is_empty() {
+            eprintln!(
+                "pkttrace: note: left out {}: already on the way while pkttrace attached its programs, their first hops were not traced",
+                numbered(partial.iter().map(|j| j.id))
+            );
+        }
+        whole
+    }
+
     /// Events were lost a moment ago: what is told now may miss steps.
     pub fn lost_recently(&self) -> bool {
         self.last_loss.is_some_and(|at| at.elapsed() < LOSS_SHADOW)
@@ -143,5 +169,29 @@ impl Intake {
             file.flush()?;
         }
         Ok(())
+    }
+}
+
+/// "#1, #2 and #5"; past five numbers, how many more.
+fn numbered(ids: impl Iterator<Item = u64>) -> String {
+    const SHOWN: usize = 5;
+    let ids: Vec<String> = ids.map(|id| format!("#{id}")).collect();
+    match ids.len() {
+        0 => String::new(),
+        1 => ids[0].clone(),
+        n if n <= SHOWN => format!("{} and {}", ids[..n - 1].join(", "), ids[n - 1]),
+        n => format!("{} and {} more", ids[..SHOWN].join(", "), n - SHOWN),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::numbered;
+
+    #[test]
+    fn numbers_are_listed_then_counted() {
+        assert_eq!(numbered([3].into_iter()), "#3");
+        assert_eq!(numbered([1, 2, 5].into_iter()), "#1, #2 and #5");
+        assert_eq!(numbered(1..=8), "#1, #2, #3, #4, #5 and 3 more");
     }
 }

@@ -61,6 +61,11 @@ impl Journey {
             .packet
     }
 
+    /// When its first event happened (kernel clock).
+    pub fn first_seen_ns(&self) -> u64 {
+        self.events.iter().map(|e| e.time_ns).min().unwrap_or(0)
+    }
+
     /// Its events, each with a namespace: a packet freed or read after it
     /// left its device has none of its own, and is where it was last seen.
     pub fn located_events(&self) -> Vec<Event> {
