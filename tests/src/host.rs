@@ -7,7 +7,7 @@ use std::process::Command;
 
 use anyhow::{Context, Result, ensure};
 
-use crate::cmd::{cleanup, cmd, run};
+use crate::cmd::{cleanup, cmd, run, succeeds};
 use crate::names::{is_stale, unique};
 
 /// A sysctl set for the guard's lifetime; Drop writes the old value back.
@@ -74,6 +74,9 @@ pub struct IptablesRule {
     table: String,
     chain: String,
     spec: Vec<String>,
+    /// iptables-nft made the table for this rule: Drop removes it again once
+    /// it holds no rule, so its empty base chains do not stay hooked.
+    made_the_table: bool,
 }
 
 impl IptablesRule {
@@ -117,6 +120,7 @@ impl IptablesRule {
             .map(|a| a.as_ref().to_string_lossy().into_owned())
             .collect();
         spec.extend(["-m".into(), "comment".into(), "--comment".into(), unique()]);
+        let made_the_table = !succeeds(&mut nft_table(netns.as_deref(), "list", table));
         run(iptables_in(netns.as_deref())
             .args(["-t", table, "-I", chain])
             .args(&spec))?;
@@ -125,6 +129,7 @@ impl IptablesRule {
             table: table.to_owned(),
             chain: chain.to_owned(),
             spec,
+            made_the_table,
         })
     }
 
@@ -163,6 +168,13 @@ impl IptablesRule {
     }
 }
 
+/// `nft <verb> table ip <table>` in `netns` (the host's when `None`).
+fn nft_table(netns: Option<&Path>, verb: &str, table: &str) -> Command {
+    let mut nft = in_netns(netns, "nft");
+    nft.args([verb, "table", "ip", table]);
+    nft
+}
+
 /// `iptables`, run inside the network namespace of the nsfs file `netns`
 /// when there is one.
 fn iptables_in(netns: Option<&Path>) -> Command {
@@ -194,7 +206,25 @@ impl Drop for IptablesRule {
                 .args(["-t", &self.table, "-D", &self.chain])
                 .args(&self.spec),
         );
+        if self.made_the_table {
+            let listing = run(&mut nft_table(self.netns.as_deref(), "list", &self.table));
+            // A rule someone else added since keeps the table.
+            let emptied = listing.is_ok_and(|l| l.lines().all(|line| is_chain_frame(line.trim())));
+            if emptied {
+                cleanup(&mut nft_table(self.netns.as_deref(), "delete", &self.table));
+            }
+        }
     }
+}
+
+/// A line of `nft list table` that is no rule: the table's and chains'
+/// frames and the base chains' hook lines.
+fn is_chain_frame(line: &str) -> bool {
+    line.is_empty()
+        || line == "}"
+        || line.starts_with("table ")
+        || line.starts_with("chain ")
+        || line.starts_with("type ")
 }
 
 /// Deletes tagged iptables rules and restores sysctls of runs that are gone.
