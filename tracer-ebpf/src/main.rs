@@ -263,9 +263,11 @@ fn capture_tcp_payload(ctx: &TcContext) {
     }
     let ip_header_len = ((ip.version_ihl & 0x0f) as usize) * 4;
     let l4 = ETH_HLEN + ip_header_len;
-    let (Ok(ports), Ok(offset_and_flags)) =
-        (ctx.load::<[u16; 2]>(l4), ctx.load::<[u8; 2]>(l4 + 12))
-    else {
+    let (Ok(ports), Ok(seq_and_ack), Ok(offset_and_flags)) = (
+        ctx.load::<[u16; 2]>(l4),
+        ctx.load::<[u32; 2]>(l4 + 4),
+        ctx.load::<[u8; 2]>(l4 + 12),
+    ) else {
         return;
     };
     let (sport, dport) = (u16::from_be(ports[0]), u16::from_be(ports[1]));
@@ -290,6 +292,9 @@ fn capture_tcp_payload(ctx: &TcContext) {
     event.sport = sport;
     event.dport = dport;
     event.tcp_flags = offset_and_flags[1];
+    // Part of the packet's identity: the tracepoints' events of this segment carry them too.
+    event.tcp_seq = u32::from_be(seq_and_ack[0]);
+    event.tcp_ack = u32::from_be(seq_and_ack[1]);
     // Only attached inside the traced namespace.
     event.netns = cfg.netns;
     // SAFETY: reading a context field the verifier allows.
