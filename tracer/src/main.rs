@@ -14,6 +14,8 @@ mod render;
 mod sender;
 mod setns;
 mod target;
+#[cfg(test)]
+mod test_support;
 mod topology;
 
 use std::process::ExitCode;

@@ -9,26 +9,13 @@ use std::process::Command;
 use std::time::Instant;
 
 use super::{Owner, RouteKind, Topology};
+use crate::test_support::run;
 
 const LAB_IMAGE: &str = "pkttrace-lab:latest";
 const THROWAWAY_IMAGE: &str = "pt-enrich-test";
 /// Configured only, never sent to: the test sends no traffic at all.
 const LAB_DNS: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 53);
 const NS_ADDR: Ipv4Addr = Ipv4Addr::new(100, 64, 77, 2);
-
-/// Runs a command, panicking with its stderr when it fails.
-fn run(args: &[&str]) -> String {
-    let out = Command::new(args[0])
-        .args(&args[1..])
-        .output()
-        .unwrap_or_else(|e| panic!("{args:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
 
 fn succeeds(args: &[&str]) -> bool {
     Command::new(args[0])

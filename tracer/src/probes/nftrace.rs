@@ -534,24 +534,11 @@ mod tests {
         decode::nftrace::{RuleTrace, TraceKind, Verdict, decode},
         sender,
         target::{Destination, Probe},
+        test_support::run,
     };
 
     const NEAR: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 201);
     const FAR: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 202);
-
-    /// Runs a command, panicking with its stderr when it fails.
-    fn run(args: &[&str]) -> String {
-        let out = Command::new(args[0])
-            .args(&args[1..])
-            .output()
-            .unwrap_or_else(|e| panic!("{args:?}: {e}"));
-        assert!(
-            out.status.success(),
-            "{args:?} failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
 
     /// Runs a command when dropped, whether the test passed or panicked.
     struct Undo(Vec<String>);
