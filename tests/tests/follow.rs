@@ -862,3 +862,78 @@ fn a_container_started_after_pkttrace_is_named_from_the_change_notifications() -
     );
     Ok(())
 }
+
+/// While pkttrace is stopped (SIGSTOP), a ping flood fills its ring buffer
+/// and the kernel loses events. What was under way then is marked, the
+/// request whose reply was lost says so, and a ping sent once pkttrace
+/// reads again is told unmarked: losses are placed by kernel time.
+#[test]
+fn lost_events_mark_what_they_overlap_and_nothing_after() -> Result<()> {
+    let upstream = Upstream::new()?;
+    let host = upstream.host_ip().to_string();
+    let tracer = Pkttrace::spawn_attached([
+        "follow",
+        upstream.name(),
+        &host,
+        "--timeout",
+        "12",
+        "--json",
+    ])?;
+    let signal = |name: &str| {
+        Command::new("kill")
+            .args([name, &tracer.pid().to_string()])
+            .status()
+    };
+    signal("-STOP")?;
+    let flooded = upstream.exec(["busybox", "ping", "-A", "-q", "-c", "3000", &host]);
+    signal("-CONT")?;
+    flooded?;
+    // Once pkttrace has read the ring again (soon, and well within the
+    // two seconds a wall-clock guess would mark).
+    std::thread::sleep(Duration::from_secs(1));
+    upstream.exec_ok(["busybox", "ping", "-c", "1", "-s", "200", &host])?;
+    let run = tracer.wait(Duration::from_secs(60))?;
+    ensure!(
+        run.stderr.contains("ring buffer was full"),
+        "the flood made the kernel lose events: {}",
+        run.stderr
+    );
+    let records: Vec<Value> = run
+        .stdout
+        .lines()
+        .map(serde_json::from_str::<Value>)
+        .collect::<Result<_, _>>()?;
+    let echo_requests: Vec<&Value> = records
+        .iter()
+        .filter(|r| {
+            r["record"] == "journey"
+                && r["direction"] == "request"
+                && text_of(&r["what"]).starts_with("ICMP echo request")
+        })
+        .collect();
+    let (last, flood) = echo_requests.split_last().context("echo requests told")?;
+    ensure!(
+        !flood.is_empty() && flood.iter().all(|r| r["events_lost"] == true),
+        "every flood request told is marked: {} requests",
+        flood.len()
+    );
+    for no_reply in records.iter().filter(|r| r["record"] == "no_reply") {
+        ensure!(
+            no_reply["events_lost"] == true,
+            "a reply lost with the events is said to be maybe unseen: {no_reply}"
+        );
+    }
+    ensure!(
+        last["events_lost"].is_null(),
+        "the ping sent after the losses is told unmarked: {last:#}"
+    );
+    let answered = records
+        .iter()
+        .any(|r| r["direction"] == "reply" && r["reply_to"] == last["journey"]);
+    ensure!(answered, "and its reply is told: {last:#}");
+    Ok(())
+}
+
+fn text_of(value: &Value) -> &str {
+    value.as_str().unwrap_or_default()
+}

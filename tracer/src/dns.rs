@@ -16,9 +16,9 @@ use crate::{
         Facts,
         dns::{DnsContext, explain_dns},
     },
-    intake::Intake,
+    intake::{Intake, Losses},
     journey::{
-        Assembler,
+        self, Assembler,
         dns::{Correlator, DnsExchange, Scope},
     },
     probes::monotonic_now_ns,
@@ -26,8 +26,6 @@ use crate::{
     render, target,
 };
 
-/// A journey is complete once no event joined it for this long.
-const QUIET: Duration = Duration::from_millis(150);
 const DNS_PORT: u16 = 53;
 
 #[derive(clap::Args, Debug)]
@@ -129,7 +127,7 @@ pub async fn run(args: DnsArgs) -> Result<ExitCode> {
         json: args.json,
         told: 0,
     };
-    let mut assembler = Assembler::new(QUIET.as_nanos() as u64);
+    let mut assembler = Assembler::new(journey::QUIET_NS);
     let deadline = args
         .timeout
         .map(|t| Instant::now() + Duration::from_secs(t));
@@ -141,7 +139,7 @@ pub async fn run(args: DnsArgs) -> Result<ExitCode> {
         }
         for exchange in correlator.advance(now) {
             if !done(&teller) {
-                teller.tell(&exchange, intake.lost_recently())?;
+                teller.tell(&exchange, intake.losses())?;
             }
         }
         if deadline.is_some_and(|d| Instant::now() >= d) {
@@ -154,7 +152,7 @@ pub async fn run(args: DnsArgs) -> Result<ExitCode> {
     }
     for exchange in correlator.finish(monotonic_now_ns()) {
         if !done(&teller) {
-            teller.tell(&exchange, intake.lost_recently())?;
+            teller.tell(&exchange, intake.losses())?;
         }
     }
     intake.finish()?;
@@ -198,9 +196,13 @@ struct Teller {
 }
 
 impl Teller {
-    fn tell(&mut self, exchange: &DnsExchange, events_lost: bool) -> Result<()> {
+    fn tell(&mut self, exchange: &DnsExchange, losses: &Losses) -> Result<()> {
+        let (start, end) = exchange.span_ns();
         let facts = Facts {
-            events_lost,
+            events_lost: losses.between(
+                start.saturating_sub(journey::QUIET_NS),
+                end + journey::QUIET_NS,
+            ),
             bridge_calls_iptables: crate::enrich::bridge_calls_iptables(),
             ..Facts::default()
         };

@@ -4,23 +4,21 @@
 //! the settings read where they happened name what they touched, the
 //! explanation tells them, and a renderer prints them.
 
-use std::{
-    collections::HashMap, io::Write, path::PathBuf, process::ExitCode, thread::JoinHandle,
-    time::Duration,
-};
+use std::{io::Write, path::PathBuf, process::ExitCode, thread::JoinHandle, time::Duration};
 
 use anyhow::{Context, Result};
 use tokio::time::Instant;
 
 use crate::{
-    decode::{EventKind, Hook, KernelNames},
+    decode::KernelNames,
     enrich::{self, Listener, Topology},
-    explain::{self, Answer, Facts, NoReply, Outcome, RequestSummary, RuleVerdict, Story, Telling},
-    intake::Intake,
+    explain::{self, Answer, NoReply, Outcome, RequestSummary, Story, Telling},
+    facts::FactFinder,
+    intake::{Intake, Losses},
     journey::{
-        Assembler, Journey,
+        self, Assembler, Journey,
         exchanges::{Exchanges, Role, Target, Told},
-        rules::{RuleTraces, TracedDrop},
+        rules::RuleTraces,
     },
     probes::{
         self, Filter, Probes, monotonic_now_ns,
@@ -31,8 +29,6 @@ use crate::{
     target::{self, Destination, Published, Source},
 };
 
-/// A journey whose packets are all gone is complete once no event joined it for this long.
-const QUIET: Duration = Duration::from_millis(150);
 /// With `--probe`: how long the trace goes on once the sender is done, for
 /// the last journeys (its answer's) to complete.
 const AFTER_SENDER: Duration = Duration::from_millis(500);
@@ -41,11 +37,6 @@ const AFTER_SENDER: Duration = Duration::from_millis(500);
 const PASSIVE_REPLY_WAIT: Duration = Duration::from_secs(5);
 /// Most requests remembered for the replies and "no reply" lines still to come.
 const MAX_REMEMBERED: usize = 1024;
-/// How long a namespace's list of netfilter hooks with chains is trusted
-/// before it is read again (rules come and go during a demo).
-const HOOKS_FRESH: Duration = Duration::from_secs(2);
-/// pkttrace's own trace tables, which are no chains of the ruleset.
-const OWN_TABLES: &str = "pkttrace_";
 
 #[derive(clap::Args, Debug)]
 pub struct FollowArgs {
@@ -73,24 +64,15 @@ pub struct FollowArgs {
 struct Run {
     source: Source,
     destination: Destination,
-    topology: Topology,
     json: bool,
     exchanges: Exchanges,
-    last_refresh: Instant,
-    /// Marked when rtnetlink or Docker report a change to the wiring.
-    changes: Option<tokio::sync::watch::Receiver<()>>,
-    /// nf_tables' traces of the followed packets, to name the rule that dropped one.
-    rule_traces: Option<RuleTraces>,
-    /// Why rules cannot be traced, when they cannot.
-    rule_tracing_unavailable: Option<String>,
+    facts: FactFinder,
     /// DEST is a published port: where Docker sends it.
     published: Option<Published>,
     /// The process listening on the published port (docker-proxy), if any.
     proxy: Option<Listener>,
     /// Requests told, for their replies' stories and "no reply" lines.
     requests: Vec<RequestSummary>,
-    /// Per namespace: the netfilter hooks with chains, and when they were read.
-    netfilter_hooks: HashMap<u32, (Instant, Vec<Hook>)>,
     /// A reply that was the answer asked for (an echo reply, a SYN+ACK) came.
     answered: bool,
 }
@@ -215,28 +197,27 @@ pub async fn run(args: FollowArgs) -> Result<ExitCode> {
     let mut run = Run {
         source,
         destination,
-        topology,
         json: args.json,
         exchanges,
-        last_refresh: Instant::now(),
-        changes: enrich::changes().ok(),
-        rule_traces: rule_tracer
-            .as_ref()
-            .ok()
-            .map(|tracer| RuleTraces::new(tracer.table())),
-        rule_tracing_unavailable,
+        facts: FactFinder::new(
+            topology,
+            rule_tracer
+                .as_ref()
+                .ok()
+                .map(|tracer| RuleTraces::new(tracer.table())),
+            rule_tracing_unavailable,
+        ),
         published,
         proxy,
         requests: Vec::new(),
-        netfilter_hooks: HashMap::new(),
         answered: false,
     };
-    let mut assembler = Assembler::new(QUIET.as_nanos() as u64);
+    let mut assembler = Assembler::new(journey::QUIET_NS);
     let started = Instant::now();
     let deadline = timeout.map(|t| started + t + AFTER_SENDER);
     let mut sender_done: Option<(Instant, Vec<ProbeOutcome>)> = None;
     loop {
-        let rules = match (rule_tracer.as_mut(), run.rule_traces.as_mut()) {
+        let rules = match (rule_tracer.as_mut(), run.facts.rule_traces_mut()) {
             (Ok(tracer), Some(store)) => Some((tracer, store)),
             _ => None,
         };
@@ -244,10 +225,10 @@ pub async fn run(args: FollowArgs) -> Result<ExitCode> {
             break;
         }
         for journey in intake.seen_whole(assembler.take_finished(monotonic_now_ns())) {
-            run.place(journey, intake.lost_recently()).await?;
+            run.place(journey, intake.losses()).await?;
         }
         for told in run.exchanges.tick() {
-            run.tell(told, intake.lost_recently()).await?;
+            run.tell(told, intake.losses()).await?;
         }
         if sender_done.is_none()
             && let Some(finished) = sender.take_if(|s| s.is_finished())
@@ -263,10 +244,10 @@ pub async fn run(args: FollowArgs) -> Result<ExitCode> {
         }
     }
     for journey in intake.seen_whole(assembler.take_all()) {
-        run.place(journey, intake.lost_recently()).await?;
+        run.place(journey, intake.losses()).await?;
     }
     for told in run.exchanges.finish() {
-        run.tell(told, intake.lost_recently()).await?;
+        run.tell(told, intake.losses()).await?;
     }
     drop(probes);
     if let Ok(tracer) = &rule_tracer
@@ -361,26 +342,32 @@ fn start_rule_tracer(filter: &Filter, namespaces: &[PathBuf]) -> Result<RuleTrac
 
 impl Run {
     /// Tells the journeys the exchanges take, in the order they come.
-    async fn place(&mut self, journey: Journey, events_lost: bool) -> Result<()> {
+    async fn place(&mut self, journey: Journey, losses: &Losses) -> Result<()> {
         for told in self.exchanges.place(journey) {
-            self.tell(told, events_lost).await?;
+            self.tell(told, losses).await?;
         }
         Ok(())
     }
 
-    async fn tell(&mut self, told: Told, events_lost: bool) -> Result<()> {
+    /// Tells a journey or a missing reply, marked when the kernel lost
+    /// events while it was under way.
+    async fn tell(&mut self, told: Told, losses: &Losses) -> Result<()> {
         match told {
-            Told::Journey(journey, role) => self.tell_journey(journey, role, events_lost).await,
+            Told::Journey(journey, role) => {
+                let events_lost = losses.around(&journey);
+                self.tell_journey(journey, role, events_lost).await
+            }
             Told::NoReply { request, waited } => {
-                let last_seen = self
-                    .requests
-                    .iter()
-                    .find(|r| r.id == request)
-                    .map(|r| Outcome::new(r.ending.clone()));
-                let Some(last_seen) = last_seen else {
+                let Some(request_told) = self.requests.iter().find(|r| r.id == request) else {
                     return Ok(());
                 };
-                let no_reply = NoReply::new(request, waited.as_millis() as u64, last_seen);
+                let last_seen = Outcome::new(request_told.ending.clone());
+                let events_lost = losses.between(
+                    request_told.sent_ns.saturating_sub(journey::QUIET_NS),
+                    request_told.sent_ns + waited.as_nanos() as u64,
+                );
+                let no_reply =
+                    NoReply::new(request, waited.as_millis() as u64, last_seen, events_lost);
                 let text = if self.json {
                     render::json::no_reply(&no_reply) + "\n"
                 } else {
@@ -397,24 +384,10 @@ impl Run {
         role: Role,
         events_lost: bool,
     ) -> Result<()> {
-        self.refresh_topology(&journey).await;
-        let netfilter_hooks = self.netfilter_hooks_for(&journey).await;
         let telling = Telling::of(&journey, role, &self.requests);
         let arp = matches!(role, Role::ArpRequest { .. } | Role::ArpReply { .. });
-        let facts = Facts {
-            events_lost,
-            bridge_calls_iptables: enrich::bridge_calls_iptables(),
-            fdb: if arp || self.crosses_a_bridge(&journey) {
-                enrich::host_fdb().await.unwrap_or_default()
-            } else {
-                Vec::new()
-            },
-            ipv4: enrich::journey_ipv4_settings(&journey, &self.topology),
-            rule_verdict: self.rule_verdict(&journey).await,
-            rule_tracing_unavailable: self.rule_tracing_unavailable.clone(),
-            netfilter_hooks,
-        };
-        let mut story = explain::explain(&journey, &telling, &self.topology, &facts);
+        let facts = self.facts.for_journey(&journey, arp, events_lost).await;
+        let mut story = explain::explain(&journey, &telling, self.facts.topology(), &facts);
         if story.answer.as_ref().is_some_and(Answer::succeeded) && !arp {
             self.answered = true;
         }
@@ -462,126 +435,5 @@ impl Run {
         out.write_all(text.as_bytes())?;
         out.flush()?;
         Ok(())
-    }
-
-    /// For a netfilter drop: the rule (or policy) nf_tables' trace says
-    /// decided, worded as the ruleset of the namespace it is in has it.
-    async fn rule_verdict(&self, journey: &Journey) -> Option<RuleVerdict> {
-        let traces = self.rule_traces.as_ref()?;
-        let (drop, traced) = journey
-            .located_events()
-            .into_iter()
-            .find_map(|e| traces.drop_of(&e).map(|traced| (e, traced)))?;
-        let namespace = self.topology.namespace(drop.netns)?.clone();
-        let host = self.topology.host_netns;
-        // nft runs as a subprocess: not on the event loop's thread.
-        let ruleset =
-            tokio::task::spawn_blocking(move || enrich::read_ruleset_of(&namespace, host))
-                .await
-                .ok()?
-                .ok();
-        Some(rule_verdict(traced, ruleset.as_ref()))
-    }
-
-    /// The hooks with chains of every namespace the journey met netfilter
-    /// in, read again when older than HOOKS_FRESH.
-    async fn netfilter_hooks_for(&mut self, journey: &Journey) -> Vec<(u32, Vec<Hook>)> {
-        let mut namespaces: Vec<u32> = journey
-            .events
-            .iter()
-            .filter(|e| matches!(e.kind, EventKind::Netfilter { .. }))
-            .map(|e| e.netns)
-            .collect();
-        namespaces.sort_unstable();
-        namespaces.dedup();
-        let mut known = Vec::new();
-        for netns in namespaces {
-            let fresh = self
-                .netfilter_hooks
-                .get(&netns)
-                .filter(|(at, _)| at.elapsed() < HOOKS_FRESH);
-            let hooks = match fresh {
-                Some((_, hooks)) => Some(hooks.clone()),
-                None => {
-                    let Some(namespace) = self.topology.namespace(netns).cloned() else {
-                        continue;
-                    };
-                    let host = self.topology.host_netns;
-                    // nft runs as a subprocess: not on the event loop's thread.
-                    let read = tokio::task::spawn_blocking(move || {
-                        enrich::netfilter_hooks_of(&namespace, host, OWN_TABLES)
-                    })
-                    .await;
-                    let hooks = read.ok().and_then(Result::ok);
-                    if let Some(hooks) = &hooks {
-                        self.netfilter_hooks
-                            .insert(netns, (Instant::now(), hooks.clone()));
-                    }
-                    hooks
-                }
-            };
-            known.extend(hooks.map(|hooks| (netns, hooks)));
-        }
-        known
-    }
-
-    fn crosses_a_bridge(&self, journey: &Journey) -> bool {
-        journey.events.iter().any(|e| {
-            self.topology
-                .interface(e.netns, e.ifindex)
-                .is_some_and(|i| i.master.is_some())
-        })
-    }
-
-    /// Re-reads the model when rtnetlink or Docker said the wiring changed (a
-    /// container started after pkttrace did). Without those notifications, a
-    /// journey through a namespace the model does not know triggers it.
-    async fn refresh_topology(&mut self, journey: &Journey) {
-        let changed = match self.changes.as_mut() {
-            Some(changes) => changes.has_changed().unwrap_or(false),
-            None => {
-                let unknown = journey
-                    .events
-                    .iter()
-                    .any(|e| e.netns != 0 && self.topology.namespace(e.netns).is_none());
-                unknown && self.last_refresh.elapsed() > Duration::from_secs(1)
-            }
-        };
-        if changed {
-            if let Some(changes) = self.changes.as_mut() {
-                changes.mark_unchanged();
-            }
-            self.last_refresh = Instant::now();
-            if let Ok(topology) = Topology::discover().await {
-                self.topology = topology;
-            }
-        }
-    }
-}
-
-/// A traced drop worded with its rule as the ruleset lists it; a rule the
-/// listing no longer has is named by its handle.
-fn rule_verdict(traced: TracedDrop, ruleset: Option<&enrich::Ruleset>) -> RuleVerdict {
-    let rule = traced
-        .handle
-        .and_then(|handle| ruleset?.rule(&traced.family, &traced.table, &traced.chain, handle));
-    let (text, action) = match (traced.handle, rule) {
-        (None, _) => ("policy drop".to_string(), "policy drop".to_string()),
-        (Some(_), Some(rule)) => {
-            let reject = rule.action.as_deref() == Some("reject");
-            (
-                rule.text.clone(),
-                if reject { "reject" } else { "drop" }.to_string(),
-            )
-        }
-        (Some(handle), None) => (format!("rule handle {handle}"), "drop".to_string()),
-    };
-    RuleVerdict {
-        table: format!("{} {}", traced.family, traced.table),
-        chain: traced.chain,
-        through: traced.through,
-        handle: traced.handle,
-        text,
-        action,
     }
 }

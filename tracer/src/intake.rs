@@ -4,10 +4,11 @@
 //! Ctrl-C or SIGTERM heard.
 
 use std::{
+    collections::VecDeque,
     fs::File,
     io::{BufWriter, Write},
     path::Path,
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use anyhow::{Context, Result};
@@ -18,23 +19,27 @@ use tokio::{
 
 use crate::{
     decode::{self, Event, KernelNames},
-    journey::{Assembler, Journey, rules::RuleTraces},
+    journey::{Assembler, Journey, QUIET_NS, rules::RuleTraces},
     probes::{Probes, RawEvent, monotonic_now_ns, nftrace::RuleTracer},
 };
 
 /// How often the caller gets control back when no event comes.
 const TICK: Duration = Duration::from_millis(50);
 
-/// What finishes this soon after the kernel reported lost events is flagged:
-/// its missing steps may be among the lost.
-const LOSS_SHADOW: Duration = Duration::from_secs(2);
+/// An event is stamped a moment before the ring buffer refuses it: a loss
+/// counted after one look may be stamped this much before that look.
+const STAMP_LEAD_NS: u64 = 1_000_000;
+/// Loss windows kept (one per look that found new losses).
+const MAX_LOSS_WINDOWS: usize = 4096;
 
 pub struct Intake {
     names: KernelNames,
     /// `--save-events FILE`: every decoded event, one JSON object a line.
     saved: Option<BufWriter<File>>,
     lost_reported: u64,
-    last_loss: Option<Instant>,
+    /// When the loss counter was last looked at (kernel clock).
+    looked_ns: u64,
+    losses: Losses,
     /// What the loss warning says may be incomplete: "journeys", "queries".
     told: &'static str,
     /// When every program was attached (kernel clock); a packet seen
@@ -57,7 +62,8 @@ impl Intake {
             names,
             saved,
             lost_reported: 0,
-            last_loss: None,
+            looked_ns: monotonic_now_ns(),
+            losses: Losses::default(),
             told,
             attached_ns: u64::MAX,
             interrupt: signal(SignalKind::interrupt())?,
@@ -123,18 +129,21 @@ impl Intake {
         Ok(events)
     }
 
-    /// Says when the kernel's count of lost events went up.
+    /// Says when the kernel's count of lost events went up, and keeps the
+    /// kernel-time window since the last look, in which they were lost.
     fn note_losses(&mut self, lost_so_far: u64) {
-        if lost_so_far <= self.lost_reported {
-            return;
+        let now = monotonic_now_ns();
+        if lost_so_far > self.lost_reported {
+            eprintln!(
+                "pkttrace: warning: the kernel dropped {} events because pkttrace's ring buffer was full; {} told around now may be missing steps",
+                lost_so_far - self.lost_reported,
+                self.told
+            );
+            self.losses
+                .push(self.looked_ns.saturating_sub(STAMP_LEAD_NS), now);
+            self.lost_reported = lost_so_far;
         }
-        eprintln!(
-            "pkttrace: warning: the kernel dropped {} events because pkttrace's ring buffer was full; {} seen around now may be missing steps",
-            lost_so_far - self.lost_reported,
-            self.told
-        );
-        self.lost_reported = lost_so_far;
-        self.last_loss = Some(Instant::now());
+        self.looked_ns = now;
     }
 
     /// Every program is attached now: packets seen from here on are seen whole.
@@ -159,9 +168,9 @@ impl Intake {
         whole
     }
 
-    /// Events were lost a moment ago: what is told now may miss steps.
-    pub fn lost_recently(&self) -> bool {
-        self.last_loss.is_some_and(|at| at.elapsed() < LOSS_SHADOW)
+    /// When the kernel lost events, to mark what they may have touched.
+    pub fn losses(&self) -> &Losses {
+        &self.losses
     }
 
     pub fn finish(self) -> Result<()> {
@@ -169,6 +178,37 @@ impl Intake {
             file.flush()?;
         }
         Ok(())
+    }
+}
+
+/// The kernel-time windows in which the kernel lost events, oldest first.
+#[derive(Default)]
+pub struct Losses {
+    windows: VecDeque<(u64, u64)>,
+}
+
+impl Losses {
+    fn push(&mut self, from_ns: u64, to_ns: u64) {
+        if self.windows.len() == MAX_LOSS_WINDOWS {
+            self.windows.pop_front();
+        }
+        self.windows.push_back((from_ns, to_ns));
+    }
+
+    /// Events were lost between `from_ns` and `to_ns` (kernel clock).
+    pub fn between(&self, from_ns: u64, to_ns: u64) -> bool {
+        self.windows
+            .iter()
+            .any(|&(start, end)| start <= to_ns && from_ns <= end)
+    }
+
+    /// Events were lost while `journey`'s packet could have made some: from
+    /// a quiet period before its first event to one after its last.
+    pub fn around(&self, journey: &Journey) -> bool {
+        self.between(
+            journey.first_seen_ns().saturating_sub(QUIET_NS),
+            journey.last_seen_ns() + QUIET_NS,
+        )
     }
 }
 
@@ -186,7 +226,19 @@ fn numbered(ids: impl Iterator<Item = u64>) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::numbered;
+    use super::{Losses, numbered};
+
+    #[test]
+    fn a_loss_marks_what_overlaps_its_window_only() {
+        let mut losses = Losses::default();
+        assert!(!losses.between(0, u64::MAX));
+        losses.push(1_000, 2_000);
+        assert!(losses.between(1_500, 1_600), "inside");
+        assert!(losses.between(500, 1_000), "touching its start");
+        assert!(losses.between(2_000, 9_000), "touching its end");
+        assert!(!losses.between(2_001, 9_000), "after it");
+        assert!(!losses.between(0, 999), "before it");
+    }
 
     #[test]
     fn numbers_are_listed_then_counted() {

@@ -6,6 +6,7 @@ mod decode;
 mod dns;
 mod enrich;
 mod explain;
+mod facts;
 mod follow;
 mod intake;
 mod journey;

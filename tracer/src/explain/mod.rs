@@ -853,6 +853,7 @@ pub fn explain(
 pub fn request_summary(journey: &Journey, story: &Story) -> RequestSummary {
     RequestSummary {
         id: journey.id,
+        sent_ns: journey.first_seen_ns(),
         sent: journey.first_packet(),
         ending: story.outcome.ending.clone(),
         arp_attempts: journey

@@ -274,6 +274,8 @@ impl Answer {
 #[derive(Clone, Debug)]
 pub struct RequestSummary {
     pub id: u64,
+    /// When it was first seen (kernel clock).
+    pub sent_ns: u64,
     /// The request as its sender sent it.
     pub sent: Packet,
     pub ending: Ending,
@@ -477,10 +479,14 @@ pub struct NoReply {
     /// Where the request was last seen (its own outcome).
     pub last_seen: Outcome,
     pub text: String,
+    /// The kernel lost events while the reply was waited for: it may have
+    /// come and not been seen.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub events_lost: bool,
 }
 
 impl NoReply {
-    pub fn new(request: u64, waited_ms: u64, last_seen: Outcome) -> Self {
+    pub fn new(request: u64, waited_ms: u64, last_seen: Outcome, events_lost: bool) -> Self {
         let waited = if waited_ms >= 1000 {
             format!("{:.1} s", waited_ms as f64 / 1000.0)
         } else {
@@ -495,6 +501,7 @@ impl NoReply {
             waited_ms,
             last_seen,
             text,
+            events_lost,
         }
     }
 }

@@ -629,7 +629,7 @@ fn followed(fixture: &str, topology: &Topology, facts: &Facts, destination: Ipv4
                 .map(|r| Outcome::new(r.ending.clone()))
                 .expect("a told request");
             // The wait depends on the clock of the test run.
-            let no_reply = NoReply::new(request, 5000, last_seen);
+            let no_reply = NoReply::new(request, 5000, last_seen, false);
             told.push_str(
                 &anstream::adapter::strip_str(&crate::render::terminal::no_reply(&no_reply))
                     .to_string(),

@@ -113,6 +113,28 @@ pub struct DnsExchange {
     pub timed_out: bool,
 }
 
+impl DnsExchange {
+    /// From the query's first event to the last event of any packet of the
+    /// exchange, or to the end of the wait for an answer that did not come
+    /// (kernel clock).
+    pub fn span_ns(&self) -> (u64, u64) {
+        let journeys = std::iter::once(&self.query)
+            .chain(&self.answer)
+            .chain(
+                self.forwarded
+                    .iter()
+                    .flat_map(|leg| std::iter::once(&leg.query).chain(&leg.answer)),
+            )
+            .map(|packet| &packet.journey);
+        let last_seen = journeys.map(Journey::last_seen_ns).max().unwrap_or(0);
+        let start = self.query.journey.first_seen_ns();
+        let waited_until = self
+            .waited_ns
+            .map_or(0, |waited| self.query.time_ns() + waited);
+        (start, last_seen.max(waited_until))
+    }
+}
+
 /// What the correlator knows about the container.
 #[derive(Clone, Copy, Debug)]
 pub struct Scope {

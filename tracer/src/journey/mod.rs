@@ -32,6 +32,10 @@ const MAX_GAP_NS: u64 = 1_000_000_000;
 /// A journey whose packet waits for a neighbour is finished after this long
 /// without news (the kernel gives up after 3 s by default).
 const WAIT_LIMIT_NS: u64 = 5_000_000_000;
+/// A journey whose packets are all gone is complete once no event joined it
+/// for this long; so none of its events lies further than this from the
+/// others.
+pub const QUIET_NS: u64 = 150_000_000;
 /// How far from its packet's events a route lookup may be: before the first
 /// (the sender routes before it builds the packet), or after the last seen
 /// (a packet in flight is routed as it arrives). One further off is another
@@ -64,6 +68,11 @@ impl Journey {
     /// When its first event happened (kernel clock).
     pub fn first_seen_ns(&self) -> u64 {
         self.events.iter().map(|e| e.time_ns).min().unwrap_or(0)
+    }
+
+    /// When its last event happened (kernel clock).
+    pub fn last_seen_ns(&self) -> u64 {
+        self.events.iter().map(|e| e.time_ns).max().unwrap_or(0)
     }
 
     /// Its events, each with a namespace: a packet freed or read after it

@@ -62,10 +62,17 @@ pub fn render(story: &Story) -> String {
 
 /// A request that got no reply: one line under the stories.
 pub fn no_reply(no_reply: &NoReply) -> String {
-    format!(
+    let mut out = format!(
         "{HEADER}#{} no reply{HEADER:#}\n   {DROP}✗ {}{DROP:#}\n",
         no_reply.request, no_reply.text
-    )
+    );
+    if no_reply.events_lost {
+        let _ = writeln!(
+            out,
+            "   {DROP}! the kernel dropped events while pkttrace waited: the reply may have come unseen{DROP:#}"
+        );
+    }
+    out
 }
 
 fn kind_name(details: &Details) -> &'static str {
