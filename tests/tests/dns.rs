@@ -36,7 +36,7 @@ fn watch_dns(
         .collect::<Result<_>>()?;
     for entry in &entries {
         ensure!(
-            entry["schema_version"] == 1 && entry["record"] == "query",
+            entry["schema_version"] == 2 && entry["record"] == "query",
             "every line says its schema version and record: {entry}"
         );
     }
@@ -123,7 +123,12 @@ fn embedded_dns_answers_names_forwards_the_rest_and_says_nxdomain() -> Result<()
         text(&by_name["answers"][0]["data"]),
         server.ip().to_string()
     );
-    assert_eq!(by_name["server"], "127.0.0.11:53");
+    assert_eq!(by_name["asked"], "127.0.0.11:53", "what the process asked");
+    assert_eq!(
+        text(&by_name["served_at"]),
+        format!("127.0.0.11:{port}"),
+        "where Docker's DNAT took it"
+    );
     assert_eq!(by_name["resolv_conf"][0], "127.0.0.11");
     let asker = &by_name["asked_by"];
     assert_eq!(asker["process"], "nslookup");
@@ -218,7 +223,8 @@ fn on_the_default_bridge_the_container_asks_its_server_directly_and_silence_time
         .iter()
         .find(|e| e["question"]["type"] == "A" && e["outcome"] == "answered")
         .with_context(|| format!("no answered A query in {entries:#?}"))?;
-    assert_eq!(text(&direct["server"]), format!("{}:53", upstream.ip()));
+    assert_eq!(text(&direct["asked"]), format!("{}:53", upstream.ip()));
+    assert_eq!(direct["served_at"], direct["asked"], "no DNAT on the way");
     assert!(direct["embedded"].is_null(), "{direct:#}");
     assert!(
         text(&direct["note"]).contains("no embedded DNS"),
@@ -249,7 +255,7 @@ fn on_the_default_bridge_the_container_asks_its_server_directly_and_silence_time
 
     let unanswered = entries
         .iter()
-        .find(|e| text(&e["server"]) == format!("{silent_server}:53"))
+        .find(|e| text(&e["asked"]) == format!("{silent_server}:53"))
         .with_context(|| format!("no query to the silent server in {entries:#?}"))?;
     assert_eq!(unanswered["outcome"], "timeout", "{unanswered:#}");
     assert!(unanswered["rcode"].is_null());

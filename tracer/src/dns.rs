@@ -4,7 +4,7 @@
 //! that namespace (and to/from its servers) with their payload; journeys are
 //! paired into exchanges, explained and printed one entry per query.
 
-use std::{io::Write, net::IpAddr, process::ExitCode, time::Duration};
+use std::{collections::HashMap, io::Write, net::IpAddr, process::ExitCode, time::Duration};
 
 use anyhow::{Context, Result};
 use tokio::time::Instant;
@@ -12,17 +12,18 @@ use tokio::time::Instant;
 use crate::{
     decode::KernelNames,
     enrich::{Topology, dns::DnsSetup},
-    explain::{
-        Facts,
-        dns::{DnsContext, explain_dns},
-    },
+    explain::dns::{DnsContext, explain_dns},
+    facts::FactFinder,
     intake::{Intake, Losses},
     journey::{
         self, Assembler,
         dns::{Correlator, DnsExchange, Scope},
+        rules::RuleTraces,
     },
-    probes::monotonic_now_ns,
-    probes::{self, Filter, Probes},
+    probes::{
+        self, Filter, Probes, monotonic_now_ns,
+        nftrace::{RuleTracer, TraceMatch},
+    },
     render, target,
 };
 
@@ -93,6 +94,11 @@ pub async fn run(args: DnsArgs) -> Result<ExitCode> {
     ports.sort_unstable();
     ports.dedup();
     ports.truncate(tracer_common::MAX_PORTS);
+    // Netfilter is observed in the container's namespace and in those of
+    // servers on this machine (a lab's upstream), besides the host's.
+    let container_netns = std::path::PathBuf::from(format!("/proc/{}/ns/net", container.pid));
+    let traced_namespaces =
+        target::traced_namespaces(container.netns, Some(&container_netns), &servers, &topology);
     let filter = Filter {
         addresses: servers,
         protocol: None,
@@ -101,8 +107,21 @@ pub async fn run(args: DnsArgs) -> Result<ExitCode> {
         capture_payload: true,
     };
     let mut intake = Intake::new(names, args.save_events.as_deref(), "queries")?;
-    let container_netns = std::path::PathBuf::from(format!("/proc/{}/ns/net", container.pid));
-    let mut probes = Probes::attach(&filter, offsets, softirq_code, &[container_netns])?;
+    let mut probes = Probes::attach(&filter, offsets, softirq_code, &traced_namespaces)?;
+    // The embedded DNS's own address too: its DNAT rule is what is traced there.
+    let mut traced_addresses = filter.addresses.clone();
+    traced_addresses.extend(
+        setup
+            .uses_embedded_dns()
+            .then_some(crate::enrich::dns::EMBEDDED_DNS),
+    );
+    let mut rule_tracer = RuleTracer::start_in_host_and(
+        &TraceMatch {
+            addresses: traced_addresses,
+            protocol: None,
+        },
+        &traced_namespaces,
+    );
     intake.all_attached();
     eprintln!(
         "pkttrace: watching DNS of {} ({}); Ctrl-C to stop",
@@ -111,6 +130,10 @@ pub async fn run(args: DnsArgs) -> Result<ExitCode> {
     );
     if let Some(error) = &setup.ruleset_error {
         eprintln!("pkttrace: note: the container's NAT rules are not shown: {error}");
+    }
+    let rule_tracing_unavailable = rule_tracer.as_ref().err().cloned();
+    if let Some(why) = &rule_tracing_unavailable {
+        eprintln!("pkttrace: note: {why}; netfilter drops are told without their rule");
     }
 
     let mut correlator = Correlator::new(Scope {
@@ -123,7 +146,14 @@ pub async fn run(args: DnsArgs) -> Result<ExitCode> {
     let mut teller = Teller {
         container: container.name.clone(),
         setup,
-        topology,
+        facts: FactFinder::new(
+            topology,
+            rule_tracer
+                .as_ref()
+                .ok()
+                .map(|tracer| RuleTraces::new(tracer.table())),
+            rule_tracing_unavailable,
+        ),
         json: args.json,
         told: 0,
     };
@@ -132,14 +162,21 @@ pub async fn run(args: DnsArgs) -> Result<ExitCode> {
         .timeout
         .map(|t| Instant::now() + Duration::from_secs(t));
     let done = |teller: &Teller| args.count.is_some_and(|n| teller.told >= n);
-    while !done(&teller) && intake.take_in(&mut probes, &mut assembler, None).await? {
+    while !done(&teller) {
+        let rules = match (rule_tracer.as_mut(), teller.facts.rule_traces_mut()) {
+            (Ok(tracer), Some(store)) => Some((tracer, store)),
+            _ => None,
+        };
+        if !intake.take_in(&mut probes, &mut assembler, rules).await? {
+            break;
+        }
         let now = monotonic_now_ns();
         for journey in intake.seen_whole(assembler.take_finished(now)) {
             correlator.push(journey);
         }
         for exchange in correlator.advance(now) {
             if !done(&teller) {
-                teller.tell(&exchange, intake.losses())?;
+                teller.tell(&exchange, intake.losses()).await?;
             }
         }
         if deadline.is_some_and(|d| Instant::now() >= d) {
@@ -152,9 +189,10 @@ pub async fn run(args: DnsArgs) -> Result<ExitCode> {
     }
     for exchange in correlator.finish(monotonic_now_ns()) {
         if !done(&teller) {
-            teller.tell(&exchange, intake.losses())?;
+            teller.tell(&exchange, intake.losses()).await?;
         }
     }
+    drop(rule_tracer);
     intake.finish()?;
     if teller.told == 0 {
         eprintln!("pkttrace: saw no DNS query from {}", container.name);
@@ -190,29 +228,31 @@ fn describe_setup(setup: &DnsSetup) -> String {
 struct Teller {
     container: String,
     setup: DnsSetup,
-    topology: Topology,
+    facts: FactFinder,
     json: bool,
     told: u64,
 }
 
 impl Teller {
-    fn tell(&mut self, exchange: &DnsExchange, losses: &Losses) -> Result<()> {
+    async fn tell(&mut self, exchange: &DnsExchange, losses: &Losses) -> Result<()> {
         let (start, end) = exchange.span_ns();
-        let facts = Facts {
-            events_lost: losses.between(
-                start.saturating_sub(journey::QUIET_NS),
-                end + journey::QUIET_NS,
-            ),
-            bridge_calls_iptables: crate::enrich::bridge_calls_iptables(),
-            ..Facts::default()
-        };
+        let events_lost = losses.between(
+            start.saturating_sub(journey::QUIET_NS),
+            end + journey::QUIET_NS,
+        );
+        let mut facts = HashMap::new();
+        for journey in exchange.journeys() {
+            let found = self.facts.for_journey(journey, false, events_lost).await;
+            facts.insert(journey.id, found);
+        }
         let story = explain_dns(
             exchange,
             &DnsContext {
                 container: &self.container,
                 setup: &self.setup,
-                topology: &self.topology,
+                topology: self.facts.topology(),
                 facts: &facts,
+                events_lost,
             },
         );
         let text = if self.json {

@@ -4,7 +4,7 @@
 //! the settings read where they happened name what they touched, the
 //! explanation tells them, and a renderer prints them.
 
-use std::{io::Write, path::PathBuf, process::ExitCode, thread::JoinHandle, time::Duration};
+use std::{io::Write, process::ExitCode, thread::JoinHandle, time::Duration};
 
 use anyhow::{Context, Result};
 use tokio::time::Instant;
@@ -127,10 +127,21 @@ pub async fn run(args: FollowArgs) -> Result<ExitCode> {
     // Netfilter is observed (and its rules traced) where the packets can
     // meet it: the host, the source, and the namespaces of the addresses
     // followed when they are this machine's own.
-    let traced_namespaces = traced_namespaces(&source, &filter, &topology);
+    let traced_namespaces = target::traced_namespaces(
+        source.netns,
+        source.netns_path.as_deref(),
+        &filter.addresses,
+        &topology,
+    );
     let mut intake = Intake::new(names, args.save_events.as_deref(), "journeys")?;
     let mut probes = Probes::attach(&filter, offsets, softirq_code, &traced_namespaces)?;
-    let mut rule_tracer = start_rule_tracer(&filter, &traced_namespaces);
+    let mut rule_tracer = RuleTracer::start_in_host_and(
+        &TraceMatch {
+            addresses: filter.addresses.clone(),
+            protocol: filter.protocol,
+        },
+        &traced_namespaces,
+    );
     intake.all_attached();
     if let Some(docker) = &topology.docker_error {
         eprintln!("pkttrace: note: {docker}; containers are shown by namespace only");
@@ -299,45 +310,6 @@ fn join_sender(sender: JoinHandle<Result<Vec<ProbeOutcome>>>) -> Vec<ProbeOutcom
             Vec::new()
         }
     }
-}
-
-/// The namespaces besides the host's where netfilter is observed: the
-/// source's, and those owning a followed address (a container, an `ip netns`
-/// host on this machine), as nsfs paths.
-fn traced_namespaces(source: &Source, filter: &Filter, topology: &Topology) -> Vec<PathBuf> {
-    let mut paths: Vec<PathBuf> = source.netns_path.iter().cloned().collect();
-    for address in &filter.addresses {
-        let owner = topology.namespaces.iter().find(|ns| {
-            ns.inode != topology.host_netns
-                && ns
-                    .interfaces
-                    .iter()
-                    .any(|i| i.addresses.iter().any(|(a, _)| a == address))
-        });
-        if let Some(path) = owner.and_then(|ns| ns.nsfs_path.clone())
-            && !paths.contains(&path)
-            && owner.map(|ns| ns.inode) != Some(source.netns)
-        {
-            paths.push(path);
-        }
-    }
-    paths
-}
-
-/// Starts nf_tables rule tracing in the host and `namespaces`, or says why
-/// it cannot (then drops are told without their rule).
-fn start_rule_tracer(filter: &Filter, namespaces: &[PathBuf]) -> Result<RuleTracer, String> {
-    let all: Vec<Option<PathBuf>> = std::iter::once(None)
-        .chain(namespaces.iter().cloned().map(Some))
-        .collect();
-    RuleTracer::start(
-        &TraceMatch {
-            addresses: filter.addresses.clone(),
-            protocol: filter.protocol,
-        },
-        &all,
-    )
-    .map_err(|error| format!("{error:#}"))
 }
 
 impl Run {

@@ -1,7 +1,11 @@
 //! What the user names on the command line: where packets come from (a
 //! container, an `ip netns`, the host) and where they go.
 
-use std::{fmt, net::Ipv4Addr, path::PathBuf};
+use std::{
+    fmt,
+    net::Ipv4Addr,
+    path::{Path, PathBuf},
+};
 
 use crate::enrich::{PortBinding, Topology};
 
@@ -262,6 +266,35 @@ pub fn parse_probe(text: &str, destination: &Destination) -> anyhow::Result<Prob
             "unknown --probe '{text}': use icmp, udp:PORT or tcp:PORT"
         ))),
     }
+}
+
+/// The namespaces besides the host's where netfilter is observed: the
+/// source's (`source_path` of namespace `source_netns`, none for the host),
+/// and those owning one of `addresses` (a container, an `ip netns` host on
+/// this machine), as nsfs paths.
+pub fn traced_namespaces(
+    source_netns: u32,
+    source_path: Option<&Path>,
+    addresses: &[Ipv4Addr],
+    topology: &Topology,
+) -> Vec<PathBuf> {
+    let mut paths: Vec<PathBuf> = source_path.map(Path::to_path_buf).into_iter().collect();
+    for address in addresses {
+        let owner = topology.namespaces.iter().find(|ns| {
+            ns.inode != topology.host_netns
+                && ns
+                    .interfaces
+                    .iter()
+                    .any(|i| i.addresses.iter().any(|(a, _)| a == address))
+        });
+        if let Some(path) = owner.and_then(|ns| ns.nsfs_path.clone())
+            && !paths.contains(&path)
+            && owner.map(|ns| ns.inode) != Some(source_netns)
+        {
+            paths.push(path);
+        }
+    }
+    paths
 }
 
 #[cfg(test)]

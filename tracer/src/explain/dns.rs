@@ -3,6 +3,8 @@
 //! its embedded DNS, or the path through bridge and NAT), what dockerd asked
 //! upstream on its behalf, and the answer.
 
+use std::collections::HashMap;
+
 use serde::Serialize;
 
 use crate::{
@@ -14,7 +16,7 @@ use crate::{
     journey::dns::{DnsExchange, DnsPacket, ForwardedLeg},
 };
 
-use super::{Details, Direction, Facts, Hop, Telling, Tuple, explain};
+use super::{Details, Direction, Facts, Hop, Outcome, Telling, Tuple, explain};
 
 #[derive(Clone, Debug, Serialize)]
 pub struct DnsStory {
@@ -25,8 +27,11 @@ pub struct DnsStory {
     pub transport: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub asked_by: Option<Asker>,
-    /// Where the query was sent, as the container sees it: `127.0.0.11:53`.
-    pub server: String,
+    /// Where the process sent the query: `127.0.0.11:53`.
+    pub asked: String,
+    /// Where it arrived after every NAT on its way: dockerd's real port
+    /// (`127.0.0.11:43681`), or the server itself.
+    pub served_at: String,
     /// `nameserver` lines of the container's resolv.conf.
     pub resolv_conf: Vec<String>,
     /// How Docker's embedded DNS took the query (when the server is 127.0.0.11).
@@ -55,9 +60,13 @@ pub struct DnsStory {
     pub retries: u32,
     /// The query's hops, as `pkttrace follow` tells them.
     pub query_hops: Vec<Hop>,
+    /// Where the query's journey ended (last seen, for a query not answered).
+    pub query_outcome: Outcome,
     /// The answer's hops.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub answer_hops: Vec<Hop>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub answer_outcome: Option<Outcome>,
     /// The kernel dropped events while this query was traced.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub events_lost: bool,
@@ -118,6 +127,14 @@ pub struct Forwarded {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub latency_ms: Option<f64>,
     pub hops: Vec<Hop>,
+    /// Where the forwarded query's journey ended (last seen, when the
+    /// upstream did not answer).
+    pub outcome: Outcome,
+    /// The upstream's answer on its way back to dockerd.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub answer_hops: Vec<Hop>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub answer_outcome: Option<Outcome>,
 }
 
 /// What the explanation is told besides the exchange.
@@ -125,21 +142,33 @@ pub struct DnsContext<'a> {
     pub container: &'a str,
     pub setup: &'a DnsSetup,
     pub topology: &'a Topology,
-    pub facts: &'a Facts,
+    /// The facts each journey of the exchange is told with, by journey id.
+    pub facts: &'a HashMap<u64, Facts>,
+    /// The kernel lost events while the exchange was under way.
+    pub events_lost: bool,
 }
 
-pub fn explain_dns(exchange: &DnsExchange, context: &DnsContext) -> DnsStory {
-    let query = &exchange.query;
-    let tell = |packet: &DnsPacket, direction| {
+impl DnsContext<'_> {
+    /// Tells one packet's journey as `follow` does.
+    fn tell(&self, packet: &DnsPacket, direction: Direction) -> super::Story {
         let telling = Telling {
             direction,
             request: None,
             arp_result: None,
         };
-        explain(&packet.journey, &telling, context.topology, context.facts)
-    };
-    let query_story = tell(query, Direction::Request);
-    let answer_story = exchange.answer.as_ref().map(|a| tell(a, Direction::Reply));
+        let no_facts = Facts::default();
+        let facts = self.facts.get(&packet.journey.id).unwrap_or(&no_facts);
+        explain(&packet.journey, &telling, self.topology, facts)
+    }
+}
+
+pub fn explain_dns(exchange: &DnsExchange, context: &DnsContext) -> DnsStory {
+    let query = &exchange.query;
+    let query_story = context.tell(query, Direction::Request);
+    let answer_story = exchange
+        .answer
+        .as_ref()
+        .map(|a| context.tell(a, Direction::Reply));
     let (server, server_port) = (query.sent.dst, query.sent.dport);
     let transport = query_story.tuple.protocol;
     let asked_by = query.journey.events.iter().find_map(|e| {
@@ -175,7 +204,8 @@ pub fn explain_dns(exchange: &DnsExchange, context: &DnsContext) -> DnsStory {
         }),
         transport,
         asked_by,
-        server: format!("{server}:{server_port}"),
+        asked: format!("{server}:{server_port}"),
+        served_at: format!("{}:{}", query.delivered.dst, query.delivered.dport),
         resolv_conf: context
             .setup
             .nameservers
@@ -205,8 +235,10 @@ pub fn explain_dns(exchange: &DnsExchange, context: &DnsContext) -> DnsStory {
         waited_ms: exchange.waited_ns.map(|ns| ns as f64 / 1e6),
         retries: exchange.retries,
         query_hops: query_story.hops,
+        query_outcome: query_story.outcome,
+        answer_outcome: answer_story.as_ref().map(|a| a.outcome.clone()),
         answer_hops: answer_story.map(|a| a.hops).unwrap_or_default(),
-        events_lost: context.facts.events_lost,
+        events_lost: context.events_lost,
     }
 }
 
@@ -218,12 +250,11 @@ fn latency_ms(query: &DnsPacket, answer: &DnsPacket) -> f64 {
 fn forwarded(leg: &ForwardedLeg, context: &DnsContext) -> Forwarded {
     let sent = leg.query.sent;
     let first = leg.query.journey.events.first();
-    let story = explain(
-        &leg.query.journey,
-        &Telling::request(),
-        context.topology,
-        context.facts,
-    );
+    let story = context.tell(&leg.query, Direction::Request);
+    let answer_story = leg
+        .answer
+        .as_ref()
+        .map(|a| context.tell(a, Direction::Reply));
     Forwarded {
         namespace: first.map_or_else(String::new, |e| context.topology.owner_label(e.netns)),
         source: format!("{}:{}", sent.src, sent.sport),
@@ -249,6 +280,9 @@ fn forwarded(leg: &ForwardedLeg, context: &DnsContext) -> Forwarded {
             .unwrap_or_default(),
         latency_ms: leg.answer.as_ref().map(|a| latency_ms(&leg.query, a)),
         hops: story.hops,
+        outcome: story.outcome,
+        answer_outcome: answer_story.as_ref().map(|a| a.outcome.clone()),
+        answer_hops: answer_story.map(|a| a.hops).unwrap_or_default(),
     }
 }
 

@@ -560,16 +560,23 @@ fn dns_entries_tell_the_embedded_dns_and_the_forwarded_leg() {
     };
     let topology = lab(&DNS_LAB);
     let facts = forwarding_on();
-    let context = dns::DnsContext {
-        container: "dns-client-1",
-        setup: &setup,
-        topology: &topology,
-        facts: &facts,
-    };
     let told: String = correlator
         .finish(u64::MAX)
         .iter()
-        .map(|exchange| crate::render::dns::render(&dns::explain_dns(exchange, &context)))
+        .map(|exchange| {
+            let facts = exchange
+                .journeys()
+                .map(|journey| (journey.id, facts.clone()))
+                .collect();
+            let context = dns::DnsContext {
+                container: "dns-client-1",
+                setup: &setup,
+                topology: &topology,
+                facts: &facts,
+                events_lost: false,
+            };
+            crate::render::dns::render(&dns::explain_dns(exchange, &context))
+        })
         .collect();
     insta::assert_snapshot!(anstream::adapter::strip_str(&told).to_string());
 }

@@ -114,19 +114,28 @@ pub struct DnsExchange {
 }
 
 impl DnsExchange {
-    /// From the query's first event to the last event of any packet of the
-    /// exchange, or to the end of the wait for an answer that did not come
-    /// (kernel clock).
-    pub fn span_ns(&self) -> (u64, u64) {
-        let journeys = std::iter::once(&self.query)
+    /// The journeys of every packet of the exchange: the query, its answer,
+    /// the forwarded queries and theirs.
+    pub fn journeys(&self) -> impl Iterator<Item = &Journey> {
+        std::iter::once(&self.query)
             .chain(&self.answer)
             .chain(
                 self.forwarded
                     .iter()
                     .flat_map(|leg| std::iter::once(&leg.query).chain(&leg.answer)),
             )
-            .map(|packet| &packet.journey);
-        let last_seen = journeys.map(Journey::last_seen_ns).max().unwrap_or(0);
+            .map(|packet| &packet.journey)
+    }
+
+    /// From the query's first event to the last event of any packet of the
+    /// exchange, or to the end of the wait for an answer that did not come
+    /// (kernel clock).
+    pub fn span_ns(&self) -> (u64, u64) {
+        let last_seen = self
+            .journeys()
+            .map(Journey::last_seen_ns)
+            .max()
+            .unwrap_or(0);
         let start = self.query.journey.first_seen_ns();
         let waited_until = self
             .waited_ns

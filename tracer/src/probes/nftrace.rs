@@ -99,6 +99,18 @@ pub struct RuleTracer {
 static TRACERS_STARTED: AtomicU32 = AtomicU32::new(0);
 
 impl RuleTracer {
+    /// Starts tracing in the host's namespace and in `namespaces` (nsfs
+    /// paths), or says why it cannot (then drops are told without their rule).
+    pub fn start_in_host_and(
+        matching: &TraceMatch,
+        namespaces: &[PathBuf],
+    ) -> std::result::Result<RuleTracer, String> {
+        let all: Vec<Option<PathBuf>> = std::iter::once(None)
+            .chain(namespaces.iter().cloned().map(Some))
+            .collect();
+        Self::start(matching, &all).map_err(|error| format!("{error:#}"))
+    }
+
     /// Installs the trace table in each of `namespaces` (None: the calling
     /// thread's; Some: an nsfs path such as /proc/PID/ns/net) and starts
     /// listening for traces. Call it inside a tokio runtime.

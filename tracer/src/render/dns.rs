@@ -1,13 +1,16 @@
-//! One DNS query as a few labelled lines: what was asked and by whom, how
-//! the packet reached the server, what was forwarded upstream, the answer.
-//! `--json` prints the same `DnsStory` with serde.
+//! One DNS query as labelled lines: what was asked and by whom, how Docker's
+//! embedded DNS took it, the paths through the host hop by hop (as `follow`
+//! tells them: the query's to its server, dockerd's forwarded query to the
+//! upstream, and their answers back), the answer. `--json` prints the same
+//! `DnsStory` with serde.
 
 use std::fmt::Write;
 
 use anstyle::{AnsiColor, Style};
 
+use super::terminal::{render_hops, render_outcome};
 use crate::explain::{
-    Details, Hop, Tuple,
+    Hop, Outcome,
     dns::{DnsStory, NatSeen},
 };
 
@@ -17,6 +20,8 @@ const NAT: Style = AnsiColor::Yellow.on_default().bold();
 const GOOD: Style = AnsiColor::Green.on_default().bold();
 const BAD: Style = AnsiColor::Red.on_default().bold();
 const DIM: Style = Style::new().dimmed();
+/// Hop numbers line up under the labelled lines' text.
+const JOURNEY_INDENT: &str = "          ";
 
 pub fn render(story: &DnsStory) -> String {
     let mut out = String::new();
@@ -60,7 +65,7 @@ pub fn render(story: &DnsStory) -> String {
         &format!(
             "{who} over {}, to {} (resolv.conf: nameserver {}){retries}",
             story.transport.to_uppercase(),
-            story.server,
+            story.asked,
             story.resolv_conf.join(", ")
         ),
     );
@@ -89,7 +94,14 @@ pub fn render(story: &DnsStory) -> String {
                 ),
             );
         }
-        None => line(&mut out, "path", &path(&story.query_hops)),
+        None => {
+            line(
+                &mut out,
+                "path",
+                &format!("{DIM}the query, to {}:{DIM:#}", story.served_at),
+            );
+            journey(&mut out, &story.query_hops, &story.query_outcome);
+        }
     }
     for leg in &story.forwarded {
         let result = match (&leg.rcode, leg.latency_ms) {
@@ -115,7 +127,16 @@ pub fn render(story: &DnsStory) -> String {
                     .unwrap_or_default()
             ),
         );
-        line(&mut out, "", &format!("{DIM}{}{DIM:#}", path(&leg.hops)));
+        line(&mut out, "", &format!("{DIM}the forwarded query:{DIM:#}"));
+        journey(&mut out, &leg.hops, &leg.outcome);
+        if let Some(outcome) = &leg.answer_outcome {
+            line(
+                &mut out,
+                "",
+                &format!("{DIM}the upstream's answer, back to {by}:{DIM:#}"),
+            );
+            journey(&mut out, &leg.answer_hops, outcome);
+        }
     }
     if let Some(embedded) = &story.embedded
         && let Some(reply) = &embedded.reply_nat
@@ -126,8 +147,11 @@ pub fn render(story: &DnsStory) -> String {
             reply,
             " (conntrack undoes the DNAT, so the answer comes from port 53)",
         );
-    } else if story.embedded.is_none() && !story.answer_hops.is_empty() {
-        line(&mut out, "back", &path(&story.answer_hops));
+    } else if story.embedded.is_none()
+        && let Some(outcome) = &story.answer_outcome
+    {
+        line(&mut out, "back", &format!("{DIM}the answer:{DIM:#}"));
+        journey(&mut out, &story.answer_hops, outcome);
     }
     if story.outcome == "answered" {
         let answers = records(&story.answers).unwrap_or_else(|| {
@@ -192,57 +216,8 @@ fn records(answers: &[crate::decode::dns::Answer]) -> Option<String> {
     })
 }
 
-/// The hops as one line: where the packet went out and in, what rewrote it.
-pub fn path(hops: &[Hop]) -> String {
-    let mut steps: Vec<String> = Vec::new();
-    for hop in hops {
-        let step = match &hop.details {
-            Details::Send { .. } => match &hop.device {
-                Some(device) => format!("{device} ({})", hop.namespace),
-                None => hop.namespace.clone(),
-            },
-            Details::Veth { .. } => format!(
-                "veth pair → {} ({})",
-                hop.device.as_deref().unwrap_or("?"),
-                hop.namespace
-            ),
-            Details::Bridge { bridge, .. } => format!("bridge {bridge}"),
-            Details::Forward { to_device, .. } => format!("routed to {to_device}"),
-            Details::Nat {
-                hook,
-                before,
-                after,
-                ..
-            } => format!("{hook} {}", rewrite(before, after)),
-            Details::Xmit => format!("out {}", hop.device.as_deref().unwrap_or("?")),
-            Details::Deliver { process, pid } => format!("{process} (pid {pid})"),
-            Details::Drop { reason, .. } => format!("dropped: {reason}"),
-            Details::Route(_) | Details::Netfilter { .. } | Details::Receive => continue,
-        };
-        if steps.last() != Some(&step) {
-            steps.push(step);
-        }
-    }
-    steps.join(" → ")
-}
-
-/// What a NAT rewrite changed: `source 172.17.0.2:4000 ⇒ 198.51.100.254:4000`.
-fn rewrite(before: &Tuple, after: &Tuple) -> String {
-    let endpoint = |address, port: Option<u16>| match port {
-        Some(port) => format!("{address}:{port}"),
-        None => format!("{address}"),
-    };
-    if (before.src, before.sport) != (after.src, after.sport) {
-        format!(
-            "source {} ⇒ {}",
-            endpoint(before.src, before.sport),
-            endpoint(after.src, after.sport)
-        )
-    } else {
-        format!(
-            "destination {} ⇒ {}",
-            endpoint(before.dst, before.dport),
-            endpoint(after.dst, after.dport)
-        )
-    }
+/// Under a label: one journey's hops and how it ended, as `follow` prints them.
+fn journey(out: &mut String, hops: &[Hop], outcome: &Outcome) {
+    render_hops(out, hops, JOURNEY_INDENT);
+    render_outcome(out, outcome, JOURNEY_INDENT);
 }

@@ -9,7 +9,7 @@ use crate::explain::{NoReply, Story, dns::DnsStory};
 /// changes meaning or goes away.
 pub const SCHEMA_VERSION: u32 = 2;
 /// The same for `dns`.
-pub const DNS_SCHEMA_VERSION: u32 = 1;
+pub const DNS_SCHEMA_VERSION: u32 = 2;
 
 #[derive(Serialize)]
 struct Line<'a, T: Serialize> {

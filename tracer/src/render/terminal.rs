@@ -5,7 +5,7 @@ use std::fmt::Write;
 
 use anstyle::{AnsiColor, Style};
 
-use crate::explain::{Details, Direction, Hop, NoReply, Story};
+use crate::explain::{Details, Direction, Hop, NoReply, Outcome, Story};
 
 const HEADER: Style = Style::new().bold();
 const DIM: Style = Style::new().dimmed();
@@ -42,11 +42,8 @@ pub fn render(story: &Story) -> String {
     if let Some(note) = &story.note {
         let _ = writeln!(out, "   {DIM}note:{DIM:#} {note}");
     }
-    for (number, hop) in story.hops.iter().enumerate() {
-        render_hop(&mut out, number + 1, hop);
-    }
-    let style = if story.outcome.is_drop() { DROP } else { GOOD };
-    let _ = writeln!(out, "   {style}⇒ {}{style:#}", story.outcome.text);
+    render_hops(&mut out, &story.hops, "");
+    render_outcome(&mut out, &story.outcome, "");
     if let Some(answer) = &story.answer {
         let style = if answer.succeeded() { GOOD } else { DROP };
         let _ = writeln!(out, "   {style}↩ {}{style:#}", answer.text);
@@ -91,7 +88,20 @@ fn kind_name(details: &Details) -> &'static str {
     }
 }
 
-fn render_hop(out: &mut String, number: usize, hop: &Hop) {
+/// The hops, numbered, two lines each, every line after `indent`.
+pub fn render_hops(out: &mut String, hops: &[Hop], indent: &str) {
+    for (number, hop) in hops.iter().enumerate() {
+        render_hop(out, number + 1, hop, indent);
+    }
+}
+
+/// How a journey ended: `⇒ …`.
+pub fn render_outcome(out: &mut String, outcome: &Outcome, indent: &str) {
+    let style = if outcome.is_drop() { DROP } else { GOOD };
+    let _ = writeln!(out, "{indent}   {style}⇒ {}{style:#}", outcome.text);
+}
+
+fn render_hop(out: &mut String, number: usize, hop: &Hop, indent: &str) {
     let kind = kind_name(&hop.details);
     let style = match hop.details {
         Details::Drop { .. } => DROP,
@@ -104,12 +114,12 @@ fn render_hop(out: &mut String, number: usize, hop: &Hop) {
     };
     let _ = writeln!(
         out,
-        "{number:>4}  {style}{kind:<9}{style:#} {DIM}{:>7} µs{DIM:#}  {place} {DIM}(netns {}){DIM:#}",
+        "{indent}{number:>4}  {style}{kind:<9}{style:#} {DIM}{:>7} µs{DIM:#}  {place} {DIM}(netns {}){DIM:#}",
         format!("+{}", hop.at_us),
         hop.netns
     );
-    let _ = writeln!(out, "{:>17}{}", "", hop.text);
+    let _ = writeln!(out, "{indent}{:>17}{}", "", hop.text);
     if let Details::Drop { hint, .. } = &hop.details {
-        let _ = writeln!(out, "{:>17}{DROP}hint:{DROP:#} {hint}", "");
+        let _ = writeln!(out, "{indent}{:>17}{DROP}hint:{DROP:#} {hint}", "");
     }
 }
