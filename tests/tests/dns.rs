@@ -89,6 +89,44 @@ fn tcp_query_printf(name: &str, id: u16) -> String {
     framed.iter().map(|b| format!("\\{b:03o}")).collect()
 }
 
+fn hops_of(hops: &Value) -> Vec<&Value> {
+    hops.as_array()
+        .map(|h| h.iter().collect())
+        .unwrap_or_default()
+}
+
+/// `iptables -t nat -S` inside the container's namespace.
+fn iptables_nat_rules(container: &Container) -> Result<String> {
+    let out = Command::new("nsenter")
+        .args([
+            &format!("--net=/proc/{}/ns/net", container.pid()),
+            "iptables",
+            "-t",
+            "nat",
+            "-S",
+        ])
+        .output()?;
+    ensure!(out.status.success(), "iptables -S in {}", container.name());
+    Ok(String::from_utf8(out.stdout)?)
+}
+
+/// An upstream whose firewall drops DNS in INPUT, and the handle of that rule.
+fn silent_upstream() -> Result<(Upstream, u64)> {
+    let silent = Upstream::new()?;
+    silent.exec_ok([
+        "nft",
+        "add table ip quiet; add chain ip quiet input { type filter hook input priority 0; }; add rule ip quiet input udp dport 53 drop",
+    ])?;
+    let listed = silent.exec_ok(["nft", "-a", "list", "chain", "ip", "quiet", "input"])?;
+    let handle = listed
+        .lines()
+        .find(|l| l.contains("udp dport 53 drop"))
+        .and_then(|l| l.rsplit("# handle ").next())
+        .and_then(|h| h.trim().parse().ok())
+        .with_context(|| format!("the drop rule's handle in\n{listed}"))?;
+    Ok((silent, handle))
+}
+
 fn dockerd_pid() -> Result<u64> {
     let out = Command::new("pidof").arg("dockerd").output()?;
     Ok(String::from_utf8(out.stdout)?.trim().parse()?)
@@ -161,6 +199,34 @@ fn embedded_dns_answers_names_forwards_the_rest_and_says_nxdomain() -> Result<()
         by_name["forwarded"].as_array().is_none_or(Vec::is_empty),
         "dockerd knows its containers without asking upstream: {by_name:#}"
     );
+    // The DNAT is a hop of the query, with the rule `iptables -t nat -S` lists in the container.
+    let nat_hop = hops_of(&by_name["query_hops"])
+        .into_iter()
+        .find(|h| h["kind"] == "nat")
+        .with_context(|| format!("a nat hop: {by_name:#}"))?;
+    assert_eq!(nat_hop["hook"], "OUTPUT");
+    assert_eq!(nat_hop["namespace"], client.name());
+    let listed = iptables_nat_rules(&client)?;
+    let rule = listed
+        .lines()
+        .find(|l| l.contains("-p udp") && l.contains("--dport 53") && l.contains("DNAT"))
+        .with_context(|| format!("Docker's DNAT rule in\n{listed}"))?;
+    let chain = rule.split_whitespace().nth(1).unwrap_or_default();
+    assert!(
+        rule.ends_with(&format!("--to-destination 127.0.0.11:{port}")),
+        "{rule}"
+    );
+    assert!(
+        text(&dnat["rule"]).starts_with(&format!("ip nat {chain}: ")),
+        "the rule's own chain ({rule}): {dnat:#}"
+    );
+    // dockerd read the query from its socket; nslookup read the answer.
+    let served = &by_name["query_outcome"];
+    assert_eq!(served["kind"], "delivered", "{by_name:#}");
+    assert_eq!(served["process"], "dockerd");
+    assert_eq!(served["pid"], dockerd_pid()?);
+    assert_eq!(by_name["answer_outcome"]["kind"], "delivered");
+    assert_eq!(by_name["answer_outcome"]["process"], "nslookup");
 
     // A name only the lab server knows: dockerd asks it from the container's namespace.
     let lab_name = entry(&entries, "A", LAB_NAME)?;
@@ -182,6 +248,46 @@ fn embedded_dns_answers_names_forwards_the_rest_and_says_nxdomain() -> Result<()
     assert_eq!(leg["namespace"], client.name());
     assert_eq!(leg["rcode"], "NOERROR");
     assert_eq!(text(&leg["answers"][0]["data"]), upstream.ip().to_string());
+    // Its way, hop by hop, against `ip` and Docker: out of the container's
+    // veth into the network's bridge, MASQUERADE, into the upstream.
+    let hops = hops_of(&leg["hops"]);
+    let host_veth = client.host_peer("eth0")?;
+    assert!(
+        hops.iter()
+            .any(|h| h["kind"] == "veth" && h["device"] == host_veth.as_str()),
+        "crosses to {host_veth}: {leg:#}"
+    );
+    assert!(
+        hops.iter()
+            .any(|h| h["kind"] == "bridge" && h["bridge"] == network.bridge()),
+        "through {}: {leg:#}",
+        network.bridge()
+    );
+    let masquerade = hops
+        .iter()
+        .find(|h| h["kind"] == "nat" && h["hook"] == "POSTROUTING")
+        .with_context(|| format!("MASQUERADE: {leg:#}"))?;
+    assert_eq!(text(&masquerade["before"]["src"]), client.ip().to_string());
+    assert_eq!(
+        text(&masquerade["after"]["src"]),
+        upstream.host_ip().to_string()
+    );
+    let upstream_label = format!("netns {}", upstream.name());
+    assert!(
+        hops.iter()
+            .any(|h| h["namespace"] == upstream_label.as_str()),
+        "into {upstream_label}: {leg:#}"
+    );
+    assert_eq!(leg["outcome"]["kind"], "delivered", "{leg:#}");
+    assert_eq!(leg["outcome"]["process"], "dnsmasq");
+    assert_eq!(leg["answer_outcome"]["kind"], "delivered", "{leg:#}");
+    assert_eq!(leg["answer_outcome"]["process"], "dockerd");
+    assert!(
+        hops_of(&leg["answer_hops"])
+            .iter()
+            .any(|h| h["kind"] == "nat" && h["hook"] == "PREROUTING"),
+        "conntrack undoes the MASQUERADE on the way back: {leg:#}"
+    );
 
     // An unknown name: the lab server says NXDOMAIN and dockerd passes it on.
     let unknown = entry(&entries, "A", "nosuch.lab")?;
@@ -197,11 +303,7 @@ fn on_the_default_bridge_the_container_asks_its_server_directly_and_silence_time
     let upstream = Upstream::new()?;
     upstream.serve_dns(&[(LAB_NAME, upstream.ip())])?;
     // A second upstream whose firewall swallows DNS: a server that never answers.
-    let silent = Upstream::new()?;
-    silent.exec_ok([
-        "nft",
-        "add table ip quiet; add chain ip quiet input { type filter hook input priority 0; }; add rule ip quiet input udp dport 53 drop",
-    ])?;
+    let (silent, _) = silent_upstream()?;
     let container = Container::builder().dns(upstream.ip()).start()?;
     let silent_server = silent.ip().to_string();
     let entries = watch_dns(
@@ -252,6 +354,8 @@ fn on_the_default_bridge_the_container_asks_its_server_directly_and_silence_time
         text(&masquerade["after"]["src"]),
         upstream.host_ip().to_string()
     );
+    assert_eq!(direct["query_outcome"]["process"], "dnsmasq", "{direct:#}");
+    assert_eq!(direct["answer_outcome"]["process"], "nslookup");
 
     let unanswered = entries
         .iter()
@@ -323,5 +427,40 @@ fn a_query_over_tcp_is_told_too() -> Result<()> {
     let port = embedded_dns_port(&client, "tcp")?;
     assert_eq!(embedded["dnat"]["after"]["dport"], port, "{over_tcp:#}");
     assert_eq!(embedded["socket_owner"]["process"], "dockerd");
+    Ok(())
+}
+
+#[test]
+fn an_upstream_that_never_answers_is_where_the_forwarded_query_was_dropped() -> Result<()> {
+    let (silent, handle) = silent_upstream()?;
+    let network = DockerNetwork::new()?;
+    let client = Container::builder()
+        .network(network.name())
+        .dns(silent.ip())
+        .start()?;
+    let entries = watch_dns(
+        &client,
+        &["--count", "1", "--timeout", "30", "--answer-timeout", "8"],
+        || {
+            let _ = client.exec(["nslookup", "-type=a", LAB_NAME]);
+        },
+    )?;
+    let query = entry(&entries, "A", LAB_NAME)?;
+    assert_ne!(query["rcode"], "NOERROR", "nothing could answer: {query:#}");
+    let leg = &query["forwarded"][0];
+    assert_eq!(
+        text(&leg["server"]),
+        format!("{}:53", silent.ip()),
+        "{query:#}"
+    );
+    assert!(leg["answer_outcome"].is_null(), "no answer came: {leg:#}");
+    // Where it was last seen: dropped in the upstream's INPUT by the rule nft lists.
+    let outcome = &leg["outcome"];
+    assert_eq!(outcome["kind"], "dropped", "{leg:#}");
+    assert_eq!(outcome["namespace"], format!("netns {}", silent.name()));
+    assert_eq!(outcome["hook"], "INPUT");
+    assert_eq!(outcome["rule"]["table"], "ip quiet");
+    assert_eq!(outcome["rule"]["chain"], "input");
+    assert_eq!(outcome["rule"]["handle"], handle);
     Ok(())
 }

@@ -937,3 +937,42 @@ fn lost_events_mark_what_they_overlap_and_nothing_after() -> Result<()> {
 fn text_of(value: &Value) -> &str {
     value.as_str().unwrap_or_default()
 }
+
+/// UDP copies a datagram to its reader without the skb tracepoint: the read
+/// is seen by socket, and still names the process on each side.
+#[test]
+fn a_udp_answer_names_the_reader_on_each_side() -> Result<()> {
+    let Lab {
+        upstream,
+        container,
+    } = lab()?;
+    let echo = format!(
+        "import socket\n\
+         s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n\
+         s.bind(('{}', 7777))\n\
+         while True:\n    data, sender = s.recvfrom(2048)\n    s.sendto(data, sender)\n",
+        upstream.ip()
+    );
+    upstream.spawn("udp-echo", ["python3", "-c", &echo])?;
+    std::thread::sleep(Duration::from_millis(500));
+    let dest = format!("{}:7777", upstream.ip());
+    let journeys = follow(&[container.name(), &dest, "--probe", "udp", "--timeout", "3"])?;
+    let request = journeys
+        .iter()
+        .find(|j| j["direction"] == "request")
+        .context("the datagram")?;
+    assert_eq!(request["outcome"]["kind"], "delivered", "{request:#}");
+    assert_eq!(request["outcome"]["process"], "python3");
+    assert_eq!(
+        request["outcome"]["namespace"],
+        format!("netns {}", upstream.name())
+    );
+    let reply = journeys
+        .iter()
+        .find(|j| j["reply_to"] == request["journey"])
+        .context("the echo")?;
+    assert_eq!(reply["outcome"]["kind"], "delivered", "{reply:#}");
+    assert_eq!(reply["outcome"]["namespace"], container.name());
+    assert_eq!(reply["answer"]["kind"], "reply");
+    Ok(())
+}

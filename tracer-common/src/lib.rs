@@ -27,6 +27,12 @@ pub enum Probe {
     /// TCX program on a traced namespace's device: a TCP payload the
     /// tracepoints could not read (it sits in page fragments).
     TcpPayload = 9,
+    /// tp_btf `sock_recv_length`: a process read a datagram from a UDP
+    /// socket (no packet pointer: UDP copies a linear datagram without
+    /// `skb_copy_datagram_iovec`). Addresses and ports are the socket's:
+    /// remote in `saddr`/`sport` (zero when unconnected), local in
+    /// `daddr`/`dport`.
+    DatagramRead = 10,
 }
 
 impl Probe {
@@ -41,6 +47,7 @@ impl Probe {
             7 => Self::SocketRead,
             8 => Self::FibLookup,
             9 => Self::TcpPayload,
+            10 => Self::DatagramRead,
             _ => return None,
         })
     }
@@ -191,6 +198,13 @@ pub struct KernelOffsets {
     /// `sizeof(struct upid)`, the stride of `pid->numbers[]`.
     pub upid_size: u32,
     pub task_flags: u32,
+    pub sk_daddr: u32,
+    pub sk_rcv_saddr: u32,
+    pub sk_dport: u32,
+    pub sk_num: u32,
+    pub sk_family: u32,
+    pub sk_net: u32,
+    pub sk_protocol: u32,
 }
 
 /// How many TCP/UDP ports the in-kernel filter can watch.

@@ -35,7 +35,7 @@ pub fn net_dev_queue(ctx: BtfTracePointContext) -> i32 {
         HeaderAt::NetworkHeader,
         true,
         |cfg, event| {
-            event.in_task = sending_context(&ctx, cfg, event);
+            event.in_task = sending_context(&ctx, cfg);
         },
     );
     0
@@ -65,12 +65,13 @@ const PF_KTHREAD: u32 = 0x0020_0000;
 /// Whether a transmit happens in the current task's own context (its system
 /// call), so the task is the sender, or in a softirq the CPU serves while
 /// some task is current: the kernel stack then runs through the softirq
-/// loop. Only asked where a process could be the sender: the current task
-/// lives in the packet's namespace and is not a kernel thread.
+/// loop. A kernel thread is never the sender. The task may live in another
+/// namespace than the packet: dockerd sends from sockets it opened inside
+/// containers.
 #[inline(always)]
-fn sending_context(ctx: &BtfTracePointContext, cfg: &Config, event: &PacketEvent) -> u8 {
+fn sending_context(ctx: &BtfTracePointContext, cfg: &Config) -> u8 {
     let [softirq_start, softirq_end] = cfg.softirq_code;
-    if softirq_end == 0 || event.task_netns != event.netns {
+    if softirq_end == 0 {
         return IN_TASK_UNKNOWN;
     }
     // SAFETY: a plain helper call; the task pointer is only used through probe reads.
@@ -141,6 +142,75 @@ pub fn skb_copy_datagram_iovec(ctx: BtfTracePointContext) -> i32 {
     0
 }
 
+/// `MSG_PEEK`: the datagram stays queued, so this read is not its end.
+const MSG_PEEK: i32 = 2;
+const AF_INET: u16 = 2;
+
+/// A process read from a socket. Only UDP over IPv4 is kept: UDP copies a
+/// linear datagram itself, past `skb_copy_datagram_iovec`, so its reader is
+/// known by the socket alone; user space gives the read to the oldest
+/// datagram that reached this socket and was not read yet.
+#[btf_tracepoint(function = "sock_recv_length")]
+pub fn sock_recv_length(ctx: BtfTracePointContext) -> i32 {
+    let sk: u64 = ctx.arg(0);
+    let received: i32 = ctx.arg(1);
+    let flags: i32 = ctx.arg(2);
+    if received <= 0 || flags & MSG_PEEK != 0 {
+        return 0;
+    }
+    let Some(cfg) = config() else { return 0 };
+    let o = &cfg.offsets;
+    if read::<u16>(sk, o.sk_protocol) != Some(IPPROTO_UDP as u16)
+        || read::<u16>(sk, o.sk_family) != Some(AF_INET)
+        || (cfg.protocol != 0 && cfg.protocol != IPPROTO_UDP)
+    {
+        return 0;
+    }
+    let (Some(remote), Some(local), Some(remote_port), Some(local_port)) = (
+        read::<[u8; 4]>(sk, o.sk_daddr),
+        read::<[u8; 4]>(sk, o.sk_rcv_saddr),
+        read::<u16>(sk, o.sk_dport),
+        read::<u16>(sk, o.sk_num),
+    ) else {
+        return 0;
+    };
+    let remote_port = u16::from_be(remote_port);
+    let netns = read::<u64>(sk, o.sk_net)
+        .and_then(|net| read::<u32>(net, o.net_ns_inum))
+        .unwrap_or(0);
+    // A socket bound to every address (0.0.0.0) names no address to match:
+    // a watched port is then enough.
+    let port_watched = cfg.ports.iter().any(|p| *p != 0 && *p == local_port);
+    let addresses_in_scope = in_scope(cfg, remote, local, || netns);
+    if !(port_watched || addresses_in_scope && ports_in_scope(cfg, remote_port, local_port)) {
+        return 0;
+    }
+    let mut event = PacketEvent {
+        probe: Probe::DatagramRead as u8,
+        ether_type: ETH_P_IP,
+        protocol: IPPROTO_UDP,
+        saddr: remote,
+        daddr: local,
+        sport: remote_port,
+        dport: local_port,
+        netns,
+        in_task: IN_TASK,
+        ..PacketEvent::default()
+    };
+    emit(cfg, &mut event);
+    0
+}
+
+/// No port filter, or one of the two is watched.
+#[inline(always)]
+fn ports_in_scope(cfg: &Config, one: u16, other: u16) -> bool {
+    cfg.ports.iter().all(|p| *p == 0)
+        || cfg
+            .ports
+            .iter()
+            .any(|p| *p != 0 && (*p == one || *p == other))
+}
+
 #[btf_tracepoint(function = "fib_table_lookup")]
 pub fn fib_table_lookup(ctx: BtfTracePointContext) -> i32 {
     let table: u32 = ctx.arg(0);
@@ -180,7 +250,7 @@ pub fn fib_table_lookup(ctx: BtfTracePointContext) -> i32 {
     }
     // A sender's own lookup happens in its system call, before any queue.
     event.task_netns = current_netns(cfg);
-    event.in_task = sending_context(&ctx, cfg, &event);
+    event.in_task = sending_context(&ctx, cfg);
     emit(cfg, &mut event);
     0
 }

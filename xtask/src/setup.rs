@@ -30,6 +30,8 @@ const PACKAGES: &[&str] = &[
     "graphviz",
     // cargo xtask bench: the traffic generator whose throughput pkttrace must not dent.
     "iperf3",
+    // A UDP echo server in the tests (busybox nc speaks no UDP).
+    "python3-minimal",
 ];
 
 /// Built locally: no image registry is reachable from these machines.

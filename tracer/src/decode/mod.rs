@@ -265,13 +265,17 @@ pub struct Event {
 impl Event {
     /// The process behind the event, when there is one: the current task only
     /// counts when the event happened in its own context (a softirq runs on
-    /// whatever task the CPU was on) and it lives in the packet's namespace.
+    /// whatever task the CPU was on).
     pub fn process(&self) -> Option<(&str, u32)> {
-        (self.in_task != Some(false)
-            && self.task_netns == self.netns
-            && self.pid != 0
-            && !self.comm.is_empty())
-        .then_some((self.comm.as_str(), self.pid))
+        // Seen in the task's own context, the task is the one, wherever it
+        // lives (dockerd uses sockets it opened in containers); unknown, it is
+        // only when it lives where the packet is.
+        let the_task = match self.in_task {
+            Some(in_task) => in_task,
+            None => self.task_netns == self.netns,
+        };
+        (the_task && self.pid != 0 && !self.comm.is_empty())
+            .then_some((self.comm.as_str(), self.pid))
     }
 }
 
@@ -329,7 +333,8 @@ pub fn decode(raw: &PacketEvent, payload: Option<&[u8]>, names: &KernelNames) ->
         Probe::Consume => EventKind::Consume {
             location: names.symbol(raw.location),
         },
-        Probe::SocketRead => EventKind::SocketRead,
+        // A datagram read is a socket read whose packet the assembler finds.
+        Probe::SocketRead | Probe::DatagramRead => EventKind::SocketRead,
         Probe::TcpPayload => EventKind::TcpPayload,
         Probe::FibLookup => EventKind::Route {
             table: raw.reason_or_table,

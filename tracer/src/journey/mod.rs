@@ -32,6 +32,11 @@ const MAX_GAP_NS: u64 = 1_000_000_000;
 /// A journey whose packet waits for a neighbour is finished after this long
 /// without news (the kernel gives up after 3 s by default).
 const WAIT_LIMIT_NS: u64 = 5_000_000_000;
+/// UDP frees a datagram it copied out before the read is reported: a
+/// datagram freed this shortly before a read can be the one read.
+const FREED_BEFORE_READ_NS: u64 = 1_000_000;
+/// The routing table of a namespace's own addresses: a hit there is local delivery.
+const LOCAL_TABLE: u32 = 255;
 /// A journey whose packets are all gone is complete once no event joined it
 /// for this long; so none of its events lies further than this from the
 /// others.
@@ -385,6 +390,10 @@ impl Assembler {
             self.push_route(event);
             return;
         }
+        if event.kind == EventKind::SocketRead && event.skb == 0 {
+            self.push_datagram_read(event);
+            return;
+        }
         let identity = Identity::of(&event.packet);
         let time = event.time_ns;
         // A freed skb's address is soon reused, and packets the kernel makes
@@ -442,6 +451,61 @@ impl Assembler {
         {
             self.forget(&oldest);
             self.evicted.push(oldest.into_sorted());
+        }
+    }
+
+    /// A datagram read is seen by its socket, not its packet (UDP copies a
+    /// linear datagram past the skb tracepoint). A socket's queue is read in
+    /// order: the read is the oldest open journey whose packet was delivered
+    /// in the socket's namespace to its port (and address, unless it is bound
+    /// to all), and is still queued. A read no journey fits is dropped.
+    fn push_datagram_read(&mut self, mut read: Event) {
+        let Transport::Udp { dport: port, .. } = read.packet.transport else {
+            return;
+        };
+        let local = read.packet.dst;
+        let queued = self.open.iter().find_map(|(id, open)| {
+            let packet = open.last_packet?;
+            let Transport::Udp { dport, .. } = packet.transport else {
+                return None;
+            };
+            let skb = open.journey.packet_events().rev().find(|e| e.skb != 0)?.skb;
+            let delivered_here = open.journey.events.iter().any(|e| {
+                e.netns == read.netns
+                    && (e.kind.enters_local_stack()
+                        || matches!(
+                            e.kind,
+                            EventKind::Route {
+                                table: LOCAL_TABLE,
+                                error: 0,
+                                ..
+                            }
+                        ))
+            });
+            // Read ones are done; UDP may free a datagram (same CPU) just
+            // before the read is reported.
+            let unread = !open
+                .journey
+                .events
+                .iter()
+                .any(|e| e.kind == EventKind::SocketRead);
+            let queued = open.alive.contains(&skb)
+                || open.journey.events.last().is_some_and(|last| {
+                    matches!(last.kind, EventKind::Consume { .. })
+                        && read.time_ns.saturating_sub(last.time_ns) < FREED_BEFORE_READ_NS
+                });
+            (dport == port
+                && (local.is_unspecified() || packet.dst == local)
+                && delivered_here
+                && unread
+                && queued
+                && open.last_time <= read.time_ns)
+                .then_some((*id, skb, packet))
+        });
+        if let Some((id, skb, packet)) = queued {
+            read.skb = skb;
+            read.packet = packet;
+            self.add_to(id, read);
         }
     }
 

@@ -32,12 +32,13 @@ static NETFILTER_OBJECT: &[u8] =
     aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/netfilter"));
 
 /// tp_btf programs: the program name in the object is the tracepoint's name.
-const TRACEPOINTS: [&str; 6] = [
+const TRACEPOINTS: [&str; 7] = [
     "net_dev_queue",
     "netif_receive_skb",
     "kfree_skb",
     "consume_skb",
     "skb_copy_datagram_iovec",
+    "sock_recv_length",
     "fib_table_lookup",
 ];
 

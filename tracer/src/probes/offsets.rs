@@ -74,6 +74,13 @@ fn kernel_offsets(btf: &Btf) -> Result<KernelOffsets> {
         pid_numbers: at("pid", "numbers")?,
         upid_size: named_struct(btf, "upid")?.size() as u32,
         task_flags: at("task_struct", "flags")?,
+        sk_daddr: at("sock", "__sk_common.skc_daddr")?,
+        sk_rcv_saddr: at("sock", "__sk_common.skc_rcv_saddr")?,
+        sk_dport: at("sock", "__sk_common.skc_dport")?,
+        sk_num: at("sock", "__sk_common.skc_num")?,
+        sk_family: at("sock", "__sk_common.skc_family")?,
+        sk_net: at("sock", "__sk_common.skc_net.net")?,
+        sk_protocol: at("sock", "sk_protocol")?,
     })
 }
 
