@@ -37,6 +37,10 @@ pub const UDP_CLOSED_PORT: &str = include_str!("fixtures/udp_closed_port.jsonl")
 /// ICMP to 198.51.100.242, routed out of an ifb device (ptnic0, 198.51.100.241/30).
 pub const LEFT_THROUGH_IFB: &str = include_str!("fixtures/left_through_ifb.jsonl");
 
+/// A UDP probe from server-1 to 198.51.100.1:7777, where a python echo
+/// server answers: both datagrams are read by sockets, seen by socket only.
+pub const UDP_ECHO: &str = include_str!("fixtures/udp_echo.jsonl");
+
 pub fn assemble(fixture: &str) -> Vec<Journey> {
     let mut assembler = Assembler::new(100_000_000);
     for event in recorded(fixture) {
@@ -293,5 +297,54 @@ fn two_resets_of_one_port_and_ip_id_0_are_two_packets() {
         assembler.take_all().len(),
         2,
         "not one journey and its clone"
+    );
+}
+
+#[test]
+fn a_datagram_read_seen_by_its_socket_joins_the_datagram_it_read() {
+    let journeys = assemble(UDP_ECHO);
+    let reads: Vec<(&Journey, &Event)> = journeys
+        .iter()
+        .flat_map(|j| {
+            j.events
+                .iter()
+                .filter(|e| e.kind == EventKind::SocketRead)
+                .map(move |e| (j, e))
+        })
+        .collect();
+    assert_eq!(reads.len(), 2, "the echo server's read and the probe's");
+    for (journey, read) in &reads {
+        assert_ne!(read.skb, 0, "given the skb of the datagram it read");
+        assert_eq!(read.packet, journey.last_packet());
+    }
+    let (request, _) = reads
+        .iter()
+        .find(|(_, read)| read.comm == "python3")
+        .expect("python3 read the probe");
+    assert!(matches!(
+        request.first_packet().transport,
+        Transport::Udp { dport: 7777, .. }
+    ));
+}
+
+#[test]
+fn a_datagram_read_no_delivered_datagram_fits_is_dropped() {
+    let mut events = recorded(UDP_ECHO);
+    for event in &mut events {
+        if event.kind == EventKind::SocketRead && event.skb == 0 {
+            event.packet.transport = Transport::Udp { sport: 0, dport: 9 };
+        }
+    }
+    let mut assembler = Assembler::new(100_000_000);
+    for event in events {
+        assembler.push(event);
+    }
+    let journeys = assembler.take_all();
+    assert!(
+        journeys
+            .iter()
+            .flat_map(|j| &j.events)
+            .all(|e| e.kind != EventKind::SocketRead),
+        "a read of port 9 read none of these"
     );
 }
