@@ -199,7 +199,7 @@ fn nat_line(out: &mut String, label: &str, nat: &NatSeen, why: &str) {
 fn millis(ms: f64) -> String {
     if ms < 10.0 {
         format!("{ms:.2} ms")
-    } else if ms < 10_000.0 {
+    } else if ms < 1_000.0 {
         format!("{ms:.0} ms")
     } else {
         format!("{:.1} s", ms / 1000.0)
