@@ -10,6 +10,7 @@ use anyhow::{Context, Result};
 use tokio::time::Instant;
 
 use crate::{
+    cli::DnsArgs,
     decode::KernelNames,
     enrich::{Topology, dns::DnsSetup},
     explain::dns::{DnsContext, explain_dns},
@@ -28,27 +29,6 @@ use crate::{
 };
 
 const DNS_PORT: u16 = 53;
-
-#[derive(clap::Args, Debug)]
-pub struct DnsArgs {
-    /// The container whose queries to show (name or id prefix)
-    pub container: String,
-    /// Print one JSON object per query (JSON Lines) instead of text
-    #[arg(long)]
-    pub json: bool,
-    /// Stop after N queries were told
-    #[arg(long, value_name = "N")]
-    pub count: Option<u64>,
-    /// Stop after SECS seconds
-    #[arg(long, value_name = "SECS")]
-    pub timeout: Option<u64>,
-    /// Report a query as timed out when no answer came within SECS seconds
-    #[arg(long, value_name = "SECS", default_value_t = 5)]
-    pub answer_timeout: u64,
-    /// Also write every decoded kernel event to FILE (JSON Lines)
-    #[arg(long, value_name = "FILE")]
-    pub save_events: Option<std::path::PathBuf>,
-}
 
 pub async fn run(args: DnsArgs) -> Result<ExitCode> {
     probes::require_privileges()?;

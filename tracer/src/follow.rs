@@ -10,6 +10,7 @@ use anyhow::{Context, Result};
 use tokio::time::Instant;
 
 use crate::{
+    cli::FollowArgs,
     decode::KernelNames,
     enrich::{self, Listener, Topology},
     explain::{self, Answer, NoReply, Outcome, RequestSummary, Story, Telling},
@@ -37,29 +38,6 @@ const AFTER_SENDER: Duration = Duration::from_millis(500);
 const PASSIVE_REPLY_WAIT: Duration = Duration::from_secs(5);
 /// Most requests remembered for the replies and "no reply" lines still to come.
 const MAX_REMEMBERED: usize = 1024;
-
-#[derive(clap::Args, Debug)]
-pub struct FollowArgs {
-    /// Where packets start: a container (name or id prefix), an `ip netns` name, or `host`
-    pub source: String,
-    /// Where they go: an IPv4 address, ADDRESS:PORT, or a container name
-    pub dest: String,
-    /// Send the packet yourself from inside SOURCE: icmp, udp:PORT or tcp:PORT
-    #[arg(long, value_name = "KIND")]
-    pub probe: Option<String>,
-    /// Stop after N request/reply exchanges (default: 1 with --probe, otherwise until Ctrl-C)
-    #[arg(long, value_name = "N")]
-    pub count: Option<u64>,
-    /// Stop after SECS seconds; with --probe also how long a probe waits for its answer (default: 5 with --probe, otherwise none)
-    #[arg(long, value_name = "SECS")]
-    pub timeout: Option<u64>,
-    /// Print one JSON object per journey (JSON Lines) instead of text
-    #[arg(long)]
-    pub json: bool,
-    /// Also write every decoded kernel event to FILE (JSON Lines), e.g. for a bug report
-    #[arg(long, value_name = "FILE")]
-    pub save_events: Option<std::path::PathBuf>,
-}
 
 struct Run {
     source: Source,

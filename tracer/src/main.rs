@@ -2,6 +2,7 @@
 //! namespaces, veth pairs, bridges, routing, netfilter and NAT with eBPF,
 //! and explains each hop with the kernel's own evidence.
 
+mod cli;
 mod decode;
 mod dns;
 mod enrich;
@@ -21,28 +22,9 @@ mod topology;
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser};
 
-#[derive(Parser)]
-#[command(
-    name = "pkttrace",
-    version,
-    about = "How did my packet get there? eBPF-powered, hop-by-hop packet explanations for containers and namespaces"
-)]
-struct Cli {
-    #[command(subcommand)]
-    command: Command,
-}
-
-#[derive(Subcommand)]
-enum Command {
-    /// Follow packets from SOURCE to DEST and explain every hop, and the reply
-    Follow(follow::FollowArgs),
-    /// Show a container's DNS queries: Docker's embedded DNS at 127.0.0.11, what it forwards upstream, the answers
-    Dns(dns::DnsArgs),
-    /// Show the host's wiring: namespaces, veth pairs, bridges, routes, NAT and filter rules, published ports
-    Topology(topology::TopologyArgs),
-}
+use cli::{Cli, Command};
 
 /// Setup errors (bad input, missing privileges or kernel features) exit with 2.
 const SETUP_ERROR: u8 = 2;
@@ -54,12 +36,51 @@ async fn main() -> ExitCode {
         Command::Follow(args) => follow::run(args).await,
         Command::Topology(args) => topology::run(args).await,
         Command::Dns(args) => dns::run(args).await,
+        Command::Completions(args) => {
+            let mut command = Cli::command();
+            clap_complete::generate(args.shell, &mut command, "pkttrace", &mut std::io::stdout());
+            Ok(ExitCode::SUCCESS)
+        }
     };
     match result {
         Ok(code) => code,
         Err(error) => {
             eprintln!("pkttrace: error: {error:#}");
             ExitCode::from(SETUP_ERROR)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::Cli;
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn completions_know_the_subcommands_and_their_options() {
+        let mut script = Vec::new();
+        clap_complete::generate(
+            clap_complete::Shell::Bash,
+            &mut Cli::command(),
+            "pkttrace",
+            &mut script,
+        );
+        let script = String::from_utf8(script).unwrap();
+        for word in [
+            "follow",
+            "dns",
+            "topology",
+            "--probe",
+            "--answer-timeout",
+            "--svg",
+        ] {
+            assert!(script.contains(word), "{word} in the bash completions");
         }
     }
 }

@@ -3,29 +3,15 @@
 //! Graphviz picture.
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, ExitCode, Stdio};
 
 use anyhow::{Context, Result, bail};
 
+use crate::cli::TopologyArgs;
 use crate::enrich::{Container, Topology, Wiring};
 use crate::render::topology::{self, Report};
 use crate::target::InputError;
-
-#[derive(clap::Args, Debug)]
-pub struct TopologyArgs {
-    /// Show only this container (name or id prefix): its namespaces, wiring, resolver and published ports
-    pub container: Option<String>,
-    /// Print the model as one JSON document instead of tables (schema in the README)
-    #[arg(long, conflicts_with = "dot")]
-    pub json: bool,
-    /// Print the picture as Graphviz DOT instead of tables
-    #[arg(long)]
-    pub dot: bool,
-    /// Draw the picture into FILE as SVG (with Graphviz's `dot`); prints no tables
-    #[arg(long, value_name = "FILE")]
-    pub svg: Option<PathBuf>,
-}
 
 pub async fn run(args: TopologyArgs) -> Result<ExitCode> {
     // SAFETY: geteuid has no failure mode.

@@ -4,6 +4,7 @@
 mod bench;
 mod cmd;
 mod lab;
+mod man;
 mod setup;
 mod testrun;
 
@@ -41,6 +42,11 @@ enum Task {
     Test,
     /// Measure what tracing costs traffic (iperf3) and the host (CPU, memory)
     Bench,
+    /// Write pkttrace's man pages (default: target/man; `man -l target/man/pkttrace-follow.1`)
+    Man {
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
+    },
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -67,6 +73,16 @@ fn main() -> Result<ExitCode> {
         Task::Demo { demo: kind } => demo(kind),
         Task::Test => testrun::test(),
         Task::Bench => bench::bench(),
+        Task::Man { out } => {
+            let dir = match out {
+                Some(dir) => dir,
+                None => target_dir()?.join("man"),
+            };
+            for page in man::write_pages(&dir)? {
+                println!("man: {}", page.display());
+            }
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
 

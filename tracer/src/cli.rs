@@ -1,0 +1,96 @@
+//! The command line, as clap reads it: only definitions, no behaviour, so
+//! that xtask can build the man page from the very same source (it includes
+//! this file; the tracer package's build script builds eBPF programs, which
+//! xtask must not depend on).
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "pkttrace",
+    version,
+    about = "How did my packet get there? eBPF-powered, hop-by-hop packet explanations for containers and namespaces"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Follow packets from SOURCE to DEST and explain every hop, and the reply
+    Follow(FollowArgs),
+    /// Show a container's DNS queries: Docker's embedded DNS at 127.0.0.11, what it forwards upstream, the answers
+    Dns(DnsArgs),
+    /// Show the host's wiring: namespaces, veth pairs, bridges, routes, NAT and filter rules, published ports
+    Topology(TopologyArgs),
+    /// Print a shell completion script (e.g. `pkttrace completions bash > /etc/bash_completion.d/pkttrace`)
+    Completions(CompletionsArgs),
+}
+
+#[derive(clap::Args, Debug)]
+pub struct FollowArgs {
+    /// Where packets start: a container (name or id prefix), an `ip netns` name, or `host`
+    pub source: String,
+    /// Where they go: an IPv4 address, ADDRESS:PORT, or a container name
+    pub dest: String,
+    /// Send the packet yourself from inside SOURCE: icmp, udp:PORT or tcp:PORT
+    #[arg(long, value_name = "KIND")]
+    pub probe: Option<String>,
+    /// Stop after N request/reply exchanges (default: 1 with --probe, otherwise until Ctrl-C)
+    #[arg(long, value_name = "N")]
+    pub count: Option<u64>,
+    /// Stop after SECS seconds; with --probe also how long a probe waits for its answer (default: 5 with --probe, otherwise none)
+    #[arg(long, value_name = "SECS")]
+    pub timeout: Option<u64>,
+    /// Print one JSON object per journey (JSON Lines) instead of text
+    #[arg(long)]
+    pub json: bool,
+    /// Also write every decoded kernel event to FILE (JSON Lines), e.g. for a bug report
+    #[arg(long, value_name = "FILE")]
+    pub save_events: Option<PathBuf>,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct DnsArgs {
+    /// The container whose queries to show (name or id prefix)
+    pub container: String,
+    /// Print one JSON object per query (JSON Lines) instead of text
+    #[arg(long)]
+    pub json: bool,
+    /// Stop after N queries were told
+    #[arg(long, value_name = "N")]
+    pub count: Option<u64>,
+    /// Stop after SECS seconds
+    #[arg(long, value_name = "SECS")]
+    pub timeout: Option<u64>,
+    /// Report a query as timed out when no answer came within SECS seconds
+    #[arg(long, value_name = "SECS", default_value_t = 5)]
+    pub answer_timeout: u64,
+    /// Also write every decoded kernel event to FILE (JSON Lines)
+    #[arg(long, value_name = "FILE")]
+    pub save_events: Option<PathBuf>,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct TopologyArgs {
+    /// Show only this container (name or id prefix): its namespaces, wiring, resolver and published ports
+    pub container: Option<String>,
+    /// Print the model as one JSON document instead of tables (schema in the README)
+    #[arg(long, conflicts_with = "dot")]
+    pub json: bool,
+    /// Print the picture as Graphviz DOT instead of tables
+    #[arg(long)]
+    pub dot: bool,
+    /// Draw the picture into FILE as SVG (with Graphviz's `dot`); prints no tables
+    #[arg(long, value_name = "FILE")]
+    pub svg: Option<PathBuf>,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct CompletionsArgs {
+    /// The shell to complete in
+    pub shell: clap_complete::Shell,
+}
