@@ -722,12 +722,8 @@ fn a_published_port_on_localhost_is_carried_on_by_docker_proxy_in_a_second_leg()
     Ok(())
 }
 
-#[test]
-fn a_cold_arp_cache_shows_the_arp_exchange_as_its_own_journey() -> Result<()> {
-    let Lab {
-        upstream,
-        container,
-    } = lab()?;
+/// Empties the container's neighbour cache and the host's entry for it.
+fn cold_arp_caches(container: &Container) -> Result<()> {
     // Cold on both sides: an address Docker gave out before may still be in
     // the host's cache, and a who-has from the host would teach the
     // container the gateway's address first.
@@ -737,11 +733,64 @@ fn a_cold_arp_cache_shows_the_arp_exchange_as_its_own_journey() -> Result<()> {
         .args(["neigh", "flush", "to", &ip])
         .status()?;
     ensure!(flushed.success(), "ip neigh flush to {ip}");
+    Ok(())
+}
+
+#[test]
+fn a_cold_arp_cache_is_one_line_in_the_hop_that_waited() -> Result<()> {
+    let Lab {
+        upstream,
+        container,
+    } = lab()?;
+    cold_arp_caches(&container)?;
     let journeys = follow_all(&[
         container.name(),
         &upstream.ip().to_string(),
         "--probe",
         "icmp",
+    ])?;
+    ensure!(
+        journeys.iter().all(|j| j["tuple"]["protocol"] != "arp"),
+        "answered ARP is no journey of its own: {journeys:#?}"
+    );
+    let ping = journeys
+        .iter()
+        .find(|j| j["direction"] == "request")
+        .context("the ping")?;
+    let send = hop(ping, "send");
+    let docker0_mac = std::fs::read_to_string("/sys/class/net/docker0/address")?
+        .trim()
+        .to_string();
+    assert_eq!(send["waited_for_arp"], true, "{send:#}");
+    let wait = &send["arp_wait"];
+    assert_eq!(wait["next_hop"], "172.17.0.1", "the container's gateway");
+    assert_eq!(
+        wait["mac"],
+        docker0_mac.as_str(),
+        "docker0's own, as sysfs says"
+    );
+    assert_eq!(wait["device"], "eth0");
+    assert!(
+        text_of(&send["text"])
+            .contains(&format!("for ARP on eth0: 172.17.0.1 is at {docker0_mac}")),
+        "{send:#}"
+    );
+    Ok(())
+}
+
+#[test]
+fn with_arp_a_cold_arp_cache_shows_the_arp_exchange_as_its_own_journey() -> Result<()> {
+    let Lab {
+        upstream,
+        container,
+    } = lab()?;
+    cold_arp_caches(&container)?;
+    let journeys = follow_all(&[
+        container.name(),
+        &upstream.ip().to_string(),
+        "--probe",
+        "icmp",
+        "--arp",
     ])?;
     let gateway = "172.17.0.1";
     let request = journeys

@@ -48,6 +48,9 @@ pub struct FollowArgs {
     /// Print one JSON object per journey (JSON Lines) instead of text
     #[arg(long)]
     pub json: bool,
+    /// Tell answered ARP exchanges as journeys of their own (by default the hop that waited for one says it in a line)
+    #[arg(long)]
+    pub arp: bool,
     /// Also write every decoded kernel event to FILE (JSON Lines), e.g. for a bug report
     #[arg(long, value_name = "FILE")]
     pub save_events: Option<PathBuf>,

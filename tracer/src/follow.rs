@@ -4,7 +4,7 @@
 //! the settings read where they happened name what they touched, the
 //! explanation tells them, and a renderer prints them.
 
-use std::{io::Write, process::ExitCode, thread::JoinHandle, time::Duration};
+use std::{collections::HashMap, io::Write, process::ExitCode, thread::JoinHandle, time::Duration};
 
 use anyhow::{Context, Result};
 use tokio::time::Instant;
@@ -18,7 +18,7 @@ use crate::{
     intake::{Intake, Losses},
     journey::{
         self, Assembler, Journey,
-        exchanges::{Exchanges, Role, Target, Told},
+        exchanges::{ArpResult, Exchanges, Role, Target, Told},
         rules::RuleTraces,
     },
     probes::{
@@ -51,6 +51,9 @@ struct Run {
     proxy: Option<Listener>,
     /// Requests told, for their replies' stories and "no reply" lines.
     requests: Vec<RequestSummary>,
+    /// The number each journey is told with: 1, 2, 3 … in the order they
+    /// are told (the assembler's ids skip journeys nobody is told about).
+    numbers: HashMap<u64, u64>,
     /// A reply that was the answer asked for (an echo reply, a SYN+ACK) came.
     answered: bool,
 }
@@ -182,6 +185,7 @@ pub async fn run(args: FollowArgs) -> Result<ExitCode> {
         expect_second_leg,
         limit: count,
         reply_wait: answer_timeout,
+        arp_journeys: args.arp,
     });
     let mut run = Run {
         source,
@@ -199,6 +203,7 @@ pub async fn run(args: FollowArgs) -> Result<ExitCode> {
         published,
         proxy,
         requests: Vec::new(),
+        numbers: HashMap::new(),
         answered: false,
     };
     let mut assembler = Assembler::new(journey::QUIET_NS);
@@ -303,11 +308,14 @@ impl Run {
     /// events while it was under way.
     async fn tell(&mut self, told: Told, losses: &Losses) -> Result<()> {
         match told {
-            Told::Journey(journey, role) => {
+            Told::Journey(mut journey, role) => {
                 let events_lost = losses.around(&journey);
+                let role = self.numbered_role(role);
+                journey.id = self.number(journey.id);
                 self.tell_journey(journey, role, events_lost).await
             }
             Told::NoReply { request, waited } => {
+                let request = self.number(request);
                 let Some(request_told) = self.requests.iter().find(|r| r.id == request) else {
                     return Ok(());
                 };
@@ -371,6 +379,40 @@ impl Run {
             render::terminal::render(&story) + "\n"
         };
         self.print(&text)
+    }
+
+    /// The number `id` is told with, given on its first mention.
+    fn number(&mut self, id: u64) -> u64 {
+        let next = self.numbers.len() as u64 + 1;
+        *self.numbers.entry(id).or_insert(next)
+    }
+
+    fn numbered_role(&mut self, role: Role) -> Role {
+        match role {
+            Role::Request => Role::Request,
+            Role::Retransmission { of } => Role::Retransmission {
+                of: self.number(of),
+            },
+            Role::SecondLeg { of } => Role::SecondLeg {
+                of: self.number(of),
+            },
+            Role::Reply { to } => Role::Reply {
+                to: self.number(to),
+            },
+            Role::ArpReply { to } => Role::ArpReply {
+                to: self.number(to),
+            },
+            Role::ArpRequest {
+                result: ArpResult::Answered { asked, reply, mac },
+            } => Role::ArpRequest {
+                result: ArpResult::Answered {
+                    asked,
+                    reply: self.number(reply),
+                    mac,
+                },
+            },
+            Role::ArpRequest { result } => Role::ArpRequest { result },
+        }
     }
 
     fn remember(&mut self, journey: &Journey, story: &Story) {

@@ -152,18 +152,20 @@ impl Intake {
     }
 
     /// The journeys whose packets were seen whole. One already on its way
-    /// while the programs attached is left out, and said so with its number
-    /// (the numbers told skip it): its story would lack hops, with nothing
-    /// to show where.
+    /// while the programs attached is left out, and said so: its story
+    /// would lack hops, with nothing to show where.
     pub fn seen_whole(&mut self, journeys: Vec<Journey>) -> Vec<Journey> {
         let (whole, partial): (Vec<Journey>, Vec<Journey>) = journeys
             .into_iter()
             .partition(|journey| journey.first_seen_ns() >= self.attached_ns);
-        if !partial.is_empty() {
-            eprintln!(
-                "pkttrace: note: left out {}: already on the way while pkttrace attached its programs, their first hops were not traced",
-                numbered(partial.iter().map(|j| j.id))
-            );
+        match partial.len() {
+            0 => {}
+            1 => eprintln!(
+                "pkttrace: note: left out a packet already on its way while pkttrace attached its programs: its first hops were not traced"
+            ),
+            n => eprintln!(
+                "pkttrace: note: left out {n} packets already on their way while pkttrace attached its programs: their first hops were not traced"
+            ),
         }
         whole
     }
@@ -212,21 +214,9 @@ impl Losses {
     }
 }
 
-/// "#1, #2 and #5"; past five numbers, how many more.
-fn numbered(ids: impl Iterator<Item = u64>) -> String {
-    const SHOWN: usize = 5;
-    let ids: Vec<String> = ids.map(|id| format!("#{id}")).collect();
-    match ids.len() {
-        0 => String::new(),
-        1 => ids[0].clone(),
-        n if n <= SHOWN => format!("{} and {}", ids[..n - 1].join(", "), ids[n - 1]),
-        n => format!("{} and {} more", ids[..SHOWN].join(", "), n - SHOWN),
-    }
-}
-
 #[cfg(test)]
 mod tests {
-    use super::{Losses, numbered};
+    use super::Losses;
 
     #[test]
     fn a_loss_marks_what_overlaps_its_window_only() {
@@ -238,12 +228,5 @@ mod tests {
         assert!(losses.between(2_000, 9_000), "touching its end");
         assert!(!losses.between(2_001, 9_000), "after it");
         assert!(!losses.between(0, 999), "before it");
-    }
-
-    #[test]
-    fn numbers_are_listed_then_counted() {
-        assert_eq!(numbered([3].into_iter()), "#3");
-        assert_eq!(numbered([1, 2, 5].into_iter()), "#1, #2 and #5");
-        assert_eq!(numbered(1..=8), "#1, #2, #3, #4, #5 and 3 more");
     }
 }

@@ -163,8 +163,87 @@ pub struct Hop {
     pub device: Option<String>,
     /// The hop in one sentence, the evidence after it.
     pub text: String,
+    /// The packet waited for ARP just before this hop (sent or forwarded).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub arp_wait: Option<ArpWait>,
     #[serde(flatten)]
     pub details: Details,
+}
+
+/// A wait in a namespace's neighbour queue, from the first who-has ARP sent
+/// for the packet to its transmit once ARP had answered.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct ArpWait {
+    pub waited_us: u64,
+    /// The neighbour asked for: the route's gateway, or the destination itself.
+    pub next_hop: Ipv4Addr,
+    /// Its MAC address, as the frame that finally left carried it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mac: Option<String>,
+    pub device: String,
+}
+
+impl ArpWait {
+    /// "waited 0.2 ms for ARP on eth0: 172.17.0.1 is at 02:42:0a:b6:23:7f".
+    fn sentence(&self) -> String {
+        let waited = format!(
+            "waited {} for ARP on {}",
+            duration_words(self.waited_us),
+            self.device
+        );
+        match &self.mac {
+            Some(mac) => format!("{waited}: {} is at {mac}", self.next_hop),
+            None => format!("{waited} to resolve {}'s MAC address", self.next_hop),
+        }
+    }
+}
+
+/// Microseconds in the unit that reads best: "87 µs", "0.2 ms", "3.0 s".
+fn duration_words(us: u64) -> String {
+    match us {
+        0..1_000 => format!("{us} µs"),
+        1_000..1_000_000 => format!("{:.1} ms", us as f64 / 1e3),
+        _ => format!("{:.1} s", us as f64 / 1e6),
+    }
+}
+
+/// Where the packet waited for ARP, by namespace: from the first copy ARP
+/// freed for a who-has to the packet's next transmit there.
+fn arp_waits(events: &[Event]) -> Vec<(u32, ArpWait)> {
+    let mut waits: Vec<(u32, ArpWait)> = Vec::new();
+    for (i, queued) in events.iter().enumerate() {
+        let EventKind::Consume { location } = &queued.kind else {
+            continue;
+        };
+        if !is_neighbour_queue(location) || waits.iter().any(|(ns, _)| *ns == queued.netns) {
+            continue;
+        }
+        let Some(sent) = events[i + 1..]
+            .iter()
+            .find(|e| e.netns == queued.netns && matches!(e.kind, EventKind::Transmit { .. }))
+        else {
+            continue;
+        };
+        let routed = events[..i].iter().rev().find_map(|e| match e.kind {
+            EventKind::Route { gateway, .. } if e.netns == queued.netns => {
+                Some(gateway.unwrap_or(e.packet.dst))
+            }
+            _ => None,
+        });
+        let EventKind::Transmit { mac_dst } = &sent.kind else {
+            continue;
+        };
+        waits.push((
+            queued.netns,
+            ArpWait {
+                waited_us: sent.time_ns.saturating_sub(queued.time_ns) / 1_000,
+                next_hop: routed.unwrap_or(sent.packet.dst),
+                mac: mac_dst.clone(),
+                device: sent.ifname.clone(),
+            },
+        ));
+    }
+    waits
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -356,9 +435,11 @@ struct Explainer<'a> {
     facts: &'a Facts,
     start_ns: u64,
     hops: Vec<Hop>,
-    /// The packet sat in a neighbour queue while ARP resolved its next hop;
-    /// said on the hop that follows.
-    waited_for_arp: bool,
+    /// The packet sat in this namespace's neighbour queue while ARP resolved
+    /// its next hop; said on the hop that follows.
+    waited_for_arp_in: Option<u32>,
+    /// Each namespace's wait for ARP, measured over the whole journey.
+    arp_waits: Vec<(u32, ArpWait)>,
     /// The sender's own wait for ARP, said on the send hop (which can come
     /// before the wait: at OUTPUT).
     sender_waits_for_arp: bool,
@@ -392,19 +473,43 @@ impl Explainer<'_> {
     }
 
     fn push(&mut self, event: &Event, device: Option<String>, mut text: String, details: Details) {
+        let mut arp_wait = None;
         if matches!(details, Details::Veth { .. } | Details::Xmit)
-            && std::mem::take(&mut self.waited_for_arp)
+            && let Some(netns) = self.waited_for_arp_in.take()
         {
-            text += " (after waiting for ARP to resolve the next hop's MAC address)";
+            arp_wait = self.arp_wait_in(netns);
+            match &arp_wait {
+                Some(wait) => text += &format!(" (after it {})", wait.sentence()),
+                None => text += " (after waiting for ARP to resolve the next hop's MAC address)",
+            }
         }
+        self.push_hop(event, device, text, details, arp_wait);
+    }
+
+    fn push_hop(
+        &mut self,
+        event: &Event,
+        device: Option<String>,
+        text: String,
+        details: Details,
+        arp_wait: Option<ArpWait>,
+    ) {
         self.hops.push(Hop {
             at_us: event.time_ns.saturating_sub(self.start_ns) / 1_000,
             netns: event.netns,
             namespace: self.namespace(event.netns),
             device,
             text,
+            arp_wait,
             details,
         });
+    }
+
+    fn arp_wait_in(&self, netns: u32) -> Option<ArpWait> {
+        self.arp_waits
+            .iter()
+            .find(|(ns, _)| *ns == netns)
+            .map(|(_, wait)| wait.clone())
     }
 
     fn route_choice(&self, event: &Event) -> Option<RouteChoice> {
@@ -539,7 +644,8 @@ pub fn explain(
         facts,
         start_ns,
         hops: Vec::new(),
-        waited_for_arp: false,
+        waited_for_arp_in: None,
+        arp_waits: arp_waits(events),
         sender_waits_for_arp: events
             .iter()
             .take_while(|e| {
@@ -739,7 +845,7 @@ pub fn explain(
                 // The copy ARP used for its request; the packet itself waits in
                 // the queue. The sender's wait is told on its send hop.
                 if !(x.sender_waits_for_arp && Some(event.netns) == sender_netns) {
-                    x.waited_for_arp = true;
+                    x.waited_for_arp_in = Some(event.netns);
                 }
             }
             EventKind::Consume { location } => {
@@ -923,22 +1029,30 @@ impl Explainer<'_> {
         if let Some(route) = &route {
             text += &format!("; route: {}", describe_route(route));
         }
-        let waited_for_arp = self.sender_waits_for_arp | std::mem::take(&mut self.waited_for_arp);
-        if waited_for_arp {
-            let next_hop = route
-                .as_ref()
-                .and_then(|r| r.gateway)
-                .unwrap_or(event.packet.dst);
-            text += &format!("; it first waited for ARP to resolve {next_hop}'s MAC address");
+        let waited_in = self
+            .waited_for_arp_in
+            .take()
+            .or(self.sender_waits_for_arp.then_some(event.netns));
+        let arp_wait = waited_in.and_then(|netns| self.arp_wait_in(netns));
+        match (&arp_wait, waited_in) {
+            (Some(wait), _) => text += &format!("; it first {}", wait.sentence()),
+            (None, Some(_)) => {
+                let next_hop = route
+                    .as_ref()
+                    .and_then(|r| r.gateway)
+                    .unwrap_or(event.packet.dst);
+                text += &format!("; it first waited for ARP to resolve {next_hop}'s MAC address");
+            }
+            (None, None) => {}
         }
         let details = Details::Send {
             process: process.map(|(comm, _)| comm.to_string()),
             pid: process.map(|(_, pid)| pid),
             route,
-            waited_for_arp,
+            waited_for_arp: waited_in.is_some(),
         };
         let device = (!out.is_empty()).then(|| out.to_string());
-        self.push(event, device, text, details);
+        self.push_hop(event, device, text, details, arp_wait);
     }
 
     /// The routing decision; a namespace looks up more than once per packet

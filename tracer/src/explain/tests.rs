@@ -613,6 +613,7 @@ fn followed(fixture: &str, topology: &Topology, facts: &Facts, destination: Ipv4
         expect_second_leg: false,
         limit: Some(1),
         reply_wait: std::time::Duration::from_secs(5),
+        arp_journeys: false,
     });
     let mut requests: Vec<RequestSummary> = Vec::new();
     let mut told = String::new();

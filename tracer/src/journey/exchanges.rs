@@ -44,6 +44,10 @@ pub struct Target {
     pub limit: Option<u64>,
     /// How long a request waits for its reply before it is told unanswered.
     pub reply_wait: Duration,
+    /// `--arp`: answered ARP exchanges are journeys of their own too (by
+    /// default the hop that waited for one tells it in a line; an unanswered
+    /// one is always a journey).
+    pub arp_journeys: bool,
 }
 
 /// The part a journey plays.
@@ -385,6 +389,9 @@ impl Exchanges {
                 self.arp_answered.pop_front();
             }
             self.arp_answered.push_back((to, arp.first.clone()));
+            if !self.target.arp_journeys {
+                return Vec::new();
+            }
             return vec![
                 Told::Journey(arp.first, Role::ArpRequest { result }),
                 Told::Journey(journey, Role::ArpReply { to }),
@@ -426,7 +433,8 @@ mod tests {
     use super::*;
     use crate::journey::tests::{FORWARDING_DISABLED, ICMP_MASQUERADE, TCP_REFUSED, assemble};
 
-    /// The recordings' lab: container dev-c1 following the upstream host.
+    /// The recordings' lab: container dev-c1 following the upstream host
+    /// (with `--arp`: ARP exchanges are journeys too).
     fn follow_upstream(limit: Option<u64>) -> Exchanges {
         Exchanges::new(Target {
             destination: Ipv4Addr::new(198, 51, 100, 129),
@@ -437,6 +445,7 @@ mod tests {
             expect_second_leg: false,
             limit,
             reply_wait: Duration::from_secs(5),
+            arp_journeys: true,
         })
     }
 
@@ -571,6 +580,30 @@ mod tests {
 
     const HOST_SIDE: [u8; 4] = [198, 51, 100, 130];
     const UPSTREAM: [u8; 4] = [198, 51, 100, 129];
+
+    #[test]
+    fn by_default_an_answered_arp_exchange_is_no_journey_but_an_unanswered_one_is() {
+        let mut exchanges = Exchanges::new(Target {
+            arp_journeys: false,
+            ..follow_upstream(None).target
+        });
+        let who_has = arp(1, 1, HOST_SIDE, UPSTREAM, [2, 0, 0, 0, 0, 1]);
+        let is_at = arp(2, 2, UPSTREAM, HOST_SIDE, [2, 0, 0, 0, 0, 2]);
+        assert!(exchanges.place(who_has).is_empty());
+        assert!(
+            exchanges.place(is_at).is_empty(),
+            "told by the hop that waited"
+        );
+        let unanswered = arp(3, 1, HOST_SIDE, [198, 51, 100, 99], [2, 0, 0, 0, 0, 1]);
+        assert!(exchanges.place(unanswered).is_empty());
+        let told = exchanges.finish();
+        assert_eq!(
+            roles(&told),
+            [Role::ArpRequest {
+                result: ArpResult::Unanswered { asked: 1 }
+            }]
+        );
+    }
 
     #[test]
     fn an_arp_request_is_told_once_answered_with_its_reply() {
