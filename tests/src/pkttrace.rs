@@ -185,6 +185,11 @@ impl Pkttrace {
             }
             if let Some(status) = self.child.try_wait()? {
                 self.reaped = true;
+                // Its last words may still be in the pipe: read them to the end.
+                if let Some(reader) = self.stderr_reader.take() {
+                    let _ = reader.join();
+                }
+                let stderr = self.stderr_so_far();
                 bail!("pkttrace ended before it attached ({status}): {stderr}");
             }
             if Instant::now() >= deadline {

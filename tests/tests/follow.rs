@@ -8,7 +8,8 @@ use std::{net::Ipv4Addr, process::Command, time::Duration};
 use anyhow::{Context, Result, ensure};
 use integration_tests::{
     Container, Followed, IptablesRule, NetnsPair, Pkttrace, Sysctl, Upstream, follow_json, hop,
-    hops, ip, kinds, netfilter_hooks, nothing_left_attached, pkttrace, programs_loaded_at_least,
+    hops, ip, kinds, netfilter_hooks, nothing_left_attached, pkttrace, pkttrace_bin,
+    programs_loaded_at_least,
 };
 use serde_json::Value;
 
@@ -1023,5 +1024,69 @@ fn a_udp_answer_names_the_reader_on_each_side() -> Result<()> {
     assert_eq!(reply["outcome"]["kind"], "delivered", "{reply:#}");
     assert_eq!(reply["outcome"]["namespace"], container.name());
     assert_eq!(reply["answer"]["kind"], "reply");
+    Ok(())
+}
+
+/// `--step` on a terminal (a pseudo-terminal made by `script`): a prompt
+/// after each piece until `q`, then the rest at once; the same story told.
+#[test]
+fn step_waits_for_enter_on_a_terminal_and_q_shows_the_rest() -> Result<()> {
+    use std::io::Write;
+
+    let Lab {
+        upstream,
+        container,
+    } = lab()?;
+    let command = format!(
+        "{} follow {} {} --probe icmp --step",
+        pkttrace_bin().display(),
+        container.name(),
+        upstream.ip()
+    );
+    let mut script = Command::new("script")
+        .args(["-qec", &command, "/dev/null"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()?;
+    // Typed ahead: two Enters, then q.
+    script
+        .stdin
+        .take()
+        .context("stdin")?
+        .write_all(b"\n\nq\n")?;
+    let output = script.wait_with_output()?;
+    let shown = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(0), "{shown}");
+    assert_eq!(
+        shown.matches("Enter: next step").count(),
+        3,
+        "a prompt for each Enter and for the q: {shown}"
+    );
+    for told in ["#1 request", "#2 reply to #1", "delivered to pkttrace"] {
+        assert!(shown.contains(told), "{told}: {shown}");
+    }
+    Ok(())
+}
+
+/// Not on a terminal, `--step` prints as if it was not asked for.
+#[test]
+fn step_without_a_terminal_prints_the_story_at_once() -> Result<()> {
+    let Lab {
+        upstream,
+        container,
+    } = lab()?;
+    let run = pkttrace([
+        "follow",
+        container.name(),
+        &upstream.ip().to_string(),
+        "--probe",
+        "icmp",
+        "--step",
+    ])?;
+    ensure!(run.success(), "{run}");
+    ensure!(
+        !run.stdout.contains("Enter") && run.stdout.contains("#2 reply to #1"),
+        "{run}"
+    );
     Ok(())
 }

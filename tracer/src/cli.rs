@@ -51,6 +51,9 @@ pub struct FollowArgs {
     /// Tell answered ARP exchanges as journeys of their own (by default the hop that waited for one says it in a line)
     #[arg(long)]
     pub arp: bool,
+    /// On a terminal, print one hop at a time: Enter shows the next, q and Enter the rest at once (ignored with --json or when the output is not a terminal)
+    #[arg(long)]
+    pub step: bool,
     /// Also write every decoded kernel event to FILE (JSON Lines), e.g. for a bug report
     #[arg(long, value_name = "FILE")]
     pub save_events: Option<PathBuf>,

@@ -25,7 +25,7 @@ use crate::{
         self, Filter, Probes, monotonic_now_ns,
         nftrace::{RuleTracer, TraceMatch},
     },
-    render,
+    render::{self, step::Stepper},
     sender::{self, ProbeOutcome},
     target::{self, Destination, Published, Source},
 };
@@ -56,6 +56,8 @@ struct Run {
     numbers: HashMap<u64, u64>,
     /// A reply that was the answer asked for (an echo reply, a SYN+ACK) came.
     answered: bool,
+    /// `--step` on a terminal: everything printed goes through it.
+    stepper: Option<Stepper>,
 }
 
 pub async fn run(args: FollowArgs) -> Result<ExitCode> {
@@ -205,6 +207,7 @@ pub async fn run(args: FollowArgs) -> Result<ExitCode> {
         requests: Vec::new(),
         numbers: HashMap::new(),
         answered: false,
+        stepper: Stepper::on_a_terminal(args.step, args.json),
     };
     let mut assembler = Assembler::new(journey::QUIET_NS);
     let started = Instant::now();
@@ -242,6 +245,9 @@ pub async fn run(args: FollowArgs) -> Result<ExitCode> {
     }
     for told in run.exchanges.finish() {
         run.tell(told, intake.losses()).await?;
+    }
+    if let Some(stepper) = run.stepper.take() {
+        stepper.finish().await;
     }
     drop(probes);
     if let Ok(tracer) = &rule_tracer
@@ -373,12 +379,20 @@ impl Run {
             Role::ArpRequest { .. } => self.remember(&journey, &story),
             Role::Reply { .. } | Role::ArpReply { .. } => {}
         }
-        let text = if self.json {
-            render::json::render(&story) + "\n"
-        } else {
-            render::terminal::render(&story) + "\n"
-        };
-        self.print(&text)
+        if self.json {
+            return self.print(&(render::json::render(&story) + "\n"));
+        }
+        match &self.stepper {
+            Some(stepper) => {
+                let mut steps = render::terminal::render_steps(&story);
+                if let Some(ending) = steps.last_mut() {
+                    ending.push('\n');
+                }
+                stepper.tell(steps);
+                Ok(())
+            }
+            None => self.print(&(render::terminal::render(&story) + "\n")),
+        }
     }
 
     /// The number `id` is told with, given on its first mention.
@@ -423,6 +437,10 @@ impl Run {
     }
 
     fn print(&self, text: &str) -> Result<()> {
+        if let Some(stepper) = &self.stepper {
+            stepper.print(text.to_owned());
+            return Ok(());
+        }
         let mut out = anstream::stdout();
         out.write_all(text.as_bytes())?;
         out.flush()?;

@@ -743,3 +743,15 @@ fn a_packet_freed_by_the_device_it_left_by_is_no_receive() {
     );
     insta::assert_snapshot!(told);
 }
+
+/// `--step` shows the same text in pieces: the header, one piece per hop,
+/// then how it ended.
+#[test]
+fn steps_are_the_story_cut_at_each_hop() {
+    for story in stories(ICMP_MASQUERADE, &forwarding_on()) {
+        let steps = crate::render::terminal::render_steps(&story);
+        assert_eq!(steps.len(), story.hops.len() + 2);
+        assert_eq!(steps.concat(), crate::render::terminal::render(&story));
+        assert!(steps[1..=story.hops.len()].iter().all(|s| !s.is_empty()));
+    }
+}

@@ -3,5 +3,6 @@
 
 pub mod dns;
 pub mod json;
+pub mod step;
 pub mod terminal;
 pub mod topology;

@@ -17,6 +17,13 @@ const KIND: Style = AnsiColor::Cyan.on_default().bold();
 /// Renders with ANSI styles; callers print through `anstream`, which strips
 /// them when the output is not a terminal or NO_COLOR is set.
 pub fn render(story: &Story) -> String {
+    render_steps(story).concat()
+}
+
+/// The story in the steps `--step` shows one at a time: the header, each
+/// hop, then how it ended.
+pub fn render_steps(story: &Story) -> Vec<String> {
+    let mut steps = Vec::new();
     let mut out = String::new();
     let direction = match (
         story.direction,
@@ -42,7 +49,11 @@ pub fn render(story: &Story) -> String {
     if let Some(note) = &story.note {
         let _ = writeln!(out, "   {DIM}note:{DIM:#} {note}");
     }
-    render_hops(&mut out, &story.hops, "");
+    steps.push(std::mem::take(&mut out));
+    for (number, hop) in story.hops.iter().enumerate() {
+        render_hop(&mut out, number + 1, hop, "");
+        steps.push(std::mem::take(&mut out));
+    }
     render_outcome(&mut out, &story.outcome, "");
     if let Some(answer) = &story.answer {
         let style = if answer.succeeded() { GOOD } else { DROP };
@@ -54,7 +65,8 @@ pub fn render(story: &Story) -> String {
             "   {DROP}! the kernel dropped events while this packet was traced: hops may be missing{DROP:#}"
         );
     }
-    out
+    steps.push(out);
+    steps
 }
 
 /// A request that got no reply: one line under the stories.
