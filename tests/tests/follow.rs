@@ -1090,3 +1090,231 @@ fn step_without_a_terminal_prints_the_story_at_once() -> Result<()> {
     );
     Ok(())
 }
+
+/// Replays `recording` as the unprivileged user nobody, with `args`.
+fn replay_as_nobody(recording: &std::path::Path, args: &[&str]) -> Result<std::process::Output> {
+    Ok(Command::new("setpriv")
+        .args(["--reuid=nobody", "--regid=nogroup", "--clear-groups"])
+        .arg(pkttrace_bin())
+        .arg("replay")
+        .arg(recording)
+        .args(args)
+        .output()?)
+}
+
+/// A directory nobody can read a recording from and write a capture to.
+fn shared_dir() -> Result<tempfile::TempDir> {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir()?;
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777))?;
+    Ok(dir)
+}
+
+fn path_str(path: &std::path::Path) -> Result<&str> {
+    path.to_str().context("a temporary path is UTF-8")
+}
+
+/// A recording told again without root, the kernel or Docker: the very
+/// same text, the same exit code, the same capture; the ARP a hop waited
+/// for included.
+#[test]
+fn a_recording_replays_the_same_story_without_root() -> Result<()> {
+    let Lab {
+        upstream,
+        container,
+    } = lab()?;
+    cold_arp_caches(&container)?;
+    let dir = shared_dir()?;
+    let (recording, capture) = (
+        dir.path().join("ping.jsonl"),
+        dir.path().join("live.pcapng"),
+    );
+    let live = pkttrace([
+        "follow",
+        container.name(),
+        &upstream.ip().to_string(),
+        "--probe",
+        "icmp",
+        "--record",
+        path_str(&recording)?,
+        "--pcap",
+        path_str(&capture)?,
+    ])?;
+    ensure!(live.success(), "{live}");
+    ensure!(live.stdout.contains("for ARP on eth0"), "{live}");
+    let replayed_capture = dir.path().join("replayed.pcapng");
+    let replayed = replay_as_nobody(&recording, &["--pcap", path_str(&replayed_capture)?])?;
+    assert_eq!(
+        String::from_utf8_lossy(&replayed.stdout),
+        live.stdout,
+        "{}",
+        String::from_utf8_lossy(&replayed.stderr)
+    );
+    assert_eq!(replayed.status.code(), Some(0));
+    assert!(
+        std::fs::read(&capture)? == std::fs::read(&replayed_capture)?,
+        "the replayed capture differs from the live one"
+    );
+    Ok(())
+}
+
+/// A failure replays as it happened: a refused connection (exit 1) in JSON.
+#[test]
+fn a_refused_connection_replays_in_json_with_its_exit_code() -> Result<()> {
+    let Lab {
+        upstream,
+        container,
+    } = lab()?;
+    let dir = shared_dir()?;
+    let recording = dir.path().join("refused.jsonl");
+    let live = follow_json(&[
+        container.name(),
+        &upstream.ip().to_string(),
+        "--probe",
+        "tcp:9",
+        "--record",
+        path_str(&recording)?,
+    ])?;
+    ensure!(live.code() == Some(1), "refused is exit 1: {}", live.run);
+    let replayed = replay_as_nobody(&recording, &["--json"])?;
+    assert_eq!(
+        String::from_utf8_lossy(&replayed.stdout),
+        live.run.stdout,
+        "{}",
+        String::from_utf8_lossy(&replayed.stderr)
+    );
+    assert_eq!(replayed.status.code(), Some(1));
+    ensure!(
+        live.run.stdout.contains("\"kind\":\"reset\""),
+        "{}",
+        live.run
+    );
+    Ok(())
+}
+
+/// What is not a recording, or is missing, is one line and exit code 2.
+#[test]
+fn replaying_what_is_no_recording_is_one_clear_line() -> Result<()> {
+    let dir = shared_dir()?;
+    let other = dir.path().join("events.jsonl");
+    std::fs::write(&other, "{\"kind\":\"send\"}\n")?;
+    for (file, says) in [
+        (other.as_path(), "not a pkttrace recording"),
+        (
+            std::path::Path::new("/nonexistent.jsonl"),
+            "cannot open the recording",
+        ),
+    ] {
+        let run = replay_as_nobody(file, &[])?;
+        let stderr = String::from_utf8_lossy(&run.stderr);
+        assert_eq!(run.status.code(), Some(2), "{stderr}");
+        assert_eq!(stderr.lines().count(), 1, "{stderr}");
+        assert!(stderr.contains(says), "{stderr}");
+    }
+    Ok(())
+}
+
+/// `--pcap`: read back with tshark, one packet per hop in the order told,
+/// on an interface named `<namespace>/<device>`, commented with its hop;
+/// the NAT's rewrite shows in the addresses (the container's before the
+/// MASQUERADE, the host's uplink address after; and back for the reply).
+#[test]
+fn a_pcap_has_one_packet_per_hop_and_shows_the_nat() -> Result<()> {
+    let Lab {
+        upstream,
+        container,
+    } = lab()?;
+    let dir = shared_dir()?;
+    let capture = dir.path().join("ping.pcapng");
+    let followed = follow_json(&[
+        container.name(),
+        &upstream.ip().to_string(),
+        "--probe",
+        "icmp",
+        "--pcap",
+        path_str(&capture)?,
+    ])?;
+    ensure!(followed.run.success(), "{}", followed.run);
+    let read = Command::new("tshark")
+        .arg("-r")
+        .arg(&capture)
+        .args(["-T", "fields", "-E", "separator=|"])
+        .args(["-e", "frame.interface_name", "-e", "ip.src", "-e", "ip.dst"])
+        .args(["-e", "frame.comment"])
+        .output()?;
+    ensure!(read.status.success(), "tshark: {read:?}");
+    let packets: Vec<Vec<String>> = String::from_utf8(read.stdout)?
+        .lines()
+        .map(|line| line.split('|').map(str::to_string).collect())
+        .collect();
+    let journeys = followed.all_journeys();
+    let hops: Vec<(&Value, usize, &Value)> = journeys
+        .iter()
+        .flat_map(|journey| {
+            hops(journey)
+                .iter()
+                .enumerate()
+                .map(move |(n, hop)| (*journey, n + 1, hop))
+        })
+        .collect();
+    assert_eq!(
+        packets.len(),
+        hops.len(),
+        "one packet per hop: {packets:#?}"
+    );
+    for (packet, (journey, number, hop)) in packets.iter().zip(&hops) {
+        let interface = match hop["device"].as_str() {
+            Some(device) => format!("{}/{device}", text_of(&hop["namespace"])),
+            None => text_of(&hop["namespace"]).to_string(),
+        };
+        assert_eq!(packet[0], interface);
+        let comment = format!(
+            "#{} hop {number} {}: {}",
+            journey["journey"],
+            text_of(&hop["kind"]),
+            text_of(&hop["text"])
+        );
+        assert_eq!(packet[3], comment);
+    }
+    let addresses = |journey: &Value, kind: &str| -> Vec<(String, String)> {
+        packets
+            .iter()
+            .zip(&hops)
+            .filter(|(_, (j, _, hop))| *j == journey && hop["kind"] == kind)
+            .map(|(packet, _)| (packet[1].clone(), packet[2].clone()))
+            .collect()
+    };
+    let (container_ip, uplink_ip, upstream_ip) = (
+        container.ip().to_string(),
+        upstream.host_ip().to_string(),
+        upstream.ip().to_string(),
+    );
+    let request = journeys
+        .iter()
+        .find(|j| j["direction"] == "request")
+        .context("request")?;
+    let reply = journeys
+        .iter()
+        .find(|j| j["direction"] == "reply")
+        .context("reply")?;
+    assert_eq!(
+        addresses(request, "send"),
+        [(container_ip.clone(), upstream_ip.clone())]
+    );
+    assert_eq!(
+        addresses(request, "nat"),
+        [(uplink_ip.clone(), upstream_ip.clone())],
+        "after MASQUERADE, from the uplink's address"
+    );
+    assert_eq!(
+        addresses(reply, "nat"),
+        [(upstream_ip.clone(), container_ip.clone())],
+        "the reverse NAT gives the reply back to the container"
+    );
+    assert_eq!(
+        addresses(reply, "send"),
+        [(upstream_ip, uplink_ip)],
+        "the upstream answers the address it saw"
+    );
+    Ok(())
+}

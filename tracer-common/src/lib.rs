@@ -231,7 +231,10 @@ pub struct Config {
     /// 1: devices' transmit and receive events of TCP/UDP packets also carry
     /// the payload (a `PayloadEvent`), for DNS.
     pub capture_payload: u8,
-    pub _pad: [u8; 2],
+    /// 1: every event of a packet also carries the packet's first bytes from
+    /// its network header on (a `HeadersEvent`), for `--pcap`.
+    pub capture_headers: u8,
+    pub _pad: [u8; 1],
     /// Kernel code address range [start, end) of the softirq loop
     /// (`handle_softirqs`); a transmit whose stack runs through it happens
     /// in a softirq, not in the current task's own context. [0, 0]: unknown.
@@ -254,6 +257,23 @@ pub struct PayloadEvent {
     pub payload: [u8; PAYLOAD_MAX],
 }
 
+/// How many bytes of a packet, from its network header on, a `HeadersEvent`
+/// carries: the IPv4 header with options and a TCP header with options fit.
+pub const HEADERS_MAX: usize = 128;
+
+/// A `PacketEvent` followed by the packet's first bytes as they were at that
+/// point (after a NAT, rewritten), from the IPv4 or ARP header on. Its
+/// ring buffer record's size tells it apart from the other two.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct HeadersEvent {
+    pub packet: PacketEvent,
+    /// Bytes of `headers` that are the packet's (its linear data may be shorter).
+    pub headers_len: u16,
+    pub _pad: [u8; 6],
+    pub headers: [u8; HEADERS_MAX],
+}
+
 /// Map names, shared so the netfilter loader can find aya's maps by name.
 pub const EVENTS_MAP: &str = "EVENTS";
 pub const CONFIG_MAP: &str = "CONFIG";
@@ -265,4 +285,5 @@ mod user {
     unsafe impl aya::Pod for super::Config {}
     unsafe impl aya::Pod for super::PacketEvent {}
     unsafe impl aya::Pod for super::PayloadEvent {}
+    unsafe impl aya::Pod for super::HeadersEvent {}
 }

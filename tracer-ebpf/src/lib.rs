@@ -15,8 +15,8 @@ use aya_ebpf::{
     maps::{Array, PerCpuArray, RingBuf},
 };
 use tracer_common::{
-    Config, ETH_P_ARP, ETH_P_IP, MAX_PORTS, MAX_WATCHED, PAYLOAD_MAX, PacketEvent, PayloadEvent,
-    QuotedHeader,
+    Config, ETH_P_ARP, ETH_P_IP, HEADERS_MAX, HeadersEvent, MAX_PORTS, MAX_WATCHED, PAYLOAD_MAX,
+    PacketEvent, PayloadEvent, QuotedHeader,
 };
 
 #[map(name = "EVENTS")]
@@ -459,6 +459,64 @@ pub fn emit(cfg: &Config, event: &mut PacketEvent) {
     if EVENTS.output::<PacketEvent>(&*event, 0).is_err() {
         count_lost();
     }
+}
+
+/// Sends the event of a packet at hand; with `capture_headers` (`--pcap`)
+/// its first bytes from the network header on go with it, as they are here.
+#[inline(always)]
+pub fn emit_packet(cfg: &Config, event: &mut PacketEvent, skb: u64, at: HeaderAt) {
+    if cfg.capture_headers == 0 {
+        emit(cfg, event);
+        return;
+    }
+    let location = headers_location(cfg, skb, at);
+    stamp(cfg, event);
+    let Some(mut entry) = EVENTS.reserve::<HeadersEvent>(0) else {
+        count_lost();
+        return;
+    };
+    let out = entry.as_mut_ptr();
+    let copied = match location {
+        Some((source, length)) => {
+            let length = if length > HEADERS_MAX as u64 {
+                HEADERS_MAX as u32
+            } else {
+                length as u32
+            };
+            // SAFETY: `headers` has room for HEADERS_MAX bytes and `length` is
+            // at most that; the helper checks the source.
+            let read = unsafe {
+                bpf_probe_read_kernel_raw(
+                    (*out).headers.as_mut_ptr().cast(),
+                    length,
+                    source as *const core::ffi::c_void,
+                )
+            };
+            if length > 0 && read == 0 { length } else { 0 }
+        }
+        None => 0,
+    };
+    // SAFETY: both pointers are valid for one PacketEvent; a helper copies it
+    // (see emit_payload_record).
+    unsafe {
+        bpf_probe_read_kernel_raw(
+            core::ptr::addr_of_mut!((*out).packet).cast(),
+            size_of::<PacketEvent>() as u32,
+            (event as *const PacketEvent).cast(),
+        );
+        (*out).headers_len = copied as u16;
+    }
+    entry.submit(0);
+}
+
+/// Where the network header starts and how many bytes of the linear data
+/// follow it.
+#[inline(always)]
+fn headers_location(cfg: &Config, skb: u64, at: HeaderAt) -> Option<(u64, u64)> {
+    let start = network_header(cfg, skb, at)?;
+    let head = read::<u64>(skb, cfg.offsets.skb_head)?;
+    let linear_end = head + read::<u32>(skb, cfg.offsets.skb_tail)? as u64;
+    Some((start, linear_end.checked_sub(start)?))
 }
 
 /// Where a TCP/UDP packet's payload starts and how many of its bytes are in

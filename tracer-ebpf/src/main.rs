@@ -21,8 +21,8 @@ use tracer_common::{
 const IPPROTO_TCP: u8 = 6;
 const IPPROTO_UDP: u8 = 17;
 use tracer_ebpf::{
-    HeaderAt, Ipv4Header, capture_skb, config, current_netns, device, emit, emit_payload_record,
-    emit_with_payload, in_scope, look, read, read_macs, skb_netns,
+    HeaderAt, Ipv4Header, capture_skb, config, current_netns, device, emit, emit_packet,
+    emit_payload_record, emit_with_payload, in_scope, look, read, read_macs, skb_netns,
 };
 
 #[btf_tracepoint(function = "net_dev_queue")]
@@ -138,7 +138,7 @@ pub fn skb_copy_datagram_iovec(ctx: BtfTracePointContext) -> i32 {
     // A socket read is a process's system call.
     event.in_task = IN_TASK;
     event.netns = current_netns(cfg);
-    emit(cfg, &mut event);
+    emit_packet(cfg, &mut event, skb, HeaderAt::NetworkHeader);
     0
 }
 
@@ -284,7 +284,7 @@ fn on_skb(
     if cfg.capture_payload != 0 && event.ether_type == ETH_P_IP && transport_payload {
         emit_with_payload(cfg, &mut event, skb, at);
     } else {
-        emit(cfg, &mut event);
+        emit_packet(cfg, &mut event, skb, at);
     }
 }
 
@@ -301,7 +301,7 @@ fn on_free(probe: Probe, skb: u64, location: u64, reason: u32) {
     }
     event.location = location;
     event.reason_or_table = reason;
-    emit(cfg, &mut event);
+    emit_packet(cfg, &mut event, skb, HeaderAt::NetworkHeader);
 }
 
 /// TCX `TC_NEXT`: the packet goes on as if no program were there.

@@ -26,8 +26,25 @@ pub enum Command {
     Dns(DnsArgs),
     /// Show the host's wiring: namespaces, veth pairs, bridges, routes, NAT and filter rules, published ports
     Topology(TopologyArgs),
+    /// Tell the stories of a recording (`follow --record FILE`) again: no root, no kernel, no Docker needed
+    Replay(ReplayArgs),
     /// Print a shell completion script (e.g. `pkttrace completions bash > /etc/bash_completion.d/pkttrace`)
     Completions(CompletionsArgs),
+}
+
+#[derive(clap::Args, Debug)]
+pub struct ReplayArgs {
+    /// A recording made by `pkttrace follow … --record FILE`
+    pub file: PathBuf,
+    /// Print one JSON object per journey (JSON Lines) instead of text
+    #[arg(long)]
+    pub json: bool,
+    /// On a terminal, print one hop at a time: Enter shows the next, q and Enter the rest at once
+    #[arg(long)]
+    pub step: bool,
+    /// Also write the journeys to FILE as pcapng (when the recording was made with --pcap)
+    #[arg(long, value_name = "FILE")]
+    pub pcap: Option<PathBuf>,
 }
 
 #[derive(clap::Args, Debug)]
@@ -54,6 +71,12 @@ pub struct FollowArgs {
     /// On a terminal, print one hop at a time: Enter shows the next, q and Enter the rest at once (ignored with --json or when the output is not a terminal)
     #[arg(long)]
     pub step: bool,
+    /// Also write the journeys to FILE as pcapng: one packet per hop, as it was there (NAT visible), each commented with its hop
+    #[arg(long, value_name = "FILE")]
+    pub pcap: Option<PathBuf>,
+    /// Record what the stories are told from (events, facts, topology) to FILE, for `pkttrace replay FILE`
+    #[arg(long, value_name = "FILE")]
+    pub record: Option<PathBuf>,
     /// Also write every decoded kernel event to FILE (JSON Lines), e.g. for a bug report
     #[arg(long, value_name = "FILE")]
     pub save_events: Option<PathBuf>,

@@ -85,6 +85,7 @@ pub async fn run(args: DnsArgs) -> Result<ExitCode> {
         ports,
         netns: Some(container.netns),
         capture_payload: true,
+        capture_headers: false,
     };
     let mut intake = Intake::new(names, args.save_events.as_deref(), "queries")?;
     let mut probes = Probes::attach(&filter, offsets, softirq_code, &traced_namespaces)?;

@@ -116,10 +116,11 @@ impl Intake {
     fn decode(&mut self, raw: Vec<RawEvent>) -> Result<Vec<Event>> {
         let mut events = Vec::with_capacity(raw.len());
         for raw in raw {
-            let Some(event) = decode::decode(&raw.packet, raw.payload.as_deref(), &self.names)
+            let Some(mut event) = decode::decode(&raw.packet, raw.payload.as_deref(), &self.names)
             else {
                 continue;
             };
+            event.headers = raw.headers.map(decode::PacketBytes);
             if let Some(file) = self.saved.as_mut() {
                 serde_json::to_writer(&mut *file, &event)?;
                 file.write_all(b"\n")?;

@@ -12,7 +12,9 @@ mod follow;
 mod intake;
 mod journey;
 mod probes;
+mod recording;
 mod render;
+mod replay;
 mod sender;
 mod setns;
 mod target;
@@ -36,6 +38,7 @@ async fn main() -> ExitCode {
         Command::Follow(args) => follow::run(args).await,
         Command::Topology(args) => topology::run(args).await,
         Command::Dns(args) => dns::run(args).await,
+        Command::Replay(args) => replay::run(args).await,
         Command::Completions(args) => {
             let mut command = Cli::command();
             clap_complete::generate(args.shell, &mut command, "pkttrace", &mut std::io::stdout());

@@ -1,6 +1,7 @@
 //! What the user names on the command line: where packets come from (a
 //! container, an `ip netns`, the host) and where they go.
 
+use serde::{Deserialize, Serialize};
 use std::{
     fmt,
     net::Ipv4Addr,
@@ -25,7 +26,7 @@ fn input_error(message: impl Into<String>) -> anyhow::Error {
     InputError(message.into()).into()
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Source {
     /// How to name it: "server-1", "netns my-net", "host".
     pub label: String,
@@ -49,7 +50,7 @@ impl Source {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Destination {
     pub address: Ipv4Addr,
     pub port: Option<u16>,
@@ -163,7 +164,7 @@ pub fn resolve_destination(text: &str, topology: &Topology) -> anyhow::Result<De
 }
 
 /// Where Docker sends a published port: DNAT (or docker-proxy) to a container.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Published {
     pub container: String,
     pub address: Ipv4Addr,

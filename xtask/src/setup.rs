@@ -32,6 +32,8 @@ const PACKAGES: &[&str] = &[
     "iperf3",
     // A UDP echo server in the tests (busybox nc speaks no UDP).
     "python3-minimal",
+    // The tests read `follow --pcap` captures back as Wireshark would.
+    "tshark",
 ];
 
 /// Built locally: no image registry is reachable from these machines.

@@ -10,7 +10,7 @@
 #![no_main]
 
 use tracer_common::{Config, PacketEvent, Probe};
-use tracer_ebpf::{HeaderAt, capture_skb, config, device, emit, look, netns_inode, read};
+use tracer_ebpf::{HeaderAt, capture_skb, config, device, emit_packet, look, netns_inode, read};
 
 const NF_ACCEPT: i32 = 1;
 const NF_INET_LOCAL_OUT: u8 = 3;
@@ -52,7 +52,7 @@ fn observe(ctx: *const NfContext, probe: Probe) {
     let mut event = PacketEvent::default();
     if capture_skb(cfg, probe, skb, header, hook_netns, &mut event) {
         describe_hook(cfg, state, &mut event);
-        emit(cfg, &mut event);
+        emit_packet(cfg, &mut event, skb, HeaderAt::Data);
     }
 }
 

@@ -260,7 +260,15 @@ pub struct Event {
     /// The DNS message the packet carries, when its payload was captured.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dns: Option<DnsMessage>,
+    /// The packet's first bytes from its network header on, as they were
+    /// here (`--pcap`): hex in JSON.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub headers: Option<PacketBytes>,
 }
+
+/// Bytes of a packet, written as hex.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PacketBytes(#[serde(with = "hex::serde")] pub Vec<u8>);
 
 impl Event {
     /// The process behind the event, when there is one: the current task only
@@ -406,6 +414,7 @@ pub fn decode(raw: &PacketEvent, payload: Option<&[u8]>, names: &KernelNames) ->
         dns: payload.and_then(|bytes| {
             DnsMessage::decode(bytes, matches!(transport, Transport::Tcp { .. }))
         }),
+        headers: None,
     })
 }
 

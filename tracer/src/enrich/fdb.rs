@@ -8,9 +8,10 @@ use netlink_packet_route::{
     AddressFamily,
     neighbour::{NeighbourAttribute, NeighbourState},
 };
+use serde::{Deserialize, Serialize};
 
 /// One entry of a bridge's forwarding database (`bridge fdb show`).
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FdbEntry {
     pub mac: [u8; 6],
     /// The port (ifindex) the address was learned on.

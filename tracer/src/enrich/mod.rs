@@ -19,6 +19,7 @@ mod tests;
 mod watch;
 mod wiring;
 
+use serde::{Deserialize, Serialize};
 use std::net::Ipv4Addr;
 
 use crate::{
@@ -35,7 +36,7 @@ pub use wiring::{
 };
 
 /// Everything discovered in one pass.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Topology {
     /// Host first, then containers, `ip netns` names and other processes.
     pub namespaces: Vec<Namespace>,
@@ -49,7 +50,7 @@ pub struct Topology {
     pub host_netns: u32,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Namespace {
     pub inode: u32,
     pub owner: Owner,
@@ -67,7 +68,7 @@ pub struct Namespace {
     pub nsfs_path: Option<std::path::PathBuf>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Owner {
     Host,
     Container {
@@ -82,7 +83,7 @@ pub enum Owner {
     },
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Interface {
     pub ifindex: u32,
     pub name: String,
@@ -104,13 +105,13 @@ pub struct Interface {
     pub driver: Option<String>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct InterfaceRef {
     pub netns: u32,
     pub ifindex: u32,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Route {
     pub table: u32,
     pub kind: RouteKind,
@@ -124,7 +125,7 @@ pub struct Route {
 
 /// Route type: the local table is mostly `Local` and `Broadcast`, and
 /// `Blackhole`/`Unreachable`/`Prohibit` routes explain drops.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum RouteKind {
     Unicast,
     Local,
@@ -136,7 +137,7 @@ pub enum RouteKind {
     Other,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Container {
     pub id: String,
     /// Without Docker's leading '/'.
@@ -149,7 +150,7 @@ pub struct Container {
     pub dns: Vec<Ipv4Addr>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ContainerNetwork {
     pub network: String,
     pub ip: Option<Ipv4Addr>,
@@ -157,7 +158,7 @@ pub struct ContainerNetwork {
     pub mac: Option<[u8; 6]>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DockerNetwork {
     pub name: String,
     pub id: String,

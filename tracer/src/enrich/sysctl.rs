@@ -1,6 +1,7 @@
 //! Per-device IPv4 settings of a namespace: what the kernel checks when it
 //! forwards a packet or filters its source (`net.ipv4.conf.<dev>.*`).
 
+use serde::{Deserialize, Serialize};
 use std::{fs, path::Path};
 
 use crate::setns::enter_network_namespace;
@@ -9,7 +10,7 @@ use super::Namespace;
 
 /// The settings of one device, with the namespace-wide `all` values the
 /// kernel combines them with.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Ipv4Settings {
     pub device: String,
     /// `net.ipv4.conf.<dev>.forwarding`: the kernel routes a packet that came

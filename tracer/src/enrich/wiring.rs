@@ -5,7 +5,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::{Topology, firewall, processes};
 
@@ -113,7 +113,7 @@ pub struct PortBinding {
     pub host_port: u16,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Listener {
     /// `tcp` or `udp`.
     pub protocol: String,

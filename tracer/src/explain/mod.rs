@@ -9,7 +9,7 @@ mod tests;
 
 use std::net::Ipv4Addr;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::{
     decode::{Event, EventKind, Hook, NatSide, Packet, Transport},
@@ -140,6 +140,25 @@ pub enum Details {
     },
 }
 
+impl Details {
+    /// The hop's kind in a word, as the terminal and pcap comments name it.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Details::Send { .. } => "send",
+            Details::Veth { .. } => "veth",
+            Details::Bridge { .. } => "bridge",
+            Details::Route(_) => "route",
+            Details::Forward { .. } => "forward",
+            Details::Netfilter { .. } => "netfilter",
+            Details::Nat { .. } => "nat",
+            Details::Xmit => "xmit",
+            Details::Receive => "receive",
+            Details::Deliver { .. } => "deliver",
+            Details::Drop { .. } => "drop",
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct RouteChoice {
     pub table: String,
@@ -168,6 +187,21 @@ pub struct Hop {
     pub arp_wait: Option<ArpWait>,
     #[serde(flatten)]
     pub details: Details,
+    /// The packet's bytes at this hop, for `--pcap`.
+    #[serde(skip)]
+    pub capture: Option<HopCapture>,
+}
+
+/// A packet's first bytes (from its network header on) at one hop, with
+/// where and when the kernel saw it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct HopCapture {
+    /// Kernel monotonic time.
+    pub time_ns: u64,
+    pub ifindex: u32,
+    /// Handed to a device for transmit (otherwise received or in the stack).
+    pub outgoing: bool,
+    pub bytes: Vec<u8>,
 }
 
 /// A wait in a namespace's neighbour queue, from the first who-has ARP sent
@@ -277,7 +311,7 @@ pub struct Story {
 }
 
 /// Facts read elsewhere that the explanation needs.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct Facts {
     /// The kernel reported lost events while this journey could have been traced.
     pub events_lost: bool,
@@ -432,6 +466,9 @@ fn table_name(table: u32) -> String {
 
 struct Explainer<'a> {
     topology: &'a Topology,
+    /// The journey's events in order, for the bytes a hop without its own
+    /// (a routing decision) shows.
+    events: &'a [Event],
     facts: &'a Facts,
     start_ns: u64,
     hops: Vec<Hop>,
@@ -502,7 +539,26 @@ impl Explainer<'_> {
             text,
             arp_wait,
             details,
+            capture: self.capture_at(event),
         });
+    }
+
+    /// The packet as captured at `event` (`--pcap`); a routing decision
+    /// has no packet at hand, and shows it as last captured before.
+    fn capture_at(&self, event: &Event) -> Option<HopCapture> {
+        let bytes = event.headers.clone().or_else(|| {
+            self.events
+                .iter()
+                .rev()
+                .filter(|e| e.time_ns <= event.time_ns)
+                .find_map(|e| e.headers.clone())
+        })?;
+        Some(HopCapture {
+            time_ns: event.time_ns,
+            ifindex: event.ifindex,
+            outgoing: matches!(event.kind, EventKind::Transmit { .. }),
+            bytes: bytes.0,
+        })
     }
 
     fn arp_wait_in(&self, netns: u32) -> Option<ArpWait> {
@@ -641,6 +697,7 @@ pub fn explain(
     let start_ns = events.first().map(|e| e.time_ns).unwrap_or(0);
     let mut x = Explainer {
         topology,
+        events,
         facts,
         start_ns,
         hops: Vec::new(),

@@ -3,7 +3,7 @@
 
 use std::net::Ipv4Addr;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::decode::{Packet, Quoted, Transport};
 
@@ -79,7 +79,7 @@ pub enum Ending {
 
 /// The rule that decided a packet's fate in nf_tables, as the kernel's trace
 /// reported it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RuleVerdict {
     /// "ip filter".
     pub table: String,

@@ -10,6 +10,7 @@
 //! of order (a reply before its request), so one that may answer a request
 //! not placed yet waits a moment.
 
+use serde::{Deserialize, Serialize};
 use std::{collections::VecDeque, net::Ipv4Addr, time::Duration};
 
 use tokio::time::Instant;
@@ -51,7 +52,7 @@ pub struct Target {
 }
 
 /// The part a journey plays.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Role {
     Request,
     /// The sender sent request `of` again (a TCP SYN retransmitted).
@@ -75,7 +76,7 @@ pub enum Role {
 }
 
 /// How an ARP request ended.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ArpResult {
     Answered {
         /// Who-has sent (this one and its retries) before the answer.

@@ -22,7 +22,7 @@ use std::{
     net::Ipv4Addr,
 };
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::decode::{Event, EventKind, Packet, Quoted, Transport};
 
@@ -47,7 +47,7 @@ pub const QUIET_NS: u64 = 150_000_000;
 /// packet's of the same flow.
 const ROUTE_LEAD_NS: u64 = 20_000_000;
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Journey {
     pub id: u64,
     pub events: Vec<Event>,

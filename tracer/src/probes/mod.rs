@@ -21,8 +21,8 @@ use aya::{
 };
 use tokio::io::unix::AsyncFd;
 use tracer_common::{
-    CONFIG_MAP, Config, EVENTS_MAP, KernelOffsets, LOST_MAP, MAX_PORTS, MAX_WATCHED, PacketEvent,
-    PayloadEvent,
+    CONFIG_MAP, Config, EVENTS_MAP, HeadersEvent, KernelOffsets, LOST_MAP, MAX_PORTS, MAX_WATCHED,
+    PacketEvent, PayloadEvent,
 };
 
 use netfilter::{NetfilterLink, NetfilterProgram};
@@ -67,12 +67,16 @@ pub struct Filter {
     pub netns: Option<u32>,
     /// Device events of TCP/UDP packets carry the payload's start (DNS).
     pub capture_payload: bool,
+    /// Every event of a packet carries its first bytes (`--pcap`).
+    pub capture_headers: bool,
 }
 
-/// One record from the kernel: the event, and the payload when it has one.
+/// One record from the kernel: the event, and the payload or the packet's
+/// first bytes when it has them.
 pub struct RawEvent {
     pub packet: PacketEvent,
     pub payload: Option<Vec<u8>>,
+    pub headers: Option<Vec<u8>>,
 }
 
 /// Loading eBPF programs and netfilter hooks needs root (CAP_BPF, CAP_NET_ADMIN, CAP_SYS_ADMIN for setns).
@@ -178,6 +182,17 @@ impl Probes {
                 events.push(RawEvent {
                     packet: record.packet,
                     payload: Some(record.payload[..length].to_vec()),
+                    headers: None,
+                });
+            } else if item.len() >= size_of::<HeadersEvent>() {
+                // SAFETY: a record this long (and shorter than a PayloadEvent) is one HeadersEvent.
+                let record =
+                    unsafe { std::ptr::read_unaligned(item.as_ptr().cast::<HeadersEvent>()) };
+                let length = usize::from(record.headers_len).min(record.headers.len());
+                events.push(RawEvent {
+                    packet: record.packet,
+                    payload: None,
+                    headers: Some(record.headers[..length].to_vec()),
                 });
             } else if item.len() >= size_of::<PacketEvent>() {
                 // SAFETY: every other record is one PacketEvent.
@@ -186,6 +201,7 @@ impl Probes {
                 events.push(RawEvent {
                     packet,
                     payload: None,
+                    headers: None,
                 });
             }
         }
@@ -214,6 +230,7 @@ fn config_for(filter: &Filter) -> Result<Config> {
         protocol: filter.protocol.unwrap_or(0),
         netns: filter.netns.unwrap_or(0),
         capture_payload: u8::from(filter.capture_payload),
+        capture_headers: u8::from(filter.capture_headers),
         ..Config::default()
     };
     for (slot, port) in config.ports.iter_mut().zip(&filter.ports) {

@@ -3,6 +3,7 @@
 
 pub mod dns;
 pub mod json;
+pub mod pcap;
 pub mod step;
 pub mod terminal;
 pub mod topology;

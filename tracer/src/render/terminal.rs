@@ -84,22 +84,6 @@ pub fn no_reply(no_reply: &NoReply) -> String {
     out
 }
 
-fn kind_name(details: &Details) -> &'static str {
-    match details {
-        Details::Send { .. } => "send",
-        Details::Veth { .. } => "veth",
-        Details::Bridge { .. } => "bridge",
-        Details::Route(_) => "route",
-        Details::Forward { .. } => "forward",
-        Details::Netfilter { .. } => "netfilter",
-        Details::Nat { .. } => "nat",
-        Details::Xmit => "xmit",
-        Details::Receive => "receive",
-        Details::Deliver { .. } => "deliver",
-        Details::Drop { .. } => "drop",
-    }
-}
-
 /// The hops, numbered, two lines each, every line after `indent`.
 pub fn render_hops(out: &mut String, hops: &[Hop], indent: &str) {
     for (number, hop) in hops.iter().enumerate() {
@@ -114,7 +98,7 @@ pub fn render_outcome(out: &mut String, outcome: &Outcome, indent: &str) {
 }
 
 fn render_hop(out: &mut String, number: usize, hop: &Hop, indent: &str) {
-    let kind = kind_name(&hop.details);
+    let kind = hop.details.kind();
     let style = match hop.details {
         Details::Drop { .. } => DROP,
         Details::Nat { .. } => NAT,

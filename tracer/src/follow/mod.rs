@@ -4,16 +4,19 @@
 //! the settings read where they happened name what they touched, the
 //! explanation tells them, and a renderer prints them.
 
-use std::{collections::HashMap, io::Write, process::ExitCode, thread::JoinHandle, time::Duration};
+use std::{collections::HashMap, process::ExitCode, thread::JoinHandle, time::Duration};
 
 use anyhow::{Context, Result};
 use tokio::time::Instant;
 
+pub mod teller;
+
+pub use teller::{Output, Teller};
+
 use crate::{
     cli::FollowArgs,
     decode::KernelNames,
-    enrich::{self, Listener, Topology},
-    explain::{self, Answer, NoReply, Outcome, RequestSummary, Story, Telling},
+    enrich::{self, Topology},
     facts::FactFinder,
     intake::{Intake, Losses},
     journey::{
@@ -25,9 +28,13 @@ use crate::{
         self, Filter, Probes, monotonic_now_ns,
         nftrace::{RuleTracer, TraceMatch},
     },
-    render::{self, step::Stepper},
+    recording::{Header, Record, Recorder},
+    render::{
+        pcap::{PcapFile, boot_time_ns},
+        step::Stepper,
+    },
     sender::{self, ProbeOutcome},
-    target::{self, Destination, Published, Source},
+    target::{self, Source},
 };
 
 /// With `--probe`: how long the trace goes on once the sender is done, for
@@ -36,28 +43,17 @@ const AFTER_SENDER: Duration = Duration::from_millis(500);
 /// Without `--probe`: how long a request waits for its reply before it is
 /// told unanswered (a failed ARP takes three seconds to answer).
 const PASSIVE_REPLY_WAIT: Duration = Duration::from_secs(5);
-/// Most requests remembered for the replies and "no reply" lines still to come.
-const MAX_REMEMBERED: usize = 1024;
 
 struct Run {
     source: Source,
-    destination: Destination,
-    json: bool,
     exchanges: Exchanges,
     facts: FactFinder,
-    /// DEST is a published port: where Docker sends it.
-    published: Option<Published>,
-    /// The process listening on the published port (docker-proxy), if any.
-    proxy: Option<Listener>,
-    /// Requests told, for their replies' stories and "no reply" lines.
-    requests: Vec<RequestSummary>,
     /// The number each journey is told with: 1, 2, 3 … in the order they
     /// are told (the assembler's ids skip journeys nobody is told about).
     numbers: HashMap<u64, u64>,
-    /// A reply that was the answer asked for (an echo reply, a SYN+ACK) came.
-    answered: bool,
-    /// `--step` on a terminal: everything printed goes through it.
-    stepper: Option<Stepper>,
+    teller: Teller,
+    /// `--record FILE`: what each story is told from.
+    recorder: Option<Recorder>,
 }
 
 pub async fn run(args: FollowArgs) -> Result<ExitCode> {
@@ -94,6 +90,7 @@ pub async fn run(args: FollowArgs) -> Result<ExitCode> {
             .or(destination.port)
             .into_iter()
             .collect(),
+        capture_headers: args.pcap.is_some(),
         ..Filter::default()
     };
     if let Some(published) = &published {
@@ -189,10 +186,42 @@ pub async fn run(args: FollowArgs) -> Result<ExitCode> {
         reply_wait: answer_timeout,
         arp_journeys: args.arp,
     });
+    // One reading, so a replay stamps the capture exactly as this run did.
+    let boot_ns = boot_time_ns();
+    let pcap = args
+        .pcap
+        .as_ref()
+        .map(|path| anyhow::Ok((PcapFile::create(path, boot_ns)?, path.clone())))
+        .transpose()?;
+    let recorder = args
+        .record
+        .as_deref()
+        .map(|path| {
+            Recorder::create(
+                path,
+                Header::follow(
+                    &source.label,
+                    destination,
+                    published.clone(),
+                    proxy.clone(),
+                    args.pcap.is_some(),
+                    boot_ns,
+                ),
+            )
+        })
+        .transpose()?;
     let mut run = Run {
+        teller: Teller::new(
+            destination,
+            published,
+            proxy,
+            Output {
+                json: args.json,
+                stepper: Stepper::on_a_terminal(args.step, args.json),
+                pcap,
+            },
+        ),
         source,
-        destination,
-        json: args.json,
         exchanges,
         facts: FactFinder::new(
             topology,
@@ -202,12 +231,8 @@ pub async fn run(args: FollowArgs) -> Result<ExitCode> {
                 .map(|tracer| RuleTraces::new(tracer.table())),
             rule_tracing_unavailable,
         ),
-        published,
-        proxy,
-        requests: Vec::new(),
         numbers: HashMap::new(),
-        answered: false,
-        stepper: Stepper::on_a_terminal(args.step, args.json),
+        recorder,
     };
     let mut assembler = Assembler::new(journey::QUIET_NS);
     let started = Instant::now();
@@ -246,9 +271,7 @@ pub async fn run(args: FollowArgs) -> Result<ExitCode> {
     for told in run.exchanges.finish() {
         run.tell(told, intake.losses()).await?;
     }
-    if let Some(stepper) = run.stepper.take() {
-        stepper.finish().await;
-    }
+    run.teller.finish().await?;
     drop(probes);
     if let Ok(tracer) = &rule_tracer
         && tracer.lost() > 0
@@ -266,23 +289,20 @@ pub async fn run(args: FollowArgs) -> Result<ExitCode> {
         (None, Some(_)) => Some(Vec::new()),
         (None, None) => None,
     };
-    if run.exchanges.requests_told() == 0 {
-        eprintln!(
-            "pkttrace: saw no packet from {} to {}",
-            run.source.label, run.destination.address
-        );
-        return Ok(ExitCode::from(1));
-    }
+    let seen = run.exchanges.requests_told() > 0;
     // A probe's own socket is the ground truth of whether it got its answer.
     let worked = match probe_outcomes {
         Some(outcomes) => outcomes.contains(&ProbeOutcome::Answered),
-        None => run.answered,
+        None => run.teller.answered(),
     };
-    Ok(if worked {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(1)
-    })
+    let exit_code = if seen && worked { 0 } else { 1 };
+    if let Some(recorder) = run.recorder.as_mut() {
+        recorder.write(&Record::End { exit_code })?;
+    }
+    if !seen {
+        run.teller.saw_nothing(&run.source.label);
+    }
+    Ok(ExitCode::from(exit_code))
 }
 
 /// The sender's report on its probes; a failure to send is said, and counts
@@ -310,88 +330,41 @@ impl Run {
         Ok(())
     }
 
-    /// Tells a journey or a missing reply, marked when the kernel lost
-    /// events while it was under way.
+    /// Tells a journey with the facts read for it, or a missing reply,
+    /// marked when the kernel lost events while it was under way.
     async fn tell(&mut self, told: Told, losses: &Losses) -> Result<()> {
         match told {
             Told::Journey(mut journey, role) => {
-                let events_lost = losses.around(&journey);
                 let role = self.numbered_role(role);
                 journey.id = self.number(journey.id);
-                self.tell_journey(journey, role, events_lost).await
+                let arp = matches!(role, Role::ArpRequest { .. } | Role::ArpReply { .. });
+                let events_lost = losses.around(&journey);
+                let facts = self.facts.for_journey(&journey, arp, events_lost).await;
+                let topology = self.facts.topology();
+                if let Some(recorder) = self.recorder.as_mut() {
+                    recorder.journey(topology, &journey, role, &facts)?;
+                }
+                self.teller.journey(&journey, role, topology, &facts)
             }
             Told::NoReply { request, waited } => {
                 let request = self.number(request);
-                let Some(request_told) = self.requests.iter().find(|r| r.id == request) else {
+                let Some(sent_ns) = self.teller.request(request).map(|r| r.sent_ns) else {
                     return Ok(());
                 };
-                let last_seen = Outcome::new(request_told.ending.clone());
                 let events_lost = losses.between(
-                    request_told.sent_ns.saturating_sub(journey::QUIET_NS),
-                    request_told.sent_ns + waited.as_nanos() as u64,
+                    sent_ns.saturating_sub(journey::QUIET_NS),
+                    sent_ns + waited.as_nanos() as u64,
                 );
-                let no_reply =
-                    NoReply::new(request, waited.as_millis() as u64, last_seen, events_lost);
-                let text = if self.json {
-                    render::json::no_reply(&no_reply) + "\n"
-                } else {
-                    render::terminal::no_reply(&no_reply) + "\n"
-                };
-                self.print(&text)
-            }
-        }
-    }
-
-    async fn tell_journey(
-        &mut self,
-        journey: Journey,
-        role: Role,
-        events_lost: bool,
-    ) -> Result<()> {
-        let telling = Telling::of(&journey, role, &self.requests);
-        let arp = matches!(role, Role::ArpRequest { .. } | Role::ArpReply { .. });
-        let facts = self.facts.for_journey(&journey, arp, events_lost).await;
-        let mut story = explain::explain(&journey, &telling, self.facts.topology(), &facts);
-        if story.answer.as_ref().is_some_and(Answer::succeeded) && !arp {
-            self.answered = true;
-        }
-        match role {
-            Role::SecondLeg { of } => {
-                let sender = journey
-                    .events
-                    .iter()
-                    .find_map(|e| e.process().map(|(_, pid)| pid));
-                story.second_leg_of = Some(of);
-                story.note = Some(explain::second_leg_note(of, self.proxy.as_ref(), sender));
-                self.remember(&journey, &story);
-            }
-            Role::Request => {
-                if let (Some(published), Some(port)) = (&self.published, self.destination.port) {
-                    story.note = Some(explain::published_port_note(
-                        published,
-                        port,
-                        self.proxy.as_ref(),
-                    ));
+                let waited_ms = waited.as_millis() as u64;
+                if let Some(recorder) = self.recorder.as_mut() {
+                    recorder.write(&Record::NoReply {
+                        request,
+                        waited_ms,
+                        events_lost,
+                    })?;
                 }
-                self.remember(&journey, &story);
+                self.teller.no_reply(request, waited_ms, events_lost)
             }
-            Role::Retransmission { of } => story.retransmission_of = Some(of),
-            Role::ArpRequest { .. } => self.remember(&journey, &story),
-            Role::Reply { .. } | Role::ArpReply { .. } => {}
-        }
-        if self.json {
-            return self.print(&(render::json::render(&story) + "\n"));
-        }
-        match &self.stepper {
-            Some(stepper) => {
-                let mut steps = render::terminal::render_steps(&story);
-                if let Some(ending) = steps.last_mut() {
-                    ending.push('\n');
-                }
-                stepper.tell(steps);
-                Ok(())
-            }
-            None => self.print(&(render::terminal::render(&story) + "\n")),
         }
     }
 
@@ -427,23 +400,5 @@ impl Run {
             },
             Role::ArpRequest { result } => Role::ArpRequest { result },
         }
-    }
-
-    fn remember(&mut self, journey: &Journey, story: &Story) {
-        if self.requests.len() == MAX_REMEMBERED {
-            self.requests.remove(0);
-        }
-        self.requests.push(explain::request_summary(journey, story));
-    }
-
-    fn print(&self, text: &str) -> Result<()> {
-        if let Some(stepper) = &self.stepper {
-            stepper.print(text.to_owned());
-            return Ok(());
-        }
-        let mut out = anstream::stdout();
-        out.write_all(text.as_bytes())?;
-        out.flush()?;
-        Ok(())
     }
 }

@@ -1,0 +1,181 @@
+//! Tells journeys: from a journey, the part it plays and the facts read for
+//! it, to the story printed. The same for a live run and for a replayed
+//! recording, so both print the very same text.
+
+use std::{io::Write, path::PathBuf};
+
+use anyhow::Result;
+
+use crate::{
+    enrich::{Listener, Topology},
+    explain::{self, Answer, Facts, NoReply, Outcome, RequestSummary, Story, Telling},
+    journey::{Journey, exchanges::Role},
+    render::{self, pcap::PcapFile, step::Stepper},
+    target::{Destination, Published},
+};
+
+/// Most requests remembered for the replies and "no reply" lines still to come.
+const MAX_REMEMBERED: usize = 1024;
+
+pub struct Teller {
+    destination: Destination,
+    /// DEST is a published port: where Docker sends it.
+    published: Option<Published>,
+    /// The process listening on the published port (docker-proxy), if any.
+    proxy: Option<Listener>,
+    output: Output,
+    /// Requests told, for their replies' stories and "no reply" lines.
+    requests: Vec<RequestSummary>,
+    /// A reply that was the answer asked for (an echo reply, a SYN+ACK) came.
+    answered: bool,
+}
+
+/// Where the stories go besides the terminal.
+pub struct Output {
+    pub json: bool,
+    /// `--step` on a terminal: everything printed goes through it.
+    pub stepper: Option<Stepper>,
+    /// `--pcap FILE`: a packet per hop, and the file's name.
+    pub pcap: Option<(PcapFile, PathBuf)>,
+}
+
+impl Teller {
+    pub fn new(
+        destination: Destination,
+        published: Option<Published>,
+        proxy: Option<Listener>,
+        output: Output,
+    ) -> Self {
+        Self {
+            destination,
+            published,
+            proxy,
+            output,
+            requests: Vec::new(),
+            answered: false,
+        }
+    }
+
+    /// An answer that was the one asked for was told.
+    pub fn answered(&self) -> bool {
+        self.answered
+    }
+
+    /// The request told with number `id`, while it is remembered.
+    pub fn request(&self, id: u64) -> Option<&RequestSummary> {
+        self.requests.iter().find(|r| r.id == id)
+    }
+
+    pub fn journey(
+        &mut self,
+        journey: &Journey,
+        role: Role,
+        topology: &Topology,
+        facts: &Facts,
+    ) -> Result<()> {
+        let telling = Telling::of(journey, role, &self.requests);
+        let arp = matches!(role, Role::ArpRequest { .. } | Role::ArpReply { .. });
+        let mut story = explain::explain(journey, &telling, topology, facts);
+        if story.answer.as_ref().is_some_and(Answer::succeeded) && !arp {
+            self.answered = true;
+        }
+        match role {
+            Role::SecondLeg { of } => {
+                let sender = journey
+                    .events
+                    .iter()
+                    .find_map(|e| e.process().map(|(_, pid)| pid));
+                story.second_leg_of = Some(of);
+                story.note = Some(explain::second_leg_note(of, self.proxy.as_ref(), sender));
+                self.remember(journey, &story);
+            }
+            Role::Request => {
+                if let (Some(published), Some(port)) = (&self.published, self.destination.port) {
+                    story.note = Some(explain::published_port_note(
+                        published,
+                        port,
+                        self.proxy.as_ref(),
+                    ));
+                }
+                self.remember(journey, &story);
+            }
+            Role::Retransmission { of } => story.retransmission_of = Some(of),
+            Role::ArpRequest { .. } => self.remember(journey, &story),
+            Role::Reply { .. } | Role::ArpReply { .. } => {}
+        }
+        if let Some((pcap, _)) = self.output.pcap.as_mut() {
+            pcap.story(&story)?;
+        }
+        if self.output.json {
+            return self.print(&(render::json::render(&story) + "\n"));
+        }
+        match &self.output.stepper {
+            Some(stepper) => {
+                let mut steps = render::terminal::render_steps(&story);
+                if let Some(ending) = steps.last_mut() {
+                    ending.push('\n');
+                }
+                stepper.tell(steps);
+                Ok(())
+            }
+            None => self.print(&(render::terminal::render(&story) + "\n")),
+        }
+    }
+
+    /// Request `request` got no reply within `waited_ms`.
+    pub fn no_reply(&mut self, request: u64, waited_ms: u64, events_lost: bool) -> Result<()> {
+        let Some(request_told) = self.request(request) else {
+            return Ok(());
+        };
+        let last_seen = Outcome::new(request_told.ending.clone());
+        let no_reply = NoReply::new(request, waited_ms, last_seen, events_lost);
+        let text = if self.output.json {
+            render::json::no_reply(&no_reply) + "\n"
+        } else {
+            render::terminal::no_reply(&no_reply) + "\n"
+        };
+        self.print(&text)
+    }
+
+    /// Nothing was told: one line says so.
+    pub fn saw_nothing(&self, source: &str) {
+        eprintln!(
+            "pkttrace: saw no packet from {source} to {}",
+            self.destination.address
+        );
+    }
+
+    /// Waits until everything told was shown (`--step`), and completes the
+    /// capture.
+    pub async fn finish(&mut self) -> Result<()> {
+        if let Some(stepper) = self.output.stepper.take() {
+            stepper.finish().await;
+        }
+        if let Some((pcap, path)) = self.output.pcap.take() {
+            let packets = pcap.finish()?;
+            eprintln!(
+                "pkttrace: wrote {packets} packets, one per hop, to {} (open it with wireshark or `tshark -r`)",
+                path.display()
+            );
+        }
+        Ok(())
+    }
+
+    fn remember(&mut self, journey: &Journey, story: &Story) {
+        if self.requests.len() == MAX_REMEMBERED {
+            self.requests.remove(0);
+        }
+        self.requests.push(explain::request_summary(journey, story));
+    }
+
+    fn print(&self, text: &str) -> Result<()> {
+        if let Some(stepper) = &self.output.stepper {
+            stepper.print(text.to_owned());
+            return Ok(());
+        }
+        let mut out = anstream::stdout();
+        out.write_all(text.as_bytes())?;
+        out.flush()?;
+        Ok(())
+    }
+}

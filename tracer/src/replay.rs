@@ -1,0 +1,82 @@
+//! `pkttrace replay FILE`: a recording's stories told again by the same
+//! teller as the live run, from the journeys and facts it kept; nothing is
+//! read from the kernel or Docker.
+
+use std::process::ExitCode;
+
+use anyhow::{Result, bail};
+
+use crate::{
+    cli::ReplayArgs,
+    follow::{Output, Teller},
+    recording::{Record, Recording},
+    render::{pcap::PcapFile, step::Stepper},
+};
+
+pub async fn run(args: ReplayArgs) -> Result<ExitCode> {
+    let Recording { header, records } = Recording::read(&args.file)?;
+    if header.command != "follow" {
+        bail!(
+            "cannot replay a recording of `{}`: only `follow` is recorded",
+            header.command
+        );
+    }
+    if args.pcap.is_some() && !header.packet_bytes {
+        bail!(
+            "{} holds no packet bytes for --pcap: record with `pkttrace follow … --pcap FILE --record FILE`",
+            args.file.display()
+        );
+    }
+    let pcap = args
+        .pcap
+        .as_ref()
+        .map(|path| anyhow::Ok((PcapFile::create(path, header.boot_ns)?, path.clone())))
+        .transpose()?;
+    let mut teller = Teller::new(
+        header.destination,
+        header.published,
+        header.proxy,
+        Output {
+            json: args.json,
+            stepper: Stepper::on_a_terminal(args.step, args.json),
+            pcap,
+        },
+    );
+    let mut topology = None;
+    let mut told = 0;
+    let mut exit_code = None;
+    for record in records {
+        match record {
+            Record::Header(_) => bail!("{}: a second header", args.file.display()),
+            Record::Topology { topology: recorded } => topology = Some(recorded),
+            Record::Journey {
+                journey,
+                role,
+                facts,
+            } => {
+                let Some(topology) = &topology else {
+                    bail!("{}: a journey before any topology", args.file.display());
+                };
+                teller.journey(&journey, role, topology, &facts)?;
+                told += 1;
+            }
+            Record::NoReply {
+                request,
+                waited_ms,
+                events_lost,
+            } => teller.no_reply(request, waited_ms, events_lost)?,
+            Record::End { exit_code: code } => exit_code = Some(code),
+        }
+    }
+    teller.finish().await?;
+    if told == 0 {
+        teller.saw_nothing(&header.source);
+    }
+    let Some(exit_code) = exit_code else {
+        eprintln!(
+            "pkttrace: note: the recording ends before its run did (pkttrace was killed?); what it holds was told"
+        );
+        return Ok(ExitCode::from(1));
+    };
+    Ok(ExitCode::from(exit_code))
+}
