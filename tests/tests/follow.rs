@@ -1115,8 +1115,8 @@ fn path_str(path: &std::path::Path) -> Result<&str> {
 }
 
 /// A recording told again without root, the kernel or Docker: the very
-/// same text, the same exit code, the same capture; the ARP a hop waited
-/// for included.
+/// same text, the same exit code, the same capture and picture; the ARP a
+/// hop waited for included.
 #[test]
 fn a_recording_replays_the_same_story_without_root() -> Result<()> {
     let Lab {
@@ -1139,11 +1139,21 @@ fn a_recording_replays_the_same_story_without_root() -> Result<()> {
         path_str(&recording)?,
         "--pcap",
         path_str(&capture)?,
+        "--svg",
+        path_str(&dir.path().join("live.svg"))?,
     ])?;
     ensure!(live.success(), "{live}");
     ensure!(live.stdout.contains("for ARP on eth0"), "{live}");
     let replayed_capture = dir.path().join("replayed.pcapng");
-    let replayed = replay_as_nobody(&recording, &["--pcap", path_str(&replayed_capture)?])?;
+    let replayed = replay_as_nobody(
+        &recording,
+        &[
+            "--pcap",
+            path_str(&replayed_capture)?,
+            "--svg",
+            path_str(&dir.path().join("replayed.svg"))?,
+        ],
+    )?;
     assert_eq!(
         String::from_utf8_lossy(&replayed.stdout),
         live.stdout,
@@ -1154,6 +1164,11 @@ fn a_recording_replays_the_same_story_without_root() -> Result<()> {
     assert!(
         std::fs::read(&capture)? == std::fs::read(&replayed_capture)?,
         "the replayed capture differs from the live one"
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("live.svg"))?,
+        std::fs::read_to_string(dir.path().join("replayed.svg"))?,
+        "the replayed picture differs from the live one"
     );
     Ok(())
 }
@@ -1315,6 +1330,170 @@ fn a_pcap_has_one_packet_per_hop_and_shows_the_nat() -> Result<()> {
         addresses(reply, "send"),
         [(upstream_ip, uplink_ip)],
         "the upstream answers the address it saw"
+    );
+    Ok(())
+}
+
+/// The journey picture read back as the SVG it is: per colour, the hop
+/// numbers on the arrows, and every text drawn in that colour.
+struct Picture {
+    svg: String,
+}
+
+/// As `journey.rs` draws them.
+const REQUEST_COLOUR: &str = "#1f5fbf";
+const REPLY_COLOUR: &str = "#e07b00";
+const DROP_COLOUR: &str = "#d62728";
+
+impl Picture {
+    fn read(path: &std::path::Path) -> Result<Self> {
+        Ok(Self {
+            svg: std::fs::read_to_string(path)?,
+        })
+    }
+
+    /// Graphviz writes SVG's DOCTYPE; it declares nothing the picture uses.
+    fn document(&self) -> Result<roxmltree::Document<'_>> {
+        let options = roxmltree::ParsingOptions {
+            allow_dtd: true,
+            ..roxmltree::ParsingOptions::default()
+        };
+        Ok(roxmltree::Document::parse_with_options(&self.svg, options)?)
+    }
+
+    /// The numbers on the arrows drawn in `colour`, in any order.
+    fn hop_numbers(&self, colour: &str) -> Result<Vec<usize>> {
+        let document = self.document()?;
+        let mut numbers = Vec::new();
+        for edge in document
+            .descendants()
+            .filter(|n| n.attribute("class") == Some("edge"))
+        {
+            let in_colour = edge
+                .children()
+                .any(|c| c.has_tag_name("path") && c.attribute("stroke") == Some(colour));
+            if !in_colour {
+                continue;
+            }
+            for text in edge.children().filter(|c| c.has_tag_name("text")) {
+                for number in text.text().unwrap_or_default().trim().split('·') {
+                    if let Ok(number) = number.parse() {
+                        numbers.push(number);
+                    }
+                }
+            }
+        }
+        numbers.sort_unstable();
+        Ok(numbers)
+    }
+
+    /// Every text drawn in `colour`.
+    fn texts(&self, colour: &str) -> Result<Vec<String>> {
+        let document = self.document()?;
+        Ok(document
+            .descendants()
+            .filter(|n| n.has_tag_name("text") && n.attribute("fill") == Some(colour))
+            .map(|n| n.text().unwrap_or_default().to_string())
+            .collect())
+    }
+}
+
+/// Demo #2 drawn: every hop of the request and of the reply has its number
+/// on an arrow in the journey's colour, the NAT's note says the tuple
+/// before and after, and the legend names both journeys.
+#[test]
+fn an_svg_draws_every_hop_of_request_and_reply_on_the_topology() -> Result<()> {
+    let Lab {
+        upstream,
+        container,
+    } = lab()?;
+    let dir = shared_dir()?;
+    let svg = dir.path().join("ping.svg");
+    let followed = follow_json(&[
+        container.name(),
+        &upstream.ip().to_string(),
+        "--probe",
+        "icmp",
+        "--svg",
+        path_str(&svg)?,
+    ])?;
+    ensure!(followed.run.success(), "{}", followed.run);
+    let journeys = followed.journeys();
+    let request = journeys
+        .iter()
+        .find(|j| j["direction"] == "request")
+        .context("request")?;
+    let reply = journeys
+        .iter()
+        .find(|j| j["direction"] == "reply")
+        .context("reply")?;
+    let picture = Picture::read(&svg)?;
+    for (journey, colour) in [(request, REQUEST_COLOUR), (reply, REPLY_COLOUR)] {
+        let every_hop: Vec<usize> = (1..=hops(journey).len()).collect();
+        assert_eq!(
+            picture.hop_numbers(colour)?,
+            every_hop,
+            "journey {} in {colour}",
+            journey["journey"]
+        );
+    }
+    let request_texts = picture.texts(REQUEST_COLOUR)?.join("\n");
+    let (from, uplink) = (container.ip(), upstream.host_ip());
+    ensure!(
+        request_texts.contains(&format!("{from} → {}", upstream.ip()))
+            && request_texts.contains(&format!("⇒ {uplink} → {}", upstream.ip())),
+        "the MASQUERADE note: {request_texts}"
+    );
+    ensure!(
+        request_texts.contains("#1 request")
+            && picture
+                .texts(REPLY_COLOUR)?
+                .join("\n")
+                .contains("#2 reply to #1"),
+        "the legend names both journeys"
+    );
+    Ok(())
+}
+
+/// A drop drawn: the request's last arrow ends at a red ✗ that names the
+/// hook, the kernel's reason and the rule.
+#[test]
+fn an_svg_draws_a_drop_as_a_red_cross_with_its_rule() -> Result<()> {
+    let Lab {
+        upstream,
+        container,
+    } = lab()?;
+    let (from, to) = (container.ip().to_string(), upstream.ip().to_string());
+    let _rule = IptablesRule::insert("DOCKER-USER", ["-s", &from, "-d", &to, "-j", "DROP"])?;
+    let dir = shared_dir()?;
+    let svg = dir.path().join("drop.svg");
+    let followed = follow_unanswered(&[
+        container.name(),
+        &to,
+        "--probe",
+        "icmp",
+        "--svg",
+        path_str(&svg)?,
+    ])?;
+    let request = followed.journeys()[0];
+    let picture = Picture::read(&svg)?;
+    let every_hop: Vec<usize> = (1..=hops(request).len()).collect();
+    assert_eq!(picture.hop_numbers(REQUEST_COLOUR)?, every_hop);
+    let cross = picture.texts(DROP_COLOUR)?;
+    assert_eq!(
+        cross.first().map(String::as_str),
+        Some("✗ dropped in FORWARD: NETFILTER_DROP"),
+        "{cross:?}"
+    );
+    ensure!(
+        cross
+            .iter()
+            .any(|t| t.starts_with("ip filter DOCKER-USER: ") && t.contains(&from)),
+        "the rule under the cross: {cross:?}"
+    );
+    ensure!(
+        picture.hop_numbers(REPLY_COLOUR)?.is_empty(),
+        "no reply drawn"
     );
     Ok(())
 }

@@ -42,6 +42,9 @@ pub struct ReplayArgs {
     /// On a terminal, print one hop at a time: Enter shows the next, q and Enter the rest at once
     #[arg(long)]
     pub step: bool,
+    /// Also draw the first request and its reply on the topology picture as SVG in FILE
+    #[arg(long, value_name = "FILE")]
+    pub svg: Option<PathBuf>,
     /// Also write the journeys to FILE as pcapng (when the recording was made with --pcap)
     #[arg(long, value_name = "FILE")]
     pub pcap: Option<PathBuf>,
@@ -71,6 +74,9 @@ pub struct FollowArgs {
     /// On a terminal, print one hop at a time: Enter shows the next, q and Enter the rest at once (ignored with --json or when the output is not a terminal)
     #[arg(long)]
     pub step: bool,
+    /// Also draw the first request and its reply on the topology picture, hop by hop, as SVG in FILE (needs Graphviz)
+    #[arg(long, value_name = "FILE")]
+    pub svg: Option<PathBuf>,
     /// Also write the journeys to FILE as pcapng: one packet per hop, as it was there (NAT visible), each commented with its hop
     #[arg(long, value_name = "FILE")]
     pub pcap: Option<PathBuf>,

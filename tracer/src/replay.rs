@@ -40,6 +40,7 @@ pub async fn run(args: ReplayArgs) -> Result<ExitCode> {
             json: args.json,
             stepper: Stepper::on_a_terminal(args.step, args.json),
             pcap,
+            svg: args.svg.clone(),
         },
     );
     let mut topology = None;

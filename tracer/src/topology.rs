@@ -3,8 +3,7 @@
 //! Graphviz picture.
 
 use std::io::Write;
-use std::path::Path;
-use std::process::{Command, ExitCode, Stdio};
+use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
 
@@ -36,7 +35,7 @@ pub async fn run(args: TopologyArgs) -> Result<ExitCode> {
         eprintln!("pkttrace: note: {firewall}; netfilter rules are not shown");
     }
     if let Some(path) = &args.svg {
-        write_svg(&topology::dot::render(&report), path)?;
+        topology::write_svg(&topology::dot::render(&report), path)?;
         eprintln!("pkttrace: wrote the picture to {}", path.display());
     }
     let text = if args.json {
@@ -81,31 +80,4 @@ fn resolve<'t>(name: &str, topology: &'t Topology) -> Result<&'t Container> {
         }
     };
     Err(InputError(message).into())
-}
-
-/// Lets Graphviz lay the picture out and write it.
-fn write_svg(dot: &str, path: &Path) -> Result<()> {
-    let mut child = Command::new("dot")
-        .arg("-Tsvg")
-        .arg("-o")
-        .arg(path)
-        .stdin(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .context("cannot run Graphviz's `dot` for --svg (apt-get install graphviz)")?;
-    child
-        .stdin
-        .take()
-        .context("dot has no stdin")?
-        .write_all(dot.as_bytes())?;
-    let out = child.wait_with_output()?;
-    if !out.status.success() {
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        bail!(
-            "Graphviz's dot could not write {}: {}",
-            path.display(),
-            stderr.split_whitespace().collect::<Vec<_>>().join(" ")
-        );
-    }
-    Ok(())
 }

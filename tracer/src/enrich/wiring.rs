@@ -25,6 +25,19 @@ pub struct Wiring {
 }
 
 impl Wiring {
+    /// As much as a topology alone tells (no rules, sockets or published
+    /// ports): enough to draw journeys on, also from a recording.
+    pub fn of_topology(topology: Topology) -> Wiring {
+        Wiring {
+            topology,
+            firewall: Err("not read for a journey picture".into()),
+            port_bindings: Vec::new(),
+            listeners: Vec::new(),
+            host_namespaces: NamespaceIds::default(),
+            containers: Vec::new(),
+        }
+    }
+
     pub async fn discover() -> anyhow::Result<Wiring> {
         let (discovered, firewall) = tokio::join!(
             Topology::discover_with_port_bindings(),

@@ -755,3 +755,24 @@ fn steps_are_the_story_cut_at_each_hop() {
         assert!(steps[1..=story.hops.len()].iter().all(|s| !s.is_empty()));
     }
 }
+
+/// `--svg`: the ping and its reply drawn on the lab's picture (DOT text).
+#[test]
+fn the_journey_picture_of_a_ping_through_masquerade() {
+    use crate::render::topology::{Report, journey};
+    let told = stories(ICMP_MASQUERADE, &forwarding_on());
+    let report = Report::build(&crate::enrich::Wiring::of_topology(lab(&DEV_LAB)), None);
+    let dot = journey::render(&report, &told);
+    for story in &told {
+        let colour = match story.direction {
+            Direction::Request => journey::REQUEST_COLOUR,
+            Direction::Reply => journey::REPLY_COLOUR,
+        };
+        let arrows = dot
+            .lines()
+            .filter(|l| l.contains("dir=forward") && l.contains(colour))
+            .count();
+        assert!(arrows > 1, "{colour}: {dot}");
+    }
+    insta::assert_snapshot!(dot);
+}

@@ -219,6 +219,7 @@ pub async fn run(args: FollowArgs) -> Result<ExitCode> {
                 json: args.json,
                 stepper: Stepper::on_a_terminal(args.step, args.json),
                 pcap,
+                svg: args.svg.clone(),
             },
         ),
         source,

@@ -2,15 +2,18 @@
 //! it, to the story printed. The same for a live run and for a replayed
 //! recording, so both print the very same text.
 
-use std::{io::Write, path::PathBuf};
+use std::{
+    io::Write,
+    path::{Path, PathBuf},
+};
 
 use anyhow::Result;
 
 use crate::{
-    enrich::{Listener, Topology},
+    enrich::{Listener, Topology, Wiring},
     explain::{self, Answer, Facts, NoReply, Outcome, RequestSummary, Story, Telling},
     journey::{Journey, exchanges::Role},
-    render::{self, pcap::PcapFile, step::Stepper},
+    render::{self, pcap::PcapFile, step::Stepper, topology},
     target::{Destination, Published},
 };
 
@@ -28,6 +31,7 @@ pub struct Teller {
     requests: Vec<RequestSummary>,
     /// A reply that was the answer asked for (an echo reply, a SYN+ACK) came.
     answered: bool,
+    drawing: Drawing,
 }
 
 /// Where the stories go besides the terminal.
@@ -37,6 +41,16 @@ pub struct Output {
     pub stepper: Option<Stepper>,
     /// `--pcap FILE`: a packet per hop, and the file's name.
     pub pcap: Option<(PcapFile, PathBuf)>,
+    /// `--svg FILE`: the first exchange drawn on the topology picture.
+    pub svg: Option<PathBuf>,
+}
+
+/// The stories of the first exchange, kept for `--svg`, and the wiring
+/// they happened on.
+#[derive(Default)]
+struct Drawing {
+    stories: Vec<Story>,
+    topology: Option<Topology>,
 }
 
 impl Teller {
@@ -53,6 +67,7 @@ impl Teller {
             output,
             requests: Vec::new(),
             answered: false,
+            drawing: Drawing::default(),
         }
     }
 
@@ -106,6 +121,9 @@ impl Teller {
         if let Some((pcap, _)) = self.output.pcap.as_mut() {
             pcap.story(&story)?;
         }
+        if self.output.svg.is_some() {
+            self.drawing.keep(&story, role, topology);
+        }
         if self.output.json {
             return self.print(&(render::json::render(&story) + "\n"));
         }
@@ -151,6 +169,9 @@ impl Teller {
         if let Some(stepper) = self.output.stepper.take() {
             stepper.finish().await;
         }
+        if let Some(path) = self.output.svg.take() {
+            self.drawing.write(&path)?;
+        }
         if let Some((pcap, path)) = self.output.pcap.take() {
             let packets = pcap.finish()?;
             eprintln!(
@@ -176,6 +197,46 @@ impl Teller {
         let mut out = anstream::stdout();
         out.write_all(text.as_bytes())?;
         out.flush()?;
+        Ok(())
+    }
+}
+
+impl Drawing {
+    /// Keeps the first request and what belongs to it: its replies, its
+    /// retransmissions, a proxy's second leg and that one's replies.
+    fn keep(&mut self, story: &Story, role: Role, topology: &Topology) {
+        let kept = |id: u64| self.stories.iter().any(|s| s.journey == id);
+        let belongs = match role {
+            Role::Request => self.stories.is_empty(),
+            Role::Reply { to } => kept(to),
+            Role::Retransmission { of } | Role::SecondLeg { of } => kept(of),
+            Role::ArpRequest { .. } | Role::ArpReply { .. } => false,
+        };
+        if belongs {
+            self.stories.push(story.clone());
+            self.topology = Some(topology.clone());
+        }
+    }
+
+    fn write(&self, path: &Path) -> Result<()> {
+        let Some(topology) = &self.topology else {
+            eprintln!(
+                "pkttrace: note: no journey to draw; {} was not written",
+                path.display()
+            );
+            return Ok(());
+        };
+        let report = topology::Report::build(&Wiring::of_topology(topology.clone()), None);
+        topology::write_svg(&topology::journey::render(&report, &self.stories), path)?;
+        eprintln!(
+            "pkttrace: drew journey {} on the topology picture in {}",
+            self.stories
+                .iter()
+                .map(|s| format!("#{}", s.journey))
+                .collect::<Vec<_>>()
+                .join(", "),
+            path.display()
+        );
         Ok(())
     }
 }

@@ -11,10 +11,28 @@ use super::report::{End, InterfaceView, NamespaceView, Report};
 const FONT: &str = "Helvetica";
 
 pub fn render(report: &Report) -> String {
+    picture(report, &Overlay::default())
+}
+
+/// What a journey picture adds to the wiring (see `journey.rs`).
+#[derive(Default)]
+pub(super) struct Overlay {
+    /// The picture's title, instead of the topology's.
+    pub title: Option<String>,
+    /// Namespaces the journeys touched; the others are greyed. Empty: none is.
+    pub touched: Vec<u32>,
+    /// DOT lines drawn inside a namespace's box, by namespace.
+    pub inside: Vec<(u32, String)>,
+    /// DOT lines drawn after the wiring.
+    pub lines: Vec<String>,
+}
+
+pub(super) fn picture(report: &Report, overlay: &Overlay) -> String {
     let mut out = String::new();
-    let title = match &report.container {
-        Some(name) => format!("pkttrace topology: {name}"),
-        None => "pkttrace topology".to_string(),
+    let title = match (&overlay.title, &report.container) {
+        (Some(title), _) => title.clone(),
+        (None, Some(name)) => format!("pkttrace topology: {name}"),
+        (None, None) => "pkttrace topology".to_string(),
     };
     let note = match &report.docker_error {
         Some(error) => format!("\n{error}"),
@@ -40,12 +58,8 @@ pub fn render(report: &Report) -> String {
             "  outside [shape=ellipse, style=dashed, label=\"outside world\"];"
         );
     }
-    for ns in report
-        .namespaces
-        .iter()
-        .filter(|ns| ns.interfaces.iter().any(drawn))
-    {
-        cluster(&mut out, report, ns);
+    for ns in report.namespaces.iter().filter(|ns| is_drawn(ns)) {
+        cluster(&mut out, report, ns, overlay);
     }
     for pair in &report.veth_pairs {
         if let (Some(a), Some(b)) = (endpoint(report, &pair.a), endpoint(report, &pair.b)) {
@@ -93,16 +107,34 @@ pub fn render(report: &Report) -> String {
             ))
         );
     }
+    for line in &overlay.lines {
+        let _ = writeln!(out, "  {line}");
+    }
     let _ = writeln!(out, "}}");
     out
 }
 
-fn drawn(iface: &InterfaceView) -> bool {
+/// A namespace gets a box when it has an interface worth drawing.
+fn is_drawn(ns: &NamespaceView) -> bool {
+    ns.interfaces.iter().any(drawn)
+}
+
+/// The namespace `netns`, when the picture has a box for it.
+pub(super) fn drawn_namespace(report: &Report, netns: u32) -> Option<&NamespaceView> {
+    report
+        .namespaces
+        .iter()
+        .find(|ns| ns.netns == netns && is_drawn(ns))
+}
+
+pub(super) fn drawn(iface: &InterfaceView) -> bool {
     iface.name != "lo" && (iface.state != "down" || !iface.addresses.is_empty())
 }
 
-fn cluster(out: &mut String, report: &Report, ns: &NamespaceView) {
+fn cluster(out: &mut String, report: &Report, ns: &NamespaceView, overlay: &Overlay) {
+    let untouched = !overlay.touched.is_empty() && !overlay.touched.contains(&ns.netns);
     let color = match ns.kind {
+        _ if untouched => "gray92",
         "host" => "gray95",
         "container" => "lightcyan",
         "netns" => "honeydew",
@@ -116,9 +148,21 @@ fn cluster(out: &mut String, report: &Report, ns: &NamespaceView) {
     let _ = writeln!(out, "  subgraph cluster_{} {{", ns.netns);
     let _ = writeln!(
         out,
-        "    label=\"{}\"; style=\"rounded,filled\"; fillcolor={color}; fontsize=18;",
+        "    label=\"{}\"; labeljust=l; margin=14; style=\"rounded,filled\"; fillcolor={color}; fontsize=18;",
         quoted(&format!("{}\nnetns {}{forwarding}", ns.owner, ns.netns))
     );
+    if untouched {
+        // Not on the journey's way: there, but out of the way.
+        let _ = writeln!(out, "    fontcolor=gray50; color=gray70;");
+        let _ = writeln!(out, "    node [color=gray60, fontcolor=gray50];");
+    }
+    for (_, line) in overlay
+        .inside
+        .iter()
+        .filter(|(netns, _)| *netns == ns.netns)
+    {
+        let _ = writeln!(out, "    {line}");
+    }
     for iface in ns.interfaces.iter().filter(|i| drawn(i)) {
         if iface.kind.as_deref() == Some("bridge") {
             bridge(out, report, ns, iface);
@@ -218,7 +262,7 @@ fn bridge(out: &mut String, report: &Report, ns: &NamespaceView, bridge: &Interf
     );
 }
 
-fn node_id(netns: u32, iface: &InterfaceView) -> String {
+pub(super) fn node_id(netns: u32, iface: &InterfaceView) -> String {
     format!("if_{netns}_{}", iface.ifindex)
 }
 
@@ -233,7 +277,7 @@ fn endpoint(report: &Report, end: &End) -> Option<String> {
     Some(endpoint_of(ns, iface))
 }
 
-fn endpoint_of(ns: &NamespaceView, iface: &InterfaceView) -> String {
+pub(super) fn endpoint_of(ns: &NamespaceView, iface: &InterfaceView) -> String {
     match iface
         .bridge
         .as_ref()
@@ -245,7 +289,7 @@ fn endpoint_of(ns: &NamespaceView, iface: &InterfaceView) -> String {
 }
 
 /// Text inside a double-quoted DOT string.
-fn quoted(text: &str) -> String {
+pub(super) fn quoted(text: &str) -> String {
     text.replace('\\', "\\\\")
         .replace('"', "\\\"")
         .replace('\n', "\\n")
