@@ -11,7 +11,6 @@ use tokio::time::Instant;
 
 use crate::{
     cli::DnsArgs,
-    decode::KernelNames,
     enrich::{Topology, dns::DnsSetup},
     explain::dns::{DnsContext, explain_dns},
     facts::FactFinder,
@@ -22,7 +21,7 @@ use crate::{
         rules::RuleTraces,
     },
     probes::{
-        self, Filter, Probes, monotonic_now_ns,
+        self, Filter, monotonic_now_ns,
         nftrace::{RuleTracer, TraceMatch},
     },
     render, target,
@@ -42,12 +41,7 @@ pub async fn run(args: DnsArgs) -> Result<ExitCode> {
             container.name
         ))
     })?;
-    let probes::offsets::KernelFacts {
-        offsets,
-        drop_reasons,
-    } = probes::offsets::KernelFacts::read()?;
-    let names = KernelNames::from_kernel(drop_reasons);
-    let softirq_code = names.softirq_loop();
+    let startup = probes::Startup::begin(true);
 
     // The container's own servers and the ones dockerd forwards to, so their
     // path through the host is seen too; everything in the namespace anyway.
@@ -87,8 +81,10 @@ pub async fn run(args: DnsArgs) -> Result<ExitCode> {
         capture_payload: true,
         capture_headers: false,
     };
+    let (programs, probes::KernelKnowledge { offsets, names }) = startup.finish().await?;
+    let softirq_code = names.softirq_loop();
     let mut intake = Intake::new(names, args.save_events.as_deref(), "queries")?;
-    let mut probes = Probes::attach(&filter, offsets, softirq_code, &traced_namespaces)?;
+    let mut probes = programs.attach(&filter, offsets, softirq_code, &traced_namespaces)?;
     // The embedded DNS's own address too: its DNAT rule is what is traced there.
     let mut traced_addresses = filter.addresses.clone();
     traced_addresses.extend(

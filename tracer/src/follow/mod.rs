@@ -15,7 +15,6 @@ pub use teller::{Output, Teller};
 
 use crate::{
     cli::FollowArgs,
-    decode::KernelNames,
     enrich::{self, Topology},
     facts::FactFinder,
     intake::{Intake, Losses},
@@ -25,7 +24,7 @@ use crate::{
         rules::RuleTraces,
     },
     probes::{
-        self, Filter, Probes, monotonic_now_ns,
+        self, Filter, monotonic_now_ns,
         nftrace::{RuleTracer, TraceMatch},
     },
     recording::{Header, Record, Recorder},
@@ -58,12 +57,7 @@ struct Run {
 
 pub async fn run(args: FollowArgs) -> Result<ExitCode> {
     probes::require_privileges()?;
-    let probes::offsets::KernelFacts {
-        offsets,
-        drop_reasons,
-    } = probes::offsets::KernelFacts::read()?;
-    let names = KernelNames::from_kernel(drop_reasons);
-    let softirq_code = names.softirq_loop();
+    let startup = probes::Startup::begin(false);
     let (topology, port_bindings) = Topology::discover_with_port_bindings()
         .await
         .context("cannot read this host's network namespaces")?;
@@ -113,8 +107,10 @@ pub async fn run(args: FollowArgs) -> Result<ExitCode> {
         &filter.addresses,
         &topology,
     );
+    let (programs, probes::KernelKnowledge { offsets, names }) = startup.finish().await?;
+    let softirq_code = names.softirq_loop();
     let mut intake = Intake::new(names, args.save_events.as_deref(), "journeys")?;
-    let mut probes = Probes::attach(&filter, offsets, softirq_code, &traced_namespaces)?;
+    let mut probes = programs.attach(&filter, offsets, softirq_code, &traced_namespaces)?;
     let mut rule_tracer = RuleTracer::start_in_host_and(
         &TraceMatch {
             addresses: filter.addresses.clone(),

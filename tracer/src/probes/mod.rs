@@ -8,7 +8,7 @@ pub mod offsets;
 use std::{
     collections::HashMap,
     net::Ipv4Addr,
-    os::fd::AsFd,
+    os::fd::{AsFd, BorrowedFd, OwnedFd},
     path::{Path, PathBuf},
 };
 
@@ -98,28 +98,163 @@ pub struct Probes {
     lost: PerCpuArray<MapData, u64>,
 }
 
-impl Probes {
-    /// Loads and attaches every program: netfilter ones in the host's
-    /// namespace and in each of `traced_namespaces` (nsfs paths), where the
-    /// TCP payload program also goes when the filter captures payloads. On error,
-    /// whatever was attached is detached again as the partial state is dropped.
-    /// `softirq_code` is where the kernel's softirq loop lies (from kallsyms),
-    /// to tell a process's own sends from the kernel's.
+/// What start-up needs from the kernel besides the programs: struct
+/// offsets, drop reason names, code symbols. Read on a thread while the
+/// programs are verified.
+pub struct KernelKnowledge {
+    pub offsets: KernelOffsets,
+    pub names: crate::decode::KernelNames,
+}
+
+impl KernelKnowledge {
+    pub fn read() -> Result<Self> {
+        let offsets::KernelFacts {
+            offsets,
+            drop_reasons,
+        } = offsets::KernelFacts::read()?;
+        Ok(Self {
+            offsets,
+            names: crate::decode::KernelNames::from_kernel(drop_reasons),
+        })
+    }
+}
+
+/// Start-up's two slow parts, begun at once on threads of their own: the
+/// kernel verifying every program, and reading what the kernel knows. Plain
+/// threads: a command that fails on bad input meanwhile exits at once.
+pub struct Startup {
+    programs: std::thread::JoinHandle<Result<Loaded>>,
+    kernel: std::thread::JoinHandle<Result<KernelKnowledge>>,
+    began: std::time::Instant,
+}
+
+/// How long start-up goes on before pkttrace says what it is waiting for.
+const QUIET_STARTUP: std::time::Duration = std::time::Duration::from_millis(300);
+
+impl Startup {
+    /// `capture_payload`: the TC program for TCP payloads is needed too (`dns`).
+    pub fn begin(capture_payload: bool) -> Self {
+        Self {
+            programs: std::thread::spawn(move || Loaded::load(capture_payload)),
+            kernel: std::thread::spawn(KernelKnowledge::read),
+            began: std::time::Instant::now(),
+        }
+    }
+
+    /// Waits for both (off the event loop), saying so when it takes a while.
+    pub async fn finish(self) -> Result<(Loaded, KernelKnowledge)> {
+        let quiet_until = self.began + QUIET_STARTUP;
+        let mut joining = tokio::task::spawn_blocking(move || {
+            let kernel = self.kernel.join();
+            let programs = self.programs.join();
+            (programs, kernel)
+        });
+        let joined = match tokio::time::timeout_at(quiet_until.into(), &mut joining).await {
+            Ok(joined) => joined?,
+            Err(_) => {
+                eprintln!("pkttrace: loading the eBPF programs (the kernel verifies each one)…");
+                joining.await?
+            }
+        };
+        let failed = || anyhow::anyhow!("pkttrace's start-up thread failed");
+        let programs = joined.0.map_err(|_| failed())??;
+        let kernel = joined.1.map_err(|_| failed())??;
+        Ok((programs, kernel))
+    }
+}
+
+/// Every program loaded, so verified, and none attached: nothing runs yet.
+pub struct Loaded {
+    ebpf: Ebpf,
+    netfilter: NetfilterPrograms,
+    tcp_payload: bool,
+}
+
+impl Loaded {
+    /// Loads every program, each on a thread of its own: the verifier's work
+    /// is most of pkttrace's start-up, and the kernel does it in parallel.
+    fn load(tcp_payload: bool) -> Result<Self> {
+        let btf = aya::Btf::from_sys_fs().context("cannot read the kernel's BTF")?;
+        let mut ebpf =
+            Ebpf::load(TRACEPOINT_OBJECT).context("cannot load pkttrace's eBPF programs")?;
+        // Own copies of the maps' fds: the netfilter loads use them while
+        // the tracepoint programs are borrowed from `ebpf`.
+        let maps = map_fds(&ebpf)?;
+        let maps: HashMap<String, BorrowedFd<'_>> = maps
+            .iter()
+            .map(|(name, fd)| (name.clone(), fd.as_fd()))
+            .collect();
+        let netfilter = std::thread::scope(|scope| -> Result<NetfilterPrograms> {
+            let maps = &maps;
+            let hook_entry =
+                scope.spawn(move || netfilter::load(NETFILTER_OBJECT, "hook_entry", maps));
+            let after_nat =
+                scope.spawn(move || netfilter::load(NETFILTER_OBJECT, "after_nat", maps));
+            let btf = &btf;
+            let tracepoints: Vec<_> = ebpf
+                .programs_mut()
+                .filter(|(name, _)| TRACEPOINTS.contains(name))
+                .map(|(name, program)| {
+                    scope.spawn(move || -> Result<()> {
+                        let program: &mut BtfTracePoint = program.try_into()?;
+                        program.load(name, btf).with_context(|| {
+                            format!("the kernel refused the tp_btf program for {name}")
+                        })
+                    })
+                })
+                .collect();
+            for tracepoint in tracepoints {
+                joined(tracepoint)?;
+            }
+            Ok(NetfilterPrograms {
+                hook_entry: joined(hook_entry)?,
+                after_nat: joined(after_nat)?,
+            })
+        })?;
+        if tcp_payload {
+            let program: &mut SchedClassifier = ebpf
+                .program_mut(TCP_PAYLOAD)
+                .context("program tcp_payload missing from the object")?
+                .try_into()?;
+            program
+                .load()
+                .context("the kernel refused the TC program for TCP payloads")?;
+        }
+        drop(btf);
+        offsets::release_freed_memory();
+        Ok(Self {
+            ebpf,
+            netfilter,
+            tcp_payload,
+        })
+    }
+
+    /// Hands the programs their configuration, then attaches them: the
+    /// tracepoints, netfilter in the host's namespace and in each of
+    /// `traced_namespaces` (nsfs paths), where the TCP payload program also
+    /// goes when it was loaded. On error, whatever was attached is detached
+    /// again as the partial state is dropped. `softirq_code` is where the
+    /// kernel's softirq loop lies (from kallsyms), to tell a process's own
+    /// sends from the kernel's.
     pub fn attach(
+        self,
         filter: &Filter,
         offsets: KernelOffsets,
         softirq_code: Option<(u64, u64)>,
         traced_namespaces: &[PathBuf],
-    ) -> Result<Self> {
+    ) -> Result<Probes> {
+        let Self {
+            mut ebpf,
+            netfilter,
+            tcp_payload,
+        } = self;
         let config = Config {
             offsets,
             softirq_code: softirq_code.map_or([0; 2], |(start, end)| [start, end]),
             ..config_for(filter)?
         };
-        let btf = aya::Btf::from_sys_fs().context("cannot read the kernel's BTF")?;
-        let mut ebpf =
-            Ebpf::load(TRACEPOINT_OBJECT).context("cannot load pkttrace's eBPF programs")?;
-
+        // Before anything is attached: a program without its configuration
+        // would take every packet for one of ours.
         let mut config_map: Array<_, Config> =
             Array::try_from(ebpf.map_mut(CONFIG_MAP).context("CONFIG map")?)?;
         config_map.set(0, config, 0)?;
@@ -130,44 +265,37 @@ impl Probes {
                 .with_context(|| format!("program {name} missing from the object"))?
                 .try_into()?;
             program
-                .load(name, &btf)
-                .with_context(|| format!("the kernel refused the tp_btf program for {name}"))?;
-            program
                 .attach()
                 .with_context(|| format!("cannot attach to tracepoint {name}"))?;
         }
 
-        let netfilter = NetfilterPrograms::load(&ebpf)?;
         let mut netfilter_links = netfilter.attach_here()?;
         for namespace in traced_namespaces {
             netfilter_links.extend(in_namespace(namespace, || netfilter.attach_here())?);
         }
-        if filter.capture_payload {
+        if tcp_payload {
             let program: &mut SchedClassifier = ebpf
                 .program_mut(TCP_PAYLOAD)
                 .context("program tcp_payload missing from the object")?
                 .try_into()?;
-            program
-                .load()
-                .context("the kernel refused the TC program for TCP payloads")?;
             for namespace in traced_namespaces {
                 in_namespace(namespace, || attach_to_every_device(program))?;
             }
         }
         let events = RingBuf::try_from(ebpf.take_map(EVENTS_MAP).context("EVENTS map")?)?;
         let lost = PerCpuArray::try_from(ebpf.take_map(LOST_MAP).context("LOST map")?)?;
-        drop(btf);
-        offsets::release_freed_memory();
         // SAFETY: the AsyncFd owns the ring buffer, so its fd outlives the registration.
         let events = unsafe { AsyncFd::register(events) }.map_err(|e| e.into_parts().1)?;
-        Ok(Self {
+        Ok(Probes {
             _ebpf: ebpf,
             _netfilter_links: netfilter_links,
             events,
             lost,
         })
     }
+}
 
+impl Probes {
     /// Waits until events are ready, then returns all of them.
     pub async fn next_events(&mut self) -> Result<Vec<RawEvent>> {
         let mut guard = self.events.readable_mut().await?;
@@ -316,22 +444,6 @@ struct NetfilterPrograms {
 }
 
 impl NetfilterPrograms {
-    /// Loads both, their map references pointing at the maps aya created.
-    fn load(ebpf: &Ebpf) -> Result<Self> {
-        let mut maps = HashMap::new();
-        for name in [EVENTS_MAP, CONFIG_MAP, LOST_MAP] {
-            let fd = match ebpf.map(name).with_context(|| format!("{name} map"))? {
-                Map::RingBuf(data) | Map::Array(data) | Map::PerCpuArray(data) => data.fd().as_fd(),
-                _ => bail!("map {name} has an unexpected type"),
-            };
-            maps.insert(name.to_string(), fd);
-        }
-        Ok(Self {
-            hook_entry: netfilter::load(NETFILTER_OBJECT, "hook_entry", &maps)?,
-            after_nat: netfilter::load(NETFILTER_OBJECT, "after_nat", &maps)?,
-        })
-    }
-
     /// Attaches both at their hooks in the calling thread's namespace.
     fn attach_here(&self) -> Result<Vec<NetfilterLink>> {
         let mut links = Vec::new();
@@ -343,6 +455,26 @@ impl NetfilterPrograms {
         }
         Ok(links)
     }
+}
+
+fn joined<T>(handle: std::thread::ScopedJoinHandle<'_, Result<T>>) -> Result<T> {
+    handle
+        .join()
+        .map_err(|_| anyhow::anyhow!("a program's loading thread failed"))?
+}
+
+/// Duplicates of the fds of the maps aya created, by name, for the netfilter
+/// programs' map references.
+fn map_fds(ebpf: &Ebpf) -> Result<HashMap<String, OwnedFd>> {
+    let mut maps = HashMap::new();
+    for name in [EVENTS_MAP, CONFIG_MAP, LOST_MAP] {
+        let fd = match ebpf.map(name).with_context(|| format!("{name} map"))? {
+            Map::RingBuf(data) | Map::Array(data) | Map::PerCpuArray(data) => data.fd().as_fd(),
+            _ => bail!("map {name} has an unexpected type"),
+        };
+        maps.insert(name.to_string(), fd.try_clone_to_owned()?);
+    }
+    Ok(maps)
 }
 
 /// Attaches at `priority`, or the next free one further from the NAT priority:
