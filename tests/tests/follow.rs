@@ -981,6 +981,53 @@ fn lost_events_mark_what_they_overlap_and_nothing_after() -> Result<()> {
         .iter()
         .any(|r| r["direction"] == "reply" && r["reply_to"] == last["journey"]);
     ensure!(answered, "and its reply is told: {last:#}");
+    // The kernel's exact count comes last, by probe, and adds up: at least
+    // what the warnings said while it ran (more may be lost after the last look).
+    let losses = records.last().context("records")?;
+    assert_eq!(losses["record"], "losses", "{losses}");
+    let total = losses["events_lost"].as_u64().context("events_lost")?;
+    let by_probe = losses["lost_by_probe"]
+        .as_object()
+        .context("lost_by_probe")?;
+    assert_eq!(
+        by_probe.values().filter_map(Value::as_u64).sum::<u64>(),
+        total,
+        "{losses}"
+    );
+    let known = [
+        "net_dev_queue",
+        "netif_receive_skb",
+        "netfilter at hook entry",
+        "netfilter after NAT",
+        "kfree_skb",
+        "consume_skb",
+        "skb_copy_datagram_iovec",
+        "fib_table_lookup",
+        "sock_recv_length",
+    ];
+    ensure!(
+        by_probe.keys().all(|k| known.contains(&k.as_str())),
+        "{losses}"
+    );
+    let warned: u64 = run
+        .stderr
+        .lines()
+        .filter(|l| l.contains("ring buffer was full"))
+        .filter_map(|l| l.strip_prefix("pkttrace: warning: the kernel dropped "))
+        .filter_map(|rest| rest.split(' ').next()?.parse::<u64>().ok())
+        .sum();
+    ensure!(
+        warned > 0 && total >= warned,
+        "exact count {total}, warned {warned}: {}",
+        run.stderr
+    );
+    ensure!(
+        run.stderr.contains(&format!(
+            "pkttrace: the kernel dropped {total} events because the ring buffer was full ("
+        )),
+        "{}",
+        run.stderr
+    );
     Ok(())
 }
 

@@ -36,6 +36,36 @@ pub enum Probe {
 }
 
 impl Probe {
+    /// Every probe, in the order of their values.
+    pub const ALL: [Probe; 10] = [
+        Self::DevQueue,
+        Self::Receive,
+        Self::NetfilterEntry,
+        Self::NetfilterAfterNat,
+        Self::Drop,
+        Self::Consume,
+        Self::SocketRead,
+        Self::FibLookup,
+        Self::TcpPayload,
+        Self::DatagramRead,
+    ];
+
+    /// What the probe is attached to, as a user reads it in a loss count.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::DevQueue => "net_dev_queue",
+            Self::Receive => "netif_receive_skb",
+            Self::NetfilterEntry => "netfilter at hook entry",
+            Self::NetfilterAfterNat => "netfilter after NAT",
+            Self::Drop => "kfree_skb",
+            Self::Consume => "consume_skb",
+            Self::SocketRead => "skb_copy_datagram_iovec",
+            Self::FibLookup => "fib_table_lookup",
+            Self::TcpPayload => "TC TCP payload",
+            Self::DatagramRead => "sock_recv_length",
+        }
+    }
+
     pub fn from_u8(value: u8) -> Option<Self> {
         Some(match value {
             1 => Self::DevQueue,
@@ -278,6 +308,9 @@ pub struct HeadersEvent {
 pub const EVENTS_MAP: &str = "EVENTS";
 pub const CONFIG_MAP: &str = "CONFIG";
 pub const LOST_MAP: &str = "LOST";
+/// Slots of the per-CPU LOST map: one per `Probe` value (an event the ring
+/// buffer had no room for is counted under the probe that made it).
+pub const LOST_SLOTS: u32 = 16;
 
 #[cfg(feature = "user")]
 mod user {

@@ -15,8 +15,8 @@ use aya_ebpf::{
     maps::{Array, PerCpuArray, RingBuf},
 };
 use tracer_common::{
-    Config, ETH_P_ARP, ETH_P_IP, HEADERS_MAX, HeadersEvent, MAX_PORTS, MAX_WATCHED, PAYLOAD_MAX,
-    PacketEvent, PayloadEvent, QuotedHeader,
+    Config, ETH_P_ARP, ETH_P_IP, HEADERS_MAX, HeadersEvent, LOST_SLOTS, MAX_PORTS, MAX_WATCHED,
+    PAYLOAD_MAX, PacketEvent, PayloadEvent, QuotedHeader,
 };
 
 #[map(name = "EVENTS")]
@@ -27,7 +27,7 @@ pub static CONFIG: Array<Config> = Array::with_max_entries(1, 0);
 
 /// Events the ring buffer had no room for; user space reports them.
 #[map(name = "LOST")]
-pub static LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+pub static LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries(LOST_SLOTS, 0);
 
 const IPPROTO_ICMP: u8 = 1;
 const IPPROTO_TCP: u8 = 6;
@@ -444,9 +444,10 @@ fn stamp(cfg: &Config, event: &mut PacketEvent) {
     event.comm = bpf_get_current_comm().unwrap_or([0; 16]);
 }
 
+/// Counts an event the ring buffer had no room for, under its probe.
 #[inline(always)]
-fn count_lost() {
-    if let Some(lost) = LOST.get_ptr_mut(0) {
+fn count_lost(event: &PacketEvent) {
+    if let Some(lost) = LOST.get_ptr_mut(u32::from(event.probe) % LOST_SLOTS) {
         // SAFETY: a per-CPU slot, only this CPU writes it.
         unsafe { *lost += 1 };
     }
@@ -457,7 +458,7 @@ fn count_lost() {
 pub fn emit(cfg: &Config, event: &mut PacketEvent) {
     stamp(cfg, event);
     if EVENTS.output::<PacketEvent>(&*event, 0).is_err() {
-        count_lost();
+        count_lost(event);
     }
 }
 
@@ -472,7 +473,7 @@ pub fn emit_packet(cfg: &Config, event: &mut PacketEvent, skb: u64, at: HeaderAt
     let location = headers_location(cfg, skb, at);
     stamp(cfg, event);
     let Some(mut entry) = EVENTS.reserve::<HeadersEvent>(0) else {
-        count_lost();
+        count_lost(event);
         return;
     };
     let out = entry.as_mut_ptr();
@@ -574,7 +575,7 @@ pub fn emit_payload_record(
 ) {
     stamp(cfg, event);
     let Some(mut entry) = EVENTS.reserve::<PayloadEvent>(0) else {
-        count_lost();
+        count_lost(event);
         return;
     };
     let out = entry.as_mut_ptr();

@@ -160,6 +160,7 @@ pub async fn run(args: DnsArgs) -> Result<ExitCode> {
             break;
         }
     }
+    let losses = probes.loss_report();
     drop(probes);
     for journey in intake.seen_whole(assembler.take_all()) {
         correlator.push(journey);
@@ -171,6 +172,7 @@ pub async fn run(args: DnsArgs) -> Result<ExitCode> {
     }
     drop(rule_tracer);
     intake.finish()?;
+    crate::follow::tell_losses(&losses, args.json, render::json::DNS_SCHEMA_VERSION);
     if teller.told == 0 {
         eprintln!("pkttrace: saw no DNS query from {}", container.name);
         return Ok(ExitCode::from(1));

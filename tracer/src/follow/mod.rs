@@ -29,6 +29,7 @@ use crate::{
     },
     recording::{Header, Record, Recorder},
     render::{
+        self,
         pcap::{PcapFile, boot_time_ns},
         step::Stepper,
     },
@@ -269,7 +270,9 @@ pub async fn run(args: FollowArgs) -> Result<ExitCode> {
         run.tell(told, intake.losses()).await?;
     }
     run.teller.finish().await?;
+    let losses = probes.loss_report();
     drop(probes);
+    tell_losses(&losses, args.json, render::json::SCHEMA_VERSION);
     if let Ok(tracer) = &rule_tracer
         && tracer.lost() > 0
     {
@@ -300,6 +303,21 @@ pub async fn run(args: FollowArgs) -> Result<ExitCode> {
         run.teller.saw_nothing(&run.source.label);
     }
     Ok(ExitCode::from(exit_code))
+}
+
+/// The kernel's exact counts of what it lost or skipped, at the end: a
+/// line on stderr, and the last JSON record.
+pub fn tell_losses(losses: &probes::LossReport, json: bool, schema_version: u32) {
+    if losses.is_empty() {
+        return;
+    }
+    eprintln!("pkttrace: {}", losses.sentence());
+    if json {
+        println!(
+            "{}",
+            render::json::losses(schema_version, &losses.lost, &losses.skipped)
+        );
+    }
 }
 
 /// The sender's report on its probes; a failure to send is said, and counts

@@ -22,7 +22,7 @@ use aya::{
 use tokio::io::unix::AsyncFd;
 use tracer_common::{
     CONFIG_MAP, Config, EVENTS_MAP, HeadersEvent, KernelOffsets, LOST_MAP, MAX_PORTS, MAX_WATCHED,
-    PacketEvent, PayloadEvent,
+    PacketEvent, PayloadEvent, Probe,
 };
 
 use netfilter::{NetfilterLink, NetfilterProgram};
@@ -96,6 +96,48 @@ pub struct Probes {
     _netfilter_links: Vec<NetfilterLink>,
     events: AsyncFd<RingBuf<MapData>>,
     lost: PerCpuArray<MapData, u64>,
+}
+
+/// The kernel's exact counts of what it did not hand over.
+#[derive(Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct LossReport {
+    /// Events dropped for want of room in the ring buffer, by probe.
+    pub lost: Vec<(String, u64)>,
+    /// Program runs the kernel skipped (recursion), by program.
+    pub skipped: Vec<(String, u64)>,
+}
+
+impl LossReport {
+    pub fn is_empty(&self) -> bool {
+        self.lost.is_empty() && self.skipped.is_empty()
+    }
+
+    /// "the kernel dropped 3120 events for want of room (netif_receive_skb 1800, …)".
+    pub fn sentence(&self) -> String {
+        let listed = |counts: &[(String, u64)]| {
+            counts
+                .iter()
+                .map(|(name, count)| format!("{name} {count}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let mut parts = Vec::new();
+        if !self.lost.is_empty() {
+            let total: u64 = self.lost.iter().map(|(_, n)| n).sum();
+            parts.push(format!(
+                "the kernel dropped {total} events because the ring buffer was full ({})",
+                listed(&self.lost)
+            ));
+        }
+        if !self.skipped.is_empty() {
+            let total: u64 = self.skipped.iter().map(|(_, n)| n).sum();
+            parts.push(format!(
+                "the kernel skipped {total} runs of programs already running on that CPU ({})",
+                listed(&self.skipped)
+            ));
+        }
+        parts.join("; ")
+    }
 }
 
 /// What start-up needs from the kernel besides the programs: struct
@@ -339,10 +381,42 @@ impl Probes {
 
     /// Events the kernel could not hand over because the ring buffer was full.
     pub fn lost_events(&self) -> u64 {
-        self.lost
-            .get(&0, 0)
-            .map(|per_cpu| per_cpu.iter().sum())
-            .unwrap_or(0)
+        self.lost_by_probe().iter().map(|(_, lost)| lost).sum()
+    }
+
+    /// The events lost, counted by the probe that made them (every CPU's
+    /// count added up); probes that lost none are left out.
+    fn lost_by_probe(&self) -> Vec<(Probe, u64)> {
+        Probe::ALL
+            .into_iter()
+            .filter_map(|probe| {
+                let per_cpu = self.lost.get(&u32::from(probe as u8), 0).ok()?;
+                let lost: u64 = per_cpu.iter().sum();
+                (lost > 0).then_some((probe, lost))
+            })
+            .collect()
+    }
+
+    /// What the kernel lost or skipped while pkttrace ran: events the ring
+    /// buffer had no room for, and runs of a tracepoint program the kernel
+    /// skipped because the program was already running on that CPU.
+    pub fn loss_report(&self) -> LossReport {
+        let skipped = TRACEPOINTS
+            .iter()
+            .filter_map(|name| {
+                let program = self._ebpf.program(name)?;
+                let misses = netfilter::recursion_misses(program.fd().ok()?.as_fd())?;
+                (misses > 0).then(|| (name.to_string(), misses))
+            })
+            .collect();
+        LossReport {
+            lost: self
+                .lost_by_probe()
+                .into_iter()
+                .map(|(probe, lost)| (probe.name().to_string(), lost))
+                .collect(),
+            skipped,
+        }
     }
 }
 

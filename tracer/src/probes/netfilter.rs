@@ -16,7 +16,8 @@ use std::{
 
 use anyhow::{Context, Result, anyhow, bail};
 use aya_obj::generated::{
-    BPF_PSEUDO_CALL, BPF_PSEUDO_MAP_FD, bpf_attach_type, bpf_attr, bpf_cmd, bpf_insn, bpf_prog_type,
+    BPF_PSEUDO_CALL, BPF_PSEUDO_MAP_FD, bpf_attach_type, bpf_attr, bpf_cmd, bpf_insn,
+    bpf_prog_info, bpf_prog_type,
 };
 use object::{Object, ObjectSection, ObjectSymbol, RelocationTarget};
 
@@ -208,7 +209,29 @@ fn to_insns(bytes: &[u8]) -> Result<Vec<bpf_insn>> {
         .collect())
 }
 
+/// How many times the kernel skipped the program `fd` rather than run it
+/// nested in itself (`recursion_misses` of its `bpf_prog_info`).
+pub fn recursion_misses(fd: BorrowedFd<'_>) -> Option<u64> {
+    // SAFETY: plain C structs; all-zero is their documented default.
+    let mut info: bpf_prog_info = unsafe { std::mem::zeroed() };
+    let mut attr: bpf_attr = unsafe { std::mem::zeroed() };
+    // SAFETY: writing the BPF_OBJ_GET_INFO_BY_FD member of the union.
+    let query = unsafe { &mut attr.info };
+    query.bpf_fd = fd.as_raw_fd() as u32;
+    query.info_len = size_of::<bpf_prog_info>() as u32;
+    query.info = &mut info as *mut bpf_prog_info as u64;
+    bpf_call(bpf_cmd::BPF_OBJ_GET_INFO_BY_FD, &mut attr).ok()?;
+    Some(info.recursion_misses)
+}
+
 fn bpf(cmd: bpf_cmd, attr: &mut bpf_attr) -> std::io::Result<OwnedFd> {
+    let fd = bpf_call(cmd, attr)?;
+    // SAFETY: a successful call returned a new file descriptor we now own.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
+/// The bpf system call; its non-negative result.
+fn bpf_call(cmd: bpf_cmd, attr: &mut bpf_attr) -> std::io::Result<i64> {
     // SAFETY: attr is a valid, fully initialised bpf_attr of the size we pass.
     let ret = unsafe {
         libc::syscall(
@@ -221,6 +244,5 @@ fn bpf(cmd: bpf_cmd, attr: &mut bpf_attr) -> std::io::Result<OwnedFd> {
     if ret < 0 {
         return Err(std::io::Error::last_os_error());
     }
-    // SAFETY: on success these commands return a new file descriptor we own.
-    Ok(unsafe { OwnedFd::from_raw_fd(ret as RawFd) })
+    Ok(ret)
 }

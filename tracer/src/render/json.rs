@@ -38,6 +38,34 @@ pub fn no_reply(no_reply: &NoReply) -> String {
     line(SCHEMA_VERSION, "no_reply", no_reply)
 }
 
+/// What the kernel lost or skipped while tracing, counted exactly, by probe
+/// (`follow` and `dns` alike; the record comes last, and only when there
+/// is something to count).
+pub fn losses<'a>(
+    schema_version: u32,
+    lost: &'a [(String, u64)],
+    skipped: &'a [(String, u64)],
+) -> String {
+    #[derive(Serialize)]
+    struct Losses<'a> {
+        events_lost: u64,
+        lost_by_probe: std::collections::BTreeMap<&'a str, u64>,
+        runs_skipped: std::collections::BTreeMap<&'a str, u64>,
+    }
+    let by_name = |counts: &'a [(String, u64)]| -> std::collections::BTreeMap<&'a str, u64> {
+        counts.iter().map(|(name, n)| (name.as_str(), *n)).collect()
+    };
+    line(
+        schema_version,
+        "losses",
+        &Losses {
+            events_lost: lost.iter().map(|(_, n)| n).sum(),
+            lost_by_probe: by_name(lost),
+            runs_skipped: by_name(skipped),
+        },
+    )
+}
+
 /// A DNS query, its answer and what served it.
 pub fn dns_query(story: &DnsStory) -> String {
     line(DNS_SCHEMA_VERSION, "query", story)
