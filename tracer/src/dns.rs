@@ -41,7 +41,7 @@ pub async fn run(args: DnsArgs) -> Result<ExitCode> {
             container.name
         ))
     })?;
-    let startup = probes::Startup::begin(true);
+    let startup = probes::Startup::begin(true, args.buffer_mb);
 
     // The container's own servers and the ones dockerd forwards to, so their
     // path through the host is seen too; everything in the namespace anyway.

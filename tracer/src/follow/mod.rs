@@ -58,7 +58,7 @@ struct Run {
 
 pub async fn run(args: FollowArgs) -> Result<ExitCode> {
     probes::require_privileges()?;
-    let startup = probes::Startup::begin(false);
+    let startup = probes::Startup::begin(false, args.buffer_mb);
     let (topology, port_bindings) = Topology::discover_with_port_bindings()
         .await
         .context("cannot read this host's network namespaces")?;

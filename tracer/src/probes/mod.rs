@@ -174,10 +174,12 @@ pub struct Startup {
 const QUIET_STARTUP: std::time::Duration = std::time::Duration::from_millis(300);
 
 impl Startup {
-    /// `capture_payload`: the TC program for TCP payloads is needed too (`dns`).
-    pub fn begin(capture_payload: bool) -> Self {
+    /// `capture_payload`: the TC program for TCP payloads is needed too
+    /// (`dns`); `buffer_mb`: the ring buffer's size asked for, if any.
+    pub fn begin(capture_payload: bool, buffer_mb: Option<u32>) -> Self {
+        let ring_bytes = ring_buffer_bytes(buffer_mb);
         Self {
-            programs: std::thread::spawn(move || Loaded::load(capture_payload)),
+            programs: std::thread::spawn(move || Loaded::load(capture_payload, ring_bytes)),
             kernel: std::thread::spawn(KernelKnowledge::read),
             began: std::time::Instant::now(),
         }
@@ -205,6 +207,15 @@ impl Startup {
     }
 }
 
+/// The ring buffer's size in bytes: what was asked, or 4 MiB per CPU
+/// between 8 and 64 MiB; a power of two, as the kernel wants it.
+fn ring_buffer_bytes(asked_mb: Option<u32>) -> u32 {
+    const MIB: u32 = 1 << 20;
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get()) as u32;
+    let mb = asked_mb.unwrap_or((4 * cpus).clamp(8, 64));
+    mb.next_power_of_two().min(1024) * MIB
+}
+
 /// Every program loaded, so verified, and none attached: nothing runs yet.
 pub struct Loaded {
     ebpf: Ebpf,
@@ -215,10 +226,12 @@ pub struct Loaded {
 impl Loaded {
     /// Loads every program, each on a thread of its own: the verifier's work
     /// is most of pkttrace's start-up, and the kernel does it in parallel.
-    fn load(tcp_payload: bool) -> Result<Self> {
+    fn load(tcp_payload: bool, ring_bytes: u32) -> Result<Self> {
         let btf = aya::Btf::from_sys_fs().context("cannot read the kernel's BTF")?;
-        let mut ebpf =
-            Ebpf::load(TRACEPOINT_OBJECT).context("cannot load pkttrace's eBPF programs")?;
+        let mut ebpf = aya::EbpfLoader::new()
+            .map_max_entries(EVENTS_MAP, ring_bytes)
+            .load(TRACEPOINT_OBJECT)
+            .context("cannot load pkttrace's eBPF programs")?;
         // Own copies of the maps' fds: the netfilter loads use them while
         // the tracepoint programs are borrowed from `ebpf`.
         let maps = map_fds(&ebpf)?;
