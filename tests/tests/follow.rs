@@ -1544,3 +1544,33 @@ fn an_svg_draws_a_drop_as_a_red_cross_with_its_rule() -> Result<()> {
     );
     Ok(())
 }
+
+/// `--buffer-mb`: the kernel's own listing of pkttrace's ring buffer has the
+/// size asked for, rounded up to a power of two.
+#[test]
+fn the_ring_buffer_has_the_size_asked_for() -> Result<()> {
+    let upstream = Upstream::new()?;
+    let tracer = Pkttrace::spawn_attached([
+        "follow",
+        upstream.name(),
+        &upstream.host_ip().to_string(),
+        "--buffer-mb",
+        "12",
+        "--timeout",
+        "20",
+    ])?;
+    let listing = Command::new("bpftool")
+        .args(["-j", "map", "show"])
+        .output()?;
+    tracer.kill()?;
+    let maps: Value = serde_json::from_slice(&listing.stdout)?;
+    let sizes: Vec<u64> = maps
+        .as_array()
+        .context("bpftool lists maps")?
+        .iter()
+        .filter(|m| m["type"] == "ringbuf" && m["name"] == "EVENTS")
+        .filter_map(|m| m["max_entries"].as_u64())
+        .collect();
+    assert_eq!(sizes, [16 << 20], "one EVENTS ring buffer of 16 MiB");
+    Ok(())
+}
