@@ -86,9 +86,8 @@ pub struct FollowArgs {
     /// Also write every decoded kernel event to FILE (JSON Lines), e.g. for a bug report
     #[arg(long, value_name = "FILE")]
     pub save_events: Option<PathBuf>,
-    /// Size of the ring buffer the kernel hands events over in, in MiB (rounded up to a power of two; default: 4 per CPU, 8 to 64)
-    #[arg(long, value_name = "MIB", value_parser = clap::value_parser!(u32).range(1..=1024))]
-    pub buffer_mb: Option<u32>,
+    #[command(flatten)]
+    pub kernel: KernelArgs,
 }
 
 #[derive(clap::Args, Debug)]
@@ -110,6 +109,13 @@ pub struct DnsArgs {
     /// Also write every decoded kernel event to FILE (JSON Lines)
     #[arg(long, value_name = "FILE")]
     pub save_events: Option<PathBuf>,
+    #[command(flatten)]
+    pub kernel: KernelArgs,
+}
+
+/// How the tracing commands take the kernel's events in.
+#[derive(clap::Args, Debug)]
+pub struct KernelArgs {
     /// Size of the ring buffer the kernel hands events over in, in MiB (rounded up to a power of two; default: 4 per CPU, 8 to 64)
     #[arg(long, value_name = "MIB", value_parser = clap::value_parser!(u32).range(1..=1024))]
     pub buffer_mb: Option<u32>,

@@ -18,7 +18,6 @@ use crate::{
     journey::{
         self, Assembler,
         dns::{Correlator, DnsExchange, Scope},
-        rules::RuleTraces,
     },
     probes::{
         self, Filter, monotonic_now_ns,
@@ -41,7 +40,7 @@ pub async fn run(args: DnsArgs) -> Result<ExitCode> {
             container.name
         ))
     })?;
-    let startup = probes::Startup::begin(true, args.buffer_mb);
+    let startup = probes::Startup::begin(true, args.kernel.buffer_mb);
 
     // The container's own servers and the ones dockerd forwards to, so their
     // path through the host is seen too; everything in the namespace anyway.
@@ -108,8 +107,7 @@ pub async fn run(args: DnsArgs) -> Result<ExitCode> {
     if let Some(error) = &setup.ruleset_error {
         eprintln!("pkttrace: note: the container's NAT rules are not shown: {error}");
     }
-    let rule_tracing_unavailable = rule_tracer.as_ref().err().cloned();
-    if let Some(why) = &rule_tracing_unavailable {
+    if let Err(why) = &rule_tracer {
         eprintln!("pkttrace: note: {why}; netfilter drops are told without their rule");
     }
 
@@ -123,14 +121,7 @@ pub async fn run(args: DnsArgs) -> Result<ExitCode> {
     let mut teller = Teller {
         container: container.name.clone(),
         setup,
-        facts: FactFinder::new(
-            topology,
-            rule_tracer
-                .as_ref()
-                .ok()
-                .map(|tracer| RuleTraces::new(tracer.table())),
-            rule_tracing_unavailable,
-        ),
+        facts: FactFinder::new(topology, &rule_tracer),
         json: args.json,
         told: 0,
     };

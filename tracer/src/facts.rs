@@ -16,6 +16,7 @@ use crate::{
         Journey,
         rules::{RuleTraces, TracedDrop},
     },
+    probes::nftrace::RuleTracer,
 };
 
 /// How long a namespace's list of netfilter hooks with chains is trusted
@@ -38,13 +39,14 @@ pub struct FactFinder {
 }
 
 impl FactFinder {
-    /// `rule_traces` holds the traces of a running rule tracer; without one,
-    /// `rule_tracing_unavailable` says why.
-    pub fn new(
-        topology: Topology,
-        rule_traces: Option<RuleTraces>,
-        rule_tracing_unavailable: Option<String>,
-    ) -> Self {
+    /// With the traces of `rule_tracer` when it runs; otherwise with why
+    /// it could not start.
+    pub fn new(topology: Topology, rule_tracer: &Result<RuleTracer, String>) -> Self {
+        let rule_traces = rule_tracer
+            .as_ref()
+            .ok()
+            .map(|tracer| RuleTraces::new(tracer.table()));
+        let rule_tracing_unavailable = rule_tracer.as_ref().err().cloned();
         Self {
             topology,
             last_refresh: Instant::now(),

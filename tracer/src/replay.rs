@@ -10,7 +10,6 @@ use crate::{
     cli::ReplayArgs,
     follow::{Output, Teller},
     recording::{Record, Recording},
-    render::{pcap::PcapFile, step::Stepper},
 };
 
 pub async fn run(args: ReplayArgs) -> Result<ExitCode> {
@@ -27,22 +26,14 @@ pub async fn run(args: ReplayArgs) -> Result<ExitCode> {
             args.file.display()
         );
     }
-    let pcap = args
-        .pcap
-        .as_ref()
-        .map(|path| anyhow::Ok((PcapFile::create(path, header.boot_ns)?, path.clone())))
-        .transpose()?;
-    let mut teller = Teller::new(
-        header.destination,
-        header.published,
-        header.proxy,
-        Output {
-            json: args.json,
-            stepper: Stepper::on_a_terminal(args.step, args.json),
-            pcap,
-            svg: args.svg.clone(),
-        },
-    );
+    let output = Output::new(
+        args.json,
+        args.step,
+        args.pcap.as_deref(),
+        args.svg.as_deref(),
+        header.boot_ns,
+    )?;
+    let mut teller = Teller::new(header.destination, header.published, header.proxy, output);
     let mut topology = None;
     let mut told = 0;
     let mut exit_code = None;

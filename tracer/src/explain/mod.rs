@@ -469,6 +469,8 @@ struct Explainer<'a> {
     /// The journey's events in order, for the bytes a hop without its own
     /// (a routing decision) shows.
     events: &'a [Event],
+    /// The kernel copied packet bytes (`--pcap`): hops carry them.
+    captured: bool,
     facts: &'a Facts,
     start_ns: u64,
     hops: Vec<Hop>,
@@ -546,6 +548,9 @@ impl Explainer<'_> {
     /// The packet as captured at `event` (`--pcap`); a routing decision
     /// has no packet at hand, and shows it as last captured before.
     fn capture_at(&self, event: &Event) -> Option<HopCapture> {
+        if !self.captured {
+            return None;
+        }
         let bytes = event.headers.clone().or_else(|| {
             self.events
                 .iter()
@@ -698,6 +703,7 @@ pub fn explain(
     let mut x = Explainer {
         topology,
         events,
+        captured: events.iter().any(|e| e.headers.is_some()),
         facts,
         start_ns,
         hops: Vec::new(),

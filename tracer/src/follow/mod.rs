@@ -21,18 +21,13 @@ use crate::{
     journey::{
         self, Assembler, Journey,
         exchanges::{ArpResult, Exchanges, Role, Target, Told},
-        rules::RuleTraces,
     },
     probes::{
         self, Filter, monotonic_now_ns,
         nftrace::{RuleTracer, TraceMatch},
     },
     recording::{Header, Record, Recorder},
-    render::{
-        self,
-        pcap::{PcapFile, boot_time_ns},
-        step::Stepper,
-    },
+    render::{self, pcap::boot_time_ns},
     sender::{self, ProbeOutcome},
     target::{self, Source},
 };
@@ -58,7 +53,7 @@ struct Run {
 
 pub async fn run(args: FollowArgs) -> Result<ExitCode> {
     probes::require_privileges()?;
-    let startup = probes::Startup::begin(false, args.buffer_mb);
+    let startup = probes::Startup::begin(false, args.kernel.buffer_mb);
     let (topology, port_bindings) = Topology::discover_with_port_bindings()
         .await
         .context("cannot read this host's network namespaces")?;
@@ -123,8 +118,7 @@ pub async fn run(args: FollowArgs) -> Result<ExitCode> {
     if let Some(docker) = &topology.docker_error {
         eprintln!("pkttrace: note: {docker}; containers are shown by namespace only");
     }
-    let rule_tracing_unavailable = rule_tracer.as_ref().err().cloned();
-    if let Some(why) = &rule_tracing_unavailable {
+    if let Err(why) = &rule_tracer {
         eprintln!("pkttrace: note: {why}; netfilter drops are told without their rule");
     }
     let port = destination
@@ -185,11 +179,13 @@ pub async fn run(args: FollowArgs) -> Result<ExitCode> {
     });
     // One reading, so a replay stamps the capture exactly as this run did.
     let boot_ns = boot_time_ns();
-    let pcap = args
-        .pcap
-        .as_ref()
-        .map(|path| anyhow::Ok((PcapFile::create(path, boot_ns)?, path.clone())))
-        .transpose()?;
+    let output = Output::new(
+        args.json,
+        args.step,
+        args.pcap.as_deref(),
+        args.svg.as_deref(),
+        boot_ns,
+    )?;
     let recorder = args
         .record
         .as_deref()
@@ -208,27 +204,10 @@ pub async fn run(args: FollowArgs) -> Result<ExitCode> {
         })
         .transpose()?;
     let mut run = Run {
-        teller: Teller::new(
-            destination,
-            published,
-            proxy,
-            Output {
-                json: args.json,
-                stepper: Stepper::on_a_terminal(args.step, args.json),
-                pcap,
-                svg: args.svg.clone(),
-            },
-        ),
+        teller: Teller::new(destination, published, proxy, output),
         source,
         exchanges,
-        facts: FactFinder::new(
-            topology,
-            rule_tracer
-                .as_ref()
-                .ok()
-                .map(|tracer| RuleTraces::new(tracer.table())),
-            rule_tracing_unavailable,
-        ),
+        facts: FactFinder::new(topology, &rule_tracer),
         numbers: HashMap::new(),
         recorder,
     };

@@ -45,6 +45,28 @@ pub struct Output {
     pub svg: Option<PathBuf>,
 }
 
+impl Output {
+    /// The outputs asked for; the capture file is created now, so a path
+    /// that cannot be written is said before anything is traced.
+    pub fn new(
+        json: bool,
+        step: bool,
+        pcap: Option<&Path>,
+        svg: Option<&Path>,
+        boot_ns: u64,
+    ) -> Result<Self> {
+        let pcap = pcap
+            .map(|path| anyhow::Ok((PcapFile::create(path, boot_ns)?, path.to_owned())))
+            .transpose()?;
+        Ok(Self {
+            json,
+            stepper: Stepper::on_a_terminal(step, json),
+            pcap,
+            svg: svg.map(Path::to_owned),
+        })
+    }
+}
+
 /// The stories of the first exchange, kept for `--svg`, and the wiring
 /// they happened on.
 #[derive(Default)]
