@@ -194,7 +194,7 @@ pub const MAX_WATCHED: usize = 4;
 /// Byte offsets of the kernel struct members the programs read, computed in
 /// user space from `/sys/kernel/btf/vmlinux` (aya has no CO-RE for Rust).
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct KernelOffsets {
     pub skb_dev: u32,
     pub skb_head: u32,
@@ -311,6 +311,7 @@ pub const LOST_MAP: &str = "LOST";
 /// Slots of the per-CPU LOST map: one per `Probe` value (an event the ring
 /// buffer had no room for is counted under the probe that made it).
 pub const LOST_SLOTS: u32 = 16;
+pub const SCRATCH_MAP: &str = "SCRATCH";
 
 #[cfg(feature = "user")]
 mod user {

@@ -8,15 +8,15 @@
 
 use aya_ebpf::{
     helpers::{
-        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_task, bpf_ktime_get_ns,
-        bpf_probe_read_kernel, generated::bpf_probe_read_kernel as bpf_probe_read_kernel_raw,
+        bpf_get_current_pid_tgid, bpf_get_current_task, bpf_ktime_get_ns, bpf_probe_read_kernel,
+        generated::{bpf_get_current_comm, bpf_probe_read_kernel as bpf_probe_read_kernel_raw},
     },
     macros::map,
     maps::{Array, PerCpuArray, RingBuf},
 };
 use tracer_common::{
     Config, ETH_P_ARP, ETH_P_IP, HEADERS_MAX, HeadersEvent, LOST_SLOTS, MAX_PORTS, MAX_WATCHED,
-    PAYLOAD_MAX, PacketEvent, PayloadEvent, QuotedHeader,
+    PAYLOAD_MAX, PacketEvent, PayloadEvent, Probe, QuotedHeader,
 };
 
 #[map(name = "EVENTS")]
@@ -28,6 +28,52 @@ pub static CONFIG: Array<Config> = Array::with_max_entries(1, 0);
 /// Events the ring buffer had no room for; user space reports them.
 #[map(name = "LOST")]
 pub static LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries(LOST_SLOTS, 0);
+
+/// Where the tracepoint and TC programs build their events: per CPU, one
+/// slot per probe, and a last slot that stays zero to clear the others
+/// from. Map memory, not the stack: the verifier does not track what is
+/// written there, so paths that filled different fields still prune as one.
+/// A slot is never shared: the kernel runs one program at most once per
+/// CPU at a time (a nested run is skipped and counted as a recursion miss)
+/// and keeps it on its CPU (migration is disabled). Netfilter programs have
+/// neither guarantee and build theirs in the ring buffer instead.
+#[map(name = "SCRATCH")]
+pub static SCRATCH: PerCpuArray<PacketEvent> = PerCpuArray::with_max_entries(LOST_SLOTS + 1, 0);
+
+/// `probe`'s cleared event in this CPU's scratch slot.
+#[inline(always)]
+pub fn scratch_event(probe: Probe) -> Option<&'static mut PacketEvent> {
+    let (Some(event), Some(zeros)) = (
+        SCRATCH.get_ptr_mut(probe as u32 % LOST_SLOTS),
+        SCRATCH.get_ptr(LOST_SLOTS),
+    ) else {
+        return None;
+    };
+    // SAFETY: both are PacketEvent-sized slots of this CPU; the slot is this
+    // program's while it runs.
+    unsafe {
+        clear_event(event, zeros);
+        Some(&mut *event)
+    }
+}
+
+/// Clears `event` by copying a zeroed one over it: one helper call, where
+/// zeroing field by field costs the verifier a loop.
+///
+/// # Safety
+/// Both must point at a whole PacketEvent.
+#[inline(always)]
+pub unsafe fn clear_event(event: *mut PacketEvent, zeros: *const PacketEvent) {
+    unsafe {
+        bpf_probe_read_kernel_raw(event.cast(), size_of::<PacketEvent>() as u32, zeros.cast())
+    };
+}
+
+/// The zeroed event to clear others from.
+#[inline(always)]
+pub fn zeroed_event() -> Option<*const PacketEvent> {
+    SCRATCH.get_ptr(LOST_SLOTS)
+}
 
 const IPPROTO_ICMP: u8 = 1;
 const IPPROTO_TCP: u8 = 6;
@@ -434,20 +480,21 @@ fn current_ns_pid(cfg: &Config) -> u32 {
 
 /// Stamps time and the current task.
 #[inline(always)]
-fn stamp(cfg: &Config, event: &mut PacketEvent) {
+pub fn stamp(cfg: &Config, event: &mut PacketEvent) {
     event.timestamp_ns = unsafe { bpf_ktime_get_ns() };
     if event.task_netns == 0 {
         event.task_netns = current_netns(cfg);
     }
     event.ns_pid = current_ns_pid(cfg);
     event.pid = (bpf_get_current_pid_tgid() >> 32) as u32;
-    event.comm = bpf_get_current_comm().unwrap_or([0; 16]);
+    // SAFETY: `comm` has room for the 16 bytes asked.
+    unsafe { bpf_get_current_comm(event.comm.as_mut_ptr().cast(), event.comm.len() as u32) };
 }
 
 /// Counts an event the ring buffer had no room for, under its probe.
 #[inline(always)]
-fn count_lost(event: &PacketEvent) {
-    if let Some(lost) = LOST.get_ptr_mut(u32::from(event.probe) % LOST_SLOTS) {
+pub fn count_lost(probe: u8) {
+    if let Some(lost) = LOST.get_ptr_mut(u32::from(probe) % LOST_SLOTS) {
         // SAFETY: a per-CPU slot, only this CPU writes it.
         unsafe { *lost += 1 };
     }
@@ -458,7 +505,7 @@ fn count_lost(event: &PacketEvent) {
 pub fn emit(cfg: &Config, event: &mut PacketEvent) {
     stamp(cfg, event);
     if EVENTS.output::<PacketEvent>(&*event, 0).is_err() {
-        count_lost(event);
+        count_lost(event.probe);
     }
 }
 
@@ -470,44 +517,43 @@ pub fn emit_packet(cfg: &Config, event: &mut PacketEvent, skb: u64, at: HeaderAt
         emit(cfg, event);
         return;
     }
-    let location = headers_location(cfg, skb, at);
     stamp(cfg, event);
     let Some(mut entry) = EVENTS.reserve::<HeadersEvent>(0) else {
-        count_lost(event);
+        count_lost(event.probe);
         return;
     };
     let out = entry.as_mut_ptr();
-    let copied = match location {
-        Some((source, length)) => {
-            let length = if length > HEADERS_MAX as u64 {
-                HEADERS_MAX as u32
-            } else {
-                length as u32
-            };
-            // SAFETY: `headers` has room for HEADERS_MAX bytes and `length` is
-            // at most that; the helper checks the source.
-            let read = unsafe {
-                bpf_probe_read_kernel_raw(
-                    (*out).headers.as_mut_ptr().cast(),
-                    length,
-                    source as *const core::ffi::c_void,
-                )
-            };
-            if length > 0 && read == 0 { length } else { 0 }
-        }
-        None => 0,
-    };
-    // SAFETY: both pointers are valid for one PacketEvent; a helper copies it
-    // (see emit_payload_record).
+    // SAFETY: `out` is a reserved HeadersEvent; both pointers are valid for
+    // one PacketEvent, copied by a helper (see emit_payload_record).
     unsafe {
+        (*out).headers_len = copy_headers(cfg, skb, at, (*out).headers.as_mut_ptr()) as u16;
         bpf_probe_read_kernel_raw(
             core::ptr::addr_of_mut!((*out).packet).cast(),
             size_of::<PacketEvent>() as u32,
             (event as *const PacketEvent).cast(),
         );
-        (*out).headers_len = copied as u16;
     }
     entry.submit(0);
+}
+
+/// Copies the packet's first bytes from its network header on into
+/// `headers` (HEADERS_MAX bytes of room); returns how many.
+#[inline(always)]
+pub fn copy_headers(cfg: &Config, skb: u64, at: HeaderAt, headers: *mut u8) -> u32 {
+    let Some((source, length)) = headers_location(cfg, skb, at) else {
+        return 0;
+    };
+    let length = if length > HEADERS_MAX as u64 {
+        HEADERS_MAX as u32
+    } else {
+        length as u32
+    };
+    // SAFETY: `headers` has room for HEADERS_MAX bytes and `length` is at
+    // most that; the helper checks the source.
+    let read = unsafe {
+        bpf_probe_read_kernel_raw(headers.cast(), length, source as *const core::ffi::c_void)
+    };
+    if length > 0 && read == 0 { length } else { 0 }
 }
 
 /// Where the network header starts and how many bytes of the linear data
@@ -575,7 +621,7 @@ pub fn emit_payload_record(
 ) {
     stamp(cfg, event);
     let Some(mut entry) = EVENTS.reserve::<PayloadEvent>(0) else {
-        count_lost(event);
+        count_lost(event.probe);
         return;
     };
     let out = entry.as_mut_ptr();

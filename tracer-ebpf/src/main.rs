@@ -22,7 +22,8 @@ const IPPROTO_TCP: u8 = 6;
 const IPPROTO_UDP: u8 = 17;
 use tracer_ebpf::{
     HeaderAt, Ipv4Header, capture_skb, config, current_netns, device, emit, emit_packet,
-    emit_payload_record, emit_with_payload, in_scope, look, read, read_macs, skb_netns,
+    emit_payload_record, emit_with_payload, in_scope, look, read, read_macs, scratch_event,
+    skb_netns,
 };
 
 #[btf_tracepoint(function = "net_dev_queue")]
@@ -131,14 +132,16 @@ pub fn skb_copy_datagram_iovec(ctx: BtfTracePointContext) -> i32 {
     let Some(header) = look(cfg, skb, HeaderAt::NetworkHeader, false, netns) else {
         return 0;
     };
-    let mut event = PacketEvent::default();
-    if !capture_skb(cfg, Probe::SocketRead, skb, header, netns, &mut event) {
+    let Some(event) = scratch_event(Probe::SocketRead) else {
+        return 0;
+    };
+    if !capture_skb(cfg, Probe::SocketRead, skb, header, netns, event) {
         return 0;
     }
     // A socket read is a process's system call.
     event.in_task = IN_TASK;
     event.netns = current_netns(cfg);
-    emit_packet(cfg, &mut event, skb, HeaderAt::NetworkHeader);
+    emit_packet(cfg, event, skb, HeaderAt::NetworkHeader);
     0
 }
 
@@ -185,19 +188,19 @@ pub fn sock_recv_length(ctx: BtfTracePointContext) -> i32 {
     if !(port_watched || addresses_in_scope && ports_in_scope(cfg, remote_port, local_port)) {
         return 0;
     }
-    let mut event = PacketEvent {
-        probe: Probe::DatagramRead as u8,
-        ether_type: ETH_P_IP,
-        protocol: IPPROTO_UDP,
-        saddr: remote,
-        daddr: local,
-        sport: remote_port,
-        dport: local_port,
-        netns,
-        in_task: IN_TASK,
-        ..PacketEvent::default()
+    let Some(event) = scratch_event(Probe::DatagramRead) else {
+        return 0;
     };
-    emit(cfg, &mut event);
+    event.probe = Probe::DatagramRead as u8;
+    event.ether_type = ETH_P_IP;
+    event.protocol = IPPROTO_UDP;
+    event.saddr = remote;
+    event.daddr = local;
+    event.sport = remote_port;
+    event.dport = local_port;
+    event.netns = netns;
+    event.in_task = IN_TASK;
+    emit(cfg, event);
     0
 }
 
@@ -230,16 +233,16 @@ pub fn fib_table_lookup(ctx: BtfTracePointContext) -> i32 {
     if !in_scope(cfg, saddr, daddr, result_netns) {
         return 0;
     }
-    let mut event = PacketEvent {
-        probe: Probe::FibLookup as u8,
-        saddr,
-        daddr,
-        protocol: read::<u8>(flow, o.flowi4_proto).unwrap_or(0),
-        ifindex: read::<u32>(flow, o.flowi4_iif).unwrap_or(0),
-        reason_or_table: table,
-        fib_error: error,
-        ..PacketEvent::default()
+    let Some(event) = scratch_event(Probe::FibLookup) else {
+        return 0;
     };
+    event.probe = Probe::FibLookup as u8;
+    event.saddr = saddr;
+    event.daddr = daddr;
+    event.protocol = read::<u8>(flow, o.flowi4_proto).unwrap_or(0);
+    event.ifindex = read::<u32>(flow, o.flowi4_iif).unwrap_or(0);
+    event.reason_or_table = table;
+    event.fib_error = error;
     if let Some(dev) = result_dev {
         let result = device(cfg, dev);
         event.out_ifindex = result.ifindex;
@@ -251,7 +254,7 @@ pub fn fib_table_lookup(ctx: BtfTracePointContext) -> i32 {
     // A sender's own lookup happens in its system call, before any queue.
     event.task_netns = current_netns(cfg);
     event.in_task = sending_context(&ctx, cfg);
-    emit(cfg, &mut event);
+    emit(cfg, event);
     0
 }
 
@@ -270,21 +273,23 @@ fn on_skb(
     let Some(header) = look(cfg, skb, at, true, netns) else {
         return;
     };
-    let mut event = PacketEvent::default();
-    if !capture_skb(cfg, probe, skb, header, netns, &mut event) {
+    let Some(event) = scratch_event(probe) else {
+        return;
+    };
+    if !capture_skb(cfg, probe, skb, header, netns, event) {
         return;
     }
     // An ARP event carries the message's own addresses instead of the frame's.
     if with_macs && event.ether_type != ETH_P_ARP {
-        read_macs(cfg, skb, &mut event);
+        read_macs(cfg, skb, event);
     }
     event.task_netns = current_netns(cfg);
-    finish(cfg, &mut event);
+    finish(cfg, event);
     let transport_payload = event.protocol == IPPROTO_TCP || event.protocol == IPPROTO_UDP;
     if cfg.capture_payload != 0 && event.ether_type == ETH_P_IP && transport_payload {
-        emit_with_payload(cfg, &mut event, skb, at);
+        emit_with_payload(cfg, event, skb, at);
     } else {
-        emit_packet(cfg, &mut event, skb, at);
+        emit_packet(cfg, event, skb, at);
     }
 }
 
@@ -295,13 +300,15 @@ fn on_free(probe: Probe, skb: u64, location: u64, reason: u32) {
     let Some(header) = look(cfg, skb, HeaderAt::NetworkHeader, true, netns) else {
         return;
     };
-    let mut event = PacketEvent::default();
-    if !capture_skb(cfg, probe, skb, header, netns, &mut event) {
+    let Some(event) = scratch_event(probe) else {
+        return;
+    };
+    if !capture_skb(cfg, probe, skb, header, netns, event) {
         return;
     }
     event.location = location;
     event.reason_or_table = reason;
-    emit_packet(cfg, &mut event, skb, HeaderAt::NetworkHeader);
+    emit_packet(cfg, event, skb, HeaderAt::NetworkHeader);
 }
 
 /// TCX `TC_NEXT`: the packet goes on as if no program were there.
@@ -357,8 +364,10 @@ fn capture_tcp_payload(ctx: &TcContext) {
     if !watched || length == 0 {
         return;
     }
-    let mut event = PacketEvent::default();
-    ip.describe(&mut event, Probe::TcpPayload, ctx.skb.skb as u64);
+    let Some(event) = scratch_event(Probe::TcpPayload) else {
+        return;
+    };
+    ip.describe(event, Probe::TcpPayload, ctx.skb.skb as u64);
     event.sport = sport;
     event.dport = dport;
     event.tcp_flags = offset_and_flags[1];
@@ -370,7 +379,7 @@ fn capture_tcp_payload(ctx: &TcContext) {
     // SAFETY: reading a context field the verifier allows.
     event.ifindex = unsafe { (*ctx.skb.skb).ifindex };
     let payload_at = (l4 + tcp_header_len) as u32;
-    emit_payload_record(cfg, &mut event, |payload| {
+    emit_payload_record(cfg, event, |payload| {
         // `length` is at least 1 here. The verifier must see 1..=PAYLOAD_MAX in
         // the very register passed to the helper, and the compiler would drop a
         // repeated check it can prove: the mask after an opaque read keeps it.

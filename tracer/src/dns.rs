@@ -30,6 +30,7 @@ const DNS_PORT: u16 = 53;
 
 pub async fn run(args: DnsArgs) -> Result<ExitCode> {
     probes::require_privileges()?;
+    let startup = probes::Startup::begin(true, args.kernel.buffer_mb);
     let topology = Topology::discover()
         .await
         .context("cannot read this host's network namespaces")?;
@@ -40,7 +41,6 @@ pub async fn run(args: DnsArgs) -> Result<ExitCode> {
             container.name
         ))
     })?;
-    let startup = probes::Startup::begin(true, args.kernel.buffer_mb);
 
     // The container's own servers and the ones dockerd forwards to, so their
     // path through the host is seen too; everything in the namespace anyway.
@@ -138,7 +138,7 @@ pub async fn run(args: DnsArgs) -> Result<ExitCode> {
         if !intake.take_in(&mut probes, &mut assembler, rules).await? {
             break;
         }
-        let now = monotonic_now_ns();
+        let now = intake.taken_in_up_to_ns();
         for journey in intake.seen_whole(assembler.take_finished(now)) {
             correlator.push(journey);
         }

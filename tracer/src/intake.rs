@@ -42,6 +42,9 @@ pub struct Intake {
     losses: Losses,
     /// What the loss warning says may be incomplete: "journeys", "queries".
     told: &'static str,
+    /// Every event stamped before this (kernel clock) has been taken in:
+    /// what is quiet up to then is quiet, however long decoding took.
+    taken_in_up_to_ns: u64,
     /// When every program was attached (kernel clock); a packet seen
     /// earlier met some of the hooks before they were there.
     attached_ns: u64,
@@ -66,6 +69,7 @@ impl Intake {
             losses: Losses::default(),
             told,
             attached_ns: u64::MAX,
+            taken_in_up_to_ns: monotonic_now_ns(),
             interrupt: signal(SignalKind::interrupt())?,
             terminate: signal(SignalKind::terminate())?,
         })
@@ -80,35 +84,43 @@ impl Intake {
         assembler: &mut Assembler,
         rules: Option<(&mut RuleTracer, &mut RuleTraces)>,
     ) -> Result<bool> {
-        let (tracer, store) = rules.unzip();
+        let (mut tracer, store) = rules.unzip();
         let traces = async {
-            match tracer {
+            match tracer.as_deref_mut() {
                 Some(tracer) => tracer.next_traces().await,
                 None => std::future::pending().await,
             }
         };
-        tokio::select! {
-            events = probes.next_events() => {
-                for event in self.decode(events?)? {
-                    assembler.push(event);
-                }
-            }
-            traces = traces => {
-                if let Some(store) = store {
-                    for raw in &traces? {
-                        // A message this version cannot read is only a missing detail.
-                        if let Ok(trace) = decode::nftrace::decode(raw) {
-                            store.push(trace);
-                        }
-                    }
-                }
-            }
-            _ = sleep(TICK) => {}
+        let (mut raw, traces) = tokio::select! {
+            events = probes.next_events() => (events?, None),
+            traces = traces => (Vec::new(), Some(traces?)),
+            _ = sleep(TICK) => (Vec::new(), None),
             _ = self.interrupt.recv() => return Ok(false),
             _ = self.terminate.recv() => return Ok(false),
+        };
+        // Whichever woke us, everything stamped before `looked_at` is in
+        // the ring now, and the loss count covers it: what went quiet up to
+        // then is quiet, however long decoding takes, and a loss is placed
+        // no later than then.
+        let looked_at = monotonic_now_ns();
+        let lost_so_far = probes.lost_events();
+        raw.extend(probes.events_now());
+        self.taken_in_up_to_ns = looked_at;
+        for event in self.decode(raw)? {
+            assembler.push(event);
         }
-        // Checked before the caller tells anything, so what the losses touch is flagged.
-        self.note_losses(probes.lost_events());
+        if let (Some(tracer), Some(store)) = (tracer, store) {
+            // Also the traces queued already: their journeys may be told next.
+            let queued = tracer.drain()?;
+            for raw in traces.iter().flatten().chain(&queued) {
+                // A message this version cannot read is only a missing detail.
+                if let Ok(trace) = decode::nftrace::decode(raw) {
+                    store.push(trace);
+                }
+            }
+        }
+        // Noted before the caller tells anything, so what the losses touch is flagged.
+        self.note_losses(lost_so_far, looked_at);
         Ok(true)
     }
 
@@ -132,8 +144,7 @@ impl Intake {
 
     /// Says when the kernel's count of lost events went up, and keeps the
     /// kernel-time window since the last look, in which they were lost.
-    fn note_losses(&mut self, lost_so_far: u64) {
-        let now = monotonic_now_ns();
+    fn note_losses(&mut self, lost_so_far: u64, now: u64) {
         if lost_so_far > self.lost_reported {
             eprintln!(
                 "pkttrace: warning: the kernel dropped {} events because pkttrace's ring buffer was full; {} told around now may be missing steps",
@@ -145,6 +156,12 @@ impl Intake {
             self.lost_reported = lost_so_far;
         }
         self.looked_ns = now;
+    }
+
+    /// The kernel time up to which every event has been taken in: the
+    /// "now" for deciding what went quiet.
+    pub fn taken_in_up_to_ns(&self) -> u64 {
+        self.taken_in_up_to_ns
     }
 
     /// Every program is attached now: packets seen from here on are seen whole.

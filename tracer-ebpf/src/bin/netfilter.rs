@@ -9,8 +9,11 @@
 #![no_std]
 #![no_main]
 
-use tracer_common::{Config, PacketEvent, Probe};
-use tracer_ebpf::{HeaderAt, capture_skb, config, device, emit_packet, look, netns_inode, read};
+use tracer_common::{Config, HeadersEvent, PacketEvent, Probe};
+use tracer_ebpf::{
+    EVENTS, Header, HeaderAt, capture_skb, clear_event, config, copy_headers, count_lost, device,
+    look, netns_inode, read, scratch_event, stamp, zeroed_event,
+};
 
 const NF_ACCEPT: i32 = 1;
 const NF_INET_LOCAL_OUT: u8 = 3;
@@ -49,10 +52,63 @@ fn observe(ctx: *const NfContext, probe: Probe) {
     let Some(header) = look(cfg, skb, HeaderAt::Data, false, hook_netns) else {
         return;
     };
-    let mut event = PacketEvent::default();
-    if capture_skb(cfg, probe, skb, header, hook_netns, &mut event) {
-        describe_hook(cfg, state, &mut event);
-        emit_packet(cfg, &mut event, skb, HeaderAt::Data);
+    let Some(zeros) = zeroed_event() else { return };
+    // The event is built in its ring buffer record: a netfilter program may
+    // be interrupted, or preempted in a task's context, by another run of
+    // itself on the same CPU, so no per-CPU slot would be its own.
+    if cfg.capture_headers != 0 {
+        let Some(mut entry) = EVENTS.reserve::<HeadersEvent>(0) else {
+            count_if_ours(cfg, probe, skb, header, hook_netns);
+            return;
+        };
+        let out = entry.as_mut_ptr();
+        // SAFETY: `out` is a reserved HeadersEvent, whose packet is cleared first.
+        let event = unsafe {
+            clear_event(core::ptr::addr_of_mut!((*out).packet), zeros);
+            &mut (*out).packet
+        };
+        if !capture_skb(cfg, probe, skb, header, hook_netns, event) {
+            entry.discard(0);
+            return;
+        }
+        describe_hook(cfg, state, event);
+        stamp(cfg, event);
+        // SAFETY: the record's headers have room for HEADERS_MAX bytes.
+        unsafe {
+            (*out).headers_len =
+                copy_headers(cfg, skb, HeaderAt::Data, (*out).headers.as_mut_ptr()) as u16;
+        }
+        entry.submit(0);
+    } else {
+        let Some(mut entry) = EVENTS.reserve::<PacketEvent>(0) else {
+            count_if_ours(cfg, probe, skb, header, hook_netns);
+            return;
+        };
+        let out = entry.as_mut_ptr();
+        // SAFETY: `out` is a reserved PacketEvent, cleared first.
+        let event = unsafe {
+            clear_event(out, zeros);
+            &mut *out
+        };
+        if !capture_skb(cfg, probe, skb, header, hook_netns, event) {
+            entry.discard(0);
+            return;
+        }
+        describe_hook(cfg, state, event);
+        stamp(cfg, event);
+        entry.submit(0);
+    }
+}
+
+/// The ring buffer had no room: counts the event as lost when it would
+/// have been one (the filter's last word needs an event to fill; a
+/// shared slot serves, as nothing of it is sent).
+#[inline(always)]
+fn count_if_ours(cfg: &Config, probe: Probe, skb: u64, header: Header, netns: impl Fn() -> u32) {
+    if let Some(event) = scratch_event(probe)
+        && capture_skb(cfg, probe, skb, header, netns, event)
+    {
+        count_lost(probe as u8);
     }
 }
 

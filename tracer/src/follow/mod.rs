@@ -23,7 +23,7 @@ use crate::{
         exchanges::{ArpResult, Exchanges, Role, Target, Told},
     },
     probes::{
-        self, Filter, monotonic_now_ns,
+        self, Filter,
         nftrace::{RuleTracer, TraceMatch},
     },
     recording::{Header, Record, Recorder},
@@ -223,7 +223,7 @@ pub async fn run(args: FollowArgs) -> Result<ExitCode> {
         if !intake.take_in(&mut probes, &mut assembler, rules).await? {
             break;
         }
-        for journey in intake.seen_whole(assembler.take_finished(monotonic_now_ns())) {
+        for journey in intake.seen_whole(assembler.take_finished(intake.taken_in_up_to_ns())) {
             run.place(journey, intake.losses()).await?;
         }
         for told in run.exchanges.tick() {

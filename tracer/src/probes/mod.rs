@@ -1,6 +1,7 @@
 //! Kernel probes: loads pkttrace's eBPF programs, attaches them, and streams
 //! the raw events they emit. Knows nothing of containers or journeys.
 
+mod kernel_btf;
 mod netfilter;
 pub mod nftrace;
 pub mod offsets;
@@ -22,7 +23,7 @@ use aya::{
 use tokio::io::unix::AsyncFd;
 use tracer_common::{
     CONFIG_MAP, Config, EVENTS_MAP, HeadersEvent, KernelOffsets, LOST_MAP, MAX_PORTS, MAX_WATCHED,
-    PacketEvent, PayloadEvent, Probe,
+    PacketEvent, PayloadEvent, Probe, SCRATCH_MAP,
 };
 
 use netfilter::{NetfilterLink, NetfilterProgram};
@@ -142,7 +143,7 @@ impl LossReport {
 
 /// What start-up needs from the kernel besides the programs: struct
 /// offsets, drop reason names, code symbols. Read on a thread while the
-/// programs are verified.
+/// programs are verified (the code symbols go on loading after start-up).
 pub struct KernelKnowledge {
     pub offsets: KernelOffsets,
     pub names: crate::decode::KernelNames,
@@ -227,11 +228,17 @@ impl Loaded {
     /// Loads every program, each on a thread of its own: the verifier's work
     /// is most of pkttrace's start-up, and the kernel does it in parallel.
     fn load(tcp_payload: bool, ring_bytes: u32) -> Result<Self> {
-        let btf = aya::Btf::from_sys_fs().context("cannot read the kernel's BTF")?;
+        // aya's loader parses the kernel's BTF for itself; the tp_btf
+        // programs need a parsed copy too: both at once.
+        let kernel_btf = std::thread::spawn(aya::Btf::from_sys_fs);
         let mut ebpf = aya::EbpfLoader::new()
             .map_max_entries(EVENTS_MAP, ring_bytes)
             .load(TRACEPOINT_OBJECT)
             .context("cannot load pkttrace's eBPF programs")?;
+        let btf = kernel_btf
+            .join()
+            .map_err(|_| anyhow::anyhow!("the thread reading the kernel's BTF failed"))?
+            .context("cannot read the kernel's BTF")?;
         // Own copies of the maps' fds: the netfilter loads use them while
         // the tracepoint programs are borrowed from `ebpf`.
         let maps = map_fds(&ebpf)?;
@@ -354,42 +361,14 @@ impl Probes {
     /// Waits until events are ready, then returns all of them.
     pub async fn next_events(&mut self) -> Result<Vec<RawEvent>> {
         let mut guard = self.events.readable_mut().await?;
-        let ring = guard.get_inner_mut();
-        let mut events = Vec::new();
-        while let Some(item) = ring.next() {
-            if item.len() >= size_of::<PayloadEvent>() {
-                // SAFETY: a record this long is one PayloadEvent.
-                let record =
-                    unsafe { std::ptr::read_unaligned(item.as_ptr().cast::<PayloadEvent>()) };
-                let length = usize::from(record.payload_len).min(record.payload.len());
-                events.push(RawEvent {
-                    packet: record.packet,
-                    payload: Some(record.payload[..length].to_vec()),
-                    headers: None,
-                });
-            } else if item.len() >= size_of::<HeadersEvent>() {
-                // SAFETY: a record this long (and shorter than a PayloadEvent) is one HeadersEvent.
-                let record =
-                    unsafe { std::ptr::read_unaligned(item.as_ptr().cast::<HeadersEvent>()) };
-                let length = usize::from(record.headers_len).min(record.headers.len());
-                events.push(RawEvent {
-                    packet: record.packet,
-                    payload: None,
-                    headers: Some(record.headers[..length].to_vec()),
-                });
-            } else if item.len() >= size_of::<PacketEvent>() {
-                // SAFETY: every other record is one PacketEvent.
-                let packet =
-                    unsafe { std::ptr::read_unaligned(item.as_ptr().cast::<PacketEvent>()) };
-                events.push(RawEvent {
-                    packet,
-                    payload: None,
-                    headers: None,
-                });
-            }
-        }
+        let events = read_ring(guard.get_inner_mut());
         guard.clear_ready();
         Ok(events)
+    }
+
+    /// The events ready now, without waiting.
+    pub fn events_now(&mut self) -> Vec<RawEvent> {
+        read_ring(self.events.get_mut())
     }
 
     /// Events the kernel could not hand over because the ring buffer was full.
@@ -431,6 +410,41 @@ impl Probes {
             skipped,
         }
     }
+}
+
+/// Every record in the ring buffer now, decoded by its size.
+fn read_ring(ring: &mut RingBuf<MapData>) -> Vec<RawEvent> {
+    let mut events = Vec::new();
+    while let Some(item) = ring.next() {
+        if item.len() >= size_of::<PayloadEvent>() {
+            // SAFETY: a record this long is one PayloadEvent.
+            let record = unsafe { std::ptr::read_unaligned(item.as_ptr().cast::<PayloadEvent>()) };
+            let length = usize::from(record.payload_len).min(record.payload.len());
+            events.push(RawEvent {
+                packet: record.packet,
+                payload: Some(record.payload[..length].to_vec()),
+                headers: None,
+            });
+        } else if item.len() >= size_of::<HeadersEvent>() {
+            // SAFETY: a record this long (and shorter than a PayloadEvent) is one HeadersEvent.
+            let record = unsafe { std::ptr::read_unaligned(item.as_ptr().cast::<HeadersEvent>()) };
+            let length = usize::from(record.headers_len).min(record.headers.len());
+            events.push(RawEvent {
+                packet: record.packet,
+                payload: None,
+                headers: Some(record.headers[..length].to_vec()),
+            });
+        } else if item.len() >= size_of::<PacketEvent>() {
+            // SAFETY: every other record is one PacketEvent.
+            let packet = unsafe { std::ptr::read_unaligned(item.as_ptr().cast::<PacketEvent>()) };
+            events.push(RawEvent {
+                packet,
+                payload: None,
+                headers: None,
+            });
+        }
+    }
+    events
 }
 
 fn config_for(filter: &Filter) -> Result<Config> {
@@ -554,7 +568,7 @@ fn joined<T>(handle: std::thread::ScopedJoinHandle<'_, Result<T>>) -> Result<T> 
 /// programs' map references.
 fn map_fds(ebpf: &Ebpf) -> Result<HashMap<String, OwnedFd>> {
     let mut maps = HashMap::new();
-    for name in [EVENTS_MAP, CONFIG_MAP, LOST_MAP] {
+    for name in [EVENTS_MAP, CONFIG_MAP, LOST_MAP, SCRATCH_MAP] {
         let fd = match ebpf.map(name).with_context(|| format!("{name} map"))? {
             Map::RingBuf(data) | Map::Array(data) | Map::PerCpuArray(data) => data.fd().as_fd(),
             _ => bail!("map {name} has an unexpected type"),

@@ -1,14 +1,13 @@
 //! Kernel struct member offsets, read from the running kernel's BTF: the
 //! programs cannot be compiled against one kernel's layout.
 
-use anyhow::{Context, Result, anyhow, bail};
-use btf_rs::{Btf, Type};
+use super::kernel_btf::KernelBtf;
+use anyhow::{Result, anyhow};
 use tracer_common::KernelOffsets;
 
 pub const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
 
-/// What pkttrace needs from the kernel's BTF, read in one pass: parsed BTF
-/// takes tens of megabytes, so it is not kept.
+/// What pkttrace needs from the kernel's BTF, read in one pass.
 pub struct KernelFacts {
     pub offsets: KernelOffsets,
     pub drop_reasons: Vec<(u32, String)>,
@@ -17,13 +16,13 @@ pub struct KernelFacts {
 impl KernelFacts {
     pub fn read() -> Result<Self> {
         let btf = load_kernel_btf()?;
-        let facts = Self {
-            offsets: kernel_offsets(&btf)?,
+        Ok(Self {
+            offsets: kernel_offsets(
+                |structure, path| btf.member_offset(structure, path),
+                |structure| btf.struct_size(structure),
+            )?,
             drop_reasons: drop_reason_names(&btf)?,
-        };
-        drop(btf);
-        release_freed_memory();
-        Ok(facts)
+        })
     }
 }
 
@@ -34,14 +33,18 @@ pub fn release_freed_memory() {
     unsafe { libc::malloc_trim(0) };
 }
 
-fn load_kernel_btf() -> Result<Btf> {
-    Btf::from_file(VMLINUX_BTF).map_err(|error| {
-        anyhow!("this kernel exposes no BTF at {VMLINUX_BTF} ({error}): pkttrace needs a kernel built with CONFIG_DEBUG_INFO_BTF=y")
+fn load_kernel_btf() -> Result<KernelBtf> {
+    KernelBtf::read(VMLINUX_BTF).map_err(|error| {
+        anyhow!("this kernel exposes no BTF at {VMLINUX_BTF} ({error:#}): pkttrace needs a kernel built with CONFIG_DEBUG_INFO_BTF=y")
     })
 }
 
-fn kernel_offsets(btf: &Btf) -> Result<KernelOffsets> {
-    let at = |structure: &str, path: &str| member_offset(btf, structure, path);
+/// The offsets the programs read at, from `at(struct, member path)` and
+/// `size_of(struct)`.
+fn kernel_offsets(
+    at: impl Fn(&str, &str) -> Result<u32>,
+    size_of: impl Fn(&str) -> Result<u32>,
+) -> Result<KernelOffsets> {
     Ok(KernelOffsets {
         skb_dev: at("sk_buff", "dev")?,
         skb_head: at("sk_buff", "head")?,
@@ -72,7 +75,7 @@ fn kernel_offsets(btf: &Btf) -> Result<KernelOffsets> {
         task_thread_pid: at("task_struct", "thread_pid")?,
         pid_level: at("pid", "level")?,
         pid_numbers: at("pid", "numbers")?,
-        upid_size: named_struct(btf, "upid")?.size() as u32,
+        upid_size: size_of("upid")?,
         task_flags: at("task_struct", "flags")?,
         sk_daddr: at("sock", "__sk_common.skc_daddr")?,
         sk_rcv_saddr: at("sock", "__sk_common.skc_rcv_saddr")?,
@@ -84,109 +87,141 @@ fn kernel_offsets(btf: &Btf) -> Result<KernelOffsets> {
     })
 }
 
-/// Byte offset of `path` (dot-separated members) inside `struct structure`,
-/// looking through anonymous unions and structs the way C does.
-pub fn member_offset(btf: &Btf, structure: &str, path: &str) -> Result<u32> {
-    let mut current = named_struct(btf, structure)?;
-    let mut offset_bits = 0;
-    let mut parts = path.split('.').peekable();
-    while let Some(part) = parts.next() {
-        let (bits, member_type) = find_member(btf, &current, part)?
-            .with_context(|| format!("kernel BTF: struct {structure} has no member {path}"))?;
-        offset_bits += bits;
-        if parts.peek().is_some() {
-            current = match strip_modifiers(btf, member_type)? {
-                Type::Struct(s) | Type::Union(s) => s,
-                _ => bail!("kernel BTF: {structure}.{part} is not a struct"),
-            };
-        }
-    }
-    if !offset_bits.is_multiple_of(8) {
-        bail!("kernel BTF: {structure}.{path} is a bitfield");
-    }
-    Ok(offset_bits / 8)
-}
-
-fn named_struct(btf: &Btf, name: &str) -> Result<btf_rs::Struct> {
-    let types = btf
-        .resolve_types_by_name(name)
-        .with_context(|| format!("kernel BTF has no type {name}"))?;
-    types
-        .into_iter()
-        .find_map(|t| match t {
-            Type::Struct(s) if !s.members.is_empty() => Some(s),
-            _ => None,
-        })
-        .with_context(|| format!("kernel BTF has no struct {name}"))
-}
-
-fn find_member(btf: &Btf, structure: &btf_rs::Struct, name: &str) -> Result<Option<(u32, Type)>> {
-    for member in &structure.members {
-        let member_name = btf.resolve_name(member).unwrap_or_default();
-        let member_type = btf.resolve_chained_type(member)?;
-        if member_name == name {
-            return Ok(Some((member.bit_offset(), member_type)));
-        }
-        if member_name.is_empty()
-            && let Type::Struct(inner) | Type::Union(inner) = strip_modifiers(btf, member_type)?
-            && let Some((bits, found)) = find_member(btf, &inner, name)?
-        {
-            return Ok(Some((member.bit_offset() + bits, found)));
-        }
-    }
-    Ok(None)
-}
-
-fn strip_modifiers(btf: &Btf, mut t: Type) -> Result<Type> {
-    loop {
-        t = match &t {
-            Type::Typedef(x) => btf.resolve_chained_type(x)?,
-            Type::Const(x) => btf.resolve_chained_type(x)?,
-            Type::Volatile(x) => btf.resolve_chained_type(x)?,
-            Type::Restrict(x) => btf.resolve_chained_type(x)?,
-            Type::TypeTag(x) => btf.resolve_chained_type(x)?,
-            _ => return Ok(t),
-        };
-    }
-}
-
 /// Names of `enum skb_drop_reason`, indexed by value, without the common prefix.
-fn drop_reason_names(btf: &Btf) -> Result<Vec<(u32, String)>> {
-    let types = btf
-        .resolve_types_by_name("skb_drop_reason")
-        .context("kernel BTF has no enum skb_drop_reason")?;
-    let Some(Type::Enum(reasons)) = types.into_iter().find(|t| matches!(t, Type::Enum(_))) else {
-        bail!("kernel BTF: skb_drop_reason is not an enum");
-    };
-    reasons
-        .members
-        .iter()
-        .map(|m| {
-            let name = btf.resolve_name(m)?;
-            Ok((
-                m.val(),
-                name.trim_start_matches("SKB_DROP_REASON_").to_string(),
-            ))
+fn drop_reason_names(btf: &KernelBtf) -> Result<Vec<(u32, String)>> {
+    Ok(btf
+        .enum_values("skb_drop_reason")?
+        .into_iter()
+        .map(|(value, name)| {
+            let name = name.trim_start_matches("SKB_DROP_REASON_").to_string();
+            (value, name)
         })
-        .collect()
+        .collect())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use anyhow::{Context, bail};
+    use btf_rs::{Btf, Type};
 
-    /// Reads the running kernel's BTF: these offsets are what the programs use.
+    /// The running kernel's BTF, read by pkttrace's own reader and by
+    /// btf-rs: every offset, size and drop reason must agree.
     #[test]
-    fn offsets_resolve_on_this_kernel() {
+    fn offsets_and_drop_reasons_agree_with_btf_rs() {
         let btf = load_kernel_btf().expect("this machine's kernel has BTF");
-        let offsets = kernel_offsets(&btf).expect("every member pkttrace reads exists");
-        // Members that C reaches through anonymous unions are found too.
-        assert_eq!(
-            offsets.skb_dev,
-            member_offset(&btf, "sk_buff", "dev").unwrap()
-        );
-        assert!(offsets.skb_head > offsets.skb_dev && offsets.skb_nfct > offsets.skb_dev);
+        let ours = kernel_offsets(
+            |structure, path| btf.member_offset(structure, path),
+            |structure| btf.struct_size(structure),
+        )
+        .expect("every member pkttrace reads exists");
+        let reference = Btf::from_file(VMLINUX_BTF).unwrap();
+        let theirs = kernel_offsets(
+            |structure, path| member_offset(&reference, structure, path),
+            |structure| Ok(named_struct(&reference, structure)?.size() as u32),
+        )
+        .unwrap();
+        assert_eq!(ours, theirs);
+        assert!(ours.skb_head > ours.skb_dev && ours.skb_nfct > ours.skb_dev);
+
         let reasons = drop_reason_names(&btf).unwrap();
-        assert!(reasons.iter().any(|(_, n)| n == "NETFILTER_DROP"));
+        assert!(reasons.contains(&(12, "NETFILTER_DROP".to_string())));
+        let Some(Type::Enum(enumeration)) = reference
+            .resolve_types_by_name("skb_drop_reason")
+            .unwrap()
+            .into_iter()
+            .find(|t| matches!(t, Type::Enum(_)))
+        else {
+            panic!("btf-rs finds no enum skb_drop_reason");
+        };
+        let expected: Vec<(u32, String)> = enumeration
+            .members
+            .iter()
+            .map(|m| {
+                let name = reference.resolve_name(m).unwrap();
+                (
+                    m.val(),
+                    name.trim_start_matches("SKB_DROP_REASON_").to_string(),
+                )
+            })
+            .collect();
+        assert_eq!(reasons, expected);
+    }
+
+    #[test]
+    fn a_missing_member_or_bitfield_is_an_error() {
+        let btf = load_kernel_btf().unwrap();
+        let missing = btf.member_offset("sk_buff", "no_such_member").unwrap_err();
+        assert_eq!(
+            missing.to_string(),
+            "kernel BTF: struct sk_buff has no member no_such_member"
+        );
+        assert!(btf.member_offset("no_such_struct", "x").is_err());
+        // sk_buff.nohdr is the second bit of a byte.
+        let bitfield = btf.member_offset("sk_buff", "nohdr").unwrap_err();
+        assert!(bitfield.to_string().contains("bitfield"), "{bitfield}");
+    }
+
+    /// btf-rs's answer: the member's offset through anonymous members.
+    fn member_offset(btf: &Btf, structure: &str, path: &str) -> Result<u32> {
+        let mut current = named_struct(btf, structure)?;
+        let mut offset_bits = 0;
+        let mut parts = path.split('.').peekable();
+        while let Some(part) = parts.next() {
+            let (bits, member_type) = find_member(btf, &current, part)?
+                .with_context(|| format!("btf-rs: no member {structure}.{path}"))?;
+            offset_bits += bits;
+            if parts.peek().is_some() {
+                current = match strip_modifiers(btf, member_type)? {
+                    Type::Struct(s) | Type::Union(s) => s,
+                    _ => bail!("btf-rs: {structure}.{part} is not a struct"),
+                };
+            }
+        }
+        Ok(offset_bits / 8)
+    }
+
+    fn named_struct(btf: &Btf, name: &str) -> Result<btf_rs::Struct> {
+        btf.resolve_types_by_name(name)?
+            .into_iter()
+            .find_map(|t| match t {
+                Type::Struct(s) if !s.members.is_empty() => Some(s),
+                _ => None,
+            })
+            .with_context(|| format!("btf-rs: no struct {name}"))
+    }
+
+    fn find_member(
+        btf: &Btf,
+        structure: &btf_rs::Struct,
+        name: &str,
+    ) -> Result<Option<(u32, Type)>> {
+        for member in &structure.members {
+            let member_name = btf.resolve_name(member).unwrap_or_default();
+            let member_type = btf.resolve_chained_type(member)?;
+            if member_name == name {
+                return Ok(Some((member.bit_offset(), member_type)));
+            }
+            if member_name.is_empty()
+                && let Type::Struct(inner) | Type::Union(inner) = strip_modifiers(btf, member_type)?
+                && let Some((bits, found)) = find_member(btf, &inner, name)?
+            {
+                return Ok(Some((member.bit_offset() + bits, found)));
+            }
+        }
+        Ok(None)
+    }
+
+    fn strip_modifiers(btf: &Btf, mut t: Type) -> Result<Type> {
+        loop {
+            t = match &t {
+                Type::Typedef(x) => btf.resolve_chained_type(x)?,
+                Type::Const(x) => btf.resolve_chained_type(x)?,
+                Type::Volatile(x) => btf.resolve_chained_type(x)?,
+                Type::Restrict(x) => btf.resolve_chained_type(x)?,
+                Type::TypeTag(x) => btf.resolve_chained_type(x)?,
+                _ => return Ok(t),
+            };
+        }
     }
 }
