@@ -228,10 +228,11 @@ pub struct KernelOffsets {
     /// `sizeof(struct upid)`, the stride of `pid->numbers[]`.
     pub upid_size: u32,
     pub task_flags: u32,
-    pub sk_daddr: u32,
-    pub sk_rcv_saddr: u32,
-    pub sk_dport: u32,
-    pub sk_num: u32,
+    /// `skc_addrpair`: the remote address, then the local one (8 bytes).
+    pub sk_addrpair: u32,
+    /// `skc_portpair`: the remote port (network order), then the local
+    /// port (host order).
+    pub sk_portpair: u32,
     pub sk_family: u32,
     pub sk_net: u32,
     pub sk_protocol: u32,
@@ -308,8 +309,9 @@ pub struct HeadersEvent {
 pub const EVENTS_MAP: &str = "EVENTS";
 pub const CONFIG_MAP: &str = "CONFIG";
 pub const LOST_MAP: &str = "LOST";
-/// Slots of the per-CPU LOST map: one per `Probe` value (an event the ring
-/// buffer had no room for is counted under the probe that made it).
+/// Counts in the per-CPU LOST map's one entry, one per `Probe` value (an
+/// event the ring buffer had no room for is counted under the probe that
+/// made it); also the scratch slots, one per probe.
 pub const LOST_SLOTS: u32 = 16;
 pub const SCRATCH_MAP: &str = "SCRATCH";
 

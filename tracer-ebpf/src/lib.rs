@@ -27,7 +27,8 @@ pub static CONFIG: Array<Config> = Array::with_max_entries(1, 0);
 
 /// Events the ring buffer had no room for; user space reports them.
 #[map(name = "LOST")]
-pub static LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries(LOST_SLOTS, 0);
+/// One entry: a count per probe, so user space reads them all at once.
+pub static LOST: PerCpuArray<[u64; LOST_SLOTS as usize]> = PerCpuArray::with_max_entries(1, 0);
 
 /// Where the tracepoint and TC programs build their events: per CPU, one
 /// slot per probe, and a last slot that stays zero to clear the others
@@ -494,9 +495,9 @@ pub fn stamp(cfg: &Config, event: &mut PacketEvent) {
 /// Counts an event the ring buffer had no room for, under its probe.
 #[inline(always)]
 pub fn count_lost(probe: u8) {
-    if let Some(lost) = LOST.get_ptr_mut(u32::from(probe) % LOST_SLOTS) {
-        // SAFETY: a per-CPU slot, only this CPU writes it.
-        unsafe { *lost += 1 };
+    if let Some(lost) = LOST.get_ptr_mut(0) {
+        // SAFETY: this CPU's counts; the index is below LOST_SLOTS.
+        unsafe { (*lost)[(u32::from(probe) % LOST_SLOTS) as usize] += 1 };
     }
 }
 

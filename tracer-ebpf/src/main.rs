@@ -163,29 +163,33 @@ pub fn sock_recv_length(ctx: BtfTracePointContext) -> i32 {
     }
     let Some(cfg) = config() else { return 0 };
     let o = &cfg.offsets;
+    // Every UDP read of the host comes here: addresses and ports first, one
+    // read each, so a datagram nobody follows costs two reads.
+    let (Some(addresses), Some([remote_port, local_port])) = (
+        read::<[u8; 8]>(sk, o.sk_addrpair),
+        read::<[u16; 2]>(sk, o.sk_portpair),
+    ) else {
+        return 0;
+    };
+    let remote = [addresses[0], addresses[1], addresses[2], addresses[3]];
+    let local = [addresses[4], addresses[5], addresses[6], addresses[7]];
+    let remote_port = u16::from_be(remote_port);
+    let netns = || {
+        read::<u64>(sk, o.sk_net)
+            .and_then(|net| read::<u32>(net, o.net_ns_inum))
+            .unwrap_or(0)
+    };
+    // A socket bound to every address (0.0.0.0) names no address to match:
+    // a watched port is then enough.
+    let port_watched = cfg.ports.iter().any(|p| *p != 0 && *p == local_port);
+    let addresses_in_scope = in_scope(cfg, remote, local, netns);
+    if !(port_watched || addresses_in_scope && ports_in_scope(cfg, remote_port, local_port)) {
+        return 0;
+    }
     if read::<u16>(sk, o.sk_protocol) != Some(IPPROTO_UDP as u16)
         || read::<u16>(sk, o.sk_family) != Some(AF_INET)
         || (cfg.protocol != 0 && cfg.protocol != IPPROTO_UDP)
     {
-        return 0;
-    }
-    let (Some(remote), Some(local), Some(remote_port), Some(local_port)) = (
-        read::<[u8; 4]>(sk, o.sk_daddr),
-        read::<[u8; 4]>(sk, o.sk_rcv_saddr),
-        read::<u16>(sk, o.sk_dport),
-        read::<u16>(sk, o.sk_num),
-    ) else {
-        return 0;
-    };
-    let remote_port = u16::from_be(remote_port);
-    let netns = read::<u64>(sk, o.sk_net)
-        .and_then(|net| read::<u32>(net, o.net_ns_inum))
-        .unwrap_or(0);
-    // A socket bound to every address (0.0.0.0) names no address to match:
-    // a watched port is then enough.
-    let port_watched = cfg.ports.iter().any(|p| *p != 0 && *p == local_port);
-    let addresses_in_scope = in_scope(cfg, remote, local, || netns);
-    if !(port_watched || addresses_in_scope && ports_in_scope(cfg, remote_port, local_port)) {
         return 0;
     }
     let Some(event) = scratch_event(Probe::DatagramRead) else {
@@ -198,7 +202,7 @@ pub fn sock_recv_length(ctx: BtfTracePointContext) -> i32 {
     event.daddr = local;
     event.sport = remote_port;
     event.dport = local_port;
-    event.netns = netns;
+    event.netns = netns();
     event.in_task = IN_TASK;
     emit(cfg, event);
     0

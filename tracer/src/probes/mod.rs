@@ -22,8 +22,8 @@ use aya::{
 };
 use tokio::io::unix::AsyncFd;
 use tracer_common::{
-    CONFIG_MAP, Config, EVENTS_MAP, HeadersEvent, KernelOffsets, LOST_MAP, MAX_PORTS, MAX_WATCHED,
-    PacketEvent, PayloadEvent, Probe, SCRATCH_MAP,
+    CONFIG_MAP, Config, EVENTS_MAP, HeadersEvent, KernelOffsets, LOST_MAP, LOST_SLOTS, MAX_PORTS,
+    MAX_WATCHED, PacketEvent, PayloadEvent, Probe, SCRATCH_MAP,
 };
 
 use netfilter::{NetfilterLink, NetfilterProgram};
@@ -96,7 +96,7 @@ pub struct Probes {
     _ebpf: Ebpf,
     _netfilter_links: Vec<NetfilterLink>,
     events: AsyncFd<RingBuf<MapData>>,
-    lost: PerCpuArray<MapData, u64>,
+    lost: PerCpuArray<MapData, [u64; LOST_SLOTS as usize]>,
 }
 
 /// The kernel's exact counts of what it did not hand over.
@@ -379,11 +379,15 @@ impl Probes {
     /// The events lost, counted by the probe that made them (every CPU's
     /// count added up); probes that lost none are left out.
     fn lost_by_probe(&self) -> Vec<(Probe, u64)> {
+        // One lookup: every CPU's counts of every probe.
+        let Ok(per_cpu) = self.lost.get(&0, 0) else {
+            return Vec::new();
+        };
         Probe::ALL
             .into_iter()
             .filter_map(|probe| {
-                let per_cpu = self.lost.get(&u32::from(probe as u8), 0).ok()?;
-                let lost: u64 = per_cpu.iter().sum();
+                let slot = usize::from(probe as u8) % LOST_SLOTS as usize;
+                let lost: u64 = per_cpu.iter().map(|counts| counts[slot]).sum();
                 (lost > 0).then_some((probe, lost))
             })
             .collect()
