@@ -102,6 +102,9 @@ pub enum Told {
 
 struct Waiting {
     journey: Journey,
+    /// The request's first packet, kept at hand: every new request is
+    /// compared with every waiting one (is it a retransmission?).
+    first: Packet,
     since: Instant,
     second_leg: bool,
 }
@@ -205,15 +208,29 @@ impl Exchanges {
     /// placeable. Others are dropped.
     pub fn place(&mut self, journey: Journey) -> Vec<Told> {
         let requests_before = self.requests_so_far();
+        let newest_before = self.waiting.back().map(|w| w.journey.id);
         let mut told = self.place_one(journey);
         if self.requests_so_far() > requests_before {
-            // The first answer is the one that came first.
-            let mut parked: Vec<Journey> = std::mem::take(&mut self.parked)
-                .into_iter()
-                .map(|(j, _)| j)
+            // Only what the new requests (or an ARP request) can make
+            // placeable is tried again: under a flood, hundreds are parked
+            // and hundreds wait, and trying every pair for every request
+            // would cost more than the flood.
+            let new_requests: Vec<&Journey> = self
+                .waiting
+                .iter()
+                .map(|w| &w.journey)
+                .filter(|j| newest_before.is_none_or(|newest| j.id > newest))
                 .collect();
-            parked.sort_by_key(|j| j.id);
-            for journey in parked {
+            let (mut retry, keep): (Vec<_>, Vec<_>) = std::mem::take(&mut self.parked)
+                .into_iter()
+                .partition(|(parked, _)| {
+                    matches!(parked.first_packet().transport, Transport::Arp { .. })
+                        || new_requests.iter().any(|request| parked.answers(request))
+                });
+            self.parked = keep.into();
+            // The first answer is the one that came first.
+            retry.sort_by_key(|(j, _)| j.id);
+            for (journey, _) in retry {
                 told.extend(self.place(journey));
             }
         }
@@ -319,10 +336,9 @@ impl Exchanges {
         self.waiting
             .iter()
             .find(|r| {
-                let sent = r.journey.first_packet();
-                sent.src == packet.src
-                    && sent.dst == packet.dst
-                    && sent.transport == packet.transport
+                r.first.src == packet.src
+                    && r.first.dst == packet.dst
+                    && r.first.transport == packet.transport
             })
             .map(|r| r.journey.id)
     }
@@ -334,6 +350,7 @@ impl Exchanges {
         }
         self.waiting.push_back(Waiting {
             journey: request.clone(),
+            first: request.first_packet(),
             since: Instant::now(),
             second_leg,
         });

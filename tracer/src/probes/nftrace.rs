@@ -20,7 +20,7 @@ use std::{
 use anyhow::{Context, Result, bail};
 use futures::future::select_all;
 use netlink_packet_core_09::{
-    NLM_F_ACK, NLM_F_APPEND, NLM_F_CREATE, NLM_F_EXCL, NLM_F_REQUEST, NetlinkBuffer,
+    DefaultNla, NLM_F_ACK, NLM_F_APPEND, NLM_F_CREATE, NLM_F_EXCL, NLM_F_REQUEST, NetlinkBuffer,
     NetlinkMessage, NetlinkPayload,
 };
 use netlink_packet_netfilter::{
@@ -353,6 +353,7 @@ fn marking_rules(matching: &TraceMatch) -> Vec<Vec<ListAttribute<ExpressionAttri
                 if let Some(protocol) = protocol {
                     rule.extend(load_and_compare(IP_PROTOCOL, &[*protocol]));
                 }
+                rule.push(limit_rate(TRACED_PER_SECOND));
                 rule.extend(set_nftrace());
                 rules.push(rule);
             }
@@ -379,6 +380,34 @@ fn load_and_compare(offset: u32, value: &[u8]) -> Vec<ListAttribute<ExpressionAt
         ])
         .into(),
     ]
+}
+
+/// Packets per second (and direction and address) marked for tracing. A
+/// lecture's packets are a trickle and all traced; a flood would make the
+/// kernel build a netlink message per chain and rule for every packet (and
+/// drop most of them): beyond this, a drop is told by its hook and reason
+/// without its rule.
+const TRACED_PER_SECOND: u64 = 200;
+
+/// `limit rate N/second`: the rule goes on only while under the rate.
+fn limit_rate(per_second: u64) -> ListAttribute<ExpressionAttribute> {
+    // enum nft_limit_attributes; nf_tables takes its numbers big-endian.
+    const NFTA_LIMIT_RATE: u16 = 1;
+    const NFTA_LIMIT_UNIT: u16 = 2;
+    const NFTA_LIMIT_BURST: u16 = 3;
+    const NFTA_LIMIT_TYPE: u16 = 4;
+    const NFT_LIMIT_PKTS: u32 = 0;
+    const BURST: u32 = 5;
+    Expressions::Other {
+        expression_type: "limit".to_string(),
+        attributes: vec![
+            DefaultNla::new(NFTA_LIMIT_RATE, per_second.to_be_bytes().to_vec()),
+            DefaultNla::new(NFTA_LIMIT_UNIT, 1u64.to_be_bytes().to_vec()),
+            DefaultNla::new(NFTA_LIMIT_BURST, BURST.to_be_bytes().to_vec()),
+            DefaultNla::new(NFTA_LIMIT_TYPE, NFT_LIMIT_PKTS.to_be_bytes().to_vec()),
+        ],
+    }
+    .into()
 }
 
 /// `meta nftrace set 1`: 1 into a register, then the meta statement reads it.
