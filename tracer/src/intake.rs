@@ -91,7 +91,7 @@ impl Intake {
                 None => std::future::pending().await,
             }
         };
-        let (mut raw, traces) = tokio::select! {
+        let (raw, traces) = tokio::select! {
             events = probes.next_events() => (events?, None),
             traces = traces => (Vec::new(), Some(traces?)),
             _ = sleep(TICK) => (Vec::new(), None),
@@ -104,11 +104,16 @@ impl Intake {
         // no later than then.
         let looked_at = monotonic_now_ns();
         let lost_so_far = probes.lost_events();
-        raw.extend(probes.events_now());
-        self.taken_in_up_to_ns = looked_at;
+        // One batch decoded before the next is read: a full ring's worth of
+        // events at a time, at most, is held twice (raw and decoded).
         for event in self.decode(raw)? {
             assembler.push(event);
         }
+        let rest = probes.events_now();
+        for event in self.decode(rest)? {
+            assembler.push(event);
+        }
+        self.taken_in_up_to_ns = looked_at;
         if let (Some(tracer), Some(store)) = (tracer, store) {
             // Also the traces queued already: their journeys may be told next.
             let queued = tracer.drain()?;
