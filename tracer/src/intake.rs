@@ -104,14 +104,20 @@ impl Intake {
         // no later than then.
         let looked_at = monotonic_now_ns();
         let lost_so_far = probes.lost_events();
-        // One batch decoded before the next is read: a full ring's worth of
-        // events at a time, at most, is held twice (raw and decoded).
+        // One batch decoded before the next is read, until the ring is
+        // empty: only a batch at a time is held twice (raw and decoded).
         for event in self.decode(raw)? {
             assembler.push(event);
         }
-        let rest = probes.events_now();
-        for event in self.decode(rest)? {
-            assembler.push(event);
+        loop {
+            let rest = probes.events_now();
+            let emptied = rest.len() < crate::probes::BATCH;
+            for event in self.decode(rest)? {
+                assembler.push(event);
+            }
+            if emptied {
+                break;
+            }
         }
         self.taken_in_up_to_ns = looked_at;
         if let (Some(tracer), Some(store)) = (tracer, store) {

@@ -248,6 +248,11 @@ fn ports(packet: &Packet) -> (u16, u16) {
 /// Most journeys open at once: past it the oldest is finished early, so a
 /// flood of matching packets cannot grow pkttrace's memory without bound.
 const MAX_OPEN: usize = 4096;
+/// Most events of one journey. A packet's journey makes a few dozen; more
+/// means lookalike packets were joined (the DF datagrams of one flow all
+/// carry IP id 0), so the journey is finished there and the next event
+/// starts another: a flood of them cannot grow one journey without bound.
+const MAX_EVENTS: usize = 256;
 /// Most route lookups waiting for their packet.
 const MAX_UNCLAIMED_ROUTES: usize = 256;
 
@@ -425,8 +430,14 @@ impl Assembler {
                 )
             });
         if let Some(id) = existing {
-            self.add_to(id, event);
-            return;
+            if self.open[&id].journey.events.len() < MAX_EVENTS {
+                self.add_to(id, event);
+                return;
+            }
+            // Lookalikes merged (see MAX_EVENTS): this one ends here.
+            let full = self.open.remove(&id).expect("found above");
+            self.forget(&full);
+            self.evicted.push(full.into_sorted());
         }
         let id = self.next_id;
         self.next_id += 1;

@@ -358,7 +358,8 @@ impl Loaded {
 }
 
 impl Probes {
-    /// Waits until events are ready, then returns all of them.
+    /// Waits until events are ready, then returns up to `BATCH` of them
+    /// (`events_now` takes the rest).
     pub async fn next_events(&mut self) -> Result<Vec<RawEvent>> {
         let mut guard = self.events.readable_mut().await?;
         let events = read_ring(guard.get_inner_mut());
@@ -366,7 +367,8 @@ impl Probes {
         Ok(events)
     }
 
-    /// The events ready now, without waiting.
+    /// Up to `BATCH` of the events ready now, without waiting; fewer than
+    /// `BATCH` means the ring is empty.
     pub fn events_now(&mut self) -> Vec<RawEvent> {
         read_ring(self.events.get_mut())
     }
@@ -416,10 +418,16 @@ impl Probes {
     }
 }
 
-/// Every record in the ring buffer now, decoded by its size.
+/// Events read from the ring at a time: under a flood the ring holds tens
+/// of thousands, and user space holds a batch twice (raw, then decoded).
+pub const BATCH: usize = 2048;
+
+/// Up to `BATCH` records of the ring buffer, decoded by their size.
 fn read_ring(ring: &mut RingBuf<MapData>) -> Vec<RawEvent> {
     let mut events = Vec::new();
-    while let Some(item) = ring.next() {
+    while events.len() < BATCH
+        && let Some(item) = ring.next()
+    {
         if item.len() >= size_of::<PayloadEvent>() {
             // SAFETY: a record this long is one PayloadEvent.
             let record = unsafe { std::ptr::read_unaligned(item.as_ptr().cast::<PayloadEvent>()) };

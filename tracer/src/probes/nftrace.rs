@@ -625,8 +625,9 @@ mod tests {
             addresses: vec![FAR],
             protocol: Some(6),
         });
-        // Address match, protocol match, then immediate and meta.
-        assert_eq!(tcp[0].len(), 6);
+        // Address match, protocol match, the rate limit, then immediate and meta.
+        assert_eq!(tcp[0].len(), 7);
+        assert_eq!(tcp[0][4], limit_rate(TRACED_PER_SECOND));
         assert_eq!(
             tcp.iter()
                 .filter(|rule| rule[3] == load_and_compare(IP_PROTOCOL, &[1])[1])
