@@ -245,9 +245,11 @@ fn ports(packet: &Packet) -> (u16, u16) {
     }
 }
 
-/// Most journeys open at once: past it the oldest is finished early, so a
-/// flood of matching packets cannot grow pkttrace's memory without bound.
+/// Most journeys open at once, and most events they hold: past either the
+/// oldest is finished early, so a flood of matching packets cannot grow
+/// pkttrace's memory without bound (tens of MiB at most).
 const MAX_OPEN: usize = 4096;
+const MAX_OPEN_EVENTS: usize = 65_536;
 /// Most events of one journey. A packet's journey makes a few dozen; more
 /// means lookalike packets were joined (the DF datagrams of one flow all
 /// carry IP id 0), so the journey is finished there and the next event
@@ -312,6 +314,8 @@ pub struct Assembler {
     evicted: Vec<Journey>,
     next_id: u64,
     quiet_ns: u64,
+    /// Events held by the open journeys.
+    open_events: usize,
 }
 
 impl Assembler {
@@ -324,6 +328,7 @@ impl Assembler {
             unclaimed_routes: VecDeque::new(),
             evicted: Vec::new(),
             next_id: 1,
+            open_events: 0,
             quiet_ns,
         }
     }
@@ -387,6 +392,7 @@ impl Assembler {
         }
         open.last_time = open.last_time.max(event.time_ns);
         open.journey.events.push(event);
+        self.open_events += 1;
         for key in keys {
             if !open.keys.contains(&key) {
                 open.keys.push(key);
@@ -461,7 +467,7 @@ impl Assembler {
             self.add_to(id, route);
         }
         self.add_to(id, event);
-        if self.open.len() > MAX_OPEN
+        while (self.open.len() > MAX_OPEN || self.open_events > MAX_OPEN_EVENTS)
             && let Some((_, oldest)) = self.open.pop_first()
         {
             self.forget(&oldest);
@@ -563,6 +569,7 @@ impl Assembler {
 
     /// Removes the index entries that still point at a finished journey.
     fn forget(&mut self, open: &OpenJourney) {
+        self.open_events = self.open_events.saturating_sub(open.journey.events.len());
         for key in &open.keys {
             if self.index.get(key) == Some(&open.journey.id) {
                 self.index.remove(key);
@@ -593,6 +600,7 @@ impl Assembler {
     /// Every journey still open, when tracing stops.
     pub fn take_all(&mut self) -> Vec<Journey> {
         self.index.clear();
+        self.open_events = 0;
         let mut done = std::mem::take(&mut self.evicted);
         done.extend(
             std::mem::take(&mut self.open)

@@ -164,6 +164,30 @@ fn a_flood_cannot_grow_the_open_set_without_bound() {
     assert_eq!(assembler.take_all().len(), MAX_OPEN);
 }
 
+/// The DF datagrams of one flow all carry IP id 0: a flood of them looks
+/// like one packet seen again and again, and must not make one journey
+/// grow without bound.
+#[test]
+fn lookalike_packets_cannot_grow_one_journey_without_bound() {
+    let template = recorded(ICMP_MASQUERADE)
+        .into_iter()
+        .find(|e| matches!(e.kind, EventKind::Transmit { .. }))
+        .unwrap();
+    let mut assembler = Assembler::new(u64::MAX);
+    for n in 0..(3 * MAX_EVENTS as u64) {
+        let mut event = template.clone();
+        event.skb += n * 256;
+        event.time_ns += n;
+        assembler.push(event);
+    }
+    let sizes: Vec<usize> = assembler
+        .take_all()
+        .iter()
+        .map(|j| j.events.len())
+        .collect();
+    assert_eq!(sizes, vec![MAX_EVENTS; 3]);
+}
+
 #[test]
 fn a_reused_skb_address_does_not_join_two_lookalike_packets() {
     // Two SYN+ACKs (IP id 0, same length) of different connections, one skb slot.
