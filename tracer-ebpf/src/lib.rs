@@ -541,18 +541,25 @@ pub fn emit_packet(cfg: &Config, event: &mut PacketEvent, skb: u64, at: HeaderAt
 /// `headers` (HEADERS_MAX bytes of room); returns how many.
 #[inline(always)]
 pub fn copy_headers(cfg: &Config, skb: u64, at: HeaderAt, headers: *mut u8) -> u32 {
-    let Some((source, length)) = headers_location(cfg, skb, at) else {
+    copy_at_most::<HEADERS_MAX>(headers, headers_location(cfg, skb, at))
+}
+
+/// Copies up to `MAX` bytes of kernel memory at `location` (start, length)
+/// into `room` (`MAX` bytes); returns how many, 0 when nothing could be read.
+#[inline(always)]
+fn copy_at_most<const MAX: usize>(room: *mut u8, location: Option<(u64, u64)>) -> u32 {
+    let Some((source, length)) = location else {
         return 0;
     };
-    let length = if length > HEADERS_MAX as u64 {
-        HEADERS_MAX as u32
+    let length = if length > MAX as u64 {
+        MAX as u32
     } else {
         length as u32
     };
-    // SAFETY: `headers` has room for HEADERS_MAX bytes and `length` is at
-    // most that; the helper checks the source.
+    // SAFETY: `room` has MAX bytes and `length` is at most that; the helper
+    // checks the source.
     let read = unsafe {
-        bpf_probe_read_kernel_raw(headers.cast(), length, source as *const core::ffi::c_void)
+        bpf_probe_read_kernel_raw(room.cast(), length, source as *const core::ffi::c_void)
     };
     if length > 0 && read == 0 { length } else { 0 }
 }
@@ -595,20 +602,7 @@ fn payload_location(cfg: &Config, skb: u64, at: HeaderAt) -> Option<(u64, u64)> 
 pub fn emit_with_payload(cfg: &Config, event: &mut PacketEvent, skb: u64, at: HeaderAt) {
     let location = payload_location(cfg, skb, at);
     emit_payload_record(cfg, event, |payload| {
-        let Some((source, length)) = location else {
-            return 0;
-        };
-        let length = if length > PAYLOAD_MAX as u64 {
-            PAYLOAD_MAX as u32
-        } else {
-            length as u32
-        };
-        // SAFETY: `payload` has room for PAYLOAD_MAX bytes and `length` is at
-        // most that; the helper checks the source.
-        let read = unsafe {
-            bpf_probe_read_kernel_raw(payload.cast(), length, source as *const core::ffi::c_void)
-        };
-        if length > 0 && read == 0 { length } else { 0 }
+        copy_at_most::<PAYLOAD_MAX>(payload, location)
     });
 }
 
