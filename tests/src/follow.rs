@@ -24,25 +24,29 @@ pub fn follow_json(args: &[&str]) -> Result<Followed> {
     let mut all = vec!["follow"];
     all.extend_from_slice(args);
     all.push("--json");
-    let run = pkttrace(&all)?;
-    ensure!(!run.timed_out, "pkttrace did not finish: {run}");
-    let records = run
-        .stdout
-        .lines()
-        .map(|line| {
-            serde_json::from_str::<Value>(line).with_context(|| format!("not JSON: {line}"))
-        })
-        .collect::<Result<Vec<_>>>()?;
-    for record in &records {
-        ensure!(
-            record["schema_version"] == SCHEMA_VERSION,
-            "every line says its schema version: {record}"
-        );
-    }
-    Ok(Followed { run, records })
+    Followed::read(pkttrace(&all)?)
 }
 
 impl Followed {
+    /// Reads what a finished `pkttrace follow --json` run printed.
+    pub fn read(run: RunOutput) -> Result<Self> {
+        ensure!(!run.timed_out, "pkttrace did not finish: {run}");
+        let records = run
+            .stdout
+            .lines()
+            .map(|line| {
+                serde_json::from_str::<Value>(line).with_context(|| format!("not JSON: {line}"))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        for record in &records {
+            ensure!(
+                record["schema_version"] == SCHEMA_VERSION,
+                "every line says its schema version: {record}"
+            );
+        }
+        Ok(Followed { run, records })
+    }
+
     pub fn code(&self) -> Option<i32> {
         self.run.status.code()
     }

@@ -310,6 +310,91 @@ fn a_plain_network_namespace_joined_to_the_host_by_a_veth() -> Result<()> {
     Ok(())
 }
 
+/// A datagram read on another CPU than the one that sent it goes back to the
+/// sender's CPU, which frees it when it next runs its network softirq
+/// (`skb_defer_free_flush`), in whatever task it interrupted: often just
+/// before the read is reported or with the next datagram. That free is no
+/// hop, and every datagram is told delivered to its reader.
+#[test]
+fn datagrams_read_on_another_cpu_are_told_delivered_to_their_reader() -> Result<()> {
+    let cpus = std::thread::available_parallelism()?.get();
+    if cpus < 2 {
+        eprintln!("skipped: the reader and the sender need a CPU each ({cpus} here)");
+        return Ok(());
+    }
+    let pair = NetnsPair::new()?;
+    let (address, port) = (pair.host_ip(), 5300);
+    let reader = format!(
+        "import socket\ns = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n\
+         s.bind(('{address}', {port}))\nwhile True: s.recv(2048)"
+    );
+    let _reader = KilledOnDrop(
+        Command::new("taskset")
+            .args(["-c", "1", "python3", "-c", &reader])
+            .spawn()?,
+    );
+    let bound = format!("sport = :{port}");
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while !String::from_utf8_lossy(&Command::new("ss").args(["-Huln", &bound]).output()?.stdout)
+        .contains(&format!("{address}:{port}"))
+    {
+        ensure!(
+            std::time::Instant::now() < deadline,
+            "the reader never bound port {port}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let dest = format!("{address}:{port}");
+    let dir = tempfile::tempdir()?;
+    let events = dir.path().join("events.jsonl");
+    let tracer = Pkttrace::spawn_attached([
+        "follow".as_ref(),
+        pair.name().as_ref(),
+        dest.as_ref(),
+        "--timeout".as_ref(),
+        "3".as_ref(),
+        "--json".as_ref(),
+        "--save-events".as_ref(),
+        events.as_os_str(),
+    ])?;
+    // One process, one source port: 20 datagrams, 20 ms apart, from CPU 0
+    // (the other way round the kernel frees them without a trace).
+    let sender = format!(
+        "import socket, time\ns = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n\
+         for i in range(20):\n    s.sendto(b'datagram %d' % i, ('{address}', {port}))\n    time.sleep(0.02)"
+    );
+    pair.exec_ok(["taskset", "-c", "0", "python3", "-c", &sender])?;
+    let followed = Followed::read(tracer.wait(Duration::from_secs(30))?)?;
+    let datagrams = followed.journeys();
+    ensure!(
+        datagrams.len() == 20,
+        "every datagram told once: {:#?}\n{}",
+        datagrams,
+        followed.run.stderr
+    );
+    // The test is only worth something if the kernel did defer the frees.
+    let deferred = std::fs::read_to_string(&events)?
+        .lines()
+        .filter(|line| line.contains("\"location\":\"skb_defer_free_flush"))
+        .count();
+    ensure!(
+        deferred > 0,
+        "the reader's CPU handed the skbs back to the sender's"
+    );
+    for datagram in datagrams {
+        let outcome = &datagram["outcome"];
+        ensure!(
+            outcome["kind"] == "delivered" && outcome["process"] == "python3",
+            "delivered to the reader: {datagram:#}"
+        );
+        ensure!(
+            !datagram.to_string().contains("skb_defer_free_flush"),
+            "the deferred free is no hop: {datagram:#}"
+        );
+    }
+    Ok(())
+}
+
 #[test]
 fn bad_input_gets_one_clear_line_and_exit_code_2() -> Result<()> {
     let cases: [(&[&str], &str); 4] = [
@@ -1573,4 +1658,14 @@ fn the_ring_buffer_has_the_size_asked_for() -> Result<()> {
         .collect();
     assert_eq!(sizes, [16 << 20], "one EVENTS ring buffer of 16 MiB");
     Ok(())
+}
+
+/// A helper process of a test, killed and reaped when the test ends.
+struct KilledOnDrop(std::process::Child);
+
+impl Drop for KilledOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }

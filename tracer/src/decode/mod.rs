@@ -116,6 +116,12 @@ impl EventKind {
         matches!(self, Self::Consume { location } if frees_a_neighbour_solicit(location))
     }
 
+    /// The kernel returning the memory of a skb a socket reader finished
+    /// with (see `is_deferred_free`): not a hop of the packet.
+    pub fn is_deferred_free(&self) -> bool {
+        matches!(self, Self::Consume { location } if is_deferred_free(location))
+    }
+
     /// The packet enters the local stack of its namespace (INPUT's entry).
     pub fn enters_local_stack(&self) -> bool {
         matches!(
@@ -294,6 +300,15 @@ pub fn frees_a_neighbour_solicit(location: &str) -> bool {
     ["__neigh_event_send", "neigh_probe", "neigh_timer_handler"].contains(&function)
 }
 
+/// A socket reader on another CPU than the one that allocated the skb hands
+/// it back to that CPU (`skb_attempt_defer_free`), which frees it whenever it
+/// next runs its network softirq: maybe before the read is reported, maybe
+/// seconds later, in whatever task it interrupted. The free says that a
+/// reader consumed the packet, and nothing about where the packet was.
+pub fn is_deferred_free(location: &str) -> bool {
+    location.split('+').next() == Some("skb_defer_free_flush")
+}
+
 fn c_string(bytes: &[u8]) -> String {
     let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
     String::from_utf8_lossy(&bytes[..end]).into_owned()
@@ -384,14 +399,20 @@ pub fn decode(raw: &PacketEvent, payload: Option<&[u8]>, names: &KernelNames) ->
         },
         number => Transport::Other { number },
     };
+    // A deferred free's device and namespace are whatever its CPU was doing.
+    let (netns, ifindex, ifname) = if kind.is_deferred_free() {
+        (0, 0, String::new())
+    } else {
+        (raw.netns, raw.ifindex, c_string(&raw.ifname))
+    };
     Some(Event {
         time_ns: raw.timestamp_ns,
         skb: raw.skb,
         kind,
-        netns: raw.netns,
+        netns,
         task_netns: raw.task_netns,
-        ifindex: raw.ifindex,
-        ifname: c_string(&raw.ifname),
+        ifindex,
+        ifname,
         packet: Packet {
             src: Ipv4Addr::from(raw.saddr),
             dst: Ipv4Addr::from(raw.daddr),

@@ -280,6 +280,21 @@ struct OpenJourney {
     alive: Vec<u64>,
     /// Its packet sits in a neighbour's queue, waiting for ARP.
     waiting_for_neighbour: bool,
+    /// The kernel freed its skb after a socket reader consumed it, on the
+    /// CPU that made it (see `push_deferred_free`): its read may come later.
+    consumed_by_reader: bool,
+}
+
+/// A freed skb's address is another packet's next: it stops being a key.
+fn forget_skb(open: &mut OpenJourney, index: &mut HashMap<Key, u64>, id: u64, freed: u64) {
+    open.alive.retain(|skb| *skb != freed);
+    open.keys.retain(|key| {
+        let gone = matches!(key, Key::Skb(skb, _) if *skb == freed);
+        if gone && index.get(key) == Some(&id) {
+            index.remove(key);
+        }
+        !gone
+    });
 }
 
 impl OpenJourney {
@@ -370,17 +385,7 @@ impl Assembler {
             || (open.waiting_for_neighbour && matches!(event.kind, EventKind::Route { .. }));
         match &event.kind {
             EventKind::Route { .. } => {}
-            kind if kind.ends_skb() => {
-                open.alive.retain(|skb| *skb != event.skb);
-                let freed = event.skb;
-                open.keys.retain(|key| {
-                    let gone = matches!(key, Key::Skb(skb, _) if *skb == freed);
-                    if gone && self.index.get(key) == Some(&id) {
-                        self.index.remove(key);
-                    }
-                    !gone
-                });
-            }
+            kind if kind.ends_skb() => forget_skb(open, &mut self.index, id, event.skb),
             _ => {
                 if !open.alive.contains(&event.skb) {
                     open.alive.push(event.skb);
@@ -403,6 +408,10 @@ impl Assembler {
     pub fn push(&mut self, event: Event) {
         if matches!(event.kind, EventKind::Route { .. }) {
             self.push_route(event);
+            return;
+        }
+        if event.kind.is_deferred_free() {
+            self.push_deferred_free(&event);
             return;
         }
         if event.kind == EventKind::SocketRead && event.skb == 0 {
@@ -461,6 +470,7 @@ impl Assembler {
                 keys: Vec::new(),
                 alive: Vec::new(),
                 waiting_for_neighbour: false,
+                consumed_by_reader: false,
             },
         );
         for route in routes {
@@ -473,6 +483,20 @@ impl Assembler {
             self.forget(&oldest);
             self.evicted.push(oldest.into_sorted());
         }
+    }
+
+    /// A deferred free (see `decode::is_deferred_free`) is no hop: it happens
+    /// whenever and wherever the allocating CPU gets to it, before or after
+    /// the read that caused it is reported. It only says that the skb is gone
+    /// and that a reader consumed the packet.
+    fn push_deferred_free(&mut self, free: &Event) {
+        let key = Key::Skb(free.skb, Identity::of(&free.packet));
+        let Some(id) = self.find(key, free.time_ns) else {
+            return;
+        };
+        let open = self.open.get_mut(&id).expect("found above");
+        open.consumed_by_reader = true;
+        forget_skb(open, &mut self.index, id, free.skb);
     }
 
     /// A datagram read is seen by its socket, not its packet (UDP copies a
@@ -511,6 +535,7 @@ impl Assembler {
                 .iter()
                 .any(|e| e.kind == EventKind::SocketRead);
             let queued = open.alive.contains(&skb)
+                || open.consumed_by_reader
                 || open.journey.events.last().is_some_and(|last| {
                     matches!(last.kind, EventKind::Consume { .. })
                         && read.time_ns.saturating_sub(last.time_ns) < FREED_BEFORE_READ_NS

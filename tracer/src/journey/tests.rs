@@ -41,9 +41,19 @@ pub const LEFT_THROUGH_IFB: &str = include_str!("fixtures/left_through_ifb.jsonl
 /// server answers: both datagrams are read by sockets, seen by socket only.
 pub const UDP_ECHO: &str = include_str!("fixtures/udp_echo.jsonl");
 
+/// Three datagrams from netns ptx (10.202.0.2, sender on CPU 0) to a python
+/// socket on the host (10.202.0.1:5300, reader on CPU 1), recorded with
+/// --save-events: CPU 0 frees each skb (`skb_defer_free_flush`) when it next
+/// runs its network softirq, 100-300 ms after the read.
+pub const UDP_DEFERRED_FREE: &str = include_str!("fixtures/udp_deferred_free.jsonl");
+
 pub fn assemble(fixture: &str) -> Vec<Journey> {
+    assemble_events(recorded(fixture))
+}
+
+fn assemble_events(events: Vec<Event>) -> Vec<Journey> {
     let mut assembler = Assembler::new(100_000_000);
-    for event in recorded(fixture) {
+    for event in events {
         assembler.push(event);
     }
     let mut journeys = assembler.take_all();
@@ -349,6 +359,61 @@ fn a_datagram_read_seen_by_its_socket_joins_the_datagram_it_read() {
         request.first_packet().transport,
         Transport::Udp { dport: 7777, .. }
     ));
+}
+
+fn assert_each_datagram_read_and_no_free_in(journeys: &[Journey]) {
+    let datagrams: Vec<&Journey> = journeys
+        .iter()
+        .filter(|j| matches!(j.first_packet().transport, Transport::Udp { .. }))
+        .collect();
+    assert_eq!(datagrams.len(), 3, "one journey per datagram");
+    for journey in datagrams {
+        assert!(
+            journey
+                .events
+                .iter()
+                .any(|e| e.kind == EventKind::SocketRead),
+            "python3's read joined journey {}",
+            journey.id
+        );
+        assert!(
+            !journey.events.iter().any(|e| e.kind.is_deferred_free()),
+            "a deferred free is no hop of journey {}",
+            journey.id
+        );
+    }
+}
+
+#[test]
+fn a_deferred_free_is_no_hop_and_does_not_keep_the_read_out() {
+    let events = recorded(UDP_DEFERRED_FREE);
+    assert_eq!(
+        events.iter().filter(|e| e.kind.is_deferred_free()).count(),
+        2,
+        "the fixture has the frees of the first two datagrams"
+    );
+    assert_each_datagram_read_and_no_free_in(&assemble_events(events.clone()));
+
+    // The free may also be reported just before the read that caused it
+    // (the reader's CPU reports the read after handing the skb back).
+    let mut raced = events;
+    let frees: Vec<usize> = (0..raced.len())
+        .filter(|&i| raced[i].kind.is_deferred_free())
+        .collect();
+    for at in frees.into_iter().rev() {
+        let free = raced.remove(at);
+        let read_at = raced
+            .iter()
+            .position(|e| {
+                e.kind == EventKind::SocketRead
+                    && e.time_ns > raced.iter().find(|p| p.skb == free.skb).unwrap().time_ns
+            })
+            .expect("the read of the freed datagram");
+        let mut free = free;
+        free.time_ns = raced[read_at].time_ns - 2_000;
+        raced.insert(read_at, free);
+    }
+    assert_each_datagram_read_and_no_free_in(&assemble_events(raced));
 }
 
 #[test]
