@@ -42,7 +42,11 @@ fn only_request(followed: &Followed) -> Result<(Value, Value)> {
     let requests: Vec<&Value> = followed
         .journeys()
         .into_iter()
-        .filter(|j| j["direction"] == "request" && j.get("retransmission_of").is_none())
+        .filter(|j| {
+            j["direction"] == "request"
+                && j.get("retransmission_of").is_none()
+                && j.get("same_flow_as").is_none()
+        })
         .collect();
     ensure!(requests.len() == 1, "one request: {:#?}", followed.records);
     let last = hops(requests[0]).last().context("a hop")?.clone();

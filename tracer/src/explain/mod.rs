@@ -292,6 +292,10 @@ pub struct Story {
     /// The sender sent request `retransmission_of` again: it got no answer in time.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub retransmission_of: Option<u64>,
+    /// Another UDP datagram with the ports of request `same_flow_as`, which
+    /// had no answer yet (a retry or the next of a stream: not told apart).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub same_flow_as: Option<u64>,
     /// What the hops alone do not say (how a published port is served).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
@@ -382,7 +386,10 @@ impl<'a> Telling<'a> {
                 arp_result: Some(arp_ending(journey, result)),
                 ..Self::request()
             },
-            Role::Request | Role::Retransmission { .. } | Role::SecondLeg { .. } => Self::request(),
+            Role::Request
+            | Role::Retransmission { .. }
+            | Role::SameFlow { .. }
+            | Role::SecondLeg { .. } => Self::request(),
         }
     }
 }
@@ -1008,6 +1015,7 @@ pub fn explain(
         reply_to: telling.request.map(|r| r.id),
         second_leg_of: None,
         retransmission_of: None,
+        same_flow_as: None,
         note: None,
         what: describe(&first),
         tuple: Tuple::of(&first),

@@ -374,6 +374,9 @@ impl Run {
             Role::Retransmission { of } => Role::Retransmission {
                 of: self.number(of),
             },
+            Role::SameFlow { of } => Role::SameFlow {
+                of: self.number(of),
+            },
             Role::SecondLeg { of } => Role::SecondLeg {
                 of: self.number(of),
             },

@@ -137,6 +137,7 @@ impl Teller {
                 self.remember(journey, &story);
             }
             Role::Retransmission { of } => story.retransmission_of = Some(of),
+            Role::SameFlow { of } => story.same_flow_as = Some(of),
             Role::ArpRequest { .. } => self.remember(journey, &story),
             Role::Reply { .. } | Role::ArpReply { .. } => {}
         }
@@ -231,7 +232,9 @@ impl Drawing {
         let belongs = match role {
             Role::Request => self.stories.is_empty(),
             Role::Reply { to } => kept(to),
-            Role::Retransmission { of } | Role::SecondLeg { of } => kept(of),
+            Role::Retransmission { of } | Role::SameFlow { of } | Role::SecondLeg { of } => {
+                kept(of)
+            }
             Role::ArpRequest { .. } | Role::ArpReply { .. } => false,
         };
         if belongs {

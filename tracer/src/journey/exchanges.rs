@@ -55,8 +55,15 @@ pub struct Target {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Role {
     Request,
-    /// The sender sent request `of` again (a TCP SYN retransmitted).
+    /// The sender sent request `of` again (a TCP SYN retransmitted, an
+    /// ICMP echo with the same id and sequence number).
     Retransmission {
+        of: u64,
+    },
+    /// Another UDP datagram with the ports of request `of`, still
+    /// unanswered: a retry (DNS) or the next of a stream, which the kernel
+    /// cannot tell apart.
+    SameFlow {
         of: u64,
     },
     /// docker-proxy's own connection, carrying on request `of`.
@@ -283,7 +290,12 @@ impl Exchanges {
             });
         if outgoing {
             if let Some(of) = self.retransmission_of(&first) {
-                return vec![Told::Journey(journey, Role::Retransmission { of })];
+                let role = if matches!(first.transport, Transport::Udp { .. }) {
+                    Role::SameFlow { of }
+                } else {
+                    Role::Retransmission { of }
+                };
+                return vec![Told::Journey(journey, role)];
             }
             if self.target.limit.is_some_and(|n| self.requests_told >= n) {
                 return Vec::new();
@@ -331,7 +343,8 @@ impl Exchanges {
         }
     }
 
-    /// The request still waiting whose first packet `packet` repeats.
+    /// The request still waiting whose first packet `packet` repeats (for
+    /// UDP: whose ports it has).
     fn retransmission_of(&self, packet: &Packet) -> Option<u64> {
         self.waiting
             .iter()
@@ -449,7 +462,9 @@ fn destination_port(packet: &Packet) -> Option<u16> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::journey::tests::{FORWARDING_DISABLED, ICMP_MASQUERADE, TCP_REFUSED, assemble};
+    use crate::journey::tests::{
+        FORWARDING_DISABLED, ICMP_MASQUERADE, TCP_REFUSED, UDP_CLOSED_PORT, assemble,
+    };
 
     /// The recordings' lab: container dev-c1 following the upstream host
     /// (with `--arp`: ARP exchanges are journeys too).
@@ -572,6 +587,25 @@ mod tests {
             roles(&exchanges.place(again)),
             [Role::Retransmission { of: journeys[0].id }],
             "not a new request, and not left out by --count"
+        );
+    }
+
+    #[test]
+    fn another_datagram_of_an_unanswered_flow_is_not_called_sent_again() {
+        let journeys = assemble(UDP_CLOSED_PORT);
+        let mut exchanges = follow_upstream(Some(1));
+        exchanges.target.destination = journeys[0].first_packet().dst;
+        exchanges.target.source_netns = journeys[0].events[0].netns;
+        assert_eq!(
+            roles(&exchanges.place(journeys[0].clone())),
+            [Role::Request]
+        );
+        let mut next = journeys[0].clone();
+        next.id = 99;
+        assert_eq!(
+            roles(&exchanges.place(next)),
+            [Role::SameFlow { of: journeys[0].id }],
+            "a retry and the next of a stream look the same"
         );
     }
 

@@ -37,6 +37,9 @@ pub fn render_steps(story: &Story) -> Vec<String> {
         (Direction::Request, _, None, Some(first)) => {
             format!("request, sent again (#{first} got no answer in time)")
         }
+        (Direction::Request, _, None, None) if let Some(first) = story.same_flow_as => {
+            format!("request, same ports as #{first}, which has no answer yet")
+        }
         (Direction::Request, _, None, None) => "request".to_string(),
         (Direction::Reply, Some(id), _, _) => format!("reply to #{id}"),
         (Direction::Reply, None, _, _) => "reply".to_string(),
