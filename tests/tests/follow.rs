@@ -328,22 +328,12 @@ fn datagrams_read_on_another_cpu_are_told_delivered_to_their_reader() -> Result<
         "import socket\ns = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n\
          s.bind(('{address}', {port}))\nwhile True: s.recv(2048)"
     );
-    let _reader = KilledOnDrop(
-        Command::new("taskset")
-            .args(["-c", "1", "python3", "-c", &reader])
-            .spawn()?,
-    );
-    let bound = format!("sport = :{port}");
-    let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    while !String::from_utf8_lossy(&Command::new("ss").args(["-Huln", &bound]).output()?.stdout)
-        .contains(&format!("{address}:{port}"))
-    {
-        ensure!(
-            std::time::Instant::now() < deadline,
-            "the reader never bound port {port}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let _reader = serve_in_host(
+        &["taskset", "-c", "1", "python3", "-c", &reader],
+        "-Huln",
+        address,
+        port,
+    )?;
     let dest = format!("{address}:{port}");
     let dir = tempfile::tempdir()?;
     let events = dir.path().join("events.jsonl");
@@ -392,6 +382,43 @@ fn datagrams_read_on_another_cpu_are_told_delivered_to_their_reader() -> Result<
             "the deferred free is no hop: {datagram:#}"
         );
     }
+    Ok(())
+}
+
+/// Following a TCP connection without a probe: a bare ACK asks for no
+/// answer, and one acknowledgement answers every segment it covers, so
+/// nothing the receiver acknowledged is told unanswered.
+#[test]
+fn a_followed_tcp_stream_has_no_unanswered_segments() -> Result<()> {
+    let pair = NetnsPair::new()?;
+    let (address, port) = (pair.host_ip(), 5400);
+    let server = format!(
+        "import socket\ns = socket.socket()\ns.bind(('{address}', {port}))\ns.listen()\n\
+         c, _ = s.accept()\nwhile c.recv(65536): pass"
+    );
+    let _server = serve_in_host(&["python3", "-c", &server], "-Htln", address, port)?;
+    let dest = format!("{address}:{port}");
+    let tracer =
+        Pkttrace::spawn_attached(["follow", pair.name(), &dest, "--timeout", "3", "--json"])?;
+    // Back-to-back small segments: the receiver acknowledges several at once.
+    let client = format!(
+        "import socket, time\ns = socket.create_connection(('{address}', {port}))\n\
+         s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)\n\
+         for i in range(40): s.send(b'y' * 1000)\ntime.sleep(0.3)\ns.close()"
+    );
+    pair.exec_ok(["python3", "-c", &client])?;
+    let followed = Followed::read(tracer.wait(Duration::from_secs(30))?)?;
+    let told = followed.journeys();
+    ensure!(
+        told.iter().any(|j| j["what"] == "TCP SYN")
+            && told.iter().filter(|j| j["direction"] == "reply").count() >= 2,
+        "the handshake and the acknowledgements are told: {told:#?}"
+    );
+    ensure!(
+        followed.no_replies().is_empty(),
+        "nothing acknowledged is told unanswered: {:#?}",
+        followed.no_replies()
+    );
     Ok(())
 }
 
@@ -1658,6 +1685,30 @@ fn the_ring_buffer_has_the_size_asked_for() -> Result<()> {
         .collect();
     assert_eq!(sizes, [16 << 20], "one EVENTS ring buffer of 16 MiB");
     Ok(())
+}
+
+/// Starts a server in the host's namespace and returns once `ss ss_flags`
+/// shows it listening on `address:port`.
+fn serve_in_host(
+    command: &[&str],
+    ss_flags: &str,
+    address: Ipv4Addr,
+    port: u16,
+) -> Result<KilledOnDrop> {
+    let server = KilledOnDrop(Command::new(command[0]).args(&command[1..]).spawn()?);
+    let bound = format!("sport = :{port}");
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while !String::from_utf8_lossy(&Command::new("ss").args([ss_flags, &bound]).output()?.stdout)
+        .contains(&format!("{address}:{port}"))
+    {
+        ensure!(
+            std::time::Instant::now() < deadline,
+            "{} never bound port {port}",
+            command.join(" ")
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(server)
 }
 
 /// A helper process of a test, killed and reaped when the test ends.

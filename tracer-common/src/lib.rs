@@ -111,7 +111,9 @@ pub struct PacketEvent {
     /// 0x0800 for IPv4; 0x0806 for ARP, whose operation is in `sport`, sender
     /// and target addresses in `saddr`/`daddr` and `mac_src`/`mac_dst`.
     pub ether_type: u16,
-    pub _pad: u16,
+    /// TCP: bytes of data the segment carries (IP total length less both
+    /// headers): a bare ACK carries none and asks for no answer.
+    pub tcp_payload_len: u16,
     /// Device the packet is on (receive: arrived on; transmit: leaving by;
     /// netfilter: input device, or output device on output hooks).
     pub ifindex: u32,

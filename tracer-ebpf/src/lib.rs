@@ -367,7 +367,11 @@ fn read_transport(
                 event.dport = u16::from_be(ports[1]);
             }
             if ip.protocol == IPPROTO_TCP {
-                event.tcp_flags = read::<u8>(l4, 13).unwrap_or(0);
+                // Data offset (high 4 bits, in words), then the flags.
+                let [offset, flags] = read::<[u8; 2]>(l4, 12).unwrap_or([0; 2]);
+                event.tcp_flags = flags;
+                let headers = ((ip.version_ihl & 0x0f) as u16 + (offset >> 4) as u16) * 4;
+                event.tcp_payload_len = u16::from_be(ip.tot_len).saturating_sub(headers);
                 if let Some([seq, ack]) = read::<[u32; 2]>(l4, 4) {
                     event.tcp_seq = u32::from_be(seq);
                     event.tcp_ack = u32::from_be(ack);

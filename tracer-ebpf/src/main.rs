@@ -375,6 +375,7 @@ fn capture_tcp_payload(ctx: &TcContext) {
     event.sport = sport;
     event.dport = dport;
     event.tcp_flags = offset_and_flags[1];
+    event.tcp_payload_len = length as u16;
     // Part of the packet's identity: the tracepoints' events of this segment carry them too.
     event.tcp_seq = u32::from_be(seq_and_ack[0]);
     event.tcp_ack = u32::from_be(seq_and_ack[1]);

@@ -167,6 +167,9 @@ pub enum Transport {
         seq: u32,
         #[serde(default)]
         ack: u32,
+        /// Bytes of data (unknown in recordings made before pkttrace read it).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        payload: Option<u16>,
     },
     Udp {
         sport: u16,
@@ -194,7 +197,34 @@ impl Transport {
             Self::Other { number } => number,
         }
     }
+
+    /// A TCP segment with no data, SYN or FIN (a bare ACK, a RST): nothing
+    /// answers it.
+    pub fn asks_for_no_answer(self) -> bool {
+        matches!(self, Self::Tcp { flags, payload: Some(0), .. } if flags & (TCP_SYN | TCP_FIN) == 0)
+    }
+
+    /// TCP: the sequence number an acknowledgement of this whole segment
+    /// carries (SYN and FIN count one each); None when its length is unknown.
+    pub fn tcp_end(self) -> Option<u32> {
+        let Self::Tcp {
+            flags,
+            seq,
+            payload: Some(payload),
+            ..
+        } = self
+        else {
+            return None;
+        };
+        let flagged = u32::from(flags & TCP_SYN != 0) + u32::from(flags & TCP_FIN != 0);
+        Some(seq.wrapping_add(u32::from(payload)).wrapping_add(flagged))
+    }
 }
+
+pub const TCP_FIN: u8 = 0x01;
+pub const TCP_SYN: u8 = 0x02;
+pub const TCP_RST: u8 = 0x04;
+pub const TCP_ACK: u8 = 0x10;
 
 /// The packet an ICMP error quotes, as the error carries it (after any NAT
 /// the kernel applied to the error on its way).
@@ -392,6 +422,7 @@ pub fn decode(raw: &PacketEvent, payload: Option<&[u8]>, names: &KernelNames) ->
             flags: raw.tcp_flags,
             seq: raw.tcp_seq,
             ack: raw.tcp_ack,
+            payload: Some(raw.tcp_payload_len),
         },
         17 => Transport::Udp {
             sport: raw.sport,

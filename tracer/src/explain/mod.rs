@@ -601,11 +601,11 @@ impl Explainer<'_> {
 
 /// Packets only the kernel sends: handshake answers, resets, ICMP replies and errors.
 fn kernel_generated(packet: &Packet) -> bool {
-    const SYN: u8 = 0x02;
-    const RST: u8 = 0x04;
-    const ACK: u8 = 0x10;
+    use crate::decode::{TCP_ACK, TCP_RST, TCP_SYN};
     match packet.transport {
-        Transport::Tcp { flags, .. } => flags & RST != 0 || flags & (SYN | ACK) == SYN | ACK,
+        Transport::Tcp { flags, .. } => {
+            flags & TCP_RST != 0 || flags & (TCP_SYN | TCP_ACK) == TCP_SYN | TCP_ACK
+        }
         Transport::Icmp { icmp_type, .. } => icmp_type != 8,
         Transport::Arp { .. } => true,
         _ => false,

@@ -16,7 +16,7 @@ use std::{collections::VecDeque, net::Ipv4Addr, time::Duration};
 use tokio::time::Instant;
 
 use super::Journey;
-use crate::decode::{EventKind, Packet, Transport};
+use crate::decode::{EventKind, Packet, TCP_ACK, Transport};
 
 /// How long a journey waits for the request it may answer.
 const PARK_WAIT: Duration = Duration::from_secs(5);
@@ -25,6 +25,14 @@ const PARK_WAIT: Duration = Duration::from_secs(5);
 const ARP_RETRY_GAP: Duration = Duration::from_millis(1500);
 /// Most requests (or parked journeys) kept at once; under a flood the oldest go.
 const MAX_WAITING: usize = 1024;
+/// The acknowledgement number of a TCP segment with ACK set.
+fn acknowledged(packet: &Packet) -> Option<u32> {
+    match packet.transport {
+        Transport::Tcp { flags, ack, .. } if flags & TCP_ACK != 0 => Some(ack),
+        _ => None,
+    }
+}
+
 /// `enum ip_conntrack_info` values from here on are the reply direction.
 const IP_CT_IS_REPLY: u8 = 3;
 const ARP_REQUEST: u16 = 1;
@@ -300,6 +308,10 @@ impl Exchanges {
             if self.target.limit.is_some_and(|n| self.requests_told >= n) {
                 return Vec::new();
             }
+            if first.transport.asks_for_no_answer() {
+                // A bare ACK or a RST: told, but no exchange of its own.
+                return vec![Told::Journey(journey, Role::Request)];
+            }
             self.requests_told += 1;
             self.last_request = Some(journey.id);
             self.wait_for_reply(&journey, false);
@@ -317,16 +329,42 @@ impl Exchanges {
             self.wait_for_reply(&journey, true);
             return vec![Told::Journey(journey, Role::SecondLeg { of })];
         }
-        match self
+        // A TCP acknowledgement answers every segment it covers, the last
+        // one told; without one, the newest request it answers.
+        let acked = acknowledged(&first);
+        let covered = |r: &Waiting| {
+            acked.is_some_and(|ack| {
+                r.first
+                    .transport
+                    .tcp_end()
+                    .is_some_and(|end| (ack.wrapping_sub(end) as i32) >= 0)
+            })
+        };
+        let index = self
             .waiting
             .iter()
-            .rposition(|r| journey.answers(&r.journey))
-        {
+            .rposition(|r| covered(r) && journey.answers(&r.journey))
+            .or_else(|| {
+                self.waiting
+                    .iter()
+                    .rposition(|r| journey.answers(&r.journey))
+            });
+        match index {
             Some(index) => {
                 let request = self.waiting.remove(index).expect("found above");
+                let mut earlier = Vec::new();
+                if self.waiting.iter().any(covered) {
+                    let rest: Vec<Waiting>;
+                    (earlier, rest) = std::mem::take(&mut self.waiting)
+                        .into_iter()
+                        .partition(|r| covered(r) && journey.answers(&r.journey));
+                    self.waiting = rest.into();
+                }
                 // Behind a proxy, the exchange ends with the second leg's answer.
-                if !self.target.expect_second_leg || request.second_leg {
-                    self.done += 1;
+                for answered in earlier.iter().chain([&request]) {
+                    if !self.target.expect_second_leg || answered.second_leg {
+                        self.done += 1;
+                    }
                 }
                 vec![Told::Journey(
                     journey,
@@ -607,6 +645,63 @@ mod tests {
             [Role::SameFlow { of: journeys[0].id }],
             "a retry and the next of a stream look the same"
         );
+    }
+
+    /// `journey` as another TCP segment of its connection.
+    fn segment(journey: &Journey, id: u64, flags: u8, seq: u32, ack: u32, payload: u16) -> Journey {
+        let mut segment = journey.clone();
+        segment.id = id;
+        for event in &mut segment.events {
+            if let Transport::Tcp { sport, dport, .. } = event.packet.transport {
+                event.packet.transport = Transport::Tcp {
+                    sport,
+                    dport,
+                    flags,
+                    seq,
+                    ack,
+                    payload: Some(payload),
+                };
+            }
+        }
+        segment
+    }
+
+    #[test]
+    fn one_cumulative_ack_answers_every_segment_it_covers() {
+        let journeys = assemble(TCP_REFUSED);
+        let (request, reply) = (&journeys[0], &journeys[1]);
+        let mut exchanges = follow_upstream(None);
+        let (push, ack) = (0x18, 0x10);
+        for (id, seq) in [(10, 1000), (11, 1100), (12, 1200)] {
+            assert_eq!(
+                roles(&exchanges.place(segment(request, id, push, seq, 1, 100))),
+                [Role::Request]
+            );
+        }
+        assert_eq!(
+            roles(&exchanges.place(segment(reply, 20, ack, 1, 1200, 0))),
+            [Role::Reply { to: 11 }],
+            "the last segment it covers, not the newest"
+        );
+        assert_eq!(exchanges.done(), 2, "and the one before it");
+        assert_eq!(
+            roles(&exchanges.place(segment(reply, 21, ack, 1, 1300, 0))),
+            [Role::Reply { to: 12 }]
+        );
+        assert_eq!(exchanges.done(), 3);
+        assert!(exchanges.finish().is_empty(), "no segment left unanswered");
+    }
+
+    #[test]
+    fn a_bare_ack_waits_for_no_answer() {
+        let journeys = assemble(TCP_REFUSED);
+        let mut exchanges = follow_upstream(None);
+        assert_eq!(
+            roles(&exchanges.place(segment(&journeys[0], 10, 0x10, 1000, 1, 0))),
+            [Role::Request]
+        );
+        assert!(exchanges.finish().is_empty(), "no \"no reply\" for an ACK");
+        assert_eq!(exchanges.done(), 0, "and no exchange");
     }
 
     /// An ARP message's journey, made from a recorded event: `operation` 1

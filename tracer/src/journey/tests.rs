@@ -216,6 +216,7 @@ fn a_reused_skb_address_does_not_join_two_lookalike_packets() {
             flags: 0x12,
             seq: 1,
             ack: 2,
+            payload: Some(0),
         };
         event.time_ns = time;
         event
