@@ -37,9 +37,23 @@ pub static LOST: PerCpuArray<[u64; LOST_SLOTS as usize]> = PerCpuArray::with_max
 /// A slot is never shared: the kernel runs one program at most once per
 /// CPU at a time (a nested run is skipped and counted as a recursion miss)
 /// and keeps it on its CPU (migration is disabled). Netfilter programs have
-/// neither guarantee and build theirs in the ring buffer instead.
+/// neither guarantee and build theirs in the ring buffer instead; they use
+/// one more slot, `TURNED_AWAY_SLOT`, for one address.
 #[map(name = "SCRATCH")]
-pub static SCRATCH: PerCpuArray<PacketEvent> = PerCpuArray::with_max_entries(LOST_SLOTS + 1, 0);
+pub static SCRATCH: PerCpuArray<PacketEvent> = PerCpuArray::with_max_entries(LOST_SLOTS + 2, 0);
+
+const TURNED_AWAY_SLOT: u32 = LOST_SLOTS + 1;
+
+/// Where a netfilter hook's entry program leaves, on its CPU, the address of
+/// the skb it just turned away (0 after one it kept), so that the same
+/// hook's after-NAT program can skip that packet in a few instructions.
+#[inline(always)]
+pub fn turned_away_at_entry() -> Option<*mut u64> {
+    SCRATCH
+        .get_ptr_mut(TURNED_AWAY_SLOT)
+        // SAFETY: a field of this CPU's slot.
+        .map(|slot| unsafe { core::ptr::addr_of_mut!((*slot).skb) })
+}
 
 /// `probe`'s cleared event in this CPU's scratch slot.
 #[inline(always)]

@@ -29,6 +29,8 @@ const TICK: Duration = Duration::from_millis(50);
 /// An event is stamped a moment before the ring buffer refuses it: a loss
 /// counted after one look may be stamped this much before that look.
 const STAMP_LEAD_NS: u64 = 1_000_000;
+/// Batches read from the ring in one look before the caller tells what finished.
+const MAX_BATCHES_PER_LOOK: usize = 16;
 /// Loss windows kept (one per look that found new losses).
 const MAX_LOSS_WINDOWS: usize = 4096;
 
@@ -106,20 +108,34 @@ impl Intake {
         let lost_so_far = probes.lost_events();
         // One batch decoded before the next is read, until the ring is
         // empty: only a batch at a time is held twice (raw and decoded).
+        // Under a flood the ring may never empty: after a bounded number of
+        // batches the caller gets control back to tell what finished (else
+        // journeys cut off by the assembler's bounds would pile up).
+        let mut newest = 0;
         for event in self.decode(raw)? {
+            newest = newest.max(event.time_ns);
             assembler.push(event);
         }
-        loop {
+        let mut emptied = false;
+        for _ in 0..MAX_BATCHES_PER_LOOK {
             let rest = probes.events_now();
-            let emptied = rest.len() < crate::probes::BATCH;
+            emptied = rest.len() < crate::probes::BATCH;
             for event in self.decode(rest)? {
+                newest = newest.max(event.time_ns);
                 assembler.push(event);
             }
             if emptied {
                 break;
             }
         }
-        self.taken_in_up_to_ns = looked_at;
+        // With events left in the ring, only what went quiet before the
+        // newest event read is known to be quiet (the quiet time dwarfs the
+        // moment between an event's stamp and its place in the ring).
+        self.taken_in_up_to_ns = if emptied {
+            looked_at
+        } else {
+            self.taken_in_up_to_ns.max(newest.min(looked_at))
+        };
         if let (Some(tracer), Some(store)) = (tracer, store) {
             // Also the traces queued already: their journeys may be told next.
             let queued = tracer.drain()?;

@@ -12,7 +12,7 @@
 use tracer_common::{Config, HeadersEvent, PacketEvent, Probe};
 use tracer_ebpf::{
     EVENTS, Header, HeaderAt, capture_skb, clear_event, config, copy_headers, count_lost, device,
-    look, netns_inode, read, scratch_event, stamp, zeroed_event,
+    look, netns_inode, read, scratch_event, stamp, turned_away_at_entry, zeroed_event,
 };
 
 const NF_ACCEPT: i32 = 1;
@@ -42,9 +42,31 @@ pub extern "C" fn after_nat(ctx: *const NfContext) -> i32 {
 
 #[inline(always)]
 fn observe(ctx: *const NfContext, probe: Probe) {
-    let Some(cfg) = config() else { return };
     // SAFETY: the verifier allows reading the context's two pointers.
     let (state, skb) = unsafe { ((*ctx).state, (*ctx).skb) };
+    let Some(turned_away) = turned_away_at_entry() else {
+        return;
+    };
+    // SAFETY: this CPU's slot. Whatever ran on this CPU since this hook's
+    // entry (an interrupting packet, another task after a preemption) left
+    // another address or 0 there: then the packet is looked at again.
+    unsafe {
+        if probe == Probe::NetfilterAfterNat {
+            // Turned away before NAT: a NAT that made it one of ours is seen
+            // from the next hook on.
+            if *turned_away == skb {
+                return;
+            }
+        } else {
+            *turned_away = skb;
+        }
+    }
+    // Kept: the after-NAT program looks at it too.
+    let kept = || {
+        // SAFETY: as above.
+        unsafe { *turned_away = 0 }
+    };
+    let Some(cfg) = config() else { return };
     // At netfilter hooks skb->data is the IP header on input and output alike.
     let o = &cfg.offsets;
     // Locally sent packets have no device yet at OUTPUT: the hook's own namespace.
@@ -58,6 +80,7 @@ fn observe(ctx: *const NfContext, probe: Probe) {
     // itself on the same CPU, so no per-CPU slot would be its own.
     if cfg.capture_headers != 0 {
         let Some(mut entry) = EVENTS.reserve::<HeadersEvent>(0) else {
+            kept();
             count_if_ours(cfg, probe, skb, header, hook_netns);
             return;
         };
@@ -71,6 +94,7 @@ fn observe(ctx: *const NfContext, probe: Probe) {
             entry.discard(0);
             return;
         }
+        kept();
         describe_hook(cfg, state, event);
         stamp(cfg, event);
         // SAFETY: the record's headers have room for HEADERS_MAX bytes.
@@ -81,6 +105,7 @@ fn observe(ctx: *const NfContext, probe: Probe) {
         entry.submit(0);
     } else {
         let Some(mut entry) = EVENTS.reserve::<PacketEvent>(0) else {
+            kept();
             count_if_ours(cfg, probe, skb, header, hook_netns);
             return;
         };
@@ -94,6 +119,7 @@ fn observe(ctx: *const NfContext, probe: Probe) {
             entry.discard(0);
             return;
         }
+        kept();
         describe_hook(cfg, state, event);
         stamp(cfg, event);
         entry.submit(0);

@@ -4,7 +4,7 @@
 //! the settings read where they happened name what they touched, the
 //! explanation tells them, and a renderer prints them.
 
-use std::{collections::HashMap, process::ExitCode, thread::JoinHandle, time::Duration};
+use std::{collections::BTreeMap, process::ExitCode, thread::JoinHandle, time::Duration};
 
 use anyhow::{Context, Result};
 use tokio::time::Instant;
@@ -43,12 +43,39 @@ struct Run {
     source: Source,
     exchanges: Exchanges,
     facts: FactFinder,
-    /// The number each journey is told with: 1, 2, 3 … in the order they
-    /// are told (the assembler's ids skip journeys nobody is told about).
-    numbers: HashMap<u64, u64>,
+    numbers: Numbering,
     teller: Teller,
     /// `--record FILE`: what each story is told from.
     recorder: Option<Recorder>,
+}
+
+/// The number each journey is told with: 1, 2, 3 … in the order they are
+/// told (the assembler's ids skip journeys nobody is told about).
+#[derive(Default)]
+struct Numbering {
+    by_id: BTreeMap<u64, u64>,
+    given: u64,
+}
+
+/// Journeys whose number is remembered: far more than can still be
+/// mentioned again (a reply names a request still waiting, and at most
+/// 1024 wait), so a long run does not grow without bound.
+const MAX_NUMBERED: usize = 1 << 16;
+
+impl Numbering {
+    /// The number `id` is told with, given on its first mention.
+    fn of(&mut self, id: u64) -> u64 {
+        if let Some(&number) = self.by_id.get(&id) {
+            return number;
+        }
+        if self.by_id.len() == MAX_NUMBERED {
+            // The assembler's ids grow: the smallest is the oldest journey.
+            self.by_id.pop_first();
+        }
+        self.given += 1;
+        self.by_id.insert(id, self.given);
+        self.given
+    }
 }
 
 pub async fn run(args: FollowArgs) -> Result<ExitCode> {
@@ -208,7 +235,7 @@ pub async fn run(args: FollowArgs) -> Result<ExitCode> {
         source,
         exchanges,
         facts: FactFinder::new(topology, &rule_tracer),
-        numbers: HashMap::new(),
+        numbers: Numbering::default(),
         recorder,
     };
     let mut assembler = Assembler::new(journey::QUIET_NS);
@@ -362,10 +389,8 @@ impl Run {
         }
     }
 
-    /// The number `id` is told with, given on its first mention.
     fn number(&mut self, id: u64) -> u64 {
-        let next = self.numbers.len() as u64 + 1;
-        *self.numbers.entry(id).or_insert(next)
+        self.numbers.of(id)
     }
 
     fn numbered_role(&mut self, role: Role) -> Role {
@@ -397,5 +422,32 @@ impl Run {
             },
             Role::ArpRequest { result } => Role::ArpRequest { result },
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn journeys_are_numbered_in_the_order_told_and_the_memory_is_bounded() {
+        let mut numbers = Numbering::default();
+        assert_eq!(numbers.of(40), 1);
+        assert_eq!(numbers.of(7), 2, "told second, whatever its id");
+        assert_eq!(numbers.of(40), 1, "the same journey keeps its number");
+        for id in 100..100 + MAX_NUMBERED as u64 {
+            numbers.of(id);
+        }
+        assert_eq!(numbers.by_id.len(), MAX_NUMBERED);
+        assert_eq!(
+            numbers.of(100 + MAX_NUMBERED as u64 - 1),
+            MAX_NUMBERED as u64 + 2,
+            "recent ones are remembered"
+        );
+        assert_eq!(
+            numbers.of(7),
+            MAX_NUMBERED as u64 + 3,
+            "the oldest were forgotten"
+        );
     }
 }
