@@ -230,6 +230,8 @@ pub struct KernelOffsets {
     /// `sizeof(struct upid)`, the stride of `pid->numbers[]`.
     pub upid_size: u32,
     pub task_flags: u32,
+    /// `task_struct.stack`: the bottom of the task's kernel stack.
+    pub task_stack: u32,
     /// `skc_addrpair`: the remote address, then the local one (8 bytes).
     pub sk_addrpair: u32,
     /// `skc_portpair`: the remote port (network order), then the local
@@ -268,10 +270,6 @@ pub struct Config {
     /// its network header on (a `HeadersEvent`), for `--pcap`.
     pub capture_headers: u8,
     pub _pad: [u8; 1],
-    /// Kernel code address range [start, end) of the softirq loop
-    /// (`handle_softirqs`); a transmit whose stack runs through it happens
-    /// in a softirq, not in the current task's own context. [0, 0]: unknown.
-    pub softirq_code: [u64; 2],
 }
 
 /// How much of a packet's payload a `PayloadEvent` carries: a classic DNS message.

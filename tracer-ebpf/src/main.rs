@@ -4,11 +4,7 @@
 #![no_main]
 
 use aya_ebpf::{
-    EbpfContext,
-    helpers::{
-        bpf_get_current_task,
-        generated::{bpf_get_stack, bpf_skb_load_bytes},
-    },
+    helpers::{bpf_get_current_task, generated::bpf_skb_load_bytes},
     macros::{btf_tracepoint, classifier, map},
     maps::PerCpuArray,
     programs::{BtfTracePointContext, TcContext},
@@ -36,7 +32,7 @@ pub fn net_dev_queue(ctx: BtfTracePointContext) -> i32 {
         HeaderAt::NetworkHeader,
         true,
         |cfg, event| {
-            event.in_task = sending_context(&ctx, cfg);
+            event.in_task = sending_context(cfg);
         },
     );
     0
@@ -50,60 +46,50 @@ pub fn netif_receive_skb(ctx: BtfTracePointContext) -> i32 {
     0
 }
 
-/// Kernel stack frames looked at to tell a softirq's transmit from a task's.
-const STACK_FRAMES: usize = 48;
-
-/// Room for a stack trace: too big for the BPF stack. Only `net_dev_queue`
-/// uses it, which runs with softirqs off, so nothing on this CPU can
-/// interrupt it and reuse the slot.
-#[map]
-static STACK_TRACE: PerCpuArray<[u64; STACK_FRAMES]> = PerCpuArray::with_max_entries(1, 0);
-
 /// `task_struct.flags` bit of kernel threads (ksoftirqd, kworkers): their
 /// own context is still the kernel's work, never a process's.
 const PF_KTHREAD: u32 = 0x0020_0000;
+/// x86-64's kernel stack size (`THREAD_SIZE`, without KASAN).
+const THREAD_SIZE: u64 = 16 * 1024;
+
+/// Where `sending_context` turns the address of one of its locals into a
+/// number (one slot per CPU; the program keeps its CPU while it runs).
+#[map]
+static FRAME_ADDRESS: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 
 /// Whether a transmit happens in the current task's own context (its system
-/// call), so the task is the sender, or in a softirq the CPU serves while
-/// some task is current: the kernel stack then runs through the softirq
-/// loop. A kernel thread is never the sender. The task may live in another
+/// call), so the task is the sender, or in a softirq or interrupt the CPU
+/// serves while some task is current. On x86-64 those run on the CPU's own
+/// IRQ stack, never on the task's, and a BPF program's stack frame lies on
+/// whatever stack the kernel runs on: where one of its locals lives tells.
+/// A kernel thread is never the sender. The task may live in another
 /// namespace than the packet: dockerd sends from sockets it opened inside
 /// containers.
 #[inline(always)]
-fn sending_context(ctx: &BtfTracePointContext, cfg: &Config) -> u8 {
-    let [softirq_start, softirq_end] = cfg.softirq_code;
-    if softirq_end == 0 {
-        return IN_TASK_UNKNOWN;
-    }
+fn sending_context(cfg: &Config) -> u8 {
     // SAFETY: a plain helper call; the task pointer is only used through probe reads.
     let task = unsafe { bpf_get_current_task() };
     if read::<u32>(task, cfg.offsets.task_flags).is_none_or(|flags| flags & PF_KTHREAD != 0) {
         return NOT_IN_TASK;
     }
-    let Some(frames) = STACK_TRACE.get_ptr_mut(0) else {
+    let (Some(stack), Some(slot)) = (
+        read::<u64>(task, cfg.offsets.task_stack),
+        FRAME_ADDRESS.get_ptr_mut(0),
+    ) else {
         return IN_TASK_UNKNOWN;
     };
-    // SAFETY: `frames` is this CPU's slot, STACK_FRAMES * 8 bytes long.
-    let size = unsafe { bpf_get_stack(ctx.as_ptr(), frames.cast(), (STACK_FRAMES * 8) as u32, 0) };
-    if size <= 0 {
-        return IN_TASK_UNKNOWN;
+    let here = 0u8;
+    // SAFETY: this CPU's slot. The verifier allows no arithmetic on a stack
+    // pointer; through map memory it comes back as a plain number.
+    let frame = unsafe {
+        core::ptr::write_volatile(slot, &here as *const u8 as u64);
+        core::ptr::read_volatile(slot)
+    };
+    if frame.wrapping_sub(stack) < THREAD_SIZE {
+        IN_TASK
+    } else {
+        NOT_IN_TASK
     }
-    let frames_read = size as usize / 8;
-    let softirq_length = softirq_end - softirq_start;
-    let mut i = 0;
-    // A loop that leaves at the trace's end keeps the verifier's work linear.
-    while i < STACK_FRAMES {
-        if i >= frames_read {
-            break;
-        }
-        // SAFETY: i < STACK_FRAMES.
-        let frame = unsafe { (*frames)[i] };
-        if frame.wrapping_sub(softirq_start) < softirq_length {
-            return NOT_IN_TASK;
-        }
-        i += 1;
-    }
-    IN_TASK
 }
 
 #[btf_tracepoint(function = "kfree_skb")]
@@ -257,7 +243,7 @@ pub fn fib_table_lookup(ctx: BtfTracePointContext) -> i32 {
     }
     // A sender's own lookup happens in its system call, before any queue.
     event.task_netns = current_netns(cfg);
-    event.in_task = sending_context(&ctx, cfg);
+    event.in_task = sending_context(cfg);
     emit(cfg, event);
     0
 }

@@ -174,7 +174,9 @@ impl FactFinder {
                 changes.mark_unchanged();
             }
             self.last_refresh = Instant::now();
-            if let Ok(topology) = Topology::discover().await {
+            // Boxed: a rare call whose large future would otherwise be
+            // moved with every journey's facts.
+            if let Ok(topology) = Box::pin(Topology::discover()).await {
                 self.topology = topology;
             }
         }

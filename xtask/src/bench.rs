@@ -1,16 +1,18 @@
 //! `cargo xtask bench`: what tracing costs the traffic and the host.
 //!
 //! iperf3 runs between a namespace of ours and the host through a veth, in
-//! three settings: without pkttrace; with pkttrace attached but watching an
+//! four settings: without pkttrace; with pkttrace attached but watching an
 //! address this traffic never uses (a busy host where the lecture's packets
-//! are a trickle: every packet only meets the in-kernel filter); and with
-//! pkttrace following this very traffic. It reports throughput, pkttrace's
+//! are a trickle: every packet only meets the in-kernel filter); with
+//! bpftrace doing the same on the same tracepoints (what a user would
+//! otherwise reach for); and with pkttrace following this very traffic. It reports throughput, pkttrace's
 //! CPU time and peak memory and the events the kernel could not hand over,
 //! times the start-up of `follow` and `dns`, and fails when a goal is missed.
 
 use std::{
     fs,
     io::{BufRead, BufReader},
+    net::Ipv4Addr,
     process::{Child, Command, ExitCode, Stdio},
     sync::mpsc,
     thread,
@@ -198,7 +200,74 @@ fn startup_time(pkttrace: &std::path::Path, args: &[&str], ready_line: &str) -> 
 struct TracerUsage {
     cpu_seconds: f64,
     peak_rss_mib: f64,
-    lost_warning: bool,
+    /// Events the ring buffer handed over per second while traffic ran
+    /// (pkttrace says how many only when it lost some).
+    events_per_second: Option<f64>,
+    /// Events the kernel dropped (pkttrace's own exact count at the end).
+    events_lost: u64,
+}
+
+/// The counts in pkttrace's last words, "… dropped LOST of ALL events …".
+fn dropped_of(line: &str) -> Option<(u64, u64)> {
+    let rest = line.strip_prefix("pkttrace: the kernel dropped ")?;
+    let mut words = rest.split(' ');
+    let lost = words.next()?.parse().ok()?;
+    (words.next()? == "of").then_some(())?;
+    Some((lost, words.next()?.parse().ok()?))
+}
+
+/// The common alternative a user would reach for, side by side: bpftrace on
+/// the tracepoints pkttrace uses (bpftrace cannot attach at netfilter hooks),
+/// with the same address filter, printing the packets that pass it.
+fn bpftrace_script(address: Ipv4Addr) -> String {
+    // The IPv4 header's address fields as a little-endian load sees them.
+    let ip = format!("{:#010x}", u32::from_le_bytes(address.octets()));
+    format!(
+        "tracepoint:net:net_dev_queue, tracepoint:net:netif_receive_skb, tracepoint:skb:kfree_skb, \
+         tracepoint:skb:consume_skb, tracepoint:skb:skb_copy_datagram_iovec {{
+  $skb = (struct sk_buff *)args->skbaddr;
+  $ip = (struct iphdr *)($skb->head + $skb->network_header);
+  if ($ip->saddr == {ip} || $ip->daddr == {ip}) {{ printf(\"%s %llx\\n\", probe, $skb); }}
+}}
+tracepoint:sock:sock_recv_length {{
+  $sk = (struct sock *)args->sk;
+  if ($sk->__sk_common.skc_daddr == {ip} || $sk->__sk_common.skc_rcv_saddr == {ip}) {{
+    printf(\"%s %llx\\n\", probe, $sk);
+  }}
+}}"
+    )
+}
+
+/// Runs `measure` while bpftrace watches `address` with `bpftrace_script`.
+fn measure_bpftrace(address: Ipv4Addr) -> Result<Traffic> {
+    let mut tracer = Command::new("bpftrace")
+        .args(["-e", &bpftrace_script(address)])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("cannot start bpftrace (run `cargo xtask setup`)")?;
+    let pid = tracer.id();
+    let stdout = tracer.stdout.take().context("bpftrace's stdout")?;
+    let (attached, attached_seen) = mpsc::channel();
+    let reader = thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if line.starts_with("Attaching") {
+                let _ = attached.send(());
+            }
+        }
+    });
+    if attached_seen.recv_timeout(Duration::from_secs(60)).is_err() {
+        interrupt(pid);
+        let _ = tracer.wait();
+        bail!("bpftrace did not attach within 60 s");
+    }
+    // "Attaching" comes just before the attach itself.
+    thread::sleep(Duration::from_secs(1));
+    let traffic = measure();
+    interrupt(pid);
+    tracer.wait()?;
+    let _ = reader.join();
+    traffic
 }
 
 /// Runs `measure` while pkttrace follows `dest` from the host, once it has
@@ -221,14 +290,14 @@ fn measure_traced(pkttrace: &std::path::Path, dest: &str) -> Result<(Traffic, Tr
     let stderr = tracer.stderr.take().context("pkttrace's stderr")?;
     let (attached, attached_seen) = mpsc::channel();
     let reader = thread::spawn(move || {
-        let mut lost_warning = false;
+        let mut dropped = None;
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
             if line.starts_with("pkttrace: following") {
                 let _ = attached.send(());
             }
-            lost_warning |= line.contains("ring buffer was full");
+            dropped = dropped.or(dropped_of(&line));
         }
-        lost_warning
+        dropped
     });
     if attached_seen.recv_timeout(Duration::from_secs(60)).is_err() {
         interrupt(pid);
@@ -249,15 +318,17 @@ fn measure_traced(pkttrace: &std::path::Path, dest: &str) -> Result<(Traffic, Tr
     let traffic = measure();
     let peak_kib = sampler.join().expect("sampler");
     let cpu_seconds = cpu_seconds(pid).unwrap_or(0.0) - cpu_before;
+    let traced_for = started.elapsed().as_secs_f64();
     interrupt(pid);
     tracer.wait()?;
-    let lost_warning = reader.join().expect("stderr reader");
+    let dropped = reader.join().expect("stderr reader");
     Ok((
         traffic?,
         TracerUsage {
             cpu_seconds,
             peak_rss_mib: peak_kib as f64 / 1024.0,
-            lost_warning,
+            events_per_second: dropped.map(|(lost, all)| (all - lost) as f64 / traced_for),
+            events_lost: dropped.map_or(0, |(lost, _)| lost),
         },
     ))
 }
@@ -318,16 +389,29 @@ pub fn bench() -> Result<ExitCode> {
     ];
     let mut baselines = Vec::new();
     let mut unrelated_runs = Vec::new();
+    let mut bpftrace_runs = Vec::new();
+    let mut followed_runs = Vec::new();
+    let other: Ipv4Addr = OTHER_ADDR.parse()?;
     for _ in 0..ROUNDS {
         baselines.push(measure()?);
         unrelated_runs.push(measure_traced(&pkttrace, OTHER_ADDR)?);
+        bpftrace_runs.push(measure_bpftrace(other)?);
+        followed_runs.push(measure_traced(&pkttrace, HOST_ADDR)?);
     }
-    let unrelated_usage = unrelated_runs
-        .iter()
-        .map(|(_, usage)| usage)
-        .max_by(|a, b| a.peak_rss_mib.total_cmp(&b.peak_rss_mib))
-        .expect("at least one round");
-    let (followed, followed_usage) = measure_traced(&pkttrace, HOST_ADDR)?;
+    // The most memory, CPU time and loss of any round; the median event rate.
+    let worst = |runs: &[(Traffic, TracerUsage)]| -> TracerUsage {
+        let rates: Vec<f64> = runs
+            .iter()
+            .filter_map(|(_, u)| u.events_per_second)
+            .collect();
+        TracerUsage {
+            cpu_seconds: runs.iter().map(|(_, u)| u.cpu_seconds).fold(0.0, f64::max),
+            peak_rss_mib: runs.iter().map(|(_, u)| u.peak_rss_mib).fold(0.0, f64::max),
+            events_per_second: (!rates.is_empty()).then(|| median_spread(&rates).0),
+            events_lost: runs.iter().map(|(_, u)| u.events_lost).max().unwrap_or(0),
+        }
+    };
+    let (unrelated_usage, followed_usage) = (worst(&unrelated_runs), worst(&followed_runs));
     let median_of = |runs: &mut dyn Iterator<Item = Traffic>| {
         let runs: Vec<Traffic> = runs.collect();
         let tcp: Vec<f64> = runs.iter().map(|t| t.tcp_gbits).collect();
@@ -339,24 +423,29 @@ pub fn bench() -> Result<ExitCode> {
     };
     let baseline = median_of(&mut baselines.iter().copied());
     let unrelated = median_of(&mut unrelated_runs.iter().map(|(t, _)| *t));
+    let bpftrace = median_of(&mut bpftrace_runs.iter().copied());
+    let followed = median_of(&mut followed_runs.iter().map(|(t, _)| *t));
 
     println!(
         "\ncargo xtask bench: {SECONDS} s of iperf3 per run (median of {ROUNDS} alternating rounds), namespace {NETNS} -> host over a veth"
     );
     println!(
-        "{:<38} {:>10} {:>12} {:>12} {:>10} {:>6}",
-        "setting", "TCP Gbit/s", "UDP-64 kpps", "tracer CPU s", "peak MiB", "lost"
+        "{:<38} {:>10} {:>12} {:>12} {:>10} {:>10} {:>10}",
+        "setting", "TCP Gbit/s", "UDP-64 kpps", "tracer CPU s", "peak MiB", "events/s", "lost"
     );
     let row = |name: &str, t: Traffic, usage: Option<&TracerUsage>| {
-        let (cpu, rss, lost) = usage.map_or(("-".into(), "-".into(), "-"), |u| {
+        let dash = || "-".to_string();
+        let (cpu, rss, rate, lost) = usage.map_or((dash(), dash(), dash(), dash()), |u| {
             (
                 format!("{:.2}", u.cpu_seconds),
                 format!("{:.1}", u.peak_rss_mib),
-                if u.lost_warning { "yes" } else { "no" },
+                u.events_per_second
+                    .map_or(dash(), |rate| format!("{rate:.0}")),
+                u.events_lost.to_string(),
             )
         });
         println!(
-            "{name:<38} {:>10.2} {:>12.1} {cpu:>12} {rss:>10} {lost:>6}",
+            "{name:<38} {:>10.2} {:>12.1} {cpu:>12} {rss:>10} {rate:>10} {lost:>10}",
             t.tcp_gbits, t.udp_kpps
         );
     };
@@ -364,8 +453,9 @@ pub fn bench() -> Result<ExitCode> {
     row(
         "pkttrace watching another address",
         unrelated,
-        Some(unrelated_usage),
+        Some(&unrelated_usage),
     );
+    row("bpftrace watching another address", bpftrace, None);
     row(
         "pkttrace following this traffic",
         followed,
@@ -374,28 +464,29 @@ pub fn bench() -> Result<ExitCode> {
 
     let mut missed = Vec::new();
     // Each round's own ratio: the baseline next to it saw the same machine.
-    let shares = |rate: fn(&Traffic) -> f64| -> Vec<f64> {
+    let shares = |traced: &[Traffic], rate: fn(&Traffic) -> f64| -> Vec<f64> {
         baselines
             .iter()
-            .zip(&unrelated_runs)
-            .map(|(base, (traced, _))| rate(traced) / rate(base))
+            .zip(traced)
+            .map(|(base, traced)| rate(traced) / rate(base))
             .collect()
     };
-    for (what, samples, goal) in [
-        ("TCP", shares(|t| t.tcp_gbits), UNRELATED_TCP_MIN_SHARE),
-        (
-            "64-byte UDP",
-            shares(|t| t.udp_kpps),
-            UNRELATED_SMALL_PACKETS_MIN_SHARE,
-        ),
+    let unrelated_traffic: Vec<Traffic> = unrelated_runs.iter().map(|(t, _)| *t).collect();
+    let tcp = |t: &Traffic| t.tcp_gbits;
+    let udp = |t: &Traffic| t.udp_kpps;
+    for (what, rate, goal) in [
+        ("TCP", tcp as fn(&Traffic) -> f64, UNRELATED_TCP_MIN_SHARE),
+        ("64-byte UDP", udp, UNRELATED_SMALL_PACKETS_MIN_SHARE),
     ] {
-        let (median, low, high) = median_spread(&samples);
+        let (median, low, high) = median_spread(&shares(&unrelated_traffic, rate));
+        let (with_bpftrace, ..) = median_spread(&shares(&bpftrace_runs, rate));
         println!(
-            "bench: unrelated {what} traffic kept {:.0}% of its rate (median; {:.0}–{:.0}% over {ROUNDS} rounds; goal: {:.0}%)",
+            "bench: unrelated {what} traffic kept {:.0}% of its rate (median; {:.0}–{:.0}% over {ROUNDS} rounds; goal: {:.0}%; with bpftrace instead: {:.0}%)",
             median * 100.0,
             low * 100.0,
             high * 100.0,
-            goal * 100.0
+            goal * 100.0,
+            with_bpftrace * 100.0
         );
         if median < goal {
             missed.push(format!(
@@ -404,10 +495,13 @@ pub fn bench() -> Result<ExitCode> {
             ));
         }
     }
-    let followed_share = followed.tcp_gbits / baseline.tcp_gbits;
+    let followed_traffic: Vec<Traffic> = followed_runs.iter().map(|(t, _)| *t).collect();
+    let (followed_share, low, high) = median_spread(&shares(&followed_traffic, tcp));
     println!(
-        "bench: the TCP stream pkttrace followed kept {:.0}% of its rate (goal: {:.0}%)",
+        "bench: the TCP stream pkttrace followed kept {:.0}% of its rate (median; {:.0}–{:.0}% over {ROUNDS} rounds; goal: {:.0}%)",
         followed_share * 100.0,
+        low * 100.0,
+        high * 100.0,
         FOLLOWED_TCP_MIN_SHARE * 100.0
     );
     if followed_share < FOLLOWED_TCP_MIN_SHARE {
@@ -426,7 +520,7 @@ pub fn bench() -> Result<ExitCode> {
             missed.push(format!("{command} took {startup:.0} ms to be ready"));
         }
     }
-    for usage in [unrelated_usage, &followed_usage] {
+    for usage in [&unrelated_usage, &followed_usage] {
         if usage.peak_rss_mib > MAX_RSS_MIB {
             missed.push(format!(
                 "pkttrace peaked at {:.0} MiB (goal: {MAX_RSS_MIB:.0} MiB)",

@@ -23,6 +23,8 @@ const PACKAGES: &[&str] = &[
     "busybox-static",
     "dnsmasq-base",
     "bpftool",
+    // The bench's side-by-side: what a user would otherwise reach for.
+    "bpftrace",
     "iptables",
     "nftables",
     "iproute2",

@@ -375,11 +375,15 @@ impl<'a> Telling<'a> {
     }
 
     /// How to tell `journey` in `role`, the requests told so far at hand.
-    pub fn of(journey: &Journey, role: Role, requests: &'a [RequestSummary]) -> Self {
+    pub fn of(
+        journey: &Journey,
+        role: Role,
+        requests: impl IntoIterator<Item = &'a RequestSummary>,
+    ) -> Self {
         match role {
             Role::Reply { to } | Role::ArpReply { to } => Self {
                 direction: Direction::Reply,
-                request: requests.iter().find(|r| r.id == to),
+                request: requests.into_iter().find(|r| r.id == to),
                 arp_result: None,
             },
             Role::ArpRequest { result } => Self {

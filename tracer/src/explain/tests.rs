@@ -621,7 +621,7 @@ fn followed(fixture: &str, topology: &Topology, facts: &Facts, destination: Ipv4
         Told::Journey(journey, role) => {
             let story = explain(
                 &journey,
-                &Telling::of(&journey, role, requests),
+                &Telling::of(&journey, role, requests.iter()),
                 topology,
                 facts,
             );

@@ -131,9 +131,8 @@ pub async fn run(args: FollowArgs) -> Result<ExitCode> {
         &topology,
     );
     let (programs, probes::KernelKnowledge { offsets, names }) = startup.finish().await?;
-    let softirq_code = names.softirq_loop();
     let mut intake = Intake::new(names, args.save_events.as_deref(), "journeys")?;
-    let mut probes = programs.attach(&filter, offsets, softirq_code, &traced_namespaces)?;
+    let mut probes = programs.attach(&filter, offsets, &traced_namespaces)?;
     let mut rule_tracer = RuleTracer::start_in_host_and(
         &TraceMatch {
             addresses: filter.addresses.clone(),
@@ -321,7 +320,12 @@ pub fn tell_losses(losses: &probes::LossReport, json: bool, schema_version: u32)
     if json {
         println!(
             "{}",
-            render::json::losses(schema_version, &losses.lost, &losses.skipped)
+            render::json::losses(
+                schema_version,
+                losses.delivered,
+                &losses.lost,
+                &losses.skipped
+            )
         );
     }
 }

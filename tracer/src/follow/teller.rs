@@ -3,6 +3,7 @@
 //! recording, so both print the very same text.
 
 use std::{
+    collections::VecDeque,
     io::Write,
     path::{Path, PathBuf},
 };
@@ -28,7 +29,7 @@ pub struct Teller {
     proxy: Option<Listener>,
     output: Output,
     /// Requests told, for their replies' stories and "no reply" lines.
-    requests: Vec<RequestSummary>,
+    requests: VecDeque<RequestSummary>,
     /// A reply that was the answer asked for (an echo reply, a SYN+ACK) came.
     answered: bool,
     drawing: Drawing,
@@ -87,7 +88,7 @@ impl Teller {
             published,
             proxy,
             output,
-            requests: Vec::new(),
+            requests: VecDeque::new(),
             answered: false,
             drawing: Drawing::default(),
         }
@@ -207,9 +208,10 @@ impl Teller {
 
     fn remember(&mut self, journey: &Journey, story: &Story) {
         if self.requests.len() == MAX_REMEMBERED {
-            self.requests.remove(0);
+            self.requests.pop_front();
         }
-        self.requests.push(explain::request_summary(journey, story));
+        self.requests
+            .push_back(explain::request_summary(journey, story));
     }
 
     fn print(&self, text: &str) -> Result<()> {
@@ -217,9 +219,16 @@ impl Teller {
             stepper.print(text.to_owned());
             return Ok(());
         }
-        let mut out = anstream::stdout();
-        out.write_all(text.as_bytes())?;
-        out.flush()?;
+        if self.output.json {
+            // JSON has no styles to strip.
+            let mut out = std::io::stdout().lock();
+            out.write_all(text.as_bytes())?;
+            out.flush()?;
+        } else {
+            let mut out = anstream::stdout();
+            out.write_all(text.as_bytes())?;
+            out.flush()?;
+        }
         Ok(())
     }
 }

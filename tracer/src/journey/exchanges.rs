@@ -15,7 +15,7 @@ use std::{collections::VecDeque, net::Ipv4Addr, time::Duration};
 
 use tokio::time::Instant;
 
-use super::Journey;
+use super::{Asked, Journey};
 use crate::decode::{EventKind, Packet, TCP_ACK, Transport};
 
 /// How long a journey waits for the request it may answer.
@@ -116,10 +116,7 @@ pub enum Told {
 }
 
 struct Waiting {
-    journey: Journey,
-    /// The request's first packet, kept at hand: every new request is
-    /// compared with every waiting one (is it a retransmission?).
-    first: Packet,
+    asked: Asked,
     since: Instant,
     second_leg: bool,
 }
@@ -213,7 +210,7 @@ impl Exchanges {
             self.done += 1;
         }
         Told::NoReply {
-            request: request.journey.id,
+            request: request.asked.id,
             waited: request.since.elapsed(),
         }
     }
@@ -223,17 +220,17 @@ impl Exchanges {
     /// placeable. Others are dropped.
     pub fn place(&mut self, journey: Journey) -> Vec<Told> {
         let requests_before = self.requests_so_far();
-        let newest_before = self.waiting.back().map(|w| w.journey.id);
+        let newest_before = self.waiting.back().map(|w| w.asked.id);
         let mut told = self.place_one(journey);
         if self.requests_so_far() > requests_before {
             // Only what the new requests (or an ARP request) can make
             // placeable is tried again: under a flood, hundreds are parked
             // and hundreds wait, and trying every pair for every request
             // would cost more than the flood.
-            let new_requests: Vec<&Journey> = self
+            let new_requests: Vec<&Asked> = self
                 .waiting
                 .iter()
-                .map(|w| &w.journey)
+                .map(|w| &w.asked)
                 .filter(|j| newest_before.is_none_or(|newest| j.id > newest))
                 .collect();
             let (mut retry, keep): (Vec<_>, Vec<_>) = std::mem::take(&mut self.parked)
@@ -334,7 +331,8 @@ impl Exchanges {
         let acked = acknowledged(&first);
         let covered = |r: &Waiting| {
             acked.is_some_and(|ack| {
-                r.first
+                r.asked
+                    .first_packet()
                     .transport
                     .tcp_end()
                     .is_some_and(|end| (ack.wrapping_sub(end) as i32) >= 0)
@@ -343,12 +341,8 @@ impl Exchanges {
         let index = self
             .waiting
             .iter()
-            .rposition(|r| covered(r) && journey.answers(&r.journey))
-            .or_else(|| {
-                self.waiting
-                    .iter()
-                    .rposition(|r| journey.answers(&r.journey))
-            });
+            .rposition(|r| covered(r) && journey.answers(&r.asked))
+            .or_else(|| self.waiting.iter().rposition(|r| journey.answers(&r.asked)));
         match index {
             Some(index) => {
                 let request = self.waiting.remove(index).expect("found above");
@@ -357,7 +351,7 @@ impl Exchanges {
                     let rest: Vec<Waiting>;
                     (earlier, rest) = std::mem::take(&mut self.waiting)
                         .into_iter()
-                        .partition(|r| covered(r) && journey.answers(&r.journey));
+                        .partition(|r| covered(r) && journey.answers(&r.asked));
                     self.waiting = rest.into();
                 }
                 // Behind a proxy, the exchange ends with the second leg's answer.
@@ -369,7 +363,7 @@ impl Exchanges {
                 vec![Told::Journey(
                     journey,
                     Role::Reply {
-                        to: request.journey.id,
+                        to: request.asked.id,
                     },
                 )]
             }
@@ -387,11 +381,12 @@ impl Exchanges {
         self.waiting
             .iter()
             .find(|r| {
-                r.first.src == packet.src
-                    && r.first.dst == packet.dst
-                    && r.first.transport == packet.transport
+                let first = r.asked.first_packet();
+                first.src == packet.src
+                    && first.dst == packet.dst
+                    && first.transport == packet.transport
             })
-            .map(|r| r.journey.id)
+            .map(|r| r.asked.id)
     }
 
     fn wait_for_reply(&mut self, request: &Journey, second_leg: bool) {
@@ -400,8 +395,7 @@ impl Exchanges {
             self.done += u64::from(!self.target.expect_second_leg || oldest.second_leg);
         }
         self.waiting.push_back(Waiting {
-            journey: request.clone(),
-            first: request.first_packet(),
+            asked: Asked::of(request),
             since: Instant::now(),
             second_leg,
         });
@@ -445,7 +439,7 @@ impl Exchanges {
         if let Some(index) = self
             .arp_pending
             .iter()
-            .position(|a| journey.answers(&a.first))
+            .position(|a| journey.answers(&Asked::of(&a.first)))
         {
             let arp = self.arp_pending.remove(index).expect("found above");
             let to = arp.first.id;

@@ -18,7 +18,7 @@
 //! end is never seen keeps it open for at most `WAIT_LIMIT_NS`.
 
 use std::{
-    collections::{BTreeMap, HashMap, VecDeque},
+    collections::{BTreeMap, VecDeque},
     net::Ipv4Addr,
 };
 
@@ -112,12 +112,12 @@ impl Journey {
     /// went): both were tracked by the same conntrack entry, or (without
     /// conntrack) the reply's addresses and ports are the request's, as it
     /// arrived, swapped.
-    pub fn answers(&self, request: &Journey) -> bool {
+    pub fn answers(&self, request: &Asked) -> bool {
         // A journey's events name one or two entries (NAT makes none new):
         // a few comparisons, nothing allocated, as this runs per waiting request.
         if self
             .conntrack_ids()
-            .any(|id| request.conntrack_ids().any(|asked| asked == id))
+            .any(|id| request.conntrack_ids.contains(&id))
         {
             return true;
         }
@@ -128,7 +128,7 @@ impl Journey {
             ..
         } = self.first_packet().transport
         {
-            return request.packet_events().any(|e| quotes(&quoted, &e.packet));
+            return request.packets.iter().any(|packet| quotes(&quoted, packet));
         }
         let (mut sent, reply) = (request.last_packet(), self.first_packet());
         if matches!(sent.transport, Transport::Arp { .. }) {
@@ -155,6 +155,43 @@ impl Journey {
             }
             (a, b) => a.protocol_number() == b.protocol_number(),
         }
+    }
+}
+
+/// What a reply is matched against: a request's identity, kept instead of
+/// its whole journey while it waits for its answer.
+#[derive(Clone, Debug)]
+pub struct Asked {
+    pub id: u64,
+    /// The conntrack entries that tracked it.
+    conntrack_ids: Vec<u64>,
+    /// The packet as it was along its way (consecutive repeats once, NAT's
+    /// rewrites each): an ICMP error quotes one of them.
+    packets: Vec<Packet>,
+}
+
+impl Asked {
+    pub fn of(journey: &Journey) -> Self {
+        let mut conntrack_ids: Vec<u64> = journey.conntrack_ids().collect();
+        conntrack_ids.sort_unstable();
+        conntrack_ids.dedup();
+        let mut packets: Vec<Packet> = journey.packet_events().map(|e| e.packet).collect();
+        packets.dedup();
+        Self {
+            id: journey.id,
+            conntrack_ids,
+            packets,
+        }
+    }
+
+    /// The packet as its sender sent it.
+    pub fn first_packet(&self) -> Packet {
+        self.packets[0]
+    }
+
+    /// The packet as last seen (after any NAT).
+    pub fn last_packet(&self) -> Packet {
+        self.packets[self.packets.len() - 1]
     }
 }
 
@@ -286,7 +323,12 @@ struct OpenJourney {
 }
 
 /// A freed skb's address is another packet's next: it stops being a key.
-fn forget_skb(open: &mut OpenJourney, index: &mut HashMap<Key, u64>, id: u64, freed: u64) {
+fn forget_skb(
+    open: &mut OpenJourney,
+    index: &mut foldhash::HashMap<Key, u64>,
+    id: u64,
+    freed: u64,
+) {
     open.alive.retain(|skb| *skb != freed);
     open.keys.retain(|key| {
         let gone = matches!(key, Key::Skb(skb, _) if *skb == freed);
@@ -322,7 +364,7 @@ impl OpenJourney {
 pub struct Assembler {
     /// By journey id, so the oldest comes first.
     open: BTreeMap<u64, OpenJourney>,
-    index: HashMap<Key, u64>,
+    index: foldhash::HashMap<Key, u64>,
     /// Route lookups no journey has claimed yet, oldest first.
     unclaimed_routes: VecDeque<Event>,
     /// Journeys finished early because too many were open.
@@ -339,7 +381,7 @@ impl Assembler {
     pub fn new(quiet_ns: u64) -> Self {
         Self {
             open: BTreeMap::new(),
-            index: HashMap::new(),
+            index: foldhash::HashMap::default(),
             unclaimed_routes: VecDeque::new(),
             evicted: Vec::new(),
             next_id: 1,

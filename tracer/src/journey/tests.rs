@@ -84,7 +84,7 @@ fn one_skb_across_namespaces_and_nat_is_one_journey() {
         (UPSTREAM, HOST)
     );
     assert_eq!(reply.last_packet().dst, CONTAINER, "after de-NAT");
-    assert!(reply.answers(request));
+    assert!(reply.answers(&Asked::of(request)));
 }
 
 #[test]
@@ -136,7 +136,7 @@ fn a_drop_ends_the_journey() {
 fn a_reset_answers_the_syn() {
     let journeys = assemble(TCP_REFUSED);
     assert_eq!(journeys.len(), 2);
-    assert!(journeys[1].answers(&journeys[0]));
+    assert!(journeys[1].answers(&Asked::of(&journeys[0])));
 }
 
 #[test]
@@ -254,14 +254,14 @@ fn an_icmp_error_answers_the_packet_it_quotes_even_without_conntrack() {
         })
         .expect("the port unreachable");
     assert!(
-        error.answers(request),
+        error.answers(&Asked::of(request)),
         "it quotes the datagram as it arrived"
     );
     let other = journeys
         .iter()
         .find(|j| matches!(j.first_packet().transport, Transport::Arp { .. }))
         .expect("an ARP exchange of the run");
-    assert!(!error.answers(other), "nor anything else");
+    assert!(!error.answers(&Asked::of(other)), "nor anything else");
 }
 
 #[test]

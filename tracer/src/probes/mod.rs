@@ -97,11 +97,15 @@ pub struct Probes {
     _netfilter_links: Vec<NetfilterLink>,
     events: AsyncFd<RingBuf<MapData>>,
     lost: PerCpuArray<MapData, [u64; LOST_SLOTS as usize]>,
+    /// Events read from the ring so far.
+    delivered: u64,
 }
 
 /// The kernel's exact counts of what it did not hand over.
 #[derive(Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct LossReport {
+    /// Events the ring buffer handed over.
+    pub delivered: u64,
     /// Events dropped for want of room in the ring buffer, by probe.
     pub lost: Vec<(String, u64)>,
     /// Program runs the kernel skipped (recursion), by program.
@@ -126,7 +130,8 @@ impl LossReport {
         if !self.lost.is_empty() {
             let total: u64 = self.lost.iter().map(|(_, n)| n).sum();
             parts.push(format!(
-                "the kernel dropped {total} events because the ring buffer was full ({})",
+                "the kernel dropped {total} of {} events because the ring buffer was full ({})",
+                total + self.delivered,
                 listed(&self.lost)
             ));
         }
@@ -295,14 +300,11 @@ impl Loaded {
     /// tracepoints, netfilter in the host's namespace and in each of
     /// `traced_namespaces` (nsfs paths), where the TCP payload program also
     /// goes when it was loaded. On error, whatever was attached is detached
-    /// again as the partial state is dropped. `softirq_code` is where the
-    /// kernel's softirq loop lies (from kallsyms), to tell a process's own
-    /// sends from the kernel's.
+    /// again as the partial state is dropped.
     pub fn attach(
         self,
         filter: &Filter,
         offsets: KernelOffsets,
-        softirq_code: Option<(u64, u64)>,
         traced_namespaces: &[PathBuf],
     ) -> Result<Probes> {
         let Self {
@@ -312,7 +314,6 @@ impl Loaded {
         } = self;
         let config = Config {
             offsets,
-            softirq_code: softirq_code.map_or([0; 2], |(start, end)| [start, end]),
             ..config_for(filter)?
         };
         // Before anything is attached: a program without its configuration
@@ -353,6 +354,7 @@ impl Loaded {
             _netfilter_links: netfilter_links,
             events,
             lost,
+            delivered: 0,
         })
     }
 }
@@ -364,13 +366,16 @@ impl Probes {
         let mut guard = self.events.readable_mut().await?;
         let events = read_ring(guard.get_inner_mut());
         guard.clear_ready();
+        self.delivered += events.len() as u64;
         Ok(events)
     }
 
     /// Up to `BATCH` of the events ready now, without waiting; fewer than
     /// `BATCH` means the ring is empty.
     pub fn events_now(&mut self) -> Vec<RawEvent> {
-        read_ring(self.events.get_mut())
+        let events = read_ring(self.events.get_mut());
+        self.delivered += events.len() as u64;
+        events
     }
 
     /// Events the kernel could not hand over because the ring buffer was full.
@@ -408,6 +413,7 @@ impl Probes {
             })
             .collect();
         LossReport {
+            delivered: self.delivered,
             lost: self
                 .lost_by_probe()
                 .into_iter()

@@ -77,6 +77,7 @@ fn kernel_offsets(
         pid_numbers: at("pid", "numbers")?,
         upid_size: size_of("upid")?,
         task_flags: at("task_struct", "flags")?,
+        task_stack: at("task_struct", "stack")?,
         sk_addrpair: at("sock", "__sk_common.skc_addrpair")?,
         sk_portpair: at("sock", "__sk_common.skc_portpair")?,
         sk_family: at("sock", "__sk_common.skc_family")?,

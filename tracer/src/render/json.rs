@@ -43,11 +43,13 @@ pub fn no_reply(no_reply: &NoReply) -> String {
 /// is something to count).
 pub fn losses<'a>(
     schema_version: u32,
+    delivered: u64,
     lost: &'a [(String, u64)],
     skipped: &'a [(String, u64)],
 ) -> String {
     #[derive(Serialize)]
     struct Losses<'a> {
+        events_delivered: u64,
         events_lost: u64,
         lost_by_probe: std::collections::BTreeMap<&'a str, u64>,
         runs_skipped: std::collections::BTreeMap<&'a str, u64>,
@@ -59,6 +61,7 @@ pub fn losses<'a>(
         schema_version,
         "losses",
         &Losses {
+            events_delivered: delivered,
             events_lost: lost.iter().map(|(_, n)| n).sum(),
             lost_by_probe: by_name(lost),
             runs_skipped: by_name(skipped),
