@@ -9,7 +9,7 @@ use std::{collections::HashMap, time::Duration};
 use tokio::time::Instant;
 
 use crate::{
-    decode::{EventKind, Hook},
+    decode::{Event, EventKind, Hook},
     enrich::{self, Topology},
     explain::{Facts, RuleVerdict},
     journey::{
@@ -71,10 +71,13 @@ impl FactFinder {
     /// read again first when the wiring changed.
     pub async fn for_journey(&mut self, journey: &Journey, arp: bool, events_lost: bool) -> Facts {
         self.refresh_topology(journey).await;
+        let bridged = self.crosses_a_bridge(journey);
         Facts {
             events_lost,
-            bridge_calls_iptables: enrich::bridge_calls_iptables(),
-            fdb: if arp || self.crosses_a_bridge(journey) {
+            // Only what a bridge does needs it: a file read per journey is
+            // too much for a stream.
+            bridge_calls_iptables: bridged.then(enrich::bridge_calls_iptables).flatten(),
+            fdb: if arp || bridged {
                 enrich::host_fdb().await.unwrap_or_default()
             } else {
                 Vec::new()
@@ -91,8 +94,9 @@ impl FactFinder {
     async fn rule_verdict(&self, journey: &Journey) -> Option<RuleVerdict> {
         let traces = self.rule_traces.as_ref()?;
         let (drop, traced) = journey
-            .located_events()
-            .into_iter()
+            .located()
+            .filter(|(_, e)| matches!(e.kind, EventKind::Drop { .. }))
+            .map(|(netns, e)| Event { netns, ..e.clone() })
             .find_map(|e| traces.drop_of(&e).map(|traced| (e, traced)))?;
         let namespace = self.topology.namespace(drop.netns)?.clone();
         let host = self.topology.host_netns;

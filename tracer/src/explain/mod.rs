@@ -319,7 +319,8 @@ pub struct Story {
 pub struct Facts {
     /// The kernel reported lost events while this journey could have been traced.
     pub events_lost: bool,
-    /// `net.bridge.bridge-nf-call-iptables`: bridged frames also cross the IPv4 hooks.
+    /// `net.bridge.bridge-nf-call-iptables`: bridged frames also cross the IPv4
+    /// hooks (read only for a journey that crosses a bridge).
     pub bridge_calls_iptables: Option<bool>,
     /// The bridges' forwarding databases when the journey was told.
     pub fdb: Vec<FdbEntry>,

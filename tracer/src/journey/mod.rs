@@ -83,18 +83,24 @@ impl Journey {
     /// Its events, each with a namespace: a packet freed or read after it
     /// left its device has none of its own, and is where it was last seen.
     pub fn located_events(&self) -> Vec<Event> {
-        let mut last_netns = 0;
-        self.events
-            .iter()
-            .map(|event| {
-                let mut event = event.clone();
-                match event.netns {
-                    0 => event.netns = last_netns,
-                    netns => last_netns = netns,
-                }
-                event
+        self.located()
+            .map(|(netns, event)| Event {
+                netns,
+                ..event.clone()
             })
             .collect()
+    }
+
+    /// Each event with the namespace it happened in (see `located_events`),
+    /// without copying any.
+    pub fn located(&self) -> impl Iterator<Item = (u32, &Event)> {
+        let mut last_netns = 0;
+        self.events.iter().map(move |event| {
+            if event.netns != 0 {
+                last_netns = event.netns;
+            }
+            (last_netns, event)
+        })
     }
 
     /// Its events without the route lookups (which carry no packet).
