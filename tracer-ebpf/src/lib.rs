@@ -38,21 +38,38 @@ pub static LOST: PerCpuArray<[u64; LOST_SLOTS as usize]> = PerCpuArray::with_max
 /// CPU at a time (a nested run is skipped and counted as a recursion miss)
 /// and keeps it on its CPU (migration is disabled). Netfilter programs have
 /// neither guarantee and build theirs in the ring buffer instead; they use
-/// one more slot, `TURNED_AWAY_SLOT`, for one address.
+/// one more slot, `ENTRY_SLOT`, for what a hook's entry program saw.
 #[map(name = "SCRATCH")]
 pub static SCRATCH: PerCpuArray<PacketEvent> = PerCpuArray::with_max_entries(LOST_SLOTS + 2, 0);
 
-const TURNED_AWAY_SLOT: u32 = LOST_SLOTS + 1;
+const ENTRY_SLOT: u32 = LOST_SLOTS + 1;
 
-/// Where a netfilter hook's entry program leaves, on its CPU, the address of
-/// the skb it just turned away (0 after one it kept), so that the same
-/// hook's after-NAT program can skip that packet in a few instructions.
+/// What a netfilter hook's entry program leaves, on its CPU, for the same
+/// hook's after-NAT program: the skb it just looked at, and for one it kept
+/// its addresses and first transport bytes, so that the after-NAT program
+/// can skip in a few instructions a packet turned away, or one no NAT
+/// changed where the entry's event already says all (INPUT, POSTROUTING).
+#[repr(C)]
+pub struct EntrySeen {
+    pub skb: u64,
+    /// 0: turned away; else source and destination address.
+    pub addresses: u64,
+    /// The transport header's first 8 bytes (ports; ICMP type to sequence).
+    pub transport: u64,
+    /// `addresses ^ transport ^ ENTRY_CHECK`, written last: a record another
+    /// run half overwrote (an interrupting packet) does not add up.
+    pub check: u64,
+}
+
+const _: () = assert!(size_of::<EntrySeen>() <= size_of::<PacketEvent>());
+
+/// Mixed into `EntrySeen::check`, so that a zeroed record does not add up.
+pub const ENTRY_CHECK: u64 = 0x9e37_79b9_7f4a_7c15;
+
+/// This CPU's `EntrySeen`.
 #[inline(always)]
-pub fn turned_away_at_entry() -> Option<*mut u64> {
-    SCRATCH
-        .get_ptr_mut(TURNED_AWAY_SLOT)
-        // SAFETY: a field of this CPU's slot.
-        .map(|slot| unsafe { core::ptr::addr_of_mut!((*slot).skb) })
+pub fn entry_seen() -> Option<*mut EntrySeen> {
+    SCRATCH.get_ptr_mut(ENTRY_SLOT).map(|slot| slot.cast())
 }
 
 /// `probe`'s cleared event in this CPU's scratch slot.

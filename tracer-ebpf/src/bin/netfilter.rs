@@ -4,18 +4,21 @@
 //! IPv4 hook, so a packet dropped anywhere in a hook (raw, mangle, nat,
 //! filter) was last seen entering that hook; `after_nat` sits just after the
 //! NAT priority of the hooks that rewrite addresses, so the difference
-//! between the two is the NAT the kernel applied. Both always accept:
+//! between the two is the NAT the kernel applied (where there is none, the
+//! after-NAT program mostly says nothing: see `observe`). Both always accept:
 //! pkttrace never changes a verdict.
 #![no_std]
 #![no_main]
 
 use tracer_common::{Config, HeadersEvent, PacketEvent, Probe};
 use tracer_ebpf::{
-    EVENTS, Header, HeaderAt, capture_skb, clear_event, config, copy_headers, count_lost, device,
-    look, netns_inode, read, scratch_event, stamp, turned_away_at_entry, zeroed_event,
+    ENTRY_CHECK, EVENTS, EntrySeen, Header, HeaderAt, capture_skb, clear_event, config,
+    copy_headers, count_lost, device, entry_seen, look, netns_inode, read, scratch_event, stamp,
+    zeroed_event,
 };
 
 const NF_ACCEPT: i32 = 1;
+const NF_INET_LOCAL_IN: u8 = 1;
 const NF_INET_LOCAL_OUT: u8 = 3;
 const NF_INET_POST_ROUTING: u8 = 4;
 
@@ -44,28 +47,25 @@ pub extern "C" fn after_nat(ctx: *const NfContext) -> i32 {
 fn observe(ctx: *const NfContext, probe: Probe) {
     // SAFETY: the verifier allows reading the context's two pointers.
     let (state, skb) = unsafe { ((*ctx).state, (*ctx).skb) };
-    let Some(turned_away) = turned_away_at_entry() else {
-        return;
+    let Some(seen) = entry_seen() else { return };
+    // SAFETY (every use of `seen`): this CPU's record. Whatever ran on this
+    // CPU since this hook's entry (an interrupting packet, another task
+    // after a preemption) left another skb there, or a record that does not
+    // add up: then the packet is looked at again.
+    let recorded = unsafe {
+        let s = &*seen;
+        (s.skb == skb && s.check == s.addresses ^ s.transport ^ ENTRY_CHECK)
+            .then_some((s.addresses, s.transport))
     };
-    // SAFETY: this CPU's slot. Whatever ran on this CPU since this hook's
-    // entry (an interrupting packet, another task after a preemption) left
-    // another address or 0 there: then the packet is looked at again.
-    unsafe {
-        if probe == Probe::NetfilterAfterNat {
-            // Turned away before NAT: a NAT that made it one of ours is seen
-            // from the next hook on.
-            if *turned_away == skb {
-                return;
-            }
-        } else {
-            *turned_away = skb;
+    if probe == Probe::NetfilterAfterNat {
+        // Turned away before NAT: a NAT that made it one of ours is seen
+        // from the next hook on.
+        if recorded.is_some_and(|(addresses, _)| addresses == 0) {
+            return;
         }
+    } else {
+        remember(seen, skb, 0, 0);
     }
-    // Kept: the after-NAT program looks at it too.
-    let kept = || {
-        // SAFETY: as above.
-        unsafe { *turned_away = 0 }
-    };
     let Some(cfg) = config() else { return };
     // At netfilter hooks skb->data is the IP header on input and output alike.
     let o = &cfg.offsets;
@@ -73,6 +73,27 @@ fn observe(ctx: *const NfContext, probe: Probe) {
     let hook_netns = || read::<u64>(state, o.nf_state_net).map_or(0, |net| netns_inode(cfg, net));
     let Some(header) = look(cfg, skb, HeaderAt::Data, false, hook_netns) else {
         return;
+    };
+    let print = fingerprint(&header);
+    if probe == Probe::NetfilterAfterNat
+        && let (Some(before), Some(now)) = (recorded, print)
+        && before == now
+    {
+        // Where conntrack had already looked at the entry (INPUT,
+        // POSTROUTING), an unchanged packet adds nothing to its entry's
+        // event; at PREROUTING and OUTPUT this event brings conntrack's word.
+        let hook = read::<u8>(state, o.nf_state_hook).unwrap_or(0xff);
+        if hook == NF_INET_LOCAL_IN || hook == NF_INET_POST_ROUTING {
+            return;
+        }
+    }
+    // Kept: the after-NAT program compares what it sees with this.
+    let kept = || match (probe, print) {
+        (Probe::NetfilterEntry, Some((addresses, transport))) => {
+            remember(seen, skb, addresses, transport)
+        }
+        // Looked at again by the after-NAT program.
+        _ => remember(seen, 0, 0, 0),
     };
     let Some(zeros) = zeroed_event() else { return };
     // The event is built in its ring buffer record: a netfilter program may
@@ -124,6 +145,33 @@ fn observe(ctx: *const NfContext, probe: Probe) {
         stamp(cfg, event);
         entry.submit(0);
     }
+}
+
+/// Leaves what this hook's entry saw for its after-NAT program; `check`
+/// last, so that a record half overwritten does not add up.
+#[inline(always)]
+fn remember(seen: *mut EntrySeen, skb: u64, addresses: u64, transport: u64) {
+    // SAFETY: this CPU's record.
+    unsafe {
+        (*seen).addresses = addresses;
+        (*seen).transport = transport;
+        (*seen).skb = skb;
+        (*seen).check = addresses ^ transport ^ ENTRY_CHECK;
+    }
+}
+
+/// A kept packet's addresses and the transport header's first 8 bytes
+/// (ports, or ICMP type to sequence): what a NAT would change.
+#[inline(always)]
+fn fingerprint(header: &Header) -> Option<(u64, u64)> {
+    let Header::Ours(ip_addr, ip, _) = header else {
+        return None;
+    };
+    let addresses =
+        u64::from(u32::from_ne_bytes(ip.saddr)) | (u64::from(u32::from_ne_bytes(ip.daddr)) << 32);
+    let transport = read::<u64>(*ip_addr + u64::from(ip.version_ihl & 0x0f) * 4, 0)?;
+    // A kept packet never records 0: that marks one turned away.
+    (addresses != 0).then_some((addresses, transport))
 }
 
 /// The ring buffer had no room: counts the event as lost when it would

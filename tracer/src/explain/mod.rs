@@ -1620,12 +1620,19 @@ impl Explainer<'_> {
     ) {
         let event = &events[i];
         let ns = self.namespace(event.netns);
-        // The observation on the other side of the NAT priority, same hook.
+        // The observation on the other side of the NAT priority, same hook:
+        // the packet's next netfilter event, when it is that one (where no
+        // NAT changed a packet conntrack had seen, there is none).
         let after = (side == NatSide::Before)
             .then(|| {
-                events.iter().enumerate().skip(i + 1).find(|(_, e)| {
-                    matches!(e.kind, EventKind::Netfilter { hook: h, side: NatSide::After, .. } if h == hook)
-                })
+                events
+                    .iter()
+                    .enumerate()
+                    .skip(i + 1)
+                    .find(|(_, e)| e.skb == event.skb && matches!(e.kind, EventKind::Netfilter { .. }))
+                    .filter(|(_, e)| {
+                        matches!(e.kind, EventKind::Netfilter { hook: h, side: NatSide::After, .. } if h == hook)
+                    })
             })
             .flatten();
         if let Some((j, _)) = after {

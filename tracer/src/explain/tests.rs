@@ -307,6 +307,52 @@ fn a_drop_rule_in_docker_user_is_a_netfilter_drop_in_forward() {
     insta::assert_snapshot!(plain(&stories(DOCKER_USER_DROP, &forwarding_on())));
 }
 
+/// The kernel side sends no after-NAT event at INPUT and POSTROUTING when
+/// no NAT changed the packet: the hook's entry is then told alone, and a
+/// later hook's NAT is not taken for its own.
+#[test]
+fn a_hook_without_its_after_nat_event_keeps_its_own_nat() {
+    let all = stories_on(&FAILURES_LAB, UDP_CLOSED_PORT, &forwarding_on());
+    let mut journeys = assemble(UDP_CLOSED_PORT);
+    for journey in &mut journeys {
+        let events = journey.events.clone();
+        journey.events.retain(|e| match e.kind {
+            EventKind::Netfilter {
+                hook: hook @ (Hook::Input | Hook::Postrouting),
+                side: NatSide::After,
+                ..
+            } => {
+                // Kept only where its entry saw another packet (a NAT).
+                let entry = events.iter().rev().find(|b| {
+                    b.time_ns < e.time_ns
+                        && b.skb == e.skb
+                        && matches!(b.kind, EventKind::Netfilter { hook: h, side: NatSide::Before, .. } if h == hook)
+                });
+                entry.is_some_and(|b| b.packet != e.packet)
+            }
+            _ => true,
+        });
+    }
+    let thinned = tell_all(&journeys, &lab(&FAILURES_LAB), &forwarding_on());
+    let nat_hops = |story: &Story| {
+        story
+            .hops
+            .iter()
+            .filter(|h| matches!(h.details, Details::Nat { .. }))
+            .map(|h| (h.netns, h.text.clone()))
+            .collect::<Vec<_>>()
+    };
+    for (before, after) in all.iter().zip(&thinned) {
+        assert_eq!(nat_hops(before), nat_hops(after));
+        assert_eq!(before.hops.len(), after.hops.len(), "{}", plain(&thinned));
+    }
+    assert_eq!(
+        nat_hops(&thinned[0]).len(),
+        1,
+        "the host's MASQUERADE, once"
+    );
+}
+
 #[test]
 fn a_refused_tcp_connection() {
     insta::assert_snapshot!(plain(&stories(TCP_REFUSED, &forwarding_on())));
