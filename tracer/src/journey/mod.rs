@@ -15,7 +15,8 @@
 //! neighbour's queue for ARP (the kernel frees a copy of it for every
 //! who-has) it stays open: what the kernel decides seconds later (a failed
 //! ARP drops the packet after three seconds) still lands in it. A wait whose
-//! end is never seen keeps it open for at most `WAIT_LIMIT_NS`.
+//! end is never seen keeps it open for at most `WAIT_LIMIT_NS`. Likewise a
+//! UDP datagram queued for a socket waits up to `READ_WAIT_NS` for its read.
 
 use std::{
     collections::{BTreeMap, VecDeque},
@@ -32,6 +33,10 @@ const MAX_GAP_NS: u64 = 1_000_000_000;
 /// A journey whose packet waits for a neighbour is finished after this long
 /// without news (the kernel gives up after 3 s by default).
 const WAIT_LIMIT_NS: u64 = 5_000_000_000;
+/// A UDP datagram queued for a socket waits this long for the process to
+/// read it: a busy reader (dockerd under load) may take longer than the
+/// quiet time, and without its read the story would end in the kernel.
+const READ_WAIT_NS: u64 = 1_000_000_000;
 /// UDP frees a datagram it copied out before the read is reported: a
 /// datagram freed this shortly before a read can be the one read.
 const FREED_BEFORE_READ_NS: u64 = 1_000_000;
@@ -326,6 +331,10 @@ struct OpenJourney {
     /// The kernel freed its skb after a socket reader consumed it, on the
     /// CPU that made it (see `push_deferred_free`): its read may come later.
     consumed_by_reader: bool,
+    /// A UDP datagram of it entered a namespace's local stack.
+    delivered_datagram: bool,
+    /// A process's read of it was seen.
+    read: bool,
 }
 
 /// A freed skb's address is another packet's next: it stops being a key.
@@ -353,11 +362,17 @@ impl OpenJourney {
     }
 
     /// Finished: quiet for `quiet_ns`, or while its packet waits for a
-    /// neighbour, quiet for so long that the wait's end is not coming.
+    /// neighbour or its datagram for a reader, quiet for so long that the
+    /// wait's end is not coming.
     fn finished(&self, now_ns: u64, quiet_ns: u64) -> bool {
         let silent = now_ns.saturating_sub(self.last_time);
+        let waiting_for_a_read = self.delivered_datagram
+            && !self.read
+            && (!self.alive.is_empty() || self.consumed_by_reader);
         let limit = if self.waiting_for_neighbour {
             WAIT_LIMIT_NS
+        } else if waiting_for_a_read {
+            READ_WAIT_NS
         } else {
             quiet_ns
         };
@@ -431,6 +446,9 @@ impl Assembler {
         // else happening to the packet means it is on its way again, or gone.
         open.waiting_for_neighbour = event.kind.is_neighbour_solicit()
             || (open.waiting_for_neighbour && matches!(event.kind, EventKind::Route { .. }));
+        open.delivered_datagram |= event.kind.enters_local_stack()
+            && matches!(event.packet.transport, Transport::Udp { .. });
+        open.read |= event.kind == EventKind::SocketRead;
         match &event.kind {
             EventKind::Route { .. } => {}
             kind if kind.ends_skb() => forget_skb(open, &mut self.index, id, event.skb),
@@ -519,6 +537,8 @@ impl Assembler {
                 alive: Vec::new(),
                 waiting_for_neighbour: false,
                 consumed_by_reader: false,
+                delivered_datagram: false,
+                read: false,
             },
         );
         for route in routes {

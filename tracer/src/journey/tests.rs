@@ -417,6 +417,49 @@ fn a_deferred_free_is_no_hop_and_does_not_keep_the_read_out() {
     assert_each_datagram_read_and_no_free_in(&assemble_events(raced));
 }
 
+/// A busy reader (dockerd under load) may read a datagram later than the
+/// quiet time: its journey waits for the read instead of ending in the kernel.
+#[test]
+fn a_datagram_queued_for_a_slow_reader_waits_for_its_read() {
+    let events = recorded(UDP_DEFERRED_FREE);
+    let first_read = events
+        .iter()
+        .position(|e| e.kind == EventKind::SocketRead)
+        .expect("the first datagram's read");
+    let mut read = events[first_read].clone();
+    let delivered = events[first_read - 1].time_ns;
+    let mut assembler = Assembler::new(QUIET_NS);
+    for event in events[..first_read]
+        .iter()
+        .filter(|e| !e.kind.is_deferred_free())
+    {
+        assembler.push(event.clone());
+    }
+    let datagram = |journeys: &[Journey]| {
+        journeys
+            .iter()
+            .any(|j| matches!(j.first_packet().transport, Transport::Udp { .. }))
+    };
+    let quiet_long_since = delivered + 3 * QUIET_NS;
+    assert!(
+        !datagram(&assembler.take_finished(quiet_long_since)),
+        "still waiting for its reader"
+    );
+    read.time_ns = quiet_long_since;
+    assembler.push(read);
+    let told = assembler.take_finished(quiet_long_since + READ_WAIT_NS);
+    let journey = told
+        .iter()
+        .find(|j| matches!(j.first_packet().transport, Transport::Udp { .. }))
+        .expect("told once read and quiet");
+    assert!(
+        journey
+            .events
+            .iter()
+            .any(|e| e.kind == EventKind::SocketRead)
+    );
+}
+
 #[test]
 fn a_datagram_read_no_delivered_datagram_fits_is_dropped() {
     let mut events = recorded(UDP_ECHO);
