@@ -238,72 +238,95 @@ tracepoint:sock:sock_recv_length {{
     )
 }
 
+/// A tracer running in the background, its output read for the line that
+/// says it is attached and for pkttrace's last words on losses.
+struct Running {
+    child: Child,
+    reader: thread::JoinHandle<Option<(u64, u64)>>,
+}
+
+impl Running {
+    /// Starts `command` with its stderr (pkttrace) or stdout (bpftrace)
+    /// piped, and returns once a line of it starts with `ready`.
+    fn start(
+        mut command: Command,
+        name: &str,
+        from_stderr: bool,
+        ready: &'static str,
+    ) -> Result<Self> {
+        let (stdout, stderr) = if from_stderr {
+            (Stdio::null(), Stdio::piped())
+        } else {
+            (Stdio::piped(), Stdio::null())
+        };
+        let mut child = command
+            .stdout(stdout)
+            .stderr(stderr)
+            .spawn()
+            .with_context(|| format!("cannot start {name} (run `cargo xtask setup`)"))?;
+        let output: Box<dyn std::io::Read + Send> = match (child.stdout.take(), child.stderr.take())
+        {
+            (Some(out), _) => Box::new(out),
+            (_, Some(err)) => Box::new(err),
+            _ => bail!("{name}'s output"),
+        };
+        let (attached, attached_seen) = mpsc::channel();
+        let reader = thread::spawn(move || {
+            let mut dropped = None;
+            for line in BufReader::new(output).lines().map_while(Result::ok) {
+                if line.starts_with(ready) {
+                    let _ = attached.send(());
+                }
+                dropped = dropped.or(dropped_of(&line));
+            }
+            dropped
+        });
+        let running = Running { child, reader };
+        if attached_seen.recv_timeout(Duration::from_secs(60)).is_err() {
+            let _ = running.stop();
+            bail!("{name} did not attach within 60 s");
+        }
+        Ok(running)
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Ctrl-C, then what pkttrace said about losses: (lost, all events).
+    fn stop(mut self) -> Result<Option<(u64, u64)>> {
+        interrupt(self.pid());
+        self.child.wait()?;
+        Ok(self.reader.join().expect("output reader"))
+    }
+}
+
 /// Runs `measure` while bpftrace watches `address` with `bpftrace_script`.
 fn measure_bpftrace(address: Ipv4Addr) -> Result<Traffic> {
-    let mut tracer = Command::new("bpftrace")
-        .args(["-e", &bpftrace_script(address)])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .context("cannot start bpftrace (run `cargo xtask setup`)")?;
-    let pid = tracer.id();
-    let stdout = tracer.stdout.take().context("bpftrace's stdout")?;
-    let (attached, attached_seen) = mpsc::channel();
-    let reader = thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if line.starts_with("Attaching") {
-                let _ = attached.send(());
-            }
-        }
-    });
-    if attached_seen.recv_timeout(Duration::from_secs(60)).is_err() {
-        interrupt(pid);
-        let _ = tracer.wait();
-        bail!("bpftrace did not attach within 60 s");
-    }
+    let mut command = Command::new("bpftrace");
+    command.args(["-e", &bpftrace_script(address)]);
+    let tracer = Running::start(command, "bpftrace", false, "Attaching")?;
     // "Attaching" comes just before the attach itself.
     thread::sleep(Duration::from_secs(1));
     let traffic = measure();
-    interrupt(pid);
-    tracer.wait()?;
-    let _ = reader.join();
+    tracer.stop()?;
     traffic
 }
 
 /// Runs `measure` while pkttrace follows `dest` from the host, once it has
 /// attached (start-up, with the verifier's work, is not what is measured).
 fn measure_traced(pkttrace: &std::path::Path, dest: &str) -> Result<(Traffic, TracerUsage)> {
-    let mut tracer = Command::new(pkttrace)
-        .args([
-            "follow",
-            NETNS,
-            dest,
-            "--json",
-            "--timeout",
-            &(SECONDS * 2 + 70).to_string(),
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .context("cannot start pkttrace")?;
-    let pid = tracer.id();
-    let stderr = tracer.stderr.take().context("pkttrace's stderr")?;
-    let (attached, attached_seen) = mpsc::channel();
-    let reader = thread::spawn(move || {
-        let mut dropped = None;
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if line.starts_with("pkttrace: following") {
-                let _ = attached.send(());
-            }
-            dropped = dropped.or(dropped_of(&line));
-        }
-        dropped
-    });
-    if attached_seen.recv_timeout(Duration::from_secs(60)).is_err() {
-        interrupt(pid);
-        let _ = tracer.wait();
-        bail!("pkttrace did not start following within 60 s");
-    }
+    let mut command = Command::new(pkttrace);
+    command.args([
+        "follow",
+        NETNS,
+        dest,
+        "--json",
+        "--timeout",
+        &(SECONDS * 2 + 70).to_string(),
+    ]);
+    let tracer = Running::start(command, "pkttrace", true, "pkttrace: following")?;
+    let pid = tracer.pid();
     thread::sleep(Duration::from_secs(1));
     let cpu_before = cpu_seconds(pid).unwrap_or(0.0);
     let started = Instant::now();
@@ -319,9 +342,7 @@ fn measure_traced(pkttrace: &std::path::Path, dest: &str) -> Result<(Traffic, Tr
     let peak_kib = sampler.join().expect("sampler");
     let cpu_seconds = cpu_seconds(pid).unwrap_or(0.0) - cpu_before;
     let traced_for = started.elapsed().as_secs_f64();
-    interrupt(pid);
-    tracer.wait()?;
-    let dropped = reader.join().expect("stderr reader");
+    let dropped = tracer.stop()?;
     Ok((
         traffic?,
         TracerUsage {

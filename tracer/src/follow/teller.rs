@@ -219,16 +219,14 @@ impl Teller {
             stepper.print(text.to_owned());
             return Ok(());
         }
-        if self.output.json {
-            // JSON has no styles to strip.
-            let mut out = std::io::stdout().lock();
-            out.write_all(text.as_bytes())?;
-            out.flush()?;
+        // JSON has no styles to strip.
+        let mut out: Box<dyn Write> = if self.output.json {
+            Box::new(std::io::stdout().lock())
         } else {
-            let mut out = anstream::stdout();
-            out.write_all(text.as_bytes())?;
-            out.flush()?;
-        }
+            Box::new(anstream::stdout())
+        };
+        out.write_all(text.as_bytes())?;
+        out.flush()?;
         Ok(())
     }
 }

@@ -204,11 +204,16 @@ impl Exchanges {
         told
     }
 
-    fn no_reply(&mut self, request: Waiting) -> Told {
-        // Behind a proxy the exchange ends with the second leg's.
+    /// Counts the exchange `request` belongs to as over, once its wait
+    /// ends: behind a proxy the exchange ends with the second leg's.
+    fn end_wait(&mut self, request: &Waiting) {
         if !self.target.expect_second_leg || request.second_leg {
             self.done += 1;
         }
+    }
+
+    fn no_reply(&mut self, request: Waiting) -> Told {
+        self.end_wait(&request);
         Told::NoReply {
             request: request.asked.id,
             waited: request.since.elapsed(),
@@ -354,11 +359,8 @@ impl Exchanges {
                         .partition(|r| covered(r) && journey.answers(&r.asked));
                     self.waiting = rest.into();
                 }
-                // Behind a proxy, the exchange ends with the second leg's answer.
                 for answered in earlier.iter().chain([&request]) {
-                    if !self.target.expect_second_leg || answered.second_leg {
-                        self.done += 1;
-                    }
+                    self.end_wait(answered);
                 }
                 vec![Told::Journey(
                     journey,
@@ -392,7 +394,7 @@ impl Exchanges {
     fn wait_for_reply(&mut self, request: &Journey, second_leg: bool) {
         if self.waiting.len() == MAX_WAITING {
             let oldest = self.waiting.pop_front().expect("full");
-            self.done += u64::from(!self.target.expect_second_leg || oldest.second_leg);
+            self.end_wait(&oldest);
         }
         self.waiting.push_back(Waiting {
             asked: Asked::of(request),

@@ -597,11 +597,6 @@ impl Assembler {
             });
             // Read ones are done; UDP may free a datagram (same CPU) just
             // before the read is reported.
-            let unread = !open
-                .journey
-                .events
-                .iter()
-                .any(|e| e.kind == EventKind::SocketRead);
             let queued = open.alive.contains(&skb)
                 || open.consumed_by_reader
                 || open.journey.events.last().is_some_and(|last| {
@@ -611,7 +606,7 @@ impl Assembler {
             (dport == port
                 && (local.is_unspecified() || packet.dst == local)
                 && delivered_here
-                && unread
+                && !open.read
                 && queued
                 && open.last_time <= read.time_ns)
                 .then_some((*id, skb, packet))

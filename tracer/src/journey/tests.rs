@@ -154,20 +154,29 @@ fn quiet_journeys_finish_and_busy_ones_stay_open() {
     assert_eq!(finished[0].first_packet().src, CONTAINER, "oldest first");
 }
 
-#[test]
-fn a_flood_cannot_grow_the_open_set_without_bound() {
+/// `count` transmits of the recorded ping, each its own skb, 1 ns apart;
+/// `distinct` gives each its own IP id (else they look alike).
+fn flood(count: u64, distinct: bool) -> Assembler {
     let template = recorded(ICMP_MASQUERADE)
         .into_iter()
         .find(|e| matches!(e.kind, EventKind::Transmit { .. }))
         .unwrap();
     let mut assembler = Assembler::new(u64::MAX);
-    for n in 0..(MAX_OPEN as u64 + 10) {
+    for n in 0..count {
         let mut event = template.clone();
         event.skb += n * 256;
-        event.packet.ip_id = n as u16;
+        if distinct {
+            event.packet.ip_id = n as u16;
+        }
         event.time_ns += n;
         assembler.push(event);
     }
+    assembler
+}
+
+#[test]
+fn a_flood_cannot_grow_the_open_set_without_bound() {
+    let mut assembler = flood(MAX_OPEN as u64 + 10, true);
     let evicted = assembler.take_finished(0);
     assert_eq!(evicted.len(), 10, "the oldest are finished early");
     assert_eq!(evicted[0].id, 1);
@@ -179,18 +188,7 @@ fn a_flood_cannot_grow_the_open_set_without_bound() {
 /// grow without bound.
 #[test]
 fn lookalike_packets_cannot_grow_one_journey_without_bound() {
-    let template = recorded(ICMP_MASQUERADE)
-        .into_iter()
-        .find(|e| matches!(e.kind, EventKind::Transmit { .. }))
-        .unwrap();
-    let mut assembler = Assembler::new(u64::MAX);
-    for n in 0..(3 * MAX_EVENTS as u64) {
-        let mut event = template.clone();
-        event.skb += n * 256;
-        event.time_ns += n;
-        assembler.push(event);
-    }
-    let sizes: Vec<usize> = assembler
+    let sizes: Vec<usize> = flood(3 * MAX_EVENTS as u64, false)
         .take_all()
         .iter()
         .map(|j| j.events.len())
