@@ -194,7 +194,9 @@ pub const NOT_IN_TASK: u8 = 2;
 pub const MAX_WATCHED: usize = 4;
 
 /// Byte offsets of the kernel struct members the programs read, computed in
-/// user space from `/sys/kernel/btf/vmlinux` (aya has no CO-RE for Rust).
+/// user space from `/sys/kernel/btf/vmlinux` (aya has no CO-RE for Rust) and
+/// written into the programs' read-only global `OFFSETS_GLOBAL` before they
+/// are loaded.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct KernelOffsets {
@@ -251,7 +253,6 @@ pub const MAX_PORTS: usize = 4;
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Config {
-    pub offsets: KernelOffsets,
     pub watched: [[u8; 4]; MAX_WATCHED],
     pub watched_count: u32,
     /// Inode of a network namespace whose packets are all in scope, 0 = none:
@@ -314,11 +315,17 @@ pub const LOST_MAP: &str = "LOST";
 /// made it); also the scratch slots, one per probe.
 pub const LOST_SLOTS: u32 = 16;
 pub const SCRATCH_MAP: &str = "SCRATCH";
+pub const ADDRESSES_MAP: &str = "ADDRESSES";
+/// The programs' global holding the `KernelOffsets`.
+pub const OFFSETS_GLOBAL: &str = "OFFSETS";
+/// The netfilter programs' global holding the BTF id of `struct iphdr`.
+pub const IP_HEADER_TYPE_GLOBAL: &str = "IP_HEADER_TYPE";
 
 #[cfg(feature = "user")]
 mod user {
     // SAFETY: both are plain-old-data `repr(C)` structs of integers and byte arrays.
     unsafe impl aya::Pod for super::Config {}
+    unsafe impl aya::Pod for super::KernelOffsets {}
     unsafe impl aya::Pod for super::PacketEvent {}
     unsafe impl aya::Pod for super::PayloadEvent {}
     unsafe impl aya::Pod for super::HeadersEvent {}

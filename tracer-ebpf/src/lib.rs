@@ -8,16 +8,41 @@
 
 use aya_ebpf::{
     helpers::{
-        bpf_get_current_pid_tgid, bpf_get_current_task, bpf_ktime_get_ns, bpf_probe_read_kernel,
+        bpf_get_current_pid_tgid, bpf_get_current_task_btf, bpf_ktime_get_ns,
+        bpf_probe_read_kernel,
         generated::{bpf_get_current_comm, bpf_probe_read_kernel as bpf_probe_read_kernel_raw},
     },
     macros::map,
     maps::{Array, PerCpuArray, RingBuf},
 };
 use tracer_common::{
-    Config, ETH_P_ARP, ETH_P_IP, HEADERS_MAX, HeadersEvent, LOST_SLOTS, MAX_PORTS, MAX_WATCHED,
-    PAYLOAD_MAX, PacketEvent, PayloadEvent, Probe, QuotedHeader,
+    Config, ETH_P_ARP, ETH_P_IP, HEADERS_MAX, HeadersEvent, KernelOffsets, LOST_SLOTS, MAX_PORTS,
+    MAX_WATCHED, PAYLOAD_MAX, PacketEvent, PayloadEvent, Probe, QuotedHeader,
 };
+
+/// The running kernel's struct offsets, written by the loaders into this
+/// object's read-only data before the programs are verified. The verifier
+/// then knows each offset as a constant, which lets the programs read
+/// kernel structs through the BTF-typed pointers they are handed with
+/// plain loads (`field`), where a probe-read helper call costs ~35 ns.
+#[unsafe(no_mangle)]
+static OFFSETS: KernelOffsets = unsafe { core::mem::zeroed() };
+
+/// The offset of `KernelOffsets::$name` (a volatile read: the compiler must
+/// not fold the zero it was built with).
+#[macro_export]
+macro_rules! offset {
+    ($name:ident) => {
+        $crate::offset_of(|offsets| &offsets.$name)
+    };
+}
+
+#[doc(hidden)]
+#[inline(always)]
+pub fn offset_of(member: impl FnOnce(&'static KernelOffsets) -> &'static u32) -> u32 {
+    // SAFETY: reading a static.
+    unsafe { core::ptr::read_volatile(member(&OFFSETS)) }
+}
 
 #[map(name = "EVENTS")]
 pub static EVENTS: RingBuf = RingBuf::with_byte_size(1 << 22, 0);
@@ -116,7 +141,45 @@ pub fn config() -> Option<&'static Config> {
     CONFIG.get(0)
 }
 
-/// Reads a value of type `T` at `base + offset` in kernel memory.
+/// Reads the member at `offset` of the kernel struct `base` points at with
+/// a plain load. `base` must be a pointer the verifier knows the BTF type of
+/// (a program's typed argument, the context's, the current task), and the
+/// member no pointer to a struct: loading one of those from such a pointer
+/// makes the verifier search the kernel's whole BTF for trust annotations,
+/// each time it walks the instruction, which made loading several times
+/// slower. Pointers to structs are read with `read`, as numbers.
+#[inline(always)]
+pub fn field<T: Copy>(base: u64, offset: u32) -> T {
+    // SAFETY: see above; the verifier rejects the program otherwise.
+    unsafe { core::ptr::read_volatile((base + offset as u64) as *const T) }
+}
+
+/// Where `plain` turns addresses into numbers, and the value it checks.
+#[map(name = "ADDRESSES")]
+pub static ADDRESSES: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+
+/// The number a pointer to untyped memory (packet data, a stack) holds,
+/// from a `field` load: the verifier allows such a pointer no arithmetic
+/// but additions, and a plain number any. Through map memory it comes back
+/// as a number; a run that interrupted this one on the CPU between the
+/// write and the read may have left its own there, so the result is checked
+/// (a pointer may be compared with a number) and the write tried again.
+#[inline(always)]
+pub fn plain(pointer: u64) -> Option<u64> {
+    let slot = ADDRESSES.get_ptr_mut(0)?;
+    // SAFETY: this CPU's slot, one u64.
+    let number = unsafe {
+        core::ptr::write_volatile(slot, pointer);
+        core::ptr::read_volatile(slot)
+    };
+    // The compiler would take `number` for `pointer` after seeing them
+    // equal; the verifier needs the number.
+    (core::hint::black_box(number) == pointer).then_some(number)
+}
+
+/// Reads a value of type `T` at `base + offset` in kernel memory with the
+/// probe-read helper: packet data, and structs reached through a pointer
+/// member (`base` a number, or a BTF-typed pointer for the first step).
 #[inline(always)]
 pub fn read<T>(base: u64, offset: u32) -> Option<T> {
     if base == 0 {
@@ -128,8 +191,8 @@ pub fn read<T>(base: u64, offset: u32) -> Option<T> {
 
 /// The inode number of the network namespace a `struct net *` is.
 #[inline(always)]
-pub fn netns_inode(cfg: &Config, net: u64) -> u32 {
-    read::<u32>(net, cfg.offsets.net_ns_inum).unwrap_or(0)
+pub fn netns_inode(net: u64) -> u32 {
+    read::<u32>(net, offset!(net_ns_inum)).unwrap_or(0)
 }
 
 /// What an event says about a device.
@@ -141,14 +204,11 @@ pub struct Device {
 
 /// Reads ifindex, name and namespace of a `struct net_device *`.
 #[inline(always)]
-pub fn device(cfg: &Config, dev: u64) -> Device {
-    let o = &cfg.offsets;
+pub fn device(dev: u64) -> Device {
     Device {
-        ifindex: read::<u32>(dev, o.dev_ifindex).unwrap_or(0),
-        name: read::<[u8; 16]>(dev, o.dev_name).unwrap_or([0; 16]),
-        netns: read::<u64>(dev, o.dev_nd_net)
-            .map(|net| netns_inode(cfg, net))
-            .unwrap_or(0),
+        ifindex: read::<u32>(dev, offset!(dev_ifindex)).unwrap_or(0),
+        name: read::<[u8; 16]>(dev, offset!(dev_name)).unwrap_or([0; 16]),
+        netns: read::<u64>(dev, offset!(dev_nd_net)).map_or(0, netns_inode),
     }
 }
 
@@ -233,25 +293,44 @@ pub fn in_scope(cfg: &Config, saddr: [u8; 4], daddr: [u8; 4], netns: impl Fn() -
 /// The namespace of the packet's device, or of the current task when the
 /// packet has none (yet, or any more).
 #[inline(always)]
-pub fn skb_netns(cfg: &Config, skb: u64) -> u32 {
-    match read::<u64>(skb, cfg.offsets.skb_dev) {
-        Some(dev) if dev != 0 => device(cfg, dev).netns,
-        _ => current_netns(cfg),
+pub fn skb_netns(skb: u64) -> u32 {
+    match read::<u64>(skb, offset!(skb_dev)) {
+        Some(dev) if dev != 0 => device(dev).netns,
+        _ => current_netns(),
     }
 }
 
 /// Where the network header (IPv4 or ARP) starts.
 #[inline(always)]
-fn network_header(cfg: &Config, skb: u64, at: HeaderAt) -> Option<u64> {
-    let o = &cfg.offsets;
+fn network_header(skb: u64, at: HeaderAt) -> Option<u64> {
     match at {
-        HeaderAt::Data => read::<u64>(skb, o.skb_data),
+        HeaderAt::Data => plain(field::<u64>(skb, offset!(skb_data))),
         HeaderAt::NetworkHeader => {
-            let head = read::<u64>(skb, o.skb_head)?;
-            let network = read::<u16>(skb, o.skb_network_header)?;
-            (network != 0xffff).then_some(head + network as u64)
+            let network = field::<u16>(skb, offset!(skb_network_header));
+            if network == 0xffff {
+                return None;
+            }
+            Some(skb_head(skb)? + network as u64)
         }
     }
+}
+
+/// Where the skb's buffer starts, as a number.
+#[inline(always)]
+fn skb_head(skb: u64) -> Option<u64> {
+    plain(field::<u64>(skb, offset!(skb_head)))
+}
+
+/// The skb's `protocol` (an EtherType).
+#[inline(always)]
+fn skb_protocol(skb: u64) -> u16 {
+    u16::from_be(field::<u16>(skb, offset!(skb_protocol)))
+}
+
+/// Where the skb's linear data ends, as a number.
+#[inline(always)]
+fn linear_end(skb: u64) -> Option<u64> {
+    Some(skb_head(skb)? + field::<u32>(skb, offset!(skb_tail)) as u64)
 }
 
 /// What the first look at a packet found.
@@ -276,28 +355,41 @@ pub enum Scope {
     Quoting,
 }
 
+/// Why an IPv4 packet with these protocol and addresses passes the first
+/// look, None when it is somebody else's.
+#[inline(always)]
+pub fn ipv4_scope(
+    cfg: &Config,
+    protocol: u8,
+    saddr: [u8; 4],
+    daddr: [u8; 4],
+    netns: impl Fn() -> u32,
+) -> Option<Scope> {
+    if (cfg.protocol == 0 || cfg.protocol == protocol) && in_scope(cfg, saddr, daddr, netns) {
+        Some(Scope::Itself)
+    } else if protocol == IPPROTO_ICMP {
+        Some(Scope::Quoting)
+    } else {
+        None
+    }
+}
+
 /// Finds the packet's IPv4 header and applies the address and protocol
 /// filter. This runs for every packet the kernel handles, so it reads as
 /// little as it can and builds nothing.
 #[inline(always)]
 fn first_look(cfg: &Config, skb: u64, at: HeaderAt, netns: impl Fn() -> u32) -> Option<Header> {
-    let ip_addr = network_header(cfg, skb, at)?;
+    let ip_addr = network_header(skb, at)?;
     let ip = read::<Ipv4Header>(ip_addr, 0)?;
     if ip.version_ihl >> 4 != 4 {
         return Some(Header::NotIpv4(ip_addr));
     }
-    let scope = if (cfg.protocol == 0 || cfg.protocol == ip.protocol)
-        && in_scope(cfg, ip.saddr, ip.daddr, &netns)
-    {
-        Scope::Itself
-    } else if ip.protocol == IPPROTO_ICMP {
-        Scope::Quoting
-    } else {
+    let Some(scope) = ipv4_scope(cfg, ip.protocol, ip.saddr, ip.daddr, &netns) else {
         return Some(Header::Theirs);
     };
     // Only for a packet about to be kept: a unix or netlink buffer read by a
     // process has no IP header, whatever its bytes look like.
-    if read::<u16>(skb, cfg.offsets.skb_protocol).map(u16::from_be) != Some(ETH_P_IP) {
+    if skb_protocol(skb) != ETH_P_IP {
         return Some(Header::Theirs);
     }
     Some(Header::Ours(ip_addr, ip, scope))
@@ -329,7 +421,7 @@ fn capture_arp(
     netns: impl Fn() -> u32,
     event: &mut PacketEvent,
 ) -> bool {
-    if read::<u16>(skb, cfg.offsets.skb_protocol).map(u16::from_be) != Some(ETH_P_ARP) {
+    if skb_protocol(skb) != ETH_P_ARP {
         return false;
     }
     let Some(arp) = read::<ArpHeader>(header, 0) else {
@@ -457,17 +549,14 @@ fn read_quoted(cfg: &Config, at: u64, quoted: &mut QuotedHeader, netns: impl Fn(
 
 /// Reads the Ethernet addresses of a received frame (`skb->head + mac_header`).
 #[inline(always)]
-pub fn read_macs(cfg: &Config, skb: u64, event: &mut PacketEvent) {
-    let o = &cfg.offsets;
-    let (Some(head), Some(mac)) = (
-        read::<u64>(skb, o.skb_head),
-        read::<u16>(skb, o.skb_mac_header),
-    ) else {
-        return;
-    };
+pub fn read_macs(skb: u64, event: &mut PacketEvent) {
+    let mac = field::<u16>(skb, offset!(skb_mac_header));
     if mac == 0xffff {
         return;
     }
+    let Some(head) = skb_head(skb) else {
+        return;
+    };
     if let Some(eth) = read::<[u8; 12]>(head + mac as u64, 0) {
         event.mac_dst.copy_from_slice(&eth[0..6]);
         event.mac_src.copy_from_slice(&eth[6..12]);
@@ -477,51 +566,50 @@ pub fn read_macs(cfg: &Config, skb: u64, event: &mut PacketEvent) {
 
 /// Copies the conntrack entry and its ctinfo from `skb->_nfct`.
 #[inline(always)]
-pub fn read_conntrack(cfg: &Config, skb: u64, event: &mut PacketEvent) {
-    let nfct = read::<u64>(skb, cfg.offsets.skb_nfct).unwrap_or(0);
+pub fn read_conntrack(skb: u64, event: &mut PacketEvent) {
+    let nfct = field::<u64>(skb, offset!(skb_nfct));
     // The low 3 bits carry enum ip_conntrack_info; the rest is the nf_conn pointer.
     event.conntrack = nfct & !7;
     event.ctinfo = (nfct & 7) as u8;
 }
 
+/// The current task, as a BTF-typed pointer `field` can read through.
+#[inline(always)]
+pub fn current_task() -> u64 {
+    // SAFETY: a plain helper call.
+    unsafe { bpf_get_current_task_btf() as u64 }
+}
+
 /// The network namespace of the task the program runs on behalf of.
 #[inline(always)]
-pub fn current_netns(cfg: &Config) -> u32 {
-    let o = &cfg.offsets;
-    // SAFETY: a plain helper call; the task pointer is only used through probe reads.
-    let task = unsafe { bpf_get_current_task() };
-    read::<u64>(task, o.task_nsproxy)
-        .and_then(|nsproxy| read::<u64>(nsproxy, o.nsproxy_net_ns))
-        .map(|net| netns_inode(cfg, net))
-        .unwrap_or(0)
+pub fn current_netns() -> u32 {
+    read::<u64>(current_task(), offset!(task_nsproxy))
+        .and_then(|nsproxy| read::<u64>(nsproxy, offset!(nsproxy_net_ns)))
+        .map_or(0, netns_inode)
 }
 
 /// The current process's id as its own pid namespace numbers it:
 /// `task->group_leader->thread_pid->numbers[level].nr`.
 #[inline(always)]
-fn current_ns_pid(cfg: &Config) -> u32 {
-    let o = &cfg.offsets;
-    // SAFETY: a plain helper call; the task pointer is only used through probe reads.
-    let task = unsafe { bpf_get_current_task() };
-    let Some(leader) = read::<u64>(task, o.task_group_leader) else {
+fn current_ns_pid() -> u32 {
+    let Some(pid) = read::<u64>(current_task(), offset!(task_group_leader))
+        .and_then(|leader| read::<u64>(leader, offset!(task_thread_pid)))
+    else {
         return 0;
     };
-    let Some(pid) = read::<u64>(leader, o.task_thread_pid) else {
-        return 0;
-    };
-    let level = read::<u32>(pid, o.pid_level).unwrap_or(0);
-    let upid = pid + o.pid_numbers as u64 + level as u64 * o.upid_size as u64;
+    let level = read::<u32>(pid, offset!(pid_level)).unwrap_or(0);
+    let upid = pid + offset!(pid_numbers) as u64 + level as u64 * offset!(upid_size) as u64;
     read::<u32>(upid, 0).unwrap_or(0)
 }
 
 /// Stamps time and the current task.
 #[inline(always)]
-pub fn stamp(cfg: &Config, event: &mut PacketEvent) {
+pub fn stamp(event: &mut PacketEvent) {
     event.timestamp_ns = unsafe { bpf_ktime_get_ns() };
     if event.task_netns == 0 {
-        event.task_netns = current_netns(cfg);
+        event.task_netns = current_netns();
     }
-    event.ns_pid = current_ns_pid(cfg);
+    event.ns_pid = current_ns_pid();
     event.pid = (bpf_get_current_pid_tgid() >> 32) as u32;
     // SAFETY: `comm` has room for the 16 bytes asked.
     unsafe { bpf_get_current_comm(event.comm.as_mut_ptr().cast(), event.comm.len() as u32) };
@@ -538,8 +626,8 @@ pub fn count_lost(probe: u8) {
 
 /// Stamps time and the current task, then sends the event to user space.
 #[inline(always)]
-pub fn emit(cfg: &Config, event: &mut PacketEvent) {
-    stamp(cfg, event);
+pub fn emit(event: &mut PacketEvent) {
+    stamp(event);
     if EVENTS.output::<PacketEvent>(&*event, 0).is_err() {
         count_lost(event.probe);
     }
@@ -550,10 +638,10 @@ pub fn emit(cfg: &Config, event: &mut PacketEvent) {
 #[inline(always)]
 pub fn emit_packet(cfg: &Config, event: &mut PacketEvent, skb: u64, at: HeaderAt) {
     if cfg.capture_headers == 0 {
-        emit(cfg, event);
+        emit(event);
         return;
     }
-    stamp(cfg, event);
+    stamp(event);
     let Some(mut entry) = EVENTS.reserve::<HeadersEvent>(0) else {
         count_lost(event.probe);
         return;
@@ -562,7 +650,7 @@ pub fn emit_packet(cfg: &Config, event: &mut PacketEvent, skb: u64, at: HeaderAt
     // SAFETY: `out` is a reserved HeadersEvent; both pointers are valid for
     // one PacketEvent, copied by a helper (see emit_payload_record).
     unsafe {
-        (*out).headers_len = copy_headers(cfg, skb, at, (*out).headers.as_mut_ptr()) as u16;
+        (*out).headers_len = copy_headers(skb, at, (*out).headers.as_mut_ptr()) as u16;
         bpf_probe_read_kernel_raw(
             core::ptr::addr_of_mut!((*out).packet).cast(),
             size_of::<PacketEvent>() as u32,
@@ -575,8 +663,8 @@ pub fn emit_packet(cfg: &Config, event: &mut PacketEvent, skb: u64, at: HeaderAt
 /// Copies the packet's first bytes from its network header on into
 /// `headers` (HEADERS_MAX bytes of room); returns how many.
 #[inline(always)]
-pub fn copy_headers(cfg: &Config, skb: u64, at: HeaderAt, headers: *mut u8) -> u32 {
-    copy_at_most::<HEADERS_MAX>(headers, headers_location(cfg, skb, at))
+pub fn copy_headers(skb: u64, at: HeaderAt, headers: *mut u8) -> u32 {
+    copy_at_most::<HEADERS_MAX>(headers, headers_location(skb, at))
 }
 
 /// Copies up to `MAX` bytes of kernel memory at `location` (start, length)
@@ -602,18 +690,16 @@ fn copy_at_most<const MAX: usize>(room: *mut u8, location: Option<(u64, u64)>) -
 /// Where the network header starts and how many bytes of the linear data
 /// follow it.
 #[inline(always)]
-fn headers_location(cfg: &Config, skb: u64, at: HeaderAt) -> Option<(u64, u64)> {
-    let start = network_header(cfg, skb, at)?;
-    let head = read::<u64>(skb, cfg.offsets.skb_head)?;
-    let linear_end = head + read::<u32>(skb, cfg.offsets.skb_tail)? as u64;
-    Some((start, linear_end.checked_sub(start)?))
+fn headers_location(skb: u64, at: HeaderAt) -> Option<(u64, u64)> {
+    let start = network_header(skb, at)?;
+    Some((start, linear_end(skb)?.checked_sub(start)?))
 }
 
 /// Where a TCP/UDP packet's payload starts and how many of its bytes are in
 /// the linear data (beyond it they are in page fragments, not readable here).
 #[inline(always)]
-fn payload_location(cfg: &Config, skb: u64, at: HeaderAt) -> Option<(u64, u64)> {
-    let ip_addr = network_header(cfg, skb, at)?;
+fn payload_location(skb: u64, at: HeaderAt) -> Option<(u64, u64)> {
+    let ip_addr = network_header(skb, at)?;
     let ip = read::<Ipv4Header>(ip_addr, 0)?;
     let ip_header_len = ((ip.version_ihl & 0x0f) as u64) * 4;
     let l4 = ip_addr + ip_header_len;
@@ -625,18 +711,16 @@ fn payload_location(cfg: &Config, skb: u64, at: HeaderAt) -> Option<(u64, u64)> 
     let payload = l4 + l4_header_len;
     let total = u16::from_be(ip.tot_len) as u64;
     let length = total.checked_sub(ip_header_len + l4_header_len)?;
-    let head = read::<u64>(skb, cfg.offsets.skb_head)?;
-    let linear_end = head + read::<u32>(skb, cfg.offsets.skb_tail)? as u64;
-    let linear = linear_end.checked_sub(payload)?;
+    let linear = linear_end(skb)?.checked_sub(payload)?;
     Some((payload, if length < linear { length } else { linear }))
 }
 
 /// Like `emit`, with the start of the packet's TCP/UDP payload appended,
 /// read from its linear data.
 #[inline(always)]
-pub fn emit_with_payload(cfg: &Config, event: &mut PacketEvent, skb: u64, at: HeaderAt) {
-    let location = payload_location(cfg, skb, at);
-    emit_payload_record(cfg, event, |payload| {
+pub fn emit_with_payload(event: &mut PacketEvent, skb: u64, at: HeaderAt) {
+    let location = payload_location(skb, at);
+    emit_payload_record(event, |payload| {
         copy_at_most::<PAYLOAD_MAX>(payload, location)
     });
 }
@@ -644,12 +728,8 @@ pub fn emit_with_payload(cfg: &Config, event: &mut PacketEvent, skb: u64, at: He
 /// Sends `event` followed by a payload that `copy` writes into the record
 /// (PAYLOAD_MAX bytes of room) and whose length it returns.
 #[inline(always)]
-pub fn emit_payload_record(
-    cfg: &Config,
-    event: &mut PacketEvent,
-    copy: impl FnOnce(*mut u8) -> u32,
-) {
-    stamp(cfg, event);
+pub fn emit_payload_record(event: &mut PacketEvent, copy: impl FnOnce(*mut u8) -> u32) {
+    stamp(event);
     let Some(mut entry) = EVENTS.reserve::<PayloadEvent>(0) else {
         count_lost(event.probe);
         return;
@@ -709,13 +789,13 @@ pub fn capture_skb(
             ip.describe(event, probe, skb);
             let wanted = read_transport(cfg, ip_addr, &ip, scope, event, &netns);
             if wanted {
-                read_conntrack(cfg, skb, event);
+                read_conntrack(skb, event);
             }
             wanted
         }
     };
-    if wanted && let Some(dev) = read::<u64>(skb, cfg.offsets.skb_dev) {
-        device(cfg, dev).describe(event);
+    if wanted && let Some(dev) = read::<u64>(skb, offset!(skb_dev)) {
+        device(dev).describe(event);
     }
     wanted
 }

@@ -4,9 +4,8 @@
 #![no_main]
 
 use aya_ebpf::{
-    helpers::{bpf_get_current_task, generated::bpf_skb_load_bytes},
-    macros::{btf_tracepoint, classifier, map},
-    maps::PerCpuArray,
+    helpers::generated::bpf_skb_load_bytes,
+    macros::{btf_tracepoint, classifier},
     programs::{BtfTracePointContext, TcContext},
 };
 use tracer_common::{
@@ -17,9 +16,9 @@ use tracer_common::{
 const IPPROTO_TCP: u8 = 6;
 const IPPROTO_UDP: u8 = 17;
 use tracer_ebpf::{
-    HeaderAt, Ipv4Header, capture_skb, config, current_netns, device, emit, emit_packet,
-    emit_payload_record, emit_with_payload, in_scope, look, read, read_macs, scratch_event,
-    skb_netns,
+    HeaderAt, Ipv4Header, capture_skb, config, current_netns, current_task, device, emit,
+    emit_packet, emit_payload_record, emit_with_payload, field, in_scope, look, netns_inode,
+    offset, plain, read, read_macs, scratch_event, skb_netns,
 };
 
 #[btf_tracepoint(function = "net_dev_queue")]
@@ -31,8 +30,8 @@ pub fn net_dev_queue(ctx: BtfTracePointContext) -> i32 {
         skb,
         HeaderAt::NetworkHeader,
         true,
-        |cfg, event| {
-            event.in_task = sending_context(cfg);
+        |event| {
+            event.in_task = sending_context();
         },
     );
     0
@@ -42,7 +41,7 @@ pub fn net_dev_queue(ctx: BtfTracePointContext) -> i32 {
 pub fn netif_receive_skb(ctx: BtfTracePointContext) -> i32 {
     let skb: u64 = ctx.arg(0);
     // The Ethernet header is already pulled: skb->data is the IP header.
-    on_skb(Probe::Receive, skb, HeaderAt::Data, true, |_, _| {});
+    on_skb(Probe::Receive, skb, HeaderAt::Data, true, |_| {});
     0
 }
 
@@ -51,11 +50,6 @@ pub fn netif_receive_skb(ctx: BtfTracePointContext) -> i32 {
 const PF_KTHREAD: u32 = 0x0020_0000;
 /// x86-64's kernel stack size (`THREAD_SIZE`, without KASAN).
 const THREAD_SIZE: u64 = 16 * 1024;
-
-/// Where `sending_context` turns the address of one of its locals into a
-/// number (one slot per CPU; the program keeps its CPU while it runs).
-#[map]
-static FRAME_ADDRESS: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 
 /// Whether a transmit happens in the current task's own context (its system
 /// call), so the task is the sender, or in a softirq or interrupt the CPU
@@ -66,24 +60,17 @@ static FRAME_ADDRESS: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 /// namespace than the packet: dockerd sends from sockets it opened inside
 /// containers.
 #[inline(always)]
-fn sending_context(cfg: &Config) -> u8 {
-    // SAFETY: a plain helper call; the task pointer is only used through probe reads.
-    let task = unsafe { bpf_get_current_task() };
-    if read::<u32>(task, cfg.offsets.task_flags).is_none_or(|flags| flags & PF_KTHREAD != 0) {
+fn sending_context() -> u8 {
+    let task = current_task();
+    if field::<u32>(task, offset!(task_flags)) & PF_KTHREAD != 0 {
         return NOT_IN_TASK;
     }
-    let (Some(stack), Some(slot)) = (
-        read::<u64>(task, cfg.offsets.task_stack),
-        FRAME_ADDRESS.get_ptr_mut(0),
+    let here = 0u8;
+    let (Some(stack), Some(frame)) = (
+        plain(field::<u64>(task, offset!(task_stack))),
+        plain(&here as *const u8 as u64),
     ) else {
         return IN_TASK_UNKNOWN;
-    };
-    let here = 0u8;
-    // SAFETY: this CPU's slot. The verifier allows no arithmetic on a stack
-    // pointer; through map memory it comes back as a plain number.
-    let frame = unsafe {
-        core::ptr::write_volatile(slot, &here as *const u8 as u64);
-        core::ptr::read_volatile(slot)
     };
     if frame.wrapping_sub(stack) < THREAD_SIZE {
         IN_TASK
@@ -114,7 +101,7 @@ pub fn skb_copy_datagram_iovec(ctx: BtfTracePointContext) -> i32 {
     let skb: u64 = ctx.arg(0);
     let Some(cfg) = config() else { return 0 };
     // A queued skb has lost its device: the reader's own namespace is where it landed.
-    let netns = || current_netns(cfg);
+    let netns = current_netns;
     let Some(header) = look(cfg, skb, HeaderAt::NetworkHeader, false, netns) else {
         return 0;
     };
@@ -126,7 +113,7 @@ pub fn skb_copy_datagram_iovec(ctx: BtfTracePointContext) -> i32 {
     }
     // A socket read is a process's system call.
     event.in_task = IN_TASK;
-    event.netns = current_netns(cfg);
+    event.netns = current_netns();
     emit_packet(cfg, event, skb, HeaderAt::NetworkHeader);
     0
 }
@@ -148,23 +135,15 @@ pub fn sock_recv_length(ctx: BtfTracePointContext) -> i32 {
         return 0;
     }
     let Some(cfg) = config() else { return 0 };
-    let o = &cfg.offsets;
-    // Every UDP read of the host comes here: addresses and ports first, one
-    // read each, so a datagram nobody follows costs two reads.
-    let (Some(addresses), Some([remote_port, local_port])) = (
-        read::<[u8; 8]>(sk, o.sk_addrpair),
-        read::<[u16; 2]>(sk, o.sk_portpair),
-    ) else {
-        return 0;
-    };
+    // Every UDP read of the host comes here: addresses and ports first, so
+    // a datagram nobody follows costs two loads.
+    let addresses = field::<u64>(sk, offset!(sk_addrpair)).to_ne_bytes();
+    let ports = field::<u32>(sk, offset!(sk_portpair)).to_ne_bytes();
     let remote = [addresses[0], addresses[1], addresses[2], addresses[3]];
     let local = [addresses[4], addresses[5], addresses[6], addresses[7]];
-    let remote_port = u16::from_be(remote_port);
-    let netns = || {
-        read::<u64>(sk, o.sk_net)
-            .and_then(|net| read::<u32>(net, o.net_ns_inum))
-            .unwrap_or(0)
-    };
+    let remote_port = u16::from_be_bytes([ports[0], ports[1]]);
+    let local_port = u16::from_ne_bytes([ports[2], ports[3]]);
+    let netns = || read::<u64>(sk, offset!(sk_net)).map_or(0, netns_inode);
     // A socket bound to every address (0.0.0.0) names no address to match:
     // a watched port is then enough.
     let port_watched = cfg.ports.iter().any(|p| *p != 0 && *p == local_port);
@@ -172,8 +151,8 @@ pub fn sock_recv_length(ctx: BtfTracePointContext) -> i32 {
     if !(port_watched || addresses_in_scope && ports_in_scope(cfg, remote_port, local_port)) {
         return 0;
     }
-    if read::<u16>(sk, o.sk_protocol) != Some(IPPROTO_UDP as u16)
-        || read::<u16>(sk, o.sk_family) != Some(AF_INET)
+    if field::<u16>(sk, offset!(sk_protocol)) != IPPROTO_UDP as u16
+        || field::<u16>(sk, offset!(sk_family)) != AF_INET
         || (cfg.protocol != 0 && cfg.protocol != IPPROTO_UDP)
     {
         return 0;
@@ -190,7 +169,7 @@ pub fn sock_recv_length(ctx: BtfTracePointContext) -> i32 {
     event.dport = local_port;
     event.netns = netns();
     event.in_task = IN_TASK;
-    emit(cfg, event);
+    emit(event);
     0
 }
 
@@ -211,15 +190,17 @@ pub fn fib_table_lookup(ctx: BtfTracePointContext) -> i32 {
     let nexthop: u64 = ctx.arg(2);
     let error: i32 = ctx.arg(3);
     let Some(cfg) = config() else { return 0 };
-    let o = &cfg.offsets;
-    let (Some(saddr), Some(daddr)) = (
-        read::<[u8; 4]>(flow, o.flowi4_saddr),
-        read::<[u8; 4]>(flow, o.flowi4_daddr),
-    ) else {
-        return 0;
+    let saddr = field::<u32>(flow, offset!(flowi4_saddr)).to_ne_bytes();
+    let daddr = field::<u32>(flow, offset!(flowi4_daddr)).to_ne_bytes();
+    // No next hop when the lookup failed.
+    let result_dev = read::<u64>(nexthop, offset!(nhc_dev)).unwrap_or(0);
+    let result_netns = || {
+        if result_dev != 0 {
+            device(result_dev).netns
+        } else {
+            0
+        }
     };
-    let result_dev = read::<u64>(nexthop, o.nhc_dev).filter(|dev| *dev != 0);
-    let result_netns = || result_dev.map(|dev| device(cfg, dev).netns).unwrap_or(0);
     if !in_scope(cfg, saddr, daddr, result_netns) {
         return 0;
     }
@@ -229,22 +210,23 @@ pub fn fib_table_lookup(ctx: BtfTracePointContext) -> i32 {
     event.probe = Probe::FibLookup as u8;
     event.saddr = saddr;
     event.daddr = daddr;
-    event.protocol = read::<u8>(flow, o.flowi4_proto).unwrap_or(0);
-    event.ifindex = read::<u32>(flow, o.flowi4_iif).unwrap_or(0);
+    event.protocol = field::<u8>(flow, offset!(flowi4_proto));
+    event.ifindex = field::<u32>(flow, offset!(flowi4_iif));
     event.reason_or_table = table;
     event.fib_error = error;
-    if let Some(dev) = result_dev {
-        let result = device(cfg, dev);
+    if result_dev != 0 {
+        let result = device(result_dev);
         event.out_ifindex = result.ifindex;
         event.ifname = result.name;
         event.netns = result.netns;
-        event.ifindex = read::<u32>(flow, o.flowi4_oif).unwrap_or(0);
-        event.gateway = read::<[u8; 4]>(nexthop, o.nhc_gw).unwrap_or([0; 4]);
+        event.ifindex = field::<u32>(flow, offset!(flowi4_oif));
+        // The IPv4 member of the gateway's union.
+        event.gateway = field::<u32>(nexthop, offset!(nhc_gw)).to_ne_bytes();
     }
     // A sender's own lookup happens in its system call, before any queue.
-    event.task_netns = current_netns(cfg);
-    event.in_task = sending_context(cfg);
-    emit(cfg, event);
+    event.task_netns = current_netns();
+    event.in_task = sending_context();
+    emit(event);
     0
 }
 
@@ -256,10 +238,10 @@ fn on_skb(
     skb: u64,
     at: HeaderAt,
     with_macs: bool,
-    finish: impl FnOnce(&Config, &mut PacketEvent),
+    finish: impl FnOnce(&mut PacketEvent),
 ) {
     let Some(cfg) = config() else { return };
-    let netns = || skb_netns(cfg, skb);
+    let netns = || skb_netns(skb);
     let Some(header) = look(cfg, skb, at, true, netns) else {
         return;
     };
@@ -271,13 +253,13 @@ fn on_skb(
     }
     // An ARP event carries the message's own addresses instead of the frame's.
     if with_macs && event.ether_type != ETH_P_ARP {
-        read_macs(cfg, skb, event);
+        read_macs(skb, event);
     }
-    event.task_netns = current_netns(cfg);
-    finish(cfg, event);
+    event.task_netns = current_netns();
+    finish(event);
     let transport_payload = event.protocol == IPPROTO_TCP || event.protocol == IPPROTO_UDP;
     if cfg.capture_payload != 0 && event.ether_type == ETH_P_IP && transport_payload {
-        emit_with_payload(cfg, event, skb, at);
+        emit_with_payload(event, skb, at);
     } else {
         emit_packet(cfg, event, skb, at);
     }
@@ -286,7 +268,7 @@ fn on_skb(
 #[inline(always)]
 fn on_free(probe: Probe, skb: u64, location: u64, reason: u32) {
     let Some(cfg) = config() else { return };
-    let netns = || skb_netns(cfg, skb);
+    let netns = || skb_netns(skb);
     let Some(header) = look(cfg, skb, HeaderAt::NetworkHeader, true, netns) else {
         return;
     };
@@ -370,7 +352,7 @@ fn capture_tcp_payload(ctx: &TcContext) {
     // SAFETY: reading a context field the verifier allows.
     event.ifindex = unsafe { (*ctx.skb.skb).ifindex };
     let payload_at = (l4 + tcp_header_len) as u32;
-    emit_payload_record(cfg, event, |payload| {
+    emit_payload_record(event, |payload| {
         // `length` is at least 1 here. The verifier must see 1..=PAYLOAD_MAX in
         // the very register passed to the helper, and the compiler would drop a
         // repeated check it can prove: the mask after an opaque read keeps it.

@@ -80,9 +80,9 @@ pub async fn run(args: DnsArgs) -> Result<ExitCode> {
         capture_payload: true,
         capture_headers: false,
     };
-    let (programs, probes::KernelKnowledge { offsets, names }) = startup.finish().await?;
+    let (programs, names) = startup.finish().await?;
     let mut intake = Intake::new(names, args.save_events.as_deref(), "queries")?;
-    let mut probes = programs.attach(&filter, offsets, &traced_namespaces)?;
+    let mut probes = programs.attach(&filter, &traced_namespaces)?;
     // The embedded DNS's own address too: its DNAT rule is what is traced there.
     let mut traced_addresses = filter.addresses.clone();
     traced_addresses.extend(

@@ -130,9 +130,9 @@ pub async fn run(args: FollowArgs) -> Result<ExitCode> {
         &filter.addresses,
         &topology,
     );
-    let (programs, probes::KernelKnowledge { offsets, names }) = startup.finish().await?;
+    let (programs, names) = startup.finish().await?;
     let mut intake = Intake::new(names, args.save_events.as_deref(), "journeys")?;
-    let mut probes = programs.attach(&filter, offsets, &traced_namespaces)?;
+    let mut probes = programs.attach(&filter, &traced_namespaces)?;
     let mut rule_tracer = RuleTracer::start_in_host_and(
         &TraceMatch {
             addresses: filter.addresses.clone(),

@@ -18,6 +18,7 @@ mod kind {
     pub const VOLATILE: u32 = 9;
     pub const CONST: u32 = 10;
     pub const RESTRICT: u32 = 11;
+    pub const FUNC: u32 = 12;
     pub const FUNC_PROTO: u32 = 13;
     pub const VAR: u32 = 14;
     pub const DATASEC: u32 = 15;
@@ -186,6 +187,26 @@ impl KernelBtf {
             bail!("kernel BTF: {structure}.{path} is a bitfield");
         }
         Ok(offset_bits / 8)
+    }
+
+    /// The type id of `struct name`, as BPF programs name kernel types.
+    pub fn struct_id(&self, name: &str) -> Result<u32> {
+        self.id_of(name, kind::STRUCT, true)
+            .with_context(|| format!("kernel BTF has no struct {name}"))
+    }
+
+    /// The type id of the kernel function `name` (a kfunc's, for a call).
+    pub fn function_id(&self, name: &str) -> Result<u32> {
+        self.id_of(name, kind::FUNC, false)
+            .with_context(|| format!("kernel BTF has no function {name}"))
+    }
+
+    fn id_of(&self, name: &str, wanted: u32, with_members: bool) -> Option<u32> {
+        (1..self.types.len() as u32).find(|id| {
+            self.record(*id).is_ok_and(|r| {
+                r.kind == wanted && (!with_members || r.vlen > 0) && self.name(r.name) == name
+            })
+        })
     }
 
     /// `sizeof(struct name)`.

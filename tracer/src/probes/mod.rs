@@ -22,8 +22,9 @@ use aya::{
 };
 use tokio::io::unix::AsyncFd;
 use tracer_common::{
-    CONFIG_MAP, Config, EVENTS_MAP, HeadersEvent, KernelOffsets, LOST_MAP, LOST_SLOTS, MAX_PORTS,
-    MAX_WATCHED, PacketEvent, PayloadEvent, Probe, SCRATCH_MAP,
+    ADDRESSES_MAP, CONFIG_MAP, Config, EVENTS_MAP, HeadersEvent, KernelOffsets, LOST_MAP,
+    LOST_SLOTS, MAX_PORTS, MAX_WATCHED, OFFSETS_GLOBAL, PacketEvent, PayloadEvent, Probe,
+    SCRATCH_MAP,
 };
 
 use netfilter::{NetfilterLink, NetfilterProgram};
@@ -146,33 +147,12 @@ impl LossReport {
     }
 }
 
-/// What start-up needs from the kernel besides the programs: struct
-/// offsets, drop reason names, code symbols. Read on a thread while the
-/// programs are verified (the code symbols go on loading after start-up).
-pub struct KernelKnowledge {
-    pub offsets: KernelOffsets,
-    pub names: crate::decode::KernelNames,
-}
-
-impl KernelKnowledge {
-    pub fn read() -> Result<Self> {
-        let offsets::KernelFacts {
-            offsets,
-            drop_reasons,
-        } = offsets::KernelFacts::read()?;
-        Ok(Self {
-            offsets,
-            names: crate::decode::KernelNames::from_kernel(drop_reasons),
-        })
-    }
-}
-
-/// Start-up's two slow parts, begun at once on threads of their own: the
-/// kernel verifying every program, and reading what the kernel knows. Plain
-/// threads: a command that fails on bad input meanwhile exits at once.
+/// Start-up's slow part, begun at once on a thread of its own: reading the
+/// kernel's BTF (the struct offsets the programs are loaded with, drop
+/// reason names) and the kernel verifying every program. A plain thread: a
+/// command that fails on bad input meanwhile exits at once.
 pub struct Startup {
-    programs: std::thread::JoinHandle<Result<Loaded>>,
-    kernel: std::thread::JoinHandle<Result<KernelKnowledge>>,
+    loading: std::thread::JoinHandle<Result<(Loaded, crate::decode::KernelNames)>>,
     began: std::time::Instant,
 }
 
@@ -185,20 +165,32 @@ impl Startup {
     pub fn begin(capture_payload: bool, buffer_mb: Option<u32>) -> Self {
         let ring_bytes = ring_buffer_bytes(buffer_mb);
         Self {
-            programs: std::thread::spawn(move || Loaded::load(capture_payload, ring_bytes)),
-            kernel: std::thread::spawn(KernelKnowledge::read),
+            loading: std::thread::spawn(move || {
+                // aya parses the kernel's BTF its own way, pkttrace's reader
+                // takes what the programs need from it: both at once.
+                let aya_btf = std::thread::spawn(aya::Btf::from_sys_fs);
+                let offsets::KernelFacts {
+                    offsets,
+                    types,
+                    drop_reasons,
+                } = offsets::KernelFacts::read()?;
+                let names = crate::decode::KernelNames::from_kernel(drop_reasons);
+                let btf = aya_btf
+                    .join()
+                    .map_err(|_| anyhow::anyhow!("the thread reading the kernel's BTF failed"))?
+                    .context("cannot read the kernel's BTF")?;
+                let loaded = Loaded::load(&btf, &offsets, types, capture_payload, ring_bytes)?;
+                offsets::release_freed_memory();
+                Ok((loaded, names))
+            }),
             began: std::time::Instant::now(),
         }
     }
 
-    /// Waits for both (off the event loop), saying so when it takes a while.
-    pub async fn finish(self) -> Result<(Loaded, KernelKnowledge)> {
+    /// Waits for it (off the event loop), saying so when it takes a while.
+    pub async fn finish(self) -> Result<(Loaded, crate::decode::KernelNames)> {
         let quiet_until = self.began + QUIET_STARTUP;
-        let mut joining = tokio::task::spawn_blocking(move || {
-            let kernel = self.kernel.join();
-            let programs = self.programs.join();
-            (programs, kernel)
-        });
+        let mut joining = tokio::task::spawn_blocking(move || self.loading.join());
         let joined = match tokio::time::timeout_at(quiet_until.into(), &mut joining).await {
             Ok(joined) => joined?,
             Err(_) => {
@@ -206,10 +198,7 @@ impl Startup {
                 joining.await?
             }
         };
-        let failed = || anyhow::anyhow!("pkttrace's start-up thread failed");
-        let programs = joined.0.map_err(|_| failed())??;
-        let kernel = joined.1.map_err(|_| failed())??;
-        Ok((programs, kernel))
+        joined.map_err(|_| anyhow::anyhow!("pkttrace's start-up thread failed"))?
     }
 }
 
@@ -232,18 +221,19 @@ pub struct Loaded {
 impl Loaded {
     /// Loads every program, each on a thread of its own: the verifier's work
     /// is most of pkttrace's start-up, and the kernel does it in parallel.
-    fn load(tcp_payload: bool, ring_bytes: u32) -> Result<Self> {
-        // aya's loader parses the kernel's BTF for itself; the tp_btf
-        // programs need a parsed copy too: both at once.
-        let kernel_btf = std::thread::spawn(aya::Btf::from_sys_fs);
+    fn load(
+        btf: &aya::Btf,
+        offsets: &KernelOffsets,
+        types: offsets::KernelTypes,
+        tcp_payload: bool,
+        ring_bytes: u32,
+    ) -> Result<Self> {
         let mut ebpf = aya::EbpfLoader::new()
+            .btf(Some(btf))
+            .override_global(OFFSETS_GLOBAL, offsets, true)
             .map_max_entries(EVENTS_MAP, ring_bytes)
             .load(TRACEPOINT_OBJECT)
             .context("cannot load pkttrace's eBPF programs")?;
-        let btf = kernel_btf
-            .join()
-            .map_err(|_| anyhow::anyhow!("the thread reading the kernel's BTF failed"))?
-            .context("cannot read the kernel's BTF")?;
         // Own copies of the maps' fds: the netfilter loads use them while
         // the tracepoint programs are borrowed from `ebpf`.
         let maps = map_fds(&ebpf)?;
@@ -253,11 +243,9 @@ impl Loaded {
             .collect();
         let netfilter = std::thread::scope(|scope| -> Result<NetfilterPrograms> {
             let maps = &maps;
-            let hook_entry =
-                scope.spawn(move || netfilter::load(NETFILTER_OBJECT, "hook_entry", maps));
-            let after_nat =
-                scope.spawn(move || netfilter::load(NETFILTER_OBJECT, "after_nat", maps));
-            let btf = &btf;
+            let load = move |name| netfilter::load(NETFILTER_OBJECT, name, maps, offsets, types);
+            let hook_entry = scope.spawn(move || load("hook_entry"));
+            let after_nat = scope.spawn(move || load("after_nat"));
             let tracepoints: Vec<_> = ebpf
                 .programs_mut()
                 .filter(|(name, _)| TRACEPOINTS.contains(name))
@@ -287,8 +275,6 @@ impl Loaded {
                 .load()
                 .context("the kernel refused the TC program for TCP payloads")?;
         }
-        drop(btf);
-        offsets::release_freed_memory();
         Ok(Self {
             ebpf,
             netfilter,
@@ -301,21 +287,13 @@ impl Loaded {
     /// `traced_namespaces` (nsfs paths), where the TCP payload program also
     /// goes when it was loaded. On error, whatever was attached is detached
     /// again as the partial state is dropped.
-    pub fn attach(
-        self,
-        filter: &Filter,
-        offsets: KernelOffsets,
-        traced_namespaces: &[PathBuf],
-    ) -> Result<Probes> {
+    pub fn attach(self, filter: &Filter, traced_namespaces: &[PathBuf]) -> Result<Probes> {
         let Self {
             mut ebpf,
             netfilter,
             tcp_payload,
         } = self;
-        let config = Config {
-            offsets,
-            ..config_for(filter)?
-        };
+        let config = config_for(filter)?;
         // Before anything is attached: a program without its configuration
         // would take every packet for one of ours.
         let mut config_map: Array<_, Config> =
@@ -586,7 +564,7 @@ fn joined<T>(handle: std::thread::ScopedJoinHandle<'_, Result<T>>) -> Result<T> 
 /// programs' map references.
 fn map_fds(ebpf: &Ebpf) -> Result<HashMap<String, OwnedFd>> {
     let mut maps = HashMap::new();
-    for name in [EVENTS_MAP, CONFIG_MAP, LOST_MAP, SCRATCH_MAP] {
+    for name in [EVENTS_MAP, CONFIG_MAP, LOST_MAP, SCRATCH_MAP, ADDRESSES_MAP] {
         let fd = match ebpf.map(name).with_context(|| format!("{name} map"))? {
             Map::RingBuf(data) | Map::Array(data) | Map::PerCpuArray(data) => data.fd().as_fd(),
             _ => bail!("map {name} has an unexpected type"),

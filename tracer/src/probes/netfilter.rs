@@ -2,8 +2,11 @@
 //!
 //! The programs come in their own ELF object. Their references to maps are
 //! resolved to the file descriptors of the maps aya already created for the
-//! tracepoint object (same names), calls into `.text` (compiler builtins such
-//! as `memset`) are linked by appending the called functions, and the program is loaded with
+//! tracepoint object (same names), their read-only data (the kernel's struct
+//! offsets, a BTF type id) goes into a frozen map of its own, so the verifier
+//! sees constants, calls into `.text` (compiler builtins such as `memset`)
+//! are linked by appending the called functions, calls of kernel functions
+//! (kfuncs) by their BTF ids, and the program is loaded with
 //! BPF_PROG_LOAD and attached with BPF_LINK_CREATE. The link is a file
 //! descriptor: when pkttrace exits for any reason, even SIGKILL, the kernel
 //! closes it and unhooks the program.
@@ -16,10 +19,14 @@ use std::{
 
 use anyhow::{Context, Result, anyhow, bail};
 use aya_obj::generated::{
-    BPF_PSEUDO_CALL, BPF_PSEUDO_MAP_FD, bpf_attach_type, bpf_attr, bpf_cmd, bpf_insn,
+    BPF_F_RDONLY_PROG, BPF_PSEUDO_CALL, BPF_PSEUDO_KFUNC_CALL, BPF_PSEUDO_MAP_FD,
+    BPF_PSEUDO_MAP_VALUE, bpf_attach_type, bpf_attr, bpf_cmd, bpf_insn, bpf_map_type,
     bpf_prog_info, bpf_prog_type,
 };
 use object::{Object, ObjectSection, ObjectSymbol, RelocationTarget};
+use tracer_common::{IP_HEADER_TYPE_GLOBAL, KernelOffsets, OFFSETS_GLOBAL};
+
+use super::offsets::KernelTypes;
 
 const NFPROTO_IPV4: u32 = 2;
 const INSN_SIZE: usize = size_of::<bpf_insn>();
@@ -38,11 +45,15 @@ pub struct NetfilterLink {
 }
 
 /// Loads the program in section `netfilter/<name>` of `elf`, pointing its map
-/// references at `maps` (name -> fd of a map aya created).
+/// references at `maps` (name -> fd of a map aya created), its globals at
+/// `offsets` and the BTF id of `struct iphdr`, its kfunc calls at the
+/// kernel's functions.
 pub fn load(
     elf: &[u8],
     name: &str,
     maps: &HashMap<String, BorrowedFd<'_>>,
+    offsets: &KernelOffsets,
+    types: KernelTypes,
 ) -> Result<NetfilterProgram> {
     let object = object::File::parse(elf).context("netfilter object: not an ELF file")?;
     let section_name = format!("netfilter/{name}");
@@ -51,6 +62,18 @@ pub fn load(
         .with_context(|| format!("netfilter object has no section {section_name}"))?;
     let mut insns = to_insns(section.data()?)?;
     let text = object.section_by_name(".text");
+    let rodata = object.section_by_name(".rodata");
+    // Held until the program is loaded; the program then keeps the map.
+    let rodata_map = rodata
+        .as_ref()
+        .map(|rodata| {
+            let globals = [
+                (OFFSETS_GLOBAL, plain_bytes(offsets)),
+                (IP_HEADER_TYPE_GLOBAL, plain_bytes(&types.ip_header)),
+            ];
+            read_only_data(&object, rodata, &globals)
+        })
+        .transpose()?;
 
     // (instruction index, relocation) still to apply; functions of .text are
     // appended only when called, since the verifier rejects unreachable code.
@@ -70,12 +93,34 @@ pub fn load(
             .context("netfilter object: relocation outside the program")?
             .code;
         match code {
+            BPF_LD_IMM64
+                if let (Some(rodata), Some(fd)) = (&rodata, &rodata_map)
+                    && symbol.section_index() == Some(rodata.index()) =>
+            {
+                // The address of read-only data: the map's value, at the
+                // symbol's place plus the instruction's addend.
+                let at = symbol.address() as i64 + i64::from(insns[index].imm);
+                insns
+                    .get_mut(index + 1)
+                    .context("netfilter object: truncated 64-bit load")?
+                    .imm = i32::try_from(at)?;
+                insns[index].set_src_reg(BPF_PSEUDO_MAP_VALUE as u8);
+                insns[index].imm = fd.as_raw_fd();
+            }
             BPF_LD_IMM64 => {
                 let fd = maps.get(symbol_name).with_context(|| {
                     format!("netfilter program refers to unknown map {symbol_name}")
                 })?;
                 insns[index].set_src_reg(BPF_PSEUDO_MAP_FD as u8);
                 insns[index].imm = fd.as_raw_fd();
+            }
+            BPF_JMP_CALL if symbol.is_undefined() => {
+                let id = match symbol_name {
+                    "bpf_rdonly_cast" => types.rdonly_cast,
+                    _ => bail!("netfilter program calls unknown kernel function {symbol_name}"),
+                };
+                insns[index].set_src_reg(BPF_PSEUDO_KFUNC_CALL as u8);
+                insns[index].imm = i32::try_from(id)?;
             }
             BPF_JMP_CALL => {
                 let text = text
@@ -141,6 +186,62 @@ pub fn load(
         name: name.to_string(),
         fd,
     })
+}
+
+/// The bytes of a plain-old-data value.
+fn plain_bytes<T: aya::Pod>(value: &T) -> &[u8] {
+    // SAFETY: Pod types are plain bytes without padding.
+    unsafe { std::slice::from_raw_parts((value as *const T).cast::<u8>(), size_of::<T>()) }
+}
+
+/// A frozen, program-read-only map holding the object's `.rodata`, with
+/// each of `globals` (name, value) written over: the verifier reads values
+/// from such a map as constants.
+fn read_only_data(
+    object: &object::File<'_>,
+    rodata: &object::Section<'_, '_>,
+    globals: &[(&str, &[u8])],
+) -> Result<OwnedFd> {
+    let mut data = rodata.data()?.to_vec();
+    for (name, bytes) in globals {
+        let global = object
+            .symbols()
+            .find(|symbol| symbol.name() == Ok(name))
+            .with_context(|| format!("netfilter object has no global {name}"))?;
+        let at = global.address() as usize;
+        data.get_mut(at..at + bytes.len())
+            .with_context(|| format!("netfilter object: {name} outside .rodata"))?
+            .copy_from_slice(bytes);
+    }
+
+    // SAFETY: zeroed, then the BPF_MAP_CREATE member is filled.
+    let mut attr: bpf_attr = unsafe { std::mem::zeroed() };
+    let create = unsafe { &mut attr.__bindgen_anon_1 };
+    create.map_type = bpf_map_type::BPF_MAP_TYPE_ARRAY as u32;
+    create.key_size = 4;
+    create.value_size = u32::try_from(data.len())?;
+    create.max_entries = 1;
+    create.map_flags = BPF_F_RDONLY_PROG;
+    for (dst, src) in create.map_name.iter_mut().zip(b"pkttrace.rodata") {
+        *dst = *src as _;
+    }
+    let map = bpf(bpf_cmd::BPF_MAP_CREATE, &mut attr).context("cannot create a BPF map")?;
+
+    let key = 0u32;
+    // SAFETY: zeroed, then the element member is filled; key and value
+    // outlive the call.
+    let mut attr: bpf_attr = unsafe { std::mem::zeroed() };
+    let element = unsafe { &mut attr.__bindgen_anon_2 };
+    element.map_fd = map.as_raw_fd() as u32;
+    element.key = &key as *const u32 as u64;
+    element.__bindgen_anon_1.value = data.as_ptr() as u64;
+    bpf_call(bpf_cmd::BPF_MAP_UPDATE_ELEM, &mut attr).context("cannot fill a BPF map")?;
+
+    // SAFETY: zeroed; the map's fd is set below (a plain write to a union).
+    let mut attr: bpf_attr = unsafe { std::mem::zeroed() };
+    attr.__bindgen_anon_2.map_fd = map.as_raw_fd() as u32;
+    bpf_call(bpf_cmd::BPF_MAP_FREEZE, &mut attr).context("cannot freeze a BPF map")?;
+    Ok(map)
 }
 
 /// BPF_PROG_LOAD of a netfilter program, with the verifier's log in `log` when given.

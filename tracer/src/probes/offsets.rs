@@ -10,7 +10,17 @@ pub const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
 /// What pkttrace needs from the kernel's BTF, read in one pass.
 pub struct KernelFacts {
     pub offsets: KernelOffsets,
+    pub types: KernelTypes,
     pub drop_reasons: Vec<(u32, String)>,
+}
+
+/// BTF ids the netfilter programs are linked with.
+#[derive(Clone, Copy)]
+pub struct KernelTypes {
+    /// `struct iphdr`: what the programs cast a packet's header to.
+    pub ip_header: u32,
+    /// The kfunc `bpf_rdonly_cast`, which does that cast.
+    pub rdonly_cast: u32,
 }
 
 impl KernelFacts {
@@ -21,6 +31,10 @@ impl KernelFacts {
                 |structure, path| btf.member_offset(structure, path),
                 |structure| btf.struct_size(structure),
             )?,
+            types: KernelTypes {
+                ip_header: btf.struct_id("iphdr")?,
+                rdonly_cast: btf.function_id("bpf_rdonly_cast")?,
+            },
             drop_reasons: drop_reason_names(&btf)?,
         })
     }
@@ -145,6 +159,21 @@ mod tests {
             })
             .collect();
         assert_eq!(reasons, expected);
+    }
+
+    /// The ids the netfilter programs are linked with name what btf-rs
+    /// finds under those names.
+    #[test]
+    fn type_ids_agree_with_btf_rs() {
+        let btf = load_kernel_btf().expect("this machine's kernel has BTF");
+        let reference = Btf::from_file(VMLINUX_BTF).unwrap();
+        for (name, ours) in [
+            ("iphdr", btf.struct_id("iphdr").unwrap()),
+            ("bpf_rdonly_cast", btf.function_id("bpf_rdonly_cast").unwrap()),
+        ] {
+            let theirs = reference.resolve_ids_by_name(name).unwrap();
+            assert!(theirs.contains(&ours), "{name}: {ours} not in {theirs:?}");
+        }
     }
 
     #[test]
