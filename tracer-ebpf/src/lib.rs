@@ -8,7 +8,7 @@
 
 use aya_ebpf::{
     helpers::{
-        bpf_get_current_pid_tgid, bpf_get_current_task_btf, bpf_ktime_get_ns,
+        bpf_get_current_pid_tgid, bpf_get_current_task, bpf_get_current_task_btf, bpf_ktime_get_ns,
         bpf_probe_read_kernel,
         generated::{bpf_get_current_comm, bpf_probe_read_kernel as bpf_probe_read_kernel_raw},
     },
@@ -63,9 +63,10 @@ pub static LOST: PerCpuArray<[u64; LOST_SLOTS as usize]> = PerCpuArray::with_max
 /// CPU at a time (a nested run is skipped and counted as a recursion miss)
 /// and keeps it on its CPU (migration is disabled). Netfilter programs have
 /// neither guarantee and build theirs in the ring buffer instead; they use
-/// one more slot, `ENTRY_SLOT`, for what a hook's entry program saw.
+/// one more slot, `ENTRY_SLOT`, for what a hook's entry program saw. The
+/// last, `TASK_SLOT`, remembers the current task's ids for every program.
 #[map(name = "SCRATCH")]
-pub static SCRATCH: PerCpuArray<PacketEvent> = PerCpuArray::with_max_entries(LOST_SLOTS + 2, 0);
+pub static SCRATCH: PerCpuArray<PacketEvent> = PerCpuArray::with_max_entries(LOST_SLOTS + 3, 0);
 
 const ENTRY_SLOT: u32 = LOST_SLOTS + 1;
 
@@ -583,16 +584,83 @@ pub fn current_task() -> u64 {
 /// The network namespace of the task the program runs on behalf of.
 #[inline(always)]
 pub fn current_netns() -> u32 {
-    read::<u64>(current_task(), offset!(task_nsproxy))
-        .and_then(|nsproxy| read::<u64>(nsproxy, offset!(nsproxy_net_ns)))
-        .map_or(0, netns_inode)
+    current_task_ids().netns
 }
 
-/// The current process's id as its own pid namespace numbers it:
+/// The current task's network namespace, and its process's id as its own
+/// pid namespace numbers it.
+pub struct TaskIds {
+    pub netns: u32,
+    pub ns_pid: u32,
+}
+
+/// What `current_task_ids` last found, per CPU: the events of a followed
+/// stream name the same few tasks again and again, and finding out costs
+/// seven probe reads where checking the record costs one. A task that
+/// changes namespaces (dockerd's `setns`) gets a new nsproxy.
+#[repr(C)]
+struct TaskRecord {
+    task: u64,
+    nsproxy: u64,
+    pid_tgid: u64,
+    /// `TaskIds`: netns in the low half, ns_pid in the high half.
+    ids: u64,
+    /// `task ^ nsproxy ^ pid_tgid ^ ids ^ TASK_CHECK`, written last: a record
+    /// another run half overwrote (an interrupting program) does not add up.
+    check: u64,
+}
+
+const TASK_SLOT: u32 = LOST_SLOTS + 2;
+const TASK_CHECK: u64 = 0x6a09_e667_f3bc_c908;
+const _: () = assert!(size_of::<TaskRecord>() <= size_of::<PacketEvent>());
+
+#[inline(always)]
+pub fn current_task_ids() -> TaskIds {
+    let task = current_task();
+    let nsproxy = read::<u64>(task, offset!(task_nsproxy)).unwrap_or(0);
+    // SAFETY: plain helper calls; the task's address is only compared.
+    let (task_address, pid_tgid) = unsafe { (bpf_get_current_task(), bpf_get_current_pid_tgid()) };
+    let record = SCRATCH.get_ptr_mut(TASK_SLOT).map(|slot| slot.cast::<TaskRecord>());
+    if let Some(record) = record {
+        // SAFETY: this CPU's record, read at once.
+        let seen = unsafe { core::ptr::read_volatile(record) };
+        let adds_up =
+            seen.check == seen.task ^ seen.nsproxy ^ seen.pid_tgid ^ seen.ids ^ TASK_CHECK;
+        if adds_up
+            && seen.task == task_address
+            && seen.nsproxy == nsproxy
+            && seen.pid_tgid == pid_tgid
+        {
+            return TaskIds {
+                netns: seen.ids as u32,
+                ns_pid: (seen.ids >> 32) as u32,
+            };
+        }
+    }
+    let netns = read::<u64>(nsproxy, offset!(nsproxy_net_ns)).map_or(0, netns_inode);
+    let ns_pid = ns_pid_of(task);
+    if let Some(record) = record {
+        let ids = u64::from(netns) | u64::from(ns_pid) << 32;
+        // SAFETY: this CPU's record; `check` last.
+        unsafe {
+            (*record).task = task_address;
+            (*record).nsproxy = nsproxy;
+            (*record).pid_tgid = pid_tgid;
+            (*record).ids = ids;
+            core::ptr::write_volatile(
+                &mut (*record).check,
+                task_address ^ nsproxy ^ pid_tgid ^ ids ^ TASK_CHECK,
+            );
+        }
+    }
+    TaskIds { netns, ns_pid }
+}
+
+/// A task's process id as its own pid namespace numbers it:
 /// `task->group_leader->thread_pid->numbers[level].nr`.
 #[inline(always)]
-fn current_ns_pid() -> u32 {
-    let Some(pid) = read::<u64>(current_task(), offset!(task_group_leader))
+fn ns_pid_of(task: u64) -> u32 {
+    let Some(pid) = read::<u64>(task, offset!(task_group_leader))
         .and_then(|leader| read::<u64>(leader, offset!(task_thread_pid)))
     else {
         return 0;
@@ -606,10 +674,11 @@ fn current_ns_pid() -> u32 {
 #[inline(always)]
 pub fn stamp(event: &mut PacketEvent) {
     event.timestamp_ns = unsafe { bpf_ktime_get_ns() };
+    let ids = current_task_ids();
     if event.task_netns == 0 {
-        event.task_netns = current_netns();
+        event.task_netns = ids.netns;
     }
-    event.ns_pid = current_ns_pid();
+    event.ns_pid = ids.ns_pid;
     event.pid = (bpf_get_current_pid_tgid() >> 32) as u32;
     // SAFETY: `comm` has room for the 16 bytes asked.
     unsafe { bpf_get_current_comm(event.comm.as_mut_ptr().cast(), event.comm.len() as u32) };
