@@ -620,7 +620,9 @@ pub fn current_task_ids() -> TaskIds {
     let nsproxy = read::<u64>(task, offset!(task_nsproxy)).unwrap_or(0);
     // SAFETY: plain helper calls; the task's address is only compared.
     let (task_address, pid_tgid) = unsafe { (bpf_get_current_task(), bpf_get_current_pid_tgid()) };
-    let record = SCRATCH.get_ptr_mut(TASK_SLOT).map(|slot| slot.cast::<TaskRecord>());
+    let record = SCRATCH
+        .get_ptr_mut(TASK_SLOT)
+        .map(|slot| slot.cast::<TaskRecord>());
     if let Some(record) = record {
         // SAFETY: this CPU's record, read at once.
         let seen = unsafe { core::ptr::read_volatile(record) };

@@ -12,6 +12,7 @@ use crate::journey::tests::{
     COLD_ARP, DOCKER_USER_DROP, FORWARDING_DISABLED, ICMP_MASQUERADE, LEFT_THROUGH_IFB,
     NEIGH_FAILED, REJECT, SAME_BRIDGE, TCP_REFUSED, UDP_CLOSED_PORT, UNICAST_FLOOD, assemble,
 };
+use crate::render::terminal::Palette;
 
 const HOST: u32 = 4026531833;
 
@@ -240,7 +241,7 @@ fn tell_all(journeys: &[Journey], topology: &Topology, facts: &Facts) -> Vec<Sto
 fn plain(stories: &[Story]) -> String {
     let text: String = stories
         .iter()
-        .map(crate::render::terminal::render)
+        .map(|story| crate::render::terminal::render(story, Palette::COLOR))
         .collect();
     anstream::adapter::strip_str(&text).to_string()
 }
@@ -685,8 +686,11 @@ fn followed(fixture: &str, topology: &Topology, facts: &Facts, destination: Ipv4
             // The wait depends on the clock of the test run.
             let no_reply = NoReply::new(request, 5000, last_seen, false);
             told.push_str(
-                &anstream::adapter::strip_str(&crate::render::terminal::no_reply(&no_reply))
-                    .to_string(),
+                &anstream::adapter::strip_str(&crate::render::terminal::no_reply(
+                    &no_reply,
+                    Palette::COLOR,
+                ))
+                .to_string(),
             );
         }
     };
@@ -790,14 +794,29 @@ fn a_packet_freed_by_the_device_it_left_by_is_no_receive() {
     insta::assert_snapshot!(told);
 }
 
+/// Without colours (a pipe, a file) the story is the coloured one with its
+/// styles taken out, drawn without them in the first place.
+#[test]
+fn the_plain_palette_draws_the_coloured_story_without_styles() {
+    for story in stories(ICMP_MASQUERADE, &forwarding_on()) {
+        let coloured = crate::render::terminal::render(&story, Palette::COLOR);
+        let plain = crate::render::terminal::render(&story, Palette::PLAIN);
+        assert_ne!(coloured, plain);
+        assert_eq!(anstream::adapter::strip_str(&coloured).to_string(), plain);
+    }
+}
+
 /// `--step` shows the same text in pieces: the header, one piece per hop,
 /// then how it ended.
 #[test]
 fn steps_are_the_story_cut_at_each_hop() {
     for story in stories(ICMP_MASQUERADE, &forwarding_on()) {
-        let steps = crate::render::terminal::render_steps(&story);
+        let steps = crate::render::terminal::render_steps(&story, Palette::COLOR);
         assert_eq!(steps.len(), story.hops.len() + 2);
-        assert_eq!(steps.concat(), crate::render::terminal::render(&story));
+        assert_eq!(
+            steps.concat(),
+            crate::render::terminal::render(&story, Palette::COLOR)
+        );
         assert!(steps[1..=story.hops.len()].iter().all(|s| !s.is_empty()));
     }
 }

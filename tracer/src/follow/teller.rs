@@ -14,7 +14,7 @@ use crate::{
     enrich::{Listener, Topology, Wiring},
     explain::{self, Answer, Facts, NoReply, Outcome, RequestSummary, Story, Telling},
     journey::{Journey, exchanges::Role},
-    render::{self, pcap::PcapFile, step::Stepper, topology},
+    render::{self, pcap::PcapFile, step::Stepper, terminal::Palette, topology},
     target::{Destination, Published},
 };
 
@@ -42,6 +42,8 @@ pub struct Output {
     pub stepper: Option<Stepper>,
     /// `--pcap FILE`: a packet per hop, and the file's name.
     pub pcap: Option<(PcapFile, PathBuf)>,
+    /// How stories are drawn on stdout (`--step` draws on a terminal).
+    pub palette: Palette,
     /// `--svg FILE`: the first exchange drawn on the topology picture.
     pub svg: Option<PathBuf>,
 }
@@ -59,9 +61,15 @@ impl Output {
         let pcap = pcap
             .map(|path| anyhow::Ok((PcapFile::create(path, boot_ns)?, path.to_owned())))
             .transpose()?;
+        let stepper = Stepper::on_a_terminal(step, json);
         Ok(Self {
             json,
-            stepper: Stepper::on_a_terminal(step, json),
+            palette: if stepper.is_some() {
+                Palette::COLOR
+            } else {
+                Palette::for_stdout()
+            },
+            stepper,
             pcap,
             svg: svg.map(Path::to_owned),
         })
@@ -153,14 +161,14 @@ impl Teller {
         }
         match &self.output.stepper {
             Some(stepper) => {
-                let mut steps = render::terminal::render_steps(&story);
+                let mut steps = render::terminal::render_steps(&story, Palette::COLOR);
                 if let Some(ending) = steps.last_mut() {
                     ending.push('\n');
                 }
                 stepper.tell(steps);
                 Ok(())
             }
-            None => self.print(&(render::terminal::render(&story) + "\n")),
+            None => self.print(&(render::terminal::render(&story, self.output.palette) + "\n")),
         }
     }
 
@@ -174,7 +182,7 @@ impl Teller {
         let text = if self.output.json {
             render::json::no_reply(&no_reply) + "\n"
         } else {
-            render::terminal::no_reply(&no_reply) + "\n"
+            render::terminal::no_reply(&no_reply, self.output.palette) + "\n"
         };
         self.print(&text)
     }
@@ -219,12 +227,8 @@ impl Teller {
             stepper.print(text.to_owned());
             return Ok(());
         }
-        // JSON has no styles to strip.
-        let mut out: Box<dyn Write> = if self.output.json {
-            Box::new(std::io::stdout().lock())
-        } else {
-            Box::new(anstream::stdout())
-        };
+        // Drawn in the palette stdout takes: nothing to strip.
+        let mut out = std::io::stdout().lock();
         out.write_all(text.as_bytes())?;
         out.flush()?;
         Ok(())

@@ -169,7 +169,10 @@ mod tests {
         let reference = Btf::from_file(VMLINUX_BTF).unwrap();
         for (name, ours) in [
             ("iphdr", btf.struct_id("iphdr").unwrap()),
-            ("bpf_rdonly_cast", btf.function_id("bpf_rdonly_cast").unwrap()),
+            (
+                "bpf_rdonly_cast",
+                btf.function_id("bpf_rdonly_cast").unwrap(),
+            ),
         ] {
             let theirs = reference.resolve_ids_by_name(name).unwrap();
             assert!(theirs.contains(&ours), "{name}: {ours} not in {theirs:?}");

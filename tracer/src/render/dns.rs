@@ -8,7 +8,7 @@ use std::fmt::Write;
 
 use anstyle::{AnsiColor, Style};
 
-use super::terminal::{render_hops, render_outcome};
+use super::terminal::{Palette, render_hops, render_outcome};
 use crate::explain::{
     Hop, Outcome,
     dns::{DnsStory, NatSeen},
@@ -218,6 +218,7 @@ fn records(answers: &[crate::decode::dns::Answer]) -> Option<String> {
 
 /// Under a label: one journey's hops and how it ended, as `follow` prints them.
 fn journey(out: &mut String, hops: &[Hop], outcome: &Outcome) {
-    render_hops(out, hops, JOURNEY_INDENT);
-    render_outcome(out, outcome, JOURNEY_INDENT);
+    // Printed through anstream, which strips the colours where they do not belong.
+    render_hops(out, hops, JOURNEY_INDENT, Palette::COLOR);
+    render_outcome(out, outcome, JOURNEY_INDENT, Palette::COLOR);
 }

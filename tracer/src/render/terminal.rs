@@ -7,22 +7,62 @@ use anstyle::{AnsiColor, Style};
 
 use crate::explain::{Details, Direction, Hop, NoReply, Outcome, Story};
 
-const HEADER: Style = Style::new().bold();
-const DIM: Style = Style::new().dimmed();
-const DROP: Style = AnsiColor::Red.on_default().bold();
-const NAT: Style = AnsiColor::Yellow.on_default().bold();
-const GOOD: Style = AnsiColor::Green.on_default().bold();
-const KIND: Style = AnsiColor::Cyan.on_default().bold();
+/// The styles a story is drawn with: colours for a terminal, none at all
+/// for a pipe or a file (cheaper than writing colours and stripping them
+/// again, which a followed stream's thousands of stories a second felt).
+#[derive(Clone, Copy)]
+pub struct Palette {
+    header: Style,
+    dim: Style,
+    drop: Style,
+    nat: Style,
+    good: Style,
+    kind: Style,
+}
 
-/// Renders with ANSI styles; callers print through `anstream`, which strips
-/// them when the output is not a terminal or NO_COLOR is set.
-pub fn render(story: &Story) -> String {
-    render_steps(story).concat()
+impl Palette {
+    pub const COLOR: Self = Self {
+        header: Style::new().bold(),
+        dim: Style::new().dimmed(),
+        drop: AnsiColor::Red.on_default().bold(),
+        nat: AnsiColor::Yellow.on_default().bold(),
+        good: AnsiColor::Green.on_default().bold(),
+        kind: AnsiColor::Cyan.on_default().bold(),
+    };
+    pub const PLAIN: Self = Self {
+        header: Style::new(),
+        dim: Style::new(),
+        drop: Style::new(),
+        nat: Style::new(),
+        good: Style::new(),
+        kind: Style::new(),
+    };
+
+    /// What standard output takes, as `anstream` decides it (a terminal,
+    /// NO_COLOR, CLICOLOR_FORCE).
+    pub fn for_stdout() -> Self {
+        match anstream::AutoStream::choice(&std::io::stdout()) {
+            anstream::ColorChoice::Never => Self::PLAIN,
+            _ => Self::COLOR,
+        }
+    }
+}
+
+/// The whole story, drawn with `palette`.
+pub fn render(story: &Story, palette: Palette) -> String {
+    render_steps(story, palette).concat()
 }
 
 /// The story in the steps `--step` shows one at a time: the header, each
 /// hop, then how it ended.
-pub fn render_steps(story: &Story) -> Vec<String> {
+pub fn render_steps(story: &Story, palette: Palette) -> Vec<String> {
+    let Palette {
+        header,
+        dim,
+        drop,
+        good,
+        ..
+    } = palette;
     let mut steps = Vec::new();
     let mut out = String::new();
     let direction = match (
@@ -46,26 +86,26 @@ pub fn render_steps(story: &Story) -> Vec<String> {
     };
     let _ = writeln!(
         out,
-        "{HEADER}#{} {direction} · {} · {}{HEADER:#}",
+        "{header}#{} {direction} · {} · {}{header:#}",
         story.journey, story.what, story.tuple
     );
     if let Some(note) = &story.note {
-        let _ = writeln!(out, "   {DIM}note:{DIM:#} {note}");
+        let _ = writeln!(out, "   {dim}note:{dim:#} {note}");
     }
     steps.push(std::mem::take(&mut out));
     for (number, hop) in story.hops.iter().enumerate() {
-        render_hop(&mut out, number + 1, hop, "");
+        render_hop(&mut out, number + 1, hop, "", palette);
         steps.push(std::mem::take(&mut out));
     }
-    render_outcome(&mut out, &story.outcome, "");
+    render_outcome(&mut out, &story.outcome, "", palette);
     if let Some(answer) = &story.answer {
-        let style = if answer.succeeded() { GOOD } else { DROP };
+        let style = if answer.succeeded() { good } else { drop };
         let _ = writeln!(out, "   {style}↩ {}{style:#}", answer.text);
     }
     if story.events_lost {
         let _ = writeln!(
             out,
-            "   {DROP}! the kernel dropped events while this packet was traced: hops may be missing{DROP:#}"
+            "   {drop}! the kernel dropped events while this packet was traced: hops may be missing{drop:#}"
         );
     }
     steps.push(out);
@@ -73,39 +113,45 @@ pub fn render_steps(story: &Story) -> Vec<String> {
 }
 
 /// A request that got no reply: one line under the stories.
-pub fn no_reply(no_reply: &NoReply) -> String {
+pub fn no_reply(no_reply: &NoReply, palette: Palette) -> String {
+    let Palette { header, drop, .. } = palette;
     let mut out = format!(
-        "{HEADER}#{} no reply{HEADER:#}\n   {DROP}✗ {}{DROP:#}\n",
+        "{header}#{} no reply{header:#}\n   {drop}✗ {}{drop:#}\n",
         no_reply.request, no_reply.text
     );
     if no_reply.events_lost {
         let _ = writeln!(
             out,
-            "   {DROP}! the kernel dropped events while pkttrace waited: the reply may have come unseen{DROP:#}"
+            "   {drop}! the kernel dropped events while pkttrace waited: the reply may have come unseen{drop:#}"
         );
     }
     out
 }
 
 /// The hops, numbered, two lines each, every line after `indent`.
-pub fn render_hops(out: &mut String, hops: &[Hop], indent: &str) {
+pub fn render_hops(out: &mut String, hops: &[Hop], indent: &str, palette: Palette) {
     for (number, hop) in hops.iter().enumerate() {
-        render_hop(out, number + 1, hop, indent);
+        render_hop(out, number + 1, hop, indent, palette);
     }
 }
 
 /// How a journey ended: `⇒ …`.
-pub fn render_outcome(out: &mut String, outcome: &Outcome, indent: &str) {
-    let style = if outcome.is_drop() { DROP } else { GOOD };
+pub fn render_outcome(out: &mut String, outcome: &Outcome, indent: &str, palette: Palette) {
+    let style = if outcome.is_drop() {
+        palette.drop
+    } else {
+        palette.good
+    };
     let _ = writeln!(out, "{indent}   {style}⇒ {}{style:#}", outcome.text);
 }
 
-fn render_hop(out: &mut String, number: usize, hop: &Hop, indent: &str) {
+fn render_hop(out: &mut String, number: usize, hop: &Hop, indent: &str, palette: Palette) {
+    let Palette { dim, drop, .. } = palette;
     let kind = hop.details.kind();
     let style = match hop.details {
-        Details::Drop { .. } => DROP,
-        Details::Nat { .. } => NAT,
-        _ => KIND,
+        Details::Drop { .. } => drop,
+        Details::Nat { .. } => palette.nat,
+        _ => palette.kind,
     };
     let place = match &hop.device {
         Some(device) => format!("{} · {device}", hop.namespace),
@@ -113,12 +159,12 @@ fn render_hop(out: &mut String, number: usize, hop: &Hop, indent: &str) {
     };
     let _ = writeln!(
         out,
-        "{indent}{number:>4}  {style}{kind:<9}{style:#} {DIM}{:>7} µs{DIM:#}  {place} {DIM}(netns {}){DIM:#}",
+        "{indent}{number:>4}  {style}{kind:<9}{style:#} {dim}{:>7} µs{dim:#}  {place} {dim}(netns {}){dim:#}",
         format!("+{}", hop.at_us),
         hop.netns
     );
     let _ = writeln!(out, "{indent}{:>17}{}", "", hop.text);
     if let Details::Drop { hint, .. } = &hop.details {
-        let _ = writeln!(out, "{indent}{:>17}{DROP}hint:{DROP:#} {hint}", "");
+        let _ = writeln!(out, "{indent}{:>17}{drop}hint:{drop:#} {hint}", "");
     }
 }
