@@ -9,6 +9,7 @@ pub mod nftrace;
 use std::net::Ipv4Addr;
 
 use serde::{Deserialize, Serialize};
+use compact_str::{CompactString, format_compact};
 use tracer_common::{ETH_P_ARP, IN_TASK, NOT_IN_TASK, PacketEvent, Probe};
 
 pub use dns::DnsMessage;
@@ -76,12 +77,12 @@ pub enum EventKind {
     /// which neighbour it goes to.
     Transmit {
         #[serde(default, skip_serializing_if = "Option::is_none")]
-        mac_dst: Option<String>,
+        mac_dst: Option<CompactString>,
     },
     /// Taken in by a device's receive path.
     Receive {
-        mac_src: Option<String>,
-        mac_dst: Option<String>,
+        mac_src: Option<CompactString>,
+        mac_dst: Option<CompactString>,
     },
     Netfilter {
         hook: Hook,
@@ -279,7 +280,7 @@ pub struct Event {
     pub task_netns: u32,
     pub ifindex: u32,
     /// The device name as the kernel had it (routing: the result device).
-    pub ifname: String,
+    pub ifname: CompactString,
     pub packet: Packet,
     pub conntrack: Option<Conntrack>,
     /// The current task; meaningful for sends and socket reads only.
@@ -292,7 +293,7 @@ pub struct Event {
     /// made before pkttrace knew.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub in_task: Option<bool>,
-    pub comm: String,
+    pub comm: CompactString,
     /// The DNS message the packet carries, when its payload was captured.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dns: Option<DnsMessage>,
@@ -339,17 +340,23 @@ pub fn is_deferred_free(location: &str) -> bool {
     location.split('+').next() == Some("skb_defer_free_flush")
 }
 
-fn c_string(bytes: &[u8]) -> String {
+/// A kernel name (device, task) up to its NUL; names this short live
+/// inline in a `CompactString`, so decoding allocates nothing for them.
+fn c_string(bytes: &[u8]) -> CompactString {
     let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
-    String::from_utf8_lossy(&bytes[..end]).into_owned()
+    CompactString::from_utf8_lossy(&bytes[..end])
 }
 
-fn mac(bytes: [u8; 6]) -> String {
-    bytes
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect::<Vec<_>>()
-        .join(":")
+fn mac(b: [u8; 6]) -> CompactString {
+    format_compact!(
+        "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
+        b[0],
+        b[1],
+        b[2],
+        b[3],
+        b[4],
+        b[5]
+    )
 }
 
 /// Turns one raw event (and the payload it carried, if any) into a typed
@@ -432,7 +439,7 @@ pub fn decode(raw: &PacketEvent, payload: Option<&[u8]>, names: &KernelNames) ->
     };
     // A deferred free's device and namespace are whatever its CPU was doing.
     let (netns, ifindex, ifname) = if kind.is_deferred_free() {
-        (0, 0, String::new())
+        (0, 0, CompactString::default())
     } else {
         (raw.netns, raw.ifindex, c_string(&raw.ifname))
     };

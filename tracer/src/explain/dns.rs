@@ -265,7 +265,7 @@ fn forwarded(leg: &ForwardedLeg, context: &DnsContext) -> Forwarded {
             .events
             .iter()
             .find(|e| !e.ifname.is_empty() && e.ifname != "lo")
-            .map(|e| e.ifname.clone()),
+            .map(|e| e.ifname.to_string()),
         sent_by: leg
             .query
             .journey

@@ -272,8 +272,8 @@ fn arp_waits(events: &[Event]) -> Vec<(u32, ArpWait)> {
             ArpWait {
                 waited_us: sent.time_ns.saturating_sub(queued.time_ns) / 1_000,
                 next_hop: routed.unwrap_or(sent.packet.dst),
-                mac: mac_dst.clone(),
-                device: sent.ifname.clone(),
+                mac: mac_dst.as_deref().map(str::to_owned),
+                device: sent.ifname.to_string(),
             },
         ));
     }
@@ -597,7 +597,7 @@ impl Explainer<'_> {
         };
         Some(RouteChoice {
             table: table_name(table),
-            out_device: (!event.ifname.is_empty() && error == 0).then(|| event.ifname.clone()),
+            out_device: (!event.ifname.is_empty() && error == 0).then(|| event.ifname.to_string()),
             gateway,
             error: (error != 0).then_some(error),
         })
@@ -758,7 +758,7 @@ pub fn explain(
         if told[i] {
             continue;
         }
-        let device = (!event.ifname.is_empty()).then(|| event.ifname.clone());
+        let device = (!event.ifname.is_empty()).then(|| event.ifname.to_string());
         let ns = x.namespace(event.netns);
         match &event.kind {
             // A copy of the payload for DNS decoding: no step of the journey.
@@ -1253,16 +1253,16 @@ impl Explainer<'_> {
             .map(format_mac);
         let next_hop_mac = match &sent_out.kind {
             EventKind::Transmit { mac_dst: Some(mac) }
-                if Some(mac) != own_mac.as_ref() && mac != "ff:ff:ff:ff:ff:ff" =>
+                if Some(mac.as_str()) != own_mac.as_deref() && mac != "ff:ff:ff:ff:ff:ff" =>
             {
-                Some(mac.clone())
+                Some(mac.to_string())
             }
             _ => None,
         };
         Ending::Left {
             namespace: self.namespace(sent_out.netns),
             netns: sent_out.netns,
-            device: sent_out.ifname.clone(),
+            device: sent_out.ifname.to_string(),
             device_kind: self.device_kind(sent_out),
             next_hop: self.next_hop(sent_out),
             next_hop_mac,
@@ -1311,13 +1311,13 @@ impl Explainer<'_> {
             EventKind::Consume { location } if is_neighbour_queue(location) => Ending::InFlight {
                 namespace: self.namespace(last.netns),
                 netns: last.netns,
-                device: Some(last.ifname.clone()),
+                device: Some(last.ifname.to_string()),
                 waiting_for: self.next_hop(last),
             },
             _ => Ending::InFlight {
                 namespace: self.namespace(last.netns),
                 netns: last.netns,
-                device: (!last.ifname.is_empty()).then(|| last.ifname.clone()),
+                device: (!last.ifname.is_empty()).then(|| last.ifname.to_string()),
                 waiting_for: None,
             },
         }
@@ -1329,7 +1329,7 @@ impl Explainer<'_> {
     fn veth_or_xmit(&mut self, events: &[Event], i: usize, told: &mut [bool], after_send: bool) {
         let event = &events[i];
         let ns = self.namespace(event.netns);
-        let device = Some(event.ifname.clone());
+        let device = Some(event.ifname.to_string());
         // The other end of a veth receives what this end sends (other copies'
         // events may come in between).
         let peer = self
@@ -1353,11 +1353,11 @@ impl Explainer<'_> {
                 event.ifname, received.ifname
             );
             let details = Details::Veth {
-                peer_device: event.ifname.clone(),
+                peer_device: event.ifname.to_string(),
                 peer_namespace: ns,
                 peer_netns: event.netns,
             };
-            self.push(received, Some(received.ifname.clone()), text, details);
+            self.push(received, Some(received.ifname.to_string()), text, details);
             if let Some(bridge) = self.bridge_of(received).cloned() {
                 let mac_dst = match &received.kind {
                     EventKind::Receive { mac_dst, .. } => mac_dst.clone(),
@@ -1391,9 +1391,9 @@ impl Explainer<'_> {
                     )
                 );
                 let details = Details::Bridge {
-                    bridge: event.ifname.clone(),
+                    bridge: event.ifname.to_string(),
                     docker_network: network,
-                    port: events[first].ifname.clone(),
+                    port: events[first].ifname.to_string(),
                     decision,
                 };
                 self.push(event, device, text, details);
@@ -1491,7 +1491,7 @@ impl Explainer<'_> {
         let details = Details::Bridge {
             bridge: bridge.name.clone(),
             docker_network: network,
-            port: port_event.ifname.clone(),
+            port: port_event.ifname.to_string(),
             decision,
         };
         self.push(port_event, Some(bridge.name.clone()), text, details);
@@ -1600,7 +1600,7 @@ impl Explainer<'_> {
         let details = Details::Bridge {
             bridge: bridge.name.clone(),
             docker_network: network,
-            port: port_event.ifname.clone(),
+            port: port_event.ifname.to_string(),
             decision,
         };
         self.push(port_event, Some(bridge.name.clone()), text, details);
@@ -1664,11 +1664,11 @@ impl Explainer<'_> {
                 event.ifname
             );
             let details = Details::Forward {
-                from_device: event.ifname.clone(),
+                from_device: event.ifname.to_string(),
                 to_device: to,
                 ip_forward: forwarding,
             };
-            self.push(event, Some(event.ifname.clone()), text, details);
+            self.push(event, Some(event.ifname.to_string()), text, details);
         }
         // At a hook's entry conntrack may not have looked yet (PREROUTING,
         // OUTPUT): what it decided shows after the NAT.
@@ -1728,7 +1728,7 @@ impl Explainer<'_> {
         if !nothing_there || dropped_here {
             self.push(
                 event,
-                Some(event.ifname.clone()),
+                Some(event.ifname.to_string()),
                 text,
                 Details::Netfilter {
                     hook: hook.name(),
@@ -1756,7 +1756,7 @@ impl Explainer<'_> {
                     before,
                     after: after_tuple,
                 };
-                self.push(after, Some(event.ifname.clone()), text, details);
+                self.push(after, Some(event.ifname.to_string()), text, details);
             }
         }
     }
