@@ -8,8 +8,8 @@ pub mod nftrace;
 
 use std::net::Ipv4Addr;
 
-use serde::{Deserialize, Serialize};
 use compact_str::{CompactString, format_compact};
+use serde::{Deserialize, Serialize};
 use tracer_common::{ETH_P_ARP, IN_TASK, NOT_IN_TASK, PacketEvent, Probe};
 
 pub use dns::DnsMessage;

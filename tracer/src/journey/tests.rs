@@ -154,6 +154,25 @@ fn quiet_journeys_finish_and_busy_ones_stay_open() {
     assert_eq!(finished[0].first_packet().src, CONTAINER, "oldest first");
 }
 
+/// A look right after a sweep does not look again; the next sweep, a tenth
+/// of the quiet time later, tells what went quiet meanwhile.
+#[test]
+fn open_journeys_are_looked_through_once_per_sweep() {
+    let events = recorded(ICMP_MASQUERADE);
+    let last_time = assemble(ICMP_MASQUERADE)[1].events.last().unwrap().time_ns;
+    let quiet = 100_000_000;
+    let mut assembler = Assembler::new(quiet);
+    events.into_iter().for_each(|e| assembler.push(e));
+    // The request went quiet before the reply did.
+    assert_eq!(assembler.take_finished(last_time + quiet - 1).len(), 1);
+    assert!(
+        assembler.take_finished(last_time + quiet).is_empty(),
+        "swept a moment ago"
+    );
+    let told = assembler.take_finished(last_time + quiet - 1 + quiet / 10);
+    assert_eq!(told.len(), 1);
+}
+
 /// `count` transmits of the recorded ping, each its own skb, 1 ns apart;
 /// `distinct` gives each its own IP id (else they look alike).
 fn flood(count: u64, distinct: bool) -> Assembler {
