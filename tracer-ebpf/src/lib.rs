@@ -164,18 +164,22 @@ pub static ADDRESSES: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 /// but additions, and a plain number any. Through map memory it comes back
 /// as a number; a run that interrupted this one on the CPU between the
 /// write and the read may have left its own there, so the result is checked
-/// (a pointer may be compared with a number) and the write tried again.
+/// (a pointer may be compared with a number) and the write tried once more.
+/// Two such interruptions in a row would make the packet unreadable here.
 #[inline(always)]
 pub fn plain(pointer: u64) -> Option<u64> {
     let slot = ADDRESSES.get_ptr_mut(0)?;
-    // SAFETY: this CPU's slot, one u64.
-    let number = unsafe {
-        core::ptr::write_volatile(slot, pointer);
-        core::ptr::read_volatile(slot)
+    let attempt = || {
+        // SAFETY: this CPU's slot, one u64.
+        let number = unsafe {
+            core::ptr::write_volatile(slot, pointer);
+            core::ptr::read_volatile(slot)
+        };
+        // The compiler would take `number` for `pointer` after seeing them
+        // equal; the verifier needs the number.
+        (core::hint::black_box(number) == pointer).then_some(number)
     };
-    // The compiler would take `number` for `pointer` after seeing them
-    // equal; the verifier needs the number.
-    (core::hint::black_box(number) == pointer).then_some(number)
+    attempt().or_else(attempt)
 }
 
 /// Reads a value of type `T` at `base + offset` in kernel memory with the
