@@ -100,55 +100,110 @@ fn observe(ctx: *const NfContext, probe: Probe) {
         _ => remember(seen, 0, 0, 0),
     };
     let Some(zeros) = zeroed_event() else { return };
-    // The event is built in its ring buffer record: a netfilter program may
-    // be interrupted, or preempted in a task's context, by another run of
-    // itself on the same CPU, so no per-CPU slot would be its own.
+    let event = Reported {
+        probe,
+        state,
+        skb,
+        header,
+        zeros,
+    };
     if cfg.capture_headers != 0 {
-        let Some(mut entry) = EVENTS.reserve::<HeadersEvent>(0) else {
-            kept();
-            count_if_ours(cfg, probe, skb, header, hook_netns);
-            return;
-        };
-        let out = entry.as_mut_ptr();
-        // SAFETY: `out` is a reserved HeadersEvent, whose packet is cleared first.
-        let event = unsafe {
-            clear_event(core::ptr::addr_of_mut!((*out).packet), zeros);
-            &mut (*out).packet
-        };
-        if !capture_skb(cfg, probe, skb, header, hook_netns, event) {
-            entry.discard(0);
-            return;
-        }
-        kept();
-        describe_hook(state, event);
-        stamp(event);
+        report::<HeadersEvent>(cfg, event, hook_netns, kept);
+    } else {
+        report::<PacketEvent>(cfg, event, hook_netns, kept);
+    }
+}
+
+/// What `report` sends an event about.
+struct Reported {
+    probe: Probe,
+    state: u64,
+    skb: u64,
+    header: Header,
+    zeros: *const PacketEvent,
+}
+
+/// A ring buffer record a netfilter program sends: a `PacketEvent`, with
+/// the packet's first bytes after it for `--pcap`.
+trait Record {
+    /// The record's `PacketEvent`.
+    ///
+    /// # Safety
+    /// `record` must point at a reserved record.
+    unsafe fn packet(record: *mut Self) -> *mut PacketEvent;
+    /// Fills what follows the `PacketEvent`.
+    ///
+    /// # Safety
+    /// `record` must point at a reserved record.
+    #[inline(always)]
+    unsafe fn finish(_record: *mut Self, _skb: u64) {}
+}
+
+impl Record for PacketEvent {
+    #[inline(always)]
+    unsafe fn packet(record: *mut Self) -> *mut PacketEvent {
+        record
+    }
+}
+
+impl Record for HeadersEvent {
+    #[inline(always)]
+    unsafe fn packet(record: *mut Self) -> *mut PacketEvent {
+        // SAFETY: a field of the reserved record.
+        unsafe { core::ptr::addr_of_mut!((*record).packet) }
+    }
+
+    #[inline(always)]
+    unsafe fn finish(record: *mut Self, skb: u64) {
         // SAFETY: the record's headers have room for HEADERS_MAX bytes.
         unsafe {
-            (*out).headers_len =
-                copy_headers(skb, HeaderAt::Data, (*out).headers.as_mut_ptr()) as u16;
+            (*record).headers_len =
+                copy_headers(skb, HeaderAt::Data, (*record).headers.as_mut_ptr()) as u16;
         }
-        entry.submit(0);
-    } else {
-        let Some(mut entry) = EVENTS.reserve::<PacketEvent>(0) else {
-            kept();
-            count_if_ours(cfg, probe, skb, header, hook_netns);
-            return;
-        };
-        let out = entry.as_mut_ptr();
-        // SAFETY: `out` is a reserved PacketEvent, cleared first.
-        let event = unsafe {
-            clear_event(out, zeros);
-            &mut *out
-        };
-        if !capture_skb(cfg, probe, skb, header, hook_netns, event) {
-            entry.discard(0);
-            return;
-        }
-        kept();
-        describe_hook(state, event);
-        stamp(event);
-        entry.submit(0);
     }
+}
+
+/// Builds the event in its ring buffer record and sends it, or discards
+/// the record when the rest of the filter turns the packet away; `kept`
+/// runs for a packet kept, sent or lost. The record, not a per-CPU slot: a
+/// netfilter program may be interrupted, or preempted in a task's context,
+/// by another run of itself on the same CPU.
+#[inline(always)]
+fn report<R: Record + 'static>(
+    cfg: &Config,
+    event: Reported,
+    netns: impl Fn() -> u32,
+    kept: impl Fn(),
+) {
+    let Reported {
+        probe,
+        state,
+        skb,
+        header,
+        zeros,
+    } = event;
+    let Some(mut entry) = EVENTS.reserve::<R>(0) else {
+        kept();
+        count_if_ours(cfg, probe, skb, header, netns);
+        return;
+    };
+    let out = entry.as_mut_ptr();
+    // SAFETY: `out` is a reserved record, whose event is cleared first.
+    let event = unsafe {
+        let event = R::packet(out);
+        clear_event(event, zeros);
+        &mut *event
+    };
+    if !capture_skb(cfg, probe, skb, header, netns, event) {
+        entry.discard(0);
+        return;
+    }
+    kept();
+    describe_hook(state, event);
+    stamp(event);
+    // SAFETY: `out` is the reserved record.
+    unsafe { R::finish(out, skb) };
+    entry.submit(0);
 }
 
 /// The kernel's BTF id of `struct iphdr`, written by the loader.
