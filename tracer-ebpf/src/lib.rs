@@ -452,7 +452,7 @@ fn capture_arp(
 
 /// True when one of the watched ports (if any are set) is `sport` or `dport`.
 #[inline(always)]
-fn ports_match(cfg: &Config, sport: u16, dport: u16) -> bool {
+pub fn ports_match(cfg: &Config, sport: u16, dport: u16) -> bool {
     let mut any_port = true;
     let mut i = 0;
     while i < MAX_PORTS {
@@ -596,6 +596,8 @@ pub fn current_netns() -> u32 {
 pub struct TaskIds {
     pub netns: u32,
     pub ns_pid: u32,
+    /// `bpf_get_current_pid_tgid()`: the process id in the high half.
+    pub pid_tgid: u64,
 }
 
 /// What `current_task_ids` last found, per CPU: the events of a followed
@@ -640,6 +642,7 @@ pub fn current_task_ids() -> TaskIds {
             return TaskIds {
                 netns: seen.ids as u32,
                 ns_pid: (seen.ids >> 32) as u32,
+                pid_tgid,
             };
         }
     }
@@ -659,7 +662,11 @@ pub fn current_task_ids() -> TaskIds {
             );
         }
     }
-    TaskIds { netns, ns_pid }
+    TaskIds {
+        netns,
+        ns_pid,
+        pid_tgid,
+    }
 }
 
 /// A task's process id as its own pid namespace numbers it:
@@ -685,7 +692,7 @@ pub fn stamp(event: &mut PacketEvent) {
         event.task_netns = ids.netns;
     }
     event.ns_pid = ids.ns_pid;
-    event.pid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    event.pid = (ids.pid_tgid >> 32) as u32;
     // SAFETY: `comm` has room for the 16 bytes asked.
     unsafe { bpf_get_current_comm(event.comm.as_mut_ptr().cast(), event.comm.len() as u32) };
 }

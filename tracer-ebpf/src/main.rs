@@ -9,7 +9,7 @@ use aya_ebpf::{
     programs::{BtfTracePointContext, TcContext},
 };
 use tracer_common::{
-    Config, ETH_P_ARP, ETH_P_IP, IN_TASK, IN_TASK_UNKNOWN, MAX_PORTS, NOT_IN_TASK, PAYLOAD_MAX,
+    ETH_P_ARP, ETH_P_IP, IN_TASK, IN_TASK_UNKNOWN, MAX_PORTS, NOT_IN_TASK, PAYLOAD_MAX,
     PacketEvent, Probe,
 };
 
@@ -18,7 +18,7 @@ const IPPROTO_UDP: u8 = 17;
 use tracer_ebpf::{
     HeaderAt, Ipv4Header, capture_skb, config, current_netns, current_task, device, emit,
     emit_packet, emit_payload_record, emit_with_payload, field, in_scope, look, netns_inode,
-    offset, plain, read, read_macs, scratch_event, skb_netns,
+    offset, plain, ports_match, read, read_macs, scratch_event, skb_netns,
 };
 
 #[btf_tracepoint(function = "net_dev_queue")]
@@ -148,7 +148,7 @@ pub fn sock_recv_length(ctx: BtfTracePointContext) -> i32 {
     // a watched port is then enough.
     let port_watched = cfg.ports.iter().any(|p| *p != 0 && *p == local_port);
     let addresses_in_scope = in_scope(cfg, remote, local, netns);
-    if !(port_watched || addresses_in_scope && ports_in_scope(cfg, remote_port, local_port)) {
+    if !(port_watched || addresses_in_scope && ports_match(cfg, remote_port, local_port)) {
         return 0;
     }
     if field::<u16>(sk, offset!(sk_protocol)) != IPPROTO_UDP as u16
@@ -171,16 +171,6 @@ pub fn sock_recv_length(ctx: BtfTracePointContext) -> i32 {
     event.in_task = IN_TASK;
     emit(event);
     0
-}
-
-/// No port filter, or one of the two is watched.
-#[inline(always)]
-fn ports_in_scope(cfg: &Config, one: u16, other: u16) -> bool {
-    cfg.ports.iter().all(|p| *p == 0)
-        || cfg
-            .ports
-            .iter()
-            .any(|p| *p != 0 && (*p == one || *p == other))
 }
 
 #[btf_tracepoint(function = "fib_table_lookup")]
@@ -224,7 +214,6 @@ pub fn fib_table_lookup(ctx: BtfTracePointContext) -> i32 {
         event.gateway = field::<u32>(nexthop, offset!(nhc_gw)).to_ne_bytes();
     }
     // A sender's own lookup happens in its system call, before any queue.
-    event.task_netns = current_netns();
     event.in_task = sending_context();
     emit(event);
     0
@@ -255,7 +244,6 @@ fn on_skb(
     if with_macs && event.ether_type != ETH_P_ARP {
         read_macs(skb, event);
     }
-    event.task_netns = current_netns();
     finish(event);
     let transport_payload = event.protocol == IPPROTO_TCP || event.protocol == IPPROTO_UDP;
     if cfg.capture_payload != 0 && event.ether_type == ETH_P_IP && transport_payload {

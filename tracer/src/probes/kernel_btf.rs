@@ -103,12 +103,11 @@ impl KernelBtf {
         std::str::from_utf8(&bytes[..end]).unwrap_or_default()
     }
 
-    /// The first type of one of `kinds` named `name` that has members
+    /// The first type of `kind` named `name` that has members
     /// (a forward declaration has none).
-    fn named(&self, name: &str, kinds: &[u32]) -> Option<TypeRecord> {
-        (1..self.types.len() as u32)
-            .filter_map(|id| self.record(id).ok())
-            .find(|r| kinds.contains(&r.kind) && r.vlen > 0 && self.name(r.name) == name)
+    fn named(&self, name: &str, kind: u32) -> Option<TypeRecord> {
+        self.id_of(name, kind, true)
+            .and_then(|id| self.record(id).ok())
     }
 
     /// Follows typedefs and qualifiers to the type they name.
@@ -167,7 +166,7 @@ impl KernelBtf {
     /// Byte offset of `path` (dot-separated members) inside `struct structure`.
     pub fn member_offset(&self, structure: &str, path: &str) -> Result<u32> {
         let mut current = self
-            .named(structure, &[kind::STRUCT])
+            .named(structure, kind::STRUCT)
             .with_context(|| format!("kernel BTF has no struct {structure}"))?;
         let mut offset_bits = 0;
         let mut parts = path.split('.').peekable();
@@ -201,6 +200,8 @@ impl KernelBtf {
             .with_context(|| format!("kernel BTF has no function {name}"))
     }
 
+    /// The first type of kind `wanted` named `name`; `with_members`: one
+    /// that has members (a forward declaration has none).
     fn id_of(&self, name: &str, wanted: u32, with_members: bool) -> Option<u32> {
         (1..self.types.len() as u32).find(|id| {
             self.record(*id).is_ok_and(|r| {
@@ -211,7 +212,7 @@ impl KernelBtf {
 
     /// `sizeof(struct name)`.
     pub fn struct_size(&self, name: &str) -> Result<u32> {
-        self.named(name, &[kind::STRUCT])
+        self.named(name, kind::STRUCT)
             .map(|r| r.size_or_type)
             .with_context(|| format!("kernel BTF has no struct {name}"))
     }
@@ -219,7 +220,7 @@ impl KernelBtf {
     /// `(value, name)` of each member of `enum name`.
     pub fn enum_values(&self, name: &str) -> Result<Vec<(u32, String)>> {
         let record = self
-            .named(name, &[kind::ENUM])
+            .named(name, kind::ENUM)
             .with_context(|| format!("kernel BTF has no enum {name}"))?;
         (0..record.vlen)
             .map(|i| {
