@@ -1003,16 +1003,25 @@ pub fn explain(
         .unwrap_or_else(|| x.unfinished(events));
     // An ARP request's story already says how it was answered.
     let answer = telling.request.filter(|_| !x.arp).map(|request| {
-        let firewall_sent = matches!(
-            &request.ending,
-            Ending::Dropped { rule: Some(rule), netns, .. }
-                if rule.action == "reject" && Some(*netns) == sender_netns
-        );
+        let firewall = match &request.ending {
+            Ending::Dropped {
+                rule: Some(rule),
+                netns,
+                ..
+            } if rule.action == "reject" && Some(*netns) == sender_netns => {
+                if *netns == topology.host_netns {
+                    outcome::Firewall::Host
+                } else {
+                    outcome::Firewall::Sender
+                }
+            }
+            _ => outcome::Firewall::None,
+        };
         let sender = events
             .iter()
             .find(|e| !matches!(e.kind, EventKind::Route { .. }))
             .map(|e| topology.owner_label(e.netns));
-        outcome::answer(&first, request, firewall_sent, sender.as_deref())
+        outcome::answer(&first, request, firewall, sender.as_deref())
     });
     Story {
         journey: journey.id,

@@ -321,16 +321,17 @@ fn protocol_name(number: u8) -> &'static str {
     }
 }
 
-/// Reads what `reply` (first as sent) says about `request`. `firewall_sent`:
-/// the reply was made by the host whose netfilter dropped the request (a
-/// REJECT rule), not by the destination. `sender` names the namespace it
-/// was sent from.
+/// Reads what `reply` (first as sent) says about `request`. `firewall`:
+/// the reply was made by the firewall that dropped the request (a REJECT
+/// rule), not by the destination. `sender` names the namespace it was sent
+/// from.
 pub fn answer(
     reply: &Packet,
     request: &RequestSummary,
-    firewall_sent: bool,
+    firewall: Firewall,
     sender: Option<&str>,
 ) -> Answer {
+    let firewall_sent = firewall != Firewall::None;
     let destination = request.sent.dst;
     let from = reply.src;
     let who = match sender {
@@ -361,7 +362,7 @@ pub fn answer(
                 ),
                 _ => meaning.clone(),
             };
-            let why = error_cause(icmp_type, code, &who, from, request, firewall_sent);
+            let why = error_cause(icmp_type, code, &who, from, request, firewall, sender);
             (
                 AnswerKind::Error {
                     icmp_type,
@@ -375,7 +376,8 @@ pub fn answer(
         Transport::Tcp { flags, .. } if flags & 0x04 != 0 => {
             let text = if firewall_sent {
                 format!(
-                    "the host's firewall answered in {destination}'s name with a reset (REJECT with tcp-reset, see #{}): the connection is refused and {destination} never saw it",
+                    "{} answered in {destination}'s name with a reset (REJECT with tcp-reset, see #{}): the connection is refused and {destination} never saw it",
+                    firewall_of(firewall, sender),
                     request.id
                 )
             } else {
@@ -406,11 +408,16 @@ fn error_cause(
     who: &str,
     from: Ipv4Addr,
     request: &RequestSummary,
-    firewall_sent: bool,
+    firewall: Firewall,
+    sender: Option<&str>,
 ) -> String {
-    if firewall_sent {
+    if firewall != Firewall::None {
+        let rule = match (firewall, sender) {
+            (Firewall::Sender, Some(namespace)) => format!("a REJECT rule of {namespace}"),
+            _ => "the host's own REJECT rule".to_string(),
+        };
         return format!(
-            " — the host's own REJECT rule sent this (see #{}), {} never saw the request",
+            " — {rule} sent this (see #{}), {} never saw the request",
             request.id, request.sent.dst
         );
     }
@@ -432,6 +439,24 @@ fn error_cause(
             " — its time to live ran out on the way (a routing loop, or a traceroute)".into()
         }
         _ => String::new(),
+    }
+}
+
+/// Which firewall sent a reply in the destination's name (a REJECT rule).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Firewall {
+    /// None did: the reply is the destination's or a router's own.
+    None,
+    Host,
+    /// The firewall of the namespace that sent the reply (a container's).
+    Sender,
+}
+
+/// Whose firewall sent a reply: the namespace whose REJECT rule it was.
+fn firewall_of(firewall: Firewall, sender: Option<&str>) -> String {
+    match (firewall, sender) {
+        (Firewall::Sender, Some(namespace)) => format!("the firewall of {namespace}"),
+        _ => "the host's firewall".to_string(),
     }
 }
 
@@ -503,5 +528,71 @@ impl NoReply {
             text,
             events_lost,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A SYN to 198.51.100.1:80 that a REJECT rule dropped.
+    fn rejected_syn() -> RequestSummary {
+        RequestSummary {
+            id: 1,
+            sent_ns: 0,
+            sent: Packet {
+                src: Ipv4Addr::new(172, 17, 0, 2),
+                dst: Ipv4Addr::new(198, 51, 100, 1),
+                transport: Transport::Tcp {
+                    sport: 40000,
+                    dport: 80,
+                    flags: 0x02,
+                    seq: 1,
+                    ack: 0,
+                    payload: Some(0),
+                },
+                ip_id: 7,
+                length: 60,
+            },
+            ending: Ending::InFlight {
+                namespace: "server-1".into(),
+                netns: 1,
+                device: None,
+                waiting_for: None,
+            },
+            arp_attempts: 0,
+        }
+    }
+
+    /// The reset a REJECT rule sends back in the destination's name.
+    fn reset() -> Packet {
+        Packet {
+            src: Ipv4Addr::new(198, 51, 100, 1),
+            dst: Ipv4Addr::new(172, 17, 0, 2),
+            transport: Transport::Tcp {
+                sport: 80,
+                dport: 40000,
+                flags: 0x14,
+                seq: 0,
+                ack: 2,
+                payload: Some(0),
+            },
+            ip_id: 0,
+            length: 40,
+        }
+    }
+
+    /// A REJECT rule in a container's own namespace is that container's
+    /// firewall, not the host's.
+    #[test]
+    fn a_reset_from_a_containers_reject_rule_names_the_container() {
+        let request = rejected_syn();
+        let told = answer(&reset(), &request, Firewall::Sender, Some("server-1")).text;
+        assert!(
+            told.starts_with("the firewall of server-1 answered"),
+            "{told}"
+        );
+        let told = answer(&reset(), &request, Firewall::Host, Some("host")).text;
+        assert!(told.starts_with("the host's firewall answered"), "{told}");
     }
 }
