@@ -34,6 +34,6 @@ pub use host::{IptablesRule, Sysctl};
 pub use netns::{Netns, NetnsPair, Upstream, link_exists, netns_exists};
 pub use nic::{StandInNic, TapNic};
 pub use pkttrace::{
-    DEFAULT_TIMEOUT, Pkttrace, RunOutput, netfilter_links, netfilter_links_at_least,
-    nothing_left_attached, pkttrace, pkttrace_bin, programs_loaded_at_least,
+    DEFAULT_TIMEOUT, Pkttrace, RunOutput, netfilter_links, netfilter_links_at_least, nft_tables,
+    nothing_left_attached, pkttrace, pkttrace_bin, programs_loaded_at_least, trace_tables,
 };

@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle, sleep};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result, bail, ensure};
 
 use crate::cmd::{cmd, describe, succeeds};
 
@@ -86,6 +86,36 @@ pub fn nothing_left_attached() -> Result<bool> {
         sleep(Duration::from_millis(100));
     }
     Ok(false)
+}
+
+/// The names of pkttrace's nf_tables trace tables in the namespace at
+/// `netns` (an nsfs path; None: the host's), as `nft list tables` lists them.
+pub fn trace_tables(netns: Option<&str>) -> Result<Vec<String>> {
+    Ok(nft_tables(netns)?
+        .into_iter()
+        .filter(|table| table.contains("pkttrace_"))
+        .collect())
+}
+
+/// Every nf_tables table in the namespace at `netns` (None: the host's).
+pub fn nft_tables(netns: Option<&str>) -> Result<Vec<String>> {
+    let mut nft = match netns {
+        Some(path) => cmd("nsenter", [format!("--net={path}"), "nft".into()]),
+        None => cmd("nft", [] as [&str; 0]),
+    };
+    let out = nft
+        .args(["list", "tables"])
+        .output()
+        .context("cannot run nft")?;
+    ensure!(
+        out.status.success(),
+        "nft list tables: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(String::from_utf8(out.stdout)?
+        .lines()
+        .map(str::to_string)
+        .collect())
 }
 
 /// The binary under test: `$PKTTRACE_BIN`, else `pkttrace` in the profile

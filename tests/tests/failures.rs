@@ -13,7 +13,7 @@ use std::{net::Ipv4Addr, path::Path, process::Command, time::Duration};
 use anyhow::{Context, Result, ensure};
 use integration_tests::{
     Container, Followed, IptablesRule, Pkttrace, StandInNic, Sysctl, TapNic, Upstream, follow_json,
-    hop, hops, ip, kinds,
+    hop, hops, ip, kinds, nft_tables, trace_tables,
 };
 use serde_json::Value;
 
@@ -476,6 +476,62 @@ fn a_drop_by_a_rule_inside_the_containers_own_namespace() -> Result<()> {
             .iter()
             .all(|h| h["namespace"] == container.name()),
         "it never left the container: {request:#}"
+    );
+    Ok(())
+}
+
+/// A container on the default bridge has no nf_tables table, so pkttrace
+/// puts no trace table in it (marking there would only cost its packets);
+/// a rule made there while pkttrace runs is named all the same.
+#[test]
+fn a_rule_made_inside_a_container_during_the_trace_is_named() -> Result<()> {
+    let (upstream, container) = container()?;
+    let netns = format!("/proc/{}/ns/net", container.pid());
+    let to = upstream.ip().to_string();
+    ensure!(
+        nft_tables(Some(&netns))?.is_empty(),
+        "ground truth: a new container has no nf_tables table"
+    );
+    let tracer =
+        Pkttrace::spawn_attached(["follow", container.name(), &to, "--timeout", "8", "--json"])?;
+    ensure!(
+        !trace_tables(None)?.is_empty(),
+        "the host's rules are traced"
+    );
+    ensure!(
+        nft_tables(Some(&netns))?.is_empty(),
+        "no trace table where there is no rule to name"
+    );
+    let rule = IptablesRule::insert_in_netns(
+        Path::new(&netns),
+        "filter",
+        "OUTPUT",
+        ["-p", "icmp", "-d", &to, "-j", "DROP"],
+    )?;
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while trace_tables(Some(&netns))?.is_empty() {
+        ensure!(
+            std::time::Instant::now() < deadline,
+            "no trace table 5 s after the container got a table: {:?}",
+            nft_tables(Some(&netns))?
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let ping = container.exec(["ping", "-c", "1", "-W", "1", &to])?;
+    ensure!(
+        !ping.status.success(),
+        "ground truth: the rule drops the ping"
+    );
+    let followed = Followed::read(tracer.wait(Duration::from_secs(30))?)?;
+    let (_, drop) = only_request(&followed)?;
+    assert_eq!(
+        (drop["namespace"].as_str(), drop["hook"].as_str()),
+        (Some(container.name()), Some("OUTPUT"))
+    );
+    assert_eq!(
+        drop["rule"]["handle"].as_u64(),
+        Some(rule.handle()?),
+        "the rule made during the trace: {drop}"
     );
     Ok(())
 }

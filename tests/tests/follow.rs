@@ -3,13 +3,13 @@
 //! kernel's eBPF. Each test asserts what pkttrace printed against the real
 //! addresses, names and settings of the lab it built.
 
-use std::{net::Ipv4Addr, process::Command, time::Duration};
+use std::{net::Ipv4Addr, path::Path, process::Command, time::Duration};
 
 use anyhow::{Context, Result, ensure};
 use integration_tests::{
     Container, Followed, IptablesRule, NetnsPair, Pkttrace, Sysctl, Upstream, follow_json, hop,
     hops, ip, kinds, netfilter_hooks, nothing_left_attached, pkttrace, pkttrace_bin,
-    programs_loaded_at_least,
+    programs_loaded_at_least, trace_tables,
 };
 use serde_json::Value;
 
@@ -466,29 +466,17 @@ fn bad_input_gets_one_clear_line_and_exit_code_2() -> Result<()> {
     Ok(())
 }
 
-/// The names of pkttrace's nf_tables trace tables in the namespace at
-/// `netns` (None: the host's).
-fn trace_tables(netns: Option<&str>) -> Result<Vec<String>> {
-    let mut nft = match netns {
-        Some(path) => {
-            let mut nsenter = Command::new("nsenter");
-            nsenter.arg(format!("--net={path}")).arg("nft");
-            nsenter
-        }
-        None => Command::new("nft"),
-    };
-    let listing = String::from_utf8(nft.args(["list", "tables"]).output()?.stdout)?;
-    Ok(listing
-        .lines()
-        .filter(|l| l.contains("pkttrace_"))
-        .map(str::to_string)
-        .collect())
-}
-
 #[test]
 fn even_sigkill_leaves_nothing_attached() -> Result<()> {
     let container = Container::new()?;
     let container_netns = format!("/proc/{}/ns/net", container.pid());
+    // A rule, so the container has a table and rule tracing reaches in.
+    let _rule = IptablesRule::insert_in_netns(
+        Path::new(&container_netns),
+        "filter",
+        "OUTPUT",
+        ["-d", "198.51.100.1", "-j", "ACCEPT"],
+    )?;
     let tracer = Pkttrace::spawn_attached(["follow", container.name(), "198.51.100.1"])?;
     let attached = programs_loaded_at_least(1)?;
     ensure!(attached, "pkttrace never attached its programs");

@@ -139,6 +139,9 @@ impl Intake {
         if let (Some(tracer), Some(store)) = (tracer, store) {
             // Also the traces queued already: their journeys may be told next.
             let queued = tracer.drain()?;
+            for failure in tracer.take_failures() {
+                eprintln!("pkttrace: note: {failure}; drops there are told without their rule");
+            }
             for raw in traces.iter().flatten().chain(&queued) {
                 // A message this version cannot read is only a missing detail.
                 if let Ok(trace) = decode::nftrace::decode(raw) {

@@ -6,6 +6,11 @@
 //!
 //! The table belongs to the netlink socket that created it (NFT_TABLE_F_OWNER):
 //! the kernel deletes it when the socket closes, also when pkttrace is killed.
+//!
+//! A namespace without nf_tables tables has no rule to name, and marking
+//! chains there would cost every packet through it (an unrelated flood lost
+//! ~5% of its rate to them): pkttrace installs its table there only once
+//! the ruleset change notifications say another table appeared.
 
 use std::{
     collections::HashMap,
@@ -20,11 +25,11 @@ use std::{
 use anyhow::{Context, Result, bail};
 use futures::future::select_all;
 use netlink_packet_core_09::{
-    DefaultNla, NLM_F_ACK, NLM_F_APPEND, NLM_F_CREATE, NLM_F_EXCL, NLM_F_REQUEST, NetlinkBuffer,
-    NetlinkMessage, NetlinkPayload,
+    DefaultNla, NLM_F_ACK, NLM_F_APPEND, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL, NLM_F_REQUEST,
+    NetlinkBuffer, NetlinkMessage, NetlinkPayload,
 };
 use netlink_packet_netfilter::{
-    NetfilterHeader, NetfilterMessage, NetfilterProtoFamily,
+    NetfilterHeader, NetfilterMessage, NetfilterMessageInner, NetfilterProtoFamily,
     nftables::{
         ChainAttribute, ChainMessage, Cmp, DataAttribute, ExpressionAttribute, Expressions, Hook,
         Immediate, InetHookNumber, ListAttribute, Meta, MetaKey, NfTablesMessage, Operator,
@@ -38,11 +43,14 @@ use tokio::io::unix::AsyncFd;
 use super::in_namespace;
 use super::monotonic_now_ns;
 
+/// pkttrace's trace tables are named `pkttrace_<pid>_<n>`.
+const TABLE_PREFIX: &str = "pkttrace_";
 /// Before raw (-300), conntrack (-200) and NAT: the mark is set before any
 /// other chain sees the packet.
 const CHAIN_PRIORITY: i32 = -301;
 const NFNL_SUBSYS_NFTABLES: u16 = 10;
 const NFT_MSG_TRACE: u16 = 17;
+const NFNLGRP_NFTABLES: u32 = 7;
 const NFNLGRP_NFTRACE: u32 = 9;
 const NFT_PAYLOAD_NETWORK_HEADER: u32 = 1;
 const NF_ACCEPT: u32 = 1;
@@ -86,13 +94,19 @@ pub struct RawRuleTrace {
 struct Session {
     socket: AsyncFd<Socket>,
     netns: u32,
+    /// While the namespace has no table but pkttrace's: a socket told of
+    /// every ruleset change there, to install the trace table when one appears.
+    watcher: Option<AsyncFd<Socket>>,
 }
 
 /// Rule tracing in a set of network namespaces; dropping it closes the
 /// sockets, and with them the kernel deletes the trace tables.
 pub struct RuleTracer {
     table: String,
+    matching: TraceMatch,
     sessions: Vec<Session>,
+    /// Why a namespace's trace table could not be installed after the start.
+    failures: Vec<String>,
 }
 
 /// Tracers of one process need tables of their own: a table belongs to one socket.
@@ -125,24 +139,36 @@ impl RuleTracer {
             bail!("rule tracing needs at least one network namespace");
         }
         let table = format!(
-            "pkttrace_{}_{}",
+            "{TABLE_PREFIX}{}_{}",
             std::process::id(),
             TRACERS_STARTED.fetch_add(1, Ordering::Relaxed)
         );
         let mut sessions = Vec::new();
         for namespace in namespaces {
             // A netlink socket stays in the namespace it was created in.
-            let (socket, netns) = match namespace {
+            let (socket, netns, watcher) = match namespace {
                 None => open_session(&table, matching, None),
                 Some(path) => in_namespace(path, || open_session(&table, matching, Some(path))),
             }?;
-            // SAFETY: the AsyncFd owns the socket, so its fd outlives the registration.
-            let socket = unsafe { AsyncFd::register(socket) }
-                .map_err(|e| e.into_parts().1)
-                .context("cannot watch the nf_tables trace socket")?;
-            sessions.push(Session { socket, netns });
+            sessions.push(Session {
+                socket: watched(socket)?,
+                netns,
+                watcher: watcher.map(watched).transpose()?,
+            });
         }
-        Ok(RuleTracer { table, sessions })
+        Ok(RuleTracer {
+            table,
+            matching: matching.clone(),
+            sessions,
+            failures: Vec::new(),
+        })
+    }
+
+    /// Why trace tables could not be installed in namespaces that gained a
+    /// table during the trace (their drops are told without their rule);
+    /// each reason is given once.
+    pub fn take_failures(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.failures)
     }
 
     /// The name of pkttrace's own table: its traces show where the marking
@@ -158,7 +184,8 @@ impl RuleTracer {
             let waits = self
                 .sessions
                 .iter()
-                .map(|session| Box::pin(session.socket.readable()));
+                .flat_map(|session| std::iter::once(&session.socket).chain(&session.watcher))
+                .map(|socket| Box::pin(socket.readable()));
             let (ready, ..) = select_all(waits).await;
             // Cleared before reading: a message arriving after the clear
             // wakes the next wait. Other sockets' stale readiness only costs
@@ -166,9 +193,50 @@ impl RuleTracer {
             ready
                 .context("cannot wait for nf_tables trace messages")?
                 .clear_ready();
+            self.install_where_tables_appeared();
             let traces = self.drain()?;
             if !traces.is_empty() {
                 return Ok(traces);
+            }
+        }
+    }
+
+    /// Installs the trace table in each watched namespace where the change
+    /// notifications tell of a new table that is not pkttrace's.
+    fn install_where_tables_appeared(&mut self) {
+        let mut datagram = Vec::with_capacity(DATAGRAM_BUFFER);
+        for session in &mut self.sessions {
+            let Some(watcher) = &session.watcher else {
+                continue;
+            };
+            let mut appeared = false;
+            loop {
+                datagram.clear();
+                match watcher.get_ref().recv(&mut datagram, 0) {
+                    Ok(_) => appeared |= !ruleset_tables(&datagram).is_empty(),
+                    Err(error) if error.kind() == io::ErrorKind::WouldBlock => break,
+                    // Notifications were lost: one of them may have been a new table.
+                    Err(error) if error.raw_os_error() == Some(libc::ENOBUFS) => appeared = true,
+                    Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
+                    Err(error) => {
+                        self.failures.push(format!(
+                            "cannot read nf_tables changes in network namespace {}: {error}",
+                            session.netns
+                        ));
+                        session.watcher = None;
+                        break;
+                    }
+                }
+            }
+            if !appeared {
+                continue;
+            }
+            session.watcher = None;
+            if let Err(error) = install(session.socket.get_ref(), &self.table, &self.matching) {
+                self.failures.push(format!(
+                    "nf_tables refused pkttrace's trace table in network namespace {}: {error:#}",
+                    session.netns
+                ));
             }
         }
     }
@@ -204,16 +272,51 @@ impl RuleTracer {
     }
 }
 
-/// Opens the calling thread's namespace's socket, installs the trace table
-/// through it and subscribes it to trace messages.
+/// Registers `socket` with tokio.
+fn watched(socket: Socket) -> Result<AsyncFd<Socket>> {
+    // SAFETY: the AsyncFd owns the socket, so its fd outlives the registration.
+    unsafe { AsyncFd::register(socket) }
+        .map_err(|e| e.into_parts().1)
+        .context("cannot watch the nf_tables trace socket")
+}
+
+/// Opens the calling thread's namespace's socket and installs the trace
+/// table through it; in a namespace without tables, it returns a watcher
+/// of ruleset changes instead.
 fn open_session(
     table: &str,
     matching: &TraceMatch,
     namespace: Option<&Path>,
-) -> Result<(Socket, u32)> {
+) -> Result<(Socket, u32, Option<Socket>)> {
     let place = namespace.map_or("pkttrace's own network namespace".to_string(), |path| {
         format!("network namespace {}", path.display())
     });
+    let socket = open_socket(&place)?;
+    enlarge_receive_buffer(&socket);
+    // Subscribed before the tables are listed: a table made in between is
+    // either listed or announced.
+    let watcher = open_socket(&place)?;
+    watcher
+        .add_membership(NFNLGRP_NFTABLES)
+        .with_context(|| format!("cannot subscribe to nf_tables changes in {place}"))?;
+    let watcher = if list_tables(&socket)
+        .with_context(|| format!("cannot list the nf_tables tables of {place}"))?
+        .is_empty()
+    {
+        Some(watcher)
+    } else {
+        install(&socket, table, matching)
+            .with_context(|| format!("nf_tables refused pkttrace's trace table in {place}"))?;
+        None
+    };
+    let netns = std::fs::metadata("/proc/thread-self/ns/net")
+        .with_context(|| format!("cannot read the inode of {place}"))?
+        .ino();
+    Ok((socket, u32::try_from(netns)?, watcher))
+}
+
+/// A non-blocking NETLINK_NETFILTER socket in the calling thread's namespace.
+fn open_socket(place: &str) -> Result<Socket> {
     let mut socket = Socket::new(NETLINK_NETFILTER).with_context(|| {
         format!("cannot open a netfilter netlink socket in {place}: the kernel needs nfnetlink for rule tracing")
     })?;
@@ -221,17 +324,78 @@ fn open_session(
         .bind_auto()
         .and_then(|_| socket.set_non_blocking(true))
         .context("cannot set up the netfilter netlink socket")?;
-    enlarge_receive_buffer(&socket);
-    let requests = batch(table, matching);
-    send_batch(&socket, &requests)
-        .with_context(|| format!("nf_tables refused pkttrace's trace table in {place}"))?;
+    Ok(socket)
+}
+
+/// Installs the trace table through `socket` and subscribes it to the
+/// namespace's trace messages.
+fn install(socket: &Socket, table: &str, matching: &TraceMatch) -> Result<()> {
+    send_batch(socket, &batch(table, matching))?;
     socket
         .add_membership(NFNLGRP_NFTRACE)
-        .with_context(|| format!("cannot subscribe to nf_tables traces in {place}"))?;
-    let netns = std::fs::metadata("/proc/thread-self/ns/net")
-        .with_context(|| format!("cannot read the inode of {place}"))?
-        .ino();
-    Ok((socket, u32::try_from(netns)?))
+        .context("cannot subscribe to nf_tables traces")
+}
+
+/// The names of the namespace's nf_tables tables, of every family, except
+/// pkttrace's own (of this or another run).
+fn list_tables(socket: &Socket) -> Result<Vec<String>> {
+    let mut request = NetlinkMessage::from(NetfilterMessage::new(
+        NetfilterHeader::new(NetfilterProtoFamily::Unspec, 0, 0),
+        NfTablesMessage::GetTable(TableMessage { attributes: vec![] }),
+    ));
+    request.header.flags = NLM_F_REQUEST | NLM_F_DUMP;
+    request.finalize();
+    let mut bytes = vec![0; request.buffer_len()];
+    request.serialize(&mut bytes);
+    socket
+        .send_to(&bytes, &SocketAddr::new(0, 0), 0)
+        .context("cannot send the request to the kernel")?;
+    let deadline = Instant::now() + ACK_TIMEOUT;
+    let mut tables = Vec::new();
+    let mut datagram = Vec::with_capacity(DATAGRAM_BUFFER);
+    loop {
+        wait_readable(socket, deadline)?;
+        datagram.clear();
+        match socket.recv(&mut datagram, 0) {
+            Ok(_) => {}
+            Err(error) if error.kind() == io::ErrorKind::WouldBlock => continue,
+            Err(error) => return Err(error).context("cannot read the kernel's answer"),
+        }
+        tables.extend(ruleset_tables(&datagram));
+        for message in netlink_messages(&datagram) {
+            match NetlinkMessage::<NetfilterMessage>::deserialize(message).map(|m| m.payload) {
+                Ok(NetlinkPayload::Done(_)) => return Ok(tables),
+                Ok(NetlinkPayload::Error(answer)) => {
+                    if let Some(code) = answer.code {
+                        return Err(io::Error::from_raw_os_error(-code.get()).into());
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+}
+
+/// The tables a datagram of NFT_MSG_NEWTABLE messages (a listing or change
+/// notifications) names, except pkttrace's own.
+fn ruleset_tables(datagram: &[u8]) -> Vec<String> {
+    netlink_messages(datagram)
+        .filter_map(|message| NetlinkMessage::<NetfilterMessage>::deserialize(message).ok())
+        .filter_map(|message| match message.payload {
+            NetlinkPayload::InnerMessage(NetfilterMessage {
+                inner: NetfilterMessageInner::NfTables(NfTablesMessage::NewTable(table)),
+                ..
+            }) => table
+                .attributes
+                .into_iter()
+                .find_map(|attribute| match attribute {
+                    TableAttribute::Name(name) => Some(name),
+                    _ => None,
+                }),
+            _ => None,
+        })
+        .filter(|name| !name.starts_with(TABLE_PREFIX))
+        .collect()
 }
 
 /// SO_RCVBUFFORCE ignores net.core.rmem_max (root only); SO_RCVBUF is
@@ -658,6 +822,34 @@ mod tests {
         assert_eq!(traces[0].attributes, trace[4..]);
     }
 
+    #[test]
+    fn a_table_of_the_ruleset_is_any_table_but_pkttraces() {
+        let table = |name: &str| {
+            let mut message = nf_tables(
+                NfTablesMessage::NewTable(TableMessage {
+                    attributes: vec![TableAttribute::Name(name.to_string())],
+                }),
+                0,
+            );
+            message.finalize();
+            let mut bytes = vec![0; message.buffer_len()];
+            message.serialize(&mut bytes);
+            bytes
+        };
+        let mut chain = nf_tables(
+            NfTablesMessage::NewChain(ChainMessage {
+                attributes: vec![ChainAttribute::Name("input".to_string())],
+            }),
+            0,
+        );
+        chain.finalize();
+        let mut chain_bytes = vec![0; chain.buffer_len()];
+        chain.serialize(&mut chain_bytes);
+        let datagram = [table("pkttrace_7_0"), chain_bytes, table("filter")].concat();
+        assert_eq!(ruleset_tables(&datagram), ["filter"]);
+        assert!(ruleset_tables(&table("pkttrace_8_1")).is_empty());
+    }
+
     /// Needs root and nft: `cargo test -p tracer nftrace -- --ignored`.
     /// Builds two namespaces joined by a veth pair; guards remove them, also
     /// when the test fails.
@@ -709,8 +901,9 @@ mod tests {
         };
         let mut tracer = RuleTracer::start(&matching, &paths.clone().map(Some)).unwrap();
         let table = tracer.table().to_string();
-        let tables = run(&["ip", "netns", "exec", &far, "nft", "list", "tables"]);
-        assert!(tables.contains(&table), "trace table installed: {tables}");
+        let tables = |netns: &str| run(&["ip", "netns", "exec", netns, "nft", "list", "tables"]);
+        assert!(tables(&far).contains(&table), "trace table installed");
+        assert_eq!(tables(&near), "", "no table, no rule to name, no marking");
 
         let destination = Destination {
             address: FAR,
@@ -772,20 +965,49 @@ mod tests {
             .expect("the packet's headers with the chain's first message");
         assert_eq!((packet.src, packet.dst), (NEAR, FAR));
 
-        // The near namespace saw the same packet leave (output hook).
-        let sent = traces
-            .iter()
-            .filter(|t| t.netns == near_inode && t.table == table && t.chain == "output")
-            .find_map(|t| t.packet)
-            .expect("the ping leaving the near namespace");
-        assert_eq!(sent.ip_id, packet.ip_id);
+        assert!(!traces.iter().any(|t| t.netns == near_inode));
         assert_eq!(tracer.lost(), 0);
 
-        drop(tracer);
-        let tables = run(&["ip", "netns", "exec", &far, "nft", "list", "tables"]);
+        // A table made in the near namespace during the trace: the trace
+        // table follows, and the next ping is seen leaving there.
+        run(&["ip", "netns", "exec", &near, "nft", "add table ip late"]);
+        let ping = sender::spawn(
+            Probe::Icmp,
+            destination,
+            Some(&paths[0]),
+            1,
+            Duration::from_secs(2),
+        )
+        .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let mut sent = None;
+        while sent.is_none() {
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            let Ok(raw) = tokio::time::timeout(remaining, tracer.next_traces()).await else {
+                break;
+            };
+            sent = raw
+                .unwrap()
+                .iter()
+                .map(|raw| decode(raw).unwrap())
+                .filter(|t| t.netns == near_inode && t.table == table && t.chain == "output")
+                .find_map(|t| t.packet);
+        }
+        ping.join().unwrap().unwrap();
         assert!(
-            !tables.contains(&table),
-            "trace table left behind: {tables}"
+            tables(&near).contains(&table),
+            "installed once a table appeared"
         );
+        let sent = sent.expect("the second ping leaving the near namespace");
+        assert_eq!((sent.src, sent.dst), (NEAR, FAR));
+        assert!(tracer.take_failures().is_empty());
+
+        drop(tracer);
+        for netns in [&near, &far] {
+            assert!(
+                !tables(netns).contains(&table),
+                "trace table left behind in {netns}"
+            );
+        }
     }
 }
