@@ -23,7 +23,9 @@ use crate::{
     probes::{Probes, RawEvent, monotonic_now_ns, nftrace::RuleTracer},
 };
 
-/// How often the caller gets control back when no event comes.
+/// How often the caller gets control back when no event comes, and the
+/// ring is read: the kernel wakes pkttrace for its events only once a
+/// quarter of the ring waits (`wake_flags` in tracer-ebpf).
 const TICK: Duration = Duration::from_millis(50);
 
 /// An event is stamped a moment before the ring buffer refuses it: a loss
