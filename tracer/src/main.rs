@@ -31,11 +31,6 @@ use cli::{Cli, Command};
 /// Setup errors (bad input, missing privileges or kernel features) exit with 2.
 const SETUP_ERROR: u8 = 2;
 
-/// A followed stream allocates per event and per story: glibc's allocator
-/// took a quarter of pkttrace's time there.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 /// One thread drives the event loop: with a worker thread polling the ring
 /// and the timers, every batch of events was a wake-up across threads.
 /// Blocking work still goes to tokio's blocking pool.
