@@ -42,6 +42,8 @@ const READ_WAIT_NS: u64 = 1_000_000_000;
 const FREED_BEFORE_READ_NS: u64 = 1_000_000;
 /// The routing table of a namespace's own addresses: a hit there is local delivery.
 const LOCAL_TABLE: u32 = 255;
+/// Events of one packet through a host and two namespaces, with room to spare.
+const EVENTS_PER_JOURNEY: usize = 16;
 /// A journey whose packets are all gone is complete once no event joined it
 /// for this long; so none of its events lies further than this from the
 /// others.
@@ -435,20 +437,20 @@ impl Assembler {
     }
 
     fn add_to(&mut self, id: u64, event: Event) {
-        let mut keys = Vec::new();
-        if !matches!(event.kind, EventKind::Route { .. }) {
-            let (identity, packet) = (Identity::of(&event.packet), event.packet);
-            keys = vec![
-                Key::Packet(identity, packet.src, packet.dst, ports(&packet)),
-                Key::Flow(packet.src, packet.dst),
-                Key::Destination(packet.dst),
-            ];
+        let (identity, packet) = (Identity::of(&event.packet), event.packet);
+        let all_keys = [
+            Key::Packet(identity, packet.src, packet.dst, ports(&packet)),
+            Key::Flow(packet.src, packet.dst),
+            Key::Destination(packet.dst),
+            Key::Skb(event.skb, identity),
+        ];
+        let keys = match &event.kind {
+            EventKind::Route { .. } => &all_keys[..0],
             // A freed skb's address is another packet's next: only a live one is a key.
-            if !event.kind.ends_skb() {
-                keys.push(Key::Skb(event.skb, identity));
-            }
-        }
-        for key in &keys {
+            kind if kind.ends_skb() => &all_keys[..3],
+            _ => &all_keys[..],
+        };
+        for key in keys {
             self.index.insert(*key, id);
         }
         let open = self.open.get_mut(&id).expect("journey is open");
@@ -475,8 +477,8 @@ impl Assembler {
         open.journey.events.push(event);
         self.open_events += 1;
         for key in keys {
-            if !open.keys.contains(&key) {
-                open.keys.push(key);
+            if !open.keys.contains(key) {
+                open.keys.push(*key);
             }
         }
     }
@@ -533,9 +535,10 @@ impl Assembler {
         let id = self.next_id;
         self.next_id += 1;
         let routes = self.claim_routes_for(&event);
+        // Room for a whole typical journey: growing it copied every event twice.
         let journey = Journey {
             id,
-            events: Vec::new(),
+            events: Vec::with_capacity(EVENTS_PER_JOURNEY),
         };
         self.open.insert(
             id,
@@ -543,8 +546,8 @@ impl Assembler {
                 journey,
                 last_time: time,
                 last_packet: None,
-                keys: Vec::new(),
-                alive: Vec::new(),
+                keys: Vec::with_capacity(8),
+                alive: Vec::with_capacity(4),
                 waiting_for_neighbour: false,
                 consumed_by_reader: false,
                 delivered_datagram: false,

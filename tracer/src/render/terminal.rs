@@ -50,12 +50,33 @@ impl Palette {
 
 /// The whole story, drawn with `palette`.
 pub fn render(story: &Story, palette: Palette) -> String {
-    render_steps(story, palette).concat()
+    // Room for a typical story: growing it was a good part of a followed
+    // stream's allocations.
+    let mut out = String::with_capacity(2048);
+    write_story(&mut out, story, palette, |_| {});
+    out
 }
 
 /// The story in the steps `--step` shows one at a time: the header, each
 /// hop, then how it ended.
 pub fn render_steps(story: &Story, palette: Palette) -> Vec<String> {
+    let mut steps = Vec::new();
+    let mut out = String::new();
+    write_story(&mut out, story, palette, |step| {
+        steps.push(std::mem::take(step))
+    });
+    steps.push(out);
+    steps
+}
+
+/// Writes the story into `out`, calling `step_done` after the header and
+/// after each hop.
+fn write_story(
+    out: &mut String,
+    story: &Story,
+    palette: Palette,
+    mut step_done: impl FnMut(&mut String),
+) {
     let Palette {
         header,
         dim,
@@ -63,8 +84,6 @@ pub fn render_steps(story: &Story, palette: Palette) -> Vec<String> {
         good,
         ..
     } = palette;
-    let mut steps = Vec::new();
-    let mut out = String::new();
     let direction = match (
         story.direction,
         story.reply_to,
@@ -92,12 +111,12 @@ pub fn render_steps(story: &Story, palette: Palette) -> Vec<String> {
     if let Some(note) = &story.note {
         let _ = writeln!(out, "   {dim}note:{dim:#} {note}");
     }
-    steps.push(std::mem::take(&mut out));
+    step_done(out);
     for (number, hop) in story.hops.iter().enumerate() {
-        render_hop(&mut out, number + 1, hop, "", palette);
-        steps.push(std::mem::take(&mut out));
+        render_hop(out, number + 1, hop, "", palette);
+        step_done(out);
     }
-    render_outcome(&mut out, &story.outcome, "", palette);
+    render_outcome(out, &story.outcome, "", palette);
     if let Some(answer) = &story.answer {
         let style = if answer.succeeded() { good } else { drop };
         let _ = writeln!(out, "   {style}↩ {}{style:#}", answer.text);
@@ -108,8 +127,6 @@ pub fn render_steps(story: &Story, palette: Palette) -> Vec<String> {
             "   {drop}! the kernel dropped events while this packet was traced: hops may be missing{drop:#}"
         );
     }
-    steps.push(out);
-    steps
 }
 
 /// A request that got no reply: one line under the stories.
