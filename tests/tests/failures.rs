@@ -299,6 +299,49 @@ fn a_reject_with_tcp_reset_answers_in_the_destinations_name() -> Result<()> {
     Ok(())
 }
 
+/// A REJECT in the container's own OUTPUT: its reset goes to the
+/// container's own address, which the kernel routes through lo by a local
+/// route (reported as table main, where it keeps the local table merged).
+#[test]
+fn a_reset_from_the_containers_own_reject_rule_is_routed_to_its_own_address() -> Result<()> {
+    let (upstream, container) = container()?;
+    let netns = format!("/proc/{}/ns/net", container.pid());
+    let to = upstream.ip().to_string();
+    let _rule = IptablesRule::insert_in_netns(
+        Path::new(&netns),
+        "filter",
+        "OUTPUT",
+        [
+            "-p",
+            "tcp",
+            "-d",
+            &to,
+            "--dport",
+            "81",
+            "-j",
+            "REJECT",
+            "--reject-with",
+            "tcp-reset",
+        ],
+    )?;
+    let local = container.exec_ok(["ip", "route", "show", "table", "local"])?;
+    ensure!(
+        local.contains(&format!("local {} dev eth0", container.ip())),
+        "ground truth: a local route to its own address: {local}"
+    );
+    let followed = unanswered(&[container.name(), &format!("{to}:81"), "--probe", "tcp"])?;
+    let (request, _) = only_request(&followed)?;
+    let reply = reply_to(&followed, &request)?;
+    assert_eq!(reply["answer"]["kind"], "reset", "{reply:#}");
+    let text = reply.to_string();
+    assert!(
+        text.contains("an address of this namespace, on eth0: delivered through lo (table local)")
+            && !text.contains("directly connected"),
+        "{reply:#}"
+    );
+    Ok(())
+}
+
 #[test]
 fn udp_to_a_closed_port_is_answered_port_unreachable() -> Result<()> {
     let (upstream, container) = container()?;

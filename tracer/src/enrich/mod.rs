@@ -347,6 +347,15 @@ impl Topology {
 }
 
 impl Namespace {
+    /// `ip route show table local` has `local <address>`: the namespace's own address.
+    pub fn has_local_route_to(&self, address: Ipv4Addr) -> bool {
+        self.routes.iter().any(|route| {
+            route.table == 255
+                && route.kind == RouteKind::Local
+                && route.destination == Some((address, 32))
+        })
+    }
+
     pub fn interface(&self, ifindex: u32) -> Option<&Interface> {
         self.interfaces.iter().find(|i| i.ifindex == ifindex)
     }

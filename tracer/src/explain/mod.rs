@@ -467,6 +467,9 @@ fn tcp_flags(flags: u8) -> String {
     }
 }
 
+const MAIN_TABLE: u32 = 254;
+const LOCAL_TABLE: u32 = 255;
+
 fn table_name(table: u32) -> String {
     match table {
         253 => "default".into(),
@@ -595,8 +598,17 @@ impl Explainer<'_> {
         else {
             return None;
         };
+        // Without policy rules the kernel keeps the local table merged into
+        // main and reports a hit on a local route as main's.
+        let merged_local = table == MAIN_TABLE
+            && error == 0
+            && gateway.is_none()
+            && self
+                .topology
+                .namespace(event.netns)
+                .is_some_and(|ns| ns.has_local_route_to(event.packet.dst));
         Some(RouteChoice {
-            table: table_name(table),
+            table: table_name(if merged_local { LOCAL_TABLE } else { table }),
             out_device: (!event.ifname.is_empty() && error == 0).then(|| event.ifname.to_string()),
             gateway,
             error: (error != 0).then_some(error),
@@ -646,8 +658,10 @@ fn describe_route(route: &RouteChoice) -> String {
         (None, Some(gateway), Some(device)) => {
             format!("via {gateway} dev {device} (table {})", route.table)
         }
+        // The kernel sends to its own address through lo, whatever device
+        // holds the address.
         (None, None, Some(device)) if route.table == "local" => {
-            format!("an address of this namespace (table local, {device})")
+            format!("an address of this namespace, on {device}: delivered through lo (table local)")
         }
         (None, None, Some(device)) => {
             format!("directly connected on {device} (table {})", route.table)
