@@ -8,7 +8,7 @@ pub mod nftrace;
 
 use std::net::Ipv4Addr;
 
-use compact_str::{CompactString, format_compact};
+use compact_str::CompactString;
 use serde::{Deserialize, Serialize};
 use tracer_common::{ETH_P_ARP, IN_TASK, NOT_IN_TASK, PacketEvent, Probe};
 
@@ -347,16 +347,16 @@ fn c_string(bytes: &[u8]) -> CompactString {
     CompactString::from_utf8_lossy(&bytes[..end])
 }
 
-fn mac(b: [u8; 6]) -> CompactString {
-    format_compact!(
-        "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
-        b[0],
-        b[1],
-        b[2],
-        b[3],
-        b[4],
-        b[5]
-    )
+/// `aa:bb:cc:dd:ee:ff`, 17 bytes: CompactString keeps it inline. Written
+/// digit by digit: through `format!` this was 3% of a followed stream.
+fn mac(bytes: [u8; 6]) -> CompactString {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut text = [b':'; 17];
+    for (i, byte) in bytes.into_iter().enumerate() {
+        text[3 * i] = DIGITS[usize::from(byte >> 4)];
+        text[3 * i + 1] = DIGITS[usize::from(byte & 0x0f)];
+    }
+    CompactString::from_utf8_lossy(&text)
 }
 
 /// Turns one raw event (and the payload it carried, if any) into a typed
@@ -514,6 +514,14 @@ mod tests {
         raw.ifname[..11].copy_from_slice(b"dev-up-host");
         raw.ifname[11..14].copy_from_slice(b"\0xy"); // bytes after the NUL are stale kernel memory
         raw
+    }
+
+    #[test]
+    fn a_mac_address_is_lowercase_hex_pairs() {
+        assert_eq!(
+            mac([0x02, 0x42, 0xac, 0x11, 0x00, 0xff]),
+            "02:42:ac:11:00:ff"
+        );
     }
 
     #[test]
