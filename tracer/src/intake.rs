@@ -18,7 +18,7 @@ use tokio::{
 };
 
 use crate::{
-    decode::{self, Event, KernelNames},
+    decode::{self, KernelNames},
     journey::{Assembler, Journey, QUIET_NS, rules::RuleTraces},
     probes::{Probes, RawEvent, monotonic_now_ns, nftrace::RuleTracer},
 };
@@ -54,6 +54,8 @@ pub struct Intake {
     attached_ns: u64,
     interrupt: Signal,
     terminate: Signal,
+    /// Records read from the ring, waiting to be decoded; reused.
+    raw: Vec<RawEvent>,
 }
 
 impl Intake {
@@ -76,6 +78,7 @@ impl Intake {
             taken_in_up_to_ns: monotonic_now_ns(),
             interrupt: signal(SignalKind::interrupt())?,
             terminate: signal(SignalKind::terminate())?,
+            raw: Vec::with_capacity(crate::probes::BATCH),
         })
     }
 
@@ -95,10 +98,13 @@ impl Intake {
                 None => std::future::pending().await,
             }
         };
-        let (raw, traces) = tokio::select! {
-            events = probes.next_events() => (events?, None),
-            traces = traces => (Vec::new(), Some(traces?)),
-            _ = sleep(TICK) => (Vec::new(), None),
+        // One buffer for every batch: growing a new one for each copied
+        // every record several times.
+        let mut raw = std::mem::take(&mut self.raw);
+        let traces = tokio::select! {
+            read = probes.next_events(&mut raw) => { read?; None }
+            traces = traces => Some(traces?),
+            _ = sleep(TICK) => None,
             _ = self.interrupt.recv() => return Ok(false),
             _ = self.terminate.recv() => return Ok(false),
         };
@@ -109,27 +115,20 @@ impl Intake {
         let looked_at = monotonic_now_ns();
         let lost_so_far = probes.lost_events();
         // One batch decoded before the next is read, until the ring is
-        // empty: only a batch at a time is held twice (raw and decoded).
+        // empty: only a batch at a time is held raw.
         // Under a flood the ring may never empty: after a bounded number of
         // batches the caller gets control back to tell what finished (else
         // journeys cut off by the assembler's bounds would pile up).
-        let mut newest = 0;
-        for event in self.decode(raw)? {
-            newest = newest.max(event.time_ns);
-            assembler.push(event);
-        }
+        let mut newest = self.decode_into(&mut raw, assembler)?;
         let mut emptied = false;
         for _ in 0..MAX_BATCHES_PER_LOOK {
-            let rest = probes.events_now();
-            emptied = rest.len() < crate::probes::BATCH;
-            for event in self.decode(rest)? {
-                newest = newest.max(event.time_ns);
-                assembler.push(event);
-            }
+            emptied = probes.events_now(&mut raw) < crate::probes::BATCH;
+            newest = newest.max(self.decode_into(&mut raw, assembler)?);
             if emptied {
                 break;
             }
         }
+        self.raw = raw;
         // With events left in the ring, only what went quiet before the
         // newest event read is known to be quiet (the quiet time dwarfs the
         // moment between an event's stamp and its place in the ring).
@@ -156,10 +155,11 @@ impl Intake {
         Ok(true)
     }
 
-    /// The events this version knows, decoded (and saved when asked).
-    fn decode(&mut self, raw: Vec<RawEvent>) -> Result<Vec<Event>> {
-        let mut events = Vec::with_capacity(raw.len());
-        for raw in raw {
+    /// Decodes the events this version knows (saved when asked) into
+    /// `assembler`, emptying `raw`; returns the newest one's time (0: none).
+    fn decode_into(&mut self, raw: &mut Vec<RawEvent>, assembler: &mut Assembler) -> Result<u64> {
+        let mut newest = 0;
+        for raw in raw.drain(..) {
             let Some(mut event) = decode::decode(&raw.packet, raw.payload.as_deref(), &self.names)
             else {
                 continue;
@@ -169,9 +169,10 @@ impl Intake {
                 serde_json::to_writer(&mut *file, &event)?;
                 file.write_all(b"\n")?;
             }
-            events.push(event);
+            newest = newest.max(event.time_ns);
+            assembler.push(event);
         }
-        Ok(events)
+        Ok(newest)
     }
 
     /// Says when the kernel's count of lost events went up, and keeps the

@@ -338,22 +338,21 @@ impl Loaded {
 }
 
 impl Probes {
-    /// Waits until events are ready, then returns up to `BATCH` of them
-    /// (`events_now` takes the rest).
-    pub async fn next_events(&mut self) -> Result<Vec<RawEvent>> {
+    /// Waits until events are ready, then appends up to `BATCH` of them to
+    /// `events` (`events_now` takes the rest).
+    pub async fn next_events(&mut self, events: &mut Vec<RawEvent>) -> Result<()> {
         let mut guard = self.events.readable_mut().await?;
-        let events = read_ring(guard.get_inner_mut());
+        self.delivered += read_ring(guard.get_inner_mut(), events) as u64;
         guard.clear_ready();
-        self.delivered += events.len() as u64;
-        Ok(events)
+        Ok(())
     }
 
-    /// Up to `BATCH` of the events ready now, without waiting; fewer than
-    /// `BATCH` means the ring is empty.
-    pub fn events_now(&mut self) -> Vec<RawEvent> {
-        let events = read_ring(self.events.get_mut());
-        self.delivered += events.len() as u64;
-        events
+    /// Appends up to `BATCH` of the events ready now to `events`, without
+    /// waiting, and says how many; fewer than `BATCH` means the ring is empty.
+    pub fn events_now(&mut self, events: &mut Vec<RawEvent>) -> usize {
+        let read = read_ring(self.events.get_mut(), events);
+        self.delivered += read as u64;
+        read
     }
 
     /// Events the kernel could not hand over because the ring buffer was full.
@@ -403,13 +402,14 @@ impl Probes {
 }
 
 /// Events read from the ring at a time: under a flood the ring holds tens
-/// of thousands, and user space holds a batch twice (raw, then decoded).
+/// of thousands, and user space holds a batch raw before decoding it.
 pub const BATCH: usize = 2048;
 
-/// Up to `BATCH` records of the ring buffer, decoded by their size.
-fn read_ring(ring: &mut RingBuf<MapData>) -> Vec<RawEvent> {
-    let mut events = Vec::new();
-    while events.len() < BATCH
+/// Appends up to `BATCH` records of the ring buffer to `events`, told
+/// apart by their size; returns how many.
+fn read_ring(ring: &mut RingBuf<MapData>, events: &mut Vec<RawEvent>) -> usize {
+    let before = events.len();
+    while events.len() - before < BATCH
         && let Some(item) = ring.next()
     {
         if item.len() >= size_of::<PayloadEvent>() {
@@ -440,7 +440,7 @@ fn read_ring(ring: &mut RingBuf<MapData>) -> Vec<RawEvent> {
             });
         }
     }
-    events
+    events.len() - before
 }
 
 fn config_for(filter: &Filter) -> Result<Config> {
