@@ -150,6 +150,7 @@ pub async fn run(args: DnsArgs) -> Result<ExitCode> {
             break;
         }
     }
+    intake.take_rest(&mut probes, &mut assembler)?;
     let losses = probes.loss_report();
     drop(probes);
     for journey in intake.seen_whole(assembler.take_all()) {

@@ -155,6 +155,22 @@ impl Intake {
         Ok(true)
     }
 
+    /// Takes in what waits in the ring when tracing stops (the kernel wakes
+    /// pkttrace only for a full quarter of it), so packets seen before the
+    /// stop are told whole.
+    pub fn take_rest(&mut self, probes: &mut Probes, assembler: &mut Assembler) -> Result<()> {
+        let mut raw = std::mem::take(&mut self.raw);
+        for _ in 0..MAX_BATCHES_PER_LOOK {
+            let emptied = probes.events_now(&mut raw) < crate::probes::BATCH;
+            self.decode_into(&mut raw, assembler)?;
+            if emptied {
+                break;
+            }
+        }
+        self.raw = raw;
+        Ok(())
+    }
+
     /// Decodes the events this version knows (saved when asked) into
     /// `assembler`, emptying `raw`; returns the newest one's time (0: none).
     fn decode_into(&mut self, raw: &mut Vec<RawEvent>, assembler: &mut Assembler) -> Result<u64> {

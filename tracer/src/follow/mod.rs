@@ -268,6 +268,7 @@ pub async fn run(args: FollowArgs) -> Result<ExitCode> {
             break;
         }
     }
+    intake.take_rest(&mut probes, &mut assembler)?;
     for journey in intake.seen_whole(assembler.take_all()) {
         run.place(journey, intake.losses()).await?;
     }
