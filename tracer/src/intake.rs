@@ -119,16 +119,10 @@ impl Intake {
         // Under a flood the ring may never empty: after a bounded number of
         // batches the caller gets control back to tell what finished (else
         // journeys cut off by the assembler's bounds would pile up).
-        let mut newest = self.decode_into(&mut raw, assembler)?;
-        let mut emptied = false;
-        for _ in 0..MAX_BATCHES_PER_LOOK {
-            emptied = probes.events_now(&mut raw) < crate::probes::BATCH;
-            newest = newest.max(self.decode_into(&mut raw, assembler)?);
-            if emptied {
-                break;
-            }
-        }
+        let first = self.decode_into(&mut raw, assembler)?;
         self.raw = raw;
+        let (emptied, rest) = self.take_batches(probes, assembler)?;
+        let newest = first.max(rest);
         // With events left in the ring, only what went quiet before the
         // newest event read is known to be quiet (the quiet time dwarfs the
         // moment between an event's stamp and its place in the ring).
@@ -159,16 +153,28 @@ impl Intake {
     /// pkttrace only for a full quarter of it), so packets seen before the
     /// stop are told whole.
     pub fn take_rest(&mut self, probes: &mut Probes, assembler: &mut Assembler) -> Result<()> {
+        self.take_batches(probes, assembler).map(|_| ())
+    }
+
+    /// Reads what the ring holds now into `assembler`, at most
+    /// MAX_BATCHES_PER_LOOK batches; whether it was emptied, and the newest
+    /// event's time (0: none).
+    fn take_batches(
+        &mut self,
+        probes: &mut Probes,
+        assembler: &mut Assembler,
+    ) -> Result<(bool, u64)> {
         let mut raw = std::mem::take(&mut self.raw);
+        let (mut emptied, mut newest) = (false, 0);
         for _ in 0..MAX_BATCHES_PER_LOOK {
-            let emptied = probes.events_now(&mut raw) < crate::probes::BATCH;
-            self.decode_into(&mut raw, assembler)?;
+            emptied = probes.events_now(&mut raw) < crate::probes::BATCH;
+            newest = newest.max(self.decode_into(&mut raw, assembler)?);
             if emptied {
                 break;
             }
         }
         self.raw = raw;
-        Ok(())
+        Ok((emptied, newest))
     }
 
     /// Decodes the events this version knows (saved when asked) into
