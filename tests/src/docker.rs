@@ -130,6 +130,11 @@ impl Container {
         self.pid
     }
 
+    /// Its network namespace's nsfs file, `/proc/<pid>/ns/net`.
+    pub fn netns_path(&self) -> String {
+        format!("/proc/{}/ns/net", self.pid)
+    }
+
     /// `docker exec`, returning the output whatever the exit status.
     pub fn exec<I, S>(&self, args: I) -> Result<Output>
     where

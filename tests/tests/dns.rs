@@ -60,7 +60,7 @@ fn text(value: &Value) -> &str {
 fn embedded_dns_port(container: &Container, protocol: &str) -> Result<u64> {
     let out = Command::new("nsenter")
         .args([
-            &format!("--net=/proc/{}/ns/net", container.pid()),
+            &format!("--net={}", container.netns_path()),
             "nft",
             "list",
             "ruleset",
@@ -99,7 +99,7 @@ fn hops_of(hops: &Value) -> Vec<&Value> {
 fn iptables_nat_rules(container: &Container) -> Result<String> {
     let out = Command::new("nsenter")
         .args([
-            &format!("--net=/proc/{}/ns/net", container.pid()),
+            &format!("--net={}", container.netns_path()),
             "iptables",
             "-t",
             "nat",

@@ -26,6 +26,11 @@ fn route_device(dst: Ipv4Addr) -> Result<String> {
     Ok(route[0]["dev"].as_str().unwrap_or_default().to_owned())
 }
 
+/// `iptables -I OUTPUT <spec>` in the filter table inside `container`.
+fn rule_in_containers_output(container: &Container, spec: &[&str]) -> Result<IptablesRule> {
+    IptablesRule::insert_in_netns(Path::new(&container.netns_path()), "filter", "OUTPUT", spec)
+}
+
 /// A run whose probe got no answer it asked for: exit code 1.
 fn unanswered(args: &[&str]) -> Result<Followed> {
     let followed = follow_json(args)?;
@@ -305,13 +310,10 @@ fn a_reject_with_tcp_reset_answers_in_the_destinations_name() -> Result<()> {
 #[test]
 fn a_reset_from_the_containers_own_reject_rule_is_routed_to_its_own_address() -> Result<()> {
     let (upstream, container) = container()?;
-    let netns = format!("/proc/{}/ns/net", container.pid());
     let to = upstream.ip().to_string();
-    let _rule = IptablesRule::insert_in_netns(
-        Path::new(&netns),
-        "filter",
-        "OUTPUT",
-        [
+    let _rule = rule_in_containers_output(
+        &container,
+        &[
             "-p",
             "tcp",
             "-d",
@@ -490,14 +492,8 @@ fn a_drop_in_mangle_prerouting_is_told_at_prerouting() -> Result<()> {
 #[test]
 fn a_drop_by_a_rule_inside_the_containers_own_namespace() -> Result<()> {
     let (upstream, container) = container()?;
-    let netns = format!("/proc/{}/ns/net", container.pid());
     let to = upstream.ip().to_string();
-    let rule = IptablesRule::insert_in_netns(
-        Path::new(&netns),
-        "filter",
-        "OUTPUT",
-        ["-p", "icmp", "-d", &to, "-j", "DROP"],
-    )?;
+    let rule = rule_in_containers_output(&container, &["-p", "icmp", "-d", &to, "-j", "DROP"])?;
     let followed = unanswered(&[container.name(), &to, "--probe", "icmp", "--timeout", "2"])?;
     let (request, drop) = only_request(&followed)?;
     assert_eq!(
@@ -529,7 +525,7 @@ fn a_drop_by_a_rule_inside_the_containers_own_namespace() -> Result<()> {
 #[test]
 fn a_rule_made_inside_a_container_during_the_trace_is_named() -> Result<()> {
     let (upstream, container) = container()?;
-    let netns = format!("/proc/{}/ns/net", container.pid());
+    let netns = container.netns_path();
     let to = upstream.ip().to_string();
     ensure!(
         nft_tables(Some(&netns))?.is_empty(),
@@ -545,12 +541,7 @@ fn a_rule_made_inside_a_container_during_the_trace_is_named() -> Result<()> {
         nft_tables(Some(&netns))?.is_empty(),
         "no trace table where there is no rule to name"
     );
-    let rule = IptablesRule::insert_in_netns(
-        Path::new(&netns),
-        "filter",
-        "OUTPUT",
-        ["-p", "icmp", "-d", &to, "-j", "DROP"],
-    )?;
+    let rule = rule_in_containers_output(&container, &["-p", "icmp", "-d", &to, "-j", "DROP"])?;
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
     while trace_tables(Some(&netns))?.is_empty() {
         ensure!(

@@ -469,7 +469,7 @@ fn bad_input_gets_one_clear_line_and_exit_code_2() -> Result<()> {
 #[test]
 fn even_sigkill_leaves_nothing_attached() -> Result<()> {
     let container = Container::new()?;
-    let container_netns = format!("/proc/{}/ns/net", container.pid());
+    let container_netns = container.netns_path();
     // A rule, so the container has a table and rule tracing reaches in.
     let _rule = IptablesRule::insert_in_netns(
         Path::new(&container_netns),

@@ -54,7 +54,8 @@ pub struct Intake {
     attached_ns: u64,
     interrupt: Signal,
     terminate: Signal,
-    /// Records read from the ring, waiting to be decoded; reused.
+    /// Records read from the ring, waiting to be decoded: one buffer for
+    /// every batch (a new one grown per read copied every record again).
     raw: Vec<RawEvent>,
 }
 
@@ -98,11 +99,8 @@ impl Intake {
                 None => std::future::pending().await,
             }
         };
-        // One buffer for every batch: growing a new one for each copied
-        // every record several times.
-        let mut raw = std::mem::take(&mut self.raw);
         let traces = tokio::select! {
-            read = probes.next_events(&mut raw) => { read?; None }
+            read = probes.next_events(&mut self.raw) => { read?; None }
             traces = traces => Some(traces?),
             _ = sleep(TICK) => None,
             _ = self.interrupt.recv() => return Ok(false),
@@ -119,8 +117,7 @@ impl Intake {
         // Under a flood the ring may never empty: after a bounded number of
         // batches the caller gets control back to tell what finished (else
         // journeys cut off by the assembler's bounds would pile up).
-        let first = self.decode_into(&mut raw, assembler)?;
-        self.raw = raw;
+        let first = self.decode_raw(assembler)?;
         let (emptied, rest) = self.take_batches(probes, assembler)?;
         let newest = first.max(rest);
         // With events left in the ring, only what went quiet before the
@@ -164,24 +161,23 @@ impl Intake {
         probes: &mut Probes,
         assembler: &mut Assembler,
     ) -> Result<(bool, u64)> {
-        let mut raw = std::mem::take(&mut self.raw);
         let (mut emptied, mut newest) = (false, 0);
         for _ in 0..MAX_BATCHES_PER_LOOK {
-            emptied = probes.events_now(&mut raw) < crate::probes::BATCH;
-            newest = newest.max(self.decode_into(&mut raw, assembler)?);
+            emptied = probes.events_now(&mut self.raw) < crate::probes::BATCH;
+            newest = newest.max(self.decode_raw(assembler)?);
             if emptied {
                 break;
             }
         }
-        self.raw = raw;
         Ok((emptied, newest))
     }
 
-    /// Decodes the events this version knows (saved when asked) into
-    /// `assembler`, emptying `raw`; returns the newest one's time (0: none).
-    fn decode_into(&mut self, raw: &mut Vec<RawEvent>, assembler: &mut Assembler) -> Result<u64> {
+    /// Decodes the records read so far (the events this version knows,
+    /// saved when asked) into `assembler`; returns the newest one's time
+    /// (0: none).
+    fn decode_raw(&mut self, assembler: &mut Assembler) -> Result<u64> {
         let mut newest = 0;
-        for raw in raw.drain(..) {
+        for raw in self.raw.drain(..) {
             let Some(mut event) = decode::decode(&raw.packet, raw.payload.as_deref(), &self.names)
             else {
                 continue;

@@ -347,9 +347,14 @@ fn c_string(bytes: &[u8]) -> CompactString {
     CompactString::from_utf8_lossy(&bytes[..end])
 }
 
+/// The routing tables `main` and `local` (a hit in local is one of the
+/// namespace's own addresses).
+pub const MAIN_TABLE: u32 = 254;
+pub const LOCAL_TABLE: u32 = 255;
+
 /// `aa:bb:cc:dd:ee:ff`, 17 bytes: CompactString keeps it inline. Written
 /// digit by digit: through `format!` this was 3% of a followed stream.
-fn mac(bytes: [u8; 6]) -> CompactString {
+pub fn mac(bytes: [u8; 6]) -> CompactString {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut text = [b':'; 17];
     for (i, byte) in bytes.into_iter().enumerate() {

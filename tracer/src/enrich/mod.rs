@@ -350,7 +350,7 @@ impl Namespace {
     /// `ip route show table local` has `local <address>`: the namespace's own address.
     pub fn has_local_route_to(&self, address: Ipv4Addr) -> bool {
         self.routes.iter().any(|route| {
-            route.table == 255
+            route.table == crate::decode::LOCAL_TABLE
                 && route.kind == RouteKind::Local
                 && route.destination == Some((address, 32))
         })

@@ -12,7 +12,7 @@ use std::net::Ipv4Addr;
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    decode::{Event, EventKind, Hook, NatSide, Packet, Transport},
+    decode::{Event, EventKind, Hook, LOCAL_TABLE, MAIN_TABLE, NatSide, Packet, Transport},
     enrich::{FdbEntry, Interface, Ipv4Settings, Listener, Topology},
     journey::{
         Journey,
@@ -467,14 +467,11 @@ fn tcp_flags(flags: u8) -> String {
     }
 }
 
-const MAIN_TABLE: u32 = 254;
-const LOCAL_TABLE: u32 = 255;
-
 fn table_name(table: u32) -> String {
     match table {
         253 => "default".into(),
-        254 => "main".into(),
-        255 => "local".into(),
+        MAIN_TABLE => "main".into(),
+        LOCAL_TABLE => "local".into(),
         other => other.to_string(),
     }
 }
@@ -644,10 +641,7 @@ fn switch_or_flood(events: &[Event], copies: &[usize]) -> String {
 }
 
 fn format_mac(mac: [u8; 6]) -> String {
-    mac.iter()
-        .map(|b| format!("{b:02x}"))
-        .collect::<Vec<_>>()
-        .join(":")
+    crate::decode::mac(mac).to_string()
 }
 
 use crate::decode::frees_a_neighbour_solicit as is_neighbour_queue;

@@ -25,7 +25,7 @@ use std::{
 
 use serde::{Deserialize, Serialize};
 
-use crate::decode::{Event, EventKind, Packet, Quoted, Transport};
+use crate::decode::{Event, EventKind, LOCAL_TABLE, Packet, Quoted, Transport};
 
 /// A journey whose packets are all gone takes events this far apart no
 /// more (a clone's last steps come within it).
@@ -40,8 +40,6 @@ const READ_WAIT_NS: u64 = 1_000_000_000;
 /// UDP frees a datagram it copied out before the read is reported: a
 /// datagram freed this shortly before a read can be the one read.
 const FREED_BEFORE_READ_NS: u64 = 1_000_000;
-/// The routing table of a namespace's own addresses: a hit there is local delivery.
-const LOCAL_TABLE: u32 = 255;
 /// Events of one packet through a host and two namespaces, with room to spare.
 const EVENTS_PER_JOURNEY: usize = 16;
 /// A journey whose packets are all gone is complete once no event joined it

@@ -204,28 +204,23 @@ impl RuleTracer {
     /// Installs the trace table in each watched namespace where the change
     /// notifications tell of a new table that is not pkttrace's.
     fn install_where_tables_appeared(&mut self) {
-        let mut datagram = Vec::with_capacity(DATAGRAM_BUFFER);
         for session in &mut self.sessions {
             let Some(watcher) = &session.watcher else {
                 continue;
             };
             let mut appeared = false;
-            loop {
-                datagram.clear();
-                match watcher.get_ref().recv(&mut datagram, 0) {
-                    Ok(_) => appeared |= !ruleset_tables(&datagram).is_empty(),
-                    Err(error) if error.kind() == io::ErrorKind::WouldBlock => break,
-                    // Notifications were lost: one of them may have been a new table.
-                    Err(error) if error.raw_os_error() == Some(libc::ENOBUFS) => appeared = true,
-                    Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
-                    Err(error) => {
-                        self.failures.push(format!(
-                            "cannot read nf_tables changes in network namespace {}: {error}",
-                            session.netns
-                        ));
-                        session.watcher = None;
-                        break;
-                    }
+            match each_datagram(watcher.get_ref(), |datagram| {
+                appeared |= !ruleset_tables(datagram).is_empty()
+            }) {
+                // Notifications were lost: one of them may have been a new table.
+                Ok(lost) => appeared |= lost,
+                Err(error) => {
+                    self.failures.push(format!(
+                        "cannot read nf_tables changes in network namespace {}: {error}",
+                        session.netns
+                    ));
+                    session.watcher = None;
+                    continue;
                 }
             }
             if !appeared {
@@ -244,21 +239,12 @@ impl RuleTracer {
     /// The trace messages that can be read now, without waiting.
     pub fn drain(&mut self) -> Result<Vec<RawRuleTrace>> {
         let mut traces = Vec::new();
-        let mut datagram = Vec::with_capacity(DATAGRAM_BUFFER);
         for session in &self.sessions {
-            loop {
-                datagram.clear();
-                match session.socket.get_ref().recv(&mut datagram, 0) {
-                    Ok(_) => traces.extend(trace_messages(&datagram, session.netns)),
-                    Err(error) if error.kind() == io::ErrorKind::WouldBlock => break,
-                    // Messages were lost; lost() counts them.
-                    Err(error) if error.raw_os_error() == Some(libc::ENOBUFS) => {}
-                    Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
-                    Err(error) => {
-                        return Err(error).context("cannot read nf_tables trace messages");
-                    }
-                }
-            }
+            // Messages lost on the way are counted by lost().
+            each_datagram(session.socket.get_ref(), |datagram| {
+                traces.extend(trace_messages(datagram, session.netns))
+            })
+            .context("cannot read nf_tables trace messages")?;
         }
         Ok(traces)
     }
@@ -270,6 +256,31 @@ impl RuleTracer {
             .map(|session| u64::from(dropped_messages(session.socket.get_ref())))
             .sum()
     }
+}
+
+/// Hands `take` every datagram `socket` holds now, without waiting; true
+/// when the kernel dropped some for want of room (ENOBUFS).
+fn each_datagram(socket: &Socket, mut take: impl FnMut(&[u8])) -> io::Result<bool> {
+    let mut datagram = Vec::with_capacity(DATAGRAM_BUFFER);
+    let mut lost = false;
+    loop {
+        datagram.clear();
+        match socket.recv(&mut datagram, 0) {
+            Ok(_) => take(&datagram),
+            Err(error) if error.kind() == io::ErrorKind::WouldBlock => return Ok(lost),
+            Err(error) if error.raw_os_error() == Some(libc::ENOBUFS) => lost = true,
+            Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
+            Err(error) => return Err(error),
+        }
+    }
+}
+
+/// A netlink message as the kernel reads it.
+fn to_bytes(mut message: NetlinkMessage<NetfilterMessage>) -> Vec<u8> {
+    message.finalize();
+    let mut bytes = vec![0; message.buffer_len()];
+    message.serialize(&mut bytes);
+    bytes
 }
 
 /// Registers `socket` with tokio.
@@ -344,11 +355,8 @@ fn list_tables(socket: &Socket) -> Result<Vec<String>> {
         NfTablesMessage::GetTable(TableMessage { attributes: vec![] }),
     ));
     request.header.flags = NLM_F_REQUEST | NLM_F_DUMP;
-    request.finalize();
-    let mut bytes = vec![0; request.buffer_len()];
-    request.serialize(&mut bytes);
     socket
-        .send_to(&bytes, &SocketAddr::new(0, 0), 0)
+        .send_to(&to_bytes(request), &SocketAddr::new(0, 0), 0)
         .context("cannot send the request to the kernel")?;
     let deadline = Instant::now() + ACK_TIMEOUT;
     let mut tables = Vec::new();
@@ -619,10 +627,7 @@ fn send_batch(socket: &Socket, requests: &[Request]) -> Result<()> {
     let mut bytes = Vec::new();
     for (sequence, mut message) in messages.into_iter().enumerate() {
         message.header.sequence_number = sequence as u32;
-        message.finalize();
-        let start = bytes.len();
-        bytes.resize(start + message.buffer_len(), 0);
-        message.serialize(&mut bytes[start..]);
+        bytes.extend(to_bytes(message));
     }
     socket
         .send_to(&bytes, &SocketAddr::new(0, 0), 0)
@@ -825,26 +830,19 @@ mod tests {
     #[test]
     fn a_table_of_the_ruleset_is_any_table_but_pkttraces() {
         let table = |name: &str| {
-            let mut message = nf_tables(
+            to_bytes(nf_tables(
                 NfTablesMessage::NewTable(TableMessage {
                     attributes: vec![TableAttribute::Name(name.to_string())],
                 }),
                 0,
-            );
-            message.finalize();
-            let mut bytes = vec![0; message.buffer_len()];
-            message.serialize(&mut bytes);
-            bytes
+            ))
         };
-        let mut chain = nf_tables(
+        let chain_bytes = to_bytes(nf_tables(
             NfTablesMessage::NewChain(ChainMessage {
                 attributes: vec![ChainAttribute::Name("input".to_string())],
             }),
             0,
-        );
-        chain.finalize();
-        let mut chain_bytes = vec![0; chain.buffer_len()];
-        chain.serialize(&mut chain_bytes);
+        ));
         let datagram = [table("pkttrace_7_0"), chain_bytes, table("filter")].concat();
         assert_eq!(ruleset_tables(&datagram), ["filter"]);
         assert!(ruleset_tables(&table("pkttrace_8_1")).is_empty());
@@ -909,14 +907,18 @@ mod tests {
             address: FAR,
             port: None,
         };
-        let ping = sender::spawn(
-            Probe::Icmp,
-            destination,
-            Some(&paths[0]),
-            1,
-            Duration::from_secs(2),
-        )
-        .unwrap();
+        // One ping from the near namespace to the far one.
+        let ping = || {
+            sender::spawn(
+                Probe::Icmp,
+                destination,
+                Some(&paths[0]),
+                1,
+                Duration::from_secs(2),
+            )
+            .unwrap()
+        };
+        let sent_ping = ping();
         let mut traces: Vec<RuleTrace> = Vec::new();
         let deadline = Instant::now() + Duration::from_secs(5);
         while !traces.iter().any(|t| t.verdict == Some(Verdict::Drop)) {
@@ -926,7 +928,7 @@ mod tests {
             };
             traces.extend(raw.unwrap().iter().map(|raw| decode(raw).unwrap()));
         }
-        ping.join().unwrap().unwrap();
+        sent_ping.join().unwrap().unwrap();
         traces.extend(
             tracer
                 .drain()
@@ -971,14 +973,7 @@ mod tests {
         // A table made in the near namespace during the trace: the trace
         // table follows, and the next ping is seen leaving there.
         run(&["ip", "netns", "exec", &near, "nft", "add table ip late"]);
-        let ping = sender::spawn(
-            Probe::Icmp,
-            destination,
-            Some(&paths[0]),
-            1,
-            Duration::from_secs(2),
-        )
-        .unwrap();
+        let sent_ping = ping();
         let deadline = Instant::now() + Duration::from_secs(5);
         let mut sent = None;
         while sent.is_none() {
@@ -993,7 +988,7 @@ mod tests {
                 .filter(|t| t.netns == near_inode && t.table == table && t.chain == "output")
                 .find_map(|t| t.packet);
         }
-        ping.join().unwrap().unwrap();
+        sent_ping.join().unwrap().unwrap();
         assert!(
             tables(&near).contains(&table),
             "installed once a table appeared"
