@@ -973,6 +973,16 @@ mod tests {
         // A table made in the near namespace during the trace: the trace
         // table follows, and the next ping is seen leaving there.
         run(&["ip", "netns", "exec", &near, "nft", "add table ip late"]);
+        // The notification is read, and the trace table installed, while
+        // the tracer waits for traces; a packet sent before that is not marked.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !tables(&near).contains(&table) && Instant::now() < deadline {
+            let _ = tokio::time::timeout(Duration::from_millis(100), tracer.next_traces()).await;
+        }
+        assert!(
+            tables(&near).contains(&table),
+            "installed once a table appeared"
+        );
         let sent_ping = ping();
         let deadline = Instant::now() + Duration::from_secs(5);
         let mut sent = None;
@@ -989,10 +999,6 @@ mod tests {
                 .find_map(|t| t.packet);
         }
         sent_ping.join().unwrap().unwrap();
-        assert!(
-            tables(&near).contains(&table),
-            "installed once a table appeared"
-        );
         let sent = sent.expect("the second ping leaving the near namespace");
         assert_eq!((sent.src, sent.dst), (NEAR, FAR));
         assert!(tracer.take_failures().is_empty());
