@@ -13,9 +13,13 @@ use std::{net::Ipv4Addr, path::Path, process::Command, time::Duration};
 use anyhow::{Context, Result, ensure};
 use integration_tests::{
     Container, Followed, IptablesRule, Pkttrace, StandInNic, Sysctl, TapNic, Upstream, follow_json,
-    hop, hops, ip, kinds, nft_tables, trace_tables,
+    hop, hops, ip, kinds, netfilter_links, nft_tables, trace_tables,
 };
 use serde_json::Value;
+
+/// pkttrace's netfilter links in a namespace it observes: five hooks' entries
+/// and three after NAT.
+const HOST_NETFILTER_LINKS: usize = 8;
 
 /// The device `ip route get` picks for `dst` (in the host namespace).
 fn route_device(dst: Ipv4Addr) -> Result<String> {
@@ -541,13 +545,21 @@ fn a_rule_made_inside_a_container_during_the_trace_is_named() -> Result<()> {
         nft_tables(Some(&netns))?.is_empty(),
         "no trace table where there is no rule to name"
     );
+    // Five hooks and three after NAT, in the host only: nothing of
+    // netfilter acts in a namespace without a ruleset.
+    assert_eq!(
+        netfilter_links()?,
+        HOST_NETFILTER_LINKS,
+        "only the host's hooks are observed"
+    );
     let rule = rule_in_containers_output(&container, &["-p", "icmp", "-d", &to, "-j", "DROP"])?;
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    while trace_tables(Some(&netns))?.is_empty() {
+    while trace_tables(Some(&netns))?.is_empty() || netfilter_links()? < 2 * HOST_NETFILTER_LINKS {
         ensure!(
             std::time::Instant::now() < deadline,
-            "no trace table 5 s after the container got a table: {:?}",
-            nft_tables(Some(&netns))?
+            "5 s after the container got a table: trace tables {:?}, netfilter links {}",
+            nft_tables(Some(&netns))?,
+            netfilter_links()?
         );
         std::thread::sleep(Duration::from_millis(50));
     }

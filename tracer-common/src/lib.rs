@@ -125,7 +125,10 @@ pub struct PacketEvent {
     /// The current process's id in its own pid namespace (what `ps` shows
     /// inside a container); equal to `pid` for the host's own processes.
     pub ns_pid: u32,
-    pub _pad2: u32,
+    /// Routing: the scope of the chosen next hop (`nhc_scope`); a local
+    /// route's is RT_SCOPE_NOWHERE (255).
+    pub nexthop_scope: u8,
+    pub _pad2: [u8; 3],
     /// `kfree_skb`: `enum skb_drop_reason` value. Routing: table id.
     pub reason_or_table: u32,
     /// Routing: the error the lookup returned (0 = found a route).
@@ -223,6 +226,7 @@ pub struct KernelOffsets {
     pub flowi4_proto: u32,
     pub nhc_dev: u32,
     pub nhc_gw: u32,
+    pub nhc_scope: u32,
     pub task_nsproxy: u32,
     pub nsproxy_net_ns: u32,
     pub task_group_leader: u32,

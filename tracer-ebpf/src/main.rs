@@ -4,6 +4,7 @@
 #![no_main]
 
 use aya_ebpf::{
+    EbpfContext,
     helpers::generated::bpf_skb_load_bytes,
     macros::{btf_tracepoint, classifier},
     programs::{BtfTracePointContext, TcContext},
@@ -31,7 +32,7 @@ pub fn net_dev_queue(ctx: BtfTracePointContext) -> i32 {
         HeaderAt::NetworkHeader,
         true,
         |event| {
-            event.in_task = sending_context();
+            event.in_task = sending_context(&ctx);
         },
     );
     0
@@ -54,25 +55,25 @@ const THREAD_SIZE: u64 = 16 * 1024;
 /// Whether a transmit happens in the current task's own context (its system
 /// call), so the task is the sender, or in a softirq or interrupt the CPU
 /// serves while some task is current. On x86-64 those run on the CPU's own
-/// IRQ stack, never on the task's, and a BPF program's stack frame lies on
-/// whatever stack the kernel runs on: where one of its locals lives tells.
-/// A kernel thread is never the sender. The task may live in another
-/// namespace than the packet: dockerd sends from sockets it opened inside
-/// containers.
+/// IRQ stack, never on the task's. The tracepoint's arguments (`ctx`) are an
+/// array on whatever kernel stack the tracepoint fired on: where it lies
+/// tells. (Not a local of the program: since Linux 6.13 a program with a
+/// larger frame runs on a private per-CPU stack, never the task's.) A kernel
+/// thread is never the sender. The task may live in another namespace than
+/// the packet: dockerd sends from sockets it opened inside containers.
 #[inline(always)]
-fn sending_context() -> u8 {
+fn sending_context(ctx: &BtfTracePointContext) -> u8 {
     let task = current_task();
     if field::<u32>(task, offset!(task_flags)) & PF_KTHREAD != 0 {
         return NOT_IN_TASK;
     }
-    let here = 0u8;
-    let (Some(stack), Some(frame)) = (
+    let (Some(stack), Some(arguments)) = (
         plain(field::<u64>(task, offset!(task_stack))),
-        plain(&here as *const u8 as u64),
+        plain(ctx.as_ptr() as u64),
     ) else {
         return IN_TASK_UNKNOWN;
     };
-    if frame.wrapping_sub(stack) < THREAD_SIZE {
+    if arguments.wrapping_sub(stack) < THREAD_SIZE {
         IN_TASK
     } else {
         NOT_IN_TASK
@@ -212,9 +213,10 @@ pub fn fib_table_lookup(ctx: BtfTracePointContext) -> i32 {
         event.ifindex = field::<u32>(flow, offset!(flowi4_oif));
         // The IPv4 member of the gateway's union.
         event.gateway = field::<u32>(nexthop, offset!(nhc_gw)).to_ne_bytes();
+        event.nexthop_scope = field::<u8>(nexthop, offset!(nhc_scope));
     }
     // A sender's own lookup happens in its system call, before any queue.
-    event.in_task = sending_context();
+    event.in_task = sending_context(&ctx);
     emit(event);
     0
 }

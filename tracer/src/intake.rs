@@ -112,6 +112,9 @@ impl Intake {
         // no later than then.
         let looked_at = monotonic_now_ns();
         let lost_so_far = probes.lost_events();
+        for failure in probes.take_failures() {
+            eprintln!("pkttrace: note: {failure}");
+        }
         // One batch decoded before the next is read, until the ring is
         // empty: only a batch at a time is held raw.
         // Under a flood the ring may never empty: after a bounded number of

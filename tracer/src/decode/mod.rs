@@ -351,6 +351,22 @@ fn c_string(bytes: &[u8]) -> CompactString {
 /// namespace's own addresses).
 pub const MAIN_TABLE: u32 = 254;
 pub const LOCAL_TABLE: u32 = 255;
+/// `nhc_scope` of a local route's next hop (`RT_SCOPE_NOWHERE`).
+const LOCAL_NEXTHOP_SCOPE: u8 = 255;
+
+/// The table the route found lives in. While a namespace has no policy
+/// rules the kernel keeps the local table merged into main and reports a
+/// hit on a local route (an address of the namespace) as main's; the next
+/// hop's scope still tells it: only routes of scope host, which the kernel
+/// makes for local addresses, get RT_SCOPE_NOWHERE.
+fn route_table(raw: &PacketEvent) -> u32 {
+    let local = raw.fib_error == 0 && raw.nexthop_scope == LOCAL_NEXTHOP_SCOPE;
+    if local && raw.reason_or_table == MAIN_TABLE {
+        LOCAL_TABLE
+    } else {
+        raw.reason_or_table
+    }
+}
 
 /// `aa:bb:cc:dd:ee:ff`, 17 bytes: CompactString keeps it inline. Written
 /// digit by digit: through `format!` this was 3% of a followed stream.
@@ -402,7 +418,7 @@ pub fn decode(raw: &PacketEvent, payload: Option<&[u8]>, names: &KernelNames) ->
         Probe::SocketRead | Probe::DatagramRead => EventKind::SocketRead,
         Probe::TcpPayload => EventKind::TcpPayload,
         Probe::FibLookup => EventKind::Route {
-            table: raw.reason_or_table,
+            table: route_table(raw),
             error: raw.fib_error,
             out_ifindex: raw.out_ifindex,
             gateway: Some(Ipv4Addr::from(raw.gateway)).filter(|g| !g.is_unspecified()),
@@ -615,5 +631,32 @@ mod tests {
         assert!(decode(&raw, None, &names()).is_none());
         raw.probe = 42;
         assert!(decode(&raw, None, &names()).is_none());
+    }
+
+    #[test]
+    fn a_local_route_found_in_the_merged_main_table_is_the_local_tables() {
+        // With the local table merged into main, next hop scopes as the
+        // kernel sets them: nowhere (255) for a local address, host (254)
+        // for a directly connected route, link (253) for a gateway.
+        let lookup = |table, nexthop_scope| PacketEvent {
+            probe: Probe::FibLookup as u8,
+            daddr: [198, 51, 100, 1],
+            reason_or_table: table,
+            nexthop_scope,
+            ..PacketEvent::default()
+        };
+        let table = |raw: PacketEvent| match decode(&raw, None, &names()).unwrap().kind {
+            EventKind::Route { table, .. } => table,
+            kind => panic!("{kind:?}"),
+        };
+        assert_eq!(table(lookup(MAIN_TABLE, 255)), LOCAL_TABLE);
+        assert_eq!(
+            table(lookup(MAIN_TABLE, 254)),
+            MAIN_TABLE,
+            "directly connected"
+        );
+        assert_eq!(table(lookup(MAIN_TABLE, 253)), MAIN_TABLE, "via a gateway");
+        assert_eq!(table(lookup(LOCAL_TABLE, 255)), LOCAL_TABLE, "tables apart");
+        assert_eq!(table(lookup(100, 255)), 100, "a policy table keeps its id");
     }
 }

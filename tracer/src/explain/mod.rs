@@ -596,7 +596,9 @@ impl Explainer<'_> {
             return None;
         };
         // Without policy rules the kernel keeps the local table merged into
-        // main and reports a hit on a local route as main's.
+        // main and reports a hit on a local route as main's. Decoding tells
+        // it by the next hop's scope; events recorded before it did are
+        // told by the namespace's local table.
         let merged_local = table == MAIN_TABLE
             && error == 0
             && gateway.is_none()

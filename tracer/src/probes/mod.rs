@@ -5,6 +5,7 @@ mod kernel_btf;
 mod netfilter;
 pub mod nftrace;
 pub mod offsets;
+mod rulesets;
 
 use std::{
     collections::HashMap,
@@ -20,6 +21,7 @@ use aya::{
     maps::{Array, Map, MapData, PerCpuArray, RingBuf},
     programs::{BtfTracePoint, SchedClassifier, TcAttachType},
 };
+use futures::future::select_all;
 use tokio::io::unix::AsyncFd;
 use tracer_common::{
     ADDRESSES_MAP, CONFIG_MAP, Config, EVENTS_MAP, HeadersEvent, KernelOffsets, LOST_MAP,
@@ -95,7 +97,12 @@ pub fn require_privileges() -> Result<()> {
 pub struct Probes {
     // Kept alive: dropping them detaches everything.
     _ebpf: Ebpf,
-    _netfilter_links: Vec<NetfilterLink>,
+    netfilter: NetfilterPrograms,
+    netfilter_links: Vec<NetfilterLink>,
+    /// Namespaces whose hooks are observed once they have a ruleset.
+    awaiting_ruleset: Vec<AwaitingRuleset>,
+    /// Why a namespace's hooks could not be observed once it had a ruleset.
+    failures: Vec<String>,
     events: AsyncFd<RingBuf<MapData>>,
     lost: PerCpuArray<MapData, [u64; LOST_SLOTS as usize]>,
     /// Events read from the ring so far.
@@ -310,9 +317,23 @@ impl Loaded {
                 .with_context(|| format!("cannot attach to tracepoint {name}"))?;
         }
 
-        let mut netfilter_links = netfilter.attach_here()?;
-        for namespace in traced_namespaces {
-            netfilter_links.extend(in_namespace(namespace, || netfilter.attach_here())?);
+        let mut netfilter_links = Vec::new();
+        let mut awaiting_ruleset = Vec::new();
+        let namespaces =
+            std::iter::once(None).chain(traced_namespaces.iter().map(|p| Some(p.clone())));
+        for namespace in namespaces {
+            let place = namespace_place(namespace.as_deref());
+            let watcher =
+                in_namespace_or_here(namespace.as_deref(), || rulesets::watch_for_ruleset(&place))?;
+            match watcher {
+                Some(watcher) => awaiting_ruleset.push(AwaitingRuleset {
+                    namespace,
+                    watcher: rulesets::watched(watcher)?,
+                }),
+                None => netfilter_links.extend(in_namespace_or_here(namespace.as_deref(), || {
+                    netfilter.attach_here()
+                })?),
+            }
         }
         if tcp_payload {
             let program: &mut SchedClassifier = ebpf
@@ -329,7 +350,10 @@ impl Loaded {
         let events = unsafe { AsyncFd::register(events) }.map_err(|e| e.into_parts().1)?;
         Ok(Probes {
             _ebpf: ebpf,
-            _netfilter_links: netfilter_links,
+            netfilter,
+            netfilter_links,
+            awaiting_ruleset,
+            failures: Vec::new(),
             events,
             lost,
             delivered: 0,
@@ -340,11 +364,65 @@ impl Loaded {
 impl Probes {
     /// Waits until events are ready, then appends up to `BATCH` of them to
     /// `events` (`events_now` takes the rest).
+    ///
+    /// Returns early, with no events, when a namespace that had no ruleset
+    /// got one: its hooks are observed from then on.
     pub async fn next_events(&mut self, events: &mut Vec<RawEvent>) -> Result<()> {
-        let mut guard = self.events.readable_mut().await?;
-        self.delivered += read_ring(guard.get_inner_mut(), events) as u64;
-        guard.clear_ready();
+        let awaiting = &self.awaiting_ruleset;
+        let ruleset_news = async {
+            if awaiting.is_empty() {
+                std::future::pending().await
+            } else {
+                select_all(awaiting.iter().map(|a| Box::pin(a.watcher.readable())))
+                    .await
+                    .0
+            }
+        };
+        tokio::select! {
+            guard = self.events.readable_mut() => {
+                let mut guard = guard?;
+                self.delivered += read_ring(guard.get_inner_mut(), events) as u64;
+                guard.clear_ready();
+            }
+            ready = ruleset_news => {
+                // Cleared before reading: news arriving after it wakes the next wait.
+                ready?.clear_ready();
+                self.observe_where_rulesets_appeared();
+            }
+        }
         Ok(())
+    }
+
+    /// Attaches the netfilter programs in each awaiting namespace whose
+    /// ruleset change notifications tell of a table.
+    fn observe_where_rulesets_appeared(&mut self) {
+        for awaiting in std::mem::take(&mut self.awaiting_ruleset) {
+            let place = namespace_place(awaiting.namespace.as_deref());
+            let attached = rulesets::ruleset_appeared(awaiting.watcher.get_ref())
+                .context("cannot read its nf_tables changes")
+                .and_then(|appeared| {
+                    appeared
+                        .then(|| {
+                            in_namespace_or_here(awaiting.namespace.as_deref(), || {
+                                self.netfilter.attach_here()
+                            })
+                        })
+                        .transpose()
+                });
+            match attached {
+                Ok(Some(links)) => self.netfilter_links.extend(links),
+                Ok(None) => self.awaiting_ruleset.push(awaiting),
+                Err(error) => self.failures.push(format!(
+                    "cannot observe netfilter's hooks in {place} ({error:#}); what its rules do there is not seen"
+                )),
+            }
+        }
+    }
+
+    /// Why namespaces that got a ruleset during the trace could not be
+    /// observed; each reason is given once.
+    pub fn take_failures(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.failures)
     }
 
     /// Appends up to `BATCH` of the events ready now to `events`, without
@@ -469,6 +547,32 @@ fn config_for(filter: &Filter) -> Result<Config> {
 
 /// The TCX program copying TCP payloads (DNS over TCP) in traced namespaces.
 const TCP_PAYLOAD: &str = "tcp_payload";
+
+/// A namespace that had no netfilter ruleset when tracing began.
+struct AwaitingRuleset {
+    /// nsfs path; None: pkttrace's own.
+    namespace: Option<PathBuf>,
+    /// Told of every nf_tables change there.
+    watcher: AsyncFd<netlink_sys::Socket>,
+}
+
+/// How errors name the namespace at `namespace` (None: pkttrace's own).
+fn namespace_place(namespace: Option<&Path>) -> String {
+    namespace.map_or("pkttrace's own network namespace".to_string(), |path| {
+        format!("network namespace {}", path.display())
+    })
+}
+
+/// Runs `work` in the network namespace at `namespace`, or right here for None.
+fn in_namespace_or_here<T: Send>(
+    namespace: Option<&Path>,
+    work: impl FnOnce() -> Result<T> + Send,
+) -> Result<T> {
+    match namespace {
+        Some(path) => in_namespace(path, work),
+        None => work(),
+    }
+}
 
 /// Runs `work` on a thread that entered the network namespace at `namespace`
 /// (setns moves only the calling thread; that one ends right after).

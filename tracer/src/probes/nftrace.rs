@@ -19,17 +19,17 @@ use std::{
     os::{fd::AsRawFd, unix::fs::MetadataExt},
     path::{Path, PathBuf},
     sync::atomic::{AtomicU32, Ordering},
-    time::{Duration, Instant},
+    time::Instant,
 };
 
 use anyhow::{Context, Result, bail};
 use futures::future::select_all;
 use netlink_packet_core_09::{
-    DefaultNla, NLM_F_ACK, NLM_F_APPEND, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL, NLM_F_REQUEST,
-    NetlinkBuffer, NetlinkMessage, NetlinkPayload,
+    DefaultNla, NLM_F_ACK, NLM_F_APPEND, NLM_F_CREATE, NLM_F_EXCL, NLM_F_REQUEST, NetlinkBuffer,
+    NetlinkMessage, NetlinkPayload,
 };
 use netlink_packet_netfilter::{
-    NetfilterHeader, NetfilterMessage, NetfilterMessageInner, NetfilterProtoFamily,
+    NetfilterHeader, NetfilterMessage, NetfilterProtoFamily,
     nftables::{
         ChainAttribute, ChainMessage, Cmp, DataAttribute, ExpressionAttribute, Expressions, Hook,
         Immediate, InetHookNumber, ListAttribute, Meta, MetaKey, NfTablesMessage, Operator,
@@ -37,20 +37,21 @@ use netlink_packet_netfilter::{
     },
     none::ControlMessage,
 };
-use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_NETFILTER};
+use netlink_sys::{Socket, SocketAddr};
 use tokio::io::unix::AsyncFd;
 
 use super::in_namespace;
 use super::monotonic_now_ns;
+use super::rulesets::{
+    ACK_TIMEOUT, DATAGRAM_BUFFER, TABLE_PREFIX, each_datagram, netlink_messages, open_socket,
+    ruleset_appeared, to_bytes, wait_readable, watch_for_ruleset, watched,
+};
 
-/// pkttrace's trace tables are named `pkttrace_<pid>_<n>`.
-const TABLE_PREFIX: &str = "pkttrace_";
 /// Before raw (-300), conntrack (-200) and NAT: the mark is set before any
 /// other chain sees the packet.
 const CHAIN_PRIORITY: i32 = -301;
 const NFNL_SUBSYS_NFTABLES: u16 = 10;
 const NFT_MSG_TRACE: u16 = 17;
-const NFNLGRP_NFTABLES: u32 = 7;
 const NFNLGRP_NFTRACE: u32 = 9;
 const NFT_PAYLOAD_NETWORK_HEADER: u32 = 1;
 const NF_ACCEPT: u32 = 1;
@@ -61,9 +62,6 @@ const IP_SADDR: u32 = 12;
 const IP_DADDR: u32 = 16;
 /// The kernel doubles it; 16 MiB held 13,107 trace messages here.
 const RECEIVE_BUFFER: libc::c_int = 8 << 20;
-const ACK_TIMEOUT: Duration = Duration::from_secs(5);
-/// Far more than a trace message or an acknowledgement takes.
-const DATAGRAM_BUFFER: usize = 64 << 10;
 /// Keeps the transaction (8 rules an address) within the socket's send buffer.
 const MAX_ADDRESSES: usize = 64;
 
@@ -208,12 +206,8 @@ impl RuleTracer {
             let Some(watcher) = &session.watcher else {
                 continue;
             };
-            let mut appeared = false;
-            match each_datagram(watcher.get_ref(), |datagram| {
-                appeared |= !ruleset_tables(datagram).is_empty()
-            }) {
-                // Notifications were lost: one of them may have been a new table.
-                Ok(lost) => appeared |= lost,
+            let appeared = match ruleset_appeared(watcher.get_ref()) {
+                Ok(appeared) => appeared,
                 Err(error) => {
                     self.failures.push(format!(
                         "cannot read nf_tables changes in network namespace {}: {error}",
@@ -222,7 +216,7 @@ impl RuleTracer {
                     session.watcher = None;
                     continue;
                 }
-            }
+            };
             if !appeared {
                 continue;
             }
@@ -258,39 +252,6 @@ impl RuleTracer {
     }
 }
 
-/// Hands `take` every datagram `socket` holds now, without waiting; true
-/// when the kernel dropped some for want of room (ENOBUFS).
-fn each_datagram(socket: &Socket, mut take: impl FnMut(&[u8])) -> io::Result<bool> {
-    let mut datagram = Vec::with_capacity(DATAGRAM_BUFFER);
-    let mut lost = false;
-    loop {
-        datagram.clear();
-        match socket.recv(&mut datagram, 0) {
-            Ok(_) => take(&datagram),
-            Err(error) if error.kind() == io::ErrorKind::WouldBlock => return Ok(lost),
-            Err(error) if error.raw_os_error() == Some(libc::ENOBUFS) => lost = true,
-            Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
-            Err(error) => return Err(error),
-        }
-    }
-}
-
-/// A netlink message as the kernel reads it.
-fn to_bytes(mut message: NetlinkMessage<NetfilterMessage>) -> Vec<u8> {
-    message.finalize();
-    let mut bytes = vec![0; message.buffer_len()];
-    message.serialize(&mut bytes);
-    bytes
-}
-
-/// Registers `socket` with tokio.
-fn watched(socket: Socket) -> Result<AsyncFd<Socket>> {
-    // SAFETY: the AsyncFd owns the socket, so its fd outlives the registration.
-    unsafe { AsyncFd::register(socket) }
-        .map_err(|e| e.into_parts().1)
-        .context("cannot watch the nf_tables trace socket")
-}
-
 /// Opens the calling thread's namespace's socket and installs the trace
 /// table through it; in a namespace without tables, it returns a watcher
 /// of ruleset changes instead.
@@ -304,38 +265,15 @@ fn open_session(
     });
     let socket = open_socket(&place)?;
     enlarge_receive_buffer(&socket);
-    // Subscribed before the tables are listed: a table made in between is
-    // either listed or announced.
-    let watcher = open_socket(&place)?;
-    watcher
-        .add_membership(NFNLGRP_NFTABLES)
-        .with_context(|| format!("cannot subscribe to nf_tables changes in {place}"))?;
-    let watcher = if list_tables(&socket)
-        .with_context(|| format!("cannot list the nf_tables tables of {place}"))?
-        .is_empty()
-    {
-        Some(watcher)
-    } else {
+    let watcher = watch_for_ruleset(&place)?;
+    if watcher.is_none() {
         install(&socket, table, matching)
             .with_context(|| format!("nf_tables refused pkttrace's trace table in {place}"))?;
-        None
-    };
+    }
     let netns = std::fs::metadata("/proc/thread-self/ns/net")
         .with_context(|| format!("cannot read the inode of {place}"))?
         .ino();
     Ok((socket, u32::try_from(netns)?, watcher))
-}
-
-/// A non-blocking NETLINK_NETFILTER socket in the calling thread's namespace.
-fn open_socket(place: &str) -> Result<Socket> {
-    let mut socket = Socket::new(NETLINK_NETFILTER).with_context(|| {
-        format!("cannot open a netfilter netlink socket in {place}: the kernel needs nfnetlink for rule tracing")
-    })?;
-    socket
-        .bind_auto()
-        .and_then(|_| socket.set_non_blocking(true))
-        .context("cannot set up the netfilter netlink socket")?;
-    Ok(socket)
 }
 
 /// Installs the trace table through `socket` and subscribes it to the
@@ -345,65 +283,6 @@ fn install(socket: &Socket, table: &str, matching: &TraceMatch) -> Result<()> {
     socket
         .add_membership(NFNLGRP_NFTRACE)
         .context("cannot subscribe to nf_tables traces")
-}
-
-/// The names of the namespace's nf_tables tables, of every family, except
-/// pkttrace's own (of this or another run).
-fn list_tables(socket: &Socket) -> Result<Vec<String>> {
-    let mut request = NetlinkMessage::from(NetfilterMessage::new(
-        NetfilterHeader::new(NetfilterProtoFamily::Unspec, 0, 0),
-        NfTablesMessage::GetTable(TableMessage { attributes: vec![] }),
-    ));
-    request.header.flags = NLM_F_REQUEST | NLM_F_DUMP;
-    socket
-        .send_to(&to_bytes(request), &SocketAddr::new(0, 0), 0)
-        .context("cannot send the request to the kernel")?;
-    let deadline = Instant::now() + ACK_TIMEOUT;
-    let mut tables = Vec::new();
-    let mut datagram = Vec::with_capacity(DATAGRAM_BUFFER);
-    loop {
-        wait_readable(socket, deadline)?;
-        datagram.clear();
-        match socket.recv(&mut datagram, 0) {
-            Ok(_) => {}
-            Err(error) if error.kind() == io::ErrorKind::WouldBlock => continue,
-            Err(error) => return Err(error).context("cannot read the kernel's answer"),
-        }
-        tables.extend(ruleset_tables(&datagram));
-        for message in netlink_messages(&datagram) {
-            match NetlinkMessage::<NetfilterMessage>::deserialize(message).map(|m| m.payload) {
-                Ok(NetlinkPayload::Done(_)) => return Ok(tables),
-                Ok(NetlinkPayload::Error(answer)) => {
-                    if let Some(code) = answer.code {
-                        return Err(io::Error::from_raw_os_error(-code.get()).into());
-                    }
-                }
-                _ => {}
-            }
-        }
-    }
-}
-
-/// The tables a datagram of NFT_MSG_NEWTABLE messages (a listing or change
-/// notifications) names, except pkttrace's own.
-fn ruleset_tables(datagram: &[u8]) -> Vec<String> {
-    netlink_messages(datagram)
-        .filter_map(|message| NetlinkMessage::<NetfilterMessage>::deserialize(message).ok())
-        .filter_map(|message| match message.payload {
-            NetlinkPayload::InnerMessage(NetfilterMessage {
-                inner: NetfilterMessageInner::NfTables(NfTablesMessage::NewTable(table)),
-                ..
-            }) => table
-                .attributes
-                .into_iter()
-                .find_map(|attribute| match attribute {
-                    TableAttribute::Name(name) => Some(name),
-                    _ => None,
-                }),
-            _ => None,
-        })
-        .filter(|name| !name.starts_with(TABLE_PREFIX))
-        .collect()
 }
 
 /// SO_RCVBUFFORCE ignores net.core.rmem_max (root only); SO_RCVBUF is
@@ -680,40 +559,6 @@ fn send_batch(socket: &Socket, requests: &[Request]) -> Result<()> {
     Ok(())
 }
 
-fn wait_readable(socket: &Socket, deadline: Instant) -> Result<()> {
-    let mut poll = libc::pollfd {
-        fd: socket.as_raw_fd(),
-        events: libc::POLLIN,
-        revents: 0,
-    };
-    let remaining = deadline.saturating_duration_since(Instant::now());
-    // SAFETY: poll reads and writes the one pollfd we pass.
-    let ready = unsafe { libc::poll(&mut poll, 1, remaining.as_millis() as libc::c_int) };
-    if ready == 0 {
-        bail!(
-            "the kernel did not answer within {} s",
-            ACK_TIMEOUT.as_secs()
-        );
-    }
-    let error = io::Error::last_os_error();
-    if ready < 0 && error.kind() != io::ErrorKind::Interrupted {
-        return Err(error).context("cannot wait for the kernel's answer");
-    }
-    Ok(())
-}
-
-/// The netlink messages packed in one datagram.
-fn netlink_messages(datagram: &[u8]) -> impl Iterator<Item = &[u8]> {
-    let mut rest = datagram;
-    std::iter::from_fn(move || {
-        let buffer = NetlinkBuffer::new_checked(rest).ok()?;
-        let length = buffer.length() as usize;
-        let message = &rest[..length];
-        rest = rest.get(length.next_multiple_of(4)..).unwrap_or_default();
-        Some(message)
-    })
-}
-
 /// The NFT_MSG_TRACE messages of one datagram.
 fn trace_messages(datagram: &[u8], netns: u32) -> Vec<RawRuleTrace> {
     let received_ns = monotonic_now_ns();
@@ -739,6 +584,9 @@ fn trace_messages(datagram: &[u8], netns: u32) -> Vec<RawRuleTrace> {
 mod tests {
     use std::process::Command;
 
+    use std::time::Duration;
+
+    use super::super::rulesets::ruleset_tables;
     use super::*;
     use crate::{
         decode::nftrace::{RuleTrace, TraceKind, Verdict, decode},

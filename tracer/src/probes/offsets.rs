@@ -83,6 +83,7 @@ fn kernel_offsets(
         flowi4_daddr: at("flowi4", "daddr")?,
         nhc_dev: at("fib_nh_common", "nhc_dev")?,
         nhc_gw: at("fib_nh_common", "nhc_gw")?,
+        nhc_scope: at("fib_nh_common", "nhc_scope")?,
         task_nsproxy: at("task_struct", "nsproxy")?,
         nsproxy_net_ns: at("nsproxy", "net_ns")?,
         task_group_leader: at("task_struct", "group_leader")?,
