@@ -720,7 +720,7 @@ const BPF_RB_RING_SIZE: u64 = 1;
 /// waiting cross a quarter of the ring, and for every record once half of
 /// it waits (two producers may both miss the crossing).
 #[inline(always)]
-fn wake_flags(size: u64) -> u64 {
+pub fn wake_flags(size: u64) -> u64 {
     let waiting = EVENTS.query(BPF_RB_AVAIL_DATA);
     let quarter = EVENTS.query(BPF_RB_RING_SIZE) / 4;
     let crosses = waiting < quarter && waiting + size >= quarter;

@@ -16,7 +16,7 @@ use tracer_common::{Config, HeadersEvent, PacketEvent, Probe};
 use tracer_ebpf::{
     ENTRY_CHECK, EVENTS, EntrySeen, Header, HeaderAt, capture_skb, clear_event, config,
     copy_headers, count_lost, device, entry_seen, field, ipv4_scope, look, netns_inode, offset,
-    read, scratch_event, stamp, zeroed_event,
+    read, scratch_event, stamp, wake_flags, zeroed_event,
 };
 
 const NF_ACCEPT: i32 = 1;
@@ -182,6 +182,7 @@ fn report<R: Record + 'static>(
         header,
         zeros,
     } = event;
+    let flags = wake_flags(size_of::<R>() as u64);
     let Some(mut entry) = EVENTS.reserve::<R>(0) else {
         kept();
         count_if_ours(cfg, probe, skb, header, netns);
@@ -203,7 +204,7 @@ fn report<R: Record + 'static>(
     stamp(event);
     // SAFETY: `out` is the reserved record.
     unsafe { R::finish(out, skb) };
-    entry.submit(0);
+    entry.submit(flags);
 }
 
 /// The kernel's BTF id of `struct iphdr`, written by the loader.
