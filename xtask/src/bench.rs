@@ -39,10 +39,10 @@ const SECONDS: u32 = 5;
 /// A container without a network, for timing `dns`'s start-up (it never
 /// asks anything: its resolver is our own bench address).
 const DNS_CONTAINER: &str = "pt-bench-dns";
-/// Baseline and unrelated runs alternate this many times; each round's
-/// ratio is one sample, and the median decides (the spread is shown), so a
-/// burst of other load on the machine does not decide the verdict.
-const ROUNDS: usize = 5;
+/// The settings alternate this many times; each round's ratio is one
+/// sample, and the median decides (the spread is shown), so a burst of
+/// other load on the machine does not decide the verdict.
+const ROUNDS: usize = 7;
 /// `follow` and `dns` are started this many times to time their start-up (median counts).
 const STARTUP_RUNS: usize = 5;
 /// From exec to the "following" line: every program loaded, verified and attached.
@@ -419,6 +419,8 @@ pub fn bench() -> Result<ExitCode> {
         bpftrace_runs.push(measure_bpftrace(other)?);
         followed_runs.push(measure_traced(&pkttrace, HOST_ADDR)?);
     }
+    // The last round's runs are bracketed by a baseline after them too.
+    baselines.push(measure()?);
     // The most memory, CPU time and loss of any round; the median event rate.
     let worst = |runs: &[(Traffic, TracerUsage)]| -> TracerUsage {
         let rates: Vec<f64> = runs
@@ -484,12 +486,14 @@ pub fn bench() -> Result<ExitCode> {
     );
 
     let mut missed = Vec::new();
-    // Each round's own ratio: the baseline next to it saw the same machine.
+    // Each round's own ratio, against the mean of the baselines just before
+    // and just after the round: they saw the same machine, whichever way its
+    // speed drifted meanwhile.
     let shares = |traced: &[Traffic], rate: fn(&Traffic) -> f64| -> Vec<f64> {
         baselines
-            .iter()
+            .windows(2)
             .zip(traced)
-            .map(|(base, traced)| rate(traced) / rate(base))
+            .map(|(around, traced)| rate(traced) / ((rate(&around[0]) + rate(&around[1])) / 2.0))
             .collect()
     };
     let unrelated_traffic: Vec<Traffic> = unrelated_runs.iter().map(|(t, _)| *t).collect();
