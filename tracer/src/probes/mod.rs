@@ -323,16 +323,18 @@ impl Loaded {
             std::iter::once(None).chain(traced_namespaces.iter().map(|p| Some(p.clone())));
         for namespace in namespaces {
             let place = namespace_place(namespace.as_deref());
-            let watcher =
-                in_namespace_or_here(namespace.as_deref(), || rulesets::watch_for_ruleset(&place))?;
-            match watcher {
-                Some(watcher) => awaiting_ruleset.push(AwaitingRuleset {
+            let linked = in_namespace_or_here(namespace.as_deref(), || {
+                Ok(match rulesets::watch_for_ruleset(&place)? {
+                    Some(watcher) => Linked::OnceARulesetAppears(watcher),
+                    None => Linked::Now(netfilter.attach_here()?),
+                })
+            })?;
+            match linked {
+                Linked::Now(links) => netfilter_links.extend(links),
+                Linked::OnceARulesetAppears(watcher) => awaiting_ruleset.push(AwaitingRuleset {
                     namespace,
                     watcher: rulesets::watched(watcher)?,
                 }),
-                None => netfilter_links.extend(in_namespace_or_here(namespace.as_deref(), || {
-                    netfilter.attach_here()
-                })?),
             }
         }
         if tcp_payload {
@@ -547,6 +549,14 @@ fn config_for(filter: &Filter) -> Result<Config> {
 
 /// The TCX program copying TCP payloads (DNS over TCP) in traced namespaces.
 const TCP_PAYLOAD: &str = "tcp_payload";
+
+/// Where linking the netfilter programs in a namespace got.
+enum Linked {
+    /// The namespace has a ruleset: its hooks are observed.
+    Now(Vec<NetfilterLink>),
+    /// It has none yet: news of one comes on this socket.
+    OnceARulesetAppears(netlink_sys::Socket),
+}
 
 /// A namespace that had no netfilter ruleset when tracing began.
 struct AwaitingRuleset {

@@ -17,7 +17,7 @@ use std::{
     io,
     net::Ipv4Addr,
     os::{fd::AsRawFd, unix::fs::MetadataExt},
-    path::{Path, PathBuf},
+    path::PathBuf,
     sync::atomic::{AtomicU32, Ordering},
     time::Instant,
 };
@@ -40,12 +40,12 @@ use netlink_packet_netfilter::{
 use netlink_sys::{Socket, SocketAddr};
 use tokio::io::unix::AsyncFd;
 
-use super::in_namespace;
 use super::monotonic_now_ns;
 use super::rulesets::{
     ACK_TIMEOUT, DATAGRAM_BUFFER, TABLE_PREFIX, each_datagram, netlink_messages, open_socket,
     ruleset_appeared, to_bytes, wait_readable, watch_for_ruleset, watched,
 };
+use super::{in_namespace_or_here, namespace_place};
 
 /// Before raw (-300), conntrack (-200) and NAT: the mark is set before any
 /// other chain sees the packet.
@@ -144,10 +144,9 @@ impl RuleTracer {
         let mut sessions = Vec::new();
         for namespace in namespaces {
             // A netlink socket stays in the namespace it was created in.
-            let (socket, netns, watcher) = match namespace {
-                None => open_session(&table, matching, None),
-                Some(path) => in_namespace(path, || open_session(&table, matching, Some(path))),
-            }?;
+            let (socket, netns, watcher) = in_namespace_or_here(namespace.as_deref(), || {
+                open_session(&table, matching, &namespace_place(namespace.as_deref()))
+            })?;
             sessions.push(Session {
                 socket: watched(socket)?,
                 netns,
@@ -253,19 +252,16 @@ impl RuleTracer {
 }
 
 /// Opens the calling thread's namespace's socket and installs the trace
-/// table through it; in a namespace without tables, it returns a watcher
-/// of ruleset changes instead.
+/// table through it; in a namespace without a ruleset, it returns a watcher
+/// of ruleset changes instead. `place` names the namespace in errors.
 fn open_session(
     table: &str,
     matching: &TraceMatch,
-    namespace: Option<&Path>,
+    place: &str,
 ) -> Result<(Socket, u32, Option<Socket>)> {
-    let place = namespace.map_or("pkttrace's own network namespace".to_string(), |path| {
-        format!("network namespace {}", path.display())
-    });
-    let socket = open_socket(&place)?;
+    let socket = open_socket(place)?;
     enlarge_receive_buffer(&socket);
-    let watcher = watch_for_ruleset(&place)?;
+    let watcher = watch_for_ruleset(place)?;
     if watcher.is_none() {
         install(&socket, table, matching)
             .with_context(|| format!("nf_tables refused pkttrace's trace table in {place}"))?;
