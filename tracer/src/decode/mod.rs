@@ -294,9 +294,10 @@ pub struct Event {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub in_task: Option<bool>,
     pub comm: CompactString,
-    /// The DNS message the packet carries, when its payload was captured.
+    /// The DNS message the packet carries, when its payload was captured
+    /// (boxed: most events carry none, and events are moved often).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub dns: Option<DnsMessage>,
+    pub dns: Option<Box<DnsMessage>>,
     /// The packet's first bytes from its network header on, as they were
     /// here (`--pcap`): hex in JSON.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -492,7 +493,7 @@ pub fn decode(raw: &PacketEvent, payload: Option<&[u8]>, names: &KernelNames) ->
         },
         comm: c_string(&raw.comm),
         dns: payload.and_then(|bytes| {
-            DnsMessage::decode(bytes, matches!(transport, Transport::Tcp { .. }))
+            DnsMessage::decode(bytes, matches!(transport, Transport::Tcp { .. })).map(Box::new)
         }),
         headers: None,
     })

@@ -46,7 +46,10 @@ pub struct DnsPacket {
 impl DnsPacket {
     /// The journey's DNS message, taken from the first event that carried one.
     fn of(journey: Journey) -> Option<Self> {
-        let message = journey.events.iter().find_map(|e| e.dns.clone())?;
+        let message = journey
+            .events
+            .iter()
+            .find_map(|e| e.dns.as_deref().cloned())?;
         Some(Self {
             sent: Endpoints::of(journey.first_packet()),
             delivered: Endpoints::of(journey.last_packet()),
@@ -404,7 +407,7 @@ mod tests {
     fn an_unanswered_query_times_out() {
         let mut journeys = assemble(EMBEDDED);
         journeys.retain(|j| {
-            let dns = j.events.iter().find_map(|e| e.dns.as_ref());
+            let dns = j.events.iter().find_map(|e| e.dns.as_deref());
             dns.is_some_and(|d| !d.response)
         });
         let sent = journeys[0].packet_events().next().unwrap().time_ns;
