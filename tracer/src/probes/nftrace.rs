@@ -19,7 +19,6 @@ use std::{
     os::{fd::AsRawFd, unix::fs::MetadataExt},
     path::PathBuf,
     sync::atomic::{AtomicU32, Ordering},
-    time::Instant,
 };
 
 use anyhow::{Context, Result, bail};
@@ -42,8 +41,8 @@ use tokio::io::unix::AsyncFd;
 
 use super::monotonic_now_ns;
 use super::rulesets::{
-    ACK_TIMEOUT, DATAGRAM_BUFFER, TABLE_PREFIX, each_datagram, netlink_messages, open_socket,
-    ruleset_appeared, to_bytes, wait_readable, watch_for_ruleset, watched,
+    TABLE_PREFIX, each_datagram, netlink_messages, open_socket, read_answers, ruleset_appeared,
+    to_bytes, watch_for_ruleset, watched,
 };
 use super::{in_namespace_or_here, namespace_place};
 
@@ -515,17 +514,11 @@ fn send_batch(socket: &Socket, requests: &[Request]) -> Result<()> {
         .enumerate()
         .map(|(index, request)| (index as u32 + 1, request.what.as_str()))
         .collect();
-    let deadline = Instant::now() + ACK_TIMEOUT;
-    let mut datagram = Vec::with_capacity(DATAGRAM_BUFFER);
-    while !pending.is_empty() {
-        wait_readable(socket, deadline)?;
-        datagram.clear();
-        match socket.recv(&mut datagram, 0) {
-            Ok(_) => {}
-            Err(error) if error.kind() == io::ErrorKind::WouldBlock => continue,
-            Err(error) => return Err(error).context("cannot read the kernel's answer"),
-        }
-        for message in netlink_messages(&datagram) {
+    if pending.is_empty() {
+        return Ok(());
+    }
+    read_answers(socket, |datagram| {
+        for message in netlink_messages(datagram) {
             let Ok(message) = NetlinkMessage::<NetfilterMessage>::deserialize(message) else {
                 continue;
             };
@@ -551,8 +544,8 @@ fn send_batch(socket: &Socket, requests: &[Request]) -> Result<()> {
                 None => anyhow::anyhow!("{error}"),
             });
         }
-    }
-    Ok(())
+        Ok(pending.is_empty())
+    })
 }
 
 /// The NFT_MSG_TRACE messages of one datagram.
@@ -580,7 +573,7 @@ fn trace_messages(datagram: &[u8], netns: u32) -> Vec<RawRuleTrace> {
 mod tests {
     use std::process::Command;
 
-    use std::time::Duration;
+    use std::time::{Duration, Instant};
 
     use super::super::rulesets::ruleset_tables;
     use super::*;

@@ -26,9 +26,9 @@ use tokio::io::unix::AsyncFd;
 /// pkttrace's trace tables are named `pkttrace_<pid>_<n>`.
 pub(super) const TABLE_PREFIX: &str = "pkttrace_";
 const NFNLGRP_NFTABLES: u32 = 7;
-pub(super) const ACK_TIMEOUT: Duration = Duration::from_secs(5);
+const ACK_TIMEOUT: Duration = Duration::from_secs(5);
 /// Far more than a trace message or an acknowledgement takes.
-pub(super) const DATAGRAM_BUFFER: usize = 64 << 10;
+const DATAGRAM_BUFFER: usize = 64 << 10;
 /// The legacy (xtables) IPv4 tables of the reading thread's namespace; the
 /// file is missing while the kernel has no legacy table anywhere.
 const LEGACY_TABLES: &str = "/proc/thread-self/net/ip_tables_names";
@@ -109,8 +109,33 @@ fn list_tables(socket: &Socket) -> Result<Vec<String>> {
     socket
         .send_to(&to_bytes(request), &SocketAddr::new(0, 0), 0)
         .context("cannot send the request to the kernel")?;
-    let deadline = Instant::now() + ACK_TIMEOUT;
     let mut tables = Vec::new();
+    read_answers(socket, |datagram| {
+        tables.extend(ruleset_tables(datagram));
+        for message in netlink_messages(datagram) {
+            match NetlinkMessage::<NetfilterMessage>::deserialize(message).map(|m| m.payload) {
+                Ok(NetlinkPayload::Done(_)) => return Ok(true),
+                Ok(NetlinkPayload::Error(answer)) => {
+                    if let Some(code) = answer.code {
+                        return Err(io::Error::from_raw_os_error(-code.get()).into());
+                    }
+                }
+                _ => {}
+            }
+        }
+        Ok(false)
+    })?;
+    Ok(tables)
+}
+
+/// Hands `take` each datagram the kernel sends on `socket` in answer to a
+/// request, until `take` says the answer is complete (true) or fails;
+/// gives up after ACK_TIMEOUT.
+pub(super) fn read_answers(
+    socket: &Socket,
+    mut take: impl FnMut(&[u8]) -> Result<bool>,
+) -> Result<()> {
+    let deadline = Instant::now() + ACK_TIMEOUT;
     let mut datagram = Vec::with_capacity(DATAGRAM_BUFFER);
     loop {
         wait_readable(socket, deadline)?;
@@ -120,17 +145,8 @@ fn list_tables(socket: &Socket) -> Result<Vec<String>> {
             Err(error) if error.kind() == io::ErrorKind::WouldBlock => continue,
             Err(error) => return Err(error).context("cannot read the kernel's answer"),
         }
-        tables.extend(ruleset_tables(&datagram));
-        for message in netlink_messages(&datagram) {
-            match NetlinkMessage::<NetfilterMessage>::deserialize(message).map(|m| m.payload) {
-                Ok(NetlinkPayload::Done(_)) => return Ok(tables),
-                Ok(NetlinkPayload::Error(answer)) => {
-                    if let Some(code) = answer.code {
-                        return Err(io::Error::from_raw_os_error(-code.get()).into());
-                    }
-                }
-                _ => {}
-            }
+        if take(&datagram)? {
+            return Ok(());
         }
     }
 }
@@ -157,7 +173,7 @@ pub(super) fn ruleset_tables(datagram: &[u8]) -> Vec<String> {
         .collect()
 }
 
-pub(super) fn wait_readable(socket: &Socket, deadline: Instant) -> Result<()> {
+fn wait_readable(socket: &Socket, deadline: Instant) -> Result<()> {
     let mut poll = libc::pollfd {
         fd: socket.as_raw_fd(),
         events: libc::POLLIN,
