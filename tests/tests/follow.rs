@@ -354,6 +354,9 @@ fn datagrams_read_on_another_cpu_are_told_delivered_to_their_reader() -> Result<
         "--save-events".as_ref(),
         events.as_os_str(),
     ])?;
+    // Once kallsyms is read the programs look only at the deferred frees of
+    // skbs they told of: these datagrams' must still be seen.
+    std::thread::sleep(Duration::from_millis(500));
     // One process, one source port: 20 datagrams, 20 ms apart, from CPU 0
     // (the other way round the kernel frees them without a trace).
     let sender = format!(

@@ -274,7 +274,13 @@ pub struct Config {
     /// 1: every event of a packet also carries the packet's first bytes from
     /// its network header on (a `HeadersEvent`), for `--pcap`.
     pub capture_headers: u8,
-    pub _pad: [u8; 1],
+    pub _pad: [u8; 5],
+    /// Where the kernel's `skb_defer_free_flush` starts and how long it is
+    /// (0 until user space knows): the frees made there are of skbs a socket
+    /// reader handed back to the CPU that made them, and only those of skbs
+    /// an event was sent about (`KEPT_MAP`) are looked at.
+    pub deferred_free_at: u64,
+    pub deferred_free_len: u64,
 }
 
 /// How much of a packet's payload a `PayloadEvent` carries: a classic DNS message.
@@ -320,6 +326,10 @@ pub const LOST_MAP: &str = "LOST";
 pub const LOST_SLOTS: u32 = 16;
 pub const SCRATCH_MAP: &str = "SCRATCH";
 pub const ADDRESSES_MAP: &str = "ADDRESSES";
+/// The addresses of skbs an event was sent about (see `Config::deferred_free_at`).
+pub const KEPT_MAP: &str = "KEPT";
+/// Slots of `KEPT_MAP`, a power of two: an skb's address picks its slot.
+pub const KEPT_SLOTS: u32 = 1 << 16;
 /// The programs' global holding the `KernelOffsets`.
 pub const OFFSETS_GLOBAL: &str = "OFFSETS";
 /// The netfilter programs' global holding the BTF id of `struct iphdr`.

@@ -5,6 +5,9 @@
 //! object and the netfilter loader points the netfilter object at those same
 //! maps (by name), so every event lands in one ring buffer.
 #![no_std]
+// Compare-and-exchange: the bpf target's atomics offer no `compare_exchange`.
+#![feature(core_intrinsics)]
+#![allow(internal_features)]
 
 use aya_ebpf::{
     helpers::{
@@ -15,9 +18,11 @@ use aya_ebpf::{
     macros::map,
     maps::{Array, PerCpuArray, RingBuf},
 };
+use core::intrinsics::{AtomicOrdering, atomic_cxchg, atomic_or};
+
 use tracer_common::{
-    Config, ETH_P_ARP, ETH_P_IP, HEADERS_MAX, HeadersEvent, KernelOffsets, LOST_SLOTS, MAX_PORTS,
-    MAX_WATCHED, PAYLOAD_MAX, PacketEvent, PayloadEvent, Probe, QuotedHeader,
+    Config, ETH_P_ARP, ETH_P_IP, HEADERS_MAX, HeadersEvent, KEPT_SLOTS, KernelOffsets, LOST_SLOTS,
+    MAX_PORTS, MAX_WATCHED, PAYLOAD_MAX, PacketEvent, PayloadEvent, Probe, QuotedHeader,
 };
 
 /// The running kernel's struct offsets, written by the loaders into this
@@ -54,6 +59,81 @@ pub static CONFIG: Array<Config> = Array::with_max_entries(1, 0);
 #[map(name = "LOST")]
 /// One entry: a count per probe, so user space reads them all at once.
 pub static LOST: PerCpuArray<[u64; LOST_SLOTS as usize]> = PerCpuArray::with_max_entries(1, 0);
+
+/// The addresses of skbs an event was sent about, one slot each, picked by
+/// the address (`kept_slot`): 0 for none, `SHARED` once two skbs wanted the
+/// same slot. A deferred free (see `Config::deferred_free_at`) of an skb not
+/// in its slot is of no packet pkttrace told of, and is left alone without
+/// reading the skb: that free runs on the CPU that made the skb, long after
+/// its data left that CPU's caches, and reading the packet's header there
+/// cost more than any other probe of an unrelated packet.
+#[map(name = "KEPT")]
+pub static KEPT: Array<u64> = Array::with_max_entries(KEPT_SLOTS, 0);
+
+/// The bit that marks a slot two skbs wanted: every skb that picks it is
+/// looked at. Never cleared, since either may still be alive; an skb's
+/// address is even.
+const SHARED: u64 = 1;
+
+/// `skb`'s address as a number, and its slot in `KEPT`. The programs of
+/// every CPU share the slots: they change only by compare-and-exchange (an
+/// aligned u64 is read whole).
+#[inline(always)]
+fn kept_slot(skb: u64) -> Option<(u64, *mut u64)> {
+    // A typed pointer allows no arithmetic.
+    let skb = plain(skb)?;
+    // Fibonacci hashing: skbs lie at multiples of their slab's object size.
+    let index = (skb.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 32) as u32 & (KEPT_SLOTS - 1);
+    Some((skb, KEPT.get_ptr_mut(index)?))
+}
+
+/// Notes that an event was sent about `skb`.
+#[inline(always)]
+pub fn keep_skb(skb: u64) {
+    let Some((skb, slot)) = kept_slot(skb) else {
+        return;
+    };
+    // A packet's every event keeps its skb: mostly it is there already.
+    // SAFETY: a u64 of map memory.
+    if unsafe { core::ptr::read_volatile(slot) } == skb {
+        return;
+    }
+    let (held, stored) = exchange(slot, 0, skb);
+    if !stored && held & !SHARED != skb {
+        // SAFETY: an aligned u64 of map memory.
+        unsafe { atomic_or::<u64, u64, { AtomicOrdering::Relaxed }>(slot, SHARED) };
+    }
+}
+
+/// Whether an event may have been sent about `skb` (its slot holds it, or
+/// is shared).
+#[inline(always)]
+pub fn maybe_kept(skb: u64) -> bool {
+    kept_slot(skb).is_none_or(|(skb, slot)| {
+        // SAFETY: a u64 of map memory.
+        let held = unsafe { core::ptr::read_volatile(slot) };
+        held == skb || held & SHARED != 0
+    })
+}
+
+/// `skb` is freed: its address is another packet's next.
+#[inline(always)]
+pub fn forget_skb(skb: u64) {
+    if let Some((skb, slot)) = kept_slot(skb) {
+        exchange(slot, skb, 0);
+    }
+}
+
+/// Stores `new` in `slot` if it holds `old`: what it held, and whether it stored.
+#[inline(always)]
+fn exchange(slot: *mut u64, old: u64, new: u64) -> (u64, bool) {
+    // SAFETY: an aligned u64 of map memory.
+    unsafe {
+        atomic_cxchg::<u64, { AtomicOrdering::Relaxed }, { AtomicOrdering::Relaxed }>(
+            slot, old, new,
+        )
+    }
+}
 
 /// Where the tracepoint and TC programs build their events: per CPU, one
 /// slot per probe, and a last slot that stays zero to clear the others
@@ -904,8 +984,13 @@ pub fn capture_skb(
             wanted
         }
     };
-    if wanted && let Some(dev) = read::<u64>(skb, offset!(skb_dev)) {
-        device(dev).describe(event);
+    if wanted {
+        if let Some(dev) = read::<u64>(skb, offset!(skb_dev)) {
+            device(dev).describe(event);
+        }
+        if probe != Probe::Drop && probe != Probe::Consume {
+            keep_skb(skb);
+        }
     }
     wanted
 }

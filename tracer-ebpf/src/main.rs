@@ -18,8 +18,8 @@ const IPPROTO_TCP: u8 = 6;
 const IPPROTO_UDP: u8 = 17;
 use tracer_ebpf::{
     HeaderAt, Ipv4Header, capture_skb, config, current_netns, current_task, device, emit,
-    emit_packet, emit_payload_record, emit_with_payload, field, in_scope, look, netns_inode,
-    offset, plain, ports_match, read, read_macs, scratch_event, skb_netns,
+    emit_packet, emit_payload_record, emit_with_payload, field, forget_skb, in_scope, look,
+    maybe_kept, netns_inode, offset, plain, ports_match, read, read_macs, scratch_event, skb_netns,
 };
 
 #[btf_tracepoint(function = "net_dev_queue")]
@@ -93,6 +93,17 @@ pub fn kfree_skb(ctx: BtfTracePointContext) -> i32 {
 pub fn consume_skb(ctx: BtfTracePointContext) -> i32 {
     let skb: u64 = ctx.arg(0);
     let location: u64 = ctx.arg(1);
+    let Some(cfg) = config() else { return 0 };
+    if location.wrapping_sub(cfg.deferred_free_at) < cfg.deferred_free_len {
+        // A free a socket reader deferred: most skbs freed there were never
+        // told of, and only the kept ones' addresses are worth a look.
+        if !maybe_kept(skb) {
+            return 0;
+        }
+        on_free(Probe::Consume, skb, location, 0);
+        forget_skb(skb);
+        return 0;
+    }
     on_free(Probe::Consume, skb, location, 0);
     0
 }

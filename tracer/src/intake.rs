@@ -38,6 +38,8 @@ const MAX_LOSS_WINDOWS: usize = 4096;
 
 pub struct Intake {
     names: KernelNames,
+    /// Whether the programs know where deferred frees happen.
+    deferred_frees_told: bool,
     /// `--save-events FILE`: every decoded event, one JSON object a line.
     saved: Option<BufWriter<File>>,
     lost_reported: u64,
@@ -70,6 +72,7 @@ impl Intake {
             .transpose()?;
         Ok(Self {
             names,
+            deferred_frees_told: false,
             saved,
             lost_reported: 0,
             looked_ns: monotonic_now_ns(),
@@ -112,6 +115,7 @@ impl Intake {
         // no later than then.
         let looked_at = monotonic_now_ns();
         let lost_so_far = probes.lost_events();
+        self.tell_where_deferred_frees_are(probes)?;
         for failure in probes.take_failures() {
             eprintln!("pkttrace: note: {failure}");
         }
@@ -210,6 +214,19 @@ impl Intake {
             self.lost_reported = lost_so_far;
         }
         self.looked_ns = now;
+    }
+
+    /// Once kallsyms is read (on a thread, since start-up), the programs
+    /// learn where deferred frees happen: until then they look at each.
+    fn tell_where_deferred_frees_are(&mut self, probes: &mut Probes) -> Result<()> {
+        if self.deferred_frees_told || !self.names.symbols_ready() {
+            return Ok(());
+        }
+        self.deferred_frees_told = true;
+        match self.names.function_extent(decode::DEFERRED_FREES) {
+            Some(extent) => probes.know_deferred_frees(extent),
+            None => Ok(()),
+        }
     }
 
     /// The kernel time up to which every event has been taken in: the

@@ -54,6 +54,25 @@ impl KernelNames {
         })
     }
 
+    /// Whether kallsyms is read: asking for a symbol would not wait.
+    pub fn symbols_ready(&self) -> bool {
+        self.symbols.get().is_some()
+            || self
+                .reading_symbols
+                .lock()
+                .is_ok_and(|r| r.as_ref().is_none_or(JoinHandle::is_finished))
+    }
+
+    /// Where the kernel function `name` starts and how many bytes it spans
+    /// (up to the next text symbol); None when kallsyms hides or lacks it.
+    pub fn function_extent(&self, name: &str) -> Option<(u64, u64)> {
+        let symbols = self.symbols();
+        let at = symbols.iter().position(|(_, symbol)| symbol == name)?;
+        let (start, _) = symbols[at];
+        let (end, _) = symbols.get(at + 1)?;
+        Some((start, end - start))
+    }
+
     pub fn drop_reason(&self, value: u32) -> String {
         self.drop_reasons
             .get(&value)

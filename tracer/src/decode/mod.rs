@@ -338,8 +338,11 @@ pub fn frees_a_neighbour_solicit(location: &str) -> bool {
 /// seconds later, in whatever task it interrupted. The free says that a
 /// reader consumed the packet, and nothing about where the packet was.
 pub fn is_deferred_free(location: &str) -> bool {
-    location.split('+').next() == Some("skb_defer_free_flush")
+    location.split('+').next() == Some(DEFERRED_FREES)
 }
+
+/// The kernel function that makes the deferred frees.
+pub const DEFERRED_FREES: &str = "skb_defer_free_flush";
 
 /// A kernel name (device, task) up to its NUL; names this short live
 /// inline in a `CompactString`, so decoding allocates nothing for them.
@@ -511,6 +514,19 @@ mod tests {
                 (0xffff_ffff_8100_0400, "ip_forward".into()),
             ],
         )
+    }
+
+    #[test]
+    fn a_functions_extent_ends_where_the_next_one_starts() {
+        let names = names();
+        assert!(names.symbols_ready());
+        assert_eq!(
+            names.function_extent("nf_hook_slow"),
+            Some((0xffff_ffff_8100_0000, 0x400))
+        );
+        // The last one's end is unknown, an unknown one has none.
+        assert_eq!(names.function_extent("ip_forward"), None);
+        assert_eq!(names.function_extent(DEFERRED_FREES), None);
     }
 
     /// A netfilter observation as the kernel sent it (values from a real run).

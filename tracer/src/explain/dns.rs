@@ -249,7 +249,10 @@ fn latency_ms(query: &DnsPacket, answer: &DnsPacket) -> f64 {
 
 fn forwarded(leg: &ForwardedLeg, context: &DnsContext) -> Forwarded {
     let sent = leg.query.sent;
-    let first = leg.query.journey.events.first();
+    // Its first hop, not a route lookup: a lookup is joined to a journey by
+    // its addresses alone, and another packet's (the host's, forwarding an
+    // earlier one) may come first.
+    let first = leg.query.journey.packet_events().next();
     let story = context.tell(&leg.query, Direction::Request);
     let answer_story = leg
         .answer

@@ -24,7 +24,7 @@ use aya::{
 use futures::future::select_all;
 use tokio::io::unix::AsyncFd;
 use tracer_common::{
-    ADDRESSES_MAP, CONFIG_MAP, Config, EVENTS_MAP, HeadersEvent, KernelOffsets, LOST_MAP,
+    ADDRESSES_MAP, CONFIG_MAP, Config, EVENTS_MAP, HeadersEvent, KEPT_MAP, KernelOffsets, LOST_MAP,
     LOST_SLOTS, MAX_PORTS, MAX_WATCHED, OFFSETS_GLOBAL, PacketEvent, PayloadEvent, Probe,
     SCRATCH_MAP,
 };
@@ -107,6 +107,9 @@ pub struct Probes {
     lost: PerCpuArray<MapData, [u64; LOST_SLOTS as usize]>,
     /// Events read from the ring so far.
     delivered: u64,
+    /// What the programs were told, and where.
+    config: Config,
+    config_map: Array<MapData, Config>,
 }
 
 /// The kernel's exact counts of what it did not hand over.
@@ -304,7 +307,7 @@ impl Loaded {
         // Before anything is attached: a program without its configuration
         // would take every packet for one of ours.
         let mut config_map: Array<_, Config> =
-            Array::try_from(ebpf.map_mut(CONFIG_MAP).context("CONFIG map")?)?;
+            Array::try_from(ebpf.take_map(CONFIG_MAP).context("CONFIG map")?)?;
         config_map.set(0, config, 0)?;
 
         for name in TRACEPOINTS {
@@ -359,11 +362,25 @@ impl Loaded {
             events,
             lost,
             delivered: 0,
+            config,
+            config_map,
         })
     }
 }
 
 impl Probes {
+    /// Tells the programs where the kernel's deferred frees happen (start
+    /// and length of `skb_defer_free_flush`), once kallsyms is read: from
+    /// then on they look only at those of skbs they sent an event about.
+    /// A program may read the configuration while it is written: half of
+    /// the new extent is an empty one or one no code lies in.
+    pub fn know_deferred_frees(&mut self, (start, length): (u64, u64)) -> Result<()> {
+        self.config.deferred_free_at = start;
+        self.config.deferred_free_len = length;
+        self.config_map.set(0, self.config, 0)?;
+        Ok(())
+    }
+
     /// Waits until events are ready, then appends up to `BATCH` of them to
     /// `events` (`events_now` takes the rest).
     ///
@@ -678,7 +695,14 @@ fn joined<T>(handle: std::thread::ScopedJoinHandle<'_, Result<T>>) -> Result<T> 
 /// programs' map references.
 fn map_fds(ebpf: &Ebpf) -> Result<HashMap<String, OwnedFd>> {
     let mut maps = HashMap::new();
-    for name in [EVENTS_MAP, CONFIG_MAP, LOST_MAP, SCRATCH_MAP, ADDRESSES_MAP] {
+    for name in [
+        EVENTS_MAP,
+        CONFIG_MAP,
+        LOST_MAP,
+        SCRATCH_MAP,
+        ADDRESSES_MAP,
+        KEPT_MAP,
+    ] {
         let fd = match ebpf.map(name).with_context(|| format!("{name} map"))? {
             Map::RingBuf(data) | Map::Array(data) | Map::PerCpuArray(data) => data.fd().as_fd(),
             _ => bail!("map {name} has an unexpected type"),
