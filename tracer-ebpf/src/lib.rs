@@ -61,8 +61,8 @@ pub static CONFIG: Array<Config> = Array::with_max_entries(1, 0);
 pub static LOST: PerCpuArray<[u64; LOST_SLOTS as usize]> = PerCpuArray::with_max_entries(1, 0);
 
 /// The addresses of skbs an event was sent about, one slot each, picked by
-/// the address (`kept_slot`): 0 for none, `SHARED` once two skbs wanted the
-/// same slot. A deferred free (see `Config::deferred_free_at`) of an skb not
+/// the address (`kept_slot`): 0 for none, its `SHARED` bit set once two skbs
+/// wanted it. A deferred free (see `Config::deferred_free_at`) of an skb not
 /// in its slot is of no packet pkttrace told of, and is left alone without
 /// reading the skb: that free runs on the CPU that made the skb, long after
 /// its data left that CPU's caches, and reading the packet's header there

@@ -94,17 +94,16 @@ pub fn consume_skb(ctx: BtfTracePointContext) -> i32 {
     let skb: u64 = ctx.arg(0);
     let location: u64 = ctx.arg(1);
     let Some(cfg) = config() else { return 0 };
-    if location.wrapping_sub(cfg.deferred_free_at) < cfg.deferred_free_len {
-        // A free a socket reader deferred: most skbs freed there were never
-        // told of, and only the kept ones' addresses are worth a look.
-        if !maybe_kept(skb) {
-            return 0;
-        }
-        on_free(Probe::Consume, skb, location, 0);
-        forget_skb(skb);
+    // A free a socket reader deferred: most skbs freed there were never told
+    // of, and only the kept ones' addresses are worth a look.
+    let deferred = location.wrapping_sub(cfg.deferred_free_at) < cfg.deferred_free_len;
+    if deferred && !maybe_kept(skb) {
         return 0;
     }
     on_free(Probe::Consume, skb, location, 0);
+    if deferred {
+        forget_skb(skb);
+    }
     0
 }
 
