@@ -5,7 +5,7 @@
 //! filter) was last seen entering that hook; `after_nat` sits just after the
 //! NAT priority of the hooks that rewrite addresses, so the difference
 //! between the two is the NAT the kernel applied (where there is none, the
-//! after-NAT program mostly says nothing: see `observe`). Both always accept:
+//! after-NAT program says nothing unless it cannot tell: see `observe`). Both always accept:
 //! pkttrace never changes a verdict.
 #![no_std]
 #![no_main]
@@ -20,7 +20,6 @@ use tracer_ebpf::{
 };
 
 const NF_ACCEPT: i32 = 1;
-const NF_INET_LOCAL_IN: u8 = 1;
 const NF_INET_LOCAL_OUT: u8 = 3;
 const NF_INET_POST_ROUTING: u8 = 4;
 
@@ -83,13 +82,10 @@ fn observe(ctx: *const NfContext, probe: Probe) {
         && let (Some(before), Some(now)) = (recorded, print)
         && before == now
     {
-        // Where conntrack had already looked at the entry (INPUT,
-        // POSTROUTING), an unchanged packet adds nothing to its entry's
-        // event; at PREROUTING and OUTPUT this event brings conntrack's word.
-        let hook = field::<u8>(state, offset!(nf_state_hook));
-        if hook == NF_INET_LOCAL_IN || hook == NF_INET_POST_ROUTING {
-            return;
-        }
+        // An unchanged packet adds nothing to its entry's event. Conntrack's
+        // word on it (which PREROUTING's and OUTPUT's entries come too early
+        // for) stays on the skb, and the next hook's entry event carries it.
+        return;
     }
     // Kept: the after-NAT program compares what it sees with this.
     let kept = || match (probe, print) {

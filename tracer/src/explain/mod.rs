@@ -1690,10 +1690,18 @@ impl Explainer<'_> {
             self.push(event, Some(event.ifname.to_string()), text, details);
         }
         // At a hook's entry conntrack may not have looked yet (PREROUTING,
-        // OUTPUT): what it decided shows after the NAT.
+        // OUTPUT): what it decided shows after the NAT or, where the NAT
+        // changed nothing, at the packet's next hook here (it stays on the skb).
         let conntrack = event
             .conntrack
             .or_else(|| after.and_then(|(_, a)| a.conntrack))
+            .or_else(|| {
+                events[i + 1..]
+                    .iter()
+                    .find(|e| e.skb == event.skb && matches!(e.kind, EventKind::Netfilter { .. }))
+                    .filter(|e| e.netns == event.netns)
+                    .and_then(|e| e.conntrack)
+            })
             .map(|c| c.state());
         // Some hooks have no program after them: a packet netfilter drops is
         // freed with a drop reason, so without one it passed.
