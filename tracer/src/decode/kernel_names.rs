@@ -3,7 +3,7 @@
 
 use std::{
     collections::HashMap,
-    sync::{Mutex, OnceLock},
+    sync::{Arc, Mutex, OnceLock},
     thread::JoinHandle,
 };
 
@@ -13,12 +13,19 @@ const KALLSYMS: &str = "/proc/kallsyms";
 type Symbols = Vec<(u64, String)>;
 
 pub struct KernelNames {
-    drop_reasons: HashMap<u32, String>,
+    drop_reasons: HashMap<u32, Arc<str>>,
     /// Text symbols sorted by address; read on a thread of their own (some
     /// 100 ms of kallsyms) while start-up goes on.
     symbols: OnceLock<Symbols>,
     reading_symbols: Mutex<Option<JoinHandle<Symbols>>>,
+    /// Each code address's name, made once: a followed stream frees its
+    /// packets at the same few places, and looking up and formatting the
+    /// name for every event was an allocation each.
+    named_locations: Mutex<foldhash::HashMap<u64, Arc<str>>>,
 }
+
+/// Most code addresses whose names are kept (a few dozen are usual).
+const MAX_NAMED_LOCATIONS: usize = 4096;
 
 impl KernelNames {
     /// `drop_reasons` come from BTF; code addresses from /proc/kallsyms.
@@ -28,9 +35,10 @@ impl KernelNames {
             sorted(kallsyms.lines().filter_map(text_symbol).collect())
         });
         Self {
-            drop_reasons: drop_reasons.into_iter().collect(),
+            drop_reasons: shared(drop_reasons),
             symbols: OnceLock::new(),
             reading_symbols: Mutex::new(Some(reading)),
+            named_locations: Mutex::default(),
         }
     }
 
@@ -38,9 +46,10 @@ impl KernelNames {
     #[cfg(test)]
     pub fn from_parts(drop_reasons: Vec<(u32, String)>, symbols: Symbols) -> Self {
         Self {
-            drop_reasons: drop_reasons.into_iter().collect(),
+            drop_reasons: shared(drop_reasons),
             symbols: OnceLock::from(sorted(symbols)),
             reading_symbols: Mutex::new(None),
+            named_locations: Mutex::default(),
         }
     }
 
@@ -73,16 +82,31 @@ impl KernelNames {
         Some((start, end - start))
     }
 
-    pub fn drop_reason(&self, value: u32) -> String {
+    pub fn drop_reason(&self, value: u32) -> Arc<str> {
         self.drop_reasons
             .get(&value)
             .cloned()
-            .unwrap_or_else(|| format!("reason {value}"))
+            .unwrap_or_else(|| format!("reason {value}").into())
     }
 
     /// `function+0xoffset` for a kernel code address, or the bare address when
     /// kallsyms hides addresses (kptr_restrict) or does not know it.
-    pub fn symbol(&self, address: u64) -> String {
+    pub fn symbol(&self, address: u64) -> Arc<str> {
+        let Ok(mut named) = self.named_locations.lock() else {
+            return self.name_of(address).into();
+        };
+        if let Some(name) = named.get(&address) {
+            return name.clone();
+        }
+        if named.len() == MAX_NAMED_LOCATIONS {
+            named.clear();
+        }
+        let name: Arc<str> = self.name_of(address).into();
+        named.insert(address, name.clone());
+        name
+    }
+
+    fn name_of(&self, address: u64) -> String {
         let symbols = self.symbols();
         let index = symbols.partition_point(|(start, _)| *start <= address);
         match index.checked_sub(1).map(|i| &symbols[i]) {
@@ -93,6 +117,13 @@ impl KernelNames {
             _ => format!("{address:#x}"),
         }
     }
+}
+
+fn shared(drop_reasons: Vec<(u32, String)>) -> HashMap<u32, Arc<str>> {
+    drop_reasons
+        .into_iter()
+        .map(|(value, name)| (value, name.into()))
+        .collect()
 }
 
 /// A text (code) symbol of a kallsyms line: address and name.

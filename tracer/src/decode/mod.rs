@@ -6,7 +6,7 @@ pub mod dns;
 mod kernel_names;
 pub mod nftrace;
 
-use std::net::Ipv4Addr;
+use std::{net::Ipv4Addr, sync::Arc};
 
 use compact_str::CompactString;
 use serde::{Deserialize, Serialize};
@@ -89,14 +89,13 @@ pub enum EventKind {
         side: NatSide,
         out_ifindex: u32,
     },
+    /// Names are shared (`KernelNames` keeps one of each): no allocation per event.
     Drop {
-        reason: String,
-        location: String,
+        reason: Arc<str>,
+        location: Arc<str>,
     },
     /// Freed normally.
-    Consume {
-        location: String,
-    },
+    Consume { location: Arc<str> },
     /// Read from a socket by a process.
     SocketRead,
     /// A TCP segment's payload, copied by the TC program of a traced
@@ -589,6 +588,16 @@ mod tests {
     }
 
     #[test]
+    fn a_code_address_is_named_once_and_shared() {
+        let names = names();
+        let first = names.symbol(0xffff_ffff_8100_0412);
+        assert_eq!(&*first, "ip_forward+0x12");
+        assert!(Arc::ptr_eq(&first, &names.symbol(0xffff_ffff_8100_0412)));
+        assert_eq!(&*names.symbol(0xffff_ffff_8100_0000), "nf_hook_slow");
+        assert_eq!(&*names.symbol(0x10), "0x10");
+    }
+
+    #[test]
     fn names_drop_reasons_and_locations() {
         let mut raw = raw_netfilter_event();
         raw.probe = Probe::Drop as u8;
@@ -606,7 +615,7 @@ mod tests {
         let EventKind::Drop { reason, .. } = decode(&raw, None, &names()).unwrap().kind else {
             panic!()
         };
-        assert_eq!(reason, "reason 999");
+        assert_eq!(&*reason, "reason 999");
     }
 
     #[test]

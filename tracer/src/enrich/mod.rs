@@ -220,7 +220,7 @@ pub fn journey_ipv4_settings(journey: &Journey, topology: &Topology) -> Vec<(u32
             } => wanted.push((event.netns, event.ifname.as_str())),
             EventKind::Drop { reason, .. }
                 if matches!(
-                    reason.as_str(),
+                    &**reason,
                     "IP_INADDRERRORS" | "IP_INNOROUTES" | "IP_RPFILTER"
                 ) =>
             {

@@ -837,7 +837,7 @@ pub fn explain(
             EventKind::Drop { reason, location }
                 if is_a_copys_fate(reason, delivered_to_socket) =>
             {
-                if reason == "OTHERHOST" {
+                if &**reason == "OTHERHOST" {
                     x.discarded_in.push(event.netns);
                     let text = format!(
                         "a flooded copy reached {ns}, whose kernel discarded it: not addressed to it ({reason})"
@@ -867,8 +867,8 @@ pub fn explain(
                     device,
                     text,
                     Details::Drop {
-                        reason: reason.clone(),
-                        location: location.clone(),
+                        reason: reason.to_string(),
+                        location: location.to_string(),
                         hint,
                         hook: None,
                         rule: None,
@@ -876,7 +876,7 @@ pub fn explain(
                 );
             }
             EventKind::Drop { reason, location } => {
-                let netfilter = reason == "NETFILTER_DROP";
+                let netfilter = &**reason == "NETFILTER_DROP";
                 let hook = netfilter.then(|| x.last_netfilter_hook()).flatten();
                 let rule = netfilter.then(|| x.facts.rule_verdict.clone()).flatten();
                 let input = x.input_device(events, i);
@@ -908,8 +908,8 @@ pub fn explain(
                 ending = Some(Ending::Dropped {
                     namespace: ns,
                     netns: event.netns,
-                    reason: reason.clone(),
-                    location: location.clone(),
+                    reason: reason.to_string(),
+                    location: location.to_string(),
                     hook,
                     rule: rule.clone(),
                 });
@@ -918,8 +918,8 @@ pub fn explain(
                     device,
                     text,
                     Details::Drop {
-                        reason: reason.clone(),
-                        location: location.clone(),
+                        reason: reason.to_string(),
+                        location: location.to_string(),
                         hint,
                         hook,
                         rule,
@@ -1714,7 +1714,7 @@ impl Explainer<'_> {
             .find(|e| !matches!(e.kind, EventKind::Route { .. }))
             .is_some_and(|e| {
                 matches!(&e.kind, EventKind::Drop { reason, .. }
-                    if reason == "NETFILTER_DROP" && !is_a_copys_fate(reason, read_by_a_socket))
+                    if &**reason == "NETFILTER_DROP" && !is_a_copys_fate(reason, read_by_a_socket))
             });
         let passed = if dropped_here { "entered" } else { "passed" };
         let mut text = format!(

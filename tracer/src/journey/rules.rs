@@ -87,7 +87,7 @@ impl RuleTraces {
     /// event), when a traversal in its namespace with its headers ended in a
     /// drop; the newest such traversal is the one.
     pub fn drop_of(&self, drop: &Event) -> Option<TracedDrop> {
-        if !matches!(&drop.kind, EventKind::Drop { reason, .. } if reason == "NETFILTER_DROP") {
+        if !matches!(&drop.kind, EventKind::Drop { reason, .. } if &**reason == "NETFILTER_DROP") {
             return None;
         }
         let packet = drop.packet;

@@ -125,7 +125,7 @@ fn a_drop_ends_the_journey() {
             .find(|e| !matches!(e.kind, EventKind::Route { .. }))
             .unwrap();
         assert!(
-            matches!(&last.kind, EventKind::Drop { reason: r, .. } if r == reason),
+            matches!(&last.kind, EventKind::Drop { reason: r, .. } if &**r == reason),
             "{:?}",
             last.kind
         );
@@ -286,7 +286,7 @@ fn a_packet_waiting_for_arp_keeps_its_journey_open_until_the_neighbour_fails() {
     let events = recorded(NEIGH_FAILED);
     let drop = events
         .iter()
-        .find(|e| matches!(&e.kind, EventKind::Drop { reason, .. } if reason == "NEIGH_FAILED"))
+        .find(|e| matches!(&e.kind, EventKind::Drop { reason, .. } if &**reason == "NEIGH_FAILED"))
         .expect("the drop three seconds later")
         .clone();
     let mut assembler = Assembler::new(100_000_000);
@@ -313,10 +313,9 @@ fn a_packet_waiting_for_arp_keeps_its_journey_open_until_the_neighbour_fails() {
         })
         .expect("finished once dropped");
     assert!(
-        request
-            .events
-            .iter()
-            .any(|e| matches!(&e.kind, EventKind::Drop { reason, .. } if reason == "NEIGH_FAILED")),
+        request.events.iter().any(
+            |e| matches!(&e.kind, EventKind::Drop { reason, .. } if &**reason == "NEIGH_FAILED")
+        ),
         "the drop joined the journey of the packet it ended"
     );
 }
