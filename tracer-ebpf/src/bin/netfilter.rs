@@ -5,8 +5,8 @@
 //! filter) was last seen entering that hook; `after_nat` sits just after the
 //! NAT priority of the hooks that rewrite addresses, so the difference
 //! between the two is the NAT the kernel applied (where there is none, the
-//! after-NAT program says nothing unless it cannot tell: see `observe`). Both always accept:
-//! pkttrace never changes a verdict.
+//! after-NAT program says nothing unless it cannot tell: see `observe`).
+//! Both always accept: pkttrace never changes a verdict.
 #![no_std]
 #![no_main]
 
