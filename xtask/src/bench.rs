@@ -413,11 +413,18 @@ pub fn bench() -> Result<ExitCode> {
     let mut bpftrace_runs = Vec::new();
     let mut followed_runs = Vec::new();
     let other: Ipv4Addr = OTHER_ADDR.parse()?;
-    for _ in 0..ROUNDS {
+    for round in 0..ROUNDS {
         baselines.push(measure()?);
-        unrelated_runs.push(measure_traced(&pkttrace, OTHER_ADDR)?);
-        bpftrace_runs.push(measure_bpftrace(other)?);
-        followed_runs.push(measure_traced(&pkttrace, HOST_ADDR)?);
+        // The traced settings take turns at each place of a round: one always
+        // run at the same place would carry whatever that place costs (in
+        // alternating A/B runs the first after a baseline measured higher).
+        for setting in (0..3).map(|place| (place + round) % 3) {
+            match setting {
+                0 => unrelated_runs.push(measure_traced(&pkttrace, OTHER_ADDR)?),
+                1 => bpftrace_runs.push(measure_bpftrace(other)?),
+                _ => followed_runs.push(measure_traced(&pkttrace, HOST_ADDR)?),
+            }
+        }
     }
     // The last round's runs are bracketed by a baseline after them too.
     baselines.push(measure()?);
