@@ -128,9 +128,9 @@ struct Traffic {
     udp_kpps: f64,
 }
 
-/// One TCP stream and one flood of small UDP datagrams, from the namespace to the host.
-fn measure() -> Result<Traffic> {
-    let _server = Background(
+/// iperf3's server on the host's end of the veth, for one measurement.
+fn iperf_server() -> Result<Background> {
+    let server = Background(
         Command::new("iperf3")
             .args(["-s", "-B", HOST_ADDR])
             .stdout(Stdio::null())
@@ -139,25 +139,114 @@ fn measure() -> Result<Traffic> {
             .context("cannot start iperf3 (run `cargo xtask setup`)")?,
     );
     thread::sleep(Duration::from_millis(500));
+    Ok(server)
+}
+
+/// One iperf3 run from the namespace to the host, its JSON report.
+fn iperf_client(extra: &[&str]) -> Result<Value> {
     let seconds = SECONDS.to_string();
-    let client = |extra: &[&str]| -> Result<Value> {
-        let mut args = vec![
-            "netns", "exec", NETNS, "iperf3", "-c", HOST_ADDR, "-t", &seconds, "-J",
-        ];
-        args.extend_from_slice(extra);
-        Ok(serde_json::from_str(&read(&mut cmd("ip", args))?)?)
-    };
-    let number = |report: &Value, path: &str| {
-        report
-            .pointer(path)
-            .and_then(Value::as_f64)
-            .with_context(|| format!("iperf3 report has no {path}"))
-    };
-    let tcp = client(&[])?;
-    let udp = client(&["-u", "-b", "0", "-l", "64"])?;
+    let mut args = vec![
+        "netns", "exec", NETNS, "iperf3", "-c", HOST_ADDR, "-t", &seconds, "-J",
+    ];
+    args.extend_from_slice(extra);
+    Ok(serde_json::from_str(&read(&mut cmd("ip", args))?)?)
+}
+
+const UDP_FLOOD: [&str; 5] = ["-u", "-b", "0", "-l", "64"];
+
+fn number(report: &Value, path: &str) -> Result<f64> {
+    report
+        .pointer(path)
+        .and_then(Value::as_f64)
+        .with_context(|| format!("iperf3 report has no {path}"))
+}
+
+/// One TCP stream and one flood of small UDP datagrams, from the namespace to the host.
+fn measure() -> Result<Traffic> {
+    let _server = iperf_server()?;
+    let tcp = iperf_client(&[])?;
+    let udp = iperf_client(&UDP_FLOOD)?;
     Ok(Traffic {
         tcp_gbits: number(&tcp, "/end/sum_received/bits_per_second")? / 1e9,
         udp_kpps: number(&udp, "/end/sum/packets")? / f64::from(SECONDS) / 1e3,
+    })
+}
+
+/// `kernel.bpf_stats_enabled` on while it lives (the kernel then counts each
+/// program's runs and their time), as it was before afterwards.
+struct BpfStats(String);
+
+const BPF_STATS: &str = "/proc/sys/kernel/bpf_stats_enabled";
+
+impl BpfStats {
+    fn on() -> Result<Self> {
+        let before =
+            fs::read_to_string(BPF_STATS).with_context(|| format!("cannot read {BPF_STATS}"))?;
+        fs::write(BPF_STATS, "1").with_context(|| format!("cannot write {BPF_STATS}"))?;
+        Ok(Self(before.trim().to_string()))
+    }
+}
+
+impl Drop for BpfStats {
+    fn drop(&mut self) {
+        let _ = fs::write(BPF_STATS, &self.0);
+    }
+}
+
+/// The runs and run time (ns) the kernel counted for the BPF programs the
+/// process `pid` holds: their ids are in its file descriptors' fdinfo (a
+/// program's own, or a link's), their counts in bpftool's listing.
+fn bpf_runs_of(pid: u32) -> Result<(u64, u64)> {
+    let mut ids = Vec::new();
+    let fdinfo = format!("/proc/{pid}/fdinfo");
+    for entry in fs::read_dir(&fdinfo).with_context(|| format!("cannot list {fdinfo}"))? {
+        let Ok(info) = fs::read_to_string(entry?.path()) else {
+            continue;
+        };
+        ids.extend(info.lines().filter_map(|line| {
+            line.strip_prefix("prog_id:")
+                .and_then(|id| id.trim().parse::<u64>().ok())
+        }));
+    }
+    let shown: Value =
+        serde_json::from_str(&read(&mut cmd("bpftool", ["prog", "show", "--json"]))?)?;
+    let held = |program: &&Value| {
+        program
+            .get("id")
+            .and_then(Value::as_u64)
+            .is_some_and(|id| ids.contains(&id))
+    };
+    let sum = |field: &str| -> u64 {
+        shown
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(held)
+            .filter_map(|program| program.get(field).and_then(Value::as_u64))
+            .sum()
+    };
+    Ok((sum("run_cnt"), sum("run_time_ns")))
+}
+
+/// What the kernel itself counted for a tracer's programs during one 64-byte
+/// UDP flood none of which they keep: program runs and BPF time (ns) per
+/// datagram. The statistics cost a little time per run themselves, so this
+/// flood's rate is not one of the ratios.
+struct BpfCost {
+    runs: f64,
+    ns: f64,
+}
+
+fn bpf_cost_during_flood(tracer: &Running) -> Result<BpfCost> {
+    let _stats = BpfStats::on()?;
+    let _server = iperf_server()?;
+    let (runs_before, ns_before) = bpf_runs_of(tracer.pid())?;
+    let flood = iperf_client(&UDP_FLOOD)?;
+    let (runs_after, ns_after) = bpf_runs_of(tracer.pid())?;
+    let datagrams = number(&flood, "/end/sum/packets")?.max(1.0);
+    Ok(BpfCost {
+        runs: (runs_after - runs_before) as f64 / datagrams,
+        ns: (ns_after - ns_before) as f64 / datagrams,
     })
 }
 
@@ -303,19 +392,24 @@ impl Running {
 
 /// Runs `measure` while bpftrace watches `address` with `bpftrace_script`.
 fn measure_bpftrace(address: Ipv4Addr) -> Result<Traffic> {
-    let mut command = Command::new("bpftrace");
-    command.args(["-e", &bpftrace_script(address)]);
-    let tracer = Running::start(command, "bpftrace", false, "Attaching")?;
-    // "Attaching" comes just before the attach itself.
-    thread::sleep(Duration::from_secs(1));
+    let tracer = start_bpftrace(address)?;
     let traffic = measure();
     tracer.stop()?;
     traffic
 }
 
-/// Runs `measure` while pkttrace follows `dest` from the host, once it has
-/// attached (start-up, with the verifier's work, is not what is measured).
-fn measure_traced(pkttrace: &std::path::Path, dest: &str) -> Result<(Traffic, TracerUsage)> {
+/// bpftrace with `bpftrace_script`, attached.
+fn start_bpftrace(address: Ipv4Addr) -> Result<Running> {
+    let mut command = Command::new("bpftrace");
+    command.args(["-e", &bpftrace_script(address)]);
+    let tracer = Running::start(command, "bpftrace", false, "Attaching")?;
+    // "Attaching" comes just before the attach itself.
+    thread::sleep(Duration::from_secs(1));
+    Ok(tracer)
+}
+
+/// pkttrace following `dest` from the namespace, attached.
+fn start_pkttrace(pkttrace: &std::path::Path, dest: &str) -> Result<Running> {
     let mut command = Command::new(pkttrace);
     command.args([
         "follow",
@@ -325,7 +419,13 @@ fn measure_traced(pkttrace: &std::path::Path, dest: &str) -> Result<(Traffic, Tr
         "--timeout",
         &(SECONDS * 2 + 70).to_string(),
     ]);
-    let tracer = Running::start(command, "pkttrace", true, "pkttrace: following")?;
+    Running::start(command, "pkttrace", true, "pkttrace: following")
+}
+
+/// Runs `measure` while pkttrace follows `dest` from the host, once it has
+/// attached (start-up, with the verifier's work, is not what is measured).
+fn measure_traced(pkttrace: &std::path::Path, dest: &str) -> Result<(Traffic, TracerUsage)> {
+    let tracer = start_pkttrace(pkttrace, dest)?;
     let pid = tracer.pid();
     thread::sleep(Duration::from_secs(1));
     let cpu_before = cpu_seconds(pid).unwrap_or(0.0);
@@ -428,6 +528,14 @@ pub fn bench() -> Result<ExitCode> {
     }
     // The last round's runs are bracketed by a baseline after them too.
     baselines.push(measure()?);
+    // What the kernel itself counts, steadier than rates on a noisy machine.
+    let cost_of = |tracer: Running| -> Result<BpfCost> {
+        let cost = bpf_cost_during_flood(&tracer);
+        tracer.stop()?;
+        cost
+    };
+    let pkttrace_cost = cost_of(start_pkttrace(&pkttrace, OTHER_ADDR)?)?;
+    let bpftrace_cost = cost_of(start_bpftrace(other)?)?;
     // The most memory, CPU time and loss of any round; the median event rate.
     let worst = |runs: &[(Traffic, TracerUsage)]| -> TracerUsage {
         let rates: Vec<f64> = runs
@@ -527,6 +635,10 @@ pub fn bench() -> Result<ExitCode> {
             ));
         }
     }
+    println!(
+        "bench: BPF time per unrelated 64-byte datagram (kernel.bpf_stats_enabled, one flood): pkttrace {:.0} ns in {:.1} program runs; bpftrace {:.0} ns in {:.1} runs",
+        pkttrace_cost.ns, pkttrace_cost.runs, bpftrace_cost.ns, bpftrace_cost.runs
+    );
     let followed_traffic: Vec<Traffic> = followed_runs.iter().map(|(t, _)| *t).collect();
     let (followed_share, low, high) = median_spread(&shares(&followed_traffic, tcp));
     println!(
