@@ -1639,21 +1639,18 @@ impl Explainer<'_> {
     ) {
         let event = &events[i];
         let ns = self.namespace(event.netns);
+        let next_netfilter = events
+            .iter()
+            .enumerate()
+            .skip(i + 1)
+            .find(|(_, e)| e.skb == event.skb && matches!(e.kind, EventKind::Netfilter { .. }));
         // The observation on the other side of the NAT priority, same hook:
         // the packet's next netfilter event, when it is that one (where no
-        // NAT changed a packet conntrack had seen, there is none).
-        let after = (side == NatSide::Before)
-            .then(|| {
-                events
-                    .iter()
-                    .enumerate()
-                    .skip(i + 1)
-                    .find(|(_, e)| e.skb == event.skb && matches!(e.kind, EventKind::Netfilter { .. }))
-                    .filter(|(_, e)| {
-                        matches!(e.kind, EventKind::Netfilter { hook: h, side: NatSide::After, .. } if h == hook)
-                    })
-            })
-            .flatten();
+        // NAT changed the packet, there is none).
+        let after = next_netfilter.filter(|(_, e)| {
+            side == NatSide::Before
+                && matches!(e.kind, EventKind::Netfilter { hook: h, side: NatSide::After, .. } if h == hook)
+        });
         if let Some((j, _)) = after {
             told[j] = true;
         }
@@ -1696,11 +1693,9 @@ impl Explainer<'_> {
             .conntrack
             .or_else(|| after.and_then(|(_, a)| a.conntrack))
             .or_else(|| {
-                events[i + 1..]
-                    .iter()
-                    .find(|e| e.skb == event.skb && matches!(e.kind, EventKind::Netfilter { .. }))
-                    .filter(|e| e.netns == event.netns)
-                    .and_then(|e| e.conntrack)
+                next_netfilter
+                    .filter(|(_, e)| e.netns == event.netns)
+                    .and_then(|(_, e)| e.conntrack)
             })
             .map(|c| c.state());
         // Some hooks have no program after them: a packet netfilter drops is
