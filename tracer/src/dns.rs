@@ -98,6 +98,7 @@ pub async fn run(args: DnsArgs) -> Result<ExitCode> {
         &traced_namespaces,
     );
     intake.all_attached();
+    crate::allocator::fast_for_events();
     eprintln!(
         "pkttrace: watching DNS of {} ({}); Ctrl-C to stop",
         container.name,

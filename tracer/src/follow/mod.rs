@@ -160,6 +160,7 @@ pub async fn run(args: FollowArgs) -> Result<ExitCode> {
             )
         })
         .unwrap_or_default();
+    crate::allocator::fast_for_events();
     eprintln!(
         "pkttrace: following {} → {}{port}{behind}{}",
         source.label,
