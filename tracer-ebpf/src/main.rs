@@ -18,12 +18,15 @@ const IPPROTO_TCP: u8 = 6;
 const IPPROTO_UDP: u8 = 17;
 use tracer_ebpf::{
     HeaderAt, Ipv4Header, capture_skb, config, current_netns, current_task, device, emit,
-    emit_packet, emit_payload_record, emit_with_payload, field, forget_skb, in_scope, look,
+    emit_packet, emit_payload_record, emit_with_payload, field, floor, forget_skb, in_scope, look,
     maybe_kept, netns_inode, offset, plain, ports_match, read, read_macs, scratch_event, skb_netns,
 };
 
 #[btf_tracepoint(function = "net_dev_queue")]
 pub fn net_dev_queue(ctx: BtfTracePointContext) -> i32 {
+    if floor() {
+        return 0;
+    }
     let skb: u64 = ctx.arg(0);
     // The frame is built: its MAC addresses say where it goes next.
     on_skb(
@@ -40,6 +43,9 @@ pub fn net_dev_queue(ctx: BtfTracePointContext) -> i32 {
 
 #[btf_tracepoint(function = "netif_receive_skb")]
 pub fn netif_receive_skb(ctx: BtfTracePointContext) -> i32 {
+    if floor() {
+        return 0;
+    }
     let skb: u64 = ctx.arg(0);
     // The Ethernet header is already pulled: skb->data is the IP header.
     on_skb(Probe::Receive, skb, HeaderAt::Data, true, |_| {});
@@ -82,6 +88,9 @@ fn sending_context(ctx: &BtfTracePointContext) -> u8 {
 
 #[btf_tracepoint(function = "kfree_skb")]
 pub fn kfree_skb(ctx: BtfTracePointContext) -> i32 {
+    if floor() {
+        return 0;
+    }
     let skb: u64 = ctx.arg(0);
     let location: u64 = ctx.arg(1);
     let reason: u32 = ctx.arg(2);
@@ -91,6 +100,9 @@ pub fn kfree_skb(ctx: BtfTracePointContext) -> i32 {
 
 #[btf_tracepoint(function = "consume_skb")]
 pub fn consume_skb(ctx: BtfTracePointContext) -> i32 {
+    if floor() {
+        return 0;
+    }
     let skb: u64 = ctx.arg(0);
     let location: u64 = ctx.arg(1);
     let Some(cfg) = config() else { return 0 };
@@ -109,6 +121,9 @@ pub fn consume_skb(ctx: BtfTracePointContext) -> i32 {
 
 #[btf_tracepoint(function = "skb_copy_datagram_iovec")]
 pub fn skb_copy_datagram_iovec(ctx: BtfTracePointContext) -> i32 {
+    if floor() {
+        return 0;
+    }
     let skb: u64 = ctx.arg(0);
     let Some(cfg) = config() else { return 0 };
     // A queued skb has lost its device: the reader's own namespace is where it landed.
@@ -139,6 +154,9 @@ const AF_INET: u16 = 2;
 /// datagram that reached this socket and was not read yet.
 #[btf_tracepoint(function = "sock_recv_length")]
 pub fn sock_recv_length(ctx: BtfTracePointContext) -> i32 {
+    if floor() {
+        return 0;
+    }
     let sk: u64 = ctx.arg(0);
     let received: i32 = ctx.arg(1);
     let flags: i32 = ctx.arg(2);
@@ -186,6 +204,9 @@ pub fn sock_recv_length(ctx: BtfTracePointContext) -> i32 {
 
 #[btf_tracepoint(function = "fib_table_lookup")]
 pub fn fib_table_lookup(ctx: BtfTracePointContext) -> i32 {
+    if floor() {
+        return 0;
+    }
     let table: u32 = ctx.arg(0);
     let flow: u64 = ctx.arg(1);
     let nexthop: u64 = ctx.arg(2);
@@ -294,6 +315,9 @@ const ETH_HLEN: usize = 14;
 /// `bpf_skb_load_bytes` reads through them. Never changes the packet.
 #[classifier]
 pub fn tcp_payload(ctx: TcContext) -> i32 {
+    if floor() {
+        return TC_NEXT;
+    }
     capture_tcp_payload(&ctx);
     TC_NEXT
 }

@@ -15,8 +15,8 @@ use core::ffi::c_void;
 use tracer_common::{Config, HeadersEvent, PacketEvent, Probe};
 use tracer_ebpf::{
     ENTRY_CHECK, EVENTS, EntrySeen, Header, HeaderAt, capture_skb, clear_event, config,
-    copy_headers, count_lost, device, entry_seen, field, ipv4_scope, look, netns_inode, offset,
-    read, scratch_event, stamp, wake_flags, zeroed_event,
+    copy_headers, count_lost, device, entry_seen, field, floor, ipv4_scope, look, netns_inode,
+    offset, read, scratch_event, stamp, wake_flags, zeroed_event,
 };
 
 const NF_ACCEPT: i32 = 1;
@@ -46,6 +46,9 @@ pub extern "C" fn after_nat(ctx: *const NfContext) -> i32 {
 
 #[inline(always)]
 fn observe(ctx: *const NfContext, probe: Probe) {
+    if floor() {
+        return;
+    }
     // SAFETY: the verifier allows reading the context's two pointers.
     let (state, skb) = unsafe { ((*ctx).state, (*ctx).skb) };
     let Some(seen) = entry_seen() else { return };
