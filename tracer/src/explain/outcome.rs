@@ -294,7 +294,10 @@ pub fn icmp_error_meaning(icmp_type: u8, code: u8) -> String {
         (3, 5) => "source route failed".into(),
         (3, 6) => "destination network unknown".into(),
         (3, 7) => "destination host unknown".into(),
-        (3, 9) | (3, 10) | (3, 13) => "communication administratively prohibited".into(),
+        // iptables' icmp-net-prohibited, icmp-host-prohibited, icmp-admin-prohibited.
+        (3, 9) => "network administratively prohibited".into(),
+        (3, 10) => "host administratively prohibited".into(),
+        (3, 13) => "communication administratively prohibited".into(),
         (3, code) => format!("destination unreachable (code {code})"),
         (4, _) => "source quench".into(),
         (5, _) => "redirect".into(),

@@ -848,3 +848,22 @@ fn the_journey_picture_of_a_ping_through_masquerade() {
     }
     insta::assert_snapshot!(dot);
 }
+
+/// iptables' three REJECT codes for "prohibited" are told apart, as
+/// `iptables -S` names them (icmp-net-, icmp-host-, icmp-admin-prohibited).
+#[test]
+fn each_prohibited_code_is_named_as_its_reject_rule_says() {
+    use super::outcome::icmp_error_meaning;
+    assert_eq!(
+        icmp_error_meaning(3, 9),
+        "network administratively prohibited"
+    );
+    assert_eq!(
+        icmp_error_meaning(3, 10),
+        "host administratively prohibited"
+    );
+    assert_eq!(
+        icmp_error_meaning(3, 13),
+        "communication administratively prohibited"
+    );
+}
