@@ -7,8 +7,8 @@ const MI_OPTION_ARENA_EAGER_COMMIT: i32 = 4;
 const MI_OPTION_PURGE_DELAY: i32 = 15;
 /// How long freed pages wait before going back once events stream (ms).
 /// mimalloc's default, 10 ms, still gave back pages the next stories
-/// needed: faulting them in again was a tenth of the CPU time (perf);
-/// with a second, under 4%, and the same peak.
+/// needed: the kernel, faulting them in again, took 14% of pkttrace's CPU
+/// time (perf); with a second, under 4%, and the same peak.
 const STREAMING_PURGE_DELAY_MS: i64 = 1000;
 
 /// Start-up: memory is committed as the heap grows and freed pages go back
@@ -22,8 +22,9 @@ pub fn lean_for_startup() {
 }
 
 /// Start-up is over: what it freed goes back now, and from here freed pages
-/// wait before going back. Returned at once, a stream's events and stories
-/// faulted them in again (a fifth of the CPU time, perf).
+/// wait before going back (`STREAMING_PURGE_DELAY_MS`): returned at once,
+/// a stream's events and stories faulted them in again (18% of the CPU
+/// time, perf).
 pub fn fast_for_events() {
     // SAFETY: plain calls; `force` also takes over exited threads' memory.
     unsafe {
