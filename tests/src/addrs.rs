@@ -1,6 +1,6 @@
 //! /30 blocks of 198.51.100.0/24 for links from the host to things a test
-//! made (upstream namespaces, stand-in NICs), handed out under a file lock
-//! that every test process shares.
+//! made (upstream namespaces, stand-in NICs, far sides and the hosts behind
+//! them), handed out under a file lock that every test process shares.
 
 use std::fs::File;
 use std::net::Ipv4Addr;
@@ -36,13 +36,19 @@ impl Block {
     pub(crate) fn peer_cidr(&self) -> String {
         format!("{}/30", self.peer)
     }
+
+    /// The whole block, as a route's destination.
+    pub(crate) fn network_cidr(&self) -> String {
+        format!("{}/30", Ipv4Addr::from(u32::from(self.host) & !3))
+    }
 }
 
 /// Runs `create` with a /30 that touches no address or route more specific
 /// than /24 on the host, so that concurrent tests, the `cargo xtask lab`
 /// upstream and labs using more specific prefixes never collide. The lock is
 /// held until `create` returns: by then the block's host address must be on
-/// a host interface, where the next allocation sees it.
+/// a host interface, or a route to the block on the host, where the next
+/// allocation sees it.
 pub(crate) fn with_free_block<T>(create: impl FnOnce(Block) -> Result<T>) -> Result<T> {
     // Named for its first user; runs from older checkouts still take this lock.
     let lock = File::create(std::env::temp_dir().join("pkttrace-upstream.lock"))?;
@@ -109,6 +115,7 @@ default via 192.0.2.1 dev eth0
 198.51.100.0/24 dev pt-up-host proto kernel scope link src 198.51.100.254
 198.51.100.16/29 dev pt-1f3a-2 proto kernel scope link src 198.51.100.17 linkdown
 198.51.100.33 dev pt-1f3a-3 scope link
+198.51.100.40/30 via 198.51.100.6 dev pt-1f3a-4
 ";
 
     fn used(addrs: &str, routes: &str) -> Vec<usize> {
@@ -123,9 +130,10 @@ default via 192.0.2.1 dev eth0
 
     #[test]
     fn addresses_on_any_interface_and_specific_routes_take_blocks() {
-        // A veth (1), an ifb or tap (2), a /29 (4 and 5) and a host route (8);
-        // the lab's /24 and .254 take no more than the reserved blocks.
-        assert_eq!(used(ADDRS, ROUTES), [0, 1, 2, 4, 5, 8, 63]);
+        // A veth (1), an ifb or tap (2), a /29 (4 and 5), a host route (8)
+        // and a far side's block behind a router (10); the lab's /24 and .254
+        // take no more than the reserved blocks.
+        assert_eq!(used(ADDRS, ROUTES), [0, 1, 2, 4, 5, 8, 10, 63]);
     }
 
     #[test]
@@ -133,5 +141,6 @@ default via 192.0.2.1 dev eth0
         let block = Block::nth(3);
         assert_eq!(block.host_cidr(), "198.51.100.13/30");
         assert_eq!(block.peer_cidr(), "198.51.100.14/30");
+        assert_eq!(block.network_cidr(), "198.51.100.12/30");
     }
 }

@@ -189,13 +189,35 @@ impl DockerNetwork {
         Self::create_with(None, Some(subnet))
     }
 
+    /// A network on `subnet` whose containers leave with their own private
+    /// addresses: masquerading off
+    /// (`-o com.docker.network.bridge.enable_ip_masquerade=false`).
+    pub fn without_masquerade(subnet: &str) -> Result<Self> {
+        Self::create_with_options(
+            None,
+            Some(subnet),
+            &["com.docker.network.bridge.enable_ip_masquerade=false"],
+        )
+    }
+
     fn create(bridge: Option<&str>) -> Result<Self> {
         Self::create_with(bridge, None)
     }
 
     fn create_with(bridge: Option<&str>, subnet: Option<&str>) -> Result<Self> {
+        Self::create_with_options(bridge, subnet, &[])
+    }
+
+    fn create_with_options(
+        bridge: Option<&str>,
+        subnet: Option<&str>,
+        options: &[&str],
+    ) -> Result<Self> {
         let name = unique();
         let mut docker = cmd("docker", ["network", "create", "--driver", "bridge"]);
+        for option in options {
+            docker.args(["--opt", option]);
+        }
         if let Some(bridge) = bridge {
             docker.args(["--opt", &format!("com.docker.network.bridge.name={bridge}")]);
         }

@@ -10,7 +10,11 @@ use serde_json::Value;
 use crate::{RunOutput, pkttrace};
 
 /// The schema version the tests are written against.
-pub const SCHEMA_VERSION: u64 = 2;
+pub const SCHEMA_VERSION: u64 = 3;
+/// Set to a folder, every `follow_json` run also records what it told
+/// there (`--record <folder>/<test name>.jsonl`): how the explanation
+/// tests' recordings (tracer/src/explain/recordings) are made.
+const RECORD_INTO: &str = "PKTTRACE_RECORD_INTO";
 
 /// A finished `pkttrace follow --json` run.
 #[derive(Debug)]
@@ -19,11 +23,34 @@ pub struct Followed {
     pub records: Vec<Value>,
 }
 
+/// A run whose probe got no answer it asked for: exit code 1.
+pub fn follow_unanswered(args: &[&str]) -> Result<Followed> {
+    let followed = follow_json(args)?;
+    ensure!(
+        followed.code() == Some(1),
+        "exit code 1 when the probe gets no answer: {}",
+        followed.run
+    );
+    Ok(followed)
+}
+
 /// Runs `pkttrace follow <args> --json` to its end, whatever its exit code.
 pub fn follow_json(args: &[&str]) -> Result<Followed> {
-    let mut all = vec!["follow"];
-    all.extend_from_slice(args);
-    all.push("--json");
+    let mut all: Vec<String> = vec!["follow".into()];
+    all.extend(args.iter().map(|arg| arg.to_string()));
+    all.push("--json".into());
+    let records_itself = args.contains(&"--record");
+    if let Some(folder) = std::env::var_os(RECORD_INTO).filter(|_| !records_itself) {
+        let test = std::thread::current()
+            .name()
+            .unwrap_or("follow")
+            .rsplit("::")
+            .next()
+            .unwrap_or("follow")
+            .to_owned();
+        let path = std::path::Path::new(&folder).join(format!("{test}.jsonl"));
+        all.extend(["--record".into(), path.to_string_lossy().into_owned()]);
+    }
     Followed::read(pkttrace(&all)?)
 }
 
@@ -73,6 +100,44 @@ impl Followed {
             .into_iter()
             .filter(|j| j["tuple"]["protocol"] == "arp")
             .collect()
+    }
+
+    /// The only request of a run (retransmissions and later datagrams of
+    /// its flow aside), and its story's last hop.
+    pub fn only_request(&self) -> Result<(Value, Value)> {
+        let requests: Vec<&Value> = self
+            .journeys()
+            .into_iter()
+            .filter(|j| {
+                j["direction"] == "request"
+                    && j.get("retransmission_of").is_none()
+                    && j.get("same_flow_as").is_none()
+            })
+            .collect();
+        ensure!(requests.len() == 1, "one request: {:#?}", self.records);
+        let last = hops(requests[0]).last().context("a hop")?.clone();
+        Ok((requests[0].clone(), last))
+    }
+
+    /// The reply to `request`.
+    pub fn reply_to(&self, request: &Value) -> Result<&Value> {
+        self.journeys()
+            .into_iter()
+            .find(|j| j["reply_to"] == request["journey"])
+            .with_context(|| format!("a reply to #{}: {:#?}", request["journey"], self.records))
+    }
+
+    /// The no-reply line for `request`.
+    pub fn no_reply_to(&self, request: &Value) -> Result<&Value> {
+        self.no_replies()
+            .into_iter()
+            .find(|n| n["request"] == request["journey"])
+            .with_context(|| {
+                format!(
+                    "no reply said for #{}: {:#?}",
+                    request["journey"], self.records
+                )
+            })
     }
 
     /// The requests that got no reply.

@@ -1,4 +1,4 @@
-//! Guards for host-wide settings: sysctls and iptables rules.
+//! Guards for host-wide settings: sysctls, iptables rules and routes.
 
 use std::ffi::{OsStr, OsString};
 use std::fs;
@@ -228,6 +228,63 @@ fn is_chain_frame(line: &str) -> bool {
 }
 
 /// Deletes tagged iptables rules and restores sysctls of runs that are gone.
+/// A route of the host's own for the guard's lifetime, to a free /30 of
+/// 198.51.100.0/24: of a type that refuses (unreachable, blackhole,
+/// prohibit), or via a gateway. Drop deletes it. Like a sysctl it is noted in
+/// a file, so the sweep deletes the route of a run that was killed.
+#[derive(Debug)]
+pub struct HostRoute {
+    spec: Vec<String>,
+    block: String,
+    destination: std::net::Ipv4Addr,
+    note: PathBuf,
+}
+
+impl HostRoute {
+    /// `ip route add <kind> <block>`: kind is `unreachable`, `blackhole` or `prohibit`.
+    pub fn refusing(kind: &str) -> Result<Self> {
+        Self::add(|block| vec![kind.to_owned(), block])
+    }
+
+    /// `ip route add <block> via <gateway>`.
+    pub fn via(gateway: std::net::Ipv4Addr) -> Result<Self> {
+        Self::add(|block| vec![block, "via".into(), gateway.to_string()])
+    }
+
+    fn add(spec: impl FnOnce(String) -> Vec<String>) -> Result<Self> {
+        let note = std::env::temp_dir().join(format!("{}.route", unique()));
+        crate::addrs::with_free_block(|block| {
+            let spec = spec(block.network_cidr());
+            fs::write(&note, spec.join(" "))?;
+            let route = Self {
+                spec,
+                block: block.network_cidr(),
+                destination: block.host,
+                note,
+            };
+            run(cmd("ip", ["route", "add"]).args(&route.spec))?;
+            Ok(route)
+        })
+    }
+
+    /// The /30 it routes, `198.51.100.N/30`.
+    pub fn block(&self) -> &str {
+        &self.block
+    }
+
+    /// An address the route covers.
+    pub fn destination(&self) -> std::net::Ipv4Addr {
+        self.destination
+    }
+}
+
+impl Drop for HostRoute {
+    fn drop(&mut self) {
+        cleanup(cmd("ip", ["route", "del"]).args(&self.spec));
+        let _ = fs::remove_file(&self.note);
+    }
+}
+
 pub(crate) fn sweep() {
     for table in ["filter", "nat", "mangle", "raw"] {
         let Ok(rules) = run(&mut cmd("iptables", ["-t", table, "-S"])) else {
@@ -245,6 +302,13 @@ pub(crate) fn sweep() {
     };
     for entry in entries.flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
+        if name.ends_with(".route") && is_stale(&name) {
+            if let Ok(spec) = fs::read_to_string(entry.path()) {
+                cleanup(cmd("ip", ["route", "del"]).args(spec.split_whitespace()));
+            }
+            let _ = fs::remove_file(entry.path());
+            continue;
+        }
         if !name.ends_with(".sysctl") || !is_stale(&name) {
             continue;
         }

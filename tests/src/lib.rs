@@ -3,15 +3,17 @@
 //! Every type here is a guard for something a test creates on this machine:
 //! network namespaces ([`Upstream`], [`NetnsPair`]), Docker containers and
 //! networks ([`Container`], [`DockerNetwork`]), stand-ins for a real NIC
-//! ([`StandInNic`], [`TapNic`]) and settings ([`Sysctl`], [`IptablesRule`],
-//! the latter also inside another namespace). Drop undoes it, also while a
-//! failing test unwinds. Names are unique per process and thread
-//! (`pt-<pid>-<n>`), and the first guard of a process sweeps what killed runs
-//! left behind.
+//! ([`StandInNic`], [`TapNic`]), the world beyond one ([`FarSide`]: a router
+//! and a far host answering through a tap or tun) and settings ([`Sysctl`],
+//! [`IptablesRule`], the latter also inside another namespace). Drop undoes
+//! it, also while a failing test unwinds. Names are unique per process and
+//! thread (`pt-<pid>-<n>`), and the first guard of a process sweeps what
+//! killed runs left behind.
 //!
 //! Traffic stays on this machine: upstreams live in 198.51.100.0/24 inside
-//! namespaces, stand-in NICs free what they are sent, and containers should
-//! use a lab DNS server ([`Upstream::serve_dns`] with [`ContainerBuilder::dns`]).
+//! namespaces, stand-in NICs free what they are sent, far sides answer from
+//! inside the test process, and containers should use a lab DNS server
+//! ([`Upstream::serve_dns`] with [`ContainerBuilder::dns`]).
 //!
 //! Needs root, iproute2, iptables, busybox, dnsmasq, a running dockerd and
 //! the `pkttrace-lab` image: `cargo xtask setup` provides all of them.
@@ -19,6 +21,7 @@
 mod addrs;
 mod cmd;
 mod docker;
+mod far;
 mod follow;
 mod host;
 mod names;
@@ -29,9 +32,12 @@ mod pkttrace;
 pub use docker::{
     Container, ContainerBuilder, DockerNetwork, LAB_IMAGE, container_exists, docker_network_exists,
 };
-pub use follow::{Followed, SCHEMA_VERSION, follow_json, hop, hops, ip, kinds, netfilter_hooks};
-pub use host::{IptablesRule, Sysctl};
-pub use netns::{Netns, NetnsPair, Upstream, link_exists, netns_exists};
+pub use far::{FarAnswer, FarLink, FarSide, Sent, SentKind};
+pub use follow::{
+    Followed, SCHEMA_VERSION, follow_json, follow_unanswered, hop, hops, ip, kinds, netfilter_hooks,
+};
+pub use host::{HostRoute, IptablesRule, Sysctl};
+pub use netns::{InnerNetns, Netns, NetnsPair, Upstream, link_exists, netns_exists};
 pub use nic::{StandInNic, TapNic};
 pub use pkttrace::{
     DEFAULT_TIMEOUT, Pkttrace, RunOutput, netfilter_links, netfilter_links_at_least, nft_tables,

@@ -309,10 +309,39 @@ impl Upstream {
     /// An upstream with the given addresses, e.g. `("198.51.100.254/24",
     /// "198.51.100.1/24")`; the caller makes sure nothing else uses them.
     pub fn with_addrs(host_cidr: &str, cidr: &str) -> Result<Self> {
+        Self::create(host_cidr, cidr, true)
+    }
+
+    /// An upstream on a free /30 with no route beyond its own link: it
+    /// cannot answer a source it was not told the way back to (a container
+    /// address a network that does not masquerade lets out).
+    pub fn without_route_back() -> Result<Self> {
+        with_free_block(|block| Self::create(&block.host_cidr(), &block.peer_cidr(), false))
+    }
+
+    fn create(host_cidr: &str, cidr: &str, default_route: bool) -> Result<Self> {
         let name = unique();
         let host_veth = format!("{name}h");
-        let netns = Netns::create(name, host_veth, "eth0".into(), host_cidr, cidr, true)?;
+        let netns = Netns::create(
+            name,
+            host_veth,
+            "eth0".into(),
+            host_cidr,
+            cidr,
+            default_route,
+        )?;
         Ok(Self { netns })
+    }
+
+    /// Sets the MTU of the link to it, both ends (a smaller link on the path).
+    pub fn set_link_mtu(&self, mtu: u32) -> Result<()> {
+        let mtu = mtu.to_string();
+        run(&mut cmd(
+            "ip",
+            ["link", "set", &self.host_veth, "mtu", &mtu],
+        ))?;
+        self.exec_ok(["ip", "link", "set", &self.veth, "mtu", &mtu])?;
+        Ok(())
     }
 
     /// Serves a small page with busybox httpd on `port`; the page reads
@@ -404,6 +433,91 @@ impl Deref for NetnsPair {
 
     fn deref(&self) -> &Netns {
         &self.netns
+    }
+}
+
+/// A namespace reached only through another one: joined to `outer` by a
+/// veth whose near end (`near`) lives in `outer`, with forwarding on in
+/// both, so that the two can route to each other (or round in a loop).
+/// Drop deletes it, and the veth with it.
+#[derive(Debug)]
+pub struct InnerNetns {
+    name: String,
+    near: String,
+    ip: Ipv4Addr,
+    near_ip: Ipv4Addr,
+}
+
+impl InnerNetns {
+    /// Behind `outer`: `near_cidr` on the veth end in `outer`, `cidr` inside.
+    /// Addresses inside namespaces never touch the host's routing table.
+    pub fn behind(outer: &Netns, near_cidr: &str, cidr: &str) -> Result<Self> {
+        let name = unique();
+        let (near, far) = (format!("{name}a"), format!("{name}b"));
+        run(&mut cmd("ip", ["netns", "add", &name]))?;
+        let inner = Self {
+            near: near.clone(),
+            ip: parse_cidr(cidr)?.0,
+            near_ip: parse_cidr(near_cidr)?.0,
+            name,
+        };
+        outer.exec_ok([
+            "ip",
+            "link",
+            "add",
+            &near,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &far,
+            "netns",
+            &inner.name,
+        ])?;
+        outer.exec_ok(["ip", "addr", "add", near_cidr, "dev", &near])?;
+        outer.exec_ok(["ip", "link", "set", &near, "up"])?;
+        outer.exec_ok(["sysctl", "-qw", "net.ipv4.ip_forward=1"])?;
+        inner.exec_ok(["ip", "addr", "add", cidr, "dev", &far])?;
+        inner.exec_ok(["ip", "link", "set", &far, "up"])?;
+        inner.exec_ok(["ip", "link", "set", "lo", "up"])?;
+        inner.exec_ok(["sysctl", "-qw", "net.ipv4.ip_forward=1"])?;
+        Ok(inner)
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The veth end in the outer namespace.
+    pub fn near_veth(&self) -> &str {
+        &self.near
+    }
+
+    /// Its own address, and the outer namespace's on the veth between them.
+    pub fn ip(&self) -> Ipv4Addr {
+        self.ip
+    }
+
+    pub fn near_ip(&self) -> Ipv4Addr {
+        self.near_ip
+    }
+
+    /// Runs a command inside; a non-zero exit is an error. Returns stdout.
+    pub fn exec_ok<I, S>(&self, args: I) -> Result<String>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        let mut command = cmd("ip", ["netns", "exec", &self.name]);
+        command.args(args);
+        run(&mut command)
+    }
+}
+
+impl Drop for InnerNetns {
+    fn drop(&mut self) {
+        kill_all_inside(&self.name);
+        cleanup(&mut cmd("ip", ["netns", "del", &self.name]));
     }
 }
 

@@ -12,7 +12,7 @@ use std::io::{ErrorKind, Read};
 use std::net::Ipv4Addr;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::{self, JoinHandle, sleep};
 use std::time::{Duration, Instant};
 
@@ -24,7 +24,7 @@ use crate::cmd::{cmd, run};
 use crate::names::{delete_link, unique};
 use crate::netns::link_exists;
 
-/// How long the tap reader waits for a frame before it looks at its stop flag.
+/// How long a device's reader waits for a frame before it looks at its stop flag.
 const READER_POLL: Duration = Duration::from_millis(50);
 
 /// An ifb device with the host end of a /30: it frees every packet it is
@@ -86,11 +86,8 @@ impl Drop for StandInNic {
 /// [`next_hop`]: TapNic::next_hop
 #[derive(Debug)]
 pub struct TapNic {
-    name: String,
+    device: HeldDevice,
     block: Block,
-    stop: Arc<AtomicBool>,
-    /// Gives the tap back when stopped: it stays open as long as the reader may run.
-    reader: Option<JoinHandle<File>>,
     frames: Arc<Mutex<Vec<Vec<u8>>>>,
 }
 
@@ -114,23 +111,18 @@ impl TapNic {
         // Named first, as for StandInNic: the sweep may free blocks.
         let name = unique();
         with_free_block(|block| {
-            let tap = open_tap(&name)?;
-            let stop = Arc::new(AtomicBool::new(false));
+            let tap = open_device(&name, libc::IFF_TAP)?;
             let frames = Arc::new(Mutex::new(Vec::new()));
-            let reader = {
-                let (stop, frames) = (Arc::clone(&stop), Arc::clone(&frames));
-                thread::Builder::new()
-                    .name(format!("{name} reader"))
-                    .spawn(move || read_frames(tap, &stop, &frames))?
-            };
+            let keep = Arc::clone(&frames);
+            let device = HeldDevice::spawn(name, tap, move |_, frame| {
+                locked(&keep).push(frame.to_vec())
+            })?;
             let nic = Self {
-                name,
+                device,
                 block,
-                stop,
-                reader: Some(reader),
                 frames,
             };
-            bring_up(&nic.name, block)?;
+            bring_up(nic.name(), block)?;
             if static_neighbour {
                 let mac = Self::NEIGHBOUR_MAC.map(|b| format!("{b:02x}")).join(":");
                 run(&mut cmd(
@@ -142,7 +134,7 @@ impl TapNic {
                         "lladdr",
                         &mac,
                         "dev",
-                        &nic.name,
+                        nic.name(),
                         "nud",
                         "permanent",
                     ],
@@ -153,7 +145,7 @@ impl TapNic {
     }
 
     pub fn name(&self) -> &str {
-        &self.name
+        self.device.name()
     }
 
     /// The host's address on the device.
@@ -168,10 +160,7 @@ impl TapNic {
 
     /// Every frame read so far, oldest first, as raw Ethernet bytes.
     pub fn frames(&self) -> Vec<Vec<u8>> {
-        self.frames
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        locked(&self.frames).clone()
     }
 
     /// The first frame read (also before this call) that `wanted` accepts,
@@ -181,28 +170,79 @@ impl TapNic {
         timeout: Duration,
         wanted: impl Fn(&[u8]) -> bool,
     ) -> Option<Vec<u8>> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let found = self
-                .frames
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .iter()
-                .find(|frame| wanted(frame))
-                .cloned();
-            if found.is_some() || Instant::now() >= deadline {
-                return found;
-            }
-            sleep(Duration::from_millis(20));
-        }
+        wait_for(&self.frames, timeout, |frame| wanted(frame))
     }
 }
 
-impl Drop for TapNic {
+/// The first item in `items` (also one there before this call) that `wanted`
+/// accepts, waiting up to `timeout` for a reader thread to add it.
+pub(crate) fn wait_for<T: Clone>(
+    items: &Mutex<Vec<T>>,
+    timeout: Duration,
+    wanted: impl Fn(&T) -> bool,
+) -> Option<T> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let found = locked(items).iter().find(|item| wanted(item)).cloned();
+        if found.is_some() || Instant::now() >= deadline {
+            return found;
+        }
+        sleep(Duration::from_millis(20));
+    }
+}
+
+/// Locks what a reader thread shares: a test that panicked while holding
+/// it (a failed assertion) leaves it readable for the cleanup and the rest.
+pub(crate) fn locked<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A tap or tun device that lives as long as this process holds it open: a
+/// reader thread hands every frame the kernel sends through it to a handler,
+/// which may write answers back. Drop stops the reader and closes the
+/// device, which deletes it with its addresses and routes. [`TapNic`] and
+/// the far sides (`far.rs`) are built on it.
+#[derive(Debug)]
+pub(crate) struct HeldDevice {
+    name: String,
+    stop: Arc<AtomicBool>,
+    /// Gives the device back when stopped: it stays open as long as the reader may run.
+    reader: Option<JoinHandle<File>>,
+}
+
+impl HeldDevice {
+    /// Starts reading `device` (from [`open_device`]), named `name`.
+    pub(crate) fn spawn(
+        name: String,
+        device: File,
+        handle: impl FnMut(&mut File, &[u8]) + Send + 'static,
+    ) -> Result<Self> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let reader = {
+            let stop = Arc::clone(&stop);
+            let thread_name = format!("{name} reader");
+            thread::Builder::new()
+                .name(thread_name.clone())
+                .spawn(move || read_until_stopped(device, &thread_name, &stop, handle))
+                .context("cannot start the device reader")?
+        };
+        Ok(Self {
+            name,
+            stop,
+            reader: Some(reader),
+        })
+    }
+
+    pub(crate) fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+impl Drop for HeldDevice {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
         if let Some(reader) = self.reader.take() {
-            // Closing the tap's only descriptor deletes the (non-persistent) device.
+            // Closing the device's only descriptor deletes it (if non-persistent).
             drop(reader.join());
         }
         // Only there if something else made it persistent.
@@ -212,20 +252,21 @@ impl Drop for TapNic {
     }
 }
 
-/// Creates the tap `name` (Ethernet frames, no packet-info header) and
-/// returns its descriptor, non-blocking for the reader's poll and
-/// close-on-exec so no child process keeps the device alive.
-fn open_tap(name: &str) -> Result<File> {
+/// Creates the tap (`IFF_TAP`: Ethernet frames) or tun (`IFF_TUN`: bare IP
+/// packets) device `name`, without a packet-info header, and returns its
+/// descriptor, non-blocking for the reader's poll and close-on-exec so no
+/// child process keeps the device alive.
+pub(crate) fn open_device(name: &str, kind: libc::c_int) -> Result<File> {
     // SAFETY: ifreq is plain data, for which all zeroes is a valid value.
     let mut request: libc::ifreq = unsafe { std::mem::zeroed() };
     ensure!(
         name.len() < request.ifr_name.len(),
-        "tap name {name} too long"
+        "device name {name} too long"
     );
     for (dst, src) in request.ifr_name.iter_mut().zip(name.bytes()) {
         *dst = src as libc::c_char;
     }
-    request.ifr_ifru.ifru_flags = (libc::IFF_TAP | libc::IFF_NO_PI) as libc::c_short;
+    request.ifr_ifru.ifru_flags = (kind | libc::IFF_NO_PI) as libc::c_short;
     // SAFETY: a plain open(2) of a constant path; the result is checked.
     let fd = unsafe {
         libc::open(
@@ -237,23 +278,29 @@ fn open_tap(name: &str) -> Result<File> {
         return Err(std::io::Error::last_os_error()).context("cannot open /dev/net/tun");
     }
     // SAFETY: `fd` was just opened and nothing else owns it.
-    let tap = File::from(unsafe { OwnedFd::from_raw_fd(fd) });
+    let device = File::from(unsafe { OwnedFd::from_raw_fd(fd) });
     // SAFETY: TUNSETIFF reads and writes an ifreq, which `request` is.
-    if unsafe { libc::ioctl(tap.as_raw_fd(), libc::TUNSETIFF, &mut request) } < 0 {
+    if unsafe { libc::ioctl(device.as_raw_fd(), libc::TUNSETIFF, &mut request) } < 0 {
         return Err(std::io::Error::last_os_error())
-            .with_context(|| format!("cannot create tap {name}"));
+            .with_context(|| format!("cannot create tun/tap device {name}"));
     }
-    Ok(tap)
+    Ok(device)
 }
 
-/// Keeps every frame the kernel sends through `tap` until `stop` is set,
-/// then hands the tap back so that closing it is the caller's.
-fn read_frames(mut tap: File, stop: &AtomicBool, frames: &Mutex<Vec<Vec<u8>>>) -> File {
+/// Hands every frame the kernel sends through `device` to `handle` until
+/// `stop` is set, then hands the device back so that closing it is the
+/// caller's.
+fn read_until_stopped(
+    mut device: File,
+    reader: &str,
+    stop: &AtomicBool,
+    mut handle: impl FnMut(&mut File, &[u8]),
+) -> File {
     let mut buffer = vec![0; 65536];
     let timeout = READER_POLL.as_millis() as libc::c_int;
     while !stop.load(Ordering::Relaxed) {
         let mut ready = libc::pollfd {
-            fd: tap.as_raw_fd(),
+            fd: device.as_raw_fd(),
             events: libc::POLLIN,
             revents: 0,
         };
@@ -262,26 +309,30 @@ fn read_frames(mut tap: File, stop: &AtomicBool, frames: &Mutex<Vec<Vec<u8>>>) -
             continue;
         }
         loop {
-            match tap.read(&mut buffer) {
-                Ok(len) => frames
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .push(buffer[..len].to_vec()),
+            match device.read(&mut buffer) {
+                Ok(len) => handle(&mut device, &buffer[..len]),
                 Err(err) if err.kind() == ErrorKind::WouldBlock => break,
                 Err(err) if err.kind() == ErrorKind::Interrupted => {}
                 Err(err) => {
-                    eprintln!("lab tap reader: {err}");
-                    return tap;
+                    eprintln!("lab {reader}: {err}");
+                    return device;
                 }
             }
         }
     }
-    tap
+    device
 }
 
 /// IPv6 off, the host address on, the link up; then proves that packets to
 /// the other end of the block leave through `device`, before anyone sends.
 fn bring_up(device: &str, block: Block) -> Result<()> {
+    configure(device, block)?;
+    ensure_routed(block.peer, device, None)
+}
+
+/// IPv6 off, so that only the test's own packets leave through `device` (no
+/// router solicitations, no MLD), the host address of `block` on, the link up.
+pub(crate) fn configure(device: &str, block: Block) -> Result<()> {
     let ipv6 = format!("/proc/sys/net/ipv6/conf/{device}/disable_ipv6");
     fs::write(&ipv6, "1").with_context(|| format!("cannot write {ipv6}"))?;
     run(&mut cmd(
@@ -289,36 +340,70 @@ fn bring_up(device: &str, block: Block) -> Result<()> {
         ["addr", "add", &block.host_cidr(), "dev", device],
     ))?;
     run(&mut cmd("ip", ["link", "set", device, "up"]))?;
-    let route = run(&mut cmd(
-        "ip",
-        ["-j", "route", "get", &block.peer.to_string()],
-    ))?;
-    let leaves_through = route_device(&route)
-        .with_context(|| format!("unreadable `ip -j route get` output: {route}"))?;
-    if leaves_through != device {
-        bail!(
-            "{} is routed through {leaves_through}, not {device}",
-            block.peer
-        );
+    Ok(())
+}
+
+/// Proves with `ip route get` that packets to `dst` leave through `device`,
+/// to `gateway` if given (else on-link), before anyone sends.
+pub(crate) fn ensure_routed(dst: Ipv4Addr, device: &str, gateway: Option<Ipv4Addr>) -> Result<()> {
+    let json = run(&mut cmd("ip", ["-j", "route", "get", &dst.to_string()]))?;
+    let route = route_lookup(&json)
+        .with_context(|| format!("unreadable `ip -j route get` output: {json}"))?;
+    let wanted = RouteLookup {
+        dev: device.to_owned(),
+        gateway,
+    };
+    if route != wanted {
+        bail!("{dst} is routed {route:?}, not {wanted:?}");
     }
     Ok(())
 }
 
-/// The device in `ip -j route get` output.
-fn route_device(json: &str) -> Option<String> {
+/// Where `ip route get` sends a packet.
+#[derive(Debug, PartialEq, Eq)]
+struct RouteLookup {
+    dev: String,
+    /// `None` on-link.
+    gateway: Option<Ipv4Addr>,
+}
+
+/// The device and gateway in `ip -j route get` output.
+fn route_lookup(json: &str) -> Option<RouteLookup> {
     let routes: Value = serde_json::from_str(json).ok()?;
-    Some(routes.get(0)?.get("dev")?.as_str()?.to_owned())
+    let route = routes.get(0)?;
+    let gateway = match route.get("gateway") {
+        Some(gateway) => Some(gateway.as_str()?.parse().ok()?),
+        None => None,
+    };
+    Some(RouteLookup {
+        dev: route.get("dev")?.as_str()?.to_owned(),
+        gateway,
+    })
 }
 
 #[cfg(test)]
 mod tests {
-    use super::route_device;
+    use super::{RouteLookup, route_lookup};
 
     #[test]
-    fn reads_the_device_of_a_route_lookup() {
-        let json = r#"[{"dst":"198.51.100.6","dev":"pt-1f3a-0","prefsrc":"198.51.100.5","flags":[],"uid":0,"cache":[]}]"#;
-        assert_eq!(route_device(json).as_deref(), Some("pt-1f3a-0"));
-        assert_eq!(route_device("[]"), None);
-        assert_eq!(route_device("not json"), None);
+    fn reads_the_device_and_gateway_of_a_route_lookup() {
+        let on_link = r#"[{"dst":"198.51.100.6","dev":"pt-1f3a-0","prefsrc":"198.51.100.5","flags":[],"uid":0,"cache":[]}]"#;
+        assert_eq!(
+            route_lookup(on_link),
+            Some(RouteLookup {
+                dev: "pt-1f3a-0".into(),
+                gateway: None
+            })
+        );
+        let via = r#"[{"dst":"198.51.100.9","gateway":"198.51.100.6","dev":"pt-1f3a-0","prefsrc":"198.51.100.5","flags":[],"uid":0,"cache":[]}]"#;
+        assert_eq!(
+            route_lookup(via),
+            Some(RouteLookup {
+                dev: "pt-1f3a-0".into(),
+                gateway: Some("198.51.100.6".parse().unwrap())
+            })
+        );
+        assert_eq!(route_lookup("[]"), None);
+        assert_eq!(route_lookup("not json"), None);
     }
 }

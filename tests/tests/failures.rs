@@ -12,8 +12,8 @@ use std::{net::Ipv4Addr, path::Path, process::Command, time::Duration};
 
 use anyhow::{Context, Result, ensure};
 use integration_tests::{
-    Container, Followed, IptablesRule, Pkttrace, StandInNic, Sysctl, TapNic, Upstream, follow_json,
-    hop, hops, ip, kinds, netfilter_links, nft_tables, trace_tables,
+    Container, Followed, IptablesRule, Pkttrace, StandInNic, Sysctl, TapNic, Upstream,
+    follow_unanswered, hop, hops, ip, kinds, netfilter_links, nft_tables, trace_tables,
 };
 use serde_json::Value;
 
@@ -35,61 +35,6 @@ fn rule_in_containers_output(container: &Container, spec: &[&str]) -> Result<Ipt
     IptablesRule::insert_in_netns(Path::new(&container.netns_path()), "filter", "OUTPUT", spec)
 }
 
-/// A run whose probe got no answer it asked for: exit code 1.
-fn unanswered(args: &[&str]) -> Result<Followed> {
-    let followed = follow_json(args)?;
-    ensure!(
-        followed.code() == Some(1),
-        "exit code 1 when the probe gets no answer: {}",
-        followed.run
-    );
-    Ok(followed)
-}
-
-/// The only request of a run, and its story's last hop.
-fn only_request(followed: &Followed) -> Result<(Value, Value)> {
-    let requests: Vec<&Value> = followed
-        .journeys()
-        .into_iter()
-        .filter(|j| {
-            j["direction"] == "request"
-                && j.get("retransmission_of").is_none()
-                && j.get("same_flow_as").is_none()
-        })
-        .collect();
-    ensure!(requests.len() == 1, "one request: {:#?}", followed.records);
-    let last = hops(requests[0]).last().context("a hop")?.clone();
-    Ok((requests[0].clone(), last))
-}
-
-/// The reply to `request`.
-fn reply_to<'a>(followed: &'a Followed, request: &Value) -> Result<&'a Value> {
-    followed
-        .journeys()
-        .into_iter()
-        .find(|j| j["reply_to"] == request["journey"])
-        .with_context(|| {
-            format!(
-                "a reply to #{}: {:#?}",
-                request["journey"], followed.records
-            )
-        })
-}
-
-/// The no-reply line for `request`.
-fn no_reply_to<'a>(followed: &'a Followed, request: &Value) -> Result<&'a Value> {
-    followed
-        .no_replies()
-        .into_iter()
-        .find(|n| n["request"] == request["journey"])
-        .with_context(|| {
-            format!(
-                "no reply said for #{}: {:#?}",
-                request["journey"], followed.records
-            )
-        })
-}
-
 /// A container with a lab DNS server, so nothing it does asks the machine's resolver.
 fn container() -> Result<(Upstream, Container)> {
     let upstream = Upstream::new()?;
@@ -102,7 +47,7 @@ fn a_packet_leaving_through_a_nic_stand_in_left_it_and_got_no_reply() -> Result<
     let (_upstream, container) = container()?;
     let nic = StandInNic::new()?;
     assert_eq!(route_device(nic.next_hop())?, nic.name(), "ground truth");
-    let followed = unanswered(&[
+    let followed = follow_unanswered(&[
         container.name(),
         &nic.next_hop().to_string(),
         "--probe",
@@ -110,7 +55,7 @@ fn a_packet_leaving_through_a_nic_stand_in_left_it_and_got_no_reply() -> Result<
         "--timeout",
         "2",
     ])?;
-    let (request, last) = only_request(&followed)?;
+    let (request, last) = followed.only_request()?;
     assert_eq!(last["kind"], "xmit");
     let outcome = &request["outcome"];
     assert_eq!(
@@ -127,7 +72,7 @@ fn a_packet_leaving_through_a_nic_stand_in_left_it_and_got_no_reply() -> Result<
         !kinds(&request).contains(&"receive"),
         "nothing received it: {request:#}"
     );
-    let no_reply = no_reply_to(&followed, &request)?;
+    let no_reply = followed.no_reply_to(&request)?;
     assert_eq!(no_reply["last_seen"]["kind"], "left");
     assert!(
         no_reply["waited_ms"].as_u64().unwrap() >= 1500,
@@ -141,7 +86,7 @@ fn a_packet_leaving_through_a_tap_is_read_by_the_program_behind_it() -> Result<(
     let (_upstream, container) = container()?;
     let tap = TapNic::with_static_neighbour()?;
     assert_eq!(route_device(tap.next_hop())?, tap.name(), "ground truth");
-    let followed = unanswered(&[
+    let followed = follow_unanswered(&[
         container.name(),
         &tap.next_hop().to_string(),
         "--probe",
@@ -149,7 +94,7 @@ fn a_packet_leaving_through_a_tap_is_read_by_the_program_behind_it() -> Result<(
         "--timeout",
         "2",
     ])?;
-    let (request, _) = only_request(&followed)?;
+    let (request, _) = followed.only_request()?;
     let outcome = &request["outcome"];
     assert_eq!(outcome["kind"], "left", "{outcome}");
     assert_eq!(outcome["device"], tap.name());
@@ -169,7 +114,7 @@ fn a_packet_leaving_through_a_tap_is_read_by_the_program_behind_it() -> Result<(
         frame.len() > 34 && frame[12..14] == [0x08, 0x00] && frame[23] == 1 && frame[34] == 8
     });
     ensure!(echo_request.is_some(), "the reader got the echo request");
-    no_reply_to(&followed, &request)?;
+    followed.no_reply_to(&request)?;
     Ok(())
 }
 
@@ -178,7 +123,7 @@ fn a_next_hop_that_never_answers_arp_fails_the_neighbour_and_the_host_says_unrea
 -> Result<()> {
     let (_upstream, container) = container()?;
     let tap = TapNic::new()?;
-    let followed = unanswered(&[
+    let followed = follow_unanswered(&[
         container.name(),
         &tap.next_hop().to_string(),
         "--probe",
@@ -186,7 +131,7 @@ fn a_next_hop_that_never_answers_arp_fails_the_neighbour_and_the_host_says_unrea
         "--timeout",
         "6",
     ])?;
-    let (request, drop) = only_request(&followed)?;
+    let (request, drop) = followed.only_request()?;
     assert_eq!(
         (drop["kind"].as_str(), drop["reason"].as_str()),
         (Some("drop"), Some("NEIGH_FAILED"))
@@ -218,7 +163,7 @@ fn a_next_hop_that_never_answers_arp_fails_the_neighbour_and_the_host_says_unrea
     assert_eq!(arp["outcome"]["kind"], "arp_unanswered", "{arp:#}");
     assert_eq!(arp["outcome"]["asked"].as_u64(), Some(who_has as u64));
     assert!(who_has >= 3, "the kernel asks three times: {who_has}");
-    let reply = reply_to(&followed, &request)?;
+    let reply = followed.reply_to(&request)?;
     assert_eq!(reply["what"], "ICMP host unreachable");
     let answer = &reply["answer"];
     assert_eq!(
@@ -243,7 +188,7 @@ fn rejected(reject_with: &[&str]) -> Result<(Followed, IptablesRule, Container, 
     spec.extend_from_slice(reject_with);
     let rule = IptablesRule::insert("DOCKER-USER", spec)?;
     let dest = format!("{}:81", upstream.ip());
-    let followed = unanswered(&[container.name(), &dest, "--probe", "tcp"])?;
+    let followed = follow_unanswered(&[container.name(), &dest, "--probe", "tcp"])?;
     Ok((followed, rule, container, upstream))
 }
 
@@ -263,9 +208,9 @@ fn assert_rejected_by(request: &Value, drop: &Value, rule: &IptablesRule) -> Res
 #[test]
 fn a_reject_rule_is_named_and_its_port_unreachable_is_the_reply() -> Result<()> {
     let (followed, rule, container, upstream) = rejected(&[])?;
-    let (request, drop) = only_request(&followed)?;
+    let (request, drop) = followed.only_request()?;
     assert_rejected_by(&request, &drop, &rule)?;
-    let reply = reply_to(&followed, &request)?;
+    let reply = followed.reply_to(&request)?;
     assert_eq!(reply["what"], "ICMP port unreachable");
     let answer = &reply["answer"];
     assert_eq!(answer["by_firewall"], true, "{answer}");
@@ -283,9 +228,9 @@ fn a_reject_rule_is_named_and_its_port_unreachable_is_the_reply() -> Result<()> 
 #[test]
 fn a_reject_with_tcp_reset_answers_in_the_destinations_name() -> Result<()> {
     let (followed, rule, container, upstream) = rejected(&["--reject-with", "tcp-reset"])?;
-    let (request, drop) = only_request(&followed)?;
+    let (request, drop) = followed.only_request()?;
     assert_rejected_by(&request, &drop, &rule)?;
-    let reply = reply_to(&followed, &request)?;
+    let reply = followed.reply_to(&request)?;
     assert_eq!(
         ip(&reply["tuple"]["src"]),
         upstream.ip(),
@@ -335,9 +280,9 @@ fn a_reset_from_the_containers_own_reject_rule_is_routed_to_its_own_address() ->
         local.contains(&format!("local {} dev eth0", container.ip())),
         "ground truth: a local route to its own address: {local}"
     );
-    let followed = unanswered(&[container.name(), &format!("{to}:81"), "--probe", "tcp"])?;
-    let (request, _) = only_request(&followed)?;
-    let reply = reply_to(&followed, &request)?;
+    let followed = follow_unanswered(&[container.name(), &format!("{to}:81"), "--probe", "tcp"])?;
+    let (request, _) = followed.only_request()?;
+    let reply = followed.reply_to(&request)?;
     assert_eq!(reply["answer"]["kind"], "reset", "{reply:#}");
     let text = reply.to_string();
     assert!(
@@ -352,11 +297,11 @@ fn a_reset_from_the_containers_own_reject_rule_is_routed_to_its_own_address() ->
 fn udp_to_a_closed_port_is_answered_port_unreachable() -> Result<()> {
     let (upstream, container) = container()?;
     let dest = format!("{}:5353", upstream.ip());
-    let followed = unanswered(&[container.name(), &dest, "--probe", "udp"])?;
-    let (request, drop) = only_request(&followed)?;
+    let followed = follow_unanswered(&[container.name(), &dest, "--probe", "udp"])?;
+    let (request, drop) = followed.only_request()?;
     assert_eq!(drop["reason"], "NO_SOCKET");
     assert_eq!(drop["namespace"], format!("netns {}", upstream.name()));
-    let reply = reply_to(&followed, &request)?;
+    let reply = followed.reply_to(&request)?;
     let answer = &reply["answer"];
     assert_eq!(
         (answer["kind"].as_str(), answer["meaning"].as_str()),
@@ -391,8 +336,9 @@ fn dropped_on_the_way_in(
     let upstream = Upstream::new()?;
     let rule = rule_in(&upstream)?;
     let dest = format!("{}:{port}", upstream.host_ip());
-    let followed = unanswered(&[upstream.name(), &dest, "--probe", "tcp", "--timeout", "2"])?;
-    let (request, drop) = only_request(&followed)?;
+    let followed =
+        follow_unanswered(&[upstream.name(), &dest, "--probe", "tcp", "--timeout", "2"])?;
+    let (request, drop) = followed.only_request()?;
     assert_eq!(
         (
             drop["reason"].as_str(),
@@ -415,7 +361,7 @@ fn dropped_on_the_way_in(
         Some(&hook),
         "the last hook entered: {hooks:?}"
     );
-    assert_eq!(no_reply_to(&followed, &request)?["last_seen"]["hook"], hook);
+    assert_eq!(followed.no_reply_to(&request)?["last_seen"]["hook"], hook);
     Ok(())
 }
 
@@ -498,8 +444,9 @@ fn a_drop_by_a_rule_inside_the_containers_own_namespace() -> Result<()> {
     let (upstream, container) = container()?;
     let to = upstream.ip().to_string();
     let rule = rule_in_containers_output(&container, &["-p", "icmp", "-d", &to, "-j", "DROP"])?;
-    let followed = unanswered(&[container.name(), &to, "--probe", "icmp", "--timeout", "2"])?;
-    let (request, drop) = only_request(&followed)?;
+    let followed =
+        follow_unanswered(&[container.name(), &to, "--probe", "icmp", "--timeout", "2"])?;
+    let (request, drop) = followed.only_request()?;
     assert_eq!(
         (drop["namespace"].as_str(), drop["hook"].as_str()),
         (Some(container.name()), Some("OUTPUT"))
@@ -569,7 +516,7 @@ fn a_rule_made_inside_a_container_during_the_trace_is_named() -> Result<()> {
         "ground truth: the rule drops the ping"
     );
     let followed = Followed::read(tracer.wait(Duration::from_secs(30))?)?;
-    let (_, drop) = only_request(&followed)?;
+    let (_, drop) = followed.only_request()?;
     assert_eq!(
         (drop["namespace"].as_str(), drop["hook"].as_str()),
         (Some(container.name()), Some("OUTPUT"))
@@ -660,7 +607,7 @@ fn forwarding_off_on_one_device_is_the_one_named() -> Result<()> {
     let _off = Sysctl::set("net.ipv4.conf.docker0.forwarding", "0")?;
     let all = std::fs::read_to_string("/proc/sys/net/ipv4/conf/all/forwarding")?;
     assert_eq!(all.trim(), "1", "ground truth: only docker0 is off");
-    let followed = unanswered(&[
+    let followed = follow_unanswered(&[
         container.name(),
         &upstream.ip().to_string(),
         "--probe",
@@ -668,7 +615,7 @@ fn forwarding_off_on_one_device_is_the_one_named() -> Result<()> {
         "--timeout",
         "2",
     ])?;
-    let (_, drop) = only_request(&followed)?;
+    let (_, drop) = followed.only_request()?;
     assert_eq!(drop["reason"], "IP_INADDRERRORS");
     let hint = drop["hint"].as_str().unwrap();
     assert!(

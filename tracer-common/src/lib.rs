@@ -128,7 +128,12 @@ pub struct PacketEvent {
     /// Routing: the scope of the chosen next hop (`nhc_scope`); a local
     /// route's is RT_SCOPE_NOWHERE (255).
     pub nexthop_scope: u8,
-    pub _pad2: [u8; 3],
+    /// Routing: whose lookup it was, when the kernel's evidence ties it to
+    /// the packet at `skb` (`ROUTE_FOR_*`; 0 = not tied, a sender's own).
+    pub route_for: u8,
+    /// 1 when the IPv4 header has the don't-fragment bit set.
+    pub dont_fragment: u8,
+    pub _pad2: u8,
     /// `kfree_skb`: `enum skb_drop_reason` value. Routing: table id.
     pub reason_or_table: u32,
     /// Routing: the error the lookup returned (0 = found a route).
@@ -156,7 +161,8 @@ pub struct PacketEvent {
     /// Netfilter hook number (`enum nf_inet_hooks`).
     pub nf_hook: u8,
     pub ttl: u8,
-    /// 1 when `mac_src`/`mac_dst` were read from the frame.
+    /// 1 when `mac_src`/`mac_dst` were read from the frame: only a device
+    /// with an Ethernet header has them (not a tun, WireGuard, ipip).
     pub has_mac: u8,
     pub icmp_code: u8,
     /// `IN_TASK` when the event fired in the context of the current task (a
@@ -189,6 +195,14 @@ pub struct QuotedHeader {
     pub _pad: u8,
 }
 
+/// `PacketEvent::route_for`: the lookup routed the packet at `skb` as it
+/// arrived (same CPU, its input device and source address).
+pub const ROUTE_FOR_PACKET: u8 = 1;
+/// `PacketEvent::route_for`: the lookup routed an answer to the packet at
+/// `skb` back to its source while the kernel handled it (an echo reply, a
+/// reset, an ICMP error).
+pub const ROUTE_FOR_ANSWER: u8 = 2;
+
 pub const IN_TASK_UNKNOWN: u8 = 0;
 pub const IN_TASK: u8 = 1;
 pub const NOT_IN_TASK: u8 = 2;
@@ -213,6 +227,8 @@ pub struct KernelOffsets {
     pub skb_tail: u32,
     pub dev_ifindex: u32,
     pub dev_name: u32,
+    /// `net_device.type`: the link layer's ARPHRD_* number.
+    pub dev_type: u32,
     pub dev_nd_net: u32,
     pub net_ns_inum: u32,
     pub nf_state_hook: u32,

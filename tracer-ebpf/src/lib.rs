@@ -143,10 +143,11 @@ fn exchange(slot: *mut u64, old: u64, new: u64) -> (u64, bool) {
 /// CPU at a time (a nested run is skipped and counted as a recursion miss)
 /// and keeps it on its CPU (migration is disabled). Netfilter programs have
 /// neither guarantee and build theirs in the ring buffer instead; they use
-/// one more slot, `ENTRY_SLOT`, for what a hook's entry program saw. The
-/// last, `TASK_SLOT`, remembers the current task's ids for every program.
+/// one more slot, `ENTRY_SLOT`, for what a hook's entry program saw.
+/// `TASK_SLOT` remembers the current task's ids for every program, and
+/// `SKB_SLOT` the last kept packet this CPU handled, for route lookups.
 #[map(name = "SCRATCH")]
-pub static SCRATCH: PerCpuArray<PacketEvent> = PerCpuArray::with_max_entries(LOST_SLOTS + 3, 0);
+pub static SCRATCH: PerCpuArray<PacketEvent> = PerCpuArray::with_max_entries(LOST_SLOTS + 4, 0);
 
 const ENTRY_SLOT: u32 = LOST_SLOTS + 1;
 
@@ -336,10 +337,14 @@ impl Ipv4Header {
         event.daddr = self.daddr;
         event.protocol = self.protocol;
         event.ttl = self.ttl;
+        event.dont_fragment = u8::from(u16::from_be(self.frag_off) & IP_DF != 0);
         event.ip_id = u16::from_be(self.id);
         event.ip_len = u16::from_be(self.tot_len);
     }
 }
+
+/// The don't-fragment bit of `frag_off`.
+const IP_DF: u16 = 0x4000;
 
 /// The IPv4 header as it is in memory.
 #[repr(C)]
@@ -427,6 +432,7 @@ fn linear_end(skb: u64) -> Option<u64> {
 }
 
 /// What the first look at a packet found.
+#[derive(Clone, Copy)]
 pub enum Header {
     /// IPv4 and wanted; `quoting` when only as an ICMP error that may be
     /// about a wanted packet (its quoted header decides).
@@ -640,11 +646,26 @@ fn read_quoted(cfg: &Config, at: u64, quoted: &mut QuotedHeader, netns: impl Fn(
         && (!transport_ports || ports_match(cfg, quoted.sport, quoted.dport))
 }
 
-/// Reads the Ethernet addresses of a received frame (`skb->head + mac_header`).
+/// `net_device.type` of devices whose frames start with an Ethernet header.
+const ARPHRD_ETHER: u16 = 1;
+const ARPHRD_LOOPBACK: u16 = 772;
+const ETH_HLEN: u16 = 14;
+
+/// Reads the Ethernet addresses of a frame (`skb->head + mac_header`), when
+/// it has them: the device speaks Ethernet (a tun, WireGuard or ipip device
+/// has no link-layer header, and its "MAC header" is the IP header) and an
+/// Ethernet header's worth lies before the network header.
 #[inline(always)]
 pub fn read_macs(skb: u64, event: &mut PacketEvent) {
     let mac = field::<u16>(skb, offset!(skb_mac_header));
-    if mac == 0xffff {
+    let network = field::<u16>(skb, offset!(skb_network_header));
+    if mac == 0xffff || network.wrapping_sub(mac) < ETH_HLEN || network < mac {
+        return;
+    }
+    let link_type = read::<u64>(skb, offset!(skb_dev))
+        .and_then(|dev| read::<u16>(dev, offset!(dev_type)))
+        .unwrap_or(0);
+    if link_type != ARPHRD_ETHER && link_type != ARPHRD_LOOPBACK {
         return;
     }
     let Some(head) = skb_head(skb) else {
@@ -998,9 +1019,82 @@ pub fn capture_skb(
         }
         if probe != Probe::Drop && probe != Probe::Consume {
             keep_skb(skb);
+            if let Header::Ours(_, ip, _) = header {
+                note_handled(skb, &ip, event);
+            }
         }
     }
     wanted
+}
+
+/// The last kept IPv4 packet a CPU handled: a route lookup that runs while
+/// the kernel handles it (in the same softirq, on the same CPU, before any
+/// other kept packet) is that packet's, or its answer's.
+#[repr(C)]
+pub struct Handled {
+    pub skb: u64,
+    /// Source address in the low half, destination in the high half.
+    pub addresses: u64,
+    /// Namespace inode in the low half, device ifindex in the high half.
+    pub place: u64,
+    /// `skb ^ addresses ^ place ^ HANDLED_CHECK`, written last: a record
+    /// another run half overwrote (an interrupting program) does not add up.
+    pub check: u64,
+}
+
+const SKB_SLOT: u32 = LOST_SLOTS + 3;
+const HANDLED_CHECK: u64 = 0xbb67_ae85_84ca_a73b;
+const _: () = assert!(size_of::<Handled>() <= size_of::<PacketEvent>());
+
+#[inline(always)]
+fn note_handled(skb: u64, ip: &Ipv4Header, event: &PacketEvent) {
+    let Some(record) = SCRATCH
+        .get_ptr_mut(SKB_SLOT)
+        .map(|slot| slot.cast::<Handled>())
+    else {
+        return;
+    };
+    let Some(skb) = plain(skb) else { return };
+    let addresses =
+        u64::from(u32::from_ne_bytes(ip.saddr)) | u64::from(u32::from_ne_bytes(ip.daddr)) << 32;
+    let place = u64::from(event.netns) | u64::from(event.ifindex) << 32;
+    // SAFETY: this CPU's record; `check` last.
+    unsafe {
+        (*record).skb = skb;
+        (*record).addresses = addresses;
+        (*record).place = place;
+        core::ptr::write_volatile(
+            &mut (*record).check,
+            skb ^ addresses ^ place ^ HANDLED_CHECK,
+        );
+    }
+}
+
+/// The packet a CPU handles now, as `note_handled` left it.
+pub struct HandledNow {
+    pub skb: u64,
+    pub source: [u8; 4],
+    pub destination: [u8; 4],
+    pub netns: u32,
+    pub ifindex: u32,
+}
+
+/// This CPU's `HandledNow`; None when the record does not add up.
+#[inline(always)]
+pub fn handled_now() -> Option<HandledNow> {
+    let record = SCRATCH.get_ptr(SKB_SLOT)?.cast::<Handled>();
+    // SAFETY: this CPU's record, read at once.
+    let seen = unsafe { core::ptr::read_volatile(record) };
+    if seen.check != seen.skb ^ seen.addresses ^ seen.place ^ HANDLED_CHECK || seen.skb == 0 {
+        return None;
+    }
+    Some(HandledNow {
+        skb: seen.skb,
+        source: (seen.addresses as u32).to_ne_bytes(),
+        destination: ((seen.addresses >> 32) as u32).to_ne_bytes(),
+        netns: seen.place as u32,
+        ifindex: (seen.place >> 32) as u32,
+    })
 }
 
 /// Shared by both objects: the verifier requires a panic handler, never reached.

@@ -5,21 +5,22 @@
 
 use aya_ebpf::{
     EbpfContext,
-    helpers::generated::bpf_skb_load_bytes,
+    helpers::generated::{bpf_skb_load_bytes, bpf_skb_load_bytes_relative},
     macros::{btf_tracepoint, classifier},
     programs::{BtfTracePointContext, TcContext},
 };
 use tracer_common::{
     ETH_P_ARP, ETH_P_IP, IN_TASK, IN_TASK_UNKNOWN, MAX_PORTS, NOT_IN_TASK, PAYLOAD_MAX,
-    PacketEvent, Probe,
+    PacketEvent, Probe, ROUTE_FOR_ANSWER, ROUTE_FOR_PACKET,
 };
 
 const IPPROTO_TCP: u8 = 6;
 const IPPROTO_UDP: u8 = 17;
 use tracer_ebpf::{
     HeaderAt, Ipv4Header, capture_skb, config, current_netns, current_task, device, emit,
-    emit_packet, emit_payload_record, emit_with_payload, field, floor, forget_skb, in_scope, look,
-    maybe_kept, netns_inode, offset, plain, ports_match, read, read_macs, scratch_event, skb_netns,
+    emit_packet, emit_payload_record, emit_with_payload, field, floor, forget_skb, handled_now,
+    in_scope, look, maybe_kept, netns_inode, offset, plain, ports_match, read, read_macs,
+    scratch_event, skb_netns,
 };
 
 #[btf_tracepoint(function = "net_dev_queue")]
@@ -223,7 +224,33 @@ pub fn fib_table_lookup(ctx: BtfTracePointContext) -> i32 {
             0
         }
     };
-    if !in_scope(cfg, saddr, daddr, result_netns) {
+    let protocol = field::<u8>(flow, offset!(flowi4_proto));
+    let input = field::<u32>(flow, offset!(flowi4_iif));
+    // A sender's own lookup happens in its system call, before any queue.
+    let in_task = sending_context(&ctx);
+    // In a softirq, the kept packet this CPU handles is the lookup's when
+    // the flow is that packet's as it came in, or one back to its source for
+    // an answer (an echo reply, a reset, an ICMP error) in a protocol of its
+    // own. The reverse path filter also looks back to the source, with
+    // protocol 0: that is no answer. A packet kept for what it quotes (an
+    // ICMP error) has no followed address: its route counts all the same.
+    let tied = if in_task == IN_TASK {
+        None
+    } else {
+        handled_now().and_then(|handled| {
+            if saddr == handled.source && input == handled.ifindex {
+                Some((handled, ROUTE_FOR_PACKET))
+            } else if daddr == handled.source && protocol != 0 {
+                Some((handled, ROUTE_FOR_ANSWER))
+            } else {
+                None
+            }
+        })
+    };
+    let packets_own = tied
+        .as_ref()
+        .is_some_and(|(_, tie)| *tie == ROUTE_FOR_PACKET);
+    if !packets_own && !in_scope(cfg, saddr, daddr, result_netns) {
         return 0;
     }
     let Some(event) = scratch_event(Probe::FibLookup) else {
@@ -232,10 +259,19 @@ pub fn fib_table_lookup(ctx: BtfTracePointContext) -> i32 {
     event.probe = Probe::FibLookup as u8;
     event.saddr = saddr;
     event.daddr = daddr;
-    event.protocol = field::<u8>(flow, offset!(flowi4_proto));
-    event.ifindex = field::<u32>(flow, offset!(flowi4_iif));
+    event.protocol = protocol;
+    event.ifindex = input;
     event.reason_or_table = table;
     event.fib_error = error;
+    event.in_task = in_task;
+    if in_task == IN_TASK {
+        // A lookup that finds nothing names no device: the sender's namespace.
+        event.netns = current_netns();
+    } else if let Some((handled, tie)) = tied {
+        event.skb = handled.skb;
+        event.netns = handled.netns;
+        event.route_for = tie;
+    }
     if result_dev != 0 {
         let result = device(result_dev);
         event.out_ifindex = result.ifindex;
@@ -246,8 +282,6 @@ pub fn fib_table_lookup(ctx: BtfTracePointContext) -> i32 {
         event.gateway = field::<u32>(nexthop, offset!(nhc_gw)).to_ne_bytes();
         event.nexthop_scope = field::<u8>(nexthop, offset!(nhc_scope));
     }
-    // A sender's own lookup happens in its system call, before any queue.
-    event.in_task = sending_context(&ctx);
     emit(event);
     0
 }
@@ -306,9 +340,12 @@ fn on_free(probe: Probe, skb: u64, location: u64, reason: u32) {
 
 /// TCX `TC_NEXT`: the packet goes on as if no program were there.
 const TC_NEXT: i32 = -1;
-/// Ethernet header in front of the IP header on the traced devices (veth and
-/// loopback both use it), on egress and, once pushed back, on ingress.
-const ETH_HLEN: usize = 14;
+/// `bpf_skb_load_bytes_relative`'s offsets from the network header (which
+/// reads linear data only: enough for the IP header).
+const BPF_HDR_START_NET: u32 = 1;
+/// Where a network header can start in the data a TC program sees: no link
+/// header (a tun, WireGuard, ipip), Ethernet, Ethernet with a VLAN tag.
+const LINK_HEADER_LENGTHS: [usize; 3] = [0, 14, 18];
 
 /// TCX program on the devices of a traced namespace (`pkttrace dns`): a TCP
 /// segment's payload lives in page fragments the tracepoints cannot read;
@@ -322,20 +359,56 @@ pub fn tcp_payload(ctx: TcContext) -> i32 {
     TC_NEXT
 }
 
+/// How many bytes of link-layer header come before the IP header in the
+/// data the program sees: where bytes read at that offset are the network
+/// header's own (read relative to it). None when neither fits.
+#[inline(always)]
+fn link_header_length(ctx: &TcContext) -> Option<usize> {
+    let mut header = [0u8; 20];
+    // SAFETY: the helper writes at most 20 bytes into `header`.
+    let read = unsafe {
+        bpf_skb_load_bytes_relative(
+            ctx.skb.skb.cast(),
+            0,
+            header.as_mut_ptr().cast(),
+            header.len() as u32,
+            BPF_HDR_START_NET,
+        )
+    };
+    if read != 0 {
+        return None;
+    }
+    let mut i = 0;
+    while i < LINK_HEADER_LENGTHS.len() {
+        let length = LINK_HEADER_LENGTHS[i];
+        if ctx
+            .load::<[u8; 20]>(length)
+            .is_ok_and(|bytes| bytes == header)
+        {
+            return Some(length);
+        }
+        i += 1;
+    }
+    None
+}
+
 #[inline(always)]
 fn capture_tcp_payload(ctx: &TcContext) {
     let Some(cfg) = config() else { return };
     if cfg.capture_payload == 0 || u16::from_be(ctx.skb.protocol() as u16) != ETH_P_IP {
         return;
     }
-    let Ok(ip) = ctx.load::<Ipv4Header>(ETH_HLEN) else {
+    let Some(link) = link_header_length(ctx) else {
+        return;
+    };
+    let Ok(ip) = ctx.load::<Ipv4Header>(link) else {
         return;
     };
     if ip.version_ihl >> 4 != 4 || ip.protocol != IPPROTO_TCP {
         return;
     }
     let ip_header_len = ((ip.version_ihl & 0x0f) as usize) * 4;
-    let l4 = ETH_HLEN + ip_header_len;
+    let l4 = link + ip_header_len;
     let (Ok(ports), Ok(seq_and_ack), Ok(offset_and_flags)) = (
         ctx.load::<[u16; 2]>(l4),
         ctx.load::<[u32; 2]>(l4 + 4),

@@ -59,6 +59,12 @@ pub struct FollowArgs {
     /// Send the packet yourself from inside SOURCE: icmp, udp:PORT or tcp:PORT
     #[arg(long, value_name = "KIND")]
     pub probe: Option<String>,
+    /// With --probe: BYTES of payload, with don't fragment set (as `ping -M do -s BYTES`), to see what a smaller link does to it
+    #[arg(long, value_name = "BYTES", requires = "probe", value_parser = clap::value_parser!(u16).range(0..=65000))]
+    pub size: Option<u16>,
+    /// With --probe: the probe's time to live (IPv4 TTL), to see the router where it runs out
+    #[arg(long, value_name = "N", requires = "probe", value_parser = clap::value_parser!(u8).range(1..))]
+    pub ttl: Option<u8>,
     /// Stop after N request/reply exchanges (default: 1 with --probe, otherwise until Ctrl-C)
     #[arg(long, value_name = "N")]
     pub count: Option<u64>,

@@ -11,7 +11,7 @@ use tokio::time::Instant;
 use crate::{
     decode::{Event, EventKind, Hook},
     enrich::{self, Topology},
-    explain::{Facts, RuleVerdict},
+    explain::{Facts, RefusedSend, RuleAction, RuleVerdict},
     journey::{
         Journey,
         rules::{RuleTraces, TracedDrop},
@@ -86,6 +86,32 @@ impl FactFinder {
             rule_verdict: self.rule_verdict(journey).await,
             rule_tracing_unavailable: self.rule_tracing_unavailable.clone(),
             netfilter_hooks: self.netfilter_hooks_for(journey).await,
+            refused_send: None,
+        }
+    }
+
+    /// What a refused send returned, with the path MTU the sender's
+    /// namespace holds for the destination now (read for EMSGSIZE only).
+    pub async fn refused_send(&self, journey: &Journey, errno: i32, length: u16) -> RefusedSend {
+        let lookup = journey.events.first();
+        let namespace = lookup
+            .and_then(|e| self.topology.namespace(e.netns))
+            .cloned();
+        let destination = journey.first_packet().dst;
+        let host = self.topology.host_netns;
+        let path_mtu = match namespace {
+            Some(namespace) if errno == libc::EMSGSIZE => {
+                tokio::task::spawn_blocking(move || enrich::path_mtu(&namespace, destination, host))
+                    .await
+                    .ok()
+                    .flatten()
+            }
+            _ => None,
+        };
+        RefusedSend {
+            errno,
+            length,
+            path_mtu,
         }
     }
 
@@ -194,15 +220,19 @@ fn rule_verdict(traced: TracedDrop, ruleset: Option<&enrich::Ruleset>) -> RuleVe
         .handle
         .and_then(|handle| ruleset?.rule(&traced.family, &traced.table, &traced.chain, handle));
     let (text, action) = match (traced.handle, rule) {
-        (None, _) => ("policy drop".to_string(), "policy drop".to_string()),
+        (None, _) => ("policy drop".to_string(), RuleAction::PolicyDrop),
         (Some(_), Some(rule)) => {
             let reject = rule.action.as_deref() == Some("reject");
             (
                 rule.text.clone(),
-                if reject { "reject" } else { "drop" }.to_string(),
+                if reject {
+                    RuleAction::Reject
+                } else {
+                    RuleAction::Drop
+                },
             )
         }
-        (Some(handle), None) => (format!("rule handle {handle}"), "drop".to_string()),
+        (Some(handle), None) => (format!("rule handle {handle}"), RuleAction::Drop),
     };
     RuleVerdict {
         table: format!("{} {}", traced.family, traced.table),

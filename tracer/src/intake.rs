@@ -18,7 +18,7 @@ use tokio::{
 };
 
 use crate::{
-    decode::{self, KernelNames},
+    decode::{self, KernelNames, SiteRole},
     journey::{Assembler, Journey, QUIET_NS, rules::RuleTraces},
     probes::{Probes, RawEvent, monotonic_now_ns, nftrace::RuleTracer},
 };
@@ -223,7 +223,7 @@ impl Intake {
             return Ok(());
         }
         self.deferred_frees_told = true;
-        match self.names.function_extent(decode::DEFERRED_FREES) {
+        match self.names.role_extent(SiteRole::DeferredFree) {
             Some(extent) => probes.know_deferred_frees(extent),
             None => Ok(()),
         }

@@ -24,7 +24,7 @@ use crate::{
 /// What `format` says in every recording's first line.
 pub const FORMAT: &str = "pkttrace-recording";
 /// Bumped whenever a record changes meaning; replay reads only its own.
-pub const VERSION: u32 = 1;
+pub const VERSION: u32 = 2;
 
 /// One line of a recording.
 #[derive(Debug, Serialize, Deserialize)]
@@ -156,7 +156,7 @@ impl Recording {
             .with_context(|| format!("cannot replay {}", path.display()))
     }
 
-    fn parse(input: impl BufRead) -> Result<Self> {
+    pub fn parse(input: impl BufRead) -> Result<Self> {
         let mut lines = input.lines();
         let first = lines.next().transpose()?.unwrap_or_default();
         // Only the format and version first: a recording of another version

@@ -6,6 +6,7 @@ use std::{
     io::{ErrorKind, Read, Write},
     mem::MaybeUninit,
     net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpStream, UdpSocket},
+    os::fd::AsRawFd,
     path::Path,
     thread,
     time::Duration,
@@ -21,6 +22,8 @@ use crate::{
 };
 
 const INTERVAL: Duration = Duration::from_secs(1);
+/// What a probe carries when `--size` does not say.
+const DEFAULT_PAYLOAD: &[u8] = b"pkttrace probe";
 
 /// What became of one probe, as its socket saw it: the ground truth for
 /// the exit code.
@@ -30,19 +33,41 @@ pub enum ProbeOutcome {
     Answered,
     /// An answer that says no: a reset, an ICMP error.
     Refused(String),
+    /// The kernel refused to send it (no route, too big for the learned
+    /// path MTU, the sender's own firewall): the errno its send returned.
+    NotSent(i32),
     /// Nothing came back in time.
     NoAnswer,
 }
 
+/// `--size` and `--ttl`: how the probe's packets are made.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Shape {
+    /// Payload bytes; the don't-fragment bit is then set, as `ping -M do` does.
+    pub size: Option<u16>,
+    pub ttl: Option<u8>,
+}
+
+/// A send the kernel refused, as the sender saw it: when (the kernel's
+/// monotonic clock, as the events are stamped) and the errno.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Refusal {
+    pub at_ns: u64,
+    pub errno: i32,
+}
+
 /// Sends `count` probes, one a second, on a thread that has entered the
 /// namespace at `netns_path` (setns only moves the calling thread); each
-/// waits up to `answer_timeout` for its answer.
+/// waits up to `answer_timeout` for its answer. A send the kernel refuses
+/// is also reported on `refusals` at once, so its story is told in turn.
 pub fn spawn(
     probe: Probe,
+    shape: Shape,
     destination: Destination,
     netns_path: Option<&Path>,
     count: u64,
     answer_timeout: Duration,
+    refusals: std::sync::mpsc::Sender<Refusal>,
 ) -> Result<thread::JoinHandle<Result<Vec<ProbeOutcome>>>> {
     let netns = netns_path
         .map(File::open)
@@ -58,31 +83,105 @@ pub fn spawn(
             if sequence > 0 {
                 thread::sleep(INTERVAL);
             }
-            outcomes.push(send_one(
+            let at_ns = monotonic_ns();
+            let outcome = send_one(
                 probe,
+                shape,
                 destination.address,
                 sequence as u16,
                 answer_timeout,
-            )?);
+            )?;
+            if let ProbeOutcome::NotSent(errno) = outcome {
+                let _ = refusals.send(Refusal { at_ns, errno });
+            }
+            outcomes.push(outcome);
         }
         Ok(outcomes)
     }))
 }
 
+/// CLOCK_MONOTONIC in ns: the clock the kernel's events are stamped with.
+fn monotonic_ns() -> u64 {
+    let mut now = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes one timespec.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now) };
+    now.tv_sec as u64 * 1_000_000_000 + now.tv_nsec as u64
+}
+
+/// The IPv4 length of a probe's packet (headers and payload).
+pub fn packet_length(probe: Probe, shape: Shape) -> u16 {
+    const IP_HEADER: u16 = 20;
+    let transport_header = match probe {
+        Probe::Icmp | Probe::Udp(_) => 8,
+        Probe::Tcp(_) => 20,
+    };
+    IP_HEADER + transport_header + payload(shape).len() as u16
+}
+
+/// The probe's payload: `--size` bytes, or a short default.
+fn payload(shape: Shape) -> Vec<u8> {
+    match shape.size {
+        Some(size) => DEFAULT_PAYLOAD
+            .iter()
+            .copied()
+            .cycle()
+            .take(usize::from(size))
+            .collect(),
+        None => DEFAULT_PAYLOAD.to_vec(),
+    }
+}
+
+/// Applies `--ttl`, and with `--size` sets don't fragment (IP_PMTUDISC_DO),
+/// so a packet too big for a link is refused there, not split.
+fn shape_socket(socket: &Socket, shape: Shape) -> Result<()> {
+    if let Some(ttl) = shape.ttl {
+        socket
+            .set_ttl_v4(u32::from(ttl))
+            .context("cannot set the probe's TTL")?;
+    }
+    if shape.size.is_some() {
+        let value: libc::c_int = libc::IP_PMTUDISC_DO;
+        // SAFETY: IP_MTU_DISCOVER takes one int, passed with its size.
+        let set = unsafe {
+            libc::setsockopt(
+                socket.as_raw_fd(),
+                libc::IPPROTO_IP,
+                libc::IP_MTU_DISCOVER,
+                (&value as *const libc::c_int).cast(),
+                size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        if set != 0 {
+            return Err(std::io::Error::last_os_error())
+                .context("cannot set don't fragment on the probe's socket");
+        }
+    }
+    Ok(())
+}
+
 fn send_one(
     probe: Probe,
+    shape: Shape,
     address: Ipv4Addr,
     sequence: u16,
     timeout: Duration,
 ) -> Result<ProbeOutcome> {
     match probe {
-        Probe::Icmp => ping(address, sequence, timeout),
+        Probe::Icmp => ping(address, shape, sequence, timeout),
         Probe::Udp(port) => {
             // Connected, so an ICMP error about it comes back as an error.
-            let socket = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0))?;
-            socket.connect((address, port))?;
+            let socket = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))?;
+            shape_socket(&socket, shape)?;
+            socket.bind(&SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0).into())?;
+            if let Err(error) = socket.connect(&SocketAddrV4::new(address, port).into()) {
+                return refused_at_send(error).context("cannot address the UDP probe");
+            }
+            let socket = UdpSocket::from(socket);
             socket.set_read_timeout(Some(timeout))?;
-            if let Err(error) = socket.send(b"pkttrace probe") {
+            if let Err(error) = socket.send(&payload(shape)) {
                 return refused_at_send(error).context("cannot send the UDP probe");
             }
             let mut answer = [0u8; 1500];
@@ -96,55 +195,69 @@ fn send_one(
         }
         Probe::Tcp(port) => {
             let target = SocketAddr::V4(SocketAddrV4::new(address, port));
-            match TcpStream::connect_timeout(&target, timeout) {
-                Ok(mut stream) => {
-                    // Speak a little HTTP so a web server answers; the trace shows the handshake.
-                    let _ = stream.write_all(b"HEAD / HTTP/1.0\r\n\r\n");
+            let socket = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP))?;
+            shape_socket(&socket, shape)?;
+            match socket.connect_timeout(&target.into(), timeout) {
+                Ok(()) => {
+                    let mut stream = TcpStream::from(socket);
+                    // Speak a little HTTP so a web server answers; the trace
+                    // shows the handshake. `--size` sends that many bytes.
+                    let request = match shape.size {
+                        Some(_) => payload(shape),
+                        None => b"HEAD / HTTP/1.0\r\n\r\n".to_vec(),
+                    };
+                    let _ = stream.write_all(&request);
                     stream.set_read_timeout(Some(timeout))?;
                     let _ = stream.read(&mut [0u8; 512]);
                     Ok(ProbeOutcome::Answered)
                 }
                 Err(e) if e.kind() == ErrorKind::TimedOut => Ok(ProbeOutcome::NoAnswer),
-                Err(e) if e.kind() == ErrorKind::PermissionDenied => refused_at_send(e),
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        ErrorKind::ConnectionRefused
-                            | ErrorKind::HostUnreachable
-                            | ErrorKind::NetworkUnreachable
-                    ) =>
-                {
+                Err(e) if e.kind() == ErrorKind::ConnectionRefused => {
                     Ok(ProbeOutcome::Refused(e.to_string()))
                 }
-                Err(e) => Err(e).context("TCP probe"),
+                // A route the kernel lacks, or an unreachable answer to the SYN.
+                Err(e) if e.kind() == ErrorKind::HostUnreachable => {
+                    Ok(ProbeOutcome::Refused(e.to_string()))
+                }
+                Err(e) => refused_at_send(e).context("TCP probe"),
             }
         }
     }
 }
 
-/// A send the kernel refused: EPERM is the sender's own netfilter OUTPUT
-/// dropping it (the trace says which rule); anything else is an error.
+/// A send the kernel refused before any packet left the sender: no route
+/// (ENETUNREACH, EHOSTUNREACH for an unreachable route, EINVAL for a
+/// blackhole, EACCES for a prohibit route), too big for the path MTU it
+/// learned (EMSGSIZE), or the sender's own netfilter OUTPUT (EPERM). The
+/// trace tells why; anything else is an error.
 fn refused_at_send(error: std::io::Error) -> Result<ProbeOutcome> {
-    if error.kind() == ErrorKind::PermissionDenied {
-        Ok(ProbeOutcome::Refused(error.to_string()))
-    } else {
-        Err(error.into())
+    match error.raw_os_error() {
+        Some(
+            errno @ (libc::ENETUNREACH
+            | libc::EHOSTUNREACH
+            | libc::EINVAL
+            | libc::EACCES
+            | libc::EMSGSIZE
+            | libc::EPERM),
+        ) => Ok(ProbeOutcome::NotSent(errno)),
+        _ => Err(error.into()),
     }
 }
 
 /// One ICMP echo request on a raw socket, then waits for the reply or an
 /// ICMP error about it.
-fn ping(address: Ipv4Addr, sequence: u16, timeout: Duration) -> Result<ProbeOutcome> {
+fn ping(address: Ipv4Addr, shape: Shape, sequence: u16, timeout: Duration) -> Result<ProbeOutcome> {
     let socket = Socket::new(Domain::IPV4, Type::RAW, Some(Protocol::ICMPV4))
         .context("cannot open a raw ICMP socket")?;
+    shape_socket(&socket, shape)?;
     let id = std::process::id() as u16;
-    let payload = b"pkttrace";
+    let payload = payload(shape);
     let header = Icmpv4Header::with_checksum(
         Icmpv4Type::EchoRequest(IcmpEchoHeader { id, seq: sequence }),
-        payload,
+        &payload,
     );
     let mut message = header.to_bytes().to_vec();
-    message.extend_from_slice(payload);
+    message.extend_from_slice(&payload);
     if let Err(error) = socket.send_to(&message, &SocketAddrV4::new(address, 0).into()) {
         return refused_at_send(error).context("cannot send the ICMP probe");
     }
@@ -157,8 +270,13 @@ fn ping(address: Ipv4Addr, sequence: u16, timeout: Duration) -> Result<ProbeOutc
             return Ok(ProbeOutcome::NoAnswer);
         }
         socket.set_read_timeout(Some(left))?;
-        let Ok(length) = socket.recv(&mut buffer) else {
-            return Ok(ProbeOutcome::NoAnswer);
+        let length = match socket.recv(&mut buffer) {
+            Ok(length) => length,
+            // An ICMP fragmentation needed about it sets the socket's error.
+            Err(error) if error.raw_os_error() == Some(libc::EMSGSIZE) => {
+                return Ok(ProbeOutcome::Refused(error.to_string()));
+            }
+            Err(_) => return Ok(ProbeOutcome::NoAnswer),
         };
         // SAFETY: recv initialised the first `length` bytes.
         let bytes: Vec<u8> = buffer[..length]

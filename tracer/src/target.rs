@@ -366,7 +366,8 @@ mod tests {
             interfaces: vec![Interface {
                 ifindex: 9,
                 name: "pt-up-host".into(),
-                kind: Some("veth".into()),
+                kind: crate::enrich::LinkKind::Veth,
+                mtu: None,
                 mac: None,
                 addresses: vec![(Ipv4Addr::new(198, 51, 100, 254), 24)],
                 up: true,

@@ -1,11 +1,15 @@
-//! Names the kernel uses for numbers in events: drop reasons (from the BTF
-//! enum `skb_drop_reason`) and code addresses (from /proc/kallsyms).
+//! What the kernel's numbers in events are: drop reasons (from the BTF enum
+//! `skb_drop_reason`) and code addresses (from /proc/kallsyms), each typed
+//! once: a drop reason by its kernel name, a code address by the extent of
+//! the function it lies in.
 
 use std::{
     collections::HashMap,
-    sync::{Arc, Mutex, OnceLock},
+    sync::{Mutex, OnceLock},
     thread::JoinHandle,
 };
+
+use super::{CodeSite, DropReason, SiteRole};
 
 const KALLSYMS: &str = "/proc/kallsyms";
 
@@ -13,15 +17,18 @@ const KALLSYMS: &str = "/proc/kallsyms";
 type Symbols = Vec<(u64, String)>;
 
 pub struct KernelNames {
-    drop_reasons: HashMap<u32, Arc<str>>,
+    drop_reasons: HashMap<u32, DropReason>,
     /// Text symbols sorted by address; read on a thread of their own (some
     /// 100 ms of kallsyms) while start-up goes on.
     symbols: OnceLock<Symbols>,
     reading_symbols: Mutex<Option<JoinHandle<Symbols>>>,
-    /// Each code address's name, made once: a followed stream frees its
+    /// The code ranges of the functions pkttrace knows the meaning of
+    /// (`SiteRole::FUNCTIONS`), found once the symbols are read.
+    role_ranges: OnceLock<Vec<(u64, u64, SiteRole)>>,
+    /// Each code address's site, made once: a followed stream frees its
     /// packets at the same few places, and looking up and formatting the
     /// name for every event was an allocation each.
-    named_locations: Mutex<foldhash::HashMap<u64, Arc<str>>>,
+    sites: Mutex<foldhash::HashMap<u64, CodeSite>>,
 }
 
 /// Most code addresses whose names are kept (a few dozen are usual).
@@ -35,10 +42,11 @@ impl KernelNames {
             sorted(kallsyms.lines().filter_map(text_symbol).collect())
         });
         Self {
-            drop_reasons: shared(drop_reasons),
+            drop_reasons: typed(drop_reasons),
             symbols: OnceLock::new(),
             reading_symbols: Mutex::new(Some(reading)),
-            named_locations: Mutex::default(),
+            role_ranges: OnceLock::new(),
+            sites: Mutex::default(),
         }
     }
 
@@ -46,10 +54,11 @@ impl KernelNames {
     #[cfg(test)]
     pub fn from_parts(drop_reasons: Vec<(u32, String)>, symbols: Symbols) -> Self {
         Self {
-            drop_reasons: shared(drop_reasons),
+            drop_reasons: typed(drop_reasons),
             symbols: OnceLock::from(sorted(symbols)),
             reading_symbols: Mutex::new(None),
-            named_locations: Mutex::default(),
+            role_ranges: OnceLock::new(),
+            sites: Mutex::default(),
         }
     }
 
@@ -82,28 +91,63 @@ impl KernelNames {
         Some((start, end - start))
     }
 
-    pub fn drop_reason(&self, value: u32) -> Arc<str> {
+    pub fn drop_reason(&self, value: u32) -> DropReason {
         self.drop_reasons
             .get(&value)
             .cloned()
-            .unwrap_or_else(|| format!("reason {value}").into())
+            .unwrap_or_else(|| DropReason::Other(format!("reason {value}").into()))
     }
 
-    /// `function+0xoffset` for a kernel code address, or the bare address when
-    /// kallsyms hides addresses (kptr_restrict) or does not know it.
-    pub fn symbol(&self, address: u64) -> Arc<str> {
-        let Ok(mut named) = self.named_locations.lock() else {
-            return self.name_of(address).into();
+    /// The code address as a site: its name (`function+0xoffset`, or the
+    /// bare address when kallsyms hides addresses or does not know it) and
+    /// its role, by the function extent it lies in.
+    pub fn site(&self, address: u64) -> CodeSite {
+        let Ok(mut sites) = self.sites.lock() else {
+            return self.site_of(address);
         };
-        if let Some(name) = named.get(&address) {
-            return name.clone();
+        if let Some(site) = sites.get(&address) {
+            return site.clone();
         }
-        if named.len() == MAX_NAMED_LOCATIONS {
-            named.clear();
+        if sites.len() == MAX_NAMED_LOCATIONS {
+            sites.clear();
         }
-        let name: Arc<str> = self.name_of(address).into();
-        named.insert(address, name.clone());
-        name
+        let site = self.site_of(address);
+        sites.insert(address, site.clone());
+        site
+    }
+
+    fn site_of(&self, address: u64) -> CodeSite {
+        let role = self
+            .role_ranges()
+            .iter()
+            .find(|(start, end, _)| (*start..*end).contains(&address))
+            .map_or(SiteRole::Other, |(_, _, role)| *role);
+        CodeSite {
+            name: self.name_of(address).into(),
+            role,
+        }
+    }
+
+    /// Where the (first) function of `role` starts and how long it is.
+    pub fn role_extent(&self, role: SiteRole) -> Option<(u64, u64)> {
+        self.role_ranges()
+            .iter()
+            .find(|(_, _, r)| *r == role)
+            .map(|(start, end, _)| (*start, end - start))
+    }
+
+    fn role_ranges(&self) -> &[(u64, u64, SiteRole)] {
+        self.role_ranges.get_or_init(|| {
+            SiteRole::FUNCTIONS
+                .iter()
+                .flat_map(|(role, functions)| {
+                    functions.iter().filter_map(move |function| {
+                        let (start, length) = self.function_extent(function)?;
+                        Some((start, start + length, *role))
+                    })
+                })
+                .collect()
+        })
     }
 
     fn name_of(&self, address: u64) -> String {
@@ -119,10 +163,10 @@ impl KernelNames {
     }
 }
 
-fn shared(drop_reasons: Vec<(u32, String)>) -> HashMap<u32, Arc<str>> {
+fn typed(drop_reasons: Vec<(u32, String)>) -> HashMap<u32, DropReason> {
     drop_reasons
         .into_iter()
-        .map(|(value, name)| (value, name.into()))
+        .map(|(value, name)| (value, DropReason::from_kernel_name(&name)))
         .collect()
 }
 

@@ -1,22 +1,30 @@
-//! Event decoding: raw `PacketEvent`s from the kernel become typed events with
-//! names for drop reasons and code locations. Pure data in, data out; the
-//! kernel-specific tables are read once by `KernelNames`.
+//! Event decoding: raw `PacketEvent`s from the kernel become typed events:
+//! drop reasons, code locations, conntrack, route results and MAC addresses
+//! are typed values (`values`), decided once here. Pure data in, data out;
+//! the kernel-specific tables are read once by `KernelNames`.
 
 pub mod dns;
 mod kernel_names;
 pub mod nftrace;
+mod values;
 
-use std::{net::Ipv4Addr, sync::Arc};
+use std::net::Ipv4Addr;
 
 use compact_str::CompactString;
 use serde::{Deserialize, Serialize};
-use tracer_common::{ETH_P_ARP, IN_TASK, NOT_IN_TASK, PacketEvent, Probe};
+use tracer_common::{
+    ETH_P_ARP, IN_TASK, NOT_IN_TASK, PacketEvent, Probe, ROUTE_FOR_ANSWER, ROUTE_FOR_PACKET,
+};
 
 pub use dns::DnsMessage;
 pub use kernel_names::KernelNames;
+pub use values::{
+    CodeSite, Conntrack, CtDirection, CtState, DropReason, Mac, RouteFor, RouteResult, SiteRole,
+};
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
+/// A netfilter hook, named as iptables names its chains.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
 pub enum Hook {
     Prerouting,
     Input,
@@ -60,6 +68,12 @@ impl Hook {
     }
 }
 
+impl std::fmt::Display for Hook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 /// Which side of the hook's NAT priority the observation was made on:
 /// `Before` is at the hook's very entry (before raw, conntrack, mangle and
 /// NAT), `After` just after its NAT.
@@ -74,52 +88,55 @@ pub enum NatSide {
 #[serde(tag = "probe", rename_all = "snake_case")]
 pub enum EventKind {
     /// Handed to a device for transmit; the frame's destination MAC says
-    /// which neighbour it goes to.
+    /// which neighbour it goes to (None on a device without Ethernet).
     Transmit {
         #[serde(default, skip_serializing_if = "Option::is_none")]
-        mac_dst: Option<CompactString>,
+        mac_dst: Option<Mac>,
     },
     /// Taken in by a device's receive path.
     Receive {
-        mac_src: Option<CompactString>,
-        mac_dst: Option<CompactString>,
+        mac_src: Option<Mac>,
+        mac_dst: Option<Mac>,
     },
     Netfilter {
         hook: Hook,
         side: NatSide,
         out_ifindex: u32,
     },
-    /// Names are shared (`KernelNames` keeps one of each): no allocation per event.
     Drop {
-        reason: Arc<str>,
-        location: Arc<str>,
+        reason: DropReason,
+        location: CodeSite,
     },
     /// Freed normally.
-    Consume { location: Arc<str> },
+    Consume { location: CodeSite },
     /// Read from a socket by a process.
     SocketRead,
     /// A TCP segment's payload, copied by the TC program of a traced
     /// namespace's device (it only carries the DNS message).
     TcpPayload,
-    /// A routing table lookup (not tied to one packet pointer).
+    /// A routing table lookup: the flow asked about is the event's packet,
+    /// and `route_for` says whose packet it was when the kernel's evidence
+    /// ties it to one (the event's `skb`).
     Route {
         table: u32,
-        error: i32,
+        result: RouteResult,
         out_ifindex: u32,
         gateway: Option<Ipv4Addr>,
+        #[serde(default, skip_serializing_if = "RouteFor::is_sender")]
+        route_for: RouteFor,
     },
 }
 
 impl EventKind {
     /// ARP freeing the copy of a waiting packet it made for one who-has.
     pub fn is_neighbour_solicit(&self) -> bool {
-        matches!(self, Self::Consume { location } if frees_a_neighbour_solicit(location))
+        matches!(self, Self::Consume { location } if location.role == SiteRole::NeighbourSolicit)
     }
 
     /// The kernel returning the memory of a skb a socket reader finished
-    /// with (see `is_deferred_free`): not a hop of the packet.
+    /// with (`SiteRole::DeferredFree`): not a hop of the packet.
     pub fn is_deferred_free(&self) -> bool {
-        matches!(self, Self::Consume { location } if is_deferred_free(location))
+        matches!(self, Self::Consume { location } if location.role == SiteRole::DeferredFree)
     }
 
     /// The packet enters the local stack of its namespace (INPUT's entry).
@@ -141,6 +158,11 @@ impl EventKind {
             self,
             Self::Drop { .. } | Self::Consume { .. } | Self::SocketRead
         )
+    }
+
+    /// A route lookup that found no way on.
+    pub fn is_failed_route(&self) -> bool {
+        matches!(self, Self::Route { result, .. } if !result.found())
     }
 }
 
@@ -178,8 +200,8 @@ pub enum Transport {
     /// Not IP: neighbour resolution (1 = who-has request, 2 = is-at reply).
     Arp {
         operation: u16,
-        sender_mac: [u8; 6],
-        target_mac: [u8; 6],
+        sender_mac: Mac,
+        target_mac: Mac,
     },
     Other {
         number: u8,
@@ -246,27 +268,13 @@ pub struct Packet {
     pub transport: Transport,
     pub ip_id: u16,
     pub length: u16,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Conntrack {
-    /// The kernel address of the conntrack entry: one connection, both directions.
-    pub id: u64,
-    /// `enum ip_conntrack_info`: 0 established, 1 related, 2 new, 3+ reply direction.
-    pub info: u8,
-}
-
-impl Conntrack {
-    pub fn state(self) -> &'static str {
-        match self.info {
-            0 => "ESTABLISHED",
-            1 => "RELATED",
-            2 => "NEW",
-            3 => "ESTABLISHED, reply direction",
-            4 => "RELATED, reply direction",
-            _ => "UNKNOWN",
-        }
-    }
+    /// Time to live as it was where it was seen (0 when unknown: a route
+    /// lookup, or a recording made before pkttrace read it).
+    #[serde(default)]
+    pub ttl: u8,
+    /// The don't-fragment bit: a router may not split it to fit a smaller link.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub dont_fragment: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -324,25 +332,6 @@ impl Event {
     }
 }
 
-/// Where ARP frees the copy of a waiting packet it made for one who-has: the
-/// first request, and each retry from the neighbour's timer.
-pub fn frees_a_neighbour_solicit(location: &str) -> bool {
-    let function = location.split('+').next().unwrap_or(location);
-    ["__neigh_event_send", "neigh_probe", "neigh_timer_handler"].contains(&function)
-}
-
-/// A socket reader on another CPU than the one that allocated the skb hands
-/// it back to that CPU (`skb_attempt_defer_free`), which frees it whenever it
-/// next runs its network softirq: maybe before the read is reported, maybe
-/// seconds later, in whatever task it interrupted. The free says that a
-/// reader consumed the packet, and nothing about where the packet was.
-pub fn is_deferred_free(location: &str) -> bool {
-    location.split('+').next() == Some(DEFERRED_FREES)
-}
-
-/// The kernel function that makes the deferred frees.
-pub const DEFERRED_FREES: &str = "skb_defer_free_flush";
-
 /// A kernel name (device, task) up to its NUL; names this short live
 /// inline in a `CompactString`, so decoding allocates nothing for them.
 fn c_string(bytes: &[u8]) -> CompactString {
@@ -354,53 +343,34 @@ fn c_string(bytes: &[u8]) -> CompactString {
 /// namespace's own addresses).
 pub const MAIN_TABLE: u32 = 254;
 pub const LOCAL_TABLE: u32 = 255;
-/// `nhc_scope` of a local route's next hop (`RT_SCOPE_NOWHERE`).
-const LOCAL_NEXTHOP_SCOPE: u8 = 255;
 
 /// The table the route found lives in. While a namespace has no policy
 /// rules the kernel keeps the local table merged into main and reports a
 /// hit on a local route (an address of the namespace) as main's; the next
-/// hop's scope still tells it: only routes of scope host, which the kernel
-/// makes for local addresses, get RT_SCOPE_NOWHERE.
-fn route_table(raw: &PacketEvent) -> u32 {
-    let local = raw.fib_error == 0 && raw.nexthop_scope == LOCAL_NEXTHOP_SCOPE;
-    if local && raw.reason_or_table == MAIN_TABLE {
+/// hop's scope still tells it (`RouteResult::Local`).
+fn route_table(raw: &PacketEvent, result: RouteResult) -> u32 {
+    if result == RouteResult::Local && raw.reason_or_table == MAIN_TABLE {
         LOCAL_TABLE
     } else {
         raw.reason_or_table
     }
 }
 
-/// `aa:bb:cc:dd:ee:ff`, 17 bytes: CompactString keeps it inline. Written
-/// digit by digit: through `format!` this was 3% of a followed stream.
-pub fn mac(bytes: [u8; 6]) -> CompactString {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut text = [b':'; 17];
-    for (i, byte) in bytes.into_iter().enumerate() {
-        text[3 * i] = DIGITS[usize::from(byte >> 4)];
-        text[3 * i + 1] = DIGITS[usize::from(byte & 0x0f)];
-    }
-    CompactString::from_utf8_lossy(&text)
-}
-
 /// Turns one raw event (and the payload it carried, if any) into a typed
 /// one; `None` for an event this version does not know (a newer object, say).
 pub fn decode(raw: &PacketEvent, payload: Option<&[u8]>, names: &KernelNames) -> Option<Event> {
     let probe = Probe::from_u8(raw.probe)?;
+    // An ARP event's addresses are the message's, not the frame's; a
+    // device without Ethernet has none.
+    let frame_macs = raw.has_mac == 1 && raw.ether_type != ETH_P_ARP;
     let kind = match probe {
         Probe::DevQueue => EventKind::Transmit {
-            mac_dst: (raw.has_mac == 1 && raw.ether_type != ETH_P_ARP).then(|| mac(raw.mac_dst)),
+            mac_dst: frame_macs.then_some(Mac(raw.mac_dst)),
         },
-        Probe::Receive => {
-            // An ARP event's addresses are the message's, not the frame's.
-            let frame_macs = raw.has_mac == 1 && raw.ether_type != ETH_P_ARP;
-            let (mac_src, mac_dst) = if frame_macs {
-                (Some(mac(raw.mac_src)), Some(mac(raw.mac_dst)))
-            } else {
-                (None, None)
-            };
-            EventKind::Receive { mac_src, mac_dst }
-        }
+        Probe::Receive => EventKind::Receive {
+            mac_src: frame_macs.then_some(Mac(raw.mac_src)),
+            mac_dst: frame_macs.then_some(Mac(raw.mac_dst)),
+        },
         Probe::NetfilterEntry | Probe::NetfilterAfterNat => EventKind::Netfilter {
             hook: Hook::from_kernel(raw.nf_hook)?,
             side: if probe == Probe::NetfilterEntry {
@@ -412,26 +382,34 @@ pub fn decode(raw: &PacketEvent, payload: Option<&[u8]>, names: &KernelNames) ->
         },
         Probe::Drop => EventKind::Drop {
             reason: names.drop_reason(raw.reason_or_table),
-            location: names.symbol(raw.location),
+            location: names.site(raw.location),
         },
         Probe::Consume => EventKind::Consume {
-            location: names.symbol(raw.location),
+            location: names.site(raw.location),
         },
         // A datagram read is a socket read whose packet the assembler finds.
         Probe::SocketRead | Probe::DatagramRead => EventKind::SocketRead,
         Probe::TcpPayload => EventKind::TcpPayload,
-        Probe::FibLookup => EventKind::Route {
-            table: route_table(raw),
-            error: raw.fib_error,
-            out_ifindex: raw.out_ifindex,
-            gateway: Some(Ipv4Addr::from(raw.gateway)).filter(|g| !g.is_unspecified()),
-        },
+        Probe::FibLookup => {
+            let result = RouteResult::from_lookup(raw.fib_error, raw.nexthop_scope);
+            EventKind::Route {
+                table: route_table(raw, result),
+                result,
+                out_ifindex: raw.out_ifindex,
+                gateway: Some(Ipv4Addr::from(raw.gateway)).filter(|g| !g.is_unspecified()),
+                route_for: match raw.route_for {
+                    ROUTE_FOR_PACKET => RouteFor::Packet,
+                    ROUTE_FOR_ANSWER => RouteFor::AnswerTo,
+                    _ => RouteFor::Sender,
+                },
+            }
+        }
     };
     let transport = match raw.protocol {
         _ if raw.ether_type == ETH_P_ARP => Transport::Arp {
             operation: raw.sport,
-            sender_mac: raw.mac_src,
-            target_mac: raw.mac_dst,
+            sender_mac: Mac(raw.mac_src),
+            target_mac: Mac(raw.mac_dst),
         },
         1 => Transport::Icmp {
             icmp_type: raw.icmp_type,
@@ -481,11 +459,12 @@ pub fn decode(raw: &PacketEvent, payload: Option<&[u8]>, names: &KernelNames) ->
             transport,
             ip_id: raw.ip_id,
             length: raw.ip_len,
+            ttl: raw.ttl,
+            dont_fragment: raw.dont_fragment != 0,
         },
-        conntrack: (raw.conntrack != 0).then_some(Conntrack {
-            id: raw.conntrack,
-            info: raw.ctinfo,
-        }),
+        conntrack: (raw.conntrack != 0)
+            .then(|| Conntrack::from_kernel(raw.conntrack, raw.ctinfo))
+            .flatten(),
         pid: raw.pid,
         ns_pid: raw.ns_pid,
         in_task: match raw.in_task {
@@ -511,6 +490,8 @@ mod tests {
             vec![
                 (0xffff_ffff_8100_0000, "nf_hook_slow".into()),
                 (0xffff_ffff_8100_0400, "ip_forward".into()),
+                (0xffff_ffff_8100_0800, "neigh_probe".into()),
+                (0xffff_ffff_8100_0900, "neigh_update".into()),
             ],
         )
     }
@@ -524,8 +505,8 @@ mod tests {
             Some((0xffff_ffff_8100_0000, 0x400))
         );
         // The last one's end is unknown, an unknown one has none.
-        assert_eq!(names.function_extent("ip_forward"), None);
-        assert_eq!(names.function_extent(DEFERRED_FREES), None);
+        assert_eq!(names.function_extent("neigh_update"), None);
+        assert_eq!(names.function_extent("skb_defer_free_flush"), None);
     }
 
     /// A netfilter observation as the kernel sent it (values from a real run).
@@ -543,6 +524,8 @@ mod tests {
             dport: 3,
             ip_id: 6501,
             ip_len: 84,
+            ttl: 63,
+            dont_fragment: 1,
             nf_hook: 4,
             conntrack: 0xffff88812981cd00,
             ctinfo: 2,
@@ -551,14 +534,6 @@ mod tests {
         raw.ifname[..11].copy_from_slice(b"dev-up-host");
         raw.ifname[11..14].copy_from_slice(b"\0xy"); // bytes after the NUL are stale kernel memory
         raw
-    }
-
-    #[test]
-    fn a_mac_address_is_lowercase_hex_pairs() {
-        assert_eq!(
-            mac([0x02, 0x42, 0xac, 0x11, 0x00, 0xff]),
-            "02:42:ac:11:00:ff"
-        );
     }
 
     #[test]
@@ -584,38 +559,50 @@ mod tests {
                 quoted: None
             }
         );
-        assert_eq!(event.conntrack.unwrap().state(), "NEW");
+        assert_eq!((event.packet.ttl, event.packet.dont_fragment), (63, true));
+        let conntrack = event.conntrack.unwrap();
+        assert_eq!(
+            (conntrack.state, conntrack.direction),
+            (CtState::New, CtDirection::Original)
+        );
     }
 
     #[test]
-    fn a_code_address_is_named_once_and_shared() {
+    fn a_code_address_is_named_once_and_typed_by_the_extent_it_lies_in() {
         let names = names();
-        let first = names.symbol(0xffff_ffff_8100_0412);
-        assert_eq!(&*first, "ip_forward+0x12");
-        assert!(Arc::ptr_eq(&first, &names.symbol(0xffff_ffff_8100_0412)));
-        assert_eq!(&*names.symbol(0xffff_ffff_8100_0000), "nf_hook_slow");
-        assert_eq!(&*names.symbol(0x10), "0x10");
+        let forwarding = names.site(0xffff_ffff_8100_0412);
+        assert_eq!(&*forwarding.name, "ip_forward+0x12");
+        assert_eq!(forwarding.role, SiteRole::Forwarding);
+        assert_eq!(forwarding.function(), "ip_forward");
+        assert_eq!(
+            names.site(0xffff_ffff_8100_0812).role,
+            SiteRole::NeighbourSolicit
+        );
+        let elsewhere = names.site(0xffff_ffff_8100_0000);
+        assert_eq!(
+            (&*elsewhere.name, elsewhere.role),
+            ("nf_hook_slow", SiteRole::Other)
+        );
+        assert_eq!(&*names.site(0x10).name, "0x10");
     }
 
     #[test]
-    fn names_drop_reasons_and_locations() {
+    fn a_drop_is_typed_by_the_name_the_kernel_gives_its_reason() {
         let mut raw = raw_netfilter_event();
         raw.probe = Probe::Drop as u8;
         raw.reason_or_table = 12;
         raw.location = 0xffff_ffff_8100_0012;
         let event = decode(&raw, None, &names()).unwrap();
-        assert_eq!(
-            event.kind,
-            EventKind::Drop {
-                reason: "NETFILTER_DROP".into(),
-                location: "nf_hook_slow+0x12".into()
-            }
-        );
+        let EventKind::Drop { reason, location } = event.kind else {
+            panic!("{:?}", event.kind)
+        };
+        assert_eq!(reason, DropReason::NetfilterDrop);
+        assert_eq!(&*location.name, "nf_hook_slow+0x12");
         raw.reason_or_table = 999;
         let EventKind::Drop { reason, .. } = decode(&raw, None, &names()).unwrap().kind else {
             panic!()
         };
-        assert_eq!(&*reason, "reason 999");
+        assert_eq!(reason.kernel_name(), "reason 999");
     }
 
     #[test]
@@ -643,11 +630,21 @@ mod tests {
             event.packet.transport,
             Transport::Arp {
                 operation: 1,
-                sender_mac: [0x02, 0x42, 0xac, 0x11, 0x00, 0x03],
-                target_mac: [0; 6]
+                sender_mac: Mac([0x02, 0x42, 0xac, 0x11, 0x00, 0x03]),
+                target_mac: Mac::default()
             }
         );
         assert_eq!(event.packet.dst, Ipv4Addr::new(172, 17, 0, 1), "who has");
+    }
+
+    #[test]
+    fn a_frame_without_ethernet_addresses_has_none() {
+        let mut raw = raw_netfilter_event();
+        raw.probe = Probe::DevQueue as u8;
+        raw.mac_dst = [0x45, 0, 0, 0x24, 1, 0x18];
+        raw.has_mac = 0;
+        let event = decode(&raw, None, &names()).unwrap();
+        assert_eq!(event.kind, EventKind::Transmit { mac_dst: None });
     }
 
     #[test]
@@ -659,30 +656,55 @@ mod tests {
         assert!(decode(&raw, None, &names()).is_none());
     }
 
+    fn lookup(table: u32, nexthop_scope: u8, fib_error: i32) -> PacketEvent {
+        PacketEvent {
+            probe: Probe::FibLookup as u8,
+            daddr: [198, 51, 100, 1],
+            reason_or_table: table,
+            nexthop_scope,
+            fib_error,
+            ..PacketEvent::default()
+        }
+    }
+
+    fn route(raw: PacketEvent) -> (u32, RouteResult, RouteFor) {
+        match decode(&raw, None, &names()).unwrap().kind {
+            EventKind::Route {
+                table,
+                result,
+                route_for,
+                ..
+            } => (table, result, route_for),
+            kind => panic!("{kind:?}"),
+        }
+    }
+
     #[test]
     fn a_local_route_found_in_the_merged_main_table_is_the_local_tables() {
         // With the local table merged into main, next hop scopes as the
         // kernel sets them: nowhere (255) for a local address, host (254)
         // for a directly connected route, link (253) for a gateway.
-        let lookup = |table, nexthop_scope| PacketEvent {
-            probe: Probe::FibLookup as u8,
-            daddr: [198, 51, 100, 1],
-            reason_or_table: table,
-            nexthop_scope,
-            ..PacketEvent::default()
-        };
-        let table = |raw: PacketEvent| match decode(&raw, None, &names()).unwrap().kind {
-            EventKind::Route { table, .. } => table,
-            kind => panic!("{kind:?}"),
-        };
-        assert_eq!(table(lookup(MAIN_TABLE, 255)), LOCAL_TABLE);
+        let table = |table, scope| route(lookup(table, scope, 0)).0;
+        assert_eq!(table(MAIN_TABLE, 255), LOCAL_TABLE);
+        assert_eq!(table(MAIN_TABLE, 254), MAIN_TABLE, "directly connected");
+        assert_eq!(table(MAIN_TABLE, 253), MAIN_TABLE, "via a gateway");
+        assert_eq!(table(LOCAL_TABLE, 255), LOCAL_TABLE, "tables apart");
+        assert_eq!(table(100, 255), 100, "a policy table keeps its id");
+    }
+
+    #[test]
+    fn a_failed_lookup_keeps_its_table_and_says_whose_packet_it_was() {
+        let mut raw = lookup(MAIN_TABLE, 0, -11);
+        raw.route_for = ROUTE_FOR_ANSWER;
         assert_eq!(
-            table(lookup(MAIN_TABLE, 254)),
-            MAIN_TABLE,
-            "directly connected"
+            route(raw),
+            (MAIN_TABLE, RouteResult::NoMatch, RouteFor::AnswerTo)
         );
-        assert_eq!(table(lookup(MAIN_TABLE, 253)), MAIN_TABLE, "via a gateway");
-        assert_eq!(table(lookup(LOCAL_TABLE, 255)), LOCAL_TABLE, "tables apart");
-        assert_eq!(table(lookup(100, 255)), 100, "a policy table keeps its id");
+        raw.route_for = ROUTE_FOR_PACKET;
+        raw.fib_error = -113;
+        assert_eq!(
+            route(raw),
+            (MAIN_TABLE, RouteResult::Unreachable, RouteFor::Packet)
+        );
     }
 }

@@ -17,6 +17,7 @@ use super::{Container, ContainerNetwork, DockerNetwork, PortBinding, netns};
 const DEFAULT_SOCKET: &str = "/var/run/docker.sock";
 /// Discovery runs at startup: a hung dockerd must not hang pkttrace.
 const TIMEOUT: Duration = Duration::from_secs(3);
+const MASQUERADE_OPTION: &str = "com.docker.network.bridge.enable_ip_masquerade";
 const BRIDGE_NAME_OPTION: &str = "com.docker.network.bridge.name";
 
 /// What Docker reported.
@@ -198,11 +199,20 @@ fn network(n: Network) -> Option<DockerNetwork> {
         .collect();
     Some(DockerNetwork {
         bridge: bridge_name(&name, &id, &driver, n.options.as_ref()),
+        masquerade: masquerades(n.options.as_ref()),
         name,
         id,
         driver,
         subnets,
     })
+}
+
+/// Docker masquerades unless the network says otherwise (`-o
+/// com.docker.network.bridge.enable_ip_masquerade=false`).
+fn masquerades(options: Option<&HashMap<String, String>>) -> bool {
+    options
+        .and_then(|o| o.get(MASQUERADE_OPTION))
+        .is_none_or(|value| value.parse::<bool>().unwrap_or(true))
 }
 
 /// The Linux bridge Docker made for a bridge-driver network: the name given

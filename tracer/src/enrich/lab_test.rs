@@ -8,7 +8,7 @@ use std::net::Ipv4Addr;
 use std::process::Command;
 use std::time::Instant;
 
-use super::{Owner, RouteKind, Topology};
+use super::{LinkKind, Owner, RouteKind, Topology};
 use crate::test_support::run;
 
 const LAB_IMAGE: &str = "pkttrace-lab:latest";
@@ -179,7 +179,7 @@ async fn discovers_real_netns_veth_and_container() {
     let inner = ns.interface_by_name(&ns_end).expect("namespace end");
     let outer = host.interface_by_name(&host_end).expect("host end");
     assert_eq!(inner.ifindex, outer.ifindex);
-    assert_eq!(inner.kind.as_deref(), Some("veth"));
+    assert_eq!(inner.kind, LinkKind::Veth);
     let outer_peer = outer.peer.expect("host end's peer");
     assert_eq!(
         (outer_peer.netns, outer_peer.ifindex),
@@ -237,14 +237,14 @@ async fn discovers_real_netns_veth_and_container() {
     );
     assert_eq!(eth0.mac, net.mac);
     let docker0 = host.interface_by_name("docker0").expect("docker0");
-    assert_eq!(docker0.kind.as_deref(), Some("bridge"));
+    assert_eq!(docker0.kind, LinkKind::Bridge);
     assert_eq!(net.gateway, docker0.addresses.first().map(|a| a.0));
     let eth0_peer = eth0.peer.expect("container eth0's peer");
     assert_eq!(eth0_peer.netns, topo.host_netns);
     let port = topo
         .interface(eth0_peer.netns, eth0_peer.ifindex)
         .expect("host end of eth0");
-    assert_eq!(port.kind.as_deref(), Some("veth"));
+    assert_eq!(port.kind, LinkKind::Veth);
     assert_eq!(port.master, Some(docker0.ifindex));
     assert_eq!(
         port.peer.map(|p| (p.netns, p.ifindex)),

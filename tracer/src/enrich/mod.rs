@@ -11,6 +11,7 @@ mod firewall;
 mod lab_test;
 mod netlink;
 mod netns;
+mod path_mtu;
 mod peers;
 mod processes;
 mod sysctl;
@@ -23,11 +24,12 @@ use serde::{Deserialize, Serialize};
 use std::net::Ipv4Addr;
 
 use crate::{
-    decode::{EventKind, Hook},
+    decode::{DropReason, EventKind, Hook, Mac},
     journey::Journey,
 };
 
 pub use fdb::{FdbEntry, host_fdb};
+pub use path_mtu::path_mtu;
 pub use sysctl::{Ipv4Settings, ipv4_settings};
 pub use watch::changes;
 pub use wiring::{
@@ -87,10 +89,11 @@ pub enum Owner {
 pub struct Interface {
     pub ifindex: u32,
     pub name: String,
-    /// Link kind from IFLA_INFO_KIND: "veth", "bridge", "dummy", ...;
-    /// None for physical devices and loopback.
-    pub kind: Option<String>,
+    pub kind: LinkKind,
     pub mac: Option<[u8; 6]>,
+    /// IFLA_MTU: the largest packet the link takes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mtu: Option<u32>,
     pub addresses: Vec<(Ipv4Addr, u8)>,
     /// Administratively up (IFF_UP).
     pub up: bool,
@@ -103,6 +106,96 @@ pub struct Interface {
     pub peer: Option<InterfaceRef>,
     /// Kernel driver of a host device with hardware behind it (`virtio_net`).
     pub driver: Option<String>,
+}
+
+/// What kind of link a device is, from IFLA_INFO_KIND and its link-layer
+/// type: what it does with what it is given decides what the story can
+/// see beyond it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LinkKind {
+    Loopback,
+    /// One end of a veth pair: the other end receives what it sends.
+    Veth,
+    Bridge,
+    /// A tun device: IP packets, no Ethernet, handed to the program holding it.
+    Tun,
+    /// A tap device: Ethernet frames, handed to the program holding it.
+    Tap,
+    /// Frees what it is given (nothing redirected to it).
+    Ifb,
+    Dummy,
+    Vxlan,
+    Macvlan,
+    Macvtap,
+    Wireguard,
+    /// An IP tunnel (gre, ipip, sit, geneve, gretap, ...), by its kind.
+    Tunnel(String),
+    /// A device with no link kind: hardware behind a driver (a NIC).
+    Hardware,
+    /// Any other link kind, by its IFLA_INFO_KIND.
+    Other(String),
+}
+
+/// `ARPHRD_LOOPBACK` and `ARPHRD_ETHER`: the link-layer types of loopback
+/// and of Ethernet-framed devices.
+const ARPHRD_LOOPBACK: u16 = 772;
+const ARPHRD_ETHER: u16 = 1;
+
+impl LinkKind {
+    /// From IFLA_INFO_KIND (None for a device without one) and the
+    /// link-layer type (`ARPHRD_*`), which tells a tap from a tun.
+    pub fn from_netlink(info_kind: Option<&str>, link_layer_type: u16) -> Self {
+        match info_kind {
+            None if link_layer_type == ARPHRD_LOOPBACK => Self::Loopback,
+            None => Self::Hardware,
+            Some("veth") => Self::Veth,
+            Some("bridge") => Self::Bridge,
+            Some("tun") if link_layer_type == ARPHRD_ETHER => Self::Tap,
+            Some("tun") => Self::Tun,
+            Some("ifb") => Self::Ifb,
+            Some("dummy") => Self::Dummy,
+            Some("vxlan") => Self::Vxlan,
+            Some("macvlan") => Self::Macvlan,
+            Some("macvtap") => Self::Macvtap,
+            Some("wireguard") => Self::Wireguard,
+            Some(kind @ ("gre" | "gretap" | "ipip" | "sit" | "geneve" | "ip6tnl" | "ip6gre")) => {
+                Self::Tunnel(kind.to_string())
+            }
+            Some(other) => Self::Other(other.to_string()),
+        }
+    }
+
+    /// What the device sends is taken in again by a device pkttrace sees
+    /// (a veth's peer, a bridge's ports or the host above it, loopback):
+    /// anything else hands it to the world beyond, where nothing is traced.
+    pub fn passes_on(&self) -> bool {
+        matches!(self, Self::Veth | Self::Bridge | Self::Loopback)
+    }
+
+    /// The kind in a word, as `ip -d link` names it ("veth", "tap", "gre");
+    /// empty for loopback and hardware, which have none.
+    pub fn name(&self) -> &str {
+        match self {
+            Self::Loopback | Self::Hardware => "",
+            Self::Veth => "veth",
+            Self::Bridge => "bridge",
+            Self::Tun => "tun",
+            Self::Tap => "tap",
+            Self::Ifb => "ifb",
+            Self::Dummy => "dummy",
+            Self::Vxlan => "vxlan",
+            Self::Macvlan => "macvlan",
+            Self::Macvtap => "macvtap",
+            Self::Wireguard => "wireguard",
+            Self::Tunnel(kind) | Self::Other(kind) => kind,
+        }
+    }
+
+    /// A program holds the device's other end and reads what it sends.
+    pub fn read_by_a_program(&self) -> bool {
+        matches!(self, Self::Tun | Self::Tap | Self::Macvtap)
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -168,6 +261,14 @@ pub struct DockerNetwork {
     /// the first 12 characters of the id.
     pub bridge: Option<String>,
     pub subnets: Vec<(Ipv4Addr, u8)>,
+    /// Docker masquerades what leaves the network for elsewhere (option
+    /// `com.docker.network.bridge.enable_ip_masquerade`, on by default).
+    #[serde(default = "masquerades_by_default")]
+    pub masquerade: bool,
+}
+
+fn masquerades_by_default() -> bool {
+    true
 }
 
 /// Listening sockets of the host namespace with the processes holding them.
@@ -218,12 +319,11 @@ pub fn journey_ipv4_settings(journey: &Journey, topology: &Topology) -> Vec<(u32
                 hook: Hook::Forward,
                 ..
             } => wanted.push((event.netns, event.ifname.as_str())),
-            EventKind::Drop { reason, .. }
-                if matches!(
-                    &**reason,
-                    "IP_INADDRERRORS" | "IP_INNOROUTES" | "IP_RPFILTER"
-                ) =>
-            {
+            EventKind::Drop {
+                reason:
+                    DropReason::IpInAddrErrors | DropReason::IpInNoRoutes | DropReason::IpRpFilter,
+                ..
+            } => {
                 wanted.extend(arrived_on.filter(|(netns, _)| *netns == event.netns));
             }
             _ => {}
@@ -346,16 +446,14 @@ impl Topology {
     }
 }
 
-impl Namespace {
-    /// `ip route show table local` has `local <address>`: the namespace's own address.
-    pub fn has_local_route_to(&self, address: Ipv4Addr) -> bool {
-        self.routes.iter().any(|route| {
-            route.table == crate::decode::LOCAL_TABLE
-                && route.kind == RouteKind::Local
-                && route.destination == Some((address, 32))
-        })
+impl Interface {
+    /// Its MAC address, typed as events carry them.
+    pub fn mac(&self) -> Option<Mac> {
+        self.mac.map(Mac)
     }
+}
 
+impl Namespace {
     pub fn interface(&self, ifindex: u32) -> Option<&Interface> {
         self.interfaces.iter().find(|i| i.ifindex == ifindex)
     }

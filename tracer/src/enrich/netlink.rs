@@ -16,7 +16,7 @@ use netlink_packet_route::route::{RouteAddress, RouteAttribute, RouteMessage, Ro
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 use rtnetlink::{Handle, IpVersion};
 
-use super::{Interface, Route, RouteKind};
+use super::{Interface, LinkKind, Route, RouteKind};
 
 /// A link as the kernel reports it, before its veth peer is resolved.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -124,12 +124,15 @@ async fn nsid_of(handle: &Handle, fd: RawFd) -> anyhow::Result<Option<i32>> {
 
 fn link_dump(msg: LinkMessage) -> LinkDump {
     let flags = &msg.header.flags;
+    let link_layer_type = u16::from(msg.header.link_layer_type);
+    let mut info_kind = None;
     let mut dump = LinkDump {
         iface: Interface {
             ifindex: msg.header.index,
             name: String::new(),
-            kind: None,
+            kind: LinkKind::Hardware,
             mac: None,
+            mtu: None,
             addresses: Vec::new(),
             up: flags.contains(&LinkFlag::Up),
             lower_up: flags.contains(&LinkFlag::LowerUp),
@@ -147,8 +150,9 @@ fn link_dump(msg: LinkMessage) -> LinkDump {
             LinkAttribute::Controller(master) => dump.iface.master = Some(master),
             LinkAttribute::Link(peer) => dump.link = Some(peer),
             LinkAttribute::NetnsId(id) => dump.link_netnsid = Some(id),
+            LinkAttribute::Mtu(mtu) => dump.iface.mtu = Some(mtu),
             LinkAttribute::LinkInfo(infos) => {
-                dump.iface.kind = infos.into_iter().find_map(|i| match i {
+                info_kind = infos.into_iter().find_map(|i| match i {
                     LinkInfo::Kind(InfoKind::Other(kind)) => Some(kind),
                     LinkInfo::Kind(kind) => Some(kind.to_string()),
                     _ => None,
@@ -157,6 +161,7 @@ fn link_dump(msg: LinkMessage) -> LinkDump {
             _ => {}
         }
     }
+    dump.iface.kind = LinkKind::from_netlink(info_kind.as_deref(), link_layer_type);
     dump
 }
 

@@ -15,7 +15,7 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 use super::netlink::{self, NsDump};
-use super::{Interface, Namespace, Owner, peers};
+use super::{Interface, LinkKind, Namespace, Owner, peers};
 
 /// Where `ip netns` keeps its named namespaces (bind mounts of nsfs files).
 const NETNS_RUN_DIR: &str = "/run/netns";
@@ -68,7 +68,10 @@ pub(super) async fn discover() -> anyhow::Result<(u32, Vec<Namespace>)> {
             let mut interfaces: Vec<Interface> = dump.links.into_iter().map(|l| l.iface).collect();
             if inode == host {
                 // sysfs shows pkttrace's own namespace: the host's devices.
-                for iface in interfaces.iter_mut().filter(|i| i.kind.is_none()) {
+                for iface in interfaces
+                    .iter_mut()
+                    .filter(|i| i.kind == LinkKind::Hardware)
+                {
                     iface.driver = device_driver(&iface.name);
                 }
             }

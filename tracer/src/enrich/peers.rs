@@ -7,8 +7,8 @@
 //! at each other, which is only trusted when exactly one pair fits: ifindex
 //! numbers repeat across namespaces (every container's eth0 can be 2 or 5).
 
-use super::InterfaceRef;
 use super::netlink::{LinkDump, NsDump};
+use super::{InterfaceRef, LinkKind};
 
 /// Fills in `peer` of every veth whose other end is in a known namespace.
 pub(super) fn resolve(namespaces: &mut [(u32, NsDump)]) {
@@ -61,5 +61,5 @@ fn mutual_match(all: &[(u32, NsDump)], me: u32, link: &LinkDump) -> Option<u32> 
 }
 
 fn is_veth(link: &LinkDump) -> bool {
-    link.iface.kind.as_deref() == Some("veth")
+    link.iface.kind == LinkKind::Veth
 }

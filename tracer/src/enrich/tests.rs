@@ -11,7 +11,8 @@ fn iface(ifindex: u32, name: &str, kind: Option<&str>) -> Interface {
     Interface {
         ifindex,
         name: name.to_string(),
-        kind: kind.map(str::to_string),
+        kind: LinkKind::from_netlink(kind, if kind == Some("lo") { 772 } else { 1 }),
+        mtu: None,
         mac: None,
         addresses: Vec::new(),
         up: true,
@@ -252,6 +253,7 @@ fn sample() -> Topology {
             driver: "bridge".to_string(),
             bridge: Some("docker0".to_string()),
             subnets: vec![(Ipv4Addr::new(172, 17, 0, 0), 16)],
+            masquerade: true,
         }],
         host_netns: 1,
     }

@@ -8,7 +8,10 @@ use std::collections::HashMap;
 use serde::Serialize;
 
 use crate::{
-    decode::dns::{Answer, Question},
+    decode::{
+        Hook,
+        dns::{Answer, Question},
+    },
     enrich::{
         Topology,
         dns::{DnsSetup, SocketOwner},
@@ -101,7 +104,7 @@ pub struct EmbeddedDns {
 /// One NAT rewrite the netfilter probes saw, and the rule that asked for it.
 #[derive(Clone, Debug, Serialize)]
 pub struct NatSeen {
-    pub hook: &'static str,
+    pub hook: Hook,
     pub namespace: String,
     pub before: Tuple,
     pub after: Tuple,
@@ -298,7 +301,7 @@ fn nat_seen(hops: &[Hop], rule: Option<String>) -> Option<NatSeen> {
             after,
             ..
         } => Some(NatSeen {
-            hook,
+            hook: *hook,
             namespace: hop.namespace.clone(),
             before: *before,
             after: *after,

@@ -1,18 +1,22 @@
-//! What a drop most likely means and how to check it, keyed by the kernel's
-//! own drop reason name and told with the facts read where it happened.
+//! What a drop most likely means and how to check it, decided by the
+//! kernel's own (typed) drop reason, where it happened and the route the
+//! namespace found, told with the facts read where it happened.
 
 use std::net::Ipv4Addr;
 
-use crate::enrich::Ipv4Settings;
+use crate::{
+    decode::{CodeSite, DropReason, Hook, RouteResult, SiteRole},
+    enrich::Ipv4Settings,
+};
 
-use super::RuleVerdict;
+use super::{RouteChoice, RuleAction, RuleVerdict, table_name};
 
 /// What is known about a drop when its hint is written.
 pub struct DropContext<'a> {
-    pub reason: &'a str,
-    pub location: &'a str,
+    pub reason: &'a DropReason,
+    pub location: &'a CodeSite,
     /// The netfilter hook it was dropped in (a netfilter drop).
-    pub hook: Option<&'static str>,
+    pub hook: Option<Hook>,
     /// The rule that decided, from nf_tables tracing.
     pub rule: Option<&'a RuleVerdict>,
     /// The settings of the device the packet came in on, in that namespace.
@@ -23,25 +27,63 @@ pub struct DropContext<'a> {
     pub next_hop: Option<Ipv4Addr>,
     /// Who-has sent while the packet waited for its next hop's MAC address.
     pub arp_attempts: u32,
+    /// The namespace's last routing decision for it, there.
+    pub route: Option<&'a RouteChoice>,
+    pub destination: Ipv4Addr,
+    /// Its TTL as it arrived.
+    pub ttl: u8,
+    /// Its length, and the MTU of the device its route sends it through.
+    pub length: u16,
+    pub out_mtu: Option<u32>,
 }
 
 pub fn for_drop(drop: &DropContext<'_>) -> String {
     let reason = drop.reason;
+    let at_route_error = drop.location.role == SiteRole::RouteError;
+    let forwarding_is_off = drop.input.and_then(|i| i.forwarding) == Some(false);
+    let failed_route = drop.route.filter(|route| !route.result.found());
     match reason {
-        "IP_INADDRERRORS" | "IP_INNOROUTES"
-            if drop.location.starts_with("ip_error")
-                && drop.input.and_then(|i| i.forwarding) == Some(false) =>
+        DropReason::IpInAddrErrors | DropReason::IpInNoRoutes
+            if at_route_error && forwarding_is_off =>
         {
             forwarding_off(drop.input.expect("checked above"))
         }
-        "IP_INADDRERRORS" | "IP_INNOROUTES" | "IP_OUTNOROUTES" => {
+        // ip_error drops what its route said no to (NOT_SPECIFIED for an
+        // unreachable, blackhole or prohibit route while forwarding).
+        _ if at_route_error && failed_route.is_some() => {
+            route_refused(failed_route.expect("checked above"), drop.destination)
+        }
+        DropReason::IpInAddrErrors | DropReason::IpInNoRoutes | DropReason::IpOutNoRoutes => {
             "the kernel found no usable route for the destination (or may not forward it). \
              Check: ip route get <destination>; sysctl net.ipv4.conf.all.forwarding"
                 .into()
         }
-        "IP_RPFILTER" => reverse_path_filter(drop),
-        "NETFILTER_DROP" => netfilter(drop),
-        "NEIGH_FAILED" => {
+        DropReason::IpInHdr if drop.location.role == SiteRole::Forwarding => format!(
+            "its time to live ran out: it arrived with TTL {}, and a router does not pass on a packet whose TTL would reach 0; \
+             it answers with an ICMP time exceeded instead. A routing loop, or a sender that set a small TTL (traceroute). \
+             Check: ip route get {}",
+            drop.ttl, drop.destination
+        ),
+        DropReason::PktTooBig => {
+            let mtu = drop
+                .out_mtu
+                .map(|mtu| format!(" (MTU {mtu})"))
+                .unwrap_or_default();
+            let device = drop
+                .route
+                .and_then(|route| route.out_device.as_deref())
+                .map(|device| format!(" {device}"))
+                .unwrap_or_default();
+            format!(
+                "it is {} bytes with don't fragment set, larger than the next link{device}{mtu}: the kernel may not split it, \
+                 so it drops it and answers with an ICMP fragmentation needed that tells the sender the MTU (path MTU discovery). \
+                 Check: ip link show{device}",
+                drop.length
+            )
+        }
+        DropReason::IpRpFilter => reverse_path_filter(drop),
+        DropReason::NetfilterDrop => netfilter(drop),
+        DropReason::NeighFailed => {
             let asked = match drop.arp_attempts {
                 0 => String::new(),
                 1 => ", asked once".into(),
@@ -57,16 +99,40 @@ pub fn for_drop(drop: &DropContext<'_>) -> String {
                 ),
             }
         }
-        "NEIGH_QUEUEFULL" | "NEIGH_DEAD" | "NEIGH_CREATEFAIL" => {
+        DropReason::NeighQueueFull | DropReason::NeighDead | DropReason::NeighCreateFail => {
             "the next hop's MAC address could not be resolved. Check: ip neigh show; is the gateway up?"
                 .into()
         }
-        "QUEUE_PURGE" => "it waited in a socket's queue and was thrown away when the socket was closed: the process never read it (an ICMP error on a socket's error queue, say)".into(),
-        "NO_SOCKET" => "nothing listens for it: no socket is bound to that address and port. Check: ss -tulpn in that namespace".into(),
-        "TCP_INVALID_SEQUENCE" | "TCP_OLD_DATA" => "TCP did not accept the segment's sequence numbers (stale or replayed).".into(),
+        DropReason::QueuePurge => "it waited in a socket's queue and was thrown away when the socket was closed: the process never read it (an ICMP error on a socket's error queue, say)".into(),
+        DropReason::NoSocket => "nothing listens for it: no socket is bound to that address and port. Check: ss -tulpn in that namespace".into(),
+        DropReason::TcpInvalidSequence | DropReason::TcpOldData => "TCP did not accept the segment's sequence numbers (stale or replayed).".into(),
         _ => format!(
             "the kernel dropped it ({reason} at {}); see include/net/dropreason-core.h for what {reason} means",
             drop.location
+        ),
+    }
+}
+
+/// A route of type unreachable, blackhole or prohibit, or none at all,
+/// refused a packet the namespace was to route onward.
+fn route_refused(route: &RouteChoice, destination: Ipv4Addr) -> String {
+    let table = table_name(route.table);
+    match route.result {
+        RouteResult::Unreachable => format!(
+            "the route it found for {destination} in table {table} is of type unreachable: the kernel drops what it matches and answers ICMP host unreachable. \
+             Check: ip route show table {table} | grep unreachable; ip route get {destination}"
+        ),
+        RouteResult::Blackhole => format!(
+            "the route it found for {destination} in table {table} is a blackhole: the kernel drops what it matches without a word to the sender. \
+             Check: ip route show table {table} | grep blackhole"
+        ),
+        RouteResult::Prohibit => format!(
+            "the route it found for {destination} in table {table} is of type prohibit: the kernel drops what it matches and answers ICMP communication administratively prohibited. \
+             Check: ip route show table {table} | grep prohibit"
+        ),
+        _ => format!(
+            "there is no route to {destination} (table {table} has none, and no default route): the kernel drops it and answers ICMP network unreachable. \
+             Check: ip route get {destination}; ip route show table {table}"
         ),
     }
 }
@@ -112,10 +178,10 @@ fn reverse_path_filter(drop: &DropContext<'_>) -> String {
 }
 
 fn netfilter(drop: &DropContext<'_>) -> String {
-    let hook = drop.hook.unwrap_or("its hook");
+    let hook = drop.hook.map_or("its hook", Hook::name);
     match drop.rule {
         Some(rule) if rule.handle.is_some() => {
-            let verb = if rule.action == "reject" {
+            let verb = if rule.action == RuleAction::Reject {
                 "rejected it (dropped it and answered the sender)"
             } else {
                 "dropped it"
@@ -139,10 +205,10 @@ fn netfilter(drop: &DropContext<'_>) -> String {
                 return "a netfilter rule or chain policy dropped it. Check: iptables -L -v -n --line-numbers in each table (counters show the rule), or nft -a list ruleset".into();
             };
             let chains = match hook {
-                "FORWARD" => {
+                Hook::Forward => {
                     " (Docker puts its own rules in DOCKER-USER and DOCKER-ISOLATION chains here)"
                 }
-                "PREROUTING" => {
+                Hook::Prerouting => {
                     " (raw, mangle or nat table: Docker drops direct access to container addresses in raw PREROUTING)"
                 }
                 _ => "",

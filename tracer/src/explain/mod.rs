@@ -12,8 +12,11 @@ use std::net::Ipv4Addr;
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    decode::{Event, EventKind, Hook, LOCAL_TABLE, MAIN_TABLE, NatSide, Packet, Transport},
-    enrich::{FdbEntry, Interface, Ipv4Settings, Listener, Topology},
+    decode::{
+        Conntrack, CtDirection, CtState, DropReason, Event, EventKind, Hook, LOCAL_TABLE,
+        MAIN_TABLE, Mac, NatSide, Packet, RouteFor, RouteResult, SiteRole, Transport,
+    },
+    enrich::{FdbEntry, Interface, Ipv4Settings, LinkKind, Listener, Topology},
     journey::{
         Journey,
         exchanges::{ArpResult, Role},
@@ -22,7 +25,10 @@ use crate::{
     target::Published,
 };
 
-pub use outcome::{Answer, Ending, NoReply, Outcome, RequestSummary, RuleVerdict};
+pub use outcome::{
+    Answer, Ending, LastRoute, NoReply, NotSent, Origin, Outcome, RequestSummary, RouteBack,
+    RuleAction, RuleVerdict,
+};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -68,6 +74,13 @@ impl Tuple {
 
 impl std::fmt::Display for Tuple {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // A packet never made has no source chosen yet.
+        if self.src.is_unspecified() {
+            return match self.dport {
+                Some(d) => write!(f, "to {}:{d}", self.dst),
+                None => write!(f, "to {}", self.dst),
+            };
+        }
         match (self.sport, self.dport) {
             (Some(s), Some(d)) => write!(f, "{}:{s} → {}:{d}", self.src, self.dst),
             _ => write!(f, "{} → {}", self.src, self.dst),
@@ -100,7 +113,7 @@ pub enum Details {
         #[serde(skip_serializing_if = "Option::is_none")]
         docker_network: Option<String>,
         port: String,
-        decision: String,
+        decision: BridgeDecision,
     },
     Route(RouteChoice),
     Forward {
@@ -111,13 +124,17 @@ pub enum Details {
         ip_forward: Option<bool>,
     },
     Netfilter {
-        hook: &'static str,
+        hook: Hook,
         #[serde(skip_serializing_if = "Option::is_none")]
-        conntrack: Option<&'static str>,
+        conntrack: Option<ConntrackSaid>,
+        /// POSTROUTING let it out with its private source: the Docker
+        /// network it comes from does not masquerade.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        not_masqueraded_by: Option<String>,
     },
     Nat {
-        hook: &'static str,
-        nat: &'static str,
+        hook: Hook,
+        nat: NatKind,
         before: Tuple,
         after: Tuple,
     },
@@ -127,13 +144,22 @@ pub enum Details {
         process: String,
         pid: u32,
     },
+    /// The same hops again and again: a routing loop, told once and counted.
+    Loop {
+        /// The namespaces that sent it round, in order.
+        namespaces: Vec<String>,
+        /// Rounds folded into this hop (after the first, told in full).
+        rounds: u32,
+        ttl_from: u8,
+        ttl_to: u8,
+    },
     Drop {
-        reason: String,
+        reason: DropReason,
         location: String,
         hint: String,
         /// For a netfilter drop: the hook it happened in.
         #[serde(skip_serializing_if = "Option::is_none")]
-        hook: Option<&'static str>,
+        hook: Option<Hook>,
         /// For a netfilter drop: the rule (or chain policy) that decided.
         #[serde(skip_serializing_if = "Option::is_none")]
         rule: Option<RuleVerdict>,
@@ -154,21 +180,169 @@ impl Details {
             Details::Xmit => "xmit",
             Details::Receive => "receive",
             Details::Deliver { .. } => "deliver",
+            Details::Loop { .. } => "loop",
             Details::Drop { .. } => "drop",
         }
     }
 }
 
+/// What conntrack said of a packet at a hook.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct ConntrackSaid {
+    pub state: CtState,
+    pub direction: CtDirection,
+}
+
+impl From<Conntrack> for ConntrackSaid {
+    fn from(conntrack: Conntrack) -> Self {
+        Self {
+            state: conntrack.state,
+            direction: conntrack.direction,
+        }
+    }
+}
+
+impl ConntrackSaid {
+    fn words(self) -> &'static str {
+        Conntrack {
+            id: 0,
+            state: self.state,
+            direction: self.direction,
+        }
+        .words()
+    }
+}
+
+/// Which NAT changed the packet's addresses or ports.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NatKind {
+    /// SNAT or MASQUERADE: the source changes.
+    Source,
+    /// DNAT: the destination changes.
+    Destination,
+    /// Conntrack undoing a connection's NAT on its reply.
+    Reverse,
+}
+
+impl std::fmt::Display for NatKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.words())
+    }
+}
+
+impl NatKind {
+    fn words(self) -> &'static str {
+        match self {
+            Self::Source => "source NAT (SNAT/MASQUERADE)",
+            Self::Destination => "destination NAT (DNAT)",
+            Self::Reverse => "reverse NAT of the reply (conntrack undoes the connection's NAT)",
+        }
+    }
+}
+
+/// What a bridge did with a frame that entered one of its ports.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum BridgeDecision {
+    /// Passed up to the host's IP stack: the frame was for the bridge.
+    HandedUp {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        mac_dst: Option<Mac>,
+        /// The destination MAC is the bridge's own.
+        bridge_mac: bool,
+    },
+    /// Sent out of one port, as its forwarding database says.
+    Switched {
+        port: String,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        mac_dst: Option<Mac>,
+        fdb: FdbSaid,
+    },
+    /// Sent out of several ports: the destination MAC is not in its database.
+    Flooded { ports: Vec<String> },
+    /// A broadcast (an ARP request): out of every other port.
+    Broadcast { ports: Vec<String>, handed_up: bool },
+    /// Nothing more of the bridge was seen.
+    Unseen,
+}
+
+impl BridgeDecision {
+    /// The decision in words; `bridge` is the bridge's name.
+    fn words(&self, bridge: &str) -> String {
+        match self {
+            Self::HandedUp {
+                mac_dst: Some(mac),
+                bridge_mac: true,
+            } => format!(
+                "passed up to the host's IP stack (destination MAC {mac} is {bridge}'s own)"
+            ),
+            Self::HandedUp {
+                mac_dst: Some(mac), ..
+            } => format!("passed up to the host's IP stack (destination MAC {mac})"),
+            Self::HandedUp { mac_dst: None, .. } => {
+                "passed up to the host's IP stack (addressed to the bridge)".into()
+            }
+            Self::Switched { port, mac_dst, fdb } => {
+                let evidence = match (mac_dst, fdb) {
+                    (Some(mac), FdbSaid::OnThatPort) => {
+                        format!(" (its forwarding database has {mac} on that port)")
+                    }
+                    (Some(mac), FdbSaid::OnPort(now)) => {
+                        format!(" (its forwarding database now has {mac} on port {now})")
+                    }
+                    (Some(mac), FdbSaid::AgedOut) => format!(
+                        " ({mac} is no longer in its forwarding database: learned entries age out)"
+                    ),
+                    _ => String::new(),
+                };
+                format!("switched to port {port}{evidence}")
+            }
+            Self::Flooded { ports } => format!(
+                "flooded to ports {} (destination MAC not in its forwarding database)",
+                ports.join(", ")
+            ),
+            Self::Broadcast { ports, handed_up } => match (ports.as_slice(), handed_up) {
+                ([], true) => {
+                    "broadcast: not flooded (no other port) and handed up to the host".into()
+                }
+                ([], false) => "broadcast: no other port to flood it to".into(),
+                (_, true) => format!(
+                    "broadcast: flooded to ports {} and handed up to the host",
+                    ports.join(", ")
+                ),
+                (_, false) => format!("broadcast: flooded to ports {}", ports.join(", ")),
+            },
+            Self::Unseen => "no further bridge action seen".into(),
+        }
+    }
+}
+
+/// What the bridge's forwarding database says of the frame's destination MAC now.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FdbSaid {
+    /// On the port it was switched to.
+    OnThatPort,
+    /// Learned on another port since.
+    OnPort(String),
+    /// No longer there: learned entries age out.
+    AgedOut,
+    /// Not known (no destination MAC seen).
+    Unknown,
+}
+
+/// A routing decision: the table that decided and what it found.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct RouteChoice {
-    pub table: String,
+    /// Table id (254 main, 255 local, 253 default, others by number).
+    pub table: u32,
+    pub result: RouteResult,
     /// The device the route sends through.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub out_device: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub gateway: Option<Ipv4Addr>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub error: Option<i32>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -187,6 +361,9 @@ pub struct Hop {
     pub arp_wait: Option<ArpWait>,
     #[serde(flatten)]
     pub details: Details,
+    /// The packet's time to live here (0 when unknown: a route lookup).
+    #[serde(skip)]
+    pub ttl: u8,
     /// The packet's bytes at this hop, for `--pcap`.
     #[serde(skip)]
     pub capture: Option<HopCapture>,
@@ -213,7 +390,7 @@ pub struct ArpWait {
     pub next_hop: Ipv4Addr,
     /// Its MAC address, as the frame that finally left carried it.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub mac: Option<String>,
+    pub mac: Option<Mac>,
     pub device: String,
 }
 
@@ -246,10 +423,7 @@ fn duration_words(us: u64) -> String {
 fn arp_waits(events: &[Event]) -> Vec<(u32, ArpWait)> {
     let mut waits: Vec<(u32, ArpWait)> = Vec::new();
     for (i, queued) in events.iter().enumerate() {
-        let EventKind::Consume { location } = &queued.kind else {
-            continue;
-        };
-        if !is_neighbour_queue(location) || waits.iter().any(|(ns, _)| *ns == queued.netns) {
+        if !queued.kind.is_neighbour_solicit() || waits.iter().any(|(ns, _)| *ns == queued.netns) {
             continue;
         }
         let Some(sent) = events[i + 1..]
@@ -272,7 +446,7 @@ fn arp_waits(events: &[Event]) -> Vec<(u32, ArpWait)> {
             ArpWait {
                 waited_us: sent.time_ns.saturating_sub(queued.time_ns) / 1_000,
                 next_hop: routed.unwrap_or(sent.packet.dst),
-                mac: mac_dst.as_deref().map(str::to_owned),
+                mac: *mac_dst,
                 device: sent.ifname.to_string(),
             },
         ));
@@ -336,6 +510,22 @@ pub struct Facts {
     /// The IPv4 hooks where a namespace has base chains of its own, for the
     /// namespaces whose ruleset was read.
     pub netfilter_hooks: Vec<(u32, Vec<Hook>)>,
+    /// For a send the kernel refused (its route lookups alone): what the
+    /// send returned and what the route said then.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refused_send: Option<RefusedSend>,
+}
+
+/// A send refused by the sender's kernel, as its socket saw it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RefusedSend {
+    /// The errno the send returned (EMSGSIZE: too big for the path MTU).
+    pub errno: i32,
+    /// The IPv4 length the packet would have had.
+    pub length: u16,
+    /// The path MTU the sender's namespace had learned for the destination
+    /// (`ip route get`'s cached `mtu`), read right after.
+    pub path_mtu: Option<u32>,
 }
 
 impl Facts {
@@ -402,15 +592,21 @@ impl<'a> Telling<'a> {
 /// An ARP request's result as the ending of its story.
 fn arp_ending(journey: &Journey, result: ArpResult) -> Ending {
     match result {
-        ArpResult::Answered { asked, reply, mac } => Ending::ArpAnswered {
-            asked,
-            reply,
-            mac: format_mac(mac),
-        },
+        ArpResult::Answered { asked, reply, mac } => Ending::ArpAnswered { asked, reply, mac },
         ArpResult::Unanswered { asked } => Ending::ArpUnanswered {
             asked,
             target: journey.first_packet().dst,
         },
+    }
+}
+
+/// An IP protocol in a word, for a packet not made yet.
+fn protocol_words(number: u8) -> String {
+    match number {
+        1 => "ICMP".into(),
+        6 => "TCP".into(),
+        17 => "UDP".into(),
+        n => format!("IP protocol {n}"),
     }
 }
 
@@ -440,7 +636,7 @@ pub fn describe(packet: &Packet) -> String {
             format!("ARP request: who has {}? tell {}", packet.dst, packet.src)
         }
         Transport::Arp { sender_mac, .. } => {
-            format!("ARP reply: {} is at {}", packet.src, format_mac(sender_mac))
+            format!("ARP reply: {} is at {sender_mac}", packet.src)
         }
         Transport::Other { number } => format!("IP protocol {number}"),
     }
@@ -467,6 +663,7 @@ fn tcp_flags(flags: u8) -> String {
     }
 }
 
+/// A routing table as `ip route show table` names it.
 fn table_name(table: u32) -> String {
     match table {
         253 => "default".into(),
@@ -501,6 +698,8 @@ struct Explainer<'a> {
     discarded_in: Vec<u32>,
     /// The journey is an ARP message: its lookups are address checks, not routes.
     arp: bool,
+    /// A namespace's failed lookup for an answer to the packet, told last.
+    unanswerable: Option<(Event, String, RouteChoice)>,
 }
 
 impl Explainer<'_> {
@@ -518,9 +717,12 @@ impl Explainer<'_> {
     }
 
     fn is_bridge(&self, event: &Event) -> bool {
-        self.interface(event.netns, event.ifindex)
-            .and_then(|i| i.kind.as_deref())
-            == Some("bridge")
+        self.link_kind(event) == Some(&LinkKind::Bridge)
+    }
+
+    /// The link kind of `event`'s device, when the topology knows it.
+    fn link_kind(&self, event: &Event) -> Option<&LinkKind> {
+        self.interface(event.netns, event.ifindex).map(|i| &i.kind)
     }
 
     fn push(&mut self, event: &Event, device: Option<String>, mut text: String, details: Details) {
@@ -553,6 +755,7 @@ impl Explainer<'_> {
             text,
             arp_wait,
             details,
+            ttl: event.packet.ttl,
             capture: self.capture_at(event),
         });
     }
@@ -588,29 +791,19 @@ impl Explainer<'_> {
     fn route_choice(&self, event: &Event) -> Option<RouteChoice> {
         let EventKind::Route {
             table,
-            error,
+            result,
             gateway,
             ..
         } = event.kind
         else {
             return None;
         };
-        // Without policy rules the kernel keeps the local table merged into
-        // main and reports a hit on a local route as main's. Decoding tells
-        // it by the next hop's scope; events recorded before it did are
-        // told by the namespace's local table.
-        let merged_local = table == MAIN_TABLE
-            && error == 0
-            && gateway.is_none()
-            && self
-                .topology
-                .namespace(event.netns)
-                .is_some_and(|ns| ns.has_local_route_to(event.packet.dst));
         Some(RouteChoice {
-            table: table_name(if merged_local { LOCAL_TABLE } else { table }),
-            out_device: (!event.ifname.is_empty() && error == 0).then(|| event.ifname.to_string()),
+            table,
+            result,
+            out_device: (!event.ifname.is_empty() && result.found())
+                .then(|| event.ifname.to_string()),
             gateway,
-            error: (error != 0).then_some(error),
         })
     }
 }
@@ -628,41 +821,53 @@ fn kernel_generated(packet: &Packet) -> bool {
     }
 }
 
-/// "switched to port X", or "flooded to ports X, Y (...)" for several copies.
-fn switch_or_flood(events: &[Event], copies: &[usize]) -> String {
+/// Flooded to the ports of `copies`, or switched to its one port (with what
+/// the forwarding database says, `fdb`).
+fn switch_or_flood(
+    events: &[Event],
+    copies: &[usize],
+    mac_dst: Option<Mac>,
+    fdb: FdbSaid,
+) -> BridgeDecision {
     match copies {
-        [one] => format!("switched to port {}", events[*one].ifname),
-        _ => {
-            let ports: Vec<&str> = copies.iter().map(|&c| events[c].ifname.as_str()).collect();
-            format!(
-                "flooded to ports {} (destination MAC not in its forwarding database)",
-                ports.join(", ")
-            )
-        }
+        [one] => BridgeDecision::Switched {
+            port: events[*one].ifname.to_string(),
+            mac_dst,
+            fdb,
+        },
+        _ => BridgeDecision::Flooded {
+            ports: copies
+                .iter()
+                .map(|&c| events[c].ifname.to_string())
+                .collect(),
+        },
     }
 }
 
-fn format_mac(mac: [u8; 6]) -> String {
-    crate::decode::mac(mac).to_string()
-}
-
-use crate::decode::frees_a_neighbour_solicit as is_neighbour_queue;
-
 fn describe_route(route: &RouteChoice) -> String {
-    match (route.error, route.gateway, &route.out_device) {
-        (Some(error), _, _) => format!("no route (table {}, error {error})", route.table),
-        (None, Some(gateway), Some(device)) => {
-            format!("via {gateway} dev {device} (table {})", route.table)
+    let table = table_name(route.table);
+    match (route.result, route.gateway, &route.out_device) {
+        (RouteResult::NoMatch, _, _) => format!("no route in table {table}"),
+        (RouteResult::Unreachable, _, _) => {
+            format!("an unreachable route (table {table}): the kernel refuses it")
         }
+        (RouteResult::Blackhole, _, _) => {
+            format!("a blackhole route (table {table}): the kernel discards it")
+        }
+        (RouteResult::Prohibit, _, _) => {
+            format!("a prohibit route (table {table}): the kernel refuses it")
+        }
+        (RouteResult::Failed(error), _, _) => {
+            format!("no route (table {table}, error {error})")
+        }
+        (_, Some(gateway), Some(device)) => format!("via {gateway} dev {device} (table {table})"),
         // The kernel sends to its own address through lo, whatever device
         // holds the address.
-        (None, None, Some(device)) if route.table == "local" => {
+        (RouteResult::Local, None, Some(device)) => {
             format!("an address of this namespace, on {device}: delivered through lo (table local)")
         }
-        (None, None, Some(device)) => {
-            format!("directly connected on {device} (table {})", route.table)
-        }
-        _ => format!("table {}", route.table),
+        (_, None, Some(device)) => format!("directly connected on {device} (table {table})"),
+        _ => format!("table {table}"),
     }
 }
 
@@ -736,13 +941,11 @@ pub fn explain(
             .take_while(|e| {
                 !(matches!(e.kind, EventKind::Transmit { .. }) && Some(e.netns) == sender_netns)
             })
-            .any(|e| {
-                Some(e.netns) == sender_netns
-                    && matches!(&e.kind, EventKind::Consume { location } if is_neighbour_queue(location))
-            }),
+            .any(|e| Some(e.netns) == sender_netns && e.kind.is_neighbour_solicit()),
         bridging: None,
         discarded_in: Vec::new(),
         arp: matches!(journey.first_packet().transport, Transport::Arp { .. }),
+        unanswerable: None,
     };
     let delivered_to_socket = events.iter().any(|e| e.kind == EventKind::SocketRead);
     // Indices already told as part of an earlier hop.
@@ -774,14 +977,28 @@ pub fn explain(
             // A copy of the payload for DNS decoding: no step of the journey.
             EventKind::TcpPayload => {}
             EventKind::Route { .. } => {
-                // Lookups come in runs (local table, then main); the last one decided.
+                // Lookups come in runs (local table, then main); the last one
+                // decided. A lookup for an answer is another flow's.
                 let next_is_route = events.get(i + 1).is_some_and(|e| {
-                    matches!(e.kind, EventKind::Route { .. }) && e.netns == event.netns
+                    e.netns == event.netns
+                        && e.packet.dst == event.packet.dst
+                        && matches!(
+                            (&e.kind, &event.kind),
+                            (
+                                EventKind::Route { route_for: next, .. },
+                                EventKind::Route { route_for: this, .. },
+                            ) if next == this
+                        )
                 });
                 // Lookups elsewhere (ARP processing ahead of the packet) are not its route.
                 let here = x.hops.last().is_some_and(|h| h.netns == event.netns)
                     && !x.discarded_in.contains(&event.netns);
-                if !sent {
+                if sender_netns.is_none() {
+                    // No packet was made: the lookups are the whole story.
+                    if !next_is_route {
+                        x.refused_route_hop(event);
+                    }
+                } else if !sent {
                     // Only the sender's own lookup is the route it sent by.
                     if Some(event.netns) == sender_netns {
                         pending_route = Some(event);
@@ -799,7 +1016,7 @@ pub fn explain(
             EventKind::Receive { mac_dst, .. } => {
                 sent = true;
                 if let Some(bridge) = x.bridge_of(event).cloned() {
-                    x.bridge_hop(events, i, &bridge, mac_dst.as_deref(), &mut told);
+                    x.bridge_hop(events, i, &bridge, *mac_dst, &mut told);
                 } else if !x.is_bridge(event) {
                     let text = format!("arrives in {ns} on {}", event.ifname);
                     x.push(event, device, text, Details::Receive);
@@ -834,10 +1051,8 @@ pub fn explain(
                 sent = true;
                 x.netfilter_hop(events, i, *hook, *side, *out_ifindex, &mut told);
             }
-            EventKind::Drop { reason, location }
-                if is_a_copys_fate(reason, delivered_to_socket) =>
-            {
-                if &**reason == "OTHERHOST" {
+            EventKind::Drop { reason, .. } if is_a_copys_fate(reason, delivered_to_socket) => {
+                if *reason == DropReason::OtherHost {
                     x.discarded_in.push(event.netns);
                     let text = format!(
                         "a flooded copy reached {ns}, whose kernel discarded it: not addressed to it ({reason})"
@@ -860,6 +1075,11 @@ pub fn explain(
                     rule_tracing_unavailable: None,
                     next_hop: None,
                     arp_attempts: 0,
+                    route: None,
+                    destination: event.packet.dst,
+                    ttl: event.packet.ttl,
+                    length: event.packet.length,
+                    out_mtu: None,
                 });
                 let text = format!("a copy of it was dropped in {ns}: {reason} at {location}");
                 x.push(
@@ -867,7 +1087,7 @@ pub fn explain(
                     device,
                     text,
                     Details::Drop {
-                        reason: reason.to_string(),
+                        reason: reason.clone(),
                         location: location.to_string(),
                         hint,
                         hook: None,
@@ -876,10 +1096,14 @@ pub fn explain(
                 );
             }
             EventKind::Drop { reason, location } => {
-                let netfilter = &**reason == "NETFILTER_DROP";
+                let netfilter = *reason == DropReason::NetfilterDrop;
                 let hook = netfilter.then(|| x.last_netfilter_hook()).flatten();
                 let rule = netfilter.then(|| x.facts.rule_verdict.clone()).flatten();
                 let input = x.input_device(events, i);
+                let route = x.last_route_in(event.netns);
+                let out_mtu = route
+                    .and_then(|r| r.out_device.as_deref())
+                    .and_then(|device| x.mtu_of(event.netns, device));
                 let hint = hints::for_drop(&hints::DropContext {
                     reason,
                     location,
@@ -890,12 +1114,17 @@ pub fn explain(
                     rule_tracing_unavailable: x.facts.rule_tracing_unavailable.as_deref(),
                     next_hop: x.next_hop(event),
                     arp_attempts: arp_attempts(events, event),
+                    route,
+                    destination: event.packet.dst,
+                    ttl: event.packet.ttl,
+                    length: event.packet.length,
+                    out_mtu,
                 });
                 let mut text = format!("dropped in {ns} by the kernel: {reason} at {location}");
-                if reason.starts_with("NEIGH_") {
+                if reason.is_neighbour_failure() {
                     let waited = events
                         .iter()
-                        .find(|e| matches!(&e.kind, EventKind::Consume { location } if is_neighbour_queue(location)))
+                        .find(|e| e.kind.is_neighbour_solicit())
                         .map(|queued| event.time_ns.saturating_sub(queued.time_ns));
                     if let Some(waited) = waited {
                         text += &format!(
@@ -908,17 +1137,21 @@ pub fn explain(
                 ending = Some(Ending::Dropped {
                     namespace: ns,
                     netns: event.netns,
-                    reason: reason.to_string(),
-                    location: location.to_string(),
+                    reason: reason.clone(),
+                    location: location.clone(),
                     hook,
                     rule: rule.clone(),
+                    // ip_error drops what the route it found said no to.
+                    refused_by: route
+                        .filter(|r| location.role == SiteRole::RouteError && !r.result.found())
+                        .cloned(),
                 });
                 x.push(
                     event,
                     device,
                     text,
                     Details::Drop {
-                        reason: reason.to_string(),
+                        reason: reason.clone(),
                         location: location.to_string(),
                         hint,
                         hook,
@@ -926,7 +1159,7 @@ pub fn explain(
                     },
                 );
             }
-            EventKind::Consume { location } if is_neighbour_queue(location) => {
+            EventKind::Consume { .. } if event.kind.is_neighbour_solicit() => {
                 // The copy ARP used for its request; the packet itself waits in
                 // the queue. The sender's wait is told on its send hop.
                 if !(x.sender_waits_for_arp && Some(event.netns) == sender_netns) {
@@ -941,7 +1174,7 @@ pub fn explain(
                 if let Some(sent_out) = after_transmit {
                     // Sent and freed by the device: nothing received it.
                     if ending.is_none() {
-                        ending = Some(x.left(events, sent_out, Some(location)));
+                        ending = Some(x.left(sent_out, Some(location.function())));
                     }
                 } else if ending.is_none() && !delivered_to_socket {
                     arrived_skb = Some(event.skb);
@@ -949,7 +1182,8 @@ pub fn explain(
                     ending = Some(Ending::TakenIn {
                         namespace: ns,
                         netns: event.netns,
-                        handler: Some(function_name(location).to_string()),
+                        handler: Some(location.function().to_string()),
+                        no_route_back: None,
                     });
                     x.push(event, device, text, Details::Receive);
                 }
@@ -962,7 +1196,7 @@ pub fn explain(
                     .iter()
                     .find(|(skb, _)| *skb == event.skb)
                     .map(|(_, at)| &events[*at])
-                    .filter(|sent| x.device_kind_name(sent) == Some("tun"));
+                    .filter(|sent| x.link_kind(sent).is_some_and(LinkKind::read_by_a_program));
                 let text = match through_tap {
                     Some(sent) => {
                         let reader = format!("{comm} (pid {pid})");
@@ -971,7 +1205,7 @@ pub fn explain(
                             sent.ifname
                         );
                         if ending.is_none() {
-                            let mut left = x.left(events, sent, None);
+                            let mut left = x.left(sent, None);
                             if let Ending::Left { read_by, .. } = &mut left {
                                 *read_by = Some(reader);
                             }
@@ -1005,12 +1239,28 @@ pub fn explain(
 
     // Hops are told as their evidence is found; the story reads in kernel time.
     x.hops.sort_by_key(|h| h.at_us);
+    fold_loops(&mut x.hops);
+    if let Some((event, text, route)) = x.unanswerable.take() {
+        let last_us = x.hops.last().map_or(0, |h| h.at_us);
+        x.push(&event, None, text, Details::Route(route));
+        if let Some(hop) = x.hops.last_mut() {
+            hop.at_us = hop.at_us.max(last_us);
+        }
+    }
     let first = journey.first_packet();
-    let ending = telling
+    let mut ending = telling
         .arp_result
         .clone()
         .or(ending)
         .unwrap_or_else(|| x.unfinished(events));
+    if let Ending::TakenIn {
+        netns,
+        no_route_back,
+        ..
+    } = &mut ending
+    {
+        *no_route_back = failed_route_back(events, *netns, topology);
+    }
     // An ARP request's story already says how it was answered.
     let answer = telling.request.filter(|_| !x.arp).map(|request| {
         let firewall = match &request.ending {
@@ -1018,7 +1268,7 @@ pub fn explain(
                 rule: Some(rule),
                 netns,
                 ..
-            } if rule.action == "reject" && Some(*netns) == sender_netns => {
+            } if rule.action == RuleAction::Reject && Some(*netns) == sender_netns => {
                 if *netns == topology.host_netns {
                     outcome::Firewall::Host
                 } else {
@@ -1027,11 +1277,7 @@ pub fn explain(
             }
             _ => outcome::Firewall::None,
         };
-        let sender = events
-            .iter()
-            .find(|e| !matches!(e.kind, EventKind::Route { .. }))
-            .map(|e| topology.owner_label(e.netns));
-        outcome::answer(&first, request, firewall, sender.as_deref())
+        outcome::answer(&first, request, firewall, x.origin(events))
     });
     Story {
         journey: journey.id,
@@ -1041,7 +1287,14 @@ pub fn explain(
         retransmission_of: None,
         same_flow_as: None,
         note: None,
-        what: describe(&first),
+        what: if journey.never_sent() {
+            format!(
+                "{} (never sent)",
+                protocol_words(first.transport.protocol_number())
+            )
+        } else {
+            describe(&first)
+        },
         tuple: Tuple::of(&first),
         hops: x.hops,
         outcome: Outcome::new(ending),
@@ -1050,8 +1303,149 @@ pub fn explain(
     }
 }
 
+/// Whether two hops are the same step: the same kind of hop, in the same
+/// namespace, on the same device.
+fn same_step(a: &Hop, b: &Hop) -> bool {
+    a.netns == b.netns && a.device == b.device && a.details.kind() == b.details.kind()
+}
+
+/// Most hops one round of a routing loop takes.
+const LONGEST_LOOP: usize = 12;
+/// Rounds of the same hops that make a loop worth folding.
+const FOLDED_ROUNDS: usize = 3;
+
+/// A packet caught in a routing loop makes the same few hops until its TTL
+/// runs out: the first round is told, the rounds after it become one hop
+/// saying how many and how the TTL fell.
+fn fold_loops(hops: &mut Vec<Hop>) {
+    for start in 0..hops.len() {
+        for length in 1..=LONGEST_LOOP {
+            let repeats = |round: usize| {
+                let at = start + round * length;
+                at + length <= hops.len()
+                    && (0..length).all(|k| same_step(&hops[start + k], &hops[at + k]))
+            };
+            let rounds = (1..).take_while(|&round| repeats(round)).count();
+            if rounds + 1 < FOLDED_ROUNDS {
+                continue;
+            }
+            let folded_from = start + length;
+            let folded_to = start + (rounds + 1) * length;
+            let folded = &hops[folded_from..folded_to];
+            let mut namespaces: Vec<String> = Vec::new();
+            for hop in &hops[start..folded_from] {
+                if !namespaces.contains(&hop.namespace) {
+                    namespaces.push(hop.namespace.clone());
+                }
+            }
+            let ttl_from = folded.iter().map(|h| h.ttl).find(|t| *t > 0).unwrap_or(0);
+            let ttl_to = folded
+                .iter()
+                .rev()
+                .map(|h| h.ttl)
+                .find(|t| *t > 0)
+                .unwrap_or(0);
+            let last = &folded[folded.len() - 1];
+            let text = format!(
+                "routing loop: {} sent it round {rounds} more times, each routing it to the next, its TTL falling from {ttl_from} to {ttl_to}",
+                namespaces.join(" and ")
+            );
+            let hop = Hop {
+                at_us: last.at_us,
+                netns: last.netns,
+                namespace: last.namespace.clone(),
+                device: last.device.clone(),
+                text,
+                arp_wait: None,
+                details: Details::Loop {
+                    namespaces,
+                    rounds: rounds as u32,
+                    ttl_from,
+                    ttl_to,
+                },
+                ttl: ttl_to,
+                capture: last.capture.clone(),
+            };
+            hops.splice(folded_from..folded_to, [hop]);
+            return;
+        }
+    }
+}
+
+/// The lookup a namespace made for an answer to the packet (an echo
+/// reply, a reset, an ICMP error) that found no route back to its source.
+fn failed_route_back(events: &[Event], netns: u32, topology: &Topology) -> Option<RouteBack> {
+    events.iter().rev().find_map(|e| match e.kind {
+        EventKind::Route {
+            table,
+            result,
+            route_for: RouteFor::AnswerTo,
+            ..
+        } if e.netns == netns && !result.found() => {
+            let (routes, default_route) = table_routes(topology, netns, table);
+            Some(RouteBack {
+                to: e.packet.dst,
+                table,
+                result,
+                routes,
+                default_route,
+            })
+        }
+        _ => None,
+    })
+}
+
+/// The unicast routes of `table` in `netns`, as `ip route show` words them
+/// ("10.44.5.0/24 dev lec1", "198.51.100.0/24 via 10.0.0.1 dev eth0"), and
+/// whether the table has a default route.
+fn table_routes(topology: &Topology, netns: u32, table: u32) -> (Vec<String>, bool) {
+    let Some(namespace) = topology.namespace(netns) else {
+        return (Vec::new(), false);
+    };
+    let routes: Vec<&crate::enrich::Route> = namespace
+        .routes
+        .iter()
+        .filter(|r| r.table == table && r.kind == crate::enrich::RouteKind::Unicast)
+        .collect();
+    let words = routes
+        .iter()
+        .filter_map(|r| {
+            let (network, prefix) = r.destination?;
+            let mut words = format!("{network}/{prefix}");
+            if let Some(gateway) = r.gateway {
+                words += &format!(" via {gateway}");
+            }
+            if let Some(device) = r.device.and_then(|i| namespace.interface(i)) {
+                words += &format!(" dev {}", device.name);
+            }
+            Some(words)
+        })
+        .collect();
+    (words, routes.iter().any(|r| r.destination.is_none()))
+}
+
 /// What a reply's story (and a "no reply") needs to know of its request.
-pub fn request_summary(journey: &Journey, story: &Story) -> RequestSummary {
+pub fn request_summary(journey: &Journey, story: &Story, topology: &Topology) -> RequestSummary {
+    let last_route = story.hops.iter().rev().find_map(|hop| {
+        let route = match &hop.details {
+            Details::Route(route) => route,
+            Details::Send {
+                route: Some(route), ..
+            } => route,
+            _ => return None,
+        };
+        let device = route.out_device.clone().unwrap_or_default();
+        Some(LastRoute {
+            netns: hop.netns,
+            mtu: topology
+                .namespace(hop.netns)
+                .and_then(|ns| ns.interfaces.iter().find(|i| i.name == device))
+                .and_then(|i| i.mtu),
+            device,
+            result: route.result,
+            table: route.table,
+        })
+    });
     RequestSummary {
         id: journey.id,
         sent_ns: journey.first_seen_ns(),
@@ -1063,6 +1457,23 @@ pub fn request_summary(journey: &Journey, story: &Story) -> RequestSummary {
             .rev()
             .find(|e| e.kind.is_neighbour_solicit())
             .map_or(0, |last_wait| arp_attempts(&journey.events, last_wait)),
+        // Every router takes one off the TTL: what it lost is how many it passed.
+        routers: u32::from(
+            journey
+                .first_packet()
+                .ttl
+                .saturating_sub(journey.last_packet().ttl),
+        ),
+        last_ttl: journey.last_packet().ttl,
+        last_route,
+        looped_between: story
+            .hops
+            .iter()
+            .find_map(|hop| match &hop.details {
+                Details::Loop { namespaces, .. } => Some(namespaces.clone()),
+                _ => None,
+            })
+            .unwrap_or_default(),
     }
 }
 
@@ -1075,11 +1486,6 @@ fn arp_attempts(events: &[Event], at: &Event) -> u32 {
         .iter()
         .filter(|e| e.kind.is_neighbour_solicit() && e.netns == at.netns && e.ifindex == at.ifindex)
         .count() as u32
-}
-
-/// `icmp_rcv+0x259` -> `icmp_rcv`.
-fn function_name(location: &str) -> &str {
-    location.split('+').next().unwrap_or(location)
 }
 
 impl Explainer<'_> {
@@ -1150,10 +1556,26 @@ impl Explainer<'_> {
         self.push_hop(event, device, text, details, arp_wait);
     }
 
+    /// A sender's route lookup that found no way: no packet was made.
+    fn refused_route_hop(&mut self, event: &Event) {
+        let route = self.route_choice(event).expect("a route event");
+        let ns = self.namespace(event.netns);
+        let who = match event.process() {
+            Some((comm, pid)) => format!("{comm} (pid {pid})"),
+            None => "a sender".into(),
+        };
+        let text = format!(
+            "{who} in {ns} asks the kernel for a route to {}: {}",
+            event.packet.dst,
+            describe_route(&route)
+        );
+        self.push(event, None, text, Details::Route(route));
+    }
+
     /// The routing decision; a namespace looks up more than once per packet
     /// (address checks, then the route), and the last lookup is the decision.
     fn route_hop(&mut self, event: &Event) {
-        let mut route = self.route_choice(event).expect("a route event");
+        let route = self.route_choice(event).expect("a route event");
         let ns = self.namespace(event.netns);
         let dst = event.packet.dst;
         let own = self.topology.namespace(event.netns).and_then(|n| {
@@ -1161,27 +1583,43 @@ impl Explainer<'_> {
                 .iter()
                 .find(|i| i.addresses.iter().any(|(a, _)| *a == dst))
         });
+        let local = route.result == RouteResult::Local;
         let is_arp = self.arp;
+        let answering = matches!(
+            event.kind,
+            EventKind::Route {
+                route_for: RouteFor::AnswerTo,
+                ..
+            }
+        );
         let text = match own {
+            // The kernel went to answer the packet (an echo reply, an ICMP
+            // error) and found no way back to its source.
+            _ if answering && !route.result.found() => {
+                // Told after the packet is taken in, which the kernel
+                // finishes only once it gave up answering.
+                let text = format!(
+                    "{ns} went to answer it and found no route back to {dst}: {}",
+                    describe_route(&route)
+                );
+                self.unanswerable = Some((event.clone(), text, route));
+                return;
+            }
+            // Found, the answer's route is the answer's own story.
+            _ if answering => return,
             // ARP looks up the address it is asked about: an answer follows if it is ours.
-            Some(iface) if is_arp => {
-                route.table = "local".into();
-                format!(
-                    "{ns} checks the address asked for: {dst} is its own (on {}), so its kernel answers",
-                    iface.name
-                )
-            }
-            Some(iface) => {
-                route.table = "local".into();
-                format!(
-                    "routing decision in {ns}: local delivery, {dst} is this namespace's own address (on {})",
-                    iface.name
-                )
-            }
+            Some(iface) if is_arp && local => format!(
+                "{ns} checks the address asked for: {dst} is its own (on {}), so its kernel answers",
+                iface.name
+            ),
+            Some(iface) if local => format!(
+                "routing decision in {ns}: local delivery, {dst} is this namespace's own address (on {})",
+                iface.name
+            ),
             // A local-table hit for a foreign address is an address-type check,
             // and ARP only ever asks about neighbours: neither is a route.
-            None if route.table == "local" || is_arp => return,
-            None => format!(
+            _ if local || route.table == LOCAL_TABLE || is_arp => return,
+            _ => format!(
                 "routing decision in {ns}: {dst} → {}",
                 describe_route(&route)
             ),
@@ -1204,11 +1642,77 @@ impl Explainer<'_> {
         self.push(event, route.out_device.clone(), text, Details::Route(route));
     }
 
-    fn last_netfilter_hook(&self) -> Option<&'static str> {
+    fn last_netfilter_hook(&self) -> Option<Hook> {
         self.hops.iter().rev().find_map(|h| match h.details {
             Details::Netfilter { hook, .. } => Some(hook),
             _ => None,
         })
+    }
+
+    /// The last routing decision told for the packet in `netns`.
+    fn last_route_in(&self, netns: u32) -> Option<&RouteChoice> {
+        self.hops.iter().rev().find_map(|h| match &h.details {
+            Details::Route(route) if h.netns == netns => Some(route),
+            Details::Send {
+                route: Some(route), ..
+            } if h.netns == netns => Some(route),
+            _ => None,
+        })
+    }
+
+    /// The MTU of the device `name` in `netns`, when the topology knows it.
+    fn mtu_of(&self, netns: u32, name: &str) -> Option<u32> {
+        self.topology
+            .namespace(netns)?
+            .interfaces
+            .iter()
+            .find(|i| i.name == name)?
+            .mtu
+    }
+
+    /// Where the packet came from: sent in a namespace pkttrace sees (by a
+    /// process or its kernel), or received first on a device whose other
+    /// side nothing traces (a NIC, a tap or tun): then from beyond it.
+    fn origin(&self, events: &[Event]) -> Origin {
+        let first = events
+            .iter()
+            .find(|e| !matches!(e.kind, EventKind::Route { .. }));
+        let Some(first) = first else {
+            return Origin::Kernel {
+                namespace: "nowhere".into(),
+                netns: 0,
+            };
+        };
+        if matches!(first.kind, EventKind::Receive { .. })
+            && let Some(kind) = self.link_kind(first)
+            && !kind.passes_on()
+        {
+            return Origin::Beyond {
+                namespace: self.namespace(first.netns),
+                netns: first.netns,
+                device: first.ifname.to_string(),
+                device_kind: kind.clone(),
+            };
+        }
+        match self.hops.iter().find_map(|h| match &h.details {
+            Details::Send {
+                process: Some(process),
+                pid: Some(pid),
+                ..
+            } => Some((process.clone(), *pid)),
+            _ => None,
+        }) {
+            Some((process, pid)) => Origin::Process {
+                namespace: self.namespace(first.netns),
+                netns: first.netns,
+                process,
+                pid,
+            },
+            None => Origin::Kernel {
+                namespace: self.namespace(first.netns),
+                netns: first.netns,
+            },
+        }
     }
 
     /// The device the packet came in on, in the namespace of `events[i]`:
@@ -1231,50 +1735,21 @@ impl Explainer<'_> {
             Details::Send { route, .. } if h.netns == event.netns => route.as_ref(),
             _ => None,
         })?;
-        Some(route.gateway.unwrap_or(event.packet.dst)).filter(|_| route.error.is_none())
-    }
-
-    /// The link kind of `event`'s device (IFLA_INFO_KIND: "veth", "tun", ...).
-    fn device_kind_name(&self, event: &Event) -> Option<&str> {
-        self.interface(event.netns, event.ifindex)?.kind.as_deref()
-    }
-
-    /// What kind of device `event`'s is, in words, for a packet leaving by it.
-    fn device_kind(&self, event: &Event) -> String {
-        let iface = self.interface(event.netns, event.ifindex);
-        match (
-            iface.and_then(|i| i.kind.as_deref()),
-            iface.and_then(|i| i.driver.as_deref()),
-        ) {
-            (Some("tun"), _) => "tun/tap device: a program reads what it sends".into(),
-            (Some("ifb"), _) => "IFB device: it frees what it is given, like a dummy".into(),
-            (Some("dummy"), _) => "dummy device: it frees what it is given".into(),
-            (Some("vxlan"), _) => "VXLAN tunnel".into(),
-            (Some("wireguard"), _) => "WireGuard tunnel".into(),
-            (Some(kind @ ("gre" | "ipip" | "sit" | "geneve" | "gretap")), _) => {
-                format!("{kind} tunnel")
-            }
-            (Some(kind), _) => format!("{kind} device"),
-            (None, Some(driver)) => format!("network card ({driver})"),
-            (None, None) => "device".into(),
-        }
+        Some(route.gateway.unwrap_or(event.packet.dst)).filter(|_| route.result.found())
     }
 
     /// The packet left through `sent_out`'s device; `freed_by` is where the
     /// device freed it after sending, when that was seen.
-    fn left(&self, events: &[Event], sent_out: &Event, freed_by: Option<&str>) -> Ending {
-        let _ = events;
+    fn left(&self, sent_out: &Event, freed_by: Option<&str>) -> Ending {
+        let iface = self.interface(sent_out.netns, sent_out.ifindex);
         // Devices without ARP (ifb, dummy) address frames to themselves or to
         // everyone: that is no neighbour's address.
-        let own_mac = self
-            .interface(sent_out.netns, sent_out.ifindex)
-            .and_then(|i| i.mac)
-            .map(format_mac);
-        let next_hop_mac = match &sent_out.kind {
+        let own_mac = iface.and_then(Interface::mac);
+        let next_hop_mac = match sent_out.kind {
             EventKind::Transmit { mac_dst: Some(mac) }
-                if Some(mac.as_str()) != own_mac.as_deref() && mac != "ff:ff:ff:ff:ff:ff" =>
+                if Some(mac) != own_mac && mac != Mac::BROADCAST =>
             {
-                Some(mac.to_string())
+                Some(mac)
             }
             _ => None,
         };
@@ -1282,52 +1757,45 @@ impl Explainer<'_> {
             namespace: self.namespace(sent_out.netns),
             netns: sent_out.netns,
             device: sent_out.ifname.to_string(),
-            device_kind: self.device_kind(sent_out),
+            device_kind: iface.map_or(LinkKind::Hardware, |i| i.kind.clone()),
+            driver: iface.and_then(|i| i.driver.clone()),
             next_hop: self.next_hop(sent_out),
             next_hop_mac,
-            freed_by: freed_by.map(|f| function_name(f).to_string()),
+            freed_by: freed_by.map(str::to_string),
             read_by: None,
         }
     }
 
     /// How a journey with no end of its own (no drop, receive or delivery)
-    /// stands: it left through a device nothing is traced beyond, or it was
-    /// still in the kernel, e.g. waiting for a neighbour.
+    /// stands: it left through a device nothing is traced beyond, it was
+    /// never sent, or it was still in the kernel, e.g. waiting for a neighbour.
     fn unfinished(&self, events: &[Event]) -> Ending {
         let last = events
             .iter()
             .rev()
             .find(|e| !matches!(e.kind, EventKind::Route { .. }));
         let Some(last) = last else {
-            return Ending::InFlight {
-                namespace: "nowhere".into(),
-                netns: 0,
-                device: None,
-                waiting_for: None,
-            };
+            return self.not_sent(events);
         };
         // Routed to an address of its own, a namespace's kernel takes it in.
         let arrived = self.hops.last().is_some_and(|h| {
-            h.netns == last.netns && matches!(&h.details, Details::Route(r) if r.table == "local")
+            h.netns == last.netns
+                && matches!(&h.details, Details::Route(r) if r.result == RouteResult::Local)
         });
+        let taken_in = || Ending::TakenIn {
+            namespace: self.namespace(last.netns),
+            netns: last.netns,
+            handler: None,
+            no_route_back: None,
+        };
         if arrived {
-            return Ending::TakenIn {
-                namespace: self.namespace(last.netns),
-                netns: last.netns,
-                handler: None,
-            };
+            return taken_in();
         }
-        let continues = self.interface(last.netns, last.ifindex).is_some_and(|i| {
-            matches!(i.kind.as_deref(), Some("veth" | "bridge")) || i.name == "lo"
-        });
+        let continues = self.link_kind(last).is_some_and(LinkKind::passes_on);
         match &last.kind {
-            EventKind::Transmit { .. } if !continues => self.left(events, last, None),
-            kind if kind.enters_local_stack() => Ending::TakenIn {
-                namespace: self.namespace(last.netns),
-                netns: last.netns,
-                handler: None,
-            },
-            EventKind::Consume { location } if is_neighbour_queue(location) => Ending::InFlight {
+            EventKind::Transmit { .. } if !continues => self.left(last, None),
+            kind if kind.enters_local_stack() => taken_in(),
+            kind if kind.is_neighbour_solicit() => Ending::InFlight {
                 namespace: self.namespace(last.netns),
                 netns: last.netns,
                 device: Some(last.ifname.to_string()),
@@ -1338,6 +1806,56 @@ impl Explainer<'_> {
                 netns: last.netns,
                 device: (!last.ifname.is_empty()).then(|| last.ifname.to_string()),
                 waiting_for: None,
+            },
+        }
+    }
+
+    /// A journey of route lookups alone: a sender asked for a route and the
+    /// kernel found none, so no packet was made. Told with the namespace's
+    /// routes of the table that answered.
+    fn not_sent(&self, events: &[Event]) -> Ending {
+        let failed = events.iter().rev().find_map(|e| match e.kind {
+            EventKind::Route { table, result, .. } if !result.found() => Some((e, table, result)),
+            _ => None,
+        });
+        let sender = |lookup: &Event| {
+            lookup
+                .process()
+                .map(|(comm, pid)| format!("{comm} (pid {pid})"))
+        };
+        let Some((lookup, table, result)) = failed else {
+            // The route was found, and the send refused all the same: too
+            // big for the path MTU the namespace learned.
+            return match (events.first(), &self.facts.refused_send) {
+                (Some(lookup), Some(refused)) => Ending::NotSent {
+                    namespace: self.namespace(lookup.netns),
+                    netns: lookup.netns,
+                    sender: sender(lookup),
+                    why: NotSent::TooBig {
+                        destination: lookup.packet.dst,
+                        length: refused.length,
+                        path_mtu: refused.path_mtu,
+                    },
+                },
+                _ => Ending::InFlight {
+                    namespace: "nowhere".into(),
+                    netns: 0,
+                    device: None,
+                    waiting_for: None,
+                },
+            };
+        };
+        let (routes, default_route) = table_routes(self.topology, lookup.netns, table);
+        Ending::NotSent {
+            namespace: self.namespace(lookup.netns),
+            netns: lookup.netns,
+            sender: sender(lookup),
+            why: NotSent::NoRoute {
+                destination: lookup.packet.dst,
+                table,
+                result,
+                routes,
+                default_route,
             },
         }
     }
@@ -1378,11 +1896,11 @@ impl Explainer<'_> {
             };
             self.push(received, Some(received.ifname.to_string()), text, details);
             if let Some(bridge) = self.bridge_of(received).cloned() {
-                let mac_dst = match &received.kind {
-                    EventKind::Receive { mac_dst, .. } => mac_dst.clone(),
+                let mac_dst = match received.kind {
+                    EventKind::Receive { mac_dst, .. } => mac_dst,
                     _ => None,
                 };
-                self.bridge_hop(events, j, &bridge, mac_dst.as_deref(), told);
+                self.bridge_hop(events, j, &bridge, mac_dst, told);
             }
             return;
         }
@@ -1395,7 +1913,7 @@ impl Explainer<'_> {
                     .topology
                     .bridge_network(&event.ifname)
                     .map(|n| n.name.clone());
-                let decision = switch_or_flood(events, &copies);
+                let decision = switch_or_flood(events, &copies, None, FdbSaid::Unknown);
                 let text = format!(
                     "bridge {}{}: the host hands the frame to the bridge, which {}",
                     event.ifname,
@@ -1403,11 +1921,10 @@ impl Explainer<'_> {
                         .as_ref()
                         .map(|n| format!(" (Docker network \"{n}\")"))
                         .unwrap_or_default(),
-                    decision.replacen("switched", "switches it", 1).replacen(
-                        "flooded",
-                        "floods it",
-                        1
-                    )
+                    decision
+                        .words(&event.ifname)
+                        .replacen("switched", "switches it", 1)
+                        .replacen("flooded", "floods it", 1)
                 );
                 let details = Details::Bridge {
                     bridge: event.ifname.to_string(),
@@ -1488,24 +2005,22 @@ impl Explainer<'_> {
         if let Some(j) = handed_up {
             told[j] = true;
         }
-        let ports: Vec<&str> = copies.iter().map(|&c| events[c].ifname.as_str()).collect();
-        let decision = match (ports.as_slice(), handed_up.is_some()) {
-            ([], true) => "broadcast: not flooded (no other port) and handed up to the host".into(),
-            ([], false) => "broadcast: no other port to flood it to".to_string(),
-            (_, true) => format!(
-                "broadcast: flooded to ports {} and handed up to the host",
-                ports.join(", ")
-            ),
-            (_, false) => format!("broadcast: flooded to ports {}", ports.join(", ")),
+        let decision = BridgeDecision::Broadcast {
+            ports: copies
+                .iter()
+                .map(|&c| events[c].ifname.to_string())
+                .collect(),
+            handed_up: handed_up.is_some(),
         };
         let text = format!(
-            "bridge {}{}: the frame entered port {}; {decision}",
+            "bridge {}{}: the frame entered port {}; {}",
             bridge.name,
             network
                 .as_ref()
                 .map(|n| format!(" (Docker network \"{n}\")"))
                 .unwrap_or_default(),
-            port_event.ifname
+            port_event.ifname,
+            decision.words(&bridge.name)
         );
         let details = Details::Bridge {
             bridge: bridge.name.clone(),
@@ -1520,28 +2035,22 @@ impl Explainer<'_> {
     }
 
     /// Why the bridge chose `out`: the forwarding database entry for the destination MAC.
-    fn fdb_evidence(&self, bridge: &Interface, mac_dst: Option<&str>, out: &Event) -> String {
+    fn fdb_evidence(&self, bridge: &Interface, mac_dst: Option<Mac>, out: &Event) -> FdbSaid {
         let Some(mac_dst) = mac_dst else {
-            return String::new();
+            return FdbSaid::Unknown;
         };
         let entry = self
             .facts
             .fdb
             .iter()
-            .find(|f| f.bridge == bridge.ifindex && format_mac(f.mac) == mac_dst);
+            .find(|f| f.bridge == bridge.ifindex && Mac(f.mac) == mac_dst);
         match entry {
-            Some(entry) if entry.port == out.ifindex => {
-                format!(" (its forwarding database has {mac_dst} on that port)")
-            }
-            Some(entry) => {
-                let port = self
-                    .interface(out.netns, entry.port)
-                    .map_or(entry.port.to_string(), |p| p.name.clone());
-                format!(" (its forwarding database now has {mac_dst} on port {port})")
-            }
-            None => format!(
-                " ({mac_dst} is no longer in its forwarding database: learned entries age out)"
+            Some(entry) if entry.port == out.ifindex => FdbSaid::OnThatPort,
+            Some(entry) => FdbSaid::OnPort(
+                self.interface(out.netns, entry.port)
+                    .map_or(entry.port.to_string(), |p| p.name.clone()),
             ),
+            None => FdbSaid::AgedOut,
         }
     }
 
@@ -1552,7 +2061,7 @@ impl Explainer<'_> {
         events: &[Event],
         i: usize,
         bridge: &Interface,
-        mac_dst: Option<&str>,
+        mac_dst: Option<Mac>,
         told: &mut [bool],
     ) {
         let port_event = &events[i];
@@ -1567,24 +2076,17 @@ impl Explainer<'_> {
             self.broadcast_hop(events, i, bridge, network, told);
             return;
         }
-        let bridge_mac = bridge.mac.map(format_mac);
         let mut decision = None;
         for (j, e) in events.iter().enumerate().skip(i + 1) {
             let same_ns = e.netns == port_event.netns;
             if same_ns && matches!(e.kind, EventKind::Receive { .. }) && e.ifindex == bridge.ifindex
             {
                 told[j] = true;
-                let why = match (mac_dst, &bridge_mac) {
-                    (Some(dst), Some(own)) if dst == own => {
-                        format!("destination MAC {dst} is {}'s own", bridge.name)
-                    }
-                    (Some(dst), _) => format!("destination MAC {dst}"),
-                    _ => "addressed to the bridge".into(),
+                let handed_up = BridgeDecision::HandedUp {
+                    mac_dst,
+                    bridge_mac: mac_dst.is_some() && mac_dst == bridge.mac(),
                 };
-                decision = Some((
-                    format!("passed up to the host's IP stack ({why})"),
-                    Vec::new(),
-                ));
+                decision = Some((handed_up, Vec::new()));
                 break;
             }
             if same_ns
@@ -1594,24 +2096,21 @@ impl Explainer<'_> {
                 let copies = self.port_copies(events, j, bridge.ifindex, told);
                 let last = copies.last().map_or(e.time_ns, |&c| events[c].time_ns);
                 self.bridging = Some((e.netns, last));
-                let mut text = switch_or_flood(events, &copies);
-                if copies.len() == 1 {
-                    text += &self.fdb_evidence(bridge, mac_dst, e);
-                }
-                decision = Some((text, copies));
+                let fdb = self.fdb_evidence(bridge, mac_dst, e);
+                decision = Some((switch_or_flood(events, &copies, mac_dst, fdb), copies));
                 break;
             }
         }
-        let (decision, copies) =
-            decision.unwrap_or_else(|| ("no further bridge action seen".into(), Vec::new()));
+        let (decision, copies) = decision.unwrap_or((BridgeDecision::Unseen, Vec::new()));
         let mut text = format!(
-            "bridge {}{}: the frame entered port {}; {decision}",
+            "bridge {}{}: the frame entered port {}; {}",
             bridge.name,
             network
                 .as_ref()
                 .map(|n| format!(" (Docker network \"{n}\")"))
                 .unwrap_or_default(),
-            port_event.ifname
+            port_event.ifname,
+            decision.words(&bridge.name)
         );
         if !copies.is_empty() {
             text += ". Like a hardware switch: the host does no routing and no NAT for this packet";
@@ -1626,6 +2125,28 @@ impl Explainer<'_> {
         for copy in copies {
             self.veth_or_xmit(events, copy, told, false);
         }
+    }
+
+    /// The Docker network a packet leaving the host comes from, when that
+    /// network does not masquerade and the packet leaves by another device
+    /// than its bridge.
+    fn unmasqueraded_network(&self, event: &Event) -> Option<String> {
+        if event.netns != self.topology.host_netns {
+            return None;
+        }
+        let source = u32::from(event.packet.src);
+        self.topology
+            .docker_networks
+            .iter()
+            .find(|network| {
+                !network.masquerade
+                    && network.bridge.as_deref() != Some(event.ifname.as_str())
+                    && network.subnets.iter().any(|(address, prefix)| {
+                        let mask = u32::MAX.checked_shl(32 - u32::from(*prefix)).unwrap_or(0);
+                        source & mask == u32::from(*address) & mask
+                    })
+            })
+            .map(|network| network.name.clone())
     }
 
     fn netfilter_hop(
@@ -1697,7 +2218,7 @@ impl Explainer<'_> {
                     .filter(|(_, e)| e.netns == event.netns)
                     .and_then(|(_, e)| e.conntrack)
             })
-            .map(|c| c.state());
+            .map(ConntrackSaid::from);
         // Some hooks have no program after them: a packet netfilter drops is
         // freed with a drop reason, so without one it passed.
         let read_by_a_socket = events.iter().any(|e| e.kind == EventKind::SocketRead);
@@ -1709,7 +2230,7 @@ impl Explainer<'_> {
             .find(|e| !matches!(e.kind, EventKind::Route { .. }))
             .is_some_and(|e| {
                 matches!(&e.kind, EventKind::Drop { reason, .. }
-                    if &**reason == "NETFILTER_DROP" && !is_a_copys_fate(reason, read_by_a_socket))
+                    if *reason == DropReason::NetfilterDrop && !is_a_copys_fate(reason, read_by_a_socket))
             });
         let passed = if dropped_here { "entered" } else { "passed" };
         let mut text = format!(
@@ -1717,7 +2238,7 @@ impl Explainer<'_> {
             hook.name(),
             event.ifname,
             conntrack
-                .map(|c| format!("; conntrack: {c}"))
+                .map(|c| format!("; conntrack: {}", c.words()))
                 .unwrap_or_default()
         );
         // A flooded frame meets the bridge's hooks once per copy it sends out.
@@ -1729,7 +2250,7 @@ impl Explainer<'_> {
                 .take_while(|h| !matches!(h.details, Details::Bridge { .. }))
                 .any(|h| {
                     h.netns == event.netns
-                        && matches!(h.details, Details::Netfilter { hook: told, .. } if told == hook.name())
+                        && matches!(h.details, Details::Netfilter { hook: told, .. } if told == hook)
                 });
         if again_for_a_copy {
             text += " (again, for the next flooded copy)";
@@ -1740,6 +2261,17 @@ impl Explainer<'_> {
                 }
                 _ => " (run by the bridge for a switched frame, through br_netfilter)",
             };
+        }
+        let changed_by_nat =
+            after.is_some_and(|(_, a)| Tuple::of(&a.packet) != Tuple::of(&event.packet));
+        let not_masqueraded_by = (hook == Hook::Postrouting && !changed_by_nat)
+            .then(|| self.unmasqueraded_network(event))
+            .flatten();
+        if let Some(network) = &not_masqueraded_by {
+            text += &format!(
+                "; no source NAT: Docker network \"{network}\" does not masquerade (com.docker.network.bridge.enable_ip_masquerade=false), so it leaves with its private source {}",
+                event.packet.src
+            );
         }
         // pkttrace's own observer is the only thing at a hook where the
         // namespace has no chain: netfilter does nothing there of its own.
@@ -1753,8 +2285,9 @@ impl Explainer<'_> {
                 Some(event.ifname.to_string()),
                 text,
                 Details::Netfilter {
-                    hook: hook.name(),
+                    hook,
                     conntrack,
+                    not_masqueraded_by,
                 },
             );
         }
@@ -1764,16 +2297,16 @@ impl Explainer<'_> {
                 let reply = event
                     .conntrack
                     .or(after.conntrack)
-                    .is_some_and(|c| c.info >= 3);
+                    .is_some_and(|c| c.direction == CtDirection::Reply);
+                // Only PREROUTING, OUTPUT and POSTROUTING have an after-NAT program.
                 let nat = match (hook, reply) {
-                    (Hook::Postrouting | Hook::Input, false) => "source NAT (SNAT/MASQUERADE)",
-                    (Hook::Prerouting | Hook::Output, false) => "destination NAT (DNAT)",
-                    (_, true) => "reverse NAT of the reply (conntrack undoes the connection's NAT)",
-                    _ => "NAT",
+                    (_, true) => NatKind::Reverse,
+                    (Hook::Postrouting | Hook::Input, false) => NatKind::Source,
+                    (_, false) => NatKind::Destination,
                 };
-                let text = format!("{nat} in {}: {before}  ⇒  {after_tuple}", hook.name());
+                let text = format!("{} in {hook}: {before}  ⇒  {after_tuple}", nat.words());
                 let details = Details::Nat {
-                    hook: hook.name(),
+                    hook,
                     nat,
                     before,
                     after: after_tuple,

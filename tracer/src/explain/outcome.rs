@@ -5,7 +5,12 @@ use std::net::Ipv4Addr;
 
 use serde::{Deserialize, Serialize};
 
-use crate::decode::{Packet, Quoted, Transport};
+use crate::{
+    decode::{CodeSite, DropReason, Hook, Mac, Packet, Quoted, RouteResult, SiteRole, Transport},
+    enrich::LinkKind,
+};
+
+use super::{RouteChoice, table_name};
 
 /// How a journey ended.
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -27,6 +32,9 @@ pub enum Ending {
         /// INPUT), then its protocol freed it without a trace.
         #[serde(skip_serializing_if = "Option::is_none")]
         handler: Option<String>,
+        /// The kernel there went to answer and found no route back.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        no_route_back: Option<RouteBack>,
     },
     /// It left through a device beyond which nothing is traced: a NIC, a
     /// tap, a tunnel. The driver freeing it after the transmit is no receive.
@@ -34,12 +42,14 @@ pub enum Ending {
         namespace: String,
         netns: u32,
         device: String,
-        /// "network card (virtio_net)", "tap device", "ifb device", ...
-        device_kind: String,
+        device_kind: LinkKind,
+        /// The driver of a hardware device (`virtio_net`).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        driver: Option<String>,
         #[serde(skip_serializing_if = "Option::is_none")]
         next_hop: Option<Ipv4Addr>,
         #[serde(skip_serializing_if = "Option::is_none")]
-        next_hop_mac: Option<String>,
+        next_hop_mac: Option<Mac>,
         /// Where the device freed it once sent (`__free_old_xmit`), when seen.
         #[serde(skip_serializing_if = "Option::is_none")]
         freed_by: Option<String>,
@@ -51,14 +61,18 @@ pub enum Ending {
     Dropped {
         namespace: String,
         netns: u32,
-        reason: String,
-        location: String,
+        reason: DropReason,
+        location: CodeSite,
         /// The netfilter hook it was dropped in, for a netfilter drop.
         #[serde(skip_serializing_if = "Option::is_none")]
-        hook: Option<&'static str>,
+        hook: Option<Hook>,
         /// The rule (or chain policy) that decided, from nf_tables tracing.
         #[serde(skip_serializing_if = "Option::is_none")]
         rule: Option<RuleVerdict>,
+        /// The route that said no (unreachable, blackhole, prohibit, none),
+        /// for a drop by the input route's error handler.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        refused_by: Option<RouteChoice>,
     },
     /// Still in the kernel when last seen (waiting for a neighbour's MAC
     /// address, in a queue): the trace ended or gave up waiting first.
@@ -71,10 +85,65 @@ pub enum Ending {
         #[serde(skip_serializing_if = "Option::is_none")]
         waiting_for: Option<Ipv4Addr>,
     },
+    /// The kernel refused to send it: no packet was ever made.
+    NotSent {
+        namespace: String,
+        netns: u32,
+        /// The process that tried ("ping (pid 7)").
+        #[serde(skip_serializing_if = "Option::is_none")]
+        sender: Option<String>,
+        why: NotSent,
+    },
     /// An ARP request that got its reply.
-    ArpAnswered { asked: u32, reply: u64, mac: String },
+    ArpAnswered { asked: u32, reply: u64, mac: Mac },
     /// An ARP request nobody answered: `asked` who-has went out.
     ArpUnanswered { asked: u32, target: Ipv4Addr },
+}
+
+/// A namespace's failed route back to a packet's source: it could not answer.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct RouteBack {
+    pub to: Ipv4Addr,
+    pub table: u32,
+    pub result: RouteResult,
+    /// The namespace's routes of that table, in `ip route` words.
+    pub routes: Vec<String>,
+    pub default_route: bool,
+}
+
+/// Why the kernel made no packet of what a process asked it to send.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(tag = "cause", rename_all = "snake_case")]
+pub enum NotSent {
+    /// Its route lookup found no way: `routes` are the namespace's routes of
+    /// the table that answered, in `ip route` words.
+    NoRoute {
+        destination: Ipv4Addr,
+        table: u32,
+        result: RouteResult,
+        routes: Vec<String>,
+        default_route: bool,
+    },
+    /// Larger than the path MTU the namespace learned for the destination
+    /// (from an ICMP fragmentation needed), with don't-fragment set: the
+    /// send failed with EMSGSIZE.
+    TooBig {
+        destination: Ipv4Addr,
+        length: u16,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        path_mtu: Option<u32>,
+    },
+}
+
+/// What a rule decided.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RuleAction {
+    Drop,
+    /// REJECT: dropped, and the sender told (an ICMP error or a reset).
+    Reject,
+    /// No rule decided: the base chain's policy dropped it.
+    PolicyDrop,
 }
 
 /// The rule that decided a packet's fate in nf_tables, as the kernel's trace
@@ -92,8 +161,7 @@ pub struct RuleVerdict {
     pub handle: Option<u64>,
     /// The rule as `nft -a list ruleset` shows it; for a policy, "policy drop".
     pub text: String,
-    /// "drop", "reject" (REJECT drops and answers), "policy drop".
-    pub action: String,
+    pub action: RuleAction,
 }
 
 impl RuleVerdict {
@@ -127,11 +195,28 @@ impl Outcome {
         Self { ending, text }
     }
 
+    /// It did not get where it was going (the terminal draws it red).
     pub fn is_drop(&self) -> bool {
         matches!(
             self.ending,
-            Ending::Dropped { .. } | Ending::ArpUnanswered { .. }
+            Ending::Dropped { .. } | Ending::ArpUnanswered { .. } | Ending::NotSent { .. }
         )
+    }
+}
+
+/// What a device is, in words, for a packet leaving by it.
+pub fn device_words(kind: &LinkKind, driver: Option<&str>) -> String {
+    match (kind, driver) {
+        (LinkKind::Tun, _) => "tun device: a program reads the IP packets it sends".into(),
+        (LinkKind::Tap, _) => "tap device: a program reads the frames it sends".into(),
+        (LinkKind::Ifb, _) => "IFB device: it frees what it is given, like a dummy".into(),
+        (LinkKind::Dummy, _) => "dummy device: it frees what it is given".into(),
+        (LinkKind::Vxlan, _) => "VXLAN tunnel".into(),
+        (LinkKind::Wireguard, _) => "WireGuard tunnel".into(),
+        (LinkKind::Tunnel(kind), _) => format!("{kind} tunnel"),
+        (LinkKind::Hardware, Some(driver)) => format!("network card ({driver})"),
+        (LinkKind::Hardware, None) => "device".into(),
+        (kind, _) => format!("{} device", kind.name()),
     }
 }
 
@@ -145,20 +230,28 @@ fn ending_text(ending: &Ending) -> String {
         } => format!("delivered to {process} (pid {pid}) in {namespace}"),
         Ending::TakenIn {
             namespace,
-            handler: Some(handler),
+            handler,
+            no_route_back,
             ..
-        } => format!("reached {namespace}, whose kernel took it in ({handler})"),
-        Ending::TakenIn {
-            namespace,
-            handler: None,
-            ..
-        } => format!(
-            "reached {namespace}, the namespace it was addressed to; its kernel took it in (its protocol freed it without a trace)"
-        ),
+        } => {
+            let taken = match handler {
+                Some(handler) => {
+                    format!("reached {namespace}, whose kernel took it in ({handler})")
+                }
+                None => format!(
+                    "reached {namespace}, the namespace it was addressed to; its kernel took it in (its protocol freed it without a trace)"
+                ),
+            };
+            match no_route_back {
+                Some(back) => format!("{taken}, but could not answer: {}", back.words(namespace)),
+                None => taken,
+            }
+        }
         Ending::Left {
             namespace,
             device,
             device_kind,
+            driver,
             next_hop,
             next_hop_mac,
             freed_by,
@@ -176,12 +269,23 @@ fn ending_text(ending: &Ending) -> String {
                 (None, None) => String::new(),
             };
             format!(
-                "left {namespace} through {device} ({device_kind}){towards}; nothing beyond it is traced{freed}"
+                "left {namespace} through {device} ({}){towards}; nothing beyond it is traced{freed}",
+                device_words(device_kind, driver.as_deref())
             )
         }
         Ending::Dropped {
+            refused_by: Some(route),
             namespace,
             reason,
+            ..
+        } => format!(
+            "dropped in {namespace}: its route there said no ({}; {reason})",
+            super::describe_route(route)
+        ),
+        Ending::Dropped {
+            namespace,
+            reason,
+            location,
             hook,
             rule,
             ..
@@ -192,7 +296,7 @@ fn ending_text(ending: &Ending) -> String {
             ),
             (Some(hook), Some(rule)) => format!(
                 "{} in {namespace}, {hook}, by {} {}: {}",
-                if rule.action == "reject" {
+                if rule.action == RuleAction::Reject {
                     "rejected"
                 } else {
                     "dropped"
@@ -204,7 +308,15 @@ fn ending_text(ending: &Ending) -> String {
             (Some(hook), None) => {
                 format!("dropped in {namespace} by netfilter in {hook} ({reason})")
             }
-            _ => format!("dropped in {namespace}: {reason}"),
+            _ => match reason {
+                DropReason::PktTooBig => format!(
+                    "dropped in {namespace}: too big for the next link, and it may not be fragmented ({reason})"
+                ),
+                DropReason::IpInHdr if location.role == SiteRole::Forwarding => {
+                    format!("dropped in {namespace}: its time to live ran out ({reason})")
+                }
+                _ => format!("dropped in {namespace}: {reason}"),
+            },
         },
         Ending::InFlight {
             namespace,
@@ -217,16 +329,114 @@ fn ending_text(ending: &Ending) -> String {
             ),
             _ => format!("still in the kernel of {namespace} when last seen"),
         },
-        Ending::ArpAnswered { reply, mac, .. } => format!("answered by #{reply}: it is at {mac}"),
-        Ending::ArpUnanswered { asked, target } => {
-            let times = if *asked == 1 {
-                "once".to_string()
-            } else {
-                format!("{asked} times")
-            };
+        Ending::NotSent {
+            namespace,
+            sender,
+            why,
+            ..
+        } => {
+            let who = sender.as_deref().unwrap_or("the sender");
             format!(
-                "asked {times} on the whole segment; no ARP reply came: nothing there owns {target}"
+                "not sent: {}, so its kernel refused {who}'s send: no packet was made",
+                why.words(namespace)
             )
+        }
+        Ending::ArpAnswered { reply, mac, .. } => format!("answered by #{reply}: it is at {mac}"),
+        Ending::ArpUnanswered { asked, target } => format!(
+            "asked {} on the whole segment; no ARP reply came: nothing there owns {target}",
+            times(*asked)
+        ),
+    }
+}
+
+/// "once", "3 times".
+fn times(n: u32) -> String {
+    match n {
+        1 => "once".into(),
+        n => format!("{n} times"),
+    }
+}
+
+impl RouteBack {
+    /// "no route back to 10.67.0.2 in netns up (table main)".
+    fn words(&self, namespace: &str) -> String {
+        let table = table_name(self.table);
+        match self.result {
+            RouteResult::Unreachable => format!(
+                "its route back to {} is an unreachable route (table {table})",
+                self.to
+            ),
+            RouteResult::Blackhole => format!(
+                "its route back to {} is a blackhole route (table {table})",
+                self.to
+            ),
+            RouteResult::Prohibit => format!(
+                "its route back to {} is a prohibit route (table {table})",
+                self.to
+            ),
+            _ => format!(
+                "no route back to {} in {namespace}{}",
+                self.to,
+                routes_words(&table, &self.routes, self.default_route)
+            ),
+        }
+    }
+}
+
+/// " (table main has only 10.0.0.0/24 dev eth0, and no default route)";
+/// nothing when it has a default route.
+fn routes_words(table: &str, routes: &[String], default_route: bool) -> String {
+    match (routes, default_route) {
+        (_, true) => String::new(),
+        ([], false) => format!(" (table {table} is empty)"),
+        (routes, false) => format!(
+            " (table {table} has only {}, and no default route)",
+            routes.join(", ")
+        ),
+    }
+}
+
+impl NotSent {
+    /// Why, as a clause about `namespace`.
+    fn words(&self, namespace: &str) -> String {
+        match self {
+            Self::NoRoute {
+                destination,
+                table,
+                result,
+                routes,
+                default_route,
+            } => {
+                let table = table_name(*table);
+                let has = routes_words(&table, routes, *default_route);
+                match result {
+                    RouteResult::Unreachable => format!(
+                        "{namespace}'s route to {destination} is an unreachable route (table {table})"
+                    ),
+                    RouteResult::Blackhole => format!(
+                        "{namespace}'s route to {destination} is a blackhole route (table {table})"
+                    ),
+                    RouteResult::Prohibit => format!(
+                        "{namespace}'s route to {destination} is a prohibit route (table {table})"
+                    ),
+                    _ => format!("{namespace} has no route to {destination}{has}"),
+                }
+            }
+            Self::TooBig {
+                destination,
+                length,
+                path_mtu,
+            } => {
+                let mtu = match path_mtu {
+                    Some(mtu) => {
+                        format!("the path MTU {mtu} that {namespace} learned for {destination}")
+                    }
+                    None => format!("the path MTU {namespace} learned for {destination}"),
+                };
+                format!(
+                    "the packet ({length} bytes, don't fragment) is larger than {mtu} from an ICMP fragmentation needed (`ip route get {destination}` shows it until it expires; EMSGSIZE)"
+                )
+            }
         }
     }
 }
@@ -239,6 +449,8 @@ pub struct Answer {
     /// Who sent the reply (an ICMP error's source is often a router or the
     /// firewall, not the destination).
     pub from: Ipv4Addr,
+    /// Where it came from, as far as pkttrace sees.
+    pub origin: Origin,
     pub text: String,
 }
 
@@ -260,7 +472,54 @@ pub enum AnswerKind {
         meaning: String,
         /// The host's own firewall (a REJECT rule) sent it.
         by_firewall: bool,
+        /// Fragmentation needed: the next link's MTU, as the error says.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        next_hop_mtu: Option<u16>,
     },
+}
+
+/// Where a reply came from.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Origin {
+    /// A process in a namespace pkttrace sees sent it.
+    Process {
+        namespace: String,
+        netns: u32,
+        process: String,
+        pid: u32,
+    },
+    /// The kernel of a namespace pkttrace sees made it.
+    Kernel { namespace: String, netns: u32 },
+    /// It arrived through `device` of `namespace` from beyond it, where
+    /// nothing is traced (a NIC, a tap or tun, a tunnel).
+    Beyond {
+        namespace: String,
+        netns: u32,
+        device: String,
+        device_kind: LinkKind,
+    },
+}
+
+impl Origin {
+    /// The namespace whose kernel made it, when it is one pkttrace sees.
+    fn kernel_netns(&self) -> Option<u32> {
+        match self {
+            Self::Kernel { netns, .. } => Some(*netns),
+            _ => None,
+        }
+    }
+
+    /// Who answered, in words: "netns up (198.51.100.1)", "198.51.100.9, beyond tap0".
+    fn who(&self, from: Ipv4Addr, router: bool) -> String {
+        match self {
+            Self::Process { namespace, .. } | Self::Kernel { namespace, .. } => {
+                format!("{namespace} ({from})")
+            }
+            Self::Beyond { device, .. } if router => format!("{from}, a router beyond {device},"),
+            Self::Beyond { device, .. } => format!("{from}, beyond {device},"),
+        }
+    }
 }
 
 impl Answer {
@@ -281,6 +540,24 @@ pub struct RequestSummary {
     pub ending: Ending,
     /// Who-has the kernel sent while the request waited for a neighbour.
     pub arp_attempts: u32,
+    /// Namespaces that routed it onward before it ended (routers on its way).
+    pub routers: u32,
+    /// Its TTL where it was last seen.
+    pub last_ttl: u8,
+    /// The last route chosen for it: namespace, out device and that device's MTU.
+    pub last_route: Option<LastRoute>,
+    /// The namespaces of a routing loop it went round, when it did.
+    pub looped_between: Vec<String>,
+}
+
+/// The last routing decision made for a request.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LastRoute {
+    pub netns: u32,
+    pub device: String,
+    pub mtu: Option<u32>,
+    pub result: RouteResult,
+    pub table: u32,
 }
 
 /// ICMP destination unreachable codes and other errors, in words.
@@ -326,21 +603,16 @@ fn protocol_name(number: u8) -> &'static str {
 
 /// Reads what `reply` (first as sent) says about `request`. `firewall`:
 /// the reply was made by the firewall that dropped the request (a REJECT
-/// rule), not by the destination. `sender` names the namespace it was sent
-/// from.
+/// rule), not by the destination. `origin` is where the reply came from.
 pub fn answer(
     reply: &Packet,
     request: &RequestSummary,
     firewall: Firewall,
-    sender: Option<&str>,
+    origin: Origin,
 ) -> Answer {
     let firewall_sent = firewall != Firewall::None;
     let destination = request.sent.dst;
     let from = reply.src;
-    let who = match sender {
-        Some(label) => format!("{label} ({from})"),
-        None => from.to_string(),
-    };
     let (kind, text) = match reply.transport {
         Transport::Icmp {
             icmp_type,
@@ -351,6 +623,8 @@ pub fn answer(
         } if matches!(icmp_type, 3 | 4 | 5 | 11 | 12) => {
             let meaning = icmp_error_meaning(icmp_type, code);
             let port = quoted_port(quoted);
+            // Next-hop MTU in the second half of the header (RFC 1191).
+            let next_hop_mtu = (icmp_type, code) == (3, 4);
             let subject = match (icmp_type, code, port) {
                 (3, 3, Some(port)) => format!(
                     "port {port} ({}) unreachable",
@@ -358,20 +632,21 @@ pub fn answer(
                 ),
                 (3, 1, _) => format!("host {destination} unreachable"),
                 (3, 0, _) => format!("network of {destination} unreachable"),
-                // Next-hop MTU in the second half of the header (RFC 1191).
                 (3, 4, _) => format!(
                     "fragmentation needed: the packet ({} bytes, don't fragment) does not fit the next link's MTU {seq}",
                     request.sent.length
                 ),
                 _ => meaning.clone(),
             };
-            let why = error_cause(icmp_type, code, &who, from, request, firewall, sender);
+            let who = origin.who(from, from != destination);
+            let why = error_cause(icmp_type, code, from, request, firewall, &origin);
             (
                 AnswerKind::Error {
                     icmp_type,
                     code,
                     meaning,
                     by_firewall: firewall_sent,
+                    next_hop_mtu: next_hop_mtu.then_some(seq),
                 },
                 format!("{who} answered: {subject}{why}"),
             )
@@ -380,7 +655,7 @@ pub fn answer(
             let text = if firewall_sent {
                 format!(
                     "{} answered in {destination}'s name with a reset (REJECT with tcp-reset, see #{}): the connection is refused and {destination} never saw it",
-                    firewall_of(firewall, sender),
+                    firewall_of(firewall, &origin),
                     request.id
                 )
             } else {
@@ -389,7 +664,8 @@ pub fn answer(
                     _ => String::new(),
                 };
                 format!(
-                    "{who} answered with a reset: nothing listens{port}, the connection is refused"
+                    "{} answered with a reset: nothing listens{port}, the connection is refused",
+                    origin.who(from, false)
                 )
             };
             (
@@ -399,24 +675,35 @@ pub fn answer(
                 text,
             )
         }
-        _ => (AnswerKind::Reply, format!("{who} answered")),
+        _ => (
+            AnswerKind::Reply,
+            format!("{} answered", origin.who(from, false)),
+        ),
     };
-    Answer { kind, from, text }
+    Answer {
+        kind,
+        from,
+        origin,
+        text,
+    }
 }
 
-/// Why an ICMP error was sent, when the evidence tells.
+/// Why an ICMP error was sent, when the evidence tells: what happened to
+/// the request in the namespace whose kernel made the error, or that it
+/// came from beyond a device, where nothing is seen.
 fn error_cause(
     icmp_type: u8,
     code: u8,
-    who: &str,
     from: Ipv4Addr,
     request: &RequestSummary,
     firewall: Firewall,
-    sender: Option<&str>,
+    origin: &Origin,
 ) -> String {
     if firewall != Firewall::None {
-        let rule = match (firewall, sender) {
-            (Firewall::Sender, Some(namespace)) => format!("a REJECT rule of {namespace}"),
+        let rule = match (firewall, origin) {
+            (Firewall::Sender, Origin::Kernel { namespace, .. }) => {
+                format!("a REJECT rule of {namespace}")
+            }
             _ => "the host's own REJECT rule".to_string(),
         };
         return format!(
@@ -424,25 +711,111 @@ fn error_cause(
             request.id, request.sent.dst
         );
     }
+    if let Origin::Beyond { device, .. } = origin {
+        let beyond = format!("beyond {device} is traced");
+        return match (icmp_type, code) {
+            (3, 3) if from == request.sent.dst => {
+                format!(" — no process listens there (nothing {beyond})")
+            }
+            (11, 0) => format!(
+                " — its time to live ran out at {from} (nothing {beyond}; sent with TTL {}, {} on this host)",
+                request.sent.ttl,
+                routers(request.routers)
+            ),
+            (3, 4) => {
+                format!(" — a link after {from} is smaller than the packet (nothing {beyond})")
+            }
+            _ => format!(" (nothing {beyond}: this is that router's own word)"),
+        };
+    }
+    // What the kernel that made the error did to the request.
+    let here = origin.kernel_netns();
+    let dropped_here = match &request.ending {
+        Ending::Dropped { netns, reason, .. } if Some(*netns) == here => Some(reason),
+        _ => None,
+    };
+    let route_here = request
+        .last_route
+        .as_ref()
+        .filter(|route| Some(route.netns) == here);
     match (icmp_type, code) {
         (3, 3) if from == request.sent.dst => {
             " — no process listens there (nothing is bound to that port)".into()
         }
-        (3, 1) if request.arp_attempts > 0 => format!(
-            " — {who} asked for the next hop's MAC address {} and got no ARP reply, so it dropped the request (see #{})",
-            match request.arp_attempts {
-                1 => "once".to_string(),
-                n => format!("{n} times"),
-            },
+        (3, _) if dropped_here.is_some_and(DropReason::is_neighbour_failure) => format!(
+            " — it asked for the next hop's MAC address {} and got no ARP reply, so it dropped the request (see #{})",
+            times(request.arp_attempts),
             request.id
         ),
-        (3, 0) | (3, 1) => format!(" — {who} has no way to reach it"),
+        (3, 4) if dropped_here == Some(&DropReason::PktTooBig) => match route_here {
+            Some(route) => format!(
+                " — it would have to send it on through {}{}, and the don't-fragment bit forbids splitting it (see #{})",
+                route.device,
+                route
+                    .mtu
+                    .map(|mtu| format!(" (MTU {mtu})"))
+                    .unwrap_or_default(),
+                request.id
+            ),
+            None => format!(
+                " — the next link is smaller than the packet, and the don't-fragment bit forbids splitting it (see #{})",
+                request.id
+            ),
+        },
+        (3, 0 | 1 | 13) if route_here.is_some_and(|r| !r.result.found()) => {
+            let route = route_here.expect("checked above");
+            let table = table_name(route.table);
+            let what = match route.result {
+                RouteResult::Unreachable => format!("an unreachable route for it (table {table})"),
+                RouteResult::Prohibit => format!("a prohibit route for it (table {table})"),
+                _ => format!("no route to it (table {table})"),
+            };
+            format!(" — its routing table has {what} (see #{})", request.id)
+        }
+        (11, 0) if dropped_here == Some(&DropReason::IpInHdr) => {
+            let looped = match request.looped_between.as_slice() {
+                [] => String::new(),
+                namespaces => format!(
+                    "; it went round a routing loop between {} (see #{})",
+                    namespaces.join(" and "),
+                    request.id
+                ),
+            };
+            format!(
+                " — its time to live ran out there: it arrived with TTL {}, and a router does not pass on a packet whose TTL would reach 0; that was the {} router on its way (sent with TTL {}){looped}",
+                request.last_ttl,
+                ordinal(request.routers + 1),
+                request.sent.ttl
+            )
+        }
+        (3, 0) | (3, 1) => " — it has no way to reach it".into(),
         (3, 9) | (3, 10) | (3, 13) => " — a firewall rule there rejected it".into(),
         (11, 0) => {
             " — its time to live ran out on the way (a routing loop, or a traceroute)".into()
         }
         _ => String::new(),
     }
+}
+
+/// "no router", "1 router", "3 routers".
+fn routers(n: u32) -> String {
+    match n {
+        0 => "no router".into(),
+        1 => "1 router".into(),
+        n => format!("{n} routers"),
+    }
+}
+
+/// "1st", "2nd", "3rd", "4th", "11th" ...
+fn ordinal(n: u32) -> String {
+    let suffix = match (n % 10, n % 100) {
+        (_, 11..=13) => "th",
+        (1, _) => "st",
+        (2, _) => "nd",
+        (3, _) => "rd",
+        _ => "th",
+    };
+    format!("{n}{suffix}")
 }
 
 /// Which firewall sent a reply in the destination's name (a REJECT rule).
@@ -456,9 +829,11 @@ pub enum Firewall {
 }
 
 /// Whose firewall sent a reply: the namespace whose REJECT rule it was.
-fn firewall_of(firewall: Firewall, sender: Option<&str>) -> String {
-    match (firewall, sender) {
-        (Firewall::Sender, Some(namespace)) => format!("the firewall of {namespace}"),
+fn firewall_of(firewall: Firewall, origin: &Origin) -> String {
+    match (firewall, origin) {
+        (Firewall::Sender, Origin::Kernel { namespace, .. }) => {
+            format!("the firewall of {namespace}")
+        }
         _ => "the host's firewall".to_string(),
     }
 }
@@ -469,6 +844,14 @@ fn where_last_seen(ending: &Ending) -> String {
         Ending::Delivered {
             namespace, process, ..
         } => format!("{process} in {namespace} read it and did not answer"),
+        Ending::TakenIn {
+            namespace,
+            no_route_back: Some(back),
+            ..
+        } => format!(
+            "it reached {namespace}, whose kernel went to answer and could not: {}",
+            back.words(namespace)
+        ),
         Ending::TakenIn { namespace, .. } => {
             format!("it reached {namespace}, whose kernel took it in and did not answer")
         }
@@ -485,6 +868,14 @@ fn where_last_seen(ending: &Ending) -> String {
         ),
         Ending::Dropped {
             namespace,
+            refused_by: Some(route),
+            ..
+        } => format!(
+            "it was dropped in {namespace}: {}",
+            super::describe_route(route)
+        ),
+        Ending::Dropped {
+            namespace,
             reason,
             hook,
             ..
@@ -494,6 +885,9 @@ fn where_last_seen(ending: &Ending) -> String {
         ),
         Ending::InFlight { namespace, .. } => {
             format!("it was still in the kernel of {namespace} when last seen")
+        }
+        Ending::NotSent { namespace, .. } => {
+            format!("it was never sent: the kernel of {namespace} refused it")
         }
         Ending::ArpAnswered { .. } | Ending::ArpUnanswered { .. } => "an ARP request".into(),
     }
@@ -556,6 +950,8 @@ mod tests {
                 },
                 ip_id: 7,
                 length: 60,
+                ttl: 64,
+                dont_fragment: true,
             },
             ending: Ending::InFlight {
                 namespace: "server-1".into(),
@@ -564,6 +960,10 @@ mod tests {
                 waiting_for: None,
             },
             arp_attempts: 0,
+            routers: 0,
+            last_ttl: 64,
+            last_route: None,
+            looped_between: Vec::new(),
         }
     }
 
@@ -582,6 +982,8 @@ mod tests {
             },
             ip_id: 0,
             length: 40,
+            ttl: 64,
+            dont_fragment: true,
         }
     }
 
@@ -590,12 +992,16 @@ mod tests {
     #[test]
     fn a_reset_from_a_containers_reject_rule_names_the_container() {
         let request = rejected_syn();
-        let told = answer(&reset(), &request, Firewall::Sender, Some("server-1")).text;
+        let kernel_of = |namespace: &str| Origin::Kernel {
+            namespace: namespace.into(),
+            netns: 1,
+        };
+        let told = answer(&reset(), &request, Firewall::Sender, kernel_of("server-1")).text;
         assert!(
             told.starts_with("the firewall of server-1 answered"),
             "{told}"
         );
-        let told = answer(&reset(), &request, Firewall::Host, Some("host")).text;
+        let told = answer(&reset(), &request, Firewall::Host, kernel_of("host")).text;
         assert!(told.starts_with("the host's firewall answered"), "{told}");
     }
 }

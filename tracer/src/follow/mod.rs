@@ -41,12 +41,69 @@ const PASSIVE_REPLY_WAIT: Duration = Duration::from_secs(5);
 
 struct Run {
     source: Source,
+    /// Sends the kernel refused with the route found (EMSGSIZE), to be told.
+    refused: RefusedSends,
     exchanges: Exchanges,
     facts: FactFinder,
     numbers: Numbering,
     teller: Teller,
     /// `--record FILE`: what each story is told from.
     recorder: Option<Recorder>,
+}
+
+/// The probe's sends its kernel refused though its route lookup found a
+/// way (too big for the learned path MTU): each becomes the journey of that
+/// lookup once the events up to the refusal are in, and is told with what
+/// the send returned. Refusals for want of a route need none of this: their
+/// failed lookups are journeys of their own.
+#[derive(Default)]
+struct RefusedSends {
+    /// Refusals heard of, with the kernel time they were heard at.
+    waiting: Vec<(sender::Refusal, u64)>,
+    /// Journey id to the errno of its send.
+    by_journey: BTreeMap<u64, i32>,
+    /// The IPv4 length the probe's packets have.
+    length: u16,
+}
+
+impl RefusedSends {
+    fn take_in(&mut self, refusals: &std::sync::mpsc::Receiver<sender::Refusal>) {
+        let heard_ns = probes::monotonic_now_ns();
+        self.waiting.extend(
+            refusals
+                .try_iter()
+                .filter(|r| r.errno == libc::EMSGSIZE)
+                .map(|r| (r, heard_ns)),
+        );
+    }
+
+    /// The lookups of refused sends whose events are all in by now.
+    fn journeys(
+        &mut self,
+        assembler: &mut Assembler,
+        taken_in_up_to_ns: u64,
+        source_netns: u32,
+        destination: std::net::Ipv4Addr,
+    ) -> Vec<Journey> {
+        let (ready, waiting) = std::mem::take(&mut self.waiting)
+            .into_iter()
+            .partition(|(_, heard)| taken_in_up_to_ns >= *heard);
+        self.waiting = waiting;
+        let mut journeys = Vec::new();
+        for (refusal, _) in ready {
+            let lookup = assembler.take_sender_lookup(
+                std::process::id(),
+                source_netns,
+                destination,
+                refusal.at_ns,
+            );
+            if let Some(journey) = lookup {
+                self.by_journey.insert(journey.id, refusal.errno);
+                journeys.push(journey);
+            }
+        }
+        journeys
+    }
 }
 
 /// The number each journey is told with: 1, 2, 3 … in the order they are
@@ -177,14 +234,21 @@ pub async fn run(args: FollowArgs) -> Result<ExitCode> {
             .find(|l| l.protocol == transport && Some(l.address.port()) == destination.port)
     });
     let answer_timeout = timeout.unwrap_or(PASSIVE_REPLY_WAIT);
+    let shape = sender::Shape {
+        size: args.size,
+        ttl: args.ttl,
+    };
+    let (refusals_sent, refusals) = std::sync::mpsc::channel();
     let mut sender = probe
         .map(|p| {
             sender::spawn(
                 p,
+                shape,
                 destination,
                 source.netns_path.as_deref(),
                 count.unwrap_or(1),
                 answer_timeout,
+                refusals_sent,
             )
         })
         .transpose()?;
@@ -232,6 +296,10 @@ pub async fn run(args: FollowArgs) -> Result<ExitCode> {
         .transpose()?;
     let mut run = Run {
         teller: Teller::new(destination, published, proxy, output),
+        refused: RefusedSends {
+            length: probe.map_or(0, |p| sender::packet_length(p, shape)),
+            ..RefusedSends::default()
+        },
         source,
         exchanges,
         facts: FactFinder::new(topology, &rule_tracer),
@@ -255,6 +323,15 @@ pub async fn run(args: FollowArgs) -> Result<ExitCode> {
         }
         for told in run.exchanges.tick() {
             run.tell(told, intake.losses()).await?;
+        }
+        run.refused.take_in(&refusals);
+        for journey in run.refused.journeys(
+            &mut assembler,
+            intake.taken_in_up_to_ns(),
+            run.source.netns,
+            destination.address,
+        ) {
+            run.place(journey, intake.losses()).await?;
         }
         if sender_done.is_none()
             && let Some(finished) = sender.take_if(|s| s.is_finished())
@@ -362,11 +439,19 @@ impl Run {
     async fn tell(&mut self, told: Told, losses: &Losses) -> Result<()> {
         match told {
             Told::Journey(mut journey, role) => {
+                let refused_errno = self.refused.by_journey.remove(&journey.id);
                 let role = self.numbered_role(role);
                 journey.id = self.number(journey.id);
                 let arp = matches!(role, Role::ArpRequest { .. } | Role::ArpReply { .. });
                 let events_lost = losses.around(&journey);
-                let facts = self.facts.for_journey(&journey, arp, events_lost).await;
+                let mut facts = self.facts.for_journey(&journey, arp, events_lost).await;
+                if let Some(errno) = refused_errno {
+                    facts.refused_send = Some(
+                        self.facts
+                            .refused_send(&journey, errno, self.refused.length)
+                            .await,
+                    );
+                }
                 let topology = self.facts.topology();
                 if let Some(recorder) = self.recorder.as_mut() {
                     recorder.journey(topology, &journey, role, &facts)?;

@@ -119,37 +119,7 @@ impl Teller {
         topology: &Topology,
         facts: &Facts,
     ) -> Result<()> {
-        let telling = Telling::of(journey, role, &self.requests);
-        let arp = matches!(role, Role::ArpRequest { .. } | Role::ArpReply { .. });
-        let mut story = explain::explain(journey, &telling, topology, facts);
-        if story.answer.as_ref().is_some_and(Answer::succeeded) && !arp {
-            self.answered = true;
-        }
-        match role {
-            Role::SecondLeg { of } => {
-                let sender = journey
-                    .events
-                    .iter()
-                    .find_map(|e| e.process().map(|(_, pid)| pid));
-                story.second_leg_of = Some(of);
-                story.note = Some(explain::second_leg_note(of, self.proxy.as_ref(), sender));
-                self.remember(journey, &story);
-            }
-            Role::Request => {
-                if let (Some(published), Some(port)) = (&self.published, self.destination.port) {
-                    story.note = Some(explain::published_port_note(
-                        published,
-                        port,
-                        self.proxy.as_ref(),
-                    ));
-                }
-                self.remember(journey, &story);
-            }
-            Role::Retransmission { of } => story.retransmission_of = Some(of),
-            Role::SameFlow { of } => story.same_flow_as = Some(of),
-            Role::ArpRequest { .. } => self.remember(journey, &story),
-            Role::Reply { .. } | Role::ArpReply { .. } => {}
-        }
+        let story = self.story(journey, role, topology, facts);
         if let Some((pcap, _)) = self.output.pcap.as_mut() {
             pcap.story(&story)?;
         }
@@ -172,19 +142,69 @@ impl Teller {
         }
     }
 
+    /// The story of `journey` in `role`, told with the requests told before
+    /// it (its answer's meaning, a proxy's note), which it joins when it is
+    /// one; nothing is printed.
+    pub fn story(
+        &mut self,
+        journey: &Journey,
+        role: Role,
+        topology: &Topology,
+        facts: &Facts,
+    ) -> Story {
+        let telling = Telling::of(journey, role, &self.requests);
+        let arp = matches!(role, Role::ArpRequest { .. } | Role::ArpReply { .. });
+        let mut story = explain::explain(journey, &telling, topology, facts);
+        if story.answer.as_ref().is_some_and(Answer::succeeded) && !arp {
+            self.answered = true;
+        }
+        match role {
+            Role::SecondLeg { of } => {
+                let sender = journey
+                    .events
+                    .iter()
+                    .find_map(|e| e.process().map(|(_, pid)| pid));
+                story.second_leg_of = Some(of);
+                story.note = Some(explain::second_leg_note(of, self.proxy.as_ref(), sender));
+                self.remember(journey, &story, topology);
+            }
+            Role::Request => {
+                if let (Some(published), Some(port)) = (&self.published, self.destination.port) {
+                    story.note = Some(explain::published_port_note(
+                        published,
+                        port,
+                        self.proxy.as_ref(),
+                    ));
+                }
+                self.remember(journey, &story, topology);
+            }
+            Role::Retransmission { of } => story.retransmission_of = Some(of),
+            Role::SameFlow { of } => story.same_flow_as = Some(of),
+            Role::ArpRequest { .. } => self.remember(journey, &story, topology),
+            Role::Reply { .. } | Role::ArpReply { .. } => {}
+        }
+        story
+    }
+
     /// Request `request` got no reply within `waited_ms`.
     pub fn no_reply(&mut self, request: u64, waited_ms: u64, events_lost: bool) -> Result<()> {
-        let Some(request_told) = self.request(request) else {
+        let Some(no_reply) = self.no_reply_of(request, waited_ms, events_lost) else {
             return Ok(());
         };
-        let last_seen = Outcome::new(request_told.ending.clone());
-        let no_reply = NoReply::new(request, waited_ms, last_seen, events_lost);
         let text = if self.output.json {
             render::json::no_reply(&no_reply) + "\n"
         } else {
             render::terminal::no_reply(&no_reply, self.output.palette) + "\n"
         };
         self.print(&text)
+    }
+
+    /// What says that `request` got no reply within `waited_ms`, while the
+    /// request is remembered.
+    pub fn no_reply_of(&self, request: u64, waited_ms: u64, events_lost: bool) -> Option<NoReply> {
+        let request_told = self.request(request)?;
+        let last_seen = Outcome::new(request_told.ending.clone());
+        Some(NoReply::new(request, waited_ms, last_seen, events_lost))
     }
 
     /// Nothing was told: one line says so.
@@ -214,12 +234,12 @@ impl Teller {
         Ok(())
     }
 
-    fn remember(&mut self, journey: &Journey, story: &Story) {
+    fn remember(&mut self, journey: &Journey, story: &Story, topology: &Topology) {
         if self.requests.len() == MAX_REMEMBERED {
             self.requests.pop_front();
         }
         self.requests
-            .push_back(explain::request_summary(journey, story));
+            .push_back(explain::request_summary(journey, story, topology));
     }
 
     fn print(&self, text: &str) -> Result<()> {

@@ -16,7 +16,7 @@ use std::{collections::VecDeque, net::Ipv4Addr, time::Duration};
 use tokio::time::Instant;
 
 use super::{Asked, Journey};
-use crate::decode::{EventKind, Packet, TCP_ACK, Transport};
+use crate::decode::{CtDirection, EventKind, Mac, Packet, TCP_ACK, Transport};
 
 /// How long a journey waits for the request it may answer.
 const PARK_WAIT: Duration = Duration::from_secs(5);
@@ -33,8 +33,6 @@ fn acknowledged(packet: &Packet) -> Option<u32> {
     }
 }
 
-/// `enum ip_conntrack_info` values from here on are the reply direction.
-const IP_CT_IS_REPLY: u8 = 3;
 const ARP_REQUEST: u16 = 1;
 
 /// What the user follows.
@@ -97,7 +95,7 @@ pub enum ArpResult {
         /// Who-has sent (this one and its retries) before the answer.
         asked: u32,
         reply: u64,
-        mac: [u8; 6],
+        mac: Mac,
     },
     Unanswered {
         asked: u32,
@@ -270,6 +268,9 @@ impl Exchanges {
         if let Transport::Arp { operation, .. } = first.transport {
             return self.place_arp(journey, operation);
         }
+        if journey.never_sent() {
+            return self.place_refused(journey);
+        }
         let starts_in = |netns: u32| {
             journey
                 .events
@@ -279,10 +280,10 @@ impl Exchanges {
         };
         // Conntrack knows the direction (on loopback both ways look alike);
         // without it, a request goes to DEST's port.
-        let reply_direction = journey
-            .events
-            .iter()
-            .any(|e| e.conntrack.is_some_and(|c| c.info >= IP_CT_IS_REPLY));
+        let reply_direction = journey.events.iter().any(|e| {
+            e.conntrack
+                .is_some_and(|c| c.direction == CtDirection::Reply)
+        });
         let target = &self.target;
         let outgoing = first.dst == target.destination
             && starts_in(target.source_netns)
@@ -375,6 +376,22 @@ impl Exchanges {
                 Vec::new()
             }
         }
+    }
+
+    /// A send from SOURCE to DEST the kernel refused (no route): a request
+    /// told and over at once, as nothing can answer what was never sent.
+    fn place_refused(&mut self, journey: Journey) -> Vec<Told> {
+        let from_source = journey
+            .events
+            .first()
+            .is_some_and(|e| e.netns == self.target.source_netns);
+        let wanted = from_source && journey.first_packet().dst == self.target.destination;
+        if !wanted || self.target.limit.is_some_and(|n| self.requests_told >= n) {
+            return Vec::new();
+        }
+        self.requests_told += 1;
+        self.done += 1;
+        vec![Told::Journey(journey, Role::Request)]
     }
 
     /// The request still waiting whose first packet `packet` repeats (for
@@ -713,8 +730,8 @@ mod tests {
             event.packet.dst = Ipv4Addr::from(dst);
             event.packet.transport = Transport::Arp {
                 operation,
-                sender_mac: mac,
-                target_mac: [0; 6],
+                sender_mac: Mac(mac),
+                target_mac: Mac::default(),
             };
             event.conntrack = None;
         }
@@ -763,7 +780,7 @@ mod tests {
                     result: ArpResult::Answered {
                         asked: 1,
                         reply: 2,
-                        mac: [2, 0, 0, 0, 0, 2]
+                        mac: Mac([2, 0, 0, 0, 0, 2])
                     }
                 },
                 Role::ArpReply { to: 1 }

@@ -26,7 +26,9 @@ use std::{
 
 use serde::{Deserialize, Serialize};
 
-use crate::decode::{Event, EventKind, LOCAL_TABLE, Packet, Quoted, Transport};
+use crate::decode::{
+    DropReason, Event, EventKind, Packet, Quoted, RouteFor, RouteResult, Transport,
+};
 
 /// A journey whose packets are all gone takes events this far apart no
 /// more (a clone's last steps come within it).
@@ -60,11 +62,13 @@ pub struct Journey {
 }
 
 impl Journey {
-    /// The packet as it was when first seen.
+    /// The packet as it was when first seen; for a journey of route
+    /// lookups alone (a send the kernel refused), the flow it asked about.
     pub fn first_packet(&self) -> Packet {
         self.packet_events()
             .next()
-            .expect("a journey starts with a packet event")
+            .or(self.events.first())
+            .expect("a journey has an event")
             .packet
     }
 
@@ -72,8 +76,14 @@ impl Journey {
     pub fn last_packet(&self) -> Packet {
         self.packet_events()
             .last()
-            .expect("a journey starts with a packet event")
+            .or(self.events.last())
+            .expect("a journey has an event")
             .packet
+    }
+
+    /// Nothing but route lookups: no packet was ever made.
+    pub fn never_sent(&self) -> bool {
+        self.packet_events().next().is_none()
     }
 
     /// When its first event happened (kernel clock).
@@ -227,8 +237,8 @@ fn quotes(quoted: &Quoted, packet: &Packet) -> bool {
 /// Drops that end a copy, not the packet: a frame a bridge flooded reaches
 /// hosts it is not for (OTHERHOST), and an ICMP message a raw socket received
 /// has no socket of the kernel's own (NO_SOCKET).
-pub fn is_a_copys_fate(reason: &str, read_by_a_socket: bool) -> bool {
-    reason == "OTHERHOST" || (reason == "NO_SOCKET" && read_by_a_socket)
+pub fn is_a_copys_fate(reason: &DropReason, read_by_a_socket: bool) -> bool {
+    *reason == DropReason::OtherHost || (*reason == DropReason::NoSocket && read_by_a_socket)
 }
 
 /// What NAT and forwarding cannot change about a packet.
@@ -324,22 +334,30 @@ fn ports(packet: &Packet) -> (u16, u16) {
 /// pkttrace's memory without bound (tens of MiB at most).
 const MAX_OPEN: usize = 4096;
 const MAX_OPEN_EVENTS: usize = 65_536;
-/// Most events of one journey. A packet's journey makes a few dozen; more
-/// means lookalike packets were joined (the DF datagrams of one flow all
-/// carry IP id 0), so the journey is finished there and the next event
-/// starts another: a flood of them cannot grow one journey without bound.
+/// Most events of one journey joined by lookalike identity. A packet's
+/// journey makes a few dozen; more means lookalike packets were joined (the
+/// DF datagrams of one flow all carry IP id 0), so the journey is finished
+/// there and the next event starts another: a flood of them cannot grow one
+/// journey without bound.
 const MAX_EVENTS: usize = 256;
+/// Most events of one journey whose skb is still alive: one packet caught
+/// in a routing loop goes back and forth until its TTL runs out (64 rounds
+/// of up to a dozen events each).
+const MAX_EVENTS_OF_ONE_SKB: usize = 2048;
 /// Most route lookups waiting for their packet.
 const MAX_UNCLAIMED_ROUTES: usize = 256;
 
 /// How a later event finds its journey: by skb, by the packet's identity and
-/// current addresses and ports (a clone), by addresses alone (a route lookup).
+/// current addresses and ports (a clone), by addresses alone (a route
+/// lookup), by a live skb's address alone (a route lookup the kernel's
+/// evidence ties to that skb).
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Key {
     Skb(u64, Identity),
     Packet(Identity, Ipv4Addr, Ipv4Addr, (u16, u16)),
     Flow(Ipv4Addr, Ipv4Addr),
     Destination(Ipv4Addr),
+    Alive(u64),
 }
 
 /// Packed words, as for `Identity`; the first tells the kinds apart.
@@ -360,6 +378,10 @@ impl Hash for Key {
                 state.write_u64(pair(*src, *dst));
             }
             Key::Destination(dst) => state.write_u64(3 << 32 | u64::from(u32::from(*dst))),
+            Key::Alive(skb) => {
+                state.write_u64(4 << 32);
+                state.write_u64(*skb);
+            }
         }
     }
 }
@@ -394,7 +416,7 @@ fn forget_skb(
 ) {
     open.alive.retain(|skb| *skb != freed);
     open.keys.retain(|key| {
-        let gone = matches!(key, Key::Skb(skb, _) if *skb == freed);
+        let gone = matches!(key, Key::Skb(skb, _) | Key::Alive(skb) if *skb == freed);
         if gone && index.get(key) == Some(&id) {
             index.remove(key);
         }
@@ -476,7 +498,7 @@ impl Assembler {
         let id = *self.index.get(&key)?;
         let open = self.open.get(&id)?;
         let takes = match key {
-            Key::Skb(skb, _) => open.alive.contains(&skb),
+            Key::Skb(skb, _) | Key::Alive(skb) => open.alive.contains(&skb),
             _ => open.waiting_for_neighbour || time.abs_diff(open.last_time) < MAX_GAP_NS,
         };
         takes.then_some(id)
@@ -513,6 +535,8 @@ impl Assembler {
             _ => {
                 if !open.alive.contains(&event.skb) {
                     open.alive.push(event.skb);
+                    self.index.insert(Key::Alive(event.skb), id);
+                    open.keys.push(Key::Alive(event.skb));
                 }
             }
         }
@@ -554,22 +578,27 @@ impl Assembler {
                 last_source == source || last_destination == destination
             })
         };
-        let existing = self
+        let by_skb = self
             .find(Key::Skb(event.skb, identity), time)
-            .filter(same_packet)
-            .or_else(|| {
-                self.find(
-                    Key::Packet(
-                        identity,
-                        event.packet.src,
-                        event.packet.dst,
-                        ports(&event.packet),
-                    ),
-                    time,
-                )
-            });
+            .filter(same_packet);
+        let existing = by_skb.or_else(|| {
+            self.find(
+                Key::Packet(
+                    identity,
+                    event.packet.src,
+                    event.packet.dst,
+                    ports(&event.packet),
+                ),
+                time,
+            )
+        });
         if let Some(id) = existing {
-            if self.open[&id].journey.events.len() < MAX_EVENTS {
+            let limit = if by_skb.is_some() {
+                MAX_EVENTS_OF_ONE_SKB
+            } else {
+                MAX_EVENTS
+            };
+            if self.open[&id].journey.events.len() < limit {
                 self.add_to(id, event);
                 return;
             }
@@ -648,8 +677,7 @@ impl Assembler {
                         || matches!(
                             e.kind,
                             EventKind::Route {
-                                table: LOCAL_TABLE,
-                                error: 0,
+                                result: RouteResult::Local,
                                 ..
                             }
                         ))
@@ -678,8 +706,26 @@ impl Assembler {
     }
 
     /// A lookup for a packet in flight joins it; one made before a packet
-    /// exists (the sender choosing a route) waits for that packet.
+    /// exists (the sender choosing a route) waits for that packet. A lookup
+    /// the kernel's evidence ties to a live skb (`RouteFor`) joins that
+    /// skb's journey: its own route, or a failed route back for an answer
+    /// (a found one is the answer's own, which waits like a sender's).
     fn push_route(&mut self, route: Event) {
+        let EventKind::Route {
+            result, route_for, ..
+        } = route.kind
+        else {
+            return;
+        };
+        let tied = match route_for {
+            RouteFor::Packet => true,
+            RouteFor::AnswerTo => !result.found(),
+            RouteFor::Sender => false,
+        };
+        if tied && let Some(id) = self.find(Key::Alive(route.skb), route.time_ns) {
+            self.add_to(id, route);
+            return;
+        }
         let flow = route.packet;
         let key = if flow.src.is_unspecified() {
             Key::Destination(flow.dst)
@@ -700,13 +746,20 @@ impl Assembler {
         }
     }
 
+    /// The lookups made for the packet `first` is the first event of: its
+    /// flow, its namespace, shortly before it, and made by the same task
+    /// when both were made in a task's own context (its system call).
     fn claim_routes_for(&mut self, first: &Event) -> VecDeque<Event> {
+        let same_task = |route: &Event| {
+            route.in_task != Some(true) || first.in_task != Some(true) || route.pid == first.pid
+        };
         let (claimed, rest) = std::mem::take(&mut self.unclaimed_routes)
             .into_iter()
             .partition(|route| {
                 route.packet.dst == first.packet.dst
                     && (route.packet.src.is_unspecified() || route.packet.src == first.packet.src)
                     && route.netns == first.netns
+                    && same_task(route)
                     && route.time_ns <= first.time_ns
                     && first.time_ns - route.time_ns < ROUTE_LEAD_NS
             });
@@ -727,10 +780,13 @@ impl Assembler {
     /// Journeys that are over (or were evicted under load), oldest first;
     /// an over journey may wait for the next sweep (`sweep_every_ns`).
     pub fn take_finished(&mut self, now_ns: u64) -> Vec<Journey> {
-        self.unclaimed_routes
-            .retain(|r| now_ns.saturating_sub(r.time_ns) < MAX_GAP_NS);
         let quiet_ns = self.quiet_ns;
         let mut done = std::mem::take(&mut self.evicted);
+        done.extend(
+            self.take_refused_sends(|route| now_ns.saturating_sub(route.time_ns) >= quiet_ns),
+        );
+        self.unclaimed_routes
+            .retain(|r| now_ns.saturating_sub(r.time_ns) < MAX_GAP_NS);
         if now_ns.saturating_sub(self.last_sweep_ns) < sweep_every_ns(quiet_ns) {
             return done;
         }
@@ -749,11 +805,85 @@ impl Assembler {
         done
     }
 
+    /// Sends the kernel refused: a sender's own lookups (in its system
+    /// call) that found no route and that no packet followed, once `over`
+    /// says no packet can follow any more. The lookups one send made
+    /// (a table each) are one journey, of route lookups alone; a send whose
+    /// lookups went on to find a route made a packet, or nothing to tell.
+    fn take_refused_sends(&mut self, over: impl Fn(&Event) -> bool) -> Vec<Journey> {
+        let mut refused: Vec<Journey> = Vec::new();
+        let mut kept = VecDeque::with_capacity(self.unclaimed_routes.len());
+        let unclaimed = std::mem::take(&mut self.unclaimed_routes);
+        let same_send = |a: &Event, b: &Event| {
+            a.pid == b.pid && a.netns == b.netns && a.packet.dst == b.packet.dst
+        };
+        for route in &unclaimed {
+            let refused_send = route.in_task == Some(true)
+                && route.kind.is_failed_route()
+                && over(route)
+                && !unclaimed.iter().any(|later| {
+                    later.time_ns >= route.time_ns
+                        && !later.kind.is_failed_route()
+                        && same_send(route, later)
+                        && later.time_ns - route.time_ns < ROUTE_LEAD_NS
+                });
+            if !refused_send {
+                kept.push_back(route.clone());
+                continue;
+            }
+            let joins = refused.last_mut().filter(|journey| {
+                journey.events.last().is_some_and(|last| {
+                    same_send(last, route) && route.time_ns - last.time_ns < ROUTE_LEAD_NS
+                })
+            });
+            match joins {
+                Some(journey) => journey.events.push(route.clone()),
+                None => {
+                    refused.push(Journey {
+                        id: self.next_id,
+                        events: vec![route.clone()],
+                    });
+                    self.next_id += 1;
+                }
+            }
+        }
+        self.unclaimed_routes = kept;
+        refused
+    }
+
+    /// The route lookup a sender (`pid`, in its system call, in `netns`)
+    /// made for `destination` at `since_ns` or later, whose send the kernel
+    /// then refused although the route was found (too big for the path MTU
+    /// it learned): a journey of that lookup alone, no packet being made.
+    pub fn take_sender_lookup(
+        &mut self,
+        pid: u32,
+        netns: u32,
+        destination: Ipv4Addr,
+        since_ns: u64,
+    ) -> Option<Journey> {
+        let at = self.unclaimed_routes.iter().rposition(|route| {
+            route.in_task == Some(true)
+                && route.pid == pid
+                && route.netns == netns
+                && route.packet.dst == destination
+                && route.time_ns >= since_ns
+        })?;
+        let lookup = self.unclaimed_routes.remove(at)?;
+        let id = self.next_id;
+        self.next_id += 1;
+        Some(Journey {
+            id,
+            events: vec![lookup],
+        })
+    }
+
     /// Every journey still open, when tracing stops.
     pub fn take_all(&mut self) -> Vec<Journey> {
         self.index.clear();
         self.open_events = 0;
         let mut done = std::mem::take(&mut self.evicted);
+        done.extend(self.take_refused_sends(|_| true));
         done.extend(
             std::mem::take(&mut self.open)
                 .into_values()

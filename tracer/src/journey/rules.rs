@@ -10,7 +10,7 @@
 use std::collections::VecDeque;
 
 use crate::decode::{
-    Event, EventKind,
+    DropReason, Event, EventKind,
     nftrace::{RuleTrace, TraceKind, TracedPacket, Verdict},
 };
 
@@ -87,7 +87,13 @@ impl RuleTraces {
     /// event), when a traversal in its namespace with its headers ended in a
     /// drop; the newest such traversal is the one.
     pub fn drop_of(&self, drop: &Event) -> Option<TracedDrop> {
-        if !matches!(&drop.kind, EventKind::Drop { reason, .. } if &**reason == "NETFILTER_DROP") {
+        if !matches!(
+            &drop.kind,
+            EventKind::Drop {
+                reason: DropReason::NetfilterDrop,
+                ..
+            }
+        ) {
             return None;
         }
         let packet = drop.packet;

@@ -1,6 +1,7 @@
 use std::net::Ipv4Addr;
 
 use super::*;
+use crate::decode::{DropReason, RouteFor};
 
 /// Decoded events recorded from real runs on the lab (container 172.17.0.2 on
 /// docker0, upstream 198.51.100.129 behind the host's 198.51.100.130).
@@ -15,13 +16,6 @@ pub const ICMP_MASQUERADE: &str = include_str!("fixtures/icmp_masquerade.jsonl")
 pub const FORWARDING_DISABLED: &str = include_str!("fixtures/forwarding_disabled.jsonl");
 pub const DOCKER_USER_DROP: &str = include_str!("fixtures/docker_user_drop.jsonl");
 pub const TCP_REFUSED: &str = include_str!("fixtures/tcp_refused.jsonl");
-/// Recorded with `pkttrace follow --save-events` on `cargo xtask lab`, right after it came up.
-/// Two containers on a user-defined network (bridge pt-demo-br), recorded with --save-events.
-pub const SAME_BRIDGE: &str = include_str!("fixtures/same_bridge.jsonl");
-pub const COLD_ARP: &str = include_str!("fixtures/cold_arp.jsonl");
-/// fl-c1 pings fl-c2 on bridge pt-flood-br just after fl-c2's MAC left the
-/// bridge's forwarding database (recorded with --save-events).
-pub const UNICAST_FLOOD: &str = include_str!("fixtures/unicast_flood.jsonl");
 /// `nslookup` of dns-server-1, upstream.lab and nosuch.lab from dns-client-1 on a
 /// user-defined network (embedded DNS forwarding to the lab's dnsmasq at
 /// 198.51.100.1), recorded with `pkttrace dns --save-events`.
@@ -30,12 +24,8 @@ pub const EMBEDDED_DNS: &str = include_str!("fixtures/embedded_dns.jsonl");
 /// --save-events` on `cargo xtask lab`: 198.51.100.99, on the upstream's
 /// segment but nobody's (ARP unanswered, NEIGH_FAILED, ICMP host unreachable).
 pub const NEIGH_FAILED: &str = include_str!("fixtures/neigh_failed.jsonl");
-/// TCP to 198.51.100.1:81 with `iptables -I DOCKER-USER -p tcp --dport 81 -j REJECT`.
-pub const REJECT: &str = include_str!("fixtures/reject.jsonl");
 /// UDP to 198.51.100.1:5353, where nothing listens.
 pub const UDP_CLOSED_PORT: &str = include_str!("fixtures/udp_closed_port.jsonl");
-/// ICMP to 198.51.100.242, routed out of an ifb device (ptnic0, 198.51.100.241/30).
-pub const LEFT_THROUGH_IFB: &str = include_str!("fixtures/left_through_ifb.jsonl");
 
 /// A UDP probe from server-1 to 198.51.100.1:7777, where a python echo
 /// server answers: both datagrams are read by sockets, seen by socket only.
@@ -125,7 +115,7 @@ fn a_drop_ends_the_journey() {
             .find(|e| !matches!(e.kind, EventKind::Route { .. }))
             .unwrap();
         assert!(
-            matches!(&last.kind, EventKind::Drop { reason: r, .. } if &**r == reason),
+            matches!(&last.kind, EventKind::Drop { reason: r, .. } if r.kernel_name() == reason),
             "{:?}",
             last.kind
         );
@@ -286,7 +276,15 @@ fn a_packet_waiting_for_arp_keeps_its_journey_open_until_the_neighbour_fails() {
     let events = recorded(NEIGH_FAILED);
     let drop = events
         .iter()
-        .find(|e| matches!(&e.kind, EventKind::Drop { reason, .. } if &**reason == "NEIGH_FAILED"))
+        .find(|e| {
+            matches!(
+                &e.kind,
+                EventKind::Drop {
+                    reason: DropReason::NeighFailed,
+                    ..
+                }
+            )
+        })
         .expect("the drop three seconds later")
         .clone();
     let mut assembler = Assembler::new(100_000_000);
@@ -313,9 +311,13 @@ fn a_packet_waiting_for_arp_keeps_its_journey_open_until_the_neighbour_fails() {
         })
         .expect("finished once dropped");
     assert!(
-        request.events.iter().any(
-            |e| matches!(&e.kind, EventKind::Drop { reason, .. } if &**reason == "NEIGH_FAILED")
-        ),
+        request.events.iter().any(|e| matches!(
+            &e.kind,
+            EventKind::Drop {
+                reason: DropReason::NeighFailed,
+                ..
+            }
+        )),
         "the drop joined the journey of the packet it ended"
     );
 }
@@ -496,4 +498,159 @@ fn a_datagram_read_no_delivered_datagram_fits_is_dropped() {
             .all(|e| e.kind != EventKind::SocketRead),
         "a read of port 9 read none of these"
     );
+}
+
+/// The kernel's events of a run, as a recording of it keeps them (every
+/// journey's, in kernel time): the explanation tests' recordings.
+fn events_of(recording: &str) -> Vec<Event> {
+    let parsed = crate::recording::Recording::parse(recording.as_bytes()).unwrap();
+    let mut events: Vec<Event> = parsed
+        .records
+        .into_iter()
+        .filter_map(|record| match record {
+            crate::recording::Record::Journey { journey, .. } => Some(journey.events),
+            _ => None,
+        })
+        .flatten()
+        .collect();
+    events.sort_by_key(|e| e.time_ns);
+    events
+}
+
+macro_rules! recording {
+    ($name:literal) => {
+        include_str!(concat!("../explain/recordings/", $name, ".jsonl"))
+    };
+}
+
+/// The far namespace's lookup for its answer is tied to the request's skb
+/// by the kernel side (same CPU, back to its source): it joins the
+/// request, whatever time passed.
+#[test]
+fn a_failed_lookup_for_the_answer_joins_the_request_by_its_skb() {
+    let journeys = assemble_events(events_of(recording!("no_route_back")));
+    let request = &journeys[0];
+    let back = request
+        .events
+        .iter()
+        .find(|e| {
+            matches!(
+                e.kind,
+                EventKind::Route {
+                    route_for: RouteFor::AnswerTo,
+                    ..
+                }
+            )
+        })
+        .expect("the lookup back joined the request");
+    assert_eq!(back.packet.dst, request.first_packet().src);
+    assert!(back.kind.is_failed_route());
+}
+
+/// A sender's lookup that found no route, and no packet after it: a
+/// journey of that lookup alone, once the packet cannot come any more.
+#[test]
+fn a_refused_send_is_a_journey_of_its_lookups() {
+    let events = events_of(recording!("no_route_at_source"));
+    let last = events.last().unwrap().time_ns;
+    let mut assembler = Assembler::new(100_000_000);
+    for event in events {
+        assembler.push(event);
+    }
+    assert!(
+        assembler.take_finished(last).is_empty(),
+        "a packet may still follow"
+    );
+    let refused = assembler.take_finished(last + 200_000_000);
+    assert_eq!(refused.len(), 1, "{refused:?}");
+    assert!(refused[0].never_sent());
+    assert!(assembler.take_all().is_empty(), "told once");
+}
+
+/// One packet going round a routing loop until its TTL runs out makes
+/// hundreds of events of one live skb: one journey, from its send to its
+/// drop, not cut in pieces.
+#[test]
+fn a_packet_in_a_routing_loop_is_one_journey() {
+    let journeys = assemble_events(events_of(recording!("routing_loop")));
+    let request = &journeys[0];
+    assert!(request.events.len() > 150, "{}", request.events.len());
+    assert!(matches!(
+        request.events.last().unwrap().kind,
+        EventKind::Drop {
+            reason: DropReason::IpInHdr,
+            ..
+        }
+    ));
+    let ttls: Vec<u8> = request
+        .packet_events()
+        .map(|e| e.packet.ttl)
+        .filter(|t| *t > 0)
+        .collect();
+    assert_eq!(ttls.first(), Some(&64));
+    assert_eq!(ttls.last(), Some(&1));
+    assert!(
+        journeys[1..]
+            .iter()
+            .all(|j| j.first_packet().src != request.first_packet().src),
+        "no piece of the request told apart"
+    );
+}
+
+/// The lookup the probe's refused send made (EMSGSIZE, its route found)
+/// is taken by the sender's pid, namespace and destination.
+#[test]
+fn a_senders_lookup_is_taken_for_its_refused_send() {
+    let events = events_of(recording!("fragmentation_needed"));
+    let lookup = events
+        .iter()
+        .rev()
+        .find(|e| matches!(e.kind, EventKind::Route { .. }) && e.in_task == Some(true))
+        .unwrap()
+        .clone();
+    let mut assembler = Assembler::new(100_000_000);
+    assembler.push(lookup.clone());
+    assert!(
+        assembler
+            .take_sender_lookup(lookup.pid + 1, lookup.netns, lookup.packet.dst, 0)
+            .is_none(),
+        "another process's"
+    );
+    let journey = assembler
+        .take_sender_lookup(lookup.pid, lookup.netns, lookup.packet.dst, lookup.time_ns)
+        .expect("the lookup");
+    assert!(journey.never_sent());
+    assert!(
+        assembler
+            .take_sender_lookup(lookup.pid, lookup.netns, lookup.packet.dst, 0)
+            .is_none(),
+        "taken once"
+    );
+}
+
+/// Past the limit for lookalike packets, events of one skb still alive
+/// are one packet's: they stay one journey.
+#[test]
+fn a_live_skb_may_make_more_events_than_lookalikes() {
+    let template = events_of(recording!("routing_loop"))
+        .into_iter()
+        .find(|e| matches!(e.kind, EventKind::Transmit { .. }))
+        .unwrap();
+    let mut assembler = Assembler::new(100_000_000);
+    for n in 0..(MAX_EVENTS as u64 * 2) {
+        let mut event = template.clone();
+        event.time_ns += n * 1_000;
+        event.kind = if n % 2 == 0 {
+            EventKind::Transmit { mac_dst: None }
+        } else {
+            EventKind::Receive {
+                mac_src: None,
+                mac_dst: None,
+            }
+        };
+        assembler.push(event);
+    }
+    let journeys = assembler.take_all();
+    assert_eq!(journeys.len(), 1);
+    assert_eq!(journeys[0].events.len(), MAX_EVENTS * 2);
 }

@@ -748,10 +748,12 @@ mod tests {
         let ping = || {
             sender::spawn(
                 Probe::Icmp,
+                sender::Shape::default(),
                 destination,
                 Some(&paths[0]),
                 1,
                 Duration::from_secs(2),
+                std::sync::mpsc::channel().0,
             )
             .unwrap()
         };

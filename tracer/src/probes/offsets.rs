@@ -70,6 +70,7 @@ fn kernel_offsets(
         skb_tail: at("sk_buff", "tail")?,
         dev_ifindex: at("net_device", "ifindex")?,
         dev_name: at("net_device", "name")?,
+        dev_type: at("net_device", "type")?,
         dev_nd_net: at("net_device", "nd_net.net")?,
         net_ns_inum: at("net", "ns.inum")?,
         nf_state_hook: at("nf_hook_state", "hook")?,

@@ -7,9 +7,9 @@ use crate::explain::{NoReply, Story, dns::DnsStory};
 
 /// The version of the JSON lines `follow` prints; it changes when a field
 /// changes meaning or goes away.
-pub const SCHEMA_VERSION: u32 = 2;
+pub const SCHEMA_VERSION: u32 = 3;
 /// The same for `dns`.
-pub const DNS_SCHEMA_VERSION: u32 = 2;
+pub const DNS_SCHEMA_VERSION: u32 = 3;
 
 #[derive(Serialize)]
 struct Line<'a, T: Serialize> {

@@ -190,6 +190,7 @@ mod tests {
             namespace: "server-1".into(),
             device: Some(device.into()),
             text: "sent".into(),
+            ttl: 64,
             arp_wait: None,
             details,
             capture: Some(capture),

@@ -7,6 +7,7 @@
 use std::fmt::Write;
 
 use super::report::{End, InterfaceView, NamespaceView, Report};
+use crate::enrich::LinkKind;
 
 const FONT: &str = "Helvetica";
 
@@ -164,7 +165,7 @@ fn cluster(out: &mut String, report: &Report, ns: &NamespaceView, overlay: &Over
         let _ = writeln!(out, "    {line}");
     }
     for iface in ns.interfaces.iter().filter(|i| drawn(i)) {
-        if iface.kind.as_deref() == Some("bridge") {
+        if iface.kind == LinkKind::Bridge {
             bridge(out, report, ns, iface);
         } else if !is_drawn_port(ns, iface) {
             let mut label = format!("<B>{}</B>", html(&iface.name));

@@ -229,7 +229,8 @@ fn place(report: &Report, hop: &Hop) -> Option<Place> {
         | Details::Forward { .. }
         | Details::Netfilter { .. }
         | Details::Nat { .. }
-        | Details::Deliver { .. } => None,
+        | Details::Deliver { .. }
+        | Details::Loop { .. } => None,
     };
     Some(
         device

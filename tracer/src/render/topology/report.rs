@@ -10,8 +10,8 @@ use std::net::{IpAddr, Ipv4Addr};
 use serde::Serialize;
 
 use crate::enrich::{
-    Chain, Container, ContainerInside, Interface, InterfaceRef, Listener, Namespace, NamespaceIds,
-    Owner, Route, RouteKind, Rule, Topology, Wiring,
+    Chain, Container, ContainerInside, Interface, InterfaceRef, LinkKind, Listener, Namespace,
+    NamespaceIds, Owner, Route, RouteKind, Rule, Topology, Wiring,
 };
 
 /// Everything `pkttrace topology` shows; `--json` prints it as is.
@@ -50,8 +50,9 @@ pub struct NamespaceView {
 pub struct InterfaceView {
     pub ifindex: u32,
     pub name: String,
-    /// `veth`, `bridge`, `dummy`, ...; null for physical devices and loopback.
-    pub kind: Option<String>,
+    pub kind: LinkKind,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mtu: Option<u32>,
     pub mac: Option<String>,
     pub addresses: Vec<String>,
     /// `up`, `down`, or `no carrier` (up, but a veth whose peer is down).
@@ -199,7 +200,7 @@ impl Report {
             .flat_map(|ns| {
                 ns.interfaces
                     .iter()
-                    .filter(|i| i.kind.as_deref() == Some("bridge"))
+                    .filter(|i| i.kind == LinkKind::Bridge)
                     .map(move |bridge| bridge_view(topology, ns, bridge, ruleset))
             })
             .collect();
@@ -299,6 +300,7 @@ fn interface_view(topology: &Topology, ns: &Namespace, iface: &Interface) -> Int
         ifindex: iface.ifindex,
         name: iface.name.clone(),
         kind: iface.kind.clone(),
+        mtu: iface.mtu,
         mac: iface.mac.map(mac_text),
         addresses: iface.addresses.iter().map(|a| cidr(*a)).collect(),
         state,

@@ -127,7 +127,7 @@ fn namespace(out: &mut String, ns: &NamespaceView) {
         b.push_record([
             i.ifindex.to_string(),
             i.name.clone(),
-            i.kind.clone().unwrap_or_default(),
+            i.kind.name().to_string(),
             i.state.to_string(),
             i.mac.clone().unwrap_or_default(),
             i.addresses.join("\n"),

@@ -8,8 +8,8 @@ use std::net::Ipv4Addr;
 use super::*;
 use crate::enrich::{
     Chain, ChainHook, Container, ContainerInside, ContainerNetwork, DockerNetwork, Interface,
-    InterfaceRef, Listener, Namespace, NamespaceIds, Owner, PortBinding, Route, RouteKind, Rule,
-    RuleMatch, Ruleset, Topology, Wiring,
+    InterfaceRef, LinkKind, Listener, Namespace, NamespaceIds, Owner, PortBinding, Route,
+    RouteKind, Rule, RuleMatch, Ruleset, Topology, Wiring,
 };
 
 const HOST: u32 = 4026531833;
@@ -26,7 +26,8 @@ fn iface(
     Interface {
         ifindex,
         name: name.into(),
-        kind: kind.map(str::to_string),
+        kind: LinkKind::from_netlink(kind, if kind == Some("lo") { 772 } else { 1 }),
+        mtu: None,
         mac: Some([0x02, 0x42, 0xac, 0x11, 0x00, ifindex as u8]),
         addresses: address.into_iter().collect(),
         up: true,
@@ -308,6 +309,7 @@ fn lab() -> Wiring {
                 driver: "bridge".into(),
                 bridge: Some("docker0".into()),
                 subnets: vec![(Ipv4Addr::new(172, 17, 0, 0), 16)],
+                masquerade: true,
             },
             DockerNetwork {
                 name: "lab".into(),
@@ -315,6 +317,7 @@ fn lab() -> Wiring {
                 driver: "bridge".into(),
                 bridge: Some("labbr".into()),
                 subnets: vec![(Ipv4Addr::new(192, 168, 80, 0), 20)],
+                masquerade: true,
             },
         ],
         host_netns: HOST,
