@@ -70,6 +70,7 @@ impl Followed {
                 record["schema_version"] == SCHEMA_VERSION,
                 "every line says its schema version: {record}"
             );
+            crate::check_schema("follow", record)?;
         }
         Ok(Followed { run, records })
     }

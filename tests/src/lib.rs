@@ -28,6 +28,7 @@ mod names;
 mod netns;
 mod nic;
 mod pkttrace;
+mod schema;
 
 pub use docker::{
     Container, ContainerBuilder, DockerNetwork, LAB_IMAGE, container_exists, docker_network_exists,
@@ -43,3 +44,4 @@ pub use pkttrace::{
     DEFAULT_TIMEOUT, Pkttrace, RunOutput, netfilter_links, netfilter_links_at_least, nft_tables,
     nothing_left_attached, pkttrace, pkttrace_bin, programs_loaded_at_least, trace_tables,
 };
+pub use schema::check_schema;

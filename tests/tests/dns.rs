@@ -39,6 +39,7 @@ fn watch_dns(
             entry["schema_version"] == 3 && entry["record"] == "query",
             "every line says its schema version and record: {entry}"
         );
+        integration_tests::check_schema("dns", entry)?;
     }
     Ok(entries)
 }

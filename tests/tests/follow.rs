@@ -192,9 +192,13 @@ fn forwarding_disabled_drops_with_the_kernels_reason_and_names_the_sysctl() -> R
         "the name of enum skb_drop_reason in this kernel's BTF"
     );
     assert!(
-        drop["location"].as_str().unwrap().starts_with("ip_error"),
+        drop["location"]["name"]
+            .as_str()
+            .unwrap()
+            .starts_with("ip_error"),
         "{drop}"
     );
+    assert_eq!(drop["location"]["role"], "route_error", "{drop}");
     // Setting all.forwarding sets every device's; the kernel checks the one
     // the packet came in on: the bridge.
     let hint = drop["hint"].as_str().unwrap();

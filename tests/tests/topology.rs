@@ -21,7 +21,14 @@ fn topology_json(args: &[&str]) -> Result<Value> {
     all.push("--json");
     let run = pkttrace(&all)?;
     ensure!(run.success(), "pkttrace failed: {run}");
-    serde_json::from_str(&run.stdout).with_context(|| format!("not JSON: {}", run.stdout))
+    let report: Value =
+        serde_json::from_str(&run.stdout).with_context(|| format!("not JSON: {}", run.stdout))?;
+    ensure!(
+        report["schema_version"] == 1,
+        "its schema version: {report}"
+    );
+    integration_tests::check_schema("topology", &report)?;
+    Ok(report)
 }
 
 fn array<'a>(value: &'a Value, key: &str) -> &'a Vec<Value> {

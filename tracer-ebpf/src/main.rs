@@ -203,6 +203,9 @@ pub fn sock_recv_length(ctx: BtfTracePointContext) -> i32 {
     0
 }
 
+/// The input device of a sender's own lookup (`LOOPBACK_IFINDEX`).
+const LOOPBACK_IFINDEX: u32 = 1;
+
 #[btf_tracepoint(function = "fib_table_lookup")]
 pub fn fib_table_lookup(ctx: BtfTracePointContext) -> i32 {
     if floor() {
@@ -228,25 +231,25 @@ pub fn fib_table_lookup(ctx: BtfTracePointContext) -> i32 {
     let input = field::<u32>(flow, offset!(flowi4_iif));
     // A sender's own lookup happens in its system call, before any queue.
     let in_task = sending_context(&ctx);
-    // In a softirq, the kept packet this CPU handles is the lookup's when
-    // the flow is that packet's as it came in, or one back to its source for
-    // an answer (an echo reply, a reset, an ICMP error) in a protocol of its
-    // own. The reverse path filter also looks back to the source, with
-    // protocol 0: that is no answer. A packet kept for what it quotes (an
-    // ICMP error) has no followed address: its route counts all the same.
-    let tied = if in_task == IN_TASK {
-        None
-    } else {
-        handled_now().and_then(|handled| {
-            if saddr == handled.source && input == handled.ifindex {
-                Some((handled, ROUTE_FOR_PACKET))
-            } else if daddr == handled.source && protocol != 0 {
-                Some((handled, ROUTE_FOR_ANSWER))
-            } else {
-                None
-            }
-        })
-    };
+    // The kept packet this CPU handles is the lookup's when the flow is that
+    // packet's as it came in (its source and input device: a sender's own
+    // lookups have loopback for input), also in a task's context (a tun's
+    // writer hands its packets in directly). In a softirq, a lookup back to
+    // its source in a protocol of its own is for an answer to it (an echo
+    // reply, a reset, an ICMP error); the reverse path filter also looks
+    // back to the source, with protocol 0: that is no answer. A packet kept
+    // for what it quotes (an ICMP error) has no followed address: its route
+    // counts all the same.
+    let own_input = in_task != IN_TASK || input != LOOPBACK_IFINDEX;
+    let tied = handled_now().and_then(|handled| {
+        if saddr == handled.source && input == handled.ifindex && own_input {
+            Some((handled, ROUTE_FOR_PACKET))
+        } else if in_task != IN_TASK && daddr == handled.source && protocol != 0 {
+            Some((handled, ROUTE_FOR_ANSWER))
+        } else {
+            None
+        }
+    });
     let packets_own = tied
         .as_ref()
         .is_some_and(|(_, tie)| *tie == ROUTE_FOR_PACKET);
@@ -264,13 +267,13 @@ pub fn fib_table_lookup(ctx: BtfTracePointContext) -> i32 {
     event.reason_or_table = table;
     event.fib_error = error;
     event.in_task = in_task;
-    if in_task == IN_TASK {
-        // A lookup that finds nothing names no device: the sender's namespace.
-        event.netns = current_netns();
-    } else if let Some((handled, tie)) = tied {
+    if let Some((handled, tie)) = tied {
         event.skb = handled.skb;
         event.netns = handled.netns;
         event.route_for = tie;
+    } else if in_task == IN_TASK {
+        // A lookup that finds nothing names no device: the sender's namespace.
+        event.netns = current_netns();
     }
     if result_dev != 0 {
         let result = device(result_dev);

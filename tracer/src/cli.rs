@@ -28,8 +28,28 @@ pub enum Command {
     Topology(TopologyArgs),
     /// Tell the stories of a recording (`follow --record FILE`) again: no root, no kernel, no Docker needed
     Replay(ReplayArgs),
+    /// Print the JSON Schema of what `follow --json`, `dns --json` or `topology --json` print
+    Schema(SchemaArgs),
     /// Print a shell completion script (e.g. `pkttrace completions bash > /etc/bash_completion.d/pkttrace`)
     Completions(CompletionsArgs),
+}
+
+#[derive(clap::Args, Debug)]
+pub struct SchemaArgs {
+    /// Whose JSON: follow (also replay), dns or topology
+    #[arg(value_enum)]
+    pub of: SchemaOf,
+}
+
+/// The commands that print JSON, each with a schema of its own.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum SchemaOf {
+    /// `follow --json` and `replay --json`: journey, no_reply and losses lines
+    Follow,
+    /// `dns --json`: query and losses lines
+    Dns,
+    /// `topology --json`: one document
+    Topology,
 }
 
 #[derive(clap::Args, Debug)]

@@ -62,6 +62,10 @@ async fn run() -> ExitCode {
         Command::Topology(args) => topology::run(args).await,
         Command::Dns(args) => dns::run(args).await,
         Command::Replay(args) => replay::run(args).await,
+        Command::Schema(args) => {
+            print!("{}", render::schema::schema(args.of));
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Completions(args) => {
             let mut command = Cli::command();
             clap_complete::generate(args.shell, &mut command, "pkttrace", &mut std::io::stdout());

@@ -4,7 +4,7 @@
 use hickory_proto::op::{Message, MessageType};
 use serde::{Deserialize, Serialize};
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, schemars::JsonSchema, Deserialize)]
 pub struct Question {
     pub name: String,
     /// Record type as DNS names it: A, AAAA, CNAME, PTR ...
@@ -12,7 +12,7 @@ pub struct Question {
     pub record_type: String,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, schemars::JsonSchema, Deserialize)]
 pub struct Answer {
     pub name: String,
     #[serde(rename = "type")]
@@ -22,7 +22,7 @@ pub struct Answer {
     pub data: String,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, schemars::JsonSchema, Deserialize)]
 pub struct DnsMessage {
     pub id: u16,
     pub response: bool,

@@ -23,7 +23,7 @@ pub use values::{
 };
 
 /// A netfilter hook, named as iptables names its chains.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "UPPERCASE")]
 pub enum Hook {
     Prerouting,

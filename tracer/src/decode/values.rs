@@ -90,6 +90,20 @@ impl fmt::Display for DropReason {
     }
 }
 
+impl schemars::JsonSchema for DropReason {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "DropReason".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "type": "string",
+            "description": "The kernel's drop reason, as its BTF names it (enum skb_drop_reason without its prefix), or \"reason N\" for a value it does not name",
+            "examples": ["NETFILTER_DROP", "NEIGH_FAILED", "IP_INHDR", "PKT_TOO_BIG"]
+        })
+    }
+}
+
 impl Serialize for DropReason {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         serializer.serialize_str(self.kernel_name())
@@ -105,7 +119,9 @@ impl<'de> Deserialize<'de> for DropReason {
 /// What a place in the kernel's code is to pkttrace: decided from the
 /// address ranges (kallsyms extents) of the functions it knows, never from
 /// the name an event carries.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, schemars::JsonSchema, Deserialize,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum SiteRole {
     /// Neighbour resolution freeing its copy of a waiting packet for one
@@ -142,7 +158,7 @@ impl SiteRole {
 }
 
 /// A place in the kernel's code where a packet was freed or dropped.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, schemars::JsonSchema, Deserialize)]
 pub struct CodeSite {
     /// `function+0xoffset` as kallsyms names it, or the bare address.
     pub name: Arc<str>,
@@ -164,7 +180,7 @@ impl fmt::Display for CodeSite {
 }
 
 /// What conntrack made of a packet (`enum ip_conntrack_info`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, schemars::JsonSchema, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum CtState {
     New,
@@ -174,7 +190,7 @@ pub enum CtState {
 }
 
 /// Which way a packet goes on its connection.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, schemars::JsonSchema, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum CtDirection {
     /// As the connection's first packet went.
@@ -183,7 +199,7 @@ pub enum CtDirection {
 }
 
 /// A packet's conntrack entry and what conntrack said of it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, schemars::JsonSchema, Deserialize)]
 pub struct Conntrack {
     /// The kernel address of the entry (`struct nf_conn`): one connection,
     /// both directions.
@@ -226,7 +242,7 @@ impl Conntrack {
 }
 
 /// What one routing table lookup (`fib_table_lookup`) found.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, schemars::JsonSchema, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum RouteResult {
     /// A route to send it on (via a gateway or on-link).
@@ -276,7 +292,9 @@ impl RouteResult {
 }
 
 /// Whose route a lookup was, by the kernel's evidence (`PacketEvent::route_for`).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, schemars::JsonSchema, Deserialize,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum RouteFor {
     /// Not tied to a packet: a sender choosing its route before the packet exists.
@@ -308,6 +326,20 @@ impl fmt::Display for Mac {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let [a, b, c, d, e, g] = self.0;
         write!(f, "{a:02x}:{b:02x}:{c:02x}:{d:02x}:{e:02x}:{g:02x}")
+    }
+}
+
+impl schemars::JsonSchema for Mac {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Mac".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "type": "string",
+            "description": "An Ethernet address",
+            "pattern": "^([0-9a-f]{2}:){5}[0-9a-f]{2}$"
+        })
     }
 }
 

@@ -38,7 +38,7 @@ pub struct EmbeddedListener {
     pub snat_rule: Option<String>,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct SocketOwner {
     pub process: String,
     pub pid: u32,

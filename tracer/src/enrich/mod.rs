@@ -111,7 +111,7 @@ pub struct Interface {
 /// What kind of link a device is, from IFLA_INFO_KIND and its link-layer
 /// type: what it does with what it is given decides what the story can
 /// see beyond it.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum LinkKind {
     Loopback,

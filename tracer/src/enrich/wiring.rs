@@ -152,7 +152,7 @@ impl Listener {
 }
 
 /// Namespace inodes as `lsns` shows them; None where /proc hid one.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct NamespaceIds {
     pub net: Option<u64>,
     pub pid: Option<u64>,

@@ -21,7 +21,7 @@ use crate::{
 
 use super::{Details, Direction, Facts, Hop, Outcome, Telling, Tuple, explain};
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, schemars::JsonSchema)]
 pub struct DnsStory {
     /// The container (or namespace) that asked.
     pub container: String,
@@ -41,7 +41,7 @@ pub struct DnsStory {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub embedded: Option<EmbeddedDns>,
     /// The queries dockerd sent upstream for this one.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub forwarded: Vec<Forwarded>,
     /// `answered`; `timeout` when no answer came in time; `stopped` when
     /// pkttrace stopped before an answer or the timeout.
@@ -66,16 +66,16 @@ pub struct DnsStory {
     /// Where the query's journey ended (last seen, for a query not answered).
     pub query_outcome: Outcome,
     /// The answer's hops.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub answer_hops: Vec<Hop>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub answer_outcome: Option<Outcome>,
     /// The kernel dropped events while this query was traced.
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub events_lost: bool,
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, schemars::JsonSchema)]
 pub struct Asker {
     pub process: String,
     /// Host pid.
@@ -85,7 +85,7 @@ pub struct Asker {
     pub pid_in_container: Option<u32>,
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, schemars::JsonSchema)]
 pub struct EmbeddedDns {
     /// The rewrite of 127.0.0.11:53 to dockerd's port, as the kernel did it.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -102,7 +102,7 @@ pub struct EmbeddedDns {
 }
 
 /// One NAT rewrite the netfilter probes saw, and the rule that asked for it.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, schemars::JsonSchema)]
 pub struct NatSeen {
     pub hook: Hook,
     pub namespace: String,
@@ -112,7 +112,7 @@ pub struct NatSeen {
     pub rule: Option<String>,
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, schemars::JsonSchema)]
 pub struct Forwarded {
     /// The namespace the forwarded query left from.
     pub namespace: String,
@@ -134,7 +134,7 @@ pub struct Forwarded {
     /// upstream did not answer).
     pub outcome: Outcome,
     /// The upstream's answer on its way back to dockerd.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub answer_hops: Vec<Hop>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub answer_outcome: Option<Outcome>,

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     decode::{
-        Conntrack, CtDirection, CtState, DropReason, Event, EventKind, Hook, LOCAL_TABLE,
+        CodeSite, Conntrack, CtDirection, CtState, DropReason, Event, EventKind, Hook, LOCAL_TABLE,
         MAIN_TABLE, Mac, NatSide, Packet, RouteFor, RouteResult, SiteRole, Transport,
     },
     enrich::{FdbEntry, Interface, Ipv4Settings, LinkKind, Listener, Topology},
@@ -30,7 +30,7 @@ pub use outcome::{
     RuleAction, RuleVerdict,
 };
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Direction {
     Request,
@@ -38,7 +38,7 @@ pub enum Direction {
 }
 
 /// A packet's addresses and ports as one value, for NAT before/after.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct Tuple {
     pub protocol: &'static str,
     pub src: Ipv4Addr,
@@ -89,7 +89,7 @@ impl std::fmt::Display for Tuple {
 }
 
 /// Kind-specific facts of a hop; `kind` in JSON.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, schemars::JsonSchema)]
 #[serde(tag = "kind", rename_all = "lowercase")]
 pub enum Details {
     Send {
@@ -155,7 +155,7 @@ pub enum Details {
     },
     Drop {
         reason: DropReason,
-        location: String,
+        location: CodeSite,
         hint: String,
         /// For a netfilter drop: the hook it happened in.
         #[serde(skip_serializing_if = "Option::is_none")]
@@ -187,7 +187,7 @@ impl Details {
 }
 
 /// What conntrack said of a packet at a hook.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct ConntrackSaid {
     pub state: CtState,
     pub direction: CtDirection,
@@ -214,7 +214,7 @@ impl ConntrackSaid {
 }
 
 /// Which NAT changed the packet's addresses or ports.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum NatKind {
     /// SNAT or MASQUERADE: the source changes.
@@ -242,7 +242,7 @@ impl NatKind {
 }
 
 /// What a bridge did with a frame that entered one of its ports.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, schemars::JsonSchema)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum BridgeDecision {
     /// Passed up to the host's IP stack: the frame was for the bridge.
@@ -319,7 +319,7 @@ impl BridgeDecision {
 }
 
 /// What the bridge's forwarding database says of the frame's destination MAC now.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum FdbSaid {
     /// On the port it was switched to.
@@ -333,7 +333,7 @@ pub enum FdbSaid {
 }
 
 /// A routing decision: the table that decided and what it found.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct RouteChoice {
     /// Table id (254 main, 255 local, 253 default, others by number).
     pub table: u32,
@@ -345,7 +345,7 @@ pub struct RouteChoice {
     pub gateway: Option<Ipv4Addr>,
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct Hop {
     /// Microseconds since the journey's first event.
     pub at_us: u64,
@@ -383,7 +383,7 @@ pub struct HopCapture {
 
 /// A wait in a namespace's neighbour queue, from the first who-has ARP sent
 /// for the packet to its transmit once ARP had answered.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct ArpWait {
     pub waited_us: u64,
     /// The neighbour asked for: the route's gateway, or the destination itself.
@@ -454,7 +454,7 @@ fn arp_waits(events: &[Event]) -> Vec<(u32, ArpWait)> {
     waits
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, schemars::JsonSchema)]
 pub struct Story {
     pub journey: u64,
     pub direction: Direction,
@@ -484,7 +484,7 @@ pub struct Story {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub answer: Option<Answer>,
     /// The kernel dropped events while this journey was traced: hops may be missing.
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub events_lost: bool,
 }
 
@@ -1088,7 +1088,7 @@ pub fn explain(
                     text,
                     Details::Drop {
                         reason: reason.clone(),
-                        location: location.to_string(),
+                        location: location.clone(),
                         hint,
                         hook: None,
                         rule: None,
@@ -1152,7 +1152,7 @@ pub fn explain(
                     text,
                     Details::Drop {
                         reason: reason.clone(),
-                        location: location.to_string(),
+                        location: location.clone(),
                         hint,
                         hook,
                         rule,

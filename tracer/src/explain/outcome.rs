@@ -13,7 +13,7 @@ use crate::{
 use super::{RouteChoice, table_name};
 
 /// How a journey ended.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, schemars::JsonSchema)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Ending {
     /// A process read it from its socket.
@@ -101,7 +101,7 @@ pub enum Ending {
 }
 
 /// A namespace's failed route back to a packet's source: it could not answer.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct RouteBack {
     pub to: Ipv4Addr,
     pub table: u32,
@@ -112,7 +112,7 @@ pub struct RouteBack {
 }
 
 /// Why the kernel made no packet of what a process asked it to send.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 #[serde(tag = "cause", rename_all = "snake_case")]
 pub enum NotSent {
     /// Its route lookup found no way: `routes` are the namespace's routes of
@@ -136,7 +136,7 @@ pub enum NotSent {
 }
 
 /// What a rule decided.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, schemars::JsonSchema, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum RuleAction {
     Drop,
@@ -148,13 +148,13 @@ pub enum RuleAction {
 
 /// The rule that decided a packet's fate in nf_tables, as the kernel's trace
 /// reported it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, schemars::JsonSchema, Deserialize)]
 pub struct RuleVerdict {
     /// "ip filter".
     pub table: String,
     pub chain: String,
     /// The chains that jumped there, from the hook's base chain on.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub through: Vec<String>,
     /// nft's handle of the rule; None when the chain's policy decided.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -182,7 +182,7 @@ impl RuleVerdict {
 }
 
 /// An outcome: the typed ending and its sentence.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct Outcome {
     #[serde(flatten)]
     pub ending: Ending,
@@ -278,10 +278,7 @@ fn ending_text(ending: &Ending) -> String {
             namespace,
             reason,
             ..
-        } => format!(
-            "dropped in {namespace}: its route there said no ({}; {reason})",
-            super::describe_route(route)
-        ),
+        } => format!("dropped in {namespace} {} ({reason})", refused_words(route)),
         Ending::Dropped {
             namespace,
             reason,
@@ -346,6 +343,15 @@ fn ending_text(ending: &Ending) -> String {
             "asked {} on the whole segment; no ARP reply came: nothing there owns {target}",
             times(*asked)
         ),
+    }
+}
+
+/// How a route refused a packet, after "dropped in NAMESPACE": "by a
+/// blackhole route (table main): …", or ": no route in table main".
+fn refused_words(route: &RouteChoice) -> String {
+    match route.result {
+        RouteResult::NoMatch => format!(": {}", super::describe_route(route)),
+        _ => format!("by {}", super::describe_route(route)),
     }
 }
 
@@ -442,7 +448,7 @@ impl NotSent {
 }
 
 /// What a reply means for its request.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct Answer {
     #[serde(flatten)]
     pub kind: AnswerKind,
@@ -454,7 +460,7 @@ pub struct Answer {
     pub text: String,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum AnswerKind {
     /// The answer the request asked for: an echo reply, a SYN+ACK, a datagram.
@@ -479,7 +485,7 @@ pub enum AnswerKind {
 }
 
 /// Where a reply came from.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Origin {
     /// A process in a namespace pkttrace sees sent it.
@@ -870,10 +876,7 @@ fn where_last_seen(ending: &Ending) -> String {
             namespace,
             refused_by: Some(route),
             ..
-        } => format!(
-            "it was dropped in {namespace}: {}",
-            super::describe_route(route)
-        ),
+        } => format!("it was dropped in {namespace} {}", refused_words(route)),
         Ending::Dropped {
             namespace,
             reason,
@@ -894,7 +897,7 @@ fn where_last_seen(ending: &Ending) -> String {
 }
 
 /// A request that got no reply.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct NoReply {
     pub request: u64,
     pub waited_ms: u64,
@@ -903,7 +906,7 @@ pub struct NoReply {
     pub text: String,
     /// The kernel lost events while the reply was waited for: it may have
     /// come and not been seen.
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub events_lost: bool,
 }
 

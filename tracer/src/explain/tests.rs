@@ -49,11 +49,85 @@ impl Told {
             .unwrap_or_else(|| panic!("a reply to #{}: {}", request.journey, self.text))
     }
 
-    /// The story's JSON, as `--json` prints it.
+    /// The story's JSON, as `--json` prints it, checked against the JSON
+    /// Schema `pkttrace schema follow` prints.
     fn json(story: &Story) -> serde_json::Value {
-        serde_json::from_str(&crate::render::json::render(story)).unwrap()
+        let line = serde_json::from_str(&crate::render::json::render(story)).unwrap();
+        follow_schema().validate(&line).unwrap_or_else(|error| {
+            panic!(
+                "the schema refuses {line:#}: {error} at {}",
+                error.instance_path()
+            )
+        });
+        line
     }
 }
+
+/// `pkttrace schema follow`, compiled once.
+fn follow_schema() -> &'static jsonschema::Validator {
+    static SCHEMA: std::sync::OnceLock<jsonschema::Validator> = std::sync::OnceLock::new();
+    SCHEMA.get_or_init(|| {
+        let schema: serde_json::Value =
+            serde_json::from_str(&crate::render::schema::schema(crate::cli::SchemaOf::Follow))
+                .unwrap();
+        jsonschema::validator_for(&schema).expect("a valid JSON Schema")
+    })
+}
+
+/// Every story of every recording, and every no-reply line, is what the
+/// schema says: the schema is made from the types, this checks it against
+/// what they serialize to.
+#[test]
+fn every_recorded_story_is_valid_by_the_shipped_schema() {
+    for recording in RECORDINGS {
+        let told = tell(recording);
+        for story in &told.stories {
+            Told::json(story);
+        }
+        for no_reply in &told.no_replies {
+            let line = serde_json::from_str(&crate::render::json::no_reply(no_reply)).unwrap();
+            assert!(follow_schema().is_valid(&line), "{line:#}");
+        }
+    }
+    let losses = crate::render::json::losses(
+        crate::render::json::SCHEMA_VERSION,
+        10,
+        &[("kfree_skb".into(), 2)],
+        &[],
+    );
+    assert!(follow_schema().is_valid(&serde_json::from_str(&losses).unwrap()));
+    let wrong = serde_json::json!({"schema_version": 3, "record": "journey", "hops": "none"});
+    assert!(
+        !follow_schema().is_valid(&wrong),
+        "the schema says something"
+    );
+}
+
+const RECORDINGS: &[&str] = &[
+    recording!("icmp_masquerade"),
+    recording!("cold_arp"),
+    recording!("forwarding_disabled"),
+    recording!("docker_user_drop"),
+    recording!("tcp_reset_by_reject"),
+    recording!("reject"),
+    recording!("udp_closed_port"),
+    recording!("left_through_ifb"),
+    recording!("neigh_failed"),
+    recording!("same_bridge"),
+    recording!("unicast_flood"),
+    recording!("published_port_proxy"),
+    recording!("beyond_tap_echo"),
+    recording!("beyond_tap_unreachable"),
+    recording!("beyond_tun_echo"),
+    recording!("beyond_time_exceeded"),
+    recording!("no_route_at_source"),
+    recording!("no_route_back"),
+    recording!("unreachable_route"),
+    recording!("blackhole_route"),
+    recording!("fragmentation_needed"),
+    recording!("ttl_one"),
+    recording!("routing_loop"),
+];
 
 fn plain(story: &Story) -> String {
     anstream::adapter::strip_str(&crate::render::terminal::render(story, Palette::COLOR))

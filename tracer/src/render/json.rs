@@ -1,5 +1,6 @@
-//! One JSON object per line (JSON Lines); the schemas are in docs/json.md.
-//! Every line says its schema version and what kind of record it is.
+//! One JSON object per line (JSON Lines), described in docs/json.md and
+//! by the JSON Schema `pkttrace schema` prints (`schema.rs`). Every line
+//! says its schema version and what kind of record it is.
 
 use serde::Serialize;
 
@@ -56,13 +57,6 @@ pub fn losses<'a>(
     lost: &'a [(String, u64)],
     skipped: &'a [(String, u64)],
 ) -> String {
-    #[derive(Serialize)]
-    struct Losses<'a> {
-        events_delivered: u64,
-        events_lost: u64,
-        lost_by_probe: std::collections::BTreeMap<&'a str, u64>,
-        runs_skipped: std::collections::BTreeMap<&'a str, u64>,
-    }
     let by_name = |counts: &'a [(String, u64)]| -> std::collections::BTreeMap<&'a str, u64> {
         counts.iter().map(|(name, n)| (name.as_str(), *n)).collect()
     };
@@ -76,6 +70,17 @@ pub fn losses<'a>(
             runs_skipped: by_name(skipped),
         },
     )
+}
+
+/// What the kernel lost or skipped, by probe.
+#[derive(Serialize, schemars::JsonSchema)]
+pub struct Losses<'a> {
+    pub events_delivered: u64,
+    pub events_lost: u64,
+    /// Events the ring buffer had no room for, by the probe that made them.
+    pub lost_by_probe: std::collections::BTreeMap<&'a str, u64>,
+    /// Program runs the kernel skipped (recursion, another program running), by probe.
+    pub runs_skipped: std::collections::BTreeMap<&'a str, u64>,
 }
 
 /// A DNS query, its answer and what served it.

@@ -4,6 +4,7 @@
 pub mod dns;
 pub mod json;
 pub mod pcap;
+pub mod schema;
 pub mod step;
 pub mod terminal;
 pub mod topology;

@@ -42,9 +42,24 @@ pub fn write_svg(dot: &str, path: &std::path::Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The report as one pretty-printed JSON document; the schema is in the README.
+/// The version of `topology --json`'s document; it changes when a field
+/// changes meaning or goes away.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// The report as one pretty-printed JSON document, with its schema version
+/// (docs/json.md, `pkttrace schema topology`).
 pub fn json(report: &Report) -> String {
-    serde_json::to_string_pretty(report).expect("a report always serializes")
+    #[derive(serde::Serialize)]
+    struct Document<'a> {
+        schema_version: u32,
+        #[serde(flatten)]
+        report: &'a Report,
+    }
+    serde_json::to_string_pretty(&Document {
+        schema_version: SCHEMA_VERSION,
+        report,
+    })
+    .expect("a report always serializes")
 }
 
 #[cfg(test)]

@@ -15,7 +15,7 @@ use crate::enrich::{
 };
 
 /// Everything `pkttrace topology` shows; `--json` prints it as is.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct Report {
     /// The container the view is narrowed to, if any.
     pub container: Option<String>,
@@ -32,7 +32,7 @@ pub struct Report {
     pub containers: Vec<ContainerView>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct NamespaceView {
     pub netns: u32,
     /// `host`, a container name, `netns NAME` or `pid N (comm)`.
@@ -46,7 +46,7 @@ pub struct NamespaceView {
     pub routes: Vec<RouteView>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct InterfaceView {
     pub ifindex: u32,
     pub name: String,
@@ -64,7 +64,7 @@ pub struct InterfaceView {
 }
 
 /// One interface, wherever it is.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, schemars::JsonSchema)]
 pub struct End {
     pub namespace: String,
     pub netns: u32,
@@ -72,7 +72,7 @@ pub struct End {
     pub ifindex: u32,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct RouteView {
     /// `main`, `local`, `default` or the table's number.
     pub table: String,
@@ -86,14 +86,14 @@ pub struct RouteView {
     pub source: Option<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct VethPair {
     /// The end in the namespace listed first (the host's, when it has one).
     pub a: End,
     pub b: End,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct BridgeView {
     pub namespace: String,
     pub netns: u32,
@@ -107,7 +107,7 @@ pub struct BridgeView {
     pub rules: Vec<RuleView>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct BridgePort {
     pub interface: String,
     pub ifindex: u32,
@@ -115,7 +115,7 @@ pub struct BridgePort {
     pub peer: Option<End>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct RuleView {
     pub family: String,
     pub table: String,
@@ -132,14 +132,14 @@ pub struct RuleView {
 }
 
 /// Where packets leave the host: a default route of its main table.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct Uplink {
     pub interface: String,
     pub gateway: Option<String>,
     pub addresses: Vec<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct PublishedPort {
     /// The container it leads to (by Docker, or by the namespace owning the target address).
     pub container: Option<String>,
@@ -155,7 +155,7 @@ pub struct PublishedPort {
     pub dnat_rules: Vec<RuleView>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct Server {
     pub pid: u32,
     pub process: String,
@@ -166,7 +166,7 @@ pub struct Server {
     pub forwards_to: Option<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct ContainerView {
     pub name: String,
     pub id: String,
@@ -180,7 +180,7 @@ pub struct ContainerView {
     pub resolv_conf_error: Option<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct ContainerNetworkView {
     pub network: String,
     pub bridge: Option<String>,
