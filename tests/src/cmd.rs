@@ -65,3 +65,35 @@ pub(crate) fn succeeds(command: &mut Command) -> bool {
         .status()
         .is_ok_and(|s| s.success())
 }
+
+/// The kernel's own answer to `ip -j route get <dst>`, inside the namespace
+/// at `netns` (a path for `nsenter --net=`) or in the host's: the route, or
+/// the error text when there is none ("RTNETLINK answers: Network is unreachable").
+pub fn route_get(netns: Option<&str>, dst: std::net::Ipv4Addr) -> Result<serde_json::Value> {
+    let dst = dst.to_string();
+    let net = netns.map(|path| format!("--net={path}"));
+    let mut command = match &net {
+        Some(net) => cmd("nsenter", [net.as_str(), "ip", "-j", "route", "get", &dst]),
+        None => cmd("ip", ["-j", "route", "get", &dst]),
+    };
+    let out = output(&mut command)?;
+    if !out.status.success() {
+        let error = String::from_utf8_lossy(&out.stderr).trim().to_owned();
+        return Ok(serde_json::Value::String(error));
+    }
+    let routes: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    Ok(routes[0].clone())
+}
+
+/// For a test's ground truth: runs `program args`, fails with its stderr on
+/// a non-zero exit, and returns stdout.
+pub fn tool(program: &str, args: &[&str]) -> Result<String> {
+    run(&mut cmd(program, args))
+}
+
+/// `tool`'s output read as JSON (`ip -j …`, `bpftool -j …`).
+pub fn tool_json(program: &str, args: &[&str]) -> Result<serde_json::Value> {
+    let text = tool(program, args)?;
+    serde_json::from_str(&text)
+        .map_err(|e| anyhow!("not JSON from {program} {args:?}: {e}: {text}"))
+}

@@ -30,6 +30,7 @@ mod nic;
 mod pkttrace;
 mod schema;
 
+pub use cmd::{route_get, tool, tool_json};
 pub use docker::{
     Container, ContainerBuilder, DockerNetwork, LAB_IMAGE, container_exists, docker_network_exists,
 };

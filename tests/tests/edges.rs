@@ -8,37 +8,14 @@
 //! `ip route get` and `ip route show` in the namespace concerned, and the
 //! far side's own log of what it sent.
 
-use std::{net::Ipv4Addr, process::Command, time::Duration};
+use std::{net::Ipv4Addr, time::Duration};
 
 use anyhow::{Context, Result, ensure};
 use integration_tests::{
     Container, DockerNetwork, FarAnswer, FarLink, FarSide, Followed, HostRoute, InnerNetns,
-    NetnsPair, SentKind, Upstream, follow_json, follow_unanswered, hop, hops, ip, kinds,
+    NetnsPair, SentKind, Upstream, follow_json, follow_unanswered, hop, hops, ip, kinds, route_get,
 };
 use serde_json::Value;
-
-/// `ip -j route get <dst>` inside the namespace at `netns` (a path for
-/// `nsenter --net=`), or in the host's with None: the kernel's own answer.
-fn route_get(netns: Option<&str>, dst: Ipv4Addr) -> Result<Value> {
-    let mut command = match netns {
-        Some(path) => {
-            let mut c = Command::new("nsenter");
-            c.arg(format!("--net={path}")).arg("ip");
-            c
-        }
-        None => Command::new("ip"),
-    };
-    let out = command
-        .args(["-j", "route", "get", &dst.to_string()])
-        .output()?;
-    if !out.status.success() {
-        return Ok(Value::String(
-            String::from_utf8_lossy(&out.stderr).trim().to_owned(),
-        ));
-    }
-    let routes: Value = serde_json::from_slice(&out.stdout)?;
-    Ok(routes[0].clone())
-}
 
 /// A container on Docker's default bridge with a lab DNS server.
 fn container() -> Result<(Upstream, Container)> {

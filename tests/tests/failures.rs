@@ -8,12 +8,12 @@
 //! Each story is checked against the ground truth read independently (`ip`,
 //! nft handles, the tap's own reader), and so is the exit code.
 
-use std::{net::Ipv4Addr, path::Path, process::Command, time::Duration};
+use std::{net::Ipv4Addr, path::Path, time::Duration};
 
 use anyhow::{Context, Result, ensure};
 use integration_tests::{
     Container, Followed, IptablesRule, Pkttrace, StandInNic, Sysctl, TapNic, Upstream,
-    follow_unanswered, hop, hops, ip, kinds, netfilter_links, nft_tables, trace_tables,
+    follow_unanswered, hop, hops, ip, kinds, netfilter_links, nft_tables, route_get, trace_tables,
 };
 use serde_json::Value;
 
@@ -23,11 +23,10 @@ const HOST_NETFILTER_LINKS: usize = 8;
 
 /// The device `ip route get` picks for `dst` (in the host namespace).
 fn route_device(dst: Ipv4Addr) -> Result<String> {
-    let out = Command::new("ip")
-        .args(["-j", "route", "get", &dst.to_string()])
-        .output()?;
-    let route: Value = serde_json::from_slice(&out.stdout)?;
-    Ok(route[0]["dev"].as_str().unwrap_or_default().to_owned())
+    Ok(route_get(None, dst)?["dev"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned())
 }
 
 /// `iptables -I OUTPUT <spec>` in the filter table inside `container`.

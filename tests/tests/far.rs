@@ -15,7 +15,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
 use etherparse::{Icmpv4Slice, Ipv4HeaderSlice, Ipv4Slice};
-use integration_tests::{FarAnswer, FarLink, FarSide, Sent, SentKind, link_exists};
+use integration_tests::{
+    FarAnswer, FarLink, FarSide, Sent, SentKind, link_exists, tool, tool_json,
+};
 use serde_json::Value;
 
 /// Replies come from a thread of this process: well within this.
@@ -23,21 +25,6 @@ const REPLY_WAIT: Duration = Duration::from_secs(3);
 
 /// Any port: the far side answers UDP by its [`FarAnswer`], whatever the port.
 const UDP_PORT: u16 = 9;
-
-fn run(program: &str, args: &[&str]) -> Result<String> {
-    let out = Command::new(program).args(args).output()?;
-    ensure!(
-        out.status.success(),
-        "{program} {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Ok(String::from_utf8(out.stdout)?)
-}
-
-fn json(program: &str, args: &[&str]) -> Result<Value> {
-    let text = run(program, args)?;
-    serde_json::from_str(&text).with_context(|| format!("not JSON: {text}"))
-}
 
 /// `busybox ping -c 1 -W 2 <dst>`, whatever its exit status.
 fn ping(dst: Ipv4Addr) -> Result<Output> {
@@ -71,12 +58,12 @@ fn ping_unanswered(dst: Ipv4Addr) -> Result<()> {
 
 /// `ip -j route get <dst>`'s only entry.
 fn route(dst: Ipv4Addr) -> Result<Value> {
-    Ok(json("ip", &["-j", "route", "get", &dst.to_string()])?[0].clone())
+    Ok(tool_json("ip", &["-j", "route", "get", &dst.to_string()])?[0].clone())
 }
 
 /// Whether any host interface still holds `ip`.
 fn address_on_host(ip: Ipv4Addr) -> Result<bool> {
-    let addrs = run("ip", &["-4", "-o", "addr", "show"])?;
+    let addrs = tool("ip", &["-4", "-o", "addr", "show"])?;
     Ok(addrs.contains(&format!("inet {ip}/")))
 }
 
@@ -363,7 +350,7 @@ fn tap_far_host_answers_pings_after_the_router_answers_arp() -> Result<()> {
     let listener = IcmpListener::open()?;
     ping_answered(far.far_host())?;
 
-    let neighbours = json("ip", &["-j", "neigh", "show", "dev", far.name()])?;
+    let neighbours = tool_json("ip", &["-j", "neigh", "show", "dev", far.name()])?;
     let router = neighbours
         .as_array()
         .into_iter()
@@ -399,7 +386,7 @@ fn tap_far_host_answers_pings_after_the_router_answers_arp() -> Result<()> {
     };
     assert_eq!((from, to), (far.far_host(), far.host_ip()));
     // Ethernet: to the tap's own MAC, from the router's.
-    let tap = json("ip", &["-j", "link", "show", "dev", far.name()])?;
+    let tap = tool_json("ip", &["-j", "link", "show", "dev", far.name()])?;
     let tap_mac = tap[0]["address"].as_str().unwrap_or_default();
     assert_eq!(mac_text(echoes[0].bytes[..6].try_into()?), tap_mac);
     assert_eq!(echoes[0].bytes[6..12], FarSide::ROUTER_MAC);
@@ -410,7 +397,7 @@ fn tap_far_host_answers_pings_after_the_router_answers_arp() -> Result<()> {
 #[test]
 fn tun_far_host_answers_pings_without_arp() -> Result<()> {
     let far = FarSide::new(FarLink::Tun, FarAnswer::Echo)?;
-    let device = json("ip", &["-d", "-j", "link", "show", "dev", far.name()])?;
+    let device = tool_json("ip", &["-d", "-j", "link", "show", "dev", far.name()])?;
     assert_eq!(device[0]["linkinfo"]["info_kind"], "tun", "{device:#}");
     assert_eq!(
         device[0]["linkinfo"]["info_data"]["type"], "tun",
@@ -423,7 +410,7 @@ fn tun_far_host_answers_pings_without_arp() -> Result<()> {
     ping_answered(far.far_host())?;
     assert_eq!(count(&far, |w| matches!(w, SentKind::ArpReply { .. })), 0);
     // The kernel keeps no neighbour for a device without link-layer addresses.
-    let neighbours = json("ip", &["-j", "neigh", "show", "dev", far.name()])?;
+    let neighbours = tool_json("ip", &["-j", "neigh", "show", "dev", far.name()])?;
     assert_eq!(neighbours, Value::Array(Vec::new()));
     let sent = far.sent();
     let [echo] = sent.as_slice() else {
@@ -604,7 +591,7 @@ impl Left {
         // A lookup only: nothing is sent.
         let route = route(self.far_host)?;
         assert_ne!(route["dev"], self.name.as_str(), "{route:#}");
-        let routes = run("ip", &["-4", "route", "show"])?;
+        let routes = tool("ip", &["-4", "route", "show"])?;
         let far_block = Ipv4Addr::from(u32::from(self.far_host) & !3);
         assert!(!routes.contains(&format!("{far_block}/30")), "{routes}");
         Ok(())

@@ -10,35 +10,20 @@ use std::thread::sleep;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, ensure};
-use integration_tests::{IptablesRule, StandInNic, TapNic, Upstream, link_exists};
+use integration_tests::{IptablesRule, StandInNic, TapNic, Upstream, link_exists, tool, tool_json};
 use serde_json::Value;
 
 /// Covers the kernel's three ARP tries, one second apart.
 const FRAME_WAIT: Duration = Duration::from_secs(5);
 
-fn run(program: &str, args: &[&str]) -> Result<String> {
-    let out = Command::new(program).args(args).output()?;
-    ensure!(
-        out.status.success(),
-        "{program} {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Ok(String::from_utf8(out.stdout)?)
-}
-
-fn json(program: &str, args: &[&str]) -> Result<Value> {
-    let text = run(program, args)?;
-    serde_json::from_str(&text).with_context(|| format!("not JSON: {text}"))
-}
-
 /// `ip -d -s -j link show dev <name>`'s only entry: kind, flags, counters.
 fn link(name: &str) -> Result<Value> {
-    Ok(json("ip", &["-d", "-s", "-j", "link", "show", "dev", name])?[0].clone())
+    Ok(tool_json("ip", &["-d", "-s", "-j", "link", "show", "dev", name])?[0].clone())
 }
 
 /// The device's IPv4 addresses as `address/prefix`.
 fn ipv4_addrs(device: &str) -> Result<Vec<String>> {
-    let addrs = json("ip", &["-4", "-j", "addr", "show", "dev", device])?;
+    let addrs = tool_json("ip", &["-4", "-j", "addr", "show", "dev", device])?;
     Ok(addrs[0]["addr_info"]
         .as_array()
         .into_iter()
@@ -49,13 +34,13 @@ fn ipv4_addrs(device: &str) -> Result<Vec<String>> {
 
 /// The device `ip route get` picks for `dst`.
 fn route_device(dst: Ipv4Addr) -> Result<String> {
-    let route = json("ip", &["-j", "route", "get", &dst.to_string()])?;
+    let route = tool_json("ip", &["-j", "route", "get", &dst.to_string()])?;
     Ok(route[0]["dev"].as_str().unwrap_or("").to_owned())
 }
 
 /// The routes through `device` (their destinations).
 fn routes_through(device: &str) -> Result<Vec<String>> {
-    let routes = json("ip", &["-4", "-j", "route", "show", "dev", device])?;
+    let routes = tool_json("ip", &["-4", "-j", "route", "show", "dev", device])?;
     Ok(routes
         .as_array()
         .into_iter()
@@ -66,7 +51,7 @@ fn routes_through(device: &str) -> Result<Vec<String>> {
 
 /// Whether any host interface still holds `ip`.
 fn address_on_host(ip: Ipv4Addr) -> Result<bool> {
-    let addrs = run("ip", &["-4", "-o", "addr", "show"])?;
+    let addrs = tool("ip", &["-4", "-o", "addr", "show"])?;
     Ok(addrs.contains(&format!("inet {ip}/")))
 }
 
@@ -187,7 +172,7 @@ fn tap_reader_gets_the_echo_request_to_a_static_neighbour() -> Result<()> {
         assert_eq!(device["linkinfo"]["info_kind"], "tun", "{device:#}");
         assert_eq!(device["linkinfo"]["info_data"]["type"], "tap", "{device:#}");
         assert_eq!(ipv4_addrs(&name)?, [format!("{host_ip}/30")]);
-        let neighbours = json("ip", &["-j", "neigh", "show", "dev", &name])?;
+        let neighbours = tool_json("ip", &["-j", "neigh", "show", "dev", &name])?;
         let neighbour = &neighbours[0];
         assert_eq!(neighbour["dst"], next_hop.to_string(), "{neighbours:#}");
         assert_eq!(neighbour["lladdr"], "02:70:74:00:00:01", "{neighbours:#}");
@@ -247,7 +232,7 @@ fn tap_reader_gets_unanswered_arp_without_a_neighbour() -> Result<()> {
                 .any(|f| is_echo_request(f, host_ip, next_hop)),
             "the echo request left without a neighbour"
         );
-        let neighbours = json("ip", &["-j", "neigh", "show", "dev", &name])?;
+        let neighbours = tool_json("ip", &["-j", "neigh", "show", "dev", &name])?;
         assert_eq!(neighbours[0]["dst"], next_hop.to_string(), "{neighbours:#}");
         assert!(neighbours[0]["lladdr"].is_null(), "{neighbours:#}");
     }
@@ -258,7 +243,7 @@ fn tap_reader_gets_unanswered_arp_without_a_neighbour() -> Result<()> {
 #[test]
 fn iptables_rule_inside_a_namespace_comes_and_goes() -> Result<()> {
     let upstream = Upstream::new()?;
-    let rules_inside = || run("ip", &["netns", "exec", upstream.name(), "iptables", "-S"]);
+    let rules_inside = || tool("ip", &["netns", "exec", upstream.name(), "iptables", "-S"]);
     let tag = {
         let _rule = IptablesRule::insert_in_netns(
             &upstream.ns_path(),
@@ -278,7 +263,7 @@ fn iptables_rule_inside_a_namespace_comes_and_goes() -> Result<()> {
             .context("untagged rule")?
             .to_owned();
         assert!(tag.starts_with("pt-"), "{rule}");
-        let host = run("iptables", &["-S"])?;
+        let host = tool("iptables", &["-S"])?;
         assert!(!host.contains(&tag), "the rule is on the host:\n{host}");
         tag
     };

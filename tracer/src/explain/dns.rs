@@ -270,7 +270,13 @@ fn forwarded(leg: &ForwardedLeg, context: &DnsContext) -> Forwarded {
             .journey
             .events
             .iter()
-            .find(|e| !e.ifname.is_empty() && e.ifname != "lo")
+            .find(|e| {
+                !e.ifname.is_empty()
+                    && context
+                        .topology
+                        .interface(e.netns, e.ifindex)
+                        .is_none_or(|i| i.kind != crate::enrich::LinkKind::Loopback)
+            })
             .map(|e| e.ifname.to_string()),
         sent_by: leg
             .query

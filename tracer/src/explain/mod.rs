@@ -1306,7 +1306,12 @@ pub fn explain(
 /// Whether two hops are the same step: the same kind of hop, in the same
 /// namespace, on the same device.
 fn same_step(a: &Hop, b: &Hop) -> bool {
-    a.netns == b.netns && a.device == b.device && a.details.kind() == b.details.kind()
+    let same_hook = match (&a.details, &b.details) {
+        (Details::Netfilter { hook: x, .. }, Details::Netfilter { hook: y, .. })
+        | (Details::Nat { hook: x, .. }, Details::Nat { hook: y, .. }) => x == y,
+        _ => true,
+    };
+    a.netns == b.netns && a.device == b.device && a.details.kind() == b.details.kind() && same_hook
 }
 
 /// Most hops one round of a routing loop takes.
@@ -1320,9 +1325,13 @@ const FOLDED_ROUNDS: usize = 3;
 fn fold_loops(hops: &mut Vec<Hop>) {
     for start in 0..hops.len() {
         for length in 1..=LONGEST_LOOP {
+            // A round again is the same steps with a lower TTL: every router
+            // on the way took one off (a bridge's hooks repeat without).
             let repeats = |round: usize| {
                 let at = start + round * length;
+                let (previous, this) = (&hops[at - length], hops.get(at));
                 at + length <= hops.len()
+                    && this.is_some_and(|hop| hop.ttl > 0 && hop.ttl < previous.ttl)
                     && (0..length).all(|k| same_step(&hops[start + k], &hops[at + k]))
             };
             let rounds = (1..).take_while(|&round| repeats(round)).count();
@@ -2209,14 +2218,16 @@ impl Explainer<'_> {
         }
         // At a hook's entry conntrack may not have looked yet (PREROUTING,
         // OUTPUT): what it decided shows after the NAT or, where the NAT
-        // changed nothing, at the packet's next hook here (it stays on the skb).
+        // changed nothing, at the packet's next event here (it stays on the
+        // skb: the next hook, or the drop).
         let conntrack = event
             .conntrack
             .or_else(|| after.and_then(|(_, a)| a.conntrack))
             .or_else(|| {
-                next_netfilter
-                    .filter(|(_, e)| e.netns == event.netns)
-                    .and_then(|(_, e)| e.conntrack)
+                events[i + 1..]
+                    .iter()
+                    .filter(|e| e.skb == event.skb && e.netns == event.netns)
+                    .find_map(|e| e.conntrack)
             })
             .map(ConntrackSaid::from);
         // Some hooks have no program after them: a packet netfilter drops is

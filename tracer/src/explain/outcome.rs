@@ -755,7 +755,7 @@ fn error_cause(
         ),
         (3, 4) if dropped_here == Some(&DropReason::PktTooBig) => match route_here {
             Some(route) => format!(
-                " — it would have to send it on through {}{}, and the don't-fragment bit forbids splitting it (see #{})",
+                " — its route sends the packet on through {}{}, and the packet's don't-fragment bit forbids splitting it (see #{})",
                 route.device,
                 route
                     .mtu

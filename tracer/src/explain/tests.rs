@@ -395,12 +395,11 @@ fn two_containers_on_one_bridge_are_switched_with_fdb_evidence() {
         ),
         "{decision:?}"
     );
-    for kind in ["nat", "forward", "route"] {
-        assert!(
-            hops_of(request, kind).is_empty(),
-            "no {kind}: {}",
-            told.text
-        );
+    // Switched, not routed: and a bridge's hooks are no routing loop.
+    for kind in ["nat", "forward", "route", "loop"] {
+        for story in &told.stories {
+            assert!(hops_of(story, kind).is_empty(), "no {kind}: {}", told.text);
+        }
     }
     insta::assert_snapshot!(told.text);
 }
@@ -419,6 +418,11 @@ fn a_frame_for_an_unknown_mac_is_flooded_and_the_other_copies_discarded() {
         panic!("{decision:?}")
     };
     assert_eq!(ports.len(), 2);
+    assert!(
+        hops_of(request, "loop").is_empty(),
+        "a bridge's hooks for each copy are no loop: {}",
+        told.text
+    );
     assert!(plain(request).contains("discarded it: not addressed to it (OTHERHOST)"));
     assert!(
         matches!(request.outcome.ending, Ending::TakenIn { .. }),
@@ -876,12 +880,15 @@ fn dns_lab() -> Topology {
                     name: "dns-client-1".into(),
                     id: "c14e2a8ea686".into(),
                 },
-                vec![veth(
-                    2497,
-                    "eth0",
-                    Some((Ipv4Addr::new(172, 18, 0, 3), 16)),
-                    (HOST, 2498),
-                )],
+                vec![
+                    interface(1, "lo", LinkKind::Loopback, Some((Ipv4Addr::LOCALHOST, 8))),
+                    veth(
+                        2497,
+                        "eth0",
+                        Some((Ipv4Addr::new(172, 18, 0, 3), 16)),
+                        (HOST, 2498),
+                    ),
+                ],
             ),
             Namespace {
                 netns_names: vec!["pt-upstream".into()],

@@ -609,7 +609,13 @@ impl Assembler {
         }
         let id = self.next_id;
         self.next_id += 1;
-        let routes = self.claim_routes_for(&event);
+        // ARP is below routing: the lookups before it are the IP packet's
+        // that waits for its answer (ARP's own are address checks).
+        let routes = if matches!(event.packet.transport, Transport::Arp { .. }) {
+            VecDeque::new()
+        } else {
+            self.claim_routes_for(&event)
+        };
         // Room for a whole typical journey: growing it copied every event twice.
         let journey = Journey {
             id,

@@ -27,6 +27,11 @@ pub const NEIGH_FAILED: &str = include_str!("fixtures/neigh_failed.jsonl");
 /// UDP to 198.51.100.1:5353, where nothing listens.
 pub const UDP_CLOSED_PORT: &str = include_str!("fixtures/udp_closed_port.jsonl");
 
+/// `follow pt-upstream 198.51.100.254 --probe icmp` with pt-upstream's
+/// neighbour cache flushed (--save-events): the probe's lookups, its ARP
+/// who-has, the echo request queued until the answer came.
+pub const COLD_ARP_FROM_NETNS: &str = include_str!("fixtures/cold_arp_from_netns.jsonl");
+
 /// A UDP probe from server-1 to 198.51.100.1:7777, where a python echo
 /// server answers: both datagrams are read by sockets, seen by socket only.
 pub const UDP_ECHO: &str = include_str!("fixtures/udp_echo.jsonl");
@@ -653,4 +658,32 @@ fn a_live_skb_may_make_more_events_than_lookalikes() {
     let journeys = assembler.take_all();
     assert_eq!(journeys.len(), 1);
     assert_eq!(journeys[0].events.len(), MAX_EVENTS * 2);
+}
+
+/// ARP is below routing: the sender's lookups made before its who-has are
+/// the IP packet's, which waits for the answer; the ARP message claims none.
+#[test]
+fn the_senders_route_goes_to_its_packet_not_to_the_arp_it_waited_for() {
+    let journeys = assemble(COLD_ARP_FROM_NETNS);
+    let routes_of = |journey: &Journey| {
+        journey
+            .events
+            .iter()
+            .filter(|e| matches!(e.kind, EventKind::Route { .. }) && e.in_task == Some(true))
+            .count()
+    };
+    let (arp, ip): (Vec<&Journey>, Vec<&Journey>) = journeys
+        .iter()
+        .partition(|j| matches!(j.first_packet().transport, Transport::Arp { .. }));
+    assert!(arp.iter().all(|j| routes_of(j) == 0));
+    let request = ip
+        .iter()
+        .find(|j| {
+            matches!(
+                j.first_packet().transport,
+                Transport::Icmp { icmp_type: 8, .. }
+            )
+        })
+        .unwrap();
+    assert!(routes_of(request) >= 1, "{:?}", request.events);
 }
