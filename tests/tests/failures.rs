@@ -685,6 +685,17 @@ fn two_connections_refused_at_once_are_two_exchanges() -> Result<()> {
         );
         assert_eq!(reply["answer"]["kind"], "reset");
         assert_eq!(reply["answer"]["by_firewall"], false);
+        // Each SYN has the route its own nc chose and each reset the one its
+        // kernel chose, though the two connections overlap.
+        let send = &request["hops"][0];
+        assert_eq!(
+            (send["kind"].as_str(), send["process"].as_str()),
+            (Some("send"), Some("nc")),
+            "{send:#}"
+        );
+        assert_eq!(send["route"]["table"], 254, "{send:#}");
+        let reply_send = &reply["hops"][0];
+        assert_eq!(reply_send["route"]["table"], 254, "{reply_send:#}");
     }
     Ok(())
 }

@@ -285,7 +285,20 @@ fn a_plain_network_namespace_joined_to_the_host_by_a_veth() -> Result<()> {
     ensure!(journeys.len() == 2, "{journeys:#?}");
     let (request, reply) = (&journeys[0], &journeys[1]);
     let label = format!("netns {}", pair.name());
-    assert_eq!(hop(request, "send")["namespace"], label.as_str());
+    let send = hop(request, "send");
+    assert_eq!(send["namespace"], label.as_str());
+    // A fresh namespace asks ARP for the host first; the kernel's check of
+    // that neighbour's address type (a lookup in table local) is not the
+    // route the sender chose, which `ip route get` shows in table main.
+    assert_eq!(send["waited_for_arp"], true, "{send:#}");
+    assert_eq!(
+        (
+            send["route"]["table"].as_u64(),
+            send["route"]["out_device"].as_str()
+        ),
+        (Some(254), Some(pair.veth())),
+        "{send:#}"
+    );
     let veth = hop(request, "veth");
     assert_eq!(
         (veth["device"].as_str(), veth["peer_device"].as_str()),
@@ -972,6 +985,14 @@ fn a_cold_arp_cache_is_one_line_in_the_hop_that_waited() -> Result<()> {
             .contains(&format!("for ARP on eth0: 172.17.0.1 is at {docker0_mac}")),
         "{send:#}"
     );
+    // The fresh upstream answered the host's who-has just before its echo
+    // reply, between the same two addresses: the lookup is the reply's.
+    let reply = journeys
+        .iter()
+        .find(|j| j["direction"] == "reply")
+        .context("the echo reply")?;
+    let reply_send = hop(reply, "send");
+    assert_eq!(reply_send["route"]["table"], 254, "{reply_send:#}");
     Ok(())
 }
 

@@ -139,16 +139,18 @@ fn route_refused(route: &RouteChoice, destination: Ipv4Addr) -> String {
 
 fn forwarding_off(input: &Ipv4Settings) -> String {
     let device = &input.device;
-    let all = match input.all_forwarding {
-        Some(true) => {
-            " (net.ipv4.conf.all.forwarding is 1, but the kernel checks the device the packet came in on)"
-        }
-        _ => "",
+    // Writing `all` sets every device, but only when its value changes: with
+    // it already 1, writing 1 again leaves the device off.
+    let (all, every_device) = match input.all_forwarding {
+        Some(true) => (
+            " (net.ipv4.conf.all.forwarding is 1, but the kernel checks the device the packet came in on)",
+            "",
+        ),
+        _ => ("", " (or net.ipv4.conf.all.forwarding=1 for every device)"),
     };
     format!(
         "forwarding is off on {device}, where it came in: net.ipv4.conf.{device}.forwarding = 0{all}, so the kernel will not route it onward. \
-         Check: sysctl net.ipv4.conf.{device}.forwarding; enable: sysctl -w net.ipv4.conf.{device}.forwarding=1 \
-         (or net.ipv4.conf.all.forwarding=1 for every device)"
+         Check: sysctl net.ipv4.conf.{device}.forwarding; enable: sysctl -w net.ipv4.conf.{device}.forwarding=1{every_device}"
     )
 }
 
@@ -162,10 +164,11 @@ fn reverse_path_filter(drop: &DropContext<'_>) -> String {
                 Some(2) => "loose",
                 _ => "on",
             };
+            let and_all = relax_all_rp_filter(input.all_rp_filter);
             format!(
                 "the reverse path filter dropped it: the kernel would not send a reply to {source} back out of {device}, where it came in \
                  (net.ipv4.conf.{device}.rp_filter = {}, net.ipv4.conf.all.rp_filter = {}; the higher one, {mode}, applies). \
-                 Check: ip route get {source}; relax: sysctl -w net.ipv4.conf.{device}.rp_filter=2 (and all.rp_filter)",
+                 Check: ip route get {source}; relax: sysctl -w net.ipv4.conf.{device}.rp_filter=2{and_all}",
                 input.rp_filter.map_or("?".into(), |v| v.to_string()),
                 input.all_rp_filter.map_or("?".into(), |v| v.to_string()),
             )
@@ -174,6 +177,16 @@ fn reverse_path_filter(drop: &DropContext<'_>) -> String {
             "the reverse path filter dropped it: the route back to {source} does not leave by the device it came in on. \
              Check: ip route get {source}; sysctl net.ipv4.conf.all.rp_filter"
         ),
+    }
+}
+
+/// The higher of a device's and `all`'s rp_filter applies: `all` needs
+/// relaxing too only when it is strict.
+fn relax_all_rp_filter(all: Option<u8>) -> &'static str {
+    match all {
+        Some(0 | 2) => "",
+        Some(_) => " and net.ipv4.conf.all.rp_filter=2",
+        None => " (and net.ipv4.conf.all.rp_filter=2 if it is 1)",
     }
 }
 
@@ -222,5 +235,38 @@ fn netfilter(drop: &DropContext<'_>) -> String {
                  Check: iptables -L {hook} -v -n --line-numbers for each table (counters show the rule), or nft -a list ruleset"
             )
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn docker0(all_forwarding: bool) -> Ipv4Settings {
+        Ipv4Settings {
+            device: "docker0".into(),
+            forwarding: Some(false),
+            all_forwarding: Some(all_forwarding),
+            rp_filter: Some(0),
+            all_rp_filter: Some(0),
+        }
+    }
+
+    #[test]
+    fn all_forwarding_is_offered_only_when_writing_it_would_change_it() {
+        assert!(
+            forwarding_off(&docker0(false))
+                .contains("net.ipv4.conf.all.forwarding=1 for every device")
+        );
+        let all_on = forwarding_off(&docker0(true));
+        assert!(all_on.contains("net.ipv4.conf.all.forwarding is 1, but the kernel checks"));
+        assert!(!all_on.contains("all.forwarding=1"), "{all_on}");
+    }
+
+    #[test]
+    fn all_rp_filter_is_relaxed_only_when_it_is_strict() {
+        assert_eq!(relax_all_rp_filter(Some(0)), "");
+        assert_eq!(relax_all_rp_filter(Some(2)), "");
+        assert!(relax_all_rp_filter(Some(1)).contains("all.rp_filter=2"));
     }
 }

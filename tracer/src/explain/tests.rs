@@ -245,6 +245,61 @@ fn icmp_through_masquerade_and_back() {
     insta::assert_snapshot!(told.text);
 }
 
+/// Demo #2 on the picture: the request's arrow goes from the host's IP
+/// stack through the upstream's veth, the device the host sent it out of, and from
+/// there into the upstream's namespace; it does not skip that device.
+#[test]
+fn the_picture_draws_a_veth_crossing_through_the_end_it_went_in_by() {
+    let told = tell(ICMP_MASQUERADE);
+    let report = crate::render::topology::Report::build(
+        &crate::enrich::Wiring::of_topology(told.topology.clone()),
+        None,
+    );
+    let dot = crate::render::topology::journey::render(&report, &told.stories);
+    let host = told.topology.host_netns;
+    // The veth the request left the host by, to the upstream's namespace.
+    let uplink_name = told.requests()[0]
+        .hops
+        .iter()
+        .find_map(|hop| match &hop.details {
+            Details::Veth {
+                peer_device,
+                peer_netns,
+                ..
+            } if *peer_netns == host && hop.netns != host => Some(peer_device),
+            _ => None,
+        })
+        .unwrap();
+    let uplink = told
+        .topology
+        .namespace(host)
+        .unwrap()
+        .interfaces
+        .iter()
+        .find(|i| &i.name == uplink_name)
+        .unwrap()
+        .ifindex;
+    let uplink_node = format!("if_{host}_{uplink}");
+    let request_arrows: Vec<&str> = dot
+        .lines()
+        .filter(|l| {
+            l.contains(crate::render::topology::journey::REQUEST_COLOUR) && l.contains(" -- ")
+        })
+        .collect();
+    assert!(
+        request_arrows
+            .iter()
+            .any(|l| l.contains(&format!("stack_{host} -- {uplink_node} "))),
+        "{request_arrows:#?}"
+    );
+    assert!(
+        request_arrows
+            .iter()
+            .any(|l| l.contains(&format!("{uplink_node} -- if_"))),
+        "{request_arrows:#?}"
+    );
+}
+
 /// A fresh lab: the container and the host must ARP before sending; the
 /// lookups ARP makes are not the packet's route.
 #[test]

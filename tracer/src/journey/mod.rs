@@ -738,9 +738,25 @@ impl Assembler {
         } else {
             Key::Flow(flow.src, flow.dst)
         };
-        let in_flight = self
-            .find(key, route.time_ns)
-            .filter(|id| route.time_ns.saturating_sub(self.open[id].last_time) < ROUTE_LEAD_NS);
+        // An answer's found route is made before the answer exists: it waits
+        // for it, even when an earlier answer between the same two addresses
+        // is still under way. ARP is below routing: no lookup is an ARP
+        // message's. A lookup in a task's own system call is no packet's of
+        // another task's.
+        let answer = route_for == RouteFor::AnswerTo;
+        let in_flight = self.find(key, route.time_ns).filter(|id| {
+            let open = &self.open[id];
+            let arp = open
+                .last_packet
+                .is_some_and(|p| matches!(p.transport, Transport::Arp { .. }));
+            let other_task = open.journey.events.first().is_some_and(|first| {
+                first.in_task == Some(true) && route.in_task == Some(true) && first.pid != route.pid
+            });
+            !answer
+                && !arp
+                && !other_task
+                && route.time_ns.saturating_sub(open.last_time) < ROUTE_LEAD_NS
+        });
         match in_flight {
             Some(id) => self.add_to(id, route),
             None => {
@@ -753,16 +769,27 @@ impl Assembler {
     }
 
     /// The lookups made for the packet `first` is the first event of: its
-    /// flow, its namespace, shortly before it, and made by the same task
-    /// when both were made in a task's own context (its system call).
+    /// flow and protocol, its namespace, shortly before it, and made by the
+    /// same task when both were made in a task's own context (its system
+    /// call). A sender looks up its route for its protocol, and netfilter
+    /// re-routes a packet it made (a REJECT's reset) with no protocol but
+    /// the packet's source; a lookup with neither is the kernel checking an
+    /// address (the type of a neighbour it is about to ask ARP for), no
+    /// route of the packet's.
     fn claim_routes_for(&mut self, first: &Event) -> VecDeque<Event> {
         let same_task = |route: &Event| {
             route.in_task != Some(true) || first.in_task != Some(true) || route.pid == first.pid
         };
+        let protocol = first.packet.transport.protocol_number();
+        let routes_this_protocol = |route: &Event| match route.packet.transport.protocol_number() {
+            0 => !route.packet.src.is_unspecified(),
+            number => number == protocol,
+        };
         let (claimed, rest) = std::mem::take(&mut self.unclaimed_routes)
             .into_iter()
             .partition(|route| {
-                route.packet.dst == first.packet.dst
+                routes_this_protocol(route)
+                    && route.packet.dst == first.packet.dst
                     && (route.packet.src.is_unspecified() || route.packet.src == first.packet.src)
                     && route.netns == first.netns
                     && same_task(route)

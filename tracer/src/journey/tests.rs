@@ -32,6 +32,16 @@ pub const UDP_CLOSED_PORT: &str = include_str!("fixtures/udp_closed_port.jsonl")
 /// who-has, the echo request queued until the answer came.
 pub const COLD_ARP_FROM_NETNS: &str = include_str!("fixtures/cold_arp_from_netns.jsonl");
 
+/// `cargo xtask demo` on a fresh lab (--save-events): every ARP cache cold,
+/// so pt-upstream answers the host's who-has just before the echo reply,
+/// from and to the very addresses the reply has.
+pub const COLD_DEMO: &str = include_str!("fixtures/cold_demo.jsonl");
+
+/// Two `nc` in server-1 connecting at once to 198.51.100.1:7777, where
+/// nothing listens (--save-events): the second SYN's lookups come while the
+/// first connection's SYN and reset are still under way.
+pub const TWO_CONNECTIONS_REFUSED: &str = include_str!("fixtures/two_connections_refused.jsonl");
+
 /// A UDP probe from server-1 to 198.51.100.1:7777, where a python echo
 /// server answers: both datagrams are read by sockets, seen by socket only.
 pub const UDP_ECHO: &str = include_str!("fixtures/udp_echo.jsonl");
@@ -661,7 +671,10 @@ fn a_live_skb_may_make_more_events_than_lookalikes() {
 }
 
 /// ARP is below routing: the sender's lookups made before its who-has are
-/// the IP packet's, which waits for the answer; the ARP message claims none.
+/// the IP packet's, which waits for the answer; the ARP message claims none,
+/// and the packet does not claim the kernel's check of the neighbour's
+/// address type (a lookup in table local with no protocol, made as it
+/// starts to ask ARP), which would tell a wrong table.
 #[test]
 fn the_senders_route_goes_to_its_packet_not_to_the_arp_it_waited_for() {
     let journeys = assemble(COLD_ARP_FROM_NETNS);
@@ -686,4 +699,103 @@ fn the_senders_route_goes_to_its_packet_not_to_the_arp_it_waited_for() {
         })
         .unwrap();
     assert!(routes_of(request) >= 1, "{:?}", request.events);
+    let senders_tables: Vec<u32> = request
+        .events
+        .iter()
+        .filter(|e| e.in_task == Some(true))
+        .filter_map(|e| match e.kind {
+            EventKind::Route { table, .. } => Some(table),
+            _ => None,
+        })
+        .collect();
+    assert!(
+        senders_tables.iter().all(|&t| t == 254),
+        "{senders_tables:?}"
+    );
+}
+
+/// The kernel's lookup for an echo reply is the reply's own, even when an
+/// ARP reply between the same two addresses went out just before it.
+#[test]
+fn an_answers_route_is_not_taken_by_the_arp_reply_before_it() {
+    let journeys = assemble(COLD_DEMO);
+    let reply = journeys
+        .iter()
+        .find(|j| {
+            matches!(
+                j.first_packet().transport,
+                Transport::Icmp { icmp_type: 0, .. }
+            )
+        })
+        .expect("the echo reply");
+    let sender = reply.events[0].netns;
+    assert!(
+        reply
+            .events
+            .iter()
+            .any(|e| matches!(e.kind, EventKind::Route { table: 254, .. }) && e.netns == sender),
+        "{:#?}",
+        reply.events
+    );
+    for arp in journeys
+        .iter()
+        .filter(|j| matches!(j.first_packet().transport, Transport::Arp { .. }))
+    {
+        assert!(
+            !arp.events
+                .iter()
+                .any(|e| matches!(e.kind, EventKind::Route { .. })),
+            "{:#?}",
+            arp.events
+        );
+    }
+}
+
+/// Each SYN has the lookups its own `nc` made, and each reset the lookup its
+/// kernel made for it, though the second connection came while the first
+/// one's packets were still under way, between the same addresses.
+#[test]
+fn concurrent_connections_each_keep_their_own_routes() {
+    let journeys = assemble(TWO_CONNECTIONS_REFUSED);
+    let tcp = |flags: u8| -> Vec<&Journey> {
+        journeys
+            .iter()
+            .filter(|j| matches!(j.first_packet().transport, Transport::Tcp { flags: f, .. } if f == flags))
+            .collect()
+    };
+    let (syns, resets) = (tcp(0x02), tcp(0x14));
+    assert_eq!((syns.len(), resets.len()), (2, 2), "{journeys:#?}");
+    for syn in syns {
+        let sender = syn
+            .packet_events()
+            .find(|e| e.in_task == Some(true))
+            .expect("sent in its connect")
+            .pid;
+        let lookups: Vec<u32> = syn
+            .events
+            .iter()
+            .filter(|e| matches!(e.kind, EventKind::Route { .. }) && e.in_task == Some(true))
+            .map(|e| e.pid)
+            .collect();
+        assert!(
+            !lookups.is_empty() && lookups.iter().all(|&pid| pid == sender),
+            "{lookups:?} for {sender}"
+        );
+    }
+    for reset in resets {
+        let answers = reset
+            .events
+            .iter()
+            .filter(|e| {
+                matches!(
+                    e.kind,
+                    EventKind::Route {
+                        route_for: RouteFor::AnswerTo,
+                        ..
+                    }
+                )
+            })
+            .count();
+        assert_eq!(answers, 1, "{:#?}", reset.events);
+    }
 }

@@ -124,6 +124,14 @@ fn draw(
         if let Place::Stack(netns) = place {
             stacks.insert(netns);
         }
+        // A veth hop is told where it came out; the arrow passes first through
+        // the end it went in by (after a routing decision: the device the
+        // namespace sent it out of), or the picture has it skip that device.
+        if let Some(went_in_by) = veth_entry(report, hop)
+            && visits.last().is_none_or(|(last, _)| *last != went_in_by)
+        {
+            visits.push((went_in_by, Vec::new()));
+        }
         match visits.last_mut() {
             Some((last, numbers)) if *last == place => numbers.push(number),
             _ => visits.push((place.clone(), vec![number])),
@@ -204,6 +212,19 @@ fn arrow(from: &str, to: &str, numbers: &[usize], colour: &str, style: &str) -> 
         "{from} -- {to} [dir=forward, color=\"{colour}\", fontcolor=\"{colour}\", fontsize=16, penwidth=3, style={style}, label=\" {} \"];",
         label.join("·")
     )
+}
+
+/// The end of a veth pair a veth hop went in by, when the picture has it.
+fn veth_entry(report: &Report, hop: &Hop) -> Option<Place> {
+    let Details::Veth {
+        peer_device,
+        peer_netns,
+        ..
+    } = &hop.details
+    else {
+        return None;
+    };
+    node(dot::drawn_namespace(report, *peer_netns)?, peer_device)
 }
 
 fn peer_netns(hop: &Hop) -> Option<u32> {
