@@ -4,24 +4,17 @@
 
 mod allocator;
 mod cli;
+mod commands;
 mod decode;
-mod dns;
 mod enrich;
 mod explain;
-mod facts;
-mod follow;
-mod intake;
 mod journey;
 mod probes;
-mod recording;
 mod render;
-mod replay;
-mod sender;
+mod session;
 mod setns;
-mod target;
 #[cfg(test)]
 mod test_support;
-mod topology;
 
 use std::process::ExitCode;
 
@@ -58,10 +51,10 @@ fn main() -> ExitCode {
 async fn run() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Follow(args) => follow::run(args).await,
-        Command::Topology(args) => topology::run(args).await,
-        Command::Dns(args) => dns::run(args).await,
-        Command::Replay(args) => replay::run(args).await,
+        Command::Follow(args) => commands::follow::run(args).await,
+        Command::Topology(args) => commands::topology::run(args).await,
+        Command::Dns(args) => commands::dns::run(args).await,
+        Command::Replay(args) => commands::replay::run(args).await,
         Command::Schema(args) => {
             print!("{}", render::schema::schema(args.of));
             Ok(ExitCode::SUCCESS)

@@ -5,6 +5,7 @@
 
 pub mod dns;
 mod docker;
+pub mod facts;
 mod fdb;
 mod firewall;
 #[cfg(test)]
@@ -14,6 +15,7 @@ mod netns;
 mod path_mtu;
 mod peers;
 mod processes;
+mod published;
 mod sysctl;
 #[cfg(test)]
 mod tests;
@@ -23,13 +25,11 @@ mod wiring;
 use serde::{Deserialize, Serialize};
 use std::net::Ipv4Addr;
 
-use crate::{
-    decode::{DropReason, EventKind, Hook, Mac},
-    journey::Journey,
-};
+use crate::decode::{Hook, Mac};
 
 pub use fdb::{FdbEntry, host_fdb};
 pub use path_mtu::path_mtu;
+pub use published::{Published, published_target};
 pub use sysctl::{Ipv4Settings, ipv4_settings};
 pub use watch::changes;
 pub use wiring::{
@@ -304,43 +304,6 @@ pub fn read_ruleset_of(namespace: &Namespace, host_netns: u32) -> Result<Ruleset
         .as_deref()
         .ok_or_else(|| format!("cannot enter netns:[{}]", namespace.inode))?;
     firewall::read_in(path)
-}
-
-/// The IPv4 settings a journey's story needs, read now in the namespaces
-/// where it happened: of each device a namespace forwarded it from, and of
-/// the device a routing or reverse-path drop happened on.
-pub fn journey_ipv4_settings(journey: &Journey, topology: &Topology) -> Vec<(u32, Ipv4Settings)> {
-    let mut wanted: Vec<(u32, &str)> = Vec::new();
-    let mut arrived_on: Option<(u32, &str)> = None;
-    for event in &journey.events {
-        match &event.kind {
-            EventKind::Receive { .. } => arrived_on = Some((event.netns, event.ifname.as_str())),
-            EventKind::Netfilter {
-                hook: Hook::Forward,
-                ..
-            } => wanted.push((event.netns, event.ifname.as_str())),
-            EventKind::Drop {
-                reason:
-                    DropReason::IpInAddrErrors | DropReason::IpInNoRoutes | DropReason::IpRpFilter,
-                ..
-            } => {
-                wanted.extend(arrived_on.filter(|(netns, _)| *netns == event.netns));
-            }
-            _ => {}
-        }
-    }
-    wanted.sort_unstable();
-    wanted.dedup();
-    wanted
-        .into_iter()
-        .filter_map(|(netns, device)| {
-            let namespace = topology.namespace(netns)?;
-            Some((
-                netns,
-                ipv4_settings(namespace, device, topology.host_netns)?,
-            ))
-        })
-        .collect()
 }
 
 /// `net.bridge.bridge-nf-call-iptables` (None when br_netfilter is not loaded).

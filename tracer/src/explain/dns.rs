@@ -19,7 +19,9 @@ use crate::{
     journey::dns::{DnsExchange, DnsPacket, ForwardedLeg},
 };
 
-use super::{Details, Direction, Facts, Hop, Outcome, Telling, Tuple, explain};
+use crate::enrich::facts::Facts;
+
+use super::{Details, Direction, Hop, Outcome, Telling, Tuple, explain};
 
 #[derive(Clone, Debug, Serialize, schemars::JsonSchema)]
 pub struct DnsStory {

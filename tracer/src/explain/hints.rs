@@ -6,10 +6,13 @@ use std::net::Ipv4Addr;
 
 use crate::{
     decode::{CodeSite, DropReason, Hook, RouteResult, SiteRole},
-    enrich::Ipv4Settings,
+    enrich::{
+        Ipv4Settings,
+        facts::{RuleAction, RuleVerdict},
+    },
 };
 
-use super::{RouteChoice, RuleAction, RuleVerdict, table_name};
+use super::{RouteChoice, table_name};
 
 /// What is known about a drop when its hint is written.
 pub struct DropContext<'a> {
@@ -201,7 +204,7 @@ fn netfilter(drop: &DropContext<'_>) -> String {
             };
             format!(
                 "a rule in {hook} {verb}: {} (nf_tables' own trace of this packet). Check: nft -a list chain {} {}",
-                rule.describe(),
+                rule_words(rule),
                 rule.table,
                 rule.chain
             )
@@ -209,7 +212,7 @@ fn netfilter(drop: &DropContext<'_>) -> String {
         Some(rule) => format!(
             "no rule in {hook} accepted it and the chain's policy dropped it: {} (nf_tables' own trace of this packet). \
              Check: nft list chain {} {}",
-            rule.describe(),
+            rule_words(rule),
             rule.table,
             rule.chain
         ),
@@ -235,6 +238,23 @@ fn netfilter(drop: &DropContext<'_>) -> String {
                  Check: iptables -L {hook} -v -n --line-numbers for each table (counters show the rule), or nft -a list ruleset"
             )
         }
+    }
+}
+
+/// The rule as the story names it: table, chain, nft's words, and the
+/// chains that led there.
+fn rule_words(rule: &RuleVerdict) -> String {
+    let through = if rule.through.is_empty() {
+        String::new()
+    } else {
+        format!(" (reached through {})", rule.through.join(" → "))
+    };
+    match rule.handle {
+        Some(_) => format!("{} {}: {}{through}", rule.table, rule.chain, rule.text),
+        None => format!(
+            "{} {}: the chain's policy is drop, no rule accepted it first{through}",
+            rule.table, rule.chain
+        ),
     }
 }
 

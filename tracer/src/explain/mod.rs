@@ -3,31 +3,35 @@
 
 pub mod dns;
 mod hints;
+mod wanted;
+
+pub use wanted::facts_wanted;
 pub mod outcome;
 #[cfg(test)]
 mod tests;
 
 use std::net::Ipv4Addr;
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use crate::{
     decode::{
         CodeSite, Conntrack, CtDirection, CtState, DropReason, Event, EventKind, Hook, LOCAL_TABLE,
         MAIN_TABLE, Mac, NatSide, Packet, RouteFor, RouteResult, SiteRole, Transport,
     },
-    enrich::{FdbEntry, Interface, Ipv4Settings, LinkKind, Listener, Topology},
+    enrich::{
+        Interface, LinkKind, Listener, Published, Topology,
+        facts::{Facts, RuleAction, RuleVerdict},
+    },
     journey::{
         Journey,
         exchanges::{ArpResult, Role},
         is_a_copys_fate,
     },
-    target::Published,
 };
 
 pub use outcome::{
     Answer, Ending, LastRoute, NoReply, NotSent, Origin, Outcome, RequestSummary, RouteBack,
-    RuleAction, RuleVerdict,
 };
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, schemars::JsonSchema)]
@@ -486,64 +490,6 @@ pub struct Story {
     /// The kernel dropped events while this journey was traced: hops may be missing.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub events_lost: bool,
-}
-
-/// Facts read elsewhere that the explanation needs.
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
-pub struct Facts {
-    /// The kernel reported lost events while this journey could have been traced.
-    pub events_lost: bool,
-    /// `net.bridge.bridge-nf-call-iptables`: bridged frames also cross the IPv4
-    /// hooks (read only for a journey that crosses a bridge).
-    pub bridge_calls_iptables: Option<bool>,
-    /// The bridges' forwarding databases when the journey was told.
-    pub fdb: Vec<FdbEntry>,
-    /// IPv4 settings (`net.ipv4.conf.<dev>.*`) of the devices the journey
-    /// came in on where a namespace forwarded it or filtered its source,
-    /// by namespace inode.
-    pub ipv4: Vec<(u32, Ipv4Settings)>,
-    /// For a netfilter drop: the rule or policy that decided, from
-    /// nf_tables tracing.
-    pub rule_verdict: Option<RuleVerdict>,
-    /// Why rules could not be traced, when they could not.
-    pub rule_tracing_unavailable: Option<String>,
-    /// The IPv4 hooks where a namespace has base chains of its own, for the
-    /// namespaces whose ruleset was read.
-    pub netfilter_hooks: Vec<(u32, Vec<Hook>)>,
-    /// For a send the kernel refused (its route lookups alone): what the
-    /// send returned and what the route said then.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub refused_send: Option<RefusedSend>,
-}
-
-/// A send refused by the sender's kernel, as its socket saw it.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RefusedSend {
-    /// The errno the send returned (EMSGSIZE: too big for the path MTU).
-    pub errno: i32,
-    /// The IPv4 length the packet would have had.
-    pub length: u16,
-    /// The path MTU the sender's namespace had learned for the destination
-    /// (`ip route get`'s cached `mtu`), read right after.
-    pub path_mtu: Option<u32>,
-}
-
-impl Facts {
-    /// The hooks where `netns` has chains, when known.
-    pub fn netfilter_hooks_of(&self, netns: u32) -> Option<&[Hook]> {
-        self.netfilter_hooks
-            .iter()
-            .find(|(ns, _)| *ns == netns)
-            .map(|(_, hooks)| hooks.as_slice())
-    }
-
-    /// The settings of `device` in namespace `netns`, when they were read.
-    pub fn ipv4_of(&self, netns: u32, device: &str) -> Option<&Ipv4Settings> {
-        self.ipv4
-            .iter()
-            .find(|(ns, settings)| *ns == netns && settings.device == device)
-            .map(|(_, settings)| settings)
-    }
 }
 
 /// The part a journey plays, as far as its story needs to know.
@@ -1457,7 +1403,6 @@ pub fn request_summary(journey: &Journey, story: &Story, topology: &Topology) ->
     });
     RequestSummary {
         id: journey.id,
-        sent_ns: journey.first_seen_ns(),
         sent: journey.first_packet(),
         ending: story.outcome.ending.clone(),
         arp_attempts: journey

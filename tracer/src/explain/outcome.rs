@@ -3,11 +3,14 @@
 
 use std::net::Ipv4Addr;
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use crate::{
     decode::{CodeSite, DropReason, Hook, Mac, Packet, Quoted, RouteResult, SiteRole, Transport},
-    enrich::LinkKind,
+    enrich::{
+        LinkKind,
+        facts::{RuleAction, RuleVerdict},
+    },
 };
 
 use super::{RouteChoice, table_name};
@@ -133,52 +136,6 @@ pub enum NotSent {
         #[serde(skip_serializing_if = "Option::is_none")]
         path_mtu: Option<u32>,
     },
-}
-
-/// What a rule decided.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, schemars::JsonSchema, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum RuleAction {
-    Drop,
-    /// REJECT: dropped, and the sender told (an ICMP error or a reset).
-    Reject,
-    /// No rule decided: the base chain's policy dropped it.
-    PolicyDrop,
-}
-
-/// The rule that decided a packet's fate in nf_tables, as the kernel's trace
-/// reported it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, schemars::JsonSchema, Deserialize)]
-pub struct RuleVerdict {
-    /// "ip filter".
-    pub table: String,
-    pub chain: String,
-    /// The chains that jumped there, from the hook's base chain on.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub through: Vec<String>,
-    /// nft's handle of the rule; None when the chain's policy decided.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub handle: Option<u64>,
-    /// The rule as `nft -a list ruleset` shows it; for a policy, "policy drop".
-    pub text: String,
-    pub action: RuleAction,
-}
-
-impl RuleVerdict {
-    pub fn describe(&self) -> String {
-        let through = if self.through.is_empty() {
-            String::new()
-        } else {
-            format!(" (reached through {})", self.through.join(" → "))
-        };
-        match self.handle {
-            Some(_) => format!("{} {}: {}{through}", self.table, self.chain, self.text),
-            None => format!(
-                "{} {}: the chain's policy is drop, no rule accepted it first{through}",
-                self.table, self.chain
-            ),
-        }
-    }
 }
 
 /// An outcome: the typed ending and its sentence.
@@ -539,8 +496,6 @@ impl Answer {
 #[derive(Clone, Debug)]
 pub struct RequestSummary {
     pub id: u64,
-    /// When it was first seen (kernel clock).
-    pub sent_ns: u64,
     /// The request as its sender sent it.
     pub sent: Packet,
     pub ending: Ending,
@@ -939,7 +894,6 @@ mod tests {
     fn rejected_syn() -> RequestSummary {
         RequestSummary {
             id: 1,
-            sent_ns: 0,
             sent: Packet {
                 src: Ipv4Addr::new(172, 17, 0, 2),
                 dst: Ipv4Addr::new(198, 51, 100, 1),

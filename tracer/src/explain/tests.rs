@@ -10,11 +10,11 @@ use std::net::Ipv4Addr;
 
 use super::*;
 use crate::enrich::{Container, DockerNetwork, InterfaceRef, Namespace, Owner};
-use crate::follow::{Output, Teller};
 use crate::journey::exchanges::Role;
 use crate::journey::tests::assemble;
-use crate::recording::{Record, Recording};
 use crate::render::terminal::Palette;
+use crate::session::recording::{Record, Recording};
+use crate::session::teller::{Output, Teller};
 
 macro_rules! recording {
     ($name:literal) => {

@@ -106,9 +106,11 @@ pub enum ArpResult {
 #[derive(Debug)]
 pub enum Told {
     Journey(Journey, Role),
-    /// Request `request` got no reply within `waited`.
+    /// Request `request`, sent at `sent_ns` (kernel clock), got no reply
+    /// within `waited`.
     NoReply {
         request: u64,
+        sent_ns: u64,
         waited: Duration,
     },
 }
@@ -214,6 +216,7 @@ impl Exchanges {
         self.end_wait(&request);
         Told::NoReply {
             request: request.asked.id,
+            sent_ns: request.asked.sent_ns,
             waited: request.since.elapsed(),
         }
     }

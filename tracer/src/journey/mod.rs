@@ -185,6 +185,8 @@ impl Journey {
 #[derive(Clone, Debug)]
 pub struct Asked {
     pub id: u64,
+    /// When its first event was seen (kernel clock).
+    pub sent_ns: u64,
     /// The conntrack entries that tracked it.
     conntrack_ids: Vec<u64>,
     /// The packet as it was along its way (consecutive repeats once, NAT's
@@ -201,6 +203,7 @@ impl Asked {
         packets.dedup();
         Self {
             id: journey.id,
+            sent_ns: journey.first_seen_ns(),
             conntrack_ids,
             packets,
         }

@@ -518,12 +518,12 @@ fn a_datagram_read_no_delivered_datagram_fits_is_dropped() {
 /// The kernel's events of a run, as a recording of it keeps them (every
 /// journey's, in kernel time): the explanation tests' recordings.
 fn events_of(recording: &str) -> Vec<Event> {
-    let parsed = crate::recording::Recording::parse(recording.as_bytes()).unwrap();
+    let parsed = crate::session::recording::Recording::parse(recording.as_bytes()).unwrap();
     let mut events: Vec<Event> = parsed
         .records
         .into_iter()
         .filter_map(|record| match record {
-            crate::recording::Record::Journey { journey, .. } => Some(journey.events),
+            crate::session::recording::Record::Journey { journey, .. } => Some(journey.events),
             _ => None,
         })
         .flatten()

@@ -161,18 +161,24 @@ impl LossReport {
 /// kernel's BTF (the struct offsets the programs are loaded with, drop
 /// reason names) and the kernel verifying every program. A plain thread: a
 /// command that fails on bad input meanwhile exits at once.
-pub struct Startup {
-    loading: std::thread::JoinHandle<Result<(Loaded, crate::decode::KernelNames)>>,
+pub struct Startup<Names> {
+    loading: std::thread::JoinHandle<Result<(Loaded, Names)>>,
     began: std::time::Instant,
 }
 
 /// How long start-up goes on before pkttrace says what it is waiting for.
 const QUIET_STARTUP: std::time::Duration = std::time::Duration::from_millis(300);
 
-impl Startup {
+impl<Names: Send + 'static> Startup<Names> {
     /// `capture_payload`: the TC program for TCP payloads is needed too
-    /// (`dns`); `buffer_mb`: the ring buffer's size asked for, if any.
-    pub fn begin(capture_payload: bool, buffer_mb: Option<u32>) -> Self {
+    /// (`dns`); `buffer_mb`: the ring buffer's size asked for, if any;
+    /// `names`: made from the drop reasons' names in BTF as soon as they are
+    /// read (the decoder's dictionary), on the same thread.
+    pub fn begin(
+        capture_payload: bool,
+        buffer_mb: Option<u32>,
+        names: impl FnOnce(Vec<(u32, String)>) -> Names + Send + 'static,
+    ) -> Self {
         let ring_bytes = ring_buffer_bytes(buffer_mb);
         Self {
             loading: std::thread::spawn(move || {
@@ -184,7 +190,7 @@ impl Startup {
                     types,
                     drop_reasons,
                 } = offsets::KernelFacts::read()?;
-                let names = crate::decode::KernelNames::from_kernel(drop_reasons);
+                let names = names(drop_reasons);
                 let btf = aya_btf
                     .join()
                     .map_err(|_| anyhow::anyhow!("the thread reading the kernel's BTF failed"))?
@@ -198,7 +204,7 @@ impl Startup {
     }
 
     /// Waits for it (off the event loop), saying so when it takes a while.
-    pub async fn finish(self) -> Result<(Loaded, crate::decode::KernelNames)> {
+    pub async fn finish(self) -> Result<(Loaded, Names)> {
         let quiet_until = self.began + QUIET_STARTUP;
         let mut joining = tokio::task::spawn_blocking(move || self.loading.join());
         let joined = match tokio::time::timeout_at(quiet_until.into(), &mut joining).await {

@@ -578,9 +578,9 @@ mod tests {
     use super::super::rulesets::ruleset_tables;
     use super::*;
     use crate::{
+        commands::target::Probe,
         decode::nftrace::{RuleTrace, TraceKind, Verdict, decode},
-        sender,
-        target::{Destination, Probe},
+        session::Destination,
         test_support::run,
     };
 
@@ -746,9 +746,9 @@ mod tests {
         };
         // One ping from the near namespace to the far one.
         let ping = || {
-            sender::spawn(
+            crate::commands::follow::sender::spawn(
                 Probe::Icmp,
-                sender::Shape::default(),
+                crate::commands::follow::sender::Shape::default(),
                 destination,
                 Some(&paths[0]),
                 1,

@@ -8,9 +8,9 @@ use std::process::ExitCode;
 use anyhow::{Context, Result, bail};
 
 use crate::cli::TopologyArgs;
+use crate::commands::target::InputError;
 use crate::enrich::{Container, Topology, Wiring};
 use crate::render::topology::{self, Report};
-use crate::target::InputError;
 
 pub async fn run(args: TopologyArgs) -> Result<ExitCode> {
     // SAFETY: geteuid has no failure mode.

@@ -16,10 +16,7 @@ use anyhow::{Context, Result};
 use etherparse::{IcmpEchoHeader, Icmpv4Header, Icmpv4Type};
 use socket2::{Domain, Protocol, Socket, Type};
 
-use crate::{
-    setns::enter_network_namespace,
-    target::{Destination, Probe},
-};
+use crate::{commands::target::Probe, session::Destination, setns::enter_network_namespace};
 
 const INTERVAL: Duration = Duration::from_secs(1);
 /// What a probe carries when `--size` does not say.

@@ -15,10 +15,9 @@ use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    enrich::{Listener, Topology},
-    explain::Facts,
+    enrich::{Listener, Published, Topology, facts::Facts},
     journey::{Journey, exchanges::Role},
-    target::{Destination, Published},
+    session::{Destination, Told},
 };
 
 /// What `format` says in every recording's first line.
@@ -115,24 +114,37 @@ impl Recorder {
         Ok(recorder)
     }
 
-    pub fn journey(
-        &mut self,
-        topology: &Topology,
-        journey: &Journey,
-        role: Role,
-        facts: &Facts,
-    ) -> Result<()> {
-        if self.topology.as_ref() != Some(topology) {
-            self.write(&Record::Topology {
-                topology: Box::new(topology.clone()),
-            })?;
-            self.topology = Some(topology.clone());
-        }
-        self.write(&Record::Journey {
-            journey: journey.clone(),
-            role,
-            facts: Box::new(facts.clone()),
-        })
+    /// Keeps what a story is told from, with the wiring when it changed.
+    pub fn told(&mut self, told: &Told, topology: &Topology) -> Result<()> {
+        let record = match told {
+            Told::Journey {
+                journey,
+                role,
+                facts,
+            } => {
+                if self.topology.as_ref() != Some(topology) {
+                    self.write(&Record::Topology {
+                        topology: Box::new(topology.clone()),
+                    })?;
+                    self.topology = Some(topology.clone());
+                }
+                Record::Journey {
+                    journey: journey.clone(),
+                    role: *role,
+                    facts: facts.clone(),
+                }
+            }
+            Told::NoReply {
+                request,
+                waited_ms,
+                events_lost,
+            } => Record::NoReply {
+                request: *request,
+                waited_ms: *waited_ms,
+                events_lost: *events_lost,
+            },
+        };
+        self.write(&record)
     }
 
     pub fn write(&mut self, record: &Record) -> Result<()> {

@@ -2,13 +2,9 @@
 //! container, an `ip netns`, the host) and where they go.
 
 use serde::{Deserialize, Serialize};
-use std::{
-    fmt,
-    net::Ipv4Addr,
-    path::{Path, PathBuf},
-};
+use std::{fmt, net::Ipv4Addr, path::PathBuf};
 
-use crate::enrich::{PortBinding, Topology};
+use crate::{enrich::Topology, session::Destination};
 
 /// A user mistake, reported as one line with exit code 2.
 #[derive(Debug)]
@@ -48,12 +44,6 @@ impl Source {
             .find(|r| r.table == MAIN_TABLE && r.destination.is_none())?
             .gateway
     }
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Destination {
-    pub address: Ipv4Addr,
-    pub port: Option<u16>,
 }
 
 pub fn resolve_source(name: &str, topology: &Topology) -> anyhow::Result<Source> {
@@ -163,53 +153,6 @@ pub fn resolve_destination(text: &str, topology: &Topology) -> anyhow::Result<De
     )))
 }
 
-/// Where Docker sends a published port: DNAT (or docker-proxy) to a container.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Published {
-    pub container: String,
-    pub address: Ipv4Addr,
-    pub port: u16,
-}
-
-/// The container behind `destination` when it is a port Docker published on
-/// one of the host's addresses (or on all of them).
-pub fn published_target(
-    destination: &Destination,
-    protocol: &str,
-    bindings: &[PortBinding],
-    topology: &Topology,
-) -> Option<Published> {
-    let port = destination.port?;
-    let host_addresses: Vec<Ipv4Addr> = topology
-        .namespace(topology.host_netns)
-        .map(|host| {
-            host.interfaces
-                .iter()
-                .flat_map(|i| i.addresses.iter().map(|(a, _)| *a))
-                .collect()
-        })
-        .unwrap_or_default();
-    let on_host =
-        destination.address.is_loopback() || host_addresses.contains(&destination.address);
-    let binding = bindings.iter().find(|b| {
-        let any_address = matches!(b.host_ip.as_str(), "" | "0.0.0.0");
-        b.host_port == port
-            && b.protocol == protocol
-            && on_host
-            && (any_address || b.host_ip == destination.address.to_string())
-    })?;
-    let container = topology
-        .containers
-        .iter()
-        .find(|c| c.id == binding.container_id)?;
-    let address = container.networks.iter().find_map(|n| n.ip)?;
-    Some(Published {
-        container: container.name.clone(),
-        address,
-        port: binding.container_port,
-    })
-}
-
 /// `--probe`: the packet pkttrace sends itself.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Probe {
@@ -269,35 +212,6 @@ pub fn parse_probe(text: &str, destination: &Destination) -> anyhow::Result<Prob
     }
 }
 
-/// The namespaces besides the host's where netfilter is observed: the
-/// source's (`source_path` of namespace `source_netns`, none for the host),
-/// and those owning one of `addresses` (a container, an `ip netns` host on
-/// this machine), as nsfs paths.
-pub fn traced_namespaces(
-    source_netns: u32,
-    source_path: Option<&Path>,
-    addresses: &[Ipv4Addr],
-    topology: &Topology,
-) -> Vec<PathBuf> {
-    let mut paths: Vec<PathBuf> = source_path.map(Path::to_path_buf).into_iter().collect();
-    for address in addresses {
-        let owner = topology.namespaces.iter().find(|ns| {
-            ns.inode != topology.host_netns
-                && ns
-                    .interfaces
-                    .iter()
-                    .any(|i| i.addresses.iter().any(|(a, _)| a == address))
-        });
-        if let Some(path) = owner.and_then(|ns| ns.nsfs_path.clone())
-            && !paths.contains(&path)
-            && owner.map(|ns| ns.inode) != Some(source_netns)
-        {
-            paths.push(path);
-        }
-    }
-    paths
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -353,84 +267,6 @@ mod tests {
                 .contains("needs a port")
         );
         assert!(parse_probe("sctp:1", &without).is_err());
-    }
-
-    #[test]
-    fn a_published_port_on_a_host_address_leads_to_its_container() {
-        use crate::enrich::{Container, ContainerNetwork, Interface, Namespace, Owner};
-        let mut topology = empty();
-        topology.namespaces.push(Namespace {
-            inode: 1,
-            owner: Owner::Host,
-            netns_names: Vec::new(),
-            interfaces: vec![Interface {
-                ifindex: 9,
-                name: "pt-up-host".into(),
-                kind: crate::enrich::LinkKind::Veth,
-                mtu: None,
-                mac: None,
-                addresses: vec![(Ipv4Addr::new(198, 51, 100, 254), 24)],
-                up: true,
-                lower_up: true,
-                master: None,
-                peer: None,
-                driver: None,
-            }],
-            routes: Vec::new(),
-            ip_forward: Some(true),
-            nsfs_path: None,
-        });
-        topology.containers.push(Container {
-            id: "abc123".into(),
-            name: "server-1".into(),
-            pid: 7,
-            netns: 2,
-            sandbox_key: String::new(),
-            networks: vec![ContainerNetwork {
-                network: "bridge".into(),
-                ip: Some(Ipv4Addr::new(172, 17, 0, 2)),
-                gateway: None,
-                mac: None,
-            }],
-            dns: Vec::new(),
-        });
-        let bindings = [PortBinding {
-            container_id: "abc123".into(),
-            protocol: "tcp".into(),
-            container_port: 80,
-            host_ip: "0.0.0.0".into(),
-            host_port: 4000,
-        }];
-        let at = |address: [u8; 4], port| Destination {
-            address: Ipv4Addr::from(address),
-            port: Some(port),
-        };
-        let expected = Published {
-            container: "server-1".into(),
-            address: Ipv4Addr::new(172, 17, 0, 2),
-            port: 80,
-        };
-        assert_eq!(
-            published_target(&at([198, 51, 100, 254], 4000), "tcp", &bindings, &topology),
-            Some(expected.clone())
-        );
-        assert_eq!(
-            published_target(&at([127, 0, 0, 1], 4000), "tcp", &bindings, &topology),
-            Some(expected)
-        );
-        assert_eq!(
-            published_target(&at([198, 51, 100, 1], 4000), "tcp", &bindings, &topology),
-            None,
-            "not the host"
-        );
-        assert_eq!(
-            published_target(&at([198, 51, 100, 254], 4001), "tcp", &bindings, &topology),
-            None
-        );
-        assert_eq!(
-            published_target(&at([198, 51, 100, 254], 4000), "udp", &bindings, &topology),
-            None
-        );
     }
 
     #[test]

@@ -11,11 +11,11 @@ use std::{
 use anyhow::Result;
 
 use crate::{
-    enrich::{Listener, Topology, Wiring},
-    explain::{self, Answer, Facts, NoReply, Outcome, RequestSummary, Story, Telling},
+    enrich::{Listener, Published, Topology, Wiring, facts::Facts},
+    explain::{self, Answer, NoReply, Outcome, RequestSummary, Story, Telling},
     journey::{Journey, exchanges::Role},
     render::{self, pcap::PcapFile, step::Stepper, terminal::Palette, topology},
-    target::{Destination, Published},
+    session::{Destination, Told},
 };
 
 /// Most requests remembered for the replies and "no reply" lines still to come.
@@ -112,7 +112,23 @@ impl Teller {
         self.requests.iter().find(|r| r.id == id)
     }
 
-    pub fn journey(
+    /// Tells what `told` is told from, on the wiring `topology`.
+    pub fn tell(&mut self, told: &Told, topology: &Topology) -> Result<()> {
+        match told {
+            Told::Journey {
+                journey,
+                role,
+                facts,
+            } => self.journey(journey, *role, topology, facts),
+            Told::NoReply {
+                request,
+                waited_ms,
+                events_lost,
+            } => self.no_reply(*request, *waited_ms, *events_lost),
+        }
+    }
+
+    fn journey(
         &mut self,
         journey: &Journey,
         role: Role,
@@ -187,7 +203,7 @@ impl Teller {
     }
 
     /// Request `request` got no reply within `waited_ms`.
-    pub fn no_reply(&mut self, request: u64, waited_ms: u64, events_lost: bool) -> Result<()> {
+    fn no_reply(&mut self, request: u64, waited_ms: u64, events_lost: bool) -> Result<()> {
         let Some(no_reply) = self.no_reply_of(request, waited_ms, events_lost) else {
             return Ok(());
         };

@@ -11,26 +11,22 @@ use tokio::time::Instant;
 
 use crate::{
     cli::DnsArgs,
+    commands::target,
     enrich::{Topology, dns::DnsSetup},
     explain::dns::{DnsContext, explain_dns},
-    facts::FactFinder,
-    intake::{Intake, Losses},
     journey::{
-        self, Assembler,
+        self,
         dns::{Correlator, DnsExchange, Scope},
     },
-    probes::{
-        self, Filter, monotonic_now_ns,
-        nftrace::{RuleTracer, TraceMatch},
-    },
-    render, target,
+    probes::{Filter, monotonic_now_ns, nftrace::TraceMatch},
+    render,
+    session::live::{self, Live, Plan},
 };
 
 const DNS_PORT: u16 = 53;
 
 pub async fn run(args: DnsArgs) -> Result<ExitCode> {
-    probes::require_privileges()?;
-    let startup = probes::Startup::begin(true, args.kernel.buffer_mb);
+    let loading = live::begin(true, args.kernel.buffer_mb)?;
     let topology = Topology::discover()
         .await
         .context("cannot read this host's network namespaces")?;
@@ -71,7 +67,14 @@ pub async fn run(args: DnsArgs) -> Result<ExitCode> {
     // servers on this machine (a lab's upstream), besides the host's.
     let container_netns = std::path::PathBuf::from(format!("/proc/{}/ns/net", container.pid));
     let traced_namespaces =
-        target::traced_namespaces(container.netns, Some(&container_netns), &servers, &topology);
+        live::traced_namespaces(container.netns, Some(&container_netns), &servers, &topology);
+    // The embedded DNS's own address too: its DNAT rule is what is traced there.
+    let mut traced_addresses = servers.clone();
+    traced_addresses.extend(
+        setup
+            .uses_embedded_dns()
+            .then_some(crate::enrich::dns::EMBEDDED_DNS),
+    );
     let filter = Filter {
         addresses: servers,
         protocol: None,
@@ -80,25 +83,21 @@ pub async fn run(args: DnsArgs) -> Result<ExitCode> {
         capture_payload: true,
         capture_headers: false,
     };
-    let (programs, names) = startup.finish().await?;
-    let mut intake = Intake::new(names, args.save_events.as_deref(), "queries")?;
-    let mut probes = programs.attach(&filter, &traced_namespaces)?;
-    // The embedded DNS's own address too: its DNAT rule is what is traced there.
-    let mut traced_addresses = filter.addresses.clone();
-    traced_addresses.extend(
-        setup
-            .uses_embedded_dns()
-            .then_some(crate::enrich::dns::EMBEDDED_DNS),
-    );
-    let mut rule_tracer = RuleTracer::start_in_host_and(
-        &TraceMatch {
-            addresses: traced_addresses,
-            protocol: None,
-        },
-        &traced_namespaces,
-    );
-    intake.all_attached();
-    crate::allocator::fast_for_events();
+    let mut live = loading
+        .attach(
+            topology,
+            Plan {
+                filter,
+                traced_namespaces,
+                trace: TraceMatch {
+                    addresses: traced_addresses,
+                    protocol: None,
+                },
+                save_events: args.save_events.as_deref(),
+                told: "queries",
+            },
+        )
+        .await?;
     eprintln!(
         "pkttrace: watching DNS of {} ({}); Ctrl-C to stop",
         container.name,
@@ -106,9 +105,6 @@ pub async fn run(args: DnsArgs) -> Result<ExitCode> {
     );
     if let Some(error) = &setup.ruleset_error {
         eprintln!("pkttrace: note: the container's NAT rules are not shown: {error}");
-    }
-    if let Err(why) = &rule_tracer {
-        eprintln!("pkttrace: note: {why}; netfilter drops are told without their rule");
     }
 
     let mut correlator = Correlator::new(Scope {
@@ -121,50 +117,38 @@ pub async fn run(args: DnsArgs) -> Result<ExitCode> {
     let mut teller = Teller {
         container: container.name.clone(),
         setup,
-        facts: FactFinder::new(topology, &rule_tracer),
         json: args.json,
         told: 0,
     };
-    let mut assembler = Assembler::new(journey::QUIET_NS);
     let deadline = args
         .timeout
         .map(|t| Instant::now() + Duration::from_secs(t));
     let done = |teller: &Teller| args.count.is_some_and(|n| teller.told >= n);
     while !done(&teller) {
-        let rules = match (rule_tracer.as_mut(), teller.facts.rule_traces_mut()) {
-            (Ok(tracer), Some(store)) => Some((tracer, store)),
-            _ => None,
-        };
-        if !intake.take_in(&mut probes, &mut assembler, rules).await? {
+        let Some(journeys) = live.next().await? else {
             break;
-        }
-        let now = intake.taken_in_up_to_ns();
-        for journey in intake.seen_whole(assembler.take_finished(now)) {
+        };
+        for journey in journeys {
             correlator.push(journey);
         }
-        for exchange in correlator.advance(now) {
+        for exchange in correlator.advance(live.taken_in_up_to_ns()) {
             if !done(&teller) {
-                teller.tell(&exchange, intake.losses()).await?;
+                teller.tell(&exchange, &mut live).await?;
             }
         }
         if deadline.is_some_and(|d| Instant::now() >= d) {
             break;
         }
     }
-    intake.take_rest(&mut probes, &mut assembler)?;
-    let losses = probes.loss_report();
-    drop(probes);
-    for journey in intake.seen_whole(assembler.take_all()) {
+    for journey in live.stop()? {
         correlator.push(journey);
     }
     for exchange in correlator.finish(monotonic_now_ns()) {
         if !done(&teller) {
-            teller.tell(&exchange, intake.losses()).await?;
+            teller.tell(&exchange, &mut live).await?;
         }
     }
-    drop(rule_tracer);
-    intake.finish()?;
-    crate::follow::tell_losses(&losses, args.json, render::json::DNS_SCHEMA_VERSION);
+    live.end(args.json.then_some(render::json::DNS_SCHEMA_VERSION))?;
     if teller.told == 0 {
         eprintln!("pkttrace: saw no DNS query from {}", container.name);
         return Ok(ExitCode::from(1));
@@ -196,24 +180,24 @@ fn describe_setup(setup: &DnsSetup) -> String {
     text
 }
 
+/// Tells each DNS exchange as one entry, with the facts read for its journeys.
 struct Teller {
     container: String,
     setup: DnsSetup,
-    facts: FactFinder,
     json: bool,
     told: u64,
 }
 
 impl Teller {
-    async fn tell(&mut self, exchange: &DnsExchange, losses: &Losses) -> Result<()> {
+    async fn tell(&mut self, exchange: &DnsExchange, live: &mut Live) -> Result<()> {
         let (start, end) = exchange.span_ns();
-        let events_lost = losses.between(
+        let events_lost = live.losses().between(
             start.saturating_sub(journey::QUIET_NS),
             end + journey::QUIET_NS,
         );
         let mut facts = HashMap::new();
         for journey in exchange.journeys() {
-            let found = self.facts.for_journey(journey, false, events_lost).await;
+            let found = live.facts_for(journey, false, events_lost).await;
             facts.insert(journey.id, found);
         }
         let story = explain_dns(
@@ -221,7 +205,7 @@ impl Teller {
             &DnsContext {
                 container: &self.container,
                 setup: &self.setup,
-                topology: self.facts.topology(),
+                topology: live.topology(),
                 facts: &facts,
                 events_lost,
             },

@@ -8,8 +8,11 @@ use anyhow::{Result, bail};
 
 use crate::{
     cli::ReplayArgs,
-    follow::{Output, Teller},
-    recording::{Record, Recording},
+    session::recording::{Record, Recording},
+    session::{
+        Told,
+        teller::{Output, Teller},
+    },
 };
 
 pub async fn run(args: ReplayArgs) -> Result<ExitCode> {
@@ -38,27 +41,42 @@ pub async fn run(args: ReplayArgs) -> Result<ExitCode> {
     let mut told = 0;
     let mut exit_code = None;
     for record in records {
-        match record {
+        let told = match record {
             Record::Header(_) => bail!("{}: a second header", args.file.display()),
-            Record::Topology { topology: recorded } => topology = Some(recorded),
+            Record::Topology { topology: recorded } => {
+                topology = Some(recorded);
+                continue;
+            }
+            Record::End { exit_code: code } => {
+                exit_code = Some(code);
+                continue;
+            }
             Record::Journey {
                 journey,
                 role,
                 facts,
             } => {
-                let Some(topology) = &topology else {
-                    bail!("{}: a journey before any topology", args.file.display());
-                };
-                teller.journey(&journey, role, topology, &facts)?;
                 told += 1;
+                Told::Journey {
+                    journey,
+                    role,
+                    facts,
+                }
             }
             Record::NoReply {
                 request,
                 waited_ms,
                 events_lost,
-            } => teller.no_reply(request, waited_ms, events_lost)?,
-            Record::End { exit_code: code } => exit_code = Some(code),
-        }
+            } => Told::NoReply {
+                request,
+                waited_ms,
+                events_lost,
+            },
+        };
+        let Some(topology) = &topology else {
+            bail!("{}: a story before any topology", args.file.display());
+        };
+        teller.tell(&told, topology)?;
     }
     teller.finish().await?;
     if told == 0 {

@@ -1,0 +1,169 @@
+//! Ports Docker published: which container a host address and port lead to.
+
+use std::net::Ipv4Addr;
+
+use serde::{Deserialize, Serialize};
+
+use super::{PortBinding, Topology};
+
+/// Where Docker sends a published port: DNAT (or docker-proxy) to a container.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Published {
+    pub container: String,
+    pub address: Ipv4Addr,
+    pub port: u16,
+}
+
+/// The container behind `destination` when it is a port Docker published on
+/// one of the host's addresses (or on all of them).
+pub fn published_target(
+    destination: Ipv4Addr,
+    port: Option<u16>,
+    protocol: &str,
+    bindings: &[PortBinding],
+    topology: &Topology,
+) -> Option<Published> {
+    let port = port?;
+    let host_addresses: Vec<Ipv4Addr> = topology
+        .namespace(topology.host_netns)
+        .map(|host| {
+            host.interfaces
+                .iter()
+                .flat_map(|i| i.addresses.iter().map(|(a, _)| *a))
+                .collect()
+        })
+        .unwrap_or_default();
+    let on_host = destination.is_loopback() || host_addresses.contains(&destination);
+    let binding = bindings.iter().find(|b| {
+        let any_address = matches!(b.host_ip.as_str(), "" | "0.0.0.0");
+        b.host_port == port
+            && b.protocol == protocol
+            && on_host
+            && (any_address || b.host_ip == destination.to_string())
+    })?;
+    let container = topology
+        .containers
+        .iter()
+        .find(|c| c.id == binding.container_id)?;
+    let address = container.networks.iter().find_map(|n| n.ip)?;
+    Some(Published {
+        container: container.name.clone(),
+        address,
+        port: binding.container_port,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_published_port_on_a_host_address_leads_to_its_container() {
+        use crate::enrich::{Container, ContainerNetwork, Interface, Namespace, Owner};
+        let mut topology = Topology {
+            namespaces: Vec::new(),
+            containers: Vec::new(),
+            docker_error: None,
+            docker_networks: Vec::new(),
+            host_netns: 1,
+        };
+        topology.namespaces.push(Namespace {
+            inode: 1,
+            owner: Owner::Host,
+            netns_names: Vec::new(),
+            interfaces: vec![Interface {
+                ifindex: 9,
+                name: "pt-up-host".into(),
+                kind: crate::enrich::LinkKind::Veth,
+                mtu: None,
+                mac: None,
+                addresses: vec![(Ipv4Addr::new(198, 51, 100, 254), 24)],
+                up: true,
+                lower_up: true,
+                master: None,
+                peer: None,
+                driver: None,
+            }],
+            routes: Vec::new(),
+            ip_forward: Some(true),
+            nsfs_path: None,
+        });
+        topology.containers.push(Container {
+            id: "abc123".into(),
+            name: "server-1".into(),
+            pid: 7,
+            netns: 2,
+            sandbox_key: String::new(),
+            networks: vec![ContainerNetwork {
+                network: "bridge".into(),
+                ip: Some(Ipv4Addr::new(172, 17, 0, 2)),
+                gateway: None,
+                mac: None,
+            }],
+            dns: Vec::new(),
+        });
+        let bindings = [PortBinding {
+            container_id: "abc123".into(),
+            protocol: "tcp".into(),
+            container_port: 80,
+            host_ip: "0.0.0.0".into(),
+            host_port: 4000,
+        }];
+        let expected = Published {
+            container: "server-1".into(),
+            address: Ipv4Addr::new(172, 17, 0, 2),
+            port: 80,
+        };
+        assert_eq!(
+            published_target(
+                [198, 51, 100, 254].into(),
+                Some(4000),
+                "tcp",
+                &bindings,
+                &topology
+            ),
+            Some(expected.clone())
+        );
+        assert_eq!(
+            published_target(
+                [127, 0, 0, 1].into(),
+                Some(4000),
+                "tcp",
+                &bindings,
+                &topology
+            ),
+            Some(expected)
+        );
+        assert_eq!(
+            published_target(
+                [198, 51, 100, 1].into(),
+                Some(4000),
+                "tcp",
+                &bindings,
+                &topology
+            ),
+            None,
+            "not the host"
+        );
+        assert_eq!(
+            published_target(
+                [198, 51, 100, 254].into(),
+                Some(4001),
+                "tcp",
+                &bindings,
+                &topology
+            ),
+            None
+        );
+        assert_eq!(
+            published_target(
+                [198, 51, 100, 254].into(),
+                Some(4000),
+                "udp",
+                &bindings,
+                &topology
+            ),
+            None
+        );
+    }
+}
