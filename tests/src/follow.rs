@@ -13,7 +13,7 @@ use crate::{RunOutput, pkttrace};
 pub const SCHEMA_VERSION: u64 = 3;
 /// Set to a folder, every `follow_json` run also records what it told
 /// there (`--record <folder>/<test name>.jsonl`): how the explanation
-/// tests' recordings (tracer/src/explain/recordings) are made.
+/// tests' recordings (tracer/src/session/recordings) are made.
 const RECORD_INTO: &str = "PKTTRACE_RECORD_INTO";
 
 /// A finished `pkttrace follow --json` run.

@@ -56,7 +56,12 @@ async fn run() -> ExitCode {
         Command::Dns(args) => commands::dns::run(args).await,
         Command::Replay(args) => commands::replay::run(args).await,
         Command::Schema(args) => {
-            print!("{}", render::schema::schema(args.of));
+            let of = match args.of {
+                cli::SchemaOf::Follow => render::schema::Output::Follow,
+                cli::SchemaOf::Dns => render::schema::Output::Dns,
+                cli::SchemaOf::Topology => render::schema::Output::Topology,
+            };
+            print!("{}", render::schema::schema(of));
             Ok(ExitCode::SUCCESS)
         }
         Command::Completions(args) => {

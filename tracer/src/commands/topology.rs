@@ -10,7 +10,7 @@ use anyhow::{Context, Result, bail};
 use crate::cli::TopologyArgs;
 use crate::commands::target::InputError;
 use crate::enrich::{Container, Topology, Wiring};
-use crate::render::topology::{self, Report};
+use crate::{enrich::report::Report, render::topology};
 
 pub async fn run(args: TopologyArgs) -> Result<ExitCode> {
     // SAFETY: geteuid has no failure mode.

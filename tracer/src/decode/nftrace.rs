@@ -539,3 +539,225 @@ mod tests {
         assert!(decode(&truncated).is_err());
     }
 }
+
+/// The rule tracer on a real kernel: what it reports, decoded.
+#[cfg(test)]
+mod live {
+    use std::{
+        net::Ipv4Addr,
+        os::unix::fs::MetadataExt,
+        path::{Path, PathBuf},
+        process::Command,
+        thread::JoinHandle,
+        time::{Duration, Instant},
+    };
+
+    use socket2::{Domain, Protocol, Socket, Type};
+
+    use super::{RuleTrace, TraceKind, Verdict, decode};
+    use crate::{
+        probes::nftrace::{RuleTracer, TraceMatch},
+        test_support::run,
+    };
+
+    const NEAR: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 201);
+    const FAR: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 202);
+    const IPPROTO_ICMP: u8 = 1;
+
+    /// Runs a command when dropped, whether the test passed or panicked.
+    struct Undo(Vec<String>);
+
+    impl Drop for Undo {
+        fn drop(&mut self) {
+            let _ = Command::new(&self.0[0]).args(&self.0[1..]).output();
+        }
+    }
+
+    fn undo(args: &[&str]) -> Undo {
+        Undo(args.iter().map(|a| a.to_string()).collect())
+    }
+
+    /// The handle nft gives the only rule of `chain` that ends in `verdict`.
+    fn rule_handle(netns: &str, chain: &str, verdict: &str) -> u64 {
+        let listing = run(&["ip", "netns", "exec", netns, "nft", "-a", "list", "ruleset"]);
+        let mut in_chain = false;
+        for line in listing.lines().map(str::trim) {
+            if line.starts_with("chain ") {
+                in_chain = line.starts_with(&format!("chain {chain} "));
+            } else if in_chain && line.contains(&format!(" {verdict} # handle ")) {
+                return line.rsplit(' ').next().unwrap().parse().unwrap();
+            }
+        }
+        panic!("no {verdict} rule in chain {chain}: {listing}")
+    }
+
+    /// One ICMP echo request to `to`, sent from inside the namespace at
+    /// `netns` (on a thread of its own: setns moves only the calling thread).
+    fn echo_request(netns: &Path, to: Ipv4Addr) -> JoinHandle<()> {
+        let netns = std::fs::File::open(netns).unwrap();
+        std::thread::spawn(move || {
+            crate::setns::enter_network_namespace(&netns).unwrap();
+            let socket = Socket::new(Domain::IPV4, Type::RAW, Some(Protocol::ICMPV4)).unwrap();
+            let header = etherparse::Icmpv4Header::with_checksum(
+                etherparse::Icmpv4Type::EchoRequest(etherparse::IcmpEchoHeader { id: 7, seq: 0 }),
+                b"pkttrace test",
+            );
+            let mut message = header.to_bytes().to_vec();
+            message.extend_from_slice(b"pkttrace test");
+            socket
+                .send_to(&message, &std::net::SocketAddrV4::new(to, 0).into())
+                .unwrap();
+        })
+    }
+
+    /// Needs root and nft: `cargo test -p tracer nftrace -- --ignored`.
+    /// Builds two namespaces joined by a veth pair; guards remove them, also
+    /// when the test fails.
+    #[tokio::test]
+    #[ignore = "needs root and nft; creates two network namespaces"]
+    async fn reports_the_rule_that_dropped_a_ping_and_leaves_nothing_behind() {
+        let tag = std::process::id() % 100_000;
+        let (near, far) = (format!("pt-nft-{tag}-near"), format!("pt-nft-{tag}-far"));
+        let (near_end, far_end) = (format!("ptn{tag}n"), format!("ptn{tag}f"));
+        let _near = undo(&["ip", "netns", "del", &near]);
+        let _far = undo(&["ip", "netns", "del", &far]);
+        run(&["ip", "netns", "add", &near]);
+        run(&["ip", "netns", "add", &far]);
+        let _veth = undo(&["ip", "-n", &near, "link", "del", &near_end]);
+        run(&[
+            "ip", "link", "add", &near_end, "netns", &near, "type", "veth", "peer", "name",
+            &far_end, "netns", &far,
+        ]);
+        for (netns, device, address) in [(&near, &near_end, NEAR), (&far, &far_end, FAR)] {
+            run(&[
+                "ip",
+                "-n",
+                netns,
+                "addr",
+                "add",
+                &format!("{address}/30"),
+                "dev",
+                device,
+            ]);
+            run(&["ip", "-n", netns, "link", "set", device, "up"]);
+        }
+        // The ping goes through a jump into an empty chain before it is dropped.
+        let ruleset = format!(
+            "add table ip lab; add chain ip lab checks; \
+             add chain ip lab input {{ type filter hook input priority 0; policy accept; }}; \
+             add rule ip lab input jump checks; \
+             add rule ip lab input ip saddr {NEAR} icmp type echo-request drop"
+        );
+        run(&["ip", "netns", "exec", &far, "nft", &ruleset]);
+        let handle = rule_handle(&far, "input", "drop");
+
+        let paths = [near.as_str(), far.as_str()].map(|n| PathBuf::from(format!("/run/netns/{n}")));
+        let [near_inode, far_inode] = paths
+            .each_ref()
+            .map(|path| std::fs::metadata(path).unwrap().ino() as u32);
+        let matching = TraceMatch {
+            addresses: vec![FAR],
+            protocol: Some(IPPROTO_ICMP),
+        };
+        let mut tracer = RuleTracer::start(&matching, &paths.clone().map(Some)).unwrap();
+        let table = tracer.table().to_string();
+        let tables = |netns: &str| run(&["ip", "netns", "exec", netns, "nft", "list", "tables"]);
+        assert!(tables(&far).contains(&table), "trace table installed");
+        assert_eq!(tables(&near), "", "no table, no rule to name, no marking");
+
+        // One ping from the near namespace to the far one.
+        let ping = || echo_request(&paths[0], FAR);
+        let sent_ping = ping();
+        let mut traces: Vec<RuleTrace> = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !traces.iter().any(|t| t.verdict == Some(Verdict::Drop)) {
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            let Ok(raw) = tokio::time::timeout(remaining, tracer.next_traces()).await else {
+                break;
+            };
+            traces.extend(raw.unwrap().iter().map(|raw| decode(raw).unwrap()));
+        }
+        sent_ping.join().unwrap();
+        traces.extend(
+            tracer
+                .drain()
+                .unwrap()
+                .iter()
+                .map(|raw| decode(raw).unwrap()),
+        );
+        for trace in &traces {
+            eprintln!("{trace:?}");
+        }
+
+        // In the far namespace, in the kernel's order: the jump, the end of
+        // the empty chain, the drop by the rule nft lists.
+        let far_steps: Vec<_> = traces
+            .iter()
+            .filter(|t| t.netns == far_inode && t.table == "lab")
+            .map(|t| (t.chain.as_str(), t.kind, t.handle, t.verdict.clone()))
+            .collect();
+        assert_eq!(
+            far_steps[1..],
+            [
+                ("checks", TraceKind::Return, None, Some(Verdict::Continue)),
+                ("input", TraceKind::Rule, Some(handle), Some(Verdict::Drop)),
+            ]
+        );
+        assert_eq!(far_steps[0].3, Some(Verdict::Jump("checks".into())));
+        let dropped = traces
+            .iter()
+            .find(|t| t.verdict == Some(Verdict::Drop))
+            .unwrap();
+        assert_eq!(dropped.family, "ip");
+        let packet = traces
+            .iter()
+            .filter(|t| t.netns == far_inode && t.id == dropped.id && t.table == "lab")
+            .find_map(|t| t.packet)
+            .expect("the packet's headers with the chain's first message");
+        assert_eq!((packet.src, packet.dst), (NEAR, FAR));
+
+        assert!(!traces.iter().any(|t| t.netns == near_inode));
+        assert_eq!(tracer.lost(), 0);
+
+        // A table made in the near namespace during the trace: the trace
+        // table follows, and the next ping is seen leaving there.
+        run(&["ip", "netns", "exec", &near, "nft", "add table ip late"]);
+        // The notification is read, and the trace table installed, while
+        // the tracer waits for traces; a packet sent before that is not marked.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !tables(&near).contains(&table) && Instant::now() < deadline {
+            let _ = tokio::time::timeout(Duration::from_millis(100), tracer.next_traces()).await;
+        }
+        assert!(
+            tables(&near).contains(&table),
+            "installed once a table appeared"
+        );
+        let sent_ping = ping();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let mut sent = None;
+        while sent.is_none() {
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            let Ok(raw) = tokio::time::timeout(remaining, tracer.next_traces()).await else {
+                break;
+            };
+            sent = raw
+                .unwrap()
+                .iter()
+                .map(|raw| decode(raw).unwrap())
+                .filter(|t| t.netns == near_inode && t.table == table && t.chain == "output")
+                .find_map(|t| t.packet);
+        }
+        sent_ping.join().unwrap();
+        let sent = sent.expect("the second ping leaving the near namespace");
+        assert_eq!((sent.src, sent.dst), (NEAR, FAR));
+        assert!(tracer.take_failures().is_empty());
+
+        drop(tracer);
+        for netns in [&near, &far] {
+            assert!(
+                !tables(netns).contains(&table),
+                "trace table left behind in {netns}"
+            );
+        }
+    }
+}

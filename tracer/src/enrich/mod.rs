@@ -16,6 +16,7 @@ mod path_mtu;
 mod peers;
 mod processes;
 mod published;
+pub mod report;
 mod sysctl;
 #[cfg(test)]
 mod tests;

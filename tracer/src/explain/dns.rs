@@ -23,6 +23,17 @@ use crate::enrich::facts::Facts;
 
 use super::{Details, Direction, Hop, Outcome, Telling, Tuple, explain};
 
+/// How a DNS query ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, schemars::JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum QueryOutcome {
+    Answered,
+    /// No answer came in time.
+    Timeout,
+    /// pkttrace stopped before an answer or the timeout.
+    Stopped,
+}
+
 #[derive(Clone, Debug, Serialize, schemars::JsonSchema)]
 pub struct DnsStory {
     /// The container (or namespace) that asked.
@@ -45,9 +56,7 @@ pub struct DnsStory {
     /// The queries dockerd sent upstream for this one.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub forwarded: Vec<Forwarded>,
-    /// `answered`; `timeout` when no answer came in time; `stopped` when
-    /// pkttrace stopped before an answer or the timeout.
-    pub outcome: &'static str,
+    pub outcome: QueryOutcome,
     /// What the steps alone do not say (no embedded DNS here, say).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
@@ -224,9 +233,9 @@ pub fn explain_dns(exchange: &DnsExchange, context: &DnsContext) -> DnsStory {
             .map(|leg| forwarded(leg, context))
             .collect(),
         outcome: match (answer, exchange.timed_out) {
-            (Some(_), _) => "answered",
-            (None, true) => "timeout",
-            (None, false) => "stopped",
+            (Some(_), _) => QueryOutcome::Answered,
+            (None, true) => QueryOutcome::Timeout,
+            (None, false) => QueryOutcome::Stopped,
         },
         note: (!context.setup.uses_embedded_dns()).then(|| {
             format!(

@@ -15,23 +15,24 @@ use crate::{
 use super::{RouteChoice, table_name};
 
 /// What is known about a drop when its hint is written.
-pub struct DropContext<'a> {
-    pub reason: &'a DropReason,
-    pub location: &'a CodeSite,
+#[derive(Clone, Debug, PartialEq)]
+pub struct DropContext {
+    pub reason: DropReason,
+    pub location: CodeSite,
     /// The netfilter hook it was dropped in (a netfilter drop).
     pub hook: Option<Hook>,
     /// The rule that decided, from nf_tables tracing.
-    pub rule: Option<&'a RuleVerdict>,
+    pub rule: Option<RuleVerdict>,
     /// The settings of the device the packet came in on, in that namespace.
-    pub input: Option<&'a Ipv4Settings>,
+    pub input: Option<Ipv4Settings>,
     pub source: Ipv4Addr,
-    pub rule_tracing_unavailable: Option<&'a str>,
+    pub rule_tracing_unavailable: Option<String>,
     /// Where the namespace was sending it (gateway, or the destination on-link).
     pub next_hop: Option<Ipv4Addr>,
     /// Who-has sent while the packet waited for its next hop's MAC address.
     pub arp_attempts: u32,
     /// The namespace's last routing decision for it, there.
-    pub route: Option<&'a RouteChoice>,
+    pub route: Option<RouteChoice>,
     pub destination: Ipv4Addr,
     /// Its TTL as it arrived.
     pub ttl: u8,
@@ -40,16 +41,16 @@ pub struct DropContext<'a> {
     pub out_mtu: Option<u32>,
 }
 
-pub fn for_drop(drop: &DropContext<'_>) -> String {
-    let reason = drop.reason;
+pub fn for_drop(drop: &DropContext) -> String {
+    let reason = &drop.reason;
     let at_route_error = drop.location.role == SiteRole::RouteError;
-    let forwarding_is_off = drop.input.and_then(|i| i.forwarding) == Some(false);
-    let failed_route = drop.route.filter(|route| !route.result.found());
+    let forwarding_is_off = drop.input.as_ref().and_then(|i| i.forwarding) == Some(false);
+    let failed_route = drop.route.as_ref().filter(|route| !route.result.found());
     match reason {
         DropReason::IpInAddrErrors | DropReason::IpInNoRoutes
             if at_route_error && forwarding_is_off =>
         {
-            forwarding_off(drop.input.expect("checked above"))
+            forwarding_off(drop.input.as_ref().expect("checked above"))
         }
         // ip_error drops what its route said no to (NOT_SPECIFIED for an
         // unreachable, blackhole or prohibit route while forwarding).
@@ -74,6 +75,7 @@ pub fn for_drop(drop: &DropContext<'_>) -> String {
                 .unwrap_or_default();
             let device = drop
                 .route
+                .as_ref()
                 .and_then(|route| route.out_device.as_deref())
                 .map(|device| format!(" {device}"))
                 .unwrap_or_default();
@@ -157,9 +159,9 @@ fn forwarding_off(input: &Ipv4Settings) -> String {
     )
 }
 
-fn reverse_path_filter(drop: &DropContext<'_>) -> String {
+fn reverse_path_filter(drop: &DropContext) -> String {
     let source = drop.source;
-    match drop.input {
+    match &drop.input {
         Some(input) => {
             let device = &input.device;
             let mode = match input.effective_rp_filter() {
@@ -193,9 +195,9 @@ fn relax_all_rp_filter(all: Option<u8>) -> &'static str {
     }
 }
 
-fn netfilter(drop: &DropContext<'_>) -> String {
+fn netfilter(drop: &DropContext) -> String {
     let hook = drop.hook.map_or("its hook", Hook::name);
-    match drop.rule {
+    match &drop.rule {
         Some(rule) if rule.handle.is_some() => {
             let verb = if rule.action == RuleAction::Reject {
                 "rejected it (dropped it and answered the sender)"
@@ -231,6 +233,7 @@ fn netfilter(drop: &DropContext<'_>) -> String {
             };
             let unavailable = drop
                 .rule_tracing_unavailable
+                .as_ref()
                 .map(|why| format!(" pkttrace could not trace the rules: {why}."))
                 .unwrap_or_default();
             format!(

@@ -890,6 +890,24 @@ impl NoReply {
 mod tests {
     use super::*;
 
+    /// iptables' three REJECT codes for "prohibited" are told apart, as
+    /// `iptables -S` names them (icmp-net-, icmp-host-, icmp-admin-prohibited).
+    #[test]
+    fn each_prohibited_code_is_named_as_its_reject_rule_says() {
+        assert_eq!(
+            icmp_error_meaning(3, 9),
+            "network administratively prohibited"
+        );
+        assert_eq!(
+            icmp_error_meaning(3, 10),
+            "host administratively prohibited"
+        );
+        assert_eq!(
+            icmp_error_meaning(3, 13),
+            "communication administratively prohibited"
+        );
+    }
+
     /// A SYN to 198.51.100.1:80 that a REJECT rule dropped.
     fn rejected_syn() -> RequestSummary {
         RequestSummary {

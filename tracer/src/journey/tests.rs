@@ -516,17 +516,16 @@ fn a_datagram_read_no_delivered_datagram_fits_is_dropped() {
 }
 
 /// The kernel's events of a run, as a recording of it keeps them (every
-/// journey's, in kernel time): the explanation tests' recordings.
+/// journey's, in kernel time): the recordings the engine's tests tell again.
 fn events_of(recording: &str) -> Vec<Event> {
-    let parsed = crate::session::recording::Recording::parse(recording.as_bytes()).unwrap();
-    let mut events: Vec<Event> = parsed
-        .records
-        .into_iter()
-        .filter_map(|record| match record {
-            crate::session::recording::Record::Journey { journey, .. } => Some(journey.events),
-            _ => None,
+    // A recording is JSON Lines; each journey line carries its events.
+    let mut events: Vec<Event> = recording
+        .lines()
+        .map(|line| serde_json::from_str::<serde_json::Value>(line).unwrap())
+        .filter(|record| record["record"] == "journey")
+        .flat_map(|record| {
+            serde_json::from_value::<Vec<Event>>(record["journey"]["events"].clone()).unwrap()
         })
-        .flatten()
         .collect();
     events.sort_by_key(|e| e.time_ns);
     events
@@ -534,7 +533,7 @@ fn events_of(recording: &str) -> Vec<Event> {
 
 macro_rules! recording {
     ($name:literal) => {
-        include_str!(concat!("../explain/recordings/", $name, ".jsonl"))
+        include_str!(concat!("../session/recordings/", $name, ".jsonl"))
     };
 }
 

@@ -11,7 +11,7 @@ use anstyle::{AnsiColor, Style};
 use super::terminal::{Palette, render_hops, render_outcome};
 use crate::explain::{
     Hop, Outcome,
-    dns::{DnsStory, NatSeen},
+    dns::{DnsStory, NatSeen, QueryOutcome},
 };
 
 const HEADER: Style = Style::new().bold();
@@ -30,7 +30,7 @@ pub fn render(story: &DnsStory) -> String {
             let style = if rcode == "NOERROR" { GOOD } else { BAD };
             format!("{style}{rcode}{style:#} in {}", millis(ms))
         }
-        (_, _, Some(waited)) if story.outcome == "timeout" => {
+        (_, _, Some(waited)) if story.outcome == QueryOutcome::Timeout => {
             format!("{BAD}no answer{BAD:#} (timed out after {})", millis(waited))
         }
         (_, _, Some(waited)) => format!(
@@ -153,7 +153,7 @@ pub fn render(story: &DnsStory) -> String {
         line(&mut out, "back", &format!("{DIM}the answer:{DIM:#}"));
         journey(&mut out, &story.answer_hops, outcome);
     }
-    if story.outcome == "answered" {
+    if story.outcome == QueryOutcome::Answered {
         let answers = records(&story.answers).unwrap_or_else(|| {
             let why = match story.rcode.as_deref() {
                 Some("NOERROR") => format!(

@@ -5,12 +5,20 @@
 use schemars::{JsonSchema, Schema, SchemaGenerator, generate::SchemaSettings};
 use serde_json::{Value, json};
 
-use crate::{
-    cli::SchemaOf as Output,
-    explain::{NoReply, Story, dns::DnsStory},
-};
+use crate::explain::{NoReply, Story, dns::DnsStory};
 
 use super::{json as lines, topology};
+
+/// Whose JSON: each command that prints JSON has a schema of its own.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Output {
+    /// `follow --json` and `replay --json`.
+    Follow,
+    /// `dns --json`.
+    Dns,
+    /// `topology --json`.
+    Topology,
+}
 
 /// The schema of `output`, as pretty JSON.
 pub fn schema(output: Output) -> String {
@@ -36,7 +44,7 @@ pub fn schema(output: Output) -> String {
             ],
         ),
         Output::Topology => {
-            let report = generator.subschema_for::<topology::Report>();
+            let report = generator.subschema_for::<crate::enrich::report::Report>();
             json!({
                 "title": "pkttrace topology --json",
                 "description": "One document: the host's network wiring.",

@@ -11,6 +11,8 @@ pub mod intake;
 pub mod live;
 pub mod recording;
 pub mod teller;
+#[cfg(test)]
+mod tests;
 
 use std::net::Ipv4Addr;
 

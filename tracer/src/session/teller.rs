@@ -3,7 +3,6 @@
 //! recording, so both print the very same text.
 
 use std::{
-    collections::VecDeque,
     io::Write,
     path::{Path, PathBuf},
 };
@@ -11,27 +10,19 @@ use std::{
 use anyhow::Result;
 
 use crate::{
-    enrich::{Listener, Published, Topology, Wiring, facts::Facts},
-    explain::{self, Answer, NoReply, Outcome, RequestSummary, Story, Telling},
+    enrich::{Listener, Published, Topology, Wiring, facts::Facts, report::Report},
+    explain::{Story, Storyteller},
     journey::{Journey, exchanges::Role},
     render::{self, pcap::PcapFile, step::Stepper, terminal::Palette, topology},
     session::{Destination, Told},
 };
 
-/// Most requests remembered for the replies and "no reply" lines still to come.
-const MAX_REMEMBERED: usize = 1024;
-
+/// Tells `follow`'s stories (live or replayed) and shows them: explained
+/// by the storyteller, then printed, captured, drawn.
 pub struct Teller {
     destination: Destination,
-    /// DEST is a published port: where Docker sends it.
-    published: Option<Published>,
-    /// The process listening on the published port (docker-proxy), if any.
-    proxy: Option<Listener>,
+    storyteller: Storyteller,
     output: Output,
-    /// Requests told, for their replies' stories and "no reply" lines.
-    requests: VecDeque<RequestSummary>,
-    /// A reply that was the answer asked for (an echo reply, a SYN+ACK) came.
-    answered: bool,
     drawing: Drawing,
 }
 
@@ -93,23 +84,15 @@ impl Teller {
     ) -> Self {
         Self {
             destination,
-            published,
-            proxy,
+            storyteller: Storyteller::new(destination.port, published, proxy),
             output,
-            requests: VecDeque::new(),
-            answered: false,
             drawing: Drawing::default(),
         }
     }
 
     /// An answer that was the one asked for was told.
     pub fn answered(&self) -> bool {
-        self.answered
-    }
-
-    /// The request told with number `id`, while it is remembered.
-    pub fn request(&self, id: u64) -> Option<&RequestSummary> {
-        self.requests.iter().find(|r| r.id == id)
+        self.storyteller.answered()
     }
 
     /// Tells what `told` is told from, on the wiring `topology`.
@@ -135,7 +118,7 @@ impl Teller {
         topology: &Topology,
         facts: &Facts,
     ) -> Result<()> {
-        let story = self.story(journey, role, topology, facts);
+        let story = self.storyteller.story(journey, role, topology, facts);
         if let Some((pcap, _)) = self.output.pcap.as_mut() {
             pcap.story(&story)?;
         }
@@ -158,53 +141,9 @@ impl Teller {
         }
     }
 
-    /// The story of `journey` in `role`, told with the requests told before
-    /// it (its answer's meaning, a proxy's note), which it joins when it is
-    /// one; nothing is printed.
-    pub fn story(
-        &mut self,
-        journey: &Journey,
-        role: Role,
-        topology: &Topology,
-        facts: &Facts,
-    ) -> Story {
-        let telling = Telling::of(journey, role, &self.requests);
-        let arp = matches!(role, Role::ArpRequest { .. } | Role::ArpReply { .. });
-        let mut story = explain::explain(journey, &telling, topology, facts);
-        if story.answer.as_ref().is_some_and(Answer::succeeded) && !arp {
-            self.answered = true;
-        }
-        match role {
-            Role::SecondLeg { of } => {
-                let sender = journey
-                    .events
-                    .iter()
-                    .find_map(|e| e.process().map(|(_, pid)| pid));
-                story.second_leg_of = Some(of);
-                story.note = Some(explain::second_leg_note(of, self.proxy.as_ref(), sender));
-                self.remember(journey, &story, topology);
-            }
-            Role::Request => {
-                if let (Some(published), Some(port)) = (&self.published, self.destination.port) {
-                    story.note = Some(explain::published_port_note(
-                        published,
-                        port,
-                        self.proxy.as_ref(),
-                    ));
-                }
-                self.remember(journey, &story, topology);
-            }
-            Role::Retransmission { of } => story.retransmission_of = Some(of),
-            Role::SameFlow { of } => story.same_flow_as = Some(of),
-            Role::ArpRequest { .. } => self.remember(journey, &story, topology),
-            Role::Reply { .. } | Role::ArpReply { .. } => {}
-        }
-        story
-    }
-
     /// Request `request` got no reply within `waited_ms`.
     fn no_reply(&mut self, request: u64, waited_ms: u64, events_lost: bool) -> Result<()> {
-        let Some(no_reply) = self.no_reply_of(request, waited_ms, events_lost) else {
+        let Some(no_reply) = self.storyteller.no_reply(request, waited_ms, events_lost) else {
             return Ok(());
         };
         let text = if self.output.json {
@@ -213,14 +152,6 @@ impl Teller {
             render::terminal::no_reply(&no_reply, self.output.palette) + "\n"
         };
         self.print(&text)
-    }
-
-    /// What says that `request` got no reply within `waited_ms`, while the
-    /// request is remembered.
-    pub fn no_reply_of(&self, request: u64, waited_ms: u64, events_lost: bool) -> Option<NoReply> {
-        let request_told = self.request(request)?;
-        let last_seen = Outcome::new(request_told.ending.clone());
-        Some(NoReply::new(request, waited_ms, last_seen, events_lost))
     }
 
     /// Nothing was told: one line says so.
@@ -248,14 +179,6 @@ impl Teller {
             );
         }
         Ok(())
-    }
-
-    fn remember(&mut self, journey: &Journey, story: &Story, topology: &Topology) {
-        if self.requests.len() == MAX_REMEMBERED {
-            self.requests.pop_front();
-        }
-        self.requests
-            .push_back(explain::request_summary(journey, story, topology));
     }
 
     fn print(&self, text: &str) -> Result<()> {
@@ -298,7 +221,7 @@ impl Drawing {
             );
             return Ok(());
         };
-        let report = topology::Report::build(&Wiring::of_topology(topology.clone()), None);
+        let report = Report::build(&Wiring::of_topology(topology.clone()), None);
         topology::write_svg(&topology::journey::render(&report, &self.stories), path)?;
         eprintln!(
             "pkttrace: drew journey {} on the topology picture in {}",

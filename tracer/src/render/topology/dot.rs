@@ -6,8 +6,8 @@
 
 use std::fmt::Write;
 
-use super::report::{End, InterfaceView, NamespaceView, Report};
 use crate::enrich::LinkKind;
+use crate::enrich::report::{End, InterfaceView, NamespaceKind, NamespaceView, Report};
 
 const FONT: &str = "Helvetica";
 
@@ -67,7 +67,10 @@ pub(super) fn picture(report: &Report, overlay: &Overlay) -> String {
             let _ = writeln!(out, "  {a} -- {b} [label=\"veth\"];");
         }
     }
-    let host = report.namespaces.iter().find(|ns| ns.kind == "host");
+    let host = report
+        .namespaces
+        .iter()
+        .find(|ns| ns.kind == NamespaceKind::Host);
     for uplink in &report.uplinks {
         let Some(host) = host else { break };
         let Some(iface) = host.interfaces.iter().find(|i| i.name == uplink.interface) else {
@@ -136,10 +139,10 @@ fn cluster(out: &mut String, report: &Report, ns: &NamespaceView, overlay: &Over
     let untouched = !overlay.touched.is_empty() && !overlay.touched.contains(&ns.netns);
     let color = match ns.kind {
         _ if untouched => "gray92",
-        "host" => "gray95",
-        "container" => "lightcyan",
-        "netns" => "honeydew",
-        _ => "lightyellow",
+        NamespaceKind::Host => "gray95",
+        NamespaceKind::Container => "lightcyan",
+        NamespaceKind::Netns => "honeydew",
+        NamespaceKind::Process => "lightyellow",
     };
     let forwarding = match ns.ip_forward {
         Some(true) => " · forwarding on",
@@ -178,7 +181,7 @@ fn cluster(out: &mut String, report: &Report, ns: &NamespaceView, overlay: &Over
             let _ = writeln!(out, "    {} [label=<{label}>];", node_id(ns.netns, iface));
         }
     }
-    if ns.kind == "host" {
+    if ns.kind == NamespaceKind::Host {
         for (n, port) in report.published_ports.iter().enumerate() {
             let mut label = format!(
                 "<B>published {} port {} on {}</B>",

@@ -7,11 +7,8 @@
 
 use std::collections::BTreeSet;
 
-use super::{
-    Report,
-    dot::{self, Overlay},
-    report::NamespaceView,
-};
+use super::dot::{self, Overlay};
+use crate::enrich::report::{NamespaceView, Report};
 use crate::explain::{Details, Direction, Hop, Story};
 
 /// Colours told apart also by the colour-blind, and on a projector.

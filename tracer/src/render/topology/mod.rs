@@ -3,10 +3,9 @@
 
 pub mod dot;
 pub mod journey;
-mod report;
 pub mod table;
 
-pub use report::Report;
+use crate::enrich::report::Report;
 
 /// Lets Graphviz lay a picture out and write it as SVG.
 pub fn write_svg(dot: &str, path: &std::path::Path) -> anyhow::Result<()> {

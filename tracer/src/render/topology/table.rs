@@ -9,7 +9,9 @@ use tabled::Table;
 use tabled::builder::Builder;
 use tabled::settings::Style as TableStyle;
 
-use super::report::{BridgeView, End, NamespaceView, PublishedPort, Report, RouteView, RuleView};
+use crate::enrich::report::{
+    BridgeView, End, NamespaceKind, NamespaceView, PublishedPort, Report, RouteView, RuleView,
+};
 
 const HEADING: Style = AnsiColor::Cyan.on_default().bold();
 const SUBHEADING: Style = Style::new().bold();
@@ -24,17 +26,17 @@ pub fn render(report: &Report) -> String {
         container_namespaces(&mut out, report, name);
     }
     heading(&mut out, "Network namespaces");
-    let mut last_kind = "";
+    let mut last_kind = None;
     for ns in &report.namespaces {
-        if ns.kind != last_kind {
+        if last_kind != Some(ns.kind) {
             let group = match ns.kind {
-                "host" => "the host",
-                "container" => "containers (Docker)",
-                "netns" => "`ip netns` namespaces",
-                _ => "namespaces of other processes",
+                NamespaceKind::Host => "the host",
+                NamespaceKind::Container => "containers (Docker)",
+                NamespaceKind::Netns => "`ip netns` namespaces",
+                NamespaceKind::Process => "namespaces of other processes",
             };
             let _ = writeln!(out, "{DIM}── {group} ──{DIM:#}\n");
-            last_kind = ns.kind;
+            last_kind = Some(ns.kind);
         }
         namespace(&mut out, ns);
     }
@@ -96,7 +98,7 @@ fn namespace(out: &mut String, ns: &NamespaceView) {
         Some(false) => "forwarding off",
         None => "forwarding unknown",
     };
-    let names = if ns.netns_names.is_empty() || ns.kind == "netns" {
+    let names = if ns.netns_names.is_empty() || ns.kind == NamespaceKind::Netns {
         String::new()
     } else {
         format!(" · ip netns {}", ns.netns_names.join(", "))

@@ -1,0 +1,235 @@
+//! How a journey without an end of its own stands (it left through a device
+//! nothing is traced beyond, it was never sent, it is still in the kernel),
+//! where its packet came from, and an answer's failed way back.
+
+use crate::{
+    decode::{Event, EventKind, Mac, RouteFor, RouteResult},
+    enrich::{Interface, LinkKind, Route, RouteKind, Topology},
+    explain::{NotSent, RouteBack},
+};
+
+use super::{Decider, Ending, Origin, StepKind};
+
+impl Decider<'_> {
+    /// The packet left through `sent_out`'s device; `freed_by` is where the
+    /// device freed it after sending, when that was seen.
+    pub(super) fn left(&self, sent_out: &Event, freed_by: Option<&str>) -> Ending {
+        let iface = self.interface(sent_out.netns, sent_out.ifindex);
+        // Devices without ARP (ifb, dummy) address frames to themselves or to
+        // everyone: that is no neighbour's address.
+        let own_mac = iface.and_then(Interface::mac);
+        let next_hop_mac = match sent_out.kind {
+            EventKind::Transmit { mac_dst: Some(mac) }
+                if Some(mac) != own_mac && mac != Mac::BROADCAST =>
+            {
+                Some(mac)
+            }
+            _ => None,
+        };
+        Ending::Left {
+            namespace: self.namespace(sent_out.netns),
+            netns: sent_out.netns,
+            device: sent_out.ifname.to_string(),
+            device_kind: iface.map_or(LinkKind::Hardware, |i| i.kind.clone()),
+            driver: iface.and_then(|i| i.driver.clone()),
+            next_hop: self.next_hop(sent_out),
+            next_hop_mac,
+            freed_by: freed_by.map(str::to_string),
+            read_by: None,
+        }
+    }
+
+    /// How a journey with no end of its own (no drop, receive or delivery)
+    /// stands: it left through a device nothing is traced beyond, it was
+    /// never sent, or it was still in the kernel, e.g. waiting for a neighbour.
+    pub(super) fn unfinished(&self) -> Ending {
+        let last = self
+            .events
+            .iter()
+            .rev()
+            .find(|e| !matches!(e.kind, EventKind::Route { .. }));
+        let Some(last) = last else {
+            return self.not_sent();
+        };
+        // Routed to an address of its own, a namespace's kernel takes it in.
+        let arrived = self.steps.last().is_some_and(|s| {
+            s.netns == last.netns
+                && match &s.kind {
+                    StepKind::Route(decision) => decision.route.result == RouteResult::Local,
+                    StepKind::RefusedRoute(refused) => refused.route.result == RouteResult::Local,
+                    _ => false,
+                }
+        });
+        let taken_in = || Ending::TakenIn {
+            namespace: self.namespace(last.netns),
+            netns: last.netns,
+            handler: None,
+            no_route_back: None,
+        };
+        if arrived {
+            return taken_in();
+        }
+        let continues = self.link_kind(last).is_some_and(LinkKind::passes_on);
+        match &last.kind {
+            EventKind::Transmit { .. } if !continues => self.left(last, None),
+            kind if kind.enters_local_stack() => taken_in(),
+            kind if kind.is_neighbour_solicit() => Ending::InFlight {
+                namespace: self.namespace(last.netns),
+                netns: last.netns,
+                device: Some(last.ifname.to_string()),
+                waiting_for: self.next_hop(last),
+            },
+            _ => Ending::InFlight {
+                namespace: self.namespace(last.netns),
+                netns: last.netns,
+                device: (!last.ifname.is_empty()).then(|| last.ifname.to_string()),
+                waiting_for: None,
+            },
+        }
+    }
+
+    /// A journey of route lookups alone: a sender asked for a route and the
+    /// kernel found none, so no packet was made. Told with the namespace's
+    /// routes of the table that answered.
+    fn not_sent(&self) -> Ending {
+        let failed = self.events.iter().rev().find_map(|e| match e.kind {
+            EventKind::Route { table, result, .. } if !result.found() => Some((e, table, result)),
+            _ => None,
+        });
+        let sender = |lookup: &Event| {
+            lookup
+                .process()
+                .map(|(comm, pid)| format!("{comm} (pid {pid})"))
+        };
+        let Some((lookup, table, result)) = failed else {
+            // The route was found, and the send refused all the same: too
+            // big for the path MTU the namespace learned.
+            return match (self.events.first(), &self.facts.refused_send) {
+                (Some(lookup), Some(refused)) => Ending::NotSent {
+                    namespace: self.namespace(lookup.netns),
+                    netns: lookup.netns,
+                    sender: sender(lookup),
+                    why: NotSent::TooBig {
+                        destination: lookup.packet.dst,
+                        length: refused.length,
+                        path_mtu: refused.path_mtu,
+                    },
+                },
+                _ => Ending::InFlight {
+                    namespace: "nowhere".into(),
+                    netns: 0,
+                    device: None,
+                    waiting_for: None,
+                },
+            };
+        };
+        let (routes, default_route) = table_routes(self.topology, lookup.netns, table);
+        Ending::NotSent {
+            namespace: self.namespace(lookup.netns),
+            netns: lookup.netns,
+            sender: sender(lookup),
+            why: NotSent::NoRoute {
+                destination: lookup.packet.dst,
+                table,
+                result,
+                routes,
+                default_route,
+            },
+        }
+    }
+
+    /// Where the packet came from: sent in a namespace pkttrace sees (by a
+    /// process or its kernel), or received first on a device whose other
+    /// side nothing traces (a NIC, a tap or tun): then from beyond it.
+    pub(super) fn origin(&self) -> Origin {
+        let first = self
+            .events
+            .iter()
+            .find(|e| !matches!(e.kind, EventKind::Route { .. }));
+        let Some(first) = first else {
+            return Origin::Kernel {
+                namespace: "nowhere".into(),
+                netns: 0,
+            };
+        };
+        if matches!(first.kind, EventKind::Receive { .. })
+            && let Some(kind) = self.link_kind(first)
+            && !kind.passes_on()
+        {
+            return Origin::Beyond {
+                namespace: self.namespace(first.netns),
+                netns: first.netns,
+                device: first.ifname.to_string(),
+                device_kind: kind.clone(),
+            };
+        }
+        let sender = self.steps.iter().find_map(|s| match &s.kind {
+            StepKind::Send(send) => send.process.clone(),
+            _ => None,
+        });
+        match sender {
+            Some((process, pid)) => Origin::Process {
+                namespace: self.namespace(first.netns),
+                netns: first.netns,
+                process,
+                pid,
+            },
+            None => Origin::Kernel {
+                namespace: self.namespace(first.netns),
+                netns: first.netns,
+            },
+        }
+    }
+}
+
+/// The lookup a namespace made for an answer to the packet (an echo
+/// reply, a reset, an ICMP error) that found no route back to its source.
+pub fn failed_route_back(events: &[Event], netns: u32, topology: &Topology) -> Option<RouteBack> {
+    events.iter().rev().find_map(|e| match e.kind {
+        EventKind::Route {
+            table,
+            result,
+            route_for: RouteFor::AnswerTo,
+            ..
+        } if e.netns == netns && !result.found() => {
+            let (routes, default_route) = table_routes(topology, netns, table);
+            Some(RouteBack {
+                to: e.packet.dst,
+                table,
+                result,
+                routes,
+                default_route,
+            })
+        }
+        _ => None,
+    })
+}
+
+/// The unicast routes of `table` in `netns`, as `ip route show` words them
+/// ("10.44.5.0/24 dev lec1", "198.51.100.0/24 via 10.0.0.1 dev eth0"), and
+/// whether the table has a default route.
+fn table_routes(topology: &Topology, netns: u32, table: u32) -> (Vec<String>, bool) {
+    let Some(namespace) = topology.namespace(netns) else {
+        return (Vec::new(), false);
+    };
+    let routes: Vec<&Route> = namespace
+        .routes
+        .iter()
+        .filter(|r| r.table == table && r.kind == RouteKind::Unicast)
+        .collect();
+    let words = routes
+        .iter()
+        .filter_map(|r| {
+            let (network, prefix) = r.destination?;
+            let mut words = format!("{network}/{prefix}");
+            if let Some(gateway) = r.gateway {
+                words += &format!(" via {gateway}");
+            }
+            if let Some(device) = r.device.and_then(|i| namespace.interface(i)) {
+                words += &format!(" dev {}", device.name);
+            }
+            Some(words)
+        })
+        .collect();
+    (words, routes.iter().any(|r| r.destination.is_none()))
+}
