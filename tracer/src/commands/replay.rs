@@ -9,10 +9,7 @@ use anyhow::{Result, bail};
 use crate::{
     cli::ReplayArgs,
     session::recording::{Record, Recording},
-    session::{
-        Told,
-        teller::{Output, Teller},
-    },
+    session::{Told, sinks, teller::Teller},
 };
 
 pub async fn run(args: ReplayArgs) -> Result<ExitCode> {
@@ -29,14 +26,14 @@ pub async fn run(args: ReplayArgs) -> Result<ExitCode> {
             args.file.display()
         );
     }
-    let output = Output::new(
+    let sinks = sinks::chosen(
         args.json,
         args.step,
         args.pcap.as_deref(),
         args.svg.as_deref(),
         header.boot_ns,
     )?;
-    let mut teller = Teller::new(header.destination, header.published, header.proxy, output);
+    let mut teller = Teller::new(header.destination, header.published, header.proxy, sinks);
     let mut topology = None;
     let mut told = 0;
     let mut exit_code = None;

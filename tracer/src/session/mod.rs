@@ -10,6 +10,7 @@
 pub mod intake;
 pub mod live;
 pub mod recording;
+pub mod sinks;
 pub mod teller;
 #[cfg(test)]
 mod tests;

@@ -25,7 +25,8 @@ use crate::{
         Destination, Told,
         live::{self, Live, Plan},
         recording::{Header, Record, Recorder},
-        teller::{Output, Teller},
+        sinks,
+        teller::Teller,
     },
 };
 
@@ -135,7 +136,7 @@ pub async fn run(args: FollowArgs) -> Result<ExitCode> {
     });
     // One reading, so a replay stamps the capture exactly as this run did.
     let boot_ns = boot_time_ns();
-    let output = Output::new(
+    let sinks = sinks::chosen(
         args.json,
         args.step,
         args.pcap.as_deref(),
@@ -161,7 +162,7 @@ pub async fn run(args: FollowArgs) -> Result<ExitCode> {
         .transpose()?;
     let mut run = Run {
         live,
-        teller: Teller::new(destination, published, proxy, output),
+        teller: Teller::new(destination, published, proxy, sinks),
         refused: RefusedSends::new(probe.map_or(0, |p| sender::packet_length(p, shape))),
         source,
         destination,
