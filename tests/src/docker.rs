@@ -20,6 +20,7 @@ pub struct ContainerBuilder {
     network: Option<String>,
     dns: Option<Ipv4Addr>,
     args: Vec<String>,
+    command: Vec<String>,
 }
 
 impl ContainerBuilder {
@@ -41,7 +42,14 @@ impl ContainerBuilder {
         self
     }
 
-    /// `docker run -d --name <unique> ... pkttrace-lab sleep infinity`.
+    /// What the container runs instead of `sleep infinity` (a server:
+    /// `httpd -f -p 80`).
+    pub fn command(mut self, command: &[&str]) -> Self {
+        self.command = command.iter().map(|a| a.to_string()).collect();
+        self
+    }
+
+    /// `docker run -d --name <unique> ... pkttrace-lab sleep infinity` (or its command).
     pub fn start(self) -> Result<Container> {
         let name = unique();
         let mut docker = cmd(
@@ -54,9 +62,12 @@ impl ContainerBuilder {
         if let Some(dns) = self.dns {
             docker.args(["--dns", &dns.to_string()]);
         }
-        docker
-            .args(&self.args)
-            .args([LAB_IMAGE, "sleep", "infinity"]);
+        docker.args(&self.args).arg(LAB_IMAGE);
+        if self.command.is_empty() {
+            docker.args(["sleep", "infinity"]);
+        } else {
+            docker.args(&self.command);
+        }
         // The guard exists before the run: a container that was created but
         // failed to start must go too.
         let mut container = Container {
@@ -78,14 +89,19 @@ impl ContainerBuilder {
     }
 }
 
-/// Reads the IPv4 address on `network` and the init pid from `docker inspect` output.
+/// Reads the IPv4 address on `network` and the init pid from `docker inspect`
+/// output; a container with `--network none` has no address (0.0.0.0).
 fn address_and_pid(inspect: &Value, network: &str) -> Result<(Ipv4Addr, u32)> {
     let info = &inspect[0];
-    let ip = info["NetworkSettings"]["Networks"][network]["IPAddress"]
-        .as_str()
-        .filter(|ip| !ip.is_empty())
-        .with_context(|| format!("container has no IPv4 address on network {network}"))?
-        .parse()?;
+    let ip = if network == "none" {
+        Ipv4Addr::UNSPECIFIED
+    } else {
+        info["NetworkSettings"]["Networks"][network]["IPAddress"]
+            .as_str()
+            .filter(|ip| !ip.is_empty())
+            .with_context(|| format!("container has no IPv4 address on network {network}"))?
+            .parse()?
+    };
     let pid = info["State"]["Pid"]
         .as_u64()
         .context("container has no pid")?;
@@ -133,6 +149,11 @@ impl Container {
     /// Its network namespace's nsfs file, `/proc/<pid>/ns/net`.
     pub fn netns_path(&self) -> String {
         format!("/proc/{}/ns/net", self.pid)
+    }
+
+    /// `docker stop`: it stays, stopped, until the guard removes it.
+    pub fn stop(&self) -> Result<()> {
+        run(&mut cmd("docker", ["stop", "-t", "1", &self.name])).map(|_| ())
     }
 
     /// `docker exec`, returning the output whatever the exit status.

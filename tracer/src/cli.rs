@@ -28,6 +28,8 @@ pub enum Command {
     Topology(TopologyArgs),
     /// Tell the stories of a recording (`follow --record FILE`) again: no root, no kernel, no Docker needed
     Replay(ReplayArgs),
+    /// Compare two recordings of the same flow (`follow --record`) hop by hop: where they part and why; no root needed
+    Diff(DiffArgs),
     /// Print the JSON Schema of what `follow --json`, `dns --json` or `topology --json` print
     Schema(SchemaArgs),
     /// Print a shell completion script (e.g. `pkttrace completions bash > /etc/bash_completion.d/pkttrace`)
@@ -36,7 +38,7 @@ pub enum Command {
 
 #[derive(clap::Args, Debug)]
 pub struct SchemaArgs {
-    /// Whose JSON: follow (also replay), dns or topology
+    /// Whose JSON: follow (also replay), dns, topology or diff
     #[arg(value_enum)]
     pub of: SchemaOf,
 }
@@ -50,6 +52,19 @@ pub enum SchemaOf {
     Dns,
     /// `topology --json`: one document
     Topology,
+    /// `diff --json`: one document
+    Diff,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct DiffArgs {
+    /// The first recording (say, the one that worked)
+    pub a: PathBuf,
+    /// The second recording of the same flow (say, after a change)
+    pub b: PathBuf,
+    /// Print the comparison as one JSON object instead of text
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(clap::Args, Debug)]

@@ -55,11 +55,13 @@ async fn run() -> ExitCode {
         Command::Topology(args) => commands::topology::run(args).await,
         Command::Dns(args) => commands::dns::run(args).await,
         Command::Replay(args) => commands::replay::run(args).await,
+        Command::Diff(args) => commands::diff::run(args),
         Command::Schema(args) => {
             let of = match args.of {
                 cli::SchemaOf::Follow => render::schema::Output::Follow,
                 cli::SchemaOf::Dns => render::schema::Output::Dns,
                 cli::SchemaOf::Topology => render::schema::Output::Topology,
+                cli::SchemaOf::Diff => render::schema::Output::Diff,
             };
             print!("{}", render::schema::schema(of));
             Ok(ExitCode::SUCCESS)

@@ -4,16 +4,18 @@
 
 use std::process::ExitCode;
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 
 use crate::{
     cli::ReplayArgs,
-    session::recording::{Record, Recording},
+    session::recording::Recording,
     session::{Told, sinks, teller::Teller},
 };
 
 pub async fn run(args: ReplayArgs) -> Result<ExitCode> {
-    let Recording { header, records } = Recording::read(&args.file)?;
+    let (header, retold) = Recording::read(&args.file)?
+        .retold()
+        .with_context(|| format!("cannot replay {}", args.file.display()))?;
     if header.command != "follow" {
         bail!(
             "cannot replay a recording of `{}`: only `follow` is recorded",
@@ -34,51 +36,16 @@ pub async fn run(args: ReplayArgs) -> Result<ExitCode> {
         header.boot_ns,
     )?;
     let mut teller = Teller::new(header.destination, header.published, header.proxy, sinks);
-    let mut topology = None;
-    let mut told = 0;
-    let mut exit_code = None;
-    for record in records {
-        let told = match record {
-            Record::Header(_) => bail!("{}: a second header", args.file.display()),
-            Record::Topology { topology: recorded } => {
-                topology = Some(recorded);
-                continue;
-            }
-            Record::End { exit_code: code } => {
-                exit_code = Some(code);
-                continue;
-            }
-            Record::Journey {
-                journey,
-                role,
-                facts,
-            } => {
-                told += 1;
-                Told::Journey {
-                    journey,
-                    role,
-                    facts,
-                }
-            }
-            Record::NoReply {
-                request,
-                waited_ms,
-                events_lost,
-            } => Told::NoReply {
-                request,
-                waited_ms,
-                events_lost,
-            },
-        };
-        let Some(topology) = &topology else {
-            bail!("{}: a story before any topology", args.file.display());
-        };
-        teller.tell(&told, topology)?;
+    let mut journeys = 0;
+    for (told, topology) in &retold.told {
+        journeys += usize::from(matches!(told, Told::Journey { .. }));
+        teller.tell(told, topology)?;
     }
     teller.finish().await?;
-    if told == 0 {
+    if journeys == 0 {
         teller.saw_nothing(&header.source);
     }
+    let exit_code = retold.exit_code;
     let Some(exit_code) = exit_code else {
         eprintln!(
             "pkttrace: note: the recording ends before its run did (pkttrace was killed?); what it holds was told"

@@ -4,7 +4,10 @@
 use serde::{Deserialize, Serialize};
 use std::{fmt, net::Ipv4Addr, path::PathBuf};
 
-use crate::{enrich::Topology, session::Destination};
+use crate::{
+    enrich::{Container, ContainerStatus, InactiveContainer, NetworkMode, Topology},
+    session::Destination,
+};
 
 /// A user mistake, reported as one line with exit code 2.
 #[derive(Debug)]
@@ -55,11 +58,24 @@ pub fn resolve_source(name: &str, topology: &Topology) -> anyhow::Result<Source>
         });
     }
     if let Some(container) = topology.container(name) {
+        if let Some(note) = state_note(container, topology) {
+            eprintln!("pkttrace: note: {note}");
+        }
+        if container.network_mode == NetworkMode::Host {
+            return Ok(Source {
+                label: format!("{} (host network)", container.name),
+                netns: topology.host_netns,
+                netns_path: None,
+            });
+        }
         return Ok(Source {
             label: container.name.clone(),
             netns: container.netns,
             netns_path: Some(PathBuf::from(format!("/proc/{}/ns/net", container.pid))),
         });
+    }
+    if let Some(inactive) = topology.inactive_container(name) {
+        return Err(input_error(not_running(inactive)));
     }
     if let Some(namespace) = topology.netns_by_name(name) {
         return Ok(Source {
@@ -97,7 +113,13 @@ pub fn resolve_container<'a>(
     topology: &'a Topology,
 ) -> anyhow::Result<&'a crate::enrich::Container> {
     if let Some(container) = topology.container(name) {
+        if let Some(note) = state_note(container, topology) {
+            eprintln!("pkttrace: note: {note}");
+        }
         return Ok(container);
+    }
+    if let Some(inactive) = topology.inactive_container(name) {
+        return Err(input_error(not_running(inactive)));
     }
     let running: Vec<&str> = topology
         .containers
@@ -137,20 +159,94 @@ pub fn resolve_destination(text: &str, topology: &Topology) -> anyhow::Result<De
         return Ok(Destination { address, port });
     }
     if let Some(container) = topology.container(host) {
-        let address = container
-            .networks
-            .iter()
-            .find_map(|n| n.ip)
-            .ok_or_else(|| {
-                input_error(format!(
+        if let Some(note) = state_note(container, topology) {
+            eprintln!("pkttrace: note: {note}");
+        }
+        let address = address_of(container, topology).ok_or_else(|| {
+            input_error(match container.network_mode {
+                NetworkMode::None => format!(
+                    "container '{host}' runs with --network none: it has no address to reach; connect it to a network: docker network connect bridge {host}"
+                ),
+                NetworkMode::Host => format!(
+                    "container '{host}' uses the host's network (--network host): it has no address of its own; follow one of the host's addresses (127.0.0.1:PORT) instead"
+                ),
+                _ => format!(
                     "container '{host}' has no IPv4 address (is it on a network with IPv4?)"
-                ))
-            })?;
+                ),
+            })
+        })?;
         return Ok(Destination { address, port });
+    }
+    if let Some(inactive) = topology.inactive_container(host) {
+        return Err(input_error(not_running(inactive)));
     }
     Err(input_error(format!(
         "cannot use '{text}' as a destination: give an IPv4 address (10.0.0.5), an address and port (10.0.0.5:80), or a running container's name"
     )))
+}
+
+/// A container's first IPv4 address; one that shares another's namespace
+/// (`--network container:ID`) has that one's.
+fn address_of(container: &Container, topology: &Topology) -> Option<Ipv4Addr> {
+    let owner = match &container.network_mode {
+        NetworkMode::Container { id } => topology.container(id)?,
+        _ => container,
+    };
+    owner.networks.iter().find_map(|n| n.ip)
+}
+
+/// What a running container's state means for tracing it, and what to do,
+/// when it is out of the ordinary: paused, or not on a network of its own.
+fn state_note(container: &Container, topology: &Topology) -> Option<String> {
+    let name = &container.name;
+    let network = match &container.network_mode {
+        NetworkMode::Networks => None,
+        NetworkMode::None => Some(format!(
+            "container '{name}' runs with --network none: its namespace has only lo, so no packet leaves it or reaches it; connect it to a network: docker network connect bridge {name}"
+        )),
+        NetworkMode::Host => Some(format!(
+            "container '{name}' uses the host's network (--network host): its packets are the host's own, followed as the host's"
+        )),
+        NetworkMode::Container { id } => {
+            let other = topology
+                .container(id)
+                .map_or(id.as_str(), |c| c.name.as_str());
+            Some(format!(
+                "container '{name}' shares the network namespace of '{other}' (--network container:{other}): its packets are that namespace's"
+            ))
+        }
+    };
+    let paused = container.paused.then(|| {
+        format!(
+            "container '{name}' is paused: its processes are frozen, so none reads or answers (its kernel still answers pings and takes TCP connections in); resume it: docker unpause {name}"
+        )
+    });
+    match (network, paused) {
+        (Some(network), Some(paused)) => Some(format!("{network}; {paused}")),
+        (network, paused) => network.or(paused),
+    }
+}
+
+/// Why a container Docker knows cannot be traced: it does not run.
+fn not_running(container: &InactiveContainer) -> String {
+    let name = &container.name;
+    match container.status {
+        ContainerStatus::Exited { code } => format!(
+            "container '{name}' is not running: it exited with code {code}, so it has no network namespace; start it: docker start {name}"
+        ),
+        ContainerStatus::Created => format!(
+            "container '{name}' was created but never started, so it has no network namespace; start it: docker start {name}"
+        ),
+        ContainerStatus::Restarting { count } => format!(
+            "container '{name}' is restarting (its process keeps ending; restarted {count} times), so it has no network namespace now; see why: docker logs {name}"
+        ),
+        ContainerStatus::Removing => {
+            format!("container '{name}' is being removed: it has no network namespace")
+        }
+        ContainerStatus::Dead => format!(
+            "container '{name}' is dead (Docker could not stop or remove it cleanly): it has no network namespace; remove it: docker rm -f {name}"
+        ),
+    }
 }
 
 /// `--probe`: the packet pkttrace sends itself.
@@ -223,6 +319,7 @@ mod tests {
             docker_error: None,
             docker_networks: Vec::new(),
             host_netns: 1,
+            inactive_containers: Vec::new(),
         }
     }
 

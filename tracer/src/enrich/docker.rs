@@ -5,14 +5,20 @@ use std::io;
 use std::net::Ipv4Addr;
 use std::time::Duration;
 
+use bollard::container::ListContainersOptions;
 use bollard::errors::Error as DockerError;
-use bollard::models::{ContainerInspectResponse, EndpointSettings, Network};
+use bollard::models::{
+    ContainerInspectResponse, ContainerStateStatusEnum, EndpointSettings, Network,
+};
 use bollard::system::EventsOptions;
 use bollard::{API_DEFAULT_VERSION, Docker};
 use futures::StreamExt;
 use futures::future::join_all;
 
-use super::{Container, ContainerNetwork, DockerNetwork, PortBinding, netns};
+use super::{
+    Container, ContainerNetwork, ContainerStatus, DockerNetwork, InactiveContainer, NetworkMode,
+    PortBinding, netns,
+};
 
 const DEFAULT_SOCKET: &str = "/var/run/docker.sock";
 /// Discovery runs at startup: a hung dockerd must not hang pkttrace.
@@ -23,10 +29,11 @@ const BRIDGE_NAME_OPTION: &str = "com.docker.network.bridge.name";
 /// What Docker reported.
 #[derive(Debug)]
 pub(super) struct Found {
+    /// Running containers (paused ones too: they keep their namespace).
     pub containers: Vec<Container>,
+    /// The others.
+    pub inactive: Vec<InactiveContainer>,
     pub networks: Vec<DockerNetwork>,
-    /// Ports published with `-p`, all containers together.
-    pub port_bindings: Vec<PortBinding>,
 }
 
 /// Containers and networks, or a one-line reason Docker could not be asked.
@@ -85,8 +92,12 @@ pub(super) async fn watch_events(mut changed: impl FnMut()) {
 
 async fn query(path: &str) -> Result<Found, DockerError> {
     let docker = connect(path).await?;
+    let all = ListContainersOptions::<String> {
+        all: true,
+        ..Default::default()
+    };
     let (listed, networks) = tokio::try_join!(
-        docker.list_containers::<String>(None),
+        docker.list_containers(Some(all)),
         docker.list_networks::<String>(None)
     )?;
     let inspections = listed
@@ -94,25 +105,22 @@ async fn query(path: &str) -> Result<Found, DockerError> {
         .filter_map(|c| c.id.as_deref())
         .map(|id| docker.inspect_container(id, None));
     let mut containers = Vec::new();
-    let mut port_bindings = Vec::new();
-    // A container that stopped since the listing is simply left out.
+    let mut inactive = Vec::new();
+    // A container removed since the listing is simply left out.
     for inspected in join_all(inspections).await.into_iter().flatten() {
-        let bindings = published(&inspected);
-        if let Some(c) = container(inspected) {
-            port_bindings.extend(bindings);
-            containers.push(c);
+        match inactive_container(&inspected) {
+            Some(found) => inactive.push(found),
+            None => containers.extend(container(inspected)),
         }
     }
     containers.sort_by(|a, b| a.name.cmp(&b.name));
-    port_bindings.sort_by(|a, b| {
-        (a.host_port, &a.protocol, &a.host_ip).cmp(&(b.host_port, &b.protocol, &b.host_ip))
-    });
+    inactive.sort_by(|a, b| a.name.cmp(&b.name));
     let mut networks: Vec<DockerNetwork> = networks.into_iter().filter_map(network).collect();
     networks.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(Found {
         containers,
+        inactive,
         networks,
-        port_bindings,
     })
 }
 
@@ -142,11 +150,83 @@ fn published(c: &ContainerInspectResponse) -> Vec<PortBinding> {
             });
         }
     }
+    bindings.sort_by(|a, b| {
+        (a.host_port, &a.protocol, &a.host_ip).cmp(&(b.host_port, &b.protocol, &b.host_ip))
+    });
     bindings
 }
 
+/// A container without a running process, and why; None for one that runs
+/// (or is paused).
+fn inactive_container(c: &ContainerInspectResponse) -> Option<InactiveContainer> {
+    let state = c.state.as_ref()?;
+    let status = match state.status? {
+        ContainerStateStatusEnum::RUNNING | ContainerStateStatusEnum::PAUSED => return None,
+        ContainerStateStatusEnum::RESTARTING => ContainerStatus::Restarting {
+            count: c.restart_count.unwrap_or_default(),
+        },
+        ContainerStateStatusEnum::EXITED => ContainerStatus::Exited {
+            code: state.exit_code.unwrap_or_default(),
+        },
+        ContainerStateStatusEnum::REMOVING => ContainerStatus::Removing,
+        ContainerStateStatusEnum::DEAD => ContainerStatus::Dead,
+        ContainerStateStatusEnum::CREATED | ContainerStateStatusEnum::EMPTY => {
+            ContainerStatus::Created
+        }
+    };
+    Some(InactiveContainer {
+        id: c.id.clone()?,
+        name: name_of(c),
+        image: image_of(c),
+        status,
+    })
+}
+
+/// Without Docker's leading '/'.
+fn name_of(c: &ContainerInspectResponse) -> String {
+    c.name
+        .as_deref()
+        .unwrap_or_default()
+        .trim_start_matches('/')
+        .to_string()
+}
+
+/// The image as `docker run` was given it.
+fn image_of(c: &ContainerInspectResponse) -> String {
+    c.config
+        .as_ref()
+        .and_then(|config| config.image.clone())
+        .unwrap_or_default()
+}
+
+/// `HostConfig.NetworkMode`: "none", "host", "container:ID", or a network.
+fn network_mode(c: &ContainerInspectResponse) -> NetworkMode {
+    let mode = c
+        .host_config
+        .as_ref()
+        .and_then(|h| h.network_mode.as_deref());
+    match mode {
+        Some("none") => NetworkMode::None,
+        Some("host") => NetworkMode::Host,
+        Some(other) => match other.strip_prefix("container:") {
+            Some(id) => NetworkMode::Container { id: id.to_string() },
+            None => NetworkMode::Networks,
+        },
+        None => NetworkMode::Networks,
+    }
+}
+
 fn container(c: ContainerInspectResponse) -> Option<Container> {
-    let pid = u32::try_from(c.state?.pid?).ok().filter(|&pid| pid > 0)?;
+    let state = c.state.as_ref()?;
+    let pid = u32::try_from(state.pid?).ok().filter(|&pid| pid > 0)?;
+    let paused = state.paused.unwrap_or_default();
+    let (name, image, network_mode, published) =
+        (name_of(&c), image_of(&c), network_mode(&c), published(&c));
+    let command = c
+        .config
+        .as_ref()
+        .and_then(|config| config.cmd.clone())
+        .unwrap_or_default();
     let settings = c.network_settings.unwrap_or_default();
     let sandbox_key = settings.sandbox_key.unwrap_or_default();
     // The sandbox file is a bind mount of the same namespace: a fallback
@@ -164,16 +244,17 @@ fn container(c: ContainerInspectResponse) -> Option<Container> {
     let dns = c.host_config.and_then(|h| h.dns).unwrap_or_default();
     Some(Container {
         id: c.id?,
-        name: c
-            .name
-            .unwrap_or_default()
-            .trim_start_matches('/')
-            .to_string(),
+        name,
         pid,
         netns,
         sandbox_key,
         networks,
         dns: dns.iter().filter_map(|s| s.parse().ok()).collect(),
+        network_mode,
+        paused,
+        image,
+        command,
+        published,
     })
 }
 

@@ -11,7 +11,7 @@ use tokio::time::Instant;
 
 use crate::{
     decode::{Event, Hook},
-    enrich::{self, FdbEntry, Ipv4Settings, Topology},
+    enrich::{self, FdbEntry, Ipv4Settings, Listener, Topology},
     journey::{
         Journey,
         rules::{RuleTraces, TracedDrop},
@@ -36,6 +36,8 @@ pub struct FactFinder {
     rule_tracing_unavailable: Option<String>,
     /// Per namespace: the netfilter hooks with chains, and when they were read.
     netfilter_hooks: HashMap<u32, (Instant, Vec<Hook>)>,
+    /// Per namespace: its listening sockets, and when they were read.
+    listeners: HashMap<u32, (Instant, Vec<Listener>)>,
 }
 
 /// A fact the explanation asks for, by kind: enrichment reads it without
@@ -53,6 +55,9 @@ pub enum Wanted {
     /// The rule or chain policy nf_tables' trace says dropped the packet of
     /// `drop` (an event with the namespace it happened in).
     DropRule { drop: Event },
+    /// Every socket of any namespace listening on (TCP) or bound to (UDP)
+    /// `port` of `protocol` (`tcp` or `udp`).
+    Listeners { protocol: &'static str, port: u16 },
 }
 
 impl FactFinder {
@@ -71,6 +76,7 @@ impl FactFinder {
             rule_traces,
             rule_tracing_unavailable,
             netfilter_hooks: HashMap::new(),
+            listeners: HashMap::new(),
         }
     }
 
@@ -122,6 +128,11 @@ impl FactFinder {
                         facts.rule_verdict = self.rule_verdict(drop).await;
                     }
                 }
+                Wanted::Listeners { protocol, port } => {
+                    facts
+                        .listeners
+                        .extend(self.listeners_on(protocol, *port).await);
+                }
             }
         }
         facts
@@ -166,6 +177,41 @@ impl FactFinder {
                 .ok()?
                 .ok();
         Some(rule_verdict(traced, ruleset.as_ref()))
+    }
+
+    /// The sockets of every namespace listening on `port` of `protocol`,
+    /// each namespace's read again when older than HOOKS_FRESH (they come
+    /// and go with the processes).
+    async fn listeners_on(&mut self, protocol: &str, port: u16) -> Vec<ListenerAt> {
+        let mut found = Vec::new();
+        for namespace in self.topology.namespaces.clone() {
+            let netns = namespace.inode;
+            let fresh = self
+                .listeners
+                .get(&netns)
+                .filter(|(at, _)| at.elapsed() < HOOKS_FRESH)
+                .map(|(_, listeners)| listeners.clone());
+            let listeners = match fresh {
+                Some(listeners) => listeners,
+                None => {
+                    let host = self.topology.host_netns;
+                    // /proc is read from a thread inside the namespace.
+                    let read =
+                        tokio::task::spawn_blocking(move || enrich::listeners_in(&namespace, host))
+                            .await
+                            .unwrap_or_default();
+                    self.listeners.insert(netns, (Instant::now(), read.clone()));
+                    read
+                }
+            };
+            found.extend(
+                listeners
+                    .into_iter()
+                    .filter(|l| l.protocol == protocol && l.address.port() == port)
+                    .map(|listener| ListenerAt { netns, listener }),
+            );
+        }
+        found
     }
 
     /// The hooks with chains of `netfilter`'s ruleset, read again when
@@ -220,9 +266,10 @@ impl FactFinder {
 /// A traced drop worded with its rule as the ruleset lists it; a rule the
 /// listing no longer has is named by its handle.
 fn rule_verdict(traced: TracedDrop, ruleset: Option<&enrich::Ruleset>) -> RuleVerdict {
-    let rule = traced
-        .handle
-        .and_then(|handle| ruleset?.rule(&traced.family, &traced.table, &traced.chain, handle));
+    let placed = traced.handle.and_then(|handle| {
+        ruleset?.rule_placed(&traced.family, &traced.table, &traced.chain, handle)
+    });
+    let rule = placed.map(|(_, rule)| rule);
     let (text, action) = match (traced.handle, rule) {
         (None, _) => ("policy drop".to_string(), RuleAction::PolicyDrop),
         (Some(_), Some(rule)) => {
@@ -240,6 +287,7 @@ fn rule_verdict(traced: TracedDrop, ruleset: Option<&enrich::Ruleset>) -> RuleVe
     };
     RuleVerdict {
         table: format!("{} {}", traced.family, traced.table),
+        position: placed.map(|(position, _)| position),
         chain: traced.chain,
         through: traced.through,
         handle: traced.handle,
@@ -274,6 +322,10 @@ pub struct Facts {
     /// send returned and what the route said then.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub refused_send: Option<RefusedSend>,
+    /// Sockets listening on the port a refused or unanswered packet asked
+    /// for, in every namespace.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub listeners: Vec<ListenerAt>,
 }
 
 /// A send refused by the sender's kernel, as its socket saw it.
@@ -333,4 +385,46 @@ pub struct RuleVerdict {
     /// The rule as `nft -a list ruleset` shows it; for a policy, "policy drop".
     pub text: String,
     pub action: RuleAction,
+    /// Its place in its chain, from 1, as `iptables -L --line-numbers` counts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub position: Option<u32>,
+}
+
+impl RuleVerdict {
+    /// Whose chain it is, as Docker names its chains.
+    pub fn chain_role(&self) -> ChainRole {
+        ChainRole::of(&self.chain)
+    }
+}
+
+/// Whose chain a rule is in, by the names Docker gives its chains.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ChainRole {
+    /// `DOCKER-USER`: Docker leaves it to the administrator, and calls it
+    /// before its own rules.
+    Administrator,
+    /// `DOCKER-ISOLATION-STAGE-1` and `-2`: Docker keeping its networks apart.
+    DockerIsolation,
+    /// `DOCKER` and Docker's other chains.
+    Docker,
+    /// Not Docker's.
+    Other,
+}
+
+impl ChainRole {
+    pub fn of(chain: &str) -> Self {
+        match chain {
+            "DOCKER-USER" => Self::Administrator,
+            _ if chain.starts_with("DOCKER-ISOLATION") => Self::DockerIsolation,
+            _ if chain == "DOCKER" || chain.starts_with("DOCKER-") => Self::Docker,
+            _ => Self::Other,
+        }
+    }
+}
+
+/// A socket listening in the namespace `netns`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ListenerAt {
+    pub netns: u32,
+    pub listener: Listener,
 }

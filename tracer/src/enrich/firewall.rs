@@ -321,13 +321,21 @@ fn without_counter(rule: &str) -> String {
 
 impl Ruleset {
     /// The rule with `handle` in chain `chain` of table `family table`.
-    pub fn rule(&self, family: &str, table: &str, chain: &str, handle: u64) -> Option<&Rule> {
-        self.chains
+    /// The rule with `handle` and its place in its chain, from 1.
+    pub fn rule_placed(
+        &self,
+        family: &str,
+        table: &str,
+        chain: &str,
+        handle: u64,
+    ) -> Option<(u32, &Rule)> {
+        let rules = &self
+            .chains
             .iter()
             .find(|c| c.family == family && c.table == table && c.name == chain)?
-            .rules
-            .iter()
-            .find(|r| r.handle == handle)
+            .rules;
+        let at = rules.iter().position(|r| r.handle == handle)?;
+        Some((at as u32 + 1, &rules[at]))
     }
 
     /// The rules that name `interface` (as iifname/oifname, also through a

@@ -30,6 +30,7 @@ use crate::decode::{Hook, Mac};
 
 pub use fdb::{FdbEntry, host_fdb};
 pub use path_mtu::path_mtu;
+pub use processes::listeners_in;
 pub use published::{Published, published_target};
 pub use sysctl::{Ipv4Settings, ipv4_settings};
 pub use watch::changes;
@@ -51,6 +52,10 @@ pub struct Topology {
     /// Inode of pid 1's network namespace (pkttrace's own where pid 1
     /// cannot be inspected).
     pub host_netns: u32,
+    /// Containers Docker knows that do not run (stopped, restarting, made
+    /// but never started): they have no network namespace.
+    #[serde(default)]
+    pub inactive_containers: Vec<InactiveContainer>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -242,6 +247,64 @@ pub struct Container {
     pub networks: Vec<ContainerNetwork>,
     /// `--dns` servers given to the container (empty: Docker's default).
     pub dns: Vec<Ipv4Addr>,
+    /// `--network`: its own namespace on Docker networks, or none, or
+    /// another's.
+    #[serde(default)]
+    pub network_mode: NetworkMode,
+    /// `docker pause`: its processes are frozen.
+    #[serde(default)]
+    pub paused: bool,
+    /// The image it runs, as it was named.
+    #[serde(default)]
+    pub image: String,
+    /// Its command (the arguments after the image, or the image's own).
+    #[serde(default)]
+    pub command: Vec<String>,
+    /// Its ports Docker published (`-p HOSTPORT:PORT`).
+    #[serde(default)]
+    pub published: Vec<PortBinding>,
+}
+
+/// A container's network (`docker run --network`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "mode", rename_all = "snake_case")]
+pub enum NetworkMode {
+    /// A namespace of its own, on Docker networks (the default bridge or others).
+    #[default]
+    Networks,
+    /// `--network none`: a namespace of its own with only `lo`.
+    None,
+    /// `--network host`: the host's namespace.
+    Host,
+    /// `--network container:ID`: another container's namespace.
+    Container { id: String },
+}
+
+/// A container that does not run: no process, no network namespace.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InactiveContainer {
+    pub id: String,
+    pub name: String,
+    pub image: String,
+    pub status: ContainerStatus,
+}
+
+/// Why a container does not run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub enum ContainerStatus {
+    /// Made (`docker create`) and never started.
+    Created,
+    /// Its main process ended with `code`.
+    Exited {
+        code: i64,
+    },
+    /// Docker restarts it (a restart policy after it ended); `count` times so far.
+    Restarting {
+        count: i64,
+    },
+    Removing,
+    Dead,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -318,16 +381,10 @@ impl Topology {
     /// Reads the whole model. Docker failures end up in `docker_error`;
     /// only failing to read the namespaces themselves is an error.
     pub async fn discover() -> anyhow::Result<Topology> {
-        Ok(Self::discover_with_port_bindings().await?.0)
-    }
-
-    /// The one discovery pass, also keeping what only `topology` shows:
-    /// the ports Docker published.
-    pub async fn discover_with_port_bindings() -> anyhow::Result<(Topology, Vec<PortBinding>)> {
         let (namespaces, docker) = tokio::join!(netns::discover(), docker::discover());
         let (host_netns, mut namespaces) = namespaces?;
-        let (containers, docker_networks, port_bindings, docker_error) = match docker {
-            Ok(found) => (found.containers, found.networks, found.port_bindings, None),
+        let (containers, inactive_containers, docker_networks, docker_error) = match docker {
+            Ok(found) => (found.containers, found.inactive, found.networks, None),
             Err(e) => (Vec::new(), Vec::new(), Vec::new(), Some(e)),
         };
         for ns in &mut namespaces {
@@ -349,14 +406,38 @@ impl Topology {
             };
             (rank, owner_text(&ns.owner), ns.inode)
         });
-        let topology = Topology {
+        Ok(Topology {
             namespaces,
             containers,
             docker_error,
             docker_networks,
             host_netns,
-        };
-        Ok((topology, port_bindings))
+            inactive_containers,
+        })
+    }
+
+    /// Every port Docker published, all containers together, by host port.
+    pub fn port_bindings(&self) -> Vec<PortBinding> {
+        let mut bindings: Vec<PortBinding> = self
+            .containers
+            .iter()
+            .flat_map(|c| c.published.iter().cloned())
+            .collect();
+        bindings.sort_by(|a, b| {
+            (a.host_port, &a.protocol, &a.host_ip).cmp(&(b.host_port, &b.protocol, &b.host_ip))
+        });
+        bindings
+    }
+
+    /// A container that does not run, by name or id prefix.
+    pub fn inactive_container(&self, name_or_id_prefix: &str) -> Option<&InactiveContainer> {
+        let key = name_or_id_prefix.trim_start_matches('/');
+        if key.is_empty() {
+            return None;
+        }
+        self.inactive_containers
+            .iter()
+            .find(|c| c.name == key || c.id.starts_with(key))
     }
 
     pub fn namespace(&self, inode: u32) -> Option<&Namespace> {

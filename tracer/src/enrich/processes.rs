@@ -4,7 +4,8 @@
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 
-use procfs::net::{TcpNetEntry, TcpState, UdpNetEntry};
+use procfs::FromReadSI;
+use procfs::net::{TcpNetEntries, TcpNetEntry, TcpState, UdpNetEntries, UdpNetEntry};
 use procfs::process::{FDTarget, Process};
 
 use super::{Listener, NamespaceIds};
@@ -83,6 +84,50 @@ fn listeners(
     listeners.sort_by_key(|l| (l.address.port(), l.protocol.clone(), l.pid, l.socket_inode));
     listeners.dedup();
     listeners
+}
+
+/// The same for any namespace (an `ip netns` one has no process to read
+/// it through): read by a thread that enters it, from its own view of
+/// /proc. Empty when it cannot be entered.
+pub fn listeners_in(namespace: &super::Namespace, host_netns: u32) -> Vec<Listener> {
+    if namespace.inode == host_netns {
+        return host_listeners();
+    }
+    let Some(netns) = namespace
+        .nsfs_path
+        .as_deref()
+        .and_then(|path| std::fs::File::open(path).ok())
+    else {
+        return Vec::new();
+    };
+    let tables = std::thread::scope(|scope| {
+        scope
+            .spawn(|| {
+                crate::setns::enter_network_namespace(&netns).ok()?;
+                let info = procfs::current_system_info();
+                let tcp = |file: &str| {
+                    TcpNetEntries::from_file(format!("/proc/thread-self/net/{file}"), info)
+                        .map(|e| e.0)
+                        .unwrap_or_default()
+                };
+                let udp = |file: &str| {
+                    UdpNetEntries::from_file(format!("/proc/thread-self/net/{file}"), info)
+                        .map(|e| e.0)
+                        .unwrap_or_default()
+                };
+                Some((
+                    [tcp("tcp"), tcp("tcp6")].concat(),
+                    [udp("udp"), udp("udp6")].concat(),
+                ))
+            })
+            .join()
+            .ok()
+            .flatten()
+    });
+    let Some((tcp, udp)) = tables else {
+        return Vec::new();
+    };
+    listeners(tcp.into_iter(), udp.into_iter())
 }
 
 /// The namespaces a process is in, as `lsns` shows them; the host's are

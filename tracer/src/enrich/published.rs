@@ -66,6 +66,7 @@ mod tests {
             docker_error: None,
             docker_networks: Vec::new(),
             host_netns: 1,
+            inactive_containers: Vec::new(),
         };
         topology.namespaces.push(Namespace {
             inode: 1,
@@ -101,6 +102,11 @@ mod tests {
                 mac: None,
             }],
             dns: Vec::new(),
+            network_mode: Default::default(),
+            paused: false,
+            image: String::new(),
+            command: Vec::new(),
+            published: Vec::new(),
         });
         let bindings = [PortBinding {
             container_id: "abc123".into(),

@@ -206,6 +206,11 @@ fn container(name: &str, id: &str, netns: u32) -> Container {
         sandbox_key: format!("/var/run/docker/netns/{}", &id[..12]),
         networks: Vec::new(),
         dns: Vec::new(),
+        network_mode: Default::default(),
+        paused: false,
+        image: String::new(),
+        command: Vec::new(),
+        published: Vec::new(),
     }
 }
 
@@ -256,6 +261,7 @@ fn sample() -> Topology {
             masquerade: true,
         }],
         host_netns: 1,
+        inactive_containers: Vec::new(),
     }
 }
 

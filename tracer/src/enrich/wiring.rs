@@ -40,10 +40,11 @@ impl Wiring {
 
     pub async fn discover() -> anyhow::Result<Wiring> {
         let (discovered, firewall) = tokio::join!(
-            Topology::discover_with_port_bindings(),
+            Topology::discover(),
             tokio::task::spawn_blocking(firewall::read)
         );
-        let (topology, port_bindings) = discovered?;
+        let topology = discovered?;
+        let port_bindings = topology.port_bindings();
         let firewall = firewall.unwrap_or_else(|e| Err(format!("reading the ruleset failed: {e}")));
         let containers = topology
             .containers
@@ -115,7 +116,7 @@ pub struct Ruleset {
     pub chains: Vec<Chain>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PortBinding {
     pub container_id: String,
     /// `tcp`, `udp` or `sctp`.

@@ -1,13 +1,16 @@
 //! Explanation: turns a journey (kernel evidence) and the topology (names)
 //! into the hop-by-hop story. Pure: it never reads the kernel or Docker.
 
+pub mod compare;
 pub mod dns;
 mod hints;
 mod steps;
 mod storyteller;
+pub mod verdict;
 mod wanted;
 
 pub use storyteller::Storyteller;
+pub use verdict::Verdict;
 pub use wanted::facts_wanted;
 pub mod outcome;
 
@@ -403,6 +406,10 @@ pub struct Story {
     /// The kernel dropped events while this journey was traced: hops may be missing.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub events_lost: bool,
+    /// For a reply that refused its request, or a request never sent: what
+    /// failed, why, and what to do.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub verdict: Option<Verdict>,
 }
 
 /// The part a journey plays, as far as its story needs to know.
@@ -652,11 +659,17 @@ pub fn explain(
         outcome: Outcome::new(decided.ending),
         answer,
         events_lost: facts.events_lost,
+        verdict: None,
     }
 }
 
 /// What a reply's story (and a "no reply") needs to know of its request.
-pub fn request_summary(journey: &Journey, story: &Story, topology: &Topology) -> RequestSummary {
+pub fn request_summary(
+    journey: &Journey,
+    story: &Story,
+    topology: &Topology,
+    facts: &Facts,
+) -> RequestSummary {
     let last_route = story.hops.iter().rev().find_map(|hop| {
         let route = match &hop.details {
             Details::Route(route) => route,
@@ -677,6 +690,7 @@ pub fn request_summary(journey: &Journey, story: &Story, topology: &Topology) ->
             table: route.table,
         })
     });
+    let arrived_on = arrival(story);
     RequestSummary {
         id: journey.id,
         sent: journey.first_packet(),
@@ -704,7 +718,55 @@ pub fn request_summary(journey: &Journey, story: &Story, topology: &Topology) ->
                 _ => None,
             })
             .unwrap_or_default(),
+        source_netns: story.hops.first().map_or(topology.host_netns, |h| h.netns),
+        arrived_on: arrived_on.clone(),
+        arrived_forwarding: arrived_on
+            .as_ref()
+            .and_then(|(netns, device)| facts.ipv4_of(*netns, device))
+            .and_then(|settings| settings.forwarding),
+        arrived_from: arrived_on.as_ref().and_then(|(netns, device)| {
+            let iface = topology
+                .namespace(*netns)?
+                .interfaces
+                .iter()
+                .find(|i| &i.name == device)?;
+            let peer = iface.peer?;
+            topology
+                .interface(peer.netns, peer.ifindex)?
+                .addresses
+                .first()
+                .map(|(address, _)| *address)
+        }),
+        last_next_hop: story.hops.iter().rev().find_map(|hop| {
+            let route = match &hop.details {
+                Details::Route(route) => route,
+                Details::Send {
+                    route: Some(route), ..
+                } => route,
+                _ => return None,
+            };
+            route
+                .result
+                .found()
+                .then(|| route.gateway.unwrap_or(journey.last_packet().dst))
+        }),
+        listeners: facts.listeners.clone(),
     }
+}
+
+/// Where a story ended and the device its IP stack took it from there:
+/// its last hop into a namespace (a veth crossing, an arrival, a bridge
+/// passing it up).
+fn arrival(story: &Story) -> Option<(u32, String)> {
+    story.hops.iter().rev().find_map(|hop| match &hop.details {
+        Details::Veth { .. }
+        | Details::Receive
+        | Details::Bridge {
+            decision: BridgeDecision::HandedUp { .. },
+            ..
+        } => Some((hop.netns, hop.device.clone()?)),
+        _ => None,
+    })
 }
 
 /// Who-has the kernel sent while a packet waited on `at`'s device for a

@@ -38,6 +38,10 @@ pub enum Ending {
         /// The kernel there went to answer and found no route back.
         #[serde(skip_serializing_if = "Option::is_none")]
         no_route_back: Option<RouteBack>,
+        /// A connection's first segment: the process whose listening socket
+        /// took it in (its kernel completes the handshake for it).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        accepted_by: Option<AcceptedBy>,
     },
     /// It left through a device beyond which nothing is traced: a NIC, a
     /// tap, a tunnel. The driver freeing it after the transmit is no receive.
@@ -101,6 +105,15 @@ pub enum Ending {
     ArpAnswered { asked: u32, reply: u64, mac: Mac },
     /// An ARP request nobody answered: `asked` who-has went out.
     ArpUnanswered { asked: u32, target: Ipv4Addr },
+}
+
+/// The listening socket a connection was taken in for.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, schemars::JsonSchema)]
+pub struct AcceptedBy {
+    pub process: String,
+    pub pid: u32,
+    /// The address it listens on (`0.0.0.0:4000`).
+    pub listening_on: String,
 }
 
 /// A namespace's failed route back to a packet's source: it could not answer.
@@ -189,13 +202,18 @@ fn ending_text(ending: &Ending) -> String {
             namespace,
             handler,
             no_route_back,
+            accepted_by,
             ..
         } => {
-            let taken = match handler {
-                Some(handler) => {
+            let taken = match (accepted_by, handler) {
+                (Some(by), _) => format!(
+                    "accepted by {} (pid {}), listening on {} in {namespace}",
+                    by.process, by.pid, by.listening_on
+                ),
+                (None, Some(handler)) => {
                     format!("reached {namespace}, whose kernel took it in ({handler})")
                 }
-                None => format!(
+                (None, None) => format!(
                     "reached {namespace}, the namespace it was addressed to; its kernel took it in (its protocol freed it without a trace)"
                 ),
             };
@@ -509,6 +527,19 @@ pub struct RequestSummary {
     pub last_route: Option<LastRoute>,
     /// The namespaces of a routing loop it went round, when it did.
     pub looped_between: Vec<String>,
+    /// The namespace that sent it.
+    pub source_netns: u32,
+    /// Where it ended: the namespace and the device it came in on there.
+    pub arrived_on: Option<(u32, String)>,
+    /// That device's `forwarding` setting, when it was read.
+    pub arrived_forwarding: Option<bool>,
+    /// The address on the other end of that device's link (the way back).
+    pub arrived_from: Option<Ipv4Addr>,
+    /// Where the namespace it ended in was sending it next (its gateway,
+    /// or the destination on-link).
+    pub last_next_hop: Option<Ipv4Addr>,
+    /// Sockets listening on the port it was refused at, in any namespace.
+    pub listeners: Vec<crate::enrich::facts::ListenerAt>,
 }
 
 /// The last routing decision made for a request.
@@ -863,10 +894,18 @@ pub struct NoReply {
     /// come and not been seen.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub events_lost: bool,
+    /// What failed, why, and what to do.
+    pub verdict: super::Verdict,
 }
 
 impl NoReply {
-    pub fn new(request: u64, waited_ms: u64, last_seen: Outcome, events_lost: bool) -> Self {
+    pub fn new(
+        request: u64,
+        waited_ms: u64,
+        last_seen: Outcome,
+        events_lost: bool,
+        verdict: super::Verdict,
+    ) -> Self {
         let waited = if waited_ms >= 1000 {
             format!("{:.1} s", waited_ms as f64 / 1000.0)
         } else {
@@ -882,6 +921,7 @@ impl NoReply {
             last_seen,
             text,
             events_lost,
+            verdict,
         }
     }
 }
@@ -939,6 +979,12 @@ mod tests {
             last_ttl: 64,
             last_route: None,
             looped_between: Vec::new(),
+            source_netns: 1,
+            arrived_on: None,
+            arrived_forwarding: None,
+            arrived_from: None,
+            last_next_hop: None,
+            listeners: Vec::new(),
         }
     }
 

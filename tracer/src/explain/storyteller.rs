@@ -12,7 +12,7 @@ use crate::{
 
 use super::{
     Answer, NoReply, Outcome, RequestSummary, Story, Telling, explain, published_port_note,
-    request_summary, second_leg_note,
+    request_summary, second_leg_note, verdict,
 };
 
 /// Most requests remembered for the replies and "no reply" lines still to come.
@@ -60,6 +60,12 @@ impl Storyteller {
         let telling = Telling::of(journey, role, &self.requests);
         let arp = matches!(role, Role::ArpRequest { .. } | Role::ArpReply { .. });
         let mut story = explain(journey, &telling, topology, facts);
+        // A reply that refused its request says why, in the user's terms.
+        if let (Some(request), Some(answer)) = (telling.request, &story.answer)
+            && !arp
+        {
+            story.verdict = verdict::on_reply(request, answer, &facts.listeners, topology);
+        }
         if story.answer.as_ref().is_some_and(Answer::succeeded) && !arp {
             self.answered = true;
         }
@@ -71,35 +77,51 @@ impl Storyteller {
                     .find_map(|e| e.process().map(|(_, pid)| pid));
                 story.second_leg_of = Some(of);
                 story.note = Some(second_leg_note(of, self.proxy.as_ref(), sender));
-                self.remember(journey, &story, topology);
+                self.remember(request_summary(journey, &story, topology, facts));
             }
             Role::Request => {
                 if let (Some(published), Some(port)) = (&self.published, self.port) {
                     story.note = Some(published_port_note(published, port, self.proxy.as_ref()));
                 }
-                self.remember(journey, &story, topology);
+                let summary = request_summary(journey, &story, topology, facts);
+                story.verdict = verdict::on_not_sent(&summary, topology);
+                self.remember(summary);
             }
             Role::Retransmission { of } => story.retransmission_of = Some(of),
             Role::SameFlow { of } => story.same_flow_as = Some(of),
-            Role::ArpRequest { .. } => self.remember(journey, &story, topology),
+            Role::ArpRequest { .. } => {
+                self.remember(request_summary(journey, &story, topology, facts))
+            }
             Role::Reply { .. } | Role::ArpReply { .. } => {}
         }
         story
     }
 
-    /// What says that `request` got no reply within `waited_ms`, while the
-    /// request is remembered.
-    pub fn no_reply(&self, request: u64, waited_ms: u64, events_lost: bool) -> Option<NoReply> {
+    /// What says that `request` got no reply within `waited_ms`, and why,
+    /// on the wiring `topology`, while the request is remembered.
+    pub fn no_reply(
+        &self,
+        request: u64,
+        waited_ms: u64,
+        events_lost: bool,
+        topology: &Topology,
+    ) -> Option<NoReply> {
         let request_told = self.requests.iter().find(|r| r.id == request)?;
         let last_seen = Outcome::new(request_told.ending.clone());
-        Some(NoReply::new(request, waited_ms, last_seen, events_lost))
+        let verdict = verdict::on_no_reply(request_told, topology);
+        Some(NoReply::new(
+            request,
+            waited_ms,
+            last_seen,
+            events_lost,
+            verdict,
+        ))
     }
 
-    fn remember(&mut self, journey: &Journey, story: &Story, topology: &Topology) {
+    fn remember(&mut self, summary: RequestSummary) {
         if self.requests.len() == MAX_REMEMBERED {
             self.requests.pop_front();
         }
-        self.requests
-            .push_back(request_summary(journey, story, topology));
+        self.requests.push_back(summary);
     }
 }

@@ -4,7 +4,7 @@
 //! the hooks with chains, and the rule that dropped it.
 
 use crate::{
-    decode::{DropReason, EventKind, Hook},
+    decode::{DropReason, EventKind, Hook, TCP_ACK, TCP_RST, TCP_SYN, Transport},
     enrich::{Topology, facts::Wanted},
     journey::Journey,
 };
@@ -76,5 +76,71 @@ pub fn facts_wanted(journey: &Journey, arp: bool, topology: &Topology) -> Vec<Wa
     if arp || bridged {
         wanted.push(Wanted::BridgeFdb);
     }
+    wanted.extend(listeners_wanted(journey));
     wanted
+}
+
+/// Who listens on the port a packet was refused at (a reset, a port
+/// unreachable, a drop for want of a socket), in any namespace: the story
+/// says where it is served instead; and on the port a connection was taken
+/// in at, to say who accepted it.
+fn listeners_wanted(journey: &Journey) -> Option<Wanted> {
+    let first = journey.first_packet();
+    let refused_at = match first.transport {
+        Transport::Tcp { sport, flags, .. } if flags & TCP_RST != 0 => Some(("tcp", sport)),
+        Transport::Icmp {
+            icmp_type: 3,
+            code: 3,
+            quoted: Some(quoted),
+            ..
+        } => protocol_name(quoted.protocol).map(|protocol| (protocol, quoted.dport)),
+        _ => None,
+    };
+    let dropped_for_no_socket = || {
+        journey
+            .events
+            .iter()
+            .find_map(|e| match (&e.kind, e.packet.transport) {
+                (
+                    EventKind::Drop {
+                        reason: DropReason::NoSocket,
+                        ..
+                    },
+                    Transport::Udp { dport, .. },
+                ) => Some(("udp", dport)),
+                (
+                    EventKind::Drop {
+                        reason: DropReason::NoSocket,
+                        ..
+                    },
+                    Transport::Tcp { dport, .. },
+                ) => Some(("tcp", dport)),
+                _ => None,
+            })
+    };
+    // A connection's first segment that a kernel took in: a listener's.
+    let accepted = || match first.transport {
+        Transport::Tcp { dport, flags, .. }
+            if flags & (TCP_SYN | TCP_ACK) == TCP_SYN
+                && journey
+                    .events
+                    .iter()
+                    .all(|e| !matches!(e.kind, EventKind::Drop { .. } | EventKind::SocketRead)) =>
+        {
+            Some(("tcp", dport))
+        }
+        _ => None,
+    };
+    let (protocol, port) = refused_at
+        .or_else(dropped_for_no_socket)
+        .or_else(accepted)?;
+    Some(Wanted::Listeners { protocol, port })
+}
+
+fn protocol_name(number: u8) -> Option<&'static str> {
+    match number {
+        6 => Some("tcp"),
+        17 => Some("udp"),
+        _ => None,
+    }
 }

@@ -4,7 +4,7 @@
 
 use serde::Serialize;
 
-use crate::explain::{NoReply, Story, dns::DnsStory};
+use crate::explain::{NoReply, Story, compare::Compared, dns::DnsStory};
 
 /// The version of the JSON lines `follow` prints; it changes when a field
 /// changes meaning or goes away.
@@ -81,6 +81,14 @@ pub struct Losses<'a> {
     pub lost_by_probe: std::collections::BTreeMap<&'a str, u64>,
     /// Program runs the kernel skipped (recursion, another program running), by probe.
     pub runs_skipped: std::collections::BTreeMap<&'a str, u64>,
+}
+
+/// The version of what `diff --json` prints.
+pub const DIFF_SCHEMA_VERSION: u32 = 1;
+
+/// Two recordings compared: one object.
+pub fn compared(compared: &Compared) -> String {
+    line(DIFF_SCHEMA_VERSION, "diff", compared)
 }
 
 /// A DNS query, its answer and what served it.

@@ -18,6 +18,8 @@ pub enum Output {
     Dns,
     /// `topology --json`.
     Topology,
+    /// `diff --json`.
+    Diff,
 }
 
 /// The schema of `output`, as pretty JSON.
@@ -43,6 +45,19 @@ pub fn schema(output: Output) -> String {
                 ("losses", generator_ref::<lines::Losses<'static>>),
             ],
         ),
+        Output::Diff => {
+            let compared = generator.subschema_for::<crate::explain::compare::Compared>();
+            json!({
+                "title": "pkttrace diff --json",
+                "description": "One object: two recordings of the same flow compared.",
+                "allOf": [compared.to_value()],
+                "properties": {
+                    "schema_version": { "const": lines::DIFF_SCHEMA_VERSION },
+                    "record": { "const": "diff" },
+                },
+                "required": ["schema_version", "record"],
+            })
+        }
         Output::Topology => {
             let report = generator.subschema_for::<crate::enrich::report::Report>();
             json!({
@@ -102,12 +117,13 @@ fn lines_of(
 mod tests {
     use super::*;
 
-    const OUTPUTS: [(Output, &str); 3] = [
+    const OUTPUTS: [(Output, &str); 4] = [
         (
             Output::Follow,
             include_str!("../../../docs/schema/follow.json"),
         ),
         (Output::Dns, include_str!("../../../docs/schema/dns.json")),
+        (Output::Diff, include_str!("../../../docs/schema/diff.json")),
         (
             Output::Topology,
             include_str!("../../../docs/schema/topology.json"),
@@ -147,7 +163,11 @@ mod tests {
                 "docs/json.md does not name {missing:?} ({output:?})"
             );
         }
-        for version in [lines::SCHEMA_VERSION, lines::DNS_SCHEMA_VERSION] {
+        for version in [
+            lines::SCHEMA_VERSION,
+            lines::DNS_SCHEMA_VERSION,
+            lines::DIFF_SCHEMA_VERSION,
+        ] {
             assert!(docs.contains(&format!("(schema version {version})")));
         }
         assert!(docs.contains(&format!("(schema version {})", topology::SCHEMA_VERSION)));

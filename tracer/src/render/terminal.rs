@@ -5,16 +5,18 @@ use std::fmt::Write;
 
 use anstyle::{AnsiColor, Style};
 
-use crate::explain::{Details, Direction, Hop, NoReply, Outcome, Story};
+use crate::explain::{
+    Details, Direction, Hop, NoReply, Outcome, Story, Verdict, verdict::ActionKind,
+};
 
 /// The styles a story is drawn with: colours for a terminal, none at all
 /// for a pipe or a file (cheaper than writing colours and stripping them
 /// again, which a followed stream's thousands of stories a second felt).
 #[derive(Clone, Copy)]
 pub struct Palette {
-    header: Style,
-    dim: Style,
-    drop: Style,
+    pub(super) header: Style,
+    pub(super) dim: Style,
+    pub(super) drop: Style,
     nat: Style,
     good: Style,
     kind: Style,
@@ -127,6 +129,26 @@ fn write_story(
             "   {drop}! the kernel dropped events while this packet was traced: hops may be missing{drop:#}"
         );
     }
+    if let Some(verdict) = &story.verdict {
+        render_verdict(out, verdict, palette);
+    }
+}
+
+/// What failed, why, and what to do: a block under the story.
+fn render_verdict(out: &mut String, verdict: &Verdict, palette: Palette) {
+    let Palette { header, dim, .. } = palette;
+    let _ = writeln!(out, "   {header}⚑ verdict:{header:#} {}", verdict.what);
+    let _ = writeln!(out, "     {dim}why:{dim:#} {}", verdict.why);
+    if let Some(action) = &verdict.action {
+        let kind = match action.kind {
+            ActionKind::Fix => "  fix:",
+            ActionKind::Check => "check:",
+        };
+        let _ = writeln!(out, "   {header}{kind}{header:#} {}", action.command);
+        if let Some(or) = &action.or {
+            let _ = writeln!(out, "      {dim}or:{dim:#} {or}");
+        }
+    }
 }
 
 /// A request that got no reply: one line under the stories.
@@ -142,6 +164,7 @@ pub fn no_reply(no_reply: &NoReply, palette: Palette) -> String {
             "   {drop}! the kernel dropped events while pkttrace waited: the reply may have come unseen{drop:#}"
         );
     }
+    render_verdict(&mut out, &no_reply.verdict, palette);
     out
 }
 

@@ -9,6 +9,7 @@ use std::{
     fs::File,
     io::{BufRead, BufReader, BufWriter, Write},
     path::Path,
+    rc::Rc,
 };
 
 use anyhow::{Context, Result, bail};
@@ -160,7 +161,58 @@ pub struct Recording {
     pub records: Vec<Record>,
 }
 
+/// What a recording holds, in the order it was told: each story's
+/// inputs with the wiring it happened on, and how the run ended (None: it
+/// was cut short).
+pub struct Retold {
+    pub told: Vec<(Told, Rc<Topology>)>,
+    pub exit_code: Option<u8>,
+}
+
 impl Recording {
+    /// Its header, and the stories' inputs in order, each with its wiring.
+    pub fn retold(self) -> Result<(Header, Retold)> {
+        let mut topology: Option<Rc<Topology>> = None;
+        let mut told = Vec::new();
+        let mut exit_code = None;
+        for record in self.records {
+            let item = match record {
+                Record::Header(_) => bail!("a second header"),
+                Record::Topology { topology: recorded } => {
+                    topology = Some(Rc::new(*recorded));
+                    continue;
+                }
+                Record::End { exit_code: code } => {
+                    exit_code = Some(code);
+                    continue;
+                }
+                Record::Journey {
+                    journey,
+                    role,
+                    facts,
+                } => Told::Journey {
+                    journey,
+                    role,
+                    facts,
+                },
+                Record::NoReply {
+                    request,
+                    waited_ms,
+                    events_lost,
+                } => Told::NoReply {
+                    request,
+                    waited_ms,
+                    events_lost,
+                },
+            };
+            let Some(topology) = &topology else {
+                bail!("a story before any topology");
+            };
+            told.push((item, Rc::clone(topology)));
+        }
+        Ok((self.header, Retold { told, exit_code }))
+    }
+
     pub fn read(path: &Path) -> Result<Self> {
         let file = File::open(path)
             .with_context(|| format!("cannot open the recording {}", path.display()))?;

@@ -6,9 +6,49 @@ use anyhow::Result;
 
 use crate::{
     enrich::{Listener, Published, Topology},
-    explain::Storyteller,
-    session::{Destination, Told, sinks::Sink},
+    explain::{Storyteller, compare},
+    session::{
+        Destination, Told,
+        recording::{Header, Retold},
+        sinks::Sink,
+    },
 };
+
+/// A recording's stories told again and kept, not shown: what `diff`
+/// compares.
+pub fn collect(header: &Header, retold: &Retold) -> compare::Telling {
+    let mut storyteller = Storyteller::new(
+        header.destination.port,
+        header.published.clone(),
+        header.proxy.clone(),
+    );
+    let mut telling = compare::Telling {
+        stories: Vec::new(),
+        no_replies: Vec::new(),
+    };
+    for (told, topology) in &retold.told {
+        match told {
+            Told::Journey {
+                journey,
+                role,
+                facts,
+            } => telling
+                .stories
+                .push(storyteller.story(journey, *role, topology, facts)),
+            Told::NoReply {
+                request,
+                waited_ms,
+                events_lost,
+            } => telling.no_replies.extend(storyteller.no_reply(
+                *request,
+                *waited_ms,
+                *events_lost,
+                topology,
+            )),
+        }
+    }
+    telling
+}
 
 pub struct Teller {
     destination: Destination,
@@ -56,9 +96,9 @@ impl Teller {
                 events_lost,
             } => {
                 // A request no longer remembered is not told again.
-                let Some(no_reply) = self
-                    .storyteller
-                    .no_reply(*request, *waited_ms, *events_lost)
+                let Some(no_reply) =
+                    self.storyteller
+                        .no_reply(*request, *waited_ms, *events_lost, topology)
                 else {
                     return Ok(());
                 };

@@ -157,6 +157,7 @@ fn tell_with(recording: &str, change: impl Fn(&mut Journey, &mut Facts)) -> Told
             docker_error: None,
             docker_networks: Vec::new(),
             host_netns: 0,
+            inactive_containers: Vec::new(),
         },
         journeys: Vec::new(),
     };
@@ -181,7 +182,7 @@ fn tell_with(recording: &str, change: impl Fn(&mut Journey, &mut Facts)) -> Told
                 events_lost,
             } => {
                 let no_reply = teller
-                    .no_reply(request, waited_ms, events_lost)
+                    .no_reply(request, waited_ms, events_lost, &told.topology)
                     .expect("a told request");
                 told.text += &(anstream::adapter::strip_str(&crate::render::terminal::no_reply(
                     &no_reply,
@@ -951,6 +952,11 @@ fn dns_lab() -> Topology {
             sandbox_key: String::new(),
             networks: Vec::new(),
             dns: Vec::new(),
+            network_mode: Default::default(),
+            paused: false,
+            image: String::new(),
+            command: Vec::new(),
+            published: Vec::new(),
         }],
         docker_error: None,
         docker_networks: vec![DockerNetwork {
@@ -962,6 +968,7 @@ fn dns_lab() -> Topology {
             masquerade: true,
         }],
         host_netns: HOST,
+        inactive_containers: Vec::new(),
     }
 }
 
@@ -1036,4 +1043,62 @@ fn dns_entries_tell_the_embedded_dns_and_the_forwarded_leg() {
         })
         .collect();
     insta::assert_snapshot!(anstream::adapter::strip_str(&told).to_string());
+}
+
+/// `diff` of the lecture's forwarding experiment, from two real runs: A
+/// forwarded, B (forwarding off) dropped at the same place; they part at
+/// the forward hop, B's side says why with its verdict and the fix.
+#[test]
+fn diff_parts_where_forwarding_was_turned_off() {
+    use crate::explain::compare::{Telling, compare};
+    let worked = tell(ICMP_MASQUERADE);
+    let failed = tell(recording!("forwarding_disabled"));
+    let a = Telling {
+        stories: worked.stories.clone(),
+        no_replies: Vec::new(),
+    };
+    assert!(compare(&a, &a).same, "a run compared with itself");
+    // The same run, but its request dropped where A's was forwarded, as
+    // the failed run's request was (its own namespaces' names differ).
+    let mut request = worked.requests()[0].clone();
+    let forward = request
+        .hops
+        .iter()
+        .position(|h| h.details.kind() == "forward")
+        .expect("A forwards");
+    let failed_request = failed.requests()[0];
+    let mut drop = hops_of(failed_request, "drop")[0].clone();
+    drop.namespace = request.hops[forward].namespace.clone();
+    drop.device = request.hops[forward].device.clone();
+    request.hops.truncate(forward);
+    request.hops.push(drop);
+    request.outcome = failed_request.outcome.clone();
+    let mut no_reply = failed.no_replies[0].clone();
+    no_reply.request = request.journey;
+    let b = Telling {
+        stories: vec![request],
+        no_replies: vec![no_reply],
+    };
+    let compared = compare(&a, &b);
+    assert!(!compared.same);
+    let parting = compared.exchanges[0].parting.as_ref().expect("they part");
+    assert_eq!(parting.same_hops, forward);
+    assert_eq!(
+        parting.a.as_ref().map(|h| h.details.kind()),
+        Some("forward")
+    );
+    assert_eq!(parting.b.as_ref().map(|h| h.details.kind()), Some("drop"));
+    assert!(
+        parting
+            .why
+            .starts_with("B was dropped here: forwarding is off on"),
+        "{}",
+        parting.why
+    );
+    let action = parting.action.as_ref().expect("the fix");
+    assert!(
+        action.command.contains(".forwarding=1"),
+        "{}",
+        action.command
+    );
 }

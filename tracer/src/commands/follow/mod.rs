@@ -42,7 +42,7 @@ const PASSIVE_REPLY_WAIT: Duration = Duration::from_secs(5);
 
 pub async fn run(args: FollowArgs) -> Result<ExitCode> {
     let loading = live::begin(false, args.kernel.buffer_mb)?;
-    let (topology, port_bindings) = Topology::discover_with_port_bindings()
+    let topology = Topology::discover()
         .await
         .context("cannot read this host's network namespaces")?;
     let source = target::resolve_source(&args.source, &topology)?;
@@ -63,7 +63,7 @@ pub async fn run(args: FollowArgs) -> Result<ExitCode> {
         destination.address,
         destination.port,
         transport,
-        &port_bindings,
+        &topology.port_bindings(),
         &topology,
     );
     let filter = filter(&source, destination, probe, &published, &topology, &args);

@@ -3,9 +3,10 @@
 //! where its packet came from, and an answer's failed way back.
 
 use crate::{
-    decode::{Event, EventKind, Mac, RouteFor, RouteResult},
-    enrich::{Interface, LinkKind, Route, RouteKind, Topology},
-    explain::{NotSent, RouteBack},
+    decode::{Event, EventKind, Mac, RouteFor, RouteResult, TCP_ACK, TCP_SYN, Transport},
+    enrich::{Interface, LinkKind, Route, RouteKind, Topology, facts::Facts},
+    explain::{NotSent, RouteBack, outcome::AcceptedBy},
+    journey::Journey,
 };
 
 use super::{Decider, Ending, Origin, StepKind};
@@ -65,6 +66,7 @@ impl Decider<'_> {
             netns: last.netns,
             handler: None,
             no_route_back: None,
+            accepted_by: None,
         };
         if arrived {
             return taken_in();
@@ -180,6 +182,31 @@ impl Decider<'_> {
             },
         }
     }
+}
+
+/// The process whose socket listens where a connection's first segment
+/// (a SYN) was taken in, in namespace `netns`: its kernel took the
+/// connection in for that socket.
+pub fn accepted_by(journey: &Journey, netns: u32, facts: &Facts) -> Option<AcceptedBy> {
+    let packet = journey.last_packet();
+    let Transport::Tcp { dport, flags, .. } = packet.transport else {
+        return None;
+    };
+    if flags & (TCP_SYN | TCP_ACK) != TCP_SYN {
+        return None;
+    }
+    let listener = facts.listeners.iter().find(|at| {
+        let address = at.listener.address;
+        at.netns == netns
+            && at.listener.protocol == "tcp"
+            && address.port() == dport
+            && (address.ip().is_unspecified() || address.ip() == std::net::IpAddr::V4(packet.dst))
+    })?;
+    Some(AcceptedBy {
+        process: listener.listener.process.clone(),
+        pid: listener.listener.pid,
+        listening_on: listener.listener.address.to_string(),
+    })
 }
 
 /// The lookup a namespace made for an answer to the packet (an echo

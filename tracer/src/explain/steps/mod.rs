@@ -364,6 +364,7 @@ pub fn decide(
                         netns: event.netns,
                         handler: Some(location.function().to_string()),
                         no_route_back: None,
+                        accepted_by: None,
                     });
                     let arrival = receive::Arrival::TakenIn {
                         location: location.clone(),
@@ -435,10 +436,12 @@ pub fn decide(
     if let Ending::TakenIn {
         netns,
         no_route_back,
+        accepted_by,
         ..
     } = &mut ending
     {
         *no_route_back = ending::failed_route_back(events, *netns, topology);
+        *accepted_by = ending::accepted_by(journey, *netns, facts);
     }
     let origin = x.origin();
     Decided {

@@ -300,6 +300,11 @@ fn lab() -> Wiring {
                 network("lab", [192, 168, 80, 2], [192, 168, 80, 1]),
             ],
             dns: Vec::new(),
+            network_mode: Default::default(),
+            paused: false,
+            image: String::new(),
+            command: Vec::new(),
+            published: Vec::new(),
         }],
         docker_error: None,
         docker_networks: vec![
@@ -321,6 +326,7 @@ fn lab() -> Wiring {
             },
         ],
         host_netns: HOST,
+        inactive_containers: Vec::new(),
     };
     let proxy = |pid: u32, host_ip: &str, address: &str| {
         Listener {
