@@ -21,6 +21,7 @@
 mod addrs;
 mod cmd;
 mod docker;
+mod engine;
 mod far;
 mod follow;
 mod host;
@@ -34,6 +35,7 @@ pub use cmd::{route_get, tool, tool_json};
 pub use docker::{
     Container, ContainerBuilder, DockerNetwork, LAB_IMAGE, container_exists, docker_network_exists,
 };
+pub use engine::SecondEngine;
 pub use far::{FarAnswer, FarLink, FarSide, Sent, SentKind};
 pub use follow::{
     Followed, SCHEMA_VERSION, follow_json, follow_unanswered, hop, hops, ip, kinds, netfilter_hooks,

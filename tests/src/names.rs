@@ -11,7 +11,7 @@ use std::sync::Once;
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use crate::cmd::{cleanup, cmd, run};
-use crate::{docker, host, netns};
+use crate::{docker, engine, host, netns};
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 static SWEEP: Once = Once::new();
@@ -58,6 +58,7 @@ pub(crate) fn is_stale(name: &str) -> bool {
 /// sysctls and scratch files.
 fn sweep() {
     docker::sweep();
+    engine::sweep();
     netns::sweep();
     host::sweep();
     let Ok(entries) = fs::read_dir(std::env::temp_dir()) else {

@@ -408,3 +408,78 @@ fn diff_tells_where_two_recordings_of_a_flow_part() -> Result<()> {
     assert_eq!(parting["action"]["command"], "iptables -D DOCKER-USER 1");
     Ok(())
 }
+
+/// `pkttrace follow <args> --json` told of the engine at `docker_host`.
+fn follow_engine(docker_host: &str, args: &[&str]) -> Result<(Option<i32>, Vec<Value>)> {
+    let out = Command::new(pkttrace_bin())
+        .env("DOCKER_HOST", docker_host)
+        .arg("follow")
+        .args(args)
+        .arg("--json")
+        .output()?;
+    let records = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(serde_json::from_str)
+        .collect::<Result<Vec<Value>, _>>()
+        .with_context(|| String::from_utf8_lossy(&out.stderr).into_owned())?;
+    Ok((out.status.code(), records))
+}
+
+/// With the userland proxy off (a second engine, `--userland-proxy=false`)
+/// no docker-proxy serves a published port: DNAT alone does, in OUTPUT for
+/// the engine's own host and in PREROUTING for a container on the same
+/// bridge (hairpin NAT); both are followed to the server and back.
+#[test]
+fn with_the_userland_proxy_off_published_ports_are_served_by_hairpin_nat() -> Result<()> {
+    let engine = integration_tests::SecondEngine::without_userland_proxy(77)?;
+    let host = engine.host();
+    let suffix = host.name().trim_start_matches("pt-");
+    let (web_name, client_name) = (format!("pt-w{suffix}"), format!("pt-c{suffix}"));
+    let web = engine.run(&web_name, &["-p", "8080:80"], &["httpd", "-f", "-p", "80"])?;
+    engine.run(&client_name, &[], &["sleep", "infinity"])?;
+    let netns = host.name();
+    let nat = tool(
+        "ip",
+        &[
+            "netns", "exec", netns, "iptables", "-t", "nat", "-S", "DOCKER",
+        ],
+    )?;
+    ensure!(
+        nat.contains(&format!("--to-destination {web}:80")),
+        "ground truth: the DNAT rule: {nat}"
+    );
+    // dockerd holds the port, so nothing else takes it; no proxy serves it.
+    let listeners = tool("ip", &["netns", "exec", netns, "ss", "-tlnpH"])?;
+    ensure!(
+        !listeners.contains("docker-proxy"),
+        "ground truth: no docker-proxy: {listeners}"
+    );
+    let address = format!("{}:8080", host.ip());
+    let uri = engine.host_uri();
+    for (source, hook) in [(netns, "OUTPUT"), (client_name.as_str(), "PREROUTING")] {
+        let (code, records) = follow_engine(&uri, &[source, &address, "--probe", "tcp"])?;
+        assert_eq!(code, Some(0), "{source}: {records:#?}");
+        let requests: Vec<&Value> = records
+            .iter()
+            .filter(|r| r["record"] == "journey" && r["direction"] == "request")
+            .collect();
+        assert_eq!(requests.len(), 1, "no second leg: {records:#?}");
+        let request = requests[0];
+        let dnat = request["hops"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|h| h["kind"] == "nat" && h["nat"] == "destination")
+            .with_context(|| format!("{source}: a DNAT hop: {request:#}"))?;
+        assert_eq!(dnat["hook"], hook, "{source}: {dnat:#}");
+        assert_eq!(ip(&dnat["after"]["dst"]), web);
+        assert_eq!(
+            request["outcome"]["accepted_by"]["process"], "httpd",
+            "{request:#}"
+        );
+        assert_eq!(request["outcome"]["namespace"], web_name);
+        let note = request["note"].as_str().unwrap_or_default();
+        assert!(note.contains("userland proxy off"), "{source}: {note}");
+    }
+    Ok(())
+}

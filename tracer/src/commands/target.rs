@@ -387,4 +387,31 @@ mod tests {
         );
         assert_eq!(resolve_source("host", &empty()).unwrap().netns, 1);
     }
+
+    #[test]
+    fn a_container_that_does_not_run_says_how_to_start_it() {
+        let mut topology = empty();
+        topology.inactive_containers.push(InactiveContainer {
+            id: "fedcba9876".into(),
+            name: "web".into(),
+            image: "pkttrace-lab".into(),
+            status: ContainerStatus::Exited { code: 137 },
+        });
+        let as_source = resolve_source("web", &topology).unwrap_err().to_string();
+        assert_eq!(
+            as_source,
+            "container 'web' is not running: it exited with code 137, so it has no network namespace; start it: docker start web"
+        );
+        let as_destination = resolve_destination("web:80", &topology)
+            .unwrap_err()
+            .to_string();
+        assert_eq!(as_destination, as_source);
+        topology.inactive_containers[0].status = ContainerStatus::Restarting { count: 4 };
+        assert!(
+            resolve_container("web", &topology)
+                .unwrap_err()
+                .to_string()
+                .contains("restarted 4 times")
+        );
+    }
 }

@@ -335,11 +335,6 @@ fn masquerades_by_default() -> bool {
     true
 }
 
-/// Listening sockets of the host namespace with the processes holding them.
-pub fn host_listeners() -> Vec<Listener> {
-    processes::host_listeners()
-}
-
 /// The IPv4 netfilter hooks where `namespace` has base chains of its own
 /// (tables named `skip_tables*` left out): at the others netfilter does
 /// nothing there.
@@ -414,6 +409,33 @@ impl Topology {
             host_netns,
             inactive_containers,
         })
+    }
+
+    /// The namespace the Docker engine runs in, its host: where the bridge of
+    /// its default network holds that network's gateway. The machine's own
+    /// for the engine a machine starts; another for an engine started in a
+    /// namespace of its own.
+    pub fn engine_netns(&self) -> u32 {
+        let default_bridge = self
+            .docker_networks
+            .iter()
+            .find(|n| n.name == "bridge" && n.bridge.is_some());
+        default_bridge
+            .and_then(|network| {
+                let bridge = network.bridge.as_deref()?;
+                self.namespaces.iter().find(|ns| {
+                    ns.interfaces.iter().any(|i| {
+                        i.name == bridge
+                            && i.addresses.iter().any(|(address, _)| {
+                                network
+                                    .subnets
+                                    .iter()
+                                    .any(|subnet| in_subnet(*address, *subnet))
+                            })
+                    })
+                })
+            })
+            .map_or(self.host_netns, |ns| ns.inode)
     }
 
     /// Every port Docker published, all containers together, by host port.
@@ -515,6 +537,11 @@ impl Namespace {
             .iter()
             .filter(move |i| i.master == Some(bridge))
     }
+}
+
+fn in_subnet(address: Ipv4Addr, (network, prefix): (Ipv4Addr, u8)) -> bool {
+    let mask = u32::MAX.checked_shl(32 - u32::from(prefix)).unwrap_or(0);
+    u32::from(address) & mask == u32::from(network) & mask
 }
 
 fn owner_text(owner: &Owner) -> String {

@@ -15,7 +15,8 @@ pub struct Published {
 }
 
 /// The container behind `destination` when it is a port Docker published on
-/// one of the host's addresses (or on all of them).
+/// one of the addresses of the engine's host (or on all of them): the
+/// machine's, or the namespace a second engine runs in.
 pub fn published_target(
     destination: Ipv4Addr,
     port: Option<u16>,
@@ -25,7 +26,7 @@ pub fn published_target(
 ) -> Option<Published> {
     let port = port?;
     let host_addresses: Vec<Ipv4Addr> = topology
-        .namespace(topology.host_netns)
+        .namespace(topology.engine_netns())
         .map(|host| {
             host.interfaces
                 .iter()

@@ -118,8 +118,9 @@ fn listeners_wanted(journey: &Journey) -> Option<Wanted> {
                 _ => None,
             })
     };
-    // A connection's first segment that a kernel took in: a listener's.
-    let accepted = || match first.transport {
+    // A connection's first segment that a kernel took in: a listener's, on
+    // the port it arrived at (after any DNAT).
+    let accepted = || match journey.last_packet().transport {
         Transport::Tcp { dport, flags, .. }
             if flags & (TCP_SYN | TCP_ACK) == TCP_SYN
                 && journey

@@ -81,6 +81,9 @@ pub async fn run(args: FollowArgs) -> Result<ExitCode> {
         protocol: filter.protocol,
     };
     let host_netns = topology.host_netns;
+    // Docker's host: where its proxy listens for a published port (with the
+    // userland proxy off, dockerd only holds the port, proxying nothing).
+    let engine_host = topology.namespace(topology.engine_netns()).cloned();
     let live = loading
         .attach(
             topology,
@@ -94,11 +97,18 @@ pub async fn run(args: FollowArgs) -> Result<ExitCode> {
         )
         .await?;
     say_following(&source, destination, probe, published.as_ref());
-    let proxy = published.as_ref().and_then(|_| {
-        enrich::host_listeners()
-            .into_iter()
-            .find(|l| l.protocol == transport && Some(l.address.port()) == destination.port)
-    });
+    let proxy = published
+        .as_ref()
+        .zip(engine_host)
+        .and_then(|(_, engine_host)| {
+            enrich::listeners_in(&engine_host, host_netns)
+                .into_iter()
+                .find(|l| {
+                    l.protocol == transport
+                        && Some(l.address.port()) == destination.port
+                        && l.proxy_target().is_some()
+                })
+        });
     let answer_timeout = timeout.unwrap_or(PASSIVE_REPLY_WAIT);
     let shape = sender::Shape {
         size: args.size,
