@@ -724,6 +724,10 @@ pub fn request_summary(
             .as_ref()
             .and_then(|(netns, device)| facts.ipv4_of(*netns, device))
             .and_then(|settings| settings.forwarding),
+        all_forwarding: arrived_on
+            .as_ref()
+            .and_then(|(netns, device)| facts.ipv4_of(*netns, device))
+            .and_then(|settings| settings.all_forwarding),
         arrived_from: arrived_on.as_ref().and_then(|(netns, device)| {
             let iface = topology
                 .namespace(*netns)?

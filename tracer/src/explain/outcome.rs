@@ -531,8 +531,10 @@ pub struct RequestSummary {
     pub source_netns: u32,
     /// Where it ended: the namespace and the device it came in on there.
     pub arrived_on: Option<(u32, String)>,
-    /// That device's `forwarding` setting, when it was read.
+    /// That device's `forwarding` setting, and the namespace's `all`, when
+    /// they were read.
     pub arrived_forwarding: Option<bool>,
+    pub all_forwarding: Option<bool>,
     /// The address on the other end of that device's link (the way back).
     pub arrived_from: Option<Ipv4Addr>,
     /// Where the namespace it ended in was sending it next (its gateway,
@@ -982,6 +984,7 @@ mod tests {
             source_netns: 1,
             arrived_on: None,
             arrived_forwarding: None,
+            all_forwarding: None,
             arrived_from: None,
             last_next_hop: None,
             listeners: Vec::new(),

@@ -116,9 +116,19 @@ pub enum Cause {
         namespace: String,
         table: String,
         chain: String,
+        /// The host's FORWARD chain, whose policy Docker sets to drop: it
+        /// forwards only what its own rules accept; `device` is where the
+        /// packet came in.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        docker_forward_from: Option<String>,
     },
-    /// Forwarding is off on the device it came in on.
-    ForwardingOff { namespace: String, device: String },
+    /// Forwarding is off on the device it came in on (and for every device,
+    /// `all_off`: `net.ipv4.conf.all.forwarding` is 0 too).
+    ForwardingOff {
+        namespace: String,
+        device: String,
+        all_off: bool,
+    },
     /// The reverse path filter of the device it came in on.
     ReversePathFilter { namespace: String, device: String },
     /// An unreachable, blackhole or prohibit route.
@@ -319,6 +329,12 @@ fn dead_end(request: &RequestSummary, answer: Option<&Answer>, topology: &Topolo
                     namespace: namespace.clone(),
                     table: rule.table.clone(),
                     chain: rule.chain.clone(),
+                    docker_forward_from: (*netns == topology.host_netns
+                        && rule.table == "ip filter"
+                        && rule.chain == "FORWARD"
+                        && !topology.docker_networks.is_empty())
+                    .then(|| arrived_on(request))
+                    .flatten(),
                 },
                 _ => Cause::FirewallRule {
                     namespace: namespace.clone(),
@@ -344,6 +360,7 @@ fn dead_end(request: &RequestSummary, answer: Option<&Answer>, topology: &Topolo
                     Some(device) if forwarding_off(request) => Cause::ForwardingOff {
                         namespace: namespace.clone(),
                         device,
+                        all_off: request.all_forwarding == Some(false),
                     },
                     _ => Cause::NotKnown,
                 },
@@ -708,13 +725,13 @@ fn words(cause: &Cause, request: &RequestSummary, topology: &Topology) -> (Strin
                 "{container} listens on port {container_port}, and Docker published it on the host's port {host_port} (-p {host_port}:{container_port}/{protocol}), not on {container_port}"
             ),
             Some(Action {
-                kind: ActionKind::Fix,
+                kind: ActionKind::Check,
                 command: format!(
                     "pkttrace follow {} {}:{host_port} --probe {protocol}",
                     source_label(topology, request.source_netns),
                     request.sent.dst
                 ),
-                or: Some(format!("connect to port {host_port}")),
+                or: Some(format!("connect to port {host_port} instead")),
             }),
         ),
         Cause::ListensElsewhere {
@@ -801,9 +818,28 @@ fn words(cause: &Cause, request: &RequestSummary, topology: &Topology) -> (Strin
             )
         }
         Cause::ChainPolicy {
+            docker_forward_from: Some(device),
+            ..
+        } => (
+            format!(
+                "Docker set the host's FORWARD chain to drop what no rule accepts, and forwards only its own networks' traffic; this came in on {device}, which none of its rules accepts"
+            ),
+            Some(Action {
+                kind: ActionKind::Fix,
+                command: format!(
+                    "iptables -I DOCKER-USER -i {device} -j ACCEPT && iptables -I DOCKER-USER -o {device} -j ACCEPT"
+                ),
+                or: Some(
+                    "DOCKER-USER is the chain Docker leaves to you; both ways, for the replies"
+                        .into(),
+                ),
+            }),
+        ),
+        Cause::ChainPolicy {
             namespace,
             table,
             chain,
+            ..
         } => {
             let netns = refused_in(request, topology).unwrap_or(topology.host_netns);
             (
@@ -816,15 +852,34 @@ fn words(cause: &Cause, request: &RequestSummary, topology: &Topology) -> (Strin
                 )),
             )
         }
-        Cause::ForwardingOff { namespace, device } => {
+        Cause::ForwardingOff {
+            namespace,
+            device,
+            all_off,
+        } => {
             let netns = refused_in(request, topology).unwrap_or(topology.host_netns);
+            let prefix = in_namespace(topology, netns);
+            // Writing `all` sets every device, but only when its value
+            // changes: with it already 1, the device's own setting is the fix.
+            let (why, setting) = if *all_off {
+                (
+                    format!(
+                        "forwarding is off in {namespace} (net.ipv4.conf.all.forwarding = 0, and on {device}, where it came in), so the kernel routes nothing on: what lets containers reach out"
+                    ),
+                    "all".to_string(),
+                )
+            } else {
+                (
+                    format!(
+                        "forwarding is off on {device} in {namespace}, where it came in, so the kernel does not route it on (what lets containers reach out: net.ipv4.conf.{device}.forwarding)"
+                    ),
+                    device.clone(),
+                )
+            };
             (
-                format!(
-                    "forwarding is off on {device} in {namespace}, where it came in, so the kernel does not route it on (what lets containers reach out: net.ipv4.conf.{device}.forwarding)"
-                ),
+                why,
                 fix(format!(
-                    "{}sysctl -w net.ipv4.conf.{device}.forwarding=1",
-                    in_namespace(topology, netns)
+                    "{prefix}sysctl -w net.ipv4.conf.{setting}.forwarding=1"
                 )),
             )
         }

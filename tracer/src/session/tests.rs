@@ -1091,7 +1091,7 @@ fn diff_parts_where_forwarding_was_turned_off() {
     assert!(
         parting
             .why
-            .starts_with("B was dropped here: forwarding is off on"),
+            .starts_with("B was dropped here: forwarding is off"),
         "{}",
         parting.why
     );
