@@ -131,6 +131,8 @@ const RECORDINGS: &[&str] = &[
     recording!("fragmentation_needed"),
     recording!("ttl_one"),
     recording!("routing_loop"),
+    recording!("unpublished_port"),
+    recording!("network_none"),
 ];
 
 fn plain(story: &Story) -> String {
@@ -1101,4 +1103,54 @@ fn diff_parts_where_forwarding_was_turned_off() {
         "{}",
         action.command
     );
+}
+
+/// Demo 0: the host's port refused, and the container that listens on it
+/// in its own namespace named, with how to publish it.
+#[test]
+fn an_unpublished_port_names_the_container_that_listens() {
+    let told = tell(recording!("unpublished_port"));
+    let request = told.requests()[0];
+    let reply = told.reply_to(request);
+    let verdict = reply.verdict.as_ref().expect("a verdict on the reset");
+    let crate::explain::verdict::Cause::NotPublished {
+        container,
+        listening_on,
+        listener_is_its_command,
+        ..
+    } = &verdict.cause
+    else {
+        panic!("{}", told.text)
+    };
+    let (_, journey_topology) = (container, &told.topology);
+    let listener = journey_topology
+        .container(container)
+        .expect("the container, as Docker named it");
+    assert_eq!(
+        listening_on,
+        &format!(
+            "{}:{}",
+            listener.networks[0].ip.unwrap(),
+            listener.command[3]
+        )
+    );
+    assert!(listener_is_its_command);
+    insta::assert_snapshot!(told.text);
+}
+
+/// A container with --network none: no packet is made, and the verdict
+/// says how to connect it.
+#[test]
+fn a_container_without_a_network_is_told_how_to_connect_it() {
+    let told = tell(recording!("network_none"));
+    let request = told.requests()[0];
+    let verdict = request
+        .verdict
+        .as_ref()
+        .expect("a verdict on the send never made");
+    assert!(matches!(
+        verdict.cause,
+        crate::explain::verdict::Cause::NetworkNone { .. }
+    ));
+    insta::assert_snapshot!(told.text);
 }
