@@ -68,6 +68,7 @@ mod tests {
             docker_networks: Vec::new(),
             host_netns: 1,
             inactive_containers: Vec::new(),
+            engines: Vec::new(),
         };
         topology.namespaces.push(Namespace {
             inode: 1,
@@ -108,6 +109,7 @@ mod tests {
             image: String::new(),
             command: Vec::new(),
             published: Vec::new(),
+            engine: String::new(),
         });
         let bindings = [PortBinding {
             container_id: "abc123".into(),

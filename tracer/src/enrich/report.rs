@@ -55,6 +55,8 @@ pub enum NamespaceKind {
     Container,
     /// An `ip netns` name's.
     Netns,
+    /// One of Docker's own (an overlay network's, Swarm's ingress).
+    Docker,
     /// Only a process's (found through /proc).
     Process,
 }
@@ -286,6 +288,7 @@ fn namespace_view(topology: &Topology, ns: &Namespace) -> NamespaceView {
         Owner::Host => NamespaceKind::Host,
         Owner::Container { .. } => NamespaceKind::Container,
         Owner::NetnsName(_) => NamespaceKind::Netns,
+        Owner::Docker { .. } => NamespaceKind::Docker,
         Owner::Process { .. } => NamespaceKind::Process,
     };
     NamespaceView {

@@ -33,6 +33,7 @@ pub fn render(report: &Report) -> String {
                 NamespaceKind::Host => "the host",
                 NamespaceKind::Container => "containers (Docker)",
                 NamespaceKind::Netns => "`ip netns` namespaces",
+                NamespaceKind::Docker => "Docker's own namespaces",
                 NamespaceKind::Process => "namespaces of other processes",
             };
             let _ = writeln!(out, "{DIM}── {group} ──{DIM:#}\n");
