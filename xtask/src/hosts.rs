@@ -76,7 +76,10 @@ impl Host {
 
     /// `docker -H <its socket> <args>`.
     fn docker<const N: usize>(&self, args: [&str; N]) -> Command {
-        let mut docker = cmd("docker", ["-H", &format!("unix://{}", self.socket().display())]);
+        let mut docker = cmd(
+            "docker",
+            ["-H", &format!("unix://{}", self.socket().display())],
+        );
         docker.args(args);
         docker
     }
@@ -88,9 +91,15 @@ pub fn up() -> Result<()> {
         if !netns_exists(&host.netns())? {
             run(&mut cmd("ip", ["netns", "add", &host.netns()]))?;
         }
-        run(&mut cmd("ip", ["-n", &host.netns(), "link", "set", "lo", "up"]))?;
+        run(&mut cmd(
+            "ip",
+            ["-n", &host.netns(), "link", "set", "lo", "up"],
+        ))?;
     }
-    if !succeeds(&mut cmd("ip", ["-n", &a.netns(), "link", "show", UNDERLAY_LINK[0]])) {
+    if !succeeds(&mut cmd(
+        "ip",
+        ["-n", &a.netns(), "link", "show", UNDERLAY_LINK[0]],
+    )) {
         run(&mut cmd(
             "ip",
             [
@@ -111,8 +120,14 @@ pub fn up() -> Result<()> {
     }
     for (host, link) in HOSTS.iter().zip(UNDERLAY_LINK) {
         let cidr = format!("{}/{UNDERLAY_PREFIX}", host.underlay);
-        run(&mut cmd("ip", ["-n", &host.netns(), "addr", "replace", &cidr, "dev", link]))?;
-        run(&mut cmd("ip", ["-n", &host.netns(), "link", "set", link, "up"]))?;
+        run(&mut cmd(
+            "ip",
+            ["-n", &host.netns(), "addr", "replace", &cidr, "dev", link],
+        ))?;
+        run(&mut cmd(
+            "ip",
+            ["-n", &host.netns(), "link", "set", link, "up"],
+        ))?;
         start_engine(host)?;
     }
     if !in_swarm(a)? {
@@ -326,5 +341,7 @@ fn stop_engine(host: &Host) {
 
 fn netns_exists(name: &str) -> Result<bool> {
     let list = read(&mut cmd("ip", ["netns", "list"]))?;
-    Ok(list.lines().any(|l| l.split_whitespace().next() == Some(name)))
+    Ok(list
+        .lines()
+        .any(|l| l.split_whitespace().next() == Some(name)))
 }

@@ -46,20 +46,14 @@ pub(super) struct Found {
 /// asked. An engine that does not answer while others do is kept with its
 /// error.
 pub(super) async fn discover(running: &[EngineProcess]) -> Result<Found, String> {
-    let chosen = std::env::var("DOCKER_HOST")
-        .ok()
-        .and_then(|h| h.strip_prefix("unix://").map(PathBuf::from));
-    let asked: Vec<(PathBuf, Option<&EngineProcess>)> = match chosen {
-        Some(socket) => {
+    let asked: Vec<(PathBuf, Option<&EngineProcess>)> = sockets(running)
+        .into_iter()
+        .map(PathBuf::from)
+        .map(|socket| {
             let process = running.iter().find(|e| e.sockets.contains(&socket));
-            vec![(socket, process)]
-        }
-        None if running.is_empty() => vec![(PathBuf::from(DEFAULT_SOCKET), None)],
-        None => running
-            .iter()
-            .map(|e| (e.sockets[0].clone(), Some(e)))
-            .collect(),
-    };
+            (socket, process)
+        })
+        .collect();
     let answers = join_all(asked.iter().map(|(socket, _)| discover_at(socket))).await;
     if answers.iter().all(Result::is_err) {
         return Err(answers
@@ -67,8 +61,22 @@ pub(super) async fn discover(running: &[EngineProcess]) -> Result<Found, String>
             .find_map(Result::err)
             .unwrap_or_else(|| "no Docker engine".into()));
     }
+    // Engines sharing a machine's hostname are told apart by their socket.
+    let names: Vec<Option<String>> = answers
+        .iter()
+        .map(|a| a.as_ref().ok().map(|a| a.engine.name.clone()))
+        .collect();
     let mut found = Found::default();
-    for ((socket, process), answer) in asked.into_iter().zip(answers) {
+    for ((socket, process), mut answer) in asked.into_iter().zip(answers) {
+        if let Ok(answer) = &mut answer {
+            let same = names
+                .iter()
+                .filter(|n| n.as_deref() == Some(answer.engine.name.as_str()))
+                .count();
+            if same > 1 {
+                answer.engine.name = format!("{} ({})", answer.engine.name, socket.display());
+            }
+        }
         let (engine, containers) = match answer {
             Ok(answer) => (answer.engine, Some(answer.found)),
             Err(error) => (
@@ -82,6 +90,7 @@ pub(super) async fn discover(running: &[EngineProcess]) -> Result<Found, String>
         let engine = Engine {
             socket: socket.display().to_string(),
             pid: process.map(|p| p.pid),
+            netns: process.and_then(|p| netns::proc_netns_inode(p.pid).ok()),
             exec_root: process.map(|p| p.exec_root.display().to_string()),
             ..engine
         };
@@ -124,13 +133,20 @@ pub(super) async fn discover_at(socket: &Path) -> Result<Answer, String> {
     }
 }
 
-/// The engine DOCKER_HOST names, or the default one: what the event
-/// stream watches.
-fn socket_path() -> String {
-    std::env::var("DOCKER_HOST")
+/// The sockets of the engines discovery asks (as `discover` picks them):
+/// the ones whose events are watched.
+pub(super) fn sockets(running: &[EngineProcess]) -> Vec<String> {
+    let chosen = std::env::var("DOCKER_HOST")
         .ok()
-        .and_then(|h| h.strip_prefix("unix://").map(str::to_string))
-        .unwrap_or_else(|| DEFAULT_SOCKET.to_string())
+        .and_then(|h| h.strip_prefix("unix://").map(str::to_string));
+    match chosen {
+        Some(socket) => vec![socket],
+        None if running.is_empty() => vec![DEFAULT_SOCKET.to_string()],
+        None => running
+            .iter()
+            .map(|e| e.sockets[0].display().to_string())
+            .collect(),
+    }
 }
 
 /// A client for the daemon at `path`, at the API version both speak.
@@ -145,8 +161,8 @@ async fn connect(path: &str) -> Result<Docker, DockerError> {
 
 /// The daemon's container and network events, as they happen; ends when
 /// Docker is not reachable.
-pub(super) async fn watch_events(mut changed: impl FnMut()) {
-    let Ok(docker) = connect(&socket_path()).await else {
+pub(super) async fn watch_events(socket: String, mut changed: impl FnMut()) {
+    let Ok(docker) = connect(&socket).await else {
         return;
     };
     let filters = HashMap::from([(

@@ -306,6 +306,9 @@ pub struct Engine {
     pub pid: Option<u32>,
     /// Where it keeps its namespaces and runtime state.
     pub exec_root: Option<String>,
+    /// The network namespace it runs in: its host.
+    #[serde(default)]
+    pub netns: Option<u32>,
     /// Its node in a Swarm, when it is in one.
     pub swarm: Option<SwarmNode>,
     /// Why it could not be asked, when it could not.
@@ -488,31 +491,20 @@ impl Topology {
         })
     }
 
-    /// The namespace the Docker engine runs in, its host: where the bridge of
-    /// its default network holds that network's gateway. The machine's own
-    /// for the engine a machine starts; another for an engine started in a
-    /// namespace of its own.
-    pub fn engine_netns(&self) -> u32 {
-        let default_bridge = self
-            .docker_networks
+    /// The namespace the engine named `engine` runs in (its host): the
+    /// machine's for an engine whose process is not known.
+    pub fn engine_host(&self, engine: &str) -> u32 {
+        self.engines
             .iter()
-            .find(|n| n.name == "bridge" && n.bridge.is_some());
-        default_bridge
-            .and_then(|network| {
-                let bridge = network.bridge.as_deref()?;
-                self.namespaces.iter().find(|ns| {
-                    ns.interfaces.iter().any(|i| {
-                        i.name == bridge
-                            && i.addresses.iter().any(|(address, _)| {
-                                network
-                                    .subnets
-                                    .iter()
-                                    .any(|subnet| in_subnet(*address, *subnet))
-                            })
-                    })
-                })
-            })
-            .map_or(self.host_netns, |ns| ns.inode)
+            .find(|e| e.name == engine)
+            .and_then(|e| e.netns)
+            .unwrap_or(self.host_netns)
+    }
+
+    /// One line per Docker engine that runs here and did not answer (while
+    /// another did: when none did, `docker_error` says so).
+    pub fn engine_errors(&self) -> impl Iterator<Item = &str> {
+        self.engines.iter().filter_map(|e| e.error.as_deref())
     }
 
     /// Every port Docker published, all containers together, by host port.
@@ -664,11 +656,6 @@ fn docker_namespace(
         kind.clone()
     };
     (label, kind)
-}
-
-fn in_subnet(address: Ipv4Addr, (network, prefix): (Ipv4Addr, u8)) -> bool {
-    let mask = u32::MAX.checked_shl(32 - u32::from(prefix)).unwrap_or(0);
-    u32::from(address) & mask == u32::from(network) & mask
 }
 
 fn owner_text(owner: &Owner) -> String {

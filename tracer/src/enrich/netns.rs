@@ -204,7 +204,7 @@ fn host_netns_inode() -> anyhow::Result<u32> {
 
 /// Inode of a process's network namespace, from the "net:[N]" link text
 /// (cheaper than opening it, which we only do once per namespace).
-pub(super) fn proc_netns_inode(pid: u32) -> io::Result<u32> {
+pub(crate) fn proc_netns_inode(pid: u32) -> io::Result<u32> {
     parse_netns_link(&fs::read_link(format!("/proc/{pid}/ns/net"))?)
 }
 
