@@ -123,8 +123,8 @@ impl SecondEngine {
         docker
     }
 
-    /// What `DOCKER_HOST` is set to for pkttrace to see this engine.
-    pub fn host_uri(&self) -> String {
+    /// Its socket as `-H` takes it.
+    fn host_uri(&self) -> String {
         format!("unix://{}", self.socket.display())
     }
 

@@ -409,10 +409,10 @@ fn diff_tells_where_two_recordings_of_a_flow_part() -> Result<()> {
     Ok(())
 }
 
-/// `pkttrace follow <args> --json` told of the engine at `docker_host`.
-fn follow_engine(docker_host: &str, args: &[&str]) -> Result<(Option<i32>, Vec<Value>)> {
+/// `pkttrace follow <args> --json`, finding every engine itself.
+fn follow_engines(args: &[&str]) -> Result<(Option<i32>, Vec<Value>)> {
     let out = Command::new(pkttrace_bin())
-        .env("DOCKER_HOST", docker_host)
+        .env_remove("DOCKER_HOST")
         .arg("follow")
         .args(args)
         .arg("--json")
@@ -455,9 +455,9 @@ fn with_the_userland_proxy_off_published_ports_are_served_by_hairpin_nat() -> Re
         "ground truth: no docker-proxy: {listeners}"
     );
     let address = format!("{}:8080", host.ip());
-    let uri = engine.host_uri();
+    // pkttrace finds the second engine by its process: no DOCKER_HOST.
     for (source, hook) in [(netns, "OUTPUT"), (client_name.as_str(), "PREROUTING")] {
-        let (code, records) = follow_engine(&uri, &[source, &address, "--probe", "tcp"])?;
+        let (code, records) = follow_engines(&[source, &address, "--probe", "tcp"])?;
         assert_eq!(code, Some(0), "{source}: {records:#?}");
         let requests: Vec<&Value> = records
             .iter()

@@ -3,6 +3,7 @@
 
 mod bench;
 mod cmd;
+mod hosts;
 mod lab;
 mod man;
 mod setup;
@@ -57,18 +58,32 @@ enum DemoKind {
 
 #[derive(Subcommand)]
 enum LabAction {
-    Up,
-    Down,
+    Up {
+        /// 2: two Docker hosts in one Swarm with an overlay network, instead of the demo lab
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=2))]
+        hosts: u8,
+    },
+    Down {
+        /// 2: the two-host lab
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=2))]
+        hosts: u8,
+    },
 }
 
 fn main() -> Result<ExitCode> {
     match Cli::parse().task {
         Task::Setup => setup::setup().map(|()| ExitCode::SUCCESS),
         Task::Lab {
-            action: LabAction::Up,
+            action: LabAction::Up { hosts: 2 },
+        } => hosts::up().map(|()| ExitCode::SUCCESS),
+        Task::Lab {
+            action: LabAction::Up { .. },
         } => lab::up().map(|()| ExitCode::SUCCESS),
         Task::Lab {
-            action: LabAction::Down,
+            action: LabAction::Down { hosts: 2 },
+        } => hosts::down().map(|()| ExitCode::SUCCESS),
+        Task::Lab {
+            action: LabAction::Down { .. },
         } => lab::down().map(|()| ExitCode::SUCCESS),
         Task::Demo { demo: kind } => demo(kind),
         Task::Test => testrun::test(),

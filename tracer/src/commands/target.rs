@@ -320,6 +320,7 @@ mod tests {
             docker_networks: Vec::new(),
             host_netns: 1,
             inactive_containers: Vec::new(),
+            engines: Vec::new(),
         }
     }
 

@@ -31,6 +31,9 @@ pub async fn run(args: TopologyArgs) -> Result<ExitCode> {
     if let Some(docker) = &report.docker_error {
         eprintln!("pkttrace: note: {docker}; containers are shown as namespaces only");
     }
+    for unreachable in wiring.topology.engine_errors() {
+        eprintln!("pkttrace: note: {unreachable}; its containers are shown as namespaces only");
+    }
     if let Some(firewall) = &report.firewall_error {
         eprintln!("pkttrace: note: {firewall}; netfilter rules are not shown");
     }

@@ -15,9 +15,11 @@ use bollard::{API_DEFAULT_VERSION, Docker};
 use futures::StreamExt;
 use futures::future::join_all;
 
+use std::path::{Path, PathBuf};
+
 use super::{
-    Container, ContainerNetwork, ContainerStatus, DockerNetwork, InactiveContainer, NetworkMode,
-    PortBinding, netns,
+    Container, ContainerNetwork, ContainerStatus, DockerNetwork, Engine, InactiveContainer,
+    NetworkMode, PortBinding, SwarmNode, engines::EngineProcess, netns,
 };
 
 const DEFAULT_SOCKET: &str = "/var/run/docker.sock";
@@ -26,25 +28,104 @@ const TIMEOUT: Duration = Duration::from_secs(3);
 const MASQUERADE_OPTION: &str = "com.docker.network.bridge.enable_ip_masquerade";
 const BRIDGE_NAME_OPTION: &str = "com.docker.network.bridge.name";
 
-/// What Docker reported.
-#[derive(Debug)]
+/// What Docker reported, every engine together.
+#[derive(Debug, Default)]
 pub(super) struct Found {
     /// Running containers (paused ones too: they keep their namespace).
     pub containers: Vec<Container>,
     /// The others.
     pub inactive: Vec<InactiveContainer>,
     pub networks: Vec<DockerNetwork>,
+    /// The engines asked, those that did not answer too.
+    pub engines: Vec<Engine>,
 }
 
-/// Containers and networks, or a one-line reason Docker could not be asked.
-pub(super) async fn discover() -> Result<Found, String> {
-    discover_at(&socket_path()).await
+/// Containers and networks of every engine `running` on this machine (only
+/// the one DOCKER_HOST names, when it names a unix socket: the user's
+/// choice, as for the docker CLI), or a one-line reason no engine could be
+/// asked. An engine that does not answer while others do is kept with its
+/// error.
+pub(super) async fn discover(running: &[EngineProcess]) -> Result<Found, String> {
+    let asked: Vec<(PathBuf, Option<&EngineProcess>)> = sockets(running)
+        .into_iter()
+        .map(PathBuf::from)
+        .map(|socket| {
+            let process = running.iter().find(|e| e.sockets.contains(&socket));
+            (socket, process)
+        })
+        .collect();
+    let answers = join_all(asked.iter().map(|(socket, _)| discover_at(socket))).await;
+    if answers.iter().all(Result::is_err) {
+        return Err(answers
+            .into_iter()
+            .find_map(Result::err)
+            .unwrap_or_else(|| "no Docker engine".into()));
+    }
+    // Engines sharing a machine's hostname are told apart by their socket.
+    let names: Vec<Option<String>> = answers
+        .iter()
+        .map(|a| a.as_ref().ok().map(|a| a.engine.name.clone()))
+        .collect();
+    let mut found = Found::default();
+    for ((socket, process), mut answer) in asked.into_iter().zip(answers) {
+        if let Ok(answer) = &mut answer {
+            let same = names
+                .iter()
+                .filter(|n| n.as_deref() == Some(answer.engine.name.as_str()))
+                .count();
+            if same > 1 {
+                answer.engine.name = format!("{} ({})", answer.engine.name, socket.display());
+            }
+        }
+        let (engine, containers) = match answer {
+            Ok(answer) => (answer.engine, Some(answer.found)),
+            Err(error) => (
+                Engine {
+                    error: Some(error),
+                    ..Engine::default()
+                },
+                None,
+            ),
+        };
+        let engine = Engine {
+            socket: socket.display().to_string(),
+            pid: process.map(|p| p.pid),
+            netns: process.and_then(|p| netns::proc_netns_inode(p.pid).ok()),
+            exec_root: process.map(|p| p.exec_root.display().to_string()),
+            ..engine
+        };
+        if let Some(mut answered) = containers {
+            for container in &mut answered.containers {
+                container.engine = engine.name.clone();
+            }
+            for network in &mut answered.networks {
+                network.engine = engine.name.clone();
+            }
+            found.containers.append(&mut answered.containers);
+            found.inactive.append(&mut answered.inactive);
+            found.networks.append(&mut answered.networks);
+        }
+        found.engines.push(engine);
+    }
+    found.containers.sort_by(|a, b| a.name.cmp(&b.name));
+    found.inactive.sort_by(|a, b| a.name.cmp(&b.name));
+    found
+        .networks
+        .sort_by(|a, b| (&a.name, &a.engine).cmp(&(&b.name, &b.engine)));
+    Ok(found)
 }
 
-pub(super) async fn discover_at(path: &str) -> Result<Found, String> {
-    match tokio::time::timeout(TIMEOUT, query(path)).await {
-        Ok(Ok(found)) => Ok(found),
-        Ok(Err(e)) => Err(describe(path, &e)),
+/// One engine's answer: what it is, and its containers and networks.
+pub(super) struct Answer {
+    engine: Engine,
+    found: Found,
+}
+
+pub(super) async fn discover_at(socket: &Path) -> Result<Answer, String> {
+    let path = socket.display().to_string();
+    match tokio::time::timeout(TIMEOUT, query(&path)).await {
+        Ok(Ok(answer)) => Ok(answer),
+        Ok(Err(e)) => Err(describe(&path, &e)),
         Err(_) => Err(format!(
             "Docker at {path} did not answer within {} s",
             TIMEOUT.as_secs()
@@ -52,13 +133,20 @@ pub(super) async fn discover_at(path: &str) -> Result<Found, String> {
     }
 }
 
-/// Honours DOCKER_HOST when it names a unix socket; a remote daemon's
-/// containers would not be on this host anyway.
-fn socket_path() -> String {
-    std::env::var("DOCKER_HOST")
+/// The sockets of the engines discovery asks (as `discover` picks them):
+/// the ones whose events are watched.
+pub(super) fn sockets(running: &[EngineProcess]) -> Vec<String> {
+    let chosen = std::env::var("DOCKER_HOST")
         .ok()
-        .and_then(|h| h.strip_prefix("unix://").map(str::to_string))
-        .unwrap_or_else(|| DEFAULT_SOCKET.to_string())
+        .and_then(|h| h.strip_prefix("unix://").map(str::to_string));
+    match chosen {
+        Some(socket) => vec![socket],
+        None if running.is_empty() => vec![DEFAULT_SOCKET.to_string()],
+        None => running
+            .iter()
+            .map(|e| e.sockets[0].display().to_string())
+            .collect(),
+    }
 }
 
 /// A client for the daemon at `path`, at the API version both speak.
@@ -73,8 +161,8 @@ async fn connect(path: &str) -> Result<Docker, DockerError> {
 
 /// The daemon's container and network events, as they happen; ends when
 /// Docker is not reachable.
-pub(super) async fn watch_events(mut changed: impl FnMut()) {
-    let Ok(docker) = connect(&socket_path()).await else {
+pub(super) async fn watch_events(socket: String, mut changed: impl FnMut()) {
+    let Ok(docker) = connect(&socket).await else {
         return;
     };
     let filters = HashMap::from([(
@@ -90,13 +178,14 @@ pub(super) async fn watch_events(mut changed: impl FnMut()) {
     }
 }
 
-async fn query(path: &str) -> Result<Found, DockerError> {
+async fn query(path: &str) -> Result<Answer, DockerError> {
     let docker = connect(path).await?;
     let all = ListContainersOptions::<String> {
         all: true,
         ..Default::default()
     };
-    let (listed, networks) = tokio::try_join!(
+    let (info, listed, networks) = tokio::try_join!(
+        docker.info(),
         docker.list_containers(Some(all)),
         docker.list_networks::<String>(None)
     )?;
@@ -117,10 +206,26 @@ async fn query(path: &str) -> Result<Found, DockerError> {
     inactive.sort_by(|a, b| a.name.cmp(&b.name));
     let mut networks: Vec<DockerNetwork> = networks.into_iter().filter_map(network).collect();
     networks.sort_by(|a, b| a.name.cmp(&b.name));
-    Ok(Found {
-        containers,
-        inactive,
-        networks,
+    let swarm = info.swarm.as_ref();
+    let node = swarm
+        .and_then(|s| s.node_id.clone())
+        .filter(|id| !id.is_empty());
+    let engine = Engine {
+        name: info.name.clone().unwrap_or_default(),
+        swarm: node.map(|node_id| SwarmNode {
+            node_id,
+            address: swarm.and_then(|s| s.node_addr.clone()).unwrap_or_default(),
+        }),
+        ..Engine::default()
+    };
+    Ok(Answer {
+        engine,
+        found: Found {
+            containers,
+            inactive,
+            networks,
+            engines: Vec::new(),
+        },
     })
 }
 
@@ -255,6 +360,7 @@ fn container(c: ContainerInspectResponse) -> Option<Container> {
         image,
         command,
         published,
+        engine: String::new(),
     })
 }
 
@@ -279,6 +385,7 @@ fn network(n: Network) -> Option<DockerNetwork> {
         .filter_map(|c| parse_cidr(c.subnet.as_deref()?))
         .collect();
     Some(DockerNetwork {
+        engine: String::new(),
         bridge: bridge_name(&name, &id, &driver, n.options.as_ref()),
         masquerade: masquerades(n.options.as_ref()),
         name,

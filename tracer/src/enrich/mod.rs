@@ -5,6 +5,7 @@
 
 pub mod dns;
 mod docker;
+pub(super) mod engines;
 pub mod facts;
 mod fdb;
 mod firewall;
@@ -56,6 +57,9 @@ pub struct Topology {
     /// but never started): they have no network namespace.
     #[serde(default)]
     pub inactive_containers: Vec<InactiveContainer>,
+    /// The Docker engines asked: one on most machines.
+    #[serde(default)]
+    pub engines: Vec<Engine>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -84,11 +88,34 @@ pub enum Owner {
         id: String,
     },
     NetnsName(String),
+    /// One of Docker's own namespaces (no container's): an overlay
+    /// network's, Swarm's ingress sandbox, a load balancer's.
+    Docker {
+        /// The engine that keeps it, when there is more than one engine.
+        #[serde(default, skip_serializing_if = "String::is_empty")]
+        engine: String,
+        kind: DockerNamespace,
+    },
     /// Lowest pid found in the namespace, with its command name.
     Process {
         pid: u32,
         comm: String,
     },
+}
+
+/// What one of Docker's own namespaces is for, from its file's name in the
+/// engine's `netns/` folder.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum DockerNamespace {
+    /// `1-<network id>`: an overlay network's bridge and VXLAN device.
+    Overlay { network: String },
+    /// `ingress_sbox`: Swarm's routing mesh.
+    Ingress,
+    /// `lb_<network id>`: a network's load balancer.
+    LoadBalancer { network: String },
+    /// Another name.
+    Other { name: String },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -263,6 +290,37 @@ pub struct Container {
     /// Its ports Docker published (`-p HOSTPORT:PORT`).
     #[serde(default)]
     pub published: Vec<PortBinding>,
+    /// The engine that runs it (its `name`).
+    #[serde(default)]
+    pub engine: String,
+}
+
+/// A Docker engine on this machine.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Engine {
+    /// The name it gives its host (`docker info`'s Name).
+    pub name: String,
+    /// The unix socket it was asked on.
+    pub socket: String,
+    /// Its process, when found.
+    pub pid: Option<u32>,
+    /// Where it keeps its namespaces and runtime state.
+    pub exec_root: Option<String>,
+    /// The network namespace it runs in: its host.
+    #[serde(default)]
+    pub netns: Option<u32>,
+    /// Its node in a Swarm, when it is in one.
+    pub swarm: Option<SwarmNode>,
+    /// Why it could not be asked, when it could not.
+    pub error: Option<String>,
+}
+
+/// An engine's place in a Swarm.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SwarmNode {
+    pub node_id: String,
+    /// The address it talks to the other nodes from (the underlay).
+    pub address: String,
 }
 
 /// A container's network (`docker run --network`).
@@ -325,6 +383,9 @@ pub struct DockerNetwork {
     /// the first 12 characters of the id.
     pub bridge: Option<String>,
     pub subnets: Vec<(Ipv4Addr, u8)>,
+    /// The engine that made it (its `name`).
+    #[serde(default)]
+    pub engine: String,
     /// Docker masquerades what leaves the network for elsewhere (option
     /// `com.docker.network.bridge.enable_ip_masquerade`, on by default).
     #[serde(default = "masquerades_by_default")]
@@ -376,13 +437,30 @@ impl Topology {
     /// Reads the whole model. Docker failures end up in `docker_error`;
     /// only failing to read the namespaces themselves is an error.
     pub async fn discover() -> anyhow::Result<Topology> {
-        let (namespaces, docker) = tokio::join!(netns::discover(), docker::discover());
+        let running = engines::running();
+        let docker_dirs: Vec<(std::path::PathBuf, usize)> = running
+            .iter()
+            .enumerate()
+            .map(|(index, engine)| (engine.exec_root.join("netns"), index))
+            .collect();
+        let (namespaces, docker) =
+            tokio::join!(netns::discover(&docker_dirs), docker::discover(&running));
         let (host_netns, mut namespaces) = namespaces?;
-        let (containers, inactive_containers, docker_networks, docker_error) = match docker {
-            Ok(found) => (found.containers, found.inactive, found.networks, None),
-            Err(e) => (Vec::new(), Vec::new(), Vec::new(), Some(e)),
+        let (found, docker_error) = match docker {
+            Ok(found) => (found, None),
+            Err(e) => (docker::Found::default(), Some(e)),
         };
+        let docker::Found {
+            containers,
+            inactive: inactive_containers,
+            networks: docker_networks,
+            engines,
+        } = found;
         for ns in &mut namespaces {
+            if let Owner::Docker { engine, kind } = &mut ns.owner {
+                (*engine, *kind) =
+                    docker_namespace(engine, kind, &running, &engines, &docker_networks);
+            }
             if ns.inode == host_netns {
                 ns.owner = Owner::Host;
             } else if let Some(c) = containers.iter().find(|c| c.netns == ns.inode) {
@@ -397,7 +475,8 @@ impl Topology {
                 Owner::Host => 0,
                 Owner::Container { .. } => 1,
                 Owner::NetnsName(_) => 2,
-                Owner::Process { .. } => 3,
+                Owner::Docker { .. } => 3,
+                Owner::Process { .. } => 4,
             };
             (rank, owner_text(&ns.owner), ns.inode)
         });
@@ -408,34 +487,24 @@ impl Topology {
             docker_networks,
             host_netns,
             inactive_containers,
+            engines,
         })
     }
 
-    /// The namespace the Docker engine runs in, its host: where the bridge of
-    /// its default network holds that network's gateway. The machine's own
-    /// for the engine a machine starts; another for an engine started in a
-    /// namespace of its own.
-    pub fn engine_netns(&self) -> u32 {
-        let default_bridge = self
-            .docker_networks
+    /// The namespace the engine named `engine` runs in (its host): the
+    /// machine's for an engine whose process is not known.
+    pub fn engine_host(&self, engine: &str) -> u32 {
+        self.engines
             .iter()
-            .find(|n| n.name == "bridge" && n.bridge.is_some());
-        default_bridge
-            .and_then(|network| {
-                let bridge = network.bridge.as_deref()?;
-                self.namespaces.iter().find(|ns| {
-                    ns.interfaces.iter().any(|i| {
-                        i.name == bridge
-                            && i.addresses.iter().any(|(address, _)| {
-                                network
-                                    .subnets
-                                    .iter()
-                                    .any(|subnet| in_subnet(*address, *subnet))
-                            })
-                    })
-                })
-            })
-            .map_or(self.host_netns, |ns| ns.inode)
+            .find(|e| e.name == engine)
+            .and_then(|e| e.netns)
+            .unwrap_or(self.host_netns)
+    }
+
+    /// One line per Docker engine that runs here and did not answer (while
+    /// another did: when none did, `docker_error` says so).
+    pub fn engine_errors(&self) -> impl Iterator<Item = &str> {
+        self.engines.iter().filter_map(|e| e.error.as_deref())
     }
 
     /// Every port Docker published, all containers together, by host port.
@@ -539,9 +608,54 @@ impl Namespace {
     }
 }
 
-fn in_subnet(address: Ipv4Addr, (network, prefix): (Ipv4Addr, u8)) -> bool {
-    let mask = u32::MAX.checked_shl(32 - u32::from(prefix)).unwrap_or(0);
-    u32::from(address) & mask == u32::from(network) & mask
+/// What one of Docker's own namespaces is, from its file name and the
+/// networks of the engine that keeps it (`engine`: its index among the
+/// `running` engines): its engine named only when there are several.
+fn docker_namespace(
+    engine: &str,
+    kind: &DockerNamespace,
+    running: &[engines::EngineProcess],
+    engines: &[Engine],
+    networks: &[DockerNetwork],
+) -> (String, DockerNamespace) {
+    let process = engine.parse::<usize>().ok().and_then(|i| running.get(i));
+    let name = process
+        .and_then(|p| engines.iter().find(|e| e.pid == Some(p.pid)))
+        .map(|e| e.name.clone())
+        .unwrap_or_default();
+    let label = if engines.len() > 1 {
+        name.clone()
+    } else {
+        String::new()
+    };
+    let DockerNamespace::Other { name: file } = kind else {
+        return (label, kind.clone());
+    };
+    let network = |id_prefix: &str| {
+        networks
+            .iter()
+            .filter(|n| n.engine == name || name.is_empty())
+            .find(|n| !id_prefix.is_empty() && n.id.starts_with(id_prefix))
+            .map_or_else(|| id_prefix.to_string(), |n| n.name.clone())
+    };
+    let kind = if file == "ingress_sbox" {
+        DockerNamespace::Ingress
+    } else if let Some(id) = file.strip_prefix("lb_") {
+        DockerNamespace::LoadBalancer {
+            network: network(id),
+        }
+    } else if let Some(id) = file
+        .split_once('-')
+        .filter(|(layer, _)| layer.bytes().all(|b| b.is_ascii_digit()))
+        .map(|(_, id)| id)
+    {
+        DockerNamespace::Overlay {
+            network: network(id),
+        }
+    } else {
+        kind.clone()
+    };
+    (label, kind)
 }
 
 fn owner_text(owner: &Owner) -> String {
@@ -549,6 +663,23 @@ fn owner_text(owner: &Owner) -> String {
         Owner::Host => "host".to_string(),
         Owner::Container { name, .. } => name.clone(),
         Owner::NetnsName(name) => format!("netns {name}"),
+        Owner::Docker { engine, kind } => {
+            let on = if engine.is_empty() {
+                String::new()
+            } else {
+                format!(" on {engine}")
+            };
+            match kind {
+                DockerNamespace::Overlay { network } => {
+                    format!("overlay network {network}'s namespace{on}")
+                }
+                DockerNamespace::Ingress => format!("Swarm's ingress sandbox{on}"),
+                DockerNamespace::LoadBalancer { network } => {
+                    format!("network {network}'s load balancer{on}")
+                }
+                DockerNamespace::Other { name } => format!("Docker namespace {name}{on}"),
+            }
+        }
         Owner::Process { pid, comm } => format!("pid {pid} ({comm})"),
     }
 }

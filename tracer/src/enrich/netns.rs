@@ -31,11 +31,16 @@ struct Found {
 }
 
 /// Returns the host namespace's inode and every namespace, owners being
-/// `ip netns` names or processes (the caller knows about containers).
-pub(super) async fn discover() -> anyhow::Result<(u32, Vec<Namespace>)> {
+/// `ip netns` names, processes, or the Docker engines whose `netns/`
+/// folders (`docker_dirs`, each with its engine's index) hold namespaces no
+/// process is in (the caller knows about containers and networks).
+pub(super) async fn discover(
+    docker_dirs: &[(PathBuf, usize)],
+) -> anyhow::Result<(u32, Vec<Namespace>)> {
     let host = host_netns_inode()?;
     // The fds must stay open until every GETNSID query has been answered.
     let mut found = find_namespaces();
+    find_docker_namespaces(docker_dirs, &mut found);
     if !found.contains_key(&host) {
         bail!("cannot open the host network namespace netns:[{host}]: pkttrace needs root");
     }
@@ -153,6 +158,39 @@ fn find_namespaces() -> BTreeMap<u32, Found> {
     found
 }
 
+/// The namespaces Docker keeps with no process in them (an overlay
+/// network's, Swarm's ingress sandbox), from each engine's `netns/` folder;
+/// owned by their file name until the caller knows what they are.
+fn find_docker_namespaces(docker_dirs: &[(PathBuf, usize)], found: &mut BTreeMap<u32, Found>) {
+    for (dir, engine) in docker_dirs {
+        let mut files: Vec<PathBuf> = fs::read_dir(dir)
+            .into_iter()
+            .flatten()
+            .filter_map(|e| Some(e.ok()?.path()))
+            .collect();
+        files.sort();
+        for path in files {
+            let Some(file) = path.to_str() else { continue };
+            let Ok((inode, fd)) = open_nsfs(file) else {
+                continue;
+            };
+            let name = path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            found.entry(inode).or_insert_with(|| Found {
+                fd: Arc::new(fd),
+                path: path.clone(),
+                owner: Owner::Docker {
+                    engine: engine.to_string(),
+                    kind: super::DockerNamespace::Other { name },
+                },
+                names: Vec::new(),
+            });
+        }
+    }
+}
+
 /// Pid 1's namespace. Some sandboxes hide pid 1 even from root (EACCES);
 /// pkttrace then runs in the host namespace itself, so its own is used.
 fn host_netns_inode() -> anyhow::Result<u32> {
@@ -166,7 +204,7 @@ fn host_netns_inode() -> anyhow::Result<u32> {
 
 /// Inode of a process's network namespace, from the "net:[N]" link text
 /// (cheaper than opening it, which we only do once per namespace).
-pub(super) fn proc_netns_inode(pid: u32) -> io::Result<u32> {
+pub(crate) fn proc_netns_inode(pid: u32) -> io::Result<u32> {
     parse_netns_link(&fs::read_link(format!("/proc/{pid}/ns/net"))?)
 }
 

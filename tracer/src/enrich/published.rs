@@ -12,11 +12,16 @@ pub struct Published {
     pub container: String,
     pub address: Ipv4Addr,
     pub port: u16,
+    /// The namespace its engine runs in, where the port is published (0:
+    /// the host's, as recordings made before several engines have it).
+    #[serde(default)]
+    pub host_netns: u32,
 }
 
 /// The container behind `destination` when it is a port Docker published on
-/// one of the addresses of the engine's host (or on all of them): the
-/// machine's, or the namespace a second engine runs in.
+/// one of the addresses of its engine's host (or on all of them): the
+/// machine's, or the namespace another engine runs in. Loopback is the
+/// machine's own engine's first.
 pub fn published_target(
     destination: Ipv4Addr,
     port: Option<u16>,
@@ -25,32 +30,43 @@ pub fn published_target(
     topology: &Topology,
 ) -> Option<Published> {
     let port = port?;
-    let host_addresses: Vec<Ipv4Addr> = topology
-        .namespace(topology.engine_netns())
-        .map(|host| {
-            host.interfaces
-                .iter()
-                .flat_map(|i| i.addresses.iter().map(|(a, _)| *a))
-                .collect()
-        })
-        .unwrap_or_default();
-    let on_host = destination.is_loopback() || host_addresses.contains(&destination);
-    let binding = bindings.iter().find(|b| {
-        let any_address = matches!(b.host_ip.as_str(), "" | "0.0.0.0");
-        b.host_port == port
-            && b.protocol == protocol
-            && on_host
-            && (any_address || b.host_ip == destination.to_string())
-    })?;
-    let container = topology
-        .containers
+    let addresses_of = |netns: u32| -> Vec<Ipv4Addr> {
+        topology
+            .namespace(netns)
+            .map(|host| {
+                host.interfaces
+                    .iter()
+                    .flat_map(|i| i.addresses.iter().map(|(a, _)| *a))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let mut candidates: Vec<(u32, &PortBinding, &super::Container)> = bindings
         .iter()
-        .find(|c| c.id == binding.container_id)?;
+        .filter(|b| {
+            let any_address = matches!(b.host_ip.as_str(), "" | "0.0.0.0");
+            b.host_port == port
+                && b.protocol == protocol
+                && (any_address || b.host_ip == destination.to_string())
+        })
+        .filter_map(|b| {
+            let container = topology
+                .containers
+                .iter()
+                .find(|c| c.id == b.container_id)?;
+            let host = topology.engine_host(&container.engine);
+            let on_host = destination.is_loopback() || addresses_of(host).contains(&destination);
+            on_host.then_some((host, b, container))
+        })
+        .collect();
+    candidates.sort_by_key(|(host, _, _)| *host != topology.host_netns);
+    let (host_netns, binding, container) = candidates.into_iter().next()?;
     let address = container.networks.iter().find_map(|n| n.ip)?;
     Some(Published {
         container: container.name.clone(),
         address,
         port: binding.container_port,
+        host_netns,
     })
 }
 
@@ -68,6 +84,7 @@ mod tests {
             docker_networks: Vec::new(),
             host_netns: 1,
             inactive_containers: Vec::new(),
+            engines: Vec::new(),
         };
         topology.namespaces.push(Namespace {
             inode: 1,
@@ -108,6 +125,7 @@ mod tests {
             image: String::new(),
             command: Vec::new(),
             published: Vec::new(),
+            engine: String::new(),
         });
         let bindings = [PortBinding {
             container_id: "abc123".into(),
@@ -120,6 +138,7 @@ mod tests {
             container: "server-1".into(),
             address: Ipv4Addr::new(172, 17, 0, 2),
             port: 80,
+            host_netns: 1,
         };
         assert_eq!(
             published_target(

@@ -30,6 +30,23 @@ pub struct Report {
     pub uplinks: Vec<Uplink>,
     pub published_ports: Vec<PublishedPort>,
     pub containers: Vec<ContainerView>,
+    /// The Docker engines running here (one on most machines).
+    pub engines: Vec<EngineView>,
+}
+
+/// A Docker engine on this machine.
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
+pub struct EngineView {
+    /// The name it gives its host.
+    pub name: String,
+    /// The unix socket it was asked on.
+    pub socket: String,
+    /// The namespace it runs in (its host), when its process is known.
+    pub host: Option<String>,
+    /// Its address towards the other nodes, when it is in a Swarm.
+    pub swarm_address: Option<String>,
+    /// Why it could not be asked.
+    pub error: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
@@ -55,6 +72,8 @@ pub enum NamespaceKind {
     Container,
     /// An `ip netns` name's.
     Netns,
+    /// One of Docker's own (an overlay network's, Swarm's ingress).
+    Docker,
     /// Only a process's (found through /proc).
     Process,
 }
@@ -277,6 +296,11 @@ impl Report {
             uplinks,
             published_ports,
             containers,
+            engines: topology
+                .engines
+                .iter()
+                .map(|engine| engine_view(topology, engine))
+                .collect(),
         }
     }
 }
@@ -286,6 +310,7 @@ fn namespace_view(topology: &Topology, ns: &Namespace) -> NamespaceView {
         Owner::Host => NamespaceKind::Host,
         Owner::Container { .. } => NamespaceKind::Container,
         Owner::NetnsName(_) => NamespaceKind::Netns,
+        Owner::Docker { .. } => NamespaceKind::Docker,
         Owner::Process { .. } => NamespaceKind::Process,
     };
     NamespaceView {
@@ -618,6 +643,24 @@ fn container_view(
         namespaces: inside.map(|i| i.namespaces),
         nameservers,
         resolv_conf_error,
+    }
+}
+
+fn engine_view(topology: &Topology, engine: &super::Engine) -> EngineView {
+    let host = engine
+        .pid
+        .and_then(|pid| super::netns::proc_netns_inode(pid).ok())
+        .map(|netns| topology.owner_label(netns));
+    EngineView {
+        name: engine.name.clone(),
+        socket: engine.socket.clone(),
+        host,
+        swarm_address: engine
+            .swarm
+            .as_ref()
+            .map(|s| s.address.clone())
+            .filter(|a| !a.is_empty()),
+        error: engine.error.clone(),
     }
 }
 

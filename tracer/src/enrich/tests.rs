@@ -211,6 +211,7 @@ fn container(name: &str, id: &str, netns: u32) -> Container {
         image: String::new(),
         command: Vec::new(),
         published: Vec::new(),
+        engine: String::new(),
     }
 }
 
@@ -259,9 +260,11 @@ fn sample() -> Topology {
             bridge: Some("docker0".to_string()),
             subnets: vec![(Ipv4Addr::new(172, 17, 0, 0), 16)],
             masquerade: true,
+            engine: String::new(),
         }],
         host_netns: 1,
         inactive_containers: Vec::new(),
+        engines: Vec::new(),
     }
 }
 
@@ -305,7 +308,10 @@ async fn unreachable_docker_is_a_message_not_an_error() {
     let missing = dir.join("missing.sock");
     let missing = missing.to_str().unwrap();
     assert_eq!(
-        discover_at(missing).await.unwrap_err(),
+        discover_at(std::path::Path::new(missing))
+            .await
+            .err()
+            .unwrap(),
         format!("Docker is not reachable at {missing} (is dockerd running?)")
     );
     // A socket file nobody listens on any more (dockerd crashed).
@@ -313,7 +319,10 @@ async fn unreachable_docker_is_a_message_not_an_error() {
     drop(std::os::unix::net::UnixListener::bind(&stale).unwrap());
     let stale = stale.to_str().unwrap();
     assert_eq!(
-        discover_at(stale).await.unwrap_err(),
+        discover_at(std::path::Path::new(stale))
+            .await
+            .err()
+            .unwrap(),
         format!("Docker is not reachable at {stale} (is dockerd running?)")
     );
     std::fs::remove_dir_all(&dir).unwrap();
@@ -478,4 +487,53 @@ fn docker_proxy_target_from_its_arguments() {
         proxy("docker-proxy -container-ip 172.17.0.2").proxy_target(),
         None
     );
+}
+
+/// Docker's own namespaces are named after what its engine keeps them for:
+/// an overlay network's (`1-<network id>`), Swarm's ingress sandbox, a load
+/// balancer's; the engine is said when there are several.
+#[test]
+fn dockers_own_namespaces_are_named_after_their_networks() {
+    let running = vec![super::engines::EngineProcess {
+        pid: 42,
+        sockets: vec!["/run/b.sock".into()],
+        exec_root: "/run/b".into(),
+    }];
+    let engine = |name: &str, pid| Engine {
+        name: name.into(),
+        pid,
+        ..Engine::default()
+    };
+    let overlay = DockerNetwork {
+        name: "ovl".into(),
+        id: "5e1cd3bd82c7aaaa".into(),
+        driver: "overlay".into(),
+        bridge: None,
+        subnets: Vec::new(),
+        engine: "host-b".into(),
+        masquerade: true,
+    };
+    let other = |name: &str| DockerNamespace::Other { name: name.into() };
+    let one = [engine("host-b", Some(42))];
+    let two = [engine("host-a", Some(7)), engine("host-b", Some(42))];
+    let networks = [overlay];
+    let named = |file: &str, engines: &[Engine]| {
+        let (engine, kind) = docker_namespace("0", &other(file), &running, engines, &networks);
+        owner_text(&Owner::Docker { engine, kind })
+    };
+    assert_eq!(
+        named("1-5e1cd3bd82", &one),
+        "overlay network ovl's namespace"
+    );
+    assert_eq!(
+        named("1-5e1cd3bd82", &two),
+        "overlay network ovl's namespace on host-b"
+    );
+    assert_eq!(
+        named("ingress_sbox", &two),
+        "Swarm's ingress sandbox on host-b"
+    );
+    assert_eq!(named("lb_5e1cd3bd8", &one), "network ovl's load balancer");
+    assert_eq!(named("lb_0123", &one), "network 0123's load balancer");
+    assert_eq!(named("a1b2c3", &one), "Docker namespace a1b2c3");
 }

@@ -8,7 +8,7 @@ use futures::StreamExt;
 use netlink_sys::{AsyncSocket, SocketAddr};
 use tokio::sync::watch;
 
-use super::docker;
+use super::{docker, engines};
 
 /// rtnetlink multicast groups (`RTMGRP_*` of linux/rtnetlink.h).
 const RTMGRP_LINK: u32 = 0x1;
@@ -35,8 +35,11 @@ pub fn changes() -> Result<watch::Receiver<()>> {
             kernel.send_replace(());
         }
     });
-    tokio::spawn(docker::watch_events(move || {
-        sender.send_replace(());
-    }));
+    for socket in docker::sockets(&engines::running()) {
+        let sender = sender.clone();
+        tokio::spawn(docker::watch_events(socket, move || {
+            sender.send_replace(());
+        }));
+    }
     Ok(receiver)
 }

@@ -68,6 +68,9 @@ impl Loading {
         if let Some(docker) = &topology.docker_error {
             eprintln!("pkttrace: note: {docker}; containers are shown by namespace only");
         }
+        for unreachable in topology.engine_errors() {
+            eprintln!("pkttrace: note: {unreachable}; its containers are shown by namespace only");
+        }
         if let Err(why) = &rule_tracer {
             eprintln!("pkttrace: note: {why}; netfilter drops are told without their rule");
         }

@@ -160,6 +160,7 @@ fn tell_with(recording: &str, change: impl Fn(&mut Journey, &mut Facts)) -> Told
             docker_networks: Vec::new(),
             host_netns: 0,
             inactive_containers: Vec::new(),
+            engines: Vec::new(),
         },
         journeys: Vec::new(),
     };
@@ -959,6 +960,7 @@ fn dns_lab() -> Topology {
             image: String::new(),
             command: Vec::new(),
             published: Vec::new(),
+            engine: String::new(),
         }],
         docker_error: None,
         docker_networks: vec![DockerNetwork {
@@ -968,9 +970,11 @@ fn dns_lab() -> Topology {
             bridge: Some("br-e91aaeeb4e86".into()),
             subnets: vec![(Ipv4Addr::new(172, 18, 0, 0), 16)],
             masquerade: true,
+            engine: String::new(),
         }],
         host_netns: HOST,
         inactive_containers: Vec::new(),
+        engines: Vec::new(),
     }
 }
 

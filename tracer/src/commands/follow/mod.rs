@@ -83,7 +83,14 @@ pub async fn run(args: FollowArgs) -> Result<ExitCode> {
     let host_netns = topology.host_netns;
     // Docker's host: where its proxy listens for a published port (with the
     // userland proxy off, dockerd only holds the port, proxying nothing).
-    let engine_host = topology.namespace(topology.engine_netns()).cloned();
+    let engine_host = published.as_ref().and_then(|p| {
+        let netns = if p.host_netns == 0 {
+            host_netns
+        } else {
+            p.host_netns
+        };
+        topology.namespace(netns).cloned()
+    });
     let live = loading
         .attach(
             topology,

@@ -142,6 +142,7 @@ fn cluster(out: &mut String, report: &Report, ns: &NamespaceView, overlay: &Over
         NamespaceKind::Host => "gray95",
         NamespaceKind::Container => "lightcyan",
         NamespaceKind::Netns => "honeydew",
+        NamespaceKind::Docker => "lavender",
         NamespaceKind::Process => "lightyellow",
     };
     let forwarding = match ns.ip_forward {

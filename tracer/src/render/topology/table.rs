@@ -33,6 +33,7 @@ pub fn render(report: &Report) -> String {
                 NamespaceKind::Host => "the host",
                 NamespaceKind::Container => "containers (Docker)",
                 NamespaceKind::Netns => "`ip netns` namespaces",
+                NamespaceKind::Docker => "Docker's own namespaces",
                 NamespaceKind::Process => "namespaces of other processes",
             };
             let _ = writeln!(out, "{DIM}── {group} ──{DIM:#}\n");
@@ -47,6 +48,7 @@ pub fn render(report: &Report) -> String {
     uplinks(&mut out, report);
     published_ports(&mut out, &report.published_ports);
     containers(&mut out, report);
+    engines(&mut out, report);
     out
 }
 
@@ -350,6 +352,29 @@ fn published_ports(out: &mut String, ports: &[PublishedPort]) {
             } else {
                 rules.join("\n")
             },
+        ]);
+    }
+    push_table(out, b);
+}
+
+/// The engines, when there is more than one or one did not answer.
+fn engines(out: &mut String, report: &Report) {
+    if report.engines.len() < 2 && report.engines.iter().all(|e| e.error.is_none()) {
+        return;
+    }
+    heading(out, "Docker engines");
+    let mut b = Builder::default();
+    b.push_record(["engine", "socket", "host", "swarm address"]);
+    for engine in &report.engines {
+        let name = match &engine.error {
+            Some(error) => format!("{} (did not answer: {error})", engine.name),
+            None => engine.name.clone(),
+        };
+        b.push_record([
+            name,
+            engine.socket.clone(),
+            engine.host.clone().unwrap_or_default(),
+            engine.swarm_address.clone().unwrap_or_default(),
         ]);
     }
     push_table(out, b);

@@ -305,6 +305,7 @@ fn lab() -> Wiring {
             image: String::new(),
             command: Vec::new(),
             published: Vec::new(),
+            engine: String::new(),
         }],
         docker_error: None,
         docker_networks: vec![
@@ -315,6 +316,7 @@ fn lab() -> Wiring {
                 bridge: Some("docker0".into()),
                 subnets: vec![(Ipv4Addr::new(172, 17, 0, 0), 16)],
                 masquerade: true,
+                engine: String::new(),
             },
             DockerNetwork {
                 name: "lab".into(),
@@ -323,10 +325,12 @@ fn lab() -> Wiring {
                 bridge: Some("labbr".into()),
                 subnets: vec![(Ipv4Addr::new(192, 168, 80, 0), 20)],
                 masquerade: true,
+                engine: String::new(),
             },
         ],
         host_netns: HOST,
         inactive_containers: Vec::new(),
+        engines: Vec::new(),
     };
     let proxy = |pid: u32, host_ip: &str, address: &str| {
         Listener {
