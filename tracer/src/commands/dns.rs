@@ -82,6 +82,7 @@ pub async fn run(args: DnsArgs) -> Result<ExitCode> {
         netns: Some(container.netns),
         capture_payload: true,
         capture_headers: false,
+        vxlan_port: topology.vxlan_port(),
     };
     let mut live = loading
         .attach(

@@ -969,6 +969,7 @@ mod tests {
                 length: 60,
                 ttl: 64,
                 dont_fragment: true,
+                tunnel: None,
             },
             ending: Ending::InFlight {
                 namespace: "server-1".into(),
@@ -1008,6 +1009,7 @@ mod tests {
             length: 40,
             ttl: 64,
             dont_fragment: true,
+            tunnel: None,
         }
     }
 

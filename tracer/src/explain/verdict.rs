@@ -645,8 +645,19 @@ fn in_namespace(topology: &Topology, netns: u32) -> String {
     if netns == topology.host_netns {
         return String::new();
     }
-    match topology.namespace(netns).map(|ns| &ns.owner) {
+    let namespace = topology.namespace(netns);
+    match namespace.map(|ns| &ns.owner) {
         Some(Owner::NetnsName(name)) => format!("ip netns exec {name} "),
+        Some(Owner::DockerHost { engine }) => match namespace.and_then(|ns| ns.netns_names.first())
+        {
+            Some(name) => format!("ip netns exec {name} "),
+            None => topology
+                .engines
+                .iter()
+                .find(|e| &e.name == engine)
+                .and_then(|e| e.pid)
+                .map_or_else(String::new, |pid| format!("nsenter -t {pid} -n ")),
+        },
         Some(Owner::Container { id, .. }) => topology
             .containers
             .iter()

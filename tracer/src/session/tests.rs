@@ -881,6 +881,7 @@ fn dns_lab() -> Topology {
         master: None,
         peer: None,
         driver: None,
+        vxlan: None,
     };
     let veth = |ifindex, name: &str, address, peer: (u32, u32)| Interface {
         peer: Some(InterfaceRef {

@@ -270,6 +270,7 @@ fn filter(
             .into_iter()
             .collect(),
         capture_headers: args.pcap.is_some(),
+        vxlan_port: topology.vxlan_port(),
         ..Filter::default()
     };
     if let Some(published) = published {
