@@ -211,6 +211,10 @@ pub struct TunnelHeader {
     pub vni: u32,
     pub sport: u16,
     pub dport: u16,
+    /// The outer IPv4 header's id: what ties the datagram to the kernel's
+    /// nf_tables trace of it.
+    pub ip_id: u16,
+    pub _pad: u16,
 }
 
 /// `PacketEvent::route_for`: the lookup routed the packet at `skb` as it

@@ -572,6 +572,7 @@ fn read_tunnel(skb: u64, tunnel: &mut TunnelHeader) {
     tunnel.vni = u32::from_be_bytes([0, a, b, c]);
     tunnel.sport = u16::from_be(frame.udp_ports[0]);
     tunnel.dport = u16::from_be(frame.udp_ports[1]);
+    tunnel.ip_id = u16::from_be(outer.id);
 }
 
 /// An ARP message as it is on the wire for IPv4 over Ethernet.

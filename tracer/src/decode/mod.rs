@@ -291,6 +291,9 @@ pub struct Tunnel {
     pub dport: u16,
     /// The VXLAN network identifier.
     pub vni: u32,
+    /// The outer IPv4 header's id.
+    #[serde(default)]
+    pub ip_id: u16,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -483,6 +486,7 @@ pub fn decode(raw: &PacketEvent, payload: Option<&[u8]>, names: &KernelNames) ->
                 sport: raw.tunnel.sport,
                 dport: raw.tunnel.dport,
                 vni: raw.tunnel.vni,
+                ip_id: raw.tunnel.ip_id,
             }),
         },
         conntrack: (raw.conntrack != 0)

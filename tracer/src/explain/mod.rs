@@ -779,6 +779,7 @@ pub fn request_summary(
                 .then(|| route.gateway.unwrap_or(journey.last_packet().dst))
         }),
         listeners: facts.listeners.clone(),
+        ended_in_tunnel: story.hops.last().and_then(|hop| hop.tunnel),
     }
 }
 

@@ -79,6 +79,7 @@ pub async fn run(args: FollowArgs) -> Result<ExitCode> {
     let trace = TraceMatch {
         addresses: filter.addresses.clone(),
         protocol: filter.protocol,
+        vxlan_port: filter.vxlan_port,
     };
     let host_netns = topology.host_netns;
     // Docker's host: where its proxy listens for a published port (with the
