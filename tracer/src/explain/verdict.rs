@@ -97,10 +97,7 @@ pub enum Cause {
     },
     /// On a tunnel's underlay: the datagram carrying the packet was
     /// dropped, for `cause`, and the packet with it.
-    InTunnel {
-        tunnel: Tunnel,
-        cause: Box<Cause>,
-    },
+    InTunnel { tunnel: Tunnel, cause: Box<Cause> },
     /// A rule in DOCKER-USER, the administrator's own chain.
     AdministratorRule {
         rule: String,

@@ -6,7 +6,7 @@
 use crate::{
     decode::{DropReason, EventKind, Hook, TCP_ACK, TCP_RST, TCP_SYN, Transport},
     enrich::{Topology, facts::Wanted},
-    journey::Journey,
+    journey::{Journey, is_a_copys_fate},
 };
 
 /// The facts the story of `journey` (an ARP exchange when `arp`) will use,
@@ -138,10 +138,12 @@ fn listeners_wanted(journey: &Journey) -> Option<Wanted> {
     let accepted = || match journey.last_packet().transport {
         Transport::Tcp { dport, flags, .. }
             if flags & (TCP_SYN | TCP_ACK) == TCP_SYN
-                && journey
-                    .events
-                    .iter()
-                    .all(|e| !matches!(e.kind, EventKind::Drop { .. } | EventKind::SocketRead)) =>
+                && journey.events.iter().all(|e| match &e.kind {
+                    // A flooded copy discarded elsewhere is not the segment's end.
+                    EventKind::Drop { reason, .. } => is_a_copys_fate(reason, false),
+                    EventKind::SocketRead => false,
+                    _ => true,
+                }) =>
         {
             Some(("tcp", dport))
         }
