@@ -656,7 +656,7 @@ fn describe_request(request: &RequestSummary) -> String {
 /// How to run a command in namespace `netns`: as is on the host, through
 /// `ip netns exec` for a named one, `nsenter` into a container's or a
 /// process's.
-fn in_namespace(topology: &Topology, netns: u32) -> String {
+pub(super) fn in_namespace(topology: &Topology, netns: u32) -> String {
     if netns == topology.host_netns {
         return String::new();
     }
