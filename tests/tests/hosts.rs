@@ -2,18 +2,38 @@
 //! --hosts 2`: two engines, each in a namespace of its own with its own
 //! hostname, one Swarm over a veth underlay, an attachable overlay network
 //! and a container on each). pkttrace finds both engines by their
-//! processes, names every container and Docker's own namespaces (the
-//! overlay network's on each host), checked against what each engine says.
+//! processes, names every container and Docker's own namespaces, and
+//! follows a packet through the overlay's VXLAN tunnel: encapsulation, the
+//! outer datagram over the underlay, decapsulation. Checked against what
+//! each engine and each kernel say (`docker network inspect`, `bridge fdb`,
+//! `ip -d link`, `ip addr`).
 
-use std::process::Command;
+use std::{net::Ipv4Addr, path::PathBuf, process::Command};
 
 use anyhow::{Context, Result, ensure};
-use integration_tests::{pkttrace, pkttrace_bin, tool};
+use integration_tests::{
+    IptablesRule, follow_json, follow_unanswered, hops, ip, pkttrace_bin, tool, tool_json,
+};
 use serde_json::Value;
 
 /// The lab, up for the guard's lifetime; Drop takes it down (the Swarm
 /// left, the engines stopped, their namespaces and folders removed).
-struct TwoHostLab;
+struct TwoHostLab {
+    /// ovB's address on the overlay.
+    ov_b: Ipv4Addr,
+}
+
+/// What the kernels and engines say of one host's side of the overlay.
+struct HostTruth {
+    /// Its address on the underlay.
+    underlay: Ipv4Addr,
+    /// The overlay network's namespace file (`1-<first ten of its id>`).
+    overlay_netns: PathBuf,
+    /// The VNI its engine gave the overlay network.
+    vni: u64,
+    /// The UDP port of its VXLAN device.
+    port: u64,
+}
 
 /// `xtask lab <action> --hosts 2`, with the xtask binary built beside the
 /// tracer (`cargo xtask test` builds both into the same folder).
@@ -39,8 +59,23 @@ impl TwoHostLab {
     fn up() -> Result<Self> {
         // A lab a killed run left is taken down first.
         lab("down")?;
-        let lab_guard = Self;
+        let mut lab_guard = Self {
+            ov_b: Ipv4Addr::UNSPECIFIED,
+        };
         lab("up")?;
+        lab_guard.ov_b = lab_guard
+            .docker(
+                "host-b",
+                &[
+                    "inspect",
+                    "-f",
+                    "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}",
+                    "ovB",
+                ],
+            )?
+            .trim()
+            .parse()
+            .context("ovB's address on the overlay")?;
         Ok(lab_guard)
     }
 
@@ -50,6 +85,57 @@ impl TwoHostLab {
         let mut all = vec!["-H", &socket];
         all.extend(args);
         tool("docker", &all)
+    }
+
+    /// The ground truth of `host`'s side of the overlay network ovl.
+    fn truth(&self, host: &str) -> Result<HostTruth> {
+        let id = self.docker(host, &["network", "inspect", "-f", "{{.Id}}", "ovl"])?;
+        let overlay_netns = PathBuf::from(format!("/run/pt-{host}/netns/1-{}", &id.trim()[..10]));
+        ensure!(overlay_netns.exists(), "{}", overlay_netns.display());
+        let vni = self
+            .docker(
+                host,
+                &[
+                    "network",
+                    "inspect",
+                    "-f",
+                    r#"{{index .Options "com.docker.network.driver.overlay.vxlanid_list"}}"#,
+                    "ovl",
+                ],
+            )?
+            .trim()
+            .parse()
+            .context("the overlay network's VNI")?;
+        let link = in_netns_json(
+            &overlay_netns,
+            &["ip", "-d", "-j", "link", "show", "vxlan0"],
+        )?;
+        let port = link[0]["linkinfo"]["info_data"]["port"]
+            .as_u64()
+            .context("vxlan0's port")?;
+        let device = if host == "host-a" { "ul-a" } else { "ul-b" };
+        let addresses = tool_json(
+            "ip",
+            &[
+                "-n",
+                &format!("pt-{host}"),
+                "-j",
+                "-4",
+                "addr",
+                "show",
+                device,
+            ],
+        )?;
+        let underlay = addresses[0]["addr_info"][0]["local"]
+            .as_str()
+            .context("the underlay address")?
+            .parse()?;
+        Ok(HostTruth {
+            underlay,
+            overlay_netns,
+            vni,
+            port,
+        })
     }
 }
 
@@ -61,69 +147,196 @@ impl Drop for TwoHostLab {
     }
 }
 
-#[test]
-fn a_ping_across_two_hosts_names_every_hop() -> Result<()> {
-    let lab = TwoHostLab::up()?;
-    let ov_b: std::net::Ipv4Addr = lab
-        .docker(
-            "host-b",
-            &[
-                "inspect",
-                "-f",
-                "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}",
-                "ovB",
-            ],
-        )?
-        .trim()
-        .parse()
-        .context("ovB's address on the overlay")?;
-    // Ground truth: each engine's overlay network, and the namespace file it
-    // keeps for it (`1-<first ten of its id>`).
-    for host in ["host-a", "host-b"] {
-        let id = lab.docker(host, &["network", "inspect", "-f", "{{.Id}}", "ovl"])?;
-        let file = format!("/run/pt-{host}/netns/1-{}", &id.trim()[..10]);
-        ensure!(std::path::Path::new(&file).exists(), "ground truth: {file}");
-    }
-    let run = pkttrace([
-        "follow",
-        "ovA",
-        &ov_b.to_string(),
-        "--probe",
-        "icmp",
-        "--json",
-    ])?;
-    assert_eq!(run.status.code(), Some(0), "{run}");
-    let journeys: Vec<Value> = run
-        .stdout
-        .lines()
-        .map(serde_json::from_str)
-        .collect::<Result<_, _>>()?;
-    let namespaces: Vec<&str> = journeys
+/// A command's JSON output, run inside the namespace file `netns`.
+fn in_netns_json(netns: &std::path::Path, command: &[&str]) -> Result<Value> {
+    let entered = format!("--net={}", netns.display());
+    let mut args = vec![entered.as_str()];
+    args.extend(command);
+    tool_json("nsenter", &args)
+}
+
+/// The VTEP `netns`'s vxlan0 sends frames for `mac` to (`bridge fdb show
+/// dev vxlan0`: Docker writes one entry per remote container).
+fn vtep_for(netns: &std::path::Path, mac: &str) -> Result<Ipv4Addr> {
+    let fdb = in_netns_json(netns, &["bridge", "-j", "fdb", "show", "dev", "vxlan0"])?;
+    let entry = fdb
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|e| e["mac"] == mac && e.get("dst").is_some())
+        .with_context(|| format!("no VTEP for {mac}: {fdb}"))?;
+    Ok(ip(&entry["dst"]))
+}
+
+/// The hop of `kind` in `journey`.
+fn hop_of<'a>(journey: &'a Value, kind: &str) -> Result<&'a Value> {
+    hops(journey)
         .iter()
-        .filter(|j| j["record"] == "journey")
-        .flat_map(|j| j["hops"].as_array().into_iter().flatten())
-        .filter_map(|h| h["namespace"].as_str())
-        .collect();
-    ensure!(!namespaces.is_empty(), "{run}");
-    for namespace in &namespaces {
+        .find(|h| h["kind"] == kind)
+        .with_context(|| format!("no {kind} hop: {journey:#}"))
+}
+
+/// Checks a journey from `from` to `to` through the tunnel: wrapped on
+/// `from`'s overlay namespace for `to`'s VTEP, carried over the underlay
+/// by both Docker hosts in a datagram between the underlay addresses,
+/// unwrapped on `to`'s side, with the VNI both engines gave the network.
+fn assert_tunnelled(
+    journey: &Value,
+    from: (&str, &HostTruth),
+    to: (&str, &HostTruth),
+) -> Result<()> {
+    let ((from_host, from_truth), (to_host, to_truth)) = (from, to);
+    let encap = hop_of(journey, "encap")?;
+    assert_eq!(
+        encap["namespace"],
+        format!("overlay network ovl's namespace on {from_host}"),
+        "{encap:#}"
+    );
+    assert_eq!(encap["device"], "vxlan0");
+    assert_eq!(encap["vni"], from_truth.vni, "{encap:#}");
+    let outer = &encap["outer"];
+    assert_eq!(ip(&outer["src"]), from_truth.underlay, "{encap:#}");
+    assert_eq!(ip(&outer["dst"]), to_truth.underlay, "{encap:#}");
+    assert_eq!(outer["dport"], from_truth.port, "{encap:#}");
+    assert_eq!(outer["vni"], to_truth.vni, "one VNI on both hosts");
+    // The frame's destination MAC is the far container's; the VXLAN FDB
+    // names the far VTEP for it.
+    let mac_dst = hops(journey)
+        .iter()
+        .map(|h| &h["decision"])
+        .find(|decision| decision["kind"] == "switched" && decision["port"] == "vxlan0")
+        .and_then(|decision| decision["mac_dst"].as_str())
+        .context("the bridge switching the frame to vxlan0")?;
+    assert_eq!(
+        ip(&encap["endpoint"]),
+        vtep_for(&from_truth.overlay_netns, mac_dst)?,
+        "{encap:#}"
+    );
+    assert_eq!(ip(&encap["endpoint"]), to_truth.underlay);
+
+    // Between the two, every hop is the outer datagram's, on the underlay.
+    let all = hops(journey);
+    let at = |kind: &str| all.iter().position(|h| h["kind"] == kind).unwrap();
+    let underlay = &all[at("encap") + 1..at("decap")];
+    ensure!(!underlay.is_empty(), "underlay hops: {journey:#}");
+    for hop in underlay {
+        assert_eq!(&hop["tunnel"], outer, "{hop:#}");
+        let namespace = hop["namespace"].as_str().unwrap_or_default();
+        assert!(
+            namespace == format!("Docker host {from_host}")
+                || namespace == format!("Docker host {to_host}"),
+            "{hop:#}"
+        );
+    }
+    for host in [from_host, to_host] {
+        let named = format!("Docker host {host}");
+        assert!(
+            underlay.iter().any(|h| h["namespace"] == named.as_str()),
+            "{named} carries it: {journey:#}"
+        );
+    }
+    let decap = hop_of(journey, "decap")?;
+    assert_eq!(
+        decap["namespace"],
+        format!("overlay network ovl's namespace on {to_host}")
+    );
+    assert_eq!(decap["vni"], to_truth.vni);
+    assert_eq!(&decap["outer"], outer, "{decap:#}");
+    Ok(())
+}
+
+#[test]
+fn a_ping_across_two_hosts_is_told_through_the_vxlan_tunnel() -> Result<()> {
+    let lab = TwoHostLab::up()?;
+    let (a, b) = (lab.truth("host-a")?, lab.truth("host-b")?);
+    let followed = follow_json(&["ovA", &lab.ov_b.to_string(), "--probe", "icmp"])?;
+    assert_eq!(followed.code(), Some(0), "{}", followed.run);
+    let (request, _) = followed.only_request()?;
+    assert_eq!(request["outcome"]["namespace"], "ovB", "{request:#}");
+    assert_tunnelled(&request, ("host-a", &a), ("host-b", &b))?;
+    let reply = followed.reply_to(&request)?;
+    assert_tunnelled(reply, ("host-b", &b), ("host-a", &a))?;
+    // Every hop is named: no bare namespace number, no stray process.
+    for hop in followed.journeys().into_iter().flat_map(hops) {
+        let namespace = hop["namespace"].as_str().unwrap_or_default();
         assert!(
             !namespace.starts_with("netns:[") && !namespace.starts_with("pid "),
-            "every hop named: {namespaces:?}"
+            "every hop named: {hop:#}"
         );
     }
-    for host in ["host-a", "host-b"] {
-        let overlay = format!("overlay network ovl's namespace on {host}");
-        assert!(
-            namespaces.contains(&overlay.as_str()),
-            "{overlay}: {namespaces:?}"
-        );
-    }
-    assert!(
-        namespaces.contains(&"ovA") && namespaces.contains(&"ovB"),
-        "{namespaces:?}"
-    );
     drop(lab);
     let left = tool("ip", &["netns", "list"])?;
     assert!(!left.contains("pt-host-"), "the lab is gone: {left}");
+    Ok(())
+}
+
+#[test]
+fn a_tcp_connection_across_two_hosts_is_accepted_through_the_tunnel() -> Result<()> {
+    let lab = TwoHostLab::up()?;
+    let (a, b) = (lab.truth("host-a")?, lab.truth("host-b")?);
+    lab.docker("host-b", &["exec", "ovB", "httpd", "-p", "8080", "-h", "/"])?;
+    let target = format!("{}:8080", lab.ov_b);
+    let followed = follow_json(&["ovA", &target, "--probe", "tcp:8080"])?;
+    assert_eq!(followed.code(), Some(0), "{}", followed.run);
+    let (request, _) = followed.only_request()?;
+    assert_eq!(
+        request["outcome"]["accepted_by"]["process"], "httpd",
+        "{request:#}"
+    );
+    assert_tunnelled(&request, ("host-a", &a), ("host-b", &b))?;
+    let reply = followed.reply_to(&request)?;
+    assert!(
+        reply["what"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("SYN+ACK")
+    );
+    assert_tunnelled(reply, ("host-b", &b), ("host-a", &a))?;
+    Ok(())
+}
+
+#[test]
+fn a_drop_on_the_underlay_is_the_tunnels_datagram_dropped_by_its_rule() -> Result<()> {
+    let lab = TwoHostLab::up()?;
+    let b = lab.truth("host-b")?;
+    let _rule = IptablesRule::insert_in_netns(
+        std::path::Path::new("/run/netns/pt-host-b"),
+        "filter",
+        "INPUT",
+        ["-p", "udp", "--dport", &b.port.to_string(), "-j", "DROP"],
+    )?;
+    let followed = follow_unanswered(&[
+        "ovA",
+        &lab.ov_b.to_string(),
+        "--probe",
+        "icmp",
+        "--timeout",
+        "2",
+    ])?;
+    let (request, last) = followed.only_request()?;
+    assert_eq!(last["kind"], "drop", "{request:#}");
+    assert_eq!(last["namespace"], "Docker host host-b");
+    assert_eq!(last["reason"], "NETFILTER_DROP");
+    assert_eq!(ip(&last["tunnel"]["dst"]), b.underlay, "{last:#}");
+    let rule = &request["outcome"]["rule"];
+    assert_eq!(rule["chain"], "INPUT", "{request:#}");
+    assert!(
+        rule["text"].as_str().unwrap_or_default().contains("4789"),
+        "{rule:#}"
+    );
+    let no_reply = followed.no_reply_to(&request)?;
+    let cause = &no_reply["verdict"]["cause"];
+    assert_eq!(cause["kind"], "in_tunnel", "{no_reply:#}");
+    assert_eq!(cause["tunnel"]["vni"], b.vni);
+    assert_eq!(cause["cause"]["kind"], "firewall_rule", "{no_reply:#}");
+    let why = no_reply["verdict"]["why"].as_str().unwrap_or_default();
+    assert!(why.contains("VXLAN datagram"), "{why}");
+    let fix = no_reply["verdict"]["action"]["command"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        fix.starts_with("ip netns exec pt-host-b nft delete rule ip filter INPUT handle"),
+        "{fix}"
+    );
     Ok(())
 }

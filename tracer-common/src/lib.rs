@@ -172,6 +172,11 @@ pub struct PacketEvent {
     /// An ICMP error's quoted packet (`quoted.protocol` 0 when none): how
     /// an error names the packet it is about.
     pub quoted: QuotedHeader,
+    /// The outer headers when the event is about a packet seen inside a
+    /// VXLAN tunnel (`tunnel.dport` 0 when not): on the underlay, between
+    /// encapsulation and decapsulation, the packet described above travels
+    /// as the payload of this UDP datagram.
+    pub tunnel: TunnelHeader,
     pub mac_src: [u8; 6],
     pub mac_dst: [u8; 6],
     pub comm: [u8; TASK_COMM_LEN],
@@ -193,6 +198,23 @@ pub struct QuotedHeader {
     pub ip_id: u16,
     pub protocol: u8,
     pub _pad: u8,
+}
+
+/// The outer IPv4 and UDP headers and the VXLAN network identifier of a
+/// packet that travels encapsulated.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct TunnelHeader {
+    pub saddr: [u8; 4],
+    pub daddr: [u8; 4],
+    /// VXLAN network identifier (24 bits).
+    pub vni: u32,
+    pub sport: u16,
+    pub dport: u16,
+    /// The outer IPv4 header's id: what ties the datagram to the kernel's
+    /// nf_tables trace of it.
+    pub ip_id: u16,
+    pub _pad: u16,
 }
 
 /// `PacketEvent::route_for`: the lookup routed the packet at `skb` as it
@@ -290,7 +312,11 @@ pub struct Config {
     /// 1: every event of a packet also carries the packet's first bytes from
     /// its network header on (a `HeadersEvent`), for `--pcap`.
     pub capture_headers: u8,
-    pub _pad: [u8; 5],
+    pub _pad: u8,
+    /// UDP port of the VXLAN tunnels to look into (0 = none): a datagram
+    /// to it carries an Ethernet frame whose packet may be a wanted one.
+    pub vxlan_port: u16,
+    pub _pad2: [u8; 2],
     /// Where the kernel's `skb_defer_free_flush` starts and how long it is
     /// (0 until user space knows): the frees made there are of skbs a socket
     /// reader handed back to the CPU that made them, and only those of skbs

@@ -315,7 +315,10 @@ fn on_skb(
         read_macs(skb, event);
     }
     finish(event);
-    let transport_payload = event.protocol == IPPROTO_TCP || event.protocol == IPPROTO_UDP;
+    // Inside a tunnel the payload read from the network header on would be
+    // the outer datagram's: the inner payload is read where it travels bare.
+    let transport_payload =
+        (event.protocol == IPPROTO_TCP || event.protocol == IPPROTO_UDP) && event.tunnel.dport == 0;
     if cfg.capture_payload != 0 && event.ether_type == ETH_P_IP && transport_payload {
         emit_with_payload(event, skb, at);
     } else {

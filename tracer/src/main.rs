@@ -74,11 +74,23 @@ async fn run() -> ExitCode {
     };
     match result {
         Ok(code) => code,
+        // The reader of the output went away (`| head`): nothing to say to
+        // anyone, and everything attached goes with the process.
+        Err(error) if reader_gone(&error) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("pkttrace: error: {error:#}");
             ExitCode::from(SETUP_ERROR)
         }
     }
+}
+
+/// The error is a write to a pipe whose reader closed it.
+fn reader_gone(error: &anyhow::Error) -> bool {
+    error.chain().any(|cause| {
+        cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
 }
 
 #[cfg(test)]

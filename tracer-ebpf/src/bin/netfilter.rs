@@ -240,8 +240,12 @@ fn clearly_theirs(cfg: &Config, skb: u64, netns: impl Fn() -> u32) -> bool {
     let protocol = field::<u8>(ip, 9);
     let saddr = field::<u32>(ip, 12).to_ne_bytes();
     let daddr = field::<u32>(ip, 16).to_ne_bytes();
-    ipv4_scope(cfg, protocol, saddr, daddr, netns).is_none()
+    // A datagram that may be a VXLAN tunnel's is looked into by `look`.
+    let maybe_tunnel = protocol == IPPROTO_UDP && cfg.vxlan_port != 0;
+    ipv4_scope(cfg, protocol, saddr, daddr, netns).is_none() && !maybe_tunnel
 }
+
+const IPPROTO_UDP: u8 = 17;
 
 /// Leaves what this hook's entry saw for its after-NAT program; `check`
 /// last, so that a record half overwritten does not add up.
@@ -257,10 +261,11 @@ fn remember(seen: *mut EntrySeen, skb: u64, addresses: u64, transport: u64) {
 }
 
 /// A kept packet's addresses and the transport header's first 8 bytes
-/// (ports, or ICMP type to sequence): what a NAT would change.
+/// (ports, or ICMP type to sequence): what a NAT would change. Inside a
+/// tunnel, the inner packet's.
 #[inline(always)]
 fn fingerprint(header: &Header) -> Option<(u64, u64)> {
-    let Header::Ours(ip_addr, ip, _) = header else {
+    let (Header::Ours(ip_addr, ip, _) | Header::Tunneled(ip_addr, ip, _)) = header else {
         return None;
     };
     let addresses =

@@ -75,6 +75,7 @@ pub async fn run(args: DnsArgs) -> Result<ExitCode> {
             .uses_embedded_dns()
             .then_some(crate::enrich::dns::EMBEDDED_DNS),
     );
+    let vxlan_port = topology.vxlan_port();
     let filter = Filter {
         addresses: servers,
         protocol: None,
@@ -82,6 +83,7 @@ pub async fn run(args: DnsArgs) -> Result<ExitCode> {
         netns: Some(container.netns),
         capture_payload: true,
         capture_headers: false,
+        vxlan_port,
     };
     let mut live = loading
         .attach(
@@ -92,6 +94,7 @@ pub async fn run(args: DnsArgs) -> Result<ExitCode> {
                 trace: TraceMatch {
                     addresses: traced_addresses,
                     protocol: None,
+                    vxlan_port,
                 },
                 save_events: args.save_events.as_deref(),
                 told: "queries",

@@ -275,6 +275,25 @@ pub struct Packet {
     /// The don't-fragment bit: a router may not split it to fit a smaller link.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub dont_fragment: bool,
+    /// Where it was seen inside a VXLAN tunnel: the outer datagram that
+    /// carried it there (the fields above are the inner packet's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tunnel: Option<Tunnel>,
+}
+
+/// The outer IPv4 and UDP headers and the VXLAN network identifier of a
+/// packet that travels encapsulated.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct Tunnel {
+    pub src: Ipv4Addr,
+    pub dst: Ipv4Addr,
+    pub sport: u16,
+    pub dport: u16,
+    /// The VXLAN network identifier.
+    pub vni: u32,
+    /// The outer IPv4 header's id.
+    #[serde(default)]
+    pub ip_id: u16,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -461,6 +480,14 @@ pub fn decode(raw: &PacketEvent, payload: Option<&[u8]>, names: &KernelNames) ->
             length: raw.ip_len,
             ttl: raw.ttl,
             dont_fragment: raw.dont_fragment != 0,
+            tunnel: (raw.tunnel.dport != 0).then(|| Tunnel {
+                src: Ipv4Addr::from(raw.tunnel.saddr),
+                dst: Ipv4Addr::from(raw.tunnel.daddr),
+                sport: raw.tunnel.sport,
+                dport: raw.tunnel.dport,
+                vni: raw.tunnel.vni,
+                ip_id: raw.tunnel.ip_id,
+            }),
         },
         conntrack: (raw.conntrack != 0)
             .then(|| Conntrack::from_kernel(raw.conntrack, raw.ctinfo))

@@ -658,6 +658,7 @@ mod live {
         let matching = TraceMatch {
             addresses: vec![FAR],
             protocol: Some(IPPROTO_ICMP),
+            vxlan_port: None,
         };
         let mut tracer = RuleTracer::start(&matching, &paths.clone().map(Some)).unwrap();
         let table = tracer.table().to_string();

@@ -46,15 +46,16 @@ pub struct FactFinder {
 pub enum Wanted {
     /// `net.ipv4.conf.DEVICE.*` in namespace `netns`.
     Ipv4Settings { netns: u32, device: String },
-    /// The host bridges' forwarding databases.
-    BridgeFdb,
+    /// The forwarding databases of namespace `netns` (its bridges' and
+    /// VXLAN devices').
+    BridgeFdb { netns: u32 },
     /// `net.bridge.bridge-nf-call-iptables`.
     BridgeCallsIptables,
     /// The IPv4 hooks where namespace `netns` has base chains.
     NetfilterHooks { netns: u32 },
     /// The rule or chain policy nf_tables' trace says dropped the packet of
     /// `drop` (an event with the namespace it happened in).
-    DropRule { drop: Event },
+    DropRule { drop: Box<Event> },
     /// Every socket of any namespace listening on (TCP) or bound to (UDP)
     /// `port` of `protocol` (`tcp` or `udp`).
     Listeners { protocol: &'static str, port: u16 },
@@ -112,8 +113,17 @@ impl FactFinder {
                     });
                     facts.ipv4.extend(settings.map(|s| (*netns, s)));
                 }
-                Wanted::BridgeFdb => {
-                    facts.fdb = enrich::host_fdb().await.unwrap_or_default();
+                Wanted::BridgeFdb { netns } => {
+                    if let Some(namespace) = self.topology.namespace(*netns).cloned() {
+                        let host = self.topology.host_netns;
+                        // Netlink on a thread of its own: not on the event loop's.
+                        let read =
+                            tokio::task::spawn_blocking(move || enrich::fdb_of(&namespace, host))
+                                .await;
+                        facts
+                            .fdb
+                            .extend(read.ok().and_then(Result::ok).unwrap_or_default());
+                    }
                 }
                 Wanted::BridgeCallsIptables => {
                     facts.bridge_calls_iptables = enrich::bridge_calls_iptables();
@@ -304,7 +314,8 @@ pub struct Facts {
     /// `net.bridge.bridge-nf-call-iptables`: bridged frames also cross the IPv4
     /// hooks (read only for a journey that crosses a bridge).
     pub bridge_calls_iptables: Option<bool>,
-    /// The bridges' forwarding databases when the journey was told.
+    /// The forwarding databases of the namespaces where the journey was
+    /// switched, when it was told.
     pub fdb: Vec<FdbEntry>,
     /// IPv4 settings (`net.ipv4.conf.<dev>.*`) of the devices the journey
     /// came in on where a namespace forwarded it or filtered its source,

@@ -29,7 +29,7 @@ use std::net::Ipv4Addr;
 
 use crate::decode::{Hook, Mac};
 
-pub use fdb::{FdbEntry, host_fdb};
+pub use fdb::{FdbEntry, fdb_of};
 pub use path_mtu::path_mtu;
 pub use processes::listeners_in;
 pub use published::{Published, published_target};
@@ -88,6 +88,11 @@ pub enum Owner {
         id: String,
     },
     NetnsName(String),
+    /// Where a Docker engine other than the machine's own runs: a Docker
+    /// host of its own (a second node of a Swarm, docker-in-docker).
+    DockerHost {
+        engine: String,
+    },
     /// One of Docker's own namespaces (no container's): an overlay
     /// network's, Swarm's ingress sandbox, a load balancer's.
     Docker {
@@ -139,6 +144,22 @@ pub struct Interface {
     pub peer: Option<InterfaceRef>,
     /// Kernel driver of a host device with hardware behind it (`virtio_net`).
     pub driver: Option<String>,
+    /// A VXLAN device's tunnel: its VNI, UDP port and underlay.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vxlan: Option<Vxlan>,
+}
+
+/// What a VXLAN device puts around the frames it sends (`ip -d link`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Vxlan {
+    /// The VXLAN network identifier its frames carry.
+    pub vni: u32,
+    /// The UDP port its datagrams go to.
+    pub port: u16,
+    /// The namespace its UDP socket lives in, whose network carries the
+    /// datagrams (the underlay); None when it is the device's own or unknown.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub underlay_netns: Option<u32>,
 }
 
 /// What kind of link a device is, from IFLA_INFO_KIND and its link-layer
@@ -468,15 +489,20 @@ impl Topology {
                     name: c.name.clone(),
                     id: c.id.clone(),
                 };
+            } else if let Some(engine) = engines.iter().find(|e| e.netns == Some(ns.inode)) {
+                ns.owner = Owner::DockerHost {
+                    engine: engine.name.clone(),
+                };
             }
         }
         namespaces.sort_by_cached_key(|ns| {
             let rank = match ns.owner {
                 Owner::Host => 0,
-                Owner::Container { .. } => 1,
-                Owner::NetnsName(_) => 2,
-                Owner::Docker { .. } => 3,
-                Owner::Process { .. } => 4,
+                Owner::DockerHost { .. } => 1,
+                Owner::Container { .. } => 2,
+                Owner::NetnsName(_) => 3,
+                Owner::Docker { .. } => 4,
+                Owner::Process { .. } => 5,
             };
             (rank, owner_text(&ns.owner), ns.inode)
         });
@@ -533,6 +559,21 @@ impl Topology {
 
     pub fn namespace(&self, inode: u32) -> Option<&Namespace> {
         self.namespaces.iter().find(|ns| ns.inode == inode)
+    }
+
+    /// Every VXLAN device on the machine, with its namespace.
+    pub fn vxlan_devices(&self) -> impl Iterator<Item = (u32, &Interface, &Vxlan)> {
+        self.namespaces.iter().flat_map(|ns| {
+            ns.interfaces
+                .iter()
+                .filter_map(move |i| Some((ns.inode, i, i.vxlan.as_ref()?)))
+        })
+    }
+
+    /// The UDP port the machine's VXLAN tunnels use (Docker's overlay
+    /// networks all use one), None when there is no tunnel.
+    pub fn vxlan_port(&self) -> Option<u16> {
+        self.vxlan_devices().map(|(_, _, vxlan)| vxlan.port).next()
     }
 
     pub fn interface(&self, netns: u32, ifindex: u32) -> Option<&Interface> {
@@ -663,6 +704,7 @@ fn owner_text(owner: &Owner) -> String {
         Owner::Host => "host".to_string(),
         Owner::Container { name, .. } => name.clone(),
         Owner::NetnsName(name) => format!("netns {name}"),
+        Owner::DockerHost { engine } => format!("Docker host {engine}"),
         Owner::Docker { engine, kind } => {
             let on = if engine.is_empty() {
                 String::new()

@@ -9,14 +9,14 @@ use futures::{StreamExt, TryStreamExt};
 use netlink_packet_core::{NLM_F_REQUEST, NetlinkMessage, NetlinkPayload};
 use netlink_packet_route::address::{AddressAttribute, AddressMessage};
 use netlink_packet_route::link::{
-    InfoKind, LinkAttribute, LinkExtentMask, LinkFlag, LinkInfo, LinkMessage,
+    InfoData, InfoKind, InfoVxlan, LinkAttribute, LinkExtentMask, LinkFlag, LinkInfo, LinkMessage,
 };
 use netlink_packet_route::nsid::{NsidAttribute, NsidMessage};
 use netlink_packet_route::route::{RouteAddress, RouteAttribute, RouteMessage, RouteType};
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 use rtnetlink::{Handle, IpVersion};
 
-use super::{Interface, LinkKind, Route, RouteKind};
+use super::{Interface, LinkKind, Route, RouteKind, Vxlan};
 
 /// A link as the kernel reports it, before its veth peer is resolved.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -90,6 +90,12 @@ pub(super) async fn dump(handle: Handle, me: u32, all: &[(u32, RawFd)]) -> anyho
             nsids.insert(id, inode);
         }
     }
+    // A VXLAN device names the namespace of its socket as its link's.
+    for link in &mut links {
+        if let (Some(vxlan), Some(id)) = (link.iface.vxlan.as_mut(), link.link_netnsid) {
+            vxlan.underlay_netns = nsids.get(&id).copied();
+        }
+    }
     Ok(NsDump {
         links,
         routes,
@@ -139,6 +145,7 @@ fn link_dump(msg: LinkMessage) -> LinkDump {
             master: None,
             peer: None,
             driver: None,
+            vxlan: None,
         },
         link: None,
         link_netnsid: None,
@@ -152,17 +159,41 @@ fn link_dump(msg: LinkMessage) -> LinkDump {
             LinkAttribute::NetnsId(id) => dump.link_netnsid = Some(id),
             LinkAttribute::Mtu(mtu) => dump.iface.mtu = Some(mtu),
             LinkAttribute::LinkInfo(infos) => {
-                info_kind = infos.into_iter().find_map(|i| match i {
-                    LinkInfo::Kind(InfoKind::Other(kind)) => Some(kind),
-                    LinkInfo::Kind(kind) => Some(kind.to_string()),
-                    _ => None,
-                });
+                for info in infos {
+                    match info {
+                        LinkInfo::Kind(InfoKind::Other(kind)) => info_kind = Some(kind),
+                        LinkInfo::Kind(kind) => info_kind = Some(kind.to_string()),
+                        LinkInfo::Data(InfoData::Vxlan(vxlan)) => {
+                            dump.iface.vxlan = Some(vxlan_of(&vxlan));
+                        }
+                        _ => {}
+                    }
+                }
             }
             _ => {}
         }
     }
     dump.iface.kind = LinkKind::from_netlink(info_kind.as_deref(), link_layer_type);
     dump
+}
+
+/// A VXLAN device's VNI and port; its underlay is resolved with the
+/// namespace ids (`underlay_netns`).
+fn vxlan_of(infos: &[InfoVxlan]) -> Vxlan {
+    let mut vxlan = Vxlan {
+        vni: 0,
+        // The IANA port, which the kernel uses when none is given.
+        port: 4789,
+        underlay_netns: None,
+    };
+    for info in infos {
+        match info {
+            InfoVxlan::Id(vni) => vxlan.vni = *vni,
+            InfoVxlan::Port(port) => vxlan.port = *port,
+            _ => {}
+        }
+    }
+    vxlan
 }
 
 fn address(msg: &AddressMessage) -> Option<(Ipv4Addr, u8)> {

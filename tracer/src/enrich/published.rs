@@ -102,6 +102,7 @@ mod tests {
                 master: None,
                 peer: None,
                 driver: None,
+                vxlan: None,
             }],
             routes: Vec::new(),
             ip_forward: Some(true),

@@ -72,6 +72,9 @@ pub enum NamespaceKind {
     Container,
     /// An `ip netns` name's.
     Netns,
+    /// Where a Docker engine other than the machine's own runs.
+    #[serde(rename = "docker_host")]
+    DockerHost,
     /// One of Docker's own (an overlay network's, Swarm's ingress).
     Docker,
     /// Only a process's (found through /proc).
@@ -310,6 +313,7 @@ fn namespace_view(topology: &Topology, ns: &Namespace) -> NamespaceView {
         Owner::Host => NamespaceKind::Host,
         Owner::Container { .. } => NamespaceKind::Container,
         Owner::NetnsName(_) => NamespaceKind::Netns,
+        Owner::DockerHost { .. } => NamespaceKind::DockerHost,
         Owner::Docker { .. } => NamespaceKind::Docker,
         Owner::Process { .. } => NamespaceKind::Process,
     };

@@ -20,6 +20,7 @@ fn iface(ifindex: u32, name: &str, kind: Option<&str>) -> Interface {
         master: None,
         peer: None,
         driver: None,
+        vxlan: None,
     }
 }
 

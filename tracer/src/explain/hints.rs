@@ -39,9 +39,23 @@ pub struct DropContext {
     /// Its length, and the MTU of the device its route sends it through.
     pub length: u16,
     pub out_mtu: Option<u32>,
+    /// How to run a command where it was dropped (`ip netns exec NAME `),
+    /// empty on the host.
+    pub run_in: String,
 }
 
+/// The likely cause of a drop and the commands that check it, to be run
+/// in the namespace that dropped it.
 pub fn for_drop(drop: &DropContext) -> String {
+    let hint = cause_and_checks(drop);
+    let run_in = drop.run_in.trim_end();
+    if run_in.is_empty() || !hint.contains("Check:") {
+        return hint;
+    }
+    format!("{hint} (in the namespace that dropped it: {run_in} …)")
+}
+
+fn cause_and_checks(drop: &DropContext) -> String {
     let reason = &drop.reason;
     let at_route_error = drop.location.role == SiteRole::RouteError;
     let forwarding_is_off = drop.input.as_ref().and_then(|i| i.forwarding) == Some(false);
@@ -109,7 +123,7 @@ pub fn for_drop(drop: &DropContext) -> String {
                 .into()
         }
         DropReason::QueuePurge => "it waited in a socket's queue and was thrown away when the socket was closed: the process never read it (an ICMP error on a socket's error queue, say)".into(),
-        DropReason::NoSocket => "nothing listens for it: no socket is bound to that address and port. Check: ss -tulpn in that namespace".into(),
+        DropReason::NoSocket => "nothing listens for it: no socket is bound to that address and port. Check: ss -tulpn".into(),
         DropReason::TcpInvalidSequence | DropReason::TcpOldData => "TCP did not accept the segment's sequence numbers (stale or replayed).".into(),
         _ => format!(
             "the kernel dropped it ({reason} at {}); see include/net/dropreason-core.h for what {reason} means",

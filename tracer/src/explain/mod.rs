@@ -21,7 +21,7 @@ use serde::Serialize;
 use crate::{
     decode::{
         CodeSite, Conntrack, CtDirection, CtState, DropReason, Event, Hook, LOCAL_TABLE,
-        MAIN_TABLE, Mac, Packet, RouteResult, Transport,
+        MAIN_TABLE, Mac, Packet, RouteResult, Transport, Tunnel,
     },
     enrich::{
         Listener, Published, Topology,
@@ -146,6 +146,24 @@ pub enum Details {
         after: Tuple,
     },
     Xmit,
+    /// A VXLAN device wrapped the frame in a UDP datagram (`outer`, when
+    /// the underlay was traced) for the tunnel `endpoint` its forwarding
+    /// database names.
+    Encap {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        vni: Option<u32>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        outer: Option<Tunnel>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        endpoint: Option<Ipv4Addr>,
+    },
+    /// A VXLAN device took the frame out of the datagram `outer`.
+    Decap {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        vni: Option<u32>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        outer: Option<Tunnel>,
+    },
     Receive,
     Deliver {
         process: String,
@@ -185,6 +203,8 @@ impl Details {
             Details::Netfilter { .. } => "netfilter",
             Details::Nat { .. } => "nat",
             Details::Xmit => "xmit",
+            Details::Encap { .. } => "encap",
+            Details::Decap { .. } => "decap",
             Details::Receive => "receive",
             Details::Deliver { .. } => "deliver",
             Details::Loop { .. } => "loop",
@@ -317,6 +337,10 @@ pub struct Hop {
     pub arp_wait: Option<ArpWait>,
     #[serde(flatten)]
     pub details: Details,
+    /// On a tunnel's underlay: the outer datagram that carried the packet
+    /// here (the hop's words are about that datagram).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tunnel: Option<Tunnel>,
     /// The packet's time to live here (0 when unknown: a route lookup).
     #[serde(skip)]
     pub ttl: u8,
@@ -755,6 +779,7 @@ pub fn request_summary(
                 .then(|| route.gateway.unwrap_or(journey.last_packet().dst))
         }),
         listeners: facts.listeners.clone(),
+        ended_in_tunnel: story.hops.last().and_then(|hop| hop.tunnel),
     }
 }
 

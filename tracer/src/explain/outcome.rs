@@ -542,6 +542,8 @@ pub struct RequestSummary {
     pub last_next_hop: Option<Ipv4Addr>,
     /// Sockets listening on the port it was refused at, in any namespace.
     pub listeners: Vec<crate::enrich::facts::ListenerAt>,
+    /// It was last seen on a tunnel's underlay, inside this datagram.
+    pub ended_in_tunnel: Option<crate::decode::Tunnel>,
 }
 
 /// The last routing decision made for a request.
@@ -969,6 +971,7 @@ mod tests {
                 length: 60,
                 ttl: 64,
                 dont_fragment: true,
+                tunnel: None,
             },
             ending: Ending::InFlight {
                 namespace: "server-1".into(),
@@ -988,6 +991,7 @@ mod tests {
             arrived_from: None,
             last_next_hop: None,
             listeners: Vec::new(),
+            ended_in_tunnel: None,
         }
     }
 
@@ -1008,6 +1012,7 @@ mod tests {
             length: 40,
             ttl: 64,
             dont_fragment: true,
+            tunnel: None,
         }
     }
 

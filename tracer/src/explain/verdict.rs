@@ -9,7 +9,7 @@ use std::net::Ipv4Addr;
 use serde::Serialize;
 
 use crate::{
-    decode::{DropReason, RouteResult, SiteRole, Transport},
+    decode::{DropReason, RouteResult, SiteRole, Transport, Tunnel},
     enrich::{
         Container, NetworkMode, Owner, Topology,
         facts::{ChainRole, ListenerAt, RuleAction},
@@ -95,6 +95,9 @@ pub enum Cause {
         #[serde(skip_serializing_if = "Option::is_none")]
         container: Option<String>,
     },
+    /// On a tunnel's underlay: the datagram carrying the packet was
+    /// dropped, for `cause`, and the packet with it.
+    InTunnel { tunnel: Tunnel, cause: Box<Cause> },
     /// A rule in DOCKER-USER, the administrator's own chain.
     AdministratorRule {
         rule: String,
@@ -284,8 +287,20 @@ pub fn on_not_sent(request: &RequestSummary, topology: &Topology) -> Option<Verd
 }
 
 /// Why a request went nowhere: where and how it ended, in Docker's terms
-/// where they apply.
+/// where they apply; on a tunnel's underlay, what ended the datagram
+/// carrying it.
 fn dead_end(request: &RequestSummary, answer: Option<&Answer>, topology: &Topology) -> Cause {
+    let cause = dead_end_here(request, answer, topology);
+    match (request.ended_in_tunnel, &request.ending) {
+        (Some(tunnel), Ending::Dropped { .. }) => Cause::InTunnel {
+            tunnel,
+            cause: Box::new(cause),
+        },
+        _ => cause,
+    }
+}
+
+fn dead_end_here(request: &RequestSummary, answer: Option<&Answer>, topology: &Topology) -> Cause {
     if let Some(Origin::Beyond { device, .. }) = answer.map(|a| &a.origin) {
         return Cause::Beyond {
             device: device.clone(),
@@ -641,12 +656,23 @@ fn describe_request(request: &RequestSummary) -> String {
 /// How to run a command in namespace `netns`: as is on the host, through
 /// `ip netns exec` for a named one, `nsenter` into a container's or a
 /// process's.
-fn in_namespace(topology: &Topology, netns: u32) -> String {
+pub(super) fn in_namespace(topology: &Topology, netns: u32) -> String {
     if netns == topology.host_netns {
         return String::new();
     }
-    match topology.namespace(netns).map(|ns| &ns.owner) {
+    let namespace = topology.namespace(netns);
+    match namespace.map(|ns| &ns.owner) {
         Some(Owner::NetnsName(name)) => format!("ip netns exec {name} "),
+        Some(Owner::DockerHost { engine }) => match namespace.and_then(|ns| ns.netns_names.first())
+        {
+            Some(name) => format!("ip netns exec {name} "),
+            None => topology
+                .engines
+                .iter()
+                .find(|e| &e.name == engine)
+                .and_then(|e| e.pid)
+                .map_or_else(String::new, |pid| format!("nsenter -t {pid} -n ")),
+        },
         Some(Owner::Container { id, .. }) => topology
             .containers
             .iter()
@@ -778,6 +804,16 @@ fn words(cause: &Cause, request: &RequestSummary, topology: &Topology) -> (Strin
                     "{networks} are isolated from each other by design: Docker's isolation rule (DOCKER-ISOLATION-STAGE-2) drops what goes from one to the other; to talk, containers share a network"
                 ),
                 connect,
+            )
+        }
+        Cause::InTunnel { tunnel, cause } => {
+            let (why, action) = words(cause, request, topology);
+            (
+                format!(
+                    "the VXLAN datagram carrying it ({} → {}, UDP port {}, VNI {}) was dropped, and the packet with it: {why}; an overlay network needs UDP port {} open between its hosts",
+                    tunnel.src, tunnel.dst, tunnel.dport, tunnel.vni, tunnel.dport
+                ),
+                action,
             )
         }
         Cause::AdministratorRule {

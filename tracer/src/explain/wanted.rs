@@ -6,7 +6,7 @@
 use crate::{
     decode::{DropReason, EventKind, Hook, TCP_ACK, TCP_RST, TCP_SYN, Transport},
     enrich::{Topology, facts::Wanted},
-    journey::Journey,
+    journey::{Journey, is_a_copys_fate},
 };
 
 /// The facts the story of `journey` (an ARP exchange when `arp`) will use,
@@ -42,7 +42,9 @@ pub fn facts_wanted(journey: &Journey, arp: bool, topology: &Topology) -> Vec<Wa
         {
             let mut drop = event.clone();
             drop.netns = netns;
-            wanted.push(Wanted::DropRule { drop });
+            wanted.push(Wanted::DropRule {
+                drop: Box::new(drop),
+            });
         }
     }
     settings.sort_unstable();
@@ -65,17 +67,30 @@ pub fn facts_wanted(journey: &Journey, arp: bool, topology: &Topology) -> Vec<Wa
     // What a bridge did is told from its forwarding database (an ARP
     // exchange always meets one); a file read per journey is too much for a
     // stream, so only then.
-    let bridged = journey.events.iter().any(|e| {
-        topology
-            .interface(e.netns, e.ifindex)
-            .is_some_and(|i| i.master.is_some())
-    });
-    if bridged {
+    let mut bridged_in: Vec<u32> = journey
+        .events
+        .iter()
+        .filter(|e| {
+            topology
+                .interface(e.netns, e.ifindex)
+                .is_some_and(|i| i.master.is_some())
+        })
+        .map(|e| e.netns)
+        .collect();
+    bridged_in.sort_unstable();
+    bridged_in.dedup();
+    if !bridged_in.is_empty() {
         wanted.push(Wanted::BridgeCallsIptables);
     }
-    if arp || bridged {
-        wanted.push(Wanted::BridgeFdb);
+    if arp && bridged_in.is_empty() {
+        // An ARP exchange seen on no bridge port meets the host's bridges.
+        bridged_in.push(topology.host_netns);
     }
+    wanted.extend(
+        bridged_in
+            .into_iter()
+            .map(|netns| Wanted::BridgeFdb { netns }),
+    );
     wanted.extend(listeners_wanted(journey));
     wanted
 }
@@ -123,10 +138,12 @@ fn listeners_wanted(journey: &Journey) -> Option<Wanted> {
     let accepted = || match journey.last_packet().transport {
         Transport::Tcp { dport, flags, .. }
             if flags & (TCP_SYN | TCP_ACK) == TCP_SYN
-                && journey
-                    .events
-                    .iter()
-                    .all(|e| !matches!(e.kind, EventKind::Drop { .. } | EventKind::SocketRead)) =>
+                && journey.events.iter().all(|e| match &e.kind {
+                    // A flooded copy discarded elsewhere is not the segment's end.
+                    EventKind::Drop { reason, .. } => is_a_copys_fate(reason, false),
+                    EventKind::SocketRead => false,
+                    _ => true,
+                }) =>
         {
             Some(("tcp", dport))
         }

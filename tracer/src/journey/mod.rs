@@ -126,8 +126,13 @@ impl Journey {
             .filter(|e| !matches!(e.kind, EventKind::Route { .. }))
     }
 
+    /// The conntrack entries that tracked its packet; inside a tunnel the
+    /// entry is the outer datagram's flow, which many inner flows share.
     fn conntrack_ids(&self) -> impl Iterator<Item = u64> + '_ {
-        self.events.iter().filter_map(|e| e.conntrack.map(|c| c.id))
+        self.events
+            .iter()
+            .filter(|e| e.packet.tunnel.is_none())
+            .filter_map(|e| e.conntrack.map(|c| c.id))
     }
 
     /// True when `self` answers `request` (the caller knows which way each

@@ -14,6 +14,8 @@ use crate::decode::{
     nftrace::{RuleTrace, TraceKind, TracedPacket, Verdict},
 };
 
+const IPPROTO_UDP: u8 = 17;
+
 /// Most traversals kept: a flood of traced packets cannot grow memory.
 const MAX_TRAVERSALS: usize = 4096;
 
@@ -96,17 +98,24 @@ impl RuleTraces {
         ) {
             return None;
         }
+        // Inside a tunnel netfilter saw the outer datagram.
         let packet = drop.packet;
+        let (src, dst, ip_id, protocol) = match packet.tunnel {
+            Some(outer) => (outer.src, outer.dst, outer.ip_id, IPPROTO_UDP),
+            None => (
+                packet.src,
+                packet.dst,
+                packet.ip_id,
+                packet.transport.protocol_number(),
+            ),
+        };
         self.traversals
             .iter()
             .rev()
             .filter(|t| t.netns == drop.netns)
             .filter(|t| {
                 t.packet.is_some_and(|p| {
-                    p.src == packet.src
-                        && p.dst == packet.dst
-                        && p.ip_id == packet.ip_id
-                        && p.protocol == packet.transport.protocol_number()
+                    p.src == src && p.dst == dst && p.ip_id == ip_id && p.protocol == protocol
                 })
             })
             .find_map(Traversal::dropped_by)

@@ -73,6 +73,9 @@ pub struct Filter {
     pub capture_payload: bool,
     /// Every event of a packet carries its first bytes (`--pcap`).
     pub capture_headers: bool,
+    /// Datagrams to this UDP port are looked into as VXLAN: a wanted packet
+    /// is followed through the tunnel.
+    pub vxlan_port: Option<u16>,
 }
 
 /// One record from the kernel: the event, and the payload or the packet's
@@ -559,6 +562,7 @@ fn config_for(filter: &Filter) -> Result<Config> {
         netns: filter.netns.unwrap_or(0),
         capture_payload: u8::from(filter.capture_payload),
         capture_headers: u8::from(filter.capture_headers),
+        vxlan_port: filter.vxlan_port.unwrap_or(0),
         ..Config::default()
     };
     for (slot, port) in config.ports.iter_mut().zip(&filter.ports) {

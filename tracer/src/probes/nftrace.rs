@@ -53,6 +53,7 @@ const NFNL_SUBSYS_NFTABLES: u16 = 10;
 const NFT_MSG_TRACE: u16 = 17;
 const NFNLGRP_NFTRACE: u32 = 9;
 const NFT_PAYLOAD_NETWORK_HEADER: u32 = 1;
+const NFT_PAYLOAD_TRANSPORT_HEADER: u32 = 2;
 const NF_ACCEPT: u32 = 1;
 const IPPROTO_ICMP: u8 = 1;
 /// Offsets in the IPv4 header.
@@ -61,7 +62,7 @@ const IP_SADDR: u32 = 12;
 const IP_DADDR: u32 = 16;
 /// The kernel doubles it; 16 MiB held 13,107 trace messages here.
 const RECEIVE_BUFFER: libc::c_int = 8 << 20;
-/// Keeps the transaction (8 rules an address) within the socket's send buffer.
+/// Keeps the transaction (up to 12 rules an address) within the socket's send buffer.
 const MAX_ADDRESSES: usize = 64;
 
 /// Which packets the kernel is asked to trace.
@@ -71,6 +72,9 @@ pub struct TraceMatch {
     pub addresses: Vec<Ipv4Addr>,
     /// Only this IP protocol (ICMP errors about the flow are traced too).
     pub protocol: Option<u8>,
+    /// UDP port of the VXLAN tunnels: their datagrams are traced when the
+    /// packet they carry has one of the addresses.
+    pub vxlan_port: Option<u16>,
 }
 
 /// One NFT_MSG_TRACE message, undecoded (see `decode::nftrace`).
@@ -404,17 +408,61 @@ fn marking_rules(matching: &TraceMatch) -> Vec<Vec<ListAttribute<ExpressionAttri
                 rules.push(rule);
             }
         }
+        if let Some(port) = matching.vxlan_port {
+            for offset in [IP_SADDR, IP_DADDR] {
+                rules.push(vxlan_marking_rule(port, offset, address));
+            }
+        }
     }
     rules
+}
+
+/// Where, from the start of a VXLAN datagram's UDP header, the IPv4 header
+/// of the packet it carries begins: UDP 8, VXLAN 8, Ethernet 14 bytes.
+const VXLAN_INNER_IP: u32 = 8 + 8 + 14;
+const UDP_DPORT: u32 = 2;
+const IPPROTO_UDP: u8 = 17;
+
+/// `ip protocol udp udp dport PORT @th,INNER,32 ADDRESS meta nftrace set 1`:
+/// a VXLAN datagram whose inner packet has `address` at `offset` of its
+/// IPv4 header (source or destination).
+fn vxlan_marking_rule(
+    port: u16,
+    offset: u32,
+    address: &Ipv4Addr,
+) -> Vec<ListAttribute<ExpressionAttribute>> {
+    let mut rule = load_and_compare(IP_PROTOCOL, &[IPPROTO_UDP]);
+    rule.extend(load_and_compare_at(
+        NFT_PAYLOAD_TRANSPORT_HEADER,
+        UDP_DPORT,
+        &port.to_be_bytes(),
+    ));
+    rule.extend(load_and_compare_at(
+        NFT_PAYLOAD_TRANSPORT_HEADER,
+        VXLAN_INNER_IP + offset,
+        &address.octets(),
+    ));
+    rule.push(limit_rate(TRACED_PER_SECOND));
+    rule.extend(set_nftrace());
+    rule
 }
 
 /// Loads `value.len()` bytes of the IPv4 header at `offset` and stops the
 /// rule unless they equal `value`.
 fn load_and_compare(offset: u32, value: &[u8]) -> Vec<ListAttribute<ExpressionAttribute>> {
+    load_and_compare_at(NFT_PAYLOAD_NETWORK_HEADER, offset, value)
+}
+
+/// The same from the header `base` (`NFT_PAYLOAD_*_HEADER`) on.
+fn load_and_compare_at(
+    base: u32,
+    offset: u32,
+    value: &[u8],
+) -> Vec<ListAttribute<ExpressionAttribute>> {
     vec![
         Expressions::Payload(vec![
             Payload::DestinationRegister(Register::Reg1),
-            Payload::Base(NFT_PAYLOAD_NETWORK_HEADER),
+            Payload::Base(base),
             Payload::Offset(offset),
             Payload::Len(value.len() as u32),
         ])
@@ -583,6 +631,7 @@ mod tests {
             let matching = TraceMatch {
                 addresses: vec![NEAR, FAR],
                 protocol,
+                vxlan_port: None,
             };
             marking_rules(&matching).len()
         };
@@ -593,6 +642,7 @@ mod tests {
         let tcp = marking_rules(&TraceMatch {
             addresses: vec![FAR],
             protocol: Some(6),
+            vxlan_port: None,
         });
         // Address match, protocol match, the rate limit, then immediate and meta.
         assert_eq!(tcp[0].len(), 7);
@@ -603,6 +653,29 @@ mod tests {
                 .count(),
             2
         );
+    }
+
+    #[test]
+    fn marks_vxlan_datagrams_by_the_addresses_of_the_packet_inside() {
+        let rules = marking_rules(&TraceMatch {
+            addresses: vec![FAR],
+            protocol: Some(IPPROTO_ICMP),
+            vxlan_port: Some(4789),
+        });
+        // The packet itself as source and destination, then inside a tunnel.
+        assert_eq!(rules.len(), 4);
+        let inner_source = &rules[2];
+        assert_eq!(inner_source[..2], load_and_compare(IP_PROTOCOL, &[17])[..]);
+        assert_eq!(
+            inner_source[2..4],
+            load_and_compare_at(NFT_PAYLOAD_TRANSPORT_HEADER, 2, &4789u16.to_be_bytes())[..]
+        );
+        // UDP 8, VXLAN 8, Ethernet 14, then the inner source address at 12.
+        assert_eq!(
+            inner_source[4..6],
+            load_and_compare_at(NFT_PAYLOAD_TRANSPORT_HEADER, 42, &FAR.octets())[..]
+        );
+        assert_eq!(inner_source[6], limit_rate(TRACED_PER_SECOND));
     }
 
     #[test]

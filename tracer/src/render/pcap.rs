@@ -149,7 +149,10 @@ fn cooked(hop: &Hop, capture: &HopCapture) -> (Vec<u8>, u32) {
     data.extend_from_slice(&[0, 0]);
     data.extend_from_slice(&capture.ifindex.to_be_bytes());
     data.extend_from_slice(&hatype.to_be_bytes());
-    let sent = matches!(hop.details, Details::Send { .. } | Details::Xmit);
+    let sent = matches!(
+        hop.details,
+        Details::Send { .. } | Details::Xmit | Details::Encap { .. }
+    );
     data.push(if capture.outgoing || sent {
         PACKET_OUTGOING
     } else {
@@ -193,6 +196,7 @@ mod tests {
             ttl: 64,
             arp_wait: None,
             details,
+            tunnel: None,
             capture: Some(capture),
         }
     }

@@ -201,8 +201,9 @@ fn tell_losses(losses: &LossReport, json: Option<u32>) {
 
 /// The namespaces besides the host's where netfilter is observed: the
 /// source's (`source_path` of namespace `source_netns`, none for the host),
-/// and those owning one of `addresses` (a container, an `ip netns` host on
-/// this machine), as nsfs paths.
+/// those owning one of `addresses` (a container, an `ip netns` host on
+/// this machine) and the underlays of VXLAN tunnels (where an overlay's
+/// packets travel encapsulated), as nsfs paths.
 pub fn traced_namespaces(
     source_netns: u32,
     source_path: Option<&Path>,
@@ -222,6 +223,16 @@ pub fn traced_namespaces(
             && !paths.contains(&path)
             && owner.map(|ns| ns.inode) != Some(source_netns)
         {
+            paths.push(path);
+        }
+    }
+    let underlays = topology
+        .vxlan_devices()
+        .filter_map(|(_, _, vxlan)| vxlan.underlay_netns)
+        .filter(|netns| *netns != topology.host_netns && *netns != source_netns)
+        .filter_map(|netns| topology.namespace(netns)?.nsfs_path.clone());
+    for path in underlays {
+        if !paths.contains(&path) {
             paths.push(path);
         }
     }

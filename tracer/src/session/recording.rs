@@ -254,7 +254,26 @@ impl Recording {
                 serde_json::from_str(&line).with_context(|| format!("line {} is damaged", n + 2))
             })
             .collect::<Result<Vec<Record>>>()?;
-        Ok(Self { header, records })
+        let mut recording = Self { header, records };
+        recording.place_host_fdb_entries();
+        Ok(recording)
+    }
+
+    /// Recordings made before pkttrace read other namespaces' forwarding
+    /// databases hold the host's entries without a namespace.
+    fn place_host_fdb_entries(&mut self) {
+        let mut host_netns = 0;
+        for record in &mut self.records {
+            match record {
+                Record::Topology { topology } => host_netns = topology.host_netns,
+                Record::Journey { facts, .. } => {
+                    for entry in facts.fdb.iter_mut().filter(|e| e.netns == 0) {
+                        entry.netns = host_netns;
+                    }
+                }
+                _ => {}
+            }
+        }
     }
 }
 

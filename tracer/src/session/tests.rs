@@ -133,6 +133,8 @@ const RECORDINGS: &[&str] = &[
     recording!("routing_loop"),
     recording!("unpublished_port"),
     recording!("network_none"),
+    recording!("overlay_ping"),
+    recording!("overlay_underlay_drop"),
 ];
 
 fn plain(story: &Story) -> String {
@@ -463,6 +465,98 @@ fn two_containers_on_one_bridge_are_switched_with_fdb_evidence() {
             assert!(hops_of(story, kind).is_empty(), "no {kind}: {}", told.text);
         }
     }
+    insta::assert_snapshot!(told.text);
+}
+
+/// Two Docker hosts, one Swarm overlay: the frame is wrapped in VXLAN in
+/// host-a's overlay namespace, crosses the underlay as a UDP datagram
+/// that both hosts' netfilter sees, and is unwrapped on host-b; the reply
+/// the same way back.
+#[test]
+fn an_overlay_packet_is_wrapped_carried_and_unwrapped() {
+    let told = tell(recording!("overlay_ping"));
+    let request = told.requests()[0];
+    for (story, from, to) in [
+        (request, "host-a", "host-b"),
+        (told.reply_to(request), "host-b", "host-a"),
+    ] {
+        let Details::Encap {
+            vni: Some(vni),
+            outer: Some(outer),
+            endpoint: Some(endpoint),
+        } = &hops_of(story, "encap")[0].details
+        else {
+            panic!("{}", told.text)
+        };
+        assert_eq!(*endpoint, outer.dst, "the VXLAN FDB names the far end");
+        assert_eq!((*vni, outer.vni, outer.dport), (4097, 4097, 4789));
+        let hops = &story.hops;
+        let wrapped = hops
+            .iter()
+            .position(|h| h.details.kind() == "encap")
+            .unwrap();
+        let unwrapped = hops
+            .iter()
+            .position(|h| h.details.kind() == "decap")
+            .unwrap();
+        let underlay = &hops[wrapped + 1..unwrapped];
+        assert!(underlay.len() >= 3, "{}", told.text);
+        for hop in underlay {
+            assert_eq!(hop.tunnel.as_ref(), Some(outer), "{}", told.text);
+            assert!(
+                hop.namespace.starts_with("Docker host "),
+                "{}",
+                hop.namespace
+            );
+        }
+        assert_eq!(
+            hops[wrapped].namespace,
+            format!("overlay network ovl's namespace on {from}")
+        );
+        assert_eq!(
+            hops[unwrapped].namespace,
+            format!("overlay network ovl's namespace on {to}")
+        );
+        let Details::Decap {
+            outer: Some(carried),
+            ..
+        } = &hops[unwrapped].details
+        else {
+            panic!("{}", told.text)
+        };
+        assert_eq!(carried, outer);
+        // No hop of the tunnel is told as the packet's own: the story's
+        // tuple stays the containers'.
+        assert!(story.tuple.src.to_string().starts_with("10.250.0."));
+    }
+    insta::assert_snapshot!(told.text);
+}
+
+/// host-b drops UDP 4789: the datagram carrying the ping dies in its INPUT,
+/// the rule is named from nf_tables' trace of the outer datagram, and the
+/// verdict says what that means for the overlay.
+#[test]
+fn a_drop_on_the_underlay_is_the_tunnels_datagram_and_its_rule() {
+    let told = tell(recording!("overlay_underlay_drop"));
+    let request = told.requests()[0];
+    let Ending::Dropped {
+        namespace, rule, ..
+    } = &request.outcome.ending
+    else {
+        panic!("{}", told.text)
+    };
+    assert_eq!(namespace, "Docker host host-b");
+    assert!(rule.as_ref().unwrap().text.contains("udp dport 4789"));
+    assert!(request.hops.last().unwrap().tunnel.is_some());
+    let verdict = &told.no_replies[0].verdict;
+    let verdict::Cause::InTunnel { tunnel, cause } = &verdict.cause else {
+        panic!("{verdict:?}")
+    };
+    assert_eq!(tunnel.dport, 4789);
+    assert!(
+        matches!(**cause, verdict::Cause::FirewallRule { .. }),
+        "{cause:?}"
+    );
     insta::assert_snapshot!(told.text);
 }
 
@@ -881,6 +975,7 @@ fn dns_lab() -> Topology {
         master: None,
         peer: None,
         driver: None,
+        vxlan: None,
     };
     let veth = |ifindex, name: &str, address, peer: (u32, u32)| Interface {
         peer: Some(InterfaceRef {

@@ -79,6 +79,7 @@ pub async fn run(args: FollowArgs) -> Result<ExitCode> {
     let trace = TraceMatch {
         addresses: filter.addresses.clone(),
         protocol: filter.protocol,
+        vxlan_port: filter.vxlan_port,
     };
     let host_netns = topology.host_netns;
     // Docker's host: where its proxy listens for a published port (with the
@@ -270,6 +271,7 @@ fn filter(
             .into_iter()
             .collect(),
         capture_headers: args.pcap.is_some(),
+        vxlan_port: topology.vxlan_port(),
         ..Filter::default()
     };
     if let Some(published) = published {

@@ -200,11 +200,9 @@ impl Decider<'_> {
         let Some(mac_dst) = mac_dst else {
             return FdbSaid::Unknown;
         };
-        let entry = self
-            .facts
-            .fdb
-            .iter()
-            .find(|f| f.bridge == bridge.ifindex && Mac(f.mac) == mac_dst);
+        let entry = self.facts.fdb.iter().find(|f| {
+            f.netns == out.netns && f.bridge == Some(bridge.ifindex) && Mac(f.mac) == mac_dst
+        });
         match entry {
             Some(entry) if entry.port == out.ifindex => FdbSaid::OnThatPort,
             Some(entry) => FdbSaid::OnPort(
@@ -240,7 +238,13 @@ fn switch_or_flood(
 }
 
 impl Bridging {
-    pub fn words(&self) -> String {
+    /// The bridge's doing, in namespace `ns` (the host's is "the host").
+    pub fn words(&self, ns: &str) -> String {
+        let who = if ns == "host" {
+            "the host".to_string()
+        } else {
+            ns.to_string()
+        };
         let network = self
             .docker_network
             .as_ref()
@@ -249,7 +253,7 @@ impl Bridging {
         let bridge = &self.bridge;
         match self.entered {
             Entered::FromHost => format!(
-                "bridge {bridge}{network}: the host hands the frame to the bridge, which {}",
+                "bridge {bridge}{network}: {who} hands the frame to the bridge, which {}",
                 self.decision.done_for_the_host()
             ),
             Entered::Port => {
@@ -258,14 +262,16 @@ impl Bridging {
                     self.port,
                     self.decision.words(bridge)
                 );
-                // Switched between ports, the packet never met the host's routing.
+                // Switched between ports, the packet never met the namespace's routing.
                 let between_ports = match &self.decision {
                     BridgeDecision::Switched { .. } => true,
                     BridgeDecision::Flooded { ports } => !ports.is_empty(),
                     _ => false,
                 };
                 if between_ports {
-                    text += ". Like a hardware switch: the host does no routing and no NAT for this packet";
+                    text += &format!(
+                        ". Like a hardware switch: {who} does no routing and no NAT for this packet"
+                    );
                 }
                 text
             }

@@ -5,6 +5,7 @@ use crate::decode::{CodeSite, DropReason, Event, EventKind, SiteRole};
 
 use super::{Decider, Details, Ending};
 use crate::explain::hints::{self, DropContext};
+use crate::explain::verdict::in_namespace;
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct Dropped {
@@ -43,6 +44,7 @@ impl Decider<'_> {
                 ttl: event.packet.ttl,
                 length: event.packet.length,
                 out_mtu: None,
+                run_in: in_namespace(self.topology, event.netns),
             },
         }
     }
@@ -107,6 +109,7 @@ impl Decider<'_> {
                 ttl: event.packet.ttl,
                 length: event.packet.length,
                 out_mtu,
+                run_in: in_namespace(self.topology, event.netns),
             },
         };
         (dropped, ending)

@@ -71,6 +71,7 @@ pub fn fold(steps: &mut Vec<Step>) {
                 ttl: ttl_to,
                 capture: last.capture.clone(),
                 arp: super::ArpWaited::No,
+                tunnel: last.tunnel,
                 kind: StepKind::Loop(Loop {
                     namespaces,
                     rounds: rounds as u32,

@@ -14,11 +14,12 @@ mod netfilter;
 mod receive;
 mod route;
 mod send;
+mod tunnel;
 mod veth;
 mod xmit;
 
 use crate::{
-    decode::{DropReason, Event, EventKind, Hook, Transport},
+    decode::{DropReason, Event, EventKind, Hook, Transport, Tunnel},
     enrich::{Interface, LinkKind, Topology, facts::Facts},
     journey::{Journey, is_a_copys_fate},
 };
@@ -39,6 +40,9 @@ pub struct Step {
     pub capture: Option<HopCapture>,
     /// The packet waited for ARP just before this hop.
     pub arp: ArpWaited,
+    /// The hop is on a tunnel's underlay: what the kernel handled there is
+    /// the outer datagram carrying the packet.
+    pub tunnel: Option<Tunnel>,
     pub kind: StepKind,
 }
 
@@ -64,6 +68,8 @@ pub enum StepKind {
     Netfilter(netfilter::Passage),
     Nat(nat::Rewrite),
     Xmit,
+    Encapsulation(tunnel::Encapsulation),
+    Decapsulation(tunnel::Decapsulation),
     Receive(receive::Arrival),
     Deliver(deliver::Reading),
     Drop(Box<drop::Dropped>),
@@ -80,15 +86,21 @@ impl Step {
             StepKind::RefusedRoute(refused) => refused.words(ns),
             StepKind::Route(decision) => decision.words(ns),
             StepKind::Veth(crossing) => crossing.words(ns) + &xmit::after_arp(&self.arp),
-            StepKind::Bridge(bridging) => bridging.words(),
+            StepKind::Bridge(bridging) => bridging.words(ns),
             StepKind::Forward(forwarding) => forwarding.words(ns),
             StepKind::Netfilter(passage) => passage.words(ns, device),
             StepKind::Nat(rewrite) => rewrite.words(),
             StepKind::Xmit => xmit::words(ns, device) + &xmit::after_arp(&self.arp),
+            StepKind::Encapsulation(wrapped) => wrapped.words(device),
+            StepKind::Decapsulation(unwrapped) => unwrapped.words(device),
             StepKind::Receive(arrival) => arrival.words(ns, device),
             StepKind::Deliver(reading) => reading.words(ns),
             StepKind::Drop(dropped) => dropped.words(ns),
             StepKind::Loop(round) => round.words(),
+        };
+        let text = match &self.tunnel {
+            Some(outer) => format!("{text} (inside VXLAN {} → {})", outer.src, outer.dst),
+            None => text,
         };
         Hop {
             at_us: self.at_us,
@@ -101,6 +113,7 @@ impl Step {
                 ArpWaited::No | ArpWaited::Unmeasured => None,
             },
             details: self.details(),
+            tunnel: self.tunnel,
             ttl: self.ttl,
             capture: self.capture.clone(),
         }
@@ -117,6 +130,8 @@ impl Step {
             StepKind::Netfilter(passage) => passage.details(),
             StepKind::Nat(rewrite) => rewrite.details(),
             StepKind::Xmit => Details::Xmit,
+            StepKind::Encapsulation(wrapped) => wrapped.details(),
+            StepKind::Decapsulation(unwrapped) => unwrapped.details(),
             StepKind::Receive(_) => Details::Receive,
             StepKind::Deliver(reading) => reading.details(),
             StepKind::Drop(dropped) => dropped.details(),
@@ -283,9 +298,13 @@ pub fn decide(
             EventKind::Transmit { .. } => x.veth_or_xmit(i, &mut told, false),
             EventKind::Receive { mac_dst, .. } => {
                 sent = true;
+                let unwrapped = x.link_kind(event) == Some(&LinkKind::Vxlan);
+                if unwrapped {
+                    x.decapsulation_step(i);
+                }
                 if let Some(bridge) = x.bridge_of(event).cloned() {
                     x.bridge_step(i, &bridge, *mac_dst, &mut told);
-                } else if !x.is_bridge(event) {
+                } else if !x.is_bridge(event) && !unwrapped {
                     x.push(event, device, StepKind::Receive(receive::Arrival::Arrives));
                 }
             }
@@ -505,6 +524,7 @@ impl Decider<'_> {
             ttl: event.packet.ttl,
             capture: self.capture_at(event),
             arp,
+            tunnel: event.packet.tunnel,
             kind,
         });
     }

@@ -1,9 +1,10 @@
 //! A transmit on a veth whose other end receives next is a crossing of the
-//! pair; a transmit into a bridge is the bridge at work; otherwise the
-//! packet leaves through that device.
+//! pair; a transmit into a bridge is the bridge at work; one on a VXLAN
+//! device wraps the frame for a tunnel; otherwise the packet leaves
+//! through that device.
 
 use super::{Decider, Details, StepKind};
-use crate::decode::EventKind;
+use crate::{decode::EventKind, enrich::LinkKind};
 
 /// The packet crossed a veth pair; the step is told where it came out.
 #[derive(Clone, Debug, PartialEq)]
@@ -63,7 +64,9 @@ impl Decider<'_> {
         if self.is_bridge(event) && self.bridge_from_host(i, told) {
             return;
         }
-        if !after_send {
+        if self.link_kind(event) == Some(&LinkKind::Vxlan) {
+            self.encapsulation_step(i);
+        } else if !after_send {
             self.push(event, Some(event.ifname.to_string()), StepKind::Xmit);
         }
     }

@@ -139,7 +139,7 @@ fn cluster(out: &mut String, report: &Report, ns: &NamespaceView, overlay: &Over
     let untouched = !overlay.touched.is_empty() && !overlay.touched.contains(&ns.netns);
     let color = match ns.kind {
         _ if untouched => "gray92",
-        NamespaceKind::Host => "gray95",
+        NamespaceKind::Host | NamespaceKind::DockerHost => "gray95",
         NamespaceKind::Container => "lightcyan",
         NamespaceKind::Netns => "honeydew",
         NamespaceKind::Docker => "lavender",

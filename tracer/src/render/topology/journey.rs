@@ -238,9 +238,12 @@ fn place(report: &Report, hop: &Hop) -> Option<Place> {
     let ns = dot::drawn_namespace(report, hop.netns)?;
     let device = match &hop.details {
         Details::Bridge { port, .. } => Some(port.as_str()),
-        Details::Send { .. } | Details::Veth { .. } | Details::Xmit | Details::Drop { .. } => {
-            hop.device.as_deref()
-        }
+        Details::Send { .. }
+        | Details::Veth { .. }
+        | Details::Xmit
+        | Details::Encap { .. }
+        | Details::Decap { .. }
+        | Details::Drop { .. } => hop.device.as_deref(),
         // Taken in by the kernel: its IP stack.
         Details::Receive
         | Details::Route(_)

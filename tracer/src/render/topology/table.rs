@@ -31,6 +31,7 @@ pub fn render(report: &Report) -> String {
         if last_kind != Some(ns.kind) {
             let group = match ns.kind {
                 NamespaceKind::Host => "the host",
+                NamespaceKind::DockerHost => "Docker hosts (other engines' own namespaces)",
                 NamespaceKind::Container => "containers (Docker)",
                 NamespaceKind::Netns => "`ip netns` namespaces",
                 NamespaceKind::Docker => "Docker's own namespaces",

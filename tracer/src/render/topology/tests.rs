@@ -35,6 +35,7 @@ fn iface(
         master: None,
         peer: None,
         driver: None,
+        vxlan: None,
     }
 }
 
