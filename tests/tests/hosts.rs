@@ -12,7 +12,7 @@ use std::{net::Ipv4Addr, path::PathBuf, process::Command};
 
 use anyhow::{Context, Result, ensure};
 use integration_tests::{
-    IptablesRule, follow_json, follow_unanswered, hops, ip, pkttrace_bin, tool, tool_json,
+    IptablesRule, follow_json, follow_unanswered, hops, ip, pkttrace, pkttrace_bin, tool, tool_json,
 };
 use serde_json::Value;
 
@@ -337,6 +337,53 @@ fn a_drop_on_the_underlay_is_the_tunnels_datagram_dropped_by_its_rule() -> Resul
     assert!(
         fix.starts_with("ip netns exec pt-host-b nft delete rule ip filter INPUT handle"),
         "{fix}"
+    );
+    Ok(())
+}
+
+#[test]
+fn topology_shows_each_tunnel_with_its_endpoints_and_the_device_there() -> Result<()> {
+    let lab = TwoHostLab::up()?;
+    let (a, b) = (lab.truth("host-a")?, lab.truth("host-b")?);
+    let run = pkttrace(["topology", "--json"])?;
+    assert_eq!(run.status.code(), Some(0), "{run}");
+    let report: Value = serde_json::from_str(&run.stdout)?;
+    let ov_b_mac = lab.docker(
+        "host-b",
+        &[
+            "inspect",
+            "-f",
+            "{{range .NetworkSettings.Networks}}{{.MacAddress}}{{end}}",
+            "ovB",
+        ],
+    )?;
+    let tunnel = report["tunnels"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|t| t["device"]["namespace"] == "overlay network ovl's namespace on host-a")
+        .with_context(|| format!("host-a's tunnel: {report:#}"))?;
+    assert_eq!(tunnel["vni"], a.vni, "{tunnel:#}");
+    assert_eq!(tunnel["port"], a.port);
+    assert_eq!(tunnel["underlay"], "Docker host host-a");
+    let remote = &tunnel["remotes"][0];
+    assert_eq!(ip(&remote["vtep"]), b.underlay, "{tunnel:#}");
+    assert_eq!(
+        ip(&remote["vtep"]),
+        vtep_for(&a.overlay_netns, ov_b_mac.trim())?,
+        "the kernel's own entry"
+    );
+    assert!(
+        remote["macs"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|m| m == ov_b_mac.trim()),
+        "{remote:#}"
+    );
+    assert_eq!(
+        remote["far_end"]["namespace"], "overlay network ovl's namespace on host-b",
+        "{remote:#}"
     );
     Ok(())
 }
