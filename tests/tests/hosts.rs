@@ -12,7 +12,8 @@ use std::{net::Ipv4Addr, path::PathBuf, process::Command};
 
 use anyhow::{Context, Result, ensure};
 use integration_tests::{
-    IptablesRule, follow_json, follow_unanswered, hops, ip, pkttrace_bin, tool, tool_json,
+    Followed, IptablesRule, Pkttrace, follow_json, follow_unanswered, hops, ip, pkttrace,
+    pkttrace_bin, tool, tool_json,
 };
 use serde_json::Value;
 
@@ -337,6 +338,159 @@ fn a_drop_on_the_underlay_is_the_tunnels_datagram_dropped_by_its_rule() -> Resul
     assert!(
         fix.starts_with("ip netns exec pt-host-b nft delete rule ip filter INPUT handle"),
         "{fix}"
+    );
+    Ok(())
+}
+
+#[test]
+fn topology_shows_each_tunnel_with_its_endpoints_and_the_device_there() -> Result<()> {
+    let lab = TwoHostLab::up()?;
+    let (a, b) = (lab.truth("host-a")?, lab.truth("host-b")?);
+    let run = pkttrace(["topology", "--json"])?;
+    assert_eq!(run.status.code(), Some(0), "{run}");
+    let report: Value = serde_json::from_str(&run.stdout)?;
+    let ov_b_mac = lab.docker(
+        "host-b",
+        &[
+            "inspect",
+            "-f",
+            "{{range .NetworkSettings.Networks}}{{.MacAddress}}{{end}}",
+            "ovB",
+        ],
+    )?;
+    let tunnel = report["tunnels"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|t| t["device"]["namespace"] == "overlay network ovl's namespace on host-a")
+        .with_context(|| format!("host-a's tunnel: {report:#}"))?;
+    assert_eq!(tunnel["vni"], a.vni, "{tunnel:#}");
+    assert_eq!(tunnel["port"], a.port);
+    assert_eq!(tunnel["underlay"], "Docker host host-a");
+    let remote = &tunnel["remotes"][0];
+    assert_eq!(ip(&remote["vtep"]), b.underlay, "{tunnel:#}");
+    assert_eq!(
+        ip(&remote["vtep"]),
+        vtep_for(&a.overlay_netns, ov_b_mac.trim())?,
+        "the kernel's own entry"
+    );
+    assert!(
+        remote["macs"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|m| m == ov_b_mac.trim()),
+        "{remote:#}"
+    );
+    assert_eq!(
+        remote["far_end"]["namespace"], "overlay network ovl's namespace on host-b",
+        "{remote:#}"
+    );
+    Ok(())
+}
+
+/// Each hop as (namespace, kind): what the whole machine's story, a
+/// host's own and the joined recordings are compared by.
+fn places(journey: &Value) -> Vec<(String, String)> {
+    hops(journey)
+        .iter()
+        .map(|h| {
+            (
+                h["namespace"].as_str().unwrap_or_default().to_owned(),
+                h["kind"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn each_host_sees_its_part_and_the_joined_recordings_are_the_whole_journey() -> Result<()> {
+    let lab = TwoHostLab::up()?;
+    let b = lab.truth("host-b")?;
+    let folder = tempfile::tempdir()?;
+    let recorded = |host: &str| folder.path().join(format!("{host}.rec"));
+    let dest = lab.ov_b.to_string();
+    let passive = |extra: &[&str]| -> Result<Pkttrace> {
+        let mut args = vec![
+            "follow",
+            "ovA",
+            &dest,
+            "--count",
+            "1",
+            "--timeout",
+            "15",
+            "--json",
+        ];
+        args.extend(extra);
+        Pkttrace::spawn_attached(args)
+    };
+    // The whole machine and host-b watch; host-a sends the probe.
+    let whole = passive(&[])?;
+    let b_record = recorded("host-b");
+    let host_b = passive(&[
+        "--on-host",
+        "host-b",
+        "--record",
+        b_record.to_str().context("a path")?,
+    ])?;
+    let a_record = recorded("host-a");
+    let host_a = follow_json(&[
+        "ovA",
+        &dest,
+        "--probe",
+        "icmp",
+        "--on-host",
+        "host-a",
+        "--record",
+        a_record.to_str().context("a path")?,
+    ])?;
+    assert_eq!(host_a.code(), Some(0), "{}", host_a.run);
+    let host_b = Followed::read(host_b.wait(std::time::Duration::from_secs(20))?)?;
+    let whole = Followed::read(whole.wait(std::time::Duration::from_secs(20))?)?;
+    assert_eq!(host_b.code(), Some(0), "{}", host_b.run);
+    assert_eq!(whole.code(), Some(0), "{}", whole.run);
+
+    // host-a's own view: the request ends at its underlay device, inside
+    // the datagram for host-b's endpoint; the reply comes from beyond it.
+    let (request, _) = host_a.only_request()?;
+    let outcome = &request["outcome"];
+    assert_eq!(outcome["kind"], "left", "{request:#}");
+    assert_eq!(outcome["namespace"], "Docker host host-a");
+    assert_eq!(ip(&outcome["in_tunnel"]["dst"]), b.underlay, "{outcome:#}");
+    for hop in hops(&request) {
+        let namespace = hop["namespace"].as_str().unwrap_or_default();
+        assert!(
+            !namespace.contains("host-b") && namespace != "ovB",
+            "{hop:#}"
+        );
+    }
+    let reply = host_a.reply_to(&request)?;
+    assert_eq!(reply["answer"]["origin"]["kind"], "beyond", "{reply:#}");
+    assert!(
+        reply["answer"]["origin"]["in_tunnel"].is_object(),
+        "{reply:#}"
+    );
+
+    // host-b's own view: the request is first seen arriving in the tunnel.
+    let (request_b, _) = host_b.only_request()?;
+    assert_eq!(hops(&request_b)[0]["namespace"], "Docker host host-b");
+    assert!(hops(&request_b)[0]["tunnel"].is_object(), "{request_b:#}");
+    assert_eq!(request_b["outcome"]["namespace"], "ovB");
+
+    // Joined, the two recordings tell the hops the whole machine saw.
+    let joined = Followed::read(pkttrace([
+        "replay",
+        a_record.to_str().context("a path")?,
+        b_record.to_str().context("a path")?,
+        "--json",
+    ])?)?;
+    assert_eq!(joined.code(), Some(0), "{}", joined.run);
+    let (joined_request, _) = joined.only_request()?;
+    let (whole_request, _) = whole.only_request()?;
+    assert_eq!(places(&joined_request), places(&whole_request));
+    assert_eq!(
+        places(joined.reply_to(&joined_request)?),
+        places(whole.reply_to(&whole_request)?)
     );
     Ok(())
 }

@@ -69,8 +69,9 @@ pub struct DiffArgs {
 
 #[derive(clap::Args, Debug)]
 pub struct ReplayArgs {
-    /// A recording made by `pkttrace follow … --record FILE`
-    pub file: PathBuf,
+    /// A recording made by `pkttrace follow … --record FILE`; several, one per host (`follow --on-host`), are joined into the journeys they share
+    #[arg(required = true, num_args = 1..)]
+    pub files: Vec<PathBuf>,
     /// Print one JSON object per journey (JSON Lines) instead of text
     #[arg(long)]
     pub json: bool,
@@ -127,6 +128,9 @@ pub struct FollowArgs {
     /// Also write every decoded kernel event to FILE (JSON Lines), e.g. for a bug report
     #[arg(long, value_name = "FILE")]
     pub save_events: Option<PathBuf>,
+    /// See only what the Docker host ENGINE sees of itself (its own namespace, its containers', Docker's own there), as pkttrace on that node alone would: for a machine with several engines (a Swarm lab, docker-in-docker)
+    #[arg(long, value_name = "ENGINE")]
+    pub on_host: Option<String>,
     #[command(flatten)]
     pub kernel: KernelArgs,
 }

@@ -98,6 +98,7 @@ pub async fn run(args: DnsArgs) -> Result<ExitCode> {
                 },
                 save_events: args.save_events.as_deref(),
                 told: "queries",
+                seen_from: None,
             },
         )
         .await?;

@@ -1,6 +1,7 @@
-//! `pkttrace replay FILE`: a recording's stories told again by the same
+//! `pkttrace replay FILE…`: a recording's stories told again by the same
 //! teller as the live run, from the journeys and facts it kept; nothing is
-//! read from the kernel or Docker.
+//! read from the kernel or Docker. Several recordings (one per host) are
+//! joined into the journeys they share first.
 
 use std::process::ExitCode;
 
@@ -9,25 +10,35 @@ use anyhow::{Context, Result, bail};
 use crate::{
     cli::ReplayArgs,
     session::recording::Recording,
-    session::{Told, sinks, teller::Teller},
+    session::{Told, join, sinks, teller::Teller},
 };
 
 pub async fn run(args: ReplayArgs) -> Result<ExitCode> {
-    let (header, retold) = Recording::read(&args.file)?
-        .retold()
-        .with_context(|| format!("cannot replay {}", args.file.display()))?;
-    if header.command != "follow" {
+    let mut recordings = Vec::new();
+    for file in &args.files {
+        let (header, retold) = Recording::read(file)?
+            .retold()
+            .with_context(|| format!("cannot replay {}", file.display()))?;
+        if header.command != "follow" {
+            bail!(
+                "cannot replay a recording of `{}`: only `follow` is recorded",
+                header.command
+            );
+        }
+        if args.pcap.is_some() && !header.packet_bytes {
+            bail!(
+                "{} holds no packet bytes for --pcap: record with `pkttrace follow … --pcap FILE --record FILE`",
+                file.display()
+            );
+        }
+        recordings.push((header, retold));
+    }
+    if args.pcap.is_some() && recordings.len() > 1 {
         bail!(
-            "cannot replay a recording of `{}`: only `follow` is recorded",
-            header.command
+            "--pcap takes one recording: the packets of several hosts are stamped by different clocks"
         );
     }
-    if args.pcap.is_some() && !header.packet_bytes {
-        bail!(
-            "{} holds no packet bytes for --pcap: record with `pkttrace follow … --pcap FILE --record FILE`",
-            args.file.display()
-        );
-    }
+    let (header, retold) = join::join(recordings)?;
     let sinks = sinks::chosen(
         args.json,
         args.step,

@@ -38,6 +38,9 @@ pub struct FactFinder {
     netfilter_hooks: HashMap<u32, (Instant, Vec<Hook>)>,
     /// Per namespace: its listening sockets, and when they were read.
     listeners: HashMap<u32, (Instant, Vec<Listener>)>,
+    /// The Docker host whose view alone is told (`follow --on-host`): the
+    /// wiring read again is narrowed to it too.
+    seen_from: Option<String>,
 }
 
 /// A fact the explanation asks for, by kind: enrichment reads it without
@@ -78,7 +81,15 @@ impl FactFinder {
             rule_tracing_unavailable,
             netfilter_hooks: HashMap::new(),
             listeners: HashMap::new(),
+            seen_from: None,
         }
+    }
+
+    /// Tells only what the Docker host `engine` sees (the topology given
+    /// to `new` is already narrowed to it).
+    pub fn seen_from(mut self, engine: Option<String>) -> Self {
+        self.seen_from = engine;
+        self
     }
 
     pub fn topology(&self) -> &Topology {
@@ -267,7 +278,13 @@ impl FactFinder {
             // Boxed: a rare call whose large future would otherwise be
             // moved with every journey's facts.
             if let Ok(topology) = Box::pin(Topology::discover()).await {
-                self.topology = topology;
+                let seen = match &self.seen_from {
+                    Some(engine) => topology.seen_from(engine),
+                    None => Some(topology),
+                };
+                if let Some(seen) = seen {
+                    self.topology = seen;
+                }
             }
         }
     }
@@ -352,6 +369,22 @@ pub struct RefusedSend {
 }
 
 impl Facts {
+    /// The facts of two parts of one journey (read on two hosts) as one.
+    pub fn merged(mut self, other: Facts) -> Facts {
+        self.events_lost |= other.events_lost;
+        self.bridge_calls_iptables = self.bridge_calls_iptables.or(other.bridge_calls_iptables);
+        self.fdb.extend(other.fdb);
+        self.ipv4.extend(other.ipv4);
+        self.rule_verdict = self.rule_verdict.or(other.rule_verdict);
+        self.rule_tracing_unavailable = self
+            .rule_tracing_unavailable
+            .or(other.rule_tracing_unavailable);
+        self.netfilter_hooks.extend(other.netfilter_hooks);
+        self.refused_send = self.refused_send.or(other.refused_send);
+        self.listeners.extend(other.listeners);
+        self
+    }
+
     /// The hooks where `netns` has chains, when known.
     pub fn netfilter_hooks_of(&self, netns: u32) -> Option<&[Hook]> {
         self.netfilter_hooks

@@ -561,6 +561,77 @@ impl Topology {
         self.namespaces.iter().find(|ns| ns.inode == inode)
     }
 
+    /// This machine as the Docker host `engine` sees itself: its own
+    /// namespace, its containers' and Docker's own namespaces there; what
+    /// a pkttrace running on that host alone would know. None when no
+    /// engine has that name.
+    pub fn seen_from(&self, engine: &str) -> Option<Topology> {
+        let host = self.engines.iter().find(|e| e.name == engine)?;
+        let host_netns = host.netns.unwrap_or(self.host_netns);
+        // With one engine, Docker's own namespaces carry no engine name.
+        let only_engine = self.engines.len() == 1;
+        let on_host = |ns: &Namespace| {
+            ns.inode == host_netns
+                || self
+                    .containers
+                    .iter()
+                    .any(|c| c.netns == ns.inode && c.engine == engine)
+                || matches!(&ns.owner, Owner::Docker { engine: of, .. }
+                    if of == engine || (of.is_empty() && only_engine))
+        };
+        let mut seen = self.clone();
+        seen.namespaces.retain(on_host);
+        seen.containers.retain(|c| c.engine == engine);
+        seen.docker_networks.retain(|n| n.engine == engine);
+        seen.engines.retain(|e| e.name == engine);
+        Some(seen)
+    }
+
+    /// Two hosts' views of themselves (`follow --on-host` on each) as one
+    /// wiring: what either knows. A namespace both know is kept once.
+    pub fn merged(mut self, other: &Topology) -> Topology {
+        for ns in &other.namespaces {
+            if self.namespace(ns.inode).is_none() {
+                self.namespaces.push(ns.clone());
+            }
+        }
+        for container in &other.containers {
+            if !self.containers.iter().any(|c| c.id == container.id) {
+                self.containers.push(container.clone());
+            }
+        }
+        for network in &other.docker_networks {
+            if !self
+                .docker_networks
+                .iter()
+                .any(|n| n.id == network.id && n.engine == network.engine)
+            {
+                self.docker_networks.push(network.clone());
+            }
+        }
+        for engine in &other.engines {
+            if !self.engines.iter().any(|e| e.name == engine.name) {
+                self.engines.push(engine.clone());
+            }
+        }
+        for container in &other.inactive_containers {
+            if !self
+                .inactive_containers
+                .iter()
+                .any(|c| c.id == container.id)
+            {
+                self.inactive_containers.push(container.clone());
+            }
+        }
+        self.docker_error = self.docker_error.or(other.docker_error.clone());
+        self
+    }
+
+    /// The names of the Docker engines asked, for an error message.
+    pub fn engine_names(&self) -> Vec<&str> {
+        self.engines.iter().map(|e| e.name.as_str()).collect()
+    }
+
     /// Every VXLAN device on the machine, with its namespace.
     pub fn vxlan_devices(&self) -> impl Iterator<Item = (u32, &Interface, &Vxlan)> {
         self.namespaces.iter().flat_map(|ns| {

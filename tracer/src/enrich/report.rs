@@ -32,6 +32,32 @@ pub struct Report {
     pub containers: Vec<ContainerView>,
     /// The Docker engines running here (one on most machines).
     pub engines: Vec<EngineView>,
+    /// The VXLAN devices (an overlay network's links to other hosts).
+    pub tunnels: Vec<TunnelView>,
+}
+
+/// A VXLAN device and the remote endpoints its forwarding database names.
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
+pub struct TunnelView {
+    pub device: End,
+    pub vni: u32,
+    /// The UDP port its datagrams go to.
+    pub port: u16,
+    /// The namespace whose network carries its datagrams (its socket's).
+    pub underlay: Option<String>,
+    pub remotes: Vec<TunnelRemote>,
+}
+
+/// Where a VXLAN device sends some MAC addresses' frames.
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
+pub struct TunnelRemote {
+    /// The remote tunnel endpoint's address (VTEP).
+    pub vtep: String,
+    /// The MAC addresses whose frames go there.
+    pub macs: Vec<String>,
+    /// The VXLAN device at that endpoint, when it is on this machine: one
+    /// of the same VNI whose underlay has that address.
+    pub far_end: Option<End>,
 }
 
 /// A Docker engine on this machine.
@@ -256,6 +282,7 @@ impl Report {
             .collect();
         let mut veth_pairs = veth_pairs(&namespaces);
         let mut bridges = all_bridges;
+        let mut tunnels = tunnels(wiring);
         if let Some(focus) = focus {
             let wired: HashSet<End> = veth_pairs
                 .iter()
@@ -287,6 +314,7 @@ impl Report {
             }
             published_ports.retain(|p| p.container.as_deref() == Some(focus.name.as_str()));
             containers.retain(|c| c.id == focus.id);
+            tunnels.retain(|t| namespaces.iter().any(|ns| ns.netns == t.device.netns));
         }
         Report {
             container: focus.map(|c| c.name.clone()),
@@ -304,8 +332,75 @@ impl Report {
                 .iter()
                 .map(|engine| engine_view(topology, engine))
                 .collect(),
+            tunnels,
         }
     }
+}
+
+/// Every VXLAN device with its remote endpoints, each matched to the
+/// device there when that is on this machine.
+fn tunnels(wiring: &Wiring) -> Vec<TunnelView> {
+    let topology = &wiring.topology;
+    let underlay_has = |netns: Option<u32>, address: Ipv4Addr| {
+        netns
+            .and_then(|netns| topology.namespace(netns))
+            .is_some_and(|ns| {
+                ns.interfaces
+                    .iter()
+                    .any(|i| i.addresses.iter().any(|(a, _)| *a == address))
+            })
+    };
+    topology
+        .vxlan_devices()
+        .filter_map(|(netns, iface, vxlan)| {
+            let device = end(
+                topology,
+                InterfaceRef {
+                    netns,
+                    ifindex: iface.ifindex,
+                },
+            )?;
+            let mut remotes: Vec<TunnelRemote> = Vec::new();
+            for entry in wiring
+                .vxlan_fdb
+                .iter()
+                .filter(|e| e.netns == netns && e.port == iface.ifindex)
+            {
+                let Some(vtep) = entry.remote else { continue };
+                let mac = mac_text(entry.mac);
+                match remotes.iter_mut().find(|r| r.vtep == vtep.to_string()) {
+                    Some(remote) => remote.macs.push(mac),
+                    None => remotes.push(TunnelRemote {
+                        vtep: vtep.to_string(),
+                        macs: vec![mac],
+                        far_end: topology
+                            .vxlan_devices()
+                            .find(|(far_netns, _, far)| {
+                                *far_netns != netns
+                                    && far.vni == vxlan.vni
+                                    && underlay_has(far.underlay_netns, vtep)
+                            })
+                            .and_then(|(far_netns, far, _)| {
+                                end(
+                                    topology,
+                                    InterfaceRef {
+                                        netns: far_netns,
+                                        ifindex: far.ifindex,
+                                    },
+                                )
+                            }),
+                    }),
+                }
+            }
+            Some(TunnelView {
+                device,
+                vni: vxlan.vni,
+                port: vxlan.port,
+                underlay: vxlan.underlay_netns.map(|ns| topology.owner_label(ns)),
+                remotes,
+            })
+        })
+        .collect()
 }
 
 fn namespace_view(topology: &Topology, ns: &Namespace) -> NamespaceView {

@@ -7,7 +7,7 @@ use std::net::{IpAddr, SocketAddr};
 
 use serde::{Deserialize, Serialize};
 
-use super::{Topology, firewall, processes};
+use super::{FdbEntry, Topology, fdb_of, firewall, processes};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Wiring {
@@ -22,6 +22,9 @@ pub struct Wiring {
     pub host_namespaces: NamespaceIds,
     /// One per running container, in the order of `topology.containers`.
     pub containers: Vec<ContainerInside>,
+    /// The VXLAN devices' own forwarding database entries: which remote
+    /// tunnel endpoint each MAC address's frames go to.
+    pub vxlan_fdb: Vec<FdbEntry>,
 }
 
 impl Wiring {
@@ -35,6 +38,7 @@ impl Wiring {
             listeners: Vec::new(),
             host_namespaces: NamespaceIds::default(),
             containers: Vec::new(),
+            vxlan_fdb: Vec::new(),
         }
     }
 
@@ -55,7 +59,9 @@ impl Wiring {
                 nameservers: processes::nameservers(c.pid),
             })
             .collect();
+        let vxlan_fdb = vxlan_fdb(&topology).await;
         Ok(Wiring {
+            vxlan_fdb,
             firewall,
             port_bindings,
             listeners: processes::host_listeners(),
@@ -64,6 +70,32 @@ impl Wiring {
             topology,
         })
     }
+}
+
+/// The remote endpoints of every namespace's VXLAN devices, read inside
+/// each (netlink on threads of their own, off the event loop's).
+async fn vxlan_fdb(topology: &Topology) -> Vec<FdbEntry> {
+    let mut namespaces: Vec<u32> = topology
+        .vxlan_devices()
+        .map(|(netns, _, _)| netns)
+        .collect();
+    namespaces.dedup();
+    let mut entries = Vec::new();
+    for netns in namespaces {
+        let Some(namespace) = topology.namespace(netns).cloned() else {
+            continue;
+        };
+        let host = topology.host_netns;
+        let read = tokio::task::spawn_blocking(move || fdb_of(&namespace, host)).await;
+        entries.extend(
+            read.ok()
+                .and_then(Result::ok)
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|entry| entry.remote.is_some()),
+        );
+    }
+    entries
 }
 
 /// A table's chain as the kernel holds it.

@@ -6,7 +6,9 @@ use std::net::Ipv4Addr;
 use serde::Serialize;
 
 use crate::{
-    decode::{CodeSite, DropReason, Hook, Mac, Packet, Quoted, RouteResult, SiteRole, Transport},
+    decode::{
+        CodeSite, DropReason, Hook, Mac, Packet, Quoted, RouteResult, SiteRole, Transport, Tunnel,
+    },
     enrich::{
         LinkKind,
         facts::{RuleAction, RuleVerdict},
@@ -63,6 +65,9 @@ pub enum Ending {
         /// The program that read it from a tun/tap device ("qemu (pid 4)").
         #[serde(skip_serializing_if = "Option::is_none")]
         read_by: Option<String>,
+        /// It left inside a tunnel: the datagram that carries it on.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        in_tunnel: Option<Tunnel>,
     },
     /// The kernel dropped it.
     Dropped {
@@ -222,6 +227,18 @@ fn ending_text(ending: &Ending) -> String {
                 None => taken,
             }
         }
+        Ending::Left {
+            namespace,
+            device,
+            device_kind,
+            in_tunnel: Some(tunnel),
+            ..
+        } => format!(
+            "left {namespace} through {device} ({}) in a VXLAN datagram (VNI {}) for the tunnel endpoint {}; nothing beyond it is traced here",
+            device_words(device_kind, None),
+            tunnel.vni,
+            tunnel.dst
+        ),
         Ending::Left {
             namespace,
             device,
@@ -479,6 +496,9 @@ pub enum Origin {
         netns: u32,
         device: String,
         device_kind: LinkKind,
+        /// It arrived inside a tunnel: the datagram that carried it.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        in_tunnel: Option<Tunnel>,
     },
 }
 
@@ -497,6 +517,11 @@ impl Origin {
             Self::Process { namespace, .. } | Self::Kernel { namespace, .. } => {
                 format!("{namespace} ({from})")
             }
+            Self::Beyond {
+                device,
+                in_tunnel: Some(tunnel),
+                ..
+            } => format!("{from}, beyond {device} (in VXLAN from {}),", tunnel.src),
             Self::Beyond { device, .. } if router => format!("{from}, a router beyond {device},"),
             Self::Beyond { device, .. } => format!("{from}, beyond {device},"),
         }

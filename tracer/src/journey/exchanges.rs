@@ -41,6 +41,9 @@ pub struct Target {
     pub destination: Ipv4Addr,
     pub port: Option<u16>,
     pub source_netns: u32,
+    /// SOURCE is on another host than the one whose view is told (`follow
+    /// --on-host`): its requests are first seen arriving here.
+    pub source_elsewhere: bool,
     pub host_netns: u32,
     /// The container end of a published port DEST names (address, port).
     pub published: Option<(Ipv4Addr, u16)>,
@@ -288,8 +291,16 @@ impl Exchanges {
                 .is_some_and(|c| c.direction == CtDirection::Reply)
         });
         let target = &self.target;
+        let arrives = || {
+            journey
+                .events
+                .iter()
+                .find(|e| !matches!(e.kind, EventKind::Route { .. }))
+                .is_some_and(|e| matches!(e.kind, EventKind::Receive { .. }))
+        };
+        let from_source = starts_in(target.source_netns) || (target.source_elsewhere && arrives());
         let outgoing = first.dst == target.destination
-            && starts_in(target.source_netns)
+            && from_source
             && !reply_direction
             && !is_icmp_error(&first)
             && target
@@ -527,6 +538,7 @@ mod tests {
             destination: Ipv4Addr::new(198, 51, 100, 129),
             port: None,
             source_netns: 4026532255,
+            source_elsewhere: false,
             host_netns: 4026531833,
             published: None,
             expect_second_leg: false,

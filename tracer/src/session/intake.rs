@@ -59,6 +59,10 @@ pub struct Intake {
     /// Records read from the ring, waiting to be decoded: one buffer for
     /// every batch (a new one grown per read copied every record again).
     raw: Vec<RawEvent>,
+    /// `follow --on-host`: the namespaces of the one Docker host whose
+    /// view is told; events elsewhere are not taken in, as that host's own
+    /// kernel would never have reported them.
+    seen_only_in: Option<Vec<u32>>,
 }
 
 impl Intake {
@@ -83,6 +87,7 @@ impl Intake {
             interrupt: signal(SignalKind::interrupt())?,
             terminate: signal(SignalKind::terminate())?,
             raw: Vec::with_capacity(crate::probes::BATCH),
+            seen_only_in: None,
         })
     }
 
@@ -189,6 +194,17 @@ impl Intake {
             else {
                 continue;
             };
+            // An event without a device's namespace (a socket's read, a
+            // deferred free) happened where its task was.
+            let happened_in = match event.netns {
+                0 => event.task_netns,
+                netns => netns,
+            };
+            if let Some(seen) = &self.seen_only_in
+                && !seen.contains(&happened_in)
+            {
+                continue;
+            }
             event.headers = raw.headers.map(decode::PacketBytes);
             if let Some(file) = self.saved.as_mut() {
                 serde_json::to_writer(&mut *file, &event)?;
@@ -198,6 +214,11 @@ impl Intake {
             assembler.push(event);
         }
         Ok(newest)
+    }
+
+    /// Takes in only the events of these namespaces (None: all).
+    pub fn see_only_in(&mut self, namespaces: Option<Vec<u32>>) {
+        self.seen_only_in = namespaces;
     }
 
     /// Says when the kernel's count of lost events went up, and keeps the

@@ -54,6 +54,9 @@ pub struct Plan<'a> {
     pub save_events: Option<&'a Path>,
     /// What a loss warning says may miss steps: "journeys", "queries".
     pub told: &'static str,
+    /// `follow --on-host`: only this Docker host's view is told (the
+    /// topology given to `attach` is narrowed to it already).
+    pub seen_from: Option<String>,
 }
 
 impl Loading {
@@ -62,6 +65,9 @@ impl Loading {
     pub async fn attach(self, topology: Topology, plan: Plan<'_>) -> Result<Live> {
         let (programs, names) = self.startup.finish().await?;
         let mut intake = Intake::new(names, plan.save_events, plan.told)?;
+        if plan.seen_from.is_some() {
+            intake.see_only_in(Some(namespaces_of(&topology)));
+        }
         let probes = programs.attach(&plan.filter, &plan.traced_namespaces)?;
         let rule_tracer = RuleTracer::start_in_host_and(&plan.trace, &plan.traced_namespaces);
         intake.all_attached();
@@ -76,7 +82,8 @@ impl Loading {
         }
         crate::allocator::fast_for_events();
         Ok(Live {
-            facts: FactFinder::new(topology, &rule_tracer),
+            seen_from: plan.seen_from.is_some(),
+            facts: FactFinder::new(topology, &rule_tracer).seen_from(plan.seen_from),
             probes,
             intake,
             rule_tracer,
@@ -92,6 +99,13 @@ pub struct Live {
     assembler: Assembler,
     rule_tracer: Result<RuleTracer, String>,
     facts: FactFinder,
+    /// Only one Docker host's view is told (`follow --on-host`).
+    seen_from: bool,
+}
+
+/// The inodes of `topology`'s namespaces.
+fn namespaces_of(topology: &Topology) -> Vec<u32> {
+    topology.namespaces.iter().map(|ns| ns.inode).collect()
 }
 
 impl Live {
@@ -141,6 +155,11 @@ impl Live {
     /// it could have been traced.
     pub async fn facts_for(&mut self, journey: &Journey, arp: bool, events_lost: bool) -> Facts {
         self.facts.refresh_for(journey).await;
+        if self.seen_from {
+            // The host may have a namespace more now (a container started).
+            self.intake
+                .see_only_in(Some(namespaces_of(self.facts.topology())));
+        }
         let wanted = explain::facts_wanted(journey, arp, self.facts.topology());
         self.facts.gather(&wanted, events_lost).await
     }

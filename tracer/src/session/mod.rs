@@ -8,6 +8,7 @@
 //! live run does, so it is the same story by construction.
 
 pub mod intake;
+pub mod join;
 pub mod live;
 pub mod recording;
 pub mod sinks;

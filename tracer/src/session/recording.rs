@@ -52,7 +52,7 @@ pub enum Record {
 }
 
 /// What the run was asked, as its stories need it.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Header {
     pub format: String,
     pub version: u32,

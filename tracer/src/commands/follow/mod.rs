@@ -67,15 +67,20 @@ pub async fn run(args: FollowArgs) -> Result<ExitCode> {
         &topology,
     );
     let filter = filter(&source, destination, probe, &published, &topology, &args);
+    // `--on-host`: what that Docker host alone sees of itself is told.
+    let topology = match &args.on_host {
+        Some(engine) => seen_from(&topology, engine)?,
+        None => topology,
+    };
     // Netfilter is observed (and its rules traced) where the packets can
     // meet it: the host, the source, and the namespaces of the addresses
     // followed when they are this machine's own.
-    let traced_namespaces = live::traced_namespaces(
-        source.netns,
-        source.netns_path.as_deref(),
-        &filter.addresses,
-        &topology,
-    );
+    let source_path = source
+        .netns_path
+        .as_deref()
+        .filter(|_| topology.namespace(source.netns).is_some());
+    let traced_namespaces =
+        live::traced_namespaces(source.netns, source_path, &filter.addresses, &topology);
     let trace = TraceMatch {
         addresses: filter.addresses.clone(),
         protocol: filter.protocol,
@@ -101,6 +106,7 @@ pub async fn run(args: FollowArgs) -> Result<ExitCode> {
                 trace,
                 save_events: args.save_events.as_deref(),
                 told: "journeys",
+                seen_from: args.on_host.clone(),
             },
         )
         .await?;
@@ -145,6 +151,7 @@ pub async fn run(args: FollowArgs) -> Result<ExitCode> {
         destination: destination.address,
         port: destination.port,
         source_netns: source.netns,
+        source_elsewhere: live.topology().namespace(source.netns).is_none(),
         host_netns,
         published: published.as_ref().map(|p| (p.address, p.port)),
         expect_second_leg,
@@ -285,6 +292,23 @@ fn filter(
         filter.addresses.push(gateway);
     }
     filter
+}
+
+/// The machine as the Docker host `engine` sees itself; a clear error
+/// when there is no such engine.
+fn seen_from(topology: &Topology, engine: &str) -> Result<Topology> {
+    topology.seen_from(engine).ok_or_else(|| {
+        let known = topology.engine_names();
+        let known = if known.is_empty() {
+            "no Docker engine runs here".to_string()
+        } else {
+            format!("the engines here are {}", known.join(", "))
+        };
+        target::InputError(format!(
+            "--on-host {engine}: no Docker engine here names its host {engine} ({known}); give one of those names"
+        ))
+        .into()
+    })
 }
 
 /// The line that says tracing began.

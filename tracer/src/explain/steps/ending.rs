@@ -37,6 +37,7 @@ impl Decider<'_> {
             next_hop_mac,
             freed_by: freed_by.map(str::to_string),
             read_by: None,
+            in_tunnel: sent_out.packet.tunnel,
         }
     }
 
@@ -71,7 +72,7 @@ impl Decider<'_> {
         if arrived {
             return taken_in();
         }
-        let continues = self.link_kind(last).is_some_and(LinkKind::passes_on);
+        let continues = self.passes_on_here(last);
         match &last.kind {
             EventKind::Transmit { .. } if !continues => self.left(last, None),
             kind if kind.enters_local_stack() => taken_in(),
@@ -156,13 +157,14 @@ impl Decider<'_> {
         };
         if matches!(first.kind, EventKind::Receive { .. })
             && let Some(kind) = self.link_kind(first)
-            && !kind.passes_on()
+            && !self.passes_on_here(first)
         {
             return Origin::Beyond {
                 namespace: self.namespace(first.netns),
                 netns: first.netns,
                 device: first.ifname.to_string(),
                 device_kind: kind.clone(),
+                in_tunnel: first.packet.tunnel,
             };
         }
         let sender = self.steps.iter().find_map(|s| match &s.kind {

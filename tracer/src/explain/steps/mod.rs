@@ -489,6 +489,21 @@ impl Decider<'_> {
         self.link_kind(event) == Some(&LinkKind::Bridge)
     }
 
+    /// What the device of `event` sends is taken in again where pkttrace
+    /// sees it: a veth's peer in a namespace it knows (not one of another
+    /// host, with `follow --on-host`), a bridge's ports, loopback.
+    fn passes_on_here(&self, event: &Event) -> bool {
+        let Some(iface) = self.interface(event.netns, event.ifindex) else {
+            return false;
+        };
+        match iface.kind {
+            LinkKind::Veth => iface
+                .peer
+                .is_some_and(|peer| self.topology.namespace(peer.netns).is_some()),
+            ref kind => kind.passes_on(),
+        }
+    }
+
     /// The link kind of `event`'s device, when the topology knows it.
     fn link_kind(&self, event: &Event) -> Option<&LinkKind> {
         self.interface(event.netns, event.ifindex).map(|i| &i.kind)

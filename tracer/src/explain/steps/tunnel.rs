@@ -21,6 +21,9 @@ pub struct Encapsulation {
     /// The device's forwarding database entry for the frame's destination
     /// MAC: the tunnel endpoint it sends that MAC's frames to.
     pub endpoint: Option<(Mac, Ipv4Addr)>,
+    /// The Docker host at that endpoint, when an engine here is the Swarm
+    /// node with that address.
+    pub endpoint_host: Option<String>,
 }
 
 /// A VXLAN device took the frame out of a datagram: the step's device.
@@ -57,7 +60,19 @@ impl Decider<'_> {
                 .filter(|f| f.netns == event.netns && f.port == event.ifindex)
                 .find_map(|f| Some((mac, f.remote?)).filter(|_| Mac(f.mac) == mac))
         });
+        let endpoint_host = endpoint.and_then(|(_, remote)| {
+            self.topology
+                .engines
+                .iter()
+                .find(|e| {
+                    e.swarm
+                        .as_ref()
+                        .is_some_and(|s| s.address == remote.to_string())
+                })
+                .map(|e| e.name.clone())
+        });
         let encapsulation = Encapsulation {
+            endpoint_host,
             vni: outer.map(|o| o.vni).or(vxlan.as_ref().map(|v| v.vni)),
             outer,
             underlay: vxlan
@@ -110,8 +125,13 @@ impl Encapsulation {
     pub fn words(&self, device: &str) -> String {
         let mut text = format!("{device} wraps the frame in {}", vxlan_words(self.vni));
         if let Some((mac, remote)) = &self.endpoint {
+            let host = self
+                .endpoint_host
+                .as_ref()
+                .map(|host| format!(" (Docker host {host})"))
+                .unwrap_or_default();
             text += &format!(
-                " for the tunnel endpoint {remote}, where its forwarding database sends {mac}"
+                " for the tunnel endpoint {remote}{host}, where its forwarding database sends {mac}"
             );
         }
         match (&self.outer, &self.underlay) {

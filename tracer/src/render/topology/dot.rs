@@ -1,6 +1,7 @@
 //! The report as a Graphviz picture (DOT text; `dot -Tsvg` draws it):
 //! namespaces as boxes, bridges as switches with one socket per port,
-//! veth pairs as wires, the uplink to the outside, and published ports.
+//! veth pairs as wires, VXLAN tunnels as dashed links, the uplink to the
+//! outside, and published ports.
 //! Loopback and interfaces that are down without an address are left out
 //! so the picture stays readable on a projector.
 
@@ -65,6 +66,23 @@ pub(super) fn picture(report: &Report, overlay: &Overlay) -> String {
     for pair in &report.veth_pairs {
         if let (Some(a), Some(b)) = (endpoint(report, &pair.a), endpoint(report, &pair.b)) {
             let _ = writeln!(out, "  {a} -- {b} [label=\"veth\"];");
+        }
+    }
+    // A tunnel once, from the end listed first.
+    let mut drawn_tunnels: Vec<(&End, &End)> = Vec::new();
+    for tunnel in &report.tunnels {
+        for far in tunnel.remotes.iter().filter_map(|r| r.far_end.as_ref()) {
+            if drawn_tunnels.contains(&(far, &tunnel.device)) {
+                continue;
+            }
+            drawn_tunnels.push((&tunnel.device, far));
+            if let (Some(a), Some(b)) = (endpoint(report, &tunnel.device), endpoint(report, far)) {
+                let _ = writeln!(
+                    out,
+                    "  {a} -- {b} [label=\"VXLAN {}\", style=dashed, color=purple];",
+                    tunnel.vni
+                );
+            }
         }
     }
     let host = report

@@ -46,6 +46,7 @@ pub fn render(report: &Report) -> String {
     for bridge in &report.bridges {
         bridge_section(&mut out, bridge);
     }
+    tunnels(&mut out, report);
     uplinks(&mut out, report);
     published_ports(&mut out, &report.published_ports);
     containers(&mut out, report);
@@ -203,6 +204,59 @@ fn veth_pairs(out: &mut String, report: &Report) {
             pair.b.interface.clone(),
             format!("{} ({})", pair.b.namespace, pair.b.netns),
         ]);
+    }
+    push_table(out, b);
+}
+
+fn tunnels(out: &mut String, report: &Report) {
+    if report.tunnels.is_empty() {
+        return;
+    }
+    heading(
+        out,
+        "VXLAN tunnels (an overlay network's links between hosts)",
+    );
+    let mut b = Builder::default();
+    b.push_record([
+        "device",
+        "namespace",
+        "VNI",
+        "over",
+        "remote endpoint",
+        "for MAC addresses",
+        "far end",
+    ]);
+    for tunnel in &report.tunnels {
+        let device = format!("{} (UDP {})", tunnel.device.interface, tunnel.port);
+        let namespace = tunnel.device.namespace.clone();
+        let over = tunnel.underlay.clone().unwrap_or_default();
+        if tunnel.remotes.is_empty() {
+            b.push_record([
+                device,
+                namespace,
+                tunnel.vni.to_string(),
+                over,
+                "none yet".into(),
+                String::new(),
+                String::new(),
+            ]);
+            continue;
+        }
+        for remote in &tunnel.remotes {
+            b.push_record([
+                device.clone(),
+                namespace.clone(),
+                tunnel.vni.to_string(),
+                over.clone(),
+                remote.vtep.clone(),
+                remote.macs.join("\n"),
+                remote
+                    .far_end
+                    .as_ref()
+                    .map(|end| format!("{} in {}", end.interface, end.namespace))
+                    .unwrap_or_else(|| "not on this machine".into()),
+            ]);
+        }
     }
     push_table(out, b);
 }

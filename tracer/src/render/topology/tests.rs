@@ -7,9 +7,9 @@ use std::net::Ipv4Addr;
 
 use super::*;
 use crate::enrich::{
-    Chain, ChainHook, Container, ContainerInside, ContainerNetwork, DockerNetwork, Interface,
-    InterfaceRef, LinkKind, Listener, Namespace, NamespaceIds, Owner, PortBinding, Route,
-    RouteKind, Rule, RuleMatch, Ruleset, Topology, Wiring,
+    Chain, ChainHook, Container, ContainerInside, ContainerNetwork, DockerNetwork, FdbEntry,
+    Interface, InterfaceRef, LinkKind, Listener, Namespace, NamespaceIds, Owner, PortBinding,
+    Route, RouteKind, Rule, RuleMatch, Ruleset, Topology, Wiring,
 };
 
 const HOST: u32 = 4026531833;
@@ -390,7 +390,119 @@ fn lab() -> Wiring {
             ),
             nameservers: Ok(vec!["127.0.0.11".parse().unwrap()]),
         }],
+        vxlan_fdb: Vec::new(),
     }
+}
+
+/// Two Docker hosts (namespaces with an underlay veth between them), each
+/// with an overlay network's namespace holding a VXLAN device whose
+/// forwarding database sends the other host's container MAC there.
+fn two_hosts() -> Wiring {
+    const HOST_A: u32 = 4026532175;
+    const HOST_B: u32 = 4026532240;
+    const OVERLAY_A: u32 = 4026532513;
+    const OVERLAY_B: u32 = 4026532854;
+    let docker_host = |inode: u32, engine: &str, address: Ipv4Addr, peer: u32| Namespace {
+        inode,
+        owner: Owner::DockerHost {
+            engine: engine.into(),
+        },
+        netns_names: vec![format!("pt-{engine}")],
+        interfaces: vec![veth(2, "ul", Some((address, 24)), (peer, 2), None)],
+        routes: Vec::new(),
+        ip_forward: Some(true),
+        nsfs_path: None,
+    };
+    let overlay = |inode: u32, engine: &str, underlay: u32| {
+        let mut vxlan0 = iface(5, "vxlan0", Some("vxlan"), None);
+        vxlan0.vxlan = Some(crate::enrich::Vxlan {
+            vni: 4097,
+            port: 4789,
+            underlay_netns: Some(underlay),
+        });
+        vxlan0.master = Some(2);
+        Namespace {
+            inode,
+            owner: Owner::Docker {
+                engine: engine.into(),
+                kind: crate::enrich::DockerNamespace::Overlay {
+                    network: "ovl".into(),
+                },
+            },
+            netns_names: Vec::new(),
+            interfaces: vec![iface(2, "br0", Some("bridge"), None), vxlan0],
+            routes: Vec::new(),
+            ip_forward: Some(true),
+            nsfs_path: None,
+        }
+    };
+    let entry = |netns: u32, mac_end: u8, remote: [u8; 4]| FdbEntry {
+        netns,
+        mac: [0x02, 0x42, 0x0a, 0xfa, 0x00, mac_end],
+        port: 5,
+        bridge: None,
+        permanent: true,
+        remote: Some(Ipv4Addr::from(remote)),
+    };
+    let mut wiring = Wiring::of_topology(Topology {
+        namespaces: vec![
+            docker_host(HOST_A, "host-a", Ipv4Addr::new(10, 99, 0, 1), HOST_B),
+            docker_host(HOST_B, "host-b", Ipv4Addr::new(10, 99, 0, 2), HOST_A),
+            overlay(OVERLAY_A, "host-a", HOST_A),
+            overlay(OVERLAY_B, "host-b", HOST_B),
+        ],
+        containers: Vec::new(),
+        docker_error: None,
+        docker_networks: Vec::new(),
+        host_netns: HOST,
+        inactive_containers: Vec::new(),
+        engines: Vec::new(),
+    });
+    wiring.vxlan_fdb = vec![
+        entry(OVERLAY_A, 4, [10, 99, 0, 2]),
+        entry(OVERLAY_A, 5, [10, 99, 0, 2]),
+        entry(OVERLAY_B, 2, [10, 99, 0, 1]),
+    ];
+    wiring
+}
+
+#[test]
+fn vxlan_tunnels_name_their_remote_endpoints_and_the_device_there() {
+    let report = Report::build(&two_hosts(), None);
+    let a = &report.tunnels[0];
+    assert_eq!(
+        (
+            a.device.namespace.as_str(),
+            a.vni,
+            a.port,
+            a.underlay.as_deref()
+        ),
+        (
+            "overlay network ovl's namespace on host-a",
+            4097,
+            4789,
+            Some("Docker host host-a")
+        )
+    );
+    assert_eq!(a.remotes.len(), 1, "one endpoint, two MACs behind it");
+    assert_eq!(a.remotes[0].vtep, "10.99.0.2");
+    assert_eq!(
+        a.remotes[0].macs,
+        ["02:42:0a:fa:00:04", "02:42:0a:fa:00:05"]
+    );
+    assert_eq!(
+        a.remotes[0].far_end.as_ref().map(|e| e.namespace.as_str()),
+        Some("overlay network ovl's namespace on host-b"),
+        "the VXLAN device whose underlay has 10.99.0.2"
+    );
+    let text = plain(&table::render(&report));
+    assert!(text.contains("VXLAN tunnels"), "{text}");
+    let picture = dot::render(&report);
+    assert_eq!(
+        picture.matches("label=\"VXLAN 4097\"").count(),
+        1,
+        "each tunnel drawn once: {picture}"
+    );
 }
 
 fn plain(styled: &str) -> String {
