@@ -351,6 +351,15 @@ impl Event {
     }
 }
 
+/// An address as the programs hold it (16 bytes, IPv4 v4-mapped), when
+/// it is IPv4.
+fn v4(address: [u8; 16]) -> Option<Ipv4Addr> {
+    if address == [0; 16] {
+        return Some(Ipv4Addr::UNSPECIFIED);
+    }
+    std::net::Ipv6Addr::from(address).to_ipv4_mapped()
+}
+
 /// A kernel name (device, task) up to its NUL; names this short live
 /// inline in a `CompactString`, so decoding allocates nothing for them.
 fn c_string(bytes: &[u8]) -> CompactString {
@@ -409,13 +418,13 @@ pub fn decode(raw: &PacketEvent, payload: Option<&[u8]>, names: &KernelNames) ->
         // A datagram read is a socket read whose packet the assembler finds.
         Probe::SocketRead | Probe::DatagramRead => EventKind::SocketRead,
         Probe::TcpPayload => EventKind::TcpPayload,
-        Probe::FibLookup => {
+        Probe::FibLookup | Probe::Fib6Lookup => {
             let result = RouteResult::from_lookup(raw.fib_error, raw.nexthop_scope);
             EventKind::Route {
                 table: route_table(raw, result),
                 result,
                 out_ifindex: raw.out_ifindex,
-                gateway: Some(Ipv4Addr::from(raw.gateway)).filter(|g| !g.is_unspecified()),
+                gateway: v4(raw.gateway).filter(|g| !g.is_unspecified()),
                 route_for: match raw.route_for {
                     ROUTE_FOR_PACKET => RouteFor::Packet,
                     ROUTE_FOR_ANSWER => RouteFor::AnswerTo,
@@ -435,13 +444,15 @@ pub fn decode(raw: &PacketEvent, payload: Option<&[u8]>, names: &KernelNames) ->
             code: raw.icmp_code,
             id: raw.sport,
             seq: raw.dport,
-            quoted: (raw.quoted.protocol != 0).then(|| Quoted {
-                src: Ipv4Addr::from(raw.quoted.saddr),
-                dst: Ipv4Addr::from(raw.quoted.daddr),
-                protocol: raw.quoted.protocol,
-                sport: raw.quoted.sport,
-                dport: raw.quoted.dport,
-                ip_id: raw.quoted.ip_id,
+            quoted: (raw.quoted.protocol != 0).then_some(()).and_then(|()| {
+                Some(Quoted {
+                    src: v4(raw.quoted.saddr)?,
+                    dst: v4(raw.quoted.daddr)?,
+                    protocol: raw.quoted.protocol,
+                    sport: raw.quoted.sport,
+                    dport: raw.quoted.dport,
+                    ip_id: raw.quoted.ip_id,
+                })
             }),
         },
         6 => Transport::Tcp {
@@ -473,8 +484,8 @@ pub fn decode(raw: &PacketEvent, payload: Option<&[u8]>, names: &KernelNames) ->
         ifindex,
         ifname,
         packet: Packet {
-            src: Ipv4Addr::from(raw.saddr),
-            dst: Ipv4Addr::from(raw.daddr),
+            src: v4(raw.saddr)?,
+            dst: v4(raw.daddr)?,
             transport,
             ip_id: raw.ip_id,
             length: raw.ip_len,
@@ -543,8 +554,8 @@ mod tests {
             skb: 0xffff888109e34d00,
             netns: 4026531833,
             ifindex: 6,
-            saddr: [198, 51, 100, 130],
-            daddr: [198, 51, 100, 129],
+            saddr: Ipv4Addr::new(198, 51, 100, 130).to_ipv6_mapped().octets(),
+            daddr: Ipv4Addr::new(198, 51, 100, 129).to_ipv6_mapped().octets(),
             protocol: 1,
             icmp_type: 8,
             sport: 18,
@@ -637,8 +648,8 @@ mod tests {
         let raw = PacketEvent {
             probe: Probe::Receive as u8,
             ether_type: ETH_P_ARP,
-            saddr: [172, 17, 0, 3],
-            daddr: [172, 17, 0, 1],
+            saddr: Ipv4Addr::new(172, 17, 0, 3).to_ipv6_mapped().octets(),
+            daddr: Ipv4Addr::new(172, 17, 0, 1).to_ipv6_mapped().octets(),
             sport: 1,
             mac_src: [0x02, 0x42, 0xac, 0x11, 0x00, 0x03],
             has_mac: 1,
@@ -686,7 +697,7 @@ mod tests {
     fn lookup(table: u32, nexthop_scope: u8, fib_error: i32) -> PacketEvent {
         PacketEvent {
             probe: Probe::FibLookup as u8,
-            daddr: [198, 51, 100, 1],
+            daddr: Ipv4Addr::new(198, 51, 100, 1).to_ipv6_mapped().octets(),
             reason_or_table: table,
             nexthop_scope,
             fib_error,

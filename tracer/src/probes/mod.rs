@@ -36,7 +36,7 @@ static NETFILTER_OBJECT: &[u8] =
     aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/netfilter"));
 
 /// tp_btf programs: the program name in the object is the tracepoint's name.
-const TRACEPOINTS: [&str; 7] = [
+const TRACEPOINTS: [&str; 8] = [
     "net_dev_queue",
     "netif_receive_skb",
     "kfree_skb",
@@ -44,6 +44,7 @@ const TRACEPOINTS: [&str; 7] = [
     "skb_copy_datagram_iovec",
     "sock_recv_length",
     "fib_table_lookup",
+    "fib6_table_lookup",
 ];
 
 /// Where the netfilter programs sit. `hook_entry` runs first in every IPv4
@@ -569,7 +570,7 @@ fn config_for(filter: &Filter) -> Result<Config> {
         *slot = *port;
     }
     for (slot, address) in config.watched.iter_mut().zip(&filter.addresses) {
-        *slot = address.octets();
+        *slot = address.to_ipv6_mapped().octets();
     }
     Ok(config)
 }
