@@ -2,7 +2,7 @@
 //! container, an `ip netns`, the host) and where they go.
 
 use serde::{Deserialize, Serialize};
-use std::{fmt, net::Ipv4Addr, path::PathBuf};
+use std::{fmt, net::IpAddr, path::PathBuf};
 
 use crate::{
     enrich::{Container, ContainerStatus, InactiveContainer, NetworkMode, Topology},
@@ -37,7 +37,7 @@ pub struct Source {
 impl Source {
     /// The default gateway of a container's or netns's main table (none for
     /// the host: its gateway is this machine's real uplink).
-    pub fn gateway(&self, topology: &Topology) -> Option<Ipv4Addr> {
+    pub fn gateway(&self, topology: &Topology) -> Option<IpAddr> {
         self.netns_path.as_ref()?;
         const MAIN_TABLE: u32 = 254;
         topology
@@ -155,7 +155,7 @@ pub fn resolve_destination(text: &str, topology: &Topology) -> anyhow::Result<De
         }
         None => (text, None),
     };
-    if let Ok(address) = host.parse::<Ipv4Addr>() {
+    if let Ok(address) = host.parse::<IpAddr>() {
         return Ok(Destination { address, port });
     }
     if let Some(container) = topology.container(host) {
@@ -187,7 +187,7 @@ pub fn resolve_destination(text: &str, topology: &Topology) -> anyhow::Result<De
 
 /// A container's first IPv4 address; one that shares another's namespace
 /// (`--network container:ID`) has that one's.
-fn address_of(container: &Container, topology: &Topology) -> Option<Ipv4Addr> {
+fn address_of(container: &Container, topology: &Topology) -> Option<IpAddr> {
     let owner = match &container.network_mode {
         NetworkMode::Container { id } => topology.container(id)?,
         _ => container,
@@ -329,7 +329,7 @@ mod tests {
         let d = resolve_destination("198.51.100.1:80", &empty()).unwrap();
         assert_eq!(
             (d.address, d.port),
-            (Ipv4Addr::new(198, 51, 100, 1), Some(80))
+            (IpAddr::from([198, 51, 100, 1]), Some(80))
         );
         assert_eq!(
             resolve_destination("198.51.100.1", &empty()).unwrap().port,
@@ -348,11 +348,11 @@ mod tests {
     #[test]
     fn probes_take_their_port_from_the_flag_or_the_destination() {
         let with_port = Destination {
-            address: Ipv4Addr::LOCALHOST,
+            address: IpAddr::from([127, 0, 0, 1]),
             port: Some(4000),
         };
         let without = Destination {
-            address: Ipv4Addr::LOCALHOST,
+            address: IpAddr::from([127, 0, 0, 1]),
             port: None,
         };
         assert_eq!(parse_probe("tcp", &with_port).unwrap(), Probe::Tcp(4000));

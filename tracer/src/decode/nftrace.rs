@@ -2,7 +2,7 @@
 //! as typed values: which table, chain and rule met a traced packet, and with
 //! what verdict. Pure bytes in, data out.
 
-use std::{fmt, net::Ipv4Addr};
+use std::{fmt, net::IpAddr};
 
 use anyhow::{Context, Result, bail};
 use netlink_packet_core_09::{NlasIterator, parse_string, parse_u32_be, parse_u64_be};
@@ -132,8 +132,8 @@ impl Verdict {
 /// The traced packet's IPv4 header and the start of its transport header.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TracedPacket {
-    pub src: Ipv4Addr,
-    pub dst: Ipv4Addr,
+    pub src: IpAddr,
+    pub dst: IpAddr,
     pub protocol: u8,
     pub ip_id: u16,
     pub length: u16,
@@ -273,7 +273,7 @@ fn traced_packet(network: &[u8], transport: Option<&[u8]>) -> Option<TracedPacke
     }
     let word = |at: usize| u16::from_be_bytes([header[at], header[at + 1]]);
     let address =
-        |at: usize| Ipv4Addr::new(header[at], header[at + 1], header[at + 2], header[at + 3]);
+        |at: usize| IpAddr::from([header[at], header[at + 1], header[at + 2], header[at + 3]]);
     let protocol = header[9];
     let later_fragment = word(6) & 0x1fff != 0;
     Some(TracedPacket {
@@ -401,8 +401,8 @@ mod tests {
                 iif: Some(2),
                 oif: None,
                 packet: Some(TracedPacket {
-                    src: Ipv4Addr::new(198, 51, 100, 201),
-                    dst: Ipv4Addr::new(198, 51, 100, 202),
+                    src: IpAddr::from([198, 51, 100, 201]),
+                    dst: IpAddr::from([198, 51, 100, 202]),
                     protocol: 1,
                     ip_id: 40805,
                     length: 36,
@@ -656,7 +656,7 @@ mod live {
             .each_ref()
             .map(|path| std::fs::metadata(path).unwrap().ino() as u32);
         let matching = TraceMatch {
-            addresses: vec![FAR],
+            addresses: vec![FAR.into()],
             protocol: Some(IPPROTO_ICMP),
             vxlan_port: None,
         };
@@ -715,7 +715,7 @@ mod live {
             .filter(|t| t.netns == far_inode && t.id == dropped.id && t.table == "lab")
             .find_map(|t| t.packet)
             .expect("the packet's headers with the chain's first message");
-        assert_eq!((packet.src, packet.dst), (NEAR, FAR));
+        assert_eq!((packet.src, packet.dst), (NEAR.into(), FAR.into()));
 
         assert!(!traces.iter().any(|t| t.netns == near_inode));
         assert_eq!(tracer.lost(), 0);
@@ -750,7 +750,7 @@ mod live {
         }
         sent_ping.join().unwrap();
         let sent = sent.expect("the second ping leaving the near namespace");
-        assert_eq!((sent.src, sent.dst), (NEAR, FAR));
+        assert_eq!((sent.src, sent.dst), (NEAR.into(), FAR.into()));
         assert!(tracer.take_failures().is_empty());
 
         drop(tracer);

@@ -8,7 +8,7 @@
 //! differ between releases.
 
 use std::collections::HashMap;
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 use std::path::Path;
 use std::process::Command;
 
@@ -344,7 +344,7 @@ impl Ruleset {
     pub fn rules_touching(
         &self,
         interface: &str,
-        subnets: &[(Ipv4Addr, u8)],
+        subnets: &[(IpAddr, u8)],
     ) -> Vec<(&Chain, &Rule)> {
         self.chains
             .iter()
@@ -417,7 +417,7 @@ impl Rule {
         })
     }
 
-    fn names_address_in(&self, subnets: &[(Ipv4Addr, u8)]) -> bool {
+    fn names_address_in(&self, subnets: &[(IpAddr, u8)]) -> bool {
         self.matches
             .iter()
             .filter(|m| matches!(m.field.as_str(), "ip saddr" | "ip daddr"))
@@ -430,14 +430,11 @@ impl Rule {
     }
 }
 
-fn parse_prefix(value: &str) -> Option<(Ipv4Addr, u8)> {
+fn parse_prefix(value: &str) -> Option<(IpAddr, u8)> {
     match value.split_once('/') {
         Some((addr, len)) => Some((addr.parse().ok()?, len.parse().ok().filter(|l| *l <= 32)?)),
         None => Some((value.parse().ok()?, 32)),
     }
 }
 
-pub(super) fn in_subnet(addr: Ipv4Addr, (net, len): (Ipv4Addr, u8)) -> bool {
-    let mask = u32::MAX.checked_shl(32 - u32::from(len)).unwrap_or(0);
-    u32::from(addr) & mask == u32::from(net) & mask
-}
+pub(super) use crate::addr::in_subnet;

@@ -25,7 +25,7 @@ mod watch;
 mod wiring;
 
 use serde::{Deserialize, Serialize};
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 
 use crate::decode::{Hook, Mac};
 
@@ -132,7 +132,7 @@ pub struct Interface {
     /// IFLA_MTU: the largest packet the link takes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mtu: Option<u32>,
-    pub addresses: Vec<(Ipv4Addr, u8)>,
+    pub addresses: Vec<(IpAddr, u8)>,
     /// Administratively up (IFF_UP).
     pub up: bool,
     /// Has carrier (IFF_LOWER_UP): a veth whose peer is down is up but not
@@ -263,11 +263,11 @@ pub struct Route {
     pub table: u32,
     pub kind: RouteKind,
     /// None is the default route.
-    pub destination: Option<(Ipv4Addr, u8)>,
-    pub gateway: Option<Ipv4Addr>,
+    pub destination: Option<(IpAddr, u8)>,
+    pub gateway: Option<IpAddr>,
     pub device: Option<u32>,
     /// Preferred source address (RTA_PREFSRC).
-    pub source: Option<Ipv4Addr>,
+    pub source: Option<IpAddr>,
 }
 
 /// Route type: the local table is mostly `Local` and `Broadcast`, and
@@ -294,7 +294,7 @@ pub struct Container {
     pub sandbox_key: String,
     pub networks: Vec<ContainerNetwork>,
     /// `--dns` servers given to the container (empty: Docker's default).
-    pub dns: Vec<Ipv4Addr>,
+    pub dns: Vec<IpAddr>,
     /// `--network`: its own namespace on Docker networks, or none, or
     /// another's.
     #[serde(default)]
@@ -389,8 +389,8 @@ pub enum ContainerStatus {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ContainerNetwork {
     pub network: String,
-    pub ip: Option<Ipv4Addr>,
-    pub gateway: Option<Ipv4Addr>,
+    pub ip: Option<IpAddr>,
+    pub gateway: Option<IpAddr>,
     pub mac: Option<[u8; 6]>,
 }
 
@@ -403,7 +403,7 @@ pub struct DockerNetwork {
     /// network, else option `com.docker.network.bridge.name` or "br-" +
     /// the first 12 characters of the id.
     pub bridge: Option<String>,
-    pub subnets: Vec<(Ipv4Addr, u8)>,
+    pub subnets: Vec<(IpAddr, u8)>,
     /// The engine that made it (its `name`).
     #[serde(default)]
     pub engine: String,

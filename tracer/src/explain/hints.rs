@@ -2,7 +2,7 @@
 //! kernel's own (typed) drop reason, where it happened and the route the
 //! namespace found, told with the facts read where it happened.
 
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 
 use crate::{
     decode::{CodeSite, DropReason, Hook, RouteResult, SiteRole},
@@ -25,15 +25,15 @@ pub struct DropContext {
     pub rule: Option<RuleVerdict>,
     /// The settings of the device the packet came in on, in that namespace.
     pub input: Option<Ipv4Settings>,
-    pub source: Ipv4Addr,
+    pub source: IpAddr,
     pub rule_tracing_unavailable: Option<String>,
     /// Where the namespace was sending it (gateway, or the destination on-link).
-    pub next_hop: Option<Ipv4Addr>,
+    pub next_hop: Option<IpAddr>,
     /// Who-has sent while the packet waited for its next hop's MAC address.
     pub arp_attempts: u32,
     /// The namespace's last routing decision for it, there.
     pub route: Option<RouteChoice>,
-    pub destination: Ipv4Addr,
+    pub destination: IpAddr,
     /// Its TTL as it arrived.
     pub ttl: u8,
     /// Its length, and the MTU of the device its route sends it through.
@@ -134,7 +134,7 @@ fn cause_and_checks(drop: &DropContext) -> String {
 
 /// A route of type unreachable, blackhole or prohibit, or none at all,
 /// refused a packet the namespace was to route onward.
-fn route_refused(route: &RouteChoice, destination: Ipv4Addr) -> String {
+fn route_refused(route: &RouteChoice, destination: IpAddr) -> String {
     let table = table_name(route.table);
     match route.result {
         RouteResult::Unreachable => format!(

@@ -14,7 +14,7 @@ pub use verdict::Verdict;
 pub use wanted::facts_wanted;
 pub mod outcome;
 
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 
 use serde::Serialize;
 
@@ -48,8 +48,8 @@ pub enum Direction {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct Tuple {
     pub protocol: &'static str,
-    pub src: Ipv4Addr,
-    pub dst: Ipv4Addr,
+    pub src: IpAddr,
+    pub dst: IpAddr,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sport: Option<u16>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -155,7 +155,7 @@ pub enum Details {
         #[serde(skip_serializing_if = "Option::is_none")]
         outer: Option<Tunnel>,
         #[serde(skip_serializing_if = "Option::is_none")]
-        endpoint: Option<Ipv4Addr>,
+        endpoint: Option<IpAddr>,
     },
     /// A VXLAN device took the frame out of the datagram `outer`.
     Decap {
@@ -318,7 +318,7 @@ pub struct RouteChoice {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub out_device: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub gateway: Option<Ipv4Addr>,
+    pub gateway: Option<IpAddr>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, schemars::JsonSchema)]
@@ -367,7 +367,7 @@ pub struct HopCapture {
 pub struct ArpWait {
     pub waited_us: u64,
     /// The neighbour asked for: the route's gateway, or the destination itself.
-    pub next_hop: Ipv4Addr,
+    pub next_hop: IpAddr,
     /// Its MAC address, as the frame that finally left carried it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub mac: Option<Mac>,

@@ -1,7 +1,7 @@
 //! How a journey ended and what a reply means, as typed values decided from
 //! the kernel's evidence; the sentences are made from these values only.
 
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 
 use serde::Serialize;
 
@@ -56,7 +56,7 @@ pub enum Ending {
         #[serde(skip_serializing_if = "Option::is_none")]
         driver: Option<String>,
         #[serde(skip_serializing_if = "Option::is_none")]
-        next_hop: Option<Ipv4Addr>,
+        next_hop: Option<IpAddr>,
         #[serde(skip_serializing_if = "Option::is_none")]
         next_hop_mac: Option<Mac>,
         /// Where the device freed it once sent (`__free_old_xmit`), when seen.
@@ -95,7 +95,7 @@ pub enum Ending {
         device: Option<String>,
         /// The neighbour whose MAC address it was waiting for.
         #[serde(skip_serializing_if = "Option::is_none")]
-        waiting_for: Option<Ipv4Addr>,
+        waiting_for: Option<IpAddr>,
     },
     /// The kernel refused to send it: no packet was ever made.
     NotSent {
@@ -109,7 +109,7 @@ pub enum Ending {
     /// An ARP request that got its reply.
     ArpAnswered { asked: u32, reply: u64, mac: Mac },
     /// An ARP request nobody answered: `asked` who-has went out.
-    ArpUnanswered { asked: u32, target: Ipv4Addr },
+    ArpUnanswered { asked: u32, target: IpAddr },
 }
 
 /// The listening socket a connection was taken in for.
@@ -124,7 +124,7 @@ pub struct AcceptedBy {
 /// A namespace's failed route back to a packet's source: it could not answer.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct RouteBack {
-    pub to: Ipv4Addr,
+    pub to: IpAddr,
     pub table: u32,
     pub result: RouteResult,
     /// The namespace's routes of that table, in `ip route` words.
@@ -139,7 +139,7 @@ pub enum NotSent {
     /// Its route lookup found no way: `routes` are the namespace's routes of
     /// the table that answered, in `ip route` words.
     NoRoute {
-        destination: Ipv4Addr,
+        destination: IpAddr,
         table: u32,
         result: RouteResult,
         routes: Vec<String>,
@@ -149,7 +149,7 @@ pub enum NotSent {
     /// (from an ICMP fragmentation needed), with don't-fragment set: the
     /// send failed with EMSGSIZE.
     TooBig {
-        destination: Ipv4Addr,
+        destination: IpAddr,
         length: u16,
         #[serde(skip_serializing_if = "Option::is_none")]
         path_mtu: Option<u32>,
@@ -446,7 +446,7 @@ pub struct Answer {
     pub kind: AnswerKind,
     /// Who sent the reply (an ICMP error's source is often a router or the
     /// firewall, not the destination).
-    pub from: Ipv4Addr,
+    pub from: IpAddr,
     /// Where it came from, as far as pkttrace sees.
     pub origin: Origin,
     pub text: String,
@@ -512,7 +512,7 @@ impl Origin {
     }
 
     /// Who answered, in words: "netns up (198.51.100.1)", "198.51.100.9, beyond tap0".
-    fn who(&self, from: Ipv4Addr, router: bool) -> String {
+    fn who(&self, from: IpAddr, router: bool) -> String {
         match self {
             Self::Process { namespace, .. } | Self::Kernel { namespace, .. } => {
                 format!("{namespace} ({from})")
@@ -561,10 +561,10 @@ pub struct RequestSummary {
     pub arrived_forwarding: Option<bool>,
     pub all_forwarding: Option<bool>,
     /// The address on the other end of that device's link (the way back).
-    pub arrived_from: Option<Ipv4Addr>,
+    pub arrived_from: Option<IpAddr>,
     /// Where the namespace it ended in was sending it next (its gateway,
     /// or the destination on-link).
-    pub last_next_hop: Option<Ipv4Addr>,
+    pub last_next_hop: Option<IpAddr>,
     /// Sockets listening on the port it was refused at, in any namespace.
     pub listeners: Vec<crate::enrich::facts::ListenerAt>,
     /// It was last seen on a tunnel's underlay, inside this datagram.
@@ -715,7 +715,7 @@ pub fn answer(
 fn error_cause(
     icmp_type: u8,
     code: u8,
-    from: Ipv4Addr,
+    from: IpAddr,
     request: &RequestSummary,
     firewall: Firewall,
     origin: &Origin,
@@ -982,8 +982,8 @@ mod tests {
         RequestSummary {
             id: 1,
             sent: Packet {
-                src: Ipv4Addr::new(172, 17, 0, 2),
-                dst: Ipv4Addr::new(198, 51, 100, 1),
+                src: IpAddr::from([172, 17, 0, 2]),
+                dst: IpAddr::from([198, 51, 100, 1]),
                 transport: Transport::Tcp {
                     sport: 40000,
                     dport: 80,
@@ -1023,8 +1023,8 @@ mod tests {
     /// The reset a REJECT rule sends back in the destination's name.
     fn reset() -> Packet {
         Packet {
-            src: Ipv4Addr::new(198, 51, 100, 1),
-            dst: Ipv4Addr::new(172, 17, 0, 2),
+            src: IpAddr::from([198, 51, 100, 1]),
+            dst: IpAddr::from([172, 17, 0, 2]),
             transport: Transport::Tcp {
                 sport: 80,
                 dport: 40000,

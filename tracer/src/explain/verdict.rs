@@ -4,10 +4,11 @@
 //! that fixes it, or one that checks what pkttrace cannot see. Decided from
 //! typed facts only; where the facts tell no cause, it says "not known".
 
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 
 use serde::Serialize;
 
+use crate::addr::in_subnet;
 use crate::{
     decode::{DropReason, RouteResult, SiteRole, Transport, Tunnel},
     enrich::{
@@ -144,16 +145,16 @@ pub enum Cause {
     /// The sender's namespace has no route there: no packet was made.
     NoRouteAtSource {
         namespace: String,
-        destination: Ipv4Addr,
+        destination: IpAddr,
         #[serde(skip_serializing_if = "Option::is_none")]
-        gateway: Option<Ipv4Addr>,
+        gateway: Option<IpAddr>,
     },
     /// The sender is a container with `--network none`.
     NetworkNone { container: String },
     /// The destination's namespace has no route back to the source.
     NoRouteBack {
         namespace: String,
-        to: Ipv4Addr,
+        to: IpAddr,
         /// The Docker network the source is on, when it does not masquerade.
         #[serde(skip_serializing_if = "Option::is_none")]
         not_masqueraded_by: Option<String>,
@@ -162,7 +163,7 @@ pub enum Cause {
     NextHopSilent {
         namespace: String,
         #[serde(skip_serializing_if = "Option::is_none")]
-        next_hop: Option<Ipv4Addr>,
+        next_hop: Option<IpAddr>,
     },
     /// Larger than a link on the way, with don't fragment set.
     TooBig {
@@ -174,7 +175,7 @@ pub enum Cause {
     /// Its time to live ran out on the way.
     TtlRanOut {
         #[serde(skip_serializing_if = "Option::is_none")]
-        router: Option<Ipv4Addr>,
+        router: Option<IpAddr>,
         looped_between: Vec<String>,
     },
     /// It left through a device nothing is traced beyond, or its answer came
@@ -182,7 +183,7 @@ pub enum Cause {
     Beyond {
         device: String,
         #[serde(skip_serializing_if = "Option::is_none")]
-        router: Option<Ipv4Addr>,
+        router: Option<IpAddr>,
     },
     /// The destination's kernel took it in and nothing answered.
     NotAnswered { namespace: String },
@@ -530,7 +531,7 @@ fn refused_in(request: &RequestSummary, topology: &Topology) -> Option<u32> {
 /// Docker's isolation rule dropped it: the networks of its source and of
 /// its destination.
 fn isolation(request: &RequestSummary, topology: &Topology) -> Cause {
-    let network_of = |address: Ipv4Addr| {
+    let network_of = |address: IpAddr| {
         topology
             .docker_networks
             .iter()
@@ -549,13 +550,8 @@ fn isolation(request: &RequestSummary, topology: &Topology) -> Cause {
     }
 }
 
-fn in_subnet(address: Ipv4Addr, (network, prefix): (Ipv4Addr, u8)) -> bool {
-    let mask = u32::MAX.checked_shl(32 - u32::from(prefix)).unwrap_or(0);
-    u32::from(address) & mask == u32::from(network) & mask
-}
-
 /// The Docker network `source` is on, when that network does not masquerade.
-fn unmasqueraded_network(topology: &Topology, source: Ipv4Addr) -> Option<String> {
+fn unmasqueraded_network(topology: &Topology, source: IpAddr) -> Option<String> {
     topology
         .docker_networks
         .iter()
@@ -581,7 +577,7 @@ fn refusing_route(
     topology: &Topology,
     netns: u32,
     result: RouteResult,
-    destination: Ipv4Addr,
+    destination: IpAddr,
 ) -> Option<String> {
     use crate::enrich::RouteKind;
     let kind = match result {
@@ -608,7 +604,7 @@ fn refusing_route(
 
 /// Where a namespace with no default route would send: the host's end of
 /// the link it has (the address on its veth peer).
-fn gateway_candidate(topology: &Topology, netns: u32) -> Option<Ipv4Addr> {
+fn gateway_candidate(topology: &Topology, netns: u32) -> Option<IpAddr> {
     let namespace = topology.namespace(netns)?;
     namespace.interfaces.iter().find_map(|i| {
         let peer = i.peer?;

@@ -101,7 +101,7 @@ impl RuleTraces {
         // Inside a tunnel netfilter saw the outer datagram.
         let packet = drop.packet;
         let (src, dst, ip_id, protocol) = match packet.tunnel {
-            Some(outer) => (outer.src, outer.dst, outer.ip_id, IPPROTO_UDP),
+            Some(outer) => (outer.src.into(), outer.dst.into(), outer.ip_id, IPPROTO_UDP),
             None => (
                 packet.src,
                 packet.dst,
@@ -160,7 +160,7 @@ impl Traversal {
 
 #[cfg(test)]
 mod tests {
-    use std::net::Ipv4Addr;
+    use std::net::IpAddr;
 
     use super::*;
     use crate::journey::tests::{DOCKER_USER_DROP, recorded};
@@ -265,7 +265,7 @@ mod tests {
         let mut elsewhere = RuleTraces::new("own");
         for mut s in steps {
             if let Some(p) = s.packet.as_mut() {
-                p.src = Ipv4Addr::new(10, 1, 2, 3);
+                p.src = IpAddr::from([10, 1, 2, 3]);
             }
             elsewhere.push(s);
         }

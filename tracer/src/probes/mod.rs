@@ -9,7 +9,7 @@ mod rulesets;
 
 use std::{
     collections::HashMap,
-    net::Ipv4Addr,
+    net::IpAddr,
     os::fd::{AsFd, BorrowedFd, OwnedFd},
     path::{Path, PathBuf},
 };
@@ -63,7 +63,7 @@ const AFTER_NAT: [(u32, i32); 3] = [(0, -99), (3, -99), (4, 101)];
 #[derive(Clone, Debug, Default)]
 pub struct Filter {
     /// A packet is kept when its source or destination is one of these.
-    pub addresses: Vec<Ipv4Addr>,
+    pub addresses: Vec<IpAddr>,
     pub protocol: Option<u8>,
     /// At most four TCP/UDP ports, one of which the packet must use.
     pub ports: Vec<u16>,
@@ -570,7 +570,10 @@ fn config_for(filter: &Filter) -> Result<Config> {
         *slot = *port;
     }
     for (slot, address) in config.watched.iter_mut().zip(&filter.addresses) {
-        *slot = address.to_ipv6_mapped().octets();
+        *slot = match address {
+            IpAddr::V4(v4) => v4.to_ipv6_mapped().octets(),
+            IpAddr::V6(v6) => v6.octets(),
+        };
     }
     Ok(config)
 }

@@ -15,7 +15,7 @@
 use std::{
     collections::HashMap,
     io,
-    net::Ipv4Addr,
+    net::{IpAddr, Ipv4Addr},
     os::{fd::AsRawFd, unix::fs::MetadataExt},
     path::PathBuf,
     sync::atomic::{AtomicU32, Ordering},
@@ -69,7 +69,8 @@ const MAX_ADDRESSES: usize = 64;
 #[derive(Clone, Debug, Default)]
 pub struct TraceMatch {
     /// A packet is traced when its source or destination is one of these.
-    pub addresses: Vec<Ipv4Addr>,
+    /// (IPv6 ones are not traced yet: the table is an `ip` table.)
+    pub addresses: Vec<IpAddr>,
     /// Only this IP protocol (ICMP errors about the flow are traced too).
     pub protocol: Option<u8>,
     /// UDP port of the VXLAN tunnels: their datagrams are traced when the
@@ -396,7 +397,14 @@ fn marking_rules(matching: &TraceMatch) -> Vec<Vec<ListAttribute<ExpressionAttri
         protocols.push(Some(IPPROTO_ICMP));
     }
     let mut rules = Vec::new();
-    for address in &matching.addresses {
+    let ipv4 = matching
+        .addresses
+        .iter()
+        .filter_map(|address| match address {
+            IpAddr::V4(v4) => Some(v4),
+            IpAddr::V6(_) => None,
+        });
+    for address in ipv4 {
         for offset in [IP_SADDR, IP_DADDR] {
             for protocol in &protocols {
                 let mut rule = load_and_compare(offset, &address.octets());
@@ -629,7 +637,7 @@ mod tests {
     fn marks_icmp_errors_too_when_tracing_another_protocol() {
         let count = |protocol| {
             let matching = TraceMatch {
-                addresses: vec![NEAR, FAR],
+                addresses: vec![NEAR.into(), FAR.into()],
                 protocol,
                 vxlan_port: None,
             };
@@ -640,7 +648,7 @@ mod tests {
         assert_eq!(count(Some(IPPROTO_ICMP)), 4);
         assert_eq!(count(Some(6)), 8, "TCP and ICMP");
         let tcp = marking_rules(&TraceMatch {
-            addresses: vec![FAR],
+            addresses: vec![FAR.into()],
             protocol: Some(6),
             vxlan_port: None,
         });
@@ -658,7 +666,7 @@ mod tests {
     #[test]
     fn marks_vxlan_datagrams_by_the_addresses_of_the_packet_inside() {
         let rules = marking_rules(&TraceMatch {
-            addresses: vec![FAR],
+            addresses: vec![FAR.into()],
             protocol: Some(IPPROTO_ICMP),
             vxlan_port: Some(4789),
         });

@@ -188,7 +188,9 @@ pub async fn run(args: FollowArgs) -> Result<ExitCode> {
     let mut run = Run {
         live,
         teller: Teller::new(destination, published, proxy, sinks),
-        refused: RefusedSends::new(probe.map_or(0, |p| sender::packet_length(p, shape))),
+        refused: RefusedSends::new(
+            probe.map_or(0, |p| sender::packet_length(p, shape, destination.address)),
+        ),
         source,
         destination,
         exchanges,

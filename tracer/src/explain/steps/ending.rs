@@ -202,7 +202,7 @@ pub fn accepted_by(journey: &Journey, netns: u32, facts: &Facts) -> Option<Accep
         at.netns == netns
             && at.listener.protocol == "tcp"
             && address.port() == dport
-            && (address.ip().is_unspecified() || address.ip() == std::net::IpAddr::V4(packet.dst))
+            && (address.ip().is_unspecified() || address.ip() == packet.dst)
     })?;
     Some(AcceptedBy {
         process: listener.listener.process.clone(),

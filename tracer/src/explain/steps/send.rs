@@ -1,7 +1,7 @@
 //! Where a journey starts: who sent it, from where, by which route, and
 //! whether it first waited for ARP.
 
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 
 use crate::decode::{Event, Packet, TCP_ACK, TCP_RST, TCP_SYN, Transport};
 
@@ -19,7 +19,7 @@ pub struct Send {
     pub first_routed_to: Option<String>,
     pub route: Option<RouteChoice>,
     /// Whom it waited for ARP for, when that wait was not measured.
-    pub next_hop: Ipv4Addr,
+    pub next_hop: IpAddr,
 }
 
 impl Decider<'_> {
