@@ -138,24 +138,18 @@ pub fn resolve_container<'a>(
     }))
 }
 
-/// DEST is `ADDRESS`, `ADDRESS:PORT`, or a container name (its first address).
+/// DEST is `ADDRESS`, `ADDRESS:PORT` (`[IPV6]:PORT`), or a container name
+/// (its first address).
 pub fn resolve_destination(text: &str, topology: &Topology) -> anyhow::Result<Destination> {
-    let (host, port) = match text.rsplit_once(':') {
-        Some((host, port)) => {
-            let port = port
-                .parse::<u16>()
-                .ok()
-                .filter(|p| *p != 0)
-                .ok_or_else(|| {
-                    input_error(format!(
-                        "'{port}' in '{text}' is not a port number (1-65535)"
-                    ))
-                })?;
-            (host, Some(port))
-        }
-        None => (text, None),
-    };
+    let (host, port) = split_port(text)?;
     if let Ok(address) = host.parse::<IpAddr>() {
+        if let IpAddr::V6(v6) = address
+            && v6.is_unicast_link_local()
+        {
+            return Err(input_error(format!(
+                "'{host}' is a link-local address: it means something on one link only, and pkttrace follows routed addresses; give a global or unique local address"
+            )));
+        }
         return Ok(Destination { address, port });
     }
     if let Some(container) = topology.container(host) {
@@ -181,8 +175,37 @@ pub fn resolve_destination(text: &str, topology: &Topology) -> anyhow::Result<De
         return Err(input_error(not_running(inactive)));
     }
     Err(input_error(format!(
-        "cannot use '{text}' as a destination: give an IPv4 address (10.0.0.5), an address and port (10.0.0.5:80), or a running container's name"
+        "cannot use '{text}' as a destination: give an address (10.0.0.5, 2001:db8::5), an address and port (10.0.0.5:80, [2001:db8::5]:80), or a running container's name"
     )))
+}
+
+/// DEST's host and port: `HOST:PORT`, `[IPV6]:PORT`, `[IPV6]`, or a bare
+/// host (an IPv6 address has colons of its own).
+fn split_port(text: &str) -> anyhow::Result<(&str, Option<u16>)> {
+    let port_of = |port: &str| {
+        port.parse::<u16>()
+            .ok()
+            .filter(|p| *p != 0)
+            .ok_or_else(|| input_error(format!("'{port}' in '{text}' is not a port number (1-65535)")))
+    };
+    if let Some(rest) = text.strip_prefix('[') {
+        let (host, after) = rest.split_once(']').ok_or_else(|| {
+            input_error(format!("'{text}' opens a bracket it does not close: [2001:db8::5]:80"))
+        })?;
+        return match after.strip_prefix(':') {
+            Some(port) => Ok((host, Some(port_of(port)?))),
+            None if after.is_empty() => Ok((host, None)),
+            None => Err(input_error(format!(
+                "'{text}': after the bracketed address comes ':' and a port, as in [2001:db8::5]:80"
+            ))),
+        };
+    }
+    match text.split_once(':') {
+        // More than one colon: an IPv6 address without a port.
+        Some((_, rest)) if rest.contains(':') => Ok((text, None)),
+        Some((host, port)) => Ok((host, Some(port_of(port)?))),
+        None => Ok((text, None)),
+    }
 }
 
 /// A container's first IPv4 address; one that shares another's namespace
@@ -258,8 +281,11 @@ pub enum Probe {
 }
 
 impl Probe {
-    pub fn protocol(self) -> u8 {
+    /// The IP protocol of the probe's packets to `destination` (ICMP over
+    /// IPv6 is ICMPv6).
+    pub fn protocol(self, destination: IpAddr) -> u8 {
         match self {
+            Self::Icmp if destination.is_ipv6() => 58,
             Self::Icmp => 1,
             Self::Tcp(_) => 6,
             Self::Udp(_) => 17,

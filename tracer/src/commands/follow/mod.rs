@@ -273,7 +273,7 @@ fn filter(
 ) -> Filter {
     let mut filter = Filter {
         addresses: vec![destination.address],
-        protocol: probe.map(Probe::protocol),
+        protocol: probe.map(|p| p.protocol(destination.address)),
         ports: probe
             .and_then(Probe::port)
             .or(destination.port)
