@@ -213,6 +213,44 @@ pub enum Transport {
 }
 
 impl Transport {
+    /// An ICMP or ICMPv6 message as type and code in ICMP's (IPv4's)
+    /// numbering: ICMPv6's echo and error messages have IPv4 twins, so one
+    /// reading serves both families. None for other transports, and for
+    /// ICMPv6 messages without a twin (neighbour discovery, routers').
+    pub fn icmp(self) -> Option<(u8, u8)> {
+        let Self::Icmp {
+            icmp_type, code, v6, ..
+        } = self
+        else {
+            return None;
+        };
+        if !v6 {
+            return Some((icmp_type, code));
+        }
+        Some(match (icmp_type, code) {
+            (128, _) => (8, 0),
+            (129, _) => (0, 0),
+            // Destination unreachable: no route, administratively
+            // prohibited, beyond the source's scope, address unreachable,
+            // port unreachable, failed policy, a reject route.
+            (1, 0) => (3, 0),
+            (1, 1 | 5 | 6) => (3, 13),
+            (1, 2 | 3) => (3, 1),
+            (1, 4) => (3, 3),
+            (1, code) => (3, code),
+            // Packet too big: fragmentation needed, the MTU alongside.
+            (2, _) => (3, 4),
+            (3, code) => (11, code),
+            (4, _) => (12, 0),
+            _ => return None,
+        })
+    }
+
+    /// An ICMPv6 message.
+    pub fn is_icmpv6(self) -> bool {
+        matches!(self, Self::Icmp { v6: true, .. })
+    }
+
     pub fn protocol_number(self) -> u8 {
         match self {
             Self::Icmp { v6: false, .. } => IPPROTO_ICMP,

@@ -62,7 +62,8 @@ pub struct Tuple {
 impl Tuple {
     pub fn of(packet: &Packet) -> Self {
         let (protocol, sport, dport, icmp_id) = match packet.transport {
-            Transport::Icmp { id, .. } => ("icmp", None, None, Some(id)),
+            Transport::Icmp { id, v6: false, .. } => ("icmp", None, None, Some(id)),
+            Transport::Icmp { id, v6: true, .. } => ("icmpv6", None, None, Some(id)),
             Transport::Tcp { sport, dport, .. } => ("tcp", Some(sport), Some(dport), None),
             Transport::Udp { sport, dport } => ("udp", Some(sport), Some(dport), None),
             Transport::Arp { .. } => ("arp", None, None, None),
@@ -494,6 +495,7 @@ fn arp_ending(journey: &Journey, result: ArpResult) -> Ending {
 fn protocol_words(number: u8) -> String {
     match number {
         1 => "ICMP".into(),
+        58 => "ICMPv6".into(),
         6 => "TCP".into(),
         17 => "UDP".into(),
         n => format!("IP protocol {n}"),
@@ -503,23 +505,28 @@ fn protocol_words(number: u8) -> String {
 pub fn describe(packet: &Packet) -> String {
     match packet.transport {
         Transport::Icmp {
-            icmp_type: 8,
+            icmp_type,
             id,
             seq,
+            v6,
             ..
-        } => format!("ICMP echo request (id {id}, seq {seq})"),
-        Transport::Icmp {
-            icmp_type: 0,
-            id,
-            seq,
-            ..
-        } => format!("ICMP echo reply (id {id}, seq {seq})"),
-        Transport::Icmp {
-            icmp_type, code, ..
-        } if matches!(icmp_type, 3 | 4 | 5 | 11 | 12) => {
-            format!("ICMP {}", outcome::icmp_error_meaning(icmp_type, code))
+        } => {
+            let name = if v6 { "ICMPv6" } else { "ICMP" };
+            match packet.transport.icmp() {
+                Some((8, _)) => format!("{name} echo request (id {id}, seq {seq})"),
+                Some((0, _)) => format!("{name} echo reply (id {id}, seq {seq})"),
+                Some((error, code)) if matches!(error, 3 | 4 | 5 | 11 | 12) => {
+                    format!("{name} {}", outcome::icmp_error_meaning(error, code, v6))
+                }
+                _ => match (v6, icmp_type) {
+                    (true, 133) => "ICMPv6 router solicitation".into(),
+                    (true, 134) => "ICMPv6 router advertisement".into(),
+                    (true, 135) => "ICMPv6 neighbour solicitation".into(),
+                    (true, 136) => "ICMPv6 neighbour advertisement".into(),
+                    _ => format!("{name} type {icmp_type}"),
+                },
+            }
         }
-        Transport::Icmp { icmp_type, .. } => format!("ICMP type {icmp_type}"),
         Transport::Tcp { flags, .. } => format!("TCP {}", tcp_flags(flags)),
         Transport::Udp { .. } => "UDP datagram".into(),
         Transport::Arp { operation: 1, .. } => {

@@ -462,17 +462,21 @@ pub enum AnswerKind {
         /// The host's own firewall sent it in the destination's name.
         by_firewall: bool,
     },
-    /// An ICMP error about the request.
+    /// An ICMP error about the request; type and code in ICMP's (IPv4's)
+    /// numbering, an ICMPv6 error mapped to its twin (`icmpv6` says so).
     Error {
         icmp_type: u8,
         code: u8,
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        icmpv6: bool,
         /// "port unreachable", "host unreachable", ...
         meaning: String,
         /// The host's own firewall (a REJECT rule) sent it.
         by_firewall: bool,
-        /// Fragmentation needed: the next link's MTU, as the error says.
+        /// Fragmentation needed (ICMPv6: packet too big): the next link's
+        /// MTU, as the error says.
         #[serde(skip_serializing_if = "Option::is_none")]
-        next_hop_mtu: Option<u16>,
+        next_hop_mtu: Option<u32>,
     },
 }
 
@@ -581,8 +585,19 @@ pub struct LastRoute {
     pub table: u32,
 }
 
-/// ICMP destination unreachable codes and other errors, in words.
-pub fn icmp_error_meaning(icmp_type: u8, code: u8) -> String {
+/// ICMP destination unreachable codes and other errors, in words; an
+/// ICMPv6 error (in ICMP's numbering, see `Transport::icmp`) by its own name.
+pub fn icmp_error_meaning(icmp_type: u8, code: u8, icmpv6: bool) -> String {
+    if icmpv6 {
+        match (icmp_type, code) {
+            (3, 0) => return "no route to destination".into(),
+            (3, 1) => return "address unreachable".into(),
+            (3, 13) => return "administratively prohibited".into(),
+            (3, 4) => return "packet too big".into(),
+            (11, 0) => return "hop limit exceeded in transit".into(),
+            _ => {}
+        }
+    }
     match (icmp_type, code) {
         (3, 0) => "network unreachable".into(),
         (3, 1) => "host unreachable".into(),
@@ -634,17 +649,22 @@ pub fn answer(
     let firewall_sent = firewall != Firewall::None;
     let destination = request.sent.dst;
     let from = reply.src;
-    let (kind, text) = match reply.transport {
-        Transport::Icmp {
-            icmp_type,
-            code,
-            quoted,
-            seq,
-            ..
-        } if matches!(icmp_type, 3 | 4 | 5 | 11 | 12) => {
-            let meaning = icmp_error_meaning(icmp_type, code);
+    let (kind, text) = match (reply.transport, reply.transport.icmp()) {
+        (
+            Transport::Icmp {
+                quoted, id, seq, v6, ..
+            },
+            Some((icmp_type, code)),
+        ) if matches!(icmp_type, 3 | 4 | 5 | 11 | 12) => {
+            let meaning = icmp_error_meaning(icmp_type, code, v6);
             let port = quoted_port(quoted);
-            // Next-hop MTU in the second half of the header (RFC 1191).
+            // The next link's MTU: in the second half of the header (RFC
+            // 1191), or ICMPv6's packet too big's whole 32 bits.
+            let mtu = if v6 {
+                u32::from(id) << 16 | u32::from(seq)
+            } else {
+                u32::from(seq)
+            };
             let next_hop_mtu = (icmp_type, code) == (3, 4);
             let subject = match (icmp_type, code, port) {
                 (3, 3, Some(port)) => format!(
@@ -653,8 +673,12 @@ pub fn answer(
                 ),
                 (3, 1, _) => format!("host {destination} unreachable"),
                 (3, 0, _) => format!("network of {destination} unreachable"),
+                (3, 4, _) if v6 => format!(
+                    "packet too big: the packet ({} bytes) does not fit the next link's MTU {mtu}, and an IPv6 router never fragments",
+                    request.sent.length
+                ),
                 (3, 4, _) => format!(
-                    "fragmentation needed: the packet ({} bytes, don't fragment) does not fit the next link's MTU {seq}",
+                    "fragmentation needed: the packet ({} bytes, don't fragment) does not fit the next link's MTU {mtu}",
                     request.sent.length
                 ),
                 _ => meaning.clone(),
@@ -665,14 +689,15 @@ pub fn answer(
                 AnswerKind::Error {
                     icmp_type,
                     code,
+                    icmpv6: v6,
                     meaning,
                     by_firewall: firewall_sent,
-                    next_hop_mtu: next_hop_mtu.then_some(seq),
+                    next_hop_mtu: next_hop_mtu.then_some(mtu),
                 },
                 format!("{who} answered: {subject}{why}"),
             )
         }
-        Transport::Tcp { flags, .. } if flags & 0x04 != 0 => {
+        (Transport::Tcp { flags, .. }, _) if flags & 0x04 != 0 => {
             let text = if firewall_sent {
                 format!(
                     "{} answered in {destination}'s name with a reset (REJECT with tcp-reset, see #{}): the connection is refused and {destination} never saw it",
@@ -964,15 +989,15 @@ mod tests {
     #[test]
     fn each_prohibited_code_is_named_as_its_reject_rule_says() {
         assert_eq!(
-            icmp_error_meaning(3, 9),
+            icmp_error_meaning(3, 9, false),
             "network administratively prohibited"
         );
         assert_eq!(
-            icmp_error_meaning(3, 10),
+            icmp_error_meaning(3, 10, false),
             "host administratively prohibited"
         );
         assert_eq!(
-            icmp_error_meaning(3, 13),
+            icmp_error_meaning(3, 13, false),
             "communication administratively prohibited"
         );
     }

@@ -104,11 +104,11 @@ fn listeners_wanted(journey: &Journey) -> Option<Wanted> {
     let refused_at = match first.transport {
         Transport::Tcp { sport, flags, .. } if flags & TCP_RST != 0 => Some(("tcp", sport)),
         Transport::Icmp {
-            icmp_type: 3,
-            code: 3,
             quoted: Some(quoted),
             ..
-        } => protocol_name(quoted.protocol).map(|protocol| (protocol, quoted.dport)),
+        } if first.transport.icmp() == Some((3, 3)) => {
+            protocol_name(quoted.protocol).map(|protocol| (protocol, quoted.dport))
+        }
         _ => None,
     };
     let dropped_for_no_socket = || {

@@ -120,7 +120,7 @@ fn kernel_generated(packet: &Packet) -> bool {
         Transport::Tcp { flags, .. } => {
             flags & TCP_RST != 0 || flags & (TCP_SYN | TCP_ACK) == TCP_SYN | TCP_ACK
         }
-        Transport::Icmp { icmp_type, .. } => icmp_type != 8,
+        Transport::Icmp { .. } => packet.transport.icmp() != Some((8, 0)),
         Transport::Arp { .. } => true,
         _ => false,
     }
