@@ -183,14 +183,17 @@ pub fn resolve_destination(text: &str, topology: &Topology) -> anyhow::Result<De
 /// host (an IPv6 address has colons of its own).
 fn split_port(text: &str) -> anyhow::Result<(&str, Option<u16>)> {
     let port_of = |port: &str| {
-        port.parse::<u16>()
-            .ok()
-            .filter(|p| *p != 0)
-            .ok_or_else(|| input_error(format!("'{port}' in '{text}' is not a port number (1-65535)")))
+        port.parse::<u16>().ok().filter(|p| *p != 0).ok_or_else(|| {
+            input_error(format!(
+                "'{port}' in '{text}' is not a port number (1-65535)"
+            ))
+        })
     };
     if let Some(rest) = text.strip_prefix('[') {
         let (host, after) = rest.split_once(']').ok_or_else(|| {
-            input_error(format!("'{text}' opens a bracket it does not close: [2001:db8::5]:80"))
+            input_error(format!(
+                "'{text}' opens a bracket it does not close: [2001:db8::5]:80"
+            ))
         })?;
         return match after.strip_prefix(':') {
             Some(port) => Ok((host, Some(port_of(port)?))),

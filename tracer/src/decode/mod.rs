@@ -219,7 +219,10 @@ impl Transport {
     /// ICMPv6 messages without a twin (neighbour discovery, routers').
     pub fn icmp(self) -> Option<(u8, u8)> {
         let Self::Icmp {
-            icmp_type, code, v6, ..
+            icmp_type,
+            code,
+            v6,
+            ..
         } = self
         else {
             return None;

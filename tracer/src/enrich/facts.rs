@@ -48,7 +48,12 @@ pub struct FactFinder {
 #[derive(Clone, Debug, PartialEq)]
 pub enum Wanted {
     /// `net.ipv4.conf.DEVICE.*` in namespace `netns`.
-    Ipv4Settings { netns: u32, device: String },
+    Ipv4Settings {
+        netns: u32,
+        device: String,
+        /// The IPv6 settings (`net.ipv6.conf.DEVICE.*`).
+        ipv6: bool,
+    },
     /// The forwarding databases of namespace `netns` (its bridges' and
     /// VXLAN devices').
     BridgeFdb { netns: u32 },
@@ -118,9 +123,13 @@ impl FactFinder {
         };
         for want in wanted {
             match want {
-                Wanted::Ipv4Settings { netns, device } => {
+                Wanted::Ipv4Settings {
+                    netns,
+                    device,
+                    ipv6,
+                } => {
                     let settings = self.topology.namespace(*netns).and_then(|namespace| {
-                        enrich::ipv4_settings(namespace, device, self.topology.host_netns)
+                        enrich::ipv4_settings(namespace, device, *ipv6, self.topology.host_netns)
                     });
                     facts.ipv4.extend(settings.map(|s| (*netns, s)));
                 }

@@ -33,7 +33,7 @@ pub use fdb::{FdbEntry, fdb_of};
 pub use path_mtu::path_mtu;
 pub use processes::listeners_in;
 pub use published::{Published, published_target};
-pub use sysctl::{Ipv4Settings, ipv4_settings};
+pub use sysctl::{Ipv4Settings, ipv4_settings, sysctl_name};
 pub use watch::changes;
 pub use wiring::{
     Chain, ChainHook, ContainerInside, Listener, NamespaceIds, PortBinding, Rule, RuleMatch,

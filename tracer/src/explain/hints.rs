@@ -158,18 +158,27 @@ fn route_refused(route: &RouteChoice, destination: IpAddr) -> String {
 
 fn forwarding_off(input: &Ipv4Settings) -> String {
     let device = &input.device;
+    let (setting, all_setting) = (
+        input.name(device, "forwarding"),
+        input.name("all", "forwarding"),
+    );
     // Writing `all` sets every device, but only when its value changes: with
     // it already 1, writing 1 again leaves the device off.
     let (all, every_device) = match input.all_forwarding {
         Some(true) => (
-            " (net.ipv4.conf.all.forwarding is 1, but the kernel checks the device the packet came in on)",
-            "",
+            format!(
+                " ({all_setting} is 1, but the kernel checks the device the packet came in on)"
+            ),
+            String::new(),
         ),
-        _ => ("", " (or net.ipv4.conf.all.forwarding=1 for every device)"),
+        _ => (
+            String::new(),
+            format!(" (or {all_setting}=1 for every device)"),
+        ),
     };
     format!(
-        "forwarding is off on {device}, where it came in: net.ipv4.conf.{device}.forwarding = 0{all}, so the kernel will not route it onward. \
-         Check: sysctl net.ipv4.conf.{device}.forwarding; enable: sysctl -w net.ipv4.conf.{device}.forwarding=1{every_device}"
+        "forwarding is off on {device}, where it came in: {setting} = 0{all}, so the kernel will not route it onward. \
+         Check: sysctl {setting}; enable: sysctl -w {setting}=1{every_device}"
     )
 }
 
@@ -286,6 +295,7 @@ mod tests {
             all_forwarding: Some(all_forwarding),
             rp_filter: Some(0),
             all_rp_filter: Some(0),
+            ipv6: false,
         }
     }
 

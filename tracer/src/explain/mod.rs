@@ -130,6 +130,9 @@ pub enum Details {
         /// `net.ipv4.conf.<from_device>.forwarding` in that namespace: the
         /// setting the kernel checked.
         ip_forward: Option<bool>,
+        /// The packet is IPv6: the setting is `net.ipv6.conf.…`.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        ipv6: bool,
     },
     Netfilter {
         hook: Hook,

@@ -652,7 +652,11 @@ pub fn answer(
     let (kind, text) = match (reply.transport, reply.transport.icmp()) {
         (
             Transport::Icmp {
-                quoted, id, seq, v6, ..
+                quoted,
+                id,
+                seq,
+                v6,
+                ..
             },
             Some((icmp_type, code)),
         ) if matches!(icmp_type, 3 | 4 | 5 | 11 | 12) => {

@@ -132,6 +132,9 @@ pub enum Cause {
         namespace: String,
         device: String,
         all_off: bool,
+        /// IPv6's setting (`net.ipv6.conf.…`).
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        ipv6: bool,
     },
     /// The reverse path filter of the device it came in on.
     ReversePathFilter { namespace: String, device: String },
@@ -377,6 +380,7 @@ fn dead_end_here(request: &RequestSummary, answer: Option<&Answer>, topology: &T
                         namespace: namespace.clone(),
                         device,
                         all_off: request.all_forwarding == Some(false),
+                        ipv6: request.sent.dst.is_ipv6(),
                     },
                     _ => Cause::NotKnown,
                 },
@@ -888,7 +892,9 @@ fn words(cause: &Cause, request: &RequestSummary, topology: &Topology) -> (Strin
             namespace,
             device,
             all_off,
+            ipv6,
         } => {
+            let name = |device: &str| crate::enrich::sysctl_name(*ipv6, device, "forwarding");
             let netns = refused_in(request, topology).unwrap_or(topology.host_netns);
             let prefix = in_namespace(topology, netns);
             // Writing `all` sets every device, but only when its value
@@ -896,24 +902,21 @@ fn words(cause: &Cause, request: &RequestSummary, topology: &Topology) -> (Strin
             let (why, setting) = if *all_off {
                 (
                     format!(
-                        "forwarding is off in {namespace} (net.ipv4.conf.all.forwarding = 0, and on {device}, where it came in), so the kernel routes nothing on: what lets containers reach out"
+                        "forwarding is off in {namespace} ({} = 0, and on {device}, where it came in), so the kernel routes nothing on: what lets containers reach out",
+                        name("all")
                     ),
                     "all".to_string(),
                 )
             } else {
                 (
                     format!(
-                        "forwarding is off on {device} in {namespace}, where it came in, so the kernel does not route it on (what lets containers reach out: net.ipv4.conf.{device}.forwarding)"
+                        "forwarding is off on {device} in {namespace}, where it came in, so the kernel does not route it on (what lets containers reach out: {})",
+                        name(device)
                     ),
                     device.clone(),
                 )
             };
-            (
-                why,
-                fix(format!(
-                    "{prefix}sysctl -w net.ipv4.conf.{setting}.forwarding=1"
-                )),
-            )
+            (why, fix(format!("{prefix}sysctl -w {}=1", name(&setting))))
         }
         Cause::ReversePathFilter { namespace, device } => {
             let netns = refused_in(request, topology).unwrap_or(topology.host_netns);

@@ -55,6 +55,7 @@ pub fn facts_wanted(journey: &Journey, arp: bool, topology: &Topology) -> Vec<Wa
             .map(|(netns, device)| Wanted::Ipv4Settings {
                 netns,
                 device: device.to_string(),
+                ipv6: journey.first_packet().dst.is_ipv6(),
             }),
     );
     hooks_in.sort_unstable();

@@ -686,14 +686,23 @@ struct NetfilterPrograms {
 }
 
 impl NetfilterPrograms {
-    /// Attaches both at their hooks in the calling thread's namespace.
+    /// Attaches both at their hooks of both families in the calling
+    /// thread's namespace.
     fn attach_here(&self) -> Result<Vec<NetfilterLink>> {
         let mut links = Vec::new();
-        for hook in HOOKS {
-            links.push(attach_near(&self.hook_entry, hook, FIRST_PRIORITY, 1)?);
-        }
-        for (hook, priority) in AFTER_NAT {
-            links.push(attach_near(&self.after_nat, hook, priority, 1)?);
+        for family in [netfilter::NFPROTO_IPV4, netfilter::NFPROTO_IPV6] {
+            for hook in HOOKS {
+                links.push(attach_near(
+                    &self.hook_entry,
+                    family,
+                    hook,
+                    FIRST_PRIORITY,
+                    1,
+                )?);
+            }
+            for (hook, priority) in AFTER_NAT {
+                links.push(attach_near(&self.after_nat, family, hook, priority, 1)?);
+            }
         }
         Ok(links)
     }
@@ -730,13 +739,14 @@ fn map_fds(ebpf: &Ebpf) -> Result<HashMap<String, OwnedFd>> {
 /// the kernel refuses a priority another BPF hook already holds.
 fn attach_near(
     program: &NetfilterProgram,
+    family: u32,
     hook: u32,
     priority: i32,
     step: i32,
 ) -> Result<NetfilterLink> {
     let mut last_error = None;
     for attempt in 0..8 {
-        match program.attach(hook, priority + attempt * step) {
+        match program.attach(family, hook, priority + attempt * step) {
             Ok(link) => return Ok(link),
             Err(error) => last_error = Some(error),
         }

@@ -1123,6 +1123,7 @@ fn dns_entries_tell_the_embedded_dns_and_the_forwarded_leg() {
                 all_forwarding: Some(true),
                 rp_filter: Some(0),
                 all_rp_filter: Some(0),
+                ipv6: false,
             },
         )
     };

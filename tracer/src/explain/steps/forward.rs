@@ -1,7 +1,7 @@
 //! A namespace routing a packet onward from one device to another, as the
 //! forwarding setting of the device it came in on allows.
 
-use crate::decode::Event;
+use crate::{decode::Event, enrich::sysctl_name};
 
 use super::{Decider, Details, StepKind};
 
@@ -11,6 +11,8 @@ pub struct Forwarding {
     pub to_device: String,
     /// `net.ipv4.conf.<from_device>.forwarding` there, when read.
     pub ip_forward: Option<bool>,
+    /// IPv6's setting (`net.ipv6.conf.…`).
+    pub ipv6: bool,
 }
 
 impl Decider<'_> {
@@ -29,6 +31,7 @@ impl Decider<'_> {
             from_device: event.ifname.to_string(),
             to_device,
             ip_forward,
+            ipv6: event.packet.dst.is_ipv6(),
         };
         self.push(
             event,
@@ -41,9 +44,10 @@ impl Decider<'_> {
 impl Forwarding {
     pub fn words(&self, ns: &str) -> String {
         let from = &self.from_device;
+        let name = sysctl_name(self.ipv6, from, "forwarding");
         let setting = match self.ip_forward {
-            Some(true) => format!("as net.ipv4.conf.{from}.forwarding = 1 allows"),
-            Some(false) => format!("although net.ipv4.conf.{from}.forwarding is 0 now"),
+            Some(true) => format!("as {name} = 1 allows"),
+            Some(false) => format!("although {name} is 0 now"),
             None => "forwarding setting unknown".to_string(),
         };
         format!(
@@ -57,6 +61,7 @@ impl Forwarding {
             from_device: self.from_device.clone(),
             to_device: self.to_device.clone(),
             ip_forward: self.ip_forward,
+            ipv6: self.ipv6,
         }
     }
 }
