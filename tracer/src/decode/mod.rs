@@ -249,11 +249,6 @@ impl Transport {
         })
     }
 
-    /// An ICMPv6 message.
-    pub fn is_icmpv6(self) -> bool {
-        matches!(self, Self::Icmp { v6: true, .. })
-    }
-
     pub fn protocol_number(self) -> u8 {
         match self {
             Self::Icmp { v6: false, .. } => IPPROTO_ICMP,
