@@ -265,8 +265,11 @@ fn family_name(family: u8) -> String {
     }
 }
 
-/// IPv4 only; None for anything else or a header cut short.
+/// IPv4 or IPv6; None for anything else or a header cut short.
 fn traced_packet(network: &[u8], transport: Option<&[u8]>) -> Option<TracedPacket> {
+    if network.first()? >> 4 == 6 {
+        return traced_packet_v6(network, transport);
+    }
     let header = network.get(..20)?;
     if header[0] >> 4 != 4 {
         return None;
@@ -288,10 +291,30 @@ fn traced_packet(network: &[u8], transport: Option<&[u8]>) -> Option<TracedPacke
     })
 }
 
+/// An IPv6 header: no IP id; the protocol is the fixed header's next
+/// header (the kernel hands over the transport header past any extension).
+fn traced_packet_v6(network: &[u8], transport: Option<&[u8]>) -> Option<TracedPacket> {
+    let header = network.get(..40)?;
+    let address = |at: usize| -> Option<IpAddr> {
+        Some(IpAddr::from(
+            <[u8; 16]>::try_from(header.get(at..at + 16)?).ok()?,
+        ))
+    };
+    let protocol = header[6];
+    Some(TracedPacket {
+        src: address(8)?,
+        dst: address(24)?,
+        protocol,
+        ip_id: 0,
+        length: u16::from_be_bytes([header[4], header[5]]).saturating_add(40),
+        transport: transport.and_then(|bytes| traced_transport(protocol, bytes)),
+    })
+}
+
 fn traced_transport(protocol: u8, bytes: &[u8]) -> Option<TracedTransport> {
     let word = |at: usize| Some(u16::from_be_bytes([*bytes.get(at)?, *bytes.get(at + 1)?]));
     Some(match protocol {
-        1 => TracedTransport::Icmp {
+        1 | 58 => TracedTransport::Icmp {
             icmp_type: *bytes.first()?,
             code: *bytes.get(1)?,
             id: word(4)?,
@@ -494,8 +517,30 @@ mod tests {
         let fragment = decode(&raw(&message)).unwrap().packet.unwrap();
         assert_eq!((fragment.protocol, fragment.transport), (6, None));
 
-        message[9] = nla(NFTA_TRACE_NETWORK_HEADER, &[0x60; 40]);
-        assert_eq!(decode(&raw(&message)).unwrap().packet, None, "IPv6");
+        let mut ipv6 = [0u8; 40];
+        ipv6[0] = 0x60;
+        ipv6[4..6].copy_from_slice(&20u16.to_be_bytes());
+        ipv6[6] = 6;
+        ipv6[8..24].copy_from_slice(
+            &"fd00:acc:19::2"
+                .parse::<std::net::Ipv6Addr>()
+                .unwrap()
+                .octets(),
+        );
+        message[9] = nla(NFTA_TRACE_NETWORK_HEADER, &ipv6);
+        let v6 = decode(&raw(&message)).unwrap().packet.unwrap();
+        assert_eq!(
+            (v6.src, v6.protocol, v6.length, v6.ip_id),
+            ("fd00:acc:19::2".parse().unwrap(), 6, 60, 0),
+            "IPv6: no IP id"
+        );
+        assert!(v6.transport.is_some());
+        message[9] = nla(NFTA_TRACE_NETWORK_HEADER, &[0x00; 40]);
+        assert_eq!(
+            decode(&raw(&message)).unwrap().packet,
+            None,
+            "neither family"
+        );
     }
 
     #[test]

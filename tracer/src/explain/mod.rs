@@ -381,8 +381,14 @@ pub struct ArpWait {
 impl ArpWait {
     /// "waited 0.2 ms for ARP on eth0: 172.17.0.1 is at 02:42:0a:b6:23:7f".
     fn sentence(&self) -> String {
+        // IPv6 resolves a neighbour's MAC address with neighbour discovery.
+        let resolution = if self.next_hop.is_ipv6() {
+            "neighbour discovery"
+        } else {
+            "ARP"
+        };
         let waited = format!(
-            "waited {} for ARP on {}",
+            "waited {} for {resolution} on {}",
             duration_words(self.waited_us),
             self.device
         );

@@ -10,8 +10,8 @@
 use std::collections::VecDeque;
 
 use crate::decode::{
-    DropReason, Event, EventKind,
-    nftrace::{RuleTrace, TraceKind, TracedPacket, Verdict},
+    DropReason, Event, EventKind, Transport,
+    nftrace::{RuleTrace, TraceKind, TracedPacket, TracedTransport, Verdict},
 };
 
 const IPPROTO_UDP: u8 = 17;
@@ -115,10 +115,53 @@ impl RuleTraces {
             .filter(|t| t.netns == drop.netns)
             .filter(|t| {
                 t.packet.is_some_and(|p| {
-                    p.src == src && p.dst == dst && p.ip_id == ip_id && p.protocol == protocol
+                    p.src == src
+                        && p.dst == dst
+                        && p.ip_id == ip_id
+                        && p.protocol == protocol
+                        && (ip_id != 0 || same_transport(p.transport, packet.transport))
                 })
             })
             .find_map(Traversal::dropped_by)
+    }
+}
+
+/// Without an IP id (IPv6 has none) the transport header tells packets
+/// of the same addresses apart: ports and TCP flags, an echo's id and
+/// sequence.
+fn same_transport(traced: Option<TracedTransport>, packet: Transport) -> bool {
+    match (traced, packet) {
+        (
+            Some(TracedTransport::Tcp {
+                sport,
+                dport,
+                flags,
+                ..
+            }),
+            Transport::Tcp {
+                sport: s,
+                dport: d,
+                flags: f,
+                ..
+            },
+        ) => (sport, dport, flags) == (s, d, f),
+        (Some(TracedTransport::Udp { sport, dport }), Transport::Udp { sport: s, dport: d }) => {
+            (sport, dport) == (s, d)
+        }
+        (
+            Some(TracedTransport::Icmp {
+                icmp_type, id, seq, ..
+            }),
+            Transport::Icmp {
+                icmp_type: t,
+                id: i,
+                seq: q,
+                ..
+            },
+        ) => (icmp_type, id, seq) == (t, i, q),
+        // A trace without its transport header cannot be told apart.
+        (None, _) => true,
+        _ => false,
     }
 }
 
