@@ -868,7 +868,14 @@ fn read_quoted(cfg: &Config, at: u64, quoted: &mut QuotedHeader, netns: impl Fn(
         }
         _ => return false,
     };
-    let ports = read::<[u16; 2]>(l4, 0).unwrap_or([0; 2]);
+    // TCP/UDP ports; an ICMP echo's identifier and sequence follow its
+    // type, code and checksum.
+    let at_ports = if protocol == IPPROTO_ICMP || protocol == IPPROTO_ICMPV6 {
+        4
+    } else {
+        0
+    };
+    let ports = read::<[u16; 2]>(l4 + at_ports, 0).unwrap_or([0; 2]);
     *quoted = QuotedHeader {
         saddr,
         daddr,

@@ -93,12 +93,21 @@ fn cause_and_checks(drop: &DropContext) -> String {
                 .and_then(|route| route.out_device.as_deref())
                 .map(|device| format!(" {device}"))
                 .unwrap_or_default();
-            format!(
-                "it is {} bytes with don't fragment set, larger than the next link{device}{mtu}: the kernel may not split it, \
-                 so it drops it and answers with an ICMP fragmentation needed that tells the sender the MTU (path MTU discovery). \
-                 Check: ip link show{device}",
-                drop.length
-            )
+            if drop.destination.is_ipv6() {
+                format!(
+                    "it is {} bytes, larger than the next link{device}{mtu}: an IPv6 router never splits a packet, \
+                     so it drops it and answers with an ICMPv6 packet too big that tells the sender the MTU (path MTU discovery). \
+                     Check: ip link show{device}",
+                    drop.length
+                )
+            } else {
+                format!(
+                    "it is {} bytes with don't fragment set, larger than the next link{device}{mtu}: the kernel may not split it, \
+                     so it drops it and answers with an ICMP fragmentation needed that tells the sender the MTU (path MTU discovery). \
+                     Check: ip link show{device}",
+                    drop.length
+                )
+            }
         }
         DropReason::IpRpFilter => reverse_path_filter(drop),
         DropReason::NetfilterDrop => netfilter(drop),

@@ -431,8 +431,16 @@ impl NotSent {
                     }
                     None => format!("the path MTU {namespace} learned for {destination}"),
                 };
+                let (packet, error) = if destination.is_ipv6() {
+                    (format!("{length} bytes"), "ICMPv6 packet too big")
+                } else {
+                    (
+                        format!("{length} bytes, don't fragment"),
+                        "ICMP fragmentation needed",
+                    )
+                };
                 format!(
-                    "the packet ({length} bytes, don't fragment) is larger than {mtu} from an ICMP fragmentation needed (`ip route get {destination}` shows it until it expires; EMSGSIZE)"
+                    "the packet ({packet}) is larger than {mtu} from an {error} (`ip route get {destination}` shows it until it expires; EMSGSIZE)"
                 )
             }
         }
@@ -797,21 +805,28 @@ fn error_cause(
             times(request.arp_attempts),
             request.id
         ),
-        (3, 4) if dropped_here == Some(&DropReason::PktTooBig) => match route_here {
-            Some(route) => format!(
-                " — its route sends the packet on through {}{}, and the packet's don't-fragment bit forbids splitting it (see #{})",
-                route.device,
-                route
-                    .mtu
-                    .map(|mtu| format!(" (MTU {mtu})"))
-                    .unwrap_or_default(),
-                request.id
-            ),
-            None => format!(
-                " — the next link is smaller than the packet, and the don't-fragment bit forbids splitting it (see #{})",
-                request.id
-            ),
-        },
+        (3, 4) if dropped_here == Some(&DropReason::PktTooBig) => {
+            let unsplittable = if request.sent.dst.is_ipv6() {
+                "an IPv6 router never splits a packet"
+            } else {
+                "the packet's don't-fragment bit forbids splitting it"
+            };
+            match route_here {
+                Some(route) => format!(
+                    " — its route sends the packet on through {}{}, and {unsplittable} (see #{})",
+                    route.device,
+                    route
+                        .mtu
+                        .map(|mtu| format!(" (MTU {mtu})"))
+                        .unwrap_or_default(),
+                    request.id
+                ),
+                None => format!(
+                    " — the next link is smaller than the packet, and {unsplittable} (see #{})",
+                    request.id
+                ),
+            }
+        }
         (3, 0 | 1 | 13) if route_here.is_some_and(|r| !r.result.found()) => {
             let route = route_here.expect("checked above");
             let table = table_name(route.table);

@@ -1037,13 +1037,17 @@ fn words(cause: &Cause, request: &RequestSummary, topology: &Topology) -> (Strin
             )),
         ),
         Cause::TooBig { length, mtu } => (
-            match mtu {
-                Some(mtu) => format!(
-                    "it is {length} bytes with don't fragment set, and a link on its way carries at most {mtu}"
-                ),
-                None => format!(
-                    "it is {length} bytes with don't fragment set, larger than a link on its way"
-                ),
+            {
+                // IPv6 routers never fragment: there is no bit to set.
+                let sent = if request.sent.dst.is_ipv6() {
+                    format!("it is {length} bytes")
+                } else {
+                    format!("it is {length} bytes with don't fragment set")
+                };
+                match mtu {
+                    Some(mtu) => format!("{sent}, and a link on its way carries at most {mtu}"),
+                    None => format!("{sent}, larger than a link on its way"),
+                }
             },
             check(format!("{source_prefix}ip route get {}", request.sent.dst)),
         ),
