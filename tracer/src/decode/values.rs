@@ -149,7 +149,7 @@ impl SiteRole {
         ),
         (SiteRole::DeferredFree, &["skb_defer_free_flush"]),
         (SiteRole::RouteError, &["ip_error"]),
-        (SiteRole::Forwarding, &["ip_forward"]),
+        (SiteRole::Forwarding, &["ip_forward", "ip6_forward"]),
     ];
 
     fn is_other(&self) -> bool {

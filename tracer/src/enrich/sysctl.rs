@@ -34,6 +34,22 @@ impl Ipv4Settings {
         sysctl_name(self.ipv6, device, key)
     }
 
+    /// Whether the kernel forwards what comes in on this device: IPv4 checks
+    /// the device's own setting, IPv6 (`ip6_forward`) only `all`'s.
+    pub fn forwards(&self) -> Option<bool> {
+        if self.ipv6 {
+            self.all_forwarding
+        } else {
+            self.forwarding
+        }
+    }
+
+    /// The name of the forwarding setting the kernel checks (see `forwards`).
+    pub fn forwarding_setting(&self) -> String {
+        let device = if self.ipv6 { "all" } else { &self.device };
+        self.name(device, "forwarding")
+    }
+
     /// The reverse path filter mode the kernel applies on this device.
     pub fn effective_rp_filter(&self) -> Option<u8> {
         match (self.rp_filter, self.all_rp_filter) {

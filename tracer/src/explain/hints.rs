@@ -58,11 +58,15 @@ pub fn for_drop(drop: &DropContext) -> String {
 fn cause_and_checks(drop: &DropContext) -> String {
     let reason = &drop.reason;
     let at_route_error = drop.location.role == SiteRole::RouteError;
-    let forwarding_is_off = drop.input.as_ref().and_then(|i| i.forwarding) == Some(false);
+    let forwarding_is_off = drop.input.as_ref().and_then(|i| i.forwards()) == Some(false);
+    // IPv6 has no ip_error: ip6_forward itself drops when forwarding is off.
+    let refused_onward = at_route_error
+        || (drop.location.role == SiteRole::Forwarding
+            && drop.input.as_ref().is_some_and(|i| i.ipv6));
     let failed_route = drop.route.as_ref().filter(|route| !route.result.found());
     match reason {
         DropReason::IpInAddrErrors | DropReason::IpInNoRoutes
-            if at_route_error && forwarding_is_off =>
+            if refused_onward && forwarding_is_off =>
         {
             forwarding_off(drop.input.as_ref().expect("checked above"))
         }
@@ -167,6 +171,13 @@ fn route_refused(route: &RouteChoice, destination: IpAddr) -> String {
 
 fn forwarding_off(input: &Ipv4Settings) -> String {
     let device = &input.device;
+    if input.ipv6 {
+        let setting = input.forwarding_setting();
+        return format!(
+            "IPv6 forwarding is off: {setting} = 0 (the only IPv6 forwarding setting the kernel checks), so the packet that came in on {device} is not routed onward. \
+             Check: sysctl {setting}; enable: sysctl -w {setting}=1"
+        );
+    }
     let (setting, all_setting) = (
         input.name(device, "forwarding"),
         input.name("all", "forwarding"),
@@ -306,6 +317,18 @@ mod tests {
             all_rp_filter: Some(0),
             ipv6: false,
         }
+    }
+
+    #[test]
+    fn ipv6_forwarding_off_names_only_the_setting_the_kernel_checks() {
+        let words = forwarding_off(&Ipv4Settings {
+            ipv6: true,
+            all_forwarding: Some(false),
+            forwarding: Some(true),
+            ..docker0(false)
+        });
+        assert!(words.contains("sysctl -w net.ipv6.conf.all.forwarding=1"), "{words}");
+        assert!(!words.contains("docker0.forwarding"), "{words}");
     }
 
     #[test]

@@ -731,6 +731,9 @@ pub fn request_summary(
         })
     });
     let arrived_on = arrival(story);
+    let arrived_settings = arrived_on.as_ref().and_then(|(netns, device)| {
+        facts.ip_settings_of(*netns, device, journey.first_packet().dst.is_ipv6())
+    });
     RequestSummary {
         id: journey.id,
         sent: journey.first_packet(),
@@ -760,14 +763,8 @@ pub fn request_summary(
             .unwrap_or_default(),
         source_netns: story.hops.first().map_or(topology.host_netns, |h| h.netns),
         arrived_on: arrived_on.clone(),
-        arrived_forwarding: arrived_on
-            .as_ref()
-            .and_then(|(netns, device)| facts.ipv4_of(*netns, device))
-            .and_then(|settings| settings.forwarding),
-        all_forwarding: arrived_on
-            .as_ref()
-            .and_then(|(netns, device)| facts.ipv4_of(*netns, device))
-            .and_then(|settings| settings.all_forwarding),
+        arrived_forwarding: arrived_settings.and_then(|settings| settings.forwards()),
+        all_forwarding: arrived_settings.and_then(|settings| settings.all_forwarding),
         arrived_from: arrived_on.as_ref().and_then(|(netns, device)| {
             let iface = topology
                 .namespace(*netns)?

@@ -349,7 +349,7 @@ fn dead_end_here(request: &RequestSummary, answer: Option<&Answer>, topology: &T
                     table: rule.table.clone(),
                     chain: rule.chain.clone(),
                     docker_forward_from: (*netns == topology.host_netns
-                        && rule.table == "ip filter"
+                        && matches!(&*rule.table, "ip filter" | "ip6 filter")
                         && rule.chain == "FORWARD"
                         && !topology.docker_networks.is_empty())
                     .then(|| arrived_on(request))
@@ -363,6 +363,19 @@ fn dead_end_here(request: &RequestSummary, answer: Option<&Answer>, topology: &T
                     handle: rule.handle,
                 },
             },
+            // ip6_forward checks only `all`'s setting, before anything else.
+            (DropReason::IpInAddrErrors, _)
+                if location.role == SiteRole::Forwarding
+                    && request.sent.dst.is_ipv6()
+                    && forwarding_off(request) =>
+            {
+                Cause::ForwardingOff {
+                    namespace: namespace.clone(),
+                    device: arrived_on(request).unwrap_or_default(),
+                    all_off: true,
+                    ipv6: true,
+                }
+            }
             (DropReason::IpRpFilter, _) => Cause::ReversePathFilter {
                 namespace: namespace.clone(),
                 device: arrived_on(request).unwrap_or_default(),
@@ -899,7 +912,15 @@ fn words(cause: &Cause, request: &RequestSummary, topology: &Topology) -> (Strin
             let prefix = in_namespace(topology, netns);
             // Writing `all` sets every device, but only when its value
             // changes: with it already 1, the device's own setting is the fix.
-            let (why, setting) = if *all_off {
+            let (why, setting) = if *ipv6 {
+                (
+                    format!(
+                        "IPv6 forwarding is off in {namespace} ({} = 0, the only IPv6 forwarding setting the kernel checks), so the packet that came in on {device} is not routed on",
+                        name("all")
+                    ),
+                    "all".to_string(),
+                )
+            } else if *all_off {
                 (
                     format!(
                         "forwarding is off in {namespace} ({} = 0, and on {device}, where it came in), so the kernel routes nothing on: what lets containers reach out",

@@ -9,7 +9,8 @@ use super::{Decider, Details, StepKind};
 pub struct Forwarding {
     pub from_device: String,
     pub to_device: String,
-    /// `net.ipv4.conf.<from_device>.forwarding` there, when read.
+    /// The forwarding setting the kernel checks there, when read:
+    /// `net.ipv4.conf.<from_device>.forwarding`, `net.ipv6.conf.all.forwarding`.
     pub ip_forward: Option<bool>,
     /// IPv6's setting (`net.ipv6.conf.…`).
     pub ipv6: bool,
@@ -22,16 +23,16 @@ impl Decider<'_> {
             .interface(event.netns, out_ifindex)
             .map(|d| d.name.clone())
             .unwrap_or_else(|| format!("if{out_ifindex}"));
-        // The kernel checks the input device's own setting, in this namespace.
+        let ipv6 = event.packet.dst.is_ipv6();
         let ip_forward = self
             .facts
-            .ipv4_of(event.netns, &event.ifname)
-            .and_then(|s| s.forwarding);
+            .ip_settings_of(event.netns, &event.ifname, ipv6)
+            .and_then(|s| s.forwards());
         let forwarding = Forwarding {
             from_device: event.ifname.to_string(),
             to_device,
             ip_forward,
-            ipv6: event.packet.dst.is_ipv6(),
+            ipv6,
         };
         self.push(
             event,
@@ -44,7 +45,8 @@ impl Decider<'_> {
 impl Forwarding {
     pub fn words(&self, ns: &str) -> String {
         let from = &self.from_device;
-        let name = sysctl_name(self.ipv6, from, "forwarding");
+        // IPv6 forwards by `all` alone (ip6_forward), IPv4 by the input device.
+        let name = sysctl_name(self.ipv6, if self.ipv6 { "all" } else { from }, "forwarding");
         let setting = match self.ip_forward {
             Some(true) => format!("as {name} = 1 allows"),
             Some(false) => format!("although {name} is 0 now"),
