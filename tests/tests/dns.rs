@@ -36,7 +36,7 @@ fn watch_dns(
         .collect::<Result<_>>()?;
     for entry in &entries {
         ensure!(
-            entry["schema_version"] == 3 && entry["record"] == "query",
+            entry["schema_version"] == 4 && entry["record"] == "query",
             "every line says its schema version and record: {entry}"
         );
         integration_tests::check_schema("dns", entry)?;

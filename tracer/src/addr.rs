@@ -34,6 +34,16 @@ pub fn word(address: IpAddr) -> u64 {
     }
 }
 
+/// What the header's life counter is called in `address`'s family, long and
+/// short: IPv4's time to live (TTL), IPv6's hop limit.
+pub fn lifetime_words(address: IpAddr) -> (&'static str, &'static str) {
+    if address.is_ipv6() {
+        ("hop limit", "hop limit")
+    } else {
+        ("time to live", "TTL")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -139,8 +139,12 @@ pub fn resolve_container<'a>(
 }
 
 /// DEST is `ADDRESS`, `ADDRESS:PORT` (`[IPV6]:PORT`), or a container name
-/// (its first address).
-pub fn resolve_destination(text: &str, topology: &Topology) -> anyhow::Result<Destination> {
+/// (its first address of the family asked for: IPv6 with `ipv6`).
+pub fn resolve_destination(
+    text: &str,
+    ipv6: bool,
+    topology: &Topology,
+) -> anyhow::Result<Destination> {
     let (host, port) = split_port(text)?;
     if let Ok(address) = host.parse::<IpAddr>() {
         if let IpAddr::V6(v6) = address
@@ -150,19 +154,27 @@ pub fn resolve_destination(text: &str, topology: &Topology) -> anyhow::Result<De
                 "'{host}' is a link-local address: it means something on one link only, and pkttrace follows routed addresses; give a global or unique local address"
             )));
         }
+        if ipv6 && address.is_ipv4() {
+            return Err(input_error(format!(
+                "-6 picks a container's IPv6 address, and '{host}' is an IPv4 address: drop -6, or give an IPv6 address"
+            )));
+        }
         return Ok(Destination { address, port });
     }
     if let Some(container) = topology.container(host) {
         if let Some(note) = state_note(container, topology) {
             eprintln!("pkttrace: note: {note}");
         }
-        let address = address_of(container, topology).ok_or_else(|| {
+        let address = address_of(container, ipv6, topology).ok_or_else(|| {
             input_error(match container.network_mode {
                 NetworkMode::None => format!(
                     "container '{host}' runs with --network none: it has no address to reach; connect it to a network: docker network connect bridge {host}"
                 ),
                 NetworkMode::Host => format!(
                     "container '{host}' uses the host's network (--network host): it has no address of its own; follow one of the host's addresses (127.0.0.1:PORT) instead"
+                ),
+                _ if ipv6 => format!(
+                    "container '{host}' has no IPv6 address: none of its networks was made with --ipv6 (docker network create --ipv6 --subnet fd00:…/64 …); follow its IPv4 address without -6"
                 ),
                 _ => format!(
                     "container '{host}' has no IPv4 address (is it on a network with IPv4?)"
@@ -211,14 +223,17 @@ fn split_port(text: &str) -> anyhow::Result<(&str, Option<u16>)> {
     }
 }
 
-/// A container's first IPv4 address; one that shares another's namespace
-/// (`--network container:ID`) has that one's.
-fn address_of(container: &Container, topology: &Topology) -> Option<IpAddr> {
+/// A container's first address of the family asked for; one that shares
+/// another's namespace (`--network container:ID`) has that one's.
+fn address_of(container: &Container, ipv6: bool, topology: &Topology) -> Option<IpAddr> {
     let owner = match &container.network_mode {
         NetworkMode::Container { id } => topology.container(id)?,
         _ => container,
     };
-    owner.networks.iter().find_map(|n| n.ip)
+    owner
+        .networks
+        .iter()
+        .find_map(|n| if ipv6 { n.ipv6 } else { n.ip })
 }
 
 /// What a running container's state means for tracing it, and what to do,
@@ -355,23 +370,25 @@ mod tests {
 
     #[test]
     fn destinations_parse_with_and_without_port() {
-        let d = resolve_destination("198.51.100.1:80", &empty()).unwrap();
+        let d = resolve_destination("198.51.100.1:80", false, &empty()).unwrap();
         assert_eq!(
             (d.address, d.port),
             (IpAddr::from([198, 51, 100, 1]), Some(80))
         );
         assert_eq!(
-            resolve_destination("198.51.100.1", &empty()).unwrap().port,
+            resolve_destination("198.51.100.1", false, &empty())
+                .unwrap()
+                .port,
             None
         );
-        let error = resolve_destination("nowhere", &empty())
+        let error = resolve_destination("nowhere", false, &empty())
             .unwrap_err()
             .to_string();
         assert!(
             error.starts_with("cannot use 'nowhere' as a destination"),
             "{error}"
         );
-        assert!(resolve_destination("198.51.100.1:99999", &empty()).is_err());
+        assert!(resolve_destination("198.51.100.1:99999", false, &empty()).is_err());
     }
 
     #[test]
@@ -432,7 +449,7 @@ mod tests {
             as_source,
             "container 'web' is not running: it exited with code 137, so it has no network namespace; start it: docker start web"
         );
-        let as_destination = resolve_destination("web:80", &topology)
+        let as_destination = resolve_destination("web:80", false, &topology)
             .unwrap_err()
             .to_string();
         assert_eq!(as_destination, as_source);

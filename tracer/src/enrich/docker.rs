@@ -371,6 +371,8 @@ fn container_network(network: String, ep: EndpointSettings) -> ContainerNetwork 
         ip: ip(ep.ip_address),
         gateway: ip(ep.gateway),
         mac: ep.mac_address.as_deref().and_then(parse_mac),
+        ipv6: ip(ep.global_ipv6_address),
+        ipv6_gateway: ip(ep.ipv6_gateway),
     }
 }
 

@@ -405,9 +405,11 @@ impl Facts {
     /// The settings of `device` in namespace `netns` for one family, when
     /// they were read.
     pub fn ip_settings_of(&self, netns: u32, device: &str, ipv6: bool) -> Option<&Ipv4Settings> {
-        self.ipv4.iter().find(|(ns, settings)| {
-            *ns == netns && settings.device == device && settings.ipv6 == ipv6
-        })
+        self.ipv4
+            .iter()
+            .find(|(ns, settings)| {
+                *ns == netns && settings.device == device && settings.ipv6 == ipv6
+            })
             .map(|(_, settings)| settings)
     }
 }

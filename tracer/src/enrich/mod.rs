@@ -392,6 +392,11 @@ pub struct ContainerNetwork {
     pub ip: Option<IpAddr>,
     pub gateway: Option<IpAddr>,
     pub mac: Option<[u8; 6]>,
+    /// Its IPv6 address and gateway on a network made with `--ipv6`.
+    #[serde(default)]
+    pub ipv6: Option<IpAddr>,
+    #[serde(default)]
+    pub ipv6_gateway: Option<IpAddr>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

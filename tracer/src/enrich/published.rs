@@ -119,6 +119,8 @@ mod tests {
                 ip: Some(IpAddr::from([172, 17, 0, 2])),
                 gateway: None,
                 mac: None,
+                ipv6: None,
+                ipv6_gateway: None,
             }],
             dns: Vec::new(),
             network_mode: Default::default(),

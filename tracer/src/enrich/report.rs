@@ -247,6 +247,10 @@ pub struct ContainerNetworkView {
     pub bridge: Option<String>,
     pub ip: Option<String>,
     pub gateway: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ipv6: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ipv6_gateway: Option<String>,
 }
 
 impl Report {
@@ -730,6 +734,8 @@ fn container_view(
                 bridge,
                 ip: n.ip.map(|ip| ip.to_string()),
                 gateway: n.gateway.map(|g| g.to_string()),
+                ipv6: n.ipv6.map(|ip| ip.to_string()),
+                ipv6_gateway: n.ipv6_gateway.map(|g| g.to_string()),
             }
         })
         .collect();

@@ -80,12 +80,16 @@ fn cause_and_checks(drop: &DropContext) -> String {
              Check: ip route get <destination>; sysctl net.ipv4.conf.all.forwarding"
                 .into()
         }
-        DropReason::IpInHdr if drop.location.role == SiteRole::Forwarding => format!(
-            "its time to live ran out: it arrived with TTL {}, and a router does not pass on a packet whose TTL would reach 0; \
-             it answers with an ICMP time exceeded instead. A routing loop, or a sender that set a small TTL (traceroute). \
-             Check: ip route get {}",
-            drop.ttl, drop.destination
-        ),
+        DropReason::IpInHdr if drop.location.role == SiteRole::Forwarding => {
+            let (life, ttl) = crate::addr::lifetime_words(drop.destination);
+            let icmp = if drop.destination.is_ipv6() { "ICMPv6" } else { "ICMP" };
+            format!(
+                "its {life} ran out: it arrived with {ttl} {}, and a router does not pass on a packet whose {ttl} would reach 0; \
+                 it answers with an {icmp} time exceeded instead. A routing loop, or a sender that set a small {ttl} (traceroute). \
+                 Check: ip route get {}",
+                drop.ttl, drop.destination
+            )
+        }
         DropReason::PktTooBig => {
             let mtu = drop
                 .out_mtu
@@ -327,7 +331,10 @@ mod tests {
             forwarding: Some(true),
             ..docker0(false)
         });
-        assert!(words.contains("sysctl -w net.ipv6.conf.all.forwarding=1"), "{words}");
+        assert!(
+            words.contains("sysctl -w net.ipv6.conf.all.forwarding=1"),
+            "{words}"
+        );
         assert!(!words.contains("docker0.forwarding"), "{words}");
     }
 

@@ -85,12 +85,17 @@ impl std::fmt::Display for Tuple {
         // A packet never made has no source chosen yet.
         if self.src.is_unspecified() {
             return match self.dport {
-                Some(d) => write!(f, "to {}:{d}", self.dst),
+                Some(d) => write!(f, "to {}", std::net::SocketAddr::new(self.dst, d)),
                 None => write!(f, "to {}", self.dst),
             };
         }
         match (self.sport, self.dport) {
-            (Some(s), Some(d)) => write!(f, "{}:{s} → {}:{d}", self.src, self.dst),
+            (Some(s), Some(d)) => write!(
+                f,
+                "{} → {}",
+                std::net::SocketAddr::new(self.src, s),
+                std::net::SocketAddr::new(self.dst, d)
+            ),
             _ => write!(f, "{} → {}", self.src, self.dst),
         }
     }
@@ -370,19 +375,25 @@ pub struct HopCapture {
 #[derive(Clone, Debug, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct ArpWait {
     pub waited_us: u64,
-    /// The neighbour asked for: the route's gateway, or the destination itself.
-    pub next_hop: IpAddr,
+    /// The neighbour asked for: the route's gateway, or the destination
+    /// itself; unknown when no route was looked up there (a retransmission
+    /// leaves with its connection's cached route).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_hop: Option<IpAddr>,
     /// Its MAC address, as the frame that finally left carried it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub mac: Option<Mac>,
     pub device: String,
+    /// The packet is IPv6 (the neighbour is found by neighbour discovery).
+    #[serde(skip)]
+    pub ipv6: bool,
 }
 
 impl ArpWait {
     /// "waited 0.2 ms for ARP on eth0: 172.17.0.1 is at 02:42:0a:b6:23:7f".
     fn sentence(&self) -> String {
         // IPv6 resolves a neighbour's MAC address with neighbour discovery.
-        let resolution = if self.next_hop.is_ipv6() {
+        let resolution = if self.ipv6 {
             "neighbour discovery"
         } else {
             "ARP"
@@ -392,9 +403,12 @@ impl ArpWait {
             duration_words(self.waited_us),
             self.device
         );
+        let neighbour = self
+            .next_hop
+            .map_or_else(|| "the next hop".to_string(), |hop| hop.to_string());
         match &self.mac {
-            Some(mac) => format!("{waited}: {} is at {mac}", self.next_hop),
-            None => format!("{waited} to resolve {}'s MAC address", self.next_hop),
+            Some(mac) => format!("{waited}: {neighbour} is at {mac}"),
+            None => format!("{waited} to resolve {neighbour}'s MAC address"),
         }
     }
 }
@@ -609,8 +623,9 @@ fn describe_route(route: &RouteChoice) -> String {
 /// How Docker serves a published port, for the first request to it.
 pub fn published_port_note(published: &Published, port: u16, proxy: Option<&Listener>) -> String {
     let dnat = format!(
-        "published port {port} of {} goes to {}:{}: Docker's DNAT rule takes traffic from other hosts and namespaces",
-        published.container, published.address, published.port
+        "published port {port} of {} goes to {}: Docker's DNAT rule takes traffic from other hosts and namespaces",
+        published.container,
+        std::net::SocketAddr::new(published.address, published.port)
     );
     match proxy {
         Some(proxy) => format!(

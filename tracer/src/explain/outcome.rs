@@ -686,7 +686,7 @@ pub fn answer(
                 (3, 1, _) => format!("host {destination} unreachable"),
                 (3, 0, _) => format!("network of {destination} unreachable"),
                 (3, 4, _) if v6 => format!(
-                    "packet too big: the packet ({} bytes) does not fit the next link's MTU {mtu}, and an IPv6 router never fragments",
+                    "packet too big: the packet ({} bytes) does not fit the next link's MTU {mtu}",
                     request.sent.length
                 ),
                 (3, 4, _) => format!(
@@ -769,6 +769,7 @@ fn error_cause(
             request.id, request.sent.dst
         );
     }
+    let (life, ttl) = crate::addr::lifetime_words(request.sent.dst);
     if let Origin::Beyond { device, .. } = origin {
         let beyond = format!("beyond {device} is traced");
         return match (icmp_type, code) {
@@ -776,7 +777,7 @@ fn error_cause(
                 format!(" — no process listens there (nothing {beyond})")
             }
             (11, 0) => format!(
-                " — its time to live ran out at {from} (nothing {beyond}; sent with TTL {}, {} on this host)",
+                " — its {life} ran out at {from} (nothing {beyond}; sent with {ttl} {}, {} on this host)",
                 request.sent.ttl,
                 routers(request.routers)
             ),
@@ -847,7 +848,7 @@ fn error_cause(
                 ),
             };
             format!(
-                " — its time to live ran out there: it arrived with TTL {}, and a router does not pass on a packet whose TTL would reach 0; that was the {} router on its way (sent with TTL {}){looped}",
+                " — its {life} ran out there: it arrived with {ttl} {}, and a router does not pass on a packet whose {ttl} would reach 0; that was the {} router on its way (sent with {ttl} {}){looped}",
                 request.last_ttl,
                 ordinal(request.routers + 1),
                 request.sent.ttl
@@ -856,7 +857,7 @@ fn error_cause(
         (3, 0) | (3, 1) => " — it has no way to reach it".into(),
         (3, 9) | (3, 10) | (3, 13) => " — a firewall rule there rejected it".into(),
         (11, 0) => {
-            " — its time to live ran out on the way (a routing loop, or a traceroute)".into()
+            format!(" — its {life} ran out on the way (a routing loop, or a traceroute)")
         }
         _ => String::new(),
     }

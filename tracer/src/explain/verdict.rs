@@ -207,7 +207,10 @@ pub fn on_reply(
         AnswerKind::Reset { by_firewall: false } => {
             let port = request_port(request)?;
             (
-                format!("the connection to {destination}:{port} was refused"),
+                format!(
+                    "the connection to {} was refused",
+                    std::net::SocketAddr::new(destination, port)
+                ),
                 listening_cause(request, "tcp", port, listeners, topology),
             )
         }
@@ -522,7 +525,9 @@ fn listening_cause(
 fn listening_address(at: &ListenerAt, container: &Container) -> String {
     let address = at.listener.address;
     match (address.ip(), container.networks.iter().find_map(|n| n.ip)) {
-        (ip, Some(own)) if ip.is_unspecified() => format!("{own}:{}", address.port()),
+        (ip, Some(own)) if ip.is_unspecified() => {
+            std::net::SocketAddr::new(own, address.port()).to_string()
+        }
         _ => address.to_string(),
     }
 }
@@ -724,6 +729,7 @@ fn check(command: String) -> Option<Action> {
 }
 
 fn words(cause: &Cause, request: &RequestSummary, topology: &Topology) -> (String, Option<Action>) {
+    let (life, _) = crate::addr::lifetime_words(request.sent.dst);
     let source_prefix = in_namespace(topology, request.source_netns);
     match cause {
         Cause::NotPublished {
@@ -766,9 +772,9 @@ fn words(cause: &Cause, request: &RequestSummary, topology: &Topology) -> (Strin
             Some(Action {
                 kind: ActionKind::Check,
                 command: format!(
-                    "pkttrace follow {} {}:{host_port} --probe {protocol}",
+                    "pkttrace follow {} {} --probe {protocol}",
                     source_label(topology, request.source_netns),
-                    request.sent.dst
+                    std::net::SocketAddr::new(request.sent.dst, *host_port)
                 ),
                 or: Some(format!("connect to port {host_port} instead")),
             }),
@@ -1078,13 +1084,13 @@ fn words(cause: &Cause, request: &RequestSummary, topology: &Topology) -> (Strin
         } => (
             match (router, looped_between.as_slice()) {
                 (_, [_, ..]) => format!(
-                    "a routing loop between {} used up its time to live",
+                    "a routing loop between {} used up its {life}",
                     looped_between.join(" and ")
                 ),
                 (Some(router), []) => format!(
-                    "its time to live ran out at {router}: the sender set it too small for the way there"
+                    "its {life} ran out at {router}: the sender set it too small for the way there"
                 ),
-                (None, []) => "its time to live ran out on the way".into(),
+                (None, []) => format!("its {life} ran out on the way"),
             },
             check(format!("{source_prefix}ip route get {}", request.sent.dst)),
         ),

@@ -46,7 +46,7 @@ pub async fn run(args: FollowArgs) -> Result<ExitCode> {
         .await
         .context("cannot read this host's network namespaces")?;
     let source = target::resolve_source(&args.source, &topology)?;
-    let destination = target::resolve_destination(&args.dest, &topology)?;
+    let destination = target::resolve_destination(&args.dest, args.ipv6, &topology)?;
     let probe = args
         .probe
         .as_deref()
@@ -327,8 +327,9 @@ fn say_following(
     let behind = published
         .map(|p| {
             format!(
-                " (published port of {}: {}:{})",
-                p.container, p.address, p.port
+                " (published port of {}: {})",
+                p.container,
+                std::net::SocketAddr::new(p.address, p.port)
             )
         })
         .unwrap_or_default();

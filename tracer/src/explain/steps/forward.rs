@@ -46,7 +46,11 @@ impl Forwarding {
     pub fn words(&self, ns: &str) -> String {
         let from = &self.from_device;
         // IPv6 forwards by `all` alone (ip6_forward), IPv4 by the input device.
-        let name = sysctl_name(self.ipv6, if self.ipv6 { "all" } else { from }, "forwarding");
+        let name = sysctl_name(
+            self.ipv6,
+            if self.ipv6 { "all" } else { from },
+            "forwarding",
+        );
         let setting = match self.ip_forward {
             Some(true) => format!("as {name} = 1 allows"),
             Some(false) => format!("although {name} is 0 now"),

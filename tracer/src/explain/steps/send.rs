@@ -18,8 +18,10 @@ pub struct Send {
     /// destination and so where it leaves.
     pub first_routed_to: Option<String>,
     pub route: Option<RouteChoice>,
-    /// Whom it waited for ARP for, when that wait was not measured.
-    pub next_hop: IpAddr,
+    /// Whom it waited for ARP (neighbour discovery) for, when that wait was
+    /// not measured: unknown without a route.
+    pub next_hop: Option<IpAddr>,
+    pub ipv6: bool,
 }
 
 impl Decider<'_> {
@@ -69,8 +71,8 @@ impl Decider<'_> {
             first_routed_to: rerouted_to.map(|_| event.ifname.to_string()),
             next_hop: route
                 .as_ref()
-                .and_then(|r| r.gateway)
-                .unwrap_or(event.packet.dst),
+                .map(|r| r.gateway.unwrap_or(event.packet.dst)),
+            ipv6: event.packet.dst.is_ipv6(),
             route,
         };
         let device = (!out.is_empty()).then(|| out.to_string());
@@ -94,9 +96,16 @@ impl Send {
         match arp {
             ArpWaited::For(wait) => text += &format!("; it first {}", wait.sentence()),
             ArpWaited::Unmeasured => {
+                let resolution = if self.ipv6 {
+                    "neighbour discovery"
+                } else {
+                    "ARP"
+                };
+                let neighbour = self
+                    .next_hop
+                    .map_or_else(|| "the next hop".to_string(), |hop| hop.to_string());
                 text += &format!(
-                    "; it first waited for ARP to resolve {}'s MAC address",
-                    self.next_hop
+                    "; it first waited for {resolution} to resolve {neighbour}'s MAC address"
                 );
             }
             ArpWaited::No => {}

@@ -47,9 +47,10 @@ pub fn arp_waits(events: &[Event]) -> Vec<(u32, ArpWait)> {
             queued.netns,
             ArpWait {
                 waited_us: sent.time_ns.saturating_sub(queued.time_ns) / 1_000,
-                next_hop: routed.unwrap_or(sent.packet.dst),
+                next_hop: routed,
                 mac: *mac_dst,
                 device: sent.ifname.to_string(),
+                ipv6: sent.packet.dst.is_ipv6(),
             },
         ));
     }

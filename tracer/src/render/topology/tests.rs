@@ -282,6 +282,8 @@ fn lab() -> Wiring {
         ip: Some(ip.into()),
         gateway: Some(gateway.into()),
         mac: None,
+        ipv6: None,
+        ipv6_gateway: None,
     };
     let topology = Topology {
         namespaces: vec![host, server, demo],
