@@ -44,6 +44,21 @@ pub fn lifetime_words(address: IpAddr) -> (&'static str, &'static str) {
     }
 }
 
+/// How a neighbour's MAC address is found in `address`'s family, and what
+/// answers: ARP and its reply, or neighbour discovery and its advertisement.
+pub fn neighbour_words(address: IpAddr) -> (&'static str, &'static str) {
+    if address.is_ipv6() {
+        ("neighbour discovery", "neighbour advertisement")
+    } else {
+        ("ARP", "ARP reply")
+    }
+}
+
+/// An IPv6 link-local address (fe80::/10): it means something on one link only.
+pub fn is_link_local(address: IpAddr) -> bool {
+    matches!(address, IpAddr::V6(v6) if v6.is_unicast_link_local())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -35,16 +35,16 @@ pub struct Source {
 }
 
 impl Source {
-    /// The default gateway of a container's or netns's main table (none for
-    /// the host: its gateway is this machine's real uplink).
-    pub fn gateway(&self, topology: &Topology) -> Option<IpAddr> {
+    /// The default gateway of a container's or netns's main table for one
+    /// family (none for the host: its gateway is this machine's real uplink).
+    pub fn gateway(&self, topology: &Topology, ipv6: bool) -> Option<IpAddr> {
         self.netns_path.as_ref()?;
         const MAIN_TABLE: u32 = 254;
         topology
             .namespace(self.netns)?
             .routes
             .iter()
-            .find(|r| r.table == MAIN_TABLE && r.destination.is_none())?
+            .find(|r| r.table == MAIN_TABLE && r.destination.is_none() && r.ipv6 == ipv6)?
             .gateway
     }
 }

@@ -268,6 +268,9 @@ pub struct Route {
     pub device: Option<u32>,
     /// Preferred source address (RTA_PREFSRC).
     pub source: Option<IpAddr>,
+    /// An IPv6 route (a default route names no address to tell by).
+    #[serde(default)]
+    pub ipv6: bool,
 }
 
 /// Route type: the local table is mostly `Local` and `Broadcast`, and

@@ -246,6 +246,7 @@ fn route(msg: RouteMessage) -> Option<Route> {
         gateway: None,
         device: None,
         source: None,
+        ipv6: msg.header.address_family == AddressFamily::Inet6,
     };
     let prefix = msg.header.destination_prefix_length;
     for attr in &msg.attributes {

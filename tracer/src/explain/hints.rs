@@ -125,13 +125,14 @@ fn cause_and_checks(drop: &DropContext) -> String {
                 1 => ", asked once".into(),
                 n => format!(", asked {n} times"),
             };
+            let (resolution, _) = crate::addr::neighbour_words(drop.destination);
             match drop.next_hop {
                 Some(hop) => format!(
-                    "the next hop {hop} never answered ARP{asked}: the kernel gave up on its MAC address and dropped what waited for it. \
+                    "the next hop {hop} never answered {resolution}{asked}: the kernel gave up on its MAC address and dropped what waited for it. \
                      Check: ip neigh show {hop} (FAILED); is {hop} up and on this link?"
                 ),
                 None => format!(
-                    "the next hop never answered ARP{asked}. Check: ip neigh show; is the gateway up?"
+                    "the next hop never answered {resolution}{asked}. Check: ip neigh show; is the gateway up?"
                 ),
             }
         }

@@ -787,11 +787,14 @@ pub fn request_summary(
                 .iter()
                 .find(|i| &i.name == device)?;
             let peer = iface.peer?;
+            // The way back is of the packet's family, and routable.
+            let ipv6 = journey.last_packet().dst.is_ipv6();
             topology
                 .interface(peer.netns, peer.ifindex)?
                 .addresses
-                .first()
+                .iter()
                 .map(|(address, _)| *address)
+                .find(|address| address.is_ipv6() == ipv6 && !crate::addr::is_link_local(*address))
         }),
         last_next_hop: story.hops.iter().rev().find_map(|hop| {
             let route = match &hop.details {

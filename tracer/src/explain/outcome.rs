@@ -802,8 +802,9 @@ fn error_cause(
             " — no process listens there (nothing is bound to that port)".into()
         }
         (3, _) if dropped_here.is_some_and(DropReason::is_neighbour_failure) => format!(
-            " — it asked for the next hop's MAC address {} and got no ARP reply, so it dropped the request (see #{})",
+            " — it asked for the next hop's MAC address {} and got no {}, so it dropped the request (see #{})",
             times(request.arp_attempts),
+            crate::addr::neighbour_words(request.sent.dst).1,
             request.id
         ),
         (3, 4) if dropped_here == Some(&DropReason::PktTooBig) => {

@@ -1052,7 +1052,10 @@ fn words(cause: &Cause, request: &RequestSummary, topology: &Topology) -> (Strin
                 Some(hop) => format!(
                     "{namespace} asked for {hop}'s MAC address and nobody answered: nothing on that link owns {hop}"
                 ),
-                None => format!("{namespace}'s next hop never answered ARP"),
+                None => format!(
+                    "{namespace}'s next hop never answered {}",
+                    crate::addr::neighbour_words(request.sent.dst).0
+                ),
             },
             check(format!(
                 "{}ip neigh show{}",

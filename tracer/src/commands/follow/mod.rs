@@ -288,7 +288,7 @@ fn filter(
         filter.ports.push(published.port);
     }
     // Not the host's gateway: that is this machine's real uplink.
-    if let Some(gateway) = source.gateway(topology)
+    if let Some(gateway) = source.gateway(topology, destination.address.is_ipv6())
         && !filter.addresses.contains(&gateway)
     {
         filter.addresses.push(gateway);

@@ -14,9 +14,7 @@ pub fn after_arp(arp: &ArpWaited) -> String {
     match arp {
         ArpWaited::No => String::new(),
         ArpWaited::For(wait) => format!(" (after it {})", wait.sentence()),
-        ArpWaited::Unmeasured => {
-            " (after waiting for ARP to resolve the next hop's MAC address)".into()
-        }
+        ArpWaited::Unmeasured => " (after waiting for the next hop's MAC address)".into(),
     }
 }
 

@@ -67,6 +67,8 @@ fn route(
         gateway,
         device: Some(device),
         source: None,
+        ipv6: destination.is_some_and(|(ip, _)| ip.is_ipv6())
+            || gateway.is_some_and(|ip| ip.is_ipv6()),
     }
 }
 
