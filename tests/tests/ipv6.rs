@@ -125,10 +125,39 @@ impl Lab {
     }
 }
 
+/// The hooks where the namespace (the host's when None) has IPv6 base
+/// chains, as `nft` lists them, pkttrace's own trace tables left out.
+fn ipv6_hooks(netns: Option<&str>) -> Result<Vec<String>> {
+    let net = netns.map(|path| format!("--net={path}"));
+    let mut args: Vec<&str> = Vec::new();
+    if let Some(net) = &net {
+        args.extend(["nsenter", net.as_str()]);
+    }
+    args.extend(["nft", "-j", "list", "chains"]);
+    let listing = tool_json(args[0], &args[1..])?;
+    Ok(listing["nftables"]
+        .as_array()
+        .context("nft's list")?
+        .iter()
+        .filter_map(|item| item.get("chain"))
+        .filter(|chain| matches!(chain["family"].as_str(), Some("ip6" | "inet")))
+        .filter(|chain| {
+            !chain["table"]
+                .as_str()
+                .is_some_and(|t| t.starts_with("pkttrace_"))
+        })
+        .filter_map(|chain| chain["hook"].as_str().map(str::to_string))
+        .collect())
+}
+
 #[test]
 fn icmpv6_echo_is_routed_through_the_bridge_without_nat_and_answered() -> Result<()> {
     let lab = lab()?;
     let (container, upstream) = (&lab.container, &lab.upstream);
+    let _accept = IptablesRule::insert_ipv6(
+        "FORWARD",
+        ["-d", &upstream.ipv6().to_string(), "-j", "ACCEPT"],
+    )?;
     let followed = follow_json(&[
         container.name(),
         &upstream.ipv6().to_string(),
@@ -171,16 +200,24 @@ fn icmpv6_echo_is_routed_through_the_bridge_without_nat_and_answered() -> Result
             .contains(FORWARDING),
         "IPv6 forwarding is all's setting: {forward}"
     );
-    assert_eq!(
-        netfilter_hooks(&request),
-        [
-            "OUTPUT",
-            "POSTROUTING",
-            "PREROUTING",
-            "FORWARD",
-            "POSTROUTING"
-        ]
+    // Only hooks where IPv6 has chains (ip6 and inet tables) are hops.
+    let in_container = ipv6_hooks(Some(&container.netns_path()))?;
+    let on_host = ipv6_hooks(None)?;
+    let expected: Vec<String> = [("OUTPUT", &in_container), ("POSTROUTING", &in_container)]
+        .into_iter()
+        .chain([
+            ("PREROUTING", &on_host),
+            ("FORWARD", &on_host),
+            ("POSTROUTING", &on_host),
+        ])
+        .filter(|(hook, hooks)| hooks.contains(&hook.to_lowercase()))
+        .map(|(hook, _)| hook.to_string())
+        .collect();
+    assert!(
+        expected.contains(&"FORWARD".to_string()),
+        "the test's ip6tables rule: {on_host:?}"
     );
+    assert_eq!(netfilter_hooks(&request), expected, "{request:#}");
     assert!(
         !kinds(&request).contains(&"nat"),
         "no NAT66 without ip6tables in Docker: {request:#}"
@@ -486,6 +523,56 @@ fn topology_shows_the_containers_ipv6_address_and_its_gateway_on_the_bridge() ->
             .as_array()
             .is_some_and(|all| all.iter().any(|a| *a == gateway.as_str())),
         "{bridge}"
+    );
+    Ok(())
+}
+
+#[test]
+fn an_unanswered_neighbour_solicitation_is_told_like_unanswered_arp() -> Result<()> {
+    let lab = lab()?;
+    // On the upstream's link, held by no one.
+    let nobody: Ipv6Addr = format!(
+        "{}99",
+        lab.upstream.ipv6().to_string().trim_end_matches('1')
+    )
+    .parse()?;
+    let route = route_get(None, nobody)?;
+    ensure!(route["dev"] == lab.upstream.host_veth(), "{route}");
+    let followed = follow_unanswered(&[
+        lab.container.name(),
+        &nobody.to_string(),
+        "--probe",
+        "icmp",
+        "--timeout",
+        "8",
+    ])?;
+    let (request, drop) = followed.only_request()?;
+    assert_eq!(drop["namespace"], "host");
+    assert_eq!(drop["device"], lab.upstream.host_veth());
+    assert_eq!(
+        drop["location"]["role"], "neighbour_failed",
+        "IPv6 gives no reason; the place says it: {drop}"
+    );
+    let hint = drop["hint"].as_str().unwrap_or_default();
+    assert!(
+        hint.contains(&format!("{nobody} never answered neighbour discovery")),
+        "{hint}"
+    );
+    let neigh = tool("ip", &["-6", "neigh", "show", &nobody.to_string()])?;
+    ensure!(neigh.contains("FAILED"), "ground truth: {neigh}");
+    let reply = followed.reply_to(&request)?;
+    let answer = &reply["answer"];
+    assert_eq!(answer["meaning"], "address unreachable", "{answer:#}");
+    assert!(
+        answer["text"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("got no neighbour advertisement"),
+        "{answer:#}"
+    );
+    assert_eq!(
+        reply["verdict"]["cause"]["kind"], "next_hop_silent",
+        "{reply:#}"
     );
     Ok(())
 }

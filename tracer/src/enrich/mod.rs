@@ -425,22 +425,36 @@ fn masquerades_by_default() -> bool {
     true
 }
 
-/// The IPv4 netfilter hooks where `namespace` has base chains of its own
-/// (tables named `skip_tables*` left out): at the others netfilter does
-/// nothing there.
+/// The netfilter hooks where `namespace` has base chains of its own, for
+/// IPv4 and for IPv6 (tables named `skip_tables*` left out): at the others
+/// netfilter does nothing there.
 pub fn netfilter_hooks_of(
     namespace: &Namespace,
     host_netns: u32,
     skip_tables: &str,
-) -> Result<Vec<Hook>, String> {
+) -> Result<FamilyHooks, String> {
     let path = (namespace.inode != host_netns)
         .then_some(namespace.nsfs_path.as_deref())
         .map(|p| p.ok_or_else(|| format!("cannot enter netns:[{}]", namespace.inode)))
         .transpose()?;
-    Ok(firewall::hooks_with_chains(path, skip_tables)?
-        .iter()
-        .filter_map(|name| Hook::from_nft_name(name))
-        .collect())
+    let (ipv4, ipv6) = firewall::hooks_with_chains(path, skip_tables)?;
+    let hooks = |names: Vec<String>| {
+        names
+            .iter()
+            .filter_map(|name| Hook::from_nft_name(name))
+            .collect()
+    };
+    Ok(FamilyHooks {
+        ipv4: hooks(ipv4),
+        ipv6: hooks(ipv6),
+    })
+}
+
+/// A namespace's netfilter hooks with chains, per family.
+#[derive(Clone, Debug, Default)]
+pub struct FamilyHooks {
+    pub ipv4: Vec<Hook>,
+    pub ipv6: Vec<Hook>,
 }
 
 /// The netfilter ruleset of `namespace`: the host's, or read inside it.

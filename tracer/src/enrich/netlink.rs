@@ -12,7 +12,9 @@ use netlink_packet_route::link::{
     InfoData, InfoKind, InfoVxlan, LinkAttribute, LinkExtentMask, LinkFlag, LinkInfo, LinkMessage,
 };
 use netlink_packet_route::nsid::{NsidAttribute, NsidMessage};
-use netlink_packet_route::route::{RouteAddress, RouteAttribute, RouteMessage, RouteType};
+use netlink_packet_route::route::{
+    RouteAddress, RouteAttribute, RouteFlag, RouteMessage, RouteType,
+};
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 use rtnetlink::{Handle, IpVersion};
 
@@ -221,6 +223,10 @@ fn route(msg: RouteMessage) -> Option<Route> {
         msg.header.address_family,
         AddressFamily::Inet | AddressFamily::Inet6
     ) {
+        return None;
+    }
+    // IPv6 dumps cached exceptions too (a learned path MTU): no route of the table.
+    if msg.header.flags.contains(&RouteFlag::Cloned) {
         return None;
     }
     let kind = match msg.header.kind {

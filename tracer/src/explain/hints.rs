@@ -119,7 +119,10 @@ fn cause_and_checks(drop: &DropContext) -> String {
         }
         DropReason::IpRpFilter => reverse_path_filter(drop),
         DropReason::NetfilterDrop => netfilter(drop),
-        DropReason::NeighFailed => {
+        reason if reason.is_neighbour_failure_at(&drop.location) && !matches!(
+            reason,
+            DropReason::NeighQueueFull | DropReason::NeighDead | DropReason::NeighCreateFail
+        ) => {
             let asked = match drop.arp_attempts {
                 0 => String::new(),
                 1 => ", asked once".into(),

@@ -302,7 +302,13 @@ fn ending_text(ending: &Ending) -> String {
                     "dropped in {namespace}: too big for the next link, and it may not be fragmented ({reason})"
                 ),
                 DropReason::IpInHdr if location.role == SiteRole::Forwarding => {
-                    format!("dropped in {namespace}: its time to live ran out ({reason})")
+                    // ip6_forward dropped it: IPv6 calls it the hop limit.
+                    let life = if location.name.starts_with("ip6") {
+                        "hop limit"
+                    } else {
+                        "time to live"
+                    };
+                    format!("dropped in {namespace}: its {life} ran out ({reason})")
                 }
                 _ => format!("dropped in {namespace}: {reason}"),
             },
@@ -789,9 +795,14 @@ fn error_cause(
     }
     // What the kernel that made the error did to the request.
     let here = origin.kernel_netns();
-    let dropped_here = match &request.ending {
-        Ending::Dropped { netns, reason, .. } if Some(*netns) == here => Some(reason),
-        _ => None,
+    let (dropped_here, neighbour_failed_here) = match &request.ending {
+        Ending::Dropped {
+            netns,
+            reason,
+            location,
+            ..
+        } if Some(*netns) == here => (Some(reason), reason.is_neighbour_failure_at(location)),
+        _ => (None, false),
     };
     let route_here = request
         .last_route
@@ -801,7 +812,7 @@ fn error_cause(
         (3, 3) if from == request.sent.dst => {
             " — no process listens there (nothing is bound to that port)".into()
         }
-        (3, _) if dropped_here.is_some_and(DropReason::is_neighbour_failure) => format!(
+        (3, _) if neighbour_failed_here => format!(
             " — it asked for the next hop's MAC address {} and got no {}, so it dropped the request (see #{})",
             times(request.arp_attempts),
             crate::addr::neighbour_words(request.sent.dst).1,

@@ -401,7 +401,7 @@ fn dead_end_here(request: &RequestSummary, answer: Option<&Answer>, topology: &T
                     _ => Cause::NotKnown,
                 },
             },
-            (reason, _) if reason.is_neighbour_failure() => Cause::NextHopSilent {
+            (reason, _) if reason.is_neighbour_failure_at(location) => Cause::NextHopSilent {
                 namespace: namespace.clone(),
                 next_hop: request.last_next_hop,
             },

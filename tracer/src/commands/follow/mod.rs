@@ -320,10 +320,10 @@ fn say_following(
     probe: Option<Probe>,
     published: Option<&enrich::Published>,
 ) {
-    let port = destination
-        .port
-        .map(|p| format!(":{p}"))
-        .unwrap_or_default();
+    let to = match destination.port {
+        Some(port) => std::net::SocketAddr::new(destination.address, port).to_string(),
+        None => destination.address.to_string(),
+    };
     let behind = published
         .map(|p| {
             format!(
@@ -334,9 +334,8 @@ fn say_following(
         })
         .unwrap_or_default();
     eprintln!(
-        "pkttrace: following {} → {}{port}{behind}{}",
+        "pkttrace: following {} → {to}{behind}{}",
         source.label,
-        destination.address,
         if probe.is_some() {
             " (sending the probe now)"
         } else {

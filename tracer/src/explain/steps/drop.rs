@@ -68,7 +68,7 @@ impl Decider<'_> {
             .and_then(|r| r.out_device.as_deref())
             .and_then(|device| self.mtu_of(event.netns, device));
         let waited_for_neighbour = reason
-            .is_neighbour_failure()
+            .is_neighbour_failure_at(location)
             .then(|| {
                 events
                     .iter()

@@ -127,7 +127,7 @@ impl Decider<'_> {
         // namespace has no chain: netfilter does nothing there of its own.
         let nothing_there = self
             .facts
-            .netfilter_hooks_of(event.netns)
+            .netfilter_hooks_of(event.netns, event.packet.dst.is_ipv6())
             .is_some_and(|hooks| !hooks.contains(&hook));
         if !nothing_there || dropped_here {
             let passage = Passage {
