@@ -69,8 +69,11 @@ pub(crate) fn succeeds(command: &mut Command) -> bool {
 /// The kernel's own answer to `ip -j route get <dst>`, inside the namespace
 /// at `netns` (a path for `nsenter --net=`) or in the host's: the route, or
 /// the error text when there is none ("RTNETLINK answers: Network is unreachable").
-pub fn route_get(netns: Option<&str>, dst: std::net::Ipv4Addr) -> Result<serde_json::Value> {
-    let dst = dst.to_string();
+pub fn route_get(
+    netns: Option<&str>,
+    dst: impl Into<std::net::IpAddr>,
+) -> Result<serde_json::Value> {
+    let dst = dst.into().to_string();
     let net = netns.map(|path| format!("--net={path}"));
     let mut command = match &net {
         Some(net) => cmd("nsenter", [net.as_str(), "ip", "-j", "route", "get", &dst]),

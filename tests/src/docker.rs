@@ -2,7 +2,7 @@
 //! `pkttrace-lab` image that `cargo xtask setup` builds.
 
 use std::ffi::OsStr;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::process::Output;
 
 use anyhow::{Context, Result};
@@ -74,6 +74,7 @@ impl ContainerBuilder {
             name,
             id: String::new(),
             ip: Ipv4Addr::UNSPECIFIED,
+            ipv6: None,
             pid: 0,
         };
         container.id = run(&mut docker)
@@ -85,6 +86,9 @@ impl ContainerBuilder {
             serde_json::from_str(&inspect).context("unreadable `docker inspect` output")?;
         let network = self.network.as_deref().unwrap_or("bridge");
         (container.ip, container.pid) = address_and_pid(&inspect, network)?;
+        container.ipv6 = inspect[0]["NetworkSettings"]["Networks"][network]["GlobalIPv6Address"]
+            .as_str()
+            .and_then(|ip| ip.parse().ok());
         Ok(container)
     }
 }
@@ -114,6 +118,8 @@ pub struct Container {
     name: String,
     id: String,
     ip: Ipv4Addr,
+    /// Its address on a network made with `--ipv6`.
+    ipv6: Option<Ipv6Addr>,
     pid: u32,
 }
 
@@ -139,6 +145,13 @@ impl Container {
     /// Its address on the network it was started on.
     pub fn ip(&self) -> Ipv4Addr {
         self.ip
+    }
+
+    /// Its IPv6 address on the network it was started on (one made with
+    /// [`DockerNetwork::dual_stack`]).
+    pub fn ipv6(&self) -> Result<Ipv6Addr> {
+        self.ipv6
+            .with_context(|| format!("container {} has no IPv6 address", self.name))
     }
 
     /// Host pid of its init process (its namespaces are /proc/<pid>/ns/*).
@@ -191,6 +204,7 @@ impl Drop for Container {
 pub struct DockerNetwork {
     name: String,
     bridge: String,
+    ipv6_subnet: Option<String>,
 }
 
 impl DockerNetwork {
@@ -221,6 +235,29 @@ impl DockerNetwork {
         )
     }
 
+    /// A dual-stack network (`--ipv6`): Docker picks the IPv4 subnet, the
+    /// IPv6 one is a /64 of ULA space that is this network's alone
+    /// (`fd00:ac:<pid>:<n>::/64`, never the machine's own `fd00::/64`).
+    /// Docker turns `net.ipv6.conf.all.forwarding` on as it makes it: hold
+    /// a [`Sysctl`](crate::Sysctl) guard on it from before, to get the
+    /// machine's value back.
+    pub fn dual_stack() -> Result<Self> {
+        static NEXT: std::sync::atomic::AtomicU16 = std::sync::atomic::AtomicU16::new(1);
+        let subnet = format!(
+            "fd00:ac:{:x}:{:x}::/64",
+            std::process::id() & 0xffff,
+            NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        );
+        let mut network = Self::create_with_options(None, Some(&subnet), &[])?;
+        network.ipv6_subnet = Some(subnet);
+        Ok(network)
+    }
+
+    /// The IPv6 subnet of a [`DockerNetwork::dual_stack`] network.
+    pub fn ipv6_subnet(&self) -> Option<&str> {
+        self.ipv6_subnet.as_deref()
+    }
+
     fn create(bridge: Option<&str>) -> Result<Self> {
         Self::create_with(bridge, None)
     }
@@ -243,6 +280,9 @@ impl DockerNetwork {
             docker.args(["--opt", &format!("com.docker.network.bridge.name={bridge}")]);
         }
         if let Some(subnet) = subnet {
+            if subnet.contains(':') {
+                docker.arg("--ipv6");
+            }
             docker.args(["--subnet", subnet]);
         }
         docker.arg(&name);
@@ -251,7 +291,11 @@ impl DockerNetwork {
             Some(bridge) => bridge.to_owned(),
             None => format!("br-{}", id.get(..12).unwrap_or(&id)),
         };
-        Ok(Self { name, bridge })
+        Ok(Self {
+            name,
+            bridge,
+            ipv6_subnet: None,
+        })
     }
 
     /// The network's name, for [`ContainerBuilder::network`].

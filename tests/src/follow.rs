@@ -10,7 +10,7 @@ use serde_json::Value;
 use crate::{RunOutput, pkttrace};
 
 /// The schema version the tests are written against.
-pub const SCHEMA_VERSION: u64 = 3;
+pub const SCHEMA_VERSION: u64 = 4;
 /// Set to a folder, every `follow_json` run also records what it told
 /// there (`--record <folder>/<test name>.jsonl`): how the explanation
 /// tests' recordings (tracer/src/session/recordings) are made.
@@ -181,4 +181,11 @@ pub fn ip(text: &Value) -> Ipv4Addr {
         .expect("an address")
         .parse()
         .expect("an IPv4 address")
+}
+
+pub fn ip6(text: &Value) -> std::net::Ipv6Addr {
+    text.as_str()
+        .expect("an address")
+        .parse()
+        .expect("an IPv6 address")
 }

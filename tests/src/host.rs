@@ -74,6 +74,8 @@ pub struct IptablesRule {
     table: String,
     chain: String,
     spec: Vec<String>,
+    /// An ip6tables rule (nft family `ip6`) rather than an iptables one.
+    ipv6: bool,
     /// iptables-nft made the table for this rule: Drop removes it again once
     /// it holds no rule, so its empty base chains do not stay hooked.
     made_the_table: bool,
@@ -95,7 +97,16 @@ impl IptablesRule {
         I: IntoIterator<Item = S>,
         S: AsRef<OsStr>,
     {
-        Self::tagged(None, table, chain, args)
+        Self::tagged(None, false, table, chain, args)
+    }
+
+    /// `ip6tables -I <chain> <args>` in the filter table.
+    pub fn insert_ipv6<I, S>(chain: &str, args: I) -> Result<Self>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        Self::tagged(None, true, "filter", chain, args)
     }
 
     /// `nsenter --net=<netns> iptables -t <table> -I <chain> <args>`, for a
@@ -107,10 +118,16 @@ impl IptablesRule {
         I: IntoIterator<Item = S>,
         S: AsRef<OsStr>,
     {
-        Self::tagged(Some(netns.to_owned()), table, chain, args)
+        Self::tagged(Some(netns.to_owned()), false, table, chain, args)
     }
 
-    fn tagged<I, S>(netns: Option<PathBuf>, table: &str, chain: &str, args: I) -> Result<Self>
+    fn tagged<I, S>(
+        netns: Option<PathBuf>,
+        ipv6: bool,
+        table: &str,
+        chain: &str,
+        args: I,
+    ) -> Result<Self>
     where
         I: IntoIterator<Item = S>,
         S: AsRef<OsStr>,
@@ -120,12 +137,13 @@ impl IptablesRule {
             .map(|a| a.as_ref().to_string_lossy().into_owned())
             .collect();
         spec.extend(["-m".into(), "comment".into(), "--comment".into(), unique()]);
-        let made_the_table = !succeeds(&mut nft_table(netns.as_deref(), "list", table));
-        run(iptables_in(netns.as_deref())
+        let made_the_table = !succeeds(&mut nft_table(netns.as_deref(), ipv6, "list", table));
+        run(iptables_in(netns.as_deref(), ipv6)
             .args(["-t", table, "-I", chain])
             .args(&spec))?;
         Ok(Self {
             netns,
+            ipv6,
             table: table.to_owned(),
             chain: chain.to_owned(),
             spec,
@@ -139,8 +157,12 @@ impl IptablesRule {
     /// says the first rule there carries this rule's comment.
     pub fn handle(&self) -> Result<u64> {
         let tag = self.spec.last().expect("tagged with a comment");
-        let listed =
-            run(iptables_in(self.netns.as_deref()).args(["-t", &self.table, "-S", &self.chain]))?;
+        let listed = run(iptables_in(self.netns.as_deref(), self.ipv6).args([
+            "-t",
+            &self.table,
+            "-S",
+            &self.chain,
+        ]))?;
         let first = listed
             .lines()
             .find(|l| l.starts_with("-A "))
@@ -154,7 +176,7 @@ impl IptablesRule {
             "-a",
             "list",
             "chain",
-            "ip",
+            nft_family(self.ipv6),
             &self.table,
             &self.chain,
         ]))?;
@@ -168,17 +190,22 @@ impl IptablesRule {
     }
 }
 
-/// `nft <verb> table ip <table>` in `netns` (the host's when `None`).
-fn nft_table(netns: Option<&Path>, verb: &str, table: &str) -> Command {
+/// `nft <verb> table ip <table>` (`ip6` for an IPv6 rule) in `netns` (the
+/// host's when `None`).
+fn nft_table(netns: Option<&Path>, ipv6: bool, verb: &str, table: &str) -> Command {
     let mut nft = in_netns(netns, "nft");
-    nft.args([verb, "table", "ip", table]);
+    nft.args([verb, "table", nft_family(ipv6), table]);
     nft
 }
 
-/// `iptables`, run inside the network namespace of the nsfs file `netns`
-/// when there is one.
-fn iptables_in(netns: Option<&Path>) -> Command {
-    in_netns(netns, "iptables")
+fn nft_family(ipv6: bool) -> &'static str {
+    if ipv6 { "ip6" } else { "ip" }
+}
+
+/// `iptables` (`ip6tables`), run inside the network namespace of the nsfs
+/// file `netns` when there is one.
+fn iptables_in(netns: Option<&Path>, ipv6: bool) -> Command {
+    in_netns(netns, if ipv6 { "ip6tables" } else { "iptables" })
 }
 
 /// `program`, run inside the network namespace of the nsfs file `netns`
@@ -202,16 +229,26 @@ impl Drop for IptablesRule {
             return;
         }
         cleanup(
-            iptables_in(self.netns.as_deref())
+            iptables_in(self.netns.as_deref(), self.ipv6)
                 .args(["-t", &self.table, "-D", &self.chain])
                 .args(&self.spec),
         );
         if self.made_the_table {
-            let listing = run(&mut nft_table(self.netns.as_deref(), "list", &self.table));
+            let listing = run(&mut nft_table(
+                self.netns.as_deref(),
+                self.ipv6,
+                "list",
+                &self.table,
+            ));
             // A rule someone else added since keeps the table.
             let emptied = listing.is_ok_and(|l| l.lines().all(|line| is_chain_frame(line.trim())));
             if emptied {
-                cleanup(&mut nft_table(self.netns.as_deref(), "delete", &self.table));
+                cleanup(&mut nft_table(
+                    self.netns.as_deref(),
+                    self.ipv6,
+                    "delete",
+                    &self.table,
+                ));
             }
         }
     }
@@ -286,14 +323,17 @@ impl Drop for HostRoute {
 }
 
 pub(crate) fn sweep() {
-    for table in ["filter", "nat", "mangle", "raw"] {
-        let Ok(rules) = run(&mut cmd("iptables", ["-t", table, "-S"])) else {
+    for (program, table) in ["iptables", "ip6tables"]
+        .into_iter()
+        .flat_map(|p| ["filter", "nat", "mangle", "raw"].map(|t| (p, t)))
+    {
+        let Ok(rules) = run(&mut cmd(program, ["-t", table, "-S"])) else {
             continue;
         };
         for rule in rules.lines().map(split_rule) {
             let tag = rule.iter().skip_while(|w| *w != "--comment").nth(1);
             if rule.first().map(String::as_str) == Some("-A") && tag.is_some_and(|t| is_stale(t)) {
-                cleanup(cmd("iptables", ["-t", table, "-D"]).args(&rule[1..]));
+                cleanup(cmd(program, ["-t", table, "-D"]).args(&rule[1..]));
             }
         }
     }
@@ -357,9 +397,9 @@ mod tests {
 
     #[test]
     fn runs_iptables_inside_the_given_namespace() {
-        let mut host = iptables_in(None);
+        let mut host = iptables_in(None, false);
         assert_eq!(describe(host.args(["-S"])), "iptables -S");
-        let mut inside = iptables_in(Some(Path::new("/proc/42/ns/net")));
+        let mut inside = iptables_in(Some(Path::new("/proc/42/ns/net")), false);
         assert_eq!(
             describe(inside.args(["-S"])),
             "nsenter --net=/proc/42/ns/net iptables -S"

@@ -2,7 +2,7 @@
 
 use std::ffi::OsStr;
 use std::fs::{self, File};
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::ops::Deref;
 use std::path::PathBuf;
 use std::process::{Child, Command, Output};
@@ -295,6 +295,8 @@ pub(crate) fn parse_cidr(cidr: &str) -> Result<(Ipv4Addr, u8)> {
 #[derive(Debug)]
 pub struct Upstream {
     netns: Netns,
+    /// The host end's and the upstream's IPv6 addresses, when it has them.
+    ipv6: Option<(Ipv6Addr, Ipv6Addr)>,
 }
 
 impl Upstream {
@@ -330,7 +332,64 @@ impl Upstream {
             cidr,
             default_route,
         )?;
-        Ok(Self { netns })
+        Ok(Self { netns, ipv6: None })
+    }
+
+    /// An upstream with IPv6 too: on `2001:db8:100:<n>::/64`, `n` its IPv4
+    /// block's number (so as unique as that), host end `::fe`, upstream `::1`
+    /// with a default route back through the host (containers' IPv6
+    /// addresses are routed, not translated).
+    pub fn dual_stack() -> Result<Self> {
+        let mut upstream = Self::new()?;
+        let block = upstream.host_ip().octets()[3] / 4;
+        let (host, far): (Ipv6Addr, Ipv6Addr) = (
+            format!("2001:db8:100:{block:x}::fe").parse()?,
+            format!("2001:db8:100:{block:x}::1").parse()?,
+        );
+        // nodad: usable at once, without duplicate address detection's wait.
+        run(&mut cmd(
+            "ip",
+            [
+                "-6",
+                "addr",
+                "add",
+                &format!("{host}/64"),
+                "dev",
+                upstream.host_veth(),
+                "nodad",
+            ],
+        ))?;
+        upstream.exec_ok([
+            "ip",
+            "-6",
+            "addr",
+            "add",
+            &format!("{far}/64"),
+            "dev",
+            upstream.veth(),
+            "nodad",
+        ])?;
+        upstream.exec_ok([
+            "ip",
+            "-6",
+            "route",
+            "add",
+            "default",
+            "via",
+            &host.to_string(),
+        ])?;
+        upstream.ipv6 = Some((host, far));
+        Ok(upstream)
+    }
+
+    /// The upstream's IPv6 address (of a [`Upstream::dual_stack`] one).
+    pub fn ipv6(&self) -> Ipv6Addr {
+        self.ipv6.expect("a dual-stack upstream").1
+    }
+
+    /// The host end's IPv6 address (of a [`Upstream::dual_stack`] one).
+    pub fn host_ipv6(&self) -> Ipv6Addr {
+        self.ipv6.expect("a dual-stack upstream").0
     }
 
     /// Sets the MTU of the link to it, both ends (a smaller link on the path).

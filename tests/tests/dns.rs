@@ -36,7 +36,7 @@ fn watch_dns(
         .collect::<Result<_>>()?;
     for entry in &entries {
         ensure!(
-            entry["schema_version"] == 3 && entry["record"] == "query",
+            entry["schema_version"] == 4 && entry["record"] == "query",
             "every line says its schema version and record: {entry}"
         );
         integration_tests::check_schema("dns", entry)?;
@@ -387,8 +387,9 @@ fn sigkill_leaves_nothing_attached_in_the_container_namespace_either() -> Result
     let container = Container::builder().network(network.name()).start()?;
     let tracer = Pkttrace::spawn(["dns", container.name()])?;
     // The two netfilter programs are loaded once and linked at the five
-    // hooks (and three after NAT) of the host's namespace and the container's.
-    let attached = netfilter_links_at_least(16)?;
+    // hooks (and three after NAT) of both families, in the host's namespace
+    // and the container's.
+    let attached = netfilter_links_at_least(32)?;
     ensure!(
         attached,
         "pkttrace dns never attached its programs in both namespaces: {} links",

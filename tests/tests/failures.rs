@@ -18,8 +18,8 @@ use integration_tests::{
 use serde_json::Value;
 
 /// pkttrace's netfilter links in a namespace it observes: five hooks' entries
-/// and three after NAT.
-const HOST_NETFILTER_LINKS: usize = 8;
+/// and three after NAT, for IPv4 and for IPv6.
+const HOST_NETFILTER_LINKS: usize = 16;
 
 /// The device `ip route get` picks for `dst` (in the host namespace).
 fn route_device(dst: Ipv4Addr) -> Result<String> {

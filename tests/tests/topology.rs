@@ -24,7 +24,7 @@ fn topology_json(args: &[&str]) -> Result<Value> {
     let report: Value =
         serde_json::from_str(&run.stdout).with_context(|| format!("not JSON: {}", run.stdout))?;
     ensure!(
-        report["schema_version"] == 1,
+        report["schema_version"] == 2,
         "its schema version: {report}"
     );
     integration_tests::check_schema("topology", &report)?;

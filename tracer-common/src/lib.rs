@@ -33,11 +33,13 @@ pub enum Probe {
     /// remote in `saddr`/`sport` (zero when unconnected), local in
     /// `daddr`/`dport`.
     DatagramRead = 10,
+    /// tp_btf `fib6_table_lookup`: an IPv6 routing decision, as `FibLookup`.
+    Fib6Lookup = 11,
 }
 
 impl Probe {
     /// Every probe, in the order of their values.
-    pub const ALL: [Probe; 10] = [
+    pub const ALL: [Probe; 11] = [
         Self::DevQueue,
         Self::Receive,
         Self::NetfilterEntry,
@@ -48,6 +50,7 @@ impl Probe {
         Self::FibLookup,
         Self::TcpPayload,
         Self::DatagramRead,
+        Self::Fib6Lookup,
     ];
 
     /// What the probe is attached to, as a user reads it in a loss count.
@@ -63,6 +66,7 @@ impl Probe {
             Self::FibLookup => "fib_table_lookup",
             Self::TcpPayload => "TC TCP payload",
             Self::DatagramRead => "sock_recv_length",
+            Self::Fib6Lookup => "fib6_table_lookup",
         }
     }
 
@@ -78,6 +82,7 @@ impl Probe {
             8 => Self::FibLookup,
             9 => Self::TcpPayload,
             10 => Self::DatagramRead,
+            11 => Self::Fib6Lookup,
             _ => return None,
         })
     }
@@ -85,13 +90,16 @@ impl Probe {
 
 pub const IFNAMSIZ: usize = 16;
 pub const ETH_P_IP: u16 = 0x0800;
+pub const ETH_P_IPV6: u16 = 0x86DD;
 pub const ETH_P_ARP: u16 = 0x0806;
 pub const TASK_COMM_LEN: usize = 16;
 
 /// One observation of one packet at one point in the kernel.
 ///
-/// Addresses are kept in network byte order as the packet carries them;
-/// ports, IP id and length are converted to host order by the program.
+/// Addresses are kept in network byte order as the packet carries them, as
+/// 16 bytes: an IPv6 address, or an IPv4 one v4-mapped (`::ffff:a.b.c.d`),
+/// so one comparison serves both families; `ether_type` says which the
+/// packet is. Ports, IP id and length are converted to host order.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default)]
 pub struct PacketEvent {
@@ -108,8 +116,9 @@ pub struct PacketEvent {
     /// Inode of the current task's network namespace: a process is only the
     /// sender or reader when it lives where the packet is.
     pub task_netns: u32,
-    /// 0x0800 for IPv4; 0x0806 for ARP, whose operation is in `sport`, sender
-    /// and target addresses in `saddr`/`daddr` and `mac_src`/`mac_dst`.
+    /// 0x0800 for IPv4, 0x86DD for IPv6; 0x0806 for ARP, whose operation is in
+    /// `sport`, sender and target addresses in `saddr`/`daddr` and
+    /// `mac_src`/`mac_dst`.
     pub ether_type: u16,
     /// TCP: bytes of data the segment carries (IP total length less both
     /// headers): a bare ACK carries none and asks for no answer.
@@ -138,10 +147,10 @@ pub struct PacketEvent {
     pub reason_or_table: u32,
     /// Routing: the error the lookup returned (0 = found a route).
     pub fib_error: i32,
-    pub saddr: [u8; 4],
-    pub daddr: [u8; 4],
-    /// Routing: the gateway chosen (0.0.0.0 when the destination is on-link).
-    pub gateway: [u8; 4],
+    pub saddr: [u8; 16],
+    pub daddr: [u8; 16],
+    /// Routing: the gateway chosen (all zero when the destination is on-link).
+    pub gateway: [u8; 16],
     /// TCP/UDP source port; ICMP echo identifier.
     pub sport: u16,
     /// TCP/UDP destination port; ICMP echo sequence number.
@@ -190,8 +199,8 @@ pub struct PacketEvent {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default)]
 pub struct QuotedHeader {
-    pub saddr: [u8; 4],
-    pub daddr: [u8; 4],
+    pub saddr: [u8; 16],
+    pub daddr: [u8; 16],
     /// TCP/UDP ports; ICMP echo identifier and sequence number.
     pub sport: u16,
     pub dport: u16,
@@ -262,6 +271,19 @@ pub struct KernelOffsets {
     pub flowi4_saddr: u32,
     pub flowi4_daddr: u32,
     pub flowi4_proto: u32,
+    pub flowi6_oif: u32,
+    pub flowi6_iif: u32,
+    pub flowi6_proto: u32,
+    pub flowi6_saddr: u32,
+    pub flowi6_daddr: u32,
+    /// `fib6_result`: its next hop (`struct fib6_nh`, whose first member is
+    /// the `fib_nh_common` the `nhc_*` offsets are in), route entry and type.
+    pub fib6_res_nh: u32,
+    pub fib6_res_f6i: u32,
+    pub fib6_res_type: u32,
+    pub fib6_table_id: u32,
+    /// `net.ipv6.fib6_null_entry`: what a lookup finding nothing returns.
+    pub net_fib6_null_entry: u32,
     pub nhc_dev: u32,
     pub nhc_gw: u32,
     pub nhc_scope: u32,
@@ -295,7 +317,8 @@ pub const MAX_PORTS: usize = 4;
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Config {
-    pub watched: [[u8; 4]; MAX_WATCHED],
+    /// As `PacketEvent` holds addresses: 16 bytes, IPv4 ones v4-mapped.
+    pub watched: [[u8; 16]; MAX_WATCHED],
     pub watched_count: u32,
     /// Inode of a network namespace whose packets are all in scope, 0 = none:
     /// then only the watched addresses are (all of them when none is watched).

@@ -21,9 +21,9 @@ use aya_ebpf::{
 use core::intrinsics::{AtomicOrdering, atomic_cxchg, atomic_or};
 
 use tracer_common::{
-    Config, ETH_P_ARP, ETH_P_IP, HEADERS_MAX, HeadersEvent, KEPT_SLOTS, KernelOffsets, LOST_SLOTS,
-    MAX_PORTS, MAX_WATCHED, PAYLOAD_MAX, PacketEvent, PayloadEvent, Probe, QuotedHeader,
-    TunnelHeader,
+    Config, ETH_P_ARP, ETH_P_IP, ETH_P_IPV6, HEADERS_MAX, HeadersEvent, KEPT_SLOTS, KernelOffsets,
+    LOST_SLOTS, MAX_PORTS, MAX_WATCHED, PAYLOAD_MAX, PacketEvent, PayloadEvent, Probe,
+    QuotedHeader, TunnelHeader,
 };
 
 /// The running kernel's struct offsets, written by the loaders into this
@@ -218,6 +218,7 @@ pub fn zeroed_event() -> Option<*const PacketEvent> {
 const IPPROTO_ICMP: u8 = 1;
 const IPPROTO_TCP: u8 = 6;
 const IPPROTO_UDP: u8 = 17;
+const IPPROTO_ICMPV6: u8 = 58;
 
 /// Built for the bench's floor (feature `floor`): programs return at once.
 /// Opaque to the compiler, so their code and maps stay in the object and
@@ -325,7 +326,64 @@ pub enum HeaderAt {
     NetworkHeader,
 }
 
-impl Ipv4Header {
+/// The v4-mapped form (`::ffff:a.b.c.d`) of an IPv4 address: how events,
+/// the filter and the per-CPU records hold it.
+#[inline(always)]
+pub fn mapped(v4: [u8; 4]) -> [u8; 16] {
+    [
+        0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, v4[0], v4[1], v4[2], v4[3],
+    ]
+}
+
+/// An address folded into 32 bits, for the per-CPU records that compare
+/// a packet's addresses with a route lookup's (an IPv4 one keeps its
+/// value, xor-ed with the mapping's constant word).
+#[inline(always)]
+pub fn fold(address: &[u8; 16]) -> u32 {
+    let word =
+        |i: usize| u32::from_ne_bytes([address[i], address[i + 1], address[i + 2], address[i + 3]]);
+    word(0) ^ word(4) ^ word(8) ^ word(12)
+}
+
+/// An IP packet's header as the programs use it, IPv4 or IPv6: addresses
+/// as events hold them, where its transport header starts, and the fields
+/// an event carries.
+#[derive(Clone, Copy)]
+pub struct IpHeader {
+    pub saddr: [u8; 16],
+    pub daddr: [u8; 16],
+    /// The whole packet's length (IPv6: its payload and the fixed header).
+    pub length: u16,
+    /// IPv4's identification; 0 for IPv6, which has none.
+    pub id: u16,
+    /// Bytes from the network header to the transport header (past IPv6's
+    /// extension headers).
+    pub l4_offset: u16,
+    /// The transport protocol (IPv6: the last extension header's next).
+    pub protocol: u8,
+    /// TTL, or IPv6's hop limit.
+    pub ttl: u8,
+    pub dont_fragment: u8,
+    pub ipv6: u8,
+}
+
+impl IpHeader {
+    /// From an IPv4 header as it is in memory.
+    #[inline(always)]
+    pub fn from_v4(ip: &Ipv4Header) -> Self {
+        Self {
+            saddr: mapped(ip.saddr),
+            daddr: mapped(ip.daddr),
+            length: u16::from_be(ip.tot_len),
+            id: u16::from_be(ip.id),
+            l4_offset: ((ip.version_ihl & 0x0f) as u16) * 4,
+            protocol: ip.protocol,
+            ttl: ip.ttl,
+            dont_fragment: u8::from(u16::from_be(ip.frag_off) & IP_DF != 0),
+            ipv6: 0,
+        }
+    }
+
     /// Fills `event` (zeroed) as an event of `probe` about this packet at
     /// `skb`, with the header's fields. Events are built in place: the BPF
     /// stack has room for only one.
@@ -333,14 +391,14 @@ impl Ipv4Header {
     pub fn describe(&self, event: &mut PacketEvent, probe: tracer_common::Probe, skb: u64) {
         event.probe = probe as u8;
         event.skb = skb;
-        event.ether_type = ETH_P_IP;
+        event.ether_type = if self.ipv6 != 0 { ETH_P_IPV6 } else { ETH_P_IP };
         event.saddr = self.saddr;
         event.daddr = self.daddr;
         event.protocol = self.protocol;
         event.ttl = self.ttl;
-        event.dont_fragment = u8::from(u16::from_be(self.frag_off) & IP_DF != 0);
-        event.ip_id = u16::from_be(self.id);
-        event.ip_len = u16::from_be(self.tot_len);
+        event.dont_fragment = self.dont_fragment;
+        event.ip_id = self.id;
+        event.ip_len = self.length;
     }
 }
 
@@ -363,12 +421,85 @@ pub struct Ipv4Header {
     pub daddr: [u8; 4],
 }
 
+/// The IPv6 header as it is in memory.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct Ipv6Header {
+    version_class_label: [u8; 4],
+    payload_length: u16,
+    next_header: u8,
+    hop_limit: u8,
+    saddr: [u8; 16],
+    daddr: [u8; 16],
+}
+
+const IPV6_HEADER_LEN: u16 = 40;
+/// Extension headers walked past to find the transport header: hop-by-hop
+/// options, routing, fragment, authentication, destination options.
+const IPV6_HOP_BY_HOP: u8 = 0;
+const IPV6_ROUTING: u8 = 43;
+const IPV6_FRAGMENT: u8 = 44;
+const IPV6_AUTH: u8 = 51;
+const IPV6_DEST_OPTIONS: u8 = 60;
+/// At most this many extension headers before the transport header.
+const IPV6_MAX_EXTENSIONS: usize = 4;
+
+/// The IP header at `at`, IPv4 or IPv6 (None for anything else: ARP).
 #[inline(always)]
-fn watched(cfg: &Config, addr: [u8; 4]) -> bool {
+pub fn ip_header(at: u64) -> Option<IpHeader> {
+    let v4 = read::<Ipv4Header>(at, 0)?;
+    match v4.version_ihl >> 4 {
+        4 => Some(IpHeader::from_v4(&v4)),
+        6 => ipv6_header(at),
+        _ => None,
+    }
+}
+
+/// The IPv6 header at `at`, past its extension headers.
+#[inline(always)]
+fn ipv6_header(at: u64) -> Option<IpHeader> {
+    let ip = read::<Ipv6Header>(at, 0)?;
+    let mut next = ip.next_header;
+    let mut offset = IPV6_HEADER_LEN;
+    let mut i = 0;
+    while i < IPV6_MAX_EXTENSIONS {
+        // Each extension header starts with the next one's number and its length.
+        let length = match next {
+            IPV6_HOP_BY_HOP | IPV6_ROUTING | IPV6_DEST_OPTIONS | IPV6_FRAGMENT | IPV6_AUTH => {
+                let [following, units] = read::<[u8; 2]>(at + offset as u64, 0)?;
+                let length = match next {
+                    IPV6_FRAGMENT => 8,
+                    IPV6_AUTH => (units as u16 + 2) * 4,
+                    _ => (units as u16 + 1) * 8,
+                };
+                next = following;
+                length
+            }
+            _ => break,
+        };
+        offset += length;
+        i += 1;
+    }
+    Some(IpHeader {
+        saddr: ip.saddr,
+        daddr: ip.daddr,
+        length: u16::from_be(ip.payload_length).saturating_add(IPV6_HEADER_LEN),
+        id: 0,
+        l4_offset: offset,
+        protocol: next,
+        ttl: ip.hop_limit,
+        // IPv6 routers never fragment: what does not fit is refused.
+        dont_fragment: 1,
+        ipv6: 1,
+    })
+}
+
+#[inline(always)]
+fn watched(cfg: &Config, addr: &[u8; 16]) -> bool {
     let count = cfg.watched_count as usize;
     let mut i = 0;
     while i < MAX_WATCHED {
-        if i < count && cfg.watched[i] == addr {
+        if i < count && cfg.watched[i] == *addr {
             return true;
         }
         i += 1;
@@ -380,7 +511,7 @@ fn watched(cfg: &Config, addr: [u8; 4]) -> bool {
 /// in scope, the pair only counts when an address is watched; otherwise the
 /// packet must be in that namespace (`netns` is only asked then).
 #[inline(always)]
-pub fn in_scope(cfg: &Config, saddr: [u8; 4], daddr: [u8; 4], netns: impl Fn() -> u32) -> bool {
+pub fn in_scope(cfg: &Config, saddr: &[u8; 16], daddr: &[u8; 16], netns: impl Fn() -> u32) -> bool {
     let watched_pair = watched(cfg, saddr) || watched(cfg, daddr);
     if cfg.netns == 0 {
         cfg.watched_count == 0 || watched_pair
@@ -399,7 +530,7 @@ pub fn skb_netns(skb: u64) -> u32 {
     }
 }
 
-/// Where the network header (IPv4 or ARP) starts.
+/// Where the network header (IPv4, IPv6 or ARP) starts.
 #[inline(always)]
 fn network_header(skb: u64, at: HeaderAt) -> Option<u64> {
     match at {
@@ -435,62 +566,61 @@ fn linear_end(skb: u64) -> Option<u64> {
 /// What the first look at a packet found.
 #[derive(Clone, Copy)]
 pub enum Header {
-    /// IPv4 and wanted; `quoting` when only as an ICMP error that may be
+    /// IP and wanted; `quoting` when only as an ICMP error that may be
     /// about a wanted packet (its quoted header decides).
-    Ours(u64, Ipv4Header, Scope),
+    Ours(u64, IpHeader, Scope),
     /// A VXLAN datagram carrying a wanted packet: the inner packet as for
     /// `Ours`; the outer headers are at the skb's network header. (A
     /// variant shaped otherwise makes code the verifier refuses.)
-    Tunneled(u64, Ipv4Header, Scope),
-    /// IPv4, somebody else's: nothing more is read.
+    Tunneled(u64, IpHeader, Scope),
+    /// IP, somebody else's: nothing more is read.
     Theirs,
-    /// Not IPv4 (maybe ARP).
-    NotIpv4(u64),
+    /// Neither IPv4 nor IPv6 (maybe ARP).
+    NotIp(u64),
 }
 
-/// Why an IPv4 packet passed the first look.
+/// Why an IP packet passed the first look.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub enum Scope {
     /// Its own addresses and protocol are wanted.
     Itself,
-    /// An ICMP message that is wanted only if it is an error quoting a
-    /// wanted packet (the answer REJECT, a closed port or a failed
-    /// neighbour sends back).
+    /// An ICMP or ICMPv6 message that is wanted only if it is an error
+    /// quoting a wanted packet (the answer REJECT, a closed port or a
+    /// failed neighbour sends back).
     Quoting,
 }
 
-/// Why an IPv4 packet with these protocol and addresses passes the first
+/// Why an IP packet with these protocol and addresses passes the first
 /// look, None when it is somebody else's.
 #[inline(always)]
-pub fn ipv4_scope(
+pub fn ip_scope(
     cfg: &Config,
     protocol: u8,
-    saddr: [u8; 4],
-    daddr: [u8; 4],
+    saddr: &[u8; 16],
+    daddr: &[u8; 16],
     netns: impl Fn() -> u32,
 ) -> Option<Scope> {
     if (cfg.protocol == 0 || cfg.protocol == protocol) && in_scope(cfg, saddr, daddr, netns) {
         Some(Scope::Itself)
-    } else if protocol == IPPROTO_ICMP {
+    } else if protocol == IPPROTO_ICMP || protocol == IPPROTO_ICMPV6 {
         Some(Scope::Quoting)
     } else {
         None
     }
 }
 
-/// Finds the packet's IPv4 header and applies the address and protocol
+/// Finds the packet's IP header and applies the address and protocol
 /// filter. This runs for every packet the kernel handles, so it reads as
 /// little as it can and builds nothing.
 #[inline(always)]
 fn first_look(cfg: &Config, skb: u64, at: HeaderAt, netns: impl Fn() -> u32) -> Option<Header> {
     let ip_addr = network_header(skb, at)?;
-    let ip = read::<Ipv4Header>(ip_addr, 0)?;
-    if ip.version_ihl >> 4 != 4 {
-        return Some(Header::NotIpv4(ip_addr));
-    }
-    let found = match ipv4_scope(cfg, ip.protocol, ip.saddr, ip.daddr, &netns) {
+    let Some(ip) = ip_header(ip_addr) else {
+        return Some(Header::NotIp(ip_addr));
+    };
+    let found = match ip_scope(cfg, ip.protocol, &ip.saddr, &ip.daddr, &netns) {
         Some(scope) => Header::Ours(ip_addr, ip, scope),
-        None if ip.protocol == IPPROTO_UDP && cfg.vxlan_port != 0 => {
+        None if ip.protocol == IPPROTO_UDP && cfg.vxlan_port != 0 && ip.ipv6 == 0 => {
             match inside_vxlan(cfg, ip_addr, &ip, &netns) {
                 Some(inner) => inner,
                 None => return Some(Header::Theirs),
@@ -500,7 +630,8 @@ fn first_look(cfg: &Config, skb: u64, at: HeaderAt, netns: impl Fn() -> u32) -> 
     };
     // Only for a packet about to be kept: a unix or netlink buffer read by a
     // process has no IP header, whatever its bytes look like.
-    if skb_protocol(skb) != ETH_P_IP {
+    let protocol = skb_protocol(skb);
+    if protocol != ETH_P_IP && protocol != ETH_P_IPV6 {
         return Some(Header::Theirs);
     }
     Some(found)
@@ -532,23 +663,21 @@ const VXLAN_VNI_VALID: u8 = 0x08;
 fn inside_vxlan(
     cfg: &Config,
     outer_addr: u64,
-    outer: &Ipv4Header,
+    outer: &IpHeader,
     netns: impl Fn() -> u32,
 ) -> Option<Header> {
-    let udp = outer_addr + ((outer.version_ihl & 0x0f) as u64) * 4;
+    let udp = outer_addr + outer.l4_offset as u64;
     let frame = read::<VxlanEncapsulation>(udp, 0)?;
+    let inner_ether_type = u16::from_be(frame.inner_ether_type);
     if u16::from_be(frame.udp_ports[1]) != cfg.vxlan_port
         || frame.vxlan_flags & VXLAN_VNI_VALID == 0
-        || u16::from_be(frame.inner_ether_type) != ETH_P_IP
+        || (inner_ether_type != ETH_P_IP && inner_ether_type != ETH_P_IPV6)
     {
         return None;
     }
     let inner_addr = udp + size_of::<VxlanEncapsulation>() as u64;
-    let inner = read::<Ipv4Header>(inner_addr, 0)?;
-    if inner.version_ihl >> 4 != 4 {
-        return None;
-    }
-    let scope = ipv4_scope(cfg, inner.protocol, inner.saddr, inner.daddr, netns)?;
+    let inner = ip_header(inner_addr)?;
+    let scope = ip_scope(cfg, inner.protocol, &inner.saddr, &inner.daddr, netns)?;
     Some(Header::Tunneled(inner_addr, inner, scope))
 }
 
@@ -609,14 +738,15 @@ fn capture_arp(
     };
     let ipv4_over_ethernet =
         u16::from_be(arp.protocol) == ETH_P_IP && arp.hardware_len == 6 && arp.protocol_len == 4;
-    if !ipv4_over_ethernet || !in_scope(cfg, arp.sender_ip, arp.target_ip, netns) {
+    let (sender, target) = (mapped(arp.sender_ip), mapped(arp.target_ip));
+    if !ipv4_over_ethernet || !in_scope(cfg, &sender, &target, netns) {
         return false;
     }
     event.probe = probe as u8;
     event.skb = skb;
     event.ether_type = ETH_P_ARP;
-    event.saddr = arp.sender_ip;
-    event.daddr = arp.target_ip;
+    event.saddr = sender;
+    event.daddr = target;
     event.sport = u16::from_be(arp.operation);
     event.mac_src = arp.sender_mac;
     event.mac_dst = arp.target_mac;
@@ -644,10 +774,16 @@ pub fn ports_match(cfg: &Config, sport: u16, dport: u16) -> bool {
 }
 
 /// ICMP types that quote the packet they are about: destination
-/// unreachable, source quench, redirect, time exceeded, parameter problem.
+/// unreachable, source quench, redirect, time exceeded, parameter problem;
+/// ICMPv6's destination unreachable, packet too big, time exceeded and
+/// parameter problem.
 #[inline(always)]
-fn is_icmp_error(icmp_type: u8) -> bool {
-    matches!(icmp_type, 3 | 4 | 5 | 11 | 12)
+fn is_icmp_error(protocol: u8, icmp_type: u8) -> bool {
+    if protocol == IPPROTO_ICMPV6 {
+        matches!(icmp_type, 1..=4)
+    } else {
+        matches!(icmp_type, 3 | 4 | 5 | 11 | 12)
+    }
 }
 
 /// Reads the L4 header of a packet into `event`; false when the port filter
@@ -657,12 +793,12 @@ fn is_icmp_error(icmp_type: u8) -> bool {
 fn read_transport(
     cfg: &Config,
     ip_addr: u64,
-    ip: &Ipv4Header,
+    ip: &IpHeader,
     scope: Scope,
     event: &mut PacketEvent,
     netns: impl Fn() -> u32,
 ) -> bool {
-    let l4 = ip_addr + ((ip.version_ihl & 0x0f) as u64) * 4;
+    let l4 = ip_addr + ip.l4_offset as u64;
     match ip.protocol {
         IPPROTO_TCP | IPPROTO_UDP => {
             if let Some(ports) = read::<[u16; 2]>(l4, 0) {
@@ -673,8 +809,8 @@ fn read_transport(
                 // Data offset (high 4 bits, in words), then the flags.
                 let [offset, flags] = read::<[u8; 2]>(l4, 12).unwrap_or([0; 2]);
                 event.tcp_flags = flags;
-                let headers = ((ip.version_ihl & 0x0f) as u16 + (offset >> 4) as u16) * 4;
-                event.tcp_payload_len = u16::from_be(ip.tot_len).saturating_sub(headers);
+                let headers = ip.l4_offset + (offset >> 4) as u16 * 4;
+                event.tcp_payload_len = ip.length.saturating_sub(headers);
                 if let Some([seq, ack]) = read::<[u32; 2]>(l4, 4) {
                     event.tcp_seq = u32::from_be(seq);
                     event.tcp_ack = u32::from_be(ack);
@@ -682,7 +818,7 @@ fn read_transport(
             }
             ports_match(cfg, event.sport, event.dport)
         }
-        IPPROTO_ICMP => {
+        IPPROTO_ICMP | IPPROTO_ICMPV6 => {
             // type, code, checksum, then identifier and sequence of echo messages.
             let Some(icmp) = read::<[u8; 8]>(l4, 0) else {
                 return scope == Scope::Itself;
@@ -691,7 +827,7 @@ fn read_transport(
             event.icmp_code = icmp[1];
             event.sport = u16::from_be_bytes([icmp[4], icmp[5]]);
             event.dport = u16::from_be_bytes([icmp[6], icmp[7]]);
-            if !is_icmp_error(icmp[0]) {
+            if !is_icmp_error(ip.protocol, icmp[0]) {
                 return scope == Scope::Itself;
             }
             let wanted = read_quoted(cfg, l4 + 8, &mut event.quoted, netns);
@@ -705,25 +841,54 @@ fn read_transport(
 /// packet is one the filter wants (protocol, addresses, ports).
 #[inline(always)]
 fn read_quoted(cfg: &Config, at: u64, quoted: &mut QuotedHeader, netns: impl Fn() -> u32) -> bool {
-    let Some(inner) = read::<Ipv4Header>(at, 0) else {
+    let Some(first) = read::<Ipv4Header>(at, 0) else {
         return false;
     };
-    if inner.version_ihl >> 4 != 4 {
-        return false;
-    }
-    let ports = read::<[u16; 2]>(at + ((inner.version_ihl & 0x0f) as u64) * 4, 0).unwrap_or([0; 2]);
+    // The quoted header's extension headers are not walked: an error quotes
+    // what the packet began with, and its ports are right after the fixed header.
+    let (saddr, daddr, protocol, id, l4) = match first.version_ihl >> 4 {
+        4 => (
+            mapped(first.saddr),
+            mapped(first.daddr),
+            first.protocol,
+            u16::from_be(first.id),
+            at + ((first.version_ihl & 0x0f) as u64) * 4,
+        ),
+        6 => {
+            let Some(v6) = read::<Ipv6Header>(at, 0) else {
+                return false;
+            };
+            (
+                v6.saddr,
+                v6.daddr,
+                v6.next_header,
+                0,
+                at + IPV6_HEADER_LEN as u64,
+            )
+        }
+        _ => return false,
+    };
+    // TCP/UDP ports; an ICMP echo's identifier and sequence follow its
+    // type, code and checksum.
+    let at_ports = if protocol == IPPROTO_ICMP || protocol == IPPROTO_ICMPV6 {
+        4
+    } else {
+        0
+    };
+    let ports = read::<[u16; 2]>(l4 + at_ports, 0).unwrap_or([0; 2]);
     *quoted = QuotedHeader {
-        saddr: inner.saddr,
-        daddr: inner.daddr,
+        saddr,
+        daddr,
         sport: u16::from_be(ports[0]),
         dport: u16::from_be(ports[1]),
-        ip_id: u16::from_be(inner.id),
-        protocol: inner.protocol,
+        ip_id: id,
+        protocol,
         _pad: 0,
     };
+    let inner = &*quoted;
     let transport_ports = inner.protocol == IPPROTO_TCP || inner.protocol == IPPROTO_UDP;
     (cfg.protocol == 0 || cfg.protocol == inner.protocol)
-        && in_scope(cfg, inner.saddr, inner.daddr, netns)
+        && in_scope(cfg, &inner.saddr, &inner.daddr, netns)
         && (!transport_ports || ports_match(cfg, quoted.sport, quoted.dport))
 }
 
@@ -999,8 +1164,8 @@ fn headers_location(skb: u64, at: HeaderAt) -> Option<(u64, u64)> {
 #[inline(always)]
 fn payload_location(skb: u64, at: HeaderAt) -> Option<(u64, u64)> {
     let ip_addr = network_header(skb, at)?;
-    let ip = read::<Ipv4Header>(ip_addr, 0)?;
-    let ip_header_len = ((ip.version_ihl & 0x0f) as u64) * 4;
+    let ip = ip_header(ip_addr)?;
+    let ip_header_len = ip.l4_offset as u64;
     let l4 = ip_addr + ip_header_len;
     let l4_header_len = match ip.protocol {
         IPPROTO_UDP => 8,
@@ -1008,7 +1173,7 @@ fn payload_location(skb: u64, at: HeaderAt) -> Option<(u64, u64)> {
         _ => return None,
     };
     let payload = l4 + l4_header_len;
-    let total = u16::from_be(ip.tot_len) as u64;
+    let total = ip.length as u64;
     let length = total.checked_sub(ip_header_len + l4_header_len)?;
     let linear = linear_end(skb)?.checked_sub(payload)?;
     Some((payload, if length < linear { length } else { linear }))
@@ -1065,7 +1230,7 @@ pub fn look(
 ) -> Option<Header> {
     match first_look(cfg, skb, at, netns)? {
         Header::Theirs => None,
-        Header::NotIpv4(_) if !with_arp => None,
+        Header::NotIp(_) if !with_arp => None,
         header => Some(header),
     }
 }
@@ -1084,7 +1249,7 @@ pub fn capture_skb(
 ) -> bool {
     let wanted = match header {
         Header::Theirs => false,
-        Header::NotIpv4(header) => capture_arp(cfg, probe, skb, header, &netns, event),
+        Header::NotIp(header) => capture_arp(cfg, probe, skb, header, &netns, event),
         Header::Ours(ip_addr, ip, scope) | Header::Tunneled(ip_addr, ip, scope) => {
             ip.describe(event, probe, skb);
             if matches!(header, Header::Tunneled(..)) {
@@ -1139,8 +1304,7 @@ fn note_handled(skb: u64, event: &PacketEvent) {
         return;
     };
     let Some(skb) = plain(skb) else { return };
-    let addresses = u64::from(u32::from_ne_bytes(event.saddr))
-        | u64::from(u32::from_ne_bytes(event.daddr)) << 32;
+    let addresses = u64::from(fold(&event.saddr)) | u64::from(fold(&event.daddr)) << 32;
     let place = u64::from(event.netns) | u64::from(event.ifindex) << 32;
     // SAFETY: this CPU's record; `check` last.
     unsafe {
@@ -1157,8 +1321,9 @@ fn note_handled(skb: u64, event: &PacketEvent) {
 /// The packet a CPU handles now, as `note_handled` left it.
 pub struct HandledNow {
     pub skb: u64,
-    pub source: [u8; 4],
-    pub destination: [u8; 4],
+    /// Its addresses, folded (`fold`).
+    pub source: u32,
+    pub destination: u32,
     pub netns: u32,
     pub ifindex: u32,
 }
@@ -1174,8 +1339,8 @@ pub fn handled_now() -> Option<HandledNow> {
     }
     Some(HandledNow {
         skb: seen.skb,
-        source: (seen.addresses as u32).to_ne_bytes(),
-        destination: ((seen.addresses >> 32) as u32).to_ne_bytes(),
+        source: seen.addresses as u32,
+        destination: (seen.addresses >> 32) as u32,
         netns: seen.place as u32,
         ifindex: (seen.place >> 32) as u32,
     })

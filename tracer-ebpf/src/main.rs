@@ -10,17 +10,17 @@ use aya_ebpf::{
     programs::{BtfTracePointContext, TcContext},
 };
 use tracer_common::{
-    ETH_P_ARP, ETH_P_IP, IN_TASK, IN_TASK_UNKNOWN, MAX_PORTS, NOT_IN_TASK, PAYLOAD_MAX,
+    ETH_P_ARP, ETH_P_IP, ETH_P_IPV6, IN_TASK, IN_TASK_UNKNOWN, MAX_PORTS, NOT_IN_TASK, PAYLOAD_MAX,
     PacketEvent, Probe, ROUTE_FOR_ANSWER, ROUTE_FOR_PACKET,
 };
 
 const IPPROTO_TCP: u8 = 6;
 const IPPROTO_UDP: u8 = 17;
 use tracer_ebpf::{
-    HeaderAt, Ipv4Header, capture_skb, config, current_netns, current_task, device, emit,
-    emit_packet, emit_payload_record, emit_with_payload, field, floor, forget_skb, handled_now,
-    in_scope, look, maybe_kept, netns_inode, offset, plain, ports_match, read, read_macs,
-    scratch_event, skb_netns,
+    HandledNow, HeaderAt, IpHeader, Ipv4Header, capture_skb, config, current_netns, current_task,
+    device, emit, emit_packet, emit_payload_record, emit_with_payload, field, floor, fold,
+    forget_skb, handled_now, in_scope, look, mapped, maybe_kept, netns_inode, offset, plain,
+    ports_match, read, read_macs, scratch_event, skb_netns,
 };
 
 #[btf_tracepoint(function = "net_dev_queue")]
@@ -169,15 +169,15 @@ pub fn sock_recv_length(ctx: BtfTracePointContext) -> i32 {
     // a datagram nobody follows costs two loads.
     let addresses = field::<u64>(sk, offset!(sk_addrpair)).to_ne_bytes();
     let ports = field::<u32>(sk, offset!(sk_portpair)).to_ne_bytes();
-    let remote = [addresses[0], addresses[1], addresses[2], addresses[3]];
-    let local = [addresses[4], addresses[5], addresses[6], addresses[7]];
+    let remote = mapped([addresses[0], addresses[1], addresses[2], addresses[3]]);
+    let local = mapped([addresses[4], addresses[5], addresses[6], addresses[7]]);
     let remote_port = u16::from_be_bytes([ports[0], ports[1]]);
     let local_port = u16::from_ne_bytes([ports[2], ports[3]]);
     let netns = || read::<u64>(sk, offset!(sk_net)).map_or(0, netns_inode);
     // A socket bound to every address (0.0.0.0) names no address to match:
     // a watched port is then enough.
     let port_watched = cfg.ports.iter().any(|p| *p != 0 && *p == local_port);
-    let addresses_in_scope = in_scope(cfg, remote, local, netns);
+    let addresses_in_scope = in_scope(cfg, &remote, &local, netns);
     if !(port_watched || addresses_in_scope && ports_match(cfg, remote_port, local_port)) {
         return 0;
     }
@@ -216,8 +216,8 @@ pub fn fib_table_lookup(ctx: BtfTracePointContext) -> i32 {
     let nexthop: u64 = ctx.arg(2);
     let error: i32 = ctx.arg(3);
     let Some(cfg) = config() else { return 0 };
-    let saddr = field::<u32>(flow, offset!(flowi4_saddr)).to_ne_bytes();
-    let daddr = field::<u32>(flow, offset!(flowi4_daddr)).to_ne_bytes();
+    let saddr = mapped(field::<u32>(flow, offset!(flowi4_saddr)).to_ne_bytes());
+    let daddr = mapped(field::<u32>(flow, offset!(flowi4_daddr)).to_ne_bytes());
     // No next hop when the lookup failed.
     let result_dev = read::<u64>(nexthop, offset!(nhc_dev)).unwrap_or(0);
     let result_netns = || {
@@ -231,35 +231,19 @@ pub fn fib_table_lookup(ctx: BtfTracePointContext) -> i32 {
     let input = field::<u32>(flow, offset!(flowi4_iif));
     // A sender's own lookup happens in its system call, before any queue.
     let in_task = sending_context(&ctx);
-    // The kept packet this CPU handles is the lookup's when the flow is that
-    // packet's as it came in (its source and input device: a sender's own
-    // lookups have loopback for input), also in a task's context (a tun's
-    // writer hands its packets in directly). In a softirq, a lookup back to
-    // its source in a protocol of its own is for an answer to it (an echo
-    // reply, a reset, an ICMP error); the reverse path filter also looks
-    // back to the source, with protocol 0: that is no answer. A packet kept
-    // for what it quotes (an ICMP error) has no followed address: its route
-    // counts all the same.
-    let own_input = in_task != IN_TASK || input != LOOPBACK_IFINDEX;
-    let tied = handled_now().and_then(|handled| {
-        if saddr == handled.source && input == handled.ifindex && own_input {
-            Some((handled, ROUTE_FOR_PACKET))
-        } else if in_task != IN_TASK && daddr == handled.source && protocol != 0 {
-            Some((handled, ROUTE_FOR_ANSWER))
-        } else {
-            None
-        }
-    });
+    // The kept packet this CPU handles is the lookup's, or its answer's (`tie`).
+    let tied = tie(&saddr, &daddr, input, protocol, in_task);
     let packets_own = tied
         .as_ref()
         .is_some_and(|(_, tie)| *tie == ROUTE_FOR_PACKET);
-    if !packets_own && !in_scope(cfg, saddr, daddr, result_netns) {
+    if !packets_own && !in_scope(cfg, &saddr, &daddr, result_netns) {
         return 0;
     }
     let Some(event) = scratch_event(Probe::FibLookup) else {
         return 0;
     };
     event.probe = Probe::FibLookup as u8;
+    event.ether_type = ETH_P_IP;
     event.saddr = saddr;
     event.daddr = daddr;
     event.protocol = protocol;
@@ -282,8 +266,141 @@ pub fn fib_table_lookup(ctx: BtfTracePointContext) -> i32 {
         event.netns = result.netns;
         event.ifindex = field::<u32>(flow, offset!(flowi4_oif));
         // The IPv4 member of the gateway's union.
-        event.gateway = field::<u32>(nexthop, offset!(nhc_gw)).to_ne_bytes();
+        event.gateway = mapped(field::<u32>(nexthop, offset!(nhc_gw)).to_ne_bytes());
         event.nexthop_scope = field::<u8>(nexthop, offset!(nhc_scope));
+    }
+    emit(event);
+    0
+}
+
+/// What ties a route lookup to the kept packet this CPU handles now: the
+/// flow is that packet's as it came in (its source and input device: a
+/// sender's own lookups have loopback for input), also in a task's context
+/// (a tun's writer hands its packets in directly). In a softirq, a lookup
+/// back to its source in a protocol of its own is for an answer to it (an
+/// echo reply, a reset, an ICMP error); the reverse path filter also looks
+/// back to the source, with protocol 0: that is no answer. A packet kept
+/// for what it quotes (an ICMP error) has no followed address: its route
+/// counts all the same.
+#[inline(always)]
+fn tie(
+    saddr: &[u8; 16],
+    daddr: &[u8; 16],
+    input: u32,
+    protocol: u8,
+    in_task: u8,
+) -> Option<(HandledNow, u8)> {
+    let own_input = in_task != IN_TASK || input != LOOPBACK_IFINDEX;
+    handled_now().and_then(|handled| {
+        if fold(saddr) == handled.source && input == handled.ifindex && own_input {
+            Some((handled, ROUTE_FOR_PACKET))
+        } else if in_task != IN_TASK && fold(daddr) == handled.source && protocol != 0 {
+            Some((handled, ROUTE_FOR_ANSWER))
+        } else {
+            None
+        }
+    })
+}
+
+/// `fib6_type` values (`RTN_*`) of the routes a lookup can find.
+const RTN_LOCAL: u8 = 2;
+const RTN_BLACKHOLE: u8 = 6;
+const RTN_UNREACHABLE: u8 = 7;
+const RTN_PROHIBIT: u8 = 8;
+/// Errors as IPv4's lookup returns them (see `fib_table_lookup`), so both
+/// families' decisions decode alike.
+const EAGAIN: i32 = 11;
+const EINVAL: i32 = 22;
+const EHOSTUNREACH: i32 = 113;
+const EACCES: i32 = 13;
+/// What a local route's next hop scope is in IPv4 (RT_SCOPE_NOWHERE): the
+/// mark user space reads a local delivery by.
+const LOCAL_NEXTHOP_SCOPE: u8 = 255;
+
+/// An IPv6 routing table lookup, as `fib_table_lookup` is IPv4's: the same
+/// event, its addresses IPv6.
+#[btf_tracepoint(function = "fib6_table_lookup")]
+pub fn fib6_table_lookup(ctx: BtfTracePointContext) -> i32 {
+    if floor() {
+        return 0;
+    }
+    let net: u64 = ctx.arg(0);
+    let result: u64 = ctx.arg(1);
+    let table: u64 = ctx.arg(2);
+    let flow: u64 = ctx.arg(3);
+    let Some(cfg) = config() else { return 0 };
+    let saddr = read::<[u8; 16]>(flow, offset!(flowi6_saddr)).unwrap_or([0; 16]);
+    let daddr = read::<[u8; 16]>(flow, offset!(flowi6_daddr)).unwrap_or([0; 16]);
+    let nexthop = read::<u64>(result, offset!(fib6_res_nh)).unwrap_or(0);
+    let route = read::<u64>(result, offset!(fib6_res_f6i)).unwrap_or(0);
+    let kind = read::<u8>(result, offset!(fib6_res_type)).unwrap_or(0);
+    let null_entry = read::<u64>(net, offset!(net_fib6_null_entry)).unwrap_or(0);
+    // The null entry is what a table without a match returns: the next
+    // table is asked, as IPv4's lookup says with EAGAIN.
+    let no_match = route == 0 || route == null_entry;
+    let result_dev = if no_match || nexthop == 0 {
+        0
+    } else {
+        read::<u64>(nexthop, offset!(nhc_dev)).unwrap_or(0)
+    };
+    let result_netns = || {
+        if result_dev != 0 {
+            device(result_dev).netns
+        } else {
+            0
+        }
+    };
+    let protocol = read::<u8>(flow, offset!(flowi6_proto)).unwrap_or(0);
+    let input = read::<u32>(flow, offset!(flowi6_iif)).unwrap_or(0);
+    let in_task = sending_context(&ctx);
+    let tied = tie(&saddr, &daddr, input, protocol, in_task);
+    let packets_own = tied
+        .as_ref()
+        .is_some_and(|(_, tie)| *tie == ROUTE_FOR_PACKET);
+    if !packets_own && !in_scope(cfg, &saddr, &daddr, result_netns) {
+        return 0;
+    }
+    let Some(event) = scratch_event(Probe::Fib6Lookup) else {
+        return 0;
+    };
+    event.probe = Probe::Fib6Lookup as u8;
+    event.ether_type = ETH_P_IPV6;
+    event.saddr = saddr;
+    event.daddr = daddr;
+    event.protocol = protocol;
+    event.ifindex = input;
+    event.reason_or_table = read::<u32>(table, offset!(fib6_table_id)).unwrap_or(0);
+    event.fib_error = if no_match {
+        -EAGAIN
+    } else {
+        match kind {
+            RTN_UNREACHABLE => -EHOSTUNREACH,
+            RTN_BLACKHOLE => -EINVAL,
+            RTN_PROHIBIT => -EACCES,
+            _ => 0,
+        }
+    };
+    event.in_task = in_task;
+    if let Some((handled, tie)) = tied {
+        event.skb = handled.skb;
+        event.netns = handled.netns;
+        event.route_for = tie;
+    } else {
+        event.netns = netns_inode(net);
+    }
+    if result_dev != 0 {
+        let result = device(result_dev);
+        event.out_ifindex = result.ifindex;
+        event.ifname = result.name;
+        event.netns = result.netns;
+        event.ifindex = read::<u32>(flow, offset!(flowi6_oif)).unwrap_or(0);
+        // The IPv6 member of the gateway's union.
+        event.gateway = read::<[u8; 16]>(nexthop, offset!(nhc_gw)).unwrap_or([0; 16]);
+        event.nexthop_scope = if kind == RTN_LOCAL {
+            LOCAL_NEXTHOP_SCOPE
+        } else {
+            read::<u8>(nexthop, offset!(nhc_scope)).unwrap_or(0)
+        };
     }
     emit(event);
     0
@@ -442,7 +559,7 @@ fn capture_tcp_payload(ctx: &TcContext) {
     let Some(event) = scratch_event(Probe::TcpPayload) else {
         return;
     };
-    ip.describe(event, Probe::TcpPayload, ctx.skb.skb as u64);
+    IpHeader::from_v4(&ip).describe(event, Probe::TcpPayload, ctx.skb.skb as u64);
     event.sport = sport;
     event.dport = dport;
     event.tcp_flags = offset_and_flags[1];

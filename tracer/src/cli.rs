@@ -90,15 +90,18 @@ pub struct ReplayArgs {
 pub struct FollowArgs {
     /// Where packets start: a container (name or id prefix), an `ip netns` name, or `host`
     pub source: String,
-    /// Where they go: an IPv4 address, ADDRESS:PORT, or a container name
+    /// Where they go: an address (10.0.0.5, 2001:db8::5), ADDRESS:PORT ([2001:db8::5]:80), or a container name
     pub dest: String,
+    /// With a container as DEST: go to its IPv6 address instead of its IPv4 one
+    #[arg(short = '6', long)]
+    pub ipv6: bool,
     /// Send the packet yourself from inside SOURCE: icmp, udp:PORT or tcp:PORT
     #[arg(long, value_name = "KIND")]
     pub probe: Option<String>,
     /// With --probe: BYTES of payload, with don't fragment set (as `ping -M do -s BYTES`), to see what a smaller link does to it
     #[arg(long, value_name = "BYTES", requires = "probe", value_parser = clap::value_parser!(u16).range(0..=65000))]
     pub size: Option<u16>,
-    /// With --probe: the probe's time to live (IPv4 TTL), to see the router where it runs out
+    /// With --probe: the probe's time to live (IPv4 TTL, IPv6 hop limit), to see the router where it runs out
     #[arg(long, value_name = "N", requires = "probe", value_parser = clap::value_parser!(u8).range(1..))]
     pub ttl: Option<u8>,
     /// Stop after N request/reply exchanges (default: 1 with --probe, otherwise until Ctrl-C)

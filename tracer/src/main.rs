@@ -2,6 +2,7 @@
 //! namespaces, veth pairs, bridges, routing, netfilter and NAT with eBPF,
 //! and explains each hop with the kernel's own evidence.
 
+mod addr;
 mod allocator;
 mod cli;
 mod commands;

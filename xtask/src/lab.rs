@@ -2,8 +2,10 @@
 //! plays an internet host (web server and DNS) behind a veth from the host,
 //! and a container `server-1` on Docker's default bridge reaches it through
 //! Docker's NAT; `client-1` and `web-1` share a user-defined network, where
-//! Docker's embedded DNS answers. Both directions are idempotent: each piece
-//! is checked first.
+//! Docker's embedded DNS answers. With `--ipv6`, the upstream also has an
+//! IPv6 address and `v6-1` sits on a dual-stack network, its IPv6 address
+//! routed (no NAT). Both directions are idempotent: each piece is checked
+//! first.
 
 use std::fs;
 use std::path::Path;
@@ -29,8 +31,20 @@ pub const DNS_CLIENT: &str = "client-1";
 pub const DNS_SERVER: &str = "web-1";
 /// Web root and server logs; /run is tmpfs, so a reboot cannot leave stale state.
 const STATE_DIR: &str = "/run/pkttrace-lab";
+/// The IPv6 part: documentation addresses for the upstream, a ULA /64 of
+/// its own for the network (not the machine's fd00::/64).
+const HOST_CIDR6: &str = "2001:db8:100::fe/64";
+const HOST_IP6: &str = "2001:db8:100::fe";
+const UPSTREAM_CIDR6: &str = "2001:db8:100::1/64";
+const UPSTREAM_IP6: &str = "2001:db8:100::1";
+const V6_NETWORK: &str = "pt-v6-net";
+const V6_SUBNET: &str = "fd00:ac:100::/64";
+pub const V6_CONTAINER: &str = "v6-1";
+/// Docker turns IPv6 forwarding on when it makes an IPv6 network: the
+/// machine's own value is kept here for `lab down`.
+const FORWARDING6: &str = "/proc/sys/net/ipv6/conf/all/forwarding";
 
-pub fn up() -> Result<()> {
+pub fn up(ipv6: bool) -> Result<()> {
     veth_namespace(NETNS, HOST_VETH, HOST_CIDR, UPSTREAM_CIDR)?;
     run(&mut in_netns([
         "ip", "route", "replace", "default", "via", HOST_IP,
@@ -84,7 +98,107 @@ pub fn up() -> Result<()> {
     println!(
         "lab up: {DNS_CLIENT} and {DNS_SERVER} on network {DEMO_NETWORK} (Docker's embedded DNS, forwarding to {UPSTREAM_IP})"
     );
+    if ipv6 {
+        up_ipv6()?;
+    }
     Ok(())
+}
+
+/// The IPv6 part of the lab; refuses to finish when the upstream's address
+/// would not be routed to the lab's veth (this machine has an IPv6 uplink).
+fn up_ipv6() -> Result<()> {
+    let saved = Path::new(STATE_DIR).join("ipv6-forwarding");
+    if !saved.exists() {
+        fs::write(&saved, fs::read_to_string(FORWARDING6)?)?;
+    }
+    // nodad: usable at once, without duplicate address detection's wait.
+    run(&mut cmd(
+        "ip",
+        [
+            "-6", "addr", "replace", HOST_CIDR6, "dev", HOST_VETH, "nodad",
+        ],
+    ))?;
+    run(&mut cmd(
+        "ip",
+        [
+            "-n",
+            NETNS,
+            "-6",
+            "addr",
+            "replace",
+            UPSTREAM_CIDR6,
+            "dev",
+            "eth0",
+            "nodad",
+        ],
+    ))?;
+    run(&mut in_netns([
+        "ip", "-6", "route", "replace", "default", "via", HOST_IP6,
+    ]))?;
+    let route = read(&mut cmd("ip", ["-6", "route", "get", UPSTREAM_IP6]))?;
+    if !route.contains(&format!(" dev {HOST_VETH} ")) {
+        bail!("{UPSTREAM_IP6} is not routed to {HOST_VETH}, refusing to go on: {route}");
+    }
+    if !succeeds(&mut cmd("docker", ["network", "inspect", V6_NETWORK])) {
+        read(&mut cmd(
+            "docker",
+            [
+                "network", "create", "--ipv6", "--subnet", V6_SUBNET, V6_NETWORK,
+            ],
+        ))?;
+    }
+    start_container(V6_CONTAINER, Some(V6_NETWORK))?;
+    let ip = read(&mut cmd(
+        "docker",
+        [
+            "inspect",
+            "-f",
+            &format!(
+                "{{{{(index .NetworkSettings.Networks \"{V6_NETWORK}\").GlobalIPv6Address}}}}"
+            ),
+            V6_CONTAINER,
+        ],
+    ))?;
+    wait_until_not_tentative()?;
+    println!(
+        "lab up: {V6_CONTAINER} ({}) on network {V6_NETWORK} -> routed, no NAT -> {HOST_VETH} -> {NETNS} {UPSTREAM_IP6}",
+        ip.trim()
+    );
+    Ok(())
+}
+
+/// Duplicate address detection on the network's gateway and the
+/// container's address: until it passes, neighbour discovery for them gets
+/// no answer and the first packets wait seconds.
+fn wait_until_not_tentative() -> Result<()> {
+    let pid = read(&mut cmd(
+        "docker",
+        ["inspect", "-f", "{{.State.Pid}}", V6_CONTAINER],
+    ))?;
+    let started = Instant::now();
+    loop {
+        let host = read(&mut cmd("ip", ["-6", "addr", "show", "tentative"]))?;
+        let container = read(&mut cmd(
+            "nsenter",
+            [
+                "-t",
+                pid.trim(),
+                "-n",
+                "ip",
+                "-6",
+                "addr",
+                "show",
+                "tentative",
+            ],
+        ))?;
+        if host.trim().is_empty() && container.trim().is_empty() {
+            return Ok(());
+        }
+        if started.elapsed() > Duration::from_secs(10) {
+            bail!("IPv6 addresses still tentative after 10 s: {host}{container}");
+        }
+        sleep(Duration::from_millis(100));
+    }
 }
 
 /// Starts (or restarts) a lab container resolving through the upstream's
@@ -118,13 +232,19 @@ fn start_container(name: &str, network: Option<&str>) -> Result<()> {
 }
 
 pub fn down() -> Result<()> {
-    for name in [CONTAINER, DNS_CLIENT, DNS_SERVER] {
+    for name in [CONTAINER, DNS_CLIENT, DNS_SERVER, V6_CONTAINER] {
         if container_running(name)?.is_some() {
             read(&mut cmd("docker", ["rm", "-f", name]))?;
         }
     }
-    if succeeds(&mut cmd("docker", ["network", "inspect", DEMO_NETWORK])) {
-        read(&mut cmd("docker", ["network", "rm", DEMO_NETWORK]))?;
+    for network in [DEMO_NETWORK, V6_NETWORK] {
+        if succeeds(&mut cmd("docker", ["network", "inspect", network])) {
+            read(&mut cmd("docker", ["network", "rm", network]))?;
+        }
+    }
+    let saved = Path::new(STATE_DIR).join("ipv6-forwarding");
+    if let Ok(value) = fs::read_to_string(&saved) {
+        fs::write(FORWARDING6, value).with_context(|| format!("cannot restore {FORWARDING6}"))?;
     }
     if netns_exists()? {
         stop_netns_processes()?;

@@ -62,6 +62,9 @@ enum LabAction {
         /// 2: two Docker hosts in one Swarm with an overlay network, instead of the demo lab
         #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=2))]
         hosts: u8,
+        /// Also IPv6: the upstream gets 2001:db8:100::1, and container v6-1 a dual-stack network
+        #[arg(long, conflicts_with = "hosts")]
+        ipv6: bool,
     },
     Down {
         /// 2: the two-host lab
@@ -74,11 +77,11 @@ fn main() -> Result<ExitCode> {
     match Cli::parse().task {
         Task::Setup => setup::setup().map(|()| ExitCode::SUCCESS),
         Task::Lab {
-            action: LabAction::Up { hosts: 2 },
+            action: LabAction::Up { hosts: 2, .. },
         } => hosts::up().map(|()| ExitCode::SUCCESS),
         Task::Lab {
-            action: LabAction::Up { .. },
-        } => lab::up().map(|()| ExitCode::SUCCESS),
+            action: LabAction::Up { ipv6, .. },
+        } => lab::up(ipv6).map(|()| ExitCode::SUCCESS),
         Task::Lab {
             action: LabAction::Down { hosts: 2 },
         } => hosts::down().map(|()| ExitCode::SUCCESS),
@@ -104,7 +107,7 @@ fn main() -> Result<ExitCode> {
 fn demo(kind: DemoKind) -> Result<ExitCode> {
     setup::setup()?;
     run(&mut cargo(["build", "--release", "-p", "tracer"]))?;
-    let traced = lab::up().and_then(|()| {
+    let traced = lab::up(false).and_then(|()| {
         let pkttrace = target_dir()?.join("release/pkttrace");
         match kind {
             DemoKind::Follow => {

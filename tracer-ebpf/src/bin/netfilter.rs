@@ -15,8 +15,8 @@ use core::ffi::c_void;
 use tracer_common::{Config, HeadersEvent, PacketEvent, Probe};
 use tracer_ebpf::{
     ENTRY_CHECK, EVENTS, EntrySeen, Header, HeaderAt, capture_skb, clear_event, config,
-    copy_headers, count_lost, device, entry_seen, field, floor, ipv4_scope, look, netns_inode,
-    offset, read, scratch_event, stamp, wake_flags, zeroed_event,
+    copy_headers, count_lost, device, entry_seen, field, floor, fold, ip_scope, look, mapped,
+    netns_inode, offset, read, scratch_event, stamp, wake_flags, zeroed_event,
 };
 
 const NF_ACCEPT: i32 = 1;
@@ -233,16 +233,20 @@ fn clearly_theirs(cfg: &Config, skb: u64, netns: impl Fn() -> u32) -> bool {
     } as u64;
     // The IPv4 header's own layout: version in the first byte's high half.
     let version = field::<u8>(ip, 0) >> 4;
+    if version == 6 {
+        // IPv6 hooks: the first look reads the header and its extensions.
+        return false;
+    }
     if version != 4 {
         // Netfilter programs look at no ARP.
         return true;
     }
     let protocol = field::<u8>(ip, 9);
-    let saddr = field::<u32>(ip, 12).to_ne_bytes();
-    let daddr = field::<u32>(ip, 16).to_ne_bytes();
+    let saddr = mapped(field::<u32>(ip, 12).to_ne_bytes());
+    let daddr = mapped(field::<u32>(ip, 16).to_ne_bytes());
     // A datagram that may be a VXLAN tunnel's is looked into by `look`.
     let maybe_tunnel = protocol == IPPROTO_UDP && cfg.vxlan_port != 0;
-    ipv4_scope(cfg, protocol, saddr, daddr, netns).is_none() && !maybe_tunnel
+    ip_scope(cfg, protocol, &saddr, &daddr, netns).is_none() && !maybe_tunnel
 }
 
 const IPPROTO_UDP: u8 = 17;
@@ -268,9 +272,8 @@ fn fingerprint(header: &Header) -> Option<(u64, u64)> {
     let (Header::Ours(ip_addr, ip, _) | Header::Tunneled(ip_addr, ip, _)) = header else {
         return None;
     };
-    let addresses =
-        u64::from(u32::from_ne_bytes(ip.saddr)) | (u64::from(u32::from_ne_bytes(ip.daddr)) << 32);
-    let transport = read::<u64>(*ip_addr + u64::from(ip.version_ihl & 0x0f) * 4, 0)?;
+    let addresses = u64::from(fold(&ip.saddr)) | (u64::from(fold(&ip.daddr)) << 32);
+    let transport = read::<u64>(*ip_addr + u64::from(ip.l4_offset), 0)?;
     // A kept packet never records 0: that marks one turned away.
     (addresses != 0).then_some((addresses, transport))
 }

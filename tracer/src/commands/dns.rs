@@ -4,7 +4,7 @@
 //! that namespace (and to/from its servers) with their payload; journeys are
 //! paired into exchanges, explained and printed one entry per query.
 
-use std::{collections::HashMap, io::Write, net::IpAddr, process::ExitCode, time::Duration};
+use std::{collections::HashMap, io::Write, process::ExitCode, time::Duration};
 
 use anyhow::{Context, Result};
 use tokio::time::Instant;
@@ -40,13 +40,11 @@ pub async fn run(args: DnsArgs) -> Result<ExitCode> {
 
     // The container's own servers and the ones dockerd forwards to, so their
     // path through the host is seen too; everything in the namespace anyway.
-    let mut servers: Vec<std::net::Ipv4Addr> = setup
+    let mut servers: Vec<std::net::IpAddr> = setup
         .nameservers
         .iter()
-        .filter_map(|s| match s {
-            IpAddr::V4(v4) if !v4.is_loopback() => Some(*v4),
-            _ => None,
-        })
+        .filter(|s| !s.is_loopback())
+        .copied()
         .chain(container.dns.iter().copied())
         .collect();
     servers.sort_unstable();

@@ -2,7 +2,7 @@
 //! container, an `ip netns`, the host) and where they go.
 
 use serde::{Deserialize, Serialize};
-use std::{fmt, net::Ipv4Addr, path::PathBuf};
+use std::{fmt, net::IpAddr, path::PathBuf};
 
 use crate::{
     enrich::{Container, ContainerStatus, InactiveContainer, NetworkMode, Topology},
@@ -35,16 +35,16 @@ pub struct Source {
 }
 
 impl Source {
-    /// The default gateway of a container's or netns's main table (none for
-    /// the host: its gateway is this machine's real uplink).
-    pub fn gateway(&self, topology: &Topology) -> Option<Ipv4Addr> {
+    /// The default gateway of a container's or netns's main table for one
+    /// family (none for the host: its gateway is this machine's real uplink).
+    pub fn gateway(&self, topology: &Topology, ipv6: bool) -> Option<IpAddr> {
         self.netns_path.as_ref()?;
         const MAIN_TABLE: u32 = 254;
         topology
             .namespace(self.netns)?
             .routes
             .iter()
-            .find(|r| r.table == MAIN_TABLE && r.destination.is_none())?
+            .find(|r| r.table == MAIN_TABLE && r.destination.is_none() && r.ipv6 == ipv6)?
             .gateway
     }
 }
@@ -138,37 +138,43 @@ pub fn resolve_container<'a>(
     }))
 }
 
-/// DEST is `ADDRESS`, `ADDRESS:PORT`, or a container name (its first address).
-pub fn resolve_destination(text: &str, topology: &Topology) -> anyhow::Result<Destination> {
-    let (host, port) = match text.rsplit_once(':') {
-        Some((host, port)) => {
-            let port = port
-                .parse::<u16>()
-                .ok()
-                .filter(|p| *p != 0)
-                .ok_or_else(|| {
-                    input_error(format!(
-                        "'{port}' in '{text}' is not a port number (1-65535)"
-                    ))
-                })?;
-            (host, Some(port))
+/// DEST is `ADDRESS`, `ADDRESS:PORT` (`[IPV6]:PORT`), or a container name
+/// (its first address of the family asked for: IPv6 with `ipv6`).
+pub fn resolve_destination(
+    text: &str,
+    ipv6: bool,
+    topology: &Topology,
+) -> anyhow::Result<Destination> {
+    let (host, port) = split_port(text)?;
+    if let Ok(address) = host.parse::<IpAddr>() {
+        if let IpAddr::V6(v6) = address
+            && v6.is_unicast_link_local()
+        {
+            return Err(input_error(format!(
+                "'{host}' is a link-local address: it means something on one link only, and pkttrace follows routed addresses; give a global or unique local address"
+            )));
         }
-        None => (text, None),
-    };
-    if let Ok(address) = host.parse::<Ipv4Addr>() {
+        if ipv6 && address.is_ipv4() {
+            return Err(input_error(format!(
+                "-6 picks a container's IPv6 address, and '{host}' is an IPv4 address: drop -6, or give an IPv6 address"
+            )));
+        }
         return Ok(Destination { address, port });
     }
     if let Some(container) = topology.container(host) {
         if let Some(note) = state_note(container, topology) {
             eprintln!("pkttrace: note: {note}");
         }
-        let address = address_of(container, topology).ok_or_else(|| {
+        let address = address_of(container, ipv6, topology).ok_or_else(|| {
             input_error(match container.network_mode {
                 NetworkMode::None => format!(
                     "container '{host}' runs with --network none: it has no address to reach; connect it to a network: docker network connect bridge {host}"
                 ),
                 NetworkMode::Host => format!(
                     "container '{host}' uses the host's network (--network host): it has no address of its own; follow one of the host's addresses (127.0.0.1:PORT) instead"
+                ),
+                _ if ipv6 => format!(
+                    "container '{host}' has no IPv6 address: none of its networks was made with --ipv6 (docker network create --ipv6 --subnet fd00:…/64 …); follow its IPv4 address without -6"
                 ),
                 _ => format!(
                     "container '{host}' has no IPv4 address (is it on a network with IPv4?)"
@@ -181,18 +187,53 @@ pub fn resolve_destination(text: &str, topology: &Topology) -> anyhow::Result<De
         return Err(input_error(not_running(inactive)));
     }
     Err(input_error(format!(
-        "cannot use '{text}' as a destination: give an IPv4 address (10.0.0.5), an address and port (10.0.0.5:80), or a running container's name"
+        "cannot use '{text}' as a destination: give an address (10.0.0.5, 2001:db8::5), an address and port (10.0.0.5:80, [2001:db8::5]:80), or a running container's name"
     )))
 }
 
-/// A container's first IPv4 address; one that shares another's namespace
-/// (`--network container:ID`) has that one's.
-fn address_of(container: &Container, topology: &Topology) -> Option<Ipv4Addr> {
+/// DEST's host and port: `HOST:PORT`, `[IPV6]:PORT`, `[IPV6]`, or a bare
+/// host (an IPv6 address has colons of its own).
+fn split_port(text: &str) -> anyhow::Result<(&str, Option<u16>)> {
+    let port_of = |port: &str| {
+        port.parse::<u16>().ok().filter(|p| *p != 0).ok_or_else(|| {
+            input_error(format!(
+                "'{port}' in '{text}' is not a port number (1-65535)"
+            ))
+        })
+    };
+    if let Some(rest) = text.strip_prefix('[') {
+        let (host, after) = rest.split_once(']').ok_or_else(|| {
+            input_error(format!(
+                "'{text}' opens a bracket it does not close: [2001:db8::5]:80"
+            ))
+        })?;
+        return match after.strip_prefix(':') {
+            Some(port) => Ok((host, Some(port_of(port)?))),
+            None if after.is_empty() => Ok((host, None)),
+            None => Err(input_error(format!(
+                "'{text}': after the bracketed address comes ':' and a port, as in [2001:db8::5]:80"
+            ))),
+        };
+    }
+    match text.split_once(':') {
+        // More than one colon: an IPv6 address without a port.
+        Some((_, rest)) if rest.contains(':') => Ok((text, None)),
+        Some((host, port)) => Ok((host, Some(port_of(port)?))),
+        None => Ok((text, None)),
+    }
+}
+
+/// A container's first address of the family asked for; one that shares
+/// another's namespace (`--network container:ID`) has that one's.
+fn address_of(container: &Container, ipv6: bool, topology: &Topology) -> Option<IpAddr> {
     let owner = match &container.network_mode {
         NetworkMode::Container { id } => topology.container(id)?,
         _ => container,
     };
-    owner.networks.iter().find_map(|n| n.ip)
+    owner
+        .networks
+        .iter()
+        .find_map(|n| if ipv6 { n.ipv6 } else { n.ip })
 }
 
 /// What a running container's state means for tracing it, and what to do,
@@ -258,8 +299,11 @@ pub enum Probe {
 }
 
 impl Probe {
-    pub fn protocol(self) -> u8 {
+    /// The IP protocol of the probe's packets to `destination` (ICMP over
+    /// IPv6 is ICMPv6).
+    pub fn protocol(self, destination: IpAddr) -> u8 {
         match self {
+            Self::Icmp if destination.is_ipv6() => 58,
             Self::Icmp => 1,
             Self::Tcp(_) => 6,
             Self::Udp(_) => 17,
@@ -326,33 +370,35 @@ mod tests {
 
     #[test]
     fn destinations_parse_with_and_without_port() {
-        let d = resolve_destination("198.51.100.1:80", &empty()).unwrap();
+        let d = resolve_destination("198.51.100.1:80", false, &empty()).unwrap();
         assert_eq!(
             (d.address, d.port),
-            (Ipv4Addr::new(198, 51, 100, 1), Some(80))
+            (IpAddr::from([198, 51, 100, 1]), Some(80))
         );
         assert_eq!(
-            resolve_destination("198.51.100.1", &empty()).unwrap().port,
+            resolve_destination("198.51.100.1", false, &empty())
+                .unwrap()
+                .port,
             None
         );
-        let error = resolve_destination("nowhere", &empty())
+        let error = resolve_destination("nowhere", false, &empty())
             .unwrap_err()
             .to_string();
         assert!(
             error.starts_with("cannot use 'nowhere' as a destination"),
             "{error}"
         );
-        assert!(resolve_destination("198.51.100.1:99999", &empty()).is_err());
+        assert!(resolve_destination("198.51.100.1:99999", false, &empty()).is_err());
     }
 
     #[test]
     fn probes_take_their_port_from_the_flag_or_the_destination() {
         let with_port = Destination {
-            address: Ipv4Addr::LOCALHOST,
+            address: IpAddr::from([127, 0, 0, 1]),
             port: Some(4000),
         };
         let without = Destination {
-            address: Ipv4Addr::LOCALHOST,
+            address: IpAddr::from([127, 0, 0, 1]),
             port: None,
         };
         assert_eq!(parse_probe("tcp", &with_port).unwrap(), Probe::Tcp(4000));
@@ -403,7 +449,7 @@ mod tests {
             as_source,
             "container 'web' is not running: it exited with code 137, so it has no network namespace; start it: docker start web"
         );
-        let as_destination = resolve_destination("web:80", &topology)
+        let as_destination = resolve_destination("web:80", false, &topology)
             .unwrap_err()
             .to_string();
         assert_eq!(as_destination, as_source);

@@ -8,12 +8,13 @@ mod kernel_names;
 pub mod nftrace;
 mod values;
 
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use compact_str::CompactString;
 use serde::{Deserialize, Serialize};
 use tracer_common::{
-    ETH_P_ARP, IN_TASK, NOT_IN_TASK, PacketEvent, Probe, ROUTE_FOR_ANSWER, ROUTE_FOR_PACKET,
+    ETH_P_ARP, ETH_P_IPV6, IN_TASK, NOT_IN_TASK, PacketEvent, Probe, ROUTE_FOR_ANSWER,
+    ROUTE_FOR_PACKET,
 };
 
 pub use dns::DnsMessage;
@@ -121,7 +122,7 @@ pub enum EventKind {
         table: u32,
         result: RouteResult,
         out_ifindex: u32,
-        gateway: Option<Ipv4Addr>,
+        gateway: Option<IpAddr>,
         #[serde(default, skip_serializing_if = "RouteFor::is_sender")]
         route_for: RouteFor,
     },
@@ -178,6 +179,9 @@ pub enum Transport {
         /// An error's quoted packet: which packet it is about.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         quoted: Option<Quoted>,
+        /// ICMPv6 (its types are numbered otherwise).
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        v6: bool,
     },
     Tcp {
         sport: u16,
@@ -209,9 +213,46 @@ pub enum Transport {
 }
 
 impl Transport {
+    /// An ICMP or ICMPv6 message as type and code in ICMP's (IPv4's)
+    /// numbering: ICMPv6's echo and error messages have IPv4 twins, so one
+    /// reading serves both families. None for other transports, and for
+    /// ICMPv6 messages without a twin (neighbour discovery, routers').
+    pub fn icmp(self) -> Option<(u8, u8)> {
+        let Self::Icmp {
+            icmp_type,
+            code,
+            v6,
+            ..
+        } = self
+        else {
+            return None;
+        };
+        if !v6 {
+            return Some((icmp_type, code));
+        }
+        Some(match (icmp_type, code) {
+            (128, _) => (8, 0),
+            (129, _) => (0, 0),
+            // Destination unreachable: no route, administratively
+            // prohibited, beyond the source's scope, address unreachable,
+            // port unreachable, failed policy, a reject route.
+            (1, 0) => (3, 0),
+            (1, 1 | 5 | 6) => (3, 13),
+            (1, 2 | 3) => (3, 1),
+            (1, 4) => (3, 3),
+            (1, code) => (3, code),
+            // Packet too big: fragmentation needed, the MTU alongside.
+            (2, _) => (3, 4),
+            (3, code) => (11, code),
+            (4, _) => (12, 0),
+            _ => return None,
+        })
+    }
+
     pub fn protocol_number(self) -> u8 {
         match self {
-            Self::Icmp { .. } => 1,
+            Self::Icmp { v6: false, .. } => IPPROTO_ICMP,
+            Self::Icmp { v6: true, .. } => IPPROTO_ICMPV6,
             Self::Tcp { .. } => 6,
             Self::Udp { .. } => 17,
             // Not an IP protocol; 0 keeps it apart from the others.
@@ -252,8 +293,8 @@ pub const TCP_ACK: u8 = 0x10;
 /// the kernel applied to the error on its way).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Quoted {
-    pub src: Ipv4Addr,
-    pub dst: Ipv4Addr,
+    pub src: IpAddr,
+    pub dst: IpAddr,
     pub protocol: u8,
     /// TCP/UDP ports; ICMP echo identifier and sequence number.
     pub sport: u16,
@@ -263,8 +304,8 @@ pub struct Quoted {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Packet {
-    pub src: Ipv4Addr,
-    pub dst: Ipv4Addr,
+    pub src: IpAddr,
+    pub dst: IpAddr,
     pub transport: Transport,
     pub ip_id: u16,
     pub length: u16,
@@ -351,6 +392,20 @@ impl Event {
     }
 }
 
+const IPPROTO_ICMP: u8 = 1;
+const IPPROTO_ICMPV6: u8 = 58;
+
+/// An address as the programs hold it: 16 bytes, an IPv4 one v4-mapped
+/// (`ipv6` false: an IPv4 packet's, whose all-zero address is 0.0.0.0).
+fn address(bytes: [u8; 16], ipv6: bool) -> IpAddr {
+    let address = Ipv6Addr::from(bytes);
+    match address.to_ipv4_mapped() {
+        Some(v4) if !ipv6 => IpAddr::V4(v4),
+        _ if !ipv6 && address.is_unspecified() => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+        _ => IpAddr::V6(address),
+    }
+}
+
 /// A kernel name (device, task) up to its NUL; names this short live
 /// inline in a `CompactString`, so decoding allocates nothing for them.
 fn c_string(bytes: &[u8]) -> CompactString {
@@ -382,6 +437,7 @@ pub fn decode(raw: &PacketEvent, payload: Option<&[u8]>, names: &KernelNames) ->
     // An ARP event's addresses are the message's, not the frame's; a
     // device without Ethernet has none.
     let frame_macs = raw.has_mac == 1 && raw.ether_type != ETH_P_ARP;
+    let ipv6 = raw.ether_type == ETH_P_IPV6;
     let kind = match probe {
         Probe::DevQueue => EventKind::Transmit {
             mac_dst: frame_macs.then_some(Mac(raw.mac_dst)),
@@ -409,13 +465,13 @@ pub fn decode(raw: &PacketEvent, payload: Option<&[u8]>, names: &KernelNames) ->
         // A datagram read is a socket read whose packet the assembler finds.
         Probe::SocketRead | Probe::DatagramRead => EventKind::SocketRead,
         Probe::TcpPayload => EventKind::TcpPayload,
-        Probe::FibLookup => {
+        Probe::FibLookup | Probe::Fib6Lookup => {
             let result = RouteResult::from_lookup(raw.fib_error, raw.nexthop_scope);
             EventKind::Route {
                 table: route_table(raw, result),
                 result,
                 out_ifindex: raw.out_ifindex,
-                gateway: Some(Ipv4Addr::from(raw.gateway)).filter(|g| !g.is_unspecified()),
+                gateway: Some(address(raw.gateway, ipv6)).filter(|g| !g.is_unspecified()),
                 route_for: match raw.route_for {
                     ROUTE_FOR_PACKET => RouteFor::Packet,
                     ROUTE_FOR_ANSWER => RouteFor::AnswerTo,
@@ -430,19 +486,20 @@ pub fn decode(raw: &PacketEvent, payload: Option<&[u8]>, names: &KernelNames) ->
             sender_mac: Mac(raw.mac_src),
             target_mac: Mac(raw.mac_dst),
         },
-        1 => Transport::Icmp {
+        IPPROTO_ICMP | IPPROTO_ICMPV6 => Transport::Icmp {
             icmp_type: raw.icmp_type,
             code: raw.icmp_code,
             id: raw.sport,
             seq: raw.dport,
             quoted: (raw.quoted.protocol != 0).then(|| Quoted {
-                src: Ipv4Addr::from(raw.quoted.saddr),
-                dst: Ipv4Addr::from(raw.quoted.daddr),
+                src: address(raw.quoted.saddr, ipv6),
+                dst: address(raw.quoted.daddr, ipv6),
                 protocol: raw.quoted.protocol,
                 sport: raw.quoted.sport,
                 dport: raw.quoted.dport,
                 ip_id: raw.quoted.ip_id,
             }),
+            v6: raw.protocol == IPPROTO_ICMPV6,
         },
         6 => Transport::Tcp {
             sport: raw.sport,
@@ -473,8 +530,8 @@ pub fn decode(raw: &PacketEvent, payload: Option<&[u8]>, names: &KernelNames) ->
         ifindex,
         ifname,
         packet: Packet {
-            src: Ipv4Addr::from(raw.saddr),
-            dst: Ipv4Addr::from(raw.daddr),
+            src: address(raw.saddr, ipv6),
+            dst: address(raw.daddr, ipv6),
             transport,
             ip_id: raw.ip_id,
             length: raw.ip_len,
@@ -543,8 +600,8 @@ mod tests {
             skb: 0xffff888109e34d00,
             netns: 4026531833,
             ifindex: 6,
-            saddr: [198, 51, 100, 130],
-            daddr: [198, 51, 100, 129],
+            saddr: Ipv4Addr::new(198, 51, 100, 130).to_ipv6_mapped().octets(),
+            daddr: Ipv4Addr::new(198, 51, 100, 129).to_ipv6_mapped().octets(),
             protocol: 1,
             icmp_type: 8,
             sport: 18,
@@ -575,7 +632,7 @@ mod tests {
                 out_ifindex: 0
             }
         );
-        assert_eq!(event.packet.src, Ipv4Addr::new(198, 51, 100, 130));
+        assert_eq!(event.packet.src, IpAddr::from([198, 51, 100, 130]));
         assert_eq!(
             event.packet.transport,
             Transport::Icmp {
@@ -583,7 +640,8 @@ mod tests {
                 code: 0,
                 id: 18,
                 seq: 3,
-                quoted: None
+                quoted: None,
+                v6: false,
             }
         );
         assert_eq!((event.packet.ttl, event.packet.dont_fragment), (63, true));
@@ -637,8 +695,8 @@ mod tests {
         let raw = PacketEvent {
             probe: Probe::Receive as u8,
             ether_type: ETH_P_ARP,
-            saddr: [172, 17, 0, 3],
-            daddr: [172, 17, 0, 1],
+            saddr: Ipv4Addr::new(172, 17, 0, 3).to_ipv6_mapped().octets(),
+            daddr: Ipv4Addr::new(172, 17, 0, 1).to_ipv6_mapped().octets(),
             sport: 1,
             mac_src: [0x02, 0x42, 0xac, 0x11, 0x00, 0x03],
             has_mac: 1,
@@ -661,7 +719,7 @@ mod tests {
                 target_mac: Mac::default()
             }
         );
-        assert_eq!(event.packet.dst, Ipv4Addr::new(172, 17, 0, 1), "who has");
+        assert_eq!(event.packet.dst, IpAddr::from([172, 17, 0, 1]), "who has");
     }
 
     #[test]
@@ -686,7 +744,7 @@ mod tests {
     fn lookup(table: u32, nexthop_scope: u8, fib_error: i32) -> PacketEvent {
         PacketEvent {
             probe: Probe::FibLookup as u8,
-            daddr: [198, 51, 100, 1],
+            daddr: Ipv4Addr::new(198, 51, 100, 1).to_ipv6_mapped().octets(),
             reason_or_table: table,
             nexthop_scope,
             fib_error,

@@ -2,7 +2,7 @@
 //! as typed values: which table, chain and rule met a traced packet, and with
 //! what verdict. Pure bytes in, data out.
 
-use std::{fmt, net::Ipv4Addr};
+use std::{fmt, net::IpAddr};
 
 use anyhow::{Context, Result, bail};
 use netlink_packet_core_09::{NlasIterator, parse_string, parse_u32_be, parse_u64_be};
@@ -132,8 +132,8 @@ impl Verdict {
 /// The traced packet's IPv4 header and the start of its transport header.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TracedPacket {
-    pub src: Ipv4Addr,
-    pub dst: Ipv4Addr,
+    pub src: IpAddr,
+    pub dst: IpAddr,
     pub protocol: u8,
     pub ip_id: u16,
     pub length: u16,
@@ -265,15 +265,18 @@ fn family_name(family: u8) -> String {
     }
 }
 
-/// IPv4 only; None for anything else or a header cut short.
+/// IPv4 or IPv6; None for anything else or a header cut short.
 fn traced_packet(network: &[u8], transport: Option<&[u8]>) -> Option<TracedPacket> {
+    if network.first()? >> 4 == 6 {
+        return traced_packet_v6(network, transport);
+    }
     let header = network.get(..20)?;
     if header[0] >> 4 != 4 {
         return None;
     }
     let word = |at: usize| u16::from_be_bytes([header[at], header[at + 1]]);
     let address =
-        |at: usize| Ipv4Addr::new(header[at], header[at + 1], header[at + 2], header[at + 3]);
+        |at: usize| IpAddr::from([header[at], header[at + 1], header[at + 2], header[at + 3]]);
     let protocol = header[9];
     let later_fragment = word(6) & 0x1fff != 0;
     Some(TracedPacket {
@@ -288,10 +291,30 @@ fn traced_packet(network: &[u8], transport: Option<&[u8]>) -> Option<TracedPacke
     })
 }
 
+/// An IPv6 header: no IP id; the protocol is the fixed header's next
+/// header (the kernel hands over the transport header past any extension).
+fn traced_packet_v6(network: &[u8], transport: Option<&[u8]>) -> Option<TracedPacket> {
+    let header = network.get(..40)?;
+    let address = |at: usize| -> Option<IpAddr> {
+        Some(IpAddr::from(
+            <[u8; 16]>::try_from(header.get(at..at + 16)?).ok()?,
+        ))
+    };
+    let protocol = header[6];
+    Some(TracedPacket {
+        src: address(8)?,
+        dst: address(24)?,
+        protocol,
+        ip_id: 0,
+        length: u16::from_be_bytes([header[4], header[5]]).saturating_add(40),
+        transport: transport.and_then(|bytes| traced_transport(protocol, bytes)),
+    })
+}
+
 fn traced_transport(protocol: u8, bytes: &[u8]) -> Option<TracedTransport> {
     let word = |at: usize| Some(u16::from_be_bytes([*bytes.get(at)?, *bytes.get(at + 1)?]));
     Some(match protocol {
-        1 => TracedTransport::Icmp {
+        1 | 58 => TracedTransport::Icmp {
             icmp_type: *bytes.first()?,
             code: *bytes.get(1)?,
             id: word(4)?,
@@ -401,8 +424,8 @@ mod tests {
                 iif: Some(2),
                 oif: None,
                 packet: Some(TracedPacket {
-                    src: Ipv4Addr::new(198, 51, 100, 201),
-                    dst: Ipv4Addr::new(198, 51, 100, 202),
+                    src: IpAddr::from([198, 51, 100, 201]),
+                    dst: IpAddr::from([198, 51, 100, 202]),
                     protocol: 1,
                     ip_id: 40805,
                     length: 36,
@@ -494,8 +517,30 @@ mod tests {
         let fragment = decode(&raw(&message)).unwrap().packet.unwrap();
         assert_eq!((fragment.protocol, fragment.transport), (6, None));
 
-        message[9] = nla(NFTA_TRACE_NETWORK_HEADER, &[0x60; 40]);
-        assert_eq!(decode(&raw(&message)).unwrap().packet, None, "IPv6");
+        let mut ipv6 = [0u8; 40];
+        ipv6[0] = 0x60;
+        ipv6[4..6].copy_from_slice(&20u16.to_be_bytes());
+        ipv6[6] = 6;
+        ipv6[8..24].copy_from_slice(
+            &"fd00:acc:19::2"
+                .parse::<std::net::Ipv6Addr>()
+                .unwrap()
+                .octets(),
+        );
+        message[9] = nla(NFTA_TRACE_NETWORK_HEADER, &ipv6);
+        let v6 = decode(&raw(&message)).unwrap().packet.unwrap();
+        assert_eq!(
+            (v6.src, v6.protocol, v6.length, v6.ip_id),
+            ("fd00:acc:19::2".parse().unwrap(), 6, 60, 0),
+            "IPv6: no IP id"
+        );
+        assert!(v6.transport.is_some());
+        message[9] = nla(NFTA_TRACE_NETWORK_HEADER, &[0x00; 40]);
+        assert_eq!(
+            decode(&raw(&message)).unwrap().packet,
+            None,
+            "neither family"
+        );
     }
 
     #[test]
@@ -656,7 +701,7 @@ mod live {
             .each_ref()
             .map(|path| std::fs::metadata(path).unwrap().ino() as u32);
         let matching = TraceMatch {
-            addresses: vec![FAR],
+            addresses: vec![FAR.into()],
             protocol: Some(IPPROTO_ICMP),
             vxlan_port: None,
         };
@@ -715,7 +760,7 @@ mod live {
             .filter(|t| t.netns == far_inode && t.id == dropped.id && t.table == "lab")
             .find_map(|t| t.packet)
             .expect("the packet's headers with the chain's first message");
-        assert_eq!((packet.src, packet.dst), (NEAR, FAR));
+        assert_eq!((packet.src, packet.dst), (NEAR.into(), FAR.into()));
 
         assert!(!traces.iter().any(|t| t.netns == near_inode));
         assert_eq!(tracer.lost(), 0);
@@ -750,7 +795,7 @@ mod live {
         }
         sent_ping.join().unwrap();
         let sent = sent.expect("the second ping leaving the near namespace");
-        assert_eq!((sent.src, sent.dst), (NEAR, FAR));
+        assert_eq!((sent.src, sent.dst), (NEAR.into(), FAR.into()));
         assert!(tracer.take_failures().is_empty());
 
         drop(tracer);

@@ -82,6 +82,13 @@ impl DropReason {
             Self::NeighFailed | Self::NeighQueueFull | Self::NeighDead | Self::NeighCreateFail
         )
     }
+
+    /// Dropped because a neighbour's MAC address could not be found, by
+    /// its reason or, for IPv6 (no reason given), by the place it was freed.
+    pub fn is_neighbour_failure_at(&self, site: &CodeSite) -> bool {
+        self.is_neighbour_failure()
+            || (*self == Self::NotSpecified && site.role == SiteRole::NeighbourFailed)
+    }
 }
 
 impl fmt::Display for DropReason {
@@ -134,22 +141,30 @@ pub enum SiteRole {
     /// The input route's error handler (`ip_error`): no usable route for a
     /// received packet, or forwarding is off.
     RouteError,
-    /// Forwarding (`ip_forward`): a TTL that ran out, a packet too big.
+    /// Forwarding (`ip_forward`, `ip6_forward`): a TTL that ran out, a
+    /// packet too big, IPv6 forwarding off.
     Forwarding,
+    /// Neighbour resolution giving up on an address (`neigh_invalidate`,
+    /// `ndisc_error_report`): IPv6 frees what waited without a reason.
+    NeighbourFailed,
     #[default]
     Other,
 }
 
 impl SiteRole {
     /// The kernel functions each role stands for.
-    pub const FUNCTIONS: [(SiteRole, &'static [&'static str]); 4] = [
+    pub const FUNCTIONS: [(SiteRole, &'static [&'static str]); 5] = [
         (
             SiteRole::NeighbourSolicit,
             &["__neigh_event_send", "neigh_probe", "neigh_timer_handler"],
         ),
         (SiteRole::DeferredFree, &["skb_defer_free_flush"]),
         (SiteRole::RouteError, &["ip_error"]),
-        (SiteRole::Forwarding, &["ip_forward"]),
+        (SiteRole::Forwarding, &["ip_forward", "ip6_forward"]),
+        (
+            SiteRole::NeighbourFailed,
+            &["neigh_invalidate", "ndisc_error_report"],
+        ),
     ];
 
     fn is_other(&self) -> bool {

@@ -11,7 +11,7 @@ use serde::Serialize;
 use super::{firewall, processes};
 
 /// The address Docker's embedded DNS answers on inside containers.
-pub const EMBEDDED_DNS: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 11);
+pub const EMBEDDED_DNS: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 11));
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct DnsSetup {
@@ -55,7 +55,7 @@ impl DnsSetup {
         };
         let mut embedded: Vec<EmbeddedListener> = processes::listeners_in_namespace_of(pid)
             .into_iter()
-            .filter(|l| l.address.ip() == IpAddr::V4(EMBEDDED_DNS))
+            .filter(|l| l.address.ip() == EMBEDDED_DNS)
             .map(|listener| {
                 let protocol = listener.protocol.as_str();
                 let port = listener.address.port();
@@ -85,7 +85,7 @@ impl DnsSetup {
     }
 
     pub fn uses_embedded_dns(&self) -> bool {
-        self.nameservers.contains(&IpAddr::V4(EMBEDDED_DNS))
+        self.nameservers.contains(&EMBEDDED_DNS)
     }
 
     pub fn embedded_listener(&self, protocol: &str) -> Option<&EmbeddedListener> {

@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 use std::io;
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 use std::time::Duration;
 
 use bollard::container::ListContainersOptions;
@@ -365,12 +365,14 @@ fn container(c: ContainerInspectResponse) -> Option<Container> {
 }
 
 fn container_network(network: String, ep: EndpointSettings) -> ContainerNetwork {
-    let ip = |s: Option<String>| s.and_then(|s| s.parse::<Ipv4Addr>().ok());
+    let ip = |s: Option<String>| s.and_then(|s| s.parse::<IpAddr>().ok());
     ContainerNetwork {
         network,
         ip: ip(ep.ip_address),
         gateway: ip(ep.gateway),
         mac: ep.mac_address.as_deref().and_then(parse_mac),
+        ipv6: ip(ep.global_ipv6_address),
+        ipv6_gateway: ip(ep.ipv6_gateway),
     }
 }
 
@@ -427,7 +429,7 @@ pub(super) fn bridge_name(
     Some(format!("br-{}", id.get(..12).unwrap_or(id)))
 }
 
-fn parse_cidr(s: &str) -> Option<(Ipv4Addr, u8)> {
+fn parse_cidr(s: &str) -> Option<(IpAddr, u8)> {
     let (ip, len) = s.split_once('/')?;
     let len: u8 = len.parse().ok().filter(|&l| l <= 32)?;
     Some((ip.parse().ok()?, len))

@@ -35,7 +35,7 @@ pub struct FactFinder {
     /// Why rules cannot be traced, when they cannot.
     rule_tracing_unavailable: Option<String>,
     /// Per namespace: the netfilter hooks with chains, and when they were read.
-    netfilter_hooks: HashMap<u32, (Instant, Vec<Hook>)>,
+    netfilter_hooks: HashMap<u32, (Instant, enrich::FamilyHooks)>,
     /// Per namespace: its listening sockets, and when they were read.
     listeners: HashMap<u32, (Instant, Vec<Listener>)>,
     /// The Docker host whose view alone is told (`follow --on-host`): the
@@ -48,7 +48,12 @@ pub struct FactFinder {
 #[derive(Clone, Debug, PartialEq)]
 pub enum Wanted {
     /// `net.ipv4.conf.DEVICE.*` in namespace `netns`.
-    Ipv4Settings { netns: u32, device: String },
+    Ipv4Settings {
+        netns: u32,
+        device: String,
+        /// The IPv6 settings (`net.ipv6.conf.DEVICE.*`).
+        ipv6: bool,
+    },
     /// The forwarding databases of namespace `netns` (its bridges' and
     /// VXLAN devices').
     BridgeFdb { netns: u32 },
@@ -118,9 +123,13 @@ impl FactFinder {
         };
         for want in wanted {
             match want {
-                Wanted::Ipv4Settings { netns, device } => {
+                Wanted::Ipv4Settings {
+                    netns,
+                    device,
+                    ipv6,
+                } => {
                     let settings = self.topology.namespace(*netns).and_then(|namespace| {
-                        enrich::ipv4_settings(namespace, device, self.topology.host_netns)
+                        enrich::ipv4_settings(namespace, device, *ipv6, self.topology.host_netns)
                     });
                     facts.ipv4.extend(settings.map(|s| (*netns, s)));
                 }
@@ -141,7 +150,8 @@ impl FactFinder {
                 }
                 Wanted::NetfilterHooks { netns } => {
                     if let Some(hooks) = self.netfilter_hooks_of(*netns).await {
-                        facts.netfilter_hooks.push((*netns, hooks));
+                        facts.netfilter_hooks.push((*netns, hooks.ipv4));
+                        facts.netfilter_hooks_ipv6.push((*netns, hooks.ipv6));
                     }
                 }
                 Wanted::DropRule { drop } => {
@@ -237,7 +247,7 @@ impl FactFinder {
 
     /// The hooks with chains of `netfilter`'s ruleset, read again when
     /// older than HOOKS_FRESH.
-    async fn netfilter_hooks_of(&mut self, netns: u32) -> Option<Vec<Hook>> {
+    async fn netfilter_hooks_of(&mut self, netns: u32) -> Option<enrich::FamilyHooks> {
         if let Some((at, hooks)) = self.netfilter_hooks.get(&netns)
             && at.elapsed() < HOOKS_FRESH
         {
@@ -346,6 +356,9 @@ pub struct Facts {
     /// The IPv4 hooks where a namespace has base chains of its own, for the
     /// namespaces whose ruleset was read.
     pub netfilter_hooks: Vec<(u32, Vec<Hook>)>,
+    /// The same for IPv6 (`ip6` and `inet` tables).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub netfilter_hooks_ipv6: Vec<(u32, Vec<Hook>)>,
     /// For a send the kernel refused (its route lookups alone): what the
     /// send returned and what the route said then.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -380,24 +393,33 @@ impl Facts {
             .rule_tracing_unavailable
             .or(other.rule_tracing_unavailable);
         self.netfilter_hooks.extend(other.netfilter_hooks);
+        self.netfilter_hooks_ipv6.extend(other.netfilter_hooks_ipv6);
         self.refused_send = self.refused_send.or(other.refused_send);
         self.listeners.extend(other.listeners);
         self
     }
 
     /// The hooks where `netns` has chains, when known.
-    pub fn netfilter_hooks_of(&self, netns: u32) -> Option<&[Hook]> {
-        self.netfilter_hooks
+    pub fn netfilter_hooks_of(&self, netns: u32, ipv6: bool) -> Option<&[Hook]> {
+        let hooks = if ipv6 {
+            &self.netfilter_hooks_ipv6
+        } else {
+            &self.netfilter_hooks
+        };
+        hooks
             .iter()
             .find(|(ns, _)| *ns == netns)
             .map(|(_, hooks)| hooks.as_slice())
     }
 
-    /// The settings of `device` in namespace `netns`, when they were read.
-    pub fn ipv4_of(&self, netns: u32, device: &str) -> Option<&Ipv4Settings> {
+    /// The settings of `device` in namespace `netns` for one family, when
+    /// they were read.
+    pub fn ip_settings_of(&self, netns: u32, device: &str, ipv6: bool) -> Option<&Ipv4Settings> {
         self.ipv4
             .iter()
-            .find(|(ns, settings)| *ns == netns && settings.device == device)
+            .find(|(ns, settings)| {
+                *ns == netns && settings.device == device && settings.ipv6 == ipv6
+            })
             .map(|(_, settings)| settings)
     }
 }

@@ -3,7 +3,7 @@
 //! endpoint a VXLAN device sends a MAC address's frames to. Read when a
 //! journey is told, since entries are learned and age out all the time.
 
-use std::{fs::File, net::Ipv4Addr};
+use std::{fs::File, net::IpAddr};
 
 use anyhow::{Context, Result};
 use futures::TryStreamExt;
@@ -38,7 +38,7 @@ pub struct FdbEntry {
     /// A VXLAN device's entry: the remote tunnel endpoint (VTEP) that
     /// frames to `mac` are sent to.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub remote: Option<Ipv4Addr>,
+    pub remote: Option<IpAddr>,
 }
 
 /// The forwarding databases of `namespace`'s bridges and VXLAN devices,
@@ -97,13 +97,20 @@ async fn read(netns: u32) -> Result<Vec<FdbEntry>> {
                     }
                     NeighbourAttribute::Controller(master) => bridge = Some(*master),
                     NeighbourAttribute::Destination(NeighbourAddress::Inet(address)) => {
-                        remote = Some(*address)
+                        remote = Some(IpAddr::V4(*address))
+                    }
+                    NeighbourAttribute::Destination(NeighbourAddress::Inet6(address)) => {
+                        remote = Some(IpAddr::V6(*address))
                     }
                     // In a bridge family message the crate leaves it as bytes.
                     NeighbourAttribute::Destination(NeighbourAddress::Other(bytes)) => {
-                        remote = <[u8; 4]>::try_from(bytes.as_slice())
-                            .ok()
-                            .map(Ipv4Addr::from)
+                        remote = match bytes.len() {
+                            4 => <[u8; 4]>::try_from(bytes.as_slice()).ok().map(IpAddr::from),
+                            16 => <[u8; 16]>::try_from(bytes.as_slice())
+                                .ok()
+                                .map(IpAddr::from),
+                            _ => None,
+                        }
                     }
                     _ => {}
                 }

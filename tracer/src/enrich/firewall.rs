@@ -8,7 +8,7 @@
 //! differ between releases.
 
 use std::collections::HashMap;
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 use std::path::Path;
 use std::process::Command;
 
@@ -29,13 +29,14 @@ pub(super) fn read_in(netns: &Path) -> Result<Ruleset, String> {
     read_with(&["nsenter", &format!("--net={}", netns.display())])
 }
 
-/// The IPv4 hooks (`prerouting`, `input`, ...) at which the namespace at
-/// `netns` (None: the host) has base chains, leaving out tables named
-/// `skip_tables*` (pkttrace's own trace tables).
+/// The hooks (`prerouting`, `input`, ...) at which the namespace at `netns`
+/// (None: the host) has base chains, for IPv4 (`ip` and `inet` tables) and
+/// for IPv6 (`ip6` and `inet`), leaving out tables named `skip_tables*`
+/// (pkttrace's own trace tables).
 pub(super) fn hooks_with_chains(
     netns: Option<&Path>,
     skip_tables: &str,
-) -> Result<Vec<String>, String> {
+) -> Result<(Vec<String>, Vec<String>), String> {
     let prefix_arg = netns.map(|p| format!("--net={}", p.display()));
     let prefix: Vec<&str> = match &prefix_arg {
         Some(arg) => vec!["nsenter", arg.as_str()],
@@ -44,16 +45,23 @@ pub(super) fn hooks_with_chains(
     let json = nft(&prefix, &["-j", "list", "chains"])?;
     let listing: Listing =
         serde_json::from_str(&json).map_err(|e| format!("cannot read nft's chain listing: {e}"))?;
-    let mut hooks: Vec<String> = listing
+    let chains: Vec<_> = listing
         .nftables
         .into_iter()
         .filter_map(|item| item.chain)
-        .filter(|c| matches!(c.family.as_str(), "ip" | "inet") && !c.table.starts_with(skip_tables))
-        .filter_map(|c| c.hook)
+        .filter(|c| !c.table.starts_with(skip_tables))
         .collect();
-    hooks.sort();
-    hooks.dedup();
-    Ok(hooks)
+    let of_family = |families: [&str; 2]| {
+        let mut hooks: Vec<String> = chains
+            .iter()
+            .filter(|c| families.contains(&c.family.as_str()))
+            .filter_map(|c| c.hook.clone())
+            .collect();
+        hooks.sort();
+        hooks.dedup();
+        hooks
+    };
+    Ok((of_family(["ip", "inet"]), of_family(["ip6", "inet"])))
 }
 
 fn read_with(prefix: &[&str]) -> Result<Ruleset, String> {
@@ -344,7 +352,7 @@ impl Ruleset {
     pub fn rules_touching(
         &self,
         interface: &str,
-        subnets: &[(Ipv4Addr, u8)],
+        subnets: &[(IpAddr, u8)],
     ) -> Vec<(&Chain, &Rule)> {
         self.chains
             .iter()
@@ -417,7 +425,7 @@ impl Rule {
         })
     }
 
-    fn names_address_in(&self, subnets: &[(Ipv4Addr, u8)]) -> bool {
+    fn names_address_in(&self, subnets: &[(IpAddr, u8)]) -> bool {
         self.matches
             .iter()
             .filter(|m| matches!(m.field.as_str(), "ip saddr" | "ip daddr"))
@@ -430,14 +438,11 @@ impl Rule {
     }
 }
 
-fn parse_prefix(value: &str) -> Option<(Ipv4Addr, u8)> {
+fn parse_prefix(value: &str) -> Option<(IpAddr, u8)> {
     match value.split_once('/') {
         Some((addr, len)) => Some((addr.parse().ok()?, len.parse().ok().filter(|l| *l <= 32)?)),
         None => Some((value.parse().ok()?, 32)),
     }
 }
 
-pub(super) fn in_subnet(addr: Ipv4Addr, (net, len): (Ipv4Addr, u8)) -> bool {
-    let mask = u32::MAX.checked_shl(32 - u32::from(len)).unwrap_or(0);
-    u32::from(addr) & mask == u32::from(net) & mask
-}
+pub(super) use crate::addr::in_subnet;

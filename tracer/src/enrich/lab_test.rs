@@ -4,7 +4,7 @@
 //! `cargo test -p tracer -- --ignored enrich`.
 //! Everything it creates is removed by guards, also when it fails.
 
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::process::Command;
 use std::time::Instant;
 
@@ -71,9 +71,12 @@ fn unused_ifindex() -> u32 {
     used.max().unwrap_or(1) + 1000
 }
 
-fn subnet_of(ip: Ipv4Addr, len: u8) -> (Ipv4Addr, u8) {
+fn subnet_of(ip: IpAddr, len: u8) -> (IpAddr, u8) {
+    let IpAddr::V4(ip) = ip else {
+        panic!("an IPv4 subnet")
+    };
     let mask = u32::MAX.checked_shl(32 - u32::from(len)).unwrap_or(0);
-    (Ipv4Addr::from(u32::from(ip) & mask), len)
+    (Ipv4Addr::from(u32::from(ip) & mask).into(), len)
 }
 
 #[tokio::test]
@@ -197,14 +200,19 @@ async fn discovers_real_netns_veth_and_container() {
         (topo.host_netns, outer.ifindex)
     );
     assert!(inner.up && outer.up && inner.lower_up);
-    assert_eq!(inner.addresses, vec![(NS_ADDR, 30)]);
+    let inner_v4: Vec<_> = inner
+        .addresses
+        .iter()
+        .filter(|(a, _)| a.is_ipv4())
+        .collect();
+    assert_eq!(inner_v4, vec![&(NS_ADDR.into(), 30)]);
     assert!(ns.routes.iter().any(|r| r.table == 254
-        && r.destination == Some((Ipv4Addr::new(100, 64, 77, 0), 30))
+        && r.destination == Some((IpAddr::from([100, 64, 77, 0]), 30))
         && r.device == Some(inner.ifindex)
-        && r.source == Some(NS_ADDR)));
+        && r.source == Some(NS_ADDR.into())));
     assert!(ns.routes.iter().any(|r| r.table == 255
         && r.kind == RouteKind::Local
-        && r.destination == Some((NS_ADDR, 32))));
+        && r.destination == Some((NS_ADDR.into(), 32))));
 
     // Docker: the container, its veth into docker0, and the network.
     assert_eq!(topo.docker_error, None);

@@ -25,7 +25,7 @@ mod watch;
 mod wiring;
 
 use serde::{Deserialize, Serialize};
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 
 use crate::decode::{Hook, Mac};
 
@@ -33,7 +33,7 @@ pub use fdb::{FdbEntry, fdb_of};
 pub use path_mtu::path_mtu;
 pub use processes::listeners_in;
 pub use published::{Published, published_target};
-pub use sysctl::{Ipv4Settings, ipv4_settings};
+pub use sysctl::{Ipv4Settings, ipv4_settings, sysctl_name};
 pub use watch::changes;
 pub use wiring::{
     Chain, ChainHook, ContainerInside, Listener, NamespaceIds, PortBinding, Rule, RuleMatch,
@@ -132,7 +132,7 @@ pub struct Interface {
     /// IFLA_MTU: the largest packet the link takes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mtu: Option<u32>,
-    pub addresses: Vec<(Ipv4Addr, u8)>,
+    pub addresses: Vec<(IpAddr, u8)>,
     /// Administratively up (IFF_UP).
     pub up: bool,
     /// Has carrier (IFF_LOWER_UP): a veth whose peer is down is up but not
@@ -263,11 +263,14 @@ pub struct Route {
     pub table: u32,
     pub kind: RouteKind,
     /// None is the default route.
-    pub destination: Option<(Ipv4Addr, u8)>,
-    pub gateway: Option<Ipv4Addr>,
+    pub destination: Option<(IpAddr, u8)>,
+    pub gateway: Option<IpAddr>,
     pub device: Option<u32>,
     /// Preferred source address (RTA_PREFSRC).
-    pub source: Option<Ipv4Addr>,
+    pub source: Option<IpAddr>,
+    /// An IPv6 route (a default route names no address to tell by).
+    #[serde(default)]
+    pub ipv6: bool,
 }
 
 /// Route type: the local table is mostly `Local` and `Broadcast`, and
@@ -294,7 +297,7 @@ pub struct Container {
     pub sandbox_key: String,
     pub networks: Vec<ContainerNetwork>,
     /// `--dns` servers given to the container (empty: Docker's default).
-    pub dns: Vec<Ipv4Addr>,
+    pub dns: Vec<IpAddr>,
     /// `--network`: its own namespace on Docker networks, or none, or
     /// another's.
     #[serde(default)]
@@ -389,9 +392,14 @@ pub enum ContainerStatus {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ContainerNetwork {
     pub network: String,
-    pub ip: Option<Ipv4Addr>,
-    pub gateway: Option<Ipv4Addr>,
+    pub ip: Option<IpAddr>,
+    pub gateway: Option<IpAddr>,
     pub mac: Option<[u8; 6]>,
+    /// Its IPv6 address and gateway on a network made with `--ipv6`.
+    #[serde(default)]
+    pub ipv6: Option<IpAddr>,
+    #[serde(default)]
+    pub ipv6_gateway: Option<IpAddr>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -403,7 +411,7 @@ pub struct DockerNetwork {
     /// network, else option `com.docker.network.bridge.name` or "br-" +
     /// the first 12 characters of the id.
     pub bridge: Option<String>,
-    pub subnets: Vec<(Ipv4Addr, u8)>,
+    pub subnets: Vec<(IpAddr, u8)>,
     /// The engine that made it (its `name`).
     #[serde(default)]
     pub engine: String,
@@ -417,22 +425,36 @@ fn masquerades_by_default() -> bool {
     true
 }
 
-/// The IPv4 netfilter hooks where `namespace` has base chains of its own
-/// (tables named `skip_tables*` left out): at the others netfilter does
-/// nothing there.
+/// The netfilter hooks where `namespace` has base chains of its own, for
+/// IPv4 and for IPv6 (tables named `skip_tables*` left out): at the others
+/// netfilter does nothing there.
 pub fn netfilter_hooks_of(
     namespace: &Namespace,
     host_netns: u32,
     skip_tables: &str,
-) -> Result<Vec<Hook>, String> {
+) -> Result<FamilyHooks, String> {
     let path = (namespace.inode != host_netns)
         .then_some(namespace.nsfs_path.as_deref())
         .map(|p| p.ok_or_else(|| format!("cannot enter netns:[{}]", namespace.inode)))
         .transpose()?;
-    Ok(firewall::hooks_with_chains(path, skip_tables)?
-        .iter()
-        .filter_map(|name| Hook::from_nft_name(name))
-        .collect())
+    let (ipv4, ipv6) = firewall::hooks_with_chains(path, skip_tables)?;
+    let hooks = |names: Vec<String>| {
+        names
+            .iter()
+            .filter_map(|name| Hook::from_nft_name(name))
+            .collect()
+    };
+    Ok(FamilyHooks {
+        ipv4: hooks(ipv4),
+        ipv6: hooks(ipv6),
+    })
+}
+
+/// A namespace's netfilter hooks with chains, per family.
+#[derive(Clone, Debug, Default)]
+pub struct FamilyHooks {
+    pub ipv4: Vec<Hook>,
+    pub ipv6: Vec<Hook>,
 }
 
 /// The netfilter ruleset of `namespace`: the host's, or read inside it.

@@ -2,7 +2,7 @@
 //! socket that was opened inside it.
 
 use std::collections::HashMap;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::IpAddr;
 use std::os::fd::RawFd;
 
 use futures::{StreamExt, TryStreamExt};
@@ -12,7 +12,9 @@ use netlink_packet_route::link::{
     InfoData, InfoKind, InfoVxlan, LinkAttribute, LinkExtentMask, LinkFlag, LinkInfo, LinkMessage,
 };
 use netlink_packet_route::nsid::{NsidAttribute, NsidMessage};
-use netlink_packet_route::route::{RouteAddress, RouteAttribute, RouteMessage, RouteType};
+use netlink_packet_route::route::{
+    RouteAddress, RouteAttribute, RouteFlag, RouteMessage, RouteType,
+};
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 use rtnetlink::{Handle, IpVersion};
 
@@ -50,17 +52,20 @@ pub(super) async fn dump(handle: Handle, me: u32, all: &[(u32, RawFd)]) -> anyho
         .map_ok(link_dump)
         .try_collect()
         .await?;
-    let mut addr_req = handle.address().get();
-    addr_req.message_mut().header.family = AddressFamily::Inet;
-    let addrs: Vec<AddressMessage> = addr_req.execute().try_collect().await?;
+    // Both families' addresses in one dump.
+    let addrs: Vec<AddressMessage> = handle.address().get().execute().try_collect().await?;
     // Table "unspec" in a dump means every table.
-    let routes: Vec<Route> = handle
-        .route()
-        .get(IpVersion::V4)
-        .execute()
-        .try_filter_map(|m| async { Ok(route(m)) })
-        .try_collect()
-        .await?;
+    let mut routes: Vec<Route> = Vec::new();
+    for version in [IpVersion::V4, IpVersion::V6] {
+        let family: Vec<Route> = handle
+            .route()
+            .get(version)
+            .execute()
+            .try_filter_map(|m| async { Ok(route(m)) })
+            .try_collect()
+            .await?;
+        routes.extend(family);
+    }
 
     links.sort_by_key(|l| l.iface.ifindex);
     for msg in addrs {
@@ -196,16 +201,17 @@ fn vxlan_of(infos: &[InfoVxlan]) -> Vxlan {
     vxlan
 }
 
-fn address(msg: &AddressMessage) -> Option<(Ipv4Addr, u8)> {
+fn address(msg: &AddressMessage) -> Option<(IpAddr, u8)> {
     // IFA_LOCAL is the interface's own address; IFA_ADDRESS is the peer's
-    // on point-to-point links, so it only counts when there is no LOCAL.
+    // on point-to-point links, so it only counts when there is no LOCAL
+    // (IPv6 addresses have only IFA_ADDRESS).
     let local = msg.attributes.iter().find_map(|a| match a {
-        AddressAttribute::Local(IpAddr::V4(ip)) => Some(*ip),
+        AddressAttribute::Local(ip) => Some(*ip),
         _ => None,
     });
     let ip = local.or_else(|| {
         msg.attributes.iter().find_map(|a| match a {
-            AddressAttribute::Address(IpAddr::V4(ip)) => Some(*ip),
+            AddressAttribute::Address(ip) => Some(*ip),
             _ => None,
         })
     })?;
@@ -213,7 +219,14 @@ fn address(msg: &AddressMessage) -> Option<(Ipv4Addr, u8)> {
 }
 
 fn route(msg: RouteMessage) -> Option<Route> {
-    if msg.header.address_family != AddressFamily::Inet {
+    if !matches!(
+        msg.header.address_family,
+        AddressFamily::Inet | AddressFamily::Inet6
+    ) {
+        return None;
+    }
+    // IPv6 dumps cached exceptions too (a learned path MTU): no route of the table.
+    if msg.header.flags.contains(&RouteFlag::Cloned) {
         return None;
     }
     let kind = match msg.header.kind {
@@ -226,8 +239,9 @@ fn route(msg: RouteMessage) -> Option<Route> {
         RouteType::Prohibit => RouteKind::Prohibit,
         _ => RouteKind::Other,
     };
-    let v4 = |a: &RouteAddress| match a {
-        RouteAddress::Inet(ip) => Some(*ip),
+    let ip = |a: &RouteAddress| match a {
+        RouteAddress::Inet(ip) => Some(IpAddr::V4(*ip)),
+        RouteAddress::Inet6(ip) => Some(IpAddr::V6(*ip)),
         _ => None,
     };
     // RTA_TABLE holds ids above 255 that the header's u8 cannot.
@@ -238,17 +252,18 @@ fn route(msg: RouteMessage) -> Option<Route> {
         gateway: None,
         device: None,
         source: None,
+        ipv6: msg.header.address_family == AddressFamily::Inet6,
     };
     let prefix = msg.header.destination_prefix_length;
     for attr in &msg.attributes {
         match attr {
             RouteAttribute::Table(t) => route.table = *t,
             RouteAttribute::Destination(a) if prefix > 0 => {
-                route.destination = v4(a).map(|ip| (ip, prefix))
+                route.destination = ip(a).map(|ip| (ip, prefix))
             }
-            RouteAttribute::Gateway(a) => route.gateway = v4(a),
+            RouteAttribute::Gateway(a) => route.gateway = ip(a),
             RouteAttribute::Oif(dev) => route.device = Some(*dev),
-            RouteAttribute::PrefSource(a) => route.source = v4(a),
+            RouteAttribute::PrefSource(a) => route.source = ip(a),
             _ => {}
         }
     }

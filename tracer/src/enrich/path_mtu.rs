@@ -2,7 +2,7 @@
 //! shows as `cache ... mtu N` after an ICMP fragmentation needed. Read with
 //! one RTM_GETROUTE over a netlink socket opened inside the namespace.
 
-use std::{fs, net::Ipv4Addr};
+use std::{fs, net::IpAddr};
 
 use netlink_packet_core::{NLM_F_REQUEST, NetlinkHeader, NetlinkMessage, NetlinkPayload};
 use netlink_packet_route::{
@@ -17,7 +17,7 @@ use super::Namespace;
 
 /// The learned path MTU to `destination` in `namespace`; None when the
 /// route carries none (nothing learned, or it expired) or it cannot be read.
-pub fn path_mtu(namespace: &Namespace, destination: Ipv4Addr, host_netns: u32) -> Option<u32> {
+pub fn path_mtu(namespace: &Namespace, destination: IpAddr, host_netns: u32) -> Option<u32> {
     if namespace.inode == host_netns {
         return ask(destination);
     }
@@ -34,16 +34,18 @@ pub fn path_mtu(namespace: &Namespace, destination: Ipv4Addr, host_netns: u32) -
 }
 
 /// RTM_GETROUTE for `destination` on a socket of this thread's namespace.
-fn ask(destination: Ipv4Addr) -> Option<u32> {
+fn ask(destination: IpAddr) -> Option<u32> {
     let mut socket = Socket::new(NETLINK_ROUTE).ok()?;
     socket.bind_auto().ok()?;
     socket.connect(&SocketAddr::new(0, 0)).ok()?;
     let mut route = RouteMessage::default();
-    route.header.address_family = AddressFamily::Inet;
-    route.header.destination_prefix_length = 32;
-    route
-        .attributes
-        .push(RouteAttribute::Destination(RouteAddress::Inet(destination)));
+    let (family, length, address) = match destination {
+        IpAddr::V4(v4) => (AddressFamily::Inet, 32, RouteAddress::Inet(v4)),
+        IpAddr::V6(v6) => (AddressFamily::Inet6, 128, RouteAddress::Inet6(v6)),
+    };
+    route.header.address_family = family;
+    route.header.destination_prefix_length = length;
+    route.attributes.push(RouteAttribute::Destination(address));
     let mut header = NetlinkHeader::default();
     header.flags = NLM_F_REQUEST;
     let mut request = NetlinkMessage::new(

@@ -1,6 +1,6 @@
 //! Ports Docker published: which container a host address and port lead to.
 
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
 
@@ -10,7 +10,7 @@ use super::{PortBinding, Topology};
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Published {
     pub container: String,
-    pub address: Ipv4Addr,
+    pub address: IpAddr,
     pub port: u16,
     /// The namespace its engine runs in, where the port is published (0:
     /// the host's, as recordings made before several engines have it).
@@ -23,14 +23,14 @@ pub struct Published {
 /// machine's, or the namespace another engine runs in. Loopback is the
 /// machine's own engine's first.
 pub fn published_target(
-    destination: Ipv4Addr,
+    destination: IpAddr,
     port: Option<u16>,
     protocol: &str,
     bindings: &[PortBinding],
     topology: &Topology,
 ) -> Option<Published> {
     let port = port?;
-    let addresses_of = |netns: u32| -> Vec<Ipv4Addr> {
+    let addresses_of = |netns: u32| -> Vec<IpAddr> {
         topology
             .namespace(netns)
             .map(|host| {
@@ -96,7 +96,7 @@ mod tests {
                 kind: crate::enrich::LinkKind::Veth,
                 mtu: None,
                 mac: None,
-                addresses: vec![(Ipv4Addr::new(198, 51, 100, 254), 24)],
+                addresses: vec![(IpAddr::from([198, 51, 100, 254]), 24)],
                 up: true,
                 lower_up: true,
                 master: None,
@@ -116,9 +116,11 @@ mod tests {
             sandbox_key: String::new(),
             networks: vec![ContainerNetwork {
                 network: "bridge".into(),
-                ip: Some(Ipv4Addr::new(172, 17, 0, 2)),
+                ip: Some(IpAddr::from([172, 17, 0, 2])),
                 gateway: None,
                 mac: None,
+                ipv6: None,
+                ipv6_gateway: None,
             }],
             dns: Vec::new(),
             network_mode: Default::default(),
@@ -137,7 +139,7 @@ mod tests {
         }];
         let expected = Published {
             container: "server-1".into(),
-            address: Ipv4Addr::new(172, 17, 0, 2),
+            address: IpAddr::from([172, 17, 0, 2]),
             port: 80,
             host_netns: 1,
         };

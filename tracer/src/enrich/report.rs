@@ -5,7 +5,7 @@
 //! the [`Wiring`] it is given.
 
 use std::collections::HashSet;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::IpAddr;
 
 use serde::Serialize;
 
@@ -247,6 +247,10 @@ pub struct ContainerNetworkView {
     pub bridge: Option<String>,
     pub ip: Option<String>,
     pub gateway: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ipv6: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ipv6_gateway: Option<String>,
 }
 
 impl Report {
@@ -341,7 +345,7 @@ impl Report {
 /// device there when that is on this machine.
 fn tunnels(wiring: &Wiring) -> Vec<TunnelView> {
     let topology = &wiring.topology;
-    let underlay_has = |netns: Option<u32>, address: Ipv4Addr| {
+    let underlay_has = |netns: Option<u32>, address: IpAddr| {
         netns
             .and_then(|netns| topology.namespace(netns))
             .is_some_and(|ns| {
@@ -527,7 +531,7 @@ fn bridge_view(
         .then(|| topology.bridge_network(&bridge.name))
         .flatten()
         .map(|n| n.name.clone());
-    let subnets: Vec<(Ipv4Addr, u8)> = bridge.addresses.clone();
+    let subnets: Vec<(IpAddr, u8)> = bridge.addresses.clone();
     let rules = match ruleset {
         Some(ruleset) if in_host => ruleset
             .rules_touching(&bridge.name, &subnets)
@@ -730,6 +734,8 @@ fn container_view(
                 bridge,
                 ip: n.ip.map(|ip| ip.to_string()),
                 gateway: n.gateway.map(|g| g.to_string()),
+                ipv6: n.ipv6.map(|ip| ip.to_string()),
+                ipv6_gateway: n.ipv6_gateway.map(|g| g.to_string()),
             }
         })
         .collect();
@@ -763,7 +769,7 @@ fn engine_view(topology: &Topology, engine: &super::Engine) -> EngineView {
     }
 }
 
-fn cidr((addr, len): (Ipv4Addr, u8)) -> String {
+fn cidr((addr, len): (IpAddr, u8)) -> String {
     format!("{addr}/{len}")
 }
 

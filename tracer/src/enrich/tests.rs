@@ -1,7 +1,7 @@
 //! Pure logic on constructed values: no privileges, no network.
 
 use std::collections::HashMap;
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 
 use super::docker::{bridge_name, discover_at};
 use super::netlink::{LinkDump, NsDump};
@@ -259,7 +259,7 @@ fn sample() -> Topology {
             id: "f00d".to_string(),
             driver: "bridge".to_string(),
             bridge: Some("docker0".to_string()),
-            subnets: vec![(Ipv4Addr::new(172, 17, 0, 0), 16)],
+            subnets: vec![(IpAddr::from([172, 17, 0, 0]), 16)],
             masquerade: true,
             engine: String::new(),
         }],
@@ -420,7 +420,7 @@ fn ruleset_rules_keep_nfts_wording_and_structure() {
 #[test]
 fn rules_touching_a_bridge_are_found_by_name_and_subnet() {
     let ruleset = recorded_ruleset();
-    let docker0 = ruleset.rules_touching("docker0", &[(Ipv4Addr::new(172, 17, 0, 1), 16)]);
+    let docker0 = ruleset.rules_touching("docker0", &[(IpAddr::from([172, 17, 0, 1]), 16)]);
     let texts: Vec<&str> = docker0.iter().map(|(_, r)| r.text.as_str()).collect();
     assert_eq!(texts.len(), 11, "{texts:#?}");
     assert!(
@@ -429,7 +429,7 @@ fn rules_touching_a_bridge_are_found_by_name_and_subnet() {
     );
     // Names no interface, only the container's address (the hairpin NAT).
     assert!(texts.contains(&"ip saddr 172.17.0.2 ip daddr 172.17.0.2 tcp dport 80 masquerade"));
-    let other = ruleset.rules_touching("pt-explore-br", &[(Ipv4Addr::new(192, 168, 80, 1), 20)]);
+    let other = ruleset.rules_touching("pt-explore-br", &[(IpAddr::from([192, 168, 80, 1]), 20)]);
     assert_eq!(other.len(), 8);
     assert!(ruleset.rules_touching("br-0123456789ab", &[]).is_empty());
 }

@@ -324,12 +324,14 @@ fn why_apart(
                 Details::Forward {
                     from_device,
                     ip_forward: i,
+                    ipv6,
                     ..
                 },
                 Details::Forward { ip_forward: j, .. },
             ) if i != j => {
                 format!(
-                    "net.ipv4.conf.{from_device}.forwarding was {} in A and {} in B",
+                    "{} was {} in A and {} in B",
+                    crate::enrich::sysctl_name(*ipv6, from_device, "forwarding"),
                     setting(*i),
                     setting(*j)
                 )

@@ -218,8 +218,8 @@ pub fn explain_dns(exchange: &DnsExchange, context: &DnsContext) -> DnsStory {
         }),
         transport,
         asked_by,
-        asked: format!("{server}:{server_port}"),
-        served_at: format!("{}:{}", query.delivered.dst, query.delivered.dport),
+        asked: std::net::SocketAddr::new(server, server_port).to_string(),
+        served_at: std::net::SocketAddr::new(query.delivered.dst, query.delivered.dport).to_string(),
         resolv_conf: context
             .setup
             .nameservers
@@ -274,8 +274,8 @@ fn forwarded(leg: &ForwardedLeg, context: &DnsContext) -> Forwarded {
         .map(|a| context.tell(a, Direction::Reply));
     Forwarded {
         namespace: first.map_or_else(String::new, |e| context.topology.owner_label(e.netns)),
-        source: format!("{}:{}", sent.src, sent.sport),
-        server: format!("{}:{}", sent.dst, sent.dport),
+        source: std::net::SocketAddr::new(sent.src, sent.sport).to_string(),
+        server: std::net::SocketAddr::new(sent.dst, sent.dport).to_string(),
         device: leg
             .query
             .journey

@@ -2,7 +2,7 @@
 //! kernel's own (typed) drop reason, where it happened and the route the
 //! namespace found, told with the facts read where it happened.
 
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 
 use crate::{
     decode::{CodeSite, DropReason, Hook, RouteResult, SiteRole},
@@ -25,15 +25,15 @@ pub struct DropContext {
     pub rule: Option<RuleVerdict>,
     /// The settings of the device the packet came in on, in that namespace.
     pub input: Option<Ipv4Settings>,
-    pub source: Ipv4Addr,
+    pub source: IpAddr,
     pub rule_tracing_unavailable: Option<String>,
     /// Where the namespace was sending it (gateway, or the destination on-link).
-    pub next_hop: Option<Ipv4Addr>,
+    pub next_hop: Option<IpAddr>,
     /// Who-has sent while the packet waited for its next hop's MAC address.
     pub arp_attempts: u32,
     /// The namespace's last routing decision for it, there.
     pub route: Option<RouteChoice>,
-    pub destination: Ipv4Addr,
+    pub destination: IpAddr,
     /// Its TTL as it arrived.
     pub ttl: u8,
     /// Its length, and the MTU of the device its route sends it through.
@@ -58,11 +58,15 @@ pub fn for_drop(drop: &DropContext) -> String {
 fn cause_and_checks(drop: &DropContext) -> String {
     let reason = &drop.reason;
     let at_route_error = drop.location.role == SiteRole::RouteError;
-    let forwarding_is_off = drop.input.as_ref().and_then(|i| i.forwarding) == Some(false);
+    let forwarding_is_off = drop.input.as_ref().and_then(|i| i.forwards()) == Some(false);
+    // IPv6 has no ip_error: ip6_forward itself drops when forwarding is off.
+    let refused_onward = at_route_error
+        || (drop.location.role == SiteRole::Forwarding
+            && drop.input.as_ref().is_some_and(|i| i.ipv6));
     let failed_route = drop.route.as_ref().filter(|route| !route.result.found());
     match reason {
         DropReason::IpInAddrErrors | DropReason::IpInNoRoutes
-            if at_route_error && forwarding_is_off =>
+            if refused_onward && forwarding_is_off =>
         {
             forwarding_off(drop.input.as_ref().expect("checked above"))
         }
@@ -76,12 +80,16 @@ fn cause_and_checks(drop: &DropContext) -> String {
              Check: ip route get <destination>; sysctl net.ipv4.conf.all.forwarding"
                 .into()
         }
-        DropReason::IpInHdr if drop.location.role == SiteRole::Forwarding => format!(
-            "its time to live ran out: it arrived with TTL {}, and a router does not pass on a packet whose TTL would reach 0; \
-             it answers with an ICMP time exceeded instead. A routing loop, or a sender that set a small TTL (traceroute). \
-             Check: ip route get {}",
-            drop.ttl, drop.destination
-        ),
+        DropReason::IpInHdr if drop.location.role == SiteRole::Forwarding => {
+            let (life, ttl) = crate::addr::lifetime_words(drop.destination);
+            let icmp = if drop.destination.is_ipv6() { "ICMPv6" } else { "ICMP" };
+            format!(
+                "its {life} ran out: it arrived with {ttl} {}, and a router does not pass on a packet whose {ttl} would reach 0; \
+                 it answers with an {icmp} time exceeded instead. A routing loop, or a sender that set a small {ttl} (traceroute). \
+                 Check: ip route get {}",
+                drop.ttl, drop.destination
+            )
+        }
         DropReason::PktTooBig => {
             let mtu = drop
                 .out_mtu
@@ -93,28 +101,41 @@ fn cause_and_checks(drop: &DropContext) -> String {
                 .and_then(|route| route.out_device.as_deref())
                 .map(|device| format!(" {device}"))
                 .unwrap_or_default();
-            format!(
-                "it is {} bytes with don't fragment set, larger than the next link{device}{mtu}: the kernel may not split it, \
-                 so it drops it and answers with an ICMP fragmentation needed that tells the sender the MTU (path MTU discovery). \
-                 Check: ip link show{device}",
-                drop.length
-            )
+            if drop.destination.is_ipv6() {
+                format!(
+                    "it is {} bytes, larger than the next link{device}{mtu}: an IPv6 router never splits a packet, \
+                     so it drops it and answers with an ICMPv6 packet too big that tells the sender the MTU (path MTU discovery). \
+                     Check: ip link show{device}",
+                    drop.length
+                )
+            } else {
+                format!(
+                    "it is {} bytes with don't fragment set, larger than the next link{device}{mtu}: the kernel may not split it, \
+                     so it drops it and answers with an ICMP fragmentation needed that tells the sender the MTU (path MTU discovery). \
+                     Check: ip link show{device}",
+                    drop.length
+                )
+            }
         }
         DropReason::IpRpFilter => reverse_path_filter(drop),
         DropReason::NetfilterDrop => netfilter(drop),
-        DropReason::NeighFailed => {
+        reason if reason.is_neighbour_failure_at(&drop.location) && !matches!(
+            reason,
+            DropReason::NeighQueueFull | DropReason::NeighDead | DropReason::NeighCreateFail
+        ) => {
             let asked = match drop.arp_attempts {
                 0 => String::new(),
                 1 => ", asked once".into(),
                 n => format!(", asked {n} times"),
             };
+            let (resolution, _) = crate::addr::neighbour_words(drop.destination);
             match drop.next_hop {
                 Some(hop) => format!(
-                    "the next hop {hop} never answered ARP{asked}: the kernel gave up on its MAC address and dropped what waited for it. \
+                    "the next hop {hop} never answered {resolution}{asked}: the kernel gave up on its MAC address and dropped what waited for it. \
                      Check: ip neigh show {hop} (FAILED); is {hop} up and on this link?"
                 ),
                 None => format!(
-                    "the next hop never answered ARP{asked}. Check: ip neigh show; is the gateway up?"
+                    "the next hop never answered {resolution}{asked}. Check: ip neigh show; is the gateway up?"
                 ),
             }
         }
@@ -134,7 +155,7 @@ fn cause_and_checks(drop: &DropContext) -> String {
 
 /// A route of type unreachable, blackhole or prohibit, or none at all,
 /// refused a packet the namespace was to route onward.
-fn route_refused(route: &RouteChoice, destination: Ipv4Addr) -> String {
+fn route_refused(route: &RouteChoice, destination: IpAddr) -> String {
     let table = table_name(route.table);
     match route.result {
         RouteResult::Unreachable => format!(
@@ -158,18 +179,34 @@ fn route_refused(route: &RouteChoice, destination: Ipv4Addr) -> String {
 
 fn forwarding_off(input: &Ipv4Settings) -> String {
     let device = &input.device;
+    if input.ipv6 {
+        let setting = input.forwarding_setting();
+        return format!(
+            "IPv6 forwarding is off: {setting} = 0 (the only IPv6 forwarding setting the kernel checks), so the packet that came in on {device} is not routed onward. \
+             Check: sysctl {setting}; enable: sysctl -w {setting}=1"
+        );
+    }
+    let (setting, all_setting) = (
+        input.name(device, "forwarding"),
+        input.name("all", "forwarding"),
+    );
     // Writing `all` sets every device, but only when its value changes: with
     // it already 1, writing 1 again leaves the device off.
     let (all, every_device) = match input.all_forwarding {
         Some(true) => (
-            " (net.ipv4.conf.all.forwarding is 1, but the kernel checks the device the packet came in on)",
-            "",
+            format!(
+                " ({all_setting} is 1, but the kernel checks the device the packet came in on)"
+            ),
+            String::new(),
         ),
-        _ => ("", " (or net.ipv4.conf.all.forwarding=1 for every device)"),
+        _ => (
+            String::new(),
+            format!(" (or {all_setting}=1 for every device)"),
+        ),
     };
     format!(
-        "forwarding is off on {device}, where it came in: net.ipv4.conf.{device}.forwarding = 0{all}, so the kernel will not route it onward. \
-         Check: sysctl net.ipv4.conf.{device}.forwarding; enable: sysctl -w net.ipv4.conf.{device}.forwarding=1{every_device}"
+        "forwarding is off on {device}, where it came in: {setting} = 0{all}, so the kernel will not route it onward. \
+         Check: sysctl {setting}; enable: sysctl -w {setting}=1{every_device}"
     )
 }
 
@@ -286,7 +323,23 @@ mod tests {
             all_forwarding: Some(all_forwarding),
             rp_filter: Some(0),
             all_rp_filter: Some(0),
+            ipv6: false,
         }
+    }
+
+    #[test]
+    fn ipv6_forwarding_off_names_only_the_setting_the_kernel_checks() {
+        let words = forwarding_off(&Ipv4Settings {
+            ipv6: true,
+            all_forwarding: Some(false),
+            forwarding: Some(true),
+            ..docker0(false)
+        });
+        assert!(
+            words.contains("sysctl -w net.ipv6.conf.all.forwarding=1"),
+            "{words}"
+        );
+        assert!(!words.contains("docker0.forwarding"), "{words}");
     }
 
     #[test]

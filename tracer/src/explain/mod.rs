@@ -14,7 +14,7 @@ pub use verdict::Verdict;
 pub use wanted::facts_wanted;
 pub mod outcome;
 
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 
 use serde::Serialize;
 
@@ -48,8 +48,8 @@ pub enum Direction {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct Tuple {
     pub protocol: &'static str,
-    pub src: Ipv4Addr,
-    pub dst: Ipv4Addr,
+    pub src: IpAddr,
+    pub dst: IpAddr,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sport: Option<u16>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -62,7 +62,8 @@ pub struct Tuple {
 impl Tuple {
     pub fn of(packet: &Packet) -> Self {
         let (protocol, sport, dport, icmp_id) = match packet.transport {
-            Transport::Icmp { id, .. } => ("icmp", None, None, Some(id)),
+            Transport::Icmp { id, v6: false, .. } => ("icmp", None, None, Some(id)),
+            Transport::Icmp { id, v6: true, .. } => ("icmpv6", None, None, Some(id)),
             Transport::Tcp { sport, dport, .. } => ("tcp", Some(sport), Some(dport), None),
             Transport::Udp { sport, dport } => ("udp", Some(sport), Some(dport), None),
             Transport::Arp { .. } => ("arp", None, None, None),
@@ -84,12 +85,17 @@ impl std::fmt::Display for Tuple {
         // A packet never made has no source chosen yet.
         if self.src.is_unspecified() {
             return match self.dport {
-                Some(d) => write!(f, "to {}:{d}", self.dst),
+                Some(d) => write!(f, "to {}", std::net::SocketAddr::new(self.dst, d)),
                 None => write!(f, "to {}", self.dst),
             };
         }
         match (self.sport, self.dport) {
-            (Some(s), Some(d)) => write!(f, "{}:{s} → {}:{d}", self.src, self.dst),
+            (Some(s), Some(d)) => write!(
+                f,
+                "{} → {}",
+                std::net::SocketAddr::new(self.src, s),
+                std::net::SocketAddr::new(self.dst, d)
+            ),
             _ => write!(f, "{} → {}", self.src, self.dst),
         }
     }
@@ -129,6 +135,9 @@ pub enum Details {
         /// `net.ipv4.conf.<from_device>.forwarding` in that namespace: the
         /// setting the kernel checked.
         ip_forward: Option<bool>,
+        /// The packet is IPv6: the setting is `net.ipv6.conf.…`.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        ipv6: bool,
     },
     Netfilter {
         hook: Hook,
@@ -155,7 +164,7 @@ pub enum Details {
         #[serde(skip_serializing_if = "Option::is_none")]
         outer: Option<Tunnel>,
         #[serde(skip_serializing_if = "Option::is_none")]
-        endpoint: Option<Ipv4Addr>,
+        endpoint: Option<IpAddr>,
     },
     /// A VXLAN device took the frame out of the datagram `outer`.
     Decap {
@@ -318,7 +327,7 @@ pub struct RouteChoice {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub out_device: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub gateway: Option<Ipv4Addr>,
+    pub gateway: Option<IpAddr>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, schemars::JsonSchema)]
@@ -366,25 +375,40 @@ pub struct HopCapture {
 #[derive(Clone, Debug, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct ArpWait {
     pub waited_us: u64,
-    /// The neighbour asked for: the route's gateway, or the destination itself.
-    pub next_hop: Ipv4Addr,
+    /// The neighbour asked for: the route's gateway, or the destination
+    /// itself; unknown when no route was looked up there (a retransmission
+    /// leaves with its connection's cached route).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_hop: Option<IpAddr>,
     /// Its MAC address, as the frame that finally left carried it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub mac: Option<Mac>,
     pub device: String,
+    /// The packet is IPv6 (the neighbour is found by neighbour discovery).
+    #[serde(skip)]
+    pub ipv6: bool,
 }
 
 impl ArpWait {
     /// "waited 0.2 ms for ARP on eth0: 172.17.0.1 is at 02:42:0a:b6:23:7f".
     fn sentence(&self) -> String {
+        // IPv6 resolves a neighbour's MAC address with neighbour discovery.
+        let resolution = if self.ipv6 {
+            "neighbour discovery"
+        } else {
+            "ARP"
+        };
         let waited = format!(
-            "waited {} for ARP on {}",
+            "waited {} for {resolution} on {}",
             duration_words(self.waited_us),
             self.device
         );
+        let neighbour = self
+            .next_hop
+            .map_or_else(|| "the next hop".to_string(), |hop| hop.to_string());
         match &self.mac {
-            Some(mac) => format!("{waited}: {} is at {mac}", self.next_hop),
-            None => format!("{waited} to resolve {}'s MAC address", self.next_hop),
+            Some(mac) => format!("{waited}: {neighbour} is at {mac}"),
+            None => format!("{waited} to resolve {neighbour}'s MAC address"),
         }
     }
 }
@@ -494,6 +518,7 @@ fn arp_ending(journey: &Journey, result: ArpResult) -> Ending {
 fn protocol_words(number: u8) -> String {
     match number {
         1 => "ICMP".into(),
+        58 => "ICMPv6".into(),
         6 => "TCP".into(),
         17 => "UDP".into(),
         n => format!("IP protocol {n}"),
@@ -503,23 +528,28 @@ fn protocol_words(number: u8) -> String {
 pub fn describe(packet: &Packet) -> String {
     match packet.transport {
         Transport::Icmp {
-            icmp_type: 8,
+            icmp_type,
             id,
             seq,
+            v6,
             ..
-        } => format!("ICMP echo request (id {id}, seq {seq})"),
-        Transport::Icmp {
-            icmp_type: 0,
-            id,
-            seq,
-            ..
-        } => format!("ICMP echo reply (id {id}, seq {seq})"),
-        Transport::Icmp {
-            icmp_type, code, ..
-        } if matches!(icmp_type, 3 | 4 | 5 | 11 | 12) => {
-            format!("ICMP {}", outcome::icmp_error_meaning(icmp_type, code))
+        } => {
+            let name = if v6 { "ICMPv6" } else { "ICMP" };
+            match packet.transport.icmp() {
+                Some((8, _)) => format!("{name} echo request (id {id}, seq {seq})"),
+                Some((0, _)) => format!("{name} echo reply (id {id}, seq {seq})"),
+                Some((error, code)) if matches!(error, 3 | 4 | 5 | 11 | 12) => {
+                    format!("{name} {}", outcome::icmp_error_meaning(error, code, v6))
+                }
+                _ => match (v6, icmp_type) {
+                    (true, 133) => "ICMPv6 router solicitation".into(),
+                    (true, 134) => "ICMPv6 router advertisement".into(),
+                    (true, 135) => "ICMPv6 neighbour solicitation".into(),
+                    (true, 136) => "ICMPv6 neighbour advertisement".into(),
+                    _ => format!("{name} type {icmp_type}"),
+                },
+            }
         }
-        Transport::Icmp { icmp_type, .. } => format!("ICMP type {icmp_type}"),
         Transport::Tcp { flags, .. } => format!("TCP {}", tcp_flags(flags)),
         Transport::Udp { .. } => "UDP datagram".into(),
         Transport::Arp { operation: 1, .. } => {
@@ -593,8 +623,9 @@ fn describe_route(route: &RouteChoice) -> String {
 /// How Docker serves a published port, for the first request to it.
 pub fn published_port_note(published: &Published, port: u16, proxy: Option<&Listener>) -> String {
     let dnat = format!(
-        "published port {port} of {} goes to {}:{}: Docker's DNAT rule takes traffic from other hosts and namespaces",
-        published.container, published.address, published.port
+        "published port {port} of {} goes to {}: Docker's DNAT rule takes traffic from other hosts and namespaces",
+        published.container,
+        std::net::SocketAddr::new(published.address, published.port)
     );
     match proxy {
         Some(proxy) => format!(
@@ -715,6 +746,9 @@ pub fn request_summary(
         })
     });
     let arrived_on = arrival(story);
+    let arrived_settings = arrived_on.as_ref().and_then(|(netns, device)| {
+        facts.ip_settings_of(*netns, device, journey.first_packet().dst.is_ipv6())
+    });
     RequestSummary {
         id: journey.id,
         sent: journey.first_packet(),
@@ -744,14 +778,8 @@ pub fn request_summary(
             .unwrap_or_default(),
         source_netns: story.hops.first().map_or(topology.host_netns, |h| h.netns),
         arrived_on: arrived_on.clone(),
-        arrived_forwarding: arrived_on
-            .as_ref()
-            .and_then(|(netns, device)| facts.ipv4_of(*netns, device))
-            .and_then(|settings| settings.forwarding),
-        all_forwarding: arrived_on
-            .as_ref()
-            .and_then(|(netns, device)| facts.ipv4_of(*netns, device))
-            .and_then(|settings| settings.all_forwarding),
+        arrived_forwarding: arrived_settings.and_then(|settings| settings.forwards()),
+        all_forwarding: arrived_settings.and_then(|settings| settings.all_forwarding),
         arrived_from: arrived_on.as_ref().and_then(|(netns, device)| {
             let iface = topology
                 .namespace(*netns)?
@@ -759,11 +787,14 @@ pub fn request_summary(
                 .iter()
                 .find(|i| &i.name == device)?;
             let peer = iface.peer?;
+            // The way back is of the packet's family, and routable.
+            let ipv6 = journey.last_packet().dst.is_ipv6();
             topology
                 .interface(peer.netns, peer.ifindex)?
                 .addresses
-                .first()
+                .iter()
                 .map(|(address, _)| *address)
+                .find(|address| address.is_ipv6() == ipv6 && !crate::addr::is_link_local(*address))
         }),
         last_next_hop: story.hops.iter().rev().find_map(|hop| {
             let route = match &hop.details {

@@ -1,7 +1,7 @@
 //! How a journey ended and what a reply means, as typed values decided from
 //! the kernel's evidence; the sentences are made from these values only.
 
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 
 use serde::Serialize;
 
@@ -56,7 +56,7 @@ pub enum Ending {
         #[serde(skip_serializing_if = "Option::is_none")]
         driver: Option<String>,
         #[serde(skip_serializing_if = "Option::is_none")]
-        next_hop: Option<Ipv4Addr>,
+        next_hop: Option<IpAddr>,
         #[serde(skip_serializing_if = "Option::is_none")]
         next_hop_mac: Option<Mac>,
         /// Where the device freed it once sent (`__free_old_xmit`), when seen.
@@ -95,7 +95,7 @@ pub enum Ending {
         device: Option<String>,
         /// The neighbour whose MAC address it was waiting for.
         #[serde(skip_serializing_if = "Option::is_none")]
-        waiting_for: Option<Ipv4Addr>,
+        waiting_for: Option<IpAddr>,
     },
     /// The kernel refused to send it: no packet was ever made.
     NotSent {
@@ -109,7 +109,7 @@ pub enum Ending {
     /// An ARP request that got its reply.
     ArpAnswered { asked: u32, reply: u64, mac: Mac },
     /// An ARP request nobody answered: `asked` who-has went out.
-    ArpUnanswered { asked: u32, target: Ipv4Addr },
+    ArpUnanswered { asked: u32, target: IpAddr },
 }
 
 /// The listening socket a connection was taken in for.
@@ -124,7 +124,7 @@ pub struct AcceptedBy {
 /// A namespace's failed route back to a packet's source: it could not answer.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct RouteBack {
-    pub to: Ipv4Addr,
+    pub to: IpAddr,
     pub table: u32,
     pub result: RouteResult,
     /// The namespace's routes of that table, in `ip route` words.
@@ -139,7 +139,7 @@ pub enum NotSent {
     /// Its route lookup found no way: `routes` are the namespace's routes of
     /// the table that answered, in `ip route` words.
     NoRoute {
-        destination: Ipv4Addr,
+        destination: IpAddr,
         table: u32,
         result: RouteResult,
         routes: Vec<String>,
@@ -149,7 +149,7 @@ pub enum NotSent {
     /// (from an ICMP fragmentation needed), with don't-fragment set: the
     /// send failed with EMSGSIZE.
     TooBig {
-        destination: Ipv4Addr,
+        destination: IpAddr,
         length: u16,
         #[serde(skip_serializing_if = "Option::is_none")]
         path_mtu: Option<u32>,
@@ -302,7 +302,13 @@ fn ending_text(ending: &Ending) -> String {
                     "dropped in {namespace}: too big for the next link, and it may not be fragmented ({reason})"
                 ),
                 DropReason::IpInHdr if location.role == SiteRole::Forwarding => {
-                    format!("dropped in {namespace}: its time to live ran out ({reason})")
+                    // ip6_forward dropped it: IPv6 calls it the hop limit.
+                    let life = if location.name.starts_with("ip6") {
+                        "hop limit"
+                    } else {
+                        "time to live"
+                    };
+                    format!("dropped in {namespace}: its {life} ran out ({reason})")
                 }
                 _ => format!("dropped in {namespace}: {reason}"),
             },
@@ -431,8 +437,16 @@ impl NotSent {
                     }
                     None => format!("the path MTU {namespace} learned for {destination}"),
                 };
+                let (packet, error) = if destination.is_ipv6() {
+                    (format!("{length} bytes"), "ICMPv6 packet too big")
+                } else {
+                    (
+                        format!("{length} bytes, don't fragment"),
+                        "ICMP fragmentation needed",
+                    )
+                };
                 format!(
-                    "the packet ({length} bytes, don't fragment) is larger than {mtu} from an ICMP fragmentation needed (`ip route get {destination}` shows it until it expires; EMSGSIZE)"
+                    "the packet ({packet}) is larger than {mtu} from an {error} (`ip route get {destination}` shows it until it expires; EMSGSIZE)"
                 )
             }
         }
@@ -446,7 +460,7 @@ pub struct Answer {
     pub kind: AnswerKind,
     /// Who sent the reply (an ICMP error's source is often a router or the
     /// firewall, not the destination).
-    pub from: Ipv4Addr,
+    pub from: IpAddr,
     /// Where it came from, as far as pkttrace sees.
     pub origin: Origin,
     pub text: String,
@@ -462,17 +476,21 @@ pub enum AnswerKind {
         /// The host's own firewall sent it in the destination's name.
         by_firewall: bool,
     },
-    /// An ICMP error about the request.
+    /// An ICMP error about the request; type and code in ICMP's (IPv4's)
+    /// numbering, an ICMPv6 error mapped to its twin (`icmpv6` says so).
     Error {
         icmp_type: u8,
         code: u8,
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        icmpv6: bool,
         /// "port unreachable", "host unreachable", ...
         meaning: String,
         /// The host's own firewall (a REJECT rule) sent it.
         by_firewall: bool,
-        /// Fragmentation needed: the next link's MTU, as the error says.
+        /// Fragmentation needed (ICMPv6: packet too big): the next link's
+        /// MTU, as the error says.
         #[serde(skip_serializing_if = "Option::is_none")]
-        next_hop_mtu: Option<u16>,
+        next_hop_mtu: Option<u32>,
     },
 }
 
@@ -512,7 +530,7 @@ impl Origin {
     }
 
     /// Who answered, in words: "netns up (198.51.100.1)", "198.51.100.9, beyond tap0".
-    fn who(&self, from: Ipv4Addr, router: bool) -> String {
+    fn who(&self, from: IpAddr, router: bool) -> String {
         match self {
             Self::Process { namespace, .. } | Self::Kernel { namespace, .. } => {
                 format!("{namespace} ({from})")
@@ -561,10 +579,10 @@ pub struct RequestSummary {
     pub arrived_forwarding: Option<bool>,
     pub all_forwarding: Option<bool>,
     /// The address on the other end of that device's link (the way back).
-    pub arrived_from: Option<Ipv4Addr>,
+    pub arrived_from: Option<IpAddr>,
     /// Where the namespace it ended in was sending it next (its gateway,
     /// or the destination on-link).
-    pub last_next_hop: Option<Ipv4Addr>,
+    pub last_next_hop: Option<IpAddr>,
     /// Sockets listening on the port it was refused at, in any namespace.
     pub listeners: Vec<crate::enrich::facts::ListenerAt>,
     /// It was last seen on a tunnel's underlay, inside this datagram.
@@ -581,8 +599,19 @@ pub struct LastRoute {
     pub table: u32,
 }
 
-/// ICMP destination unreachable codes and other errors, in words.
-pub fn icmp_error_meaning(icmp_type: u8, code: u8) -> String {
+/// ICMP destination unreachable codes and other errors, in words; an
+/// ICMPv6 error (in ICMP's numbering, see `Transport::icmp`) by its own name.
+pub fn icmp_error_meaning(icmp_type: u8, code: u8, icmpv6: bool) -> String {
+    if icmpv6 {
+        match (icmp_type, code) {
+            (3, 0) => return "no route to destination".into(),
+            (3, 1) => return "address unreachable".into(),
+            (3, 13) => return "administratively prohibited".into(),
+            (3, 4) => return "packet too big".into(),
+            (11, 0) => return "hop limit exceeded in transit".into(),
+            _ => {}
+        }
+    }
     match (icmp_type, code) {
         (3, 0) => "network unreachable".into(),
         (3, 1) => "host unreachable".into(),
@@ -634,17 +663,26 @@ pub fn answer(
     let firewall_sent = firewall != Firewall::None;
     let destination = request.sent.dst;
     let from = reply.src;
-    let (kind, text) = match reply.transport {
-        Transport::Icmp {
-            icmp_type,
-            code,
-            quoted,
-            seq,
-            ..
-        } if matches!(icmp_type, 3 | 4 | 5 | 11 | 12) => {
-            let meaning = icmp_error_meaning(icmp_type, code);
+    let (kind, text) = match (reply.transport, reply.transport.icmp()) {
+        (
+            Transport::Icmp {
+                quoted,
+                id,
+                seq,
+                v6,
+                ..
+            },
+            Some((icmp_type, code)),
+        ) if matches!(icmp_type, 3 | 4 | 5 | 11 | 12) => {
+            let meaning = icmp_error_meaning(icmp_type, code, v6);
             let port = quoted_port(quoted);
-            // Next-hop MTU in the second half of the header (RFC 1191).
+            // The next link's MTU: in the second half of the header (RFC
+            // 1191), or ICMPv6's packet too big's whole 32 bits.
+            let mtu = if v6 {
+                u32::from(id) << 16 | u32::from(seq)
+            } else {
+                u32::from(seq)
+            };
             let next_hop_mtu = (icmp_type, code) == (3, 4);
             let subject = match (icmp_type, code, port) {
                 (3, 3, Some(port)) => format!(
@@ -653,8 +691,12 @@ pub fn answer(
                 ),
                 (3, 1, _) => format!("host {destination} unreachable"),
                 (3, 0, _) => format!("network of {destination} unreachable"),
+                (3, 4, _) if v6 => format!(
+                    "packet too big: the packet ({} bytes) does not fit the next link's MTU {mtu}",
+                    request.sent.length
+                ),
                 (3, 4, _) => format!(
-                    "fragmentation needed: the packet ({} bytes, don't fragment) does not fit the next link's MTU {seq}",
+                    "fragmentation needed: the packet ({} bytes, don't fragment) does not fit the next link's MTU {mtu}",
                     request.sent.length
                 ),
                 _ => meaning.clone(),
@@ -665,14 +707,15 @@ pub fn answer(
                 AnswerKind::Error {
                     icmp_type,
                     code,
+                    icmpv6: v6,
                     meaning,
                     by_firewall: firewall_sent,
-                    next_hop_mtu: next_hop_mtu.then_some(seq),
+                    next_hop_mtu: next_hop_mtu.then_some(mtu),
                 },
                 format!("{who} answered: {subject}{why}"),
             )
         }
-        Transport::Tcp { flags, .. } if flags & 0x04 != 0 => {
+        (Transport::Tcp { flags, .. }, _) if flags & 0x04 != 0 => {
             let text = if firewall_sent {
                 format!(
                     "{} answered in {destination}'s name with a reset (REJECT with tcp-reset, see #{}): the connection is refused and {destination} never saw it",
@@ -715,7 +758,7 @@ pub fn answer(
 fn error_cause(
     icmp_type: u8,
     code: u8,
-    from: Ipv4Addr,
+    from: IpAddr,
     request: &RequestSummary,
     firewall: Firewall,
     origin: &Origin,
@@ -732,6 +775,7 @@ fn error_cause(
             request.id, request.sent.dst
         );
     }
+    let (life, ttl) = crate::addr::lifetime_words(request.sent.dst);
     if let Origin::Beyond { device, .. } = origin {
         let beyond = format!("beyond {device} is traced");
         return match (icmp_type, code) {
@@ -739,7 +783,7 @@ fn error_cause(
                 format!(" — no process listens there (nothing {beyond})")
             }
             (11, 0) => format!(
-                " — its time to live ran out at {from} (nothing {beyond}; sent with TTL {}, {} on this host)",
+                " — its {life} ran out at {from} (nothing {beyond}; sent with {ttl} {}, {} on this host)",
                 request.sent.ttl,
                 routers(request.routers)
             ),
@@ -751,9 +795,14 @@ fn error_cause(
     }
     // What the kernel that made the error did to the request.
     let here = origin.kernel_netns();
-    let dropped_here = match &request.ending {
-        Ending::Dropped { netns, reason, .. } if Some(*netns) == here => Some(reason),
-        _ => None,
+    let (dropped_here, neighbour_failed_here) = match &request.ending {
+        Ending::Dropped {
+            netns,
+            reason,
+            location,
+            ..
+        } if Some(*netns) == here => (Some(reason), reason.is_neighbour_failure_at(location)),
+        _ => (None, false),
     };
     let route_here = request
         .last_route
@@ -763,26 +812,34 @@ fn error_cause(
         (3, 3) if from == request.sent.dst => {
             " — no process listens there (nothing is bound to that port)".into()
         }
-        (3, _) if dropped_here.is_some_and(DropReason::is_neighbour_failure) => format!(
-            " — it asked for the next hop's MAC address {} and got no ARP reply, so it dropped the request (see #{})",
+        (3, _) if neighbour_failed_here => format!(
+            " — it asked for the next hop's MAC address {} and got no {}, so it dropped the request (see #{})",
             times(request.arp_attempts),
+            crate::addr::neighbour_words(request.sent.dst).1,
             request.id
         ),
-        (3, 4) if dropped_here == Some(&DropReason::PktTooBig) => match route_here {
-            Some(route) => format!(
-                " — its route sends the packet on through {}{}, and the packet's don't-fragment bit forbids splitting it (see #{})",
-                route.device,
-                route
-                    .mtu
-                    .map(|mtu| format!(" (MTU {mtu})"))
-                    .unwrap_or_default(),
-                request.id
-            ),
-            None => format!(
-                " — the next link is smaller than the packet, and the don't-fragment bit forbids splitting it (see #{})",
-                request.id
-            ),
-        },
+        (3, 4) if dropped_here == Some(&DropReason::PktTooBig) => {
+            let unsplittable = if request.sent.dst.is_ipv6() {
+                "an IPv6 router never splits a packet"
+            } else {
+                "the packet's don't-fragment bit forbids splitting it"
+            };
+            match route_here {
+                Some(route) => format!(
+                    " — its route sends the packet on through {}{}, and {unsplittable} (see #{})",
+                    route.device,
+                    route
+                        .mtu
+                        .map(|mtu| format!(" (MTU {mtu})"))
+                        .unwrap_or_default(),
+                    request.id
+                ),
+                None => format!(
+                    " — the next link is smaller than the packet, and {unsplittable} (see #{})",
+                    request.id
+                ),
+            }
+        }
         (3, 0 | 1 | 13) if route_here.is_some_and(|r| !r.result.found()) => {
             let route = route_here.expect("checked above");
             let table = table_name(route.table);
@@ -803,7 +860,7 @@ fn error_cause(
                 ),
             };
             format!(
-                " — its time to live ran out there: it arrived with TTL {}, and a router does not pass on a packet whose TTL would reach 0; that was the {} router on its way (sent with TTL {}){looped}",
+                " — its {life} ran out there: it arrived with {ttl} {}, and a router does not pass on a packet whose {ttl} would reach 0; that was the {} router on its way (sent with {ttl} {}){looped}",
                 request.last_ttl,
                 ordinal(request.routers + 1),
                 request.sent.ttl
@@ -812,7 +869,7 @@ fn error_cause(
         (3, 0) | (3, 1) => " — it has no way to reach it".into(),
         (3, 9) | (3, 10) | (3, 13) => " — a firewall rule there rejected it".into(),
         (11, 0) => {
-            " — its time to live ran out on the way (a routing loop, or a traceroute)".into()
+            format!(" — its {life} ran out on the way (a routing loop, or a traceroute)")
         }
         _ => String::new(),
     }
@@ -964,15 +1021,15 @@ mod tests {
     #[test]
     fn each_prohibited_code_is_named_as_its_reject_rule_says() {
         assert_eq!(
-            icmp_error_meaning(3, 9),
+            icmp_error_meaning(3, 9, false),
             "network administratively prohibited"
         );
         assert_eq!(
-            icmp_error_meaning(3, 10),
+            icmp_error_meaning(3, 10, false),
             "host administratively prohibited"
         );
         assert_eq!(
-            icmp_error_meaning(3, 13),
+            icmp_error_meaning(3, 13, false),
             "communication administratively prohibited"
         );
     }
@@ -982,8 +1039,8 @@ mod tests {
         RequestSummary {
             id: 1,
             sent: Packet {
-                src: Ipv4Addr::new(172, 17, 0, 2),
-                dst: Ipv4Addr::new(198, 51, 100, 1),
+                src: IpAddr::from([172, 17, 0, 2]),
+                dst: IpAddr::from([198, 51, 100, 1]),
                 transport: Transport::Tcp {
                     sport: 40000,
                     dport: 80,
@@ -1023,8 +1080,8 @@ mod tests {
     /// The reset a REJECT rule sends back in the destination's name.
     fn reset() -> Packet {
         Packet {
-            src: Ipv4Addr::new(198, 51, 100, 1),
-            dst: Ipv4Addr::new(172, 17, 0, 2),
+            src: IpAddr::from([198, 51, 100, 1]),
+            dst: IpAddr::from([172, 17, 0, 2]),
             transport: Transport::Tcp {
                 sport: 80,
                 dport: 40000,

@@ -4,10 +4,11 @@
 //! that fixes it, or one that checks what pkttrace cannot see. Decided from
 //! typed facts only; where the facts tell no cause, it says "not known".
 
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 
 use serde::Serialize;
 
+use crate::addr::in_subnet;
 use crate::{
     decode::{DropReason, RouteResult, SiteRole, Transport, Tunnel},
     enrich::{
@@ -131,6 +132,9 @@ pub enum Cause {
         namespace: String,
         device: String,
         all_off: bool,
+        /// IPv6's setting (`net.ipv6.conf.…`).
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        ipv6: bool,
     },
     /// The reverse path filter of the device it came in on.
     ReversePathFilter { namespace: String, device: String },
@@ -144,16 +148,16 @@ pub enum Cause {
     /// The sender's namespace has no route there: no packet was made.
     NoRouteAtSource {
         namespace: String,
-        destination: Ipv4Addr,
+        destination: IpAddr,
         #[serde(skip_serializing_if = "Option::is_none")]
-        gateway: Option<Ipv4Addr>,
+        gateway: Option<IpAddr>,
     },
     /// The sender is a container with `--network none`.
     NetworkNone { container: String },
     /// The destination's namespace has no route back to the source.
     NoRouteBack {
         namespace: String,
-        to: Ipv4Addr,
+        to: IpAddr,
         /// The Docker network the source is on, when it does not masquerade.
         #[serde(skip_serializing_if = "Option::is_none")]
         not_masqueraded_by: Option<String>,
@@ -162,7 +166,7 @@ pub enum Cause {
     NextHopSilent {
         namespace: String,
         #[serde(skip_serializing_if = "Option::is_none")]
-        next_hop: Option<Ipv4Addr>,
+        next_hop: Option<IpAddr>,
     },
     /// Larger than a link on the way, with don't fragment set.
     TooBig {
@@ -174,7 +178,7 @@ pub enum Cause {
     /// Its time to live ran out on the way.
     TtlRanOut {
         #[serde(skip_serializing_if = "Option::is_none")]
-        router: Option<Ipv4Addr>,
+        router: Option<IpAddr>,
         looped_between: Vec<String>,
     },
     /// It left through a device nothing is traced beyond, or its answer came
@@ -182,7 +186,7 @@ pub enum Cause {
     Beyond {
         device: String,
         #[serde(skip_serializing_if = "Option::is_none")]
-        router: Option<Ipv4Addr>,
+        router: Option<IpAddr>,
     },
     /// The destination's kernel took it in and nothing answered.
     NotAnswered { namespace: String },
@@ -203,7 +207,10 @@ pub fn on_reply(
         AnswerKind::Reset { by_firewall: false } => {
             let port = request_port(request)?;
             (
-                format!("the connection to {destination}:{port} was refused"),
+                format!(
+                    "the connection to {} was refused",
+                    std::net::SocketAddr::new(destination, port)
+                ),
                 listening_cause(request, "tcp", port, listeners, topology),
             )
         }
@@ -345,7 +352,7 @@ fn dead_end_here(request: &RequestSummary, answer: Option<&Answer>, topology: &T
                     table: rule.table.clone(),
                     chain: rule.chain.clone(),
                     docker_forward_from: (*netns == topology.host_netns
-                        && rule.table == "ip filter"
+                        && matches!(&*rule.table, "ip filter" | "ip6 filter")
                         && rule.chain == "FORWARD"
                         && !topology.docker_networks.is_empty())
                     .then(|| arrived_on(request))
@@ -359,6 +366,19 @@ fn dead_end_here(request: &RequestSummary, answer: Option<&Answer>, topology: &T
                     handle: rule.handle,
                 },
             },
+            // ip6_forward checks only `all`'s setting, before anything else.
+            (DropReason::IpInAddrErrors, _)
+                if location.role == SiteRole::Forwarding
+                    && request.sent.dst.is_ipv6()
+                    && forwarding_off(request) =>
+            {
+                Cause::ForwardingOff {
+                    namespace: namespace.clone(),
+                    device: arrived_on(request).unwrap_or_default(),
+                    all_off: true,
+                    ipv6: true,
+                }
+            }
             (DropReason::IpRpFilter, _) => Cause::ReversePathFilter {
                 namespace: namespace.clone(),
                 device: arrived_on(request).unwrap_or_default(),
@@ -376,11 +396,12 @@ fn dead_end_here(request: &RequestSummary, answer: Option<&Answer>, topology: &T
                         namespace: namespace.clone(),
                         device,
                         all_off: request.all_forwarding == Some(false),
+                        ipv6: request.sent.dst.is_ipv6(),
                     },
                     _ => Cause::NotKnown,
                 },
             },
-            (reason, _) if reason.is_neighbour_failure() => Cause::NextHopSilent {
+            (reason, _) if reason.is_neighbour_failure_at(location) => Cause::NextHopSilent {
                 namespace: namespace.clone(),
                 next_hop: request.last_next_hop,
             },
@@ -504,7 +525,9 @@ fn listening_cause(
 fn listening_address(at: &ListenerAt, container: &Container) -> String {
     let address = at.listener.address;
     match (address.ip(), container.networks.iter().find_map(|n| n.ip)) {
-        (ip, Some(own)) if ip.is_unspecified() => format!("{own}:{}", address.port()),
+        (ip, Some(own)) if ip.is_unspecified() => {
+            std::net::SocketAddr::new(own, address.port()).to_string()
+        }
         _ => address.to_string(),
     }
 }
@@ -530,7 +553,7 @@ fn refused_in(request: &RequestSummary, topology: &Topology) -> Option<u32> {
 /// Docker's isolation rule dropped it: the networks of its source and of
 /// its destination.
 fn isolation(request: &RequestSummary, topology: &Topology) -> Cause {
-    let network_of = |address: Ipv4Addr| {
+    let network_of = |address: IpAddr| {
         topology
             .docker_networks
             .iter()
@@ -549,13 +572,8 @@ fn isolation(request: &RequestSummary, topology: &Topology) -> Cause {
     }
 }
 
-fn in_subnet(address: Ipv4Addr, (network, prefix): (Ipv4Addr, u8)) -> bool {
-    let mask = u32::MAX.checked_shl(32 - u32::from(prefix)).unwrap_or(0);
-    u32::from(address) & mask == u32::from(network) & mask
-}
-
 /// The Docker network `source` is on, when that network does not masquerade.
-fn unmasqueraded_network(topology: &Topology, source: Ipv4Addr) -> Option<String> {
+fn unmasqueraded_network(topology: &Topology, source: IpAddr) -> Option<String> {
     topology
         .docker_networks
         .iter()
@@ -581,7 +599,7 @@ fn refusing_route(
     topology: &Topology,
     netns: u32,
     result: RouteResult,
-    destination: Ipv4Addr,
+    destination: IpAddr,
 ) -> Option<String> {
     use crate::enrich::RouteKind;
     let kind = match result {
@@ -608,7 +626,7 @@ fn refusing_route(
 
 /// Where a namespace with no default route would send: the host's end of
 /// the link it has (the address on its veth peer).
-fn gateway_candidate(topology: &Topology, netns: u32) -> Option<Ipv4Addr> {
+fn gateway_candidate(topology: &Topology, netns: u32) -> Option<IpAddr> {
     let namespace = topology.namespace(netns)?;
     namespace.interfaces.iter().find_map(|i| {
         let peer = i.peer?;
@@ -711,6 +729,7 @@ fn check(command: String) -> Option<Action> {
 }
 
 fn words(cause: &Cause, request: &RequestSummary, topology: &Topology) -> (String, Option<Action>) {
+    let (life, _) = crate::addr::lifetime_words(request.sent.dst);
     let source_prefix = in_namespace(topology, request.source_netns);
     match cause {
         Cause::NotPublished {
@@ -753,9 +772,9 @@ fn words(cause: &Cause, request: &RequestSummary, topology: &Topology) -> (Strin
             Some(Action {
                 kind: ActionKind::Check,
                 command: format!(
-                    "pkttrace follow {} {}:{host_port} --probe {protocol}",
+                    "pkttrace follow {} {} --probe {protocol}",
                     source_label(topology, request.source_netns),
-                    request.sent.dst
+                    std::net::SocketAddr::new(request.sent.dst, *host_port)
                 ),
                 or: Some(format!("connect to port {host_port} instead")),
             }),
@@ -892,32 +911,39 @@ fn words(cause: &Cause, request: &RequestSummary, topology: &Topology) -> (Strin
             namespace,
             device,
             all_off,
+            ipv6,
         } => {
+            let name = |device: &str| crate::enrich::sysctl_name(*ipv6, device, "forwarding");
             let netns = refused_in(request, topology).unwrap_or(topology.host_netns);
             let prefix = in_namespace(topology, netns);
             // Writing `all` sets every device, but only when its value
             // changes: with it already 1, the device's own setting is the fix.
-            let (why, setting) = if *all_off {
+            let (why, setting) = if *ipv6 {
                 (
                     format!(
-                        "forwarding is off in {namespace} (net.ipv4.conf.all.forwarding = 0, and on {device}, where it came in), so the kernel routes nothing on: what lets containers reach out"
+                        "IPv6 forwarding is off in {namespace} ({} = 0, the only IPv6 forwarding setting the kernel checks), so the packet that came in on {device} is not routed on",
+                        name("all")
+                    ),
+                    "all".to_string(),
+                )
+            } else if *all_off {
+                (
+                    format!(
+                        "forwarding is off in {namespace} ({} = 0, and on {device}, where it came in), so the kernel routes nothing on: what lets containers reach out",
+                        name("all")
                     ),
                     "all".to_string(),
                 )
             } else {
                 (
                     format!(
-                        "forwarding is off on {device} in {namespace}, where it came in, so the kernel does not route it on (what lets containers reach out: net.ipv4.conf.{device}.forwarding)"
+                        "forwarding is off on {device} in {namespace}, where it came in, so the kernel does not route it on (what lets containers reach out: {})",
+                        name(device)
                     ),
                     device.clone(),
                 )
             };
-            (
-                why,
-                fix(format!(
-                    "{prefix}sysctl -w net.ipv4.conf.{setting}.forwarding=1"
-                )),
-            )
+            (why, fix(format!("{prefix}sysctl -w {}=1", name(&setting))))
         }
         Cause::ReversePathFilter { namespace, device } => {
             let netns = refused_in(request, topology).unwrap_or(topology.host_netns);
@@ -1026,7 +1052,10 @@ fn words(cause: &Cause, request: &RequestSummary, topology: &Topology) -> (Strin
                 Some(hop) => format!(
                     "{namespace} asked for {hop}'s MAC address and nobody answered: nothing on that link owns {hop}"
                 ),
-                None => format!("{namespace}'s next hop never answered ARP"),
+                None => format!(
+                    "{namespace}'s next hop never answered {}",
+                    crate::addr::neighbour_words(request.sent.dst).0
+                ),
             },
             check(format!(
                 "{}ip neigh show{}",
@@ -1038,13 +1067,17 @@ fn words(cause: &Cause, request: &RequestSummary, topology: &Topology) -> (Strin
             )),
         ),
         Cause::TooBig { length, mtu } => (
-            match mtu {
-                Some(mtu) => format!(
-                    "it is {length} bytes with don't fragment set, and a link on its way carries at most {mtu}"
-                ),
-                None => format!(
-                    "it is {length} bytes with don't fragment set, larger than a link on its way"
-                ),
+            {
+                // IPv6 routers never fragment: there is no bit to set.
+                let sent = if request.sent.dst.is_ipv6() {
+                    format!("it is {length} bytes")
+                } else {
+                    format!("it is {length} bytes with don't fragment set")
+                };
+                match mtu {
+                    Some(mtu) => format!("{sent}, and a link on its way carries at most {mtu}"),
+                    None => format!("{sent}, larger than a link on its way"),
+                }
             },
             check(format!("{source_prefix}ip route get {}", request.sent.dst)),
         ),
@@ -1054,13 +1087,13 @@ fn words(cause: &Cause, request: &RequestSummary, topology: &Topology) -> (Strin
         } => (
             match (router, looped_between.as_slice()) {
                 (_, [_, ..]) => format!(
-                    "a routing loop between {} used up its time to live",
+                    "a routing loop between {} used up its {life}",
                     looped_between.join(" and ")
                 ),
                 (Some(router), []) => format!(
-                    "its time to live ran out at {router}: the sender set it too small for the way there"
+                    "its {life} ran out at {router}: the sender set it too small for the way there"
                 ),
-                (None, []) => "its time to live ran out on the way".into(),
+                (None, []) => format!("its {life} ran out on the way"),
             },
             check(format!("{source_prefix}ip route get {}", request.sent.dst)),
         ),

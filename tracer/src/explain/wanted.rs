@@ -55,6 +55,7 @@ pub fn facts_wanted(journey: &Journey, arp: bool, topology: &Topology) -> Vec<Wa
             .map(|(netns, device)| Wanted::Ipv4Settings {
                 netns,
                 device: device.to_string(),
+                ipv6: journey.first_packet().dst.is_ipv6(),
             }),
     );
     hooks_in.sort_unstable();
@@ -104,11 +105,11 @@ fn listeners_wanted(journey: &Journey) -> Option<Wanted> {
     let refused_at = match first.transport {
         Transport::Tcp { sport, flags, .. } if flags & TCP_RST != 0 => Some(("tcp", sport)),
         Transport::Icmp {
-            icmp_type: 3,
-            code: 3,
             quoted: Some(quoted),
             ..
-        } => protocol_name(quoted.protocol).map(|protocol| (protocol, quoted.dport)),
+        } if first.transport.icmp() == Some((3, 3)) => {
+            protocol_name(quoted.protocol).map(|protocol| (protocol, quoted.dport))
+        }
         _ => None,
     };
     let dropped_for_no_socket = || {

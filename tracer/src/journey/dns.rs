@@ -2,7 +2,7 @@
 //! queries Docker's embedded DNS forwarded upstream on its behalf. Pure: it
 //! sees finished journeys whose packets carried a DNS message, nothing else.
 
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 
 use crate::decode::{DnsMessage, EventKind, Packet, Transport};
 
@@ -11,9 +11,9 @@ use super::Journey;
 /// A DNS packet's addresses and ports at one end of its journey.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Endpoints {
-    pub src: Ipv4Addr,
+    pub src: IpAddr,
     pub sport: u16,
-    pub dst: Ipv4Addr,
+    pub dst: IpAddr,
     pub dport: u16,
 }
 
@@ -154,7 +154,7 @@ pub struct Scope {
     pub netns: u32,
     /// The embedded DNS's address when resolv.conf names it: a query to
     /// another server then is dockerd forwarding one of the container's.
-    pub embedded: Option<Ipv4Addr>,
+    pub embedded: Option<IpAddr>,
     /// A query with no answer after this long is reported as timed out.
     pub timeout_ns: u64,
 }
@@ -321,7 +321,7 @@ mod tests {
     fn correlator() -> Correlator {
         Correlator::new(Scope {
             netns: CLIENT_NETNS,
-            embedded: Some(Ipv4Addr::new(127, 0, 0, 11)),
+            embedded: Some(IpAddr::from([127, 0, 0, 11])),
             timeout_ns: 5 * SECOND,
         })
     }
@@ -378,7 +378,7 @@ mod tests {
             "dockerd knows its containers"
         );
         let leg = &forwarded("A upstream.lab")[0];
-        assert_eq!(leg.query.sent.dst, Ipv4Addr::new(198, 51, 100, 1));
+        assert_eq!(leg.query.sent.dst, IpAddr::from([198, 51, 100, 1]));
         let answer = leg.answer.as_ref().expect("upstream answered");
         assert_eq!(answer.message.answers[0].data, "198.51.100.1");
         assert_eq!(

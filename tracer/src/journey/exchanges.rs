@@ -11,7 +11,7 @@
 //! not placed yet waits a moment.
 
 use serde::{Deserialize, Serialize};
-use std::{collections::VecDeque, net::Ipv4Addr, time::Duration};
+use std::{collections::VecDeque, net::IpAddr, time::Duration};
 
 use tokio::time::Instant;
 
@@ -38,7 +38,7 @@ const ARP_REQUEST: u16 = 1;
 /// What the user follows.
 #[derive(Clone, Debug)]
 pub struct Target {
-    pub destination: Ipv4Addr,
+    pub destination: IpAddr,
     pub port: Option<u16>,
     pub source_netns: u32,
     /// SOURCE is on another host than the one whose view is told (`follow
@@ -46,7 +46,7 @@ pub struct Target {
     pub source_elsewhere: bool,
     pub host_netns: u32,
     /// The container end of a published port DEST names (address, port).
-    pub published: Option<(Ipv4Addr, u16)>,
+    pub published: Option<(IpAddr, u16)>,
     /// docker-proxy serves DEST for this source: an exchange is over when the
     /// proxy's own connection is answered.
     pub expect_second_leg: bool,
@@ -535,7 +535,7 @@ mod tests {
     /// (with `--arp`: ARP exchanges are journeys too).
     fn follow_upstream(limit: Option<u64>) -> Exchanges {
         Exchanges::new(Target {
-            destination: Ipv4Addr::new(198, 51, 100, 129),
+            destination: IpAddr::from([198, 51, 100, 129]),
             port: None,
             source_netns: 4026532255,
             source_elsewhere: false,
@@ -741,8 +741,8 @@ mod tests {
             .events
             .retain(|e| !matches!(e.kind, EventKind::Route { .. }));
         for event in &mut journey.events {
-            event.packet.src = Ipv4Addr::from(src);
-            event.packet.dst = Ipv4Addr::from(dst);
+            event.packet.src = IpAddr::from(src);
+            event.packet.dst = IpAddr::from(dst);
             event.packet.transport = Transport::Arp {
                 operation,
                 sender_mac: Mac(mac),

@@ -21,11 +21,12 @@
 use std::{
     collections::{BTreeMap, VecDeque},
     hash::{Hash, Hasher},
-    net::Ipv4Addr,
+    net::IpAddr,
 };
 
 use serde::{Deserialize, Serialize};
 
+use crate::addr;
 use crate::decode::{
     DropReason, Event, EventKind, Packet, Quoted, RouteFor, RouteResult, Transport,
 };
@@ -261,7 +262,7 @@ struct Identity {
     /// ports do not make two resets one.
     sequence: (u32, u32),
     /// ARP messages all look alike but for their addresses, which no NAT changes.
-    arp_between: Option<(Ipv4Addr, Ipv4Addr)>,
+    arp_between: Option<(IpAddr, IpAddr)>,
 }
 
 impl Identity {
@@ -309,15 +310,15 @@ impl Hash for Identity {
     }
 }
 
-/// Two IPv4 addresses as one word.
-fn pair(a: Ipv4Addr, b: Ipv4Addr) -> u64 {
-    u64::from(u32::from(a)) << 32 | u64::from(u32::from(b))
+/// Two addresses as one word.
+fn pair(a: IpAddr, b: IpAddr) -> u64 {
+    addr::word(a).rotate_left(32) ^ addr::word(b)
 }
 
 /// A packet's two ends as a NAT sees them: address and TCP/UDP port. An
 /// ICMP echo's identifier is rewritten along with either side, so it
 /// belongs to neither.
-fn sides(packet: &Packet) -> ((Ipv4Addr, u16), (Ipv4Addr, u16)) {
+fn sides(packet: &Packet) -> ((IpAddr, u16), (IpAddr, u16)) {
     match packet.transport {
         Transport::Tcp { sport, dport, .. } | Transport::Udp { sport, dport } => {
             ((packet.src, sport), (packet.dst, dport))
@@ -362,9 +363,9 @@ const MAX_UNCLAIMED_ROUTES: usize = 256;
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Key {
     Skb(u64, Identity),
-    Packet(Identity, Ipv4Addr, Ipv4Addr, (u16, u16)),
-    Flow(Ipv4Addr, Ipv4Addr),
-    Destination(Ipv4Addr),
+    Packet(Identity, IpAddr, IpAddr, (u16, u16)),
+    Flow(IpAddr, IpAddr),
+    Destination(IpAddr),
     Alive(u64),
 }
 
@@ -385,7 +386,10 @@ impl Hash for Key {
                 state.write_u64(2 << 32);
                 state.write_u64(pair(*src, *dst));
             }
-            Key::Destination(dst) => state.write_u64(3 << 32 | u64::from(u32::from(*dst))),
+            Key::Destination(dst) => {
+                state.write_u64(3 << 32);
+                state.write_u64(addr::word(*dst));
+            }
             Key::Alive(skb) => {
                 state.write_u64(4 << 32);
                 state.write_u64(*skb);
@@ -900,7 +904,7 @@ impl Assembler {
         &mut self,
         pid: u32,
         netns: u32,
-        destination: Ipv4Addr,
+        destination: IpAddr,
         since_ns: u64,
     ) -> Option<Journey> {
         let at = self.unclaimed_routes.iter().rposition(|route| {

@@ -10,8 +10,8 @@
 use std::collections::VecDeque;
 
 use crate::decode::{
-    DropReason, Event, EventKind,
-    nftrace::{RuleTrace, TraceKind, TracedPacket, Verdict},
+    DropReason, Event, EventKind, Transport,
+    nftrace::{RuleTrace, TraceKind, TracedPacket, TracedTransport, Verdict},
 };
 
 const IPPROTO_UDP: u8 = 17;
@@ -101,7 +101,7 @@ impl RuleTraces {
         // Inside a tunnel netfilter saw the outer datagram.
         let packet = drop.packet;
         let (src, dst, ip_id, protocol) = match packet.tunnel {
-            Some(outer) => (outer.src, outer.dst, outer.ip_id, IPPROTO_UDP),
+            Some(outer) => (outer.src.into(), outer.dst.into(), outer.ip_id, IPPROTO_UDP),
             None => (
                 packet.src,
                 packet.dst,
@@ -115,10 +115,53 @@ impl RuleTraces {
             .filter(|t| t.netns == drop.netns)
             .filter(|t| {
                 t.packet.is_some_and(|p| {
-                    p.src == src && p.dst == dst && p.ip_id == ip_id && p.protocol == protocol
+                    p.src == src
+                        && p.dst == dst
+                        && p.ip_id == ip_id
+                        && p.protocol == protocol
+                        && (ip_id != 0 || same_transport(p.transport, packet.transport))
                 })
             })
             .find_map(Traversal::dropped_by)
+    }
+}
+
+/// Without an IP id (IPv6 has none) the transport header tells packets
+/// of the same addresses apart: ports and TCP flags, an echo's id and
+/// sequence.
+fn same_transport(traced: Option<TracedTransport>, packet: Transport) -> bool {
+    match (traced, packet) {
+        (
+            Some(TracedTransport::Tcp {
+                sport,
+                dport,
+                flags,
+                ..
+            }),
+            Transport::Tcp {
+                sport: s,
+                dport: d,
+                flags: f,
+                ..
+            },
+        ) => (sport, dport, flags) == (s, d, f),
+        (Some(TracedTransport::Udp { sport, dport }), Transport::Udp { sport: s, dport: d }) => {
+            (sport, dport) == (s, d)
+        }
+        (
+            Some(TracedTransport::Icmp {
+                icmp_type, id, seq, ..
+            }),
+            Transport::Icmp {
+                icmp_type: t,
+                id: i,
+                seq: q,
+                ..
+            },
+        ) => (icmp_type, id, seq) == (t, i, q),
+        // A trace without its transport header cannot be told apart.
+        (None, _) => true,
+        _ => false,
     }
 }
 
@@ -160,7 +203,7 @@ impl Traversal {
 
 #[cfg(test)]
 mod tests {
-    use std::net::Ipv4Addr;
+    use std::net::IpAddr;
 
     use super::*;
     use crate::journey::tests::{DOCKER_USER_DROP, recorded};
@@ -265,7 +308,7 @@ mod tests {
         let mut elsewhere = RuleTraces::new("own");
         for mut s in steps {
             if let Some(p) = s.packet.as_mut() {
-                p.src = Ipv4Addr::new(10, 1, 2, 3);
+                p.src = IpAddr::from([10, 1, 2, 3]);
             }
             elsewhere.push(s);
         }

@@ -1,4 +1,4 @@
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 
 use super::*;
 use crate::decode::{DropReason, RouteFor};
@@ -66,9 +66,9 @@ fn assemble_events(events: Vec<Event>) -> Vec<Journey> {
     journeys
 }
 
-const CONTAINER: Ipv4Addr = Ipv4Addr::new(172, 17, 0, 2);
-const HOST: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 130);
-const UPSTREAM: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 129);
+const CONTAINER: IpAddr = IpAddr::V4(Ipv4Addr::new(172, 17, 0, 2));
+const HOST: IpAddr = IpAddr::V4(Ipv4Addr::new(198, 51, 100, 130));
+const UPSTREAM: IpAddr = IpAddr::V4(Ipv4Addr::new(198, 51, 100, 129));
 
 #[test]
 fn one_skb_across_namespaces_and_nat_is_one_journey() {
@@ -99,7 +99,7 @@ fn the_senders_route_lookup_joins_the_packet_it_routed() {
     let EventKind::Route { gateway, table, .. } = first.kind else {
         panic!("starts with the route lookup")
     };
-    assert_eq!((gateway, table), (Some(Ipv4Addr::new(172, 17, 0, 1)), 254));
+    assert_eq!((gateway, table), (Some(IpAddr::from([172, 17, 0, 1])), 254));
     assert_eq!(first.comm, "ping");
 }
 
@@ -229,8 +229,8 @@ fn a_reused_skb_address_does_not_join_two_lookalike_packets() {
         .unwrap();
     let syn_ack = |src: [u8; 4], dst: [u8; 4], time: u64| {
         let mut event = template.clone();
-        event.packet.src = Ipv4Addr::from(src);
-        event.packet.dst = Ipv4Addr::from(dst);
+        event.packet.src = IpAddr::from(src);
+        event.packet.dst = IpAddr::from(dst);
         event.packet.ip_id = 0;
         event.packet.transport = Transport::Tcp {
             sport: 80,

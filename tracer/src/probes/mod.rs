@@ -9,7 +9,7 @@ mod rulesets;
 
 use std::{
     collections::HashMap,
-    net::Ipv4Addr,
+    net::IpAddr,
     os::fd::{AsFd, BorrowedFd, OwnedFd},
     path::{Path, PathBuf},
 };
@@ -36,7 +36,7 @@ static NETFILTER_OBJECT: &[u8] =
     aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/netfilter"));
 
 /// tp_btf programs: the program name in the object is the tracepoint's name.
-const TRACEPOINTS: [&str; 7] = [
+const TRACEPOINTS: [&str; 8] = [
     "net_dev_queue",
     "netif_receive_skb",
     "kfree_skb",
@@ -44,6 +44,7 @@ const TRACEPOINTS: [&str; 7] = [
     "skb_copy_datagram_iovec",
     "sock_recv_length",
     "fib_table_lookup",
+    "fib6_table_lookup",
 ];
 
 /// Where the netfilter programs sit. `hook_entry` runs first in every IPv4
@@ -62,7 +63,7 @@ const AFTER_NAT: [(u32, i32); 3] = [(0, -99), (3, -99), (4, 101)];
 #[derive(Clone, Debug, Default)]
 pub struct Filter {
     /// A packet is kept when its source or destination is one of these.
-    pub addresses: Vec<Ipv4Addr>,
+    pub addresses: Vec<IpAddr>,
     pub protocol: Option<u8>,
     /// At most four TCP/UDP ports, one of which the packet must use.
     pub ports: Vec<u16>,
@@ -569,7 +570,10 @@ fn config_for(filter: &Filter) -> Result<Config> {
         *slot = *port;
     }
     for (slot, address) in config.watched.iter_mut().zip(&filter.addresses) {
-        *slot = address.octets();
+        *slot = match address {
+            IpAddr::V4(v4) => v4.to_ipv6_mapped().octets(),
+            IpAddr::V6(v6) => v6.octets(),
+        };
     }
     Ok(config)
 }
@@ -682,14 +686,23 @@ struct NetfilterPrograms {
 }
 
 impl NetfilterPrograms {
-    /// Attaches both at their hooks in the calling thread's namespace.
+    /// Attaches both at their hooks of both families in the calling
+    /// thread's namespace.
     fn attach_here(&self) -> Result<Vec<NetfilterLink>> {
         let mut links = Vec::new();
-        for hook in HOOKS {
-            links.push(attach_near(&self.hook_entry, hook, FIRST_PRIORITY, 1)?);
-        }
-        for (hook, priority) in AFTER_NAT {
-            links.push(attach_near(&self.after_nat, hook, priority, 1)?);
+        for family in [netfilter::NFPROTO_IPV4, netfilter::NFPROTO_IPV6] {
+            for hook in HOOKS {
+                links.push(attach_near(
+                    &self.hook_entry,
+                    family,
+                    hook,
+                    FIRST_PRIORITY,
+                    1,
+                )?);
+            }
+            for (hook, priority) in AFTER_NAT {
+                links.push(attach_near(&self.after_nat, family, hook, priority, 1)?);
+            }
         }
         Ok(links)
     }
@@ -726,13 +739,14 @@ fn map_fds(ebpf: &Ebpf) -> Result<HashMap<String, OwnedFd>> {
 /// the kernel refuses a priority another BPF hook already holds.
 fn attach_near(
     program: &NetfilterProgram,
+    family: u32,
     hook: u32,
     priority: i32,
     step: i32,
 ) -> Result<NetfilterLink> {
     let mut last_error = None;
     for attempt in 0..8 {
-        match program.attach(hook, priority + attempt * step) {
+        match program.attach(family, hook, priority + attempt * step) {
             Ok(link) => return Ok(link),
             Err(error) => last_error = Some(error),
         }

@@ -28,7 +28,10 @@ use tracer_common::{IP_HEADER_TYPE_GLOBAL, KernelOffsets, OFFSETS_GLOBAL};
 
 use super::offsets::KernelTypes;
 
-const NFPROTO_IPV4: u32 = 2;
+/// The families the programs are linked for: IPv4 and IPv6 (whose hooks
+/// and NAT priorities are numbered alike).
+pub const NFPROTO_IPV4: u32 = 2;
+pub const NFPROTO_IPV6: u32 = 10;
 const INSN_SIZE: usize = size_of::<bpf_insn>();
 const BPF_JMP_CALL: u8 = 0x85;
 const BPF_LD_IMM64: u8 = 0x18;
@@ -276,9 +279,9 @@ fn prog_load(
 }
 
 impl NetfilterProgram {
-    /// Hooks the program into IPv4 `hook` at `priority` in the calling
-    /// thread's network namespace.
-    pub fn attach(&self, hook: u32, priority: i32) -> Result<NetfilterLink> {
+    /// Hooks the program into `family`'s `hook` at `priority` in the
+    /// calling thread's network namespace.
+    pub fn attach(&self, family: u32, hook: u32, priority: i32) -> Result<NetfilterLink> {
         // SAFETY: as above, zeroed then the BPF_LINK_CREATE member is filled.
         let mut attr: bpf_attr = unsafe { std::mem::zeroed() };
         let link = unsafe { &mut attr.link_create };
@@ -286,12 +289,12 @@ impl NetfilterProgram {
         link.attach_type = bpf_attach_type::BPF_NETFILTER as u32;
         // SAFETY: the netfilter member of the attach-specific union.
         let netfilter = unsafe { &mut link.__bindgen_anon_3.netfilter };
-        netfilter.pf = NFPROTO_IPV4;
+        netfilter.pf = family;
         netfilter.hooknum = hook;
         netfilter.priority = priority;
         let fd = bpf(bpf_cmd::BPF_LINK_CREATE, &mut attr).with_context(|| {
             format!(
-                "cannot attach netfilter program {} at hook {hook} priority {priority}",
+                "cannot attach netfilter program {} at hook {hook} priority {priority} (family {family})",
                 self.name
             )
         })?;

@@ -15,7 +15,7 @@
 use std::{
     collections::HashMap,
     io,
-    net::Ipv4Addr,
+    net::{IpAddr, Ipv4Addr},
     os::{fd::AsRawFd, unix::fs::MetadataExt},
     path::PathBuf,
     sync::atomic::{AtomicU32, Ordering},
@@ -56,6 +56,13 @@ const NFT_PAYLOAD_NETWORK_HEADER: u32 = 1;
 const NFT_PAYLOAD_TRANSPORT_HEADER: u32 = 2;
 const NF_ACCEPT: u32 = 1;
 const IPPROTO_ICMP: u8 = 1;
+const IPPROTO_ICMPV6: u8 = 58;
+/// `meta nfproto` of the two families an `inet` table sees.
+const NFPROTO_IPV4: u8 = 2;
+const NFPROTO_IPV6: u8 = 10;
+/// Offsets in the IPv6 header.
+const IP6_SADDR: u32 = 8;
+const IP6_DADDR: u32 = 24;
 /// Offsets in the IPv4 header.
 const IP_PROTOCOL: u32 = 9;
 const IP_SADDR: u32 = 12;
@@ -69,7 +76,8 @@ const MAX_ADDRESSES: usize = 64;
 #[derive(Clone, Debug, Default)]
 pub struct TraceMatch {
     /// A packet is traced when its source or destination is one of these.
-    pub addresses: Vec<Ipv4Addr>,
+    /// (IPv6 ones are not traced yet: the table is an `ip` table.)
+    pub addresses: Vec<IpAddr>,
     /// Only this IP protocol (ICMP errors about the flow are traced too).
     pub protocol: Option<u8>,
     /// UDP port of the VXLAN tunnels: their datagrams are traced when the
@@ -344,7 +352,7 @@ fn batch(table: &str, matching: &TraceMatch) -> Vec<Request> {
             }),
             NLM_F_CREATE | NLM_F_EXCL,
         ),
-        what: format!("table ip {table}"),
+        what: format!("table inet {table}"),
     }];
     for (chain, hook) in [
         ("prerouting", InetHookNumber::PreRouting),
@@ -397,24 +405,53 @@ fn marking_rules(matching: &TraceMatch) -> Vec<Vec<ListAttribute<ExpressionAttri
     }
     let mut rules = Vec::new();
     for address in &matching.addresses {
-        for offset in [IP_SADDR, IP_DADDR] {
+        // The table is `inet`: each rule first says which family it is for.
+        let (family, offsets, bytes) = match address {
+            IpAddr::V4(v4) => (NFPROTO_IPV4, [IP_SADDR, IP_DADDR], v4.octets().to_vec()),
+            IpAddr::V6(v6) => (NFPROTO_IPV6, [IP6_SADDR, IP6_DADDR], v6.octets().to_vec()),
+        };
+        for offset in offsets {
             for protocol in &protocols {
-                let mut rule = load_and_compare(offset, &address.octets());
+                let mut rule = meta_is(MetaKey::Nfproto, family);
+                rule.extend(load_and_compare(offset, &bytes));
                 if let Some(protocol) = protocol {
-                    rule.extend(load_and_compare(IP_PROTOCOL, &[*protocol]));
+                    // IPv6's transport protocol may follow extension headers.
+                    let protocol = match (address, *protocol) {
+                        (IpAddr::V6(_), IPPROTO_ICMP) => IPPROTO_ICMPV6,
+                        (_, protocol) => protocol,
+                    };
+                    rule.extend(meta_is(MetaKey::L4Proto, protocol));
                 }
                 rule.push(limit_rate(TRACED_PER_SECOND));
                 rule.extend(set_nftrace());
                 rules.push(rule);
             }
         }
-        if let Some(port) = matching.vxlan_port {
+        if let (Some(port), IpAddr::V4(v4)) = (matching.vxlan_port, address) {
             for offset in [IP_SADDR, IP_DADDR] {
-                rules.push(vxlan_marking_rule(port, offset, address));
+                rules.push(vxlan_marking_rule(port, offset, v4));
             }
         }
     }
     rules
+}
+
+/// `meta KEY VALUE`: the one-byte meta value `key` (nfproto, l4proto)
+/// into a register, and the rule stops unless it equals `value`.
+fn meta_is(key: MetaKey, value: u8) -> Vec<ListAttribute<ExpressionAttribute>> {
+    vec![
+        Expressions::Meta(vec![
+            Meta::DestinationRegister(Register::Reg1),
+            Meta::Key(key),
+        ])
+        .into(),
+        Expressions::Cmp(vec![
+            Cmp::SourceRegister(Register::Reg1),
+            Cmp::Op(Operator::Equal),
+            Cmp::Data(DataAttribute::Value(vec![value])),
+        ])
+        .into(),
+    ]
 }
 
 /// Where, from the start of a VXLAN datagram's UDP header, the IPv4 header
@@ -431,7 +468,8 @@ fn vxlan_marking_rule(
     offset: u32,
     address: &Ipv4Addr,
 ) -> Vec<ListAttribute<ExpressionAttribute>> {
-    let mut rule = load_and_compare(IP_PROTOCOL, &[IPPROTO_UDP]);
+    let mut rule = meta_is(MetaKey::Nfproto, NFPROTO_IPV4);
+    rule.extend(load_and_compare(IP_PROTOCOL, &[IPPROTO_UDP]));
     rule.extend(load_and_compare_at(
         NFT_PAYLOAD_TRANSPORT_HEADER,
         UDP_DPORT,
@@ -522,7 +560,7 @@ fn set_nftrace() -> [ListAttribute<ExpressionAttribute>; 2] {
 
 fn nf_tables(inner: NfTablesMessage, flags: u16) -> NetlinkMessage<NetfilterMessage> {
     let mut message = NetlinkMessage::from(NetfilterMessage::new(
-        NetfilterHeader::new(NetfilterProtoFamily::IPv4, 0, 0),
+        NetfilterHeader::new(NetfilterProtoFamily::Inet, 0, 0),
         inner,
     ));
     // NLM_F_ACK: the kernel acknowledges each request, so success is known too.
@@ -629,7 +667,7 @@ mod tests {
     fn marks_icmp_errors_too_when_tracing_another_protocol() {
         let count = |protocol| {
             let matching = TraceMatch {
-                addresses: vec![NEAR, FAR],
+                addresses: vec![NEAR.into(), FAR.into()],
                 protocol,
                 vxlan_port: None,
             };
@@ -640,42 +678,64 @@ mod tests {
         assert_eq!(count(Some(IPPROTO_ICMP)), 4);
         assert_eq!(count(Some(6)), 8, "TCP and ICMP");
         let tcp = marking_rules(&TraceMatch {
-            addresses: vec![FAR],
+            addresses: vec![FAR.into()],
             protocol: Some(6),
             vxlan_port: None,
         });
-        // Address match, protocol match, the rate limit, then immediate and meta.
-        assert_eq!(tcp[0].len(), 7);
-        assert_eq!(tcp[0][4], limit_rate(TRACED_PER_SECOND));
+        // The family (the table is inet), address match, protocol match,
+        // the rate limit, then immediate and meta.
+        assert_eq!(tcp[0].len(), 9);
+        assert_eq!(tcp[0][..2], meta_is(MetaKey::Nfproto, NFPROTO_IPV4)[..]);
+        assert_eq!(tcp[0][6], limit_rate(TRACED_PER_SECOND));
         assert_eq!(
             tcp.iter()
-                .filter(|rule| rule[3] == load_and_compare(IP_PROTOCOL, &[1])[1])
+                .filter(|rule| rule[4..6] == meta_is(MetaKey::L4Proto, 1)[..])
                 .count(),
             2
+        );
+        // An IPv6 address by its own offsets, and ICMP as ICMPv6.
+        let v6: std::net::Ipv6Addr = "2001:db8:100::1".parse().unwrap();
+        let rules = marking_rules(&TraceMatch {
+            addresses: vec![v6.into()],
+            protocol: Some(IPPROTO_ICMP),
+            vxlan_port: None,
+        });
+        assert_eq!(rules[0][..2], meta_is(MetaKey::Nfproto, NFPROTO_IPV6)[..]);
+        assert_eq!(
+            rules[1][2..4],
+            load_and_compare(IP6_DADDR, &v6.octets())[..]
+        );
+        assert_eq!(
+            rules[0][4..6],
+            meta_is(MetaKey::L4Proto, IPPROTO_ICMPV6)[..]
         );
     }
 
     #[test]
     fn marks_vxlan_datagrams_by_the_addresses_of_the_packet_inside() {
         let rules = marking_rules(&TraceMatch {
-            addresses: vec![FAR],
+            addresses: vec![FAR.into()],
             protocol: Some(IPPROTO_ICMP),
             vxlan_port: Some(4789),
         });
         // The packet itself as source and destination, then inside a tunnel.
         assert_eq!(rules.len(), 4);
         let inner_source = &rules[2];
-        assert_eq!(inner_source[..2], load_and_compare(IP_PROTOCOL, &[17])[..]);
         assert_eq!(
-            inner_source[2..4],
+            inner_source[..2],
+            meta_is(MetaKey::Nfproto, NFPROTO_IPV4)[..]
+        );
+        assert_eq!(inner_source[2..4], load_and_compare(IP_PROTOCOL, &[17])[..]);
+        assert_eq!(
+            inner_source[4..6],
             load_and_compare_at(NFT_PAYLOAD_TRANSPORT_HEADER, 2, &4789u16.to_be_bytes())[..]
         );
         // UDP 8, VXLAN 8, Ethernet 14, then the inner source address at 12.
         assert_eq!(
-            inner_source[4..6],
+            inner_source[6..8],
             load_and_compare_at(NFT_PAYLOAD_TRANSPORT_HEADER, 42, &FAR.octets())[..]
         );
-        assert_eq!(inner_source[6], limit_rate(TRACED_PER_SECOND));
+        assert_eq!(inner_source[8], limit_rate(TRACED_PER_SECOND));
     }
 
     #[test]

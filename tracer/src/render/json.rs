@@ -8,9 +8,9 @@ use crate::explain::{NoReply, Story, compare::Compared, dns::DnsStory};
 
 /// The version of the JSON lines `follow` prints; it changes when a field
 /// changes meaning or goes away.
-pub const SCHEMA_VERSION: u32 = 3;
+pub const SCHEMA_VERSION: u32 = 4;
 /// The same for `dns`.
-pub const DNS_SCHEMA_VERSION: u32 = 3;
+pub const DNS_SCHEMA_VERSION: u32 = 4;
 
 #[derive(Serialize)]
 struct Line<'a, T: Serialize> {
@@ -84,7 +84,7 @@ pub struct Losses<'a> {
 }
 
 /// The version of what `diff --json` prints.
-pub const DIFF_SCHEMA_VERSION: u32 = 1;
+pub const DIFF_SCHEMA_VERSION: u32 = 2;
 
 /// Two recordings compared: one object.
 pub fn compared(compared: &Compared) -> String {

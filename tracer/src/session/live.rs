@@ -4,7 +4,7 @@
 //! events in, enrich and stop the same way.
 
 use std::{
-    net::Ipv4Addr,
+    net::IpAddr,
     path::{Path, PathBuf},
 };
 
@@ -226,7 +226,7 @@ fn tell_losses(losses: &LossReport, json: Option<u32>) {
 pub fn traced_namespaces(
     source_netns: u32,
     source_path: Option<&Path>,
-    addresses: &[Ipv4Addr],
+    addresses: &[IpAddr],
     topology: &Topology,
 ) -> Vec<PathBuf> {
     let mut paths: Vec<PathBuf> = source_path.map(Path::to_path_buf).into_iter().collect();

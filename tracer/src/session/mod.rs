@@ -16,7 +16,7 @@ pub mod teller;
 #[cfg(test)]
 mod tests;
 
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
 
@@ -46,6 +46,6 @@ pub enum Told {
 /// Where the followed packets go: an address, and a port when one was named.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Destination {
-    pub address: Ipv4Addr,
+    pub address: IpAddr,
     pub port: Option<u16>,
 }

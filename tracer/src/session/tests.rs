@@ -6,7 +6,7 @@
 //! are checked against what the lab was. `pkttrace dns` records nothing:
 //! its test alone runs recorded events on a topology built by hand.
 
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 
 use crate::decode::{DropReason, EventKind, Hook, MAIN_TABLE, NatSide, RouteResult};
 use crate::enrich::{
@@ -239,7 +239,7 @@ fn icmp_through_masquerade_and_back() {
     );
     assert_eq!(nat["before"]["src"], request["tuple"]["src"]);
     // MASQUERADE takes the address of the host's device it leaves by.
-    let after: Ipv4Addr = nat["after"]["src"].as_str().unwrap().parse().unwrap();
+    let after: IpAddr = nat["after"]["src"].as_str().unwrap().parse().unwrap();
     let host = told.topology.namespace(told.topology.host_netns).unwrap();
     let out = host
         .interfaces
@@ -963,7 +963,7 @@ fn dns_lab() -> Topology {
     const HOST: u32 = 4026531833;
     const CLIENT: u32 = 4026532408;
     const UPSTREAM: u32 = 4026532178;
-    let interface = |ifindex, name: &str, kind, address: Option<(Ipv4Addr, u8)>| Interface {
+    let interface = |ifindex, name: &str, kind, address: Option<(IpAddr, u8)>| Interface {
         ifindex,
         name: name.into(),
         kind,
@@ -997,7 +997,7 @@ fn dns_lab() -> Topology {
         2494,
         "br-e91aaeeb4e86",
         LinkKind::Bridge,
-        Some((Ipv4Addr::new(172, 18, 0, 1), 16)),
+        Some((IpAddr::from([172, 18, 0, 1]), 16)),
     );
     let port = Interface {
         master: Some(2494),
@@ -1006,7 +1006,7 @@ fn dns_lab() -> Topology {
     let uplink = veth(
         2491,
         "pt-up-host",
-        Some((Ipv4Addr::new(198, 51, 100, 254), 24)),
+        Some((IpAddr::from([198, 51, 100, 254]), 24)),
         (UPSTREAM, 2),
     );
     Topology {
@@ -1019,11 +1019,16 @@ fn dns_lab() -> Topology {
                     id: "c14e2a8ea686".into(),
                 },
                 vec![
-                    interface(1, "lo", LinkKind::Loopback, Some((Ipv4Addr::LOCALHOST, 8))),
+                    interface(
+                        1,
+                        "lo",
+                        LinkKind::Loopback,
+                        Some((IpAddr::from([127, 0, 0, 1]), 8)),
+                    ),
                     veth(
                         2497,
                         "eth0",
-                        Some((Ipv4Addr::new(172, 18, 0, 3), 16)),
+                        Some((IpAddr::from([172, 18, 0, 3]), 16)),
                         (HOST, 2498),
                     ),
                 ],
@@ -1036,7 +1041,7 @@ fn dns_lab() -> Topology {
                     vec![veth(
                         2,
                         "eth0",
-                        Some((Ipv4Addr::new(198, 51, 100, 1), 24)),
+                        Some((IpAddr::from([198, 51, 100, 1]), 24)),
                         (HOST, 2491),
                     )],
                 )
@@ -1063,7 +1068,7 @@ fn dns_lab() -> Topology {
             id: "9f0c".into(),
             driver: "bridge".into(),
             bridge: Some("br-e91aaeeb4e86".into()),
-            subnets: vec![(Ipv4Addr::new(172, 18, 0, 0), 16)],
+            subnets: vec![(IpAddr::from([172, 18, 0, 0]), 16)],
             masquerade: true,
             engine: String::new(),
         }],
@@ -1082,14 +1087,14 @@ fn dns_entries_tell_the_embedded_dns_and_the_forwarded_leg() {
 
     let mut correlator = Correlator::new(Scope {
         netns: 4026532408,
-        embedded: Some(Ipv4Addr::new(127, 0, 0, 11)),
+        embedded: Some(IpAddr::from([127, 0, 0, 11])),
         timeout_ns: 5_000_000_000,
     });
     for journey in assemble(crate::journey::tests::EMBEDDED_DNS) {
         correlator.push(journey);
     }
     let setup = DnsSetup {
-        nameservers: vec![Ipv4Addr::new(127, 0, 0, 11).into()],
+        nameservers: vec![IpAddr::from([127, 0, 0, 11])],
         embedded: vec![EmbeddedListener {
             protocol: "udp".into(),
             port: 45513,
@@ -1118,6 +1123,7 @@ fn dns_entries_tell_the_embedded_dns_and_the_forwarded_leg() {
                 all_forwarding: Some(true),
                 rp_filter: Some(0),
                 all_rp_filter: Some(0),
+                ipv6: false,
             },
         )
     };

@@ -46,7 +46,7 @@ pub async fn run(args: FollowArgs) -> Result<ExitCode> {
         .await
         .context("cannot read this host's network namespaces")?;
     let source = target::resolve_source(&args.source, &topology)?;
-    let destination = target::resolve_destination(&args.dest, &topology)?;
+    let destination = target::resolve_destination(&args.dest, args.ipv6, &topology)?;
     let probe = args
         .probe
         .as_deref()
@@ -188,7 +188,9 @@ pub async fn run(args: FollowArgs) -> Result<ExitCode> {
     let mut run = Run {
         live,
         teller: Teller::new(destination, published, proxy, sinks),
-        refused: RefusedSends::new(probe.map_or(0, |p| sender::packet_length(p, shape))),
+        refused: RefusedSends::new(
+            probe.map_or(0, |p| sender::packet_length(p, shape, destination.address)),
+        ),
         source,
         destination,
         exchanges,
@@ -271,7 +273,7 @@ fn filter(
 ) -> Filter {
     let mut filter = Filter {
         addresses: vec![destination.address],
-        protocol: probe.map(Probe::protocol),
+        protocol: probe.map(|p| p.protocol(destination.address)),
         ports: probe
             .and_then(Probe::port)
             .or(destination.port)
@@ -286,7 +288,7 @@ fn filter(
         filter.ports.push(published.port);
     }
     // Not the host's gateway: that is this machine's real uplink.
-    if let Some(gateway) = source.gateway(topology)
+    if let Some(gateway) = source.gateway(topology, destination.address.is_ipv6())
         && !filter.addresses.contains(&gateway)
     {
         filter.addresses.push(gateway);
@@ -318,22 +320,22 @@ fn say_following(
     probe: Option<Probe>,
     published: Option<&enrich::Published>,
 ) {
-    let port = destination
-        .port
-        .map(|p| format!(":{p}"))
-        .unwrap_or_default();
+    let to = match destination.port {
+        Some(port) => std::net::SocketAddr::new(destination.address, port).to_string(),
+        None => destination.address.to_string(),
+    };
     let behind = published
         .map(|p| {
             format!(
-                " (published port of {}: {}:{})",
-                p.container, p.address, p.port
+                " (published port of {}: {})",
+                p.container,
+                std::net::SocketAddr::new(p.address, p.port)
             )
         })
         .unwrap_or_default();
     eprintln!(
-        "pkttrace: following {} → {}{port}{behind}{}",
+        "pkttrace: following {} → {to}{behind}{}",
         source.label,
-        destination.address,
         if probe.is_some() {
             " (sending the probe now)"
         } else {

@@ -2,7 +2,7 @@
 //! (too big for the learned path MTU): each is told as the journey of that
 //! lookup, with what the send returned.
 
-use std::{collections::BTreeMap, net::Ipv4Addr, sync::mpsc::Receiver};
+use std::{collections::BTreeMap, net::IpAddr, sync::mpsc::Receiver};
 
 use crate::{
     journey::{Assembler, Journey},
@@ -51,7 +51,7 @@ impl RefusedSends {
         assembler: &mut Assembler,
         taken_in_up_to_ns: u64,
         source_netns: u32,
-        destination: Ipv4Addr,
+        destination: IpAddr,
     ) -> Vec<Journey> {
         let (ready, waiting) = std::mem::take(&mut self.waiting)
             .into_iter()

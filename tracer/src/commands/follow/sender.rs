@@ -5,7 +5,7 @@ use std::{
     fs::File,
     io::{ErrorKind, Read, Write},
     mem::MaybeUninit,
-    net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpStream, UdpSocket},
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream, UdpSocket},
     os::fd::AsRawFd,
     path::Path,
     thread,
@@ -13,7 +13,7 @@ use std::{
 };
 
 use anyhow::{Context, Result};
-use etherparse::{IcmpEchoHeader, Icmpv4Header, Icmpv4Type};
+use etherparse::{IcmpEchoHeader, Icmpv4Header, Icmpv4Type, Icmpv6Header, Icmpv6Type};
 use socket2::{Domain, Protocol, Socket, Type};
 
 use crate::{commands::target::Probe, session::Destination, setns::enter_network_namespace};
@@ -108,14 +108,14 @@ fn monotonic_ns() -> u64 {
     now.tv_sec as u64 * 1_000_000_000 + now.tv_nsec as u64
 }
 
-/// The IPv4 length of a probe's packet (headers and payload).
-pub fn packet_length(probe: Probe, shape: Shape) -> u16 {
-    const IP_HEADER: u16 = 20;
+/// The IP length of a probe's packet to `destination` (headers and payload).
+pub fn packet_length(probe: Probe, shape: Shape, destination: IpAddr) -> u16 {
+    let ip_header = if destination.is_ipv6() { 40 } else { 20 };
     let transport_header = match probe {
         Probe::Icmp | Probe::Udp(_) => 8,
         Probe::Tcp(_) => 20,
     };
-    IP_HEADER + transport_header + payload(shape).len() as u16
+    ip_header + transport_header + payload(shape).len() as u16
 }
 
 /// The probe's payload: `--size` bytes, or a short default.
@@ -131,22 +131,38 @@ fn payload(shape: Shape) -> Vec<u8> {
     }
 }
 
-/// Applies `--ttl`, and with `--size` sets don't fragment (IP_PMTUDISC_DO),
-/// so a packet too big for a link is refused there, not split.
-fn shape_socket(socket: &Socket, shape: Shape) -> Result<()> {
+/// Applies `--ttl` (IPv6's hop limit), and with `--size` sets don't
+/// fragment (IP_PMTUDISC_DO; an IPv6 sender does not fragment either with
+/// IPV6_PMTUDISC_DO), so a packet too big for a link is refused there.
+fn shape_socket(socket: &Socket, shape: Shape, ipv6: bool) -> Result<()> {
     if let Some(ttl) = shape.ttl {
-        socket
-            .set_ttl_v4(u32::from(ttl))
-            .context("cannot set the probe's TTL")?;
+        let set = if ipv6 {
+            socket.set_unicast_hops_v6(u32::from(ttl))
+        } else {
+            socket.set_ttl_v4(u32::from(ttl))
+        };
+        set.context("cannot set the probe's TTL")?;
     }
     if shape.size.is_some() {
-        let value: libc::c_int = libc::IP_PMTUDISC_DO;
-        // SAFETY: IP_MTU_DISCOVER takes one int, passed with its size.
+        let (level, option, value) = if ipv6 {
+            (
+                libc::IPPROTO_IPV6,
+                libc::IPV6_MTU_DISCOVER,
+                libc::IPV6_PMTUDISC_DO,
+            )
+        } else {
+            (
+                libc::IPPROTO_IP,
+                libc::IP_MTU_DISCOVER,
+                libc::IP_PMTUDISC_DO,
+            )
+        };
+        // SAFETY: the option takes one int, passed with its size.
         let set = unsafe {
             libc::setsockopt(
                 socket.as_raw_fd(),
-                libc::IPPROTO_IP,
-                libc::IP_MTU_DISCOVER,
+                level,
+                option,
                 (&value as *const libc::c_int).cast(),
                 size_of::<libc::c_int>() as libc::socklen_t,
             )
@@ -162,18 +178,32 @@ fn shape_socket(socket: &Socket, shape: Shape) -> Result<()> {
 fn send_one(
     probe: Probe,
     shape: Shape,
-    address: Ipv4Addr,
+    address: IpAddr,
     sequence: u16,
     timeout: Duration,
 ) -> Result<ProbeOutcome> {
+    let ipv6 = address.is_ipv6();
     match probe {
-        Probe::Icmp => ping(address, shape, sequence, timeout),
+        Probe::Icmp => match address {
+            IpAddr::V4(v4) => ping(v4, shape, sequence, timeout),
+            IpAddr::V6(v6) => ping6(v6, shape, sequence, timeout),
+        },
         Probe::Udp(port) => {
             // Connected, so an ICMP error about it comes back as an error.
-            let socket = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))?;
-            shape_socket(&socket, shape)?;
-            socket.bind(&SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0).into())?;
-            if let Err(error) = socket.connect(&SocketAddrV4::new(address, port).into()) {
+            let target = SocketAddr::new(address, port);
+            let socket = Socket::new(
+                Domain::for_address(target),
+                Type::DGRAM,
+                Some(Protocol::UDP),
+            )?;
+            shape_socket(&socket, shape, ipv6)?;
+            let any: IpAddr = if ipv6 {
+                Ipv6Addr::UNSPECIFIED.into()
+            } else {
+                Ipv4Addr::UNSPECIFIED.into()
+            };
+            socket.bind(&SocketAddr::new(any, 0).into())?;
+            if let Err(error) = socket.connect(&target.into()) {
                 return refused_at_send(error).context("cannot address the UDP probe");
             }
             let socket = UdpSocket::from(socket);
@@ -191,9 +221,13 @@ fn send_one(
             })
         }
         Probe::Tcp(port) => {
-            let target = SocketAddr::V4(SocketAddrV4::new(address, port));
-            let socket = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP))?;
-            shape_socket(&socket, shape)?;
+            let target = SocketAddr::new(address, port);
+            let socket = Socket::new(
+                Domain::for_address(target),
+                Type::STREAM,
+                Some(Protocol::TCP),
+            )?;
+            shape_socket(&socket, shape, ipv6)?;
             match socket.connect_timeout(&target.into(), timeout) {
                 Ok(()) => {
                     let mut stream = TcpStream::from(socket);
@@ -246,7 +280,7 @@ fn refused_at_send(error: std::io::Error) -> Result<ProbeOutcome> {
 fn ping(address: Ipv4Addr, shape: Shape, sequence: u16, timeout: Duration) -> Result<ProbeOutcome> {
     let socket = Socket::new(Domain::IPV4, Type::RAW, Some(Protocol::ICMPV4))
         .context("cannot open a raw ICMP socket")?;
-    shape_socket(&socket, shape)?;
+    shape_socket(&socket, shape, false)?;
     let id = std::process::id() as u16;
     let payload = payload(shape);
     let header = Icmpv4Header::with_checksum(
@@ -255,7 +289,7 @@ fn ping(address: Ipv4Addr, shape: Shape, sequence: u16, timeout: Duration) -> Re
     );
     let mut message = header.to_bytes().to_vec();
     message.extend_from_slice(&payload);
-    if let Err(error) = socket.send_to(&message, &SocketAddrV4::new(address, 0).into()) {
+    if let Err(error) = socket.send_to(&message, &SocketAddr::new(address.into(), 0).into()) {
         return refused_at_send(error).context("cannot send the ICMP probe");
     }
     let mut buffer = [MaybeUninit::<u8>::uninit(); 1500];
@@ -308,4 +342,75 @@ fn quotes_echo(quoted: &[u8], address: Ipv4Addr, echo: IcmpEchoHeader) -> bool {
         return false;
     };
     inner.destination() == address.octets() && icmp.icmp_type == Icmpv4Type::EchoRequest(echo)
+}
+
+/// One ICMPv6 echo request on a raw ICMPv6 socket (the kernel fills in the
+/// checksum), then waits for the reply or an ICMPv6 error about it. The
+/// socket reads ICMPv6 messages without their IPv6 header.
+fn ping6(
+    address: Ipv6Addr,
+    shape: Shape,
+    sequence: u16,
+    timeout: Duration,
+) -> Result<ProbeOutcome> {
+    let socket = Socket::new(Domain::IPV6, Type::RAW, Some(Protocol::ICMPV6))
+        .context("cannot open a raw ICMPv6 socket")?;
+    shape_socket(&socket, shape, true)?;
+    let id = std::process::id() as u16;
+    let echo = IcmpEchoHeader { id, seq: sequence };
+    let payload = payload(shape);
+    let mut message = Icmpv6Header::new(Icmpv6Type::EchoRequest(echo))
+        .to_bytes()
+        .to_vec();
+    message.extend_from_slice(&payload);
+    if let Err(error) = socket.send_to(&message, &SocketAddr::new(address.into(), 0).into()) {
+        return refused_at_send(error).context("cannot send the ICMPv6 probe");
+    }
+    let mut buffer = [MaybeUninit::<u8>::uninit(); 1500];
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            return Ok(ProbeOutcome::NoAnswer);
+        }
+        socket.set_read_timeout(Some(left))?;
+        let length = match socket.recv(&mut buffer) {
+            Ok(length) => length,
+            Err(error) if error.raw_os_error() == Some(libc::EMSGSIZE) => {
+                return Ok(ProbeOutcome::Refused(error.to_string()));
+            }
+            Err(_) => return Ok(ProbeOutcome::NoAnswer),
+        };
+        // SAFETY: recv initialised the first `length` bytes.
+        let bytes: Vec<u8> = buffer[..length]
+            .iter()
+            .map(|b| unsafe { b.assume_init() })
+            .collect();
+        let Ok(icmp) = etherparse::Icmpv6Slice::from_slice(&bytes) else {
+            continue;
+        };
+        match icmp.icmp_type() {
+            Icmpv6Type::EchoReply(reply) if reply == echo => return Ok(ProbeOutcome::Answered),
+            Icmpv6Type::DestinationUnreachable(_)
+            | Icmpv6Type::PacketTooBig { .. }
+            | Icmpv6Type::TimeExceeded(_)
+            | Icmpv6Type::ParameterProblem(_)
+                if quotes_echo6(icmp.payload(), address, echo) =>
+            {
+                return Ok(ProbeOutcome::Refused(format!("{:?}", icmp.icmp_type())));
+            }
+            _ => {}
+        }
+    }
+}
+
+/// True when an ICMPv6 error's payload quotes our echo request to `address`.
+fn quotes_echo6(quoted: &[u8], address: Ipv6Addr, echo: IcmpEchoHeader) -> bool {
+    let Ok(inner) = etherparse::Ipv6HeaderSlice::from_slice(quoted) else {
+        return false;
+    };
+    let Ok(icmp) = etherparse::Icmpv6Slice::from_slice(&quoted[inner.slice().len()..]) else {
+        return false;
+    };
+    inner.destination_addr() == address && icmp.icmp_type() == Icmpv6Type::EchoRequest(echo)
 }

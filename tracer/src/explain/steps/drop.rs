@@ -68,7 +68,7 @@ impl Decider<'_> {
             .and_then(|r| r.out_device.as_deref())
             .and_then(|device| self.mtu_of(event.netns, device));
         let waited_for_neighbour = reason
-            .is_neighbour_failure()
+            .is_neighbour_failure_at(location)
             .then(|| {
                 events
                     .iter()
@@ -99,7 +99,11 @@ impl Decider<'_> {
                 location: location.clone(),
                 hook,
                 rule,
-                input: input.and_then(|dev| self.facts.ipv4_of(event.netns, dev).cloned()),
+                input: input.and_then(|dev| {
+                    self.facts
+                        .ip_settings_of(event.netns, dev, event.packet.dst.is_ipv6())
+                        .cloned()
+                }),
                 source: event.packet.src,
                 rule_tracing_unavailable: self.facts.rule_tracing_unavailable.clone(),
                 next_hop: self.next_hop(event),

@@ -126,7 +126,12 @@ impl Decider<'_> {
                 },
             };
         };
-        let (routes, default_route) = table_routes(self.topology, lookup.netns, table);
+        let (routes, default_route) = table_routes(
+            self.topology,
+            lookup.netns,
+            table,
+            lookup.packet.dst.is_ipv6(),
+        );
         Ending::NotSent {
             namespace: self.namespace(lookup.netns),
             netns: lookup.netns,
@@ -202,7 +207,7 @@ pub fn accepted_by(journey: &Journey, netns: u32, facts: &Facts) -> Option<Accep
         at.netns == netns
             && at.listener.protocol == "tcp"
             && address.port() == dport
-            && (address.ip().is_unspecified() || address.ip() == std::net::IpAddr::V4(packet.dst))
+            && (address.ip().is_unspecified() || address.ip() == packet.dst)
     })?;
     Some(AcceptedBy {
         process: listener.listener.process.clone(),
@@ -221,7 +226,8 @@ pub fn failed_route_back(events: &[Event], netns: u32, topology: &Topology) -> O
             route_for: RouteFor::AnswerTo,
             ..
         } if e.netns == netns && !result.found() => {
-            let (routes, default_route) = table_routes(topology, netns, table);
+            let (routes, default_route) =
+                table_routes(topology, netns, table, e.packet.dst.is_ipv6());
             Some(RouteBack {
                 to: e.packet.dst,
                 table,
@@ -234,17 +240,17 @@ pub fn failed_route_back(events: &[Event], netns: u32, topology: &Topology) -> O
     })
 }
 
-/// The unicast routes of `table` in `netns`, as `ip route show` words them
-/// ("10.44.5.0/24 dev lec1", "198.51.100.0/24 via 10.0.0.1 dev eth0"), and
-/// whether the table has a default route.
-fn table_routes(topology: &Topology, netns: u32, table: u32) -> (Vec<String>, bool) {
+/// The unicast routes of `table` in `netns` of one family, as `ip route
+/// show` words them ("10.44.5.0/24 dev lec1", "198.51.100.0/24 via 10.0.0.1
+/// dev eth0"), and whether the table has a default route.
+fn table_routes(topology: &Topology, netns: u32, table: u32, ipv6: bool) -> (Vec<String>, bool) {
     let Some(namespace) = topology.namespace(netns) else {
         return (Vec::new(), false);
     };
     let routes: Vec<&Route> = namespace
         .routes
         .iter()
-        .filter(|r| r.table == table && r.kind == RouteKind::Unicast)
+        .filter(|r| r.table == table && r.kind == RouteKind::Unicast && r.ipv6 == ipv6)
         .collect();
     let words = routes
         .iter()

@@ -1,7 +1,7 @@
 //! A namespace routing a packet onward from one device to another, as the
 //! forwarding setting of the device it came in on allows.
 
-use crate::decode::Event;
+use crate::{decode::Event, enrich::sysctl_name};
 
 use super::{Decider, Details, StepKind};
 
@@ -9,8 +9,11 @@ use super::{Decider, Details, StepKind};
 pub struct Forwarding {
     pub from_device: String,
     pub to_device: String,
-    /// `net.ipv4.conf.<from_device>.forwarding` there, when read.
+    /// The forwarding setting the kernel checks there, when read:
+    /// `net.ipv4.conf.<from_device>.forwarding`, `net.ipv6.conf.all.forwarding`.
     pub ip_forward: Option<bool>,
+    /// IPv6's setting (`net.ipv6.conf.…`).
+    pub ipv6: bool,
 }
 
 impl Decider<'_> {
@@ -20,15 +23,16 @@ impl Decider<'_> {
             .interface(event.netns, out_ifindex)
             .map(|d| d.name.clone())
             .unwrap_or_else(|| format!("if{out_ifindex}"));
-        // The kernel checks the input device's own setting, in this namespace.
+        let ipv6 = event.packet.dst.is_ipv6();
         let ip_forward = self
             .facts
-            .ipv4_of(event.netns, &event.ifname)
-            .and_then(|s| s.forwarding);
+            .ip_settings_of(event.netns, &event.ifname, ipv6)
+            .and_then(|s| s.forwards());
         let forwarding = Forwarding {
             from_device: event.ifname.to_string(),
             to_device,
             ip_forward,
+            ipv6,
         };
         self.push(
             event,
@@ -41,9 +45,15 @@ impl Decider<'_> {
 impl Forwarding {
     pub fn words(&self, ns: &str) -> String {
         let from = &self.from_device;
+        // IPv6 forwards by `all` alone (ip6_forward), IPv4 by the input device.
+        let name = sysctl_name(
+            self.ipv6,
+            if self.ipv6 { "all" } else { from },
+            "forwarding",
+        );
         let setting = match self.ip_forward {
-            Some(true) => format!("as net.ipv4.conf.{from}.forwarding = 1 allows"),
-            Some(false) => format!("although net.ipv4.conf.{from}.forwarding is 0 now"),
+            Some(true) => format!("as {name} = 1 allows"),
+            Some(false) => format!("although {name} is 0 now"),
             None => "forwarding setting unknown".to_string(),
         };
         format!(
@@ -57,6 +67,7 @@ impl Forwarding {
             from_device: self.from_device.clone(),
             to_device: self.to_device.clone(),
             ip_forward: self.ip_forward,
+            ipv6: self.ipv6,
         }
     }
 }

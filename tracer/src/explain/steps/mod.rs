@@ -620,7 +620,7 @@ impl Decider<'_> {
 
     /// Where the namespace of `event` sends the packet next: the gateway its
     /// routing decision chose, or the destination itself when on-link.
-    fn next_hop(&self, event: &Event) -> Option<std::net::Ipv4Addr> {
+    fn next_hop(&self, event: &Event) -> Option<std::net::IpAddr> {
         let route = self.last_route_in(event.netns)?;
         Some(route.gateway.unwrap_or(event.packet.dst)).filter(|_| route.result.found())
     }

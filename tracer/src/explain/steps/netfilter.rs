@@ -2,7 +2,7 @@
 //! whose doing the hook was (routing, or a bridge for a switched frame), and
 //! a POSTROUTING that let it out unmasqueraded.
 
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 
 use crate::{
     decode::{DropReason, Event, EventKind, Hook, NatSide},
@@ -10,6 +10,7 @@ use crate::{
 };
 
 use super::{Decider, Details, StepKind};
+use crate::addr;
 use crate::explain::{ConntrackSaid, Tuple};
 
 #[derive(Clone, Debug, PartialEq)]
@@ -22,7 +23,7 @@ pub struct Passage {
     /// POSTROUTING let it out with its private source `source`: the Docker
     /// network it comes from does not masquerade.
     pub not_masqueraded_by: Option<String>,
-    pub source: Ipv4Addr,
+    pub source: IpAddr,
 }
 
 /// Whose hook it was.
@@ -126,7 +127,7 @@ impl Decider<'_> {
         // namespace has no chain: netfilter does nothing there of its own.
         let nothing_there = self
             .facts
-            .netfilter_hooks_of(event.netns)
+            .netfilter_hooks_of(event.netns, event.packet.dst.is_ipv6())
             .is_some_and(|hooks| !hooks.contains(&hook));
         if !nothing_there || dropped_here {
             let passage = Passage {
@@ -155,17 +156,17 @@ impl Decider<'_> {
         if event.netns != self.topology.host_netns {
             return None;
         }
-        let source = u32::from(event.packet.src);
+        let source = event.packet.src;
         self.topology
             .docker_networks
             .iter()
             .find(|network| {
                 !network.masquerade
                     && network.bridge.as_deref() != Some(event.ifname.as_str())
-                    && network.subnets.iter().any(|(address, prefix)| {
-                        let mask = u32::MAX.checked_shl(32 - u32::from(*prefix)).unwrap_or(0);
-                        source & mask == u32::from(*address) & mask
-                    })
+                    && network
+                        .subnets
+                        .iter()
+                        .any(|subnet| addr::in_subnet(source, *subnet))
             })
             .map(|network| network.name.clone())
     }

@@ -2,7 +2,7 @@
 //! sender made in vain (no packet), and one for an answer that found no
 //! way back.
 
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 
 use crate::{
     decode::{Event, EventKind, LOCAL_TABLE, RouteFor, RouteResult},
@@ -16,14 +16,14 @@ use super::{Decider, RouteChoice, StepKind};
 pub struct Refused {
     /// Who asked (a process in its system call), when known.
     pub sender: Option<(String, u32)>,
-    pub destination: Ipv4Addr,
+    pub destination: IpAddr,
     pub route: RouteChoice,
 }
 
 /// A routing decision of a namespace for the packet.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Decision {
-    pub destination: Ipv4Addr,
+    pub destination: IpAddr,
     pub route: RouteChoice,
     pub kind: DecisionKind,
 }

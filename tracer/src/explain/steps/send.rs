@@ -1,7 +1,7 @@
 //! Where a journey starts: who sent it, from where, by which route, and
 //! whether it first waited for ARP.
 
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 
 use crate::decode::{Event, Packet, TCP_ACK, TCP_RST, TCP_SYN, Transport};
 
@@ -18,8 +18,10 @@ pub struct Send {
     /// destination and so where it leaves.
     pub first_routed_to: Option<String>,
     pub route: Option<RouteChoice>,
-    /// Whom it waited for ARP for, when that wait was not measured.
-    pub next_hop: Ipv4Addr,
+    /// Whom it waited for ARP (neighbour discovery) for, when that wait was
+    /// not measured: unknown without a route.
+    pub next_hop: Option<IpAddr>,
+    pub ipv6: bool,
 }
 
 impl Decider<'_> {
@@ -69,8 +71,8 @@ impl Decider<'_> {
             first_routed_to: rerouted_to.map(|_| event.ifname.to_string()),
             next_hop: route
                 .as_ref()
-                .and_then(|r| r.gateway)
-                .unwrap_or(event.packet.dst),
+                .map(|r| r.gateway.unwrap_or(event.packet.dst)),
+            ipv6: event.packet.dst.is_ipv6(),
             route,
         };
         let device = (!out.is_empty()).then(|| out.to_string());
@@ -94,9 +96,16 @@ impl Send {
         match arp {
             ArpWaited::For(wait) => text += &format!("; it first {}", wait.sentence()),
             ArpWaited::Unmeasured => {
+                let resolution = if self.ipv6 {
+                    "neighbour discovery"
+                } else {
+                    "ARP"
+                };
+                let neighbour = self
+                    .next_hop
+                    .map_or_else(|| "the next hop".to_string(), |hop| hop.to_string());
                 text += &format!(
-                    "; it first waited for ARP to resolve {}'s MAC address",
-                    self.next_hop
+                    "; it first waited for {resolution} to resolve {neighbour}'s MAC address"
                 );
             }
             ArpWaited::No => {}
@@ -120,7 +129,7 @@ fn kernel_generated(packet: &Packet) -> bool {
         Transport::Tcp { flags, .. } => {
             flags & TCP_RST != 0 || flags & (TCP_SYN | TCP_ACK) == TCP_SYN | TCP_ACK
         }
-        Transport::Icmp { icmp_type, .. } => icmp_type != 8,
+        Transport::Icmp { .. } => packet.transport.icmp() != Some((8, 0)),
         Transport::Arp { .. } => true,
         _ => false,
     }

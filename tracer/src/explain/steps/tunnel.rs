@@ -3,7 +3,7 @@
 //! (decapsulation). In between, the same skb carries the packet over the
 //! underlay, where its events carry the outer headers.
 
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 
 use crate::decode::{Event, EventKind, Mac, Tunnel};
 
@@ -20,7 +20,7 @@ pub struct Encapsulation {
     pub underlay: Option<String>,
     /// The device's forwarding database entry for the frame's destination
     /// MAC: the tunnel endpoint it sends that MAC's frames to.
-    pub endpoint: Option<(Mac, Ipv4Addr)>,
+    pub endpoint: Option<(Mac, IpAddr)>,
     /// The Docker host at that endpoint, when an engine here is the Swarm
     /// node with that address.
     pub endpoint_host: Option<String>,

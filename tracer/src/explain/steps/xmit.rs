@@ -14,9 +14,7 @@ pub fn after_arp(arp: &ArpWaited) -> String {
     match arp {
         ArpWaited::No => String::new(),
         ArpWaited::For(wait) => format!(" (after it {})", wait.sentence()),
-        ArpWaited::Unmeasured => {
-            " (after waiting for ARP to resolve the next hop's MAC address)".into()
-        }
+        ArpWaited::Unmeasured => " (after waiting for the next hop's MAC address)".into(),
     }
 }
 
@@ -47,9 +45,10 @@ pub fn arp_waits(events: &[Event]) -> Vec<(u32, ArpWait)> {
             queued.netns,
             ArpWait {
                 waited_us: sent.time_ns.saturating_sub(queued.time_ns) / 1_000,
-                next_hop: routed.unwrap_or(sent.packet.dst),
+                next_hop: routed,
                 mac: *mac_dst,
                 device: sent.ifname.to_string(),
+                ipv6: sent.packet.dst.is_ipv6(),
             },
         ));
     }

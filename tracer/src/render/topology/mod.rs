@@ -43,7 +43,7 @@ pub fn write_svg(dot: &str, path: &std::path::Path) -> anyhow::Result<()> {
 
 /// The version of `topology --json`'s document; it changes when a field
 /// changes meaning or goes away.
-pub const SCHEMA_VERSION: u32 = 1;
+pub const SCHEMA_VERSION: u32 = 2;
 
 /// The report as one pretty-printed JSON document, with its schema version
 /// (docs/json.md, `pkttrace schema topology`).

@@ -3,7 +3,7 @@
 //! named bridge, publishing 4000 -> 80 through docker-proxy and DNAT, and
 //! an `ip netns` joined to the host by a veth (demo #1).
 
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 
 use super::*;
 use crate::enrich::{
@@ -17,12 +17,7 @@ const SERVER: u32 = 4026532403;
 const DEMO: u32 = 4026532324;
 const SERVER_ID: &str = "3f2a9c1b7d4e5f60718293a4b5c6d7e8f9a0b1c2d3e4f5a6b7c8d9e0f1a2b3c4";
 
-fn iface(
-    ifindex: u32,
-    name: &str,
-    kind: Option<&str>,
-    address: Option<(Ipv4Addr, u8)>,
-) -> Interface {
+fn iface(ifindex: u32, name: &str, kind: Option<&str>, address: Option<(IpAddr, u8)>) -> Interface {
     Interface {
         ifindex,
         name: name.into(),
@@ -42,7 +37,7 @@ fn iface(
 fn veth(
     ifindex: u32,
     name: &str,
-    address: Option<(Ipv4Addr, u8)>,
+    address: Option<(IpAddr, u8)>,
     peer: (u32, u32),
     master: Option<u32>,
 ) -> Interface {
@@ -56,8 +51,8 @@ fn veth(
 }
 
 fn route(
-    destination: Option<(Ipv4Addr, u8)>,
-    gateway: Option<Ipv4Addr>,
+    destination: Option<(IpAddr, u8)>,
+    gateway: Option<IpAddr>,
     device: u32,
     table: u32,
 ) -> Route {
@@ -72,6 +67,8 @@ fn route(
         gateway,
         device: Some(device),
         source: None,
+        ipv6: destination.is_some_and(|(ip, _)| ip.is_ipv6())
+            || gateway.is_some_and(|ip| ip.is_ipv6()),
     }
 }
 
@@ -195,21 +192,21 @@ fn lab() -> Wiring {
         5,
         "docker0",
         Some("bridge"),
-        Some((Ipv4Addr::new(172, 17, 0, 1), 16)),
+        Some((IpAddr::from([172, 17, 0, 1]), 16)),
     );
     let labbr = iface(
         9,
         "labbr",
         Some("bridge"),
-        Some((Ipv4Addr::new(192, 168, 80, 1), 20)),
+        Some((IpAddr::from([192, 168, 80, 1]), 20)),
     );
     let mut host = Namespace {
         inode: HOST,
         owner: Owner::Host,
         netns_names: Vec::new(),
         interfaces: vec![
-            iface(1, "lo", None, Some((Ipv4Addr::LOCALHOST, 8))),
-            iface(2, "eth0", None, Some((Ipv4Addr::new(192, 0, 2, 2), 24))),
+            iface(1, "lo", None, Some((IpAddr::from([127, 0, 0, 1]), 8))),
+            iface(2, "eth0", None, Some((IpAddr::from([192, 0, 2, 2]), 24))),
             docker0,
             veth(7, "veth3c1d2e4", None, (SERVER, 6), Some(5)),
             labbr,
@@ -217,20 +214,20 @@ fn lab() -> Wiring {
             veth(
                 13,
                 "pt-demo-h",
-                Some((Ipv4Addr::new(10, 11, 12, 13), 24)),
+                Some((IpAddr::from([10, 11, 12, 13]), 24)),
                 (DEMO, 2),
                 None,
             ),
         ],
         routes: vec![
-            route(None, Some(Ipv4Addr::new(192, 0, 2, 1)), 2, 254),
-            route(Some((Ipv4Addr::new(172, 17, 0, 0), 16)), None, 5, 254),
-            route(Some((Ipv4Addr::new(172, 17, 0, 1), 32)), None, 5, 255),
+            route(None, Some(IpAddr::from([192, 0, 2, 1])), 2, 254),
+            route(Some((IpAddr::from([172, 17, 0, 0]), 16)), None, 5, 254),
+            route(Some((IpAddr::from([172, 17, 0, 1]), 32)), None, 5, 255),
         ],
         ip_forward: Some(true),
         nsfs_path: None,
     };
-    host.routes[1].source = Some(Ipv4Addr::new(172, 17, 0, 1));
+    host.routes[1].source = Some(IpAddr::from([172, 17, 0, 1]));
     let server = Namespace {
         inode: SERVER,
         owner: Owner::Container {
@@ -239,23 +236,23 @@ fn lab() -> Wiring {
         },
         netns_names: Vec::new(),
         interfaces: vec![
-            iface(1, "lo", None, Some((Ipv4Addr::LOCALHOST, 8))),
+            iface(1, "lo", None, Some((IpAddr::from([127, 0, 0, 1]), 8))),
             veth(
                 6,
                 "eth0",
-                Some((Ipv4Addr::new(172, 17, 0, 2), 16)),
+                Some((IpAddr::from([172, 17, 0, 2]), 16)),
                 (HOST, 7),
                 None,
             ),
             veth(
                 10,
                 "eth1",
-                Some((Ipv4Addr::new(192, 168, 80, 2), 20)),
+                Some((IpAddr::from([192, 168, 80, 2]), 20)),
                 (HOST, 11),
                 None,
             ),
         ],
-        routes: vec![route(None, Some(Ipv4Addr::new(172, 17, 0, 1)), 6, 254)],
+        routes: vec![route(None, Some(IpAddr::from([172, 17, 0, 1])), 6, 254)],
         ip_forward: Some(false),
         nsfs_path: None,
     };
@@ -268,13 +265,13 @@ fn lab() -> Wiring {
             veth(
                 2,
                 "pt-demo-n",
-                Some((Ipv4Addr::new(10, 11, 12, 14), 24)),
+                Some((IpAddr::from([10, 11, 12, 14]), 24)),
                 (HOST, 13),
                 None,
             ),
         ],
         routes: vec![route(
-            Some((Ipv4Addr::new(10, 11, 12, 0), 24)),
+            Some((IpAddr::from([10, 11, 12, 0]), 24)),
             None,
             2,
             254,
@@ -287,6 +284,8 @@ fn lab() -> Wiring {
         ip: Some(ip.into()),
         gateway: Some(gateway.into()),
         mac: None,
+        ipv6: None,
+        ipv6_gateway: None,
     };
     let topology = Topology {
         namespaces: vec![host, server, demo],
@@ -315,7 +314,7 @@ fn lab() -> Wiring {
                 id: "f00d".into(),
                 driver: "bridge".into(),
                 bridge: Some("docker0".into()),
-                subnets: vec![(Ipv4Addr::new(172, 17, 0, 0), 16)],
+                subnets: vec![(IpAddr::from([172, 17, 0, 0]), 16)],
                 masquerade: true,
                 engine: String::new(),
             },
@@ -324,7 +323,7 @@ fn lab() -> Wiring {
                 id: "beef".into(),
                 driver: "bridge".into(),
                 bridge: Some("labbr".into()),
-                subnets: vec![(Ipv4Addr::new(192, 168, 80, 0), 20)],
+                subnets: vec![(IpAddr::from([192, 168, 80, 0]), 20)],
                 masquerade: true,
                 engine: String::new(),
             },
@@ -402,7 +401,7 @@ fn two_hosts() -> Wiring {
     const HOST_B: u32 = 4026532240;
     const OVERLAY_A: u32 = 4026532513;
     const OVERLAY_B: u32 = 4026532854;
-    let docker_host = |inode: u32, engine: &str, address: Ipv4Addr, peer: u32| Namespace {
+    let docker_host = |inode: u32, engine: &str, address: IpAddr, peer: u32| Namespace {
         inode,
         owner: Owner::DockerHost {
             engine: engine.into(),
@@ -442,12 +441,12 @@ fn two_hosts() -> Wiring {
         port: 5,
         bridge: None,
         permanent: true,
-        remote: Some(Ipv4Addr::from(remote)),
+        remote: Some(IpAddr::from(remote)),
     };
     let mut wiring = Wiring::of_topology(Topology {
         namespaces: vec![
-            docker_host(HOST_A, "host-a", Ipv4Addr::new(10, 99, 0, 1), HOST_B),
-            docker_host(HOST_B, "host-b", Ipv4Addr::new(10, 99, 0, 2), HOST_A),
+            docker_host(HOST_A, "host-a", IpAddr::from([10, 99, 0, 1]), HOST_B),
+            docker_host(HOST_B, "host-b", IpAddr::from([10, 99, 0, 2]), HOST_A),
             overlay(OVERLAY_A, "host-a", HOST_A),
             overlay(OVERLAY_B, "host-b", HOST_B),
         ],
