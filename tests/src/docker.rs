@@ -18,7 +18,7 @@ pub const LAB_IMAGE: &str = "pkttrace-lab:latest";
 #[derive(Debug, Default)]
 pub struct ContainerBuilder {
     network: Option<String>,
-    dns: Option<Ipv4Addr>,
+    dns: Option<std::net::IpAddr>,
     args: Vec<String>,
     command: Vec<String>,
 }
@@ -31,8 +31,8 @@ impl ContainerBuilder {
     }
 
     /// The container's resolver; use a lab DNS server so no query leaves the machine.
-    pub fn dns(mut self, server: Ipv4Addr) -> Self {
-        self.dns = Some(server);
+    pub fn dns(mut self, server: impl Into<std::net::IpAddr>) -> Self {
+        self.dns = Some(server.into());
         self
     }
 

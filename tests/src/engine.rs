@@ -42,7 +42,31 @@ impl SecondEngine {
     /// (hairpin NAT). `subnet_octet`: its default bridge is
     /// 172.31.`subnet_octet`.0/24.
     pub fn without_userland_proxy(subnet_octet: u8) -> Result<Self> {
-        let host = Upstream::new()?;
+        Self::start(Upstream::new()?, subnet_octet, &["--userland-proxy=false"])
+    }
+
+    /// Starts it with IPv6 on its default bridge (`fd00:ac:e<subnet_octet>::/64`)
+    /// and Docker's ip6tables on (`--experimental --ip6tables`, as Docker
+    /// 20.10 needs): containers leave through NAT66 (MASQUERADE) and
+    /// published ports are DNAT over IPv6 too. Its host is dual-stack
+    /// ([`Upstream::dual_stack`]); the forwarding it turns on is its own
+    /// namespace's.
+    pub fn with_ipv6_nat(subnet_octet: u8) -> Result<Self> {
+        let subnet = format!("fd00:ac:e{subnet_octet:x}::/64");
+        Self::start(
+            Upstream::dual_stack()?,
+            subnet_octet,
+            &[
+                "--experimental",
+                "--ip6tables",
+                "--ipv6",
+                "--fixed-cidr-v6",
+                &subnet,
+            ],
+        )
+    }
+
+    fn start(host: Upstream, subnet_octet: u8, options: &[&str]) -> Result<Self> {
         let name = host.name().to_owned();
         let engine = Self {
             socket: PathBuf::from(format!("/run/{name}.sock")),
@@ -55,30 +79,31 @@ impl SecondEngine {
         let log = fs::File::create(engine.log())?;
         // nsenter, not `ip netns exec`: that remounts /sys, and dockerd then
         // finds no devices cgroup (PLATFORM.md).
-        cmd(
+        let mut dockerd = cmd(
             "setsid",
             [
-                "-f".as_ref(),
-                "nsenter".as_ref(),
-                format!("--net={}", engine.host.ns_path().display()).as_ref(),
-                "dockerd".as_ref(),
-                "--data-root".as_ref(),
-                engine.data_root.as_os_str(),
-                "--exec-root".as_ref(),
-                engine.exec_root.as_os_str(),
-                "-H".as_ref(),
-                format!("unix://{}", engine.socket.display()).as_ref(),
-                "--pidfile".as_ref(),
-                engine.pidfile.as_os_str(),
-                "--bip".as_ref(),
-                format!("172.31.{subnet_octet}.1/24").as_ref(),
-                "--userland-proxy=false".as_ref(),
-            ] as [&std::ffi::OsStr; 15],
-        )
-        .stdout(log.try_clone()?)
-        .stderr(log)
-        .status()
-        .context("cannot start a second dockerd")?;
+                "-f".into(),
+                "nsenter".into(),
+                format!("--net={}", engine.host.ns_path().display()),
+                "dockerd".into(),
+                "--data-root".into(),
+                engine.data_root.display().to_string(),
+                "--exec-root".into(),
+                engine.exec_root.display().to_string(),
+                "-H".into(),
+                format!("unix://{}", engine.socket.display()),
+                "--pidfile".into(),
+                engine.pidfile.display().to_string(),
+                "--bip".into(),
+                format!("172.31.{subnet_octet}.1/24"),
+            ],
+        );
+        dockerd
+            .args(options)
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .status()
+            .context("cannot start a second dockerd")?;
         let began = Instant::now();
         while !succeeds(&mut engine.docker(["info"])) {
             if began.elapsed() > ENGINE_START {
@@ -147,6 +172,18 @@ impl SecondEngine {
             .context("no address on the bridge")?
             .parse()
             .context("an IPv4 address")
+    }
+
+    /// A container's IPv6 address on the default bridge (an engine
+    /// [`SecondEngine::with_ipv6_nat`] started).
+    pub fn ipv6_of(&self, name: &str) -> Result<std::net::Ipv6Addr> {
+        let inspect: Value = serde_json::from_str(&run(&mut self.docker(["inspect", name]))?)?;
+        inspect[0]["NetworkSettings"]["Networks"]["bridge"]["GlobalIPv6Address"]
+            .as_str()
+            .filter(|ip| !ip.is_empty())
+            .context("no IPv6 address on the bridge")?
+            .parse()
+            .context("an IPv6 address")
     }
 }
 

@@ -429,9 +429,10 @@ impl Upstream {
         self.wait_listening(&label, "tcp", port)
     }
 
-    /// Serves DNS on the upstream's address with the given A records (AAAA
-    /// gets "no data", other `.lab` names NXDOMAIN, anything else REFUSED:
-    /// no query is ever forwarded). Returns once the server listens.
+    /// Serves DNS on the upstream's address (both, for a dual-stack one)
+    /// with the given A records (AAAA gets "no data", other `.lab` names
+    /// NXDOMAIN, anything else REFUSED: no query is ever forwarded).
+    /// Returns once the server listens.
     pub fn serve_dns(&self, records: &[(&str, Ipv4Addr)]) -> Result<()> {
         let mut args = vec![
             "dnsmasq".to_owned(),
@@ -445,6 +446,9 @@ impl Upstream {
             format!("--pid-file={}", self.dir.join("dnsmasq.pid").display()),
             "--log-facility=-".into(),
         ];
+        if let Some((_, ipv6)) = self.ipv6 {
+            args.push(format!("--listen-address={ipv6}"));
+        }
         args.extend(
             records
                 .iter()

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
 use integration_tests::{
-    Container, DockerNetwork, IptablesRule, Pkttrace, Sysctl, Upstream, follow_json,
+    Container, DockerNetwork, IptablesRule, Pkttrace, SecondEngine, Sysctl, Upstream, follow_json,
     follow_unanswered, hop, hops, ip6, kinds, netfilter_hooks, pkttrace, route_get, tool,
     tool_json,
 };
@@ -581,4 +581,211 @@ fn an_unanswered_neighbour_solicitation_is_told_like_unanswered_arp() -> Result<
         "{reply:#}"
     );
     Ok(())
+}
+
+/// A container whose resolver is an IPv6 server asks it over IPv6 (on a
+/// second engine's default bridge with IPv6: no embedded DNS there, and its
+/// NAT66 takes the query out; Docker 20.10's embedded DNS cannot forward to
+/// an IPv6 server at all).
+#[test]
+fn a_query_to_an_ipv6_resolver_goes_over_ipv6_through_nat66() -> Result<()> {
+    const LAB_NAME: &str = "only-upstream.lab";
+    let _forwarding = Sysctl::set(FORWARDING, "1")?;
+    let resolver = Upstream::dual_stack()?;
+    resolver.serve_dns(&[(LAB_NAME, resolver.ip())])?;
+    let route = route_get(None, resolver.ipv6())?;
+    ensure!(route["dev"] == resolver.host_veth(), "{route}");
+    let engine = SecondEngine::with_ipv6_nat(67)?;
+    let netns = engine.host().name();
+    let client = format!("pt-c{}", netns.trim_start_matches("pt-"));
+    engine.run(
+        &client,
+        &["--dns", &resolver.ipv6().to_string()],
+        &["sleep", "infinity"],
+    )?;
+    let client_ipv6 = engine.ipv6_of(&client)?;
+    let pid = tool(
+        "docker",
+        &[
+            "-H",
+            &format!("unix:///run/{netns}.sock"),
+            "inspect",
+            "-f",
+            "{{.State.Pid}}",
+            &client,
+        ],
+    )?;
+    wait_until_not_tentative(&[
+        vec!["ip", "netns", "exec", netns],
+        vec!["nsenter", "-t", pid.trim(), "-n"],
+    ])?;
+    let tracer =
+        Pkttrace::spawn_attached(["dns", &client, "--json", "--count", "2", "--timeout", "30"])?;
+    // nslookup asks A and AAAA.
+    let _ = engine
+        .docker(["exec", &client, "nslookup", LAB_NAME])
+        .output();
+    let run = tracer.wait(Duration::from_secs(40))?;
+    ensure!(run.success(), "pkttrace dns failed: {run}");
+    let entries: Vec<Value> = run
+        .stdout
+        .lines()
+        .map(serde_json::from_str::<Value>)
+        .collect::<Result<_, _>>()?;
+    let asked = entries
+        .iter()
+        .find(|e| e["question"]["type"] == "A" && e["question"]["name"] == LAB_NAME)
+        .with_context(|| format!("the A query: {entries:#?}"))?;
+    assert_eq!(asked["rcode"], "NOERROR", "{asked:#}");
+    assert_eq!(
+        asked["asked"],
+        format!("[{}]:53", resolver.ipv6()),
+        "{asked:#}"
+    );
+    assert_eq!(asked["resolv_conf"][0], resolver.ipv6().to_string());
+    assert_eq!(asked["answers"][0]["data"], resolver.ip().to_string());
+    let masquerade = asked["query_hops"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|h| h["kind"] == "nat" && h["nat"] == "source")
+        .with_context(|| format!("NAT66 on the way: {asked:#}"))?;
+    assert_eq!(ip6(&masquerade["before"]["src"]), client_ipv6);
+    assert_eq!(ip6(&masquerade["after"]["src"]), engine.host().ipv6());
+    assert_eq!(asked["answer_outcome"]["kind"], "delivered", "{asked:#}");
+    assert_eq!(asked["answer_outcome"]["process"], "nslookup");
+    Ok(())
+}
+
+/// With Docker's ip6tables on (a second engine, `--experimental
+/// --ip6tables`), a container's IPv6 packets leave through NAT66
+/// (MASQUERADE to its host's address) and a published port is DNAT to the
+/// container's IPv6 address: both followed there and back, against
+/// `ip6tables -t nat -S`.
+#[test]
+fn with_docker_ip6tables_nat66_masquerades_and_a_published_port_is_dnat() -> Result<()> {
+    let engine = SecondEngine::with_ipv6_nat(66)?;
+    let host = engine.host();
+    let netns = host.name();
+    let web_name = format!("pt-w{}", netns.trim_start_matches("pt-"));
+    engine.run(&web_name, &["-p", "8080:80"], &["httpd", "-f", "-p", "80"])?;
+    let web = engine.ipv6_of(&web_name)?;
+    let pid = tool(
+        "docker",
+        &[
+            "-H",
+            &format!("unix:///run/{netns}.sock"),
+            "inspect",
+            "-f",
+            "{{.State.Pid}}",
+            &web_name,
+        ],
+    )?;
+    wait_until_not_tentative(&[
+        vec!["ip", "netns", "exec", netns],
+        vec!["nsenter", "-t", pid.trim(), "-n"],
+    ])?;
+    let nat = tool(
+        "ip",
+        &["netns", "exec", netns, "ip6tables", "-t", "nat", "-S"],
+    )?;
+    ensure!(
+        nat.contains("-j MASQUERADE") && nat.contains(&format!("--to-destination [{web}]:80")),
+        "ground truth: NAT66 and the DNAT rule: {nat}"
+    );
+    // The machine's end of the engine's link: local here, nothing leaves.
+    let route = route_get(None, host.host_ipv6())?;
+    ensure!(route["dev"] == "lo" || route["type"] == "local", "{route}");
+
+    let (code, records) =
+        follow_engines(&[&web_name, &host.host_ipv6().to_string(), "--probe", "icmp"])?;
+    assert_eq!(code, Some(0), "{records:#?}");
+    let request = only(&records, "request")?;
+    let masquerade = nat_hop(request, "source")?;
+    assert_eq!(masquerade["hook"], "POSTROUTING", "{masquerade:#}");
+    assert_eq!(ip6(&masquerade["before"]["src"]), web);
+    assert_eq!(
+        ip6(&masquerade["after"]["src"]),
+        host.ipv6(),
+        "MASQUERADE to the engine's host address: {masquerade:#}"
+    );
+    let reply = only(&records, "reply")?;
+    assert_eq!(ip6(&nat_hop(reply, "reverse")?["after"]["dst"]), web);
+    assert_eq!(
+        hops(reply).last().context("a hop")?["namespace"],
+        web_name.as_str()
+    );
+
+    let published = format!("[{}]:8080", host.ipv6());
+    let (code, records) = follow_engines(&["host", &published, "--probe", "tcp"])?;
+    assert_eq!(code, Some(0), "{records:#?}");
+    let request = only(&records, "request")?;
+    let dnat = nat_hop(request, "destination").with_context(|| format!("rules: {nat}"))?;
+    assert_eq!(ip6(&dnat["after"]["dst"]), web, "{dnat:#}");
+    assert_eq!(dnat["after"]["dport"], 80);
+    assert_eq!(
+        request["outcome"]["accepted_by"]["process"], "httpd",
+        "{request:#}"
+    );
+    Ok(())
+}
+
+/// `pkttrace follow <args> --json`, finding every engine itself.
+fn follow_engines(args: &[&str]) -> Result<(Option<i32>, Vec<Value>)> {
+    let out = std::process::Command::new(integration_tests::pkttrace_bin())
+        .env_remove("DOCKER_HOST")
+        .arg("follow")
+        .args(args)
+        .arg("--json")
+        .output()?;
+    let records = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(serde_json::from_str)
+        .collect::<Result<Vec<Value>, _>>()
+        .with_context(|| String::from_utf8_lossy(&out.stderr).into_owned())?;
+    Ok((out.status.code(), records))
+}
+
+/// The one journey of `direction` (retransmissions aside).
+fn only<'a>(records: &'a [Value], direction: &str) -> Result<&'a Value> {
+    let found: Vec<&Value> = records
+        .iter()
+        .filter(|r| {
+            r["record"] == "journey"
+                && r["direction"] == direction
+                && r.get("retransmission_of").is_none()
+        })
+        .collect();
+    ensure!(found.len() == 1, "one {direction}: {records:#?}");
+    Ok(found[0])
+}
+
+/// The journey's NAT hop of that kind (`source`, `destination`, `reverse`).
+fn nat_hop<'a>(journey: &'a Value, kind: &str) -> Result<&'a Value> {
+    hops(journey)
+        .iter()
+        .find(|h| h["kind"] == "nat" && h["nat"] == kind)
+        .with_context(|| format!("a {kind} NAT hop: {journey:#}"))
+}
+
+/// Until no address is tentative in any of the namespaces the command
+/// prefixes enter (duplicate address detection has passed).
+fn wait_until_not_tentative(prefixes: &[Vec<&str>]) -> Result<()> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let mut tentative = false;
+        for prefix in prefixes {
+            let mut args = prefix.clone();
+            args.extend(["ip", "-6", "addr", "show", "tentative"]);
+            tentative |= !tool(args[0], &args[1..])?.trim().is_empty();
+        }
+        if !tentative {
+            return Ok(());
+        }
+        ensure!(
+            std::time::Instant::now() < deadline,
+            "addresses still tentative after 10 s"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }

@@ -306,6 +306,10 @@ pub struct KernelOffsets {
     pub sk_family: u32,
     pub sk_net: u32,
     pub sk_protocol: u32,
+    /// `skc_v6_daddr`, `skc_v6_rcv_saddr`: an IPv6 socket's remote and
+    /// local addresses (16 bytes each).
+    pub sk_v6_daddr: u32,
+    pub sk_v6_rcv_saddr: u32,
 }
 
 /// How many TCP/UDP ports the in-kernel filter can watch.

@@ -148,8 +148,9 @@ pub fn skb_copy_datagram_iovec(ctx: BtfTracePointContext) -> i32 {
 /// `MSG_PEEK`: the datagram stays queued, so this read is not its end.
 const MSG_PEEK: i32 = 2;
 const AF_INET: u16 = 2;
+const AF_INET6: u16 = 10;
 
-/// A process read from a socket. Only UDP over IPv4 is kept: UDP copies a
+/// A process read from a socket. Only UDP is kept: UDP copies a
 /// linear datagram itself, past `skb_copy_datagram_iovec`, so its reader is
 /// known by the socket alone; user space gives the read to the oldest
 /// datagram that reached this socket and was not read yet.
@@ -167,10 +168,22 @@ pub fn sock_recv_length(ctx: BtfTracePointContext) -> i32 {
     let Some(cfg) = config() else { return 0 };
     // Every UDP read of the host comes here: addresses and ports first, so
     // a datagram nobody follows costs two loads.
-    let addresses = field::<u64>(sk, offset!(sk_addrpair)).to_ne_bytes();
+    let family = field::<u16>(sk, offset!(sk_family));
+    // An IPv6 socket's addresses are its own fields (an IPv4 peer of a
+    // dual-stack socket is v4-mapped there, as in the events).
+    let (remote, local) = if family == AF_INET6 {
+        (
+            field::<[u8; 16]>(sk, offset!(sk_v6_daddr)),
+            field::<[u8; 16]>(sk, offset!(sk_v6_rcv_saddr)),
+        )
+    } else {
+        let addresses = field::<u64>(sk, offset!(sk_addrpair)).to_ne_bytes();
+        (
+            mapped([addresses[0], addresses[1], addresses[2], addresses[3]]),
+            mapped([addresses[4], addresses[5], addresses[6], addresses[7]]),
+        )
+    };
     let ports = field::<u32>(sk, offset!(sk_portpair)).to_ne_bytes();
-    let remote = mapped([addresses[0], addresses[1], addresses[2], addresses[3]]);
-    let local = mapped([addresses[4], addresses[5], addresses[6], addresses[7]]);
     let remote_port = u16::from_be_bytes([ports[0], ports[1]]);
     let local_port = u16::from_ne_bytes([ports[2], ports[3]]);
     let netns = || read::<u64>(sk, offset!(sk_net)).map_or(0, netns_inode);
@@ -182,7 +195,7 @@ pub fn sock_recv_length(ctx: BtfTracePointContext) -> i32 {
         return 0;
     }
     if field::<u16>(sk, offset!(sk_protocol)) != IPPROTO_UDP as u16
-        || field::<u16>(sk, offset!(sk_family)) != AF_INET
+        || (family != AF_INET && family != AF_INET6)
         || (cfg.protocol != 0 && cfg.protocol != IPPROTO_UDP)
     {
         return 0;
@@ -191,7 +204,12 @@ pub fn sock_recv_length(ctx: BtfTracePointContext) -> i32 {
         return 0;
     };
     event.probe = Probe::DatagramRead as u8;
-    event.ether_type = ETH_P_IP;
+    let v4_mapped = remote[..12] == [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff];
+    event.ether_type = if family == AF_INET6 && !v4_mapped {
+        ETH_P_IPV6
+    } else {
+        ETH_P_IP
+    };
     event.protocol = IPPROTO_UDP;
     event.saddr = remote;
     event.daddr = local;
@@ -436,7 +454,8 @@ fn on_skb(
     // the outer datagram's: the inner payload is read where it travels bare.
     let transport_payload =
         (event.protocol == IPPROTO_TCP || event.protocol == IPPROTO_UDP) && event.tunnel.dport == 0;
-    if cfg.capture_payload != 0 && event.ether_type == ETH_P_IP && transport_payload {
+    let ip = event.ether_type == ETH_P_IP || event.ether_type == ETH_P_IPV6;
+    if cfg.capture_payload != 0 && ip && transport_payload {
         emit_with_payload(event, skb, at);
     } else {
         emit_packet(cfg, event, skb, at);

@@ -44,7 +44,7 @@ pub fn published_target(
     let mut candidates: Vec<(u32, &PortBinding, &super::Container)> = bindings
         .iter()
         .filter(|b| {
-            let any_address = matches!(b.host_ip.as_str(), "" | "0.0.0.0");
+            let any_address = matches!(b.host_ip.as_str(), "" | "0.0.0.0" | "::");
             b.host_port == port
                 && b.protocol == protocol
                 && (any_address || b.host_ip == destination.to_string())
@@ -61,7 +61,13 @@ pub fn published_target(
         .collect();
     candidates.sort_by_key(|(host, _, _)| *host != topology.host_netns);
     let (host_netns, binding, container) = candidates.into_iter().next()?;
-    let address = container.networks.iter().find_map(|n| n.ip)?;
+    // Over IPv6, Docker's DNAT (with its ip6tables) goes to the container's
+    // IPv6 address; one without takes IPv4's, as docker-proxy does.
+    let address = container
+        .networks
+        .iter()
+        .find_map(|n| n.ipv6.filter(|_| destination.is_ipv6()))
+        .or_else(|| container.networks.iter().find_map(|n| n.ip))?;
     Some(Published {
         container: container.name.clone(),
         address,

@@ -789,25 +789,36 @@ impl Assembler {
     /// address (the type of a neighbour it is about to ask ARP for), no
     /// route of the packet's.
     fn claim_routes_for(&mut self, first: &Event) -> VecDeque<Event> {
-        let same_task = |route: &Event| {
-            route.in_task != Some(true) || first.in_task != Some(true) || route.pid == first.pid
-        };
         let protocol = first.packet.transport.protocol_number();
         let routes_this_protocol = |route: &Event| match route.packet.transport.protocol_number() {
             0 => !route.packet.src.is_unspecified(),
             number => number == protocol,
         };
+        let candidate = |route: &Event| {
+            routes_this_protocol(route)
+                && route.packet.dst == first.packet.dst
+                && (route.packet.src.is_unspecified() || route.packet.src == first.packet.src)
+                && route.netns == first.netns
+                && route.time_ns <= first.time_ns
+                && first.time_ns - route.time_ns < ROUTE_LEAD_NS
+        };
+        // A packet first seen outside its sender's system call (it waited
+        // for ARP, and a softirq sent it) names no task: it takes the
+        // lookups of one task, the earliest, as waiting packets leave in the
+        // order they were queued; another task's are another packet's.
+        let task = match first.in_task {
+            Some(true) => Some(first.pid),
+            _ => self
+                .unclaimed_routes
+                .iter()
+                .find(|route| candidate(route) && route.in_task == Some(true))
+                .map(|route| route.pid),
+        };
+        let same_task =
+            |route: &Event| route.in_task != Some(true) || task.is_none_or(|pid| route.pid == pid);
         let (claimed, rest) = std::mem::take(&mut self.unclaimed_routes)
             .into_iter()
-            .partition(|route| {
-                routes_this_protocol(route)
-                    && route.packet.dst == first.packet.dst
-                    && (route.packet.src.is_unspecified() || route.packet.src == first.packet.src)
-                    && route.netns == first.netns
-                    && same_task(route)
-                    && route.time_ns <= first.time_ns
-                    && first.time_ns - route.time_ns < ROUTE_LEAD_NS
-            });
+            .partition(|route| candidate(route) && same_task(route));
         self.unclaimed_routes = rest;
         claimed
     }

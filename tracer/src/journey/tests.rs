@@ -798,3 +798,45 @@ fn concurrent_connections_each_keep_their_own_routes() {
         assert_eq!(answers, 1, "{:#?}", reset.events);
     }
 }
+
+/// Two senders' SYNs that both waited for ARP leave from a softirq, in no
+/// task: each takes the lookups of one sender, not one SYN both.
+#[test]
+fn packets_sent_after_an_arp_wait_take_one_senders_lookups_each() {
+    // As if both had waited 5 ms for ARP: every packet event after both
+    // senders' lookups, and the SYNs' outside any task.
+    let mut events: Vec<Event> = recorded(TWO_CONNECTIONS_REFUSED)
+        .into_iter()
+        .map(|mut event| {
+            if !matches!(event.kind, EventKind::Route { .. }) {
+                event.time_ns += 5_000_000;
+                let syn = matches!(event.packet.transport, Transport::Tcp { flags, .. } if flags & 0x12 == 0x02);
+                if syn {
+                    event.in_task = Some(false);
+                }
+            }
+            event
+        })
+        .collect();
+    events.sort_by_key(|event| event.time_ns);
+    let journeys = assemble_events(events);
+    let senders: Vec<Vec<u32>> = journeys
+        .iter()
+        .filter(|j| {
+            matches!(j.first_packet().transport, Transport::Tcp { flags, .. } if flags & 0x12 == 0x02)
+        })
+        .map(|j| {
+            let mut pids: Vec<u32> = j
+                .events
+                .iter()
+                .filter(|e| matches!(e.kind, EventKind::Route { .. }) && e.in_task == Some(true))
+                .map(|e| e.pid)
+                .collect();
+            pids.dedup();
+            pids
+        })
+        .collect();
+    assert_eq!(senders.len(), 2, "{senders:?}");
+    assert!(senders.iter().all(|pids| pids.len() == 1), "{senders:?}");
+    assert_ne!(senders[0], senders[1], "{senders:?}");
+}

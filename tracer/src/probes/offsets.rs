@@ -109,6 +109,8 @@ fn kernel_offsets(
         sk_family: at("sock", "__sk_common.skc_family")?,
         sk_net: at("sock", "__sk_common.skc_net.net")?,
         sk_protocol: at("sock", "sk_protocol")?,
+        sk_v6_daddr: at("sock", "__sk_common.skc_v6_daddr")?,
+        sk_v6_rcv_saddr: at("sock", "__sk_common.skc_v6_rcv_saddr")?,
     })
 }
 

@@ -245,9 +245,12 @@ pub fn traced_namespaces(
             paths.push(path);
         }
     }
+    // Tunnels' underlays, and the namespaces other Docker engines run in:
+    // their NAT (MASQUERADE, published ports) happens there.
     let underlays = topology
         .vxlan_devices()
         .filter_map(|(_, _, vxlan)| vxlan.underlay_netns)
+        .chain(topology.engines.iter().filter_map(|engine| engine.netns))
         .filter(|netns| *netns != topology.host_netns && *netns != source_netns)
         .filter_map(|netns| topology.namespace(netns)?.nsfs_path.clone());
     for path in underlays {
