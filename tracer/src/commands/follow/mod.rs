@@ -118,8 +118,10 @@ pub async fn run(args: FollowArgs) -> Result<ExitCode> {
             enrich::listeners_in(&engine_host, host_netns)
                 .into_iter()
                 .find(|l| {
+                    // docker-proxy listens once per family (0.0.0.0 and [::]).
                     l.protocol == transport
                         && Some(l.address.port()) == destination.port
+                        && l.address.is_ipv6() == destination.address.is_ipv6()
                         && l.proxy_target().is_some()
                 })
         });

@@ -202,13 +202,19 @@ pub fn accepted_by(journey: &Journey, netns: u32, facts: &Facts) -> Option<Accep
     if flags & (TCP_SYN | TCP_ACK) != TCP_SYN {
         return None;
     }
-    let listener = facts.listeners.iter().find(|at| {
-        let address = at.listener.address;
-        at.netns == netns
-            && at.listener.protocol == "tcp"
-            && address.port() == dport
-            && (address.ip().is_unspecified() || address.ip() == packet.dst)
-    })?;
+    // An IPv4 socket takes no IPv6 connection; an IPv6 one bound to every
+    // address may take IPv4 too (dual-stack), after an IPv4 socket.
+    let listening = |same_family: bool| {
+        facts.listeners.iter().find(move |at| {
+            let address = at.listener.address;
+            at.netns == netns
+                && at.listener.protocol == "tcp"
+                && address.port() == dport
+                && (address.is_ipv6() == packet.dst.is_ipv6()) == same_family
+                && (address.ip().is_unspecified() || address.ip() == packet.dst)
+        })
+    };
+    let listener = listening(true).or_else(|| listening(false).filter(|_| packet.dst.is_ipv4()))?;
     Some(AcceptedBy {
         process: listener.listener.process.clone(),
         pid: listener.listener.pid,
@@ -267,4 +273,54 @@ fn table_routes(topology: &Topology, netns: u32, table: u32, ipv6: bool) -> (Vec
         })
         .collect();
     (words, routes.iter().any(|r| r.destination.is_none()))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+
+    use super::*;
+    use crate::enrich::Listener;
+    use crate::enrich::facts::ListenerAt;
+    use crate::journey::tests::{TCP_REFUSED, assemble};
+
+    fn proxy(pid: u32, address: &str, netns: u32) -> ListenerAt {
+        ListenerAt {
+            netns,
+            listener: Listener {
+                protocol: "tcp".into(),
+                address: address.parse::<SocketAddr>().unwrap(),
+                socket_inode: u64::from(pid),
+                pid,
+                process: "docker-proxy".into(),
+                args: Vec::new(),
+            },
+        }
+    }
+
+    /// docker-proxy listens once per family: an IPv6 SYN is taken in by
+    /// the [::] socket, an IPv4 one by the 0.0.0.0 one.
+    #[test]
+    fn a_syn_is_accepted_by_a_socket_of_its_family() {
+        let mut syn = assemble(TCP_REFUSED).remove(0);
+        let netns = syn.events.last().unwrap().netns;
+        let Transport::Tcp { dport, .. } = syn.last_packet().transport else {
+            panic!("a TCP SYN first")
+        };
+        let facts = |listeners| Facts {
+            listeners,
+            ..Facts::default()
+        };
+        let both = facts(vec![
+            proxy(4, &format!("0.0.0.0:{dport}"), netns),
+            proxy(6, &format!("[::]:{dport}"), netns),
+        ]);
+        assert_eq!(accepted_by(&syn, netns, &both).map(|a| a.pid), Some(4));
+        for event in &mut syn.events {
+            event.packet.dst = IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1));
+        }
+        assert_eq!(accepted_by(&syn, netns, &both).map(|a| a.pid), Some(6));
+        let v4_only = facts(vec![proxy(4, &format!("0.0.0.0:{dport}"), netns)]);
+        assert_eq!(accepted_by(&syn, netns, &v4_only).map(|a| a.pid), None);
+    }
 }
