@@ -87,11 +87,12 @@ impl Followed {
             .collect()
     }
 
-    /// The IP journeys (ARP exchanges, when a cache was cold, left out).
+    /// The IP journeys (ARP and neighbour discovery exchanges, when a
+    /// cache was cold, left out).
     pub fn journeys(&self) -> Vec<&Value> {
         self.all_journeys()
             .into_iter()
-            .filter(|j| j["tuple"]["protocol"] != "arp")
+            .filter(|j| j["tuple"]["protocol"] != "arp" && j["tuple"]["protocol"] != "nd")
             .collect()
     }
 
@@ -100,6 +101,14 @@ impl Followed {
         self.all_journeys()
             .into_iter()
             .filter(|j| j["tuple"]["protocol"] == "arp")
+            .collect()
+    }
+
+    /// The neighbour solicitations and advertisements told (IPv6's ARP).
+    pub fn neighbour_discovery(&self) -> Vec<&Value> {
+        self.all_journeys()
+            .into_iter()
+            .filter(|j| j["tuple"]["protocol"] == "nd")
             .collect()
     }
 

@@ -566,6 +566,21 @@ fn an_unanswered_neighbour_solicitation_is_told_like_unanswered_arp() -> Result<
     );
     let neigh = tool("ip", &["-6", "neigh", "show", &nobody.to_string()])?;
     ensure!(neigh.contains("FAILED"), "ground truth: {neigh}");
+    // The solicitations themselves, told as an unanswered ARP request is.
+    let asked = followed
+        .neighbour_discovery()
+        .into_iter()
+        .find(|j| {
+            j["what"].as_str().is_some_and(|w| {
+                w.starts_with(&format!("neighbour solicitation: who has {nobody}?"))
+            })
+        })
+        .with_context(|| format!("the solicitation is told: {:#?}", followed.records))?;
+    assert_eq!(asked["outcome"]["kind"], "arp_unanswered", "{asked:#}");
+    assert!(
+        asked["outcome"]["asked"].as_u64().is_some_and(|n| n >= 3),
+        "the kernel asks three times: {asked:#}"
+    );
     let reply = followed.reply_to(&request)?;
     let answer = &reply["answer"];
     assert_eq!(answer["meaning"], "address unreachable", "{answer:#}");
@@ -788,4 +803,67 @@ fn wait_until_not_tentative(prefixes: &[Vec<&str>]) -> Result<()> {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
+}
+
+#[test]
+fn with_arp_a_neighbour_solicitation_and_its_advertisement_are_told() -> Result<()> {
+    let lab = lab()?;
+    // Cold caches: the container forgets its gateway.
+    tool(
+        "nsenter",
+        &[
+            &format!("--net={}", lab.container.netns_path()),
+            "ip",
+            "-6",
+            "neigh",
+            "flush",
+            "all",
+        ],
+    )?;
+    let gateway = lab.gateway()?;
+    let followed = follow_json(&[
+        lab.container.name(),
+        &lab.upstream.ipv6().to_string(),
+        "--probe",
+        "icmp",
+        "--arp",
+    ])?;
+    ensure!(followed.run.success(), "{}", followed.run);
+    let told = followed.neighbour_discovery();
+    let solicitation = told
+        .iter()
+        .find(|j| {
+            j["what"]
+                == format!(
+                    "neighbour solicitation: who has {gateway}? tell {}",
+                    lab.container.ipv6().unwrap()
+                )
+        })
+        .with_context(|| format!("the container's solicitation: {told:#?}"))?;
+    assert_eq!(
+        solicitation["outcome"]["kind"], "arp_answered",
+        "{solicitation:#}"
+    );
+    let bridge_mac =
+        tool_json("ip", &["-j", "link", "show", "dev", lab.network.bridge()])?[0]["address"]
+            .clone();
+    assert_eq!(
+        solicitation["outcome"]["mac"], bridge_mac,
+        "{solicitation:#}"
+    );
+    let advertisement = told
+        .iter()
+        .find(|j| j["journey"] == solicitation["outcome"]["reply"])
+        .with_context(|| format!("its advertisement: {told:#?}"))?;
+    assert_eq!(
+        advertisement["what"],
+        format!(
+            "neighbour advertisement: {gateway} is at {}",
+            bridge_mac.as_str().unwrap_or_default()
+        )
+    );
+    // The echo itself is told apart from them.
+    let (request, _) = followed.only_request()?;
+    assert_eq!(ip6(&request["tuple"]["dst"]), lab.upstream.ipv6());
+    Ok(())
 }

@@ -618,6 +618,13 @@ fn first_look(cfg: &Config, skb: u64, at: HeaderAt, netns: impl Fn() -> u32) -> 
     let Some(ip) = ip_header(ip_addr) else {
         return Some(Header::NotIp(ip_addr));
     };
+    // Neighbour discovery is IPv6's ARP: told like ARP (`capture_arp`), by
+    // the address it asks about, never as a packet of the flow.
+    if ip.protocol == IPPROTO_ICMPV6
+        && read::<u8>(ip_addr, ip.l4_offset as u32).is_some_and(|t| (133..=137).contains(&t))
+    {
+        return Some(Header::NotIp(ip_addr));
+    }
     let found = match ip_scope(cfg, ip.protocol, &ip.saddr, &ip.daddr, &netns) {
         Some(scope) => Header::Ours(ip_addr, ip, scope),
         None if ip.protocol == IPPROTO_UDP && cfg.vxlan_port != 0 && ip.ipv6 == 0 => {
@@ -730,7 +737,11 @@ fn capture_arp(
     netns: impl Fn() -> u32,
     event: &mut PacketEvent,
 ) -> bool {
-    if skb_protocol(skb) != ETH_P_ARP {
+    let protocol = skb_protocol(skb);
+    if protocol == ETH_P_IPV6 {
+        return capture_neighbour_discovery(cfg, probe, skb, header, netns, event);
+    }
+    if protocol != ETH_P_ARP {
         return false;
     }
     let Some(arp) = read::<ArpHeader>(header, 0) else {
@@ -752,6 +763,78 @@ fn capture_arp(
     event.mac_dst = arp.target_mac;
     event.has_mac = 1;
     event.ip_len = size_of::<ArpHeader>() as u16;
+    true
+}
+
+/// A neighbour solicitation or advertisement as it is on the wire after the
+/// IPv6 header: type, code, checksum, flags (reserved in a solicitation),
+/// the address asked about, then (usually) the link-layer address option.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct NeighbourMessage {
+    icmp_type: u8,
+    code: u8,
+    checksum: u16,
+    flags: u32,
+    target: [u8; 16],
+    option_type: u8,
+    option_len: u8,
+    option_mac: [u8; 6],
+}
+
+const NEIGHBOUR_SOLICITATION: u8 = 135;
+const NEIGHBOUR_ADVERTISEMENT: u8 = 136;
+/// Source and target link-layer address options (RFC 4861 4.6.1).
+const SOURCE_LINK_ADDRESS: u8 = 1;
+const TARGET_LINK_ADDRESS: u8 = 2;
+
+/// The ARP-shaped event for a neighbour solicitation or advertisement
+/// about a watched address: operation 1 (who has `target`? tell `sender`)
+/// or 2 (`sender` is at `mac_src`), as `capture_arp` writes ARP. Duplicate
+/// address detection (from ::) and router messages are left out.
+#[inline(always)]
+fn capture_neighbour_discovery(
+    cfg: &Config,
+    probe: tracer_common::Probe,
+    skb: u64,
+    header: u64,
+    netns: impl Fn() -> u32,
+    event: &mut PacketEvent,
+) -> bool {
+    let Some(ip) = read::<[u8; 40]>(header, 0) else {
+        return false;
+    };
+    // Next header ICMPv6 right after the fixed header: what neighbour
+    // discovery sends (hop limit 255, no extension header).
+    if ip[6] != IPPROTO_ICMPV6 {
+        return false;
+    }
+    let Some(message) = read::<NeighbourMessage>(header, u32::from(IPV6_HEADER_LEN)) else {
+        return false;
+    };
+    let mut source = [0u8; 16];
+    source.copy_from_slice(&ip[8..24]);
+    let mut destination = [0u8; 16];
+    destination.copy_from_slice(&ip[24..40]);
+    let (operation, sender, target, option) = match message.icmp_type {
+        NEIGHBOUR_SOLICITATION => (1u16, source, message.target, SOURCE_LINK_ADDRESS),
+        NEIGHBOUR_ADVERTISEMENT => (2u16, message.target, destination, TARGET_LINK_ADDRESS),
+        _ => return false,
+    };
+    if sender == [0u8; 16] || !in_scope(cfg, &sender, &target, netns) {
+        return false;
+    }
+    event.probe = probe as u8;
+    event.skb = skb;
+    event.ether_type = ETH_P_ARP;
+    event.saddr = sender;
+    event.daddr = target;
+    event.sport = operation;
+    if message.option_type == option && message.option_len == 1 {
+        event.mac_src = message.option_mac;
+    }
+    event.has_mac = 1;
+    event.ip_len = size_of::<NeighbourMessage>() as u16;
     true
 }
 

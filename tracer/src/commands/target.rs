@@ -146,6 +146,14 @@ pub fn resolve_destination(
     topology: &Topology,
 ) -> anyhow::Result<Destination> {
     let (host, port) = split_port(text)?;
+    // A zone (`fe80::1%eth0`) only ever goes with a link-local address.
+    if let Some((address, zone)) = host.split_once('%')
+        && address.parse::<std::net::Ipv6Addr>().is_ok()
+    {
+        return Err(input_error(format!(
+            "'{host}' names a link-local address on {zone}: such an address means something on one link only, and pkttrace follows routed addresses; give a global or unique local address"
+        )));
+    }
     if let Ok(address) = host.parse::<IpAddr>() {
         if let IpAddr::V6(v6) = address
             && v6.is_unicast_link_local()
@@ -386,6 +394,24 @@ mod tests {
             .to_string();
         assert!(
             error.starts_with("cannot use 'nowhere' as a destination"),
+            "{error}"
+        );
+        let v6 = resolve_destination("[2001:db8::5]:80", false, &empty()).unwrap();
+        assert_eq!(
+            (v6.address, v6.port),
+            ("2001:db8::5".parse().unwrap(), Some(80))
+        );
+        for link_local in ["fe80::1", "fe80::1%eth0", "[fe80::1%eth0]:80"] {
+            let error = resolve_destination(link_local, false, &empty())
+                .unwrap_err()
+                .to_string();
+            assert!(error.contains("link-local"), "{link_local}: {error}");
+        }
+        let error = resolve_destination("10.0.0.5", true, &empty())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.starts_with("-6 picks a container's IPv6 address"),
             "{error}"
         );
         assert!(resolve_destination("198.51.100.1:99999", false, &empty()).is_err());

@@ -201,7 +201,9 @@ pub enum Transport {
         sport: u16,
         dport: u16,
     },
-    /// Not IP: neighbour resolution (1 = who-has request, 2 = is-at reply).
+    /// Neighbour resolution (1 = who-has request, 2 = is-at reply): ARP,
+    /// or for IPv6 addresses neighbour discovery's solicitation and
+    /// advertisement (ICMPv6 135 and 136), which the programs capture alike.
     Arp {
         operation: u16,
         sender_mac: Mac,

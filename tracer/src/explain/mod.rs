@@ -66,6 +66,7 @@ impl Tuple {
             Transport::Icmp { id, v6: true, .. } => ("icmpv6", None, None, Some(id)),
             Transport::Tcp { sport, dport, .. } => ("tcp", Some(sport), Some(dport), None),
             Transport::Udp { sport, dport } => ("udp", Some(sport), Some(dport), None),
+            Transport::Arp { .. } if packet.dst.is_ipv6() => ("nd", None, None, None),
             Transport::Arp { .. } => ("arp", None, None, None),
             Transport::Other { .. } => ("ip", None, None, None),
         };
@@ -552,8 +553,15 @@ pub fn describe(packet: &Packet) -> String {
         }
         Transport::Tcp { flags, .. } => format!("TCP {}", tcp_flags(flags)),
         Transport::Udp { .. } => "UDP datagram".into(),
+        Transport::Arp { operation: 1, .. } if packet.dst.is_ipv6() => format!(
+            "neighbour solicitation: who has {}? tell {}",
+            packet.dst, packet.src
+        ),
         Transport::Arp { operation: 1, .. } => {
             format!("ARP request: who has {}? tell {}", packet.dst, packet.src)
+        }
+        Transport::Arp { sender_mac, .. } if packet.src.is_ipv6() => {
+            format!("neighbour advertisement: {} is at {sender_mac}", packet.src)
         }
         Transport::Arp { sender_mac, .. } => {
             format!("ARP reply: {} is at {sender_mac}", packet.src)

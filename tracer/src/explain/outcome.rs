@@ -338,8 +338,9 @@ fn ending_text(ending: &Ending) -> String {
         }
         Ending::ArpAnswered { reply, mac, .. } => format!("answered by #{reply}: it is at {mac}"),
         Ending::ArpUnanswered { asked, target } => format!(
-            "asked {} on the whole segment; no ARP reply came: nothing there owns {target}",
-            times(*asked)
+            "asked {} on the whole segment; no {} came: nothing there owns {target}",
+            times(*asked),
+            crate::addr::neighbour_words(*target).1
         ),
     }
 }
@@ -964,7 +965,9 @@ fn where_last_seen(ending: &Ending) -> String {
         Ending::NotSent { namespace, .. } => {
             format!("it was never sent: the kernel of {namespace} refused it")
         }
-        Ending::ArpAnswered { .. } | Ending::ArpUnanswered { .. } => "an ARP request".into(),
+        Ending::ArpAnswered { .. } | Ending::ArpUnanswered { .. } => {
+            "a request for a MAC address".into()
+        }
     }
 }
 
