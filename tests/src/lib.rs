@@ -49,3 +49,19 @@ pub use pkttrace::{
     nothing_left_attached, pkttrace, pkttrace_bin, programs_loaded_at_least, trace_tables,
 };
 pub use schema::check_schema;
+
+/// A DNS query for the A record of `name` with `id`, framed for TCP (two-byte
+/// length first), as a `printf` format of octal escapes: busybox has no DNS
+/// client over TCP, so `nc` carries it.
+pub fn tcp_dns_query_printf(name: &str, id: u16) -> String {
+    let mut message = id.to_be_bytes().to_vec();
+    message.extend([0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0]); // RD; one question
+    for label in name.split('.') {
+        message.push(label.len() as u8);
+        message.extend(label.bytes());
+    }
+    message.extend([0, 0, 1, 0, 1]); // root, type A, class IN
+    let mut framed = (message.len() as u16).to_be_bytes().to_vec();
+    framed.extend(message);
+    framed.iter().map(|b| format!("\\{b:03o}")).collect()
+}

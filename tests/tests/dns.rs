@@ -75,21 +75,6 @@ fn embedded_dns_port(container: &Container, protocol: &str) -> Result<u64> {
     Ok(rule.rsplit(':').next().unwrap_or_default().trim().parse()?)
 }
 
-/// A DNS query for the A record of `name` with `id`, framed for TCP (two-byte
-/// length first), as a `printf` format of octal escapes.
-fn tcp_query_printf(name: &str, id: u16) -> String {
-    let mut message = id.to_be_bytes().to_vec();
-    message.extend([0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0]); // RD; one question
-    for label in name.split('.') {
-        message.push(label.len() as u8);
-        message.extend(label.bytes());
-    }
-    message.extend([0, 0, 1, 0, 1]); // root, type A, class IN
-    let mut framed = (message.len() as u16).to_be_bytes().to_vec();
-    framed.extend(message);
-    framed.iter().map(|b| format!("\\{b:03o}")).collect()
-}
-
 fn hops_of(hops: &Value) -> Vec<&Value> {
     hops.as_array()
         .map(|h| h.iter().collect())
@@ -409,7 +394,7 @@ fn a_query_over_tcp_is_told_too() -> Result<()> {
     let network = DockerNetwork::new()?;
     let server = Container::builder().network(network.name()).start()?;
     let client = Container::builder().network(network.name()).start()?;
-    let query = tcp_query_printf(server.name(), 0x7c01);
+    let query = integration_tests::tcp_dns_query_printf(server.name(), 0x7c01);
     let entries = watch_dns(&client, &["--count", "1", "--timeout", "20"], || {
         // busybox has no DNS client over TCP: nc carries a hand-framed query.
         let _ = client.exec([

@@ -635,10 +635,24 @@ fn a_query_to_an_ipv6_resolver_goes_over_ipv6_through_nat66() -> Result<()> {
         vec!["nsenter", "-t", pid.trim(), "-n"],
     ])?;
     let tracer =
-        Pkttrace::spawn_attached(["dns", &client, "--json", "--count", "2", "--timeout", "30"])?;
+        Pkttrace::spawn_attached(["dns", &client, "--json", "--count", "3", "--timeout", "30"])?;
     // nslookup asks A and AAAA.
     let _ = engine
         .docker(["exec", &client, "nslookup", LAB_NAME])
+        .output();
+    // And over TCP: busybox has no DNS client for it, nc carries a hand-framed query.
+    let query = integration_tests::tcp_dns_query_printf(LAB_NAME, 0x7c06);
+    let _ = engine
+        .docker([
+            "exec",
+            &client,
+            "sh",
+            "-c",
+            &format!(
+                "printf '{query}' | nc -w 2 {} 53 > /dev/null",
+                resolver.ipv6()
+            ),
+        ])
         .output();
     let run = tracer.wait(Duration::from_secs(40))?;
     ensure!(run.success(), "pkttrace dns failed: {run}");
@@ -647,9 +661,20 @@ fn a_query_to_an_ipv6_resolver_goes_over_ipv6_through_nat66() -> Result<()> {
         .lines()
         .map(serde_json::from_str::<Value>)
         .collect::<Result<_, _>>()?;
+    let over_tcp = entries
+        .iter()
+        .find(|e| e["transport"] == "tcp")
+        .with_context(|| format!("the query over TCP: {entries:#?}"))?;
+    assert_eq!(over_tcp["rcode"], "NOERROR", "{over_tcp:#}");
+    assert_eq!(over_tcp["question"]["name"], LAB_NAME);
+    assert_eq!(over_tcp["asked"], format!("[{}]:53", resolver.ipv6()));
     let asked = entries
         .iter()
-        .find(|e| e["question"]["type"] == "A" && e["question"]["name"] == LAB_NAME)
+        .find(|e| {
+            e["question"]["type"] == "A"
+                && e["question"]["name"] == LAB_NAME
+                && e["transport"] == "udp"
+        })
         .with_context(|| format!("the A query: {entries:#?}"))?;
     assert_eq!(asked["rcode"], "NOERROR", "{asked:#}");
     assert_eq!(

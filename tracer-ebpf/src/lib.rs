@@ -455,6 +455,30 @@ pub fn ip_header(at: u64) -> Option<IpHeader> {
     }
 }
 
+/// An IPv6 fixed header as read into `bytes` (a TC program's copy), with no
+/// extension header walked: the transport header right after it.
+#[inline(always)]
+pub fn ipv6_fixed_header(bytes: &[u8; 40]) -> Option<IpHeader> {
+    if bytes[0] >> 4 != 6 {
+        return None;
+    }
+    let mut saddr = [0u8; 16];
+    saddr.copy_from_slice(&bytes[8..24]);
+    let mut daddr = [0u8; 16];
+    daddr.copy_from_slice(&bytes[24..40]);
+    Some(IpHeader {
+        saddr,
+        daddr,
+        length: u16::from_be_bytes([bytes[4], bytes[5]]).saturating_add(IPV6_HEADER_LEN),
+        id: 0,
+        l4_offset: IPV6_HEADER_LEN,
+        protocol: bytes[6],
+        ttl: bytes[7],
+        dont_fragment: 1,
+        ipv6: 1,
+    })
+}
+
 /// The IPv6 header at `at`, past its extension headers.
 #[inline(always)]
 fn ipv6_header(at: u64) -> Option<IpHeader> {

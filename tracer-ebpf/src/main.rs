@@ -19,8 +19,8 @@ const IPPROTO_UDP: u8 = 17;
 use tracer_ebpf::{
     HandledNow, HeaderAt, IpHeader, Ipv4Header, capture_skb, config, current_netns, current_task,
     device, emit, emit_packet, emit_payload_record, emit_with_payload, field, floor, fold,
-    forget_skb, handled_now, in_scope, look, mapped, maybe_kept, netns_inode, offset, plain,
-    ports_match, read, read_macs, scratch_event, skb_netns,
+    forget_skb, handled_now, in_scope, ipv6_fixed_header, look, mapped, maybe_kept, netns_inode,
+    offset, plain, ports_match, read, read_macs, scratch_event, skb_netns,
 };
 
 #[btf_tracepoint(function = "net_dev_queue")]
@@ -537,19 +537,36 @@ fn link_header_length(ctx: &TcContext) -> Option<usize> {
 #[inline(always)]
 fn capture_tcp_payload(ctx: &TcContext) {
     let Some(cfg) = config() else { return };
-    if cfg.capture_payload == 0 || u16::from_be(ctx.skb.protocol() as u16) != ETH_P_IP {
+    let protocol = u16::from_be(ctx.skb.protocol() as u16);
+    if cfg.capture_payload == 0 || (protocol != ETH_P_IP && protocol != ETH_P_IPV6) {
         return;
     }
     let Some(link) = link_header_length(ctx) else {
         return;
     };
-    let Ok(ip) = ctx.load::<Ipv4Header>(link) else {
-        return;
+    let ip = if protocol == ETH_P_IP {
+        let Ok(v4) = ctx.load::<Ipv4Header>(link) else {
+            return;
+        };
+        if v4.version_ihl >> 4 != 4 {
+            return;
+        }
+        IpHeader::from_v4(&v4)
+    } else {
+        // The fixed header only: DNS over TCP carries no extension header.
+        let Some(v6) = ctx
+            .load::<[u8; 40]>(link)
+            .ok()
+            .and_then(|b| ipv6_fixed_header(&b))
+        else {
+            return;
+        };
+        v6
     };
-    if ip.version_ihl >> 4 != 4 || ip.protocol != IPPROTO_TCP {
+    if ip.protocol != IPPROTO_TCP {
         return;
     }
-    let ip_header_len = ((ip.version_ihl & 0x0f) as usize) * 4;
+    let ip_header_len = ip.l4_offset as usize;
     let l4 = link + ip_header_len;
     let (Ok(ports), Ok(seq_and_ack), Ok(offset_and_flags)) = (
         ctx.load::<[u16; 2]>(l4),
@@ -567,7 +584,7 @@ fn capture_tcp_payload(ctx: &TcContext) {
         i += 1;
     }
     let tcp_header_len = ((offset_and_flags[0] >> 4) as usize) * 4;
-    let total = u16::from_be(ip.tot_len) as usize;
+    let total = ip.length as usize;
     let Some(length) = total.checked_sub(ip_header_len + tcp_header_len) else {
         return;
     };
@@ -578,7 +595,7 @@ fn capture_tcp_payload(ctx: &TcContext) {
     let Some(event) = scratch_event(Probe::TcpPayload) else {
         return;
     };
-    IpHeader::from_v4(&ip).describe(event, Probe::TcpPayload, ctx.skb.skb as u64);
+    ip.describe(event, Probe::TcpPayload, ctx.skb.skb as u64);
     event.sport = sport;
     event.dport = dport;
     event.tcp_flags = offset_and_flags[1];
