@@ -892,3 +892,58 @@ fn with_arp_a_neighbour_solicitation_and_its_advertisement_are_told() -> Result<
     assert_eq!(ip6(&request["tuple"]["dst"]), lab.upstream.ipv6());
     Ok(())
 }
+
+/// `--pcap` over IPv6: tshark reads back a well-formed packet per hop, the
+/// request from the container's address to the upstream's and the reply.
+#[test]
+fn a_pcap_of_an_ipv6_ping_holds_ipv6_packets() -> Result<()> {
+    let lab = lab()?;
+    let capture = std::env::temp_dir().join(format!("{}.pcapng", lab.container.name()));
+    let followed = follow_json(&[
+        lab.container.name(),
+        &lab.upstream.ipv6().to_string(),
+        "--probe",
+        "icmp",
+        "--pcap",
+        capture.to_str().context("a UTF-8 path")?,
+    ])?;
+    let read = std::process::Command::new("tshark")
+        .arg("-r")
+        .arg(&capture)
+        .args(["-T", "fields", "-E", "separator=|"])
+        .args(["-e", "ipv6.src", "-e", "ipv6.dst", "-e", "_ws.malformed"])
+        .output();
+    let _ = std::fs::remove_file(&capture);
+    let read = read?;
+    ensure!(followed.run.success(), "{}", followed.run);
+    ensure!(read.status.success(), "tshark: {read:?}");
+    let packets: Vec<Vec<String>> = String::from_utf8(read.stdout)?
+        .lines()
+        .map(|line| line.split('|').map(str::to_string).collect())
+        .collect();
+    let hops: usize = followed.journeys().iter().map(|j| hops(j).len()).sum();
+    ensure!(packets.len() >= hops, "a packet per hop: {packets:#?}");
+    let (container, upstream) = (
+        lab.container.ipv6()?.to_string(),
+        lab.upstream.ipv6().to_string(),
+    );
+    for packet in &packets {
+        ensure!(
+            packet.len() == 3 && packet[2].is_empty(),
+            "well formed: {packets:#?}"
+        );
+    }
+    ensure!(
+        packets
+            .iter()
+            .any(|p| p[0] == container && p[1] == upstream),
+        "the request: {packets:#?}"
+    );
+    ensure!(
+        packets
+            .iter()
+            .any(|p| p[0] == upstream && p[1] == container),
+        "the reply: {packets:#?}"
+    );
+    Ok(())
+}

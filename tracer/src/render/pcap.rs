@@ -20,7 +20,7 @@ use pcap_file::{
         },
     },
 };
-use tracer_common::{ETH_P_ARP, ETH_P_IP, HEADERS_MAX};
+use tracer_common::{ETH_P_ARP, ETH_P_IP, ETH_P_IPV6, HEADERS_MAX};
 
 use crate::explain::{Details, Hop, HopCapture, Story};
 
@@ -35,6 +35,7 @@ const PACKET_HOST: u8 = 0;
 const PACKET_OUTGOING: u8 = 4;
 /// An ARP message for IPv4 over Ethernet.
 const ARP_LEN: u32 = 28;
+const IPV6_HEADER_LEN: u32 = 40;
 
 pub struct PcapFile {
     writer: PcapNgWriter<BufWriter<File>>,
@@ -125,17 +126,22 @@ fn interface_name(hop: &Hop) -> String {
 }
 
 /// The SLL2 header and the copied bytes; and how long the packet really
-/// was (its IPv4 total length), of which the copy may be the start.
+/// was (its IPv4 total length, IPv6's payload length and fixed header), of
+/// which the copy may be the start.
 fn cooked(hop: &Hop, capture: &HopCapture) -> (Vec<u8>, u32) {
     let bytes = &capture.bytes;
-    let ipv4 = bytes.first().is_some_and(|b| b >> 4 == 4);
-    let (protocol, length) = if ipv4 {
-        let total = bytes.get(2..4).map_or(bytes.len() as u32, |b| {
-            u32::from(u16::from_be_bytes([b[0], b[1]]))
-        });
-        (ETH_P_IP, total)
-    } else {
-        (ETH_P_ARP, ARP_LEN)
+    let field = |at: usize| {
+        bytes
+            .get(at..at + 2)
+            .map(|b| u32::from(u16::from_be_bytes([b[0], b[1]])))
+    };
+    let (protocol, length) = match bytes.first().map(|b| b >> 4) {
+        Some(4) => (ETH_P_IP, field(2).unwrap_or(bytes.len() as u32)),
+        Some(6) => (
+            ETH_P_IPV6,
+            field(4).map_or(bytes.len() as u32, |payload| payload + IPV6_HEADER_LEN),
+        ),
+        _ => (ETH_P_ARP, ARP_LEN),
     };
     // Linear data past the packet's end (padding) is not the packet's.
     let captured = &bytes[..bytes.len().min(length as usize)];
@@ -219,6 +225,24 @@ mod tests {
         assert_eq!(data[10], PACKET_OUTGOING);
         assert_eq!(&data[SLL2_HEADER_LEN..], &ip[..]);
         assert_eq!(original_len, 20 + 84);
+    }
+
+    #[test]
+    fn an_ipv6_packet_is_cooked_as_ipv6_with_its_true_length() {
+        // An IPv6 header saying 64 bytes of payload, of which 8 were copied.
+        let mut ipv6 = vec![0x60, 0, 0, 0, 0, 64, 58, 64];
+        ipv6.resize(48, 0);
+        let capture = HopCapture {
+            time_ns: 0,
+            ifindex: 3,
+            outgoing: true,
+            bytes: ipv6,
+        };
+        let (data, original_len) =
+            cooked(&hop("eth0", Details::Receive, capture.clone()), &capture);
+        assert_eq!(&data[..2], &[0x86, 0xdd]);
+        assert_eq!(data.len(), SLL2_HEADER_LEN + 48);
+        assert_eq!(original_len, 20 + 40 + 64);
     }
 
     #[test]
