@@ -947,3 +947,30 @@ fn a_pcap_of_an_ipv6_ping_holds_ipv6_packets() -> Result<()> {
     );
     Ok(())
 }
+
+/// A container without its IPv6 default route sends nothing; the fix names
+/// the network's IPv6 gateway (never the host veth's link-local address)
+/// and, run as given, makes the ping work.
+#[test]
+fn no_ipv6_route_at_the_source_is_fixed_by_the_networks_gateway() -> Result<()> {
+    let lab = lab()?;
+    let gateway = lab.gateway()?;
+    let netns = format!("--net={}", lab.container.netns_path());
+    tool("nsenter", &[&netns, "ip", "-6", "route", "del", "default"])?;
+    let truth = route_get(Some(&lab.container.netns_path()), lab.upstream.ipv6())?;
+    ensure!(truth.is_string(), "ground truth: no route: {truth}");
+    let destination = lab.upstream.ipv6().to_string();
+    let followed = follow_unanswered(&[lab.container.name(), &destination, "--probe", "icmp"])?;
+    let (request, _) = followed.only_request()?;
+    assert_eq!(request["outcome"]["kind"], "not_sent", "{request:#}");
+    let verdict = &request["verdict"];
+    let fix = verdict["action"]["command"].as_str().context("a fix")?;
+    assert!(
+        fix.ends_with(&format!("ip route add default via {gateway}")),
+        "{verdict:#}"
+    );
+    tool("sh", &["-c", fix])?;
+    let after = follow_json(&[lab.container.name(), &destination, "--probe", "icmp"])?;
+    ensure!(after.run.success(), "answered once fixed: {}", after.run);
+    Ok(())
+}
