@@ -737,8 +737,12 @@ fn with_docker_ip6tables_nat66_masquerades_and_a_published_port_is_dnat() -> Res
     let route = route_get(None, host.host_ipv6())?;
     ensure!(route["dev"] == "lo" || route["type"] == "local", "{route}");
 
-    let (code, records) =
-        follow_engines(&[&web_name, &host.host_ipv6().to_string(), "--probe", "icmp"])?;
+    let (code, records) = integration_tests::follow_engines(&[
+        &web_name,
+        &host.host_ipv6().to_string(),
+        "--probe",
+        "icmp",
+    ])?;
     assert_eq!(code, Some(0), "{records:#?}");
     let request = only(&records, "request")?;
     let masquerade = nat_hop(request, "source")?;
@@ -757,7 +761,8 @@ fn with_docker_ip6tables_nat66_masquerades_and_a_published_port_is_dnat() -> Res
     );
 
     let published = format!("[{}]:8080", host.ipv6());
-    let (code, records) = follow_engines(&["host", &published, "--probe", "tcp"])?;
+    let (code, records) =
+        integration_tests::follow_engines(&["host", &published, "--probe", "tcp"])?;
     assert_eq!(code, Some(0), "{records:#?}");
     let request = only(&records, "request")?;
     let dnat = nat_hop(request, "destination").with_context(|| format!("rules: {nat}"))?;
@@ -768,22 +773,6 @@ fn with_docker_ip6tables_nat66_masquerades_and_a_published_port_is_dnat() -> Res
         "{request:#}"
     );
     Ok(())
-}
-
-/// `pkttrace follow <args> --json`, finding every engine itself.
-fn follow_engines(args: &[&str]) -> Result<(Option<i32>, Vec<Value>)> {
-    let out = std::process::Command::new(integration_tests::pkttrace_bin())
-        .env_remove("DOCKER_HOST")
-        .arg("follow")
-        .args(args)
-        .arg("--json")
-        .output()?;
-    let records = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(serde_json::from_str)
-        .collect::<Result<Vec<Value>, _>>()
-        .with_context(|| String::from_utf8_lossy(&out.stderr).into_owned())?;
-    Ok((out.status.code(), records))
 }
 
 /// The one journey of `direction` (retransmissions aside).
