@@ -198,3 +198,20 @@ pub fn ip6(text: &Value) -> std::net::Ipv6Addr {
         .parse()
         .expect("an IPv6 address")
 }
+
+/// `pkttrace follow <args> --json` with no DOCKER_HOST, so pkttrace finds
+/// every Docker engine itself: its exit code and its records.
+pub fn follow_engines(args: &[&str]) -> Result<(Option<i32>, Vec<Value>)> {
+    let out = std::process::Command::new(crate::pkttrace_bin())
+        .env_remove("DOCKER_HOST")
+        .arg("follow")
+        .args(args)
+        .arg("--json")
+        .output()?;
+    let records = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(serde_json::from_str)
+        .collect::<Result<Vec<Value>, _>>()
+        .with_context(|| String::from_utf8_lossy(&out.stderr).into_owned())?;
+    Ok((out.status.code(), records))
+}

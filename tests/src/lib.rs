@@ -38,8 +38,8 @@ pub use docker::{
 pub use engine::SecondEngine;
 pub use far::{FarAnswer, FarLink, FarSide, Sent, SentKind};
 pub use follow::{
-    Followed, SCHEMA_VERSION, follow_json, follow_unanswered, hop, hops, ip, ip6, kinds,
-    netfilter_hooks,
+    Followed, SCHEMA_VERSION, follow_engines, follow_json, follow_unanswered, hop, hops, ip, ip6,
+    kinds, netfilter_hooks,
 };
 pub use host::{HostRoute, IptablesRule, Sysctl};
 pub use netns::{InnerNetns, Netns, NetnsPair, Upstream, link_exists, netns_exists};

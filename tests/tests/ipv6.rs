@@ -737,8 +737,12 @@ fn with_docker_ip6tables_nat66_masquerades_and_a_published_port_is_dnat() -> Res
     let route = route_get(None, host.host_ipv6())?;
     ensure!(route["dev"] == "lo" || route["type"] == "local", "{route}");
 
-    let (code, records) =
-        follow_engines(&[&web_name, &host.host_ipv6().to_string(), "--probe", "icmp"])?;
+    let (code, records) = integration_tests::follow_engines(&[
+        &web_name,
+        &host.host_ipv6().to_string(),
+        "--probe",
+        "icmp",
+    ])?;
     assert_eq!(code, Some(0), "{records:#?}");
     let request = only(&records, "request")?;
     let masquerade = nat_hop(request, "source")?;
@@ -757,7 +761,8 @@ fn with_docker_ip6tables_nat66_masquerades_and_a_published_port_is_dnat() -> Res
     );
 
     let published = format!("[{}]:8080", host.ipv6());
-    let (code, records) = follow_engines(&["host", &published, "--probe", "tcp"])?;
+    let (code, records) =
+        integration_tests::follow_engines(&["host", &published, "--probe", "tcp"])?;
     assert_eq!(code, Some(0), "{records:#?}");
     let request = only(&records, "request")?;
     let dnat = nat_hop(request, "destination").with_context(|| format!("rules: {nat}"))?;
@@ -768,22 +773,6 @@ fn with_docker_ip6tables_nat66_masquerades_and_a_published_port_is_dnat() -> Res
         "{request:#}"
     );
     Ok(())
-}
-
-/// `pkttrace follow <args> --json`, finding every engine itself.
-fn follow_engines(args: &[&str]) -> Result<(Option<i32>, Vec<Value>)> {
-    let out = std::process::Command::new(integration_tests::pkttrace_bin())
-        .env_remove("DOCKER_HOST")
-        .arg("follow")
-        .args(args)
-        .arg("--json")
-        .output()?;
-    let records = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(serde_json::from_str)
-        .collect::<Result<Vec<Value>, _>>()
-        .with_context(|| String::from_utf8_lossy(&out.stderr).into_owned())?;
-    Ok((out.status.code(), records))
 }
 
 /// The one journey of `direction` (retransmissions aside).
@@ -945,5 +934,32 @@ fn a_pcap_of_an_ipv6_ping_holds_ipv6_packets() -> Result<()> {
             .any(|p| p[0] == upstream && p[1] == container),
         "the reply: {packets:#?}"
     );
+    Ok(())
+}
+
+/// A container without its IPv6 default route sends nothing; the fix names
+/// the network's IPv6 gateway (never the host veth's link-local address)
+/// and, run as given, makes the ping work.
+#[test]
+fn no_ipv6_route_at_the_source_is_fixed_by_the_networks_gateway() -> Result<()> {
+    let lab = lab()?;
+    let gateway = lab.gateway()?;
+    let netns = format!("--net={}", lab.container.netns_path());
+    tool("nsenter", &[&netns, "ip", "-6", "route", "del", "default"])?;
+    let truth = route_get(Some(&lab.container.netns_path()), lab.upstream.ipv6())?;
+    ensure!(truth.is_string(), "ground truth: no route: {truth}");
+    let destination = lab.upstream.ipv6().to_string();
+    let followed = follow_unanswered(&[lab.container.name(), &destination, "--probe", "icmp"])?;
+    let (request, _) = followed.only_request()?;
+    assert_eq!(request["outcome"]["kind"], "not_sent", "{request:#}");
+    let verdict = &request["verdict"];
+    let fix = verdict["action"]["command"].as_str().context("a fix")?;
+    assert!(
+        fix.ends_with(&format!("ip route add default via {gateway}")),
+        "{verdict:#}"
+    );
+    tool("sh", &["-c", fix])?;
+    let after = follow_json(&[lab.container.name(), &destination, "--probe", "icmp"])?;
+    ensure!(after.run.success(), "answered once fixed: {}", after.run);
     Ok(())
 }

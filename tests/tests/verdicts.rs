@@ -409,22 +409,6 @@ fn diff_tells_where_two_recordings_of_a_flow_part() -> Result<()> {
     Ok(())
 }
 
-/// `pkttrace follow <args> --json`, finding every engine itself.
-fn follow_engines(args: &[&str]) -> Result<(Option<i32>, Vec<Value>)> {
-    let out = Command::new(pkttrace_bin())
-        .env_remove("DOCKER_HOST")
-        .arg("follow")
-        .args(args)
-        .arg("--json")
-        .output()?;
-    let records = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(serde_json::from_str)
-        .collect::<Result<Vec<Value>, _>>()
-        .with_context(|| String::from_utf8_lossy(&out.stderr).into_owned())?;
-    Ok((out.status.code(), records))
-}
-
 /// With the userland proxy off (a second engine, `--userland-proxy=false`)
 /// no docker-proxy serves a published port: DNAT alone does, in OUTPUT for
 /// the engine's own host and in PREROUTING for a container on the same
@@ -457,7 +441,8 @@ fn with_the_userland_proxy_off_published_ports_are_served_by_hairpin_nat() -> Re
     let address = format!("{}:8080", host.ip());
     // pkttrace finds the second engine by its process: no DOCKER_HOST.
     for (source, hook) in [(netns, "OUTPUT"), (client_name.as_str(), "PREROUTING")] {
-        let (code, records) = follow_engines(&[source, &address, "--probe", "tcp"])?;
+        let (code, records) =
+            integration_tests::follow_engines(&[source, &address, "--probe", "tcp"])?;
         assert_eq!(code, Some(0), "{source}: {records:#?}");
         let requests: Vec<&Value> = records
             .iter()

@@ -280,7 +280,7 @@ pub fn on_not_sent(request: &RequestSummary, topology: &Topology) -> Option<Verd
             _ => Cause::NoRouteAtSource {
                 namespace: topology.owner_label(*netns),
                 destination: *destination,
-                gateway: gateway_candidate(topology, *netns),
+                gateway: gateway_candidate(topology, *netns, *destination),
             },
         },
         NotSent::TooBig {
@@ -624,17 +624,34 @@ fn refusing_route(
     Some(format!("{word} {}/{}", route.0, route.1))
 }
 
-/// Where a namespace with no default route would send: the host's end of
-/// the link it has (the address on its veth peer).
-fn gateway_candidate(topology: &Topology, netns: u32) -> Option<IpAddr> {
+/// Where a namespace with no default route to `destination` would send:
+/// the host's end of the link it has, of the destination's family and on
+/// the namespace's own subnet (the address on its veth peer, or on the
+/// bridge that peer is a port of: a Docker network's gateway). Never a
+/// link-local address, which a route needs a device for.
+fn gateway_candidate(topology: &Topology, netns: u32, destination: IpAddr) -> Option<IpAddr> {
     let namespace = topology.namespace(netns)?;
+    let usable = |address: &IpAddr| {
+        address.is_ipv6() == destination.is_ipv6() && !crate::addr::is_link_local(*address)
+    };
     namespace.interfaces.iter().find_map(|i| {
-        let peer = i.peer?;
-        topology
-            .interface(peer.netns, peer.ifindex)?
+        let peer_ref = i.peer?;
+        let peer = topology.interface(peer_ref.netns, peer_ref.ifindex)?;
+        let bridge = peer
+            .master
+            .and_then(|master| topology.interface(peer_ref.netns, master));
+        let own: Vec<(IpAddr, u8)> = i
             .addresses
-            .first()
+            .iter()
+            .copied()
+            .filter(|(a, _)| usable(a))
+            .collect();
+        peer.addresses
+            .iter()
+            .chain(bridge.into_iter().flat_map(|b| b.addresses.iter()))
             .map(|(address, _)| *address)
+            .filter(usable)
+            .find(|address| own.is_empty() || own.iter().any(|subnet| in_subnet(*address, *subnet)))
     })
 }
 
