@@ -92,6 +92,9 @@ impl KernelNames {
     }
 
     pub fn drop_reason(&self, value: u32) -> DropReason {
+        if self.drop_reasons.is_empty() {
+            return DropReason::Unreported;
+        }
         self.drop_reasons
             .get(&value)
             .cloned()

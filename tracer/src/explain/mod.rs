@@ -154,6 +154,10 @@ pub enum Details {
         nat: NatKind,
         before: Tuple,
         after: Tuple,
+        /// Told from the packet's addresses on two devices, not seen at the
+        /// hook: the kernel has no netfilter programs.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        inferred: bool,
     },
     Xmit,
     /// A VXLAN device wrapped the frame in a UDP datagram (`outer`, when

@@ -247,7 +247,10 @@ fn quotes(quoted: &Quoted, packet: &Packet) -> bool {
 /// hosts it is not for (OTHERHOST), and an ICMP message a raw socket received
 /// has no socket of the kernel's own (NO_SOCKET).
 pub fn is_a_copys_fate(reason: &DropReason, read_by_a_socket: bool) -> bool {
-    *reason == DropReason::OtherHost || (*reason == DropReason::NoSocket && read_by_a_socket)
+    // Without drop reasons, a free after a socket read the packet is its
+    // clone's (ping_rcv's NO_SOCKET on a kernel that gives a reason).
+    *reason == DropReason::OtherHost
+        || (matches!(reason, DropReason::NoSocket | DropReason::Unreported) && read_by_a_socket)
 }
 
 /// What NAT and forwarding cannot change about a packet.

@@ -232,6 +232,10 @@ pub fn decide(
         unanswerable: None,
     };
     let delivered_to_socket = events.iter().any(|e| e.kind == EventKind::SocketRead);
+    // No netfilter program saw it: NAT shows only as changed addresses.
+    let hooks_unseen = !events
+        .iter()
+        .any(|e| matches!(e.kind, EventKind::Netfilter { .. }));
     // Indices already told as part of an earlier hop.
     let mut told = vec![false; events.len()];
     let mut pending_route: Option<&Event> = None;
@@ -256,6 +260,14 @@ pub fn decide(
             continue;
         }
         let device = (!event.ifname.is_empty()).then(|| event.ifname.to_string());
+        if hooks_unseen
+            && matches!(
+                event.kind,
+                EventKind::Transmit { .. } | EventKind::Receive { .. }
+            )
+        {
+            x.nat_seen_between_devices(i);
+        }
         match &event.kind {
             // A copy of the payload for DNS decoding: no step of the journey.
             EventKind::TcpPayload => {}
