@@ -282,3 +282,31 @@ fn without_an_essential_feature_pkttrace_refuses_with_one_line() -> Result<()> {
     }
     Ok(())
 }
+
+/// Without consume_skb's location the copy ARP frees while the packet
+/// waits for its next hop's MAC address is not the packet arriving: with
+/// a cold neighbour cache the ping is still told from its send to the
+/// upstream that took it in.
+#[test]
+fn without_free_locations_a_packet_waiting_for_arp_is_not_taken_for_arrived() -> Result<()> {
+    let upstream = Upstream::new()?;
+    let container = Container::builder().dns(upstream.ip()).start()?;
+    let to = upstream.ip().to_string();
+    let netns = format!("--net={}", container.netns_path());
+    tool("nsenter", &[&netns, "ip", "neigh", "flush", "all"])?;
+    let cached = tool("nsenter", &[&netns, "ip", "neigh", "show"])?;
+    ensure!(
+        !cached.contains("REACHABLE"),
+        "ground truth: a cold cache: {cached}"
+    );
+    let followed = follow_json_lacking(
+        "free-locations",
+        &[container.name(), &to, "--probe", "icmp"],
+    )?;
+    ensure!(followed.code() == Some(0), "answered: {}", followed.run);
+    let (request, last) = followed.only_request()?;
+    assert_eq!(hops(&request)[0]["kind"], "send", "{request:#}");
+    assert_eq!(last["kind"], "receive", "{request:#}");
+    assert_eq!(last["namespace"], format!("netns {}", upstream.name()));
+    Ok(())
+}

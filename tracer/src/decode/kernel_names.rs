@@ -105,6 +105,12 @@ impl KernelNames {
     /// bare address when kallsyms hides addresses or does not know it) and
     /// its role, by the function extent it lies in.
     pub fn site(&self, address: u64) -> CodeSite {
+        if address == 0 {
+            return CodeSite {
+                name: "unknown".into(),
+                role: SiteRole::Unlocated,
+            };
+        }
         let Ok(mut sites) = self.sites.lock() else {
             return self.site_of(address);
         };

@@ -164,6 +164,8 @@ pub enum SiteRole {
     /// Neighbour resolution giving up on an address (`neigh_invalidate`,
     /// `ndisc_error_report`): IPv6 frees what waited without a reason.
     NeighbourFailed,
+    /// No code location at all: a kernel whose `consume_skb` gives none.
+    Unlocated,
     #[default]
     Other,
 }

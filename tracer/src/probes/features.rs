@@ -19,7 +19,8 @@ pub const PRETEND_ABSENT_VAR: &str = "PKTTRACE_PRETEND_ABSENT";
 pub enum Feature {
     /// The kernel's own type information at /sys/kernel/btf/vmlinux.
     Btf,
-    /// BTF-typed raw tracepoints (`tp_btf` programs).
+    /// BTF-typed raw tracepoints (`tp_btf` programs) and the helper
+    /// `bpf_get_current_task_btf` they use.
     TpBtf,
     /// The BPF ring buffer map.
     RingBuffer,
@@ -70,7 +71,7 @@ impl Feature {
     fn lacking(self) -> &'static str {
         match self {
             Feature::Btf => "no BTF at /sys/kernel/btf/vmlinux (CONFIG_DEBUG_INFO_BTF)",
-            Feature::TpBtf => "no BTF-typed tracepoints (tp_btf)",
+            Feature::TpBtf => "no BTF-typed tracepoints (tp_btf) with bpf_get_current_task_btf",
             Feature::RingBuffer => "no BPF ring buffer",
             Feature::DropReasons => "no drop reasons (enum skb_drop_reason)",
             Feature::FreeLocations => "no code location on consume_skb",
@@ -131,8 +132,12 @@ impl KernelSupport {
         let present = |feature| match feature {
             // Reading this very BTF proved it there.
             Feature::Btf => true,
-            // A tp_btf program attaches to the tracepoint's BTF typedef.
-            Feature::TpBtf => btf.tracepoint_arguments("net_dev_queue").is_some(),
+            // A tp_btf program attaches to the tracepoint's BTF typedef and
+            // asks for the task it runs in by its BTF type.
+            Feature::TpBtf => {
+                btf.tracepoint_arguments("net_dev_queue").is_some()
+                    && btf.function_id("bpf_get_current_task_btf").is_ok()
+            }
             Feature::RingBuffer => {
                 aya::sys::is_map_supported(aya::maps::MapType::RingBuf).unwrap_or(false)
             }

@@ -19,7 +19,7 @@ mod veth;
 mod xmit;
 
 use crate::{
-    decode::{DropReason, Event, EventKind, Hook, Transport, Tunnel},
+    decode::{DropReason, Event, EventKind, Hook, SiteRole, Transport, Tunnel},
     enrich::{Interface, LinkKind, Topology, facts::Facts},
     journey::{Journey, is_a_copys_fate},
 };
@@ -378,6 +378,19 @@ pub fn decide(
                     x.waited_for_arp_in = Some(event.netns);
                 }
             }
+            // Without a location a free cannot be told apart from the copy
+            // ARP makes while the packet waits: the packet's end only when
+            // it goes no further.
+            EventKind::Consume { location }
+                if location.role == SiteRole::Unlocated
+                    && events[i + 1..].iter().any(|e| {
+                        matches!(
+                            e.kind,
+                            EventKind::Transmit { .. }
+                                | EventKind::Receive { .. }
+                                | EventKind::Netfilter { .. }
+                        )
+                    }) => {}
             EventKind::Consume { location } => {
                 let after_transmit = transmitted
                     .iter()
@@ -393,7 +406,8 @@ pub fn decide(
                     ending = Some(Ending::TakenIn {
                         namespace: x.namespace(event.netns),
                         netns: event.netns,
-                        handler: Some(location.function().to_string()),
+                        handler: (location.role != SiteRole::Unlocated)
+                            .then(|| location.function().to_string()),
                         no_route_back: None,
                         accepted_by: None,
                     });
