@@ -310,3 +310,58 @@ fn without_free_locations_a_packet_waiting_for_arp_is_not_taken_for_arrived() ->
     assert_eq!(last["namespace"], format!("netns {}", upstream.name()));
     Ok(())
 }
+
+/// Without netfilter programs Docker's DNAT of 127.0.0.11:53 inside the
+/// container happens before any device pkttrace sees: `dns` tells what
+/// the process asked (port 53) and the rewrite by Docker's rule, marked as
+/// not seen, with the port the rule in the container names.
+#[test]
+fn without_netfilter_programs_dns_tells_the_embedded_dnat_by_dockers_rule() -> Result<()> {
+    let upstream = Upstream::new()?;
+    upstream.serve_dns(&[("only-upstream.lab", upstream.ip())])?;
+    let network = DockerNetwork::new()?;
+    let client = Container::builder()
+        .network(network.name())
+        .dns(upstream.ip())
+        .start()?;
+    let ruleset = tool(
+        "nsenter",
+        &[
+            &format!("--net={}", client.netns_path()),
+            "nft",
+            "list",
+            "ruleset",
+        ],
+    )?;
+    let port: u64 = ruleset
+        .lines()
+        .find(|l| l.contains("udp dport 53") && l.contains("dnat to 127.0.0.11:"))
+        .and_then(|rule| rule.rsplit(':').next()?.trim().parse().ok())
+        .with_context(|| format!("Docker's DNAT rule in\n{ruleset}"))?;
+    let tracer = Pkttrace::spawn_attached_with_env(
+        (PRETEND_ABSENT, "netfilter-programs"),
+        [
+            "dns",
+            client.name(),
+            "--json",
+            "--count",
+            "1",
+            "--timeout",
+            "20",
+        ],
+    )?;
+    let _ = client.exec(["nslookup", "-type=a", "only-upstream.lab"]);
+    let run = tracer.wait(Duration::from_secs(30))?;
+    ensure!(run.success(), "{run}");
+    let query: Value = serde_json::from_str(run.stdout.lines().next().unwrap_or_default())?;
+    integration_tests::check_schema("dns", &query)?;
+    assert_eq!(query["asked"], "127.0.0.11:53", "{query:#}");
+    let dnat = &query["embedded"]["dnat"];
+    assert_eq!(dnat["inferred"], true, "{query:#}");
+    assert_eq!(dnat["hook"], "OUTPUT");
+    assert_eq!(dnat["before"]["dport"], 53);
+    assert_eq!(dnat["after"]["dport"], port, "the rule's port");
+    assert_eq!(query["embedded"]["reply_nat"]["after"]["sport"], 53);
+    assert_eq!(query["outcome"], "answered");
+    Ok(())
+}

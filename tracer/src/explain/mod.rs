@@ -60,6 +60,17 @@ pub struct Tuple {
 }
 
 impl Tuple {
+    /// The tuple of the way back.
+    pub fn reversed(self) -> Self {
+        Self {
+            src: self.dst,
+            dst: self.src,
+            sport: self.dport,
+            dport: self.sport,
+            ..self
+        }
+    }
+
     pub fn of(packet: &Packet) -> Self {
         let (protocol, sport, dport, icmp_id) = match packet.transport {
             Transport::Icmp { id, v6: false, .. } => ("icmp", None, None, Some(id)),
