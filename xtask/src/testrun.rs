@@ -3,12 +3,13 @@
 //! tracer binary), and the run closes with one summed-up result line.
 
 use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail, ensure};
 
-use crate::cmd::describe;
-use crate::{cargo, setup, target_dir};
+use crate::cmd::{cmd, describe, read, run, succeeds};
+use crate::{cargo, dist, setup, target_dir, workspace_root};
 
 pub fn test() -> Result<ExitCode> {
     setup::setup()?;
@@ -101,6 +102,12 @@ pub fn test() -> Result<ExitCode> {
         }
     }
 
+    println!("xtask test: packages (the .deb installed and removed, the image run)");
+    if let Err(err) = packages() {
+        eprintln!("xtask test: packages: {err:#}");
+        failed.push("packages");
+    }
+
     if failed.is_empty() {
         println!("xtask test: all steps passed");
     } else {
@@ -116,6 +123,131 @@ pub fn test() -> Result<ExitCode> {
     } else {
         ExitCode::FAILURE
     })
+}
+
+/// Builds the .deb and the image as users get them, installs the package and
+/// runs it as a user would, removes it and checks nothing is left, then runs
+/// the image with the documented flags. Package and image are removed also
+/// when a check fails.
+fn packages() -> Result<()> {
+    let packages = dist::dist()?;
+    let expected_version = format!("pkttrace {} ({})", dist::VERSION, head_commit()?);
+    {
+        let _installed = Installed;
+        run(&mut cmd("dpkg", [Path::new("-i"), &packages.deb]))?;
+        check_installed(&packages.deb, &expected_version)?;
+    }
+    let listing = read(&mut cmd("dpkg-deb", [Path::new("-c"), &packages.deb]))?;
+    let left: Vec<PathBuf> = packaged_paths(&listing)
+        .into_iter()
+        .filter(|path| path.exists())
+        .collect();
+    ensure!(left.is_empty(), "`dpkg -P pkttrace` left {left:?}");
+
+    let _image = Image;
+    let image = dist::image()?;
+    let docker_run = |args: &[&str]| {
+        read(
+            cmd("docker", ["run"])
+                .args(dist::DOCKER_RUN_FLAGS)
+                .arg(&image)
+                .args(args),
+        )
+    };
+    let version = docker_run(&["--version"])?;
+    ensure!(
+        version.trim() == expected_version,
+        "the image says `{}`, expected `{expected_version}`",
+        version.trim()
+    );
+    let topology = docker_run(&["topology", "--json"])?;
+    let topology: serde_json::Value = serde_json::from_str(&topology)
+        .context("`topology --json` in the image printed no JSON")?;
+    // Docker reached from inside: the flags give it the host's engine.
+    ensure!(
+        topology["docker_error"].is_null(),
+        "`topology --json` in the image: {}",
+        topology["docker_error"]
+    );
+    Ok(())
+}
+
+/// The installed package from `/` with a plain PATH (no cargo): the
+/// version names this commit, the man page and the bash completion are
+/// where man and bash look, and every packaged file is there.
+fn check_installed(deb: &Path, expected_version: &str) -> Result<()> {
+    let plain = |program: &str, args: &[&str]| {
+        let mut command = cmd("env", ["-i", "PATH=/usr/bin:/bin", program]);
+        command.args(args).current_dir("/");
+        command
+    };
+    let version = read(&mut plain("/usr/bin/pkttrace", &["--version"]))?;
+    ensure!(
+        version.trim() == expected_version,
+        "/usr/bin/pkttrace --version says `{}`, expected `{expected_version}`",
+        version.trim()
+    );
+    let page = read(&mut plain("man", &["-w", "pkttrace-follow"]))?;
+    ensure!(
+        page.trim() == "/usr/share/man/man1/pkttrace-follow.1.gz",
+        "man -w pkttrace-follow found `{}`",
+        page.trim()
+    );
+    let completion = Path::new("/usr/share/bash-completion/completions/pkttrace");
+    ensure!(completion.is_file(), "{} is missing", completion.display());
+    let listing = read(&mut cmd("dpkg-deb", [Path::new("-c"), deb]))?;
+    let missing: Vec<PathBuf> = packaged_paths(&listing)
+        .into_iter()
+        .filter(|path| !path.exists())
+        .collect();
+    ensure!(missing.is_empty(), "installed, yet missing: {missing:?}");
+    Ok(())
+}
+
+/// `git log`'s short hash and date of HEAD, as the build script writes them.
+fn head_commit() -> Result<String> {
+    let commit = read(cmd("git", ["log", "-1", "--format=%h %cs"]).current_dir(workspace_root()))?;
+    if commit.trim().is_empty() {
+        bail!("git log names no commit");
+    }
+    Ok(commit.trim().to_string())
+}
+
+/// The files and links `dpkg-deb -c` lists (folders such as /usr/bin are
+/// shared with other packages and stay).
+fn packaged_paths(listing: &str) -> Vec<PathBuf> {
+    listing
+        .lines()
+        .filter(|line| !line.starts_with('d'))
+        .filter_map(|line| {
+            // A link's line ends with `-> target`: the path comes before.
+            let line = line.split(" -> ").next()?;
+            let path = line.split_whitespace().last()?;
+            Some(Path::new("/").join(path.trim_start_matches("./")))
+        })
+        .collect()
+}
+
+/// Purges the pkttrace package on drop, also when a check failed.
+struct Installed;
+
+impl Drop for Installed {
+    fn drop(&mut self) {
+        if !succeeds(&mut cmd("dpkg", ["-P", "pkttrace"])) {
+            eprintln!("xtask test: `dpkg -P pkttrace` failed: remove it by hand");
+        }
+    }
+}
+
+/// Removes the image's names on drop: rebuilding it takes seconds.
+struct Image;
+
+impl Drop for Image {
+    fn drop(&mut self) {
+        let versioned = format!("{}:{}", dist::IMAGE, dist::VERSION);
+        let latest = format!("{}:latest", dist::IMAGE);
+        dist::remove_images(&[&versioned, &latest]);
+    }
 }
 
 /// Passes the command's stdout through as it comes and adds up the
@@ -184,7 +316,28 @@ impl Totals {
 
 #[cfg(test)]
 mod tests {
-    use super::Totals;
+    use std::path::PathBuf;
+
+    use super::{Totals, packaged_paths};
+
+    #[test]
+    fn the_package_listing_gives_files_and_links_not_folders() {
+        let listing = "\
+drwxr-xr-x 0/0               0 2026-12-08 04:20 ./usr/bin/
+-rwxr-xr-x 0/0        12345678 2026-12-08 04:20 ./usr/bin/pkttrace
+-rw-r--r-- 0/0            1234 2026-12-08 04:20 ./usr/share/man/man1/pkttrace.1.gz
+lrwxrwxrwx 0/0               0 2026-12-08 04:20 ./usr/bin/pt -> pkttrace
+";
+        assert_eq!(
+            packaged_paths(listing),
+            [
+                "/usr/bin/pkttrace",
+                "/usr/share/man/man1/pkttrace.1.gz",
+                "/usr/bin/pt"
+            ]
+            .map(PathBuf::from)
+        );
+    }
 
     #[test]
     fn sums_cargo_test_result_lines() {
