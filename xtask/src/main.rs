@@ -60,6 +60,8 @@ enum Task {
     Dist,
     /// Build the Docker image pkttrace:<version> (and :latest) offline from this machine's files
     Image,
+    /// Build, install and run the .deb and the image on the lab, then remove them (a step of `test`)
+    CheckPackages,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -119,6 +121,7 @@ fn main() -> Result<ExitCode> {
             println!("dist: {}", packages.tarball.display());
             Ok(ExitCode::SUCCESS)
         }
+        Task::CheckPackages => testrun::packages().map(|()| ExitCode::SUCCESS),
         Task::Image => {
             let image = dist::image()?;
             println!("image: {image} (and {}:latest); run it with:", dist::IMAGE);

@@ -9,7 +9,7 @@ use std::process::{Command, ExitCode, Stdio};
 use anyhow::{Context, Result, bail, ensure};
 
 use crate::cmd::{cmd, describe, read, run, succeeds};
-use crate::{cargo, dist, setup, target_dir, workspace_root};
+use crate::{cargo, dist, lab, setup, target_dir, workspace_root};
 
 pub fn test() -> Result<ExitCode> {
     setup::setup()?;
@@ -129,14 +129,18 @@ pub fn test() -> Result<ExitCode> {
 /// runs it as a user would, removes it and checks nothing is left, then runs
 /// the image with the documented flags. Package and image are removed also
 /// when a check fails.
-fn packages() -> Result<()> {
+pub fn packages() -> Result<()> {
     let packages = dist::dist()?;
     let expected_version = format!("pkttrace {} ({})", dist::VERSION, head_commit()?);
-    {
+    let _lab = Lab::up()?;
+    let installed_hops = {
         let _installed = Installed;
         run(&mut cmd("dpkg", [Path::new("-i"), &packages.deb]))?;
         check_installed(&packages.deb, &expected_version)?;
-    }
+        let mut follow = plain("/usr/bin/pkttrace", &[]);
+        follow.args(FOLLOW_ON_THE_LAB);
+        hops_followed(&read(&mut follow)?)?
+    };
     let listing = read(&mut cmd("dpkg-deb", [Path::new("-c"), &packages.deb]))?;
     let left: Vec<PathBuf> = packaged_paths(&listing)
         .into_iter()
@@ -169,18 +173,145 @@ fn packages() -> Result<()> {
         "`topology --json` in the image: {}",
         topology["docker_error"]
     );
+    let names = container_names(&topology);
+    for lab_container in [lab::CONTAINER, lab::DNS_CLIENT, lab::DNS_SERVER] {
+        ensure!(
+            names.contains(&lab_container),
+            "`topology` in the image names {names:?}, not {lab_container}"
+        );
+    }
+    let image_hops = hops_followed(&docker_run(&FOLLOW_ON_THE_LAB)?)?;
+    ensure!(
+        image_hops == installed_hops,
+        "follow in the image told {image_hops:?}, the installed binary {installed_hops:?}"
+    );
+    dns_in_the_image(&image)
+}
+
+/// `follow` on the lab's upstream: the same story from the package and the image.
+const FOLLOW_ON_THE_LAB: [&str; 6] = [
+    "follow",
+    lab::CONTAINER,
+    lab::UPSTREAM_IP,
+    "--probe",
+    "icmp",
+    "--json",
+];
+
+/// `command` run from `/` with a plain PATH (no cargo).
+fn plain(program: &str, args: &[&str]) -> Command {
+    let mut command = cmd("env", ["-i", "PATH=/usr/bin:/bin:/usr/sbin:/sbin", program]);
+    command.args(args).current_dir("/");
+    command
+}
+
+/// Every hop of the IP journeys `follow --json` printed, as (namespace,
+/// kind): what must not depend on where pkttrace runs.
+fn hops_followed(json_lines: &str) -> Result<Vec<(String, String)>> {
+    let mut hops = Vec::new();
+    for line in json_lines.lines() {
+        let record: serde_json::Value =
+            serde_json::from_str(line).with_context(|| format!("not JSON: {line}"))?;
+        if record["record"] != "journey" || record["tuple"]["protocol"] == "arp" {
+            continue;
+        }
+        for hop in record["hops"].as_array().into_iter().flatten() {
+            hops.push((hop["namespace"].to_string(), hop["kind"].to_string()));
+        }
+    }
+    ensure!(!hops.is_empty(), "follow told no journey: {json_lines}");
+    Ok(hops)
+}
+
+fn container_names(topology: &serde_json::Value) -> Vec<&str> {
+    topology["containers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|c| c["name"].as_str())
+        .collect()
+}
+
+/// `dns` in the image tells a query of the lab's client, answered with
+/// the address Docker gave the server.
+fn dns_in_the_image(image: &str) -> Result<()> {
+    let server_ip = read(&mut cmd(
+        "docker",
+        [
+            "inspect",
+            "-f",
+            "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}",
+            lab::DNS_SERVER,
+        ],
+    ))?;
+    let mut tracer = cmd("docker", ["run"])
+        .args(dist::DOCKER_RUN_FLAGS)
+        .arg(image)
+        .args([
+            "dns",
+            lab::DNS_CLIENT,
+            "--json",
+            "--count",
+            "1",
+            "--timeout",
+            "30",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("cannot start the image's dns")?;
+    // Asked again until it is told: the tracer attaches at its own pace.
+    for _ in 0..30 {
+        if tracer.try_wait()?.is_some() {
+            break;
+        }
+        let _ = succeeds(&mut cmd(
+            "docker",
+            [
+                "exec",
+                lab::DNS_CLIENT,
+                "nslookup",
+                "-type=a",
+                lab::DNS_SERVER,
+            ],
+        ));
+        std::thread::sleep(std::time::Duration::from_secs(1));
+    }
+    let out = tracer.wait_with_output()?;
+    ensure!(out.status.success(), "dns in the image: {}", out.status);
+    let stdout = String::from_utf8(out.stdout)?;
+    let query: serde_json::Value = serde_json::from_str(stdout.lines().next().unwrap_or_default())
+        .with_context(|| format!("dns in the image printed no JSON: {stdout}"))?;
+    ensure!(
+        query["answers"][0]["data"] == server_ip.trim(),
+        "dns in the image: {query}"
+    );
     Ok(())
+}
+
+/// The lab for the packages' checks, taken down on drop.
+struct Lab;
+
+impl Lab {
+    fn up() -> Result<Self> {
+        lab::up(false)?;
+        Ok(Self)
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        if let Err(error) = lab::down() {
+            eprintln!("xtask test: cannot take the lab down: {error:#}");
+        }
+    }
 }
 
 /// The installed package from `/` with a plain PATH (no cargo): the
 /// version names this commit, the man page and the bash completion are
 /// where man and bash look, and every packaged file is there.
 fn check_installed(deb: &Path, expected_version: &str) -> Result<()> {
-    let plain = |program: &str, args: &[&str]| {
-        let mut command = cmd("env", ["-i", "PATH=/usr/bin:/bin", program]);
-        command.args(args).current_dir("/");
-        command
-    };
     let version = read(&mut plain("/usr/bin/pkttrace", &["--version"]))?;
     ensure!(
         version.trim() == expected_version,
