@@ -38,6 +38,8 @@ const PACKAGES: &[&str] = &[
     "tshark",
     // The packages step checks the installed man pages with `man -w`.
     "man-db",
+    // cargo-deb reads the binary's libc dependency with dpkg-shlibdeps.
+    "dpkg-dev",
 ];
 
 /// Built locally: no image registry is reachable from these machines.
