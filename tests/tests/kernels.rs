@@ -365,3 +365,91 @@ fn without_netfilter_programs_dns_tells_the_embedded_dnat_by_dockers_rule() -> R
     assert_eq!(query["outcome"], "answered");
     Ok(())
 }
+
+/// What Debian 12's 6.1 lacks (kernels.md), with every neighbour cache on
+/// the way cold: the ping and its reply, both masquerades told from the
+/// addresses, and no free of ARP's copies taken for a journey of its own.
+const DEBIAN_12: &str = "free-locations,socket-reads,netfilter-programs,tcx";
+/// What Ubuntu 22.04's 5.15 lacks.
+const UBUNTU_22_04: &str = "drop-reasons,free-locations,socket-reads,netfilter-programs,tcx";
+
+#[test]
+fn as_debian_12_tells_a_ping_through_the_masquerade_with_cold_caches() -> Result<()> {
+    let upstream = Upstream::new()?;
+    let container = Container::builder().dns(upstream.ip()).start()?;
+    let to = upstream.ip().to_string();
+    tool("ip", &["neigh", "flush", "dev", upstream.host_veth()])?;
+    tool(
+        "nsenter",
+        &[
+            &format!("--net={}", container.netns_path()),
+            "ip",
+            "neigh",
+            "flush",
+            "all",
+        ],
+    )?;
+    let followed = follow_json_lacking(DEBIAN_12, &[container.name(), &to, "--probe", "icmp"])?;
+    ensure!(followed.code() == Some(0), "answered: {}", followed.run);
+    // TCX matters to `dns` only: three notes.
+    assert_eq!(notes(&followed).len(), 3, "{}", followed.run.stderr);
+    let (request, last) = followed.only_request()?;
+    assert_eq!(hops(&request)[0]["kind"], "send", "{request:#}");
+    assert_eq!(last["namespace"], format!("netns {}", upstream.name()));
+    let reply = followed.reply_to(&request)?;
+    assert_eq!(
+        reply["tuple"]["src"], to,
+        "the upstream's answer: {reply:#}"
+    );
+    assert_eq!(
+        hops(reply).last().map(|h| h["kind"].clone()),
+        Some("deliver".into()),
+        "{reply:#}"
+    );
+    assert_eq!(the_hop(&request, "nat")?["inferred"], true);
+    assert_eq!(the_hop(reply, "nat")?["inferred"], true);
+    assert_eq!(
+        followed.journeys().len(),
+        2,
+        "the request and its reply, nothing else: {:#?}",
+        followed.journeys()
+    );
+    Ok(())
+}
+
+#[test]
+fn as_ubuntu_22_04_tells_a_drop_in_docker_user_by_its_rule() -> Result<()> {
+    let upstream = Upstream::new()?;
+    let container = Container::builder().dns(upstream.ip()).start()?;
+    let to = upstream.ip().to_string();
+    let _drop = IptablesRule::insert("DOCKER-USER", ["-p", "icmp", "-d", &to, "-j", "DROP"])?;
+    let dropped = follow_json_lacking(
+        UBUNTU_22_04,
+        &[container.name(), &to, "--probe", "icmp", "--timeout", "2"],
+    )?;
+    ensure!(dropped.code() == Some(1), "no reply: {}", dropped.run);
+    let (request, last) = dropped.only_request()?;
+    assert_eq!(last["reason"], "UNREPORTED", "{request:#}");
+    let outcome = &request["outcome"];
+    assert_eq!(outcome["kind"], "dropped", "{outcome:#}");
+    assert_eq!(outcome["rule"]["chain"], "DOCKER-USER");
+    assert_eq!(outcome["rule"]["through"][0], "FORWARD");
+    assert!(
+        outcome["text"]
+            .as_str()
+            .is_some_and(|t| t.starts_with("dropped in host by ip filter DOCKER-USER")),
+        "{outcome:#}"
+    );
+    assert!(
+        last["hint"]
+            .as_str()
+            .is_some_and(|h| h.starts_with("a rule in FORWARD dropped it")),
+        "{last:#}"
+    );
+    let no_reply = dropped.no_reply_to(&request)?;
+    assert_eq!(
+        no_reply["verdict"]["cause"]["kind"], "administrator_rule",
+        "{no_reply:#}"
+    );
+    Ok(())
+}

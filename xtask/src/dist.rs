@@ -112,6 +112,7 @@ pub fn image() -> Result<String> {
         &release.join("pkttrace"),
         Path::new("/usr/bin/pkttrace"),
     )?;
+    strip(&root.join("usr/bin/pkttrace"))?;
     for tool in IMAGE_TOOLS {
         install_program(root, Path::new(tool), Path::new(tool))?;
     }

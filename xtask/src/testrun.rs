@@ -132,6 +132,11 @@ pub fn test() -> Result<ExitCode> {
 pub fn packages() -> Result<()> {
     let packages = dist::dist()?;
     let expected_version = format!("pkttrace {} ({})", dist::VERSION, head_commit()?);
+    let status = read(&mut cmd("dpkg-query", ["-W", "-f=${Status}", "pkttrace"]));
+    ensure!(
+        !status.is_ok_and(|s| s.ends_with("ok installed")),
+        "pkttrace is installed already: remove it first (dpkg -r pkttrace)"
+    );
     let _lab = Lab::up()?;
     let installed_hops = {
         let _installed = Installed;
@@ -142,11 +147,12 @@ pub fn packages() -> Result<()> {
         hops_followed(&read(&mut follow)?)?
     };
     let listing = read(&mut cmd("dpkg-deb", [Path::new("-c"), &packages.deb]))?;
+    // symlink_metadata: a link left behind counts, even one to nothing.
     let left: Vec<PathBuf> = packaged_paths(&listing)
         .into_iter()
-        .filter(|path| path.exists())
+        .filter(|path| path.symlink_metadata().is_ok())
         .collect();
-    ensure!(left.is_empty(), "`dpkg -P pkttrace` left {left:?}");
+    ensure!(left.is_empty(), "`dpkg -r pkttrace` left {left:?}");
 
     let _image = Image;
     let image = dist::image()?;
@@ -258,7 +264,7 @@ fn dns_in_the_image(image: &str) -> Result<()> {
         ])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(Stdio::piped())
         .spawn()
         .context("cannot start the image's dns")?;
     // Asked again until it is told: the tracer attaches at its own pace.
@@ -279,7 +285,12 @@ fn dns_in_the_image(image: &str) -> Result<()> {
         std::thread::sleep(std::time::Duration::from_secs(1));
     }
     let out = tracer.wait_with_output()?;
-    ensure!(out.status.success(), "dns in the image: {}", out.status);
+    ensure!(
+        out.status.success(),
+        "dns in the image: {}: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
     let stdout = String::from_utf8(out.stdout)?;
     let query: serde_json::Value = serde_json::from_str(stdout.lines().next().unwrap_or_default())
         .with_context(|| format!("dns in the image printed no JSON: {stdout}"))?;
@@ -290,13 +301,19 @@ fn dns_in_the_image(image: &str) -> Result<()> {
     Ok(())
 }
 
-/// The lab for the packages' checks, taken down on drop.
+/// The lab for the packages' checks, taken down on drop (also when its
+/// start failed half-way). A lab already up is someone's: left alone.
 struct Lab;
 
 impl Lab {
     fn up() -> Result<Self> {
+        ensure!(
+            !succeeds(&mut cmd("docker", ["inspect", lab::CONTAINER])),
+            "the lab is up: take it down first (cargo xtask lab down)"
+        );
+        let lab = Self;
         lab::up(false)?;
-        Ok(Self)
+        Ok(lab)
     }
 }
 
@@ -359,13 +376,14 @@ fn packaged_paths(listing: &str) -> Vec<PathBuf> {
         .collect()
 }
 
-/// Purges the pkttrace package on drop, also when a check failed.
+/// Removes the pkttrace package on drop, also when a check failed.
 struct Installed;
 
 impl Drop for Installed {
     fn drop(&mut self) {
-        if !succeeds(&mut cmd("dpkg", ["-P", "pkttrace"])) {
-            eprintln!("xtask test: `dpkg -P pkttrace` failed: remove it by hand");
+        // -r as the docs tell users: nothing of it may be left after.
+        if !succeeds(&mut cmd("dpkg", ["-r", "pkttrace"])) {
+            eprintln!("xtask test: `dpkg -r pkttrace` failed: remove it by hand");
         }
     }
 }

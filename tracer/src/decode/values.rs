@@ -89,6 +89,9 @@ impl DropReason {
     /// Dropped by a netfilter rule or policy: by its reason or, on a kernel
     /// that gives none, by netfilter's verdict code having freed it.
     pub fn is_netfilter_drop_at(&self, site: &CodeSite) -> bool {
+        // Netfilter frees what a rule dropped in nf_hook_slow; nf_tables and
+        // x_tables do it themselves where they can name the reason (recent
+        // kernels), or nf_hook_slow's free is inlined into them.
         const VERDICT_CODE: [&str; 4] = [
             "nf_hook_slow",
             "nft_do_chain",

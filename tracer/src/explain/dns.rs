@@ -202,11 +202,10 @@ pub fn explain_dns(exchange: &DnsExchange, context: &DnsContext) -> DnsStory {
     });
     let to_embedded_dns =
         context.setup.uses_embedded_dns() && server == crate::enrich::dns::EMBEDDED_DNS;
-    let hooks_unseen = !query
-        .journey
-        .events
-        .iter()
-        .any(|e| matches!(e.kind, crate::decode::EventKind::Netfilter { .. }));
+    let hooks_unseen = context
+        .facts
+        .get(&query.journey.id)
+        .is_some_and(|facts| facts.hooks_unseen);
     let embedded = to_embedded_dns.then(|| {
         let listener = context.setup.embedded_listener(transport);
         let mut dnat = nat_seen(
@@ -239,14 +238,18 @@ pub fn explain_dns(exchange: &DnsExchange, context: &DnsContext) -> DnsStory {
                 rule: listener.dnat_rule.clone(),
                 inferred: true,
             });
-            reply_nat = listener.snat_rule.clone().map(|rule| NatSeen {
-                hook: Hook::Postrouting,
-                namespace,
-                before: after.reversed(),
-                after: before.reversed(),
-                rule: Some(rule),
-                inferred: true,
-            });
+            // The answer's rewrite only when there was an answer.
+            reply_nat = answer_story
+                .as_ref()
+                .and(listener.snat_rule.clone())
+                .map(|rule| NatSeen {
+                    hook: Hook::Postrouting,
+                    namespace,
+                    before: after.reversed(),
+                    after: before.reversed(),
+                    rule: Some(rule),
+                    inferred: true,
+                });
             server_port = DNS_PORT;
         }
         EmbeddedDns {

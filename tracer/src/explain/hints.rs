@@ -251,7 +251,13 @@ fn relax_all_rp_filter(all: Option<u8>) -> &'static str {
 }
 
 fn netfilter(drop: &DropContext) -> String {
-    let hook = drop.hook.map_or("its hook", Hook::name);
+    // Without a hook seen (no netfilter programs), the base chain the
+    // trace went through names it.
+    let hook = drop
+        .hook
+        .map(Hook::name)
+        .or_else(|| Some(drop.rule.as_ref()?.through.first()?.as_str()))
+        .unwrap_or("its hook");
     match &drop.rule {
         Some(rule) if rule.handle.is_some() => {
             let verb = if rule.action == RuleAction::Reject {

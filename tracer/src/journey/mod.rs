@@ -28,7 +28,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::addr;
 use crate::decode::{
-    DropReason, Event, EventKind, Packet, Quoted, RouteFor, RouteResult, Transport,
+    DropReason, Event, EventKind, Packet, Quoted, RouteFor, RouteResult, SiteRole, Transport,
 };
 
 /// A journey whose packets are all gone takes events this far apart no
@@ -621,6 +621,13 @@ impl Assembler {
             let full = self.open.remove(&id).expect("found above");
             self.forget(&full);
             self.evicted.push(full.into_sorted());
+        }
+        // A free of a packet never seen, with no code location to place it
+        // (a kernel whose consume_skb gives none), is no journey: most likely
+        // the copy ARP frees while the packet itself waits for an answer.
+        if matches!(&event.kind, EventKind::Consume { location } if location.role == SiteRole::Unlocated)
+        {
+            return;
         }
         let id = self.next_id;
         self.next_id += 1;

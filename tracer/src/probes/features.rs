@@ -105,6 +105,43 @@ impl Feature {
         }
     }
 
+    /// What the running kernel (its BTF read) says of this feature.
+    fn present_in(self, btf: &KernelBtf) -> bool {
+        match self {
+            // Reading this very BTF proved it there.
+            Feature::Btf => true,
+            // A tp_btf program attaches to the tracepoint's BTF typedef and
+            // asks for the task it runs in by its BTF type.
+            Feature::TpBtf => {
+                btf.tracepoint_arguments("net_dev_queue").is_some()
+                    && btf.function_id("bpf_get_current_task_btf").is_ok()
+            }
+            Feature::RingBuffer => {
+                aya::sys::is_map_supported(aya::maps::MapType::RingBuf).unwrap_or(false)
+            }
+            // The enum, and the tracepoint handing the reason (its third
+            // argument; a fourth, the receiving socket, came in 6.11).
+            Feature::DropReasons => {
+                btf.has_enum("skb_drop_reason")
+                    && btf
+                        .tracepoint_arguments("kfree_skb")
+                        .is_some_and(|n| n >= 3)
+            }
+            Feature::FreeLocations => btf
+                .tracepoint_arguments("consume_skb")
+                .is_some_and(|n| n >= 2),
+            Feature::SocketReads => btf.tracepoint_arguments("sock_recv_length").is_some(),
+            Feature::NetfilterPrograms => {
+                btf.enum_has("bpf_link_type", "BPF_LINK_TYPE_NETFILTER")
+                    && btf.function_id("bpf_rdonly_cast").is_ok()
+            }
+            // Not asked here: the rule tracer finds out by making its table,
+            // and a kernel without the trace refuses it; the tracer says so.
+            Feature::NftablesTrace => true,
+            Feature::Tcx => btf.enum_has("bpf_attach_type", "BPF_TCX_INGRESS"),
+        }
+    }
+
     fn named(name: &str) -> Option<Feature> {
         Feature::ALL.into_iter().find(|f| f.name() == name)
     }
@@ -129,39 +166,11 @@ impl KernelSupport {
     /// test switch. Fails when a feature pkttrace cannot trace without is
     /// missing.
     pub fn probe(btf: &KernelBtf) -> Result<Self> {
-        let present = |feature| match feature {
-            // Reading this very BTF proved it there.
-            Feature::Btf => true,
-            // A tp_btf program attaches to the tracepoint's BTF typedef and
-            // asks for the task it runs in by its BTF type.
-            Feature::TpBtf => {
-                btf.tracepoint_arguments("net_dev_queue").is_some()
-                    && btf.function_id("bpf_get_current_task_btf").is_ok()
-            }
-            Feature::RingBuffer => {
-                aya::sys::is_map_supported(aya::maps::MapType::RingBuf).unwrap_or(false)
-            }
-            Feature::DropReasons => {
-                btf.has_enum("skb_drop_reason")
-                    && btf
-                        .tracepoint_arguments("kfree_skb")
-                        .is_some_and(|n| n >= 3)
-            }
-            Feature::FreeLocations => btf
-                .tracepoint_arguments("consume_skb")
-                .is_some_and(|n| n >= 2),
-            Feature::SocketReads => btf.tracepoint_arguments("sock_recv_length").is_some(),
-            Feature::NetfilterPrograms => {
-                btf.enum_has("bpf_link_type", "BPF_LINK_TYPE_NETFILTER")
-                    && btf.function_id("bpf_rdonly_cast").is_ok()
-            }
-            // The rule tracer finds out by asking nf_tables; a kernel
-            // without it refuses the table and the tracer says so.
-            Feature::NftablesTrace => true,
-            Feature::Tcx => btf.enum_has("bpf_attach_type", "BPF_TCX_INGRESS"),
-        };
         let mut support = Self {
-            absent: Feature::ALL.into_iter().filter(|f| !present(*f)).collect(),
+            absent: Feature::ALL
+                .into_iter()
+                .filter(|f| !f.present_in(btf))
+                .collect(),
             pretended: Vec::new(),
         };
         support.pretend_absent(std::env::var(PRETEND_ABSENT_VAR).ok().as_deref())?;
@@ -232,9 +241,9 @@ impl KernelSupport {
             .collect()
     }
 
-    /// As `probe` when the kernel has everything, for tests of pure logic.
+    /// A kernel lacking `features` and nothing else, for tests of pure logic.
     #[cfg(test)]
-    pub fn lacking(features: &[Feature]) -> Self {
+    pub fn with_absent(features: &[Feature]) -> Self {
         Self {
             absent: features.to_vec(),
             pretended: Vec::new(),
@@ -281,7 +290,7 @@ mod tests {
 
     #[test]
     fn tcx_matters_only_when_payloads_are_decoded() {
-        let support = KernelSupport::lacking(&[Feature::Tcx]);
+        let support = KernelSupport::with_absent(&[Feature::Tcx]);
         assert!(support.notes(false).is_empty());
         assert_eq!(
             support.notes(true),
@@ -289,22 +298,17 @@ mod tests {
         );
     }
 
-    /// This machine's kernel has every feature (PLATFORM.md).
+    /// This machine's kernel has every feature (PLATFORM.md), with the
+    /// argument counts of 6.11 and later.
     #[test]
     fn this_kernel_has_every_feature() {
         let btf = KernelBtf::read(super::super::offsets::VMLINUX_BTF).unwrap();
-        let present = |f| match f {
-            Feature::TpBtf => btf.tracepoint_arguments("net_dev_queue").is_some(),
-            Feature::DropReasons => btf.tracepoint_arguments("kfree_skb") == Some(4),
-            Feature::FreeLocations => btf.tracepoint_arguments("consume_skb") == Some(2),
-            Feature::SocketReads => btf.tracepoint_arguments("sock_recv_length") == Some(3),
-            Feature::NetfilterPrograms => btf.enum_has("bpf_link_type", "BPF_LINK_TYPE_NETFILTER"),
-            Feature::Tcx => btf.enum_has("bpf_attach_type", "BPF_TCX_INGRESS"),
-            _ => true,
-        };
         for feature in Feature::ALL {
-            assert!(present(feature), "{feature}");
+            assert!(feature.present_in(&btf), "{feature}");
         }
+        assert_eq!(btf.tracepoint_arguments("kfree_skb"), Some(4));
+        assert_eq!(btf.tracepoint_arguments("consume_skb"), Some(2));
+        assert_eq!(btf.tracepoint_arguments("sock_recv_length"), Some(3));
         assert!(!btf.enum_has("bpf_attach_type", "BPF_NO_SUCH_ATTACH"));
         assert_eq!(btf.tracepoint_arguments("no_such_tracepoint"), None);
     }

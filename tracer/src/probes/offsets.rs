@@ -65,7 +65,7 @@ pub fn release_freed_memory() {
 
 fn load_kernel_btf() -> Result<KernelBtf> {
     KernelBtf::read(VMLINUX_BTF).map_err(|error| {
-        anyhow!("this kernel exposes no BTF at {VMLINUX_BTF} ({error:#}): pkttrace needs a kernel built with CONFIG_DEBUG_INFO_BTF=y")
+        anyhow!("this kernel exposes no BTF at {VMLINUX_BTF} ({error:#}): pkttrace needs a kernel built with CONFIG_DEBUG_INFO_BTF=y; docs/kernels.md lists what it needs")
     })
 }
 

@@ -100,7 +100,12 @@ impl Loading {
         crate::allocator::fast_for_events();
         Ok(Live {
             seen_from: plan.seen_from.is_some(),
-            facts: FactFinder::new(topology, &rule_tracer).seen_from(plan.seen_from),
+            facts: FactFinder::new(
+                topology,
+                &rule_tracer,
+                !support.has(Feature::NetfilterPrograms),
+            )
+            .seen_from(plan.seen_from),
             probes,
             intake,
             rule_tracer,

@@ -232,10 +232,8 @@ pub fn decide(
         unanswerable: None,
     };
     let delivered_to_socket = events.iter().any(|e| e.kind == EventKind::SocketRead);
-    // No netfilter program saw it: NAT shows only as changed addresses.
-    let hooks_unseen = !events
-        .iter()
-        .any(|e| matches!(e.kind, EventKind::Netfilter { .. }));
+    // No netfilter program can see it: NAT shows only as changed addresses.
+    let hooks_unseen = facts.hooks_unseen;
     // Indices already told as part of an earlier hop.
     let mut told = vec![false; events.len()];
     let mut pending_route: Option<&Event> = None;
@@ -380,17 +378,12 @@ pub fn decide(
             }
             // Without a location a free cannot be told apart from the copy
             // ARP makes while the packet waits: the packet's end only when
-            // it goes no further.
+            // nothing more happens to it.
             EventKind::Consume { location }
                 if location.role == SiteRole::Unlocated
-                    && events[i + 1..].iter().any(|e| {
-                        matches!(
-                            e.kind,
-                            EventKind::Transmit { .. }
-                                | EventKind::Receive { .. }
-                                | EventKind::Netfilter { .. }
-                        )
-                    }) => {}
+                    && events[i + 1..]
+                        .iter()
+                        .any(|e| !matches!(e.kind, EventKind::Route { .. })) => {}
             EventKind::Consume { location } => {
                 let after_transmit = transmitted
                     .iter()

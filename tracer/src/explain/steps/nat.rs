@@ -49,9 +49,10 @@ impl Decider<'_> {
 
     /// Without netfilter programs no hook is seen, but NAT still shows:
     /// the packet at `events[i]` has other addresses than at its device
-    /// before. Netfilter rewrites a source only in POSTROUTING (or INPUT)
-    /// and a destination only in PREROUTING or OUTPUT, so the hook follows
-    /// from what changed.
+    /// before. Netfilter rewrites a destination in PREROUTING, on the way
+    /// in and before the routing decision, and a source in POSTROUTING, on
+    /// the way out, so the hook follows from what changed. (OUTPUT's DNAT
+    /// comes before the sender's first device: it shows nowhere.)
     pub(super) fn nat_seen_between_devices(&mut self, i: usize) {
         let events = self.events;
         let event = &events[i];
@@ -63,46 +64,73 @@ impl Decider<'_> {
         }) else {
             return;
         };
+        // The same packet on both devices: NAT keeps its IP id, and a
+        // tunnel's underlay carries another datagram.
+        let same_packet = earlier.packet.ip_id == event.packet.ip_id
+            && earlier.packet.tunnel.is_some() == event.packet.tunnel.is_some();
         let (before, after) = (Tuple::of(&earlier.packet), Tuple::of(&event.packet));
-        if before == after || before.protocol != after.protocol {
+        if self.arp || !same_packet || before == after || before.protocol != after.protocol {
             return;
         }
         let reply = event
             .conntrack
             .or(earlier.conntrack)
             .is_some_and(|c| c.direction == CtDirection::Reply);
-        let source_changed = (before.src, before.sport) != (after.src, after.sport);
-        let sent_here = earlier.netns == event.netns
-            && matches!(earlier.kind, EventKind::Transmit { .. })
-            && !self.steps.iter().any(|s| s.netns != event.netns);
-        let hook = match (source_changed, sent_here) {
-            (true, _) => Hook::Postrouting,
-            (false, true) => Hook::Output,
-            (false, false) => Hook::Prerouting,
+        let destination_changed = (before.dst, before.dport) != (after.dst, after.dport);
+        // An ICMP echo id moves with the address rewritten beside it.
+        let source_changed = (before.src, before.sport) != (after.src, after.sport)
+            || (before.icmp_id != after.icmp_id && !destination_changed);
+        let between = if destination_changed {
+            Tuple {
+                dst: after.dst,
+                dport: after.dport,
+                icmp_id: after.icmp_id,
+                ..before
+            }
+        } else {
+            before
         };
-        let nat = match (reply, source_changed) {
+        let nat_kind = |source| match (reply, source) {
             (true, _) => NatKind::Reverse,
             (false, true) => NatKind::Source,
             (false, false) => NatKind::Destination,
         };
-        let rewrite = Rewrite {
-            hook,
-            nat,
-            before,
-            after,
-            inferred: true,
-        };
-        // POSTROUTING is on the way out, the other hooks on the way in.
-        let device = if hook == Hook::Postrouting {
-            event
-        } else {
-            earlier
-        };
-        self.push(
-            event,
-            Some(device.ifname.to_string()),
-            StepKind::Nat(rewrite),
-        );
+        if destination_changed {
+            self.push(
+                earlier,
+                Some(earlier.ifname.to_string()),
+                StepKind::Nat(Rewrite {
+                    hook: Hook::Prerouting,
+                    nat: nat_kind(false),
+                    before,
+                    after: between,
+                    inferred: true,
+                }),
+            );
+            // Told where it happened: before the routing decision it led to.
+            let earlier_us = earlier.time_ns.saturating_sub(self.start_ns) / 1_000;
+            if let Some(at) = self.steps.iter().position(|s| {
+                s.netns == earlier.netns
+                    && s.at_us >= earlier_us
+                    && matches!(s.kind, StepKind::Route(_))
+            }) && let Some(rewrite) = self.steps.pop()
+            {
+                self.steps.insert(at, rewrite);
+            }
+        }
+        if source_changed {
+            self.push(
+                event,
+                Some(event.ifname.to_string()),
+                StepKind::Nat(Rewrite {
+                    hook: Hook::Postrouting,
+                    nat: nat_kind(true),
+                    before: between,
+                    after,
+                    inferred: true,
+                }),
+            );
+        }
     }
 }
 
