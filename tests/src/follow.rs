@@ -54,6 +54,17 @@ pub fn follow_json(args: &[&str]) -> Result<Followed> {
     Followed::read(pkttrace(&all)?)
 }
 
+/// pkttrace's documented switch that takes kernel features as absent.
+pub const PRETEND_ABSENT: &str = "PKTTRACE_PRETEND_ABSENT";
+
+/// `follow ARGS --json` as on a kernel without `features` (comma-separated).
+pub fn follow_json_lacking(features: &str, args: &[&str]) -> Result<Followed> {
+    let mut all = vec!["follow"];
+    all.extend(args);
+    all.push("--json");
+    Followed::read(crate::pkttrace_with_env((PRETEND_ABSENT, features), &all)?)
+}
+
 impl Followed {
     /// Reads what a finished `pkttrace follow --json` run printed.
     pub fn read(run: RunOutput) -> Result<Self> {

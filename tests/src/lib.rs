@@ -38,15 +38,16 @@ pub use docker::{
 pub use engine::SecondEngine;
 pub use far::{FarAnswer, FarLink, FarSide, Sent, SentKind};
 pub use follow::{
-    Followed, SCHEMA_VERSION, follow_engines, follow_json, follow_unanswered, hop, hops, ip, ip6,
-    kinds, netfilter_hooks,
+    Followed, PRETEND_ABSENT, SCHEMA_VERSION, follow_engines, follow_json, follow_json_lacking,
+    follow_unanswered, hop, hops, ip, ip6, kinds, netfilter_hooks,
 };
 pub use host::{HostRoute, IptablesRule, Sysctl};
 pub use netns::{InnerNetns, Netns, NetnsPair, Upstream, link_exists, netns_exists};
 pub use nic::{StandInNic, TapNic};
 pub use pkttrace::{
     DEFAULT_TIMEOUT, Pkttrace, RunOutput, netfilter_links, netfilter_links_at_least, nft_tables,
-    nothing_left_attached, pkttrace, pkttrace_bin, programs_loaded_at_least, trace_tables,
+    nothing_left_attached, pkttrace, pkttrace_bin, pkttrace_with_env, programs_loaded_at_least,
+    trace_tables,
 };
 pub use schema::check_schema;
 

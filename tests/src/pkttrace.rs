@@ -5,7 +5,7 @@ use std::fmt;
 use std::io::Read;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, ExitStatus, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle, sleep};
 use std::time::{Duration, Instant};
@@ -140,6 +140,15 @@ where
     Pkttrace::spawn(args)?.wait(DEFAULT_TIMEOUT)
 }
 
+/// Runs pkttrace to its end with one more environment variable.
+pub fn pkttrace_with_env<I, S>(env: (&str, &str), args: I) -> Result<RunOutput>
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<OsStr>,
+{
+    Pkttrace::spawn_with_env(env, args)?.wait(DEFAULT_TIMEOUT)
+}
+
 /// How a run ended, with everything it printed.
 #[derive(Debug)]
 pub struct RunOutput {
@@ -240,7 +249,30 @@ impl Pkttrace {
         I: IntoIterator<Item = S>,
         S: AsRef<OsStr>,
     {
-        let mut command = cmd(program, args);
+        Self::spawn_command(cmd(program, args))
+    }
+
+    /// Starts it with one more environment variable (`name=value`).
+    pub fn spawn_with_env<I, S>((name, value): (&str, &str), args: I) -> Result<Self>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        let mut command = cmd(pkttrace_bin(), args);
+        command.env(name, value);
+        Self::spawn_command(command)
+    }
+
+    /// As [`spawn_attached`](Self::spawn_attached), with one more environment variable.
+    pub fn spawn_attached_with_env<I, S>(env: (&str, &str), args: I) -> Result<Self>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        Self::spawn_with_env(env, args)?.attached(ATTACH_LIMIT)
+    }
+
+    fn spawn_command(mut command: Command) -> Result<Self> {
         // A test run started in the background inherits SIGINT ignored, and a
         // shell cannot trap a signal ignored on entry: give the child the
         // default, as Ctrl-C in a terminal would find it.

@@ -310,6 +310,11 @@ pub struct KernelOffsets {
     /// local addresses (16 bytes each).
     pub sk_v6_daddr: u32,
     pub sk_v6_rcv_saddr: u32,
+    /// 1 when `kfree_skb` hands a drop reason, 1 when `consume_skb` hands a
+    /// code location: a kernel without them refuses a program that reads
+    /// them, and the verifier skips code behind a constant that is 0.
+    pub has_drop_reason: u32,
+    pub has_free_location: u32,
 }
 
 /// How many TCP/UDP ports the in-kernel filter can watch.

@@ -94,7 +94,11 @@ pub fn kfree_skb(ctx: BtfTracePointContext) -> i32 {
     }
     let skb: u64 = ctx.arg(0);
     let location: u64 = ctx.arg(1);
-    let reason: u32 = ctx.arg(2);
+    let reason: u32 = if offset!(has_drop_reason) != 0 {
+        ctx.arg(2)
+    } else {
+        0
+    };
     on_free(Probe::Drop, skb, location, reason);
     0
 }
@@ -105,7 +109,11 @@ pub fn consume_skb(ctx: BtfTracePointContext) -> i32 {
         return 0;
     }
     let skb: u64 = ctx.arg(0);
-    let location: u64 = ctx.arg(1);
+    let location: u64 = if offset!(has_free_location) != 0 {
+        ctx.arg(1)
+    } else {
+        0
+    };
     let Some(cfg) = config() else { return 0 };
     // A free a socket reader deferred: most skbs freed there were never told
     // of, and only the kept ones' addresses are worth a look.

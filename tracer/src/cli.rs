@@ -1,5 +1,5 @@
 //! The command line, as clap reads it: only definitions, no behaviour, so
-//! that xtask can build the man page from the very same source (it includes
+//! that xtask can build the man pages and completions from the very same source (it includes
 //! this file; the tracer package's build script builds eBPF programs, which
 //! xtask must not depend on).
 
@@ -10,7 +10,9 @@ use clap::{Parser, Subcommand};
 #[derive(Parser)]
 #[command(
     name = "pkttrace",
-    version,
+    // The build script adds the commit; xtask, which includes this file for
+    // the man pages, builds without it.
+    version = option_env!("PKTTRACE_VERSION").unwrap_or(env!("CARGO_PKG_VERSION")),
     about = "How did my packet get there? eBPF-powered, hop-by-hop packet explanations for containers and namespaces"
 )]
 pub struct Cli {

@@ -106,6 +106,15 @@ mod tests {
     }
 
     #[test]
+    fn the_version_names_the_commit_built() {
+        let version = Cli::command().get_version().unwrap().to_string();
+        let commit = version
+            .strip_prefix(concat!(env!("CARGO_PKG_VERSION"), " ("))
+            .and_then(|rest| rest.strip_suffix(')'));
+        assert!(commit.is_some_and(|c| !c.is_empty()), "{version}");
+    }
+
+    #[test]
     fn completions_know_the_subcommands_and_their_options() {
         let mut script = Vec::new();
         clap_complete::generate(

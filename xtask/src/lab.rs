@@ -23,8 +23,8 @@ const HOST_VETH: &str = "pt-up-host";
 const HOST_CIDR: &str = "198.51.100.254/24";
 const HOST_IP: &str = "198.51.100.254";
 const UPSTREAM_CIDR: &str = "198.51.100.1/24";
-const UPSTREAM_IP: &str = "198.51.100.1";
-const CONTAINER: &str = "server-1";
+pub const UPSTREAM_IP: &str = "198.51.100.1";
+pub const CONTAINER: &str = "server-1";
 /// Demo #3: a user-defined network, so Docker's embedded DNS serves its containers.
 const DEMO_NETWORK: &str = "pt-demo-net";
 pub const DNS_CLIENT: &str = "client-1";

@@ -1,13 +1,21 @@
 //! Project tasks, run as `cargo xtask <task>`: machine setup, the demo lab,
-//! the demo itself and the full test run used by CI.
+//! the demo itself, the full test run used by CI, and the packages users install.
 
 mod bench;
 mod cmd;
+mod dist;
 mod hosts;
 mod lab;
 mod man;
 mod setup;
 mod testrun;
+
+// The tracer package's build script compiles the eBPF programs: xtask
+// includes the command line's source file (for man pages and completions)
+// instead of depending on it.
+#[allow(dead_code)]
+#[path = "../../tracer/src/cli.rs"]
+mod pkttrace_cli;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -48,6 +56,12 @@ enum Task {
         #[arg(long, value_name = "DIR")]
         out: Option<PathBuf>,
     },
+    /// Build the release binary and package it: target/dist/pkttrace_<version>_amd64.deb and a .tar.gz
+    Dist,
+    /// Build the Docker image pkttrace:<version> (and :latest) offline from this machine's files
+    Image,
+    /// Build, install and run the .deb and the image on the lab, then remove them (a step of `test`)
+    CheckPackages,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -99,6 +113,22 @@ fn main() -> Result<ExitCode> {
             for page in man::write_pages(&dir)? {
                 println!("man: {}", page.display());
             }
+            Ok(ExitCode::SUCCESS)
+        }
+        Task::Dist => {
+            let packages = dist::dist()?;
+            println!("dist: {}", packages.deb.display());
+            println!("dist: {}", packages.tarball.display());
+            Ok(ExitCode::SUCCESS)
+        }
+        Task::CheckPackages => testrun::packages().map(|()| ExitCode::SUCCESS),
+        Task::Image => {
+            let image = dist::image()?;
+            println!("image: {image} (and {}:latest); run it with:", dist::IMAGE);
+            println!(
+                "  docker run {} {image} topology",
+                dist::DOCKER_RUN_FLAGS.join(" ")
+            );
             Ok(ExitCode::SUCCESS)
         }
     }

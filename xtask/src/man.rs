@@ -6,11 +6,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use clap::CommandFactory;
 
-// The tracer package's build script compiles the eBPF programs: xtask
-// includes the command line's source file instead of depending on it.
-#[allow(dead_code)]
-#[path = "../../tracer/src/cli.rs"]
-mod pkttrace_cli;
+use crate::pkttrace_cli;
 
 /// Writes `pkttrace.1` and one page per subcommand (`pkttrace-follow.1`, ...)
 /// into `dir` and returns their paths.

@@ -36,6 +36,10 @@ const PACKAGES: &[&str] = &[
     "python3-minimal",
     // The tests read `follow --pcap` captures back as Wireshark would.
     "tshark",
+    // The packages step checks the installed man pages with `man -w`.
+    "man-db",
+    // cargo-deb reads the binary's libc dependency with dpkg-shlibdeps.
+    "dpkg-dev",
 ];
 
 /// Built locally: no image registry is reachable from these machines.
@@ -52,6 +56,7 @@ pub fn setup() -> Result<()> {
     packages()?;
     rust_src()?;
     bpf_linker()?;
+    cargo_deb()?;
     mount_if_missing("bpf", "/sys/fs/bpf")?;
     mount_if_missing("tracefs", "/sys/kernel/tracing")?;
     docker_daemon()?;
@@ -125,6 +130,19 @@ fn bpf_linker() -> Result<()> {
         ],
     )
     .env("LLVM_PREFIX", "/usr/lib/llvm-22"))
+}
+
+/// `cargo xtask dist` makes the .deb with cargo-deb.
+fn cargo_deb() -> Result<()> {
+    if succeeds(&mut cmd("cargo", ["deb", "--version"])) {
+        return Ok(());
+    }
+    println!("setup: installing cargo-deb");
+    // Pinned with its lock file, as bpf-linker is.
+    run(&mut cmd(
+        "cargo",
+        ["install", "cargo-deb@3.8.0", "--locked"],
+    ))
 }
 
 fn mount_if_missing(fstype: &str, target: &str) -> Result<()> {
@@ -202,32 +220,21 @@ fn lab_image() -> Result<()> {
     for applet in APPLETS {
         symlink("busybox", bin.join(applet))?;
     }
+    docker_import(root.path(), r#"CMD ["sleep","infinity"]"#, LAB_IMAGE)
+}
+
+/// Makes the folder `root` the filesystem of a new local image named
+/// `image`; `change` is a Dockerfile instruction such as `CMD [...]`.
+pub fn docker_import(root: &Path, change: &str, image: &str) -> Result<()> {
     let mut tar = cmd(
         "tar",
-        [
-            Path::new("-C"),
-            root.path(),
-            Path::new("-c"),
-            Path::new("."),
-        ],
+        [Path::new("-C"), root, Path::new("-c"), Path::new(".")],
     )
     .stdout(Stdio::piped())
     .spawn()
     .context("cannot start tar")?;
     let archive = tar.stdout.take().context("tar has no stdout")?;
-    let imported = read(
-        cmd(
-            "docker",
-            [
-                "import",
-                "--change",
-                r#"CMD ["sleep","infinity"]"#,
-                "-",
-                LAB_IMAGE,
-            ],
-        )
-        .stdin(archive),
-    );
+    let imported = read(cmd("docker", ["import", "--change", change, "-", image]).stdin(archive));
     let tar_status = tar.wait()?;
     imported?;
     if !tar_status.success() {
@@ -237,10 +244,10 @@ fn lab_image() -> Result<()> {
 }
 
 /// A scratch folder removed on drop, also when a step fails.
-struct TempDir(PathBuf);
+pub struct TempDir(PathBuf);
 
 impl TempDir {
-    fn create(prefix: &str) -> Result<Self> {
+    pub fn create(prefix: &str) -> Result<Self> {
         let path = std::env::temp_dir().join(format!("{prefix}-{}", std::process::id()));
         // A crashed earlier run with our pid may have left it.
         if path.exists() {
@@ -250,7 +257,7 @@ impl TempDir {
         Ok(Self(path))
     }
 
-    fn path(&self) -> &Path {
+    pub fn path(&self) -> &Path {
         &self.0
     }
 }

@@ -92,6 +92,9 @@ impl KernelNames {
     }
 
     pub fn drop_reason(&self, value: u32) -> DropReason {
+        if self.drop_reasons.is_empty() {
+            return DropReason::Unreported;
+        }
         self.drop_reasons
             .get(&value)
             .cloned()
@@ -102,6 +105,12 @@ impl KernelNames {
     /// bare address when kallsyms hides addresses or does not know it) and
     /// its role, by the function extent it lies in.
     pub fn site(&self, address: u64) -> CodeSite {
+        if address == 0 {
+            return CodeSite {
+                name: "unknown".into(),
+                role: SiteRole::Unlocated,
+            };
+        }
         let Ok(mut sites) = self.sites.lock() else {
             return self.site_of(address);
         };

@@ -72,6 +72,9 @@ drop_reasons! {
     QueuePurge = "QUEUE_PURGE",
     TcpInvalidSequence = "TCP_INVALID_SEQUENCE",
     TcpOldData = "TCP_OLD_DATA",
+    /// Not the kernel's: a kernel without drop reasons gives none, so the
+    /// drop is told by where it happened.
+    Unreported = "UNREPORTED",
 }
 
 impl DropReason {
@@ -83,11 +86,28 @@ impl DropReason {
         )
     }
 
+    /// Dropped by a netfilter rule or policy: by its reason or, on a kernel
+    /// that gives none, by netfilter's verdict code having freed it.
+    pub fn is_netfilter_drop_at(&self, site: &CodeSite) -> bool {
+        // Netfilter frees what a rule dropped in nf_hook_slow; nf_tables and
+        // x_tables do it themselves where they can name the reason (recent
+        // kernels), or nf_hook_slow's free is inlined into them.
+        const VERDICT_CODE: [&str; 4] = [
+            "nf_hook_slow",
+            "nft_do_chain",
+            "ipt_do_table",
+            "ip6t_do_table",
+        ];
+        *self == Self::NetfilterDrop
+            || (*self == Self::Unreported && VERDICT_CODE.contains(&site.function()))
+    }
+
     /// Dropped because a neighbour's MAC address could not be found, by
     /// its reason or, for IPv6 (no reason given), by the place it was freed.
     pub fn is_neighbour_failure_at(&self, site: &CodeSite) -> bool {
         self.is_neighbour_failure()
-            || (*self == Self::NotSpecified && site.role == SiteRole::NeighbourFailed)
+            || (matches!(self, Self::NotSpecified | Self::Unreported)
+                && site.role == SiteRole::NeighbourFailed)
     }
 }
 
@@ -147,6 +167,8 @@ pub enum SiteRole {
     /// Neighbour resolution giving up on an address (`neigh_invalidate`,
     /// `ndisc_error_report`): IPv6 frees what waited without a reason.
     NeighbourFailed,
+    /// No code location at all: a kernel whose `consume_skb` gives none.
+    Unlocated,
     #[default]
     Other,
 }

@@ -34,6 +34,8 @@ pub struct FactFinder {
     rule_traces: Option<RuleTraces>,
     /// Why rules cannot be traced, when they cannot.
     rule_tracing_unavailable: Option<String>,
+    /// The kernel has no netfilter programs (`Facts::hooks_unseen`).
+    hooks_unseen: bool,
     /// Per namespace: the netfilter hooks with chains, and when they were read.
     netfilter_hooks: HashMap<u32, (Instant, enrich::FamilyHooks)>,
     /// Per namespace: its listening sockets, and when they were read.
@@ -72,7 +74,12 @@ pub enum Wanted {
 impl FactFinder {
     /// With the traces of `rule_tracer` when it runs; otherwise with why
     /// it could not start.
-    pub fn new(topology: Topology, rule_tracer: &Result<RuleTracer, String>) -> Self {
+    /// `hooks_unseen`: the kernel has no netfilter programs.
+    pub fn new(
+        topology: Topology,
+        rule_tracer: &Result<RuleTracer, String>,
+        hooks_unseen: bool,
+    ) -> Self {
         let rule_traces = rule_tracer
             .as_ref()
             .ok()
@@ -84,6 +91,7 @@ impl FactFinder {
             changes: enrich::changes().ok(),
             rule_traces,
             rule_tracing_unavailable,
+            hooks_unseen,
             netfilter_hooks: HashMap::new(),
             listeners: HashMap::new(),
             seen_from: None,
@@ -119,6 +127,7 @@ impl FactFinder {
         let mut facts = Facts {
             events_lost,
             rule_tracing_unavailable: self.rule_tracing_unavailable.clone(),
+            hooks_unseen: self.hooks_unseen,
             ..Facts::default()
         };
         for want in wanted {
@@ -367,6 +376,10 @@ pub struct Facts {
     /// for, in every namespace.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub listeners: Vec<ListenerAt>,
+    /// The kernel has no BPF netfilter programs: no hook is seen, and NAT
+    /// shows only as the packet's addresses changing between devices.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub hooks_unseen: bool,
 }
 
 /// A send refused by the sender's kernel, as its socket saw it.

@@ -272,12 +272,14 @@ fn same_step(a: &Hop, b: &Hop) -> bool {
                 nat: n,
                 before: x,
                 after: x2,
+                ..
             },
             Details::Nat {
                 hook: k,
                 nat: m,
                 before: y,
                 after: y2,
+                ..
             },
         ) => h == k && n == m && (x.src, x.dst, x2.src, x2.dst) == (y.src, y.dst, y2.src, y2.dst),
         (

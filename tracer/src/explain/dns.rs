@@ -121,6 +121,10 @@ pub struct NatSeen {
     pub after: Tuple,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rule: Option<String>,
+    /// Told from Docker's rule, not seen: the kernel has no netfilter
+    /// programs, and this rewrite happens before any device.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub inferred: bool,
 }
 
 #[derive(Clone, Debug, Serialize, schemars::JsonSchema)]
@@ -176,6 +180,9 @@ impl DnsContext<'_> {
     }
 }
 
+/// The port a DNS client asks, which Docker's DNAT moves to dockerd's.
+const DNS_PORT: u16 = 53;
+
 pub fn explain_dns(exchange: &DnsExchange, context: &DnsContext) -> DnsStory {
     let query = &exchange.query;
     let query_story = context.tell(query, Direction::Request);
@@ -183,7 +190,7 @@ pub fn explain_dns(exchange: &DnsExchange, context: &DnsContext) -> DnsStory {
         .answer
         .as_ref()
         .map(|a| context.tell(a, Direction::Reply));
-    let (server, server_port) = (query.sent.dst, query.sent.dport);
+    let (server, mut server_port) = (query.sent.dst, query.sent.dport);
     let transport = query_story.tuple.protocol;
     let asked_by = query.journey.events.iter().find_map(|e| {
         let (process, pid) = e.process()?;
@@ -195,18 +202,61 @@ pub fn explain_dns(exchange: &DnsExchange, context: &DnsContext) -> DnsStory {
     });
     let to_embedded_dns =
         context.setup.uses_embedded_dns() && server == crate::enrich::dns::EMBEDDED_DNS;
+    let hooks_unseen = context
+        .facts
+        .get(&query.journey.id)
+        .is_some_and(|facts| facts.hooks_unseen);
     let embedded = to_embedded_dns.then(|| {
         let listener = context.setup.embedded_listener(transport);
+        let mut dnat = nat_seen(
+            &query_story.hops,
+            listener.and_then(|l| l.dnat_rule.clone()),
+        );
+        let mut reply_nat = answer_story
+            .as_ref()
+            .and_then(|a| nat_seen(&a.hops, listener.and_then(|l| l.snat_rule.clone())));
+        // Unseen, the rewrite still happened: the first device already
+        // shows dockerd's port, which only Docker's DNAT of port 53 leads to.
+        if let Some(listener) = listener.filter(|l| {
+            hooks_unseen && dnat.is_none() && l.dnat_rule.is_some() && l.port == server_port
+        }) {
+            let namespace = query_story
+                .hops
+                .first()
+                .map(|h| h.namespace.clone())
+                .unwrap_or_default();
+            let after = Tuple::of(&query.journey.first_packet());
+            let before = Tuple {
+                dport: Some(DNS_PORT),
+                ..after
+            };
+            dnat = Some(NatSeen {
+                hook: Hook::Output,
+                namespace: namespace.clone(),
+                before,
+                after,
+                rule: listener.dnat_rule.clone(),
+                inferred: true,
+            });
+            // The answer's rewrite only when there was an answer.
+            reply_nat = answer_story
+                .as_ref()
+                .and(listener.snat_rule.clone())
+                .map(|rule| NatSeen {
+                    hook: Hook::Postrouting,
+                    namespace,
+                    before: after.reversed(),
+                    after: before.reversed(),
+                    rule: Some(rule),
+                    inferred: true,
+                });
+            server_port = DNS_PORT;
+        }
         EmbeddedDns {
-            dnat: nat_seen(
-                &query_story.hops,
-                listener.and_then(|l| l.dnat_rule.clone()),
-            ),
+            dnat,
             port: listener.map(|l| l.port),
             socket_owner: listener.map(|l| l.owner.clone()),
-            reply_nat: answer_story
-                .as_ref()
-                .and_then(|a| nat_seen(&a.hops, listener.and_then(|l| l.snat_rule.clone()))),
+            reply_nat,
         }
     });
     let answer = exchange.answer.as_ref();
@@ -323,6 +373,7 @@ fn nat_seen(hops: &[Hop], rule: Option<String>) -> Option<NatSeen> {
             before: *before,
             after: *after,
             rule: rule.clone(),
+            inferred: false,
         }),
         _ => None,
     })

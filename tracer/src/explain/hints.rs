@@ -65,7 +65,7 @@ fn cause_and_checks(drop: &DropContext) -> String {
             && drop.input.as_ref().is_some_and(|i| i.ipv6));
     let failed_route = drop.route.as_ref().filter(|route| !route.result.found());
     match reason {
-        DropReason::IpInAddrErrors | DropReason::IpInNoRoutes
+        DropReason::IpInAddrErrors | DropReason::IpInNoRoutes | DropReason::Unreported
             if refused_onward && forwarding_is_off =>
         {
             forwarding_off(drop.input.as_ref().expect("checked above"))
@@ -118,7 +118,7 @@ fn cause_and_checks(drop: &DropContext) -> String {
             }
         }
         DropReason::IpRpFilter => reverse_path_filter(drop),
-        DropReason::NetfilterDrop => netfilter(drop),
+        reason if reason.is_netfilter_drop_at(&drop.location) => netfilter(drop),
         reason if reason.is_neighbour_failure_at(&drop.location) && !matches!(
             reason,
             DropReason::NeighQueueFull | DropReason::NeighDead | DropReason::NeighCreateFail
@@ -146,6 +146,10 @@ fn cause_and_checks(drop: &DropContext) -> String {
         DropReason::QueuePurge => "it waited in a socket's queue and was thrown away when the socket was closed: the process never read it (an ICMP error on a socket's error queue, say)".into(),
         DropReason::NoSocket => "nothing listens for it: no socket is bound to that address and port. Check: ss -tulpn".into(),
         DropReason::TcpInvalidSequence | DropReason::TcpOldData => "TCP did not accept the segment's sequence numbers (stale or replayed).".into(),
+        DropReason::Unreported => format!(
+            "this kernel gives no drop reasons: the code that dropped it, {}, says why (read it in the kernel's source)",
+            drop.location.function()
+        ),
         _ => format!(
             "the kernel dropped it ({reason} at {}); see include/net/dropreason-core.h for what {reason} means",
             drop.location
@@ -247,7 +251,13 @@ fn relax_all_rp_filter(all: Option<u8>) -> &'static str {
 }
 
 fn netfilter(drop: &DropContext) -> String {
-    let hook = drop.hook.map_or("its hook", Hook::name);
+    // Without a hook seen (no netfilter programs), the base chain the
+    // trace went through names it.
+    let hook = drop
+        .hook
+        .map(Hook::name)
+        .or_else(|| Some(drop.rule.as_ref()?.through.first()?.as_str()))
+        .unwrap_or("its hook");
     match &drop.rule {
         Some(rule) if rule.handle.is_some() => {
             let verb = if rule.action == RuleAction::Reject {

@@ -60,6 +60,17 @@ pub struct Tuple {
 }
 
 impl Tuple {
+    /// The tuple of the way back.
+    pub fn reversed(self) -> Self {
+        Self {
+            src: self.dst,
+            dst: self.src,
+            sport: self.dport,
+            dport: self.sport,
+            ..self
+        }
+    }
+
     pub fn of(packet: &Packet) -> Self {
         let (protocol, sport, dport, icmp_id) = match packet.transport {
             Transport::Icmp { id, v6: false, .. } => ("icmp", None, None, Some(id)),
@@ -154,6 +165,10 @@ pub enum Details {
         nat: NatKind,
         before: Tuple,
         after: Tuple,
+        /// Told from the packet's addresses on two devices, not seen at the
+        /// hook: the kernel has no netfilter programs.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        inferred: bool,
     },
     Xmit,
     /// A VXLAN device wrapped the frame in a UDP datagram (`outer`, when

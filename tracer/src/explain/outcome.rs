@@ -297,6 +297,17 @@ fn ending_text(ending: &Ending) -> String {
             (Some(hook), None) => {
                 format!("dropped in {namespace} by netfilter in {hook} ({reason})")
             }
+            // No hook seen (no netfilter programs); nf_tables' trace named the rule.
+            (None, Some(rule)) if reason.is_netfilter_drop_at(location) => format!(
+                "dropped in {namespace} by {} {}: {}",
+                rule.table,
+                rule.chain,
+                if rule.handle.is_none() {
+                    "its policy (no rule accepted it)"
+                } else {
+                    &rule.text
+                }
+            ),
             _ => match reason {
                 DropReason::PktTooBig => format!(
                     "dropped in {namespace}: too big for the next link, and it may not be fragmented ({reason})"
@@ -310,6 +321,10 @@ fn ending_text(ending: &Ending) -> String {
                     };
                     format!("dropped in {namespace}: its {life} ran out ({reason})")
                 }
+                DropReason::Unreported => format!(
+                    "dropped in {namespace} by {} (no drop reason given)",
+                    location.function()
+                ),
                 _ => format!("dropped in {namespace}: {reason}"),
             },
         },
@@ -950,6 +965,12 @@ fn where_last_seen(ending: &Ending) -> String {
             refused_by: Some(route),
             ..
         } => format!("it was dropped in {namespace} {}", refused_words(route)),
+        Ending::Dropped {
+            namespace,
+            reason: DropReason::Unreported,
+            location,
+            ..
+        } => format!("it was dropped in {namespace} by {}", location.function()),
         Ending::Dropped {
             namespace,
             reason,

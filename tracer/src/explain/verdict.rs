@@ -340,34 +340,36 @@ fn dead_end_here(request: &RequestSummary, answer: Option<&Answer>, topology: &T
             refused_by,
             ..
         } => match (reason, rule) {
-            (DropReason::NetfilterDrop, Some(rule)) => match rule.chain_role() {
-                ChainRole::DockerIsolation => isolation(request, topology),
-                ChainRole::Administrator => Cause::AdministratorRule {
-                    rule: rule.text.clone(),
-                    position: rule.position,
-                    reject: rule.action == RuleAction::Reject,
-                },
-                _ if rule.handle.is_none() => Cause::ChainPolicy {
-                    namespace: namespace.clone(),
-                    table: rule.table.clone(),
-                    chain: rule.chain.clone(),
-                    docker_forward_from: (*netns == topology.host_netns
-                        && matches!(&*rule.table, "ip filter" | "ip6 filter")
-                        && rule.chain == "FORWARD"
-                        && !topology.docker_networks.is_empty())
-                    .then(|| arrived_on(request))
-                    .flatten(),
-                },
-                _ => Cause::FirewallRule {
-                    namespace: namespace.clone(),
-                    table: rule.table.clone(),
-                    chain: rule.chain.clone(),
-                    rule: rule.text.clone(),
-                    handle: rule.handle,
-                },
-            },
+            (reason, Some(rule)) if reason.is_netfilter_drop_at(location) => {
+                match rule.chain_role() {
+                    ChainRole::DockerIsolation => isolation(request, topology),
+                    ChainRole::Administrator => Cause::AdministratorRule {
+                        rule: rule.text.clone(),
+                        position: rule.position,
+                        reject: rule.action == RuleAction::Reject,
+                    },
+                    _ if rule.handle.is_none() => Cause::ChainPolicy {
+                        namespace: namespace.clone(),
+                        table: rule.table.clone(),
+                        chain: rule.chain.clone(),
+                        docker_forward_from: (*netns == topology.host_netns
+                            && matches!(&*rule.table, "ip filter" | "ip6 filter")
+                            && rule.chain == "FORWARD"
+                            && !topology.docker_networks.is_empty())
+                        .then(|| arrived_on(request))
+                        .flatten(),
+                    },
+                    _ => Cause::FirewallRule {
+                        namespace: namespace.clone(),
+                        table: rule.table.clone(),
+                        chain: rule.chain.clone(),
+                        rule: rule.text.clone(),
+                        handle: rule.handle,
+                    },
+                }
+            }
             // ip6_forward checks only `all`'s setting, before anything else.
-            (DropReason::IpInAddrErrors, _)
+            (DropReason::IpInAddrErrors | DropReason::Unreported, _)
                 if location.role == SiteRole::Forwarding
                     && request.sent.dst.is_ipv6()
                     && forwarding_off(request) =>

@@ -4,7 +4,7 @@
 //! the hooks with chains, and the rule that dropped it.
 
 use crate::{
-    decode::{DropReason, EventKind, Hook, TCP_ACK, TCP_RST, TCP_SYN, Transport},
+    decode::{DropReason, EventKind, Hook, SiteRole, TCP_ACK, TCP_RST, TCP_SYN, Transport},
     enrich::{Topology, facts::Wanted},
     journey::{Journey, is_a_copys_fate},
 };
@@ -33,12 +33,17 @@ pub fn facts_wanted(journey: &Journey, arp: bool, topology: &Topology) -> Vec<Wa
                     DropReason::IpInAddrErrors | DropReason::IpInNoRoutes | DropReason::IpRpFilter,
                 ..
             } => settings.extend(arrived_on.filter(|(netns, _)| *netns == event.netns)),
+            // Without a reason, the route error's code tells the same.
+            EventKind::Drop {
+                reason: DropReason::Unreported,
+                location,
+            } if matches!(location.role, SiteRole::RouteError | SiteRole::Forwarding) => {
+                settings.extend(arrived_on.filter(|(netns, _)| *netns == event.netns))
+            }
             _ => {}
         }
-        if let EventKind::Drop {
-            reason: DropReason::NetfilterDrop,
-            ..
-        } = &event.kind
+        if let EventKind::Drop { reason, location } = &event.kind
+            && reason.is_netfilter_drop_at(location)
         {
             let mut drop = event.clone();
             drop.netns = netns;

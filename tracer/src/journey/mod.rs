@@ -28,7 +28,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::addr;
 use crate::decode::{
-    DropReason, Event, EventKind, Packet, Quoted, RouteFor, RouteResult, Transport,
+    DropReason, Event, EventKind, Packet, Quoted, RouteFor, RouteResult, SiteRole, Transport,
 };
 
 /// A journey whose packets are all gone takes events this far apart no
@@ -247,7 +247,10 @@ fn quotes(quoted: &Quoted, packet: &Packet) -> bool {
 /// hosts it is not for (OTHERHOST), and an ICMP message a raw socket received
 /// has no socket of the kernel's own (NO_SOCKET).
 pub fn is_a_copys_fate(reason: &DropReason, read_by_a_socket: bool) -> bool {
-    *reason == DropReason::OtherHost || (*reason == DropReason::NoSocket && read_by_a_socket)
+    // Without drop reasons, a free after a socket read the packet is its
+    // clone's (ping_rcv's NO_SOCKET on a kernel that gives a reason).
+    *reason == DropReason::OtherHost
+        || (matches!(reason, DropReason::NoSocket | DropReason::Unreported) && read_by_a_socket)
 }
 
 /// What NAT and forwarding cannot change about a packet.
@@ -618,6 +621,13 @@ impl Assembler {
             let full = self.open.remove(&id).expect("found above");
             self.forget(&full);
             self.evicted.push(full.into_sorted());
+        }
+        // A free of a packet never seen, with no code location to place it
+        // (a kernel whose consume_skb gives none), is no journey: most likely
+        // the copy ARP frees while the packet itself waits for an answer.
+        if matches!(&event.kind, EventKind::Consume { location } if location.role == SiteRole::Unlocated)
+        {
+            return;
         }
         let id = self.next_id;
         self.next_id += 1;

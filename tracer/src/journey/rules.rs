@@ -10,7 +10,7 @@
 use std::collections::VecDeque;
 
 use crate::decode::{
-    DropReason, Event, EventKind, Transport,
+    Event, EventKind, Transport,
     nftrace::{RuleTrace, TraceKind, TracedPacket, TracedTransport, Verdict},
 };
 
@@ -91,10 +91,7 @@ impl RuleTraces {
     pub fn drop_of(&self, drop: &Event) -> Option<TracedDrop> {
         if !matches!(
             &drop.kind,
-            EventKind::Drop {
-                reason: DropReason::NetfilterDrop,
-                ..
-            }
+            EventKind::Drop { reason, location } if reason.is_netfilter_drop_at(location)
         ) {
             return None;
         }

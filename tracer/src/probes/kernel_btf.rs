@@ -10,6 +10,7 @@ use anyhow::{Context, Result, bail};
 /// `enum btf_kind` values pkttrace looks at or must step over.
 mod kind {
     pub const INT: u32 = 1;
+    pub const PTR: u32 = 2;
     pub const ARRAY: u32 = 3;
     pub const STRUCT: u32 = 4;
     pub const UNION: u32 = 5;
@@ -215,6 +216,28 @@ impl KernelBtf {
         self.named(name, kind::STRUCT)
             .map(|r| r.size_or_type)
             .with_context(|| format!("kernel BTF has no struct {name}"))
+    }
+
+    /// How many arguments tracepoint `name` hands a tp_btf program: its
+    /// `btf_trace_<name>` typedef is a pointer to a function whose first
+    /// parameter is the probe's own data. None: no such tracepoint.
+    pub fn tracepoint_arguments(&self, name: &str) -> Option<usize> {
+        let typedef = self.id_of(&format!("btf_trace_{name}"), kind::TYPEDEF, false)?;
+        let pointer = self.record(self.record(typedef).ok()?.size_or_type).ok()?;
+        let function = self.record(pointer.size_or_type).ok()?;
+        (pointer.kind == kind::PTR && function.kind == kind::FUNC_PROTO)
+            .then(|| function.vlen.saturating_sub(1))
+    }
+
+    /// The kernel defines `enum name`.
+    pub fn has_enum(&self, name: &str) -> bool {
+        self.named(name, kind::ENUM).is_some()
+    }
+
+    /// `enum name` has a member called `member`.
+    pub fn enum_has(&self, name: &str, member: &str) -> bool {
+        self.enum_values(name)
+            .is_ok_and(|values| values.iter().any(|(_, m)| m == member))
     }
 
     /// `(value, name)` of each member of `enum name`.

@@ -1,6 +1,7 @@
 //! Kernel probes: loads pkttrace's eBPF programs, attaches them, and streams
 //! the raw events they emit. Knows nothing of containers or journeys.
 
+pub mod features;
 mod kernel_btf;
 mod netfilter;
 pub mod nftrace;
@@ -19,7 +20,7 @@ use anyhow::{Context, Result, bail};
 use aya::{
     Ebpf,
     maps::{Array, Map, MapData, PerCpuArray, RingBuf},
-    programs::{BtfTracePoint, SchedClassifier, TcAttachType},
+    programs::{BtfTracePoint, LinkOrder, SchedClassifier, TcAttachType, tc::TcAttachOptions},
 };
 use futures::future::select_all;
 use tokio::io::unix::AsyncFd;
@@ -29,6 +30,7 @@ use tracer_common::{
     SCRATCH_MAP,
 };
 
+use features::{Feature, KernelSupport};
 use netfilter::{NetfilterLink, NetfilterProgram};
 
 static TRACEPOINT_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tracer"));
@@ -46,6 +48,14 @@ const TRACEPOINTS: [&str; 8] = [
     "fib_table_lookup",
     "fib6_table_lookup",
 ];
+
+/// The tracepoints of `TRACEPOINTS` the kernel has.
+fn tracepoints_of(support: &KernelSupport) -> Vec<&'static str> {
+    TRACEPOINTS
+        .into_iter()
+        .filter(|name| *name != "sock_recv_length" || support.has(Feature::SocketReads))
+        .collect()
+}
 
 /// Where the netfilter programs sit. `hook_entry` runs first in every IPv4
 /// hook (enum nf_inet_hooks 0..=4), before raw, conntrack, mangle, NAT and
@@ -101,7 +111,7 @@ pub fn require_privileges() -> Result<()> {
 pub struct Probes {
     // Kept alive: dropping them detaches everything.
     _ebpf: Ebpf,
-    netfilter: NetfilterPrograms,
+    netfilter: Option<NetfilterPrograms>,
     netfilter_links: Vec<NetfilterLink>,
     /// Namespaces whose hooks are observed once they have a ruleset.
     awaiting_ruleset: Vec<AwaitingRuleset>,
@@ -193,13 +203,15 @@ impl<Names: Send + 'static> Startup<Names> {
                     offsets,
                     types,
                     drop_reasons,
+                    support,
                 } = offsets::KernelFacts::read()?;
                 let names = names(drop_reasons);
                 let btf = aya_btf
                     .join()
                     .map_err(|_| anyhow::anyhow!("the thread reading the kernel's BTF failed"))?
                     .context("cannot read the kernel's BTF")?;
-                let loaded = Loaded::load(&btf, &offsets, types, capture_payload, ring_bytes)?;
+                let loaded =
+                    Loaded::load(&btf, &offsets, types, support, capture_payload, ring_bytes)?;
                 offsets::release_freed_memory();
                 Ok((loaded, names))
             }),
@@ -234,8 +246,12 @@ fn ring_buffer_bytes(asked_mb: Option<u32>) -> u32 {
 /// Every program loaded, so verified, and none attached: nothing runs yet.
 pub struct Loaded {
     ebpf: Ebpf,
-    netfilter: NetfilterPrograms,
+    /// None: the kernel has no netfilter programs.
+    netfilter: Option<NetfilterPrograms>,
     tcp_payload: bool,
+    /// The tracepoints this kernel has, of `TRACEPOINTS`.
+    tracepoints: Vec<&'static str>,
+    support: KernelSupport,
 }
 
 impl Loaded {
@@ -245,9 +261,14 @@ impl Loaded {
         btf: &aya::Btf,
         offsets: &KernelOffsets,
         types: offsets::KernelTypes,
-        tcp_payload: bool,
+        support: KernelSupport,
+        capture_payload: bool,
         ring_bytes: u32,
     ) -> Result<Self> {
+        // TC programs only as TCX links: a netlink filter outlives a killed pkttrace.
+        let tcp_payload = capture_payload && support.has(Feature::Tcx);
+        let tracepoints = tracepoints_of(&support);
+        let netfilter_programs = support.has(Feature::NetfilterPrograms);
         let mut ebpf = aya::EbpfLoader::new()
             .btf(Some(btf))
             .override_global(OFFSETS_GLOBAL, offsets, true)
@@ -261,14 +282,18 @@ impl Loaded {
             .iter()
             .map(|(name, fd)| (name.clone(), fd.as_fd()))
             .collect();
-        let netfilter = std::thread::scope(|scope| -> Result<NetfilterPrograms> {
+        let netfilter = std::thread::scope(|scope| -> Result<Option<NetfilterPrograms>> {
             let maps = &maps;
             let load = move |name| netfilter::load(NETFILTER_OBJECT, name, maps, offsets, types);
-            let hook_entry = scope.spawn(move || load("hook_entry"));
-            let after_nat = scope.spawn(move || load("after_nat"));
+            let netfilter = netfilter_programs.then(|| {
+                (
+                    scope.spawn(move || load("hook_entry")),
+                    scope.spawn(move || load("after_nat")),
+                )
+            });
             let tracepoints: Vec<_> = ebpf
                 .programs_mut()
-                .filter(|(name, _)| TRACEPOINTS.contains(name))
+                .filter(|(name, _)| tracepoints.contains(name))
                 .map(|(name, program)| {
                     scope.spawn(move || -> Result<()> {
                         let program: &mut BtfTracePoint = program.try_into()?;
@@ -281,10 +306,14 @@ impl Loaded {
             for tracepoint in tracepoints {
                 joined(tracepoint)?;
             }
-            Ok(NetfilterPrograms {
-                hook_entry: joined(hook_entry)?,
-                after_nat: joined(after_nat)?,
-            })
+            netfilter
+                .map(|(hook_entry, after_nat)| {
+                    Ok(NetfilterPrograms {
+                        hook_entry: joined(hook_entry)?,
+                        after_nat: joined(after_nat)?,
+                    })
+                })
+                .transpose()
         })?;
         if tcp_payload {
             let program: &mut SchedClassifier = ebpf
@@ -299,7 +328,14 @@ impl Loaded {
             ebpf,
             netfilter,
             tcp_payload,
+            tracepoints,
+            support,
         })
+    }
+
+    /// What the kernel has of what pkttrace uses.
+    pub fn support(&self) -> &KernelSupport {
+        &self.support
     }
 
     /// Hands the programs their configuration, then attaches them: the
@@ -312,6 +348,8 @@ impl Loaded {
             mut ebpf,
             netfilter,
             tcp_payload,
+            tracepoints,
+            support: _,
         } = self;
         let config = config_for(filter)?;
         // Before anything is attached: a program without its configuration
@@ -320,7 +358,7 @@ impl Loaded {
             Array::try_from(ebpf.take_map(CONFIG_MAP).context("CONFIG map")?)?;
         config_map.set(0, config, 0)?;
 
-        for name in TRACEPOINTS {
+        for name in tracepoints {
             let program: &mut BtfTracePoint = ebpf
                 .program_mut(name)
                 .with_context(|| format!("program {name} missing from the object"))?
@@ -334,7 +372,8 @@ impl Loaded {
         let mut awaiting_ruleset = Vec::new();
         let namespaces =
             std::iter::once(None).chain(traced_namespaces.iter().map(|p| Some(p.clone())));
-        for namespace in namespaces {
+        // Without netfilter programs nothing waits for a namespace's ruleset.
+        for (namespace, netfilter) in namespaces.filter_map(|ns| Some((ns, netfilter.as_ref()?))) {
             let place = namespace_place(namespace.as_deref());
             let linked = in_namespace_or_here(namespace.as_deref(), || {
                 Ok(match rulesets::watch_for_ruleset(&place)? {
@@ -425,6 +464,9 @@ impl Probes {
     /// Attaches the netfilter programs in each awaiting namespace whose
     /// ruleset change notifications tell of a table.
     fn observe_where_rulesets_appeared(&mut self) {
+        let Some(netfilter) = &self.netfilter else {
+            return;
+        };
         for awaiting in std::mem::take(&mut self.awaiting_ruleset) {
             let place = namespace_place(awaiting.namespace.as_deref());
             let attached = rulesets::ruleset_appeared(awaiting.watcher.get_ref())
@@ -433,7 +475,7 @@ impl Probes {
                     appeared
                         .then(|| {
                             in_namespace_or_here(awaiting.namespace.as_deref(), || {
-                                self.netfilter.attach_here()
+                                netfilter.attach_here()
                             })
                         })
                         .transpose()
@@ -637,13 +679,15 @@ fn in_namespace<T: Send>(namespace: &Path, work: impl FnOnce() -> Result<T> + Se
 /// of every device of the calling thread's namespace and the receive side of
 /// all but loopback, whose receive is its own transmit.
 fn attach_to_every_device(program: &mut SchedClassifier) -> Result<()> {
+    // Asked for by name: aya's plain attach picks TCX by kernel version.
+    let tcx = || TcAttachOptions::TcxOrder(LinkOrder::default());
     for device in device_names()? {
         program
-            .attach(&device, TcAttachType::Egress)
+            .attach_with_options(&device, TcAttachType::Egress, tcx())
             .with_context(|| format!("cannot attach the TC program to {device}"))?;
         if device != "lo" {
             program
-                .attach(&device, TcAttachType::Ingress)
+                .attach_with_options(&device, TcAttachType::Ingress, tcx())
                 .with_context(|| format!("cannot attach the TC program to {device}"))?;
         }
     }

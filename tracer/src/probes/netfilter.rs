@@ -119,7 +119,9 @@ pub fn load(
             }
             BPF_JMP_CALL if symbol.is_undefined() => {
                 let id = match symbol_name {
-                    "bpf_rdonly_cast" => types.rdonly_cast,
+                    "bpf_rdonly_cast" => types
+                        .rdonly_cast
+                        .context("this kernel has no kfunc bpf_rdonly_cast")?,
                     _ => bail!("netfilter program calls unknown kernel function {symbol_name}"),
                 };
                 insns[index].set_src_reg(BPF_PSEUDO_KFUNC_CALL as u8);

@@ -1,6 +1,7 @@
 //! Kernel struct member offsets, read from the running kernel's BTF: the
 //! programs cannot be compiled against one kernel's layout.
 
+use super::features::{Feature, KernelSupport};
 use super::kernel_btf::KernelBtf;
 use anyhow::{Result, anyhow};
 use tracer_common::KernelOffsets;
@@ -11,7 +12,9 @@ pub const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
 pub struct KernelFacts {
     pub offsets: KernelOffsets,
     pub types: KernelTypes,
+    /// Empty when the kernel has none.
     pub drop_reasons: Vec<(u32, String)>,
+    pub support: KernelSupport,
 }
 
 /// BTF ids the netfilter programs are linked with.
@@ -19,23 +22,36 @@ pub struct KernelFacts {
 pub struct KernelTypes {
     /// `struct iphdr`: what the programs cast a packet's header to.
     pub ip_header: u32,
-    /// The kfunc `bpf_rdonly_cast`, which does that cast.
-    pub rdonly_cast: u32,
+    /// The kfunc `bpf_rdonly_cast`, which does that cast (None: the kernel
+    /// has no netfilter programs to load).
+    pub rdonly_cast: Option<u32>,
 }
 
 impl KernelFacts {
     pub fn read() -> Result<Self> {
         let btf = load_kernel_btf()?;
+        let support = KernelSupport::probe(&btf)?;
+        let mut offsets = kernel_offsets(
+            |structure, path| btf.member_offset(structure, path),
+            |structure| btf.struct_size(structure),
+        )?;
+        offsets.has_drop_reason = support.has(Feature::DropReasons).into();
+        offsets.has_free_location = support.has(Feature::FreeLocations).into();
         Ok(Self {
-            offsets: kernel_offsets(
-                |structure, path| btf.member_offset(structure, path),
-                |structure| btf.struct_size(structure),
-            )?,
+            offsets,
             types: KernelTypes {
                 ip_header: btf.struct_id("iphdr")?,
-                rdonly_cast: btf.function_id("bpf_rdonly_cast")?,
+                rdonly_cast: support
+                    .has(Feature::NetfilterPrograms)
+                    .then(|| btf.function_id("bpf_rdonly_cast"))
+                    .transpose()?,
             },
-            drop_reasons: drop_reason_names(&btf)?,
+            drop_reasons: if support.has(Feature::DropReasons) {
+                drop_reason_names(&btf)?
+            } else {
+                Vec::new()
+            },
+            support,
         })
     }
 }
@@ -49,7 +65,7 @@ pub fn release_freed_memory() {
 
 fn load_kernel_btf() -> Result<KernelBtf> {
     KernelBtf::read(VMLINUX_BTF).map_err(|error| {
-        anyhow!("this kernel exposes no BTF at {VMLINUX_BTF} ({error:#}): pkttrace needs a kernel built with CONFIG_DEBUG_INFO_BTF=y")
+        anyhow!("this kernel exposes no BTF at {VMLINUX_BTF} ({error:#}): pkttrace needs a kernel built with CONFIG_DEBUG_INFO_BTF=y; docs/kernels.md lists what it needs")
     })
 }
 
@@ -111,6 +127,9 @@ fn kernel_offsets(
         sk_protocol: at("sock", "sk_protocol")?,
         sk_v6_daddr: at("sock", "__sk_common.skc_v6_daddr")?,
         sk_v6_rcv_saddr: at("sock", "__sk_common.skc_v6_rcv_saddr")?,
+        // Set from the feature probe.
+        has_drop_reason: 0,
+        has_free_location: 0,
     })
 }
 

@@ -187,8 +187,16 @@ fn nat_line(out: &mut String, label: &str, nat: &NatSeen, why: &str) {
         out,
         label,
         &format!(
-            "{NAT}{}{NAT:#} in {}'s namespace: {}  ⇒  {}{why}",
-            nat.hook, nat.namespace, nat.before, nat.after
+            "{NAT}{}{NAT:#} in {}'s namespace: {}  ⇒  {}{why}{}",
+            nat.hook,
+            nat.namespace,
+            nat.before,
+            nat.after,
+            if nat.inferred {
+                " (by Docker's rule; this kernel shows no netfilter hooks, so the rewrite itself is not seen)"
+            } else {
+                ""
+            }
         ),
     );
     if let Some(rule) = &nat.rule {

@@ -20,6 +20,7 @@ use crate::{
     journey::{self, Assembler, Journey},
     probes::{
         self, Filter, LossReport, Probes, Startup,
+        features::{self, Feature},
         nftrace::{RuleTracer, TraceMatch},
     },
     render,
@@ -31,6 +32,7 @@ use super::intake::{Intake, Losses};
 /// command reads the topology and resolves what it was asked.
 pub struct Loading {
     startup: Startup<KernelNames>,
+    capture_payload: bool,
 }
 
 /// Checks pkttrace may trace, and begins loading its programs.
@@ -39,6 +41,7 @@ pub fn begin(capture_payload: bool, buffer_mb: Option<u32>) -> Result<Loading> {
     probes::require_privileges()?;
     Ok(Loading {
         startup: Startup::begin(capture_payload, buffer_mb, KernelNames::from_kernel),
+        capture_payload,
     })
 }
 
@@ -68,22 +71,41 @@ impl Loading {
         if plan.seen_from.is_some() {
             intake.see_only_in(Some(namespaces_of(&topology)));
         }
+        let support = programs.support().clone();
         let probes = programs.attach(&plan.filter, &plan.traced_namespaces)?;
-        let rule_tracer = RuleTracer::start_in_host_and(&plan.trace, &plan.traced_namespaces);
+        let rule_tracer = if support.has(Feature::NftablesTrace) {
+            RuleTracer::start_in_host_and(&plan.trace, &plan.traced_namespaces)
+        } else {
+            Err(format!(
+                "nf_tables' trace is taken as absent ({})",
+                features::PRETEND_ABSENT_VAR
+            ))
+        };
         intake.all_attached();
+        for note in support.notes(self.capture_payload) {
+            eprintln!("pkttrace: note: {note}");
+        }
         if let Some(docker) = &topology.docker_error {
             eprintln!("pkttrace: note: {docker}; containers are shown by namespace only");
         }
         for unreachable in topology.engine_errors() {
             eprintln!("pkttrace: note: {unreachable}; its containers are shown by namespace only");
         }
-        if let Err(why) = &rule_tracer {
+        // A trace taken as absent was told of with the kernel's other gaps.
+        if let Err(why) = &rule_tracer
+            && support.has(Feature::NftablesTrace)
+        {
             eprintln!("pkttrace: note: {why}; netfilter drops are told without their rule");
         }
         crate::allocator::fast_for_events();
         Ok(Live {
             seen_from: plan.seen_from.is_some(),
-            facts: FactFinder::new(topology, &rule_tracer).seen_from(plan.seen_from),
+            facts: FactFinder::new(
+                topology,
+                &rule_tracer,
+                !support.has(Feature::NetfilterPrograms),
+            )
+            .seen_from(plan.seen_from),
             probes,
             intake,
             rule_tracer,

@@ -1259,3 +1259,154 @@ fn a_container_without_a_network_is_told_how_to_connect_it() {
     ));
     insta::assert_snapshot!(told.text);
 }
+
+/// A kernel without BPF netfilter programs, made from a real run by
+/// taking out what they saw: the journey as it would have been recorded.
+fn without_netfilter_programs(journey: &mut Journey, facts: &mut Facts) {
+    journey
+        .events
+        .retain(|e| !matches!(e.kind, EventKind::Netfilter { .. }));
+    facts.hooks_unseen = true;
+}
+
+fn inferred_rewrites(story: &Story) -> Vec<(usize, Hook, NatKind, &Hop)> {
+    story
+        .hops
+        .iter()
+        .enumerate()
+        .filter_map(|(at, hop)| match &hop.details {
+            Details::Nat {
+                hook,
+                nat,
+                inferred: true,
+                ..
+            } => Some((at, *hook, *nat, hop)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn without_netfilter_programs_the_masquerade_is_told_from_the_addresses() {
+    let full = tell(ICMP_MASQUERADE);
+    let full_request = full.requests()[0];
+    assert!(
+        inferred_rewrites(full_request).is_empty()
+            && inferred_rewrites(full.reply_to(full_request)).is_empty(),
+        "nothing is inferred when the hooks are seen"
+    );
+    let full_nat = hops_of(full_request, "nat")[0];
+
+    let told = tell_with(ICMP_MASQUERADE, without_netfilter_programs);
+    let request = told.requests()[0];
+    assert!(hops_of(request, "netfilter").is_empty());
+    let rewrites = inferred_rewrites(request);
+    assert_eq!(rewrites.len(), 1, "{}", told.text);
+    let (_, hook, nat, hop) = rewrites[0];
+    assert_eq!((hook, nat), (Hook::Postrouting, NatKind::Source));
+    assert_eq!(hop.device, full_nat.device, "the device it left by");
+    assert_eq!(hop.details, {
+        let Details::Nat {
+            hook,
+            nat,
+            before,
+            after,
+            ..
+        } = full_nat.details.clone()
+        else {
+            unreachable!()
+        };
+        Details::Nat {
+            hook,
+            nat,
+            before,
+            after,
+            inferred: true,
+        }
+    });
+
+    let reply = told.reply_to(request);
+    let rewrites = inferred_rewrites(reply);
+    assert_eq!(rewrites.len(), 1, "{}", told.text);
+    let (at, hook, nat, _) = rewrites[0];
+    assert_eq!((hook, nat), (Hook::Prerouting, NatKind::Reverse));
+    let first_route = reply
+        .hops
+        .iter()
+        .position(|h| h.details.kind() == "route")
+        .unwrap();
+    assert!(
+        at < first_route,
+        "PREROUTING comes before the routing decision: {}",
+        told.text
+    );
+    insta::assert_snapshot!(told.text);
+}
+
+#[test]
+fn without_drop_reasons_a_netfilter_drop_is_known_by_the_code_that_freed_it() {
+    let told = tell_with(recording!("docker_user_drop"), |journey, _| {
+        for event in &mut journey.events {
+            if let EventKind::Drop { reason, .. } = &mut event.kind {
+                *reason = DropReason::Unreported;
+            }
+        }
+    });
+    let Ending::Dropped { rule, reason, .. } = &told.requests()[0].outcome.ending else {
+        panic!("{}", told.text)
+    };
+    assert_eq!(*reason, DropReason::Unreported);
+    assert_eq!(
+        rule.as_ref().map(|r| r.chain.as_str()),
+        Some("DOCKER-USER"),
+        "the rule nf_tables traced is still found"
+    );
+    assert!(
+        told.text.contains("(this kernel gives no drop reasons)"),
+        "{}",
+        told.text
+    );
+}
+
+/// Without consume_skb's location, the copies ARP frees while the packet
+/// waits for a next hop that never answers are no arrival.
+#[test]
+fn without_free_locations_a_packet_waiting_for_arp_is_no_arrival() {
+    let unlocated = |journey: &mut Journey, _: &mut Facts| {
+        for event in &mut journey.events {
+            if let EventKind::Consume { location } = &mut event.kind {
+                *location = crate::decode::CodeSite {
+                    name: "unknown".into(),
+                    role: crate::decode::SiteRole::Unlocated,
+                };
+            }
+        }
+    };
+    for name in ["neigh_failed", "cold_arp"] {
+        let recording = match name {
+            "neigh_failed" => recording!("neigh_failed"),
+            _ => recording!("cold_arp"),
+        };
+        let full = tell(recording);
+        let told = tell_with(recording, unlocated);
+        let (request, full_request) = (told.requests()[0], full.requests()[0]);
+        assert_eq!(
+            request.hops[0].details.kind(),
+            "send",
+            "{name}: {}",
+            told.text
+        );
+        assert_eq!(
+            hops_of(request, "receive").len(),
+            hops_of(full_request, "receive").len(),
+            "{name}: {}",
+            told.text
+        );
+        assert_eq!(
+            std::mem::discriminant(&request.outcome.ending),
+            std::mem::discriminant(&full_request.outcome.ending),
+            "{name}: {}",
+            told.text
+        );
+    }
+}

@@ -58,7 +58,7 @@ impl Decider<'_> {
     ) -> (Dropped, Ending) {
         let events = self.events;
         let event = &events[i];
-        let netfilter = *reason == DropReason::NetfilterDrop;
+        let netfilter = reason.is_netfilter_drop_at(location);
         let hook = netfilter.then(|| self.last_netfilter_hook()).flatten();
         let rule = netfilter.then(|| self.facts.rule_verdict.clone()).flatten();
         let input = input_device(events, i);
@@ -138,7 +138,13 @@ impl Dropped {
         if self.a_copy {
             return format!("a copy of it was dropped in {ns}: {reason} at {location}");
         }
-        let mut text = format!("dropped in {ns} by the kernel: {reason} at {location}");
+        let mut text = if *reason == DropReason::Unreported {
+            format!(
+                "dropped in {ns} by the kernel at {location} (this kernel gives no drop reasons)"
+            )
+        } else {
+            format!("dropped in {ns} by the kernel: {reason} at {location}")
+        };
         if let Some((seconds, device)) = &self.waited_for_neighbour {
             text += &format!(
                 ", after it waited {seconds:.1} s on {device} for its next hop's MAC address"

@@ -19,7 +19,7 @@ mod veth;
 mod xmit;
 
 use crate::{
-    decode::{DropReason, Event, EventKind, Hook, Transport, Tunnel},
+    decode::{DropReason, Event, EventKind, Hook, SiteRole, Transport, Tunnel},
     enrich::{Interface, LinkKind, Topology, facts::Facts},
     journey::{Journey, is_a_copys_fate},
 };
@@ -232,6 +232,8 @@ pub fn decide(
         unanswerable: None,
     };
     let delivered_to_socket = events.iter().any(|e| e.kind == EventKind::SocketRead);
+    // No netfilter program can see it: NAT shows only as changed addresses.
+    let hooks_unseen = facts.hooks_unseen;
     // Indices already told as part of an earlier hop.
     let mut told = vec![false; events.len()];
     let mut pending_route: Option<&Event> = None;
@@ -256,6 +258,14 @@ pub fn decide(
             continue;
         }
         let device = (!event.ifname.is_empty()).then(|| event.ifname.to_string());
+        if hooks_unseen
+            && matches!(
+                event.kind,
+                EventKind::Transmit { .. } | EventKind::Receive { .. }
+            )
+        {
+            x.nat_seen_between_devices(i);
+        }
         match &event.kind {
             // A copy of the payload for DNS decoding: no step of the journey.
             EventKind::TcpPayload => {}
@@ -366,6 +376,14 @@ pub fn decide(
                     x.waited_for_arp_in = Some(event.netns);
                 }
             }
+            // Without a location a free cannot be told apart from the copy
+            // ARP makes while the packet waits: the packet's end only when
+            // nothing more happens to it.
+            EventKind::Consume { location }
+                if location.role == SiteRole::Unlocated
+                    && events[i + 1..]
+                        .iter()
+                        .any(|e| !matches!(e.kind, EventKind::Route { .. })) => {}
             EventKind::Consume { location } => {
                 let after_transmit = transmitted
                     .iter()
@@ -381,7 +399,8 @@ pub fn decide(
                     ending = Some(Ending::TakenIn {
                         namespace: x.namespace(event.netns),
                         netns: event.netns,
-                        handler: Some(location.function().to_string()),
+                        handler: (location.role != SiteRole::Unlocated)
+                            .then(|| location.function().to_string()),
                         no_route_back: None,
                         accepted_by: None,
                     });

@@ -5,7 +5,7 @@
 use std::net::IpAddr;
 
 use crate::{
-    decode::{DropReason, Event, EventKind, Hook, NatSide},
+    decode::{Event, EventKind, Hook, NatSide},
     journey::is_a_copys_fate,
 };
 
@@ -97,8 +97,8 @@ impl Decider<'_> {
             .iter()
             .find(|e| !matches!(e.kind, EventKind::Route { .. }))
             .is_some_and(|e| {
-                matches!(&e.kind, EventKind::Drop { reason, .. }
-                    if *reason == DropReason::NetfilterDrop && !is_a_copys_fate(reason, read_by_a_socket))
+                matches!(&e.kind, EventKind::Drop { reason, location }
+                    if reason.is_netfilter_drop_at(location) && !is_a_copys_fate(reason, read_by_a_socket))
             });
         // A flooded frame meets the bridge's hooks once per copy it sends out.
         let again_for_a_copy = bridged

@@ -138,6 +138,7 @@ fn draw(
             nat,
             before,
             after,
+            ..
         } = &hop.details
         {
             overlay.inside.push((
