@@ -121,6 +121,9 @@ pub struct FollowArgs {
     /// On a terminal, print one hop at a time: Enter shows the next, q and Enter the rest at once (ignored with --json or when the output is not a terminal)
     #[arg(long)]
     pub step: bool,
+    /// For a busy flow: instead of a story per packet, every SECS seconds (default 5) and at the end one block per distinct path (its hops, packet count, share, latency p50/p99, drops with their rule); a new path is marked NEW
+    #[arg(long, value_name = "SECS", num_args = 0..=1, default_missing_value = "5", conflicts_with_all = ["step", "svg"], value_parser = clap::value_parser!(u64).range(1..))]
+    pub summary: Option<u64>,
     /// Also draw the first request and its reply on the topology picture, hop by hop, as SVG in FILE (needs Graphviz)
     #[arg(long, value_name = "FILE")]
     pub svg: Option<PathBuf>,

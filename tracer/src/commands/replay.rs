@@ -42,6 +42,7 @@ pub async fn run(args: ReplayArgs) -> Result<ExitCode> {
     let sinks = sinks::chosen(
         args.json,
         args.step,
+        None,
         args.pcap.as_deref(),
         args.svg.as_deref(),
         header.boot_ns,

@@ -13,6 +13,7 @@ pub use storyteller::Storyteller;
 pub use verdict::Verdict;
 pub use wanted::facts_wanted;
 pub mod outcome;
+pub mod paths;
 
 use std::net::IpAddr;
 
@@ -37,7 +38,7 @@ pub use outcome::{
     Answer, Ending, LastRoute, NoReply, NotSent, Origin, Outcome, RequestSummary, RouteBack,
 };
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, schemars::JsonSchema)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Direction {
     Request,
@@ -266,7 +267,7 @@ impl ConntrackSaid {
 }
 
 /// Which NAT changed the packet's addresses or ports.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, schemars::JsonSchema)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum NatKind {
     /// SNAT or MASQUERADE: the source changes.

@@ -58,6 +58,10 @@ pub struct Target {
     /// default the hop that waited for one tells it in a line; an unanswered
     /// one is always a journey).
     pub arp_journeys: bool,
+    /// `--summary`: every packet of the flow counts, so one from DEST's
+    /// port that answers no waiting request (a stream's later segments, its
+    /// FIN) is told as a reply to the flow's last request, not set aside.
+    pub every_reply: bool,
 }
 
 /// The part a journey plays.
@@ -258,6 +262,17 @@ impl Exchanges {
         told
     }
 
+    /// With `every_reply`: `packet` comes from DEST (and its port) to a
+    /// request already told.
+    fn of_the_flow_back(&self, packet: &Packet) -> bool {
+        self.target.every_reply
+            && packet.src == self.target.destination
+            && self
+                .target
+                .port
+                .is_none_or(|port| source_port(packet) == Some(port))
+    }
+
     fn requests_so_far(&self) -> u64 {
         self.requests_told + self.legs_told.len() as u64 + self.arp_requests_seen
     }
@@ -384,11 +399,14 @@ impl Exchanges {
                     },
                 )]
             }
-            // Somebody else's packet, or an answer to a request not placed yet.
-            None => {
-                self.park(journey);
-                Vec::new()
-            }
+            None => match self.last_request.filter(|_| self.of_the_flow_back(&first)) {
+                Some(to) => vec![Told::Journey(journey, Role::Reply { to })],
+                // Somebody else's packet, or an answer to a request not placed yet.
+                None => {
+                    self.park(journey);
+                    Vec::new()
+                }
+            },
         }
     }
 
@@ -517,6 +535,13 @@ fn is_icmp_error(packet: &Packet) -> bool {
     )
 }
 
+fn source_port(packet: &Packet) -> Option<u16> {
+    match packet.transport {
+        Transport::Tcp { sport, .. } | Transport::Udp { sport, .. } => Some(sport),
+        _ => None,
+    }
+}
+
 fn destination_port(packet: &Packet) -> Option<u16> {
     match packet.transport {
         Transport::Tcp { dport, .. } | Transport::Udp { dport, .. } => Some(dport),
@@ -545,6 +570,7 @@ mod tests {
             limit,
             reply_wait: Duration::from_secs(5),
             arp_journeys: true,
+            every_reply: false,
         })
     }
 
@@ -580,6 +606,32 @@ mod tests {
         );
         assert_eq!((exchanges.requests_told(), exchanges.done()), (1, 1));
         assert!(exchanges.finish().is_empty(), "nothing left unanswered");
+    }
+
+    /// `--summary` counts every packet of the flow: a second answer from
+    /// DEST to a request already answered is told as a reply to it, where
+    /// stories set it aside.
+    #[test]
+    fn with_every_reply_an_answer_to_no_waiting_request_is_still_the_flows() {
+        let journeys = assemble(ICMP_MASQUERADE);
+        for (every_reply, expected) in [
+            (false, vec![]),
+            (true, vec![Role::Reply { to: journeys[0].id }]),
+        ] {
+            let mut exchanges = Exchanges::new(Target {
+                every_reply,
+                ..follow_upstream(None).target
+            });
+            exchanges.place(journeys[0].clone());
+            exchanges.place(journeys[1].clone());
+            let mut again = journeys[1].clone();
+            again.id += 100;
+            assert_eq!(
+                roles(&exchanges.place(again)),
+                expected,
+                "every_reply {every_reply}"
+            );
+        }
     }
 
     #[test]

@@ -4,7 +4,7 @@
 
 use serde::Serialize;
 
-use crate::explain::{NoReply, Story, compare::Compared, dns::DnsStory};
+use crate::explain::{NoReply, Story, compare::Compared, dns::DnsStory, paths::Summary};
 
 /// The version of the JSON lines `follow` prints; it changes when a field
 /// changes meaning or goes away.
@@ -46,6 +46,11 @@ pub fn render(story: &Story) -> String {
 /// A request that got no reply.
 pub fn no_reply(no_reply: &NoReply) -> String {
     line(SCHEMA_VERSION, "no_reply", no_reply)
+}
+
+/// `follow --summary`: an interval's paths, or the whole run's.
+pub fn summary(summary: &Summary) -> String {
+    line(SCHEMA_VERSION, "summary", summary)
 }
 
 /// What the kernel lost or skipped while tracing, counted exactly, by probe

@@ -33,6 +33,7 @@ pub fn schema(output: Output) -> String {
             &[
                 ("journey", generator_ref::<Story>),
                 ("no_reply", generator_ref::<NoReply>),
+                ("summary", generator_ref::<crate::explain::paths::Summary>),
                 ("losses", generator_ref::<lines::Losses<'static>>),
             ],
         ),

@@ -6,7 +6,9 @@ use std::fmt::Write;
 use anstyle::{AnsiColor, Style};
 
 use crate::explain::{
-    Details, Direction, Hop, NoReply, Outcome, Story, Verdict, verdict::ActionKind,
+    Details, Direction, Hop, NatKind, NoReply, Outcome, Story, Verdict,
+    paths::{Path, PathStep, Summary},
+    verdict::ActionKind,
 };
 
 /// The styles a story is drawn with: colours for a terminal, none at all
@@ -207,4 +209,118 @@ fn render_hop(out: &mut String, number: usize, hop: &Hop, indent: &str, palette:
     if let Details::Drop { hint, .. } = &hop.details {
         let _ = writeln!(out, "{indent}{:>17}{drop}hint:{drop:#} {hint}", "");
     }
+}
+
+/// `follow --summary`: one block per path, the most frequent first, a path
+/// or a drop not seen before marked NEW.
+pub fn summary(summary: &Summary, palette: Palette) -> String {
+    let Palette {
+        header, dim, drop, ..
+    } = palette;
+    let mut out = String::new();
+    let what = if summary.whole_run {
+        "the whole run"
+    } else {
+        "interval"
+    };
+    let packets = |direction| {
+        summary
+            .paths
+            .iter()
+            .filter(|p| p.path.direction == direction)
+            .map(|p| p.packets)
+            .sum::<u64>()
+    };
+    let _ = writeln!(
+        out,
+        "{header}── {what} {:.1}–{:.1} s: {} requests, {} replies{header:#}",
+        summary.from_s,
+        summary.to_s,
+        packets(Direction::Request),
+        packets(Direction::Reply)
+    );
+    for count in &summary.paths {
+        let new = if count.new { "NEW " } else { "" };
+        let style = if count.path.dropped() { drop } else { header };
+        let _ = writeln!(
+            out,
+            "  {style}{new}{} {:.1}% · {} packet{} ⇒ {}{style:#}  {dim}p50 {} µs, p99 {} µs{dim:#}",
+            match count.path.direction {
+                Direction::Request => "request",
+                Direction::Reply => "reply",
+            },
+            count.share * 100.0,
+            count.packets,
+            if count.packets == 1 { "" } else { "s" },
+            count.path.ending.replace('_', " "),
+            count.p50_us,
+            count.p99_us,
+        );
+        let _ = writeln!(out, "    {}", path_words(&count.path));
+    }
+    if summary.other_paths > 0 {
+        let _ = writeln!(
+            out,
+            "  {} packets on further paths (only {} are told apart)",
+            summary.other_paths,
+            crate::explain::paths::MAX_PATHS
+        );
+    }
+    if summary.unanswered > 0 {
+        let _ = writeln!(
+            out,
+            "  {drop}{} requests got no reply{drop:#}",
+            summary.unanswered
+        );
+    }
+    if summary.events_lost > 0 {
+        let _ = writeln!(
+            out,
+            "  {drop}the kernel dropped {} events: the counts may be short{drop:#}",
+            summary.events_lost
+        );
+    }
+    out
+}
+
+/// A path in a line: each hop as `namespace device kind (what)`.
+fn path_words(path: &Path) -> String {
+    let words: Vec<String> = path
+        .hops
+        .iter()
+        .map(|hop| {
+            let place = match &hop.device {
+                Some(device) => format!("{} {device}", hop.namespace),
+                None => hop.namespace.clone(),
+            };
+            let what = match &hop.step {
+                PathStep::Netfilter { hook } => format!("netfilter {hook}"),
+                PathStep::Nat { hook, nat } => {
+                    let nat = match nat {
+                        NatKind::Source => "SNAT",
+                        NatKind::Destination => "DNAT",
+                        NatKind::Reverse => "reverse NAT",
+                    };
+                    format!("{nat} in {hook}")
+                }
+                PathStep::Deliver { process } => format!("delivered to {process}"),
+                PathStep::Drop { reason, rule } => match rule {
+                    Some(rule) => format!("dropped ({reason}) by {rule}"),
+                    None => format!("dropped ({reason})"),
+                },
+                PathStep::Send => "sent".into(),
+                PathStep::Veth => "veth".into(),
+                PathStep::Bridge => "bridge".into(),
+                PathStep::Route => "route".into(),
+                PathStep::Forward => "forward".into(),
+                PathStep::Xmit => "xmit".into(),
+                PathStep::Encap => "VXLAN encap".into(),
+                PathStep::Decap => "VXLAN decap".into(),
+                PathStep::Receive => "receive".into(),
+                PathStep::Loop => "loop".into(),
+            };
+            format!("{place}: {what}")
+        })
+        .collect();
+    words.join(" → ")
 }

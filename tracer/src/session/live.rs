@@ -156,6 +156,11 @@ impl Live {
         self.intake.taken_in_up_to_ns()
     }
 
+    /// Events the kernel dropped since tracing began.
+    pub fn lost_events(&self) -> u64 {
+        self.probes.lost_events()
+    }
+
     /// When the kernel lost events, to mark the stories they may touch.
     pub fn losses(&self) -> &Losses {
         self.intake.losses()

@@ -6,19 +6,25 @@
 use std::{
     io::Write,
     path::{Path, PathBuf},
+    time::{Duration, Instant},
 };
 
 use anyhow::Result;
 
 use crate::{
     enrich::{Topology, Wiring, report::Report},
-    explain::{NoReply, Story},
+    explain::{
+        NoReply, Story,
+        paths::{PathCounter, Summary},
+    },
     journey::exchanges::Role,
     render::{self, pcap::PcapFile, step::Stepper, terminal::Palette, topology},
 };
 
 pub enum Sink {
     Printer(Printer),
+    /// `follow --summary SECS`: paths counted, told every SECS seconds.
+    Summary(Box<SummaryPrinter>),
     /// `--svg FILE`.
     Drawing(Drawing),
     /// `--pcap FILE`.
@@ -29,23 +35,30 @@ pub enum Sink {
 /// time with `step`), a capture with `pcap` (created now, so a path that
 /// cannot be written is said before anything is traced), a drawing with
 /// `svg`. `boot_ns`: the kernel clock's zero in wall-clock time.
+/// `summary`: every so often a summary of paths instead of the stories.
 pub fn chosen(
     json: bool,
     step: bool,
+    summary: Option<Duration>,
     pcap: Option<&Path>,
     svg: Option<&Path>,
     boot_ns: u64,
 ) -> Result<Vec<Sink>> {
-    let stepper = Stepper::on_a_terminal(step, json);
-    let mut sinks = vec![Sink::Printer(Printer {
-        json,
-        palette: if stepper.is_some() {
-            Palette::COLOR
-        } else {
-            Palette::for_stdout()
-        },
-        stepper,
-    })];
+    let mut sinks = match summary {
+        Some(every) => vec![Sink::Summary(Box::new(SummaryPrinter::new(json, every)))],
+        None => {
+            let stepper = Stepper::on_a_terminal(step, json);
+            vec![Sink::Printer(Printer {
+                json,
+                palette: if stepper.is_some() {
+                    Palette::COLOR
+                } else {
+                    Palette::for_stdout()
+                },
+                stepper,
+            })]
+        }
+    };
     if let Some(path) = svg {
         sinks.push(Sink::Drawing(Drawing {
             path: path.to_owned(),
@@ -67,6 +80,10 @@ impl Sink {
     pub fn story(&mut self, story: &Story, role: Role, topology: &Topology) -> Result<()> {
         match self {
             Self::Printer(printer) => printer.story(story),
+            Self::Summary(summary) => {
+                summary.paths.count(story);
+                Ok(())
+            }
             Self::Drawing(drawing) => {
                 drawing.keep(story, role, topology);
                 Ok(())
@@ -86,7 +103,20 @@ impl Sink {
                 };
                 printer.print(&text)
             }
+            Self::Summary(summary) => {
+                summary.paths.unanswered();
+                Ok(())
+            }
             Self::Drawing(_) | Self::Capture(_) => Ok(()),
+        }
+    }
+
+    /// Time passes: a summary is told when its interval is over.
+    /// `events_lost`: what the kernel dropped since tracing began.
+    pub fn tick(&mut self, events_lost: u64) -> Result<()> {
+        match self {
+            Self::Summary(summary) => summary.tick(events_lost),
+            Self::Printer(_) | Self::Drawing(_) | Self::Capture(_) => Ok(()),
         }
     }
 
@@ -94,6 +124,7 @@ impl Sink {
     /// writes the files.
     pub async fn finish(self) -> Result<()> {
         match self {
+            Self::Summary(mut summary) => summary.finish(),
             Self::Printer(printer) => {
                 if let Some(stepper) = printer.stepper {
                     stepper.finish().await;
@@ -146,6 +177,74 @@ impl Printer {
             return Ok(());
         }
         // Drawn in the palette stdout takes: nothing to strip.
+        let mut out = std::io::stdout().lock();
+        out.write_all(text.as_bytes())?;
+        out.flush()?;
+        Ok(())
+    }
+}
+
+/// Paths counted and told every interval, and for the whole run at the end.
+pub struct SummaryPrinter {
+    json: bool,
+    palette: Palette,
+    paths: PathCounter,
+    every: Duration,
+    began: Instant,
+    next: Instant,
+    /// The kernel's loss count when the interval began, and the latest.
+    lost_before: u64,
+    lost_now: u64,
+}
+
+impl SummaryPrinter {
+    fn new(json: bool, every: Duration) -> Self {
+        let began = Instant::now();
+        Self {
+            json,
+            palette: Palette::for_stdout(),
+            paths: PathCounter::new(),
+            every,
+            began,
+            next: began + every,
+            lost_before: 0,
+            lost_now: 0,
+        }
+    }
+
+    fn tick(&mut self, events_lost: u64) -> Result<()> {
+        self.lost_now = events_lost;
+        if Instant::now() < self.next {
+            return Ok(());
+        }
+        // Intervals keep their length however late the tick came.
+        while self.next <= Instant::now() {
+            self.next += self.every;
+        }
+        self.tell_interval()
+    }
+
+    fn tell_interval(&mut self) -> Result<()> {
+        let lost = self.lost_now - self.lost_before;
+        self.lost_before = self.lost_now;
+        let summary = self
+            .paths
+            .interval(self.began.elapsed().as_secs_f64(), lost);
+        self.print(&summary)
+    }
+
+    fn finish(&mut self) -> Result<()> {
+        self.tell_interval()?;
+        let whole = self.paths.whole_run(self.began.elapsed().as_secs_f64());
+        self.print(&whole)
+    }
+
+    fn print(&self, summary: &Summary) -> Result<()> {
+        let text = if self.json {
+            render::json::summary(summary) + "\n"
+        } else {
+            render::terminal::summary(summary, self.palette) + "\n"
+        };
         let mut out = std::io::stdout().lock();
         out.write_all(text.as_bytes())?;
         out.flush()?;

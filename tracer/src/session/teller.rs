@@ -118,6 +118,15 @@ impl Teller {
         );
     }
 
+    /// Time passes (`follow --summary` tells an interval when it is over);
+    /// `events_lost`: what the kernel dropped since tracing began.
+    pub fn tick(&mut self, events_lost: u64) -> Result<()> {
+        for sink in &mut self.sinks {
+            sink.tick(events_lost)?;
+        }
+        Ok(())
+    }
+
     /// Every sink completes its output.
     pub async fn finish(&mut self) -> Result<()> {
         for sink in self.sinks.drain(..) {

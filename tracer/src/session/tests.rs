@@ -1410,3 +1410,81 @@ fn without_free_locations_a_packet_waiting_for_arp_is_no_arrival() {
         );
     }
 }
+
+/// `follow --summary`: journeys on the same path are one line with their
+/// count, share and latency; a drop is a path of its own, marked new when
+/// it first appears, with its reason and rule.
+#[test]
+fn a_summary_groups_journeys_by_path_and_a_new_drop_stands_out() {
+    use crate::explain::paths::{PathCounter, PathStep};
+    let masquerade = tell(ICMP_MASQUERADE);
+    let dropped = tell(recording!("docker_user_drop"));
+    let mut counter = PathCounter::new();
+    for _ in 0..3 {
+        for story in &masquerade.stories {
+            counter.count(story);
+        }
+    }
+    let first = counter.interval(1.0, 0);
+    assert_eq!(first.paths.len(), 2, "{first:#?}");
+    assert!(
+        first
+            .paths
+            .iter()
+            .all(|p| p.packets == 3 && p.new && p.share == 1.0)
+    );
+    assert_eq!(first.paths[0].path.direction, Direction::Request);
+
+    for story in masquerade.stories.iter().chain(&dropped.stories) {
+        counter.count(story);
+    }
+    let second = counter.interval(2.0, 5);
+    let drop = second
+        .paths
+        .iter()
+        .find(|p| p.path.dropped())
+        .expect("the drop's path");
+    assert!(drop.new);
+    let Some(PathStep::Drop { reason, rule }) = drop.path.hops.last().map(|h| &h.step) else {
+        panic!("{drop:#?}")
+    };
+    assert_eq!(reason, "NETFILTER_DROP");
+    assert!(
+        rule.as_deref().is_some_and(|r| r.contains("DOCKER-USER")),
+        "{rule:?}"
+    );
+    let answered = second
+        .paths
+        .iter()
+        .find(|p| p.path.direction == Direction::Request && !p.path.dropped())
+        .unwrap();
+    assert!(!answered.new);
+    assert_eq!((answered.packets, answered.share), (1, 0.5));
+    assert_eq!(second.events_lost, 5);
+    let whole = counter.whole_run(2.0);
+    assert!(whole.whole_run);
+    assert_eq!(
+        whole.paths.iter().map(|p| p.packets).collect::<Vec<_>>(),
+        [4, 1, 4],
+        "requests first, the most frequent first: {whole:#?}"
+    );
+    insta::assert_snapshot!(crate::render::terminal::summary(&second, Palette::PLAIN));
+}
+
+/// Memory stays bounded: paths beyond the first `MAX_PATHS` are counted
+/// together.
+#[test]
+fn a_summary_tells_apart_a_bounded_number_of_paths() {
+    use crate::explain::paths::{MAX_PATHS, PathCounter};
+    let told = tell(ICMP_MASQUERADE);
+    let request = told.requests()[0].clone();
+    let mut counter = PathCounter::new();
+    for n in 0..MAX_PATHS + 6 {
+        let mut story = request.clone();
+        story.hops[0].namespace = format!("ns{n}");
+        counter.count(&story);
+    }
+    let summary = counter.interval(1.0, 0);
+    assert_eq!(summary.paths.len(), MAX_PATHS);
+    assert_eq!(summary.other_paths, 6);
+}

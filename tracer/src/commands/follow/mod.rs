@@ -160,12 +160,14 @@ pub async fn run(args: FollowArgs) -> Result<ExitCode> {
         limit: count,
         reply_wait: answer_timeout,
         arp_journeys: args.arp,
+        every_reply: args.summary.is_some(),
     });
     // One reading, so a replay stamps the capture exactly as this run did.
     let boot_ns = boot_time_ns();
     let sinks = sinks::chosen(
         args.json,
         args.step,
+        args.summary.map(std::time::Duration::from_secs),
         args.pcap.as_deref(),
         args.svg.as_deref(),
         boot_ns,
@@ -211,6 +213,7 @@ pub async fn run(args: FollowArgs) -> Result<ExitCode> {
         }
         run.refused.take_in(&refusals);
         run.tell_refused_sends().await?;
+        run.teller.tick(run.live.lost_events())?;
         if sender_done.is_none()
             && let Some(finished) = sender.take_if(|s| s.is_finished())
         {
@@ -230,6 +233,7 @@ pub async fn run(args: FollowArgs) -> Result<ExitCode> {
     for told in run.exchanges.finish() {
         run.tell(told).await?;
     }
+    run.teller.tick(run.live.lost_events())?;
     run.teller.finish().await?;
     let Run {
         live,
