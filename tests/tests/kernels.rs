@@ -32,6 +32,41 @@ fn the_hop<'a>(journey: &'a Value, kind: &str) -> Result<&'a Value> {
         .with_context(|| format!("a {kind} hop in {journey:#}"))
 }
 
+/// A container on Docker's default bridge and a lab upstream it reaches
+/// through the masquerade (its address as text).
+fn container_and_upstream() -> Result<(Upstream, Container, String)> {
+    let upstream = Upstream::new()?;
+    let container = Container::builder().dns(upstream.ip()).start()?;
+    let to = upstream.ip().to_string();
+    Ok((upstream, container, to))
+}
+
+/// A rule in DOCKER-USER dropping pings to `to`, removed on drop.
+fn drop_pings_in_docker_user(to: &str) -> Result<IptablesRule> {
+    IptablesRule::insert("DOCKER-USER", ["-p", "icmp", "-d", to, "-j", "DROP"])
+}
+
+/// `container`'s ping to `to`, as a kernel without `features` follows it,
+/// unanswered (exit code 1).
+fn ping_unanswered(container: &Container, to: &str, features: &str) -> Result<Followed> {
+    let followed = follow_json_lacking(
+        features,
+        &[container.name(), to, "--probe", "icmp", "--timeout", "2"],
+    )?;
+    ensure!(followed.code() == Some(1), "no reply: {}", followed.run);
+    Ok(followed)
+}
+
+/// The no-reply verdict names the administrator's rule in DOCKER-USER.
+fn assert_administrator_rule(followed: &Followed, request: &Value) -> Result<()> {
+    let no_reply = followed.no_reply_to(request)?;
+    assert_eq!(
+        no_reply["verdict"]["cause"]["kind"], "administrator_rule",
+        "{no_reply:#}"
+    );
+    Ok(())
+}
+
 fn notes(followed: &Followed) -> Vec<&str> {
     followed
         .run
@@ -46,9 +81,7 @@ fn notes(followed: &Followed) -> Vec<&str> {
 /// reply's reverse NAT likewise, and the ping still gets its reply.
 #[test]
 fn without_netfilter_programs_nat_is_told_from_the_addresses_either_side() -> Result<()> {
-    let upstream = Upstream::new()?;
-    let container = Container::builder().dns(upstream.ip()).start()?;
-    let to = upstream.ip().to_string();
+    let (upstream, container, to) = container_and_upstream()?;
     let followed = follow_json_lacking(
         "netfilter-programs",
         &[container.name(), &to, "--probe", "icmp"],
@@ -83,12 +116,8 @@ fn without_netfilter_programs_nat_is_told_from_the_addresses_either_side() -> Re
 
     // A rule in DOCKER-USER: the drop is told from where the kernel freed
     // the packet, the rule from nf_tables' own trace.
-    let _drop = IptablesRule::insert("DOCKER-USER", ["-p", "icmp", "-d", &to, "-j", "DROP"])?;
-    let dropped = follow_json_lacking(
-        "netfilter-programs",
-        &[container.name(), &to, "--probe", "icmp", "--timeout", "2"],
-    )?;
-    ensure!(dropped.code() == Some(1), "no reply: {}", dropped.run);
+    let _drop = drop_pings_in_docker_user(&to)?;
+    let dropped = ping_unanswered(&container, &to, "netfilter-programs")?;
     let (request, last) = dropped.only_request()?;
     assert_eq!(last["kind"], "drop", "{request:#}");
     assert_eq!(last["reason"], "NETFILTER_DROP");
@@ -105,9 +134,7 @@ fn without_netfilter_programs_nat_is_told_from_the_addresses_either_side() -> Re
 /// is not mistaken for a drop.
 #[test]
 fn without_drop_reasons_a_drop_is_told_by_the_code_that_dropped_it() -> Result<()> {
-    let upstream = Upstream::new()?;
-    let container = Container::builder().dns(upstream.ip()).start()?;
-    let to = upstream.ip().to_string();
+    let (_upstream, container, to) = container_and_upstream()?;
     let worked = follow_json_lacking("drop-reasons", &[container.name(), &to, "--probe", "icmp"])?;
     ensure!(worked.code() == Some(0), "answered: {}", worked.run);
     let (request, _) = worked.only_request()?;
@@ -117,12 +144,8 @@ fn without_drop_reasons_a_drop_is_told_by_the_code_that_dropped_it() -> Result<(
         "the clone ping_rcv frees after the socket read is no drop: {reply:#}"
     );
 
-    let _drop = IptablesRule::insert("DOCKER-USER", ["-p", "icmp", "-d", &to, "-j", "DROP"])?;
-    let dropped = follow_json_lacking(
-        "drop-reasons",
-        &[container.name(), &to, "--probe", "icmp", "--timeout", "2"],
-    )?;
-    ensure!(dropped.code() == Some(1), "no reply: {}", dropped.run);
+    let _drop = drop_pings_in_docker_user(&to)?;
+    let dropped = ping_unanswered(&container, &to, "drop-reasons")?;
     assert!(notes(&dropped)[0].contains("no drop reasons"));
     let (request, last) = dropped.only_request()?;
     assert_eq!(last["kind"], "drop", "{request:#}");
@@ -140,11 +163,7 @@ fn without_drop_reasons_a_drop_is_told_by_the_code_that_dropped_it() -> Result<(
             .is_some_and(|t| t.contains("this kernel gives no drop reasons")),
         "{last:#}"
     );
-    let no_reply = dropped.no_reply_to(&request)?;
-    assert_eq!(
-        no_reply["verdict"]["cause"]["kind"], "administrator_rule",
-        "{no_reply:#}"
-    );
+    assert_administrator_rule(&dropped, &request)?;
     Ok(())
 }
 
@@ -152,10 +171,8 @@ fn without_drop_reasons_a_drop_is_told_by_the_code_that_dropped_it() -> Result<(
 /// told without its rule, and pkttrace adds no trace table.
 #[test]
 fn without_nftables_trace_a_netfilter_drop_is_told_without_its_rule() -> Result<()> {
-    let upstream = Upstream::new()?;
-    let container = Container::builder().dns(upstream.ip()).start()?;
-    let to = upstream.ip().to_string();
-    let _drop = IptablesRule::insert("DOCKER-USER", ["-p", "icmp", "-d", &to, "-j", "DROP"])?;
+    let (_upstream, container, to) = container_and_upstream()?;
+    let _drop = drop_pings_in_docker_user(&to)?;
     let tracer = Pkttrace::spawn_with_env(
         (PRETEND_ABSENT, "nftables-trace"),
         [
@@ -255,9 +272,7 @@ fn without_tcx_dns_over_udp_is_still_told() -> Result<()> {
 /// line says so, exit code 2, nothing attached.
 #[test]
 fn without_an_essential_feature_pkttrace_refuses_with_one_line() -> Result<()> {
-    let upstream = Upstream::new()?;
-    let container = Container::builder().dns(upstream.ip()).start()?;
-    let to = upstream.ip().to_string();
+    let (_upstream, container, to) = container_and_upstream()?;
     for (feature, lacking) in [
         ("btf", "no BTF at /sys/kernel/btf/vmlinux"),
         ("tp-btf", "no BTF-typed tracepoints"),
@@ -289,9 +304,7 @@ fn without_an_essential_feature_pkttrace_refuses_with_one_line() -> Result<()> {
 /// upstream that took it in.
 #[test]
 fn without_free_locations_a_packet_waiting_for_arp_is_not_taken_for_arrived() -> Result<()> {
-    let upstream = Upstream::new()?;
-    let container = Container::builder().dns(upstream.ip()).start()?;
-    let to = upstream.ip().to_string();
+    let (upstream, container, to) = container_and_upstream()?;
     let netns = format!("--net={}", container.netns_path());
     tool("nsenter", &[&netns, "ip", "neigh", "flush", "all"])?;
     let cached = tool("nsenter", &[&netns, "ip", "neigh", "show"])?;
@@ -375,9 +388,7 @@ const UBUNTU_22_04: &str = "drop-reasons,free-locations,socket-reads,netfilter-p
 
 #[test]
 fn as_debian_12_tells_a_ping_through_the_masquerade_with_cold_caches() -> Result<()> {
-    let upstream = Upstream::new()?;
-    let container = Container::builder().dns(upstream.ip()).start()?;
-    let to = upstream.ip().to_string();
+    let (upstream, container, to) = container_and_upstream()?;
     tool("ip", &["neigh", "flush", "dev", upstream.host_veth()])?;
     tool(
         "nsenter",
@@ -419,15 +430,9 @@ fn as_debian_12_tells_a_ping_through_the_masquerade_with_cold_caches() -> Result
 
 #[test]
 fn as_ubuntu_22_04_tells_a_drop_in_docker_user_by_its_rule() -> Result<()> {
-    let upstream = Upstream::new()?;
-    let container = Container::builder().dns(upstream.ip()).start()?;
-    let to = upstream.ip().to_string();
-    let _drop = IptablesRule::insert("DOCKER-USER", ["-p", "icmp", "-d", &to, "-j", "DROP"])?;
-    let dropped = follow_json_lacking(
-        UBUNTU_22_04,
-        &[container.name(), &to, "--probe", "icmp", "--timeout", "2"],
-    )?;
-    ensure!(dropped.code() == Some(1), "no reply: {}", dropped.run);
+    let (_upstream, container, to) = container_and_upstream()?;
+    let _drop = drop_pings_in_docker_user(&to)?;
+    let dropped = ping_unanswered(&container, &to, UBUNTU_22_04)?;
     let (request, last) = dropped.only_request()?;
     assert_eq!(last["reason"], "UNREPORTED", "{request:#}");
     let outcome = &request["outcome"];
@@ -446,10 +451,6 @@ fn as_ubuntu_22_04_tells_a_drop_in_docker_user_by_its_rule() -> Result<()> {
             .is_some_and(|h| h.starts_with("a rule in FORWARD dropped it")),
         "{last:#}"
     );
-    let no_reply = dropped.no_reply_to(&request)?;
-    assert_eq!(
-        no_reply["verdict"]["cause"]["kind"], "administrator_rule",
-        "{no_reply:#}"
-    );
+    assert_administrator_rule(&dropped, &request)?;
     Ok(())
 }

@@ -17,6 +17,9 @@ use super::{Details, Direction, Ending, Hook, NatKind, Story};
 /// "other paths" (a flow that takes thousands of paths is no busy flow).
 pub const MAX_PATHS: usize = 64;
 
+/// The longest latency a path's histogram tells apart.
+const MAX_LATENCY_US: u64 = 60_000_000;
+
 /// One hop of a path: where, and what happened there.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, schemars::JsonSchema)]
 pub struct PathHop {
@@ -167,8 +170,10 @@ impl Tally {
     fn new() -> Self {
         Self {
             packets: 0,
-            // Up to an hour, three significant figures: a few KiB.
-            latency_us: Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("valid bounds"),
+            // Two significant figures up to a minute (a longer journey counts
+            // as a minute): some 20 KiB a path, where three figures up to an
+            // hour took 180 KiB, twice per path (interval and run).
+            latency_us: Histogram::new_with_bounds(1, MAX_LATENCY_US, 2).expect("valid bounds"),
         }
     }
 

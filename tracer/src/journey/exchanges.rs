@@ -608,6 +608,30 @@ mod tests {
         assert!(exchanges.finish().is_empty(), "nothing left unanswered");
     }
 
+    /// A packet going the request's own way shares its conntrack entry:
+    /// the request seen again after a NAT that went unseen (a kernel without
+    /// netfilter programs) is no answer to it.
+    #[test]
+    fn a_packet_going_the_requests_own_way_answers_nothing() {
+        let journeys = assemble(ICMP_MASQUERADE);
+        let mut exchanges = follow_upstream(None);
+        exchanges.place(journeys[0].clone());
+        let sender = journeys[0].first_packet().src;
+        let mut after_nat = journeys[0].clone();
+        after_nat.id += 100;
+        after_nat.events.retain(|e| e.packet.src != sender);
+        assert!(
+            after_nat.events.iter().any(|e| e
+                .conntrack
+                .is_some_and(|c| c.direction == CtDirection::Original)),
+            "the recording has the entry on the masqueraded packet"
+        );
+        assert!(
+            roles(&exchanges.place(after_nat)).is_empty(),
+            "set aside, not a reply"
+        );
+    }
+
     /// `--summary` counts every packet of the flow: a second answer from
     /// DEST to a request already answered is told as a reply to it, where
     /// stories set it aside.

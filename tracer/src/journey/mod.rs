@@ -28,7 +28,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::addr;
 use crate::decode::{
-    DropReason, Event, EventKind, Packet, Quoted, RouteFor, RouteResult, SiteRole, Transport,
+    CtDirection, DropReason, Event, EventKind, Packet, Quoted, RouteFor, RouteResult, SiteRole,
+    Transport,
 };
 
 /// A journey whose packets are all gone takes events this far apart no
@@ -143,9 +144,15 @@ impl Journey {
     pub fn answers(&self, request: &Asked) -> bool {
         // A journey's events name one or two entries (NAT makes none new):
         // a few comparisons, nothing allocated, as this runs per waiting request.
+        // Only a packet going the entry's reply way answers: another packet
+        // of the request's own way (one whose NAT went unseen) is tracked by
+        // the same entry too.
         if self
-            .conntrack_ids()
-            .any(|id| request.conntrack_ids.contains(&id))
+            .events
+            .iter()
+            .filter(|e| e.packet.tunnel.is_none())
+            .filter_map(|e| e.conntrack)
+            .any(|c| c.direction == CtDirection::Reply && request.conntrack_ids.contains(&c.id))
         {
             return true;
         }

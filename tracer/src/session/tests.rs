@@ -1488,3 +1488,33 @@ fn a_summary_tells_apart_a_bounded_number_of_paths() {
     assert_eq!(summary.paths.len(), MAX_PATHS);
     assert_eq!(summary.other_paths, 6);
 }
+
+/// Without consume_skb's location, a free in a namespace that routed the
+/// packet elsewhere (the copy ARP frees while the packet waits for a next
+/// hop) is not the packet taken in there, even when nothing follows it.
+#[test]
+fn without_free_locations_a_free_where_the_packet_was_routed_on_is_no_arrival() {
+    let told = tell_with(recording!("neigh_failed"), |journey, _| {
+        journey
+            .events
+            .retain(|e| !matches!(e.kind, EventKind::Drop { .. }));
+        for event in &mut journey.events {
+            if let EventKind::Consume { location } = &mut event.kind {
+                *location = crate::decode::CodeSite {
+                    name: "unknown".into(),
+                    role: crate::decode::SiteRole::Unlocated,
+                };
+            }
+        }
+    });
+    let request = told
+        .requests()
+        .into_iter()
+        .find(|s| s.tuple.protocol == "icmp")
+        .unwrap();
+    assert!(
+        !matches!(request.outcome.ending, Ending::TakenIn { .. }),
+        "{}",
+        told.text
+    );
+}

@@ -19,7 +19,7 @@ mod veth;
 mod xmit;
 
 use crate::{
-    decode::{DropReason, Event, EventKind, Hook, SiteRole, Transport, Tunnel},
+    decode::{DropReason, Event, EventKind, Hook, RouteResult, SiteRole, Transport, Tunnel},
     enrich::{Interface, LinkKind, Topology, facts::Facts},
     journey::{Journey, is_a_copys_fate},
 };
@@ -378,12 +378,15 @@ pub fn decide(
             }
             // Without a location a free cannot be told apart from the copy
             // ARP makes while the packet waits: the packet's end only when
-            // nothing more happens to it.
+            // nothing more happens to it, and where its namespace routed it
+            // to itself (a packet waiting for its next hop was not).
             EventKind::Consume { location }
                 if location.role == SiteRole::Unlocated
-                    && events[i + 1..]
+                    && (events[i + 1..]
                         .iter()
-                        .any(|e| !matches!(e.kind, EventKind::Route { .. })) => {}
+                        .any(|e| !matches!(e.kind, EventKind::Route { .. }))
+                        || x.last_route_in(event.netns)
+                            .is_some_and(|route| route.result != RouteResult::Local)) => {}
             EventKind::Consume { location } => {
                 let after_transmit = transmitted
                     .iter()
